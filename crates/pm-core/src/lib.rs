@@ -1,0 +1,44 @@
+//! Domain types and pure logic of ProcessMonitor.
+//!
+//! This crate is the vocabulary every other crate speaks: the registry document and its entries, the eight
+//! process states, restart policies, aliveness checks, the wire shapes of the HTTP API, and the pure rules
+//! (process-id validation, the backoff schedule, trusted-host and executable-pattern matching).
+//!
+//! Invariants:
+//! - No I/O and no async runtime: every function here is a pure computation on its inputs.
+//! - The JSON shapes are those of `shared/spec/wire-formats.md` (camelCase keys, optional keys omitted when
+//!   empty); unknown keys of the registry are kept on a rewrite.
+//!
+//! # Example
+//! ```
+//! use pm_core::{ProcessConfig, ProcessState, validate_process_id};
+//!
+//! let config: ProcessConfig = serde_json::from_str(r#"{"id":"api","name":"API","command":"/bin/sleep"}"#).unwrap();
+//! assert!(config.autostart && config.enabled);
+//! assert!(validate_process_id(&config.id).is_ok());
+//! assert_eq!(ProcessState::default(), ProcessState::Stopped);
+//! ```
+#![deny(missing_docs)]
+
+mod backoff;
+mod config;
+mod error;
+mod exec;
+mod id;
+mod registry;
+mod status;
+mod timestamp;
+mod trust;
+
+pub use backoff::{next_restart, RestartDecision};
+pub use config::{AlivenessCheck, FailAction, ProcessConfig, RestartPolicy, StartupCheck};
+pub use error::Error;
+pub use exec::{executable_permitted, validate_executable_pattern};
+pub use id::{validate_instance_id, validate_process_id};
+pub use registry::{
+    AlivenessServerConfig, PartnerDiscovery, PartnerDiscoveryPatch, PendingAction, ProcessEntry, Registry,
+    RemoteAccessConfig, RemoteAccessPatch, DEFAULT_INSTANCE, WATCHER_INSTANCE,
+};
+pub use status::{MonitorState, MonitorStatus, ProcessState, ProcessStatus};
+pub use timestamp::Timestamp;
+pub use trust::{host_is_trusted, needs_name_lookup, normalize_ip};

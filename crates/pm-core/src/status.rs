@@ -1,0 +1,178 @@
+//! What the monitor observes: process states and the status documents of the API.
+
+use serde::{Deserialize, Serialize};
+
+use crate::Timestamp;
+
+/// The lifecycle state of a managed process.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ProcessState {
+    /// Not running, and not meant to be.
+    #[default]
+    Stopped,
+    /// Spawned; startup checks (if any) have not passed yet.
+    Starting,
+    /// Running normally.
+    Running,
+    /// SIGTERM sent to its process group; waiting for it to exit.
+    Stopping,
+    /// Exited without being asked to; a restart decision follows at once.
+    Crashed,
+    /// Waiting out the backoff before the next restart.
+    Retrying,
+    /// Gave up after the restart attempts were used up (or a startup check said so).
+    Failed,
+    /// Disabled: never started until enabled.
+    Disabled,
+}
+
+impl ProcessState {
+    /// Every state, in the order of the guide's table.
+    pub const ALL: [ProcessState; 8] = [
+        ProcessState::Stopped,
+        ProcessState::Starting,
+        ProcessState::Running,
+        ProcessState::Stopping,
+        ProcessState::Crashed,
+        ProcessState::Retrying,
+        ProcessState::Failed,
+        ProcessState::Disabled,
+    ];
+
+    /// The wire name (`"running"`, ...).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ProcessState::Stopped => "stopped",
+            ProcessState::Starting => "starting",
+            ProcessState::Running => "running",
+            ProcessState::Stopping => "stopping",
+            ProcessState::Crashed => "crashed",
+            ProcessState::Retrying => "retrying",
+            ProcessState::Failed => "failed",
+            ProcessState::Disabled => "disabled",
+        }
+    }
+
+    /// Whether a child process may exist in this state.
+    pub fn has_child(self) -> bool {
+        matches!(self, ProcessState::Starting | ProcessState::Running | ProcessState::Stopping)
+    }
+}
+
+impl std::fmt::Display for ProcessState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl std::str::FromStr for ProcessState {
+    type Err = crate::Error;
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        ProcessState::ALL
+            .into_iter()
+            .find(|state| state.as_str() == text)
+            .ok_or_else(|| crate::Error::InvalidField(format!("state {text:?}")))
+    }
+}
+
+/// One process as the API reports it (wire name `ProcessStatus`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ProcessStatus {
+    /// Process id.
+    pub id: String,
+    /// Human-readable name.
+    pub name: String,
+    /// Current state.
+    pub state: ProcessState,
+    /// Whether it may be started.
+    pub enabled: bool,
+    /// Whether it starts with the monitor.
+    pub autostart: bool,
+    /// Registered through the remote API.
+    pub is_remote: bool,
+    /// PID of the running child.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pid: Option<u32>,
+    /// Last start.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_started_at: Option<Timestamp>,
+    /// Last stop or exit.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_stopped_at: Option<Timestamp>,
+    /// Restarts since the last reset.
+    #[serde(default)]
+    pub restart_attempts: u32,
+    /// The command (additive field).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub command: Option<String>,
+    /// Exit code of the last exit (additive field).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_exit_code: Option<i32>,
+    /// Signal that ended the last run (additive field).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_signal: Option<i32>,
+    /// Why the last start or run failed, in words (additive field).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_error: Option<String>,
+    /// Seconds since the current run started (additive field).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub uptime: Option<u64>,
+    /// CPU use of the process group in percent of one core (additive field).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cpu_percent: Option<f32>,
+    /// Resident memory of the process group in bytes (additive field).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub memory_bytes: Option<u64>,
+}
+
+/// Whether the monitor is serving or on its way out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum MonitorState {
+    /// Serving.
+    Running,
+    /// Shutting down or restarting.
+    Stopping,
+}
+
+/// The monitor as the API reports it (wire name `MonitorStatus`; also `GET /status` on the aliveness port).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct MonitorStatus {
+    /// Instance id (`default`, `watcher`, ...).
+    pub instance_id: String,
+    /// PID of the monitor.
+    pub pid: u32,
+    /// When this monitor process started.
+    pub started_at: Timestamp,
+    /// Seconds since `started_at`.
+    pub uptime: u64,
+    /// Serving or stopping.
+    pub state: MonitorState,
+    /// Whether partner monitoring is off.
+    pub standalone_mode: bool,
+    /// The partner instance, when one is configured.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub partner_instance_id: Option<String>,
+    /// `alive`, `unreachable` or `unknown`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub partner_status: Option<String>,
+    /// PID the partner last reported.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub partner_pid: Option<u32>,
+    /// Registered processes.
+    pub managed_process_count: usize,
+    /// Processes in `running` state.
+    pub running_process_count: usize,
+    /// Program version (additive field).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version: Option<String>,
+    /// Bound aliveness port (additive field).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub aliveness_port: Option<u16>,
+    /// Bound remote API port (additive field).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub remote_port: Option<u16>,
+}
