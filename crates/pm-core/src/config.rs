@@ -82,7 +82,8 @@ impl ProcessConfig {
 
     /// The stop grace period in milliseconds.
     pub fn stop_timeout_ms(&self) -> u64 {
-        self.stop_timeout_ms.unwrap_or(Self::DEFAULT_STOP_TIMEOUT_MS)
+        self.stop_timeout_ms
+            .unwrap_or(Self::DEFAULT_STOP_TIMEOUT_MS)
     }
 
     /// Checks every field a registration must get right, naming the first bad one.
@@ -92,7 +93,10 @@ impl ProcessConfig {
         if self.name.trim().is_empty() || self.name.len() > 256 {
             return invalid("name (must be 1 to 256 characters)");
         }
-        if self.command.is_empty() || self.command.len() > 4096 || self.command.contains('\0') {
+        if self.command.trim().is_empty()
+            || self.command.len() > 4096
+            || self.command.contains('\0')
+        {
             return invalid("command (must be a non-empty path without NUL)");
         }
         if self.args.len() > 4096 || self.args.iter().any(|arg| arg.contains('\0')) {
@@ -104,7 +108,9 @@ impl ProcessConfig {
             }
         }
         if let Some(env) = &self.environment {
-            if env.keys().any(|key| key.is_empty() || key.contains('=') || key.contains('\0'))
+            if env
+                .keys()
+                .any(|key| key.is_empty() || key.contains('=') || key.contains('\0'))
                 || env.values().any(|value| value.contains('\0'))
             {
                 return invalid("environment (names must be non-empty without '=' or NUL)");
@@ -119,12 +125,20 @@ impl ProcessConfig {
             if !(check.url.starts_with("http://")) {
                 return invalid("alivenessCheck.url (must be an http:// URL)");
             }
-            if check.interval_ms == 0 || check.timeout_ms == 0 {
-                return invalid("alivenessCheck.intervalMs and timeoutMs (must be positive)");
+            if check.interval_ms == 0 {
+                return invalid("alivenessCheck.intervalMs (must be positive)");
+            }
+            if check.timeout_ms == 0 {
+                return invalid("alivenessCheck.timeoutMs (must be positive)");
+            }
+            if check.consecutive_failures_required == 0 {
+                return invalid("alivenessCheck.consecutiveFailuresRequired (must be positive)");
             }
             if let Some(startup) = &check.startup_check {
                 if startup.check_interval_ms == 0 {
-                    return invalid("alivenessCheck.startupCheck.checkIntervalMs (must be positive)");
+                    return invalid(
+                        "alivenessCheck.startupCheck.checkIntervalMs (must be positive)",
+                    );
                 }
             }
         }
@@ -250,4 +264,257 @@ pub enum FailAction {
     Disable,
     /// Give up (`failed`).
     Fail,
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+    use crate::Error;
+
+    fn valid() -> ProcessConfig {
+        let mut config = ProcessConfig::new("api", "My API", "/usr/bin/my-api");
+        config.args = vec!["--port".to_owned(), "8080".to_owned()];
+        config.working_directory = Some("/opt/api".to_owned());
+        config.environment = Some(BTreeMap::from([(
+            "APP_ENV".to_owned(),
+            "production".to_owned(),
+        )]));
+        config.restart_policy = Some(RestartPolicy::default());
+        let mut check = AlivenessCheck::new("http://localhost:8080/health");
+        check.startup_check = Some(StartupCheck::default());
+        config.aliveness_check = Some(check);
+        config
+    }
+
+    /// Validates `valid()` changed by `edit`; `expected` is the field the refusal must name, `None` for success.
+    fn check(edit: impl FnOnce(&mut ProcessConfig), expected: Option<&str>) {
+        let mut config = valid();
+        edit(&mut config);
+        match (config.validate(), expected) {
+            (Ok(()), None) => {}
+            (Err(err @ (Error::InvalidField(_) | Error::InvalidId { .. })), Some(field)) => {
+                let message = err.to_string();
+                assert!(
+                    message.contains(field),
+                    "{message:?} does not name {field:?}"
+                );
+            }
+            (got, expected) => panic!("got {got:?}, expected refusal naming {expected:?}"),
+        }
+    }
+
+    /// Parses a `ProcessConfig` from JSON; `Err` carries the serde message.
+    fn parse(value: serde_json::Value) -> Result<ProcessConfig, String> {
+        serde_json::from_value(value).map_err(|err| err.to_string())
+    }
+
+    #[test]
+    fn accepts_a_full_config() {
+        check(|_| {}, None);
+        check(
+            |config| *config = ProcessConfig::new("a", "A", "sleep"),
+            None,
+        );
+        check(
+            |config| config.aliveness_check.as_mut().unwrap().enabled = false,
+            None,
+        );
+    }
+
+    #[test]
+    fn refusals_name_the_field() {
+        check(|config| config.id = "../x".to_owned(), Some("id"));
+        check(|config| config.id = String::new(), Some("id"));
+        check(|config| config.name = String::new(), Some("name"));
+        check(|config| config.name = "  ".to_owned(), Some("name"));
+        check(|config| config.name = "n".repeat(257), Some("name"));
+        check(|config| config.name = "n".repeat(256), None);
+        check(|config| config.command = String::new(), Some("command"));
+        check(|config| config.command = " ".to_owned(), Some("command"));
+        check(
+            |config| config.command = "/bin/a\0b".to_owned(),
+            Some("command"),
+        );
+        check(
+            |config| config.command = format!("/{}", "c".repeat(4096)),
+            Some("command"),
+        );
+        check(|config| config.args.push("a\0".to_owned()), Some("args"));
+        check(
+            |config| config.args = vec![String::new(); 4097],
+            Some("args"),
+        );
+        check(|config| config.args = vec![String::new(); 4096], None);
+        check(
+            |config| config.working_directory = Some(String::new()),
+            Some("workingDirectory"),
+        );
+        check(
+            |config| config.working_directory = Some("/a\0".to_owned()),
+            Some("workingDirectory"),
+        );
+        let env =
+            |key: &str, value: &str| Some(BTreeMap::from([(key.to_owned(), value.to_owned())]));
+        check(
+            |config| config.environment = env("", "x"),
+            Some("environment"),
+        );
+        check(
+            |config| config.environment = env("A=B", "x"),
+            Some("environment"),
+        );
+        check(
+            |config| config.environment = env("A\0", "x"),
+            Some("environment"),
+        );
+        check(
+            |config| config.environment = env("A", "x\0"),
+            Some("environment"),
+        );
+        check(|config| config.environment = env("A", ""), None);
+        check(
+            |config| config.restart_policy.as_mut().unwrap().backoff_intervals_ms = vec![1; 1001],
+            Some("restartPolicy.backoffIntervalsMs"),
+        );
+        fn aliveness(config: &mut ProcessConfig) -> &mut AlivenessCheck {
+            config.aliveness_check.as_mut().unwrap()
+        }
+        check(
+            |config| aliveness(config).url = "https://localhost/health".to_owned(),
+            Some("alivenessCheck.url"),
+        );
+        check(
+            |config| aliveness(config).url = "localhost:8080".to_owned(),
+            Some("alivenessCheck.url"),
+        );
+        check(
+            |config| aliveness(config).interval_ms = 0,
+            Some("alivenessCheck.intervalMs"),
+        );
+        check(
+            |config| aliveness(config).timeout_ms = 0,
+            Some("alivenessCheck.timeoutMs"),
+        );
+        check(
+            |config| aliveness(config).consecutive_failures_required = 0,
+            Some("alivenessCheck.consecutiveFailuresRequired"),
+        );
+        check(
+            |config| {
+                aliveness(config)
+                    .startup_check
+                    .as_mut()
+                    .unwrap()
+                    .check_interval_ms = 0
+            },
+            Some("alivenessCheck.startupCheck.checkIntervalMs"),
+        );
+    }
+
+    #[test]
+    fn defaults_on_read() {
+        let config = parse(json!({"id": "a", "name": "A", "command": "/bin/true"})).unwrap();
+        assert_eq!(config, ProcessConfig::new("a", "A", "/bin/true"));
+        assert!(config.args.is_empty());
+        assert!(config.autostart && config.enabled && !config.is_remote && !config.partner);
+        assert_eq!(config.restart_policy, None);
+        assert_eq!(config.restart_policy(), RestartPolicy::default());
+        assert_eq!(config.stop_timeout_ms(), 10_000);
+        // Serialising omits the optional keys.
+        assert_eq!(
+            serde_json::to_value(&config).unwrap(),
+            json!({"id": "a", "name": "A", "command": "/bin/true", "args": [], "autostart": true, "enabled": true,
+                   "isRemote": false})
+        );
+    }
+
+    #[test]
+    fn configured_values_win() {
+        let config = parse(json!({
+            "id": "a", "name": "A", "command": "/bin/true", "autostart": false, "enabled": false, "isRemote": true,
+            "stopTimeoutMs": 250, "restartPolicy": {"maxAttempts": 1}, "partner": true
+        }))
+        .unwrap();
+        assert!(!config.autostart && !config.enabled && config.is_remote && config.partner);
+        assert_eq!(config.stop_timeout_ms(), 250);
+        // Keys missing inside a given policy take the policy defaults.
+        assert_eq!(
+            config.restart_policy(),
+            RestartPolicy {
+                max_attempts: 1,
+                ..RestartPolicy::default()
+            }
+        );
+    }
+
+    #[test]
+    fn id_name_and_command_are_required() {
+        for missing in ["id", "name", "command"] {
+            let mut value = json!({"id": "a", "name": "A", "command": "/bin/true"});
+            value.as_object_mut().unwrap().remove(missing);
+            let err = parse(value).unwrap_err();
+            assert!(err.contains(missing), "{err}");
+        }
+        assert!(parse(json!({"id": 7, "name": "A", "command": "/bin/true"})).is_err());
+        assert!(
+            parse(json!({"id": "a", "name": "A", "command": "/bin/true", "args": "x y"})).is_err()
+        );
+    }
+
+    #[test]
+    fn default_restart_policy_follows_the_guide() {
+        let policy = RestartPolicy::default();
+        assert_eq!(
+            serde_json::to_value(&policy).unwrap(),
+            json!({"maxAttempts": 5, "backoffIntervalsMs": [1000, 2000, 5000], "resetAfterMs": 300000,
+                   "retryIndefinitely": false, "indefiniteIntervalMs": 21600000})
+        );
+        assert_eq!(
+            serde_json::from_value::<RestartPolicy>(json!({})).unwrap(),
+            policy
+        );
+    }
+
+    #[test]
+    fn aliveness_check_defaults() {
+        let check: AlivenessCheck =
+            serde_json::from_value(json!({"url": "http://localhost:19884/alive"})).unwrap();
+        assert_eq!(check, AlivenessCheck::new("http://localhost:19884/alive"));
+        assert!(check.enabled);
+        assert_eq!(
+            (
+                check.interval_ms,
+                check.timeout_ms,
+                check.consecutive_failures_required
+            ),
+            (3000, 2000, 2)
+        );
+        assert_eq!(check.startup_check, None);
+        assert!(serde_json::from_value::<AlivenessCheck>(json!({"enabled": true})).is_err());
+        let startup: StartupCheck = serde_json::from_value(json!({})).unwrap();
+        assert_eq!(
+            serde_json::to_value(startup).unwrap(),
+            json!({"enabled": true, "initialDelayMs": 2000, "checkIntervalMs": 1000, "maxAttempts": 30,
+                   "failAction": "restart"})
+        );
+    }
+
+    #[test]
+    fn fail_action_names() {
+        let check_action = |action: FailAction, name: &str| {
+            assert_eq!(serde_json::to_value(action).unwrap(), json!(name));
+            assert_eq!(
+                serde_json::from_value::<FailAction>(json!(name)).unwrap(),
+                action
+            );
+        };
+        check_action(FailAction::Restart, "restart");
+        check_action(FailAction::Disable, "disable");
+        check_action(FailAction::Fail, "fail");
+        assert_eq!(FailAction::default(), FailAction::Restart);
+        assert!(serde_json::from_value::<FailAction>(json!("Restart")).is_err());
+        assert!(serde_json::from_value::<FailAction>(json!("reboot")).is_err());
+    }
 }

@@ -63,7 +63,11 @@ impl Registry {
     /// `watcher`; other ids get the default instance's settings with partner discovery off.
     pub fn new_default(instance_id: &str) -> Registry {
         let watcher = instance_id == WATCHER_INSTANCE;
-        let (remote_port, aliveness_port) = if watcher { (19882, 19884) } else { (19881, 19883) };
+        let (remote_port, aliveness_port) = if watcher {
+            (19882, 19884)
+        } else {
+            (19881, 19883)
+        };
         let partner_discovery = if watcher {
             PartnerDiscovery::for_partner(DEFAULT_INSTANCE, 19883, true)
         } else if instance_id == DEFAULT_INSTANCE {
@@ -78,8 +82,14 @@ impl Registry {
             monitor_interval_ms: Self::monitor_interval_ms(),
             standalone_mode: false,
             partner_discovery,
-            remote_access: RemoteAccessConfig { remote_port, ..RemoteAccessConfig::default() },
-            aliveness_server: AlivenessServerConfig { port: aliveness_port, ..AlivenessServerConfig::default() },
+            remote_access: RemoteAccessConfig {
+                remote_port,
+                ..RemoteAccessConfig::default()
+            },
+            aliveness_server: AlivenessServerConfig {
+                port: aliveness_port,
+                ..AlivenessServerConfig::default()
+            },
             processes: BTreeMap::new(),
             extra: Map::new(),
         }
@@ -138,7 +148,11 @@ impl ProcessEntry {
     /// A newly registered entry (stopped, counters zero).
     pub fn new(config: ProcessConfig, registered_at: Timestamp) -> ProcessEntry {
         ProcessEntry {
-            state: if config.enabled { ProcessState::Stopped } else { ProcessState::Disabled },
+            state: if config.enabled {
+                ProcessState::Stopped
+            } else {
+                ProcessState::Disabled
+            },
             config,
             registered_at: Some(registered_at),
             last_started_at: None,
@@ -164,7 +178,11 @@ impl ProcessEntry {
             enabled: self.config.enabled,
             autostart: self.config.autostart,
             is_remote: self.config.is_remote,
-            pid: if self.state.has_child() { self.pid } else { None },
+            pid: if self.state.has_child() {
+                self.pid
+            } else {
+                None
+            },
             last_started_at: self.last_started_at,
             last_stopped_at: self.last_stopped_at,
             restart_attempts: self.restart_attempts,
@@ -347,7 +365,10 @@ impl RemoteAccessConfig {
     }
     /// The guide's default trusted hosts.
     pub fn default_trusted_hosts() -> Vec<String> {
-        ["localhost", "127.0.0.1", "::1", "0.0.0.0"].iter().map(|host| host.to_string()).collect()
+        ["localhost", "127.0.0.1", "::1", "0.0.0.0"]
+            .iter()
+            .map(|host| host.to_string())
+            .collect()
     }
 
     /// Applies the permission keys given in `patch`.
@@ -355,12 +376,21 @@ impl RemoteAccessConfig {
         let pairs = [
             (&mut self.start_remote_access, patch.start_remote_access),
             (&mut self.allow_remote_register, patch.allow_remote_register),
-            (&mut self.allow_remote_deregister, patch.allow_remote_deregister),
+            (
+                &mut self.allow_remote_deregister,
+                patch.allow_remote_deregister,
+            ),
             (&mut self.allow_remote_start, patch.allow_remote_start),
             (&mut self.allow_remote_stop, patch.allow_remote_stop),
             (&mut self.allow_remote_disable, patch.allow_remote_disable),
-            (&mut self.allow_remote_autostart, patch.allow_remote_autostart),
-            (&mut self.allow_remote_monitor_restart, patch.allow_remote_monitor_restart),
+            (
+                &mut self.allow_remote_autostart,
+                patch.allow_remote_autostart,
+            ),
+            (
+                &mut self.allow_remote_monitor_restart,
+                patch.allow_remote_monitor_restart,
+            ),
         ];
         for (field, value) in pairs {
             if let Some(value) = value {
@@ -431,6 +461,841 @@ impl AlivenessServerConfig {
 
 impl Default for AlivenessServerConfig {
     fn default() -> Self {
-        AlivenessServerConfig { enabled: true, port: Self::default_port(), bind_address: Self::default_bind() }
+        AlivenessServerConfig {
+            enabled: true,
+            port: Self::default_port(),
+            bind_address: Self::default_bind(),
+        }
+    }
+}
+
+/// The monitor-wide settings the configuration endpoints and setters read and change.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Settings {
+    /// No partner monitoring when set.
+    pub standalone_mode: bool,
+    /// The remote API and its permissions.
+    pub remote_access: RemoteAccessConfig,
+    /// How the partner is found and watched.
+    pub partner_discovery: PartnerDiscovery,
+}
+
+impl Settings {
+    /// The settings part of a registry.
+    pub fn of(registry: &Registry) -> Settings {
+        Settings {
+            standalone_mode: registry.standalone_mode,
+            remote_access: registry.remote_access.clone(),
+            partner_discovery: registry.partner_discovery.clone(),
+        }
+    }
+}
+
+/// One change to the monitor-wide settings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SettingsUpdate {
+    /// Merge the given permission keys.
+    RemoteAccess(RemoteAccessPatch),
+    /// Replace the trusted hosts.
+    TrustedHosts(Vec<String>),
+    /// Replace the executable whitelist (patterns are validated).
+    ExecutableWhitelist(Vec<String>),
+    /// Replace the executable blacklist (patterns are validated).
+    ExecutableBlacklist(Vec<String>),
+    /// Turn standalone mode on or off.
+    StandaloneMode(bool),
+    /// Merge the given partner-discovery keys.
+    PartnerDiscovery(PartnerDiscoveryPatch),
+}
+
+impl SettingsUpdate {
+    /// Checks the update, then applies it to `registry`; on error nothing is changed.
+    pub fn apply(&self, registry: &mut Registry) -> Result<(), crate::Error> {
+        match self {
+            SettingsUpdate::RemoteAccess(patch) => registry.remote_access.apply(patch),
+            SettingsUpdate::TrustedHosts(hosts) => {
+                if hosts.len() > 1024
+                    || hosts
+                        .iter()
+                        .any(|host| host.trim().is_empty() || host.len() > 255)
+                {
+                    return Err(crate::Error::InvalidField(
+                        "trustedHosts (at most 1024 non-empty entries of at most 255 characters)"
+                            .to_owned(),
+                    ));
+                }
+                // A pattern that can never match is refused rather than stored (as for executable patterns).
+                if let Some((host, reason)) = hosts.iter().find_map(|host| {
+                    crate::trust::host_pattern_problem(host).map(|reason| (host, reason))
+                }) {
+                    return Err(crate::Error::InvalidPattern {
+                        pattern: host.clone(),
+                        reason: reason.to_owned(),
+                    });
+                }
+                registry.remote_access.trusted_hosts = hosts.clone();
+            }
+            SettingsUpdate::ExecutableWhitelist(patterns)
+            | SettingsUpdate::ExecutableBlacklist(patterns) => {
+                if patterns.len() > 1024 {
+                    return Err(crate::Error::InvalidField(
+                        "patterns (at most 1024)".to_owned(),
+                    ));
+                }
+                for pattern in patterns {
+                    crate::validate_executable_pattern(pattern)?;
+                }
+                if matches!(self, SettingsUpdate::ExecutableWhitelist(_)) {
+                    registry.remote_access.executable_whitelist = patterns.clone();
+                } else {
+                    registry.remote_access.executable_blacklist = patterns.clone();
+                }
+            }
+            SettingsUpdate::StandaloneMode(on) => registry.standalone_mode = *on,
+            SettingsUpdate::PartnerDiscovery(patch) => {
+                if let Some(id) = &patch.partner_instance_id {
+                    crate::validate_instance_id(id)?;
+                }
+                if patch.check_interval_ms == Some(0) || patch.failures_before_restart == Some(0) {
+                    return Err(crate::Error::InvalidField(
+                        "checkIntervalMs and failuresBeforeRestart must be positive".to_owned(),
+                    ));
+                }
+                registry.partner_discovery.apply(patch);
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+    use crate::{Error, RestartPolicy};
+
+    /// The example registry of `shared/spec/wire-formats.md`, verbatim.
+    const WIRE_EXAMPLE: &str = r#"{
+  "version": 1,
+  "lastModified": "2026-01-24T10:30:00.123Z",
+  "instanceId": "default",
+  "monitorIntervalMs": 5000,
+  "standaloneMode": false,
+  "partnerDiscovery": {
+    "partnerInstanceId": "watcher",
+    "partnerAlivenessPort": 19884,
+    "partnerStatusUrl": "http://localhost:19884/status",
+    "discoveryOnStartup": true,
+    "startPartnerIfMissing": false
+  },
+  "remoteAccess": {
+    "startRemoteAccess": true,
+    "remotePort": 19881,
+    "trustedHosts": ["localhost", "127.0.0.1", "::1", "0.0.0.0"],
+    "allowRemoteRegister": true,
+    "allowRemoteDeregister": true,
+    "allowRemoteStart": true,
+    "allowRemoteStop": true,
+    "allowRemoteDisable": true,
+    "allowRemoteAutostart": true,
+    "allowRemoteMonitorRestart": false,
+    "executableWhitelist": [],
+    "executableBlacklist": []
+  },
+  "alivenessServer": {"enabled": true, "port": 19883},
+  "processes": {
+    "api": {
+      "id": "api",
+      "name": "My API",
+      "command": "/usr/bin/my-api",
+      "args": ["--port", "8080"],
+      "workingDirectory": "/opt/api",
+      "environment": {"APP_ENV": "production"},
+      "autostart": true,
+      "enabled": true,
+      "isRemote": false,
+      "restartPolicy": {
+        "maxAttempts": 5,
+        "backoffIntervalsMs": [1000, 2000, 5000],
+        "resetAfterMs": 300000,
+        "retryIndefinitely": false,
+        "indefiniteIntervalMs": 21600000
+      },
+      "alivenessCheck": {
+        "enabled": true,
+        "url": "http://localhost:8080/health",
+        "statusUrl": "http://localhost:8080/status",
+        "intervalMs": 3000,
+        "timeoutMs": 2000,
+        "consecutiveFailuresRequired": 2,
+        "startupCheck": {
+          "enabled": true,
+          "initialDelayMs": 2000,
+          "checkIntervalMs": 1000,
+          "maxAttempts": 30,
+          "failAction": "restart"
+        }
+      },
+      "registeredAt": "2026-01-24T10:00:00.000Z",
+      "lastStartedAt": "2026-01-24T10:30:00.000Z",
+      "lastStoppedAt": "2026-01-24T10:29:55.000Z",
+      "pid": 12345,
+      "state": "running",
+      "restartAttempts": 0,
+      "consecutiveFailures": 0
+    }
+  }
+}"#;
+
+    /// Removes `pointer`'s last key from `value` after checking that it holds `expected`.
+    fn take_added(value: &mut Value, pointer: &str, expected: Value) {
+        let (parent, key) = pointer.rsplit_once('/').unwrap();
+        let object = value
+            .pointer_mut(parent)
+            .and_then(Value::as_object_mut)
+            .unwrap();
+        assert_eq!(object.remove(key), Some(expected), "additive key {pointer}");
+    }
+
+    /// Reads `input` as a registry, writes it back, and compares the meaning: the output must equal the input
+    /// plus exactly the `added` keys (JSON pointer, value), the additive defaults this implementation writes.
+    fn check_round_trip(input: &Value, added: &[(&str, Value)]) -> Registry {
+        let registry: Registry = serde_json::from_value(input.clone()).unwrap();
+        let mut output = serde_json::to_value(&registry).unwrap();
+        for (pointer, expected) in added {
+            take_added(&mut output, pointer, expected.clone());
+        }
+        assert_eq!(&output, input);
+        // And the text form reads back to the same document.
+        let text = serde_json::to_string_pretty(&registry).unwrap();
+        assert_eq!(serde_json::from_str::<Registry>(&text).unwrap(), registry);
+        registry
+    }
+
+    /// The keys a rewrite adds to a registry written by the original, with their default values.
+    fn additive_defaults() -> Vec<(&'static str, Value)> {
+        vec![
+            ("/remoteAccess/bindAddress", json!("::")),
+            ("/alivenessServer/bindAddress", json!("127.0.0.1")),
+            ("/partnerDiscovery/checkIntervalMs", json!(3000)),
+            ("/partnerDiscovery/failuresBeforeRestart", json!(2)),
+        ]
+    }
+
+    fn example() -> Value {
+        serde_json::from_str(WIRE_EXAMPLE).unwrap()
+    }
+
+    #[test]
+    fn wire_example_round_trips() {
+        let registry = check_round_trip(&example(), &additive_defaults());
+        assert_eq!(registry.instance_id, "default");
+        assert_eq!(
+            registry.last_modified.unwrap().to_string(),
+            "2026-01-24T10:30:00.123Z"
+        );
+        let api = &registry.processes["api"];
+        assert_eq!(api.state, ProcessState::Running);
+        assert_eq!(api.pid, Some(12345));
+        assert_eq!(api.config.args, ["--port", "8080"]);
+        assert_eq!(
+            api.config.environment.as_ref().unwrap()["APP_ENV"],
+            "production"
+        );
+        assert_eq!(api.config.restart_policy(), RestartPolicy::default());
+        let startup = api
+            .config
+            .aliveness_check
+            .as_ref()
+            .unwrap()
+            .startup_check
+            .as_ref()
+            .unwrap();
+        assert_eq!(startup.fail_action, crate::FailAction::Restart);
+        assert!(api.extra.is_empty() && registry.extra.is_empty());
+    }
+
+    #[test]
+    fn written_additive_keys_round_trip_unchanged() {
+        // Once the additive keys are written, a second round trip changes nothing.
+        let first: Registry = serde_json::from_value(example()).unwrap();
+        let written = serde_json::to_value(&first).unwrap();
+        check_round_trip(&written, &[]);
+    }
+
+    #[test]
+    fn unknown_keys_survive() {
+        let mut input = example();
+        input["futureTop"] = json!({"nested": [1, 2, {"deep": null}]});
+        input["zzz"] = json!("last");
+        input["processes"]["api"]["futureEntry"] = json!("kept");
+        input["processes"]["api"]["cpuLimit"] = json!(1.5);
+        let registry = check_round_trip(&input, &additive_defaults());
+        assert_eq!(
+            registry.extra["futureTop"],
+            json!({"nested": [1, 2, {"deep": null}]})
+        );
+        let api = &registry.processes["api"];
+        assert_eq!(
+            api.extra.len(),
+            2,
+            "only the unknown keys land in extra: {:?}",
+            api.extra
+        );
+        assert_eq!(api.extra["futureEntry"], json!("kept"));
+    }
+
+    #[test]
+    fn additive_entry_keys_round_trip() {
+        let mut input = example();
+        let api = input["processes"]["api"].as_object_mut().unwrap();
+        api.insert("stopTimeoutMs".to_owned(), json!(2500));
+        api.insert("partner".to_owned(), json!(true));
+        api.insert("pidStartTime".to_owned(), json!(987654));
+        api.insert("lastExitCode".to_owned(), json!(-1));
+        api.insert("lastSignal".to_owned(), json!(9));
+        api.insert("lastError".to_owned(), json!("boom"));
+        api.insert("pendingAction".to_owned(), json!("restart"));
+        let registry = check_round_trip(&input, &additive_defaults());
+        let api = &registry.processes["api"];
+        assert!(api.extra.is_empty(), "{:?}", api.extra);
+        assert_eq!(api.pending_action, Some(PendingAction::Restart));
+        assert_eq!(api.config.stop_timeout_ms(), 2500);
+    }
+
+    #[test]
+    fn pending_action_names() {
+        for (action, name) in [
+            (PendingAction::Start, "start"),
+            (PendingAction::Stop, "stop"),
+            (PendingAction::Restart, "restart"),
+        ] {
+            assert_eq!(serde_json::to_value(action).unwrap(), json!(name));
+            assert_eq!(
+                serde_json::from_value::<PendingAction>(json!(name)).unwrap(),
+                action
+            );
+        }
+    }
+
+    #[test]
+    fn entry_defaults_on_read() {
+        let entry: ProcessEntry =
+            serde_json::from_value(json!({"id": "a", "name": "A", "command": "/bin/true"}))
+                .unwrap();
+        assert_eq!(entry.config, ProcessConfig::new("a", "A", "/bin/true"));
+        assert!(entry.config.args.is_empty());
+        assert!(entry.config.autostart && entry.config.enabled && !entry.config.is_remote);
+        assert_eq!(entry.state, ProcessState::Stopped);
+        assert_eq!((entry.restart_attempts, entry.consecutive_failures), (0, 0));
+        assert_eq!(
+            (
+                entry.pid,
+                entry.registered_at,
+                entry.last_started_at,
+                entry.last_stopped_at
+            ),
+            (None, None, None, None)
+        );
+        assert_eq!(entry.config.restart_policy, None);
+        assert_eq!(entry.config.restart_policy(), RestartPolicy::default());
+        assert!(entry.extra.is_empty());
+    }
+
+    #[test]
+    fn entry_requires_id_name_command() {
+        for missing in ["id", "name", "command"] {
+            let mut input = example();
+            input["processes"]["api"]
+                .as_object_mut()
+                .unwrap()
+                .remove(missing);
+            let err = serde_json::from_value::<Registry>(input)
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains(missing), "{err}");
+        }
+    }
+
+    #[test]
+    fn entry_rejects_bad_values() {
+        for (key, value) in [
+            ("state", json!("paused")),
+            ("pid", json!(-1)),
+            ("registeredAt", json!("later")),
+        ] {
+            let mut input = example();
+            input["processes"]["api"][key] = value;
+            assert!(serde_json::from_value::<Registry>(input).is_err(), "{key}");
+        }
+    }
+
+    #[test]
+    fn registry_defaults_on_read() {
+        let registry: Registry = serde_json::from_value(json!({"instanceId": "default"})).unwrap();
+        let mut expected = Registry::new_default("other");
+        expected.instance_id = "default".to_owned();
+        assert_eq!(registry, expected);
+        assert_eq!((registry.version, registry.monitor_interval_ms), (1, 5000));
+        assert!(serde_json::from_value::<Registry>(json!({"version": 1})).is_err());
+        // Partial sub-objects take defaults key by key.
+        let registry: Registry =
+            serde_json::from_value(json!({"instanceId": "x", "remoteAccess": {"remotePort": 1}}))
+                .unwrap();
+        assert_eq!(
+            registry.remote_access,
+            RemoteAccessConfig {
+                remote_port: 1,
+                ..RemoteAccessConfig::default()
+            }
+        );
+    }
+
+    #[test]
+    fn all_states_round_trip_in_an_entry() {
+        for state in ProcessState::ALL {
+            let mut input = example();
+            input["processes"]["api"]["state"] = json!(state.as_str());
+            let registry = check_round_trip(&input, &additive_defaults());
+            assert_eq!(registry.processes["api"].state, state);
+        }
+    }
+
+    /// The first-start registry of `instance_id`, written as JSON.
+    fn check_new_default(instance_id: &str, expected: Value) {
+        let registry = Registry::new_default(instance_id);
+        assert_eq!(
+            serde_json::to_value(&registry).unwrap(),
+            expected,
+            "{instance_id}"
+        );
+        assert_eq!(
+            serde_json::from_value::<Registry>(expected).unwrap(),
+            registry
+        );
+    }
+
+    fn default_remote_access(remote_port: u16) -> Value {
+        json!({
+            "startRemoteAccess": true,
+            "remotePort": remote_port,
+            "bindAddress": "::",
+            "trustedHosts": ["localhost", "127.0.0.1", "::1", "0.0.0.0"],
+            "allowRemoteRegister": true,
+            "allowRemoteDeregister": true,
+            "allowRemoteStart": true,
+            "allowRemoteStop": true,
+            "allowRemoteDisable": true,
+            "allowRemoteAutostart": true,
+            "allowRemoteMonitorRestart": false,
+            "executableWhitelist": [],
+            "executableBlacklist": []
+        })
+    }
+
+    #[test]
+    fn first_start_of_default() {
+        check_new_default(
+            "default",
+            json!({
+                "version": 1,
+                "instanceId": "default",
+                "monitorIntervalMs": 5000,
+                "standaloneMode": false,
+                "partnerDiscovery": {
+                    "partnerInstanceId": "watcher",
+                    "partnerAlivenessPort": 19884,
+                    "partnerStatusUrl": "http://localhost:19884/status",
+                    "discoveryOnStartup": false,
+                    "startPartnerIfMissing": false,
+                    "checkIntervalMs": 3000,
+                    "failuresBeforeRestart": 2
+                },
+                "remoteAccess": default_remote_access(19881),
+                "alivenessServer": {"enabled": true, "port": 19883, "bindAddress": "127.0.0.1"},
+                "processes": {}
+            }),
+        );
+    }
+
+    #[test]
+    fn first_start_of_watcher() {
+        check_new_default(
+            "watcher",
+            json!({
+                "version": 1,
+                "instanceId": "watcher",
+                "monitorIntervalMs": 5000,
+                "standaloneMode": false,
+                "partnerDiscovery": {
+                    "partnerInstanceId": "default",
+                    "partnerAlivenessPort": 19883,
+                    "partnerStatusUrl": "http://localhost:19883/status",
+                    "discoveryOnStartup": true,
+                    "startPartnerIfMissing": true,
+                    "checkIntervalMs": 3000,
+                    "failuresBeforeRestart": 2
+                },
+                "remoteAccess": default_remote_access(19882),
+                "alivenessServer": {"enabled": true, "port": 19884, "bindAddress": "127.0.0.1"},
+                "processes": {}
+            }),
+        );
+    }
+
+    #[test]
+    fn first_start_of_another_instance() {
+        check_new_default(
+            "staging",
+            json!({
+                "version": 1,
+                "instanceId": "staging",
+                "monitorIntervalMs": 5000,
+                "standaloneMode": false,
+                "partnerDiscovery": {
+                    "discoveryOnStartup": false,
+                    "startPartnerIfMissing": false,
+                    "checkIntervalMs": 3000,
+                    "failuresBeforeRestart": 2
+                },
+                "remoteAccess": default_remote_access(19881),
+                "alivenessServer": {"enabled": true, "port": 19883, "bindAddress": "127.0.0.1"},
+                "processes": {}
+            }),
+        );
+    }
+
+    #[test]
+    fn new_entry_state_follows_enabled() {
+        let at = Timestamp::parse("2026-01-24T10:00:00Z").unwrap();
+        let entry = ProcessEntry::new(ProcessConfig::new("a", "A", "/bin/true"), at);
+        assert_eq!(
+            (entry.state, entry.registered_at, entry.pid),
+            (ProcessState::Stopped, Some(at), None)
+        );
+        assert_eq!((entry.restart_attempts, entry.consecutive_failures), (0, 0));
+        let mut config = ProcessConfig::new("a", "A", "/bin/true");
+        config.enabled = false;
+        assert_eq!(ProcessEntry::new(config, at).state, ProcessState::Disabled);
+    }
+
+    /// `status()` of the example entry in `state` reports `expected_pid`.
+    fn check_status(state: ProcessState, expected_pid: Option<u32>) {
+        let registry: Registry = serde_json::from_value(example()).unwrap();
+        let mut entry = registry.processes["api"].clone();
+        entry.state = state;
+        entry.restart_attempts = 4;
+        entry.last_exit_code = Some(3);
+        let status = entry.status();
+        assert_eq!(status.pid, expected_pid, "{state}");
+        assert_eq!(status.state, state);
+        assert_eq!(
+            (status.id.as_str(), status.name.as_str()),
+            ("api", "My API")
+        );
+        assert_eq!(
+            (status.enabled, status.autostart, status.is_remote),
+            (true, true, false)
+        );
+        assert_eq!(status.restart_attempts, 4);
+        assert_eq!(status.last_exit_code, Some(3));
+        assert_eq!(status.command.as_deref(), Some("/usr/bin/my-api"));
+        assert_eq!(status.last_started_at, entry.last_started_at);
+        assert_eq!(status.last_stopped_at, entry.last_stopped_at);
+    }
+
+    #[test]
+    fn status_reports_a_pid_only_with_a_child() {
+        check_status(ProcessState::Starting, Some(12345));
+        check_status(ProcessState::Running, Some(12345));
+        check_status(ProcessState::Stopping, Some(12345));
+        check_status(ProcessState::Stopped, None);
+        check_status(ProcessState::Crashed, None);
+        check_status(ProcessState::Retrying, None);
+        check_status(ProcessState::Failed, None);
+        check_status(ProcessState::Disabled, None);
+    }
+
+    /// Applies `update` to the first-start registry of `default`. On success it must equal that registry changed
+    /// by `edit`; on error (whose text must contain the fragment) it must be unchanged.
+    fn check_update(update: SettingsUpdate, expected: Result<fn(&mut Registry), &str>) {
+        let before = Registry::new_default(DEFAULT_INSTANCE);
+        let mut registry = before.clone();
+        let res = update.apply(&mut registry);
+        match expected {
+            Ok(edit) => {
+                assert_eq!(res, Ok(()), "{update:?}");
+                let mut want = before;
+                edit(&mut want);
+                assert_eq!(registry, want, "{update:?}");
+            }
+            Err(fragment) => {
+                let err = res
+                    .expect_err(&format!("{update:?} should fail"))
+                    .to_string();
+                assert!(err.contains(fragment), "{err:?} lacks {fragment:?}");
+                assert_eq!(registry, before, "a failed update changes nothing");
+            }
+        }
+    }
+
+    fn strings(items: &[&str]) -> Vec<String> {
+        items.iter().map(|it| it.to_string()).collect()
+    }
+
+    #[test]
+    fn executable_lists_are_validated_before_they_are_stored() {
+        check_update(
+            SettingsUpdate::ExecutableWhitelist(strings(&["/usr/bin/*", "/opt/workers/**"])),
+            Ok(|it| {
+                it.remote_access.executable_whitelist = strings(&["/usr/bin/*", "/opt/workers/**"])
+            }),
+        );
+        check_update(
+            SettingsUpdate::ExecutableBlacklist(strings(&["/usr/bin/rm", "**/*.sh"])),
+            Ok(|it| it.remote_access.executable_blacklist = strings(&["/usr/bin/rm", "**/*.sh"])),
+        );
+        check_update(SettingsUpdate::ExecutableWhitelist(Vec::new()), Ok(|_| {}));
+        check_update(
+            SettingsUpdate::ExecutableWhitelist(strings(&["/usr/bin/*", "/usr/[bin"])),
+            Err("/usr/[bin"),
+        );
+        check_update(
+            SettingsUpdate::ExecutableBlacklist(strings(&["relative/*"])),
+            Err("relative/*"),
+        );
+        check_update(
+            SettingsUpdate::ExecutableBlacklist(strings(&["/usr/{a,b"])),
+            Err("/usr/{a,b"),
+        );
+        check_update(
+            SettingsUpdate::ExecutableWhitelist(vec!["/a".to_owned(); 1025]),
+            Err("patterns"),
+        );
+    }
+
+    #[test]
+    fn malformed_whitelist_keeps_the_old_one() {
+        let mut registry = Registry::new_default(DEFAULT_INSTANCE);
+        SettingsUpdate::ExecutableWhitelist(strings(&["/usr/bin/*"]))
+            .apply(&mut registry)
+            .unwrap();
+        let before = registry.clone();
+        let err = SettingsUpdate::ExecutableWhitelist(strings(&["/opt/*", ""]))
+            .apply(&mut registry)
+            .unwrap_err();
+        assert!(
+            matches!(err, Error::InvalidPattern { ref pattern, .. } if pattern.is_empty()),
+            "{err:?}"
+        );
+        assert_eq!(registry, before);
+        assert_eq!(registry.remote_access.executable_whitelist, ["/usr/bin/*"]);
+    }
+
+    #[test]
+    fn trusted_hosts_update() {
+        check_update(
+            SettingsUpdate::TrustedHosts(strings(&["10.0.*.*", "*.mydomain.com"])),
+            Ok(|it| it.remote_access.trusted_hosts = strings(&["10.0.*.*", "*.mydomain.com"])),
+        );
+        check_update(
+            SettingsUpdate::TrustedHosts(Vec::new()),
+            Ok(|it| it.remote_access.trusted_hosts.clear()),
+        );
+        check_update(
+            SettingsUpdate::TrustedHosts(strings(&["localhost", " "])),
+            Err("trustedHosts"),
+        );
+        check_update(
+            SettingsUpdate::TrustedHosts(vec!["h".repeat(256)]),
+            Err("trustedHosts"),
+        );
+        check_update(
+            SettingsUpdate::TrustedHosts(vec!["localhost".to_owned(); 1025]),
+            Err("trustedHosts"),
+        );
+        check_update(
+            SettingsUpdate::TrustedHosts(strings(&["localhost", "192.168.1.*.*"])),
+            Err("192.168.1.*.*"),
+        );
+        check_update(
+            SettingsUpdate::TrustedHosts(strings(&["300.1.*.1"])),
+            Err("300.1.*.1"),
+        );
+    }
+
+    #[test]
+    fn remote_access_patch_merges_given_keys() {
+        check_update(
+            SettingsUpdate::RemoteAccess(RemoteAccessPatch::default()),
+            Ok(|_| {}),
+        );
+        check_update(
+            SettingsUpdate::RemoteAccess(RemoteAccessPatch {
+                allow_remote_register: Some(false),
+                allow_remote_monitor_restart: Some(true),
+                ..RemoteAccessPatch::default()
+            }),
+            Ok(|it| {
+                it.remote_access.allow_remote_register = false;
+                it.remote_access.allow_remote_monitor_restart = true;
+            }),
+        );
+        check_update(
+            SettingsUpdate::RemoteAccess(RemoteAccessPatch {
+                start_remote_access: Some(false),
+                allow_remote_deregister: Some(false),
+                allow_remote_start: Some(false),
+                allow_remote_stop: Some(false),
+                allow_remote_disable: Some(false),
+                allow_remote_autostart: Some(false),
+                ..RemoteAccessPatch::default()
+            }),
+            Ok(|it| {
+                let access = &mut it.remote_access;
+                access.start_remote_access = false;
+                access.allow_remote_deregister = false;
+                access.allow_remote_start = false;
+                access.allow_remote_stop = false;
+                access.allow_remote_disable = false;
+                access.allow_remote_autostart = false;
+            }),
+        );
+    }
+
+    #[test]
+    fn remote_access_patch_json() {
+        let patch: RemoteAccessPatch = serde_json::from_value(
+            json!({"allowRemoteStop": false, "allowRemoteMonitorRestart": true}),
+        )
+        .unwrap();
+        assert_eq!(
+            patch,
+            RemoteAccessPatch {
+                allow_remote_stop: Some(false),
+                allow_remote_monitor_restart: Some(true),
+                ..RemoteAccessPatch::default()
+            }
+        );
+        // Only the permission keys: the trusted hosts and lists have their own endpoints.
+        assert!(serde_json::from_value::<RemoteAccessPatch>(json!({"trustedHosts": []})).is_err());
+        assert!(
+            serde_json::from_value::<RemoteAccessPatch>(json!({"allowRemoteStop": "no"})).is_err()
+        );
+    }
+
+    #[test]
+    fn partner_discovery_patch_merges_given_keys() {
+        check_update(
+            SettingsUpdate::PartnerDiscovery(PartnerDiscoveryPatch::default()),
+            Ok(|_| {}),
+        );
+        check_update(
+            SettingsUpdate::PartnerDiscovery(PartnerDiscoveryPatch {
+                discovery_on_startup: Some(true),
+                ..PartnerDiscoveryPatch::default()
+            }),
+            Ok(|it| it.partner_discovery.discovery_on_startup = true),
+        );
+        check_update(
+            SettingsUpdate::PartnerDiscovery(PartnerDiscoveryPatch {
+                partner_instance_id: Some("backup".to_owned()),
+                partner_aliveness_port: Some(29884),
+                partner_status_url: Some("http://localhost:29884/status".to_owned()),
+                start_partner_if_missing: Some(true),
+                check_interval_ms: Some(500),
+                failures_before_restart: Some(5),
+                ..PartnerDiscoveryPatch::default()
+            }),
+            Ok(|it| {
+                let partner = &mut it.partner_discovery;
+                partner.partner_instance_id = Some("backup".to_owned());
+                partner.partner_aliveness_port = Some(29884);
+                partner.partner_status_url = Some("http://localhost:29884/status".to_owned());
+                partner.start_partner_if_missing = true;
+                partner.check_interval_ms = 500;
+                partner.failures_before_restart = 5;
+            }),
+        );
+        check_update(
+            SettingsUpdate::PartnerDiscovery(PartnerDiscoveryPatch {
+                partner_instance_id: Some("../etc".to_owned()),
+                discovery_on_startup: Some(true),
+                ..PartnerDiscoveryPatch::default()
+            }),
+            Err("../etc"),
+        );
+        check_update(
+            SettingsUpdate::PartnerDiscovery(PartnerDiscoveryPatch {
+                check_interval_ms: Some(0),
+                ..PartnerDiscoveryPatch::default()
+            }),
+            Err("checkIntervalMs"),
+        );
+        check_update(
+            SettingsUpdate::PartnerDiscovery(PartnerDiscoveryPatch {
+                failures_before_restart: Some(0),
+                discovery_on_startup: Some(true),
+                ..PartnerDiscoveryPatch::default()
+            }),
+            Err("failuresBeforeRestart"),
+        );
+    }
+
+    #[test]
+    fn partner_discovery_patch_json() {
+        let patch: PartnerDiscoveryPatch = serde_json::from_value(
+            json!({"discoveryOnStartup": true, "partnerAlivenessPort": 19884}),
+        )
+        .unwrap();
+        assert_eq!(
+            patch,
+            PartnerDiscoveryPatch {
+                discovery_on_startup: Some(true),
+                partner_aliveness_port: Some(19884),
+                ..PartnerDiscoveryPatch::default()
+            }
+        );
+        assert!(
+            serde_json::from_value::<PartnerDiscoveryPatch>(json!({"partnerPort": 1})).is_err()
+        );
+        assert!(serde_json::from_value::<PartnerDiscoveryPatch>(
+            json!({"partnerAlivenessPort": 70000})
+        )
+        .is_err());
+    }
+
+    #[test]
+    fn standalone_mode_update() {
+        check_update(
+            SettingsUpdate::StandaloneMode(true),
+            Ok(|it| it.standalone_mode = true),
+        );
+        check_update(SettingsUpdate::StandaloneMode(false), Ok(|_| {}));
+    }
+
+    #[test]
+    fn settings_of_a_registry() {
+        let mut registry = Registry::new_default(WATCHER_INSTANCE);
+        registry.standalone_mode = true;
+        registry.processes.insert(
+            "a".to_owned(),
+            ProcessEntry::new(ProcessConfig::new("a", "A", "/bin/true"), Timestamp::now()),
+        );
+        let settings = Settings::of(&registry);
+        assert!(settings.standalone_mode);
+        assert_eq!(settings.remote_access, registry.remote_access);
+        assert_eq!(settings.partner_discovery, registry.partner_discovery);
+        let value = serde_json::to_value(&settings).unwrap();
+        let keys: Vec<&str> = value
+            .as_object()
+            .unwrap()
+            .keys()
+            .map(String::as_str)
+            .collect();
+        assert_eq!(keys, ["standaloneMode", "remoteAccess", "partnerDiscovery"]);
+        assert_eq!(serde_json::from_value::<Settings>(value).unwrap(), settings);
     }
 }

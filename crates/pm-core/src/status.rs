@@ -56,7 +56,10 @@ impl ProcessState {
 
     /// Whether a child process may exist in this state.
     pub fn has_child(self) -> bool {
-        matches!(self, ProcessState::Starting | ProcessState::Running | ProcessState::Stopping)
+        matches!(
+            self,
+            ProcessState::Starting | ProcessState::Running | ProcessState::Stopping
+        )
     }
 }
 
@@ -175,4 +178,145 @@ pub struct MonitorStatus {
     /// Bound remote API port (additive field).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub remote_port: Option<u16>,
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    /// The state writes as `name` (JSON, `Display`, `as_str`) and every form reads back.
+    fn check(state: ProcessState, name: &str, has_child: bool) {
+        assert_eq!(serde_json::to_value(state).unwrap(), json!(name));
+        assert_eq!(
+            serde_json::from_value::<ProcessState>(json!(name)).unwrap(),
+            state
+        );
+        assert_eq!(state.as_str(), name);
+        assert_eq!(state.to_string(), name);
+        assert_eq!(name.parse::<ProcessState>(), Ok(state));
+        assert_eq!(state.has_child(), has_child, "{name}");
+    }
+
+    #[test]
+    fn all_eight_states() {
+        check(ProcessState::Stopped, "stopped", false);
+        check(ProcessState::Starting, "starting", true);
+        check(ProcessState::Running, "running", true);
+        check(ProcessState::Stopping, "stopping", true);
+        check(ProcessState::Crashed, "crashed", false);
+        check(ProcessState::Retrying, "retrying", false);
+        check(ProcessState::Failed, "failed", false);
+        check(ProcessState::Disabled, "disabled", false);
+        let names: Vec<&str> = ProcessState::ALL
+            .iter()
+            .map(|state| state.as_str())
+            .collect();
+        assert_eq!(
+            names,
+            [
+                "stopped", "starting", "running", "stopping", "crashed", "retrying", "failed",
+                "disabled"
+            ]
+        );
+        assert_eq!(ProcessState::default(), ProcessState::Stopped);
+    }
+
+    #[test]
+    fn unknown_state_names_are_refused() {
+        for bad in ["Running", "RUNNING", "", "paused", " running"] {
+            assert!(bad.parse::<ProcessState>().is_err(), "{bad:?}");
+            assert!(
+                serde_json::from_value::<ProcessState>(json!(bad)).is_err(),
+                "{bad:?}"
+            );
+        }
+        let err = "paused".parse::<ProcessState>().unwrap_err();
+        assert_eq!(
+            err,
+            crate::Error::InvalidField("state \"paused\"".to_owned())
+        );
+    }
+
+    #[test]
+    fn monitor_state_names() {
+        assert_eq!(
+            serde_json::to_value(MonitorState::Running).unwrap(),
+            json!("running")
+        );
+        assert_eq!(
+            serde_json::to_value(MonitorState::Stopping).unwrap(),
+            json!("stopping")
+        );
+        assert_eq!(
+            serde_json::from_value::<MonitorState>(json!("stopping")).unwrap(),
+            MonitorState::Stopping
+        );
+    }
+
+    #[test]
+    fn process_status_wire_shape() {
+        let status = ProcessStatus {
+            id: "api".to_owned(),
+            name: "My API".to_owned(),
+            state: ProcessState::Running,
+            enabled: true,
+            autostart: false,
+            is_remote: true,
+            pid: Some(42),
+            last_started_at: Timestamp::parse("2026-01-24T10:30:00Z"),
+            last_stopped_at: None,
+            restart_attempts: 3,
+            command: None,
+            last_exit_code: None,
+            last_signal: None,
+            last_error: None,
+            uptime: None,
+            cpu_percent: None,
+            memory_bytes: None,
+        };
+        let value = serde_json::to_value(&status).unwrap();
+        assert_eq!(
+            value,
+            json!({"id": "api", "name": "My API", "state": "running", "enabled": true, "autostart": false,
+                   "isRemote": true, "pid": 42, "lastStartedAt": "2026-01-24T10:30:00.000Z", "restartAttempts": 3})
+        );
+        assert_eq!(
+            serde_json::from_value::<ProcessStatus>(value).unwrap(),
+            status
+        );
+    }
+
+    #[test]
+    fn monitor_status_wire_shape() {
+        let status = MonitorStatus {
+            instance_id: "default".to_owned(),
+            pid: 12345,
+            started_at: Timestamp::parse("2026-01-24T10:00:00Z").unwrap(),
+            uptime: 3600,
+            state: MonitorState::Running,
+            standalone_mode: false,
+            partner_instance_id: Some("watcher".to_owned()),
+            partner_status: Some("alive".to_owned()),
+            partner_pid: None,
+            managed_process_count: 2,
+            running_process_count: 1,
+            version: None,
+            aliveness_port: Some(19883),
+            remote_port: None,
+        };
+        let value = serde_json::to_value(&status).unwrap();
+        assert_eq!(
+            value,
+            json!({"instanceId": "default", "pid": 12345, "startedAt": "2026-01-24T10:00:00.000Z", "uptime": 3600,
+                   "state": "running", "standaloneMode": false, "partnerInstanceId": "watcher",
+                   "partnerStatus": "alive", "managedProcessCount": 2, "runningProcessCount": 1,
+                   "alivenessPort": 19883})
+        );
+        assert_eq!(
+            serde_json::from_value::<MonitorStatus>(value).unwrap(),
+            status
+        );
+    }
 }

@@ -35,8 +35,17 @@ impl Timestamp {
         self.0.unix_timestamp_nanos() / 1_000_000
     }
 
-    /// Parses the written form or the older zone-less form.
+    /// Parses the written form or the older zone-less form (taken as local time, UTC where the local offset
+    /// cannot be determined).
     pub fn parse(text: &str) -> Option<Timestamp> {
+        Timestamp::parse_with_local_offset(
+            text,
+            UtcOffset::current_local_offset().unwrap_or(UtcOffset::UTC),
+        )
+    }
+
+    /// Like [`Timestamp::parse`], with the offset that a zone-less text is taken to be in given explicitly.
+    pub fn parse_with_local_offset(text: &str, local: UtcOffset) -> Option<Timestamp> {
         if let Ok(at) = OffsetDateTime::parse(text, &Rfc3339) {
             return Some(Timestamp::from_datetime(at));
         }
@@ -45,8 +54,7 @@ impl Timestamp {
             "[year]-[month]-[day][first [T][ ]][hour]:[minute]:[second][optional [.[subsecond]]]"
         );
         let naive = PrimitiveDateTime::parse(text, &zoneless).ok()?;
-        let offset = UtcOffset::current_local_offset().unwrap_or(UtcOffset::UTC);
-        Some(Timestamp::from_datetime(naive.assume_offset(offset)))
+        Some(Timestamp::from_datetime(naive.assume_offset(local)))
     }
 
     /// Formats as `YYYYMMDD_HHMMSS` (UTC), the form used in log file and folder names.
@@ -90,6 +98,157 @@ impl Serialize for Timestamp {
 impl<'de> Deserialize<'de> for Timestamp {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
         let text = String::deserialize(deserializer)?;
-        Timestamp::parse(&text).ok_or_else(|| serde::de::Error::custom(format!("invalid timestamp {text:?}")))
+        Timestamp::parse(&text)
+            .ok_or_else(|| serde::de::Error::custom(format!("invalid timestamp {text:?}")))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use time::macros::{datetime, offset};
+
+    use super::*;
+
+    /// Parses `text` (zone-less forms taken at +02:00) and writes it back; `None` when it must be refused.
+    fn check(text: &str, expected: Option<&str>) {
+        let got = Timestamp::parse_with_local_offset(text, offset!(+2)).map(|at| at.to_string());
+        assert_eq!(got.as_deref(), expected, "{text:?}");
+    }
+
+    #[test]
+    fn writes_utc_with_milliseconds() {
+        let at = Timestamp::from_datetime(datetime!(2026-01-24 10:30:00 UTC));
+        assert_eq!(at.to_string(), "2026-01-24T10:30:00.000Z");
+        let at = Timestamp::from_datetime(datetime!(2026-01-24 10:30:00.123456789 UTC));
+        assert_eq!(at.to_string(), "2026-01-24T10:30:00.123Z");
+        let at = Timestamp::from_datetime(datetime!(0999-03-04 05:06:07.008 UTC));
+        assert_eq!(at.to_string(), "0999-03-04T05:06:07.008Z");
+    }
+
+    #[test]
+    fn converts_to_utc_on_wrap() {
+        let at = Timestamp::from_datetime(datetime!(2026-01-24 12:30:00 +02:00));
+        assert_eq!(at.datetime().offset(), UtcOffset::UTC);
+        assert_eq!(at.to_string(), "2026-01-24T10:30:00.000Z");
+    }
+
+    #[test]
+    fn reads_rfc3339() {
+        check("2026-01-24T10:30:00.000Z", Some("2026-01-24T10:30:00.000Z"));
+        check("2026-01-24T10:30:00.123Z", Some("2026-01-24T10:30:00.123Z"));
+        check("2026-01-24T10:30:00Z", Some("2026-01-24T10:30:00.000Z"));
+        check(
+            "2026-01-24T10:30:00.123456789Z",
+            Some("2026-01-24T10:30:00.123Z"),
+        );
+        check(
+            "2026-01-24T10:30:00+00:00",
+            Some("2026-01-24T10:30:00.000Z"),
+        );
+    }
+
+    #[test]
+    fn reads_offsets_as_utc() {
+        check(
+            "2026-01-24T12:30:00.500+02:00",
+            Some("2026-01-24T10:30:00.500Z"),
+        );
+        check(
+            "2026-01-24T05:00:00-05:30",
+            Some("2026-01-24T10:30:00.000Z"),
+        );
+        check(
+            "2026-01-01T01:00:00+03:00",
+            Some("2025-12-31T22:00:00.000Z"),
+        );
+    }
+
+    #[test]
+    fn reads_the_older_zoneless_form_as_local_time() {
+        // Taken at +02:00 by `check`.
+        check(
+            "2026-01-24T10:30:00.123456",
+            Some("2026-01-24T08:30:00.123Z"),
+        );
+        check("2026-01-24T10:30:00", Some("2026-01-24T08:30:00.000Z"));
+        check("2026-01-24 10:30:00.5", Some("2026-01-24T08:30:00.500Z"));
+        let at = Timestamp::parse_with_local_offset("2026-01-24T10:30:00.123456", UtcOffset::UTC)
+            .unwrap();
+        assert_eq!(at.to_string(), "2026-01-24T10:30:00.123Z");
+    }
+
+    #[test]
+    fn parse_uses_some_local_offset_for_zoneless_text() {
+        // The offset depends on the machine; only check that it parses to within a day of the UTC reading.
+        let at = Timestamp::parse("2026-01-24T10:30:00.123456").unwrap();
+        let utc = Timestamp::parse_with_local_offset("2026-01-24T10:30:00.123456", UtcOffset::UTC)
+            .unwrap();
+        assert!((at.unix_millis() - utc.unix_millis()).abs() <= 26 * 3600 * 1000);
+        assert_eq!(
+            Timestamp::parse("2026-01-24T10:30:00.000Z")
+                .unwrap()
+                .to_string(),
+            "2026-01-24T10:30:00.000Z"
+        );
+    }
+
+    #[test]
+    fn rejects_garbage() {
+        check("", None);
+        check("yesterday", None);
+        check("2026-01-24", None);
+        check("10:30:00", None);
+        check("2026-13-01T00:00:00Z", None);
+        check("2026-02-30T00:00:00Z", None);
+        check("2026-01-24T25:00:00Z", None);
+        check("2026-01-24T10:30:00+25:00", None);
+        check("2026-01-24T10:30:00.Z", None);
+        check("2026-01-24T10:30:00.123456 trailing", None);
+        check(" 2026-01-24T10:30:00Z", None);
+        check("1706092200", None);
+    }
+
+    #[test]
+    fn compact_form_for_file_names() {
+        let at = Timestamp::from_datetime(datetime!(2026-01-24 10:30:05.999 UTC));
+        assert_eq!(at.compact(), "20260124_103005");
+        let at = Timestamp::from_datetime(datetime!(2026-01-24 01:02:03 +05:00));
+        assert_eq!(at.compact(), "20260123_200203");
+    }
+
+    #[test]
+    fn unix_millis() {
+        assert_eq!(
+            Timestamp::parse("1970-01-01T00:00:01.250Z")
+                .unwrap()
+                .unix_millis(),
+            1250
+        );
+        assert_eq!(
+            Timestamp::parse("2026-01-24T10:30:00.000Z")
+                .unwrap()
+                .unix_millis(),
+            1_769_250_600_000
+        );
+    }
+
+    #[test]
+    fn serde_uses_the_text_form() {
+        let at: Timestamp = serde_json::from_str("\"2026-01-24T12:30:00+02:00\"").unwrap();
+        assert_eq!(
+            serde_json::to_string(&at).unwrap(),
+            "\"2026-01-24T10:30:00.000Z\""
+        );
+        let err = serde_json::from_str::<Timestamp>("\"not a time\"").unwrap_err();
+        assert!(err.to_string().contains("invalid timestamp"), "{err}");
+        assert!(serde_json::from_str::<Timestamp>("12345").is_err());
+    }
+
+    #[test]
+    fn orders_by_time() {
+        let early = Timestamp::parse("2026-01-24T10:30:00.000Z").unwrap();
+        let late = Timestamp::parse("2026-01-24T11:30:00.000+01:00").unwrap();
+        assert_eq!(early, late);
+        assert!(early < Timestamp::parse("2026-01-24T10:30:00.001Z").unwrap());
     }
 }
