@@ -1,0 +1,277 @@
+//! Where an instance keeps its files: the guide's layout under one root folder.
+
+use std::ffi::OsString;
+use std::fs;
+use std::io;
+use std::path::{Path, PathBuf};
+
+use pm_core::Timestamp;
+
+use crate::fsutil;
+use crate::Error;
+
+/// The files of one instance under one root folder (`~/.tom/process_monitor` by default).
+///
+/// The root is absolute and the instance id valid (it names files), so every path built here is safe to use.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Paths {
+    root: PathBuf,
+    instance_id: String,
+}
+
+impl Paths {
+    /// The files of `instance_id` under `root`; a relative `root` is taken against the current folder.
+    pub fn new(root: &Path, instance_id: &str) -> Result<Paths, Error> {
+        pm_core::validate_instance_id(instance_id).map_err(into_invalid_id)?;
+        let root = if root.is_absolute() {
+            root.to_owned()
+        } else {
+            let cwd = std::env::current_dir()
+                .map_err(|err| Error::io(root, "resolve against the current folder", err))?;
+            cwd.join(root)
+        };
+        Ok(Paths {
+            root,
+            instance_id: instance_id.to_owned(),
+        })
+    }
+
+    /// The files of `instance_id` under `directory`, or under `home_dir()/.tom/process_monitor` without one.
+    pub fn resolve(directory: Option<&Path>, instance_id: &str) -> Result<Paths, Error> {
+        match directory {
+            Some(directory) => Paths::new(directory, instance_id),
+            None => Paths::new(&default_root(&Paths::home_dir()), instance_id),
+        }
+    }
+
+    /// The home folder: `$HOME`, else `$USERPROFILE`, else `.` (an empty variable counts as unset).
+    pub fn home_dir() -> PathBuf {
+        home_dir_from(std::env::var_os("HOME"), std::env::var_os("USERPROFILE"))
+    }
+
+    /// The files of another instance (the partner) under the same root.
+    pub fn for_instance(&self, instance_id: &str) -> Result<Paths, Error> {
+        Paths::new(&self.root, instance_id)
+    }
+
+    /// The root folder (absolute).
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// The instance id.
+    pub fn instance_id(&self) -> &str {
+        &self.instance_id
+    }
+
+    /// `processes_{id}.json`: the registry.
+    pub fn registry_file(&self) -> PathBuf {
+        self.root
+            .join(format!("processes_{}.json", self.instance_id))
+    }
+
+    /// `processes_{id}.lock`: the instance lock of the guide's lock protocol.
+    pub fn lock_file(&self) -> PathBuf {
+        self.root
+            .join(format!("processes_{}.lock", self.instance_id))
+    }
+
+    /// `processes_{id}.json.lock`: the flock sidecar of registry transactions (never renamed or deleted).
+    pub fn transaction_lock_file(&self) -> PathBuf {
+        self.root
+            .join(format!("processes_{}.json.lock", self.instance_id))
+    }
+
+    /// `{id}_logs`: the log folder of this instance.
+    pub fn logs_dir(&self) -> PathBuf {
+        self.root.join(format!("{}_logs", self.instance_id))
+    }
+
+    /// `{id}_logs/{YYYYMMDD_HHMMSS}_{id}.log`: the monitor's own log of a run started `at`.
+    pub fn monitor_log_file(&self, at: Timestamp) -> PathBuf {
+        self.logs_dir()
+            .join(format!("{}_{}.log", at.compact(), self.instance_id))
+    }
+
+    /// `{id}_logs/{process_id}`: the folder of a managed process's run folders.
+    pub fn process_logs_dir(&self, process_id: &str) -> PathBuf {
+        self.logs_dir().join(process_id)
+    }
+
+    /// Creates a fresh run folder `{id}_logs/{process_id}/{YYYYMMDD_HHMMSS}` (with `_2`, `_3`, ... appended when
+    /// that name is taken) with mode 0700, then deletes the oldest run folders so that at most `keep` remain
+    /// (never the new one). Only folders named like run folders are counted or deleted.
+    pub fn create_run_dir(
+        &self,
+        process_id: &str,
+        at: Timestamp,
+        keep: usize,
+    ) -> Result<PathBuf, Error> {
+        pm_core::validate_process_id(process_id).map_err(into_invalid_id)?;
+        let parent = self.process_logs_dir(process_id);
+        fsutil::create_dir_all_private(&parent)?;
+        let base = at.compact();
+        let mut attempt = 1u64;
+        let created = loop {
+            let name = if attempt == 1 {
+                base.clone()
+            } else {
+                format!("{base}_{attempt}")
+            };
+            let candidate = parent.join(&name);
+            match fsutil::create_dir_private(&candidate) {
+                Ok(()) => break candidate,
+                Err(err) if err.kind() == io::ErrorKind::AlreadyExists => attempt += 1,
+                Err(err) => return Err(Error::io(&candidate, "create folder", err)),
+            }
+        };
+        prune_run_dirs(&parent, &created, keep)?;
+        Ok(created)
+    }
+}
+
+fn into_invalid_id(err: pm_core::Error) -> Error {
+    match err {
+        pm_core::Error::InvalidId { id, reason } => Error::InvalidId { id, reason },
+        other => Error::InvalidId {
+            id: String::new(),
+            reason: other.to_string(),
+        },
+    }
+}
+
+/// `home/.tom/process_monitor`.
+fn default_root(home: &Path) -> PathBuf {
+    home.join(".tom").join("process_monitor")
+}
+
+/// The home-folder decision on given variable values.
+fn home_dir_from(home: Option<OsString>, user_profile: Option<OsString>) -> PathBuf {
+    [home, user_profile]
+        .into_iter()
+        .flatten()
+        .find(|value| !value.is_empty())
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("."))
+}
+
+/// Order of a run folder name `YYYYMMDD_HHMMSS` or `YYYYMMDD_HHMMSS_N`; `None` for any other name.
+fn run_dir_key(name: &str) -> Option<(&str, u64)> {
+    let is_digits = |part: &str| !part.is_empty() && part.bytes().all(|byte| byte.is_ascii_digit());
+    if !name.is_ascii() {
+        return None;
+    }
+    let base = name.get(..15)?;
+    let stamp_ok = is_digits(&base[..8]) && base.as_bytes()[8] == b'_' && is_digits(&base[9..]);
+    if !stamp_ok {
+        return None;
+    }
+    match &name[15..] {
+        "" => Some((base, 1)),
+        rest => {
+            let number = rest.strip_prefix('_').filter(|number| is_digits(number))?;
+            Some((base, number.parse().ok()?))
+        }
+    }
+}
+
+/// Deletes the oldest run folders in `parent` until at most `keep` remain; `created` is never deleted.
+fn prune_run_dirs(parent: &Path, created: &Path, keep: usize) -> Result<(), Error> {
+    let entries = fs::read_dir(parent).map_err(|err| Error::io(parent, "list folder", err))?;
+    let mut runs = Vec::new();
+    for entry in entries {
+        let entry = entry.map_err(|err| Error::io(parent, "list folder", err))?;
+        let is_dir = entry.file_type().map(|kind| kind.is_dir()).unwrap_or(false);
+        let name = entry.file_name();
+        let Some(name) = name.to_str() else { continue };
+        if let (true, Some((base, number))) = (is_dir, run_dir_key(name)) {
+            runs.push(((base.to_owned(), number), entry.path()));
+        }
+    }
+    runs.sort();
+    let excess = runs.len().saturating_sub(keep.max(1));
+    for (_, path) in runs
+        .into_iter()
+        .filter(|(_, path)| path != created)
+        .take(excess)
+    {
+        if let Err(err) = fs::remove_dir_all(&path) {
+            if err.kind() != io::ErrorKind::NotFound {
+                return Err(Error::io(&path, "remove old run folder", err));
+            }
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn check_home(home: Option<&str>, user_profile: Option<&str>, expected: &str) {
+        let got = home_dir_from(home.map(OsString::from), user_profile.map(OsString::from));
+        assert_eq!(
+            got,
+            PathBuf::from(expected),
+            "HOME={home:?} USERPROFILE={user_profile:?}"
+        );
+    }
+
+    #[test]
+    fn home_dir_prefers_home_then_user_profile_then_dot() {
+        check_home(Some("/home/a"), Some("C:\\Users\\a"), "/home/a");
+        check_home(None, Some("C:\\Users\\a"), "C:\\Users\\a");
+        check_home(Some(""), Some("C:\\Users\\a"), "C:\\Users\\a");
+        check_home(None, None, ".");
+        check_home(Some(""), Some(""), ".");
+        check_home(None, Some(""), ".");
+    }
+
+    #[test]
+    fn default_root_is_under_dot_tom() {
+        assert_eq!(
+            default_root(Path::new("/home/a")),
+            Path::new("/home/a/.tom/process_monitor")
+        );
+    }
+
+    #[test]
+    fn run_dir_names_are_recognised_and_ordered() {
+        assert_eq!(run_dir_key("20260124_103000"), Some(("20260124_103000", 1)));
+        assert_eq!(
+            run_dir_key("20260124_103000_2"),
+            Some(("20260124_103000", 2))
+        );
+        assert_eq!(
+            run_dir_key("20260124_103000_10"),
+            Some(("20260124_103000", 10))
+        );
+        for other in [
+            "notes",
+            "20260124_103000_",
+            "20260124_103000x",
+            "2026012a_103000",
+            "20260124-103000",
+            "",
+            "2026012é_103000",
+        ] {
+            assert_eq!(run_dir_key(other), None, "{other}");
+        }
+        let mut names = [
+            "20260124_103000_10",
+            "20260124_103001",
+            "20260124_103000_2",
+            "20260124_103000",
+        ];
+        names.sort_by_key(|name| run_dir_key(name));
+        assert_eq!(
+            names,
+            [
+                "20260124_103000",
+                "20260124_103000_2",
+                "20260124_103000_10",
+                "20260124_103001"
+            ]
+        );
+    }
+}

@@ -1,0 +1,159 @@
+//! Is a PID alive, and is it still the process we think it is?
+//!
+//! On Linux the answers come from `/proc/{pid}/stat`: a zombie (exited, not yet reaped) counts as dead, and the
+//! start time (field 22, clock ticks since boot) tells a process from a later one that reuses its PID. Elsewhere
+//! on unix `kill(pid, 0)` answers liveness and no start time is known.
+//!
+//! # Caveats
+//! Without `/proc` a zombie counts as alive, and [`is_same_process`] cannot detect PID reuse.
+
+use std::sync::OnceLock;
+
+/// What `/proc/{pid}/stat` says about a process.
+#[cfg_attr(not(target_os = "linux"), allow(dead_code))]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Stat {
+    /// One-letter state (`R`, `S`, `Z`, ...).
+    state: char,
+    /// Field 22: start time in clock ticks since boot.
+    start_time: u64,
+}
+
+/// Parses the contents of `/proc/{pid}/stat`.
+///
+/// Field 2 (`comm`) is in parentheses and may itself contain spaces and `)`, so the line is split at the last
+/// `)`; the fields after it start with field 3 (state).
+#[cfg_attr(not(target_os = "linux"), allow(dead_code))]
+fn parse_stat(text: &str) -> Option<Stat> {
+    let close = text.rfind(')')?;
+    let mut fields = text[close + 1..].split_whitespace();
+    let state = fields.next()?.chars().next()?;
+    // The state was field 3; field 22 is 19 fields further on.
+    let start_time = fields.nth(18)?.parse().ok()?;
+    Some(Stat { state, start_time })
+}
+
+/// Reads `/proc/{pid}/stat`: `Ok(None)` when the process does not exist, `Err(())` when `/proc` cannot answer.
+#[cfg(target_os = "linux")]
+fn read_stat(pid: u32) -> Result<Option<Stat>, ()> {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(text) => Ok(parse_stat(&text)),
+        Err(err) if err.kind() == std::io::ErrorKind::NotFound && proc_mounted() => Ok(None),
+        Err(_) => Err(()),
+    }
+}
+
+#[cfg(target_os = "linux")]
+fn proc_mounted() -> bool {
+    static MOUNTED: OnceLock<bool> = OnceLock::new();
+    *MOUNTED.get_or_init(|| std::path::Path::new("/proc/self/stat").exists())
+}
+
+/// `kill(pid, 0)`: the process exists (we may lack permission to signal it, which still means it exists).
+#[cfg(unix)]
+fn signal_probe(pid: u32) -> bool {
+    let Ok(pid) = libc::pid_t::try_from(pid) else {
+        return false;
+    };
+    // SAFETY: signal 0 performs only the permission and existence checks; nothing is delivered.
+    let res = unsafe { libc::kill(pid, 0) };
+    res == 0 || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM)
+}
+
+#[cfg(not(unix))]
+fn signal_probe(_pid: u32) -> bool {
+    false
+}
+
+/// Whether `pid` names a running process (a zombie is not running). PID 0 is never alive.
+pub fn alive(pid: u32) -> bool {
+    if pid == 0 || i32::try_from(pid).is_err() {
+        return false;
+    }
+    #[cfg(target_os = "linux")]
+    if let Ok(stat) = read_stat(pid) {
+        return matches!(stat, Some(stat) if !matches!(stat.state, 'Z' | 'X' | 'x'));
+    }
+    signal_probe(pid)
+}
+
+/// The start time of `pid` in clock ticks since boot (`/proc/{pid}/stat` field 22); `None` when the process is
+/// gone or the platform does not tell.
+pub fn start_time(pid: u32) -> Option<u64> {
+    if pid == 0 {
+        return None;
+    }
+    #[cfg(target_os = "linux")]
+    if let Ok(stat) = read_stat(pid) {
+        return stat.map(|stat| stat.start_time);
+    }
+    None
+}
+
+/// Whether `pid` is alive and, when `start_time` is given, is the process that started then (not a later one
+/// that reuses the PID). Where start times cannot be read, a live PID is taken to be the same process.
+pub fn is_same_process(pid: u32, start_time: Option<u64>) -> bool {
+    if !alive(pid) {
+        return false;
+    }
+    let Some(expected) = start_time else {
+        return true;
+    };
+    match self::start_time(pid) {
+        Some(actual) => actual == expected,
+        // Alive a moment ago but no start time now: gone in between where /proc answers, unknowable elsewhere.
+        None => !cfg!(target_os = "linux") || !alive(pid),
+    }
+}
+
+/// This process: its PID and its start time.
+pub fn current() -> (u32, Option<u64>) {
+    static START_TIME: OnceLock<Option<u64>> = OnceLock::new();
+    let pid = std::process::id();
+    (pid, *START_TIME.get_or_init(|| start_time(pid)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn check(line: &str, expected: Option<(char, u64)>) {
+        let parsed = parse_stat(line).map(|stat| (stat.state, stat.start_time));
+        assert_eq!(parsed, expected, "{line:?}");
+    }
+
+    const TAIL: &str = "1 1234 1234 0 -1 4194560 100 0 0 0 5 3 0 0 20 0 1 0 987654 1000 200";
+
+    #[test]
+    fn plain_comm() {
+        check(
+            &format!("4321 (sleep) S {TAIL} 18446744073709551615 1 1 0"),
+            Some(('S', 987654)),
+        );
+    }
+
+    #[test]
+    fn comm_with_spaces_and_parentheses() {
+        check(&format!("4321 (a b) c) (d) Z {TAIL}"), Some(('Z', 987654)));
+        check(&format!("4321 ()) R {TAIL}"), Some(('R', 987654)));
+    }
+
+    #[test]
+    fn truncated_or_garbage_lines() {
+        check("4321 (sleep) S 1 2 3", None);
+        check("no parenthesis at all", None);
+        check("", None);
+        check(
+            &format!("4321 (sleep) S {}", TAIL.replace("987654", "x")),
+            None,
+        );
+    }
+
+    #[test]
+    fn pid_zero_and_out_of_range_are_dead() {
+        assert!(!alive(0));
+        assert!(!alive(u32::MAX));
+        assert_eq!(start_time(0), None);
+        assert!(!is_same_process(0, None));
+    }
+}

@@ -1,0 +1,379 @@
+//! The registry file: loading, atomic saving, first-start defaults, corrupt-file recovery and transactions.
+
+use std::fs;
+use std::io;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use pm_core::{Registry, Timestamp};
+
+use crate::fsutil::{self, with_suffix};
+use crate::{pid, Error, Paths};
+
+/// How long `init` and `init_recovering` wait for the transaction lock.
+const INIT_LOCK_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Cheap identity of the registry file's current version, for change detection by polling.
+///
+/// Every save replaces the file by a rename, so a new inode (or a new modification time or length) means
+/// someone saved.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FileStamp {
+    /// Modification time in nanoseconds since the Unix epoch.
+    pub modified_ns: i128,
+    /// Length in bytes.
+    pub len: u64,
+    /// Inode number (0 where the platform has none).
+    pub inode: u64,
+}
+
+/// The registry of one instance on disk.
+///
+/// Writers go through [`Store::transaction`], which holds an exclusive flock on the sidecar
+/// [`Paths::transaction_lock_file`] for the read-modify-write only; readers may [`Store::load`] at any time,
+/// because every save is an atomic rename of a complete, flushed file.
+#[derive(Debug, Clone)]
+pub struct Store {
+    paths: Paths,
+}
+
+impl Store {
+    /// A store for the files at `paths`; touches nothing on disk.
+    pub fn new(paths: Paths) -> Store {
+        Store { paths }
+    }
+
+    /// The paths of this store.
+    pub fn paths(&self) -> &Paths {
+        &self.paths
+    }
+
+    /// First-start setup: creates the root folder (0700) and the log folder, and the default registry
+    /// ([`Registry::new_default`]) if there is none. Returns the registry.
+    ///
+    /// A registry that does not parse gives [`Error::Corrupt`] and is left as it is.
+    pub fn init(&self) -> Result<Registry, Error> {
+        self.prepare()?;
+        self.load()
+    }
+
+    /// Like [`Store::init`], but a corrupt registry is replaced by the last good version kept in
+    /// `processes_{id}.json.bak`; the bad file is kept as `processes_{id}.json.corrupt-{YYYYMMDD_HHMMSS}`, whose
+    /// path is returned. Without a usable backup this is [`Error::Corrupt`] naming the registry file, and nothing
+    /// on disk is changed.
+    pub fn init_recovering(&self) -> Result<(Registry, Option<PathBuf>), Error> {
+        self.prepare()?;
+        match self.load() {
+            Ok(registry) => return Ok((registry, None)),
+            Err(Error::Corrupt { .. }) => {}
+            Err(err) => return Err(err),
+        }
+        let _flock = self.lock(INIT_LOCK_TIMEOUT)?;
+        let file = self.paths.registry_file();
+        let bad_bytes =
+            fsutil::read_optional(&file)?.ok_or_else(|| Error::Missing { path: file.clone() })?;
+        let corrupt = match parse(&file, &bad_bytes) {
+            // Someone else recovered it while we waited for the lock.
+            Ok(registry) => return Ok((registry, None)),
+            Err(err) => err,
+        };
+        let backup = self.backup_file();
+        let Some(good_bytes) = fsutil::read_optional(&backup)? else {
+            return Err(corrupt);
+        };
+        let Ok(registry) = parse(&backup, &good_bytes) else {
+            return Err(corrupt);
+        };
+        let aside = self.set_aside(&file)?;
+        let tmp = self.temp_file();
+        if let Err(err) = fsutil::write_synced(&tmp, &good_bytes) {
+            let _ = fs::remove_file(&tmp);
+            return Err(err);
+        }
+        self.replace_with(&tmp)?;
+        tracing::warn!(
+            registry = %file.display(),
+            corrupt_copy = %aside.display(),
+            "registry did not parse ({corrupt}); restored the last good version from {}",
+            backup.display()
+        );
+        Ok((registry, Some(aside)))
+    }
+
+    /// Reads and parses the registry without locking. A missing file is [`Error::Missing`].
+    pub fn load(&self) -> Result<Registry, Error> {
+        let file = self.paths.registry_file();
+        match fsutil::read_optional(&file)? {
+            Some(bytes) => parse(&file, &bytes),
+            None => Err(Error::Missing { path: file }),
+        }
+    }
+
+    /// An exclusive read-modify-write of the registry.
+    ///
+    /// Takes the flock of [`Paths::transaction_lock_file`] (polling until `timeout`, then
+    /// [`Error::LockTimeout`]), loads the registry (a missing one starts as [`Registry::new_default`]), and runs
+    /// `f` on it. If `f` succeeds and changed the registry, it is saved atomically with `last_modified` set to
+    /// now. If `f` fails nothing is saved. A corrupt registry is [`Error::Corrupt`] and is never overwritten.
+    /// The flock is released before this returns.
+    ///
+    /// Keep `f` short: it runs while every other writer waits.
+    pub fn transaction<T, E: From<Error>>(
+        &self,
+        timeout: Duration,
+        f: impl FnOnce(&mut Registry) -> Result<T, E>,
+    ) -> Result<T, E> {
+        let flock = self.lock(timeout)?;
+        let (mut registry, existed) = match self.load() {
+            Ok(registry) => (registry, true),
+            Err(Error::Missing { .. }) => {
+                fsutil::create_dir_all_private(&self.paths.logs_dir())?;
+                (Registry::new_default(self.paths.instance_id()), false)
+            }
+            Err(err) => return Err(err.into()),
+        };
+        let before = registry.clone();
+        let res = f(&mut registry)?;
+        if registry != before {
+            registry.last_modified = Some(Timestamp::now());
+            self.save_locked(&registry, existed)?;
+        }
+        drop(flock);
+        Ok(res)
+    }
+
+    /// Modification time, length and inode of the registry file; `None` if it is missing.
+    pub fn stamp(&self) -> Option<FileStamp> {
+        let meta = fs::metadata(self.paths.registry_file()).ok()?;
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::MetadataExt;
+            let modified_ns =
+                i128::from(meta.mtime()) * 1_000_000_000 + i128::from(meta.mtime_nsec());
+            Some(FileStamp {
+                modified_ns,
+                len: meta.len(),
+                inode: meta.ino(),
+            })
+        }
+        #[cfg(not(unix))]
+        {
+            let modified_ns = meta
+                .modified()
+                .ok()
+                .and_then(|at| at.duration_since(std::time::UNIX_EPOCH).ok())
+                .map_or(0, |since| since.as_nanos() as i128);
+            Some(FileStamp {
+                modified_ns,
+                len: meta.len(),
+                inode: 0,
+            })
+        }
+    }
+
+    /// `processes_{id}.json.bak`: the version before the last save.
+    fn backup_file(&self) -> PathBuf {
+        with_suffix(&self.paths.registry_file(), ".bak")
+    }
+
+    /// `processes_{id}.json.tmp-{pid}`: where a save writes before it renames (only under the flock).
+    fn temp_file(&self) -> PathBuf {
+        with_suffix(
+            &self.paths.registry_file(),
+            &format!(".tmp-{}", std::process::id()),
+        )
+    }
+
+    /// Creates the folders, sweeps temporary files of dead writers, and writes the default registry if there
+    /// is none.
+    fn prepare(&self) -> Result<(), Error> {
+        fsutil::create_dir_all_private(self.paths.root())?;
+        fsutil::create_dir_all_private(&self.paths.logs_dir())?;
+        self.sweep_stale_temp_files();
+        let file = self.paths.registry_file();
+        if exists(&file)? {
+            return Ok(());
+        }
+        let _flock = self.lock(INIT_LOCK_TIMEOUT)?;
+        if exists(&file)? {
+            return Ok(());
+        }
+        let mut registry = Registry::new_default(self.paths.instance_id());
+        registry.last_modified = Some(Timestamp::now());
+        self.save_locked(&registry, false)?;
+        tracing::info!(registry = %file.display(), "created the default registry");
+        Ok(())
+    }
+
+    /// Takes the transaction flock (creating the root folder if needed).
+    fn lock(&self, timeout: Duration) -> Result<fsutil::Flock, Error> {
+        fsutil::create_dir_all_private(self.paths.root())?;
+        fsutil::lock_exclusive(&self.paths.transaction_lock_file(), timeout)
+    }
+
+    /// Writes `registry` atomically; the caller holds the flock. With `previous_exists`, the current file
+    /// (parsed a moment ago) becomes the backup first.
+    fn save_locked(&self, registry: &Registry, previous_exists: bool) -> Result<(), Error> {
+        let file = self.paths.registry_file();
+        let mut bytes = serde_json::to_vec_pretty(registry).map_err(|err| Error::Serialize {
+            path: file.clone(),
+            message: err.to_string(),
+        })?;
+        bytes.push(b'\n');
+        let tmp = self.temp_file();
+        if let Err(err) = fsutil::write_synced(&tmp, &bytes) {
+            let _ = fs::remove_file(&tmp);
+            return Err(err);
+        }
+        if previous_exists {
+            if let Err(err) = self.keep_backup(&file) {
+                tracing::warn!("registry backup not updated: {err}");
+            }
+        }
+        self.replace_with(&tmp)
+    }
+
+    /// Renames `tmp` over the registry and flushes the folder.
+    fn replace_with(&self, tmp: &Path) -> Result<(), Error> {
+        let file = self.paths.registry_file();
+        if let Err(err) = fs::rename(tmp, &file) {
+            let _ = fs::remove_file(tmp);
+            return Err(Error::io(
+                tmp,
+                &format!("rename to {}", file.display()),
+                err,
+            ));
+        }
+        fsutil::sync_dir(self.paths.root())
+    }
+
+    /// Makes the current registry file the backup: hard-links it to a temporary name, then renames that over
+    /// `.bak`, so a backup exists at every moment once there has been one.
+    fn keep_backup(&self, file: &Path) -> Result<(), Error> {
+        let backup = self.backup_file();
+        let staged = with_suffix(&backup, &format!(".tmp-{}", std::process::id()));
+        fsutil::remove_if_exists(&staged)?;
+        fs::hard_link(file, &staged)
+            .map_err(|err| Error::io(&staged, "link the previous registry", err))?;
+        fs::rename(&staged, &backup).map_err(|err| {
+            let _ = fs::remove_file(&staged);
+            Error::io(&staged, &format!("rename to {}", backup.display()), err)
+        })
+    }
+
+    /// Links the registry file to a fresh `.corrupt-{YYYYMMDD_HHMMSS}[_N]` name (never replacing a file).
+    fn set_aside(&self, file: &Path) -> Result<PathBuf, Error> {
+        let base = with_suffix(file, &format!(".corrupt-{}", Timestamp::now().compact()));
+        for attempt in 1u32.. {
+            let aside = if attempt == 1 {
+                base.clone()
+            } else {
+                with_suffix(&base, &format!("_{attempt}"))
+            };
+            match fs::hard_link(file, &aside) {
+                Ok(()) => return Ok(aside),
+                Err(err) if err.kind() == io::ErrorKind::AlreadyExists => {}
+                Err(err) => return Err(Error::io(&aside, "keep the corrupt registry aside", err)),
+            }
+        }
+        unreachable!("u32 range exhausted while naming the corrupt copy")
+    }
+
+    /// Removes the temporary files of the registry, its backup and the instance lock that writers which died
+    /// left behind (`processes_{id}.json.tmp-{pid}`, `.json.bak.tmp-{pid}`, `.lock.tmp-{pid}-{n}`).
+    fn sweep_stale_temp_files(&self) {
+        let Ok(entries) = fs::read_dir(self.paths.root()) else {
+            return;
+        };
+        let id = self.paths.instance_id();
+        let prefixes = [
+            format!("processes_{id}.json.tmp-"),
+            format!("processes_{id}.json.bak.tmp-"),
+            format!("processes_{id}.lock.tmp-"),
+        ];
+        for entry in entries.flatten() {
+            let name = entry.file_name();
+            let Some(name) = name.to_str() else { continue };
+            let Some(tail) = prefixes
+                .iter()
+                .find_map(|prefix| name.strip_prefix(prefix.as_str()))
+            else {
+                continue;
+            };
+            if let Some(writer) = temp_file_writer(tail) {
+                if writer != std::process::id() && !pid::alive(writer) {
+                    let _ = fs::remove_file(entry.path());
+                }
+            }
+        }
+    }
+}
+
+/// The writer's PID in a temporary-file tail `{pid}` or `{pid}-{n}`.
+fn temp_file_writer(tail: &str) -> Option<u32> {
+    let (writer, counter) = tail.split_once('-').unwrap_or((tail, "0"));
+    let digits = |part: &str| !part.is_empty() && part.bytes().all(|byte| byte.is_ascii_digit());
+    if !digits(counter) {
+        return None;
+    }
+    writer.parse().ok().filter(|_| digits(writer))
+}
+
+fn exists(path: &Path) -> Result<bool, Error> {
+    match fs::symlink_metadata(path) {
+        Ok(_) => Ok(true),
+        Err(err) if err.kind() == io::ErrorKind::NotFound => Ok(false),
+        Err(err) => Err(Error::io(path, "inspect", err)),
+    }
+}
+
+fn parse(path: &Path, bytes: &[u8]) -> Result<Registry, Error> {
+    serde_json::from_slice(bytes).map_err(|err| Error::corrupt(path, &err))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parse_reports_line_and_column() {
+        let err = parse(
+            Path::new("/x/processes_default.json"),
+            b"{\n  \"instanceId\": 3\n}",
+        )
+        .unwrap_err();
+        let Error::Corrupt {
+            path, line, column, ..
+        } = &err
+        else {
+            panic!("not Corrupt: {err:?}")
+        };
+        assert_eq!(path, Path::new("/x/processes_default.json"));
+        assert_eq!((*line, *column), (2, 17));
+    }
+
+    #[test]
+    fn temp_file_tails() {
+        assert_eq!(temp_file_writer("123"), Some(123));
+        assert_eq!(temp_file_writer("123-4"), Some(123));
+        for other in ["", "x", "12x", "123-", "123-x", "5.json", "-1", "+5"] {
+            assert_eq!(temp_file_writer(other), None, "{other}");
+        }
+    }
+
+    #[test]
+    fn parse_refuses_an_empty_file() {
+        let err = parse(Path::new("/x/r.json"), b"").unwrap_err();
+        assert!(
+            matches!(
+                err,
+                Error::Corrupt {
+                    line: 1,
+                    column: 0,
+                    ..
+                }
+            ),
+            "{err:?}"
+        );
+    }
+}

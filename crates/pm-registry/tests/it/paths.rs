@@ -1,0 +1,184 @@
+//! The file layout: names, root resolution, instance-id checks and run folders.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use pm_core::Timestamp;
+use pm_registry::{Error, Paths};
+
+use crate::support::{mode_of, TempDir};
+
+fn at(text: &str) -> Timestamp {
+    Timestamp::parse(text).unwrap()
+}
+
+#[test]
+fn layout_follows_the_guide() {
+    let paths = Paths::new(Path::new("/srv/pm"), "default").unwrap();
+    assert_eq!(paths.root(), Path::new("/srv/pm"));
+    assert_eq!(paths.instance_id(), "default");
+    assert_eq!(
+        paths.registry_file(),
+        Path::new("/srv/pm/processes_default.json")
+    );
+    assert_eq!(
+        paths.lock_file(),
+        Path::new("/srv/pm/processes_default.lock")
+    );
+    assert_eq!(
+        paths.transaction_lock_file(),
+        Path::new("/srv/pm/processes_default.json.lock")
+    );
+    assert_eq!(paths.logs_dir(), Path::new("/srv/pm/default_logs"));
+    assert_eq!(
+        paths.monitor_log_file(at("2026-01-24T10:30:00.999Z")),
+        Path::new("/srv/pm/default_logs/20260124_103000_default.log")
+    );
+    assert_eq!(
+        paths.process_logs_dir("my-server"),
+        Path::new("/srv/pm/default_logs/my-server")
+    );
+
+    let watcher = paths.for_instance("watcher").unwrap();
+    assert_eq!(watcher.root(), paths.root());
+    assert_eq!(
+        watcher.registry_file(),
+        Path::new("/srv/pm/processes_watcher.json")
+    );
+    assert_eq!(watcher.logs_dir(), Path::new("/srv/pm/watcher_logs"));
+}
+
+#[test]
+fn relative_roots_become_absolute() {
+    let paths = Paths::new(Path::new("some/dir"), "default").unwrap();
+    assert_eq!(
+        paths.root(),
+        std::env::current_dir().unwrap().join("some/dir")
+    );
+    assert!(paths.registry_file().is_absolute());
+}
+
+#[test]
+fn resolve_uses_the_directory_or_the_home_folder() {
+    let given = Paths::resolve(Some(Path::new("/opt/pm-state")), "watcher").unwrap();
+    assert_eq!(given.root(), Path::new("/opt/pm-state"));
+    assert_eq!(given.instance_id(), "watcher");
+
+    let default = Paths::resolve(None, "default").unwrap();
+    let home = Paths::home_dir();
+    let expected = if home.is_absolute() {
+        home
+    } else {
+        std::env::current_dir().unwrap().join(home)
+    };
+    assert_eq!(
+        default.root(),
+        expected.join(".tom").join("process_monitor")
+    );
+}
+
+#[test]
+fn invalid_instance_ids_are_refused() {
+    let valid = Paths::new(Path::new("/srv/pm"), "default").unwrap();
+    let too_long = "x".repeat(65);
+    for id in [
+        "",
+        "../x",
+        "a/b",
+        ".hidden",
+        "-dash",
+        "with space",
+        "a\\b",
+        too_long.as_str(),
+    ] {
+        for res in [
+            Paths::new(Path::new("/srv/pm"), id),
+            Paths::resolve(None, id),
+            valid.for_instance(id),
+        ] {
+            match res {
+                Err(Error::InvalidId { id: refused, .. }) => assert_eq!(refused, id),
+                other => panic!("{id:?} accepted or wrong error: {other:?}"),
+            }
+        }
+    }
+    assert!(Paths::new(Path::new("/srv/pm"), &"x".repeat(64)).is_ok());
+    assert!(Paths::new(Path::new("/srv/pm"), "a.b_c-9").is_ok());
+}
+
+fn names_in(dir: &Path) -> Vec<String> {
+    let mut names: Vec<String> = fs::read_dir(dir)
+        .unwrap()
+        .map(|entry| entry.unwrap().file_name().into_string().unwrap())
+        .collect();
+    names.sort();
+    names
+}
+
+#[test]
+fn run_folders_are_private_and_never_clash() {
+    let dir = TempDir::new();
+    let paths = Paths::new(dir.path(), "default").unwrap();
+    let when = at("2026-01-24T10:30:00.000Z");
+    let first = paths.create_run_dir("api", when, 10).unwrap();
+    let second = paths.create_run_dir("api", when, 10).unwrap();
+    let third = paths.create_run_dir("api", when, 10).unwrap();
+    let parent = dir.path().join("default_logs").join("api");
+    assert_eq!(first, parent.join("20260124_103000"));
+    assert_eq!(second, parent.join("20260124_103000_2"));
+    assert_eq!(third, parent.join("20260124_103000_3"));
+    assert!(third.is_dir());
+    assert_eq!(mode_of(&first), 0o700);
+    assert_eq!(mode_of(&parent), 0o700);
+}
+
+#[test]
+fn run_folders_keep_only_the_newest() {
+    let dir = TempDir::new();
+    let paths = Paths::new(dir.path(), "default").unwrap();
+    let parent = paths.process_logs_dir("api");
+    fs::create_dir_all(&parent).unwrap();
+    fs::write(parent.join("notes.txt"), "keep me").unwrap();
+    fs::create_dir(parent.join("unrelated")).unwrap();
+    let mut created: Vec<PathBuf> = Vec::new();
+    for second in 0..5 {
+        let path = paths
+            .create_run_dir("api", at(&format!("2026-01-24T10:30:0{second}.000Z")), 3)
+            .unwrap();
+        fs::write(path.join("stdout.log"), "x").unwrap();
+        created.push(path);
+    }
+    assert_eq!(
+        names_in(&parent),
+        [
+            "20260124_103002",
+            "20260124_103003",
+            "20260124_103004",
+            "notes.txt",
+            "unrelated"
+        ]
+    );
+    // A clashing name sorts after its base, and keep = 0 still keeps the new folder.
+    let again = paths
+        .create_run_dir("api", at("2026-01-24T10:30:04.000Z"), 0)
+        .unwrap();
+    assert_eq!(again, parent.join("20260124_103004_2"));
+    assert_eq!(
+        names_in(&parent),
+        ["20260124_103004_2", "notes.txt", "unrelated"]
+    );
+}
+
+#[test]
+fn run_folders_refuse_bad_process_ids() {
+    let dir = TempDir::new();
+    let paths = Paths::new(dir.path(), "default").unwrap();
+    for id in ["..", "../escape", "a/b", ""] {
+        let res = paths.create_run_dir(id, Timestamp::now(), 10);
+        assert!(
+            matches!(res, Err(Error::InvalidId { .. })),
+            "{id:?}: {res:?}"
+        );
+    }
+    assert_eq!(names_in(dir.path()), Vec::<String>::new());
+}

@@ -1,0 +1,388 @@
+//! The registry store: first-start defaults, transactions, backups, change stamps and the JSON round trip.
+
+use std::fs;
+use std::process::{Command, Stdio};
+use std::sync::mpsc;
+use std::thread;
+use std::time::Duration;
+
+use pm_core::Registry;
+use pm_registry::{Error, Paths, Store};
+use serde_json::Value;
+
+use crate::support::{
+    add_entry, add_in_transaction, mode_of, snapshot, store, ChildGuard, TempDir,
+};
+
+const TIMEOUT: Duration = Duration::from_secs(5);
+
+#[test]
+fn init_creates_the_default_instance() {
+    let dir = TempDir::new();
+    let root = dir.path().join("home/.tom/process_monitor");
+    let store = store(&root, "default");
+    let registry = store.init().unwrap();
+
+    assert_eq!(registry.instance_id, "default");
+    assert_eq!(registry.version, 1);
+    assert!(registry.last_modified.is_some());
+    assert!(!registry.standalone_mode);
+    assert!(registry.remote_access.start_remote_access);
+    assert_eq!(registry.remote_access.remote_port, 19881);
+    assert_eq!(registry.aliveness_server.port, 19883);
+    assert_eq!(
+        registry.remote_access.trusted_hosts,
+        ["localhost", "127.0.0.1", "::1", "0.0.0.0"]
+    );
+    assert!(registry.remote_access.executable_whitelist.is_empty());
+    assert!(registry.remote_access.executable_blacklist.is_empty());
+    assert!(!registry.partner_discovery.discovery_on_startup);
+    assert!(registry.processes.is_empty());
+
+    let file = store.paths().registry_file();
+    assert_eq!(mode_of(&file), 0o600);
+    assert_eq!(mode_of(&root), 0o700);
+    assert!(store.paths().logs_dir().is_dir());
+    let text = fs::read_to_string(&file).unwrap();
+    assert!(text.starts_with("{\n  \"version\": 1,\n"), "{text}");
+    assert!(text.ends_with("}\n"));
+    assert_eq!(store.load().unwrap(), registry);
+}
+
+#[test]
+fn init_creates_the_watcher_instance() {
+    let dir = TempDir::new();
+    let registry = store(dir.path(), "watcher").init().unwrap();
+    assert_eq!(registry.instance_id, "watcher");
+    assert_eq!(registry.remote_access.remote_port, 19882);
+    assert_eq!(registry.aliveness_server.port, 19884);
+    assert!(registry.remote_access.start_remote_access);
+    let partner = &registry.partner_discovery;
+    assert_eq!(partner.partner_instance_id.as_deref(), Some("default"));
+    assert_eq!(partner.partner_aliveness_port, Some(19883));
+    assert_eq!(
+        partner.partner_status_url.as_deref(),
+        Some("http://localhost:19883/status")
+    );
+    assert!(partner.discovery_on_startup);
+    assert_eq!(mode_of(&dir.path().join("processes_watcher.json")), 0o600);
+}
+
+#[test]
+fn init_leaves_an_existing_registry_alone() {
+    let dir = TempDir::new();
+    let store = store(dir.path(), "default");
+    store.init().unwrap();
+    add_in_transaction(&store, "api");
+    let before = snapshot(dir.path());
+    let stamp = store.stamp();
+    let registry = store.init().unwrap();
+    assert!(registry.processes.contains_key("api"));
+    assert_eq!(store.stamp(), stamp);
+    assert_eq!(snapshot(dir.path()), before);
+}
+
+#[test]
+fn load_of_a_missing_registry_names_the_file() {
+    let dir = TempDir::new();
+    let store = store(dir.path(), "default");
+    match store.load() {
+        Err(Error::Missing { path }) => assert_eq!(path, dir.path().join("processes_default.json")),
+        other => panic!("expected Missing, got {other:?}"),
+    }
+    assert_eq!(store.stamp(), None);
+}
+
+#[test]
+fn transactions_save_changes_only() {
+    let dir = TempDir::new();
+    let root = dir.path().join("state");
+    let store = store(&root, "default");
+
+    // A no-op on a missing registry creates nothing but the root and the lock sidecar.
+    let seen = store
+        .transaction(TIMEOUT, |registry| Ok::<_, Error>(registry.processes.len()))
+        .unwrap();
+    assert_eq!(seen, 0);
+    assert_eq!(store.stamp(), None);
+    assert!(store.paths().transaction_lock_file().exists());
+
+    // A change creates it, from the defaults.
+    add_in_transaction(&store, "a");
+    let first = store.load().unwrap();
+    assert!(first.processes.contains_key("a"));
+    assert_eq!(first.remote_access.remote_port, 19881);
+    assert!(store.paths().logs_dir().is_dir());
+    let stamp = store.stamp().unwrap();
+
+    // A no-op leaves the file as it is.
+    store.transaction(TIMEOUT, |_| Ok::<_, Error>(())).unwrap();
+    assert_eq!(store.stamp(), Some(stamp));
+
+    // A failing closure saves nothing, and its error comes back as it was.
+    let res: Result<(), pm_core::Error> = store.transaction(TIMEOUT, |registry| {
+        add_entry(registry, "lost");
+        Err(pm_core::Error::NotAllowed("refused".to_owned()))
+    });
+    assert_eq!(res, Err(pm_core::Error::NotAllowed("refused".to_owned())));
+    assert_eq!(store.stamp(), Some(stamp));
+    assert!(!store.load().unwrap().processes.contains_key("lost"));
+
+    // A change replaces the file, updates lastModified and keeps the previous version as the backup.
+    add_in_transaction(&store, "b");
+    let second = store.load().unwrap();
+    assert_ne!(store.stamp(), Some(stamp));
+    assert!(second.last_modified > first.last_modified);
+    assert_eq!(second.processes.len(), 2);
+    let backup: Registry =
+        serde_json::from_slice(&fs::read(root.join("processes_default.json.bak")).unwrap())
+            .unwrap();
+    assert_eq!(backup, first);
+    assert_eq!(mode_of(&store.paths().registry_file()), 0o600);
+    assert_eq!(mode_of(&store.paths().transaction_lock_file()), 0o600);
+    let leftovers: Vec<String> = snapshot(&root)
+        .into_keys()
+        .filter(|name| name.contains(".tmp"))
+        .collect();
+    assert!(leftovers.is_empty(), "{leftovers:?}");
+}
+
+/// Converts this crate's error for closures that fail with the domain error.
+#[test]
+fn transactions_work_with_the_domain_error() {
+    let dir = TempDir::new();
+    let store = store(dir.path(), "default");
+    let res: Result<(), pm_core::Error> = store.transaction(TIMEOUT, |registry| {
+        if registry.processes.contains_key("api") {
+            return Err(pm_core::Error::AlreadyExists("api".to_owned()));
+        }
+        add_entry(registry, "api");
+        Ok(())
+    });
+    assert_eq!(res, Ok(()));
+    let again: Result<(), pm_core::Error> =
+        store.transaction(TIMEOUT, |_| Err(pm_core::Error::NotFound("x".to_owned())));
+    assert_eq!(again, Err(pm_core::Error::NotFound("x".to_owned())));
+}
+
+#[test]
+fn a_held_lock_times_out_naming_the_lock_file() {
+    let dir = TempDir::new();
+    let store = store(dir.path(), "default");
+    store.init().unwrap();
+    let (inside_tx, inside_rx) = mpsc::channel();
+    let (release_tx, release_rx) = mpsc::channel::<()>();
+    let holder = {
+        let store = store.clone();
+        thread::spawn(move || {
+            store.transaction(TIMEOUT, |_| {
+                inside_tx.send(()).unwrap();
+                release_rx.recv().unwrap();
+                Ok::<_, Error>(())
+            })
+        })
+    };
+    inside_rx.recv().unwrap();
+    let res = store.transaction(Duration::from_millis(200), |_| Ok::<_, Error>(()));
+    release_tx.send(()).unwrap();
+    holder.join().unwrap().unwrap();
+    match res {
+        Err(err @ Error::LockTimeout { .. }) => {
+            let text = err.to_string();
+            let Error::LockTimeout { path, waited } = err else {
+                unreachable!()
+            };
+            assert_eq!(path, store.paths().transaction_lock_file());
+            assert!(
+                waited >= Duration::from_millis(200) && waited < Duration::from_secs(2),
+                "{waited:?}"
+            );
+            assert!(text.contains("processes_default.json.lock"), "{text}");
+            assert!(matches!(
+                pm_core::Error::from(Error::LockTimeout { path, waited }),
+                pm_core::Error::Busy(_)
+            ));
+        }
+        other => panic!("expected LockTimeout, got {other:?}"),
+    }
+    // Once released, it is free again.
+    store
+        .transaction(Duration::from_millis(200), |_| Ok::<_, Error>(()))
+        .unwrap();
+}
+
+/// The example registry of `wire-formats.md`, plus keys this version does not know.
+const WIRE_EXAMPLE: &str = r#"{
+  "version": 1,
+  "lastModified": "2026-01-24T10:30:00.123Z",
+  "instanceId": "default",
+  "monitorIntervalMs": 5000,
+  "standaloneMode": false,
+  "futureTopLevel": {"nested": [1, 2, 3]},
+  "partnerDiscovery": {
+    "partnerInstanceId": "watcher",
+    "partnerAlivenessPort": 19884,
+    "partnerStatusUrl": "http://localhost:19884/status",
+    "discoveryOnStartup": true,
+    "startPartnerIfMissing": false
+  },
+  "remoteAccess": {
+    "startRemoteAccess": true,
+    "remotePort": 19881,
+    "trustedHosts": ["localhost", "127.0.0.1", "::1", "0.0.0.0"],
+    "allowRemoteRegister": true,
+    "allowRemoteDeregister": true,
+    "allowRemoteStart": true,
+    "allowRemoteStop": true,
+    "allowRemoteDisable": true,
+    "allowRemoteAutostart": true,
+    "allowRemoteMonitorRestart": false,
+    "executableWhitelist": [],
+    "executableBlacklist": []
+  },
+  "alivenessServer": {"enabled": true, "port": 19883},
+  "processes": {
+    "api": {
+      "id": "api",
+      "name": "My API",
+      "command": "/usr/bin/my-api",
+      "args": ["--port", "8080"],
+      "workingDirectory": "/opt/api",
+      "environment": {"APP_ENV": "production"},
+      "autostart": true,
+      "enabled": true,
+      "isRemote": false,
+      "restartPolicy": {
+        "maxAttempts": 5,
+        "backoffIntervalsMs": [1000, 2000, 5000],
+        "resetAfterMs": 300000,
+        "retryIndefinitely": false,
+        "indefiniteIntervalMs": 21600000
+      },
+      "alivenessCheck": {
+        "enabled": true,
+        "url": "http://localhost:8080/health",
+        "statusUrl": "http://localhost:8080/status",
+        "intervalMs": 3000,
+        "timeoutMs": 2000,
+        "consecutiveFailuresRequired": 2,
+        "startupCheck": {
+          "enabled": true,
+          "initialDelayMs": 2000,
+          "checkIntervalMs": 1000,
+          "maxAttempts": 30,
+          "failAction": "restart"
+        }
+      },
+      "registeredAt": "2026-01-24T10:00:00.000Z",
+      "lastStartedAt": "2026-01-24T10:30:00.000Z",
+      "lastStoppedAt": "2026-01-24T10:29:55.000Z",
+      "pid": 12345,
+      "state": "running",
+      "restartAttempts": 0,
+      "consecutiveFailures": 0,
+      "futureProcessKey": "kept"
+    }
+  }
+}
+"#;
+
+/// Asserts that every key of `expected` is in `actual` with an equal value (recursively for objects);
+/// `actual` may have more keys.
+fn assert_contains(expected: &Value, actual: &Value, at: &str) {
+    match (expected, actual) {
+        (Value::Object(expected), Value::Object(actual)) => {
+            for (key, value) in expected {
+                let Some(found) = actual.get(key) else {
+                    panic!("{at}/{key} was dropped")
+                };
+                assert_contains(value, found, &format!("{at}/{key}"));
+            }
+        }
+        _ => assert_eq!(expected, actual, "at {at}"),
+    }
+}
+
+#[test]
+fn the_wire_example_round_trips_with_unknown_keys() {
+    let dir = TempDir::new();
+    let store = store(dir.path(), "default");
+    fs::write(store.paths().registry_file(), WIRE_EXAMPLE).unwrap();
+    let loaded = store.load().unwrap();
+    assert_eq!(loaded.processes["api"].pid, Some(12345));
+
+    store.transaction(TIMEOUT, |_| Ok::<_, Error>(())).unwrap();
+    assert_eq!(
+        fs::read_to_string(store.paths().registry_file()).unwrap(),
+        WIRE_EXAMPLE,
+        "a no-op rewrote it"
+    );
+    store
+        .transaction(TIMEOUT, |registry| {
+            registry.monitor_interval_ms = 6000;
+            Ok::<_, Error>(())
+        })
+        .unwrap();
+
+    let mut expected: Value = serde_json::from_str(WIRE_EXAMPLE).unwrap();
+    let written: Value =
+        serde_json::from_slice(&fs::read(store.paths().registry_file()).unwrap()).unwrap();
+    assert_eq!(written["monitorIntervalMs"], 6000);
+    assert_ne!(written["lastModified"], expected["lastModified"]);
+    expected["monitorIntervalMs"] = written["monitorIntervalMs"].clone();
+    expected["lastModified"] = written["lastModified"].clone();
+    assert_contains(&expected, &written, "");
+    assert_eq!(
+        written["futureTopLevel"]["nested"],
+        serde_json::json!([1, 2, 3])
+    );
+    assert_eq!(written["processes"]["api"]["futureProcessKey"], "kept");
+
+    // The file as we first found it is the backup.
+    assert_eq!(
+        fs::read_to_string(dir.path().join("processes_default.json.bak")).unwrap(),
+        WIRE_EXAMPLE
+    );
+}
+
+#[test]
+fn stores_of_two_instances_share_a_root_but_not_files() {
+    let dir = TempDir::new();
+    let default = Store::new(Paths::new(dir.path(), "default").unwrap());
+    let watcher = Store::new(default.paths().for_instance("watcher").unwrap());
+    default.init().unwrap();
+    watcher.init().unwrap();
+    add_in_transaction(&default, "only-default");
+    assert!(watcher.load().unwrap().processes.is_empty());
+    assert_eq!(watcher.load().unwrap().instance_id, "watcher");
+}
+
+#[test]
+fn init_sweeps_temporary_files_of_dead_writers() {
+    let dir = TempDir::new();
+    let mut exited = Command::new("true").stdout(Stdio::null()).spawn().unwrap();
+    let dead = exited.id();
+    exited.wait().unwrap();
+    let live = ChildGuard::spawn(Command::new("sleep").arg("30").stdout(Stdio::null()));
+    let live = live.pid();
+    let stale = [
+        format!("processes_default.json.tmp-{dead}"),
+        format!("processes_default.json.bak.tmp-{dead}"),
+        format!("processes_default.lock.tmp-{dead}-7"),
+    ];
+    let kept = [
+        format!("processes_default.json.tmp-{live}"),
+        format!("processes_watcher.json.tmp-{dead}"),
+        "processes_default.json.tmp-notes".to_owned(),
+    ];
+    for name in stale.iter().chain(&kept) {
+        fs::write(dir.path().join(name), "x").unwrap();
+    }
+    store(dir.path(), "default").init().unwrap();
+    for name in &stale {
+        assert!(!dir.path().join(name).exists(), "{name} left");
+    }
+    for name in &kept {
+        assert!(dir.path().join(name).exists(), "{name} removed");
+    }
+}
