@@ -1,0 +1,746 @@
+//! The remote API router: the guide's HTTP endpoints on top of a [`ControlPlane`].
+//!
+//! The security model is described on [`spawn_remote_api`].
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::Duration;
+
+use hyper::header::{HeaderValue, ALLOW, ORIGIN};
+use hyper::{Method, StatusCode};
+use pm_core::{
+    host_is_trusted, needs_name_lookup, normalize_ip, validate_process_id, Error,
+    PartnerDiscoveryPatch, ProcessConfig, RemoteAccessConfig, RemoteAccessPatch, Settings,
+    SettingsUpdate,
+};
+use serde::de::DeserializeOwned;
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+use crate::control::ControlPlane;
+use crate::names::NameResolver;
+use crate::server::{
+    self, json_error, json_response, HttpRequest, HttpResponse, ServerConfig, ServerHandle,
+};
+
+/// Starts the remote API on `listener` (which [`crate::bind`] can make), driving `control`.
+///
+/// Must be called inside a tokio runtime. The endpoints are those of the user guide plus
+/// `PUT /processes/{id}/autostart`, with the bodies of `wire-formats.md`. Successful calls answer 200.
+/// When the settings say `startRemoteAccess: false`, every request is answered
+/// 503 `{"error":"Remote access disabled"}` (the supervisor is expected to stop the server as well).
+///
+/// # Security model
+/// - Trust comes from the TCP peer address only (IPv4-mapped IPv6 normalised); headers such as
+///   `X-Forwarded-For` or `X-Real-IP` are never read. The settings are read on every request, so
+///   changes apply at once.
+/// - A request carrying an `Origin` header comes from a web page in a browser, which acts for that
+///   page and not for the host's user: it is handled as coming from an untrusted peer even when the
+///   peer address is trusted (so a web page cannot use a browser on a trusted host to register
+///   commands). CORS preflights are answered, but without `Access-Control-Allow-Origin`.
+/// - Trusted peers may do everything. Untrusted peers need the matching `allowRemote*` permission
+///   (restart needs both start and stop; enable and disable need `allowRemoteDisable`), may act only
+///   on processes registered remotely (403 `Cannot modify local process` otherwise), may read but not
+///   change the configuration (`GET /config/*` is open to every peer, since the settings hold no
+///   secret; `PUT /config/*` needs a trusted peer), and may register only commands whose canonical
+///   path (`PATH` lookup for a bare name, a relative path only against an absolute
+///   `workingDirectory`, symlinks and `..` resolved) passes the whitelist and blacklist; the
+///   registration then stores that canonical path as its command, so the file checked is the file
+///   run. They may not set `LD_*` or `DYLD_*` variables either, which would load code into a
+///   whitelisted program.
+/// - Hostname patterns among the trusted hosts cost a reverse lookup confirmed by a forward lookup
+///   (cached per address for a minute, at most a second per request; a timeout means "not
+///   trusted"). They are looked up only when a request needs a trust decision and no address
+///   pattern already trusts the peer.
+/// - Every error is a JSON `{"error": ...}` response; the handler never fails. Each request is
+///   handled on a task of its own, so a change that was asked for is carried out even when the
+///   client goes away before the answer, and a panic in the control plane costs one 500 answer.
+pub fn spawn_remote_api<C: ControlPlane>(
+    listener: std::net::TcpListener,
+    control: Arc<C>,
+    config: ServerConfig,
+) -> std::io::Result<ServerHandle> {
+    let state = ApiState {
+        control,
+        names: NameResolver::new(),
+        body_timeout: config.header_read_timeout,
+    };
+    server::spawn(
+        listener,
+        Arc::new(RemoteApi {
+            state: Arc::new(state),
+        }),
+        config,
+    )
+}
+
+struct RemoteApi<C> {
+    state: Arc<ApiState<C>>,
+}
+
+struct ApiState<C> {
+    control: Arc<C>,
+    names: Arc<NameResolver>,
+    body_timeout: Duration,
+}
+
+/// One endpoint, with the process id of its path already percent-decoded.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Route {
+    Processes,
+    Process(String),
+    Action(String, Action),
+    MonitorStatus,
+    MonitorRestart,
+    Config(ConfigItem),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Action {
+    Start,
+    Stop,
+    Restart,
+    Enable,
+    Disable,
+    Autostart,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ConfigItem {
+    RemoteAccess,
+    TrustedHosts,
+    Whitelist,
+    Blacklist,
+    StandaloneMode,
+    PartnerDiscovery,
+}
+
+impl Route {
+    /// Parses a request path (without query); `None` for an unknown path.
+    fn parse(path: &str) -> Option<Route> {
+        let path = path.strip_prefix('/')?;
+        let segments: Vec<&str> = path.split('/').collect();
+        let route = match segments.as_slice() {
+            ["processes"] => Route::Processes,
+            ["processes", id] => Route::Process(percent_decode(id)),
+            ["processes", id, action] => {
+                let action = match *action {
+                    "start" => Action::Start,
+                    "stop" => Action::Stop,
+                    "restart" => Action::Restart,
+                    "enable" => Action::Enable,
+                    "disable" => Action::Disable,
+                    "autostart" => Action::Autostart,
+                    _ => return None,
+                };
+                Route::Action(percent_decode(id), action)
+            }
+            ["monitor", "status"] => Route::MonitorStatus,
+            ["monitor", "restart"] => Route::MonitorRestart,
+            ["config", item] => Route::Config(match *item {
+                "remote-access" => ConfigItem::RemoteAccess,
+                "trusted-hosts" => ConfigItem::TrustedHosts,
+                "executable-whitelist" => ConfigItem::Whitelist,
+                "executable-blacklist" => ConfigItem::Blacklist,
+                "standalone-mode" => ConfigItem::StandaloneMode,
+                "partner-discovery" => ConfigItem::PartnerDiscovery,
+                _ => return None,
+            }),
+            _ => return None,
+        };
+        Some(route)
+    }
+
+    /// The methods this endpoint answers (besides `OPTIONS`).
+    fn methods(&self) -> &'static [Method] {
+        match self {
+            Route::Processes => &[Method::GET, Method::POST],
+            Route::Process(_) => &[Method::GET, Method::DELETE],
+            Route::Action(_, Action::Autostart) => &[Method::PUT],
+            Route::Action(..) | Route::MonitorRestart => &[Method::POST],
+            Route::MonitorStatus => &[Method::GET],
+            Route::Config(_) => &[Method::GET, Method::PUT],
+        }
+    }
+
+    fn process_id(&self) -> Option<&str> {
+        match self {
+            Route::Process(id) | Route::Action(id, _) => Some(id),
+            _ => None,
+        }
+    }
+}
+
+/// Decodes `%XX` escapes; a malformed escape stays as it is and invalid UTF-8 becomes U+FFFD (both then fail
+/// process-id validation).
+fn percent_decode(text: &str) -> String {
+    let bytes = text.as_bytes();
+    let mut res = Vec::with_capacity(bytes.len());
+    let mut idx = 0;
+    while idx < bytes.len() {
+        let hex = |b: u8| (b as char).to_digit(16);
+        if bytes[idx] == b'%' && idx + 2 < bytes.len() {
+            if let (Some(hi), Some(lo)) = (hex(bytes[idx + 1]), hex(bytes[idx + 2])) {
+                res.push((hi * 16 + lo) as u8);
+                idx += 3;
+                continue;
+            }
+        }
+        res.push(bytes[idx]);
+        idx += 1;
+    }
+    String::from_utf8_lossy(&res).into_owned()
+}
+
+/// Who sent a request, as far as trust goes.
+#[derive(Debug, Clone, Copy)]
+struct Peer {
+    ip: IpAddr,
+    from_browser: bool,
+}
+
+impl<C: ControlPlane> server::Handler for RemoteApi<C> {
+    async fn call(&self, req: HttpRequest, peer: SocketAddr) -> HttpResponse {
+        let state = self.state.clone();
+        match tokio::spawn(async move { state.handle(req, peer).await }).await {
+            Ok(res) => res,
+            Err(err) => {
+                tracing::error!("remote API request handler failed: {err}");
+                json_error(StatusCode::INTERNAL_SERVER_ERROR, "Internal error")
+            }
+        }
+    }
+}
+
+impl<C: ControlPlane> ApiState<C> {
+    async fn handle(&self, req: HttpRequest, peer: SocketAddr) -> HttpResponse {
+        let settings = self.control.settings();
+        if !settings.remote_access.start_remote_access {
+            return json_error(StatusCode::SERVICE_UNAVAILABLE, "Remote access disabled");
+        }
+        let Some(route) = Route::parse(req.uri().path()) else {
+            return json_error(StatusCode::NOT_FOUND, "Not found");
+        };
+        let methods = route.methods();
+        if req.method() == Method::OPTIONS {
+            return preflight(methods);
+        }
+        if !methods.contains(req.method()) {
+            return server::method_not_allowed(&allow_header(methods, true));
+        }
+        if let Some(id) = route.process_id() {
+            if let Err(err) = validate_process_id(id) {
+                return error_response(&err);
+            }
+        }
+        let peer = Peer {
+            ip: normalize_ip(peer.ip()),
+            from_browser: req.headers().contains_key(ORIGIN),
+        };
+        let ctx = Ctx {
+            api: self,
+            peer,
+            settings,
+        };
+        ctx.handle(route, req).await
+    }
+}
+
+/// One request being handled.
+struct Ctx<'a, C> {
+    api: &'a ApiState<C>,
+    peer: Peer,
+    settings: Settings,
+}
+
+impl<C: ControlPlane> Ctx<'_, C> {
+    fn control(&self) -> &C {
+        &self.api.control
+    }
+
+    fn remote(&self) -> &RemoteAccessConfig {
+        &self.settings.remote_access
+    }
+
+    async fn handle(&self, route: Route, req: HttpRequest) -> HttpResponse {
+        let method = req.method().clone();
+        match (route, method) {
+            (Route::Processes, Method::GET) => {
+                let processes = self.control().list().await;
+                json_response(StatusCode::OK, &json!({ "processes": processes }))
+            }
+            (Route::Processes, _) => self.register(req).await,
+            (Route::Process(id), Method::GET) => match self.control().get(&id).await {
+                Ok(status) => ok_json(&status),
+                Err(err) => error_response(&err),
+            },
+            (Route::Process(id), _) => {
+                if let Err(res) = self
+                    .authorize(
+                        self.remote().allow_remote_deregister,
+                        "Remote deregistration not allowed",
+                        Some(&id),
+                    )
+                    .await
+                {
+                    return res;
+                }
+                match self.control().deregister(&id).await {
+                    Ok(()) => success(),
+                    Err(err) => error_response(&err),
+                }
+            }
+            (Route::Action(id, action), _) => self.act(&id, action, req).await,
+            (Route::MonitorStatus, _) => ok_json(&self.control().monitor_status()),
+            (Route::MonitorRestart, _) => {
+                if let Err(res) = self
+                    .authorize(
+                        self.remote().allow_remote_monitor_restart,
+                        "Monitor restart not allowed",
+                        None,
+                    )
+                    .await
+                {
+                    return res;
+                }
+                match self.control().restart_monitor().await {
+                    Ok(()) => json_response(
+                        StatusCode::OK,
+                        &json!({ "success": true, "message": "ProcessMonitor restart initiated" }),
+                    ),
+                    Err(err) => error_response(&err),
+                }
+            }
+            (Route::Config(item), Method::GET) => {
+                json_response(StatusCode::OK, &config_body(item, &self.settings))
+            }
+            (Route::Config(item), _) => self.put_config(item, req).await,
+        }
+    }
+
+    /// Whether the peer is trusted: by address first, then by confirmed host name when a pattern needs one.
+    async fn trusted(&self) -> bool {
+        if self.peer.from_browser {
+            return false;
+        }
+        let patterns = &self.remote().trusted_hosts;
+        if host_is_trusted(self.peer.ip, &[], patterns) {
+            return true;
+        }
+        if !patterns.iter().any(|pattern| needs_name_lookup(pattern)) {
+            return false;
+        }
+        let names = self.api.names.confirmed_names(self.peer.ip).await;
+        !names.is_empty() && host_is_trusted(self.peer.ip, &names, patterns)
+    }
+
+    /// Lets trusted peers through; checks an untrusted peer's permission and, for `target`, that the process was
+    /// registered remotely. The error is the response to send.
+    async fn authorize(
+        &self,
+        permitted: bool,
+        refusal: &str,
+        target: Option<&str>,
+    ) -> Result<(), HttpResponse> {
+        if self.trusted().await {
+            return Ok(());
+        }
+        if !permitted {
+            tracing::info!(peer = %self.peer.ip, "refused: {refusal}");
+            return Err(json_error(StatusCode::FORBIDDEN, refusal));
+        }
+        match target.map(|id| (id, self.control().is_remote(id))) {
+            None | Some((_, Some(true))) => Ok(()),
+            Some((id, None)) => Err(error_response(&Error::NotFound(id.to_owned()))),
+            Some((_, Some(false))) => Err(json_error(
+                StatusCode::FORBIDDEN,
+                "Cannot modify local process",
+            )),
+        }
+    }
+
+    async fn act(&self, id: &str, action: Action, req: HttpRequest) -> HttpResponse {
+        let remote = self.remote();
+        let (permitted, refusal) = match action {
+            Action::Start => (remote.allow_remote_start, "Remote start not allowed"),
+            Action::Stop => (remote.allow_remote_stop, "Remote stop not allowed"),
+            Action::Restart => (
+                remote.allow_remote_start && remote.allow_remote_stop,
+                "Remote restart not allowed",
+            ),
+            Action::Enable => (remote.allow_remote_disable, "Remote enable not allowed"),
+            Action::Disable => (remote.allow_remote_disable, "Remote disable not allowed"),
+            Action::Autostart => (
+                remote.allow_remote_autostart,
+                "Remote autostart change not allowed",
+            ),
+        };
+        if let Err(res) = self.authorize(permitted, refusal, Some(id)).await {
+            return res;
+        }
+        let control = self.control();
+        let state = match action {
+            Action::Start => control.start(id).await,
+            Action::Stop => control.stop(id).await,
+            Action::Restart => control.restart(id).await,
+            Action::Enable | Action::Disable => {
+                return unit_result(control.set_enabled(id, action == Action::Enable).await);
+            }
+            Action::Autostart => {
+                #[derive(Deserialize)]
+                #[serde(deny_unknown_fields)]
+                struct Autostart {
+                    autostart: bool,
+                }
+                let body: Autostart = match self.json_body(req).await {
+                    Ok(it) => it,
+                    Err(res) => return res,
+                };
+                return unit_result(control.set_autostart(id, body.autostart).await);
+            }
+        };
+        match state {
+            Ok(state) => json_response(StatusCode::OK, &json!({ "success": true, "state": state })),
+            Err(err) => error_response(&err),
+        }
+    }
+
+    async fn register(&self, req: HttpRequest) -> HttpResponse {
+        let trusted = self.trusted().await;
+        if !trusted && !self.remote().allow_remote_register {
+            tracing::info!(peer = %self.peer.ip, "refused: remote registration not allowed");
+            return json_error(StatusCode::FORBIDDEN, "Remote registration not allowed");
+        }
+        let mut config: ProcessConfig = match self.json_body(req).await {
+            Ok(it) => it,
+            Err(res) => return res,
+        };
+        if let Err(Error::InvalidId { reason, .. }) = validate_process_id(&config.id) {
+            return json_error(
+                StatusCode::BAD_REQUEST,
+                &format!("Missing or invalid field: id ({reason})"),
+            );
+        }
+        if let Err(err) = config.validate() {
+            return error_response(&err);
+        }
+        config.is_remote = true;
+        config.partner = false;
+        if !trusted {
+            if let Some(name) = config
+                .environment
+                .iter()
+                .flatten()
+                .map(|(name, _)| name)
+                .find(|name| {
+                    let upper = name.to_ascii_uppercase();
+                    upper.starts_with("LD_") || upper.starts_with("DYLD_")
+                })
+            {
+                let message =
+                    format!("Environment variable {name} not permitted for untrusted hosts");
+                return json_error(StatusCode::FORBIDDEN, &message);
+            }
+            let (command, working_directory) =
+                (config.command.clone(), config.working_directory.clone());
+            let (whitelist, blacklist) = (
+                self.remote().executable_whitelist.clone(),
+                self.remote().executable_blacklist.clone(),
+            );
+            let resolved = tokio::task::spawn_blocking(move || {
+                let path_var = std::env::var_os("PATH");
+                crate::exec::permitted_executable(
+                    &command,
+                    working_directory.as_deref(),
+                    path_var.as_deref(),
+                    &whitelist,
+                    &blacklist,
+                )
+            })
+            .await;
+            match resolved {
+                Ok(Some(canonical)) => config.command = canonical,
+                Ok(None) | Err(_) => {
+                    return json_error(
+                        StatusCode::FORBIDDEN,
+                        "Executable not permitted by whitelist/blacklist",
+                    );
+                }
+            }
+        }
+        let id = config.id.clone();
+        match self.control().register(config).await {
+            Ok(()) => json_response(StatusCode::OK, &json!({ "success": true, "processId": id })),
+            Err(err) => error_response(&err),
+        }
+    }
+
+    async fn put_config(&self, item: ConfigItem, req: HttpRequest) -> HttpResponse {
+        if !self.trusted().await {
+            tracing::info!(peer = %self.peer.ip, "refused: configuration change from an untrusted host");
+            return json_error(
+                StatusCode::FORBIDDEN,
+                "Configuration changes require trusted host",
+            );
+        }
+        #[derive(Deserialize)]
+        #[serde(deny_unknown_fields, rename_all = "camelCase")]
+        struct TrustedHosts {
+            trusted_hosts: Vec<String>,
+        }
+        #[derive(Deserialize)]
+        #[serde(deny_unknown_fields)]
+        struct Patterns {
+            patterns: Vec<String>,
+        }
+        #[derive(Deserialize)]
+        #[serde(deny_unknown_fields)]
+        struct Enabled {
+            enabled: bool,
+        }
+        let update = match item {
+            ConfigItem::RemoteAccess => self
+                .json_body::<RemoteAccessPatch>(req)
+                .await
+                .map(SettingsUpdate::RemoteAccess),
+            ConfigItem::TrustedHosts => self
+                .json_body::<TrustedHosts>(req)
+                .await
+                .map(|it| SettingsUpdate::TrustedHosts(it.trusted_hosts)),
+            ConfigItem::Whitelist => self
+                .json_body::<Patterns>(req)
+                .await
+                .map(|it| SettingsUpdate::ExecutableWhitelist(it.patterns)),
+            ConfigItem::Blacklist => self
+                .json_body::<Patterns>(req)
+                .await
+                .map(|it| SettingsUpdate::ExecutableBlacklist(it.patterns)),
+            ConfigItem::StandaloneMode => self
+                .json_body::<Enabled>(req)
+                .await
+                .map(|it| SettingsUpdate::StandaloneMode(it.enabled)),
+            ConfigItem::PartnerDiscovery => self
+                .json_body::<PartnerDiscoveryPatch>(req)
+                .await
+                .map(SettingsUpdate::PartnerDiscovery),
+        };
+        let update = match update {
+            Ok(it) => it,
+            Err(res) => return res,
+        };
+        match self.control().update_settings(update).await {
+            Ok(settings) => json_response(StatusCode::OK, &config_body(item, &settings)),
+            Err(err) => error_response(&err),
+        }
+    }
+
+    /// Reads and parses a JSON body: 400 `Invalid JSON: ...` when it does not parse, 400
+    /// `Missing or invalid field: ...` when it parses but does not fit `T`.
+    async fn json_body<T: DeserializeOwned>(&self, req: HttpRequest) -> Result<T, HttpResponse> {
+        let bytes = server::read_body(req.into_body(), self.api.body_timeout).await?;
+        let value: Value = serde_json::from_slice(&bytes)
+            .map_err(|err| json_error(StatusCode::BAD_REQUEST, &format!("Invalid JSON: {err}")))?;
+        serde_json::from_value(value).map_err(|err| {
+            json_error(
+                StatusCode::BAD_REQUEST,
+                &format!("Missing or invalid field: {err}"),
+            )
+        })
+    }
+}
+
+/// The body of `GET /config/{item}` (and of a successful `PUT`).
+fn config_body(item: ConfigItem, settings: &Settings) -> Value {
+    let remote = &settings.remote_access;
+    match item {
+        ConfigItem::RemoteAccess => serde_json::to_value(remote).unwrap_or(Value::Null),
+        ConfigItem::TrustedHosts => json!({ "trustedHosts": remote.trusted_hosts }),
+        ConfigItem::Whitelist => json!({ "patterns": remote.executable_whitelist }),
+        ConfigItem::Blacklist => json!({ "patterns": remote.executable_blacklist }),
+        ConfigItem::StandaloneMode => json!({ "enabled": settings.standalone_mode }),
+        ConfigItem::PartnerDiscovery => {
+            serde_json::to_value(&settings.partner_discovery).unwrap_or(Value::Null)
+        }
+    }
+}
+
+fn ok_json<T: serde::Serialize>(value: &T) -> HttpResponse {
+    match serde_json::to_value(value) {
+        Ok(value) => json_response(StatusCode::OK, &value),
+        Err(err) => json_error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            &format!("Cannot encode response: {err}"),
+        ),
+    }
+}
+
+fn success() -> HttpResponse {
+    json_response(StatusCode::OK, &json!({ "success": true }))
+}
+
+fn unit_result(result: Result<(), Error>) -> HttpResponse {
+    match result {
+        Ok(()) => success(),
+        Err(err) => error_response(&err),
+    }
+}
+
+/// Maps a domain error to its status and wire message.
+fn error_response(err: &Error) -> HttpResponse {
+    let with_id = |status: StatusCode, message: &str, id: &str| {
+        json_response(status, &json!({ "error": message, "processId": id }))
+    };
+    match err {
+        Error::NotFound(id) => with_id(StatusCode::NOT_FOUND, "Process not found", id),
+        Error::Disabled(id) => with_id(StatusCode::BAD_REQUEST, "Process is disabled", id),
+        Error::AlreadyExists(id) => with_id(StatusCode::CONFLICT, "Process ID already exists", id),
+        Error::InvalidId { id, reason } => with_id(
+            StatusCode::BAD_REQUEST,
+            &format!("Invalid process ID: {reason}"),
+            id,
+        ),
+        Error::InvalidField(_) | Error::InvalidPattern { .. } => {
+            json_error(StatusCode::BAD_REQUEST, &err.to_string())
+        }
+        Error::NotAllowed(message) => json_error(StatusCode::FORBIDDEN, message),
+        Error::Busy(_) => {
+            let mut res = json_error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "Registry busy, retry later",
+            );
+            res.headers_mut()
+                .insert(hyper::header::RETRY_AFTER, HeaderValue::from_static("1"));
+            res
+        }
+        Error::ShuttingDown => json_error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "ProcessMonitor is shutting down",
+        ),
+        Error::Storage(message) => {
+            tracing::error!("storage error while serving the remote API: {message}");
+            json_error(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                &format!("Storage error: {message}"),
+            )
+        }
+    }
+}
+
+fn allow_header(methods: &[Method], with_options: bool) -> String {
+    let mut names: Vec<&str> = methods.iter().map(Method::as_str).collect();
+    if with_options {
+        names.push("OPTIONS");
+    }
+    names.join(", ")
+}
+
+/// The answer to a CORS preflight: 204 with the endpoint's methods. No `Access-Control-Allow-Origin` is sent, so
+/// browsers do not let other origins read the API.
+fn preflight(methods: &[Method]) -> HttpResponse {
+    let mut res = HttpResponse::new(Default::default());
+    *res.status_mut() = StatusCode::NO_CONTENT;
+    let headers = res.headers_mut();
+    let mut put = |name: &'static str, value: String| {
+        if let Ok(value) = HeaderValue::from_str(&value) {
+            headers.insert(name, value);
+        }
+    };
+    put("access-control-allow-methods", allow_header(methods, false));
+    put("access-control-allow-headers", "content-type".to_owned());
+    put("access-control-max-age", "600".to_owned());
+    put(ALLOW.as_str(), allow_header(methods, true));
+    res
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn check(path: &str, expected: Option<Route>) {
+        assert_eq!(Route::parse(path), expected, "path {path:?}");
+    }
+
+    #[test]
+    fn routes() {
+        check("/processes", Some(Route::Processes));
+        check("/processes/api", Some(Route::Process("api".to_owned())));
+        check("/processes/a%2Fb", Some(Route::Process("a/b".to_owned())));
+        check(
+            "/processes/api/start",
+            Some(Route::Action("api".to_owned(), Action::Start)),
+        );
+        check(
+            "/processes/api/autostart",
+            Some(Route::Action("api".to_owned(), Action::Autostart)),
+        );
+        check(
+            "/processes//stop",
+            Some(Route::Action(String::new(), Action::Stop)),
+        );
+        check("/processes/api/explode", None);
+        check("/processes/api/start/now", None);
+        check("/monitor/status", Some(Route::MonitorStatus));
+        check("/monitor/restart", Some(Route::MonitorRestart));
+        check(
+            "/config/trusted-hosts",
+            Some(Route::Config(ConfigItem::TrustedHosts)),
+        );
+        check("/config/secrets", None);
+        check("/", None);
+        check("", None);
+    }
+
+    #[test]
+    fn percent_decoding() {
+        assert_eq!(percent_decode("a%2Fb"), "a/b");
+        assert_eq!(percent_decode("%2e%2E"), "..");
+        assert_eq!(percent_decode("100%"), "100%");
+        assert_eq!(percent_decode("%zz%4"), "%zz%4");
+        assert_eq!(percent_decode("%ff"), "\u{fffd}");
+        assert_eq!(percent_decode("plain-id_1.2"), "plain-id_1.2");
+    }
+
+    #[test]
+    fn error_mapping() {
+        let check = |err: Error, status: StatusCode| {
+            assert_eq!(error_response(&err).status(), status, "{err:?}")
+        };
+        check(Error::NotFound("x".into()), StatusCode::NOT_FOUND);
+        check(Error::Disabled("x".into()), StatusCode::BAD_REQUEST);
+        check(Error::AlreadyExists("x".into()), StatusCode::CONFLICT);
+        check(
+            Error::InvalidId {
+                id: "x".into(),
+                reason: "r".into(),
+            },
+            StatusCode::BAD_REQUEST,
+        );
+        check(Error::InvalidField("f".into()), StatusCode::BAD_REQUEST);
+        check(
+            Error::InvalidPattern {
+                pattern: "p".into(),
+                reason: "r".into(),
+            },
+            StatusCode::BAD_REQUEST,
+        );
+        check(Error::NotAllowed("no".into()), StatusCode::FORBIDDEN);
+        check(Error::Busy("b".into()), StatusCode::SERVICE_UNAVAILABLE);
+        check(Error::ShuttingDown, StatusCode::SERVICE_UNAVAILABLE);
+        check(
+            Error::Storage("s".into()),
+            StatusCode::INTERNAL_SERVER_ERROR,
+        );
+        assert_eq!(
+            error_response(&Error::Busy("b".into())).headers()[hyper::header::RETRY_AFTER],
+            "1"
+        );
+    }
+
+    #[test]
+    fn preflight_lists_the_methods() {
+        let res = preflight(&[Method::GET, Method::PUT]);
+        assert_eq!(res.status(), StatusCode::NO_CONTENT);
+        assert_eq!(res.headers()["access-control-allow-methods"], "GET, PUT");
+        assert_eq!(res.headers()[ALLOW], "GET, PUT, OPTIONS");
+    }
+}

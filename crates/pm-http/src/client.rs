@@ -1,0 +1,293 @@
+//! A small HTTP/1 client for the monitor's own calls: aliveness checks, the partner's status, the remote client.
+
+use std::time::Duration;
+
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::Bytes;
+use hyper::header::{HeaderValue, ACCEPT, CONTENT_TYPE, HOST};
+use hyper::{HeaderMap, Method, Request, Uri};
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::{TokioExecutor, TokioTimer};
+
+use crate::error::{chain, Error};
+
+/// Largest response body read.
+const MAX_RESPONSE_BYTES: usize = 16 * 1024 * 1024;
+/// Time allowed to open one TCP connection (split across the resolved addresses).
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// Pooled connections are dropped after this long unused, before servers (5 s header timeout here) close them.
+const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(4);
+
+/// An HTTP/1 client over hyper-util's pooled `legacy::Client`. Cheap to clone (clones share the pool); build one
+/// and clone it rather than building one per call.
+///
+/// Sockets get `TCP_NODELAY`; a host name is resolved and every address it resolves to is tried in turn;
+/// `localhost` is tried as `127.0.0.1` and then `::1` whatever the hosts file says, so `http://localhost:port/`
+/// reaches a server listening on either. Only `http://` URLs.
+///
+/// # Caveats
+/// Calls must run inside a tokio runtime.
+#[derive(Clone, Debug)]
+pub struct HttpClient {
+    inner: Client<HttpConnector, Full<Bytes>>,
+}
+
+/// A whole response.
+#[derive(Debug, Clone)]
+pub struct HttpResponse {
+    /// The status code.
+    pub status: u16,
+    /// The response headers.
+    pub headers: HeaderMap,
+    /// The body (at most 16 MiB are accepted).
+    pub body: Vec<u8>,
+}
+
+impl HttpResponse {
+    /// Whether the status is 2xx.
+    pub fn is_success(&self) -> bool {
+        (200..300).contains(&self.status)
+    }
+
+    /// The body parsed as JSON, `None` when it is not JSON.
+    pub fn json(&self) -> Option<serde_json::Value> {
+        serde_json::from_slice(&self.body).ok()
+    }
+}
+
+impl Default for HttpClient {
+    fn default() -> Self {
+        let mut connector = HttpConnector::new();
+        connector.set_nodelay(true);
+        connector.set_connect_timeout(Some(CONNECT_TIMEOUT));
+        let inner = Client::builder(TokioExecutor::new())
+            .pool_timer(TokioTimer::new())
+            .pool_idle_timeout(POOL_IDLE_TIMEOUT)
+            .build(connector);
+        HttpClient { inner }
+    }
+}
+
+impl HttpClient {
+    /// A new client with its own connection pool.
+    pub fn new() -> HttpClient {
+        HttpClient::default()
+    }
+
+    /// Sends one request to the absolute `url` and reads the whole response, all within `timeout`.
+    ///
+    /// With a `body` the request carries `content-type: application/json`.
+    pub async fn request(
+        &self,
+        method: Method,
+        url: &str,
+        body: Option<Vec<u8>>,
+        timeout: Duration,
+    ) -> Result<HttpResponse, Error> {
+        let uri = parse_url(url)?;
+        let targets = connect_targets(&uri, url)?;
+        let json = body.is_some();
+        let body = Full::new(body.map(Bytes::from).unwrap_or_default());
+        let exchange = async {
+            let mut targets = targets.into_iter().peekable();
+            let response = loop {
+                let Some(target) = targets.next() else {
+                    return Err(Error::Request {
+                        url: url.to_owned(),
+                        reason: "no address to connect to".to_owned(),
+                    });
+                };
+                let mut builder = Request::builder()
+                    .method(method.clone())
+                    .uri(target)
+                    .header(ACCEPT, HeaderValue::from_static("application/json, */*"));
+                if let Some(authority) = uri.authority() {
+                    builder = builder.header(HOST, authority.as_str());
+                }
+                if json {
+                    builder =
+                        builder.header(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+                }
+                let request = builder
+                    .body(body.clone())
+                    .map_err(|err| Error::InvalidUrl {
+                        url: url.to_owned(),
+                        reason: err.to_string(),
+                    })?;
+                match self.inner.request(request).await {
+                    Ok(response) => break response,
+                    Err(err) if err.is_connect() && targets.peek().is_some() => {
+                        tracing::trace!(%url, "connect failed, trying the next address: {}", chain(&err));
+                    }
+                    Err(err) => {
+                        return Err(Error::Request {
+                            url: url.to_owned(),
+                            reason: chain(&err),
+                        })
+                    }
+                }
+            };
+            let (parts, body) = response.into_parts();
+            let body = Limited::new(body, MAX_RESPONSE_BYTES)
+                .collect()
+                .await
+                .map_err(|err| Error::Body {
+                    url: url.to_owned(),
+                    reason: chain(&*err),
+                })?
+                .to_bytes();
+            Ok(HttpResponse {
+                status: parts.status.as_u16(),
+                headers: parts.headers,
+                body: body.to_vec(),
+            })
+        };
+        match tokio::time::timeout(timeout, exchange).await {
+            Ok(res) => res,
+            Err(_) => Err(Error::Timeout {
+                url: url.to_owned(),
+                timeout,
+            }),
+        }
+    }
+
+    /// `GET url` within `timeout`.
+    pub async fn get(&self, url: &str, timeout: Duration) -> Result<HttpResponse, Error> {
+        self.request(Method::GET, url, None, timeout).await
+    }
+}
+
+fn parse_url(url: &str) -> Result<Uri, Error> {
+    let invalid = |reason: &str| Error::InvalidUrl {
+        url: url.to_owned(),
+        reason: reason.to_owned(),
+    };
+    let uri: Uri = url
+        .parse()
+        .map_err(|err: hyper::http::uri::InvalidUri| invalid(&err.to_string()))?;
+    if uri.scheme_str() != Some("http") {
+        return Err(invalid("only absolute http:// URLs are supported"));
+    }
+    if uri.host().is_none_or(str::is_empty) {
+        return Err(invalid("the URL names no host"));
+    }
+    Ok(uri)
+}
+
+/// The URIs to try in turn: `localhost` is always loopback (RFC 6761), so it is tried as `127.0.0.1` and then as
+/// `[::1]` whatever the resolver says (many hosts files name only one of them); other hosts are resolved by the
+/// connector, which tries each resolved address.
+fn connect_targets(uri: &Uri, url: &str) -> Result<Vec<Uri>, Error> {
+    let host = uri.host().unwrap_or_default();
+    if !host.eq_ignore_ascii_case("localhost") {
+        return Ok(vec![uri.clone()]);
+    }
+    let port = uri.port_u16().unwrap_or(80);
+    let path = uri.path_and_query().map_or("/", |it| it.as_str());
+    ["127.0.0.1", "[::1]"]
+        .iter()
+        .map(|ip| {
+            format!("http://{ip}:{port}{path}")
+                .parse::<Uri>()
+                .map_err(|err| Error::InvalidUrl {
+                    url: url.to_owned(),
+                    reason: err.to_string(),
+                })
+        })
+        .collect()
+}
+
+/// An aliveness check of `url`: passes on a 2xx answer within `timeout`, unless the body is a JSON object saying
+/// `"healthy": false` or having a `"status"` other than `"ok"` (compared without regard to case). Connection
+/// errors and timeouts fail it.
+pub async fn check_health(client: &HttpClient, url: &str, timeout: Duration) -> bool {
+    match client.get(url, timeout).await {
+        Ok(response) if response.is_success() => body_says_healthy(&response.body),
+        Ok(response) => {
+            tracing::debug!(%url, status = response.status, "aliveness check failed");
+            false
+        }
+        Err(err) => {
+            tracing::debug!(%url, "aliveness check failed: {err}");
+            false
+        }
+    }
+}
+
+fn body_says_healthy(body: &[u8]) -> bool {
+    let Ok(serde_json::Value::Object(map)) = serde_json::from_slice::<serde_json::Value>(body)
+    else {
+        return true;
+    };
+    if map.get("healthy") == Some(&serde_json::Value::Bool(false)) {
+        return false;
+    }
+    match map.get("status") {
+        None => true,
+        Some(status) => status
+            .as_str()
+            .is_some_and(|status| status.eq_ignore_ascii_case("ok")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn health_bodies() {
+        let check = |body: &str, expected: bool| {
+            assert_eq!(body_says_healthy(body.as_bytes()), expected, "{body}")
+        };
+        check("OK", true);
+        check("", true);
+        check(r#"{"healthy":true}"#, true);
+        check(r#"{"healthy":false}"#, false);
+        check(r#"{"status":"ok"}"#, true);
+        check(r#"{"status":"OK","healthy":true}"#, true);
+        check(r#"{"status":"degraded"}"#, false);
+        check(r#"{"status":500}"#, false);
+        check(r#"[1,2]"#, true);
+    }
+
+    #[test]
+    fn localhost_is_tried_on_both_loopbacks() {
+        let targets = |url: &str| {
+            connect_targets(&parse_url(url).unwrap(), url)
+                .unwrap()
+                .iter()
+                .map(Uri::to_string)
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(
+            targets("http://LocalHost:8080/health?x=1"),
+            [
+                "http://127.0.0.1:8080/health?x=1",
+                "http://[::1]:8080/health?x=1"
+            ]
+        );
+        assert_eq!(
+            targets("http://localhost"),
+            ["http://127.0.0.1:80/", "http://[::1]:80/"]
+        );
+        assert_eq!(targets("http://127.0.0.1:1/a"), ["http://127.0.0.1:1/a"]);
+    }
+
+    #[test]
+    fn urls() {
+        assert!(parse_url("http://127.0.0.1:1/alive").is_ok());
+        assert!(parse_url("http://localhost:1").is_ok());
+        for bad in [
+            "/alive",
+            "https://example.invalid/",
+            "localhost:80",
+            "not a url",
+        ] {
+            assert!(
+                matches!(parse_url(bad), Err(Error::InvalidUrl { .. })),
+                "{bad}"
+            );
+        }
+    }
+}

@@ -1,0 +1,54 @@
+//! The control plane the remote API drives: implemented by the supervisor, faked in tests.
+
+use std::future::Future;
+
+use pm_core::{
+    Error, MonitorStatus, ProcessConfig, ProcessState, ProcessStatus, Settings, SettingsUpdate,
+};
+
+/// Everything the remote API can ask of a running monitor.
+///
+/// Implementations hold no lock across an `.await` that a request could block on for long, and answer
+/// `Err(Error::Busy)` when the registry cannot be locked in time (the API answers 503 with `Retry-After`).
+/// Permission and trust decisions are made by the router before these are called; the control plane only acts.
+pub trait ControlPlane: Send + Sync + 'static {
+    /// Every registered process.
+    fn list(&self) -> impl Future<Output = Vec<ProcessStatus>> + Send;
+    /// One process.
+    fn get(&self, id: &str) -> impl Future<Output = Result<ProcessStatus, Error>> + Send;
+    /// Registers a new process (already validated; `is_remote` already set by the router).
+    fn register(&self, config: ProcessConfig) -> impl Future<Output = Result<(), Error>> + Send;
+    /// Stops (if needed) and removes a process.
+    fn deregister(&self, id: &str) -> impl Future<Output = Result<(), Error>> + Send;
+    /// Starts a process; answers the state it is in afterwards (`starting` or `running`).
+    fn start(&self, id: &str) -> impl Future<Output = Result<ProcessState, Error>> + Send;
+    /// Stops a process and waits until it is stopped.
+    fn stop(&self, id: &str) -> impl Future<Output = Result<ProcessState, Error>> + Send;
+    /// Stops then starts a process.
+    fn restart(&self, id: &str) -> impl Future<Output = Result<ProcessState, Error>> + Send;
+    /// Enables or disables a process (disabling stops it).
+    fn set_enabled(
+        &self,
+        id: &str,
+        enabled: bool,
+    ) -> impl Future<Output = Result<(), Error>> + Send;
+    /// Changes whether a process starts with the monitor.
+    fn set_autostart(
+        &self,
+        id: &str,
+        autostart: bool,
+    ) -> impl Future<Output = Result<(), Error>> + Send;
+    /// The monitor's status, from memory (never waits on the registry).
+    fn monitor_status(&self) -> MonitorStatus;
+    /// Starts a replacement monitor process and exits this one; returns once the restart is under way.
+    fn restart_monitor(&self) -> impl Future<Output = Result<(), Error>> + Send;
+    /// The current settings, from memory.
+    fn settings(&self) -> Settings;
+    /// Applies and stores a settings change; answers the settings afterwards.
+    fn update_settings(
+        &self,
+        update: SettingsUpdate,
+    ) -> impl Future<Output = Result<Settings, Error>> + Send;
+    /// Whether a process is registered remotely (`None` when unknown), from memory.
+    fn is_remote(&self, id: &str) -> Option<bool>;
+}

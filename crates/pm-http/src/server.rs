@@ -1,0 +1,393 @@
+//! Raw hyper 1 HTTP/1 server plumbing shared by every server of this crate.
+//!
+//! One accept loop per server: every accepted socket gets `TCP_NODELAY`, takes a permit of a semaphore that bounds
+//! the open connections, and is served by `hyper::server::conn::http1` with a header read timeout (driven by a
+//! [`TokioTimer`]). Request bodies reach the handler wrapped in [`Limited`]; a request whose `Content-Length` is
+//! already over the limit is answered 413 before the handler runs, without reading the body. Responses are
+//! [`Full`] bodies, so hyper sends each one whole with a `Content-Length`.
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::io::Write;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::{Bytes, Incoming};
+use hyper::header::{HeaderValue, CONNECTION, CONTENT_LENGTH, CONTENT_TYPE};
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper::{Request, Response, StatusCode};
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::server::graceful::GracefulShutdown;
+use tokio::net::TcpStream;
+use tokio::sync::{oneshot, Semaphore};
+use tokio::task::{JoinHandle, JoinSet};
+
+/// The response type of every handler: a whole body, sent with a `Content-Length`.
+pub(crate) type HttpResponse = Response<Full<Bytes>>;
+
+/// The request type every handler gets: the body can be read only up to [`ServerConfig::max_body_bytes`].
+pub(crate) type HttpRequest = Request<Limited<Incoming>>;
+
+/// Limits and timeouts of one server.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServerConfig {
+    /// Connections served at once (default 256). A connection accepted over the limit gets a canned
+    /// `503 Service Unavailable` (written without reading its request) and is closed at once.
+    pub max_connections: usize,
+    /// Time a client has to send a complete request head, also while a kept-alive connection waits for its next
+    /// request (default 5 s). The connection is closed when it runs out; the same time bounds reading a body.
+    pub header_read_timeout: Duration,
+    /// Largest request body accepted (default 1 MiB); larger ones are answered 413.
+    pub max_body_bytes: usize,
+    /// How long [`ServerHandle::shutdown`] lets open connections finish their requests (default 2 s); the
+    /// connections still open then are dropped.
+    pub shutdown_grace: Duration,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            max_connections: 256,
+            header_read_timeout: Duration::from_secs(5),
+            max_body_bytes: 1024 * 1024,
+            shutdown_grace: Duration::from_secs(2),
+        }
+    }
+}
+
+/// A running server. Dropping the handle stops it too (without waiting); [`ServerHandle::shutdown`] waits.
+#[derive(Debug)]
+#[must_use = "dropping a ServerHandle stops the server"]
+pub struct ServerHandle {
+    local_addr: SocketAddr,
+    stop: Option<oneshot::Sender<()>>,
+    task: Option<JoinHandle<()>>,
+}
+
+impl ServerHandle {
+    /// The address the server listens on (with the real port when bound to port 0).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// Stops accepting, closes the listening socket, lets open connections finish their current request for at
+    /// most [`ServerConfig::shutdown_grace`], then drops the rest. Returns when all of that is done.
+    pub async fn shutdown(mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(task) = self.task.take() {
+            if let Err(err) = task.await {
+                tracing::warn!(addr = %self.local_addr, "server task ended abnormally: {err}");
+            }
+        }
+    }
+}
+
+/// Binds a listening TCP socket on `addr` with `SO_REUSEADDR`, set non-blocking, ready for the `spawn_*` functions.
+///
+/// An unspecified IPv6 address (`[::]:port`) is bound dual-stack (`IPV6_V6ONLY` off), so IPv4 peers arrive as
+/// `::ffff:a.b.c.d` (the servers normalise that back to IPv4). Port 0 picks a free port; ask the listener's
+/// `local_addr` for it. Works outside a tokio runtime.
+pub fn bind(addr: SocketAddr) -> std::io::Result<std::net::TcpListener> {
+    use std::os::fd::{AsRawFd, FromRawFd, IntoRawFd};
+
+    let socket = match addr {
+        SocketAddr::V4(_) => tokio::net::TcpSocket::new_v4()?,
+        SocketAddr::V6(_) => tokio::net::TcpSocket::new_v6()?,
+    };
+    socket.set_reuseaddr(true)?;
+    if let SocketAddr::V6(v6) = addr {
+        if v6.ip().is_unspecified() {
+            set_v6_only(socket.as_raw_fd(), false)?;
+        }
+    }
+    socket.bind(addr)?;
+    // SAFETY: `into_raw_fd` hands over ownership of an open socket; the listener now owns (and closes) it.
+    let listener = unsafe { std::net::TcpListener::from_raw_fd(socket.into_raw_fd()) };
+    // SAFETY: plain syscall on a socket we own.
+    if unsafe { libc::listen(listener.as_raw_fd(), 1024) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    listener.set_nonblocking(true)?;
+    Ok(listener)
+}
+
+fn set_v6_only(fd: std::os::fd::RawFd, on: bool) -> std::io::Result<()> {
+    let value: libc::c_int = on.into();
+    // SAFETY: `value` lives across the call and its size is passed; the fd is an open IPv6 socket.
+    let rc = unsafe {
+        libc::setsockopt(
+            fd,
+            libc::IPPROTO_IPV6,
+            libc::IPV6_V6ONLY,
+            (&value as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
+    }
+}
+
+/// What a server does with one request. Never fails: every error is a response.
+pub(crate) trait Handler: Send + Sync + 'static {
+    /// Answers `req`, which came from the TCP peer `peer`.
+    fn call(&self, req: HttpRequest, peer: SocketAddr)
+        -> impl Future<Output = HttpResponse> + Send;
+}
+
+/// Starts serving `listener` with `handler` on the current tokio runtime.
+pub(crate) fn spawn<H: Handler>(
+    listener: std::net::TcpListener,
+    handler: Arc<H>,
+    config: ServerConfig,
+) -> std::io::Result<ServerHandle> {
+    listener.set_nonblocking(true)?;
+    let listener = tokio::net::TcpListener::from_std(listener)?;
+    let local_addr = listener.local_addr()?;
+    let (stop_tx, stop_rx) = oneshot::channel();
+    let task = tokio::spawn(accept_loop(listener, handler, config, stop_rx));
+    Ok(ServerHandle {
+        local_addr,
+        stop: Some(stop_tx),
+        task: Some(task),
+    })
+}
+
+async fn accept_loop<H: Handler>(
+    listener: tokio::net::TcpListener,
+    handler: Arc<H>,
+    config: ServerConfig,
+    mut stop: oneshot::Receiver<()>,
+) {
+    let local_addr = listener.local_addr().ok();
+    let permits = Arc::new(Semaphore::new(config.max_connections.max(1)));
+    let graceful = GracefulShutdown::new();
+    let mut connections = JoinSet::new();
+    let mut builder = http1::Builder::new();
+    builder
+        .timer(TokioTimer::new())
+        .header_read_timeout(config.header_read_timeout)
+        .keep_alive(true);
+
+    loop {
+        tokio::select! {
+            biased;
+            _ = &mut stop => break,
+            Some(_) = connections.join_next(), if !connections.is_empty() => {}
+            accepted = listener.accept() => {
+                let (stream, peer) = match accepted {
+                    Ok(it) => it,
+                    Err(err) => {
+                        // Typically EMFILE or ECONNABORTED: back off a little instead of spinning.
+                        tracing::warn!(?local_addr, "accept failed: {err}");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        continue;
+                    }
+                };
+                if let Err(err) = stream.set_nodelay(true) {
+                    tracing::debug!(%peer, "cannot set TCP_NODELAY: {err}");
+                }
+                let Ok(permit) = permits.clone().try_acquire_owned() else {
+                    tracing::warn!(%peer, ?local_addr, "connection limit reached; refusing connection");
+                    refuse(stream);
+                    continue;
+                };
+                let service = {
+                    let handler = handler.clone();
+                    let max_body = config.max_body_bytes;
+                    service_fn(move |req: Request<Incoming>| {
+                        let handler = handler.clone();
+                        async move { Ok::<_, Infallible>(dispatch(&*handler, req, peer, max_body).await) }
+                    })
+                };
+                let connection = graceful.watch(builder.serve_connection(TokioIo::new(stream), service));
+                connections.spawn(async move {
+                    let _permit = permit;
+                    if let Err(err) = connection.await {
+                        tracing::debug!(%peer, "connection ended: {err}");
+                    }
+                });
+            }
+        }
+    }
+
+    drop(listener);
+    if tokio::time::timeout(config.shutdown_grace, graceful.shutdown())
+        .await
+        .is_err()
+    {
+        tracing::debug!(
+            ?local_addr,
+            n_open = connections.len(),
+            "shutdown grace over; dropping open connections"
+        );
+    }
+    connections.shutdown().await;
+}
+
+/// Answers a connection over the limit with a canned 503 and closes it, without reading its request.
+fn refuse(stream: TcpStream) {
+    const BODY: &str = r#"{"error":"Too many connections"}"#;
+    let Ok(mut stream) = stream.into_std() else {
+        return;
+    };
+    let response = format!(
+        "HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\
+         retry-after: 1\r\nconnection: close\r\n\r\n{BODY}",
+        BODY.len()
+    );
+    // A fresh socket's send buffer takes this small write whole; the socket is non-blocking, so this never waits.
+    let _ = stream.write(response.as_bytes());
+    let _ = stream.shutdown(std::net::Shutdown::Write);
+}
+
+async fn dispatch<H: Handler>(
+    handler: &H,
+    req: Request<Incoming>,
+    peer: SocketAddr,
+    max_body: usize,
+) -> HttpResponse {
+    let declared = req
+        .headers()
+        .get(CONTENT_LENGTH)
+        .and_then(|value| value.to_str().ok()?.trim().parse::<u64>().ok());
+    if declared.is_some_and(|len| len > max_body as u64) {
+        return body_too_large();
+    }
+    handler
+        .call(req.map(|body| Limited::new(body, max_body)), peer)
+        .await
+}
+
+/// The 413 answer; it also closes the connection, since the rest of the body is not read.
+pub(crate) fn body_too_large() -> HttpResponse {
+    let mut res = json_error(StatusCode::PAYLOAD_TOO_LARGE, "Request body too large");
+    res.headers_mut()
+        .insert(CONNECTION, HeaderValue::from_static("close"));
+    res
+}
+
+/// Reads a whole request body within `timeout`; the error is the response to send instead (413, 408 or 400).
+pub(crate) async fn read_body(
+    body: Limited<Incoming>,
+    timeout: Duration,
+) -> Result<Bytes, HttpResponse> {
+    match tokio::time::timeout(timeout, body.collect()).await {
+        Ok(Ok(collected)) => Ok(collected.to_bytes()),
+        Ok(Err(err))
+            if err
+                .downcast_ref::<http_body_util::LengthLimitError>()
+                .is_some() =>
+        {
+            Err(body_too_large())
+        }
+        Ok(Err(err)) => Err(json_error(
+            StatusCode::BAD_REQUEST,
+            &format!("Cannot read request body: {err}"),
+        )),
+        Err(_) => {
+            let mut res = json_error(
+                StatusCode::REQUEST_TIMEOUT,
+                "Request body not received in time",
+            );
+            res.headers_mut()
+                .insert(CONNECTION, HeaderValue::from_static("close"));
+            Err(res)
+        }
+    }
+}
+
+/// A JSON response with `content-type: application/json`.
+pub(crate) fn json_response(status: StatusCode, value: &serde_json::Value) -> HttpResponse {
+    let body = serde_json::to_vec(value).unwrap_or_else(|_| b"{}".to_vec());
+    let mut res = Response::new(Full::new(Bytes::from(body)));
+    *res.status_mut() = status;
+    res.headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    res
+}
+
+/// A JSON error response `{"error": message}`.
+pub(crate) fn json_error(status: StatusCode, message: &str) -> HttpResponse {
+    json_response(status, &serde_json::json!({ "error": message }))
+}
+
+/// A 405 answer naming the allowed methods in `Allow`.
+pub(crate) fn method_not_allowed(allow: &str) -> HttpResponse {
+    let mut res = json_error(StatusCode::METHOD_NOT_ALLOWED, "Method not allowed");
+    if let Ok(value) = HeaderValue::from_str(allow) {
+        res.headers_mut().insert(hyper::header::ALLOW, value);
+    }
+    res
+}
+
+/// A plain-text response.
+pub(crate) fn text_response(status: StatusCode, text: &'static str) -> HttpResponse {
+    let mut res = Response::new(Full::new(Bytes::from_static(text.as_bytes())));
+    *res.status_mut() = status;
+    res.headers_mut().insert(
+        CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    res
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_match_the_documented_values() {
+        let config = ServerConfig::default();
+        assert_eq!(config.max_connections, 256);
+        assert_eq!(config.header_read_timeout, Duration::from_secs(5));
+        assert_eq!(config.max_body_bytes, 1024 * 1024);
+        assert_eq!(config.shutdown_grace, Duration::from_secs(2));
+    }
+
+    #[test]
+    fn bind_gives_a_nonblocking_listener_on_a_free_port() {
+        let listener = bind("127.0.0.1:0".parse().unwrap()).unwrap();
+        let addr = listener.local_addr().unwrap();
+        assert_ne!(addr.port(), 0);
+        // Non-blocking: accept with nobody connecting answers WouldBlock instead of hanging.
+        let err = listener.accept().map(|_| ()).unwrap_err();
+        assert_eq!(err.kind(), std::io::ErrorKind::WouldBlock);
+    }
+
+    #[test]
+    fn bind_on_unspecified_ipv6_accepts_ipv4_peers() {
+        let listener = match bind("[::]:0".parse().unwrap()) {
+            Ok(it) => it,
+            // FIXME: a host without IPv6 cannot test dual-stack; the bind error itself is then the check.
+            Err(err) => {
+                assert_eq!(err.kind(), std::io::ErrorKind::AddrNotAvailable, "{err}");
+                return;
+            }
+        };
+        listener.set_nonblocking(false).unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let client = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+        let (_stream, peer) = listener.accept().unwrap();
+        assert_eq!(
+            pm_core::normalize_ip(peer.ip()),
+            client.local_addr().unwrap().ip()
+        );
+    }
+
+    #[test]
+    fn json_error_has_the_wire_shape() {
+        let res = json_error(StatusCode::NOT_FOUND, "Not found");
+        assert_eq!(res.status(), StatusCode::NOT_FOUND);
+        assert_eq!(res.headers()[CONTENT_TYPE], "application/json");
+        let allow = method_not_allowed("GET, OPTIONS");
+        assert_eq!(allow.headers()[hyper::header::ALLOW], "GET, OPTIONS");
+    }
+}

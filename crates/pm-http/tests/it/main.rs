@@ -1,0 +1,8 @@
+//! Integration tests of pm-http: real servers on 127.0.0.1 (and ::1), talked to only over loopback.
+
+mod api;
+mod client;
+mod helper;
+mod security;
+mod server;
+mod support;
