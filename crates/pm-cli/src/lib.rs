@@ -1,1 +1,80 @@
-//! pm-cli
+//! The `process_monitor` and `monitor_watcher` programs: parse the command line, call the library crates,
+//! print, and exit with a meaningful code. The binaries only call [`main_impl`].
+
+mod cli;
+mod commands;
+mod instance;
+mod logging;
+
+use std::process::ExitCode;
+
+use clap::Parser;
+
+pub use cli::Cli;
+
+/// Exit codes.
+pub mod code {
+    /// Success.
+    pub const OK: u8 = 0;
+    /// Any other failure.
+    pub const ERROR: u8 = 1;
+    /// Bad command line.
+    pub const USAGE: u8 = 2;
+    /// The monitor is not running (or not answering).
+    pub const NOT_RUNNING: u8 = 3;
+    /// No such process.
+    pub const NOT_FOUND: u8 = 4;
+    /// Refused by the monitor.
+    pub const DENIED: u8 = 5;
+}
+
+/// Runs the program as instance `default_instance` unless `--instance-id` says otherwise.
+pub fn main_impl(default_instance: &str) -> ExitCode {
+    let cli = Cli::parse();
+    let instance_id = cli.instance_id.clone().unwrap_or_else(|| default_instance.to_owned());
+    let res = match &cli.command {
+        Some(command) => commands::run(&cli, &instance_id, command),
+        None => instance::run(&cli, &instance_id),
+    };
+    match res {
+        Ok(code) => ExitCode::from(code),
+        Err(err) => {
+            let code = exit_code_of(&err);
+            if is_broken_pipe(&err) {
+                return ExitCode::from(code::OK);
+            }
+            eprintln!("{}: {err:#}", program_name());
+            ExitCode::from(code)
+        }
+    }
+}
+
+fn program_name() -> String {
+    std::env::args_os()
+        .next()
+        .and_then(|arg0| std::path::Path::new(&arg0).file_name().map(|name| name.to_string_lossy().into_owned()))
+        .unwrap_or_else(|| "process_monitor".to_owned())
+}
+
+fn exit_code_of(err: &anyhow::Error) -> u8 {
+    for cause in err.chain() {
+        if let Some(err) = cause.downcast_ref::<pm_client::Error>() {
+            return match err {
+                pm_client::Error::NotFound(_) => code::NOT_FOUND,
+                pm_client::Error::PermissionDenied(_) => code::DENIED,
+                pm_client::Error::Transport { .. } | pm_client::Error::NotDiscovered(_) => code::NOT_RUNNING,
+                _ => code::ERROR,
+            };
+        }
+        if cause.downcast_ref::<instance::NotRunning>().is_some() {
+            return code::NOT_RUNNING;
+        }
+    }
+    code::ERROR
+}
+
+fn is_broken_pipe(err: &anyhow::Error) -> bool {
+    err.chain().any(|cause| {
+        cause.downcast_ref::<std::io::Error>().is_some_and(|err| err.kind() == std::io::ErrorKind::BrokenPipe)
+    })
+}

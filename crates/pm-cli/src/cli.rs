@@ -1,0 +1,197 @@
+//! The command-line grammar (clap).
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+/// ProcessMonitor keeps your services running: it starts them, captures their logs, checks their health and
+/// restarts them with backoff when they crash or hang.
+///
+/// Without a command or flag it starts the monitor in the background and returns once it answers; `--foreground`
+/// runs it in this terminal. Files live in ~/.tom/process_monitor (or --directory).
+#[derive(Debug, Parser)]
+#[command(version, about, long_about, after_help = AFTER_HELP)]
+pub struct Cli {
+    /// Run the monitor in this process, logging to the console too, until SIGTERM or Ctrl-C.
+    #[arg(long, conflicts_with_all = ["status", "stop", "restart"])]
+    pub foreground: bool,
+
+    /// Run without partner (watcher) monitoring.
+    #[arg(long)]
+    pub standalone: bool,
+
+    /// The instance to run or address (`default`; `watcher` for monitor_watcher).
+    #[arg(long, value_name = "ID", global = true)]
+    pub instance_id: Option<String>,
+
+    /// The monitor's folder instead of ~/.tom/process_monitor.
+    #[arg(long, value_name = "DIR", global = true, env = "PROCESS_MONITOR_DIR")]
+    pub directory: Option<PathBuf>,
+
+    /// Show whether the instance runs, and its status.
+    #[arg(long, conflicts_with_all = ["stop", "restart"])]
+    pub status: bool,
+
+    /// Stop the instance and the processes it manages (its partner is told not to bring it back).
+    #[arg(long, conflicts_with = "restart")]
+    pub stop: bool,
+
+    /// Restart the instance in place (its processes keep running and are adopted); starts it when it is not
+    /// running, and replaces it when it does not answer.
+    #[arg(long)]
+    pub restart: bool,
+
+    /// Remote API port (stored in the registry).
+    #[arg(long, value_name = "PORT")]
+    pub remote_port: Option<u16>,
+
+    /// Aliveness port (stored in the registry).
+    #[arg(long, value_name = "PORT")]
+    pub aliveness_port: Option<u16>,
+
+    /// Address the remote API listens on, for this run (default: the registry's, `::`).
+    #[arg(long, value_name = "ADDR")]
+    pub bind: Option<String>,
+
+    /// Log run folders kept per process, and monitor log files kept.
+    #[arg(long, value_name = "N", default_value_t = 10)]
+    pub keep_logs: usize,
+
+    /// Print JSON instead of text.
+    #[arg(long, global = true)]
+    pub json: bool,
+
+    /// Internal: run the monitor in this process without console output (used by the detached start).
+    #[arg(long, hide = true)]
+    pub detached: bool,
+
+    /// Internal: this process replaces a monitor that restarted itself.
+    #[arg(long, hide = true)]
+    pub resume: bool,
+
+    /// Manage processes instead of the monitor.
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+const AFTER_HELP: &str = "\
+Exit codes: 0 success, 1 error, 2 usage, 3 monitor not running, 4 not found, 5 permission denied.
+Files: processes_{id}.json (registry), processes_{id}.lock (instance lock), {id}_logs/ (logs).";
+
+/// Process commands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// List the registered processes.
+    List(Target),
+    /// Show one process.
+    Status(IdArgs),
+    /// Start a process.
+    Start(IdArgs),
+    /// Stop a process (SIGTERM to its process group, SIGKILL after its stop timeout).
+    Stop(IdArgs),
+    /// Restart a process.
+    Restart(IdArgs),
+    /// Enable a process.
+    Enable(IdArgs),
+    /// Disable (and stop) a process.
+    Disable(IdArgs),
+    /// Register a process from a JSON file or from flags.
+    Register(RegisterArgs),
+    /// Remove a process (stopping it).
+    Deregister(IdArgs),
+    /// Show a process's log.
+    Logs(LogsArgs),
+    /// Print a shell completion script.
+    Completions {
+        /// bash, zsh, fish, elvish or powershell.
+        shell: clap_complete::Shell,
+    },
+    /// Print a systemd unit that starts this instance at boot.
+    SystemdUnit {
+        /// A user unit (~/.config/systemd/user) instead of a system one.
+        #[arg(long)]
+        user: bool,
+    },
+}
+
+/// Which monitor a process command talks to.
+#[derive(Debug, Args)]
+pub struct Target {
+    /// Use the HTTP API at this URL (e.g. http://127.0.0.1:19881) instead of the local registry.
+    #[arg(long, value_name = "URL")]
+    pub remote: Option<String>,
+}
+
+/// A process id and target.
+#[derive(Debug, Args)]
+pub struct IdArgs {
+    /// The process id.
+    pub id: String,
+    #[command(flatten)]
+    pub target: Target,
+}
+
+/// How to register.
+#[derive(Debug, Args)]
+pub struct RegisterArgs {
+    /// A ProcessConfig JSON file (`-` for standard input); flags below are ignored when given.
+    #[arg(long, value_name = "FILE", conflicts_with_all = ["id", "command"])]
+    pub file: Option<PathBuf>,
+    /// Process id.
+    #[arg(long, required_unless_present = "file")]
+    pub id: Option<String>,
+    /// Display name (the id when absent).
+    #[arg(long)]
+    pub name: Option<String>,
+    /// Executable.
+    #[arg(long, required_unless_present = "file")]
+    pub command: Option<String>,
+    /// Working directory.
+    #[arg(long)]
+    pub cwd: Option<String>,
+    /// Environment variable NAME=VALUE (repeatable).
+    #[arg(long = "env", value_name = "NAME=VALUE")]
+    pub env: Vec<String>,
+    /// Do not start with the monitor.
+    #[arg(long)]
+    pub no_autostart: bool,
+    /// Restarts before failing.
+    #[arg(long)]
+    pub max_attempts: Option<u32>,
+    /// Backoff delays in ms, comma-separated.
+    #[arg(long, value_delimiter = ',')]
+    pub backoff_ms: Option<Vec<u64>>,
+    /// Keep retrying after the attempts are used up.
+    #[arg(long)]
+    pub retry_indefinitely: bool,
+    /// Health check URL (2xx passes).
+    #[arg(long)]
+    pub check_url: Option<String>,
+    /// Health check interval in ms.
+    #[arg(long)]
+    pub check_interval_ms: Option<u64>,
+    /// Stop timeout (SIGTERM to SIGKILL) in ms.
+    #[arg(long)]
+    pub stop_timeout_ms: Option<u64>,
+    #[command(flatten)]
+    pub target: Target,
+    /// Arguments of the command (after `--`).
+    #[arg(last = true)]
+    pub args: Vec<String>,
+}
+
+/// What log to show.
+#[derive(Debug, Args)]
+pub struct LogsArgs {
+    /// The process id.
+    pub id: String,
+    /// Show stderr instead of stdout.
+    #[arg(long)]
+    pub stderr: bool,
+    /// Lines to show from the end.
+    #[arg(short = 'n', long, default_value_t = 20)]
+    pub lines: usize,
+    /// Keep printing new lines, following into new run folders after restarts.
+    #[arg(short = 'f', long)]
+    pub follow: bool,
+}

@@ -1,0 +1,348 @@
+//! Process commands (`list`, `start`, `logs`, ...): through the local registry by default, or the HTTP API
+//! with `--remote URL`.
+
+use std::collections::BTreeMap;
+use std::io::{BufRead, Read, Seek, Write};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::CommandFactory;
+use pm_client::{ProcessMonitorClient, RemoteProcessMonitorClient};
+use pm_core::{AlivenessCheck, ProcessConfig, ProcessStatus, RestartPolicy};
+use pm_registry::Paths;
+
+use crate::cli::{Cli, Command, IdArgs, LogsArgs, RegisterArgs, Target};
+use crate::code;
+
+pub(crate) fn run(cli: &Cli, instance_id: &str, command: &Command) -> anyhow::Result<u8> {
+    let paths = Paths::resolve(cli.directory.as_deref(), instance_id)?;
+    match command {
+        Command::List(target) => {
+            let statuses = match remote(target)? {
+                Some(client) => block_on(client.get_all_status())?,
+                None => local(&paths)?.get_all_status()?,
+            };
+            print_list(cli.json, &statuses)
+        }
+        Command::Status(args) => {
+            let status = match remote(&args.target)? {
+                Some(client) => block_on(client.get_status(&args.id))?,
+                None => local(&paths)?.get_status(&args.id)?,
+            };
+            print_one(cli.json, &status)
+        }
+        Command::Start(args) => act(cli, &paths, args, Action::Start),
+        Command::Stop(args) => act(cli, &paths, args, Action::Stop),
+        Command::Restart(args) => act(cli, &paths, args, Action::Restart),
+        Command::Enable(args) => act(cli, &paths, args, Action::Enable),
+        Command::Disable(args) => act(cli, &paths, args, Action::Disable),
+        Command::Deregister(args) => act(cli, &paths, args, Action::Deregister),
+        Command::Register(args) => register(cli, &paths, args),
+        Command::Logs(args) => logs(&paths, args),
+        Command::Completions { shell } => {
+            let mut command = Cli::command();
+            let name = command.get_name().to_owned();
+            clap_complete::generate(*shell, &mut command, name, &mut std::io::stdout());
+            Ok(code::OK)
+        }
+        Command::SystemdUnit { user } => {
+            print!("{}", systemd_unit(&paths, *user)?);
+            Ok(code::OK)
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Action {
+    Start,
+    Stop,
+    Restart,
+    Enable,
+    Disable,
+    Deregister,
+}
+
+fn act(cli: &Cli, paths: &Paths, args: &IdArgs, action: Action) -> anyhow::Result<u8> {
+    let id = args.id.as_str();
+    let status = match remote(&args.target)? {
+        Some(client) => block_on(async {
+            match action {
+                Action::Start => client.start(id).await.map(Some),
+                Action::Stop => client.stop(id).await.map(Some),
+                Action::Restart => client.restart(id).await.map(Some),
+                Action::Enable => client.enable(id).await.map(|()| None),
+                Action::Disable => client.disable(id).await.map(|()| None),
+                Action::Deregister => client.deregister(id).await.map(|()| None),
+            }
+        })?
+        .map(|state| format!("{state}")),
+        None => {
+            let client = local(paths)?;
+            let not_running = client.monitor()?.is_none();
+            let res = match action {
+                Action::Start => Some(client.start(id)?.state.to_string()),
+                Action::Stop => Some(client.stop(id)?.state.to_string()),
+                Action::Restart => Some(client.restart(id)?.state.to_string()),
+                Action::Enable => client.enable(id).map(|()| None)?,
+                Action::Disable => client.disable(id).map(|()| None)?,
+                Action::Deregister => client.deregister(id).map(|()| None)?,
+            };
+            if not_running && matches!(action, Action::Start | Action::Restart | Action::Enable) && !cli.json {
+                eprintln!("note: ProcessMonitor {} is not running; the request is stored", paths.instance_id());
+            }
+            res
+        }
+    };
+    let verb = format!("{action:?}").to_lowercase();
+    if cli.json {
+        let mut out = serde_json::json!({"success": true, "processId": id, "action": verb});
+        if let Some(state) = &status {
+            out["state"] = serde_json::Value::String(state.clone());
+        }
+        println!("{out}");
+    } else {
+        match status {
+            Some(state) => println!("{id}: {verb} -> {state}"),
+            None => println!("{id}: {verb} done"),
+        }
+    }
+    Ok(code::OK)
+}
+
+fn register(cli: &Cli, paths: &Paths, args: &RegisterArgs) -> anyhow::Result<u8> {
+    let config = match &args.file {
+        Some(file) => {
+            let text = if file.as_os_str() == "-" {
+                let mut text = String::new();
+                std::io::stdin().read_to_string(&mut text)?;
+                text
+            } else {
+                std::fs::read_to_string(file).with_context(|| format!("cannot read {}", file.display()))?
+            };
+            serde_json::from_str::<ProcessConfig>(&text).context("not a valid ProcessConfig JSON")?
+        }
+        None => config_from_flags(args)?,
+    };
+    let id = config.id.clone();
+    match remote(&args.target)? {
+        Some(client) => block_on(client.register(config))?,
+        None => local(paths)?.register(config)?,
+    }
+    if cli.json {
+        println!("{}", serde_json::json!({"success": true, "processId": id}));
+    } else {
+        println!("{id}: registered");
+    }
+    Ok(code::OK)
+}
+
+fn config_from_flags(args: &RegisterArgs) -> anyhow::Result<ProcessConfig> {
+    let id = args.id.as_deref().context("--id is required")?;
+    let command = args.command.as_deref().context("--command is required")?;
+    let mut config = ProcessConfig::new(id, args.name.as_deref().unwrap_or(id), command);
+    config.args = args.args.clone();
+    config.working_directory = args.cwd.clone();
+    if !args.env.is_empty() {
+        let mut env = BTreeMap::new();
+        for pair in &args.env {
+            let (key, value) = pair.split_once('=').with_context(|| format!("--env {pair:?} is not NAME=VALUE"))?;
+            env.insert(key.to_owned(), value.to_owned());
+        }
+        config.environment = Some(env);
+    }
+    config.autostart = !args.no_autostart;
+    if args.max_attempts.is_some() || args.backoff_ms.is_some() || args.retry_indefinitely {
+        let mut policy = RestartPolicy::default();
+        if let Some(n) = args.max_attempts {
+            policy.max_attempts = n;
+        }
+        if let Some(backoff) = &args.backoff_ms {
+            policy.backoff_intervals_ms = backoff.clone();
+        }
+        policy.retry_indefinitely = args.retry_indefinitely;
+        config.restart_policy = Some(policy);
+    }
+    if let Some(url) = &args.check_url {
+        let mut check = AlivenessCheck::new(url);
+        if let Some(ms) = args.check_interval_ms {
+            check.interval_ms = ms;
+        }
+        config.aliveness_check = Some(check);
+    }
+    config.stop_timeout_ms = args.stop_timeout_ms;
+    config.validate()?;
+    Ok(config)
+}
+
+fn local(paths: &Paths) -> anyhow::Result<ProcessMonitorClient> {
+    Ok(ProcessMonitorClient::in_directory(paths.root(), paths.instance_id())?)
+}
+
+fn remote(target: &Target) -> anyhow::Result<Option<RemoteProcessMonitorClient>> {
+    match &target.remote {
+        Some(url) => Ok(Some(RemoteProcessMonitorClient::new(url)?)),
+        None => Ok(None),
+    }
+}
+
+fn block_on<T>(future: impl std::future::Future<Output = T>) -> T {
+    tokio::runtime::Builder::new_current_thread().enable_all().build().expect("tokio runtime").block_on(future)
+}
+
+fn print_list(json: bool, statuses: &BTreeMap<String, ProcessStatus>) -> anyhow::Result<u8> {
+    if json {
+        let list: Vec<&ProcessStatus> = statuses.values().collect();
+        println!("{}", serde_json::to_string_pretty(&serde_json::json!({ "processes": list }))?);
+        return Ok(code::OK);
+    }
+    let mut out = std::io::stdout().lock();
+    writeln!(out, "{:<24} {:<9} {:>8} {:>8} {:>9} {:>8}  COMMAND", "ID", "STATE", "PID", "RESTARTS", "UPTIME", "ENABLED")?;
+    for status in statuses.values() {
+        writeln!(
+            out,
+            "{:<24} {:<9} {:>8} {:>8} {:>9} {:>8}  {}",
+            status.id,
+            status.state,
+            status.pid.map(|pid| pid.to_string()).unwrap_or_else(|| "-".to_owned()),
+            status.restart_attempts,
+            status.uptime.map(human_duration).unwrap_or_else(|| "-".to_owned()),
+            if status.enabled { "yes" } else { "no" },
+            status.command.as_deref().unwrap_or(""),
+        )?;
+    }
+    Ok(code::OK)
+}
+
+fn print_one(json: bool, status: &ProcessStatus) -> anyhow::Result<u8> {
+    if json {
+        println!("{}", serde_json::to_string_pretty(status)?);
+        return Ok(code::OK);
+    }
+    println!("{} ({})", status.id, status.name);
+    println!("  state:     {}", status.state);
+    if let Some(pid) = status.pid {
+        println!("  pid:       {pid}");
+    }
+    if let Some(uptime) = status.uptime {
+        println!("  uptime:    {}", human_duration(uptime));
+    }
+    println!("  enabled:   {}  autostart: {}  remote: {}", status.enabled, status.autostart, status.is_remote);
+    println!("  restarts:  {}", status.restart_attempts);
+    if let Some(at) = status.last_started_at {
+        println!("  started:   {at}");
+    }
+    if let Some(at) = status.last_stopped_at {
+        println!("  stopped:   {at}");
+    }
+    if let Some(code) = status.last_exit_code {
+        println!("  exit code: {code}");
+    }
+    if let Some(signal) = status.last_signal {
+        println!("  signal:    {signal}");
+    }
+    if let Some(error) = &status.last_error {
+        println!("  error:     {error}");
+    }
+    Ok(code::OK)
+}
+
+fn human_duration(secs: u64) -> String {
+    match secs {
+        0..=59 => format!("{secs}s"),
+        60..=3599 => format!("{}m{}s", secs / 60, secs % 60),
+        3600..=86399 => format!("{}h{}m", secs / 3600, (secs % 3600) / 60),
+        _ => format!("{}d{}h", secs / 86400, (secs % 86400) / 3600),
+    }
+}
+
+/// The newest run folder of a process, if any.
+fn newest_run(paths: &Paths, id: &str) -> Option<PathBuf> {
+    let mut runs: Vec<PathBuf> = std::fs::read_dir(paths.process_logs_dir(id))
+        .ok()?
+        .flatten()
+        .map(|entry| entry.path())
+        .filter(|path| path.is_dir())
+        .collect();
+    runs.sort();
+    runs.pop()
+}
+
+/// Prints the last lines of the newest run's log; with `follow`, keeps printing, moving on to the next run
+/// folder when the process restarts.
+fn logs(paths: &Paths, args: &LogsArgs) -> anyhow::Result<u8> {
+    pm_core::validate_process_id(&args.id)?;
+    let file_name = if args.stderr { "stderr.log" } else { "stdout.log" };
+    let Some(mut run) = newest_run(paths, &args.id) else {
+        anyhow::bail!("no logs for {} in {}", args.id, paths.process_logs_dir(&args.id).display());
+    };
+    let mut out = std::io::stdout().lock();
+    let path = run.join(file_name);
+    let text = std::fs::read(&path).unwrap_or_default();
+    let text = String::from_utf8_lossy(&text);
+    let lines: Vec<&str> = text.lines().collect();
+    for line in &lines[lines.len().saturating_sub(args.lines)..] {
+        writeln!(out, "{line}")?;
+    }
+    out.flush()?;
+    if !args.follow {
+        return Ok(code::OK);
+    }
+    let mut offset = text.len() as u64;
+    loop {
+        offset = print_from(&run.join(file_name), offset, &mut out)?;
+        if let Some(newer) = newest_run(paths, &args.id).filter(|newer| *newer > run) {
+            // Drain what the old run wrote last, then follow the new one from its start.
+            print_from(&run.join(file_name), offset, &mut out)?;
+            run = newer;
+            offset = 0;
+            continue;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// Prints complete lines of `path` from `offset`; answers the offset after the last printed line.
+fn print_from(path: &Path, offset: u64, out: &mut impl Write) -> anyhow::Result<u64> {
+    let Ok(mut file) = std::fs::File::open(path) else { return Ok(offset) };
+    let len = file.metadata()?.len();
+    let offset = if len < offset { 0 } else { offset };
+    file.seek(std::io::SeekFrom::Start(offset))?;
+    let mut reader = std::io::BufReader::new(file);
+    let mut consumed = offset;
+    let mut line = Vec::new();
+    loop {
+        line.clear();
+        let n = reader.read_until(b'\n', &mut line)?;
+        if n == 0 || line.last() != Some(&b'\n') {
+            break;
+        }
+        out.write_all(&line)?;
+        consumed += n as u64;
+    }
+    out.flush()?;
+    Ok(consumed)
+}
+
+fn systemd_unit(paths: &Paths, user: bool) -> anyhow::Result<String> {
+    let exe = std::env::current_exe().context("cannot find this program's path")?;
+    let wanted_by = if user { "default.target" } else { "multi-user.target" };
+    Ok(format!(
+        "[Unit]\n\
+         Description=ProcessMonitor ({id})\n\
+         After=network.target\n\
+         \n\
+         [Service]\n\
+         Type=simple\n\
+         ExecStart={exe} --foreground --instance-id {id} --directory {dir}\n\
+         KillMode=process\n\
+         Restart=on-failure\n\
+         RestartSec=2\n\
+         \n\
+         [Install]\n\
+         WantedBy={wanted_by}\n",
+        id = paths.instance_id(),
+        exe = exe.display(),
+        dir = paths.root().display(),
+    ))
+}

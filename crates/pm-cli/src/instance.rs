@@ -1,0 +1,331 @@
+//! Running and managing a monitor instance: start (detached or in the foreground), `--status`, `--stop`,
+//! `--restart`.
+
+use std::ffi::OsString;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use pm_core::{MonitorStatus, Registry};
+use pm_registry::{InstanceLock, LockInfo, Paths, Store};
+
+use crate::cli::Cli;
+use crate::code;
+
+/// The instance is not running (exit code 3).
+#[derive(Debug)]
+pub(crate) struct NotRunning(pub(crate) String);
+
+impl std::fmt::Display for NotRunning {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for NotRunning {}
+
+/// How long a detached start waits for the new monitor to answer.
+const START_TIMEOUT: Duration = Duration::from_secs(15);
+
+pub(crate) fn run(cli: &Cli, instance_id: &str) -> anyhow::Result<u8> {
+    let paths = Paths::resolve(cli.directory.as_deref(), instance_id)?;
+    if cli.status {
+        return status(cli, &paths);
+    }
+    if cli.stop {
+        return stop(cli, &paths);
+    }
+    if cli.restart {
+        return restart(cli, &paths);
+    }
+    if cli.foreground || cli.detached {
+        return run_here(cli, &paths);
+    }
+    start_detached(cli, &paths, &[])
+}
+
+/// Runs the daemon in this process.
+fn run_here(cli: &Cli, paths: &Paths) -> anyhow::Result<u8> {
+    let log_file = crate::logging::init(paths, cli.foreground && !cli.detached, cli.keep_logs)?;
+    let exe = std::env::current_exe().context("cannot find this program's path")?;
+    let mut restart_command: Vec<OsString> = vec![exe.clone().into_os_string()];
+    restart_command.extend(std::env::args_os().skip(1).map(|arg| if arg == "--foreground" { "--detached".into() } else { arg }));
+    let config = pm_supervisor::DaemonConfig {
+        paths: paths.clone(),
+        standalone: cli.standalone,
+        remote_port: cli.remote_port,
+        aliveness_port: cli.aliveness_port,
+        remote_bind: cli.bind.clone(),
+        restart_command,
+        partner_program: exe,
+        resume: cli.resume,
+        keep_runs: cli.keep_logs,
+        lock_timeout: Duration::from_secs(5),
+    };
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .max_blocking_threads(16)
+        .thread_stack_size(512 * 1024)
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    tracing::info!(version = env!("CARGO_PKG_VERSION"), log = %log_file.display(), "ProcessMonitor starting");
+    let res = runtime.block_on(pm_supervisor::Daemon::run(config));
+    runtime.shutdown_timeout(Duration::from_millis(500));
+    match res {
+        Ok(pm_supervisor::Exit::Stopped) => {
+            tracing::info!("stopped");
+            Ok(code::OK)
+        }
+        Ok(pm_supervisor::Exit::Restarted { pid }) => {
+            tracing::info!(pid, "restarted as a new process");
+            Ok(code::OK)
+        }
+        Err(err) => {
+            tracing::error!("{err}");
+            Err(err.into())
+        }
+    }
+}
+
+/// Starts the monitor as a detached process (new session, stdio away from this terminal) and returns once
+/// it holds the instance lock and answers `/alive`.
+fn start_detached(cli: &Cli, paths: &Paths, extra_args: &[&str]) -> anyhow::Result<u8> {
+    use std::os::unix::process::CommandExt;
+    if let Some(holder) = InstanceLock::holder(paths)? {
+        println!("ProcessMonitor {} is already running (pid {})", paths.instance_id(), holder.pid);
+        return Ok(code::OK);
+    }
+    std::fs::create_dir_all(paths.logs_dir())
+        .with_context(|| format!("cannot create {}", paths.logs_dir().display()))?;
+    let startup_log = paths.logs_dir().join("startup.log");
+    let stderr = std::fs::File::create(&startup_log)
+        .with_context(|| format!("cannot create {}", startup_log.display()))?;
+    let exe = std::env::current_exe().context("cannot find this program's path")?;
+    let mut command = std::process::Command::new(exe);
+    command
+        .args(std::env::args_os().skip(1).filter(|arg| arg != "--restart"))
+        .arg("--detached")
+        .args(extra_args)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(stderr);
+    if cli.instance_id.is_none() {
+        command.arg("--instance-id").arg(paths.instance_id());
+    }
+    // SAFETY: setsid is async-signal-safe and touches no memory of the parent.
+    unsafe {
+        command.pre_exec(|| {
+            if libc::setsid() < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let mut child = command.spawn().context("cannot start the monitor process")?;
+    let pid = child.id();
+    let deadline = Instant::now() + START_TIMEOUT;
+    let alive_url = aliveness_url(cli, paths);
+    loop {
+        if let Some(status) = child.try_wait()? {
+            let log = std::fs::read_to_string(&startup_log).unwrap_or_default();
+            let reason = log.lines().rev().find(|line| !line.trim().is_empty()).unwrap_or("no output").to_owned();
+            anyhow::bail!("ProcessMonitor {} did not start ({status}): {reason}", paths.instance_id());
+        }
+        let holds_lock = InstanceLock::holder(paths)?.is_some_and(|holder| holder.pid == pid);
+        if holds_lock && alive_url.as_deref().is_none_or(|url| http_get(url, Duration::from_millis(500)).is_ok_and(|(status, _)| status == 200)) {
+            break;
+        }
+        if Instant::now() > deadline {
+            anyhow::bail!(
+                "ProcessMonitor {} (pid {pid}) did not answer within {}s; see {}",
+                paths.instance_id(),
+                START_TIMEOUT.as_secs(),
+                paths.logs_dir().display()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    if cli.json {
+        println!("{}", serde_json::json!({"instanceId": paths.instance_id(), "pid": pid, "started": true}));
+    } else {
+        println!("ProcessMonitor {} started (pid {pid})", paths.instance_id());
+    }
+    Ok(code::OK)
+}
+
+fn status(cli: &Cli, paths: &Paths) -> anyhow::Result<u8> {
+    let Some(holder) = InstanceLock::holder(paths)? else {
+        if cli.json {
+            println!("{}", serde_json::json!({"instanceId": paths.instance_id(), "running": false}));
+        } else {
+            println!("ProcessMonitor {} is not running", paths.instance_id());
+        }
+        return Ok(code::NOT_RUNNING);
+    };
+    let status = aliveness_url(cli, paths)
+        .map(|url| url.replace("/alive", "/status"))
+        .and_then(|url| http_get(&url, Duration::from_secs(1)).ok())
+        .filter(|(code, _)| *code == 200)
+        .and_then(|(_, body)| serde_json::from_slice::<MonitorStatus>(&body).ok());
+    match (status, cli.json) {
+        (Some(status), true) => println!("{}", serde_json::to_string_pretty(&status)?),
+        (Some(status), false) => print_status(&status),
+        (None, true) => println!(
+            "{}",
+            serde_json::json!({"instanceId": paths.instance_id(), "running": true, "pid": holder.pid, "answering": false})
+        ),
+        (None, false) => {
+            println!("ProcessMonitor {} holds its lock (pid {}) but does not answer on its aliveness port", paths.instance_id(), holder.pid);
+            return Ok(code::NOT_RUNNING);
+        }
+    }
+    Ok(code::OK)
+}
+
+fn print_status(status: &MonitorStatus) {
+    println!("ProcessMonitor {} is running", status.instance_id);
+    println!("  pid:        {}", status.pid);
+    println!("  started:    {} (up {}s)", status.started_at, status.uptime);
+    println!("  processes:  {} managed, {} running", status.managed_process_count, status.running_process_count);
+    println!("  standalone: {}", status.standalone_mode);
+    if let Some(partner) = &status.partner_instance_id {
+        let state = status.partner_status.as_deref().unwrap_or("unknown");
+        match status.partner_pid {
+            Some(pid) => println!("  partner:    {partner} ({state}, pid {pid})"),
+            None => println!("  partner:    {partner} ({state})"),
+        }
+    }
+    if let Some(port) = status.aliveness_port {
+        println!("  aliveness:  port {port}");
+    }
+    if let Some(port) = status.remote_port {
+        println!("  remote API: port {port}");
+    }
+}
+
+/// Stops the instance: through its partner when the partner supervises it (so it is not brought back),
+/// otherwise with SIGTERM; waits until it has released its lock.
+fn stop(cli: &Cli, paths: &Paths) -> anyhow::Result<u8> {
+    let Some(holder) = InstanceLock::holder(paths)? else {
+        println!("ProcessMonitor {} is not running", paths.instance_id());
+        return Ok(code::NOT_RUNNING);
+    };
+    let registry = load_registry(paths)?;
+    let running = registry.processes.values().filter(|entry| entry.state.has_child() && !entry.config.partner).count();
+    let mut via_partner = false;
+    if let Some(partner_id) = registry.partner_discovery.partner_instance_id.as_deref() {
+        if let Ok(client) = pm_client::ProcessMonitorClient::in_directory(paths.root(), partner_id) {
+            if client.get_entry(paths.instance_id()).is_ok_and(|entry| entry.config.partner) {
+                via_partner = true;
+                client.stop(paths.instance_id()).context("asking the partner to stop this instance")?;
+            }
+        }
+    }
+    if !via_partner {
+        signal(holder.pid, libc::SIGTERM)?;
+    }
+    wait_released(paths, &holder, Duration::from_secs(90))?;
+    if cli.json {
+        println!(
+            "{}",
+            serde_json::json!({"instanceId": paths.instance_id(), "pid": holder.pid, "stopped": true, "processesStopped": running})
+        );
+    } else {
+        println!(
+            "ProcessMonitor {} (pid {}) stopped; {running} running process(es) were stopped with it{}",
+            paths.instance_id(),
+            holder.pid,
+            if via_partner { "; its partner will not restart it" } else { "" }
+        );
+    }
+    Ok(code::OK)
+}
+
+/// Restarts the instance in place (SIGHUP: it respawns itself and its successor adopts the children).
+fn restart(cli: &Cli, paths: &Paths) -> anyhow::Result<u8> {
+    let Some(holder) = InstanceLock::holder(paths)? else {
+        return start_detached(cli, paths, &[]);
+    };
+    let alive_url = aliveness_url(cli, paths);
+    let answering = alive_url.as_deref().is_none_or(|url| http_get(url, Duration::from_secs(2)).is_ok());
+    if !answering {
+        eprintln!("ProcessMonitor {} (pid {}) does not answer; replacing it", paths.instance_id(), holder.pid);
+        signal(holder.pid, libc::SIGKILL)?;
+        wait_released(paths, &holder, Duration::from_secs(10)).ok();
+        return start_detached(cli, paths, &["--resume"]);
+    }
+    signal(holder.pid, libc::SIGHUP)?;
+    let deadline = Instant::now() + START_TIMEOUT;
+    loop {
+        if let Some(new) = InstanceLock::holder(paths)? {
+            if new.pid != holder.pid
+                && alive_url.as_deref().is_none_or(|url| http_get(url, Duration::from_millis(500)).is_ok())
+            {
+                println!("ProcessMonitor {} restarted (pid {} -> {})", paths.instance_id(), holder.pid, new.pid);
+                return Ok(code::OK);
+            }
+        }
+        if Instant::now() > deadline {
+            anyhow::bail!("ProcessMonitor {} did not come back within {}s", paths.instance_id(), START_TIMEOUT.as_secs());
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn signal(pid: u32, signal: i32) -> anyhow::Result<()> {
+    let pid = i32::try_from(pid).context("pid out of range")?;
+    // SAFETY: kill(2) has no memory-safety preconditions.
+    if unsafe { libc::kill(pid, signal) } != 0 {
+        let err = std::io::Error::last_os_error();
+        anyhow::bail!("cannot signal pid {pid}: {err}");
+    }
+    Ok(())
+}
+
+fn wait_released(paths: &Paths, holder: &LockInfo, timeout: Duration) -> anyhow::Result<()> {
+    let deadline = Instant::now() + timeout;
+    while InstanceLock::holder(paths)?.is_some_and(|now| now.pid == holder.pid) {
+        if Instant::now() > deadline {
+            anyhow::bail!("ProcessMonitor {} (pid {}) is still running after {}s", paths.instance_id(), holder.pid, timeout.as_secs());
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    Ok(())
+}
+
+pub(crate) fn load_registry(paths: &Paths) -> anyhow::Result<Registry> {
+    match Store::new(paths.clone()).load() {
+        Ok(registry) => Ok(registry),
+        Err(pm_registry::Error::Missing { .. }) => Ok(Registry::new_default(paths.instance_id())),
+        Err(err) => Err(err.into()),
+    }
+}
+
+/// `http://host:port/alive` of the instance's aliveness server, `None` when it is disabled.
+pub(crate) fn aliveness_url(cli: &Cli, paths: &Paths) -> Option<String> {
+    let registry = load_registry(paths).ok()?;
+    let server = &registry.aliveness_server;
+    if !server.enabled {
+        return None;
+    }
+    let port = cli.aliveness_port.unwrap_or(server.port);
+    Some(format!("http://{}:{port}/alive", connect_host(&server.bind_address)))
+}
+
+/// The address to connect to for a server bound to `bind`.
+pub(crate) fn connect_host(bind: &str) -> String {
+    match bind.parse::<std::net::IpAddr>() {
+        Ok(ip) if ip.is_unspecified() => "127.0.0.1".to_owned(),
+        Ok(std::net::IpAddr::V6(ip)) => format!("[{ip}]"),
+        Ok(ip) => ip.to_string(),
+        Err(_) => "127.0.0.1".to_owned(),
+    }
+}
+
+/// A blocking GET on loopback: status and body.
+pub(crate) fn http_get(url: &str, timeout: Duration) -> anyhow::Result<(u16, Vec<u8>)> {
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let client = pm_http::HttpClient::new();
+    let response = runtime.block_on(client.get(url, timeout))?;
+    Ok((response.status, response.body))
+}

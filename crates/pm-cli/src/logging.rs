@@ -1,0 +1,55 @@
+//! The monitor's own log: `{id}_logs/{YYYYMMDD_HHMMSS}_{id}.log`, plus the console in the foreground.
+
+use std::fs::OpenOptions;
+use std::sync::Mutex;
+
+use pm_core::Timestamp;
+use pm_registry::Paths;
+use tracing_subscriber::fmt::writer::MakeWriterExt;
+use tracing_subscriber::EnvFilter;
+
+/// Installs the subscriber: `RUST_LOG` (default `info`) filters; output goes to a new log file, and to
+/// stderr when `console`. Keeps the newest `keep` monitor log files.
+pub(crate) fn init(paths: &Paths, console: bool, keep: usize) -> anyhow::Result<std::path::PathBuf> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let dir = paths.logs_dir();
+    std::fs::create_dir_all(&dir).map_err(|err| anyhow::format_err!("cannot create {}: {err}", dir.display()))?;
+    let file_path = paths.monitor_log_file(Timestamp::now());
+    let file = OpenOptions::new()
+        .create(true)
+        .append(true)
+        .mode(0o600)
+        .open(&file_path)
+        .map_err(|err| anyhow::format_err!("cannot open log {}: {err}", file_path.display()))?;
+    prune(paths, keep);
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let file = Mutex::new(file);
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_target(false);
+    if console {
+        builder.with_writer(file.and(std::io::stderr)).with_ansi(false).init();
+    } else {
+        builder.with_writer(file).with_ansi(false).init();
+    }
+    Ok(file_path)
+}
+
+/// Deletes all but the newest `keep` monitor log files of this instance.
+fn prune(paths: &Paths, keep: usize) {
+    let suffix = format!("_{}.log", paths.instance_id());
+    let Ok(entries) = std::fs::read_dir(paths.logs_dir()) else { return };
+    let mut logs: Vec<_> = entries
+        .flatten()
+        .map(|entry| entry.path())
+        .filter(|path| {
+            path.is_file()
+                && path.file_name().and_then(|name| name.to_str()).is_some_and(|name| {
+                    name.ends_with(&suffix) && name.as_bytes().first().is_some_and(u8::is_ascii_digit)
+                })
+        })
+        .collect();
+    logs.sort();
+    let excess = logs.len().saturating_sub(keep.max(1));
+    for path in logs.into_iter().take(excess) {
+        let _ = std::fs::remove_file(path);
+    }
+}

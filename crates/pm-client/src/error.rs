@@ -1,0 +1,59 @@
+//! The one error type of both clients.
+
+/// What a client call can fail with.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// No process with this id.
+    #[error("process not found: {0}")]
+    NotFound(String),
+    /// The process is disabled.
+    #[error("process is disabled: {0}")]
+    Disabled(String),
+    /// A process with this id exists already.
+    #[error("process ID already exists: {0}")]
+    AlreadyExists(String),
+    /// The id or configuration was refused.
+    #[error("invalid request: {0}")]
+    Invalid(String),
+    /// The monitor refused (trust or permission).
+    #[error("permission denied: {0}")]
+    PermissionDenied(String),
+    /// The registry or the monitor is busy; try again.
+    #[error("busy: {0}")]
+    Busy(String),
+    /// The monitor could not be reached.
+    #[error("cannot reach ProcessMonitor at {url}: {message}")]
+    Transport {
+        /// What was called.
+        url: String,
+        /// Why it failed.
+        message: String,
+    },
+    /// The monitor answered with an unexpected status.
+    #[error("ProcessMonitor answered {status}: {message}")]
+    Server {
+        /// HTTP status.
+        status: u16,
+        /// Its error message.
+        message: String,
+    },
+    /// No ProcessMonitor answered during discovery.
+    #[error("no ProcessMonitor found: {0}")]
+    NotDiscovered(String),
+    /// The registry files.
+    #[error(transparent)]
+    Registry(#[from] pm_registry::Error),
+}
+
+impl From<pm_core::Error> for Error {
+    fn from(err: pm_core::Error) -> Self {
+        match err {
+            pm_core::Error::NotFound(id) => Error::NotFound(id),
+            pm_core::Error::Disabled(id) => Error::Disabled(id),
+            pm_core::Error::AlreadyExists(id) => Error::AlreadyExists(id),
+            pm_core::Error::NotAllowed(message) => Error::PermissionDenied(message),
+            pm_core::Error::Busy(message) => Error::Busy(message),
+            other => Error::Invalid(other.to_string()),
+        }
+    }
+}

@@ -1,0 +1,320 @@
+//! `ProcessMonitorClient`: drives a monitor through its registry file, as the guide's local API.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use pm_core::{
+    PartnerDiscoveryPatch, PendingAction, ProcessConfig, ProcessEntry, ProcessState, ProcessStatus, Registry,
+    RemoteAccessPatch, Settings, SettingsUpdate, Timestamp,
+};
+use pm_registry::{InstanceLock, LockInfo, Paths, Store};
+
+use crate::Error;
+
+/// How long a registry transaction waits for the lock.
+const LOCK_TIMEOUT: Duration = Duration::from_secs(5);
+/// How often a waiting call re-reads the registry.
+const POLL: Duration = Duration::from_millis(20);
+
+/// Where a [`ProcessMonitorClient`] finds its monitor.
+#[derive(Debug, Clone)]
+pub struct LocalClientOptions {
+    /// The monitor's folder; `~/.tom/process_monitor` when `None`.
+    pub directory: Option<std::path::PathBuf>,
+    /// The instance (`default` unless told otherwise).
+    pub instance_id: String,
+    /// How long a call that implies an outcome (start, stop, restart) waits for it, on top of the
+    /// process's stop timeout.
+    pub wait_timeout: Duration,
+}
+
+impl Default for LocalClientOptions {
+    fn default() -> Self {
+        LocalClientOptions {
+            directory: None,
+            instance_id: pm_core::DEFAULT_INSTANCE.to_owned(),
+            wait_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+/// The local, file-based client.
+///
+/// Every call is one short transaction on the registry under its lock. The monitor notices the edit within
+/// a fraction of a second and acts; `start`, `stop` and `restart` wait (bounded) for the outcome. With no
+/// monitor running, edits are stored and acted on when it starts, and `stop` (also `disable` and
+/// `deregister`) stops the process itself, by its process group.
+///
+/// The calls block (small files, short waits); from async code run them under `spawn_blocking`.
+pub struct ProcessMonitorClient {
+    store: Store,
+    wait_timeout: Duration,
+}
+
+impl ProcessMonitorClient {
+    /// A client of the default instance in `~/.tom/process_monitor`.
+    pub fn new() -> Result<ProcessMonitorClient, Error> {
+        ProcessMonitorClient::with_options(&LocalClientOptions::default())
+    }
+
+    /// A client of the given folder and instance.
+    pub fn with_options(options: &LocalClientOptions) -> Result<ProcessMonitorClient, Error> {
+        let paths = Paths::resolve(options.directory.as_deref(), &options.instance_id)?;
+        Ok(ProcessMonitorClient { store: Store::new(paths), wait_timeout: options.wait_timeout })
+    }
+
+    /// A client of `instance_id` in `directory`.
+    pub fn in_directory(directory: &Path, instance_id: &str) -> Result<ProcessMonitorClient, Error> {
+        let options = LocalClientOptions {
+            directory: Some(directory.to_path_buf()),
+            instance_id: instance_id.to_owned(),
+            ..LocalClientOptions::default()
+        };
+        ProcessMonitorClient::with_options(&options)
+    }
+
+    /// The files this client works on.
+    pub fn paths(&self) -> &Paths {
+        self.store.paths()
+    }
+
+    /// The running monitor's lock (PID, since when), or `None` when no monitor runs.
+    pub fn monitor(&self) -> Result<Option<LockInfo>, Error> {
+        Ok(InstanceLock::holder(self.store.paths())?)
+    }
+
+    /// Registers a process. With `autostart`, a running monitor starts it at once.
+    pub fn register(&self, config: ProcessConfig) -> Result<(), Error> {
+        config.validate()?;
+        let mut config = config;
+        config.partner = false;
+        self.transaction(|registry| {
+            if registry.processes.contains_key(&config.id) {
+                return Err(Error::AlreadyExists(config.id.clone()));
+            }
+            let entry = ProcessEntry::new(config.clone(), Timestamp::now());
+            registry.processes.insert(config.id.clone(), entry);
+            Ok(())
+        })
+    }
+
+    /// Removes a process; a running monitor stops it, and with no monitor this call stops it.
+    pub fn deregister(&self, id: &str) -> Result<(), Error> {
+        pm_core::validate_process_id(id)?;
+        if self.monitor()?.is_none() {
+            self.stop_directly(id, ProcessState::Stopped)?;
+        }
+        self.transaction(|registry| match registry.processes.remove(id) {
+            Some(_) => Ok(()),
+            None => Err(Error::NotFound(id.to_owned())),
+        })
+    }
+
+    /// Starts a process (a no-op when it runs) and waits until the monitor has started it. With no monitor
+    /// running, the request is stored and the current status returned.
+    pub fn start(&self, id: &str) -> Result<ProcessStatus, Error> {
+        let before = self.request(id, PendingAction::Start)?;
+        if before.state.has_child() || self.monitor()?.is_none() {
+            return Ok(before.status());
+        }
+        self.wait(id, self.wait_timeout, |entry| entry.pending_action.is_none() && entry.state != ProcessState::Stopped)
+    }
+
+    /// Stops a process and waits until it is stopped (with no monitor, stops it directly).
+    pub fn stop(&self, id: &str) -> Result<ProcessStatus, Error> {
+        pm_core::validate_process_id(id)?;
+        if self.monitor()?.is_none() {
+            return self.stop_directly(id, ProcessState::Stopped);
+        }
+        let before = self.request(id, PendingAction::Stop)?;
+        let timeout = self.wait_timeout + Duration::from_millis(before.config.stop_timeout_ms());
+        self.wait(id, timeout, |entry| {
+            entry.pending_action.is_none() && matches!(entry.state, ProcessState::Stopped | ProcessState::Disabled)
+        })
+    }
+
+    /// Stops then starts a process and waits until the new run has begun.
+    pub fn restart(&self, id: &str) -> Result<ProcessStatus, Error> {
+        if self.monitor()?.is_none() {
+            self.stop_directly(id, ProcessState::Stopped)?;
+            return self.start(id);
+        }
+        let before = self.request(id, PendingAction::Restart)?;
+        let timeout = self.wait_timeout + Duration::from_millis(before.config.stop_timeout_ms());
+        let started_before = before.last_started_at;
+        self.wait(id, timeout, |entry| {
+            entry.pending_action.is_none()
+                && entry.last_started_at != started_before
+                && !matches!(entry.state, ProcessState::Stopped | ProcessState::Stopping)
+        })
+    }
+
+    /// The status of one process, as last stored by the monitor.
+    pub fn get_status(&self, id: &str) -> Result<ProcessStatus, Error> {
+        pm_core::validate_process_id(id)?;
+        let registry = self.load()?;
+        registry.processes.get(id).map(ProcessEntry::status).ok_or_else(|| Error::NotFound(id.to_owned()))
+    }
+
+    /// The status of every process, by id.
+    pub fn get_all_status(&self) -> Result<BTreeMap<String, ProcessStatus>, Error> {
+        let registry = self.load()?;
+        Ok(registry.processes.iter().map(|(id, entry)| (id.clone(), entry.status())).collect())
+    }
+
+    /// The whole stored entry of a process (configuration and runtime fields).
+    pub fn get_entry(&self, id: &str) -> Result<ProcessEntry, Error> {
+        pm_core::validate_process_id(id)?;
+        self.load()?.processes.remove(id).ok_or_else(|| Error::NotFound(id.to_owned()))
+    }
+
+    /// Enables a process.
+    pub fn enable(&self, id: &str) -> Result<(), Error> {
+        self.update_entry(id, |entry| {
+            entry.config.enabled = true;
+            if entry.state == ProcessState::Disabled {
+                entry.state = ProcessState::Stopped;
+            }
+        })
+    }
+
+    /// Disables a process; it is stopped (by the monitor, or by this call when no monitor runs).
+    pub fn disable(&self, id: &str) -> Result<(), Error> {
+        let running = self.monitor()?.is_some();
+        if !running {
+            self.stop_directly(id, ProcessState::Disabled)?;
+        }
+        self.update_entry(id, |entry| {
+            entry.config.enabled = false;
+            if !running {
+                entry.state = ProcessState::Disabled;
+            }
+        })?;
+        if running {
+            self.wait(id, self.wait_timeout + Duration::from_secs(10), |entry| entry.state == ProcessState::Disabled)?;
+        }
+        Ok(())
+    }
+
+    /// Changes whether a process starts with the monitor.
+    pub fn set_autostart(&self, id: &str, autostart: bool) -> Result<(), Error> {
+        self.update_entry(id, |entry| entry.config.autostart = autostart)
+    }
+
+    /// The monitor-wide settings.
+    pub fn settings(&self) -> Result<Settings, Error> {
+        Ok(Settings::of(&self.load()?))
+    }
+
+    /// Turns standalone mode (no partner monitoring) on or off.
+    pub fn set_standalone_mode(&self, enabled: bool) -> Result<(), Error> {
+        self.update_settings(SettingsUpdate::StandaloneMode(enabled))
+    }
+
+    /// Whether standalone mode is on.
+    pub fn is_standalone_mode(&self) -> Result<bool, Error> {
+        Ok(self.load()?.standalone_mode)
+    }
+
+    /// Sets the given remote-access permissions (keys left `None` are unchanged).
+    pub fn set_remote_access_permissions(&self, patch: RemoteAccessPatch) -> Result<(), Error> {
+        self.update_settings(SettingsUpdate::RemoteAccess(patch))
+    }
+
+    /// Replaces the trusted hosts.
+    pub fn set_trusted_hosts(&self, hosts: Vec<String>) -> Result<(), Error> {
+        self.update_settings(SettingsUpdate::TrustedHosts(hosts))
+    }
+
+    /// Replaces the executable whitelist (glob patterns, validated).
+    pub fn set_remote_executable_whitelist(&self, patterns: Vec<String>) -> Result<(), Error> {
+        self.update_settings(SettingsUpdate::ExecutableWhitelist(patterns))
+    }
+
+    /// Replaces the executable blacklist (glob patterns, validated).
+    pub fn set_remote_executable_blacklist(&self, patterns: Vec<String>) -> Result<(), Error> {
+        self.update_settings(SettingsUpdate::ExecutableBlacklist(patterns))
+    }
+
+    /// Merges the given partner-discovery keys.
+    pub fn set_partner_discovery(&self, patch: PartnerDiscoveryPatch) -> Result<(), Error> {
+        self.update_settings(SettingsUpdate::PartnerDiscovery(patch))
+    }
+
+    /// Applies one settings change.
+    pub fn update_settings(&self, update: SettingsUpdate) -> Result<(), Error> {
+        self.transaction(|registry| update.apply(registry).map_err(Error::from))
+    }
+
+    fn load(&self) -> Result<Registry, Error> {
+        match self.store.load() {
+            Ok(registry) => Ok(registry),
+            Err(pm_registry::Error::Missing { .. }) => Ok(Registry::new_default(self.store.paths().instance_id())),
+            Err(err) => Err(err.into()),
+        }
+    }
+
+    fn transaction<T>(&self, f: impl FnOnce(&mut Registry) -> Result<T, Error>) -> Result<T, Error> {
+        self.store.transaction(LOCK_TIMEOUT, f)
+    }
+
+    fn update_entry(&self, id: &str, f: impl FnOnce(&mut ProcessEntry)) -> Result<(), Error> {
+        pm_core::validate_process_id(id)?;
+        self.transaction(|registry| {
+            let entry = registry.processes.get_mut(id).ok_or_else(|| Error::NotFound(id.to_owned()))?;
+            f(entry);
+            Ok(())
+        })
+    }
+
+    /// Leaves a request for the monitor; answers the entry as it was.
+    fn request(&self, id: &str, action: PendingAction) -> Result<ProcessEntry, Error> {
+        pm_core::validate_process_id(id)?;
+        self.transaction(|registry| {
+            let entry = registry.processes.get_mut(id).ok_or_else(|| Error::NotFound(id.to_owned()))?;
+            if !entry.config.enabled && action != PendingAction::Stop {
+                return Err(Error::Disabled(id.to_owned()));
+            }
+            let before = entry.clone();
+            entry.pending_action = Some(action);
+            Ok(before)
+        })
+    }
+
+    /// Polls the registry until `done` holds for the entry, or the timeout passes (then answers the last
+    /// status seen).
+    fn wait(&self, id: &str, timeout: Duration, done: impl Fn(&ProcessEntry) -> bool) -> Result<ProcessStatus, Error> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let registry = self.load()?;
+            let entry = registry.processes.get(id).ok_or_else(|| Error::NotFound(id.to_owned()))?;
+            if done(entry) || Instant::now() >= deadline {
+                return Ok(entry.status());
+            }
+            std::thread::sleep(POLL);
+        }
+    }
+
+    /// With no monitor running: ends the process group of the stored PID (SIGTERM, stop timeout, SIGKILL)
+    /// and stores `target`. The registry lock is not held while waiting.
+    fn stop_directly(&self, id: &str, target: ProcessState) -> Result<ProcessStatus, Error> {
+        let entry = self.get_entry(id)?;
+        if let Some(pid) = entry.pid.filter(|pid| pm_registry::pid::is_same_process(*pid, entry.pid_start_time)) {
+            crate::kill::stop_group(pid, entry.pid_start_time, Duration::from_millis(entry.config.stop_timeout_ms()));
+        }
+        self.transaction(|registry| {
+            let stored = registry.processes.get_mut(id).ok_or_else(|| Error::NotFound(id.to_owned()))?;
+            if stored.pid == entry.pid {
+                if stored.state.has_child() || matches!(stored.state, ProcessState::Retrying | ProcessState::Crashed) {
+                    stored.last_stopped_at = Some(Timestamp::now());
+                }
+                stored.pid = None;
+                stored.pid_start_time = None;
+                stored.pending_action = None;
+                stored.state = if stored.config.enabled { target } else { ProcessState::Disabled };
+            }
+            Ok(stored.status())
+        })
+    }
+}

@@ -1,0 +1,661 @@
+//! One task per managed process: it owns the child, runs its timers and checks, and is the only writer of its
+//! state. Commands arrive over an mpsc channel with oneshot replies; every change is published on a watch
+//! channel that status queries and the registry writer read.
+
+use std::os::unix::process::ExitStatusExt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use pm_core::{
+    next_restart, Error, FailAction, ProcessConfig, ProcessEntry, ProcessState, RestartDecision, Timestamp,
+};
+use tokio::sync::{mpsc, oneshot, watch};
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
+
+use crate::os::{self, ExitWatch};
+use crate::spawn::{self, SpawnContext};
+use crate::Shared;
+
+/// What a status query or the registry writer sees of one process.
+#[derive(Debug, Clone)]
+pub struct Snapshot {
+    /// The entry as the actor holds it.
+    pub entry: ProcessEntry,
+    /// Bumped whenever the actor itself changed the configuration (enable, disable, autostart, a startup
+    /// check that disabled the process), so the writer knows to store the configuration too.
+    pub config_rev: u64,
+    /// When the current run started (monotonic), for uptime.
+    pub running_since: Option<std::time::Instant>,
+}
+
+type Reply<T> = oneshot::Sender<Result<T, Error>>;
+
+/// A request to the actor.
+pub(crate) enum Cmd {
+    Start(Reply<ProcessState>),
+    Stop(Reply<ProcessState>),
+    Restart(Reply<ProcessState>),
+    SetEnabled(bool, Reply<()>),
+    SetAutostart(bool, Reply<()>),
+    /// A configuration read from the registry (a local client's edit); not stored back.
+    UpdateConfig(Box<ProcessConfig>),
+    /// Take over a running process (used for a partner monitor that came up on its own).
+    Adopt { pid: u32, start_time: Option<u64> },
+    /// End the actor: stop the child first, or leave it running for a successor monitor.
+    Shutdown { leave_running: bool, done: oneshot::Sender<ProcessEntry> },
+}
+
+/// How the actor begins.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Begin {
+    /// A new registration: start when enabled and autostart.
+    Registered,
+    /// The monitor is starting: adopt what still runs, carry on what was under way; `boot` also starts
+    /// autostart processes that are stopped (a clean start, not a resume after a crash or self-restart).
+    MonitorStart { boot: bool },
+}
+
+struct Child {
+    pid: u32,
+    watch: Watch,
+}
+
+enum Watch {
+    Own(tokio::process::Child),
+    Adopted(ExitWatch),
+}
+
+/// How a run ended.
+struct ExitInfo {
+    code: Option<i32>,
+    signal: Option<i32>,
+}
+
+enum Phase {
+    /// No checks (no child, or no aliveness check configured).
+    Idle,
+    /// Startup checks: `attempts` made so far.
+    Startup { attempts: u32 },
+    /// Regular aliveness checks.
+    Alive,
+}
+
+enum Event {
+    Cmd(Option<Cmd>),
+    Exited(ExitInfo),
+    RetryDue,
+    ResetDue,
+    CheckDue,
+    CheckDone(bool),
+}
+
+pub(crate) struct Actor {
+    entry: ProcessEntry,
+    config_rev: u64,
+    shared: Arc<Shared>,
+    publish: watch::Sender<Snapshot>,
+    rx: mpsc::Receiver<Cmd>,
+    child: Option<Child>,
+    running_since: Option<std::time::Instant>,
+    retry_at: Option<Instant>,
+    reset_at: Option<Instant>,
+    phase: Phase,
+    check_at: Option<Instant>,
+    check_task: Option<JoinHandle<bool>>,
+}
+
+impl Actor {
+    pub(crate) fn new(
+        entry: ProcessEntry,
+        shared: Arc<Shared>,
+        rx: mpsc::Receiver<Cmd>,
+    ) -> (Actor, watch::Receiver<Snapshot>) {
+        let (publish, snapshot) =
+            watch::channel(Snapshot { entry: entry.clone(), config_rev: 0, running_since: None });
+        let actor = Actor {
+            entry,
+            config_rev: 0,
+            shared,
+            publish,
+            rx,
+            child: None,
+            running_since: None,
+            retry_at: None,
+            reset_at: None,
+            phase: Phase::Idle,
+            check_at: None,
+            check_task: None,
+        };
+        (actor, snapshot)
+    }
+
+    pub(crate) async fn run(mut self, begin: Begin) {
+        self.begin(begin).await;
+        loop {
+            let event = self.next_event().await;
+            match event {
+                Event::Cmd(None) => {
+                    // The supervisor is gone without a shutdown: leave the child to a successor.
+                    self.cancel_check();
+                    return;
+                }
+                Event::Cmd(Some(Cmd::Shutdown { leave_running, done })) => {
+                    self.cancel_check();
+                    if !leave_running && self.child.is_some() {
+                        self.terminate().await;
+                        self.entry.state = ProcessState::Stopped;
+                        self.entry.last_stopped_at = Some(Timestamp::now());
+                        self.publish();
+                    }
+                    let _ = done.send(self.entry.clone());
+                    return;
+                }
+                Event::Cmd(Some(cmd)) => self.handle(cmd).await,
+                Event::Exited(info) => self.on_unrequested_exit(info).await,
+                Event::RetryDue => {
+                    self.retry_at = None;
+                    self.spawn_now();
+                }
+                Event::ResetDue => {
+                    self.reset_at = None;
+                    if self.entry.restart_attempts != 0 {
+                        self.entry.restart_attempts = 0;
+                        self.publish();
+                    }
+                }
+                Event::CheckDue => self.launch_check(),
+                Event::CheckDone(passed) => self.on_check(passed).await,
+            }
+        }
+    }
+
+    async fn next_event(&mut self) -> Event {
+        let child = &mut self.child;
+        let check_task = &mut self.check_task;
+        let check_at = if check_task.is_none() { self.check_at } else { None };
+        tokio::select! {
+            cmd = self.rx.recv() => Event::Cmd(cmd),
+            info = wait_child(child) => Event::Exited(info),
+            () = sleep_until(self.retry_at) => Event::RetryDue,
+            () = sleep_until(self.reset_at) => Event::ResetDue,
+            () = sleep_until(check_at) => Event::CheckDue,
+            passed = join_check(check_task) => Event::CheckDone(passed),
+        }
+    }
+
+    async fn begin(&mut self, begin: Begin) {
+        let entry = &self.entry;
+        if !entry.config.enabled {
+            self.entry.state = ProcessState::Disabled;
+            self.entry.pid = None;
+            self.publish();
+            return;
+        }
+        if let Begin::MonitorStart { boot } = begin {
+            if let Some(pid) = entry.pid {
+                if pm_registry::pid::is_same_process(pid, entry.pid_start_time) {
+                    let was_stopping = entry.state == ProcessState::Stopping;
+                    self.adopt(pid, entry.pid_start_time);
+                    if was_stopping {
+                        self.stop_child(ProcessState::Stopped).await;
+                    }
+                    return;
+                }
+            }
+            match self.entry.state {
+                ProcessState::Starting | ProcessState::Running | ProcessState::Crashed => {
+                    self.entry.pid = None;
+                    self.entry.last_stopped_at = Some(Timestamp::now());
+                    self.entry.last_error = Some("exited while the monitor was not running".to_owned());
+                    self.entry.state = ProcessState::Crashed;
+                    self.schedule_restart();
+                    return;
+                }
+                ProcessState::Retrying => {
+                    self.entry.pid = None;
+                    self.schedule_retry_at_current_attempt();
+                    return;
+                }
+                ProcessState::Stopping => {
+                    self.entry.pid = None;
+                    self.entry.state = ProcessState::Stopped;
+                }
+                ProcessState::Disabled => self.entry.state = ProcessState::Stopped,
+                ProcessState::Stopped | ProcessState::Failed => {}
+            }
+            self.entry.pid = None;
+            let never_started = self.entry.last_started_at.is_none();
+            if self.entry.config.autostart && (boot || never_started) {
+                self.entry.restart_attempts = 0;
+                self.spawn_now();
+            } else {
+                self.publish();
+            }
+            return;
+        }
+        if self.entry.config.autostart {
+            self.spawn_now();
+        } else {
+            self.publish();
+        }
+    }
+
+    async fn handle(&mut self, cmd: Cmd) {
+        match cmd {
+            Cmd::Start(reply) => {
+                let res = self.start();
+                let _ = reply.send(res);
+            }
+            Cmd::Stop(reply) => {
+                let state = self.stop().await;
+                let _ = reply.send(Ok(state));
+            }
+            Cmd::Restart(reply) => {
+                if !self.entry.config.enabled {
+                    let _ = reply.send(Err(Error::Disabled(self.entry.config.id.clone())));
+                    return;
+                }
+                self.stop().await;
+                let _ = reply.send(self.start());
+            }
+            Cmd::SetEnabled(enabled, reply) => {
+                self.set_enabled(enabled).await;
+                self.config_rev += 1;
+                self.publish();
+                let _ = reply.send(Ok(()));
+            }
+            Cmd::SetAutostart(autostart, reply) => {
+                self.entry.config.autostart = autostart;
+                self.config_rev += 1;
+                self.publish();
+                let _ = reply.send(Ok(()));
+            }
+            Cmd::UpdateConfig(config) => {
+                let enabled = config.enabled;
+                let mut config = *config;
+                config.enabled = self.entry.config.enabled;
+                self.entry.config = config;
+                if enabled != self.entry.config.enabled {
+                    self.set_enabled(enabled).await;
+                }
+                self.publish();
+            }
+            Cmd::Adopt { pid, start_time } => {
+                if self.child.is_none() && pm_registry::pid::is_same_process(pid, start_time) {
+                    self.retry_at = None;
+                    self.adopt(pid, start_time);
+                }
+            }
+            Cmd::Shutdown { .. } => unreachable!("handled in run"),
+        }
+    }
+
+    fn start(&mut self) -> Result<ProcessState, Error> {
+        if !self.entry.config.enabled {
+            return Err(Error::Disabled(self.entry.config.id.clone()));
+        }
+        if self.child.is_some() {
+            return Ok(self.entry.state);
+        }
+        self.retry_at = None;
+        self.entry.restart_attempts = 0;
+        self.entry.last_error = None;
+        self.spawn_now();
+        Ok(self.entry.state)
+    }
+
+    /// Stops whatever runs or waits; answers the resulting state.
+    async fn stop(&mut self) -> ProcessState {
+        self.retry_at = None;
+        let target = if self.entry.config.enabled { ProcessState::Stopped } else { ProcessState::Disabled };
+        if self.child.is_some() {
+            self.stop_child(target).await;
+        } else if self.entry.state != target {
+            self.entry.state = target;
+            self.publish();
+        }
+        self.entry.state
+    }
+
+    async fn set_enabled(&mut self, enabled: bool) {
+        self.entry.config.enabled = enabled;
+        if enabled {
+            if self.entry.state == ProcessState::Disabled {
+                self.entry.state = ProcessState::Stopped;
+            }
+        } else {
+            self.retry_at = None;
+            if self.child.is_some() {
+                self.stop_child(ProcessState::Disabled).await;
+            }
+            self.entry.state = ProcessState::Disabled;
+        }
+    }
+
+    /// SIGTERM, grace, SIGKILL; then `target`.
+    async fn stop_child(&mut self, target: ProcessState) {
+        self.entry.state = ProcessState::Stopping;
+        self.publish();
+        let info = self.terminate().await;
+        self.record_exit(&info);
+        self.entry.state = target;
+        self.publish();
+    }
+
+    /// Ends the child's process group: SIGTERM to the group, up to the stop timeout for the leader and the rest
+    /// of the group to exit, then SIGKILL to whatever is left. Returns how the leader ended.
+    async fn terminate(&mut self) -> ExitInfo {
+        self.cancel_check();
+        self.reset_at = None;
+        let Some(mut child) = self.child.take() else {
+            return ExitInfo { code: None, signal: None };
+        };
+        let grace = Duration::from_millis(self.entry.config.stop_timeout_ms());
+        let deadline = Instant::now() + grace;
+        let pgid = child.pid;
+        os::signal_group(pgid, libc::SIGTERM);
+        let info = match tokio::time::timeout_at(deadline, child.watch.wait()).await {
+            Ok(info) => info,
+            Err(_) => {
+                tracing::warn!(process = %self.entry.config.id, pid = pgid, "did not stop in {grace:?}; killing its process group");
+                os::signal_group(pgid, libc::SIGKILL);
+                child.watch.wait().await
+            }
+        };
+        // The leader is gone; give the rest of its group the remaining grace, then kill it.
+        while os::group_exists(pgid) && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        if os::group_exists(pgid) {
+            os::signal_group(pgid, libc::SIGKILL);
+        }
+        self.running_since = None;
+        info
+    }
+
+    fn adopt(&mut self, pid: u32, start_time: Option<u64>) {
+        tracing::info!(process = %self.entry.config.id, pid, "adopted running process");
+        self.child = Some(Child { pid, watch: Watch::Adopted(ExitWatch::new(pid, start_time)) });
+        self.entry.pid = Some(pid);
+        self.entry.pid_start_time = start_time;
+        self.running_since = Some(std::time::Instant::now());
+        self.enter_running();
+    }
+
+    /// Spawns the process now (state `starting`, or `running` without startup checks); a failure to spawn
+    /// goes down the crash path with the reason kept on the entry.
+    fn spawn_now(&mut self) {
+        if self.entry.config.partner {
+            if let Some((pid, start_time)) = self.shared.live_partner(&self.entry.config.id) {
+                self.adopt(pid, start_time);
+                return;
+            }
+        }
+        let now = Timestamp::now();
+        let res = self
+            .shared
+            .paths
+            .create_run_dir(&self.entry.config.id, now, self.shared.keep_runs)
+            .map_err(|err| std::io::Error::other(format!("cannot create log folder: {err}")))
+            .and_then(|run_dir| {
+                let ctx = SpawnContext {
+                    default_cwd: &self.shared.default_cwd,
+                    run_dir: &run_dir,
+                    extra_env: &self.shared.extra_env,
+                };
+                spawn::spawn(&self.entry.config, &ctx)
+            });
+        self.entry.last_started_at = Some(now);
+        match res {
+            Ok(child) => {
+                let pid = child.id().unwrap_or(0);
+                tracing::info!(process = %self.entry.config.id, pid, "started");
+                self.entry.pid = Some(pid);
+                self.entry.pid_start_time = pm_registry::pid::start_time(pid);
+                self.entry.consecutive_failures = 0;
+                self.child = Some(Child { pid, watch: Watch::Own(child) });
+                self.running_since = Some(std::time::Instant::now());
+                let startup = self.startup_check();
+                match startup {
+                    Some(initial_delay) => {
+                        self.entry.state = ProcessState::Starting;
+                        self.phase = Phase::Startup { attempts: 0 };
+                        self.check_at = Some(Instant::now() + initial_delay);
+                        self.publish();
+                    }
+                    None => self.enter_running(),
+                }
+            }
+            Err(err) => {
+                tracing::warn!(process = %self.entry.config.id, "{err}");
+                self.entry.pid = None;
+                self.entry.last_error = Some(err.to_string());
+                self.entry.state = ProcessState::Crashed;
+                self.schedule_restart();
+            }
+        }
+    }
+
+    fn startup_check(&self) -> Option<Duration> {
+        let check = self.entry.config.aliveness_check.as_ref().filter(|check| check.enabled)?;
+        let startup = check.startup_check.as_ref().filter(|startup| startup.enabled)?;
+        Some(Duration::from_millis(startup.initial_delay_ms))
+    }
+
+    fn enter_running(&mut self) {
+        self.entry.state = ProcessState::Running;
+        let policy = self.entry.config.restart_policy();
+        self.reset_at = Some(Instant::now() + Duration::from_millis(policy.reset_after_ms));
+        match self.entry.config.aliveness_check.as_ref().filter(|check| check.enabled) {
+            Some(check) => {
+                self.phase = Phase::Alive;
+                self.check_at = Some(Instant::now() + Duration::from_millis(check.interval_ms));
+            }
+            None => {
+                self.phase = Phase::Idle;
+                self.check_at = None;
+            }
+        }
+        self.publish();
+    }
+
+    async fn on_unrequested_exit(&mut self, info: ExitInfo) {
+        let pid = self.child.take().map(|child| child.pid);
+        self.cancel_check();
+        self.reset_at = None;
+        self.running_since = None;
+        self.record_exit(&info);
+        let how = match (info.code, info.signal) {
+            (Some(code), _) => format!("exited with code {code}"),
+            (None, Some(signal)) => format!("killed by signal {signal}"),
+            (None, None) => "exited".to_owned(),
+        };
+        tracing::warn!(process = %self.entry.config.id, pid, "{how}");
+        self.entry.last_error = Some(format!("process {how}"));
+        // Orphans of the crashed leader would otherwise outlive it (and hold its ports).
+        if let Some(pgid) = pid {
+            if os::group_exists(pgid) {
+                os::signal_group(pgid, libc::SIGKILL);
+            }
+        }
+        self.entry.state = ProcessState::Crashed;
+        self.publish();
+        self.schedule_restart();
+    }
+
+    fn record_exit(&mut self, info: &ExitInfo) {
+        self.entry.pid = None;
+        self.entry.pid_start_time = None;
+        self.entry.last_exit_code = info.code;
+        self.entry.last_signal = info.signal;
+        self.entry.last_stopped_at = Some(Timestamp::now());
+    }
+
+    /// The crash path: `retrying` with the next backoff delay, or `failed` once the attempts are used up.
+    fn schedule_restart(&mut self) {
+        let policy = self.entry.config.restart_policy();
+        match next_restart(&policy, self.entry.restart_attempts) {
+            RestartDecision::RetryAfterMs(delay) => {
+                self.entry.restart_attempts = self.entry.restart_attempts.saturating_add(1);
+                self.entry.state = ProcessState::Retrying;
+                self.retry_at = Some(Instant::now() + Duration::from_millis(delay));
+            }
+            RestartDecision::GiveUp => {
+                self.entry.state = ProcessState::Failed;
+                self.retry_at = None;
+            }
+        }
+        self.publish();
+    }
+
+    /// After a monitor restart in `retrying`: wait the delay of the attempt already counted.
+    fn schedule_retry_at_current_attempt(&mut self) {
+        let policy = self.entry.config.restart_policy();
+        let attempt = self.entry.restart_attempts.saturating_sub(1);
+        let delay = match next_restart(&policy, attempt) {
+            RestartDecision::RetryAfterMs(delay) => delay,
+            RestartDecision::GiveUp => 0,
+        };
+        self.entry.state = ProcessState::Retrying;
+        self.retry_at = Some(Instant::now() + Duration::from_millis(delay));
+        self.publish();
+    }
+
+    fn launch_check(&mut self) {
+        let Some(check) = self.entry.config.aliveness_check.clone() else {
+            self.check_at = None;
+            return;
+        };
+        let interval = match self.phase {
+            Phase::Startup { .. } => {
+                check.startup_check.as_ref().map(|startup| startup.check_interval_ms).unwrap_or(check.interval_ms)
+            }
+            _ => check.interval_ms,
+        };
+        self.check_at = Some(Instant::now() + Duration::from_millis(interval.max(1)));
+        let http = self.shared.http.clone();
+        let timeout = Duration::from_millis(check.timeout_ms.max(1));
+        self.check_task = Some(tokio::spawn(async move { pm_http::check_health(&http, &check.url, timeout).await }));
+    }
+
+    async fn on_check(&mut self, passed: bool) {
+        let Some(check) = self.entry.config.aliveness_check.clone() else { return };
+        match self.phase {
+            Phase::Idle => {}
+            Phase::Startup { attempts } => {
+                if passed {
+                    self.entry.consecutive_failures = 0;
+                    self.enter_running();
+                    return;
+                }
+                let attempts = attempts + 1;
+                let startup = check.startup_check.clone().unwrap_or_default();
+                if attempts < startup.max_attempts.max(1) {
+                    self.phase = Phase::Startup { attempts };
+                    return;
+                }
+                let reason = format!("startup check failed {attempts} times ({})", check.url);
+                tracing::warn!(process = %self.entry.config.id, "{reason}; action {:?}", startup.fail_action);
+                let info = self.terminate().await;
+                self.record_exit(&info);
+                self.entry.last_error = Some(reason);
+                match startup.fail_action {
+                    FailAction::Restart => {
+                        self.entry.state = ProcessState::Crashed;
+                        self.publish();
+                        self.schedule_restart();
+                    }
+                    FailAction::Disable => {
+                        self.entry.config.enabled = false;
+                        self.entry.state = ProcessState::Disabled;
+                        self.config_rev += 1;
+                        self.publish();
+                    }
+                    FailAction::Fail => {
+                        self.entry.state = ProcessState::Failed;
+                        self.publish();
+                    }
+                }
+            }
+            Phase::Alive => {
+                if passed {
+                    if self.entry.consecutive_failures != 0 {
+                        self.entry.consecutive_failures = 0;
+                        self.publish();
+                    }
+                    return;
+                }
+                self.entry.consecutive_failures += 1;
+                let failures = self.entry.consecutive_failures;
+                if failures < check.consecutive_failures_required.max(1) {
+                    self.publish();
+                    return;
+                }
+                let reason = format!("aliveness check failed {failures} times in a row ({})", check.url);
+                tracing::warn!(process = %self.entry.config.id, "{reason}; killing its process group");
+                let info = self.terminate().await;
+                self.record_exit(&info);
+                self.entry.last_error = Some(reason);
+                self.entry.state = ProcessState::Crashed;
+                self.publish();
+                self.schedule_restart();
+            }
+        }
+    }
+
+    fn cancel_check(&mut self) {
+        if let Some(task) = self.check_task.take() {
+            task.abort();
+        }
+        self.check_at = None;
+        self.phase = Phase::Idle;
+    }
+
+    fn publish(&mut self) {
+        let snapshot = Snapshot {
+            entry: self.entry.clone(),
+            config_rev: self.config_rev,
+            running_since: self.running_since,
+        };
+        self.publish.send_replace(snapshot);
+        self.shared.changed.notify_one();
+    }
+}
+
+async fn wait_child(child: &mut Option<Child>) -> ExitInfo {
+    let Some(child) = child else { return std::future::pending().await };
+    child.watch.wait().await
+}
+
+impl Watch {
+    async fn wait(&mut self) -> ExitInfo {
+        match self {
+            Watch::Own(child) => match child.wait().await {
+                Ok(status) => ExitInfo { code: status.code(), signal: status.signal() },
+                Err(err) => {
+                    tracing::error!("waiting for child failed: {err}");
+                    ExitInfo { code: None, signal: None }
+                }
+            },
+            Watch::Adopted(watch) => {
+                watch.wait().await;
+                ExitInfo { code: None, signal: None }
+            }
+        }
+    }
+}
+
+async fn sleep_until(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
+
+async fn join_check(task: &mut Option<JoinHandle<bool>>) -> bool {
+    let Some(handle) = task else { return std::future::pending().await };
+    let passed = handle.await.unwrap_or(false);
+    *task = None;
+    passed
+}

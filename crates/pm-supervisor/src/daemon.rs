@@ -1,0 +1,493 @@
+//! `Daemon::run`: the whole monitor process — instance lock, registry, supervisor, servers, the loop that
+//! reacts to local clients, partner supervision, signals, shutdown and self-restart.
+
+use std::ffi::OsString;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use pm_core::{
+    AlivenessCheck, Error as CoreError, ProcessConfig, ProcessEntry, ProcessState, RestartPolicy, Settings,
+    StartupCheck, Timestamp,
+};
+use pm_http::{ServerConfig, ServerHandle};
+use pm_registry::{InstanceLock, Paths, Store};
+use tokio::signal::unix::{signal, SignalKind};
+use tokio::sync::mpsc;
+
+use crate::actor::Begin;
+use crate::monitor::{DaemonEvent, Monitor, RegistrySync};
+use crate::{Supervisor, SupervisorConfig};
+
+/// How often the registry file is checked for edits of local clients.
+const RECONCILE_INTERVAL: Duration = Duration::from_millis(100);
+
+/// How a daemon is run.
+pub struct DaemonConfig {
+    /// The monitor's files.
+    pub paths: Paths,
+    /// Run without partner monitoring, whatever the registry says.
+    pub standalone: bool,
+    /// Remote API port to use and store in the registry.
+    pub remote_port: Option<u16>,
+    /// Aliveness port to use and store in the registry.
+    pub aliveness_port: Option<u16>,
+    /// Address the remote API binds instead of the registry's (`127.0.0.1` in tests).
+    pub remote_bind: Option<String>,
+    /// Program and arguments that start this same instance again (self-restart).
+    pub restart_command: Vec<OsString>,
+    /// The program that starts a partner instance (`process_monitor`).
+    pub partner_program: PathBuf,
+    /// This process replaces a monitor that restarted itself: adopt, but start nothing that was stopped.
+    pub resume: bool,
+    /// Run folders kept per process.
+    pub keep_runs: usize,
+    /// How long to wait for the instance lock.
+    pub lock_timeout: Duration,
+}
+
+/// How the daemon ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Exit {
+    /// Stopped by a signal (its processes stopped, a partner left running).
+    Stopped,
+    /// Replaced by a new process with this PID (its processes left running for it to adopt).
+    Restarted {
+        /// PID of the new monitor process.
+        pid: u32,
+    },
+}
+
+/// What keeps the daemon from running.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The registry or the instance lock.
+    #[error(transparent)]
+    Registry(#[from] pm_registry::Error),
+    /// A server could not listen.
+    #[error("cannot listen for the {what} on {addr}: {source}")]
+    Bind {
+        /// Which server.
+        what: &'static str,
+        /// The address.
+        addr: String,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The replacement process of a self-restart could not be started.
+    #[error("cannot start the replacement monitor: {0}")]
+    Respawn(std::io::Error),
+    /// Any other failure.
+    #[error(transparent)]
+    Core(#[from] CoreError),
+}
+
+/// The monitor process.
+pub struct Daemon;
+
+impl Daemon {
+    /// Runs the monitor until a signal stops it or it restarts itself. Must run on a multi-threaded tokio
+    /// runtime. SIGTERM and SIGINT stop it (a second one forces an exit that leaves the children running);
+    /// SIGHUP restarts it in place.
+    pub async fn run(config: DaemonConfig) -> Result<Exit, Error> {
+        let paths = config.paths.clone();
+        let lock_path = paths.lock_file();
+        let crashed_before = {
+            let paths = paths.clone();
+            tokio::task::spawn_blocking(move || {
+                lock_path.exists() && matches!(InstanceLock::holder(&paths), Ok(None))
+            })
+            .await
+            .unwrap_or(false)
+        };
+        let lock = {
+            let paths = paths.clone();
+            let timeout = config.lock_timeout;
+            tokio::task::spawn_blocking(move || InstanceLock::acquire(&paths, timeout))
+                .await
+                .map_err(|err| CoreError::Storage(err.to_string()))??
+        };
+        tracing::info!(instance = paths.instance_id(), pid = std::process::id(), dir = %paths.root().display(), "instance lock acquired");
+        let res = run_locked(config, crashed_before).await;
+        let release = tokio::task::spawn_blocking(move || lock.release()).await;
+        if let Ok(Err(err)) = release {
+            tracing::warn!("releasing the instance lock failed: {err}");
+        }
+        res
+    }
+}
+
+async fn run_locked(config: DaemonConfig, crashed_before: bool) -> Result<Exit, Error> {
+    let paths = config.paths.clone();
+    let store = Arc::new(Store::new(paths.clone()));
+    let (registry, set_aside) = {
+        let store = store.clone();
+        tokio::task::spawn_blocking(move || store.init_recovering())
+            .await
+            .map_err(|err| CoreError::Storage(err.to_string()))??
+    };
+    if let Some(bad) = set_aside {
+        tracing::error!(
+            "registry {} did not parse; restored the last good copy and kept the bad one as {}",
+            paths.registry_file().display(),
+            bad.display()
+        );
+    }
+    let standalone_override = config.standalone;
+    let remote_port = config.remote_port;
+    let aliveness_port = config.aliveness_port;
+    let needs_update = remote_port.is_some_and(|port| port != registry.remote_access.remote_port)
+        || aliveness_port.is_some_and(|port| port != registry.aliveness_server.port)
+        || (standalone_override
+            && registry.processes.values().any(|entry| entry.config.partner));
+    let registry = if needs_update {
+        let store = store.clone();
+        tokio::task::spawn_blocking(move || {
+            store.transaction(Duration::from_secs(10), |registry| {
+                if let Some(port) = remote_port {
+                    registry.remote_access.remote_port = port;
+                }
+                if let Some(port) = aliveness_port {
+                    registry.aliveness_server.port = port;
+                }
+                if standalone_override {
+                    registry.processes.retain(|_, entry| !entry.config.partner);
+                }
+                Ok::<_, pm_registry::Error>(registry.clone())
+            })
+        })
+        .await
+        .map_err(|err| CoreError::Storage(err.to_string()))??
+    } else {
+        registry
+    };
+
+    let sup = Supervisor::new(SupervisorConfig {
+        paths: paths.clone(),
+        keep_runs: config.keep_runs,
+        default_cwd: Paths::home_dir(),
+        extra_env: vec![("PROCESS_MONITOR_INSTANCE".to_owned(), paths.instance_id().to_owned())],
+    });
+    let (events_tx, mut events) = mpsc::unbounded_channel();
+    let monitor = Arc::new(Monitor {
+        instance_id: paths.instance_id().to_owned(),
+        pid: std::process::id(),
+        started_at: Timestamp::now(),
+        started: std::time::Instant::now(),
+        store: store.clone(),
+        sup: sup.clone(),
+        sync: tokio::sync::Mutex::new(RegistrySync::default()),
+        settings: RwLock::new(Settings::of(&registry)),
+        standalone_override,
+        stopping: Default::default(),
+        events: events_tx,
+        ports: RwLock::new((None, None)),
+    });
+
+    let boot = !config.resume && !crashed_before;
+    tracing::info!(boot, processes = registry.processes.len(), "taking over the registry");
+    for entry in registry.processes.values() {
+        if let Err(err) = sup.resume(entry.clone(), boot) {
+            tracing::warn!(process = %entry.config.id, "cannot supervise: {err}");
+        }
+    }
+
+    let mut servers = Servers::default();
+    if registry.aliveness_server.enabled {
+        let addr = socket_addr(&registry.aliveness_server.bind_address, registry.aliveness_server.port)?;
+        let listener = pm_http::bind(addr).map_err(|source| Error::Bind {
+            what: "aliveness server",
+            addr: addr.to_string(),
+            source,
+        })?;
+        let status_source = monitor.clone();
+        let handle = pm_http::spawn_aliveness(listener, move || status_source.status(), ServerConfig::default())
+            .map_err(|source| Error::Bind { what: "aliveness server", addr: addr.to_string(), source })?;
+        monitor.ports.write().expect("ports").0 = Some(handle.local_addr().port());
+        tracing::info!("aliveness server on {}", handle.local_addr());
+        servers.aliveness = Some(handle);
+    }
+    servers.ensure_remote(&monitor, config.remote_bind.as_deref()).await?;
+
+    let writer = {
+        let monitor = monitor.clone();
+        tokio::spawn(async move {
+            loop {
+                monitor.sup.changed().await;
+                if let Err(err) = monitor.flush().await {
+                    tracing::warn!("cannot write the registry: {err}; retrying");
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                    monitor.sup.notify_changed();
+                }
+            }
+        })
+    };
+    monitor.sup.notify_changed();
+
+    let mut sigterm = signal(SignalKind::terminate()).map_err(|err| CoreError::Storage(err.to_string()))?;
+    let mut sigint = signal(SignalKind::interrupt()).map_err(|err| CoreError::Storage(err.to_string()))?;
+    let mut sighup = signal(SignalKind::hangup()).map_err(|err| CoreError::Storage(err.to_string()))?;
+    let mut reconcile_tick = tokio::time::interval(RECONCILE_INTERVAL);
+    reconcile_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut partner_every = partner_interval(&monitor);
+    let mut partner_tick = tokio::time::interval(partner_every);
+    partner_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut reconcile_failing = false;
+
+    let restart = loop {
+        tokio::select! {
+            _ = reconcile_tick.tick() => match monitor.reconcile().await {
+                Ok(()) => reconcile_failing = false,
+                Err(err) => {
+                    if !reconcile_failing {
+                        tracing::error!("cannot read the registry: {err}; supervising from memory");
+                    }
+                    reconcile_failing = true;
+                }
+            },
+            _ = partner_tick.tick() => partner_tick_once(&monitor, &config).await,
+            event = events.recv() => match event {
+                Some(DaemonEvent::RestartMonitor) => break true,
+                Some(DaemonEvent::SettingsChanged) => {
+                    if let Err(err) = servers.ensure_remote(&monitor, config.remote_bind.as_deref()).await {
+                        tracing::error!("{err}");
+                    }
+                    let every = partner_interval(&monitor);
+                    if every != partner_every {
+                        partner_every = every;
+                        partner_tick = tokio::time::interval(every);
+                    }
+                    partner_tick_once(&monitor, &config).await;
+                }
+                None => break false,
+            },
+            _ = sigterm.recv() => break false,
+            _ = sigint.recv() => break false,
+            _ = sighup.recv() => break true,
+        }
+    };
+
+    monitor.stopping.store(true, Ordering::Relaxed);
+    tracing::info!(restart, "shutting down");
+    writer.abort();
+    servers.shutdown_remote().await;
+    let entries = if restart {
+        servers.shutdown_aliveness().await;
+        sup.shutdown(|_| true).await
+    } else {
+        let shutdown = sup.shutdown(|entry| entry.config.partner);
+        tokio::pin!(shutdown);
+        tokio::select! {
+            entries = &mut shutdown => entries,
+            _ = sigterm.recv() => force_exit(),
+            _ = sigint.recv() => force_exit(),
+        }
+    };
+    if let Err(err) = monitor.flush_entries(entries).await {
+        tracing::error!("cannot store the final process states: {err}");
+    }
+    servers.shutdown_aliveness().await;
+    if restart {
+        let pid = respawn(&config.restart_command).map_err(Error::Respawn)?;
+        tracing::info!(pid, "replacement monitor started");
+        return Ok(Exit::Restarted { pid });
+    }
+    Ok(Exit::Stopped)
+}
+
+fn force_exit() -> ! {
+    tracing::warn!("second signal: exiting at once; processes still stopping are left running");
+    std::process::exit(130)
+}
+
+fn partner_interval(monitor: &Monitor) -> Duration {
+    let ms = monitor.settings.read().expect("settings").partner_discovery.check_interval_ms;
+    Duration::from_millis(ms.clamp(100, 3_600_000))
+}
+
+/// Starts the replacement of this monitor: same program and arguments (plus `--resume`), a new session,
+/// stdio on /dev/null (it logs to its own file).
+fn respawn(command: &[OsString]) -> std::io::Result<u32> {
+    use std::os::unix::process::CommandExt;
+    let (program, args) = command.split_first().ok_or_else(|| std::io::Error::other("no restart command"))?;
+    let mut cmd = std::process::Command::new(program);
+    cmd.args(args.iter().filter(|arg| *arg != "--resume"))
+        .arg("--resume")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null());
+    // SAFETY: setsid is async-signal-safe and touches no memory of the parent.
+    unsafe {
+        cmd.pre_exec(|| {
+            if libc::setsid() < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let child = cmd.spawn()?;
+    Ok(child.id())
+}
+
+fn socket_addr(bind: &str, port: u16) -> Result<SocketAddr, Error> {
+    let ip: std::net::IpAddr = bind
+        .parse()
+        .map_err(|_| CoreError::InvalidField(format!("bindAddress {bind:?} is not an IP address")))?;
+    Ok(SocketAddr::new(ip, port))
+}
+
+/// The servers and the settings they were started with.
+#[derive(Default)]
+struct Servers {
+    aliveness: Option<ServerHandle>,
+    remote: Option<(ServerHandle, SocketAddr)>,
+}
+
+impl Servers {
+    /// Starts, stops or moves the remote API server to match the settings.
+    async fn ensure_remote(&mut self, monitor: &Arc<Monitor>, bind_override: Option<&str>) -> Result<(), Error> {
+        let remote = monitor.settings.read().expect("settings").remote_access.clone();
+        let wanted = if remote.start_remote_access {
+            Some(socket_addr(bind_override.unwrap_or(&remote.bind_address), remote.remote_port)?)
+        } else {
+            None
+        };
+        if self.remote.as_ref().map(|(_, addr)| *addr) == wanted {
+            return Ok(());
+        }
+        self.shutdown_remote().await;
+        let Some(addr) = wanted else {
+            tracing::info!("remote API off");
+            monitor.ports.write().expect("ports").1 = None;
+            return Ok(());
+        };
+        let listener = match pm_http::bind(addr) {
+            Ok(listener) => listener,
+            Err(err) if addr.ip().is_unspecified() && addr.is_ipv6() => {
+                tracing::warn!("cannot bind {addr} ({err}); falling back to IPv4 only");
+                let v4 = SocketAddr::new(std::net::Ipv4Addr::UNSPECIFIED.into(), addr.port());
+                pm_http::bind(v4).map_err(|source| Error::Bind { what: "remote API", addr: v4.to_string(), source })?
+            }
+            Err(source) => return Err(Error::Bind { what: "remote API", addr: addr.to_string(), source }),
+        };
+        let handle = pm_http::spawn_remote_api(listener, monitor.clone(), ServerConfig::default())
+            .map_err(|source| Error::Bind { what: "remote API", addr: addr.to_string(), source })?;
+        tracing::info!("remote API on {}", handle.local_addr());
+        monitor.ports.write().expect("ports").1 = Some(handle.local_addr().port());
+        self.remote = Some((handle, addr));
+        Ok(())
+    }
+
+    async fn shutdown_remote(&mut self) {
+        if let Some((handle, _)) = self.remote.take() {
+            handle.shutdown().await;
+        }
+    }
+
+    async fn shutdown_aliveness(&mut self) {
+        if let Some(handle) = self.aliveness.take() {
+            handle.shutdown().await;
+        }
+    }
+}
+
+/// Keeps the partner entry in line with the settings: registers it (adopting a running partner, or starting
+/// one when `startPartnerIfMissing`), re-adopts a partner that came back on its own, and drops it in
+/// standalone mode (leaving the partner running).
+async fn partner_tick_once(monitor: &Arc<Monitor>, config: &DaemonConfig) {
+    let settings = monitor.settings.read().expect("settings").clone();
+    let discovery = &settings.partner_discovery;
+    let partner_id = discovery.partner_instance_id.clone().filter(|id| *id != monitor.instance_id);
+    let standalone = monitor.standalone();
+    for entry in monitor.sup.list().into_iter().filter(|entry| entry.config.partner) {
+        if standalone || Some(&entry.config.id) != partner_id.as_ref() {
+            tracing::info!(partner = %entry.config.id, "no longer supervising the partner (standalone or reconfigured)");
+            let _ = monitor.sup.detach(&entry.config.id).await;
+            let _sync = monitor.sync.lock().await;
+            let id = entry.config.id.clone();
+            let _ = monitor
+                .transaction(Duration::from_secs(2), move |registry| {
+                    registry.processes.remove(&id);
+                    Ok(())
+                })
+                .await;
+        }
+    }
+    if standalone {
+        return;
+    }
+    let Some(partner_id) = partner_id else { return };
+    let live = monitor.sup.live_instance(&partner_id);
+    match monitor.sup.get(&partner_id) {
+        Some(entry) if entry.config.partner => {
+            if matches!(entry.state, ProcessState::Stopped | ProcessState::Failed) {
+                if let Some((pid, start_time)) = live {
+                    let _ = monitor.sup.adopt(&partner_id, pid, start_time).await;
+                }
+            }
+        }
+        Some(_) => {}
+        None => {
+            if live.is_none() && !discovery.start_partner_if_missing {
+                return;
+            }
+            let mut entry = ProcessEntry::new(partner_config(&partner_id, discovery, config, monitor), Timestamp::now());
+            if let Some((pid, start_time)) = live {
+                entry.pid = Some(pid);
+                entry.pid_start_time = start_time;
+                entry.state = ProcessState::Running;
+            }
+            tracing::info!(partner = %partner_id, running = ?live.map(|(pid, _)| pid), "supervising the partner instance");
+            if let Err(err) = monitor.register_entry(entry, Begin::MonitorStart { boot: true }).await {
+                tracing::warn!(partner = %partner_id, "cannot register the partner: {err}");
+            }
+        }
+    }
+}
+
+/// The managed-process entry through which an instance supervises its partner (the guide's "Watcher
+/// Registration"): the same program with `--instance-id`, checked on the partner's `/alive`.
+fn partner_config(
+    partner_id: &str,
+    discovery: &pm_core::PartnerDiscovery,
+    config: &DaemonConfig,
+    monitor: &Monitor,
+) -> ProcessConfig {
+    let port = discovery.partner_aliveness_port.unwrap_or(19884);
+    let mut check = AlivenessCheck::new(&format!("http://localhost:{port}/alive"));
+    check.interval_ms = discovery.check_interval_ms.max(100);
+    check.timeout_ms = check.interval_ms.min(2000);
+    check.consecutive_failures_required = discovery.failures_before_restart.max(1);
+    check.startup_check = Some(StartupCheck {
+        enabled: true,
+        initial_delay_ms: 100,
+        check_interval_ms: 200,
+        max_attempts: 100,
+        fail_action: pm_core::FailAction::Restart,
+    });
+    let mut res = ProcessConfig::new(
+        partner_id,
+        &format!("ProcessMonitor {partner_id}"),
+        &config.partner_program.to_string_lossy(),
+    );
+    res.args = vec![
+        "--instance-id".to_owned(),
+        partner_id.to_owned(),
+        "--directory".to_owned(),
+        monitor.sup.paths().root().to_string_lossy().into_owned(),
+        "--detached".to_owned(),
+    ];
+    res.partner = true;
+    res.restart_policy = Some(RestartPolicy {
+        max_attempts: 5,
+        backoff_intervals_ms: vec![500, 1000, 2000],
+        reset_after_ms: 60_000,
+        retry_indefinitely: true,
+        indefinite_interval_ms: 5_000,
+    });
+    res.aliveness_check = Some(check);
+    res.stop_timeout_ms = Some(30_000);
+    res
+}

@@ -1,0 +1,385 @@
+//! The running monitor: the supervisor plus its registry, settings and status, as the remote API and the
+//! daemon loop see it. Implements [`pm_http::ControlPlane`].
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use pm_core::{
+    Error, MonitorState, MonitorStatus, PendingAction, ProcessConfig, ProcessEntry, ProcessState, ProcessStatus,
+    Registry, Settings, SettingsUpdate, Timestamp,
+};
+use pm_registry::{FileStamp, Store};
+use tokio::sync::mpsc;
+
+use crate::actor::Begin;
+use crate::Supervisor;
+
+/// How long an API call waits for the registry lock before it answers "busy".
+const API_LOCK_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Requests from the API and the registry to the daemon loop.
+#[derive(Debug)]
+pub(crate) enum DaemonEvent {
+    RestartMonitor,
+    SettingsChanged,
+}
+
+/// What the daemon knows about the registry file.
+#[derive(Default)]
+pub(crate) struct RegistrySync {
+    /// Config revision of each process last written to the file.
+    written_rev: HashMap<String, u64>,
+    /// Stamp of the file at the last reconcile.
+    last_stamp: Option<FileStamp>,
+}
+
+pub(crate) struct Monitor {
+    pub(crate) instance_id: String,
+    pub(crate) pid: u32,
+    pub(crate) started_at: Timestamp,
+    pub(crate) started: std::time::Instant,
+    pub(crate) store: Arc<Store>,
+    pub(crate) sup: Supervisor,
+    pub(crate) sync: tokio::sync::Mutex<RegistrySync>,
+    pub(crate) settings: RwLock<Settings>,
+    pub(crate) standalone_override: bool,
+    pub(crate) stopping: AtomicBool,
+    pub(crate) events: mpsc::UnboundedSender<DaemonEvent>,
+    pub(crate) ports: RwLock<(Option<u16>, Option<u16>)>,
+}
+
+impl Monitor {
+    /// Runs a registry transaction on the blocking pool.
+    pub(crate) async fn transaction<T: Send + 'static>(
+        &self,
+        timeout: Duration,
+        f: impl FnOnce(&mut Registry) -> Result<T, Error> + Send + 'static,
+    ) -> Result<T, Error> {
+        let store = self.store.clone();
+        tokio::task::spawn_blocking(move || store.transaction(timeout, f))
+            .await
+            .map_err(|err| Error::Storage(format!("registry task failed: {err}")))?
+    }
+
+    pub(crate) fn standalone(&self) -> bool {
+        self.standalone_override || self.settings.read().expect("settings").standalone_mode
+    }
+
+    /// Writes the observed state of every process to the registry in one transaction.
+    pub(crate) async fn flush(&self) -> Result<(), Error> {
+        let mut sync = self.sync.lock().await;
+        let snapshots = self.sup.snapshots();
+        let written = sync.written_rev.clone();
+        let revs = self
+            .transaction(Duration::from_secs(10), move |registry| {
+                let mut revs = Vec::new();
+                for snapshot in snapshots {
+                    let id = &snapshot.entry.config.id;
+                    let Some(stored) = registry.processes.get_mut(id) else { continue };
+                    merge_runtime(stored, &snapshot.entry);
+                    if snapshot.config_rev > written.get(id).copied().unwrap_or(0) {
+                        stored.config.enabled = snapshot.entry.config.enabled;
+                        stored.config.autostart = snapshot.entry.config.autostart;
+                        revs.push((id.clone(), snapshot.config_rev));
+                    }
+                }
+                Ok(revs)
+            })
+            .await?;
+        sync.written_rev.extend(revs);
+        Ok(())
+    }
+
+    /// Stores final entries (after the supervisor shut down) in one transaction.
+    pub(crate) async fn flush_entries(&self, entries: Vec<ProcessEntry>) -> Result<(), Error> {
+        let _sync = self.sync.lock().await;
+        self.transaction(Duration::from_secs(10), move |registry| {
+            for entry in entries {
+                if let Some(stored) = registry.processes.get_mut(&entry.config.id) {
+                    merge_runtime(stored, &entry);
+                    stored.config.enabled = entry.config.enabled;
+                    stored.config.autostart = entry.config.autostart;
+                }
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    /// Picks up edits of local clients: new and removed entries, configuration changes, pending actions and
+    /// settings. Cheap when the file did not change (one `stat`).
+    pub(crate) async fn reconcile(self: &Arc<Self>) -> Result<(), Error> {
+        let stamp = self.store.stamp();
+        let mut sync = self.sync.lock().await;
+        if stamp.is_some() && stamp == sync.last_stamp {
+            return Ok(());
+        }
+        let memory: BTreeMap<String, (ProcessConfig, bool)> = self
+            .sup
+            .snapshots()
+            .into_iter()
+            .map(|snapshot| {
+                let id = snapshot.entry.config.id.clone();
+                let dirty = snapshot.config_rev > sync.written_rev.get(&id).copied().unwrap_or(0);
+                (id, (snapshot.entry.config, dirty))
+            })
+            .collect();
+        let known: Vec<String> = memory.keys().cloned().collect();
+        let plan = self
+            .transaction(Duration::from_secs(10), move |registry| {
+                let mut plan = Plan {
+                    settings: Settings::of(registry),
+                    actions: Vec::new(),
+                    added: Vec::new(),
+                    changed: Vec::new(),
+                    removed: Vec::new(),
+                };
+                for (id, stored) in registry.processes.iter_mut() {
+                    if let Some(action) = stored.pending_action.take() {
+                        plan.actions.push((id.clone(), action));
+                    }
+                    match memory.get(id) {
+                        None => plan.added.push(stored.clone()),
+                        Some((config, dirty)) => {
+                            if !dirty && *config != stored.config {
+                                plan.changed.push(stored.config.clone());
+                            }
+                        }
+                    }
+                }
+                plan.removed = known.into_iter().filter(|id| !registry.processes.contains_key(id)).collect();
+                Ok(plan)
+            })
+            .await?;
+        sync.last_stamp = stamp;
+        drop(sync);
+        self.apply_plan(plan).await;
+        Ok(())
+    }
+
+    async fn apply_plan(self: &Arc<Self>, plan: Plan) {
+        let settings_changed = {
+            let mut current = self.settings.write().expect("settings");
+            let changed = *current != plan.settings;
+            *current = plan.settings;
+            changed
+        };
+        if settings_changed {
+            let _ = self.events.send(DaemonEvent::SettingsChanged);
+        }
+        for entry in plan.added {
+            tracing::info!(process = %entry.config.id, "registered by a local client");
+            if let Err(err) = self.sup.insert(entry, Begin::Registered) {
+                tracing::warn!("cannot take up a new registry entry: {err}");
+            }
+        }
+        for config in plan.changed {
+            let _ = self.sup.update_config(config).await;
+        }
+        for id in plan.removed {
+            tracing::info!(process = %id, "deregistered by a local client");
+            let sup = self.sup.clone();
+            tokio::spawn(async move { sup.remove(&id).await });
+        }
+        for (id, action) in plan.actions {
+            let sup = self.sup.clone();
+            tokio::spawn(async move {
+                let res = match action {
+                    PendingAction::Start => sup.start(&id).await,
+                    PendingAction::Stop => sup.stop(&id).await,
+                    PendingAction::Restart => sup.restart(&id).await,
+                };
+                if let Err(err) = res {
+                    tracing::warn!(process = %id, "local {action:?} request failed: {err}");
+                }
+            });
+        }
+    }
+
+    /// Registers a process: stored in the registry first, then supervised (started when it has autostart).
+    pub(crate) async fn register_entry(&self, entry: ProcessEntry, begin: Begin) -> Result<(), Error> {
+        let _sync = self.sync.lock().await;
+        let id = entry.config.id.clone();
+        if self.sup.get(&id).is_some() {
+            return Err(Error::AlreadyExists(id));
+        }
+        let stored = entry.clone();
+        self.transaction(API_LOCK_TIMEOUT, move |registry| {
+            if registry.processes.contains_key(&stored.config.id) {
+                return Err(Error::AlreadyExists(stored.config.id.clone()));
+            }
+            registry.processes.insert(stored.config.id.clone(), stored);
+            Ok(())
+        })
+        .await?;
+        self.sup.insert(entry, begin)
+    }
+
+    /// Removes a process from the registry, then stops it (outside the registry lock).
+    pub(crate) async fn deregister_entry(&self, id: &str) -> Result<(), Error> {
+        {
+            let _sync = self.sync.lock().await;
+            let known = self.sup.get(id).is_some();
+            let key = id.to_owned();
+            let removed = self
+                .transaction(API_LOCK_TIMEOUT, move |registry| Ok(registry.processes.remove(&key).is_some()))
+                .await?;
+            if !known && !removed {
+                return Err(Error::NotFound(id.to_owned()));
+            }
+        }
+        match self.sup.remove(id).await {
+            Ok(_) | Err(Error::NotFound(_)) => Ok(()),
+            Err(err) => Err(err),
+        }
+    }
+
+    pub(crate) fn status(&self) -> MonitorStatus {
+        let (managed, running) = self.sup.counts();
+        let settings = self.settings.read().expect("settings").clone();
+        let partner_id = settings.partner_discovery.partner_instance_id.clone();
+        let partner = partner_id.as_deref().and_then(|id| self.sup.get(id)).filter(|entry| entry.config.partner);
+        let partner_status = partner_id.as_ref().map(|_| match &partner {
+            Some(entry) if entry.state == ProcessState::Running => "alive".to_owned(),
+            Some(entry) if entry.state == ProcessState::Starting => "starting".to_owned(),
+            Some(_) => "unreachable".to_owned(),
+            None => "unknown".to_owned(),
+        });
+        let (aliveness_port, remote_port) = *self.ports.read().expect("ports");
+        MonitorStatus {
+            instance_id: self.instance_id.clone(),
+            pid: self.pid,
+            started_at: self.started_at,
+            uptime: self.started.elapsed().as_secs(),
+            state: if self.stopping.load(Ordering::Relaxed) { MonitorState::Stopping } else { MonitorState::Running },
+            standalone_mode: self.standalone(),
+            partner_instance_id: partner_id,
+            partner_status,
+            partner_pid: partner.and_then(|entry| entry.pid),
+            managed_process_count: managed,
+            running_process_count: running,
+            version: Some(env!("CARGO_PKG_VERSION").to_owned()),
+            aliveness_port,
+            remote_port,
+        }
+    }
+}
+
+struct Plan {
+    settings: Settings,
+    actions: Vec<(String, PendingAction)>,
+    added: Vec<ProcessEntry>,
+    changed: Vec<ProcessConfig>,
+    removed: Vec<String>,
+}
+
+/// Copies what the monitor observes (never the configuration, never a pending request) onto a stored entry.
+fn merge_runtime(stored: &mut ProcessEntry, observed: &ProcessEntry) {
+    stored.state = observed.state;
+    stored.pid = observed.pid;
+    stored.pid_start_time = observed.pid_start_time;
+    stored.last_started_at = observed.last_started_at;
+    stored.last_stopped_at = observed.last_stopped_at;
+    stored.restart_attempts = observed.restart_attempts;
+    stored.consecutive_failures = observed.consecutive_failures;
+    stored.last_exit_code = observed.last_exit_code;
+    stored.last_signal = observed.last_signal;
+    stored.last_error = observed.last_error.clone();
+}
+
+impl pm_http::ControlPlane for Monitor {
+    async fn list(&self) -> Vec<ProcessStatus> {
+        self.sup.snapshots().iter().map(|snapshot| snapshot_status(snapshot)).collect()
+    }
+
+    async fn get(&self, id: &str) -> Result<ProcessStatus, Error> {
+        self.sup
+            .snapshots()
+            .iter()
+            .find(|snapshot| snapshot.entry.config.id == id)
+            .map(snapshot_status)
+            .ok_or_else(|| Error::NotFound(id.to_owned()))
+    }
+
+    async fn register(&self, config: ProcessConfig) -> Result<(), Error> {
+        self.guard()?;
+        config.validate()?;
+        self.register_entry(ProcessEntry::new(config, Timestamp::now()), Begin::Registered).await
+    }
+
+    async fn deregister(&self, id: &str) -> Result<(), Error> {
+        self.guard()?;
+        self.deregister_entry(id).await
+    }
+
+    async fn start(&self, id: &str) -> Result<ProcessState, Error> {
+        self.guard()?;
+        self.sup.start(id).await
+    }
+
+    async fn stop(&self, id: &str) -> Result<ProcessState, Error> {
+        self.sup.stop(id).await
+    }
+
+    async fn restart(&self, id: &str) -> Result<ProcessState, Error> {
+        self.guard()?;
+        self.sup.restart(id).await
+    }
+
+    async fn set_enabled(&self, id: &str, enabled: bool) -> Result<(), Error> {
+        self.sup.set_enabled(id, enabled).await
+    }
+
+    async fn set_autostart(&self, id: &str, autostart: bool) -> Result<(), Error> {
+        self.sup.set_autostart(id, autostart).await
+    }
+
+    fn monitor_status(&self) -> MonitorStatus {
+        self.status()
+    }
+
+    async fn restart_monitor(&self) -> Result<(), Error> {
+        self.guard()?;
+        self.events.send(DaemonEvent::RestartMonitor).map_err(|_| Error::ShuttingDown)
+    }
+
+    fn settings(&self) -> Settings {
+        self.settings.read().expect("settings").clone()
+    }
+
+    async fn update_settings(&self, update: SettingsUpdate) -> Result<Settings, Error> {
+        let _sync = self.sync.lock().await;
+        let settings = self
+            .transaction(API_LOCK_TIMEOUT, move |registry| {
+                update.apply(registry)?;
+                Ok(Settings::of(registry))
+            })
+            .await?;
+        *self.settings.write().expect("settings") = settings.clone();
+        let _ = self.events.send(DaemonEvent::SettingsChanged);
+        Ok(settings)
+    }
+
+    fn is_remote(&self, id: &str) -> Option<bool> {
+        self.sup.get(id).map(|entry| entry.config.is_remote)
+    }
+}
+
+impl Monitor {
+    fn guard(&self) -> Result<(), Error> {
+        if self.stopping.load(Ordering::Relaxed) {
+            return Err(Error::ShuttingDown);
+        }
+        Ok(())
+    }
+}
+
+pub(crate) fn snapshot_status(snapshot: &crate::Snapshot) -> ProcessStatus {
+    let mut status = snapshot.entry.status();
+    if snapshot.entry.state.has_child() {
+        status.uptime = snapshot.running_since.map(|since| since.elapsed().as_secs());
+    }
+    status
+}

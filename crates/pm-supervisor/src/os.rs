@@ -1,0 +1,80 @@
+//! Thin wrappers over the POSIX calls the engine needs: signalling process groups and watching processes that
+//! are not our children.
+
+use std::time::Duration;
+
+/// Sends `signal` to every process in the group `pgid`. Returns false when the group no longer exists.
+pub(crate) fn signal_group(pgid: u32, signal: i32) -> bool {
+    let Ok(pgid) = i32::try_from(pgid) else { return false };
+    if pgid <= 1 {
+        return false;
+    }
+    // SAFETY: kill(2) has no memory-safety preconditions; a negative pid addresses the process group.
+    unsafe { libc::kill(-pgid, signal) == 0 }
+}
+
+/// Whether any process (including a zombie) is still in the group `pgid`.
+pub(crate) fn group_exists(pgid: u32) -> bool {
+    signal_group(pgid, 0)
+}
+
+/// Waits until a process that is not our child exits.
+///
+/// On Linux this uses a pidfd, which becomes readable the moment the process exits; elsewhere (or on kernels
+/// without pidfd) it polls every 250 ms.
+pub(crate) struct ExitWatch {
+    pid: u32,
+    start_time: Option<u64>,
+    #[cfg(target_os = "linux")]
+    pidfd: Option<tokio::io::unix::AsyncFd<std::os::fd::OwnedFd>>,
+}
+
+impl ExitWatch {
+    pub(crate) fn new(pid: u32, start_time: Option<u64>) -> ExitWatch {
+        ExitWatch {
+            pid,
+            start_time,
+            #[cfg(target_os = "linux")]
+            pidfd: open_pidfd(pid).ok(),
+        }
+    }
+
+    /// Resolves once the process is gone (or is a different process reusing the PID).
+    pub(crate) async fn wait(&mut self) {
+        #[cfg(target_os = "linux")]
+        if let Some(fd) = &self.pidfd {
+            loop {
+                match fd.readable().await {
+                    Ok(mut guard) => {
+                        guard.retain_ready();
+                        if !pm_registry::pid::is_same_process(self.pid, self.start_time) {
+                            return;
+                        }
+                        // A pidfd stays readable once the process has exited; it exited but is a zombie
+                        // that somebody else must reap. is_same_process already treats zombies as gone.
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                    }
+                    Err(_) => break,
+                }
+            }
+        }
+        while pm_registry::pid::is_same_process(self.pid, self.start_time) {
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+    }
+}
+
+#[cfg(target_os = "linux")]
+fn open_pidfd(pid: u32) -> std::io::Result<tokio::io::unix::AsyncFd<std::os::fd::OwnedFd>> {
+    use std::os::fd::FromRawFd;
+    // SAFETY: pidfd_open takes a pid and flags and returns a new file descriptor or -1.
+    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid as libc::pid_t, 0) };
+    if fd < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: the syscall returned a fresh descriptor that nothing else owns.
+    let owned = unsafe { std::os::fd::OwnedFd::from_raw_fd(fd as i32) };
+    // SAFETY: we own the descriptor and keep it open for as long as the AsyncFd lives.
+    unsafe { tokio::io::unix::AsyncFd::register_with_interest(owned, tokio::io::Interest::READABLE) }
+        .map_err(|err| std::io::Error::other(err.to_string()))
+}

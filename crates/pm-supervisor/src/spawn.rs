@@ -1,0 +1,88 @@
+//! Turning a [`ProcessConfig`] into a running child: no shell, its own process group, stdio into log files.
+
+use std::ffi::OsString;
+use std::fs::{File, OpenOptions};
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+
+use pm_core::ProcessConfig;
+
+/// Everything a spawn needs besides the configuration.
+pub(crate) struct SpawnContext<'a> {
+    /// Working directory when the configuration names none (and base of a relative one).
+    pub(crate) default_cwd: &'a Path,
+    /// The run folder that receives `stdout.log` and `stderr.log`.
+    pub(crate) run_dir: &'a Path,
+    /// Variables added for every child (after the monitor's own, before the process's).
+    pub(crate) extra_env: &'a [(String, String)],
+}
+
+/// Starts the process. The child leads a new process group (its PID is the group id), its stdin is
+/// `/dev/null`, and its stdout and stderr are the run folder's log files, opened here and handed over so the
+/// child keeps logging while the monitor restarts.
+pub(crate) fn spawn(config: &ProcessConfig, ctx: &SpawnContext<'_>) -> std::io::Result<tokio::process::Child> {
+    let cwd = match &config.working_directory {
+        Some(dir) => ctx.default_cwd.join(dir),
+        None => ctx.default_cwd.to_path_buf(),
+    };
+    let program = resolve_program(&config.command, &cwd, config.environment.as_ref().and_then(|env| env.get("PATH")));
+    let stdout = open_log(&ctx.run_dir.join("stdout.log"))?;
+    let stderr = open_log(&ctx.run_dir.join("stderr.log"))?;
+    let mut command = tokio::process::Command::new(program);
+    command
+        .args(config.args.iter().map(OsString::from))
+        .current_dir(&cwd)
+        .stdin(Stdio::null())
+        .stdout(Stdio::from(stdout))
+        .stderr(Stdio::from(stderr))
+        .process_group(0)
+        .kill_on_drop(false);
+    for (key, value) in ctx.extra_env {
+        command.env(key, value);
+    }
+    if let Some(env) = &config.environment {
+        command.envs(env);
+    }
+    command.spawn().map_err(|err| {
+        let what = match err.kind() {
+            std::io::ErrorKind::NotFound if !cwd.is_dir() => {
+                format!("working directory {} does not exist", cwd.display())
+            }
+            std::io::ErrorKind::NotFound => format!("executable {:?} not found", config.command),
+            std::io::ErrorKind::PermissionDenied => format!("executable {:?} is not executable", config.command),
+            _ => format!("cannot start {:?}", config.command),
+        };
+        std::io::Error::new(err.kind(), format!("{what}: {err}"))
+    })
+}
+
+/// A command with a `/` is taken relative to the working directory; a bare name is looked up on the child's
+/// `PATH` (its own environment's, else the monitor's) so that the lookup does not depend on the monitor's cwd.
+fn resolve_program(command: &str, cwd: &Path, child_path: Option<&String>) -> PathBuf {
+    if command.contains('/') {
+        return cwd.join(command);
+    }
+    let search = child_path.map(OsString::from).or_else(|| std::env::var_os("PATH")).unwrap_or_default();
+    for dir in std::env::split_paths(&search) {
+        let candidate = cwd.join(dir).join(command);
+        if is_executable(&candidate) {
+            return candidate;
+        }
+    }
+    PathBuf::from(command)
+}
+
+fn is_executable(path: &Path) -> bool {
+    use std::os::unix::fs::PermissionsExt;
+    path.metadata().map(|meta| meta.is_file() && meta.permissions().mode() & 0o111 != 0).unwrap_or(false)
+}
+
+fn open_log(path: &Path) -> std::io::Result<File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    OpenOptions::new()
+        .create(true)
+        .append(true)
+        .mode(0o600)
+        .open(path)
+        .map_err(|err| std::io::Error::new(err.kind(), format!("cannot open log {}: {err}", path.display())))
+}

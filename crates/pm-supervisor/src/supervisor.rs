@@ -1,0 +1,265 @@
+//! The handle to a set of supervised processes: one actor task per process, addressed by id.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use pm_core::{Error, ProcessConfig, ProcessEntry, ProcessState, Timestamp};
+use pm_registry::Paths;
+use tokio::sync::{mpsc, oneshot, watch, Notify};
+use tokio::task::JoinHandle;
+
+use crate::actor::{Actor, Begin, Cmd, Snapshot};
+
+/// What a [`Supervisor`] needs to run processes.
+pub struct SupervisorConfig {
+    /// Where logs go: `{root}/{instance}_logs/{process-id}/{YYYYMMDD_HHMMSS}/`.
+    pub paths: Paths,
+    /// Run folders kept per process (the newest ones).
+    pub keep_runs: usize,
+    /// Working directory of children that name none (and base of relative ones).
+    pub default_cwd: PathBuf,
+    /// Variables added to every child's environment.
+    pub extra_env: Vec<(String, String)>,
+}
+
+/// State shared by the supervisor and its actors.
+pub(crate) struct Shared {
+    pub(crate) paths: Paths,
+    pub(crate) keep_runs: usize,
+    pub(crate) default_cwd: PathBuf,
+    pub(crate) extra_env: Vec<(String, String)>,
+    pub(crate) http: pm_http::HttpClient,
+    /// Signalled on every published change (the registry writer waits on it).
+    pub(crate) changed: Notify,
+}
+
+impl Shared {
+    /// The live monitor instance `instance_id` in the same home, if its lock is held by a running process.
+    pub(crate) fn live_partner(&self, instance_id: &str) -> Option<(u32, Option<u64>)> {
+        let paths = self.paths.for_instance(instance_id).ok()?;
+        let holder = pm_registry::InstanceLock::holder(&paths).ok()??;
+        (holder.pid != std::process::id()).then_some((holder.pid, holder.start_time))
+    }
+}
+
+struct Slot {
+    tx: mpsc::Sender<Cmd>,
+    snapshot: watch::Receiver<Snapshot>,
+    task: JoinHandle<()>,
+}
+
+/// Supervises a set of processes in this program.
+///
+/// Cloning is cheap; every clone addresses the same processes. Each process is owned by one task, which is
+/// the only place its child is spawned, waited for and signalled, so two copies of one process can never be
+/// started by racing requests.
+#[derive(Clone)]
+pub struct Supervisor {
+    shared: Arc<Shared>,
+    slots: Arc<Mutex<BTreeMap<String, Slot>>>,
+}
+
+impl Supervisor {
+    /// A supervisor with no processes. Must be called inside a tokio runtime.
+    pub fn new(config: SupervisorConfig) -> Supervisor {
+        let shared = Shared {
+            paths: config.paths,
+            keep_runs: config.keep_runs.max(1),
+            default_cwd: config.default_cwd,
+            extra_env: config.extra_env,
+            http: pm_http::HttpClient::new(),
+            changed: Notify::new(),
+        };
+        Supervisor { shared: Arc::new(shared), slots: Arc::new(Mutex::new(BTreeMap::new())) }
+    }
+
+    /// Registers a new process and starts it when it is enabled and has `autostart`.
+    pub fn register(&self, config: ProcessConfig) -> Result<(), Error> {
+        config.validate()?;
+        let entry = ProcessEntry::new(config, Timestamp::now());
+        self.insert(entry, Begin::Registered)
+    }
+
+    /// Takes over an entry from a registry when the monitor starts: processes that still run (same PID and
+    /// start time) are adopted, not started again; ones that died meanwhile go down the crash path. With
+    /// `boot`, stopped autostart processes are started as well.
+    pub fn resume(&self, entry: ProcessEntry, boot: bool) -> Result<(), Error> {
+        self.insert(entry, Begin::MonitorStart { boot })
+    }
+
+    pub(crate) fn insert(&self, entry: ProcessEntry, begin: Begin) -> Result<(), Error> {
+        let id = entry.config.id.clone();
+        pm_core::validate_process_id(&id)?;
+        let mut slots = self.slots.lock().expect("slots lock");
+        if slots.contains_key(&id) {
+            return Err(Error::AlreadyExists(id));
+        }
+        let (tx, rx) = mpsc::channel(64);
+        let (actor, snapshot) = Actor::new(entry, self.shared.clone(), rx);
+        let task = tokio::spawn(actor.run(begin));
+        slots.insert(id, Slot { tx, snapshot, task });
+        Ok(())
+    }
+
+    /// Starts a process (a no-op when it runs); answers its state afterwards.
+    pub async fn start(&self, id: &str) -> Result<ProcessState, Error> {
+        self.ask(id, Cmd::Start).await
+    }
+
+    /// Stops a process: SIGTERM to its process group, SIGKILL after its stop timeout. Returns once stopped.
+    pub async fn stop(&self, id: &str) -> Result<ProcessState, Error> {
+        self.ask(id, Cmd::Stop).await
+    }
+
+    /// Stops, then starts a process.
+    pub async fn restart(&self, id: &str) -> Result<ProcessState, Error> {
+        self.ask(id, Cmd::Restart).await
+    }
+
+    /// Enables or disables a process; disabling stops it.
+    pub async fn set_enabled(&self, id: &str, enabled: bool) -> Result<(), Error> {
+        self.ask(id, |reply| Cmd::SetEnabled(enabled, reply)).await
+    }
+
+    /// Changes whether a process starts with the monitor.
+    pub async fn set_autostart(&self, id: &str, autostart: bool) -> Result<(), Error> {
+        self.ask(id, |reply| Cmd::SetAutostart(autostart, reply)).await
+    }
+
+    /// Applies a configuration read from the registry (takes effect at the next start; `enabled` at once).
+    pub async fn update_config(&self, config: ProcessConfig) -> Result<(), Error> {
+        let tx = self.sender(&config.id)?;
+        tx.send(Cmd::UpdateConfig(Box::new(config))).await.map_err(|_| Error::ShuttingDown)
+    }
+
+    /// Asks the process's task to adopt a running process (a partner monitor that came up on its own).
+    pub async fn adopt(&self, id: &str, pid: u32, start_time: Option<u64>) -> Result<(), Error> {
+        let tx = self.sender(id)?;
+        tx.send(Cmd::Adopt { pid, start_time }).await.map_err(|_| Error::ShuttingDown)
+    }
+
+    /// Stops a process and forgets it; answers its last entry.
+    pub async fn remove(&self, id: &str) -> Result<ProcessEntry, Error> {
+        self.end(id, false).await
+    }
+
+    /// Forgets a process without stopping it.
+    pub async fn detach(&self, id: &str) -> Result<ProcessEntry, Error> {
+        self.end(id, true).await
+    }
+
+    async fn end(&self, id: &str, leave_running: bool) -> Result<ProcessEntry, Error> {
+        let slot = self.slots.lock().expect("slots lock").remove(id).ok_or_else(|| Error::NotFound(id.to_owned()))?;
+        let (done, wait) = oneshot::channel();
+        let res = match slot.tx.send(Cmd::Shutdown { leave_running, done }).await {
+            Ok(()) => wait.await.map_err(|_| Error::ShuttingDown),
+            Err(_) => Err(Error::ShuttingDown),
+        };
+        let _ = slot.task.await;
+        self.shared.changed.notify_one();
+        res
+    }
+
+    /// The entry of one process, from memory.
+    pub fn get(&self, id: &str) -> Option<ProcessEntry> {
+        self.slots.lock().expect("slots lock").get(id).map(|slot| slot.snapshot.borrow().entry.clone())
+    }
+
+    /// Every process's snapshot, from memory, ordered by id.
+    pub fn snapshots(&self) -> Vec<Snapshot> {
+        self.slots.lock().expect("slots lock").values().map(|slot| slot.snapshot.borrow().clone()).collect()
+    }
+
+    /// Every process's entry, from memory, ordered by id.
+    pub fn list(&self) -> Vec<ProcessEntry> {
+        self.slots.lock().expect("slots lock").values().map(|slot| slot.snapshot.borrow().entry.clone()).collect()
+    }
+
+    /// Ids of every process.
+    pub fn ids(&self) -> Vec<String> {
+        self.slots.lock().expect("slots lock").keys().cloned().collect()
+    }
+
+    /// Number of processes and of those running.
+    pub fn counts(&self) -> (usize, usize) {
+        let slots = self.slots.lock().expect("slots lock");
+        let running = slots.values().filter(|slot| slot.snapshot.borrow().entry.state == ProcessState::Running).count();
+        (slots.len(), running)
+    }
+
+    /// Waits until the process reaches a state that satisfies `done`, or `timeout` passes; answers the last
+    /// entry seen.
+    pub async fn wait_for(
+        &self,
+        id: &str,
+        timeout: Duration,
+        done: impl Fn(&ProcessEntry) -> bool,
+    ) -> Result<ProcessEntry, Error> {
+        let mut rx = {
+            let slots = self.slots.lock().expect("slots lock");
+            slots.get(id).ok_or_else(|| Error::NotFound(id.to_owned()))?.snapshot.clone()
+        };
+        let res = match tokio::time::timeout(timeout, rx.wait_for(|snapshot| done(&snapshot.entry))).await {
+            Ok(Ok(snapshot)) => Some(Ok(snapshot.entry.clone())),
+            Ok(Err(_)) => Some(Err(Error::NotFound(id.to_owned()))),
+            Err(_) => None,
+        };
+        res.unwrap_or_else(|| Ok(rx.borrow().entry.clone()))
+    }
+
+    /// Ends every process task: processes for which `leave_running` answers true keep running (for a
+    /// successor monitor), the others are stopped, all at once. Answers the final entries.
+    pub async fn shutdown(&self, leave_running: impl Fn(&ProcessEntry) -> bool) -> Vec<ProcessEntry> {
+        let slots = std::mem::take(&mut *self.slots.lock().expect("slots lock"));
+        let mut waits = Vec::new();
+        for (_, slot) in slots {
+            let leave = leave_running(&slot.snapshot.borrow().entry);
+            let (done, wait) = oneshot::channel();
+            if slot.tx.send(Cmd::Shutdown { leave_running: leave, done }).await.is_ok() {
+                waits.push((wait, slot.task, slot.snapshot));
+            }
+        }
+        let mut res = Vec::new();
+        for (wait, task, snapshot) in waits {
+            let entry = wait.await.unwrap_or_else(|_| snapshot.borrow().entry.clone());
+            let _ = task.await;
+            res.push(entry);
+        }
+        res
+    }
+
+    /// Resolves when some process published a change since the last call (used by the registry writer).
+    pub async fn changed(&self) {
+        self.shared.changed.notified().await;
+    }
+
+    /// Wakes the registry writer as if a process had changed.
+    pub fn notify_changed(&self) {
+        self.shared.changed.notify_one();
+    }
+
+    /// The live monitor instance `instance_id` in the same home (PID and start time), if its lock is held by
+    /// another running process.
+    pub fn live_instance(&self, instance_id: &str) -> Option<(u32, Option<u64>)> {
+        self.shared.live_partner(instance_id)
+    }
+
+    /// The layout this supervisor logs into.
+    pub fn paths(&self) -> &Paths {
+        &self.shared.paths
+    }
+
+    fn sender(&self, id: &str) -> Result<mpsc::Sender<Cmd>, Error> {
+        let slots = self.slots.lock().expect("slots lock");
+        Ok(slots.get(id).ok_or_else(|| Error::NotFound(id.to_owned()))?.tx.clone())
+    }
+
+    async fn ask<T>(&self, id: &str, make: impl FnOnce(oneshot::Sender<Result<T, Error>>) -> Cmd) -> Result<T, Error> {
+        let tx = self.sender(id)?;
+        let (reply, wait) = oneshot::channel();
+        tx.send(make(reply)).await.map_err(|_| Error::ShuttingDown)?;
+        wait.await.map_err(|_| Error::ShuttingDown)?
+    }
+}

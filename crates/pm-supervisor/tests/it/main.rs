@@ -1,0 +1,4 @@
+//! Integration tests of the engine: real child processes supervised in-process.
+
+mod engine;
+mod support;
