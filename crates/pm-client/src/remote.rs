@@ -1,0 +1,719 @@
+//! `RemoteProcessMonitorClient`: drives a monitor over its remote HTTP API (the guide's "Using the Remote API").
+//!
+//! Every method is one call of an endpoint of `wire-formats.md`; the answer's status and its JSON `error` message
+//! become a typed [`Error`]. Failures to reach the monitor are retried a bounded number of times (see
+//! [`RemoteClientOptions`]); an HTTP answer, whatever its status, never is.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::net::Ipv6Addr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use pm_core::{
+    validate_process_id, MonitorStatus, PartnerDiscovery, PartnerDiscoveryPatch, ProcessConfig,
+    ProcessState, ProcessStatus, RemoteAccessConfig, RemoteAccessPatch,
+};
+use serde::de::DeserializeOwned;
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+use crate::Error;
+
+/// How a [`RemoteProcessMonitorClient`] reaches its monitor.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RemoteClientOptions {
+    /// `http://host:port` of the monitor's remote API (a trailing `/` is ignored; `https` is not supported).
+    pub base_url: String,
+    /// Time allowed for one attempt of one call: connecting, sending and reading the whole answer (default 5 s).
+    pub timeout: Duration,
+    /// Further attempts after a transport failure (default 2). See [`RemoteProcessMonitorClient`] for which
+    /// failures are retried.
+    pub retries: u32,
+    /// Pause before each further attempt (default 100 ms).
+    pub retry_delay: Duration,
+}
+
+impl Default for RemoteClientOptions {
+    fn default() -> Self {
+        RemoteClientOptions {
+            base_url: "http://localhost:19881".to_owned(),
+            timeout: Duration::from_secs(5),
+            retries: 2,
+            retry_delay: Duration::from_millis(100),
+        }
+    }
+}
+
+/// The remote client: every endpoint of the monitor's HTTP API as an async method.
+///
+/// Cheap to clone: clones share one connection pool. Calls must run inside a tokio runtime.
+///
+/// Process ids are checked with [`pm_core::validate_process_id`] before anything is sent ([`Error::Invalid`]),
+/// and percent-encoded in the path all the same.
+///
+/// Errors: 404 is [`Error::NotFound`], 400 `Process is disabled` is [`Error::Disabled`], any other 400 is
+/// [`Error::Invalid`], 403 is [`Error::PermissionDenied`], 409 is [`Error::AlreadyExists`], 503 is
+/// [`Error::Busy`], any other non-2xx status (or a 2xx body that does not parse) is [`Error::Server`], and a
+/// monitor that cannot be reached in time is [`Error::Transport`].
+///
+/// Retries: only transport failures are retried, up to [`RemoteClientOptions::retries`] times, with
+/// [`RemoteClientOptions::retry_delay`] in between; so one call takes at most
+/// `(retries + 1) * timeout + retries * retry_delay`. `GET`, `PUT` and `DELETE` are retried on any transport
+/// failure (connection refused or reset, timeout, body cut short). A `POST` (register, start, stop, restart,
+/// enable, disable, restart the monitor) is not idempotent, so it is retried only when the TCP connection could
+/// not be opened at all (refused, unreachable, connect timeout), that is when nothing was sent; once a connection
+/// was made, the request may have reached the monitor and is not sent again.
+///
+/// # Caveats
+/// A `DELETE` whose answer was lost is sent again, and the monitor then answers [`Error::NotFound`] although the
+/// first attempt deregistered the process.
+#[derive(Debug, Clone)]
+pub struct RemoteProcessMonitorClient {
+    http: pm_http::HttpClient,
+    base_url: Arc<str>,
+    timeout: Duration,
+    retries: u32,
+    retry_delay: Duration,
+}
+
+/// The HTTP methods the API uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Method {
+    Get,
+    Post,
+    Put,
+    Delete,
+}
+
+impl Method {
+    fn as_str(self) -> &'static str {
+        match self {
+            Method::Get => "GET",
+            Method::Post => "POST",
+            Method::Put => "PUT",
+            Method::Delete => "DELETE",
+        }
+    }
+}
+
+#[derive(Deserialize)]
+struct ProcessList {
+    processes: Vec<ProcessStatus>,
+}
+
+#[derive(Deserialize)]
+struct StateReply {
+    state: ProcessState,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct TrustedHosts {
+    trusted_hosts: Vec<String>,
+}
+
+#[derive(Deserialize)]
+struct Patterns {
+    patterns: Vec<String>,
+}
+
+#[derive(Deserialize)]
+struct Enabled {
+    enabled: bool,
+}
+
+impl RemoteProcessMonitorClient {
+    /// A client of the monitor at `base_url` (`http://host:port`) with the default options.
+    pub fn new(base_url: &str) -> Result<RemoteProcessMonitorClient, Error> {
+        RemoteProcessMonitorClient::with_options(RemoteClientOptions {
+            base_url: base_url.to_owned(),
+            ..RemoteClientOptions::default()
+        })
+    }
+
+    /// A client with the given options; [`Error::Invalid`] when the base URL is not `http://host:port`.
+    pub fn with_options(options: RemoteClientOptions) -> Result<RemoteProcessMonitorClient, Error> {
+        let base_url = normalize_base_url(&options.base_url)?;
+        Ok(RemoteProcessMonitorClient {
+            http: pm_http::HttpClient::new(),
+            base_url: base_url.into(),
+            timeout: options.timeout,
+            retries: options.retries,
+            retry_delay: options.retry_delay,
+        })
+    }
+
+    /// The monitor's URL, `http://host:port` without a trailing `/`.
+    pub fn base_url(&self) -> &str {
+        &self.base_url
+    }
+
+    /// Drops the client (the guide's `dispose`). Its pooled connections close once every clone is gone.
+    pub fn dispose(self) {}
+
+    /// The monitor's status (`GET /monitor/status`).
+    pub async fn get_monitor_status(&self) -> Result<MonitorStatus, Error> {
+        self.call(Method::Get, "/monitor/status", None, None).await
+    }
+
+    /// Every registered process by id (`GET /processes`).
+    pub async fn get_all_status(&self) -> Result<BTreeMap<String, ProcessStatus>, Error> {
+        let list: ProcessList = self.call(Method::Get, "/processes", None, None).await?;
+        Ok(list
+            .processes
+            .into_iter()
+            .map(|status| (status.id.clone(), status))
+            .collect())
+    }
+
+    /// One process (`GET /processes/{id}`).
+    pub async fn get_status(&self, id: &str) -> Result<ProcessStatus, Error> {
+        let path = process_path(id, "")?;
+        self.call(Method::Get, &path, None, Some(id)).await
+    }
+
+    /// Registers a process (`POST /processes`). The configuration is checked with
+    /// [`ProcessConfig::validate`] before it is sent; the monitor marks it as remote.
+    pub async fn register(&self, config: ProcessConfig) -> Result<(), Error> {
+        config.validate()?;
+        let body = serde_json::to_value(&config)
+            .map_err(|err| Error::Invalid(format!("cannot encode the configuration: {err}")))?;
+        let _: Value = self
+            .call(Method::Post, "/processes", Some(body), Some(&config.id))
+            .await?;
+        Ok(())
+    }
+
+    /// Stops (if needed) and removes a process (`DELETE /processes/{id}`).
+    pub async fn deregister(&self, id: &str) -> Result<(), Error> {
+        let path = process_path(id, "")?;
+        let _: Value = self.call(Method::Delete, &path, None, Some(id)).await?;
+        Ok(())
+    }
+
+    /// Starts a process; answers its state afterwards, usually `starting` (`POST /processes/{id}/start`).
+    pub async fn start(&self, id: &str) -> Result<ProcessState, Error> {
+        self.act(id, "start").await
+    }
+
+    /// Stops a process; answers its state afterwards (`POST /processes/{id}/stop`).
+    pub async fn stop(&self, id: &str) -> Result<ProcessState, Error> {
+        self.act(id, "stop").await
+    }
+
+    /// Restarts a process; answers its state afterwards (`POST /processes/{id}/restart`).
+    pub async fn restart(&self, id: &str) -> Result<ProcessState, Error> {
+        self.act(id, "restart").await
+    }
+
+    /// Enables a process (`POST /processes/{id}/enable`).
+    pub async fn enable(&self, id: &str) -> Result<(), Error> {
+        let path = process_path(id, "/enable")?;
+        let _: Value = self.call(Method::Post, &path, None, Some(id)).await?;
+        Ok(())
+    }
+
+    /// Disables (and so stops) a process (`POST /processes/{id}/disable`).
+    pub async fn disable(&self, id: &str) -> Result<(), Error> {
+        let path = process_path(id, "/disable")?;
+        let _: Value = self.call(Method::Post, &path, None, Some(id)).await?;
+        Ok(())
+    }
+
+    /// Sets whether a process starts with the monitor (`PUT /processes/{id}/autostart`).
+    pub async fn set_autostart(&self, id: &str, autostart: bool) -> Result<(), Error> {
+        let path = process_path(id, "/autostart")?;
+        let body = json!({ "autostart": autostart });
+        let _: Value = self.call(Method::Put, &path, Some(body), Some(id)).await?;
+        Ok(())
+    }
+
+    /// Asks the monitor to restart itself (`POST /monitor/restart`).
+    pub async fn restart_monitor(&self) -> Result<(), Error> {
+        let _: Value = self
+            .call(Method::Post, "/monitor/restart", None, None)
+            .await?;
+        Ok(())
+    }
+
+    /// The remote access settings (`GET /config/remote-access`).
+    pub async fn get_remote_access(&self) -> Result<RemoteAccessConfig, Error> {
+        self.call(Method::Get, "/config/remote-access", None, None)
+            .await
+    }
+
+    /// Changes the permission keys given in `patch` (`PUT /config/remote-access`); answers the settings
+    /// afterwards.
+    pub async fn set_remote_access_permissions(
+        &self,
+        patch: RemoteAccessPatch,
+    ) -> Result<RemoteAccessConfig, Error> {
+        let body = patch_body(&patch)?;
+        self.call(Method::Put, "/config/remote-access", Some(body), None)
+            .await
+    }
+
+    /// The trusted host patterns (`GET /config/trusted-hosts`).
+    pub async fn get_trusted_hosts(&self) -> Result<Vec<String>, Error> {
+        let res: TrustedHosts = self
+            .call(Method::Get, "/config/trusted-hosts", None, None)
+            .await?;
+        Ok(res.trusted_hosts)
+    }
+
+    /// Replaces the trusted host patterns (`PUT /config/trusted-hosts`).
+    pub async fn set_trusted_hosts(&self, hosts: Vec<String>) -> Result<(), Error> {
+        let body = json!({ "trustedHosts": hosts });
+        let _: TrustedHosts = self
+            .call(Method::Put, "/config/trusted-hosts", Some(body), None)
+            .await?;
+        Ok(())
+    }
+
+    /// The executable whitelist (`GET /config/executable-whitelist`).
+    pub async fn get_executable_whitelist(&self) -> Result<Vec<String>, Error> {
+        self.get_patterns("/config/executable-whitelist").await
+    }
+
+    /// Replaces the executable whitelist (`PUT /config/executable-whitelist`).
+    pub async fn set_remote_executable_whitelist(
+        &self,
+        patterns: Vec<String>,
+    ) -> Result<(), Error> {
+        self.set_patterns("/config/executable-whitelist", patterns)
+            .await
+    }
+
+    /// The executable blacklist (`GET /config/executable-blacklist`).
+    pub async fn get_executable_blacklist(&self) -> Result<Vec<String>, Error> {
+        self.get_patterns("/config/executable-blacklist").await
+    }
+
+    /// Replaces the executable blacklist (`PUT /config/executable-blacklist`).
+    pub async fn set_remote_executable_blacklist(
+        &self,
+        patterns: Vec<String>,
+    ) -> Result<(), Error> {
+        self.set_patterns("/config/executable-blacklist", patterns)
+            .await
+    }
+
+    /// Whether the monitor runs without a partner (`GET /config/standalone-mode`).
+    pub async fn is_standalone_mode(&self) -> Result<bool, Error> {
+        let res: Enabled = self
+            .call(Method::Get, "/config/standalone-mode", None, None)
+            .await?;
+        Ok(res.enabled)
+    }
+
+    /// Turns standalone mode on or off (`PUT /config/standalone-mode`).
+    pub async fn set_standalone_mode(&self, enabled: bool) -> Result<(), Error> {
+        let body = json!({ "enabled": enabled });
+        let _: Enabled = self
+            .call(Method::Put, "/config/standalone-mode", Some(body), None)
+            .await?;
+        Ok(())
+    }
+
+    /// The partner discovery settings (`GET /config/partner-discovery`).
+    pub async fn get_partner_discovery(&self) -> Result<PartnerDiscovery, Error> {
+        self.call(Method::Get, "/config/partner-discovery", None, None)
+            .await
+    }
+
+    /// Changes the partner discovery keys given in `patch` (`PUT /config/partner-discovery`); answers the
+    /// settings afterwards.
+    pub async fn set_partner_discovery(
+        &self,
+        patch: PartnerDiscoveryPatch,
+    ) -> Result<PartnerDiscovery, Error> {
+        let body = patch_body(&patch)?;
+        self.call(Method::Put, "/config/partner-discovery", Some(body), None)
+            .await
+    }
+
+    async fn act(&self, id: &str, action: &str) -> Result<ProcessState, Error> {
+        let path = process_path(id, &format!("/{action}"))?;
+        let res: StateReply = self.call(Method::Post, &path, None, Some(id)).await?;
+        Ok(res.state)
+    }
+
+    async fn get_patterns(&self, path: &str) -> Result<Vec<String>, Error> {
+        let res: Patterns = self.call(Method::Get, path, None, None).await?;
+        Ok(res.patterns)
+    }
+
+    async fn set_patterns(&self, path: &str, patterns: Vec<String>) -> Result<(), Error> {
+        let body = json!({ "patterns": patterns });
+        let _: Patterns = self.call(Method::Put, path, Some(body), None).await?;
+        Ok(())
+    }
+
+    /// One call: sends `body` as JSON, maps a non-2xx answer to its error (`id` names the process concerned, if
+    /// any) and parses a 2xx body as `T`.
+    async fn call<T: DeserializeOwned>(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<Value>,
+        id: Option<&str>,
+    ) -> Result<T, Error> {
+        let body = body.map(|value| value.to_string().into_bytes());
+        let res = self.exchange(method, path, body).await?;
+        if !res.is_success() {
+            return Err(status_error(res.status, &res.body, id));
+        }
+        serde_json::from_slice(&res.body).map_err(|err| Error::Server {
+            status: res.status,
+            message: format!("unexpected answer to {path}: {err}"),
+        })
+    }
+
+    /// Sends one request, retrying transport failures as the type's documentation says.
+    async fn exchange(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<Vec<u8>>,
+    ) -> Result<pm_http::HttpResponse, Error> {
+        let url = format!("{}{path}", self.base_url);
+        let mut attempt = 0;
+        loop {
+            // `HttpClient::request` takes hyper's `Method`; parsing the name lets that type be inferred, so this
+            // crate needs no dependency on hyper (the four names always parse).
+            let http_method = method
+                .as_str()
+                .parse()
+                .map_err(|_| Error::Invalid(format!("HTTP method {}", method.as_str())))?;
+            let err = match self
+                .http
+                .request(http_method, &url, body.clone(), self.timeout)
+                .await
+            {
+                Ok(res) => return Ok(res),
+                Err(err) => err,
+            };
+            if attempt >= self.retries || !may_retry(method, &err) {
+                return Err(transport_error(&url, err));
+            }
+            attempt += 1;
+            tracing::debug!(%url, attempt, "retrying after a transport failure: {err}");
+            tokio::time::sleep(self.retry_delay).await;
+        }
+    }
+}
+
+/// Whether a failed attempt may be sent again: see [`RemoteProcessMonitorClient`].
+fn may_retry(method: Method, err: &pm_http::Error) -> bool {
+    match err {
+        pm_http::Error::Request { reason, .. } => method != Method::Post || connect_failed(reason),
+        pm_http::Error::Timeout { .. } | pm_http::Error::Body { .. } => method != Method::Post,
+        pm_http::Error::InvalidUrl { .. } | pm_http::Error::Bind { .. } | pm_http::Error::Io(_) => {
+            false
+        }
+    }
+}
+
+/// Whether a request failure happened while opening the connection, before anything was sent.
+///
+/// `pm_http::Error::Request` carries the cause as text only; hyper-util's client reports connection failures as
+/// `client error (Connect)`, and requests that failed after connecting as other kinds (`SendRequest`, ...).
+fn connect_failed(reason: &str) -> bool {
+    reason.contains("client error (Connect)")
+}
+
+fn transport_error(url: &str, err: pm_http::Error) -> Error {
+    match err {
+        pm_http::Error::InvalidUrl { url, reason } => {
+            Error::Invalid(format!("URL {url}: {reason}"))
+        }
+        pm_http::Error::Request { reason, .. } | pm_http::Error::Body { reason, .. } => {
+            Error::Transport {
+                url: url.to_owned(),
+                message: reason,
+            }
+        }
+        other => Error::Transport {
+            url: url.to_owned(),
+            message: other.to_string(),
+        },
+    }
+}
+
+/// The error of a non-2xx answer, from its status and its JSON `error` message. `id` is the process the call
+/// was about (the body's `processId` stands in when there is none).
+fn status_error(status: u16, body: &[u8], id: Option<&str>) -> Error {
+    let json: Option<Value> = serde_json::from_slice(body).ok();
+    let field = |key: &str| {
+        json.as_ref()
+            .and_then(|value| value.get(key))
+            .and_then(Value::as_str)
+            .map(str::to_owned)
+    };
+    let message = field("error").unwrap_or_else(|| {
+        let text: String = String::from_utf8_lossy(body)
+            .trim()
+            .chars()
+            .take(200)
+            .collect();
+        if text.is_empty() {
+            format!("HTTP {status}")
+        } else {
+            text
+        }
+    });
+    let id = id.map(str::to_owned).or_else(|| field("processId"));
+    match (status, id) {
+        (404, Some(id)) => Error::NotFound(id),
+        (400, Some(id)) if message.starts_with("Process is disabled") => Error::Disabled(id),
+        (400, _) => Error::Invalid(message),
+        (403, _) => Error::PermissionDenied(message),
+        (409, Some(id)) => Error::AlreadyExists(id),
+        (409, None) => Error::AlreadyExists(message),
+        (503, _) => Error::Busy(message),
+        (status, _) => Error::Server { status, message },
+    }
+}
+
+/// `/processes/{id}{suffix}` for a valid id.
+fn process_path(id: &str, suffix: &str) -> Result<String, Error> {
+    validate_process_id(id)?;
+    Ok(format!("/processes/{}{suffix}", percent_encode(id)))
+}
+
+/// Percent-encodes everything but the unreserved characters of RFC 3986.
+fn percent_encode(text: &str) -> String {
+    let mut res = String::with_capacity(text.len());
+    for byte in text.bytes() {
+        if byte.is_ascii_alphanumeric() || b"-._~".contains(&byte) {
+            res.push(char::from(byte));
+        } else {
+            let _ = write!(res, "%{byte:02X}");
+        }
+    }
+    res
+}
+
+/// A patch as a JSON object of the keys it sets (keys left `None` are not sent).
+fn patch_body<T: serde::Serialize>(patch: &T) -> Result<Value, Error> {
+    let mut value = serde_json::to_value(patch)
+        .map_err(|err| Error::Invalid(format!("cannot encode the settings: {err}")))?;
+    if let Value::Object(map) = &mut value {
+        map.retain(|_, value| !value.is_null());
+    }
+    Ok(value)
+}
+
+/// Checks `url` is `http://host:port` (a trailing `/` allowed) and answers it without the trailing `/`.
+pub(crate) fn normalize_base_url(url: &str) -> Result<String, Error> {
+    let invalid = |reason: &str| Err(Error::Invalid(format!("base URL {url:?}: {reason}")));
+    let Some((scheme, rest)) = url.trim().split_once("://") else {
+        return invalid("expected http://host:port");
+    };
+    if scheme.eq_ignore_ascii_case("https") {
+        return invalid("https is not supported, use http://host:port");
+    }
+    if !scheme.eq_ignore_ascii_case("http") {
+        return invalid("expected http://host:port");
+    }
+    let authority = rest.trim_end_matches('/');
+    if authority.contains(['/', '?', '#', '@']) || authority.contains(char::is_whitespace) {
+        return invalid("expected http://host:port without path, query or user");
+    }
+    let (host, port) = if let Some(bracketed) = authority.strip_prefix('[') {
+        let Some((ip, after)) = bracketed.split_once(']') else {
+            return invalid("unclosed '[' in the host");
+        };
+        if ip.parse::<Ipv6Addr>().is_err() {
+            return invalid("invalid IPv6 address");
+        }
+        let Some(port) = after.strip_prefix(':') else {
+            return invalid("a port is required");
+        };
+        (format!("[{ip}]"), port)
+    } else {
+        let Some((host, port)) = authority.rsplit_once(':') else {
+            return invalid("a port is required");
+        };
+        if host.is_empty()
+            || !host
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_'))
+        {
+            return invalid(
+                "invalid host (use a name, an IPv4 address or a bracketed IPv6 address)",
+            );
+        }
+        (host.to_owned(), port)
+    };
+    match port.parse::<u16>() {
+        Ok(number) if number != 0 && port.chars().all(|c| c.is_ascii_digit()) => {
+            Ok(format!("http://{host}:{number}"))
+        }
+        _ => invalid("invalid port"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn check_url(url: &str, expected: Result<&str, &str>) {
+        match (normalize_base_url(url), expected) {
+            (Ok(got), Ok(want)) => assert_eq!(got, want, "{url:?}"),
+            (Err(Error::Invalid(message)), Err(fragment)) => {
+                assert!(
+                    message.contains(fragment),
+                    "{url:?}: {message:?} lacks {fragment:?}"
+                )
+            }
+            (got, want) => panic!("{url:?}: got {got:?}, expected {want:?}"),
+        }
+    }
+
+    #[test]
+    fn base_urls() {
+        check_url("http://localhost:19881", Ok("http://localhost:19881"));
+        check_url("http://localhost:19881/", Ok("http://localhost:19881"));
+        check_url("http://127.0.0.1:1//", Ok("http://127.0.0.1:1"));
+        check_url(" HTTP://Host-1.example:80 ", Ok("http://Host-1.example:80"));
+        check_url("http://[::1]:19881/", Ok("http://[::1]:19881"));
+        check_url("https://localhost:19881", Err("https is not supported"));
+        check_url("localhost:19881", Err("expected http://host:port"));
+        check_url("ftp://localhost:21", Err("expected http://host:port"));
+        check_url("http://localhost", Err("port is required"));
+        check_url("http://localhost:0", Err("invalid port"));
+        check_url("http://localhost:65536", Err("invalid port"));
+        check_url("http://localhost:+80", Err("invalid port"));
+        check_url("http://localhost:", Err("invalid port"));
+        check_url("http://:80", Err("invalid host"));
+        check_url("http://::1:80", Err("invalid host"));
+        check_url("http://[::1]", Err("port is required"));
+        check_url("http://[zz]:80", Err("IPv6"));
+        check_url("http://localhost:80/api", Err("without path"));
+        check_url("http://localhost:80?x=1", Err("without path"));
+        check_url("http://user@localhost:80", Err("without path"));
+        check_url("http://local host:80", Err("without path"));
+    }
+
+    #[test]
+    fn ids_in_paths() {
+        assert_eq!(
+            process_path("api.v2_1-x", "/start").unwrap(),
+            "/processes/api.v2_1-x/start"
+        );
+        for bad in ["", "../x", "a/b", "a b", "%2e"] {
+            assert!(
+                matches!(process_path(bad, ""), Err(Error::Invalid(_))),
+                "{bad:?}"
+            );
+        }
+        assert_eq!(percent_encode("a/b c%é~"), "a%2Fb%20c%25%C3%A9~");
+    }
+
+    /// The error `status` and `body` map to, for a call about process `id`, in `Debug` form.
+    fn check_status(status: u16, body: &str, id: Option<&str>, expected: &str) {
+        let got = format!("{:?}", status_error(status, body.as_bytes(), id));
+        assert_eq!(got, expected, "{status} {body}");
+    }
+
+    #[test]
+    fn status_errors() {
+        let not_found = r#"{"error":"Process not found","processId":"api"}"#;
+        check_status(404, not_found, Some("api"), r#"NotFound("api")"#);
+        check_status(404, not_found, None, r#"NotFound("api")"#);
+        check_status(
+            404,
+            r#"{"error":"Not found"}"#,
+            None,
+            r#"Server { status: 404, message: "Not found" }"#,
+        );
+        let disabled = r#"{"error":"Process is disabled","processId":"api"}"#;
+        check_status(400, disabled, Some("api"), r#"Disabled("api")"#);
+        check_status(
+            400,
+            r#"{"error":"Invalid JSON: eof"}"#,
+            None,
+            r#"Invalid("Invalid JSON: eof")"#,
+        );
+        check_status(
+            403,
+            r#"{"error":"Remote start not allowed"}"#,
+            Some("api"),
+            r#"PermissionDenied("Remote start not allowed")"#,
+        );
+        check_status(
+            409,
+            r#"{"error":"Process ID already exists","processId":"api"}"#,
+            Some("api"),
+            r#"AlreadyExists("api")"#,
+        );
+        check_status(
+            503,
+            r#"{"error":"Registry busy, retry later"}"#,
+            None,
+            r#"Busy("Registry busy, retry later")"#,
+        );
+        check_status(
+            500,
+            r#"{"error":"Storage error: disk"}"#,
+            None,
+            r#"Server { status: 500, message: "Storage error: disk" }"#,
+        );
+        check_status(
+            502,
+            "Bad Gateway",
+            None,
+            r#"Server { status: 502, message: "Bad Gateway" }"#,
+        );
+        check_status(
+            500,
+            "",
+            None,
+            r#"Server { status: 500, message: "HTTP 500" }"#,
+        );
+    }
+
+    #[test]
+    fn retry_policy() {
+        let request = |reason: &str| pm_http::Error::Request {
+            url: "http://127.0.0.1:1/x".to_owned(),
+            reason: reason.to_owned(),
+        };
+        let refused =
+            request("client error (Connect): tcp connect error: Connection refused (os error 111)");
+        let reset =
+            request("client error (SendRequest): connection closed before message completed");
+        let timeout = pm_http::Error::Timeout {
+            url: "http://127.0.0.1:1/x".to_owned(),
+            timeout: Duration::from_secs(1),
+        };
+        for method in [Method::Get, Method::Put, Method::Delete] {
+            assert!(
+                may_retry(method, &refused)
+                    && may_retry(method, &reset)
+                    && may_retry(method, &timeout)
+            );
+        }
+        assert!(may_retry(Method::Post, &refused));
+        assert!(!may_retry(Method::Post, &reset));
+        assert!(!may_retry(Method::Post, &timeout));
+    }
+
+    #[test]
+    fn patches_send_only_the_keys_they_set() {
+        let patch = RemoteAccessPatch {
+            allow_remote_start: Some(false),
+            ..RemoteAccessPatch::default()
+        };
+        assert_eq!(
+            patch_body(&patch).unwrap(),
+            json!({"allowRemoteStart": false})
+        );
+        assert_eq!(
+            patch_body(&PartnerDiscoveryPatch::default()).unwrap(),
+            json!({})
+        );
+    }
+}
