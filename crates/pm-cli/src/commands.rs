@@ -197,7 +197,11 @@ fn print_list(json: bool, statuses: &BTreeMap<String, ProcessStatus>) -> anyhow:
         return Ok(code::OK);
     }
     let mut out = std::io::stdout().lock();
-    writeln!(out, "{:<24} {:<9} {:>8} {:>8} {:>9} {:>8}  COMMAND", "ID", "STATE", "PID", "RESTARTS", "UPTIME", "ENABLED")?;
+    writeln!(
+        out,
+        "{:<24} {:<9} {:>8} {:>8} {:>9} {:>8}  COMMAND",
+        "ID", "STATE", "PID", "RESTARTS", "UPTIME", "ENABLED"
+    )?;
     for status in statuses.values() {
         writeln!(
             out,

@@ -48,7 +48,13 @@ fn run_here(cli: &Cli, paths: &Paths) -> anyhow::Result<u8> {
     let log_file = crate::logging::init(paths, cli.foreground && !cli.detached, cli.keep_logs)?;
     let exe = std::env::current_exe().context("cannot find this program's path")?;
     let mut restart_command: Vec<OsString> = vec![exe.clone().into_os_string()];
-    restart_command.extend(std::env::args_os().skip(1).map(|arg| if arg == "--foreground" { "--detached".into() } else { arg }));
+    restart_command.extend(std::env::args_os().skip(1).map(|arg| {
+        if arg == "--foreground" {
+            "--detached".into()
+        } else {
+            arg
+        }
+    }));
     let config = pm_supervisor::DaemonConfig {
         paths: paths.clone(),
         standalone: cli.standalone,
@@ -98,8 +104,8 @@ fn start_detached(cli: &Cli, paths: &Paths, extra_args: &[&str]) -> anyhow::Resu
     std::fs::create_dir_all(paths.logs_dir())
         .with_context(|| format!("cannot create {}", paths.logs_dir().display()))?;
     let startup_log = paths.logs_dir().join("startup.log");
-    let stderr = std::fs::File::create(&startup_log)
-        .with_context(|| format!("cannot create {}", startup_log.display()))?;
+    let stderr =
+        std::fs::File::create(&startup_log).with_context(|| format!("cannot create {}", startup_log.display()))?;
     let exe = std::env::current_exe().context("cannot find this program's path")?;
     let mut command = std::process::Command::new(exe);
     command
@@ -132,7 +138,11 @@ fn start_detached(cli: &Cli, paths: &Paths, extra_args: &[&str]) -> anyhow::Resu
             anyhow::bail!("ProcessMonitor {} did not start ({status}): {reason}", paths.instance_id());
         }
         let holds_lock = InstanceLock::holder(paths)?.is_some_and(|holder| holder.pid == pid);
-        if holds_lock && alive_url.as_deref().is_none_or(|url| http_get(url, Duration::from_millis(500)).is_ok_and(|(status, _)| status == 200)) {
+        if holds_lock
+            && alive_url
+                .as_deref()
+                .is_none_or(|url| http_get(url, Duration::from_millis(500)).is_ok_and(|(status, _)| status == 200))
+        {
             break;
         }
         if Instant::now() > deadline {
@@ -175,7 +185,11 @@ fn status(cli: &Cli, paths: &Paths) -> anyhow::Result<u8> {
             serde_json::json!({"instanceId": paths.instance_id(), "running": true, "pid": holder.pid, "answering": false})
         ),
         (None, false) => {
-            println!("ProcessMonitor {} holds its lock (pid {}) but does not answer on its aliveness port", paths.instance_id(), holder.pid);
+            println!(
+                "ProcessMonitor {} holds its lock (pid {}) but does not answer on its aliveness port",
+                paths.instance_id(),
+                holder.pid
+            );
             return Ok(code::NOT_RUNNING);
         }
     }
@@ -266,7 +280,11 @@ fn restart(cli: &Cli, paths: &Paths) -> anyhow::Result<u8> {
             }
         }
         if Instant::now() > deadline {
-            anyhow::bail!("ProcessMonitor {} did not come back within {}s", paths.instance_id(), START_TIMEOUT.as_secs());
+            anyhow::bail!(
+                "ProcessMonitor {} did not come back within {}s",
+                paths.instance_id(),
+                START_TIMEOUT.as_secs()
+            );
         }
         std::thread::sleep(Duration::from_millis(20));
     }
@@ -286,7 +304,12 @@ fn wait_released(paths: &Paths, holder: &LockInfo, timeout: Duration) -> anyhow:
     let deadline = Instant::now() + timeout;
     while InstanceLock::holder(paths)?.is_some_and(|now| now.pid == holder.pid) {
         if Instant::now() > deadline {
-            anyhow::bail!("ProcessMonitor {} (pid {}) is still running after {}s", paths.instance_id(), holder.pid, timeout.as_secs());
+            anyhow::bail!(
+                "ProcessMonitor {} (pid {}) is still running after {}s",
+                paths.instance_id(),
+                holder.pid,
+                timeout.as_secs()
+            );
         }
         std::thread::sleep(Duration::from_millis(20));
     }

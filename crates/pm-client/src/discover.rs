@@ -38,10 +38,7 @@ impl Default for DiscoverOptions {
             port: 19881,
             timeout: Duration::from_secs(5),
             probe_timeout: Duration::from_millis(300),
-            candidates: ["0.0.0.0", "127.0.0.1", "localhost"]
-                .iter()
-                .map(|host| host.to_string())
-                .collect(),
+            candidates: ["0.0.0.0", "127.0.0.1", "localhost"].iter().map(|host| host.to_string()).collect(),
             subnet: None,
             concurrency: 64,
         }
@@ -66,11 +63,7 @@ pub struct Subnet {
 impl Subnet {
     /// Parses `a.b.c.d/24` (the host part `d` is ignored); only /24 networks are supported.
     pub fn parse(text: &str) -> Result<Subnet, Error> {
-        let invalid = || {
-            Error::Invalid(format!(
-                "subnet {text:?}: expected an IPv4 /24 such as 192.168.1.0/24"
-            ))
-        };
+        let invalid = || Error::Invalid(format!("subnet {text:?}: expected an IPv4 /24 such as 192.168.1.0/24"));
         let (addr, prefix) = text.trim().split_once('/').ok_or_else(invalid)?;
         if prefix != "24" {
             return Err(invalid());
@@ -140,9 +133,7 @@ impl RemoteProcessMonitorClient {
     /// # Caveats
     /// A candidate given as a host name is resolved by the system resolver on tokio's blocking pool; a lookup
     /// still running at the deadline is abandoned, not stopped.
-    pub async fn discover_with(
-        options: DiscoverOptions,
-    ) -> Result<RemoteProcessMonitorClient, Error> {
+    pub async fn discover_with(options: DiscoverOptions) -> Result<RemoteProcessMonitorClient, Error> {
         let deadline = Instant::now() + options.timeout;
         // A client of its own, so that no pooled probe connection outlives the discovery.
         let http = pm_http::HttpClient::new();
@@ -171,11 +162,7 @@ impl RemoteProcessMonitorClient {
             timed_out = scan_timed_out;
             tried.push(format!("the hosts of {subnet} on port {}", options.port));
         }
-        let tried = if tried.is_empty() {
-            "nothing to try".to_owned()
-        } else {
-            format!("tried {}", tried.join(", "))
-        };
+        let tried = if tried.is_empty() { "nothing to try".to_owned() } else { format!("tried {}", tried.join(", ")) };
         let outcome = if timed_out {
             format!("stopped at the {:?} timeout", options.timeout)
         } else {
@@ -227,11 +214,7 @@ async fn scan(
             let base_url = format!("http://{ip}:{}", options.port);
             let http = http.clone();
             let probe_timeout = options.probe_timeout;
-            probes.spawn(async move {
-                probe(&http, &base_url, probe_timeout)
-                    .await
-                    .then_some(base_url)
-            });
+            probes.spawn(async move { probe(&http, &base_url, probe_timeout).await.then_some(base_url) });
         }
         let next = tokio::select! {
             next = probes.join_next() => next,
@@ -273,15 +256,7 @@ mod tests {
         check("127.0.0.0/24", Some("127.0.0.0/24"));
         check("192.168.1.77/24", Some("192.168.1.0/24"));
         check(" 10.0.0.0/24 ", Some("10.0.0.0/24"));
-        for bad in [
-            "127.0.0.0",
-            "127.0.0.0/16",
-            "127.0.0.0/",
-            "127.0.0/24",
-            "::1/24",
-            "a.b.c.d/24",
-            "",
-        ] {
+        for bad in ["127.0.0.0", "127.0.0.0/16", "127.0.0.0/", "127.0.0/24", "::1/24", "a.b.c.d/24", ""] {
             check(bad, None);
         }
         let subnet = Subnet::from_ip(Ipv4Addr::new(127, 0, 0, 9));
@@ -308,19 +283,13 @@ mod tests {
         if let Some(subnet) = Subnet::of_this_host() {
             assert!(!subnet.network().is_loopback(), "{subnet}");
         }
-        assert_eq!(
-            DiscoverOptions::default().with_local_subnet().subnet,
-            Subnet::of_this_host()
-        );
+        assert_eq!(DiscoverOptions::default().with_local_subnet().subnet, Subnet::of_this_host());
     }
 
     #[test]
     fn candidate_urls() {
         assert_eq!(candidate_url("localhost", 1).unwrap(), "http://localhost:1");
-        assert_eq!(
-            candidate_url("0.0.0.0", 19881).unwrap(),
-            "http://0.0.0.0:19881"
-        );
+        assert_eq!(candidate_url("0.0.0.0", 19881).unwrap(), "http://0.0.0.0:19881");
         assert_eq!(candidate_url("::1", 2).unwrap(), "http://[::1]:2");
         assert!(candidate_url("a/b", 2).is_err());
         assert!(candidate_url("", 2).is_err());

@@ -13,9 +13,7 @@ pub(crate) fn stop_group(pid: u32, start_time: Option<u64>, grace: Duration) {
     let deadline = Instant::now() + grace;
     // SAFETY: as above; signal 0 only checks that the group exists.
     let group_exists = || unsafe { libc::kill(-pgid, 0) == 0 };
-    while Instant::now() < deadline
-        && (pm_registry::pid::is_same_process(pid, start_time) || group_exists())
-    {
+    while Instant::now() < deadline && (pm_registry::pid::is_same_process(pid, start_time) || group_exists()) {
         std::thread::sleep(Duration::from_millis(20));
     }
     if group_exists() {

@@ -11,8 +11,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use pm_core::{
-    validate_process_id, MonitorStatus, PartnerDiscovery, PartnerDiscoveryPatch, ProcessConfig,
-    ProcessState, ProcessStatus, RemoteAccessConfig, RemoteAccessPatch,
+    validate_process_id, MonitorStatus, PartnerDiscovery, PartnerDiscoveryPatch, ProcessConfig, ProcessState,
+    ProcessStatus, RemoteAccessConfig, RemoteAccessPatch,
 };
 use serde::de::DeserializeOwned;
 use serde::Deserialize;
@@ -160,11 +160,7 @@ impl RemoteProcessMonitorClient {
     /// Every registered process by id (`GET /processes`).
     pub async fn get_all_status(&self) -> Result<BTreeMap<String, ProcessStatus>, Error> {
         let list: ProcessList = self.call(Method::Get, "/processes", None, None).await?;
-        Ok(list
-            .processes
-            .into_iter()
-            .map(|status| (status.id.clone(), status))
-            .collect())
+        Ok(list.processes.into_iter().map(|status| (status.id.clone(), status)).collect())
     }
 
     /// One process (`GET /processes/{id}`).
@@ -179,9 +175,7 @@ impl RemoteProcessMonitorClient {
         config.validate()?;
         let body = serde_json::to_value(&config)
             .map_err(|err| Error::Invalid(format!("cannot encode the configuration: {err}")))?;
-        let _: Value = self
-            .call(Method::Post, "/processes", Some(body), Some(&config.id))
-            .await?;
+        let _: Value = self.call(Method::Post, "/processes", Some(body), Some(&config.id)).await?;
         Ok(())
     }
 
@@ -231,43 +225,32 @@ impl RemoteProcessMonitorClient {
 
     /// Asks the monitor to restart itself (`POST /monitor/restart`).
     pub async fn restart_monitor(&self) -> Result<(), Error> {
-        let _: Value = self
-            .call(Method::Post, "/monitor/restart", None, None)
-            .await?;
+        let _: Value = self.call(Method::Post, "/monitor/restart", None, None).await?;
         Ok(())
     }
 
     /// The remote access settings (`GET /config/remote-access`).
     pub async fn get_remote_access(&self) -> Result<RemoteAccessConfig, Error> {
-        self.call(Method::Get, "/config/remote-access", None, None)
-            .await
+        self.call(Method::Get, "/config/remote-access", None, None).await
     }
 
     /// Changes the permission keys given in `patch` (`PUT /config/remote-access`); answers the settings
     /// afterwards.
-    pub async fn set_remote_access_permissions(
-        &self,
-        patch: RemoteAccessPatch,
-    ) -> Result<RemoteAccessConfig, Error> {
+    pub async fn set_remote_access_permissions(&self, patch: RemoteAccessPatch) -> Result<RemoteAccessConfig, Error> {
         let body = patch_body(&patch)?;
-        self.call(Method::Put, "/config/remote-access", Some(body), None)
-            .await
+        self.call(Method::Put, "/config/remote-access", Some(body), None).await
     }
 
     /// The trusted host patterns (`GET /config/trusted-hosts`).
     pub async fn get_trusted_hosts(&self) -> Result<Vec<String>, Error> {
-        let res: TrustedHosts = self
-            .call(Method::Get, "/config/trusted-hosts", None, None)
-            .await?;
+        let res: TrustedHosts = self.call(Method::Get, "/config/trusted-hosts", None, None).await?;
         Ok(res.trusted_hosts)
     }
 
     /// Replaces the trusted host patterns (`PUT /config/trusted-hosts`).
     pub async fn set_trusted_hosts(&self, hosts: Vec<String>) -> Result<(), Error> {
         let body = json!({ "trustedHosts": hosts });
-        let _: TrustedHosts = self
-            .call(Method::Put, "/config/trusted-hosts", Some(body), None)
-            .await?;
+        let _: TrustedHosts = self.call(Method::Put, "/config/trusted-hosts", Some(body), None).await?;
         Ok(())
     }
 
@@ -277,12 +260,8 @@ impl RemoteProcessMonitorClient {
     }
 
     /// Replaces the executable whitelist (`PUT /config/executable-whitelist`).
-    pub async fn set_remote_executable_whitelist(
-        &self,
-        patterns: Vec<String>,
-    ) -> Result<(), Error> {
-        self.set_patterns("/config/executable-whitelist", patterns)
-            .await
+    pub async fn set_remote_executable_whitelist(&self, patterns: Vec<String>) -> Result<(), Error> {
+        self.set_patterns("/config/executable-whitelist", patterns).await
     }
 
     /// The executable blacklist (`GET /config/executable-blacklist`).
@@ -291,46 +270,33 @@ impl RemoteProcessMonitorClient {
     }
 
     /// Replaces the executable blacklist (`PUT /config/executable-blacklist`).
-    pub async fn set_remote_executable_blacklist(
-        &self,
-        patterns: Vec<String>,
-    ) -> Result<(), Error> {
-        self.set_patterns("/config/executable-blacklist", patterns)
-            .await
+    pub async fn set_remote_executable_blacklist(&self, patterns: Vec<String>) -> Result<(), Error> {
+        self.set_patterns("/config/executable-blacklist", patterns).await
     }
 
     /// Whether the monitor runs without a partner (`GET /config/standalone-mode`).
     pub async fn is_standalone_mode(&self) -> Result<bool, Error> {
-        let res: Enabled = self
-            .call(Method::Get, "/config/standalone-mode", None, None)
-            .await?;
+        let res: Enabled = self.call(Method::Get, "/config/standalone-mode", None, None).await?;
         Ok(res.enabled)
     }
 
     /// Turns standalone mode on or off (`PUT /config/standalone-mode`).
     pub async fn set_standalone_mode(&self, enabled: bool) -> Result<(), Error> {
         let body = json!({ "enabled": enabled });
-        let _: Enabled = self
-            .call(Method::Put, "/config/standalone-mode", Some(body), None)
-            .await?;
+        let _: Enabled = self.call(Method::Put, "/config/standalone-mode", Some(body), None).await?;
         Ok(())
     }
 
     /// The partner discovery settings (`GET /config/partner-discovery`).
     pub async fn get_partner_discovery(&self) -> Result<PartnerDiscovery, Error> {
-        self.call(Method::Get, "/config/partner-discovery", None, None)
-            .await
+        self.call(Method::Get, "/config/partner-discovery", None, None).await
     }
 
     /// Changes the partner discovery keys given in `patch` (`PUT /config/partner-discovery`); answers the
     /// settings afterwards.
-    pub async fn set_partner_discovery(
-        &self,
-        patch: PartnerDiscoveryPatch,
-    ) -> Result<PartnerDiscovery, Error> {
+    pub async fn set_partner_discovery(&self, patch: PartnerDiscoveryPatch) -> Result<PartnerDiscovery, Error> {
         let body = patch_body(&patch)?;
-        self.call(Method::Put, "/config/partner-discovery", Some(body), None)
-            .await
+        self.call(Method::Put, "/config/partner-discovery", Some(body), None).await
     }
 
     async fn act(&self, id: &str, action: &str) -> Result<ProcessState, Error> {
@@ -364,10 +330,8 @@ impl RemoteProcessMonitorClient {
         if !res.is_success() {
             return Err(status_error(res.status, &res.body, id));
         }
-        serde_json::from_slice(&res.body).map_err(|err| Error::Server {
-            status: res.status,
-            message: format!("unexpected answer to {path}: {err}"),
-        })
+        serde_json::from_slice(&res.body)
+            .map_err(|err| Error::Server { status: res.status, message: format!("unexpected answer to {path}: {err}") })
     }
 
     /// Sends one request, retrying transport failures as the type's documentation says.
@@ -382,15 +346,9 @@ impl RemoteProcessMonitorClient {
         loop {
             // `HttpClient::request` takes hyper's `Method`; parsing the name lets that type be inferred, so this
             // crate needs no dependency on hyper (the four names always parse).
-            let http_method = method
-                .as_str()
-                .parse()
-                .map_err(|_| Error::Invalid(format!("HTTP method {}", method.as_str())))?;
-            let err = match self
-                .http
-                .request(http_method, &url, body.clone(), self.timeout)
-                .await
-            {
+            let http_method =
+                method.as_str().parse().map_err(|_| Error::Invalid(format!("HTTP method {}", method.as_str())))?;
+            let err = match self.http.request(http_method, &url, body.clone(), self.timeout).await {
                 Ok(res) => return Ok(res),
                 Err(err) => err,
             };
@@ -409,9 +367,7 @@ fn may_retry(method: Method, err: &pm_http::Error) -> bool {
     match err {
         pm_http::Error::Request { reason, .. } => method != Method::Post || connect_failed(reason),
         pm_http::Error::Timeout { .. } | pm_http::Error::Body { .. } => method != Method::Post,
-        pm_http::Error::InvalidUrl { .. } | pm_http::Error::Bind { .. } | pm_http::Error::Io(_) => {
-            false
-        }
+        pm_http::Error::InvalidUrl { .. } | pm_http::Error::Bind { .. } | pm_http::Error::Io(_) => false,
     }
 }
 
@@ -425,19 +381,11 @@ fn connect_failed(reason: &str) -> bool {
 
 fn transport_error(url: &str, err: pm_http::Error) -> Error {
     match err {
-        pm_http::Error::InvalidUrl { url, reason } => {
-            Error::Invalid(format!("URL {url}: {reason}"))
-        }
+        pm_http::Error::InvalidUrl { url, reason } => Error::Invalid(format!("URL {url}: {reason}")),
         pm_http::Error::Request { reason, .. } | pm_http::Error::Body { reason, .. } => {
-            Error::Transport {
-                url: url.to_owned(),
-                message: reason,
-            }
+            Error::Transport { url: url.to_owned(), message: reason }
         }
-        other => Error::Transport {
-            url: url.to_owned(),
-            message: other.to_string(),
-        },
+        other => Error::Transport { url: url.to_owned(), message: other.to_string() },
     }
 }
 
@@ -445,18 +393,9 @@ fn transport_error(url: &str, err: pm_http::Error) -> Error {
 /// was about (the body's `processId` stands in when there is none).
 fn status_error(status: u16, body: &[u8], id: Option<&str>) -> Error {
     let json: Option<Value> = serde_json::from_slice(body).ok();
-    let field = |key: &str| {
-        json.as_ref()
-            .and_then(|value| value.get(key))
-            .and_then(Value::as_str)
-            .map(str::to_owned)
-    };
+    let field = |key: &str| json.as_ref().and_then(|value| value.get(key)).and_then(Value::as_str).map(str::to_owned);
     let message = field("error").unwrap_or_else(|| {
-        let text: String = String::from_utf8_lossy(body)
-            .trim()
-            .chars()
-            .take(200)
-            .collect();
+        let text: String = String::from_utf8_lossy(body).trim().chars().take(200).collect();
         if text.is_empty() {
             format!("HTTP {status}")
         } else {
@@ -497,8 +436,8 @@ fn percent_encode(text: &str) -> String {
 
 /// A patch as a JSON object of the keys it sets (keys left `None` are not sent).
 fn patch_body<T: serde::Serialize>(patch: &T) -> Result<Value, Error> {
-    let mut value = serde_json::to_value(patch)
-        .map_err(|err| Error::Invalid(format!("cannot encode the settings: {err}")))?;
+    let mut value =
+        serde_json::to_value(patch).map_err(|err| Error::Invalid(format!("cannot encode the settings: {err}")))?;
     if let Value::Object(map) = &mut value {
         map.retain(|_, value| !value.is_null());
     }
@@ -536,21 +475,13 @@ pub(crate) fn normalize_base_url(url: &str) -> Result<String, Error> {
         let Some((host, port)) = authority.rsplit_once(':') else {
             return invalid("a port is required");
         };
-        if host.is_empty()
-            || !host
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_'))
-        {
-            return invalid(
-                "invalid host (use a name, an IPv4 address or a bracketed IPv6 address)",
-            );
+        if host.is_empty() || !host.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_')) {
+            return invalid("invalid host (use a name, an IPv4 address or a bracketed IPv6 address)");
         }
         (host.to_owned(), port)
     };
     match port.parse::<u16>() {
-        Ok(number) if number != 0 && port.chars().all(|c| c.is_ascii_digit()) => {
-            Ok(format!("http://{host}:{number}"))
-        }
+        Ok(number) if number != 0 && port.chars().all(|c| c.is_ascii_digit()) => Ok(format!("http://{host}:{number}")),
         _ => invalid("invalid port"),
     }
 }
@@ -563,10 +494,7 @@ mod tests {
         match (normalize_base_url(url), expected) {
             (Ok(got), Ok(want)) => assert_eq!(got, want, "{url:?}"),
             (Err(Error::Invalid(message)), Err(fragment)) => {
-                assert!(
-                    message.contains(fragment),
-                    "{url:?}: {message:?} lacks {fragment:?}"
-                )
+                assert!(message.contains(fragment), "{url:?}: {message:?} lacks {fragment:?}")
             }
             (got, want) => panic!("{url:?}: got {got:?}, expected {want:?}"),
         }
@@ -599,15 +527,9 @@ mod tests {
 
     #[test]
     fn ids_in_paths() {
-        assert_eq!(
-            process_path("api.v2_1-x", "/start").unwrap(),
-            "/processes/api.v2_1-x/start"
-        );
+        assert_eq!(process_path("api.v2_1-x", "/start").unwrap(), "/processes/api.v2_1-x/start");
         for bad in ["", "../x", "a/b", "a b", "%2e"] {
-            assert!(
-                matches!(process_path(bad, ""), Err(Error::Invalid(_))),
-                "{bad:?}"
-            );
+            assert!(matches!(process_path(bad, ""), Err(Error::Invalid(_))), "{bad:?}");
         }
         assert_eq!(percent_encode("a/b c%é~"), "a%2Fb%20c%25%C3%A9~");
     }
@@ -623,20 +545,10 @@ mod tests {
         let not_found = r#"{"error":"Process not found","processId":"api"}"#;
         check_status(404, not_found, Some("api"), r#"NotFound("api")"#);
         check_status(404, not_found, None, r#"NotFound("api")"#);
-        check_status(
-            404,
-            r#"{"error":"Not found"}"#,
-            None,
-            r#"Server { status: 404, message: "Not found" }"#,
-        );
+        check_status(404, r#"{"error":"Not found"}"#, None, r#"Server { status: 404, message: "Not found" }"#);
         let disabled = r#"{"error":"Process is disabled","processId":"api"}"#;
         check_status(400, disabled, Some("api"), r#"Disabled("api")"#);
-        check_status(
-            400,
-            r#"{"error":"Invalid JSON: eof"}"#,
-            None,
-            r#"Invalid("Invalid JSON: eof")"#,
-        );
+        check_status(400, r#"{"error":"Invalid JSON: eof"}"#, None, r#"Invalid("Invalid JSON: eof")"#);
         check_status(
             403,
             r#"{"error":"Remote start not allowed"}"#,
@@ -649,30 +561,15 @@ mod tests {
             Some("api"),
             r#"AlreadyExists("api")"#,
         );
-        check_status(
-            503,
-            r#"{"error":"Registry busy, retry later"}"#,
-            None,
-            r#"Busy("Registry busy, retry later")"#,
-        );
+        check_status(503, r#"{"error":"Registry busy, retry later"}"#, None, r#"Busy("Registry busy, retry later")"#);
         check_status(
             500,
             r#"{"error":"Storage error: disk"}"#,
             None,
             r#"Server { status: 500, message: "Storage error: disk" }"#,
         );
-        check_status(
-            502,
-            "Bad Gateway",
-            None,
-            r#"Server { status: 502, message: "Bad Gateway" }"#,
-        );
-        check_status(
-            500,
-            "",
-            None,
-            r#"Server { status: 500, message: "HTTP 500" }"#,
-        );
+        check_status(502, "Bad Gateway", None, r#"Server { status: 502, message: "Bad Gateway" }"#);
+        check_status(500, "", None, r#"Server { status: 500, message: "HTTP 500" }"#);
     }
 
     #[test]
@@ -681,20 +578,12 @@ mod tests {
             url: "http://127.0.0.1:1/x".to_owned(),
             reason: reason.to_owned(),
         };
-        let refused =
-            request("client error (Connect): tcp connect error: Connection refused (os error 111)");
-        let reset =
-            request("client error (SendRequest): connection closed before message completed");
-        let timeout = pm_http::Error::Timeout {
-            url: "http://127.0.0.1:1/x".to_owned(),
-            timeout: Duration::from_secs(1),
-        };
+        let refused = request("client error (Connect): tcp connect error: Connection refused (os error 111)");
+        let reset = request("client error (SendRequest): connection closed before message completed");
+        let timeout =
+            pm_http::Error::Timeout { url: "http://127.0.0.1:1/x".to_owned(), timeout: Duration::from_secs(1) };
         for method in [Method::Get, Method::Put, Method::Delete] {
-            assert!(
-                may_retry(method, &refused)
-                    && may_retry(method, &reset)
-                    && may_retry(method, &timeout)
-            );
+            assert!(may_retry(method, &refused) && may_retry(method, &reset) && may_retry(method, &timeout));
         }
         assert!(may_retry(Method::Post, &refused));
         assert!(!may_retry(Method::Post, &reset));
@@ -703,17 +592,8 @@ mod tests {
 
     #[test]
     fn patches_send_only_the_keys_they_set() {
-        let patch = RemoteAccessPatch {
-            allow_remote_start: Some(false),
-            ..RemoteAccessPatch::default()
-        };
-        assert_eq!(
-            patch_body(&patch).unwrap(),
-            json!({"allowRemoteStart": false})
-        );
-        assert_eq!(
-            patch_body(&PartnerDiscoveryPatch::default()).unwrap(),
-            json!({})
-        );
+        let patch = RemoteAccessPatch { allow_remote_start: Some(false), ..RemoteAccessPatch::default() };
+        assert_eq!(patch_body(&patch).unwrap(), json!({"allowRemoteStart": false}));
+        assert_eq!(patch_body(&PartnerDiscoveryPatch::default()).unwrap(), json!({}));
     }
 }

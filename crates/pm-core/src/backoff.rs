@@ -47,9 +47,7 @@ mod tests {
 
     /// The decisions for attempts 0, 1, 2, ... in order.
     fn check(policy: &RestartPolicy, expected: &[RestartDecision]) {
-        let got: Vec<RestartDecision> = (0..expected.len() as u32)
-            .map(|k| next_restart(policy, k))
-            .collect();
+        let got: Vec<RestartDecision> = (0..expected.len() as u32).map(|k| next_restart(policy, k)).collect();
         assert_eq!(got, expected, "{policy:?}");
     }
 
@@ -57,13 +55,7 @@ mod tests {
     fn backoff_steps_then_gives_up() {
         check(
             &policy(3, &[100, 200], false),
-            &[
-                RetryAfterMs(100),
-                RetryAfterMs(200),
-                RetryAfterMs(200),
-                GiveUp,
-                GiveUp,
-            ],
+            &[RetryAfterMs(100), RetryAfterMs(200), RetryAfterMs(200), GiveUp, GiveUp],
         );
     }
 
@@ -84,43 +76,26 @@ mod tests {
 
     #[test]
     fn empty_backoff_means_no_delay() {
-        check(
-            &policy(2, &[], false),
-            &[RetryAfterMs(0), RetryAfterMs(0), GiveUp],
-        );
+        check(&policy(2, &[], false), &[RetryAfterMs(0), RetryAfterMs(0), GiveUp]);
     }
 
     #[test]
     fn retry_indefinitely_switches_to_the_long_interval() {
         check(
             &policy(2, &[100, 200, 300], true),
-            &[
-                RetryAfterMs(100),
-                RetryAfterMs(200),
-                RetryAfterMs(60_000),
-                RetryAfterMs(60_000),
-            ],
+            &[RetryAfterMs(100), RetryAfterMs(200), RetryAfterMs(60_000), RetryAfterMs(60_000)],
         );
     }
 
     #[test]
     fn zero_max_attempts() {
         check(&policy(0, &[100], false), &[GiveUp, GiveUp]);
-        check(
-            &policy(0, &[100], true),
-            &[RetryAfterMs(60_000), RetryAfterMs(60_000)],
-        );
+        check(&policy(0, &[100], true), &[RetryAfterMs(60_000), RetryAfterMs(60_000)]);
     }
 
     #[test]
     fn huge_attempt_counts_do_not_overflow() {
-        assert_eq!(
-            next_restart(&policy(u32::MAX, &[7, 9], false), u32::MAX - 1),
-            RetryAfterMs(9)
-        );
-        assert_eq!(
-            next_restart(&policy(u32::MAX, &[7, 9], false), u32::MAX),
-            GiveUp
-        );
+        assert_eq!(next_restart(&policy(u32::MAX, &[7, 9], false), u32::MAX - 1), RetryAfterMs(9));
+        assert_eq!(next_restart(&policy(u32::MAX, &[7, 9], false), u32::MAX), GiveUp);
     }
 }

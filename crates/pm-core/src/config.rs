@@ -82,8 +82,7 @@ impl ProcessConfig {
 
     /// The stop grace period in milliseconds.
     pub fn stop_timeout_ms(&self) -> u64 {
-        self.stop_timeout_ms
-            .unwrap_or(Self::DEFAULT_STOP_TIMEOUT_MS)
+        self.stop_timeout_ms.unwrap_or(Self::DEFAULT_STOP_TIMEOUT_MS)
     }
 
     /// Checks every field a registration must get right, naming the first bad one.
@@ -93,10 +92,7 @@ impl ProcessConfig {
         if self.name.trim().is_empty() || self.name.len() > 256 {
             return invalid("name (must be 1 to 256 characters)");
         }
-        if self.command.trim().is_empty()
-            || self.command.len() > 4096
-            || self.command.contains('\0')
-        {
+        if self.command.trim().is_empty() || self.command.len() > 4096 || self.command.contains('\0') {
             return invalid("command (must be a non-empty path without NUL)");
         }
         if self.args.len() > 4096 || self.args.iter().any(|arg| arg.contains('\0')) {
@@ -108,9 +104,7 @@ impl ProcessConfig {
             }
         }
         if let Some(env) = &self.environment {
-            if env
-                .keys()
-                .any(|key| key.is_empty() || key.contains('=') || key.contains('\0'))
+            if env.keys().any(|key| key.is_empty() || key.contains('=') || key.contains('\0'))
                 || env.values().any(|value| value.contains('\0'))
             {
                 return invalid("environment (names must be non-empty without '=' or NUL)");
@@ -136,9 +130,7 @@ impl ProcessConfig {
             }
             if let Some(startup) = &check.startup_check {
                 if startup.check_interval_ms == 0 {
-                    return invalid(
-                        "alivenessCheck.startupCheck.checkIntervalMs (must be positive)",
-                    );
+                    return invalid("alivenessCheck.startupCheck.checkIntervalMs (must be positive)");
                 }
             }
         }
@@ -277,10 +269,7 @@ mod tests {
         let mut config = ProcessConfig::new("api", "My API", "/usr/bin/my-api");
         config.args = vec!["--port".to_owned(), "8080".to_owned()];
         config.working_directory = Some("/opt/api".to_owned());
-        config.environment = Some(BTreeMap::from([(
-            "APP_ENV".to_owned(),
-            "production".to_owned(),
-        )]));
+        config.environment = Some(BTreeMap::from([("APP_ENV".to_owned(), "production".to_owned())]));
         config.restart_policy = Some(RestartPolicy::default());
         let mut check = AlivenessCheck::new("http://localhost:8080/health");
         check.startup_check = Some(StartupCheck::default());
@@ -296,10 +285,7 @@ mod tests {
             (Ok(()), None) => {}
             (Err(err @ (Error::InvalidField(_) | Error::InvalidId { .. })), Some(field)) => {
                 let message = err.to_string();
-                assert!(
-                    message.contains(field),
-                    "{message:?} does not name {field:?}"
-                );
+                assert!(message.contains(field), "{message:?} does not name {field:?}");
             }
             (got, expected) => panic!("got {got:?}, expected refusal naming {expected:?}"),
         }
@@ -313,14 +299,8 @@ mod tests {
     #[test]
     fn accepts_a_full_config() {
         check(|_| {}, None);
-        check(
-            |config| *config = ProcessConfig::new("a", "A", "sleep"),
-            None,
-        );
-        check(
-            |config| config.aliveness_check.as_mut().unwrap().enabled = false,
-            None,
-        );
+        check(|config| *config = ProcessConfig::new("a", "A", "sleep"), None);
+        check(|config| config.aliveness_check.as_mut().unwrap().enabled = false, None);
     }
 
     #[test]
@@ -333,46 +313,18 @@ mod tests {
         check(|config| config.name = "n".repeat(256), None);
         check(|config| config.command = String::new(), Some("command"));
         check(|config| config.command = " ".to_owned(), Some("command"));
-        check(
-            |config| config.command = "/bin/a\0b".to_owned(),
-            Some("command"),
-        );
-        check(
-            |config| config.command = format!("/{}", "c".repeat(4096)),
-            Some("command"),
-        );
+        check(|config| config.command = "/bin/a\0b".to_owned(), Some("command"));
+        check(|config| config.command = format!("/{}", "c".repeat(4096)), Some("command"));
         check(|config| config.args.push("a\0".to_owned()), Some("args"));
-        check(
-            |config| config.args = vec![String::new(); 4097],
-            Some("args"),
-        );
+        check(|config| config.args = vec![String::new(); 4097], Some("args"));
         check(|config| config.args = vec![String::new(); 4096], None);
-        check(
-            |config| config.working_directory = Some(String::new()),
-            Some("workingDirectory"),
-        );
-        check(
-            |config| config.working_directory = Some("/a\0".to_owned()),
-            Some("workingDirectory"),
-        );
-        let env =
-            |key: &str, value: &str| Some(BTreeMap::from([(key.to_owned(), value.to_owned())]));
-        check(
-            |config| config.environment = env("", "x"),
-            Some("environment"),
-        );
-        check(
-            |config| config.environment = env("A=B", "x"),
-            Some("environment"),
-        );
-        check(
-            |config| config.environment = env("A\0", "x"),
-            Some("environment"),
-        );
-        check(
-            |config| config.environment = env("A", "x\0"),
-            Some("environment"),
-        );
+        check(|config| config.working_directory = Some(String::new()), Some("workingDirectory"));
+        check(|config| config.working_directory = Some("/a\0".to_owned()), Some("workingDirectory"));
+        let env = |key: &str, value: &str| Some(BTreeMap::from([(key.to_owned(), value.to_owned())]));
+        check(|config| config.environment = env("", "x"), Some("environment"));
+        check(|config| config.environment = env("A=B", "x"), Some("environment"));
+        check(|config| config.environment = env("A\0", "x"), Some("environment"));
+        check(|config| config.environment = env("A", "x\0"), Some("environment"));
         check(|config| config.environment = env("A", ""), None);
         check(
             |config| config.restart_policy.as_mut().unwrap().backoff_intervals_ms = vec![1; 1001],
@@ -381,34 +333,16 @@ mod tests {
         fn aliveness(config: &mut ProcessConfig) -> &mut AlivenessCheck {
             config.aliveness_check.as_mut().unwrap()
         }
-        check(
-            |config| aliveness(config).url = "https://localhost/health".to_owned(),
-            Some("alivenessCheck.url"),
-        );
-        check(
-            |config| aliveness(config).url = "localhost:8080".to_owned(),
-            Some("alivenessCheck.url"),
-        );
-        check(
-            |config| aliveness(config).interval_ms = 0,
-            Some("alivenessCheck.intervalMs"),
-        );
-        check(
-            |config| aliveness(config).timeout_ms = 0,
-            Some("alivenessCheck.timeoutMs"),
-        );
+        check(|config| aliveness(config).url = "https://localhost/health".to_owned(), Some("alivenessCheck.url"));
+        check(|config| aliveness(config).url = "localhost:8080".to_owned(), Some("alivenessCheck.url"));
+        check(|config| aliveness(config).interval_ms = 0, Some("alivenessCheck.intervalMs"));
+        check(|config| aliveness(config).timeout_ms = 0, Some("alivenessCheck.timeoutMs"));
         check(
             |config| aliveness(config).consecutive_failures_required = 0,
             Some("alivenessCheck.consecutiveFailuresRequired"),
         );
         check(
-            |config| {
-                aliveness(config)
-                    .startup_check
-                    .as_mut()
-                    .unwrap()
-                    .check_interval_ms = 0
-            },
+            |config| aliveness(config).startup_check.as_mut().unwrap().check_interval_ms = 0,
             Some("alivenessCheck.startupCheck.checkIntervalMs"),
         );
     }
@@ -440,13 +374,7 @@ mod tests {
         assert!(!config.autostart && !config.enabled && config.is_remote && config.partner);
         assert_eq!(config.stop_timeout_ms(), 250);
         // Keys missing inside a given policy take the policy defaults.
-        assert_eq!(
-            config.restart_policy(),
-            RestartPolicy {
-                max_attempts: 1,
-                ..RestartPolicy::default()
-            }
-        );
+        assert_eq!(config.restart_policy(), RestartPolicy { max_attempts: 1, ..RestartPolicy::default() });
     }
 
     #[test]
@@ -458,9 +386,7 @@ mod tests {
             assert!(err.contains(missing), "{err}");
         }
         assert!(parse(json!({"id": 7, "name": "A", "command": "/bin/true"})).is_err());
-        assert!(
-            parse(json!({"id": "a", "name": "A", "command": "/bin/true", "args": "x y"})).is_err()
-        );
+        assert!(parse(json!({"id": "a", "name": "A", "command": "/bin/true", "args": "x y"})).is_err());
     }
 
     #[test]
@@ -471,26 +397,15 @@ mod tests {
             json!({"maxAttempts": 5, "backoffIntervalsMs": [1000, 2000, 5000], "resetAfterMs": 300000,
                    "retryIndefinitely": false, "indefiniteIntervalMs": 21600000})
         );
-        assert_eq!(
-            serde_json::from_value::<RestartPolicy>(json!({})).unwrap(),
-            policy
-        );
+        assert_eq!(serde_json::from_value::<RestartPolicy>(json!({})).unwrap(), policy);
     }
 
     #[test]
     fn aliveness_check_defaults() {
-        let check: AlivenessCheck =
-            serde_json::from_value(json!({"url": "http://localhost:19884/alive"})).unwrap();
+        let check: AlivenessCheck = serde_json::from_value(json!({"url": "http://localhost:19884/alive"})).unwrap();
         assert_eq!(check, AlivenessCheck::new("http://localhost:19884/alive"));
         assert!(check.enabled);
-        assert_eq!(
-            (
-                check.interval_ms,
-                check.timeout_ms,
-                check.consecutive_failures_required
-            ),
-            (3000, 2000, 2)
-        );
+        assert_eq!((check.interval_ms, check.timeout_ms, check.consecutive_failures_required), (3000, 2000, 2));
         assert_eq!(check.startup_check, None);
         assert!(serde_json::from_value::<AlivenessCheck>(json!({"enabled": true})).is_err());
         let startup: StartupCheck = serde_json::from_value(json!({})).unwrap();
@@ -505,10 +420,7 @@ mod tests {
     fn fail_action_names() {
         let check_action = |action: FailAction, name: &str| {
             assert_eq!(serde_json::to_value(action).unwrap(), json!(name));
-            assert_eq!(
-                serde_json::from_value::<FailAction>(json!(name)).unwrap(),
-                action
-            );
+            assert_eq!(serde_json::from_value::<FailAction>(json!(name)).unwrap(), action);
         };
         check_action(FailAction::Restart, "restart");
         check_action(FailAction::Disable, "disable");

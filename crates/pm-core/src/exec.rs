@@ -14,12 +14,7 @@ use crate::Error;
 /// - escape with `\` only glob metacharacters (`\*`, `\?`, `\[`, `\]`, `\{`, `\}`, `\,`, `\!`, `\\`);
 ///   glob-match reads `\b` as a backspace and `\n` as a newline.
 pub fn validate_executable_pattern(pattern: &str) -> Result<(), Error> {
-    let refuse = |reason: &str| {
-        Err(Error::InvalidPattern {
-            pattern: pattern.to_owned(),
-            reason: reason.to_owned(),
-        })
-    };
+    let refuse = |reason: &str| Err(Error::InvalidPattern { pattern: pattern.to_owned(), reason: reason.to_owned() });
     if pattern.is_empty() {
         return refuse("must not be empty");
     }
@@ -117,30 +112,18 @@ pub fn validate_executable_pattern(pattern: &str) -> Result<(), Error> {
 /// `canonical_path` must already be absolute with symlinks and `..` resolved; a path that is not (relative, with
 /// `.` or `..` segments, empty segments such as `//` or a trailing `/`, or NUL) is refused, because a blacklist
 /// entry could not be relied on for it. Pattern errors are reported rather than treated as "no match".
-pub fn executable_permitted(
-    canonical_path: &str,
-    whitelist: &[String],
-    blacklist: &[String],
-) -> Result<bool, Error> {
+pub fn executable_permitted(canonical_path: &str, whitelist: &[String], blacklist: &[String]) -> Result<bool, Error> {
     for pattern in whitelist.iter().chain(blacklist) {
         validate_executable_pattern(pattern)?;
     }
     let Some(relative) = canonical_path.strip_prefix('/') else {
         return Ok(false);
     };
-    if canonical_path.contains('\0')
-        || relative
-            .split('/')
-            .any(|seg| seg.is_empty() || seg == ".." || seg == ".")
-    {
+    if canonical_path.contains('\0') || relative.split('/').any(|seg| seg.is_empty() || seg == ".." || seg == ".") {
         return Ok(false);
     }
-    let whitelisted = whitelist
-        .iter()
-        .any(|pattern| glob_match::glob_match(pattern, canonical_path));
-    let blacklisted = blacklist
-        .iter()
-        .any(|pattern| glob_match::glob_match(pattern, canonical_path));
+    let whitelisted = whitelist.iter().any(|pattern| glob_match::glob_match(pattern, canonical_path));
+    let blacklisted = blacklist.iter().any(|pattern| glob_match::glob_match(pattern, canonical_path));
     Ok(whitelisted && !blacklisted)
 }
 
@@ -159,29 +142,16 @@ mod tests {
             Error::InvalidPattern { pattern, .. } => pattern,
             other => panic!("unexpected error {other:?}"),
         });
-        assert_eq!(
-            res,
-            expected.map_err(str::to_owned),
-            "{path:?} with {whitelist:?} / {blacklist:?}"
-        );
+        assert_eq!(res, expected.map_err(str::to_owned), "{path:?} with {whitelist:?} / {blacklist:?}");
     }
 
     /// `Ok` for a usable pattern, else a fragment of the reason.
     fn check_pattern(pattern: &str, expected: Result<(), &str>) {
         match (validate_executable_pattern(pattern), expected) {
             (Ok(()), Ok(())) => {}
-            (
-                Err(Error::InvalidPattern {
-                    pattern: got,
-                    reason,
-                }),
-                Err(fragment),
-            ) => {
+            (Err(Error::InvalidPattern { pattern: got, reason }), Err(fragment)) => {
                 assert_eq!(got, pattern);
-                assert!(
-                    reason.contains(fragment),
-                    "reason {reason:?} for {pattern:?} lacks {fragment:?}"
-                );
+                assert!(reason.contains(fragment), "reason {reason:?} for {pattern:?} lacks {fragment:?}");
             }
             (got, expected) => panic!("{pattern:?}: got {got:?}, expected {expected:?}"),
         }
@@ -215,12 +185,7 @@ mod tests {
         check("/usr/bin/rm", GUIDE_WHITELIST, GUIDE_BLACKLIST, Ok(false));
         check("/usr/bin/sudo", GUIDE_WHITELIST, GUIDE_BLACKLIST, Ok(false));
         check("/usr/bin/rmdir", GUIDE_WHITELIST, GUIDE_BLACKLIST, Ok(true));
-        check(
-            "/usr/bin/python3",
-            GUIDE_WHITELIST,
-            GUIDE_BLACKLIST,
-            Ok(true),
-        );
+        check("/usr/bin/python3", GUIDE_WHITELIST, GUIDE_BLACKLIST, Ok(true));
         // Not whitelisted at all, blacklisted or not.
         check("/bin/rm", GUIDE_WHITELIST, GUIDE_BLACKLIST, Ok(false));
     }
@@ -229,12 +194,7 @@ mod tests {
     fn leading_double_star_matches_absolute_paths() {
         // glob-match's `**/` also matches the empty first segment of an absolute path (verified here).
         check("/opt/app/run.sh", &["/opt/**"], &["**/*.sh"], Ok(false));
-        check(
-            "/opt/workers/deep/down/job.sh",
-            GUIDE_WHITELIST,
-            GUIDE_BLACKLIST,
-            Ok(false),
-        );
+        check("/opt/workers/deep/down/job.sh", GUIDE_WHITELIST, GUIDE_BLACKLIST, Ok(false));
         check("/usr/bin/x.sh", GUIDE_WHITELIST, GUIDE_BLACKLIST, Ok(false));
         check("/run.sh", &["/*"], &["**/*.sh"], Ok(false));
         check("/opt/app/run.shx", &["/opt/**"], &["**/*.sh"], Ok(true));
@@ -253,12 +213,7 @@ mod tests {
     #[test]
     fn unresolved_paths_are_refused() {
         check("/usr/bin/../bin/python3", GUIDE_WHITELIST, &[], Ok(false));
-        check(
-            "/opt/workers/../../usr/bin/rm",
-            GUIDE_WHITELIST,
-            GUIDE_BLACKLIST,
-            Ok(false),
-        );
+        check("/opt/workers/../../usr/bin/rm", GUIDE_WHITELIST, GUIDE_BLACKLIST, Ok(false));
         check("/usr/bin/./python3", GUIDE_WHITELIST, &[], Ok(false));
         check("python3", &["**"], &[], Ok(false));
         check("usr/bin/python3", &["**"], &[], Ok(false));
@@ -271,19 +226,9 @@ mod tests {
 
     #[test]
     fn braces_and_classes() {
-        check(
-            "/usr/bin/python3",
-            &["/usr/bin/{python3,node}"],
-            &[],
-            Ok(true),
-        );
+        check("/usr/bin/python3", &["/usr/bin/{python3,node}"], &[], Ok(true));
         check("/usr/bin/node", &["/usr/bin/{python3,node}"], &[], Ok(true));
-        check(
-            "/usr/bin/ruby",
-            &["/usr/bin/{python3,node}"],
-            &[],
-            Ok(false),
-        );
+        check("/usr/bin/ruby", &["/usr/bin/{python3,node}"], &[], Ok(false));
         check("/usr/sbin/x", &["/usr/{bin,sbin}/*"], &[], Ok(true));
         check("/usr/bin/sm", &["/usr/bin/[rs]m"], &[], Ok(true));
         check("/usr/bin/sm", &["/usr/bin/[!r]m"], &[], Ok(true));

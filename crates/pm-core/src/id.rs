@@ -15,12 +15,7 @@ pub fn validate_instance_id(id: &str) -> Result<(), Error> {
 }
 
 fn validate(id: &str) -> Result<(), Error> {
-    let refuse = |reason: &str| {
-        Err(Error::InvalidId {
-            id: id.to_owned(),
-            reason: reason.to_owned(),
-        })
-    };
+    let refuse = |reason: &str| Err(Error::InvalidId { id: id.to_owned(), reason: reason.to_owned() });
     let Some(first) = id.chars().next() else {
         return refuse("must not be empty");
     };
@@ -30,13 +25,8 @@ fn validate(id: &str) -> Result<(), Error> {
     if !first.is_ascii_alphanumeric() {
         return refuse("must start with a letter or digit");
     }
-    if let Some(bad) = id
-        .chars()
-        .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-')))
-    {
-        return refuse(&format!(
-            "character {bad:?} is not allowed (use A-Z a-z 0-9 . _ -)"
-        ));
+    if let Some(bad) = id.chars().find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))) {
+        return refuse(&format!("character {bad:?} is not allowed (use A-Z a-z 0-9 . _ -)"));
     }
     Ok(())
 }
@@ -58,18 +48,11 @@ mod tests {
             Ok(()) => assert_eq!(res, Ok(()), "{id:?} should be accepted"),
             Err(fragment) => {
                 let reason = res.expect_err(&format!("{id:?} should be refused"));
-                assert!(
-                    reason.contains(fragment),
-                    "reason {reason:?} for {id:?} lacks {fragment:?}"
-                );
+                assert!(reason.contains(fragment), "reason {reason:?} for {id:?} lacks {fragment:?}");
             }
         }
         // Instance ids share the alphabet.
-        assert_eq!(
-            validate_instance_id(id).is_ok(),
-            expected.is_ok(),
-            "instance id {id:?}"
-        );
+        assert_eq!(validate_instance_id(id).is_ok(), expected.is_ok(), "instance id {id:?}");
     }
 
     #[test]

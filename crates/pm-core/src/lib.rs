@@ -36,9 +36,8 @@ pub use error::Error;
 pub use exec::{executable_permitted, validate_executable_pattern};
 pub use id::{validate_instance_id, validate_process_id};
 pub use registry::{
-    AlivenessServerConfig, PartnerDiscovery, PartnerDiscoveryPatch, PendingAction, ProcessEntry,
-    Registry, RemoteAccessConfig, RemoteAccessPatch, Settings, SettingsUpdate, DEFAULT_INSTANCE,
-    WATCHER_INSTANCE,
+    AlivenessServerConfig, PartnerDiscovery, PartnerDiscoveryPatch, PendingAction, ProcessEntry, Registry,
+    RemoteAccessConfig, RemoteAccessPatch, Settings, SettingsUpdate, DEFAULT_INSTANCE, WATCHER_INSTANCE,
 };
 pub use status::{MonitorState, MonitorStatus, ProcessState, ProcessStatus};
 pub use timestamp::Timestamp;

@@ -63,11 +63,7 @@ impl Registry {
     /// `watcher`; other ids get the default instance's settings with partner discovery off.
     pub fn new_default(instance_id: &str) -> Registry {
         let watcher = instance_id == WATCHER_INSTANCE;
-        let (remote_port, aliveness_port) = if watcher {
-            (19882, 19884)
-        } else {
-            (19881, 19883)
-        };
+        let (remote_port, aliveness_port) = if watcher { (19882, 19884) } else { (19881, 19883) };
         let partner_discovery = if watcher {
             PartnerDiscovery::for_partner(DEFAULT_INSTANCE, 19883, true)
         } else if instance_id == DEFAULT_INSTANCE {
@@ -82,14 +78,8 @@ impl Registry {
             monitor_interval_ms: Self::monitor_interval_ms(),
             standalone_mode: false,
             partner_discovery,
-            remote_access: RemoteAccessConfig {
-                remote_port,
-                ..RemoteAccessConfig::default()
-            },
-            aliveness_server: AlivenessServerConfig {
-                port: aliveness_port,
-                ..AlivenessServerConfig::default()
-            },
+            remote_access: RemoteAccessConfig { remote_port, ..RemoteAccessConfig::default() },
+            aliveness_server: AlivenessServerConfig { port: aliveness_port, ..AlivenessServerConfig::default() },
             processes: BTreeMap::new(),
             extra: Map::new(),
         }
@@ -148,11 +138,7 @@ impl ProcessEntry {
     /// A newly registered entry (stopped, counters zero).
     pub fn new(config: ProcessConfig, registered_at: Timestamp) -> ProcessEntry {
         ProcessEntry {
-            state: if config.enabled {
-                ProcessState::Stopped
-            } else {
-                ProcessState::Disabled
-            },
+            state: if config.enabled { ProcessState::Stopped } else { ProcessState::Disabled },
             config,
             registered_at: Some(registered_at),
             last_started_at: None,
@@ -178,11 +164,7 @@ impl ProcessEntry {
             enabled: self.config.enabled,
             autostart: self.config.autostart,
             is_remote: self.config.is_remote,
-            pid: if self.state.has_child() {
-                self.pid
-            } else {
-                None
-            },
+            pid: if self.state.has_child() { self.pid } else { None },
             last_started_at: self.last_started_at,
             last_stopped_at: self.last_stopped_at,
             restart_attempts: self.restart_attempts,
@@ -365,10 +347,7 @@ impl RemoteAccessConfig {
     }
     /// The guide's default trusted hosts.
     pub fn default_trusted_hosts() -> Vec<String> {
-        ["localhost", "127.0.0.1", "::1", "0.0.0.0"]
-            .iter()
-            .map(|host| host.to_string())
-            .collect()
+        ["localhost", "127.0.0.1", "::1", "0.0.0.0"].iter().map(|host| host.to_string()).collect()
     }
 
     /// Applies the permission keys given in `patch`.
@@ -376,21 +355,12 @@ impl RemoteAccessConfig {
         let pairs = [
             (&mut self.start_remote_access, patch.start_remote_access),
             (&mut self.allow_remote_register, patch.allow_remote_register),
-            (
-                &mut self.allow_remote_deregister,
-                patch.allow_remote_deregister,
-            ),
+            (&mut self.allow_remote_deregister, patch.allow_remote_deregister),
             (&mut self.allow_remote_start, patch.allow_remote_start),
             (&mut self.allow_remote_stop, patch.allow_remote_stop),
             (&mut self.allow_remote_disable, patch.allow_remote_disable),
-            (
-                &mut self.allow_remote_autostart,
-                patch.allow_remote_autostart,
-            ),
-            (
-                &mut self.allow_remote_monitor_restart,
-                patch.allow_remote_monitor_restart,
-            ),
+            (&mut self.allow_remote_autostart, patch.allow_remote_autostart),
+            (&mut self.allow_remote_monitor_restart, patch.allow_remote_monitor_restart),
         ];
         for (field, value) in pairs {
             if let Some(value) = value {
@@ -461,11 +431,7 @@ impl AlivenessServerConfig {
 
 impl Default for AlivenessServerConfig {
     fn default() -> Self {
-        AlivenessServerConfig {
-            enabled: true,
-            port: Self::default_port(),
-            bind_address: Self::default_bind(),
-        }
+        AlivenessServerConfig { enabled: true, port: Self::default_port(), bind_address: Self::default_bind() }
     }
 }
 
@@ -515,33 +481,22 @@ impl SettingsUpdate {
         match self {
             SettingsUpdate::RemoteAccess(patch) => registry.remote_access.apply(patch),
             SettingsUpdate::TrustedHosts(hosts) => {
-                if hosts.len() > 1024
-                    || hosts
-                        .iter()
-                        .any(|host| host.trim().is_empty() || host.len() > 255)
-                {
+                if hosts.len() > 1024 || hosts.iter().any(|host| host.trim().is_empty() || host.len() > 255) {
                     return Err(crate::Error::InvalidField(
-                        "trustedHosts (at most 1024 non-empty entries of at most 255 characters)"
-                            .to_owned(),
+                        "trustedHosts (at most 1024 non-empty entries of at most 255 characters)".to_owned(),
                     ));
                 }
                 // A pattern that can never match is refused rather than stored (as for executable patterns).
-                if let Some((host, reason)) = hosts.iter().find_map(|host| {
-                    crate::trust::host_pattern_problem(host).map(|reason| (host, reason))
-                }) {
-                    return Err(crate::Error::InvalidPattern {
-                        pattern: host.clone(),
-                        reason: reason.to_owned(),
-                    });
+                if let Some((host, reason)) =
+                    hosts.iter().find_map(|host| crate::trust::host_pattern_problem(host).map(|reason| (host, reason)))
+                {
+                    return Err(crate::Error::InvalidPattern { pattern: host.clone(), reason: reason.to_owned() });
                 }
                 registry.remote_access.trusted_hosts = hosts.clone();
             }
-            SettingsUpdate::ExecutableWhitelist(patterns)
-            | SettingsUpdate::ExecutableBlacklist(patterns) => {
+            SettingsUpdate::ExecutableWhitelist(patterns) | SettingsUpdate::ExecutableBlacklist(patterns) => {
                 if patterns.len() > 1024 {
-                    return Err(crate::Error::InvalidField(
-                        "patterns (at most 1024)".to_owned(),
-                    ));
+                    return Err(crate::Error::InvalidField("patterns (at most 1024)".to_owned()));
                 }
                 for pattern in patterns {
                     crate::validate_executable_pattern(pattern)?;
@@ -652,10 +607,7 @@ mod tests {
     /// Removes `pointer`'s last key from `value` after checking that it holds `expected`.
     fn take_added(value: &mut Value, pointer: &str, expected: Value) {
         let (parent, key) = pointer.rsplit_once('/').unwrap();
-        let object = value
-            .pointer_mut(parent)
-            .and_then(Value::as_object_mut)
-            .unwrap();
+        let object = value.pointer_mut(parent).and_then(Value::as_object_mut).unwrap();
         assert_eq!(object.remove(key), Some(expected), "additive key {pointer}");
     }
 
@@ -692,27 +644,14 @@ mod tests {
     fn wire_example_round_trips() {
         let registry = check_round_trip(&example(), &additive_defaults());
         assert_eq!(registry.instance_id, "default");
-        assert_eq!(
-            registry.last_modified.unwrap().to_string(),
-            "2026-01-24T10:30:00.123Z"
-        );
+        assert_eq!(registry.last_modified.unwrap().to_string(), "2026-01-24T10:30:00.123Z");
         let api = &registry.processes["api"];
         assert_eq!(api.state, ProcessState::Running);
         assert_eq!(api.pid, Some(12345));
         assert_eq!(api.config.args, ["--port", "8080"]);
-        assert_eq!(
-            api.config.environment.as_ref().unwrap()["APP_ENV"],
-            "production"
-        );
+        assert_eq!(api.config.environment.as_ref().unwrap()["APP_ENV"], "production");
         assert_eq!(api.config.restart_policy(), RestartPolicy::default());
-        let startup = api
-            .config
-            .aliveness_check
-            .as_ref()
-            .unwrap()
-            .startup_check
-            .as_ref()
-            .unwrap();
+        let startup = api.config.aliveness_check.as_ref().unwrap().startup_check.as_ref().unwrap();
         assert_eq!(startup.fail_action, crate::FailAction::Restart);
         assert!(api.extra.is_empty() && registry.extra.is_empty());
     }
@@ -733,17 +672,9 @@ mod tests {
         input["processes"]["api"]["futureEntry"] = json!("kept");
         input["processes"]["api"]["cpuLimit"] = json!(1.5);
         let registry = check_round_trip(&input, &additive_defaults());
-        assert_eq!(
-            registry.extra["futureTop"],
-            json!({"nested": [1, 2, {"deep": null}]})
-        );
+        assert_eq!(registry.extra["futureTop"], json!({"nested": [1, 2, {"deep": null}]}));
         let api = &registry.processes["api"];
-        assert_eq!(
-            api.extra.len(),
-            2,
-            "only the unknown keys land in extra: {:?}",
-            api.extra
-        );
+        assert_eq!(api.extra.len(), 2, "only the unknown keys land in extra: {:?}", api.extra);
         assert_eq!(api.extra["futureEntry"], json!("kept"));
     }
 
@@ -767,36 +698,25 @@ mod tests {
 
     #[test]
     fn pending_action_names() {
-        for (action, name) in [
-            (PendingAction::Start, "start"),
-            (PendingAction::Stop, "stop"),
-            (PendingAction::Restart, "restart"),
-        ] {
+        for (action, name) in
+            [(PendingAction::Start, "start"), (PendingAction::Stop, "stop"), (PendingAction::Restart, "restart")]
+        {
             assert_eq!(serde_json::to_value(action).unwrap(), json!(name));
-            assert_eq!(
-                serde_json::from_value::<PendingAction>(json!(name)).unwrap(),
-                action
-            );
+            assert_eq!(serde_json::from_value::<PendingAction>(json!(name)).unwrap(), action);
         }
     }
 
     #[test]
     fn entry_defaults_on_read() {
         let entry: ProcessEntry =
-            serde_json::from_value(json!({"id": "a", "name": "A", "command": "/bin/true"}))
-                .unwrap();
+            serde_json::from_value(json!({"id": "a", "name": "A", "command": "/bin/true"})).unwrap();
         assert_eq!(entry.config, ProcessConfig::new("a", "A", "/bin/true"));
         assert!(entry.config.args.is_empty());
         assert!(entry.config.autostart && entry.config.enabled && !entry.config.is_remote);
         assert_eq!(entry.state, ProcessState::Stopped);
         assert_eq!((entry.restart_attempts, entry.consecutive_failures), (0, 0));
         assert_eq!(
-            (
-                entry.pid,
-                entry.registered_at,
-                entry.last_started_at,
-                entry.last_stopped_at
-            ),
+            (entry.pid, entry.registered_at, entry.last_started_at, entry.last_stopped_at),
             (None, None, None, None)
         );
         assert_eq!(entry.config.restart_policy, None);
@@ -808,24 +728,15 @@ mod tests {
     fn entry_requires_id_name_command() {
         for missing in ["id", "name", "command"] {
             let mut input = example();
-            input["processes"]["api"]
-                .as_object_mut()
-                .unwrap()
-                .remove(missing);
-            let err = serde_json::from_value::<Registry>(input)
-                .unwrap_err()
-                .to_string();
+            input["processes"]["api"].as_object_mut().unwrap().remove(missing);
+            let err = serde_json::from_value::<Registry>(input).unwrap_err().to_string();
             assert!(err.contains(missing), "{err}");
         }
     }
 
     #[test]
     fn entry_rejects_bad_values() {
-        for (key, value) in [
-            ("state", json!("paused")),
-            ("pid", json!(-1)),
-            ("registeredAt", json!("later")),
-        ] {
+        for (key, value) in [("state", json!("paused")), ("pid", json!(-1)), ("registeredAt", json!("later"))] {
             let mut input = example();
             input["processes"]["api"][key] = value;
             assert!(serde_json::from_value::<Registry>(input).is_err(), "{key}");
@@ -842,15 +753,8 @@ mod tests {
         assert!(serde_json::from_value::<Registry>(json!({"version": 1})).is_err());
         // Partial sub-objects take defaults key by key.
         let registry: Registry =
-            serde_json::from_value(json!({"instanceId": "x", "remoteAccess": {"remotePort": 1}}))
-                .unwrap();
-        assert_eq!(
-            registry.remote_access,
-            RemoteAccessConfig {
-                remote_port: 1,
-                ..RemoteAccessConfig::default()
-            }
-        );
+            serde_json::from_value(json!({"instanceId": "x", "remoteAccess": {"remotePort": 1}})).unwrap();
+        assert_eq!(registry.remote_access, RemoteAccessConfig { remote_port: 1, ..RemoteAccessConfig::default() });
     }
 
     #[test]
@@ -866,15 +770,8 @@ mod tests {
     /// The first-start registry of `instance_id`, written as JSON.
     fn check_new_default(instance_id: &str, expected: Value) {
         let registry = Registry::new_default(instance_id);
-        assert_eq!(
-            serde_json::to_value(&registry).unwrap(),
-            expected,
-            "{instance_id}"
-        );
-        assert_eq!(
-            serde_json::from_value::<Registry>(expected).unwrap(),
-            registry
-        );
+        assert_eq!(serde_json::to_value(&registry).unwrap(), expected, "{instance_id}");
+        assert_eq!(serde_json::from_value::<Registry>(expected).unwrap(), registry);
     }
 
     fn default_remote_access(remote_port: u16) -> Value {
@@ -971,10 +868,7 @@ mod tests {
     fn new_entry_state_follows_enabled() {
         let at = Timestamp::parse("2026-01-24T10:00:00Z").unwrap();
         let entry = ProcessEntry::new(ProcessConfig::new("a", "A", "/bin/true"), at);
-        assert_eq!(
-            (entry.state, entry.registered_at, entry.pid),
-            (ProcessState::Stopped, Some(at), None)
-        );
+        assert_eq!((entry.state, entry.registered_at, entry.pid), (ProcessState::Stopped, Some(at), None));
         assert_eq!((entry.restart_attempts, entry.consecutive_failures), (0, 0));
         let mut config = ProcessConfig::new("a", "A", "/bin/true");
         config.enabled = false;
@@ -991,14 +885,8 @@ mod tests {
         let status = entry.status();
         assert_eq!(status.pid, expected_pid, "{state}");
         assert_eq!(status.state, state);
-        assert_eq!(
-            (status.id.as_str(), status.name.as_str()),
-            ("api", "My API")
-        );
-        assert_eq!(
-            (status.enabled, status.autostart, status.is_remote),
-            (true, true, false)
-        );
+        assert_eq!((status.id.as_str(), status.name.as_str()), ("api", "My API"));
+        assert_eq!((status.enabled, status.autostart, status.is_remote), (true, true, false));
         assert_eq!(status.restart_attempts, 4);
         assert_eq!(status.last_exit_code, Some(3));
         assert_eq!(status.command.as_deref(), Some("/usr/bin/my-api"));
@@ -1032,9 +920,7 @@ mod tests {
                 assert_eq!(registry, want, "{update:?}");
             }
             Err(fragment) => {
-                let err = res
-                    .expect_err(&format!("{update:?} should fail"))
-                    .to_string();
+                let err = res.expect_err(&format!("{update:?} should fail")).to_string();
                 assert!(err.contains(fragment), "{err:?} lacks {fragment:?}");
                 assert_eq!(registry, before, "a failed update changes nothing");
             }
@@ -1049,47 +935,26 @@ mod tests {
     fn executable_lists_are_validated_before_they_are_stored() {
         check_update(
             SettingsUpdate::ExecutableWhitelist(strings(&["/usr/bin/*", "/opt/workers/**"])),
-            Ok(|it| {
-                it.remote_access.executable_whitelist = strings(&["/usr/bin/*", "/opt/workers/**"])
-            }),
+            Ok(|it| it.remote_access.executable_whitelist = strings(&["/usr/bin/*", "/opt/workers/**"])),
         );
         check_update(
             SettingsUpdate::ExecutableBlacklist(strings(&["/usr/bin/rm", "**/*.sh"])),
             Ok(|it| it.remote_access.executable_blacklist = strings(&["/usr/bin/rm", "**/*.sh"])),
         );
         check_update(SettingsUpdate::ExecutableWhitelist(Vec::new()), Ok(|_| {}));
-        check_update(
-            SettingsUpdate::ExecutableWhitelist(strings(&["/usr/bin/*", "/usr/[bin"])),
-            Err("/usr/[bin"),
-        );
-        check_update(
-            SettingsUpdate::ExecutableBlacklist(strings(&["relative/*"])),
-            Err("relative/*"),
-        );
-        check_update(
-            SettingsUpdate::ExecutableBlacklist(strings(&["/usr/{a,b"])),
-            Err("/usr/{a,b"),
-        );
-        check_update(
-            SettingsUpdate::ExecutableWhitelist(vec!["/a".to_owned(); 1025]),
-            Err("patterns"),
-        );
+        check_update(SettingsUpdate::ExecutableWhitelist(strings(&["/usr/bin/*", "/usr/[bin"])), Err("/usr/[bin"));
+        check_update(SettingsUpdate::ExecutableBlacklist(strings(&["relative/*"])), Err("relative/*"));
+        check_update(SettingsUpdate::ExecutableBlacklist(strings(&["/usr/{a,b"])), Err("/usr/{a,b"));
+        check_update(SettingsUpdate::ExecutableWhitelist(vec!["/a".to_owned(); 1025]), Err("patterns"));
     }
 
     #[test]
     fn malformed_whitelist_keeps_the_old_one() {
         let mut registry = Registry::new_default(DEFAULT_INSTANCE);
-        SettingsUpdate::ExecutableWhitelist(strings(&["/usr/bin/*"]))
-            .apply(&mut registry)
-            .unwrap();
+        SettingsUpdate::ExecutableWhitelist(strings(&["/usr/bin/*"])).apply(&mut registry).unwrap();
         let before = registry.clone();
-        let err = SettingsUpdate::ExecutableWhitelist(strings(&["/opt/*", ""]))
-            .apply(&mut registry)
-            .unwrap_err();
-        assert!(
-            matches!(err, Error::InvalidPattern { ref pattern, .. } if pattern.is_empty()),
-            "{err:?}"
-        );
+        let err = SettingsUpdate::ExecutableWhitelist(strings(&["/opt/*", ""])).apply(&mut registry).unwrap_err();
+        assert!(matches!(err, Error::InvalidPattern { ref pattern, .. } if pattern.is_empty()), "{err:?}");
         assert_eq!(registry, before);
         assert_eq!(registry.remote_access.executable_whitelist, ["/usr/bin/*"]);
     }
@@ -1100,38 +965,17 @@ mod tests {
             SettingsUpdate::TrustedHosts(strings(&["10.0.*.*", "*.mydomain.com"])),
             Ok(|it| it.remote_access.trusted_hosts = strings(&["10.0.*.*", "*.mydomain.com"])),
         );
-        check_update(
-            SettingsUpdate::TrustedHosts(Vec::new()),
-            Ok(|it| it.remote_access.trusted_hosts.clear()),
-        );
-        check_update(
-            SettingsUpdate::TrustedHosts(strings(&["localhost", " "])),
-            Err("trustedHosts"),
-        );
-        check_update(
-            SettingsUpdate::TrustedHosts(vec!["h".repeat(256)]),
-            Err("trustedHosts"),
-        );
-        check_update(
-            SettingsUpdate::TrustedHosts(vec!["localhost".to_owned(); 1025]),
-            Err("trustedHosts"),
-        );
-        check_update(
-            SettingsUpdate::TrustedHosts(strings(&["localhost", "192.168.1.*.*"])),
-            Err("192.168.1.*.*"),
-        );
-        check_update(
-            SettingsUpdate::TrustedHosts(strings(&["300.1.*.1"])),
-            Err("300.1.*.1"),
-        );
+        check_update(SettingsUpdate::TrustedHosts(Vec::new()), Ok(|it| it.remote_access.trusted_hosts.clear()));
+        check_update(SettingsUpdate::TrustedHosts(strings(&["localhost", " "])), Err("trustedHosts"));
+        check_update(SettingsUpdate::TrustedHosts(vec!["h".repeat(256)]), Err("trustedHosts"));
+        check_update(SettingsUpdate::TrustedHosts(vec!["localhost".to_owned(); 1025]), Err("trustedHosts"));
+        check_update(SettingsUpdate::TrustedHosts(strings(&["localhost", "192.168.1.*.*"])), Err("192.168.1.*.*"));
+        check_update(SettingsUpdate::TrustedHosts(strings(&["300.1.*.1"])), Err("300.1.*.1"));
     }
 
     #[test]
     fn remote_access_patch_merges_given_keys() {
-        check_update(
-            SettingsUpdate::RemoteAccess(RemoteAccessPatch::default()),
-            Ok(|_| {}),
-        );
+        check_update(SettingsUpdate::RemoteAccess(RemoteAccessPatch::default()), Ok(|_| {}));
         check_update(
             SettingsUpdate::RemoteAccess(RemoteAccessPatch {
                 allow_remote_register: Some(false),
@@ -1167,10 +1011,8 @@ mod tests {
 
     #[test]
     fn remote_access_patch_json() {
-        let patch: RemoteAccessPatch = serde_json::from_value(
-            json!({"allowRemoteStop": false, "allowRemoteMonitorRestart": true}),
-        )
-        .unwrap();
+        let patch: RemoteAccessPatch =
+            serde_json::from_value(json!({"allowRemoteStop": false, "allowRemoteMonitorRestart": true})).unwrap();
         assert_eq!(
             patch,
             RemoteAccessPatch {
@@ -1181,17 +1023,12 @@ mod tests {
         );
         // Only the permission keys: the trusted hosts and lists have their own endpoints.
         assert!(serde_json::from_value::<RemoteAccessPatch>(json!({"trustedHosts": []})).is_err());
-        assert!(
-            serde_json::from_value::<RemoteAccessPatch>(json!({"allowRemoteStop": "no"})).is_err()
-        );
+        assert!(serde_json::from_value::<RemoteAccessPatch>(json!({"allowRemoteStop": "no"})).is_err());
     }
 
     #[test]
     fn partner_discovery_patch_merges_given_keys() {
-        check_update(
-            SettingsUpdate::PartnerDiscovery(PartnerDiscoveryPatch::default()),
-            Ok(|_| {}),
-        );
+        check_update(SettingsUpdate::PartnerDiscovery(PartnerDiscoveryPatch::default()), Ok(|_| {}));
         check_update(
             SettingsUpdate::PartnerDiscovery(PartnerDiscoveryPatch {
                 discovery_on_startup: Some(true),
@@ -1246,10 +1083,8 @@ mod tests {
 
     #[test]
     fn partner_discovery_patch_json() {
-        let patch: PartnerDiscoveryPatch = serde_json::from_value(
-            json!({"discoveryOnStartup": true, "partnerAlivenessPort": 19884}),
-        )
-        .unwrap();
+        let patch: PartnerDiscoveryPatch =
+            serde_json::from_value(json!({"discoveryOnStartup": true, "partnerAlivenessPort": 19884})).unwrap();
         assert_eq!(
             patch,
             PartnerDiscoveryPatch {
@@ -1258,21 +1093,13 @@ mod tests {
                 ..PartnerDiscoveryPatch::default()
             }
         );
-        assert!(
-            serde_json::from_value::<PartnerDiscoveryPatch>(json!({"partnerPort": 1})).is_err()
-        );
-        assert!(serde_json::from_value::<PartnerDiscoveryPatch>(
-            json!({"partnerAlivenessPort": 70000})
-        )
-        .is_err());
+        assert!(serde_json::from_value::<PartnerDiscoveryPatch>(json!({"partnerPort": 1})).is_err());
+        assert!(serde_json::from_value::<PartnerDiscoveryPatch>(json!({"partnerAlivenessPort": 70000})).is_err());
     }
 
     #[test]
     fn standalone_mode_update() {
-        check_update(
-            SettingsUpdate::StandaloneMode(true),
-            Ok(|it| it.standalone_mode = true),
-        );
+        check_update(SettingsUpdate::StandaloneMode(true), Ok(|it| it.standalone_mode = true));
         check_update(SettingsUpdate::StandaloneMode(false), Ok(|_| {}));
     }
 
@@ -1280,21 +1107,15 @@ mod tests {
     fn settings_of_a_registry() {
         let mut registry = Registry::new_default(WATCHER_INSTANCE);
         registry.standalone_mode = true;
-        registry.processes.insert(
-            "a".to_owned(),
-            ProcessEntry::new(ProcessConfig::new("a", "A", "/bin/true"), Timestamp::now()),
-        );
+        registry
+            .processes
+            .insert("a".to_owned(), ProcessEntry::new(ProcessConfig::new("a", "A", "/bin/true"), Timestamp::now()));
         let settings = Settings::of(&registry);
         assert!(settings.standalone_mode);
         assert_eq!(settings.remote_access, registry.remote_access);
         assert_eq!(settings.partner_discovery, registry.partner_discovery);
         let value = serde_json::to_value(&settings).unwrap();
-        let keys: Vec<&str> = value
-            .as_object()
-            .unwrap()
-            .keys()
-            .map(String::as_str)
-            .collect();
+        let keys: Vec<&str> = value.as_object().unwrap().keys().map(String::as_str).collect();
         assert_eq!(keys, ["standaloneMode", "remoteAccess", "partnerDiscovery"]);
         assert_eq!(serde_json::from_value::<Settings>(value).unwrap(), settings);
     }

@@ -56,10 +56,7 @@ impl ProcessState {
 
     /// Whether a child process may exist in this state.
     pub fn has_child(self) -> bool {
-        matches!(
-            self,
-            ProcessState::Starting | ProcessState::Running | ProcessState::Stopping
-        )
+        matches!(self, ProcessState::Starting | ProcessState::Running | ProcessState::Stopping)
     }
 }
 
@@ -189,10 +186,7 @@ mod tests {
     /// The state writes as `name` (JSON, `Display`, `as_str`) and every form reads back.
     fn check(state: ProcessState, name: &str, has_child: bool) {
         assert_eq!(serde_json::to_value(state).unwrap(), json!(name));
-        assert_eq!(
-            serde_json::from_value::<ProcessState>(json!(name)).unwrap(),
-            state
-        );
+        assert_eq!(serde_json::from_value::<ProcessState>(json!(name)).unwrap(), state);
         assert_eq!(state.as_str(), name);
         assert_eq!(state.to_string(), name);
         assert_eq!(name.parse::<ProcessState>(), Ok(state));
@@ -209,17 +203,8 @@ mod tests {
         check(ProcessState::Retrying, "retrying", false);
         check(ProcessState::Failed, "failed", false);
         check(ProcessState::Disabled, "disabled", false);
-        let names: Vec<&str> = ProcessState::ALL
-            .iter()
-            .map(|state| state.as_str())
-            .collect();
-        assert_eq!(
-            names,
-            [
-                "stopped", "starting", "running", "stopping", "crashed", "retrying", "failed",
-                "disabled"
-            ]
-        );
+        let names: Vec<&str> = ProcessState::ALL.iter().map(|state| state.as_str()).collect();
+        assert_eq!(names, ["stopped", "starting", "running", "stopping", "crashed", "retrying", "failed", "disabled"]);
         assert_eq!(ProcessState::default(), ProcessState::Stopped);
     }
 
@@ -227,32 +212,17 @@ mod tests {
     fn unknown_state_names_are_refused() {
         for bad in ["Running", "RUNNING", "", "paused", " running"] {
             assert!(bad.parse::<ProcessState>().is_err(), "{bad:?}");
-            assert!(
-                serde_json::from_value::<ProcessState>(json!(bad)).is_err(),
-                "{bad:?}"
-            );
+            assert!(serde_json::from_value::<ProcessState>(json!(bad)).is_err(), "{bad:?}");
         }
         let err = "paused".parse::<ProcessState>().unwrap_err();
-        assert_eq!(
-            err,
-            crate::Error::InvalidField("state \"paused\"".to_owned())
-        );
+        assert_eq!(err, crate::Error::InvalidField("state \"paused\"".to_owned()));
     }
 
     #[test]
     fn monitor_state_names() {
-        assert_eq!(
-            serde_json::to_value(MonitorState::Running).unwrap(),
-            json!("running")
-        );
-        assert_eq!(
-            serde_json::to_value(MonitorState::Stopping).unwrap(),
-            json!("stopping")
-        );
-        assert_eq!(
-            serde_json::from_value::<MonitorState>(json!("stopping")).unwrap(),
-            MonitorState::Stopping
-        );
+        assert_eq!(serde_json::to_value(MonitorState::Running).unwrap(), json!("running"));
+        assert_eq!(serde_json::to_value(MonitorState::Stopping).unwrap(), json!("stopping"));
+        assert_eq!(serde_json::from_value::<MonitorState>(json!("stopping")).unwrap(), MonitorState::Stopping);
     }
 
     #[test]
@@ -282,10 +252,7 @@ mod tests {
             json!({"id": "api", "name": "My API", "state": "running", "enabled": true, "autostart": false,
                    "isRemote": true, "pid": 42, "lastStartedAt": "2026-01-24T10:30:00.000Z", "restartAttempts": 3})
         );
-        assert_eq!(
-            serde_json::from_value::<ProcessStatus>(value).unwrap(),
-            status
-        );
+        assert_eq!(serde_json::from_value::<ProcessStatus>(value).unwrap(), status);
     }
 
     #[test]
@@ -314,9 +281,6 @@ mod tests {
                    "partnerStatus": "alive", "managedProcessCount": 2, "runningProcessCount": 1,
                    "alivenessPort": 19883})
         );
-        assert_eq!(
-            serde_json::from_value::<MonitorStatus>(value).unwrap(),
-            status
-        );
+        assert_eq!(serde_json::from_value::<MonitorStatus>(value).unwrap(), status);
     }
 }

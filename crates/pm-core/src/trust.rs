@@ -31,9 +31,7 @@ pub fn normalize_ip(ip: IpAddr) -> IpAddr {
 ///   that controls its own reverse DNS (say `192.168.1.evil.com`).
 pub fn host_is_trusted(peer: IpAddr, confirmed_names: &[String], patterns: &[String]) -> bool {
     let peer = normalize_ip(peer);
-    patterns
-        .iter()
-        .any(|pattern| pattern_matches(&HostPattern::parse(pattern), peer, confirmed_names))
+    patterns.iter().any(|pattern| pattern_matches(&HostPattern::parse(pattern), peer, confirmed_names))
 }
 
 /// Whether `pattern` is a host-name pattern that needs a reverse lookup to be decided (false for addresses,
@@ -82,10 +80,7 @@ impl HostPattern {
         }
         let name = pattern.strip_suffix('.').unwrap_or(pattern);
         let label_ok = |label: &str| {
-            !label.is_empty()
-                && label
-                    .bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'*'))
+            !label.is_empty() && label.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'*'))
         };
         if name.split('.').all(label_ok) && name.bytes().any(|b| b.is_ascii_alphabetic()) {
             return HostPattern::Name(name.to_ascii_lowercase());
@@ -100,14 +95,9 @@ fn pattern_matches(pattern: &HostPattern, peer: IpAddr, confirmed_names: &[Strin
         HostPattern::Ip(ip) => !ip.is_unspecified() && *ip == peer,
         HostPattern::Ipv4Wildcard(octets) => {
             let IpAddr::V4(v4) = peer else { return false };
-            octets
-                .iter()
-                .zip(v4.octets())
-                .all(|(want, got)| want.is_none_or(|want| want == got))
+            octets.iter().zip(v4.octets()).all(|(want, got)| want.is_none_or(|want| want == got))
         }
-        HostPattern::Name(pattern) => confirmed_names
-            .iter()
-            .any(|name| name_matches(pattern, name)),
+        HostPattern::Name(pattern) => confirmed_names.iter().any(|name| name_matches(pattern, name)),
         HostPattern::Malformed => false,
     }
 }
@@ -123,10 +113,7 @@ fn ipv4_wildcard(pattern: &str) -> Option<[Option<u8>; 4]> {
     for (slot, part) in res.iter_mut().zip(parts) {
         *slot = match part {
             "*" => None,
-            digits
-                if (1..=3).contains(&digits.len())
-                    && digits.bytes().all(|b| b.is_ascii_digit()) =>
-            {
+            digits if (1..=3).contains(&digits.len()) && digits.bytes().all(|b| b.is_ascii_digit()) => {
                 Some(digits.parse::<u8>().ok()?)
             }
             _ => return None,
@@ -141,10 +128,7 @@ fn name_matches(pattern: &str, name: &str) -> bool {
     let pattern_labels: Vec<&str> = pattern.split('.').collect();
     let name_labels: Vec<&str> = name.split('.').collect();
     pattern_labels.len() == name_labels.len()
-        && pattern_labels
-            .iter()
-            .zip(&name_labels)
-            .all(|(p, n)| label_matches(p.as_bytes(), n.as_bytes()))
+        && pattern_labels.iter().zip(&name_labels).all(|(p, n)| label_matches(p.as_bytes(), n.as_bytes()))
 }
 
 /// Whether `text` matches `pattern`, where `*` matches any run of bytes. Greedy with one backtrack point, so it
@@ -212,19 +196,10 @@ mod tests {
         check("192.168.1.*", "::ffff:192.168.1.7", &[], true);
         check("localhost", "::ffff:127.0.0.1", &[], true);
         check("10.0.0.1", "::ffff:10.0.0.2", &[], false);
-        assert_eq!(
-            normalize_ip("::ffff:1.2.3.4".parse().unwrap()),
-            "1.2.3.4".parse::<IpAddr>().unwrap()
-        );
-        assert_eq!(
-            normalize_ip("::1".parse().unwrap()),
-            "::1".parse::<IpAddr>().unwrap()
-        );
+        assert_eq!(normalize_ip("::ffff:1.2.3.4".parse().unwrap()), "1.2.3.4".parse::<IpAddr>().unwrap());
+        assert_eq!(normalize_ip("::1".parse().unwrap()), "::1".parse::<IpAddr>().unwrap());
         // IPv4-compatible (deprecated) addresses are not mapped ones.
-        assert_eq!(
-            normalize_ip("::1.2.3.4".parse().unwrap()),
-            "::1.2.3.4".parse::<IpAddr>().unwrap()
-        );
+        assert_eq!(normalize_ip("::1.2.3.4".parse().unwrap()), "::1.2.3.4".parse::<IpAddr>().unwrap());
     }
 
     #[test]
@@ -271,48 +246,23 @@ mod tests {
         check("*.mydomain.com", "10.0.0.5", &["a.mydomain.com."], true);
         check("*.mydomain.com", "10.0.0.5", &["a.b.mydomain.com"], false);
         check("*.mydomain.com", "10.0.0.5", &["mydomain.com"], false);
-        check(
-            "*.mydomain.com",
-            "10.0.0.5",
-            &["a.mydomain.com.evil.net"],
-            false,
-        );
+        check("*.mydomain.com", "10.0.0.5", &["a.mydomain.com.evil.net"], false);
         check("*.mydomain.com", "10.0.0.5", &["amydomain.com"], false);
         check("*.mydomain.com", "10.0.0.5", &[], false);
-        check(
-            "*.mydomain.com",
-            "10.0.0.5",
-            &["x.other.com", "b.mydomain.com"],
-            true,
-        );
+        check("*.mydomain.com", "10.0.0.5", &["x.other.com", "b.mydomain.com"], true);
         check("server-*.local", "10.0.0.5", &["server-1.local"], true);
         check("server-*.local", "10.0.0.5", &["server-.local"], true);
         check("server-*.local", "10.0.0.5", &["server-10.local"], true);
         check("server-*.local", "10.0.0.5", &["server1.local"], false);
         check("server-*.local", "10.0.0.5", &["server-1.a.local"], false);
-        check(
-            "build.example.org",
-            "10.0.0.5",
-            &["build.example.org"],
-            true,
-        );
-        check(
-            "build.example.org",
-            "10.0.0.5",
-            &["build2.example.org"],
-            false,
-        );
+        check("build.example.org", "10.0.0.5", &["build.example.org"], true);
+        check("build.example.org", "10.0.0.5", &["build2.example.org"], false);
     }
 
     #[test]
     fn malformed_patterns_never_match() {
         check("192.168.1.*.*", "192.168.1.1", &[], false);
-        check(
-            "192.168.1.*.*",
-            "192.168.1.1",
-            &["192.168.1.evil.com"],
-            false,
-        );
+        check("192.168.1.*.*", "192.168.1.1", &["192.168.1.evil.com"], false);
         check("300.1.*.1", "44.1.2.1", &[], false);
         check("300.1.*.1", "44.1.2.1", &["300.1.x.1"], false);
         check("192.168.+1.*", "192.168.1.1", &[], false);
@@ -326,29 +276,18 @@ mod tests {
 
     #[test]
     fn any_pattern_of_a_list_suffices() {
-        let patterns: Vec<String> = ["10.0.*.*", "localhost", "*.mydomain.com"]
-            .map(String::from)
-            .to_vec();
-        assert!(host_is_trusted(
-            "127.0.0.1".parse().unwrap(),
-            &[],
-            &patterns
-        ));
+        let patterns: Vec<String> = ["10.0.*.*", "localhost", "*.mydomain.com"].map(String::from).to_vec();
+        assert!(host_is_trusted("127.0.0.1".parse().unwrap(), &[], &patterns));
         assert!(host_is_trusted("10.0.3.4".parse().unwrap(), &[], &patterns));
-        assert!(host_is_trusted(
-            "8.8.8.8".parse().unwrap(),
-            &["x.mydomain.com".to_owned()],
-            &patterns
-        ));
+        assert!(host_is_trusted("8.8.8.8".parse().unwrap(), &["x.mydomain.com".to_owned()], &patterns));
         assert!(!host_is_trusted("8.8.8.8".parse().unwrap(), &[], &patterns));
         assert!(!host_is_trusted("127.0.0.1".parse().unwrap(), &[], &[]));
     }
 
     #[test]
     fn which_patterns_need_a_lookup() {
-        let check_lookup = |pattern: &str, expected: bool| {
-            assert_eq!(needs_name_lookup(pattern), expected, "{pattern:?}")
-        };
+        let check_lookup =
+            |pattern: &str, expected: bool| assert_eq!(needs_name_lookup(pattern), expected, "{pattern:?}");
         check_lookup("*.mydomain.com", true);
         check_lookup("server-*.local", true);
         check_lookup("build.example.org", true);
@@ -368,11 +307,7 @@ mod tests {
     #[test]
     fn label_wildcards() {
         let check_label = |pattern: &str, text: &str, expected: bool| {
-            assert_eq!(
-                label_matches(pattern.as_bytes(), text.as_bytes()),
-                expected,
-                "{pattern:?} vs {text:?}"
-            )
+            assert_eq!(label_matches(pattern.as_bytes(), text.as_bytes()), expected, "{pattern:?} vs {text:?}")
         };
         check_label("", "", true);
         check_label("", "a", false);
@@ -396,38 +331,15 @@ mod tests {
         let pattern = format!("{}b.com", "*a".repeat(40));
         let name = format!("{}.com", "a".repeat(63));
         check(&pattern, "10.0.0.1", &[&name], false);
-        check(
-            &pattern,
-            "10.0.0.1",
-            &[&format!("{}b.com", "a".repeat(62))],
-            true,
-        );
+        check(&pattern, "10.0.0.1", &[&format!("{}b.com", "a".repeat(62))], true);
     }
 
     #[test]
     fn pattern_problems_for_settings() {
-        for good in [
-            "localhost",
-            "127.0.0.1",
-            "::1",
-            "0.0.0.0",
-            "192.168.1.*",
-            "*.mydomain.com",
-            "server-*.local",
-        ] {
+        for good in ["localhost", "127.0.0.1", "::1", "0.0.0.0", "192.168.1.*", "*.mydomain.com", "server-*.local"] {
             assert_eq!(host_pattern_problem(good), None, "{good:?}");
         }
-        for bad in [
-            "",
-            " ",
-            "192.168.1.*.*",
-            "300.1.*.1",
-            "fe80::*",
-            "*",
-            "a..b",
-            "a b.com",
-            "host/x",
-        ] {
+        for bad in ["", " ", "192.168.1.*.*", "300.1.*.1", "fe80::*", "*", "a..b", "a b.com", "host/x"] {
             assert!(host_pattern_problem(bad).is_some(), "{bad:?}");
         }
     }

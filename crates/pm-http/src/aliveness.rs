@@ -7,8 +7,7 @@ use hyper::{Method, StatusCode};
 use pm_core::MonitorStatus;
 
 use crate::server::{
-    self, json_error, json_response, text_response, HttpRequest, HttpResponse, ServerConfig,
-    ServerHandle,
+    self, json_error, json_response, text_response, HttpRequest, HttpResponse, ServerConfig, ServerHandle,
 };
 
 /// Starts the aliveness server on `listener` (which [`crate::bind`] can make). Must be called inside a tokio runtime.
@@ -47,10 +46,7 @@ where
         }
         match serde_json::to_value((self.status)()) {
             Ok(value) => json_response(StatusCode::OK, &value),
-            Err(err) => json_error(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                &format!("Cannot encode status: {err}"),
-            ),
+            Err(err) => json_error(StatusCode::INTERNAL_SERVER_ERROR, &format!("Cannot encode status: {err}")),
         }
     }
 }

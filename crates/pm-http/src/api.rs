@@ -9,9 +9,8 @@ use std::time::Duration;
 use hyper::header::{HeaderValue, ALLOW, ORIGIN};
 use hyper::{Method, StatusCode};
 use pm_core::{
-    host_is_trusted, needs_name_lookup, normalize_ip, validate_process_id, Error,
-    PartnerDiscoveryPatch, ProcessConfig, RemoteAccessConfig, RemoteAccessPatch, Settings,
-    SettingsUpdate,
+    host_is_trusted, needs_name_lookup, normalize_ip, validate_process_id, Error, PartnerDiscoveryPatch, ProcessConfig,
+    RemoteAccessConfig, RemoteAccessPatch, Settings, SettingsUpdate,
 };
 use serde::de::DeserializeOwned;
 use serde::Deserialize;
@@ -19,9 +18,7 @@ use serde_json::{json, Value};
 
 use crate::control::ControlPlane;
 use crate::names::NameResolver;
-use crate::server::{
-    self, json_error, json_response, HttpRequest, HttpResponse, ServerConfig, ServerHandle,
-};
+use crate::server::{self, json_error, json_response, HttpRequest, HttpResponse, ServerConfig, ServerHandle};
 
 /// Starts the remote API on `listener` (which [`crate::bind`] can make), driving `control`.
 ///
@@ -60,18 +57,8 @@ pub fn spawn_remote_api<C: ControlPlane>(
     control: Arc<C>,
     config: ServerConfig,
 ) -> std::io::Result<ServerHandle> {
-    let state = ApiState {
-        control,
-        names: NameResolver::new(),
-        body_timeout: config.header_read_timeout,
-    };
-    server::spawn(
-        listener,
-        Arc::new(RemoteApi {
-            state: Arc::new(state),
-        }),
-        config,
-    )
+    let state = ApiState { control, names: NameResolver::new(), body_timeout: config.header_read_timeout };
+    server::spawn(listener, Arc::new(RemoteApi { state: Arc::new(state) }), config)
 }
 
 struct RemoteApi<C> {
@@ -233,15 +220,8 @@ impl<C: ControlPlane> ApiState<C> {
                 return error_response(&err);
             }
         }
-        let peer = Peer {
-            ip: normalize_ip(peer.ip()),
-            from_browser: req.headers().contains_key(ORIGIN),
-        };
-        let ctx = Ctx {
-            api: self,
-            peer,
-            settings,
-        };
+        let peer = Peer { ip: normalize_ip(peer.ip()), from_browser: req.headers().contains_key(ORIGIN) };
+        let ctx = Ctx { api: self, peer, settings };
         ctx.handle(route, req).await
     }
 }
@@ -276,11 +256,7 @@ impl<C: ControlPlane> Ctx<'_, C> {
             },
             (Route::Process(id), _) => {
                 if let Err(res) = self
-                    .authorize(
-                        self.remote().allow_remote_deregister,
-                        "Remote deregistration not allowed",
-                        Some(&id),
-                    )
+                    .authorize(self.remote().allow_remote_deregister, "Remote deregistration not allowed", Some(&id))
                     .await
                 {
                     return res;
@@ -294,11 +270,7 @@ impl<C: ControlPlane> Ctx<'_, C> {
             (Route::MonitorStatus, _) => ok_json(&self.control().monitor_status()),
             (Route::MonitorRestart, _) => {
                 if let Err(res) = self
-                    .authorize(
-                        self.remote().allow_remote_monitor_restart,
-                        "Monitor restart not allowed",
-                        None,
-                    )
+                    .authorize(self.remote().allow_remote_monitor_restart, "Monitor restart not allowed", None)
                     .await
                 {
                     return res;
@@ -311,9 +283,7 @@ impl<C: ControlPlane> Ctx<'_, C> {
                     Err(err) => error_response(&err),
                 }
             }
-            (Route::Config(item), Method::GET) => {
-                json_response(StatusCode::OK, &config_body(item, &self.settings))
-            }
+            (Route::Config(item), Method::GET) => json_response(StatusCode::OK, &config_body(item, &self.settings)),
             (Route::Config(item), _) => self.put_config(item, req).await,
         }
     }
@@ -336,12 +306,7 @@ impl<C: ControlPlane> Ctx<'_, C> {
 
     /// Lets trusted peers through; checks an untrusted peer's permission and, for `target`, that the process was
     /// registered remotely. The error is the response to send.
-    async fn authorize(
-        &self,
-        permitted: bool,
-        refusal: &str,
-        target: Option<&str>,
-    ) -> Result<(), HttpResponse> {
+    async fn authorize(&self, permitted: bool, refusal: &str, target: Option<&str>) -> Result<(), HttpResponse> {
         if self.trusted().await {
             return Ok(());
         }
@@ -352,10 +317,7 @@ impl<C: ControlPlane> Ctx<'_, C> {
         match target.map(|id| (id, self.control().is_remote(id))) {
             None | Some((_, Some(true))) => Ok(()),
             Some((id, None)) => Err(error_response(&Error::NotFound(id.to_owned()))),
-            Some((_, Some(false))) => Err(json_error(
-                StatusCode::FORBIDDEN,
-                "Cannot modify local process",
-            )),
+            Some((_, Some(false))) => Err(json_error(StatusCode::FORBIDDEN, "Cannot modify local process")),
         }
     }
 
@@ -364,16 +326,10 @@ impl<C: ControlPlane> Ctx<'_, C> {
         let (permitted, refusal) = match action {
             Action::Start => (remote.allow_remote_start, "Remote start not allowed"),
             Action::Stop => (remote.allow_remote_stop, "Remote stop not allowed"),
-            Action::Restart => (
-                remote.allow_remote_start && remote.allow_remote_stop,
-                "Remote restart not allowed",
-            ),
+            Action::Restart => (remote.allow_remote_start && remote.allow_remote_stop, "Remote restart not allowed"),
             Action::Enable => (remote.allow_remote_disable, "Remote enable not allowed"),
             Action::Disable => (remote.allow_remote_disable, "Remote disable not allowed"),
-            Action::Autostart => (
-                remote.allow_remote_autostart,
-                "Remote autostart change not allowed",
-            ),
+            Action::Autostart => (remote.allow_remote_autostart, "Remote autostart change not allowed"),
         };
         if let Err(res) = self.authorize(permitted, refusal, Some(id)).await {
             return res;
@@ -416,10 +372,7 @@ impl<C: ControlPlane> Ctx<'_, C> {
             Err(res) => return res,
         };
         if let Err(Error::InvalidId { reason, .. }) = validate_process_id(&config.id) {
-            return json_error(
-                StatusCode::BAD_REQUEST,
-                &format!("Missing or invalid field: id ({reason})"),
-            );
+            return json_error(StatusCode::BAD_REQUEST, &format!("Missing or invalid field: id ({reason})"));
         }
         if let Err(err) = config.validate() {
             return error_response(&err);
@@ -427,26 +380,16 @@ impl<C: ControlPlane> Ctx<'_, C> {
         config.is_remote = true;
         config.partner = false;
         if !trusted {
-            if let Some(name) = config
-                .environment
-                .iter()
-                .flatten()
-                .map(|(name, _)| name)
-                .find(|name| {
-                    let upper = name.to_ascii_uppercase();
-                    upper.starts_with("LD_") || upper.starts_with("DYLD_")
-                })
-            {
-                let message =
-                    format!("Environment variable {name} not permitted for untrusted hosts");
+            if let Some(name) = config.environment.iter().flatten().map(|(name, _)| name).find(|name| {
+                let upper = name.to_ascii_uppercase();
+                upper.starts_with("LD_") || upper.starts_with("DYLD_")
+            }) {
+                let message = format!("Environment variable {name} not permitted for untrusted hosts");
                 return json_error(StatusCode::FORBIDDEN, &message);
             }
-            let (command, working_directory) =
-                (config.command.clone(), config.working_directory.clone());
-            let (whitelist, blacklist) = (
-                self.remote().executable_whitelist.clone(),
-                self.remote().executable_blacklist.clone(),
-            );
+            let (command, working_directory) = (config.command.clone(), config.working_directory.clone());
+            let (whitelist, blacklist) =
+                (self.remote().executable_whitelist.clone(), self.remote().executable_blacklist.clone());
             let resolved = tokio::task::spawn_blocking(move || {
                 let path_var = std::env::var_os("PATH");
                 crate::exec::permitted_executable(
@@ -461,10 +404,7 @@ impl<C: ControlPlane> Ctx<'_, C> {
             match resolved {
                 Ok(Some(canonical)) => config.command = canonical,
                 Ok(None) | Err(_) => {
-                    return json_error(
-                        StatusCode::FORBIDDEN,
-                        "Executable not permitted by whitelist/blacklist",
-                    );
+                    return json_error(StatusCode::FORBIDDEN, "Executable not permitted by whitelist/blacklist");
                 }
             }
         }
@@ -478,10 +418,7 @@ impl<C: ControlPlane> Ctx<'_, C> {
     async fn put_config(&self, item: ConfigItem, req: HttpRequest) -> HttpResponse {
         if !self.trusted().await {
             tracing::info!(peer = %self.peer.ip, "refused: configuration change from an untrusted host");
-            return json_error(
-                StatusCode::FORBIDDEN,
-                "Configuration changes require trusted host",
-            );
+            return json_error(StatusCode::FORBIDDEN, "Configuration changes require trusted host");
         }
         #[derive(Deserialize)]
         #[serde(deny_unknown_fields, rename_all = "camelCase")]
@@ -499,30 +436,24 @@ impl<C: ControlPlane> Ctx<'_, C> {
             enabled: bool,
         }
         let update = match item {
-            ConfigItem::RemoteAccess => self
-                .json_body::<RemoteAccessPatch>(req)
-                .await
-                .map(SettingsUpdate::RemoteAccess),
-            ConfigItem::TrustedHosts => self
-                .json_body::<TrustedHosts>(req)
-                .await
-                .map(|it| SettingsUpdate::TrustedHosts(it.trusted_hosts)),
-            ConfigItem::Whitelist => self
-                .json_body::<Patterns>(req)
-                .await
-                .map(|it| SettingsUpdate::ExecutableWhitelist(it.patterns)),
-            ConfigItem::Blacklist => self
-                .json_body::<Patterns>(req)
-                .await
-                .map(|it| SettingsUpdate::ExecutableBlacklist(it.patterns)),
-            ConfigItem::StandaloneMode => self
-                .json_body::<Enabled>(req)
-                .await
-                .map(|it| SettingsUpdate::StandaloneMode(it.enabled)),
-            ConfigItem::PartnerDiscovery => self
-                .json_body::<PartnerDiscoveryPatch>(req)
-                .await
-                .map(SettingsUpdate::PartnerDiscovery),
+            ConfigItem::RemoteAccess => {
+                self.json_body::<RemoteAccessPatch>(req).await.map(SettingsUpdate::RemoteAccess)
+            }
+            ConfigItem::TrustedHosts => {
+                self.json_body::<TrustedHosts>(req).await.map(|it| SettingsUpdate::TrustedHosts(it.trusted_hosts))
+            }
+            ConfigItem::Whitelist => {
+                self.json_body::<Patterns>(req).await.map(|it| SettingsUpdate::ExecutableWhitelist(it.patterns))
+            }
+            ConfigItem::Blacklist => {
+                self.json_body::<Patterns>(req).await.map(|it| SettingsUpdate::ExecutableBlacklist(it.patterns))
+            }
+            ConfigItem::StandaloneMode => {
+                self.json_body::<Enabled>(req).await.map(|it| SettingsUpdate::StandaloneMode(it.enabled))
+            }
+            ConfigItem::PartnerDiscovery => {
+                self.json_body::<PartnerDiscoveryPatch>(req).await.map(SettingsUpdate::PartnerDiscovery)
+            }
         };
         let update = match update {
             Ok(it) => it,
@@ -540,12 +471,8 @@ impl<C: ControlPlane> Ctx<'_, C> {
         let bytes = server::read_body(req.into_body(), self.api.body_timeout).await?;
         let value: Value = serde_json::from_slice(&bytes)
             .map_err(|err| json_error(StatusCode::BAD_REQUEST, &format!("Invalid JSON: {err}")))?;
-        serde_json::from_value(value).map_err(|err| {
-            json_error(
-                StatusCode::BAD_REQUEST,
-                &format!("Missing or invalid field: {err}"),
-            )
-        })
+        serde_json::from_value(value)
+            .map_err(|err| json_error(StatusCode::BAD_REQUEST, &format!("Missing or invalid field: {err}")))
     }
 }
 
@@ -558,19 +485,14 @@ fn config_body(item: ConfigItem, settings: &Settings) -> Value {
         ConfigItem::Whitelist => json!({ "patterns": remote.executable_whitelist }),
         ConfigItem::Blacklist => json!({ "patterns": remote.executable_blacklist }),
         ConfigItem::StandaloneMode => json!({ "enabled": settings.standalone_mode }),
-        ConfigItem::PartnerDiscovery => {
-            serde_json::to_value(&settings.partner_discovery).unwrap_or(Value::Null)
-        }
+        ConfigItem::PartnerDiscovery => serde_json::to_value(&settings.partner_discovery).unwrap_or(Value::Null),
     }
 }
 
 fn ok_json<T: serde::Serialize>(value: &T) -> HttpResponse {
     match serde_json::to_value(value) {
         Ok(value) => json_response(StatusCode::OK, &value),
-        Err(err) => json_error(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            &format!("Cannot encode response: {err}"),
-        ),
+        Err(err) => json_error(StatusCode::INTERNAL_SERVER_ERROR, &format!("Cannot encode response: {err}")),
     }
 }
 
@@ -594,34 +516,20 @@ fn error_response(err: &Error) -> HttpResponse {
         Error::NotFound(id) => with_id(StatusCode::NOT_FOUND, "Process not found", id),
         Error::Disabled(id) => with_id(StatusCode::BAD_REQUEST, "Process is disabled", id),
         Error::AlreadyExists(id) => with_id(StatusCode::CONFLICT, "Process ID already exists", id),
-        Error::InvalidId { id, reason } => with_id(
-            StatusCode::BAD_REQUEST,
-            &format!("Invalid process ID: {reason}"),
-            id,
-        ),
-        Error::InvalidField(_) | Error::InvalidPattern { .. } => {
-            json_error(StatusCode::BAD_REQUEST, &err.to_string())
+        Error::InvalidId { id, reason } => {
+            with_id(StatusCode::BAD_REQUEST, &format!("Invalid process ID: {reason}"), id)
         }
+        Error::InvalidField(_) | Error::InvalidPattern { .. } => json_error(StatusCode::BAD_REQUEST, &err.to_string()),
         Error::NotAllowed(message) => json_error(StatusCode::FORBIDDEN, message),
         Error::Busy(_) => {
-            let mut res = json_error(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "Registry busy, retry later",
-            );
-            res.headers_mut()
-                .insert(hyper::header::RETRY_AFTER, HeaderValue::from_static("1"));
+            let mut res = json_error(StatusCode::SERVICE_UNAVAILABLE, "Registry busy, retry later");
+            res.headers_mut().insert(hyper::header::RETRY_AFTER, HeaderValue::from_static("1"));
             res
         }
-        Error::ShuttingDown => json_error(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "ProcessMonitor is shutting down",
-        ),
+        Error::ShuttingDown => json_error(StatusCode::SERVICE_UNAVAILABLE, "ProcessMonitor is shutting down"),
         Error::Storage(message) => {
             tracing::error!("storage error while serving the remote API: {message}");
-            json_error(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                &format!("Storage error: {message}"),
-            )
+            json_error(StatusCode::INTERNAL_SERVER_ERROR, &format!("Storage error: {message}"))
         }
     }
 }
@@ -665,26 +573,14 @@ mod tests {
         check("/processes", Some(Route::Processes));
         check("/processes/api", Some(Route::Process("api".to_owned())));
         check("/processes/a%2Fb", Some(Route::Process("a/b".to_owned())));
-        check(
-            "/processes/api/start",
-            Some(Route::Action("api".to_owned(), Action::Start)),
-        );
-        check(
-            "/processes/api/autostart",
-            Some(Route::Action("api".to_owned(), Action::Autostart)),
-        );
-        check(
-            "/processes//stop",
-            Some(Route::Action(String::new(), Action::Stop)),
-        );
+        check("/processes/api/start", Some(Route::Action("api".to_owned(), Action::Start)));
+        check("/processes/api/autostart", Some(Route::Action("api".to_owned(), Action::Autostart)));
+        check("/processes//stop", Some(Route::Action(String::new(), Action::Stop)));
         check("/processes/api/explode", None);
         check("/processes/api/start/now", None);
         check("/monitor/status", Some(Route::MonitorStatus));
         check("/monitor/restart", Some(Route::MonitorRestart));
-        check(
-            "/config/trusted-hosts",
-            Some(Route::Config(ConfigItem::TrustedHosts)),
-        );
+        check("/config/trusted-hosts", Some(Route::Config(ConfigItem::TrustedHosts)));
         check("/config/secrets", None);
         check("/", None);
         check("", None);
@@ -702,38 +598,18 @@ mod tests {
 
     #[test]
     fn error_mapping() {
-        let check = |err: Error, status: StatusCode| {
-            assert_eq!(error_response(&err).status(), status, "{err:?}")
-        };
+        let check = |err: Error, status: StatusCode| assert_eq!(error_response(&err).status(), status, "{err:?}");
         check(Error::NotFound("x".into()), StatusCode::NOT_FOUND);
         check(Error::Disabled("x".into()), StatusCode::BAD_REQUEST);
         check(Error::AlreadyExists("x".into()), StatusCode::CONFLICT);
-        check(
-            Error::InvalidId {
-                id: "x".into(),
-                reason: "r".into(),
-            },
-            StatusCode::BAD_REQUEST,
-        );
+        check(Error::InvalidId { id: "x".into(), reason: "r".into() }, StatusCode::BAD_REQUEST);
         check(Error::InvalidField("f".into()), StatusCode::BAD_REQUEST);
-        check(
-            Error::InvalidPattern {
-                pattern: "p".into(),
-                reason: "r".into(),
-            },
-            StatusCode::BAD_REQUEST,
-        );
+        check(Error::InvalidPattern { pattern: "p".into(), reason: "r".into() }, StatusCode::BAD_REQUEST);
         check(Error::NotAllowed("no".into()), StatusCode::FORBIDDEN);
         check(Error::Busy("b".into()), StatusCode::SERVICE_UNAVAILABLE);
         check(Error::ShuttingDown, StatusCode::SERVICE_UNAVAILABLE);
-        check(
-            Error::Storage("s".into()),
-            StatusCode::INTERNAL_SERVER_ERROR,
-        );
-        assert_eq!(
-            error_response(&Error::Busy("b".into())).headers()[hyper::header::RETRY_AFTER],
-            "1"
-        );
+        check(Error::Storage("s".into()), StatusCode::INTERNAL_SERVER_ERROR);
+        assert_eq!(error_response(&Error::Busy("b".into())).headers()[hyper::header::RETRY_AFTER], "1");
     }
 
     #[test]

@@ -93,10 +93,7 @@ impl HttpClient {
             let mut targets = targets.into_iter().peekable();
             let response = loop {
                 let Some(target) = targets.next() else {
-                    return Err(Error::Request {
-                        url: url.to_owned(),
-                        reason: "no address to connect to".to_owned(),
-                    });
+                    return Err(Error::Request { url: url.to_owned(), reason: "no address to connect to".to_owned() });
                 };
                 let mut builder = Request::builder()
                     .method(method.clone())
@@ -106,49 +103,30 @@ impl HttpClient {
                     builder = builder.header(HOST, authority.as_str());
                 }
                 if json {
-                    builder =
-                        builder.header(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+                    builder = builder.header(CONTENT_TYPE, HeaderValue::from_static("application/json"));
                 }
                 let request = builder
                     .body(body.clone())
-                    .map_err(|err| Error::InvalidUrl {
-                        url: url.to_owned(),
-                        reason: err.to_string(),
-                    })?;
+                    .map_err(|err| Error::InvalidUrl { url: url.to_owned(), reason: err.to_string() })?;
                 match self.inner.request(request).await {
                     Ok(response) => break response,
                     Err(err) if err.is_connect() && targets.peek().is_some() => {
                         tracing::trace!(%url, "connect failed, trying the next address: {}", chain(&err));
                     }
-                    Err(err) => {
-                        return Err(Error::Request {
-                            url: url.to_owned(),
-                            reason: chain(&err),
-                        })
-                    }
+                    Err(err) => return Err(Error::Request { url: url.to_owned(), reason: chain(&err) }),
                 }
             };
             let (parts, body) = response.into_parts();
             let body = Limited::new(body, MAX_RESPONSE_BYTES)
                 .collect()
                 .await
-                .map_err(|err| Error::Body {
-                    url: url.to_owned(),
-                    reason: chain(&*err),
-                })?
+                .map_err(|err| Error::Body { url: url.to_owned(), reason: chain(&*err) })?
                 .to_bytes();
-            Ok(HttpResponse {
-                status: parts.status.as_u16(),
-                headers: parts.headers,
-                body: body.to_vec(),
-            })
+            Ok(HttpResponse { status: parts.status.as_u16(), headers: parts.headers, body: body.to_vec() })
         };
         match tokio::time::timeout(timeout, exchange).await {
             Ok(res) => res,
-            Err(_) => Err(Error::Timeout {
-                url: url.to_owned(),
-                timeout,
-            }),
+            Err(_) => Err(Error::Timeout { url: url.to_owned(), timeout }),
         }
     }
 
@@ -159,13 +137,8 @@ impl HttpClient {
 }
 
 fn parse_url(url: &str) -> Result<Uri, Error> {
-    let invalid = |reason: &str| Error::InvalidUrl {
-        url: url.to_owned(),
-        reason: reason.to_owned(),
-    };
-    let uri: Uri = url
-        .parse()
-        .map_err(|err: hyper::http::uri::InvalidUri| invalid(&err.to_string()))?;
+    let invalid = |reason: &str| Error::InvalidUrl { url: url.to_owned(), reason: reason.to_owned() };
+    let uri: Uri = url.parse().map_err(|err: hyper::http::uri::InvalidUri| invalid(&err.to_string()))?;
     if uri.scheme_str() != Some("http") {
         return Err(invalid("only absolute http:// URLs are supported"));
     }
@@ -190,10 +163,7 @@ fn connect_targets(uri: &Uri, url: &str) -> Result<Vec<Uri>, Error> {
         .map(|ip| {
             format!("http://{ip}:{port}{path}")
                 .parse::<Uri>()
-                .map_err(|err| Error::InvalidUrl {
-                    url: url.to_owned(),
-                    reason: err.to_string(),
-                })
+                .map_err(|err| Error::InvalidUrl { url: url.to_owned(), reason: err.to_string() })
         })
         .collect()
 }
@@ -216,8 +186,7 @@ pub async fn check_health(client: &HttpClient, url: &str, timeout: Duration) -> 
 }
 
 fn body_says_healthy(body: &[u8]) -> bool {
-    let Ok(serde_json::Value::Object(map)) = serde_json::from_slice::<serde_json::Value>(body)
-    else {
+    let Ok(serde_json::Value::Object(map)) = serde_json::from_slice::<serde_json::Value>(body) else {
         return true;
     };
     if map.get("healthy") == Some(&serde_json::Value::Bool(false)) {
@@ -225,9 +194,7 @@ fn body_says_healthy(body: &[u8]) -> bool {
     }
     match map.get("status") {
         None => true,
-        Some(status) => status
-            .as_str()
-            .is_some_and(|status| status.eq_ignore_ascii_case("ok")),
+        Some(status) => status.as_str().is_some_and(|status| status.eq_ignore_ascii_case("ok")),
     }
 }
 
@@ -237,9 +204,7 @@ mod tests {
 
     #[test]
     fn health_bodies() {
-        let check = |body: &str, expected: bool| {
-            assert_eq!(body_says_healthy(body.as_bytes()), expected, "{body}")
-        };
+        let check = |body: &str, expected: bool| assert_eq!(body_says_healthy(body.as_bytes()), expected, "{body}");
         check("OK", true);
         check("", true);
         check(r#"{"healthy":true}"#, true);
@@ -254,23 +219,13 @@ mod tests {
     #[test]
     fn localhost_is_tried_on_both_loopbacks() {
         let targets = |url: &str| {
-            connect_targets(&parse_url(url).unwrap(), url)
-                .unwrap()
-                .iter()
-                .map(Uri::to_string)
-                .collect::<Vec<_>>()
+            connect_targets(&parse_url(url).unwrap(), url).unwrap().iter().map(Uri::to_string).collect::<Vec<_>>()
         };
         assert_eq!(
             targets("http://LocalHost:8080/health?x=1"),
-            [
-                "http://127.0.0.1:8080/health?x=1",
-                "http://[::1]:8080/health?x=1"
-            ]
+            ["http://127.0.0.1:8080/health?x=1", "http://[::1]:8080/health?x=1"]
         );
-        assert_eq!(
-            targets("http://localhost"),
-            ["http://127.0.0.1:80/", "http://[::1]:80/"]
-        );
+        assert_eq!(targets("http://localhost"), ["http://127.0.0.1:80/", "http://[::1]:80/"]);
         assert_eq!(targets("http://127.0.0.1:1/a"), ["http://127.0.0.1:1/a"]);
     }
 
@@ -278,16 +233,8 @@ mod tests {
     fn urls() {
         assert!(parse_url("http://127.0.0.1:1/alive").is_ok());
         assert!(parse_url("http://localhost:1").is_ok());
-        for bad in [
-            "/alive",
-            "https://example.invalid/",
-            "localhost:80",
-            "not a url",
-        ] {
-            assert!(
-                matches!(parse_url(bad), Err(Error::InvalidUrl { .. })),
-                "{bad}"
-            );
+        for bad in ["/alive", "https://example.invalid/", "localhost:80", "not a url"] {
+            assert!(matches!(parse_url(bad), Err(Error::InvalidUrl { .. })), "{bad}");
         }
     }
 }

@@ -2,9 +2,7 @@
 
 use std::future::Future;
 
-use pm_core::{
-    Error, MonitorStatus, ProcessConfig, ProcessState, ProcessStatus, Settings, SettingsUpdate,
-};
+use pm_core::{Error, MonitorStatus, ProcessConfig, ProcessState, ProcessStatus, Settings, SettingsUpdate};
 
 /// Everything the remote API can ask of a running monitor.
 ///
@@ -27,17 +25,9 @@ pub trait ControlPlane: Send + Sync + 'static {
     /// Stops then starts a process.
     fn restart(&self, id: &str) -> impl Future<Output = Result<ProcessState, Error>> + Send;
     /// Enables or disables a process (disabling stops it).
-    fn set_enabled(
-        &self,
-        id: &str,
-        enabled: bool,
-    ) -> impl Future<Output = Result<(), Error>> + Send;
+    fn set_enabled(&self, id: &str, enabled: bool) -> impl Future<Output = Result<(), Error>> + Send;
     /// Changes whether a process starts with the monitor.
-    fn set_autostart(
-        &self,
-        id: &str,
-        autostart: bool,
-    ) -> impl Future<Output = Result<(), Error>> + Send;
+    fn set_autostart(&self, id: &str, autostart: bool) -> impl Future<Output = Result<(), Error>> + Send;
     /// The monitor's status, from memory (never waits on the registry).
     fn monitor_status(&self) -> MonitorStatus;
     /// Starts a replacement monitor process and exits this one; returns once the restart is under way.
@@ -45,10 +35,7 @@ pub trait ControlPlane: Send + Sync + 'static {
     /// The current settings, from memory.
     fn settings(&self) -> Settings;
     /// Applies and stores a settings change; answers the settings afterwards.
-    fn update_settings(
-        &self,
-        update: SettingsUpdate,
-    ) -> impl Future<Output = Result<Settings, Error>> + Send;
+    fn update_settings(&self, update: SettingsUpdate) -> impl Future<Output = Result<Settings, Error>> + Send;
     /// Whether a process is registered remotely (`None` when unknown), from memory.
     fn is_remote(&self, id: &str) -> Option<bool>;
 }

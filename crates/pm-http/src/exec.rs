@@ -47,8 +47,7 @@ pub(crate) fn resolve_executable(
 }
 
 fn is_executable_file(path: &Path) -> bool {
-    std::fs::metadata(path)
-        .is_ok_and(|meta| meta.is_file() && meta.permissions().mode() & 0o111 != 0)
+    std::fs::metadata(path).is_ok_and(|meta| meta.is_file() && meta.permissions().mode() & 0o111 != 0)
 }
 
 /// Whether an untrusted registration may run `command`; `Some(canonical path)` when it may.
@@ -107,12 +106,7 @@ mod tests {
         }
     }
 
-    fn check(
-        command: &str,
-        working_directory: Option<&str>,
-        path_var: Option<&str>,
-        expected: Option<&Path>,
-    ) {
+    fn check(command: &str, working_directory: Option<&str>, path_var: Option<&str>, expected: Option<&Path>) {
         let got = resolve_executable(command, working_directory, path_var.map(OsStr::new));
         assert_eq!(got.as_deref(), expected, "command {command:?}");
     }
@@ -151,31 +145,10 @@ mod tests {
 
         let allowed = permitted_executable("tool", None, Some(OsStr::new(root)), &whitelist, &[]);
         assert_eq!(allowed.as_deref(), tool.to_str());
-        assert_eq!(
-            permitted_executable(&format!("{root}/shell"), None, None, &whitelist, &[]),
-            None
-        );
-        assert_eq!(
-            permitted_executable(&format!("{root}/../../bin/sh"), None, None, &whitelist, &[]),
-            None
-        );
-        assert_eq!(
-            permitted_executable(tool.to_str().unwrap(), None, None, &[], &[]),
-            None
-        );
-        assert_eq!(
-            permitted_executable(tool.to_str().unwrap(), None, None, &whitelist, &whitelist),
-            None
-        );
-        assert_eq!(
-            permitted_executable(
-                tool.to_str().unwrap(),
-                None,
-                None,
-                &["relative/*".to_owned()],
-                &[]
-            ),
-            None
-        );
+        assert_eq!(permitted_executable(&format!("{root}/shell"), None, None, &whitelist, &[]), None);
+        assert_eq!(permitted_executable(&format!("{root}/../../bin/sh"), None, None, &whitelist, &[]), None);
+        assert_eq!(permitted_executable(tool.to_str().unwrap(), None, None, &[], &[]), None);
+        assert_eq!(permitted_executable(tool.to_str().unwrap(), None, None, &whitelist, &whitelist), None);
+        assert_eq!(permitted_executable(tool.to_str().unwrap(), None, None, &["relative/*".to_owned()], &[]), None);
     }
 }

@@ -10,9 +10,7 @@ use pm_core::Timestamp;
 use serde_json::{json, Map, Value};
 
 use crate::error::Error;
-use crate::server::{
-    self, json_error, json_response, HttpRequest, HttpResponse, ServerConfig, ServerHandle,
-};
+use crate::server::{self, json_error, json_response, HttpRequest, HttpResponse, ServerConfig, ServerHandle};
 
 type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
 type HealthFn = dyn Fn() -> BoxFuture<bool> + Send + Sync;
@@ -127,11 +125,7 @@ impl AlivenessServerHelper {
 
     /// A helper that will listen on `addr` (`[::]:port` listens on every IPv4 and IPv6 interface).
     pub fn with_address(addr: SocketAddr, callback: AlivenessCallback) -> AlivenessServerHelper {
-        AlivenessServerHelper {
-            addr,
-            callback,
-            server: None,
-        }
+        AlivenessServerHelper { addr, callback, server: None }
     }
 
     /// Binds and starts serving; answers the bound address (with the real port when asked for port 0).
@@ -140,13 +134,8 @@ impl AlivenessServerHelper {
         if let Some(server) = &self.server {
             return Ok(server.local_addr());
         }
-        let listener = crate::bind(self.addr).map_err(|source| Error::Bind {
-            addr: self.addr,
-            source,
-        })?;
-        let handler = Arc::new(HelperHandler {
-            callback: self.callback.clone(),
-        });
+        let listener = crate::bind(self.addr).map_err(|source| Error::Bind { addr: self.addr, source })?;
+        let handler = Arc::new(HelperHandler { callback: self.callback.clone() });
         let server = server::spawn(listener, handler, ServerConfig::default())?;
         let addr = server.local_addr();
         tracing::info!(%addr, "aliveness helper listening");
@@ -183,18 +172,9 @@ impl server::Handler for HelperHandler {
         let timestamp = Timestamp::now().to_string();
         if path == "/health" {
             // Run on its own task so a panicking callback only costs this answer.
-            let healthy = tokio::spawn((self.callback.on_health_check)())
-                .await
-                .unwrap_or(false);
-            let status = if healthy {
-                StatusCode::OK
-            } else {
-                StatusCode::SERVICE_UNAVAILABLE
-            };
-            return json_response(
-                status,
-                &json!({ "healthy": healthy, "timestamp": timestamp }),
-            );
+            let healthy = tokio::spawn((self.callback.on_health_check)()).await.unwrap_or(false);
+            let status = if healthy { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+            return json_response(status, &json!({ "healthy": healthy, "timestamp": timestamp }));
         }
         match tokio::spawn((self.callback.on_status_request)()).await {
             Ok(mut map) => {

@@ -30,10 +30,7 @@ pub(crate) struct NameResolver {
 
 impl NameResolver {
     pub(crate) fn new() -> Arc<NameResolver> {
-        Arc::new(NameResolver {
-            cache: Mutex::new(HashMap::new()),
-            lookups: Arc::new(Semaphore::new(MAX_LOOKUPS)),
-        })
+        Arc::new(NameResolver { cache: Mutex::new(HashMap::new()), lookups: Arc::new(Semaphore::new(MAX_LOOKUPS)) })
     }
 
     /// The confirmed names of `ip` (already normalised); empty when there are none or the lookup was too slow.
@@ -66,19 +63,13 @@ impl NameResolver {
     }
 
     fn cached(&self, ip: IpAddr) -> Option<Vec<String>> {
-        let cache = self
-            .cache
-            .lock()
-            .unwrap_or_else(|poison| poison.into_inner());
+        let cache = self.cache.lock().unwrap_or_else(|poison| poison.into_inner());
         let (at, names) = cache.get(&ip)?;
         (at.elapsed() < CACHE_TTL).then(|| names.clone())
     }
 
     fn store(&self, ip: IpAddr, names: Vec<String>) {
-        let mut cache = self
-            .cache
-            .lock()
-            .unwrap_or_else(|poison| poison.into_inner());
+        let mut cache = self.cache.lock().unwrap_or_else(|poison| poison.into_inner());
         if cache.len() >= MAX_CACHED {
             cache.retain(|_, (at, _)| at.elapsed() < CACHE_TTL);
             if cache.len() >= MAX_CACHED {
@@ -113,19 +104,10 @@ fn reverse_lookup(ip: IpAddr) -> Option<String> {
     let len = match ip {
         IpAddr::V4(v4) => {
             // SAFETY: sockaddr_storage is large and aligned enough for any sockaddr type.
-            let sin = unsafe {
-                &mut *(&mut storage as *mut libc::sockaddr_storage).cast::<libc::sockaddr_in>()
-            };
+            let sin = unsafe { &mut *(&mut storage as *mut libc::sockaddr_storage).cast::<libc::sockaddr_in>() };
             sin.sin_family = libc::AF_INET as libc::sa_family_t;
-            sin.sin_addr = libc::in_addr {
-                s_addr: u32::from_ne_bytes(v4.octets()),
-            };
-            #[cfg(any(
-                target_os = "macos",
-                target_os = "ios",
-                target_os = "freebsd",
-                target_os = "openbsd"
-            ))]
+            sin.sin_addr = libc::in_addr { s_addr: u32::from_ne_bytes(v4.octets()) };
+            #[cfg(any(target_os = "macos", target_os = "ios", target_os = "freebsd", target_os = "openbsd"))]
             {
                 sin.sin_len = std::mem::size_of::<libc::sockaddr_in>() as u8;
             }
@@ -133,19 +115,10 @@ fn reverse_lookup(ip: IpAddr) -> Option<String> {
         }
         IpAddr::V6(v6) => {
             // SAFETY: as above.
-            let sin6 = unsafe {
-                &mut *(&mut storage as *mut libc::sockaddr_storage).cast::<libc::sockaddr_in6>()
-            };
+            let sin6 = unsafe { &mut *(&mut storage as *mut libc::sockaddr_storage).cast::<libc::sockaddr_in6>() };
             sin6.sin6_family = libc::AF_INET6 as libc::sa_family_t;
-            sin6.sin6_addr = libc::in6_addr {
-                s6_addr: v6.octets(),
-            };
-            #[cfg(any(
-                target_os = "macos",
-                target_os = "ios",
-                target_os = "freebsd",
-                target_os = "openbsd"
-            ))]
+            sin6.sin6_addr = libc::in6_addr { s6_addr: v6.octets() };
+            #[cfg(any(target_os = "macos", target_os = "ios", target_os = "freebsd", target_os = "openbsd"))]
             {
                 sin6.sin6_len = std::mem::size_of::<libc::sockaddr_in6>() as u8;
             }
@@ -184,11 +157,7 @@ mod tests {
         // 127.0.0.1 is named in /etc/hosts on any sane system, so this needs no network.
         let names = confirmed_names_blocking("127.0.0.1".parse().unwrap());
         assert_eq!(names.len(), 1, "{names:?}");
-        assert!(pm_core::host_is_trusted(
-            "127.0.0.1".parse().unwrap(),
-            &names,
-            &[names[0].clone()]
-        ));
+        assert!(pm_core::host_is_trusted("127.0.0.1".parse().unwrap(), &names, &[names[0].clone()]));
     }
 
     #[tokio::test]
@@ -196,9 +165,6 @@ mod tests {
         let resolver = NameResolver::new();
         let ip: IpAddr = "127.0.0.1".parse().unwrap();
         resolver.store(ip, vec!["cached.example".to_owned()]);
-        assert_eq!(
-            resolver.confirmed_names(ip).await,
-            vec!["cached.example".to_owned()]
-        );
+        assert_eq!(resolver.confirmed_names(ip).await, vec!["cached.example".to_owned()]);
     }
 }

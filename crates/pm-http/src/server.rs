@@ -138,8 +138,7 @@ fn set_v6_only(fd: std::os::fd::RawFd, on: bool) -> std::io::Result<()> {
 /// What a server does with one request. Never fails: every error is a response.
 pub(crate) trait Handler: Send + Sync + 'static {
     /// Answers `req`, which came from the TCP peer `peer`.
-    fn call(&self, req: HttpRequest, peer: SocketAddr)
-        -> impl Future<Output = HttpResponse> + Send;
+    fn call(&self, req: HttpRequest, peer: SocketAddr) -> impl Future<Output = HttpResponse> + Send;
 }
 
 /// Starts serving `listener` with `handler` on the current tokio runtime.
@@ -153,11 +152,7 @@ pub(crate) fn spawn<H: Handler>(
     let local_addr = listener.local_addr()?;
     let (stop_tx, stop_rx) = oneshot::channel();
     let task = tokio::spawn(accept_loop(listener, handler, config, stop_rx));
-    Ok(ServerHandle {
-        local_addr,
-        stop: Some(stop_tx),
-        task: Some(task),
-    })
+    Ok(ServerHandle { local_addr, stop: Some(stop_tx), task: Some(task) })
 }
 
 async fn accept_loop<H: Handler>(
@@ -171,10 +166,7 @@ async fn accept_loop<H: Handler>(
     let graceful = GracefulShutdown::new();
     let mut connections = JoinSet::new();
     let mut builder = http1::Builder::new();
-    builder
-        .timer(TokioTimer::new())
-        .header_read_timeout(config.header_read_timeout)
-        .keep_alive(true);
+    builder.timer(TokioTimer::new()).header_read_timeout(config.header_read_timeout).keep_alive(true);
 
     loop {
         tokio::select! {
@@ -219,15 +211,8 @@ async fn accept_loop<H: Handler>(
     }
 
     drop(listener);
-    if tokio::time::timeout(config.shutdown_grace, graceful.shutdown())
-        .await
-        .is_err()
-    {
-        tracing::debug!(
-            ?local_addr,
-            n_open = connections.len(),
-            "shutdown grace over; dropping open connections"
-        );
+    if tokio::time::timeout(config.shutdown_grace, graceful.shutdown()).await.is_err() {
+        tracing::debug!(?local_addr, n_open = connections.len(), "shutdown grace over; dropping open connections");
     }
     connections.shutdown().await;
 }
@@ -248,57 +233,30 @@ fn refuse(stream: TcpStream) {
     let _ = stream.shutdown(std::net::Shutdown::Write);
 }
 
-async fn dispatch<H: Handler>(
-    handler: &H,
-    req: Request<Incoming>,
-    peer: SocketAddr,
-    max_body: usize,
-) -> HttpResponse {
-    let declared = req
-        .headers()
-        .get(CONTENT_LENGTH)
-        .and_then(|value| value.to_str().ok()?.trim().parse::<u64>().ok());
+async fn dispatch<H: Handler>(handler: &H, req: Request<Incoming>, peer: SocketAddr, max_body: usize) -> HttpResponse {
+    let declared = req.headers().get(CONTENT_LENGTH).and_then(|value| value.to_str().ok()?.trim().parse::<u64>().ok());
     if declared.is_some_and(|len| len > max_body as u64) {
         return body_too_large();
     }
-    handler
-        .call(req.map(|body| Limited::new(body, max_body)), peer)
-        .await
+    handler.call(req.map(|body| Limited::new(body, max_body)), peer).await
 }
 
 /// The 413 answer; it also closes the connection, since the rest of the body is not read.
 pub(crate) fn body_too_large() -> HttpResponse {
     let mut res = json_error(StatusCode::PAYLOAD_TOO_LARGE, "Request body too large");
-    res.headers_mut()
-        .insert(CONNECTION, HeaderValue::from_static("close"));
+    res.headers_mut().insert(CONNECTION, HeaderValue::from_static("close"));
     res
 }
 
 /// Reads a whole request body within `timeout`; the error is the response to send instead (413, 408 or 400).
-pub(crate) async fn read_body(
-    body: Limited<Incoming>,
-    timeout: Duration,
-) -> Result<Bytes, HttpResponse> {
+pub(crate) async fn read_body(body: Limited<Incoming>, timeout: Duration) -> Result<Bytes, HttpResponse> {
     match tokio::time::timeout(timeout, body.collect()).await {
         Ok(Ok(collected)) => Ok(collected.to_bytes()),
-        Ok(Err(err))
-            if err
-                .downcast_ref::<http_body_util::LengthLimitError>()
-                .is_some() =>
-        {
-            Err(body_too_large())
-        }
-        Ok(Err(err)) => Err(json_error(
-            StatusCode::BAD_REQUEST,
-            &format!("Cannot read request body: {err}"),
-        )),
+        Ok(Err(err)) if err.downcast_ref::<http_body_util::LengthLimitError>().is_some() => Err(body_too_large()),
+        Ok(Err(err)) => Err(json_error(StatusCode::BAD_REQUEST, &format!("Cannot read request body: {err}"))),
         Err(_) => {
-            let mut res = json_error(
-                StatusCode::REQUEST_TIMEOUT,
-                "Request body not received in time",
-            );
-            res.headers_mut()
-                .insert(CONNECTION, HeaderValue::from_static("close"));
+            let mut res = json_error(StatusCode::REQUEST_TIMEOUT, "Request body not received in time");
+            res.headers_mut().insert(CONNECTION, HeaderValue::from_static("close"));
             Err(res)
         }
     }
@@ -309,8 +267,7 @@ pub(crate) fn json_response(status: StatusCode, value: &serde_json::Value) -> Ht
     let body = serde_json::to_vec(value).unwrap_or_else(|_| b"{}".to_vec());
     let mut res = Response::new(Full::new(Bytes::from(body)));
     *res.status_mut() = status;
-    res.headers_mut()
-        .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    res.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
     res
 }
 
@@ -332,10 +289,7 @@ pub(crate) fn method_not_allowed(allow: &str) -> HttpResponse {
 pub(crate) fn text_response(status: StatusCode, text: &'static str) -> HttpResponse {
     let mut res = Response::new(Full::new(Bytes::from_static(text.as_bytes())));
     *res.status_mut() = status;
-    res.headers_mut().insert(
-        CONTENT_TYPE,
-        HeaderValue::from_static("text/plain; charset=utf-8"),
-    );
+    res.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
     res
 }
 
@@ -376,10 +330,7 @@ mod tests {
         let port = listener.local_addr().unwrap().port();
         let client = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
         let (_stream, peer) = listener.accept().unwrap();
-        assert_eq!(
-            pm_core::normalize_ip(peer.ip()),
-            client.local_addr().unwrap().ip()
-        );
+        assert_eq!(pm_core::normalize_ip(peer.ip()), client.local_addr().unwrap().ip());
     }
 
     #[test]

@@ -76,11 +76,7 @@ pub enum Error {
 
 impl Error {
     pub(crate) fn io(path: &Path, action: &str, source: io::Error) -> Error {
-        Error::Io {
-            path: path.to_owned(),
-            action: action.to_owned(),
-            source,
-        }
+        Error::Io { path: path.to_owned(), action: action.to_owned(), source }
     }
 
     pub(crate) fn corrupt(path: &Path, err: &serde_json::Error) -> Error {
@@ -90,12 +86,7 @@ impl Error {
             Some(at) => full[..at].to_owned(),
             None => full,
         };
-        Error::Corrupt {
-            path: path.to_owned(),
-            line: err.line(),
-            column: err.column(),
-            message,
-        }
+        Error::Corrupt { path: path.to_owned(), line: err.line(), column: err.column(), message }
     }
 }
 
@@ -115,45 +106,23 @@ mod tests {
 
     #[test]
     fn corrupt_message_names_file_line_and_column() {
-        let parse_err =
-            serde_json::from_str::<serde_json::Value>("{\n  \"a\": nope\n}").unwrap_err();
+        let parse_err = serde_json::from_str::<serde_json::Value>("{\n  \"a\": nope\n}").unwrap_err();
         let err = Error::corrupt(Path::new("/x/processes_default.json"), &parse_err);
         let text = err.to_string();
-        assert!(
-            text.starts_with(
-                "/x/processes_default.json: registry file is corrupt at line 2, column"
-            ),
-            "{text}"
-        );
+        assert!(text.starts_with("/x/processes_default.json: registry file is corrupt at line 2, column"), "{text}");
         assert_eq!(text.matches("line").count(), 1, "{text}");
-        let Error::Corrupt { line, column, .. } = err else {
-            panic!("not Corrupt: {err:?}")
-        };
+        let Error::Corrupt { line, column, .. } = err else { panic!("not Corrupt: {err:?}") };
         assert_eq!((line, column), (2, 9));
     }
 
     #[test]
     fn lock_timeout_becomes_busy_and_the_rest_storage() {
-        let timeout = Error::LockTimeout {
-            path: "/x/a.json.lock".into(),
-            waited: Duration::from_millis(250),
-        };
+        let timeout = Error::LockTimeout { path: "/x/a.json.lock".into(), waited: Duration::from_millis(250) };
         let core: pm_core::Error = timeout.into();
-        let pm_core::Error::Busy(message) = core else {
-            panic!("not Busy: {core:?}")
-        };
-        assert!(
-            message.contains("/x/a.json.lock") && message.contains("250 ms"),
-            "{message}"
-        );
+        let pm_core::Error::Busy(message) = core else { panic!("not Busy: {core:?}") };
+        assert!(message.contains("/x/a.json.lock") && message.contains("250 ms"), "{message}");
 
-        let missing: pm_core::Error = Error::Missing {
-            path: "/x/a.json".into(),
-        }
-        .into();
-        assert_eq!(
-            missing,
-            pm_core::Error::Storage("/x/a.json: registry file is missing".to_owned())
-        );
+        let missing: pm_core::Error = Error::Missing { path: "/x/a.json".into() }.into();
+        assert_eq!(missing, pm_core::Error::Storage("/x/a.json: registry file is missing".to_owned()));
     }
 }

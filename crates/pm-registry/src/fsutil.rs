@@ -21,11 +21,7 @@ const MAX_LOCK_POLL: Duration = Duration::from_millis(10);
 /// A name part unique within this machine for the life of this process: `{pid}-{counter}`.
 pub(crate) fn unique_suffix() -> String {
     static COUNTER: AtomicU64 = AtomicU64::new(0);
-    format!(
-        "{}-{}",
-        std::process::id(),
-        COUNTER.fetch_add(1, Ordering::Relaxed)
-    )
+    format!("{}-{}", std::process::id(), COUNTER.fetch_add(1, Ordering::Relaxed))
 }
 
 /// `path` with `suffix` appended to its file name (`a.json` + `.bak` = `a.json.bak`).
@@ -47,10 +43,7 @@ fn dir_builder() -> fs::DirBuilder {
 
 /// Creates `dir` and its missing parents with mode 0700 (existing folders keep their mode).
 pub(crate) fn create_dir_all_private(dir: &Path) -> Result<(), Error> {
-    dir_builder()
-        .recursive(true)
-        .create(dir)
-        .map_err(|err| Error::io(dir, "create folder", err))
+    dir_builder().recursive(true).create(dir).map_err(|err| Error::io(dir, "create folder", err))
 }
 
 /// Creates the single folder `dir` with mode 0700; fails with `AlreadyExists` if it is there.
@@ -67,18 +60,14 @@ pub(crate) fn create_private_file(path: &Path) -> Result<File, Error> {
         use std::os::unix::fs::OpenOptionsExt;
         options.mode(FILE_MODE);
     }
-    options
-        .open(path)
-        .map_err(|err| Error::io(path, "create", err))
+    options.open(path).map_err(|err| Error::io(path, "create", err))
 }
 
 /// Writes `bytes` to a new private file at `path` and flushes it to the disk.
 pub(crate) fn write_synced(path: &Path, bytes: &[u8]) -> Result<(), Error> {
     let mut file = create_private_file(path)?;
-    file.write_all(bytes)
-        .map_err(|err| Error::io(path, "write", err))?;
-    file.sync_all()
-        .map_err(|err| Error::io(path, "flush to disk", err))
+    file.write_all(bytes).map_err(|err| Error::io(path, "write", err))?;
+    file.sync_all().map_err(|err| Error::io(path, "flush to disk", err))
 }
 
 /// Flushes the entries of `dir` (a rename or link in it) to the disk.
@@ -86,9 +75,7 @@ pub(crate) fn sync_dir(dir: &Path) -> Result<(), Error> {
     #[cfg(unix)]
     {
         let handle = File::open(dir).map_err(|err| Error::io(dir, "open folder", err))?;
-        handle
-            .sync_all()
-            .map_err(|err| Error::io(dir, "flush folder to disk", err))?;
+        handle.sync_all().map_err(|err| Error::io(dir, "flush folder to disk", err))?;
     }
     #[cfg(not(unix))]
     let _ = dir;
@@ -145,9 +132,7 @@ pub(crate) fn lock_exclusive(path: &Path, timeout: Duration) -> Result<Flock, Er
         use std::os::unix::fs::OpenOptionsExt;
         options.mode(FILE_MODE);
     }
-    let file = options
-        .open(path)
-        .map_err(|err| Error::io(path, "open lock file", err))?;
+    let file = options.open(path).map_err(|err| Error::io(path, "open lock file", err))?;
     let started = Instant::now();
     let mut pause = Duration::from_millis(1);
     loop {
@@ -158,16 +143,11 @@ pub(crate) fn lock_exclusive(path: &Path, timeout: Duration) -> Result<Flock, Er
         }
         let waited = started.elapsed();
         if waited >= timeout {
-            return Err(Error::LockTimeout {
-                path: path.to_owned(),
-                waited,
-            });
+            return Err(Error::LockTimeout { path: path.to_owned(), waited });
         }
         // A little jitter keeps contenders that started together from polling in lockstep.
-        let jitter_us = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map(|at| u64::from(at.subsec_micros()) % 1000)
-            .unwrap_or(0);
+        let jitter_us =
+            SystemTime::now().duration_since(UNIX_EPOCH).map(|at| u64::from(at.subsec_micros()) % 1000).unwrap_or(0);
         let sleep = (pause + Duration::from_micros(jitter_us)).min(timeout - waited);
         std::thread::sleep(sleep);
         pause = (pause * 2).min(MAX_LOCK_POLL);
@@ -181,10 +161,7 @@ mod tests {
     #[test]
     fn suffixes_append_to_the_file_name() {
         let path = Path::new("/x/processes_default.json");
-        assert_eq!(
-            with_suffix(path, ".bak"),
-            Path::new("/x/processes_default.json.bak")
-        );
+        assert_eq!(with_suffix(path, ".bak"), Path::new("/x/processes_default.json.bak"));
         assert_eq!(parent_of(path), Path::new("/x"));
         assert_eq!(parent_of(Path::new("a.json")), Path::new("."));
     }

@@ -45,9 +45,7 @@ impl LockInfo {
     }
 
     fn belongs_to(&self, other: &LockInfo) -> bool {
-        self.pid == other.pid
-            && self.start_time == other.start_time
-            && self.timestamp == other.timestamp
+        self.pid == other.pid && self.start_time == other.start_time && self.timestamp == other.timestamp
     }
 }
 
@@ -116,25 +114,14 @@ impl InstanceLock {
         let (own_pid, own_start_time) = pid::current();
         let started = Instant::now();
         loop {
-            let info = LockInfo {
-                pid: own_pid,
-                timestamp: Timestamp::now(),
-                start_time: own_start_time,
-                extra: Map::new(),
-            };
+            let info =
+                LockInfo { pid: own_pid, timestamp: Timestamp::now(), start_time: own_start_time, extra: Map::new() };
             if create_lock_file(&path, &info)? {
                 thread::sleep(VERIFY_DELAY);
                 match read_lock_file(&path)? {
-                    LockFile::Holder(on_disk)
-                        if on_disk.pid == own_pid && on_disk.start_time == own_start_time =>
-                    {
+                    LockFile::Holder(on_disk) if on_disk.pid == own_pid && on_disk.start_time == own_start_time => {
                         tracing::debug!(lock = %path.display(), "instance lock taken");
-                        return Ok(InstanceLock {
-                            path,
-                            sidecar,
-                            info: on_disk,
-                            released: false,
-                        });
+                        return Ok(InstanceLock { path, sidecar, info: on_disk, released: false });
                     }
                     other => {
                         tracing::warn!(lock = %path.display(), "instance lock changed right after it was taken ({}); retrying", other.describe());
@@ -157,11 +144,7 @@ impl InstanceLock {
             if let Some(holder) = holder {
                 let waited = started.elapsed();
                 if waited >= timeout {
-                    return Err(Error::InstanceLocked {
-                        path,
-                        pid: holder.pid,
-                        since: holder.timestamp,
-                    });
+                    return Err(Error::InstanceLocked { path, pid: holder.pid, since: holder.timestamp });
                 }
                 thread::sleep(POLL.min(timeout - waited));
             }
@@ -217,10 +200,8 @@ impl Drop for InstanceLock {
 
 /// Creates the lock file holding `info` if there is none: `true` if created, `false` if one exists.
 fn create_lock_file(path: &Path, info: &LockInfo) -> Result<bool, Error> {
-    let mut bytes = serde_json::to_vec_pretty(info).map_err(|err| Error::Serialize {
-        path: path.to_owned(),
-        message: err.to_string(),
-    })?;
+    let mut bytes = serde_json::to_vec_pretty(info)
+        .map_err(|err| Error::Serialize { path: path.to_owned(), message: err.to_string() })?;
     bytes.push(b'\n');
     let tmp = with_suffix(path, &format!(".tmp-{}", fsutil::unique_suffix()));
     if let Err(err) = fsutil::write_synced(&tmp, &bytes) {
@@ -251,27 +232,17 @@ mod tests {
         assert_eq!(info.start_time, None);
         assert_eq!(info.extra.get("host"), Some(&Value::from("a")));
         let written = serde_json::to_value(&info).unwrap();
-        assert_eq!(
-            written,
-            serde_json::json!({"pid": 12345, "timestamp": "2026-01-24T10:30:00.000Z", "host": "a"})
-        );
+        assert_eq!(written, serde_json::json!({"pid": 12345, "timestamp": "2026-01-24T10:30:00.000Z", "host": "a"}));
 
-        let with_start: LockInfo = serde_json::from_str(
-            r#"{"pid": 7, "timestamp": "2026-01-24T10:30:00.000Z", "startTime": 99}"#,
-        )
-        .unwrap();
+        let with_start: LockInfo =
+            serde_json::from_str(r#"{"pid": 7, "timestamp": "2026-01-24T10:30:00.000Z", "startTime": 99}"#).unwrap();
         assert_eq!(with_start.start_time, Some(99));
         assert_eq!(serde_json::to_value(&with_start).unwrap()["startTime"], 99);
     }
 
     #[test]
     fn records_without_pid_or_timestamp_are_garbage() {
-        for text in [
-            r#"{"pid": 1}"#,
-            r#"{"timestamp": "2026-01-24T10:30:00.000Z"}"#,
-            "[]",
-            "12",
-        ] {
+        for text in [r#"{"pid": 1}"#, r#"{"timestamp": "2026-01-24T10:30:00.000Z"}"#, "[]", "12"] {
             assert!(serde_json::from_str::<LockInfo>(text).is_err(), "{text}");
         }
     }

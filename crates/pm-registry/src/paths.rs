@@ -26,14 +26,11 @@ impl Paths {
         let root = if root.is_absolute() {
             root.to_owned()
         } else {
-            let cwd = std::env::current_dir()
-                .map_err(|err| Error::io(root, "resolve against the current folder", err))?;
+            let cwd =
+                std::env::current_dir().map_err(|err| Error::io(root, "resolve against the current folder", err))?;
             cwd.join(root)
         };
-        Ok(Paths {
-            root,
-            instance_id: instance_id.to_owned(),
-        })
+        Ok(Paths { root, instance_id: instance_id.to_owned() })
     }
 
     /// The files of `instance_id` under `directory`, or under `home_dir()/.tom/process_monitor` without one.
@@ -66,20 +63,17 @@ impl Paths {
 
     /// `processes_{id}.json`: the registry.
     pub fn registry_file(&self) -> PathBuf {
-        self.root
-            .join(format!("processes_{}.json", self.instance_id))
+        self.root.join(format!("processes_{}.json", self.instance_id))
     }
 
     /// `processes_{id}.lock`: the instance lock of the guide's lock protocol.
     pub fn lock_file(&self) -> PathBuf {
-        self.root
-            .join(format!("processes_{}.lock", self.instance_id))
+        self.root.join(format!("processes_{}.lock", self.instance_id))
     }
 
     /// `processes_{id}.json.lock`: the flock sidecar of registry transactions (never renamed or deleted).
     pub fn transaction_lock_file(&self) -> PathBuf {
-        self.root
-            .join(format!("processes_{}.json.lock", self.instance_id))
+        self.root.join(format!("processes_{}.json.lock", self.instance_id))
     }
 
     /// `{id}_logs`: the log folder of this instance.
@@ -89,8 +83,7 @@ impl Paths {
 
     /// `{id}_logs/{YYYYMMDD_HHMMSS}_{id}.log`: the monitor's own log of a run started `at`.
     pub fn monitor_log_file(&self, at: Timestamp) -> PathBuf {
-        self.logs_dir()
-            .join(format!("{}_{}.log", at.compact(), self.instance_id))
+        self.logs_dir().join(format!("{}_{}.log", at.compact(), self.instance_id))
     }
 
     /// `{id}_logs/{process_id}`: the folder of a managed process's run folders.
@@ -101,23 +94,14 @@ impl Paths {
     /// Creates a fresh run folder `{id}_logs/{process_id}/{YYYYMMDD_HHMMSS}` (with `_2`, `_3`, ... appended when
     /// that name is taken) with mode 0700, then deletes the oldest run folders so that at most `keep` remain
     /// (never the new one). Only folders named like run folders are counted or deleted.
-    pub fn create_run_dir(
-        &self,
-        process_id: &str,
-        at: Timestamp,
-        keep: usize,
-    ) -> Result<PathBuf, Error> {
+    pub fn create_run_dir(&self, process_id: &str, at: Timestamp, keep: usize) -> Result<PathBuf, Error> {
         pm_core::validate_process_id(process_id).map_err(into_invalid_id)?;
         let parent = self.process_logs_dir(process_id);
         fsutil::create_dir_all_private(&parent)?;
         let base = at.compact();
         let mut attempt = 1u64;
         let created = loop {
-            let name = if attempt == 1 {
-                base.clone()
-            } else {
-                format!("{base}_{attempt}")
-            };
+            let name = if attempt == 1 { base.clone() } else { format!("{base}_{attempt}") };
             let candidate = parent.join(&name);
             match fsutil::create_dir_private(&candidate) {
                 Ok(()) => break candidate,
@@ -133,10 +117,7 @@ impl Paths {
 fn into_invalid_id(err: pm_core::Error) -> Error {
     match err {
         pm_core::Error::InvalidId { id, reason } => Error::InvalidId { id, reason },
-        other => Error::InvalidId {
-            id: String::new(),
-            reason: other.to_string(),
-        },
+        other => Error::InvalidId { id: String::new(), reason: other.to_string() },
     }
 }
 
@@ -190,11 +171,7 @@ fn prune_run_dirs(parent: &Path, created: &Path, keep: usize) -> Result<(), Erro
     }
     runs.sort();
     let excess = runs.len().saturating_sub(keep.max(1));
-    for (_, path) in runs
-        .into_iter()
-        .filter(|(_, path)| path != created)
-        .take(excess)
-    {
+    for (_, path) in runs.into_iter().filter(|(_, path)| path != created).take(excess) {
         if let Err(err) = fs::remove_dir_all(&path) {
             if err.kind() != io::ErrorKind::NotFound {
                 return Err(Error::io(&path, "remove old run folder", err));
@@ -210,11 +187,7 @@ mod tests {
 
     fn check_home(home: Option<&str>, user_profile: Option<&str>, expected: &str) {
         let got = home_dir_from(home.map(OsString::from), user_profile.map(OsString::from));
-        assert_eq!(
-            got,
-            PathBuf::from(expected),
-            "HOME={home:?} USERPROFILE={user_profile:?}"
-        );
+        assert_eq!(got, PathBuf::from(expected), "HOME={home:?} USERPROFILE={user_profile:?}");
     }
 
     #[test]
@@ -229,23 +202,14 @@ mod tests {
 
     #[test]
     fn default_root_is_under_dot_tom() {
-        assert_eq!(
-            default_root(Path::new("/home/a")),
-            Path::new("/home/a/.tom/process_monitor")
-        );
+        assert_eq!(default_root(Path::new("/home/a")), Path::new("/home/a/.tom/process_monitor"));
     }
 
     #[test]
     fn run_dir_names_are_recognised_and_ordered() {
         assert_eq!(run_dir_key("20260124_103000"), Some(("20260124_103000", 1)));
-        assert_eq!(
-            run_dir_key("20260124_103000_2"),
-            Some(("20260124_103000", 2))
-        );
-        assert_eq!(
-            run_dir_key("20260124_103000_10"),
-            Some(("20260124_103000", 10))
-        );
+        assert_eq!(run_dir_key("20260124_103000_2"), Some(("20260124_103000", 2)));
+        assert_eq!(run_dir_key("20260124_103000_10"), Some(("20260124_103000", 10)));
         for other in [
             "notes",
             "20260124_103000_",
@@ -257,21 +221,8 @@ mod tests {
         ] {
             assert_eq!(run_dir_key(other), None, "{other}");
         }
-        let mut names = [
-            "20260124_103000_10",
-            "20260124_103001",
-            "20260124_103000_2",
-            "20260124_103000",
-        ];
+        let mut names = ["20260124_103000_10", "20260124_103001", "20260124_103000_2", "20260124_103000"];
         names.sort_by_key(|name| run_dir_key(name));
-        assert_eq!(
-            names,
-            [
-                "20260124_103000",
-                "20260124_103000_2",
-                "20260124_103000_10",
-                "20260124_103001"
-            ]
-        );
+        assert_eq!(names, ["20260124_103000", "20260124_103000_2", "20260124_103000_10", "20260124_103001"]);
     }
 }

@@ -126,10 +126,7 @@ mod tests {
 
     #[test]
     fn plain_comm() {
-        check(
-            &format!("4321 (sleep) S {TAIL} 18446744073709551615 1 1 0"),
-            Some(('S', 987654)),
-        );
+        check(&format!("4321 (sleep) S {TAIL} 18446744073709551615 1 1 0"), Some(('S', 987654)));
     }
 
     #[test]
@@ -143,10 +140,7 @@ mod tests {
         check("4321 (sleep) S 1 2 3", None);
         check("no parenthesis at all", None);
         check("", None);
-        check(
-            &format!("4321 (sleep) S {}", TAIL.replace("987654", "x")),
-            None,
-        );
+        check(&format!("4321 (sleep) S {}", TAIL.replace("987654", "x")), None);
     }
 
     #[test]

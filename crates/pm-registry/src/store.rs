@@ -70,8 +70,7 @@ impl Store {
         }
         let _flock = self.lock(INIT_LOCK_TIMEOUT)?;
         let file = self.paths.registry_file();
-        let bad_bytes =
-            fsutil::read_optional(&file)?.ok_or_else(|| Error::Missing { path: file.clone() })?;
+        let bad_bytes = fsutil::read_optional(&file)?.ok_or_else(|| Error::Missing { path: file.clone() })?;
         let corrupt = match parse(&file, &bad_bytes) {
             // Someone else recovered it while we waited for the lock.
             Ok(registry) => return Ok((registry, None)),
@@ -148,13 +147,8 @@ impl Store {
         #[cfg(unix)]
         {
             use std::os::unix::fs::MetadataExt;
-            let modified_ns =
-                i128::from(meta.mtime()) * 1_000_000_000 + i128::from(meta.mtime_nsec());
-            Some(FileStamp {
-                modified_ns,
-                len: meta.len(),
-                inode: meta.ino(),
-            })
+            let modified_ns = i128::from(meta.mtime()) * 1_000_000_000 + i128::from(meta.mtime_nsec());
+            Some(FileStamp { modified_ns, len: meta.len(), inode: meta.ino() })
         }
         #[cfg(not(unix))]
         {
@@ -163,11 +157,7 @@ impl Store {
                 .ok()
                 .and_then(|at| at.duration_since(std::time::UNIX_EPOCH).ok())
                 .map_or(0, |since| since.as_nanos() as i128);
-            Some(FileStamp {
-                modified_ns,
-                len: meta.len(),
-                inode: 0,
-            })
+            Some(FileStamp { modified_ns, len: meta.len(), inode: 0 })
         }
     }
 
@@ -178,10 +168,7 @@ impl Store {
 
     /// `processes_{id}.json.tmp-{pid}`: where a save writes before it renames (only under the flock).
     fn temp_file(&self) -> PathBuf {
-        with_suffix(
-            &self.paths.registry_file(),
-            &format!(".tmp-{}", std::process::id()),
-        )
+        with_suffix(&self.paths.registry_file(), &format!(".tmp-{}", std::process::id()))
     }
 
     /// Creates the folders, sweeps temporary files of dead writers, and writes the default registry if there
@@ -215,10 +202,8 @@ impl Store {
     /// (parsed a moment ago) becomes the backup first.
     fn save_locked(&self, registry: &Registry, previous_exists: bool) -> Result<(), Error> {
         let file = self.paths.registry_file();
-        let mut bytes = serde_json::to_vec_pretty(registry).map_err(|err| Error::Serialize {
-            path: file.clone(),
-            message: err.to_string(),
-        })?;
+        let mut bytes = serde_json::to_vec_pretty(registry)
+            .map_err(|err| Error::Serialize { path: file.clone(), message: err.to_string() })?;
         bytes.push(b'\n');
         let tmp = self.temp_file();
         if let Err(err) = fsutil::write_synced(&tmp, &bytes) {
@@ -238,11 +223,7 @@ impl Store {
         let file = self.paths.registry_file();
         if let Err(err) = fs::rename(tmp, &file) {
             let _ = fs::remove_file(tmp);
-            return Err(Error::io(
-                tmp,
-                &format!("rename to {}", file.display()),
-                err,
-            ));
+            return Err(Error::io(tmp, &format!("rename to {}", file.display()), err));
         }
         fsutil::sync_dir(self.paths.root())
     }
@@ -253,8 +234,7 @@ impl Store {
         let backup = self.backup_file();
         let staged = with_suffix(&backup, &format!(".tmp-{}", std::process::id()));
         fsutil::remove_if_exists(&staged)?;
-        fs::hard_link(file, &staged)
-            .map_err(|err| Error::io(&staged, "link the previous registry", err))?;
+        fs::hard_link(file, &staged).map_err(|err| Error::io(&staged, "link the previous registry", err))?;
         fs::rename(&staged, &backup).map_err(|err| {
             let _ = fs::remove_file(&staged);
             Error::io(&staged, &format!("rename to {}", backup.display()), err)
@@ -265,11 +245,7 @@ impl Store {
     fn set_aside(&self, file: &Path) -> Result<PathBuf, Error> {
         let base = with_suffix(file, &format!(".corrupt-{}", Timestamp::now().compact()));
         for attempt in 1u32.. {
-            let aside = if attempt == 1 {
-                base.clone()
-            } else {
-                with_suffix(&base, &format!("_{attempt}"))
-            };
+            let aside = if attempt == 1 { base.clone() } else { with_suffix(&base, &format!("_{attempt}")) };
             match fs::hard_link(file, &aside) {
                 Ok(()) => return Ok(aside),
                 Err(err) if err.kind() == io::ErrorKind::AlreadyExists => {}
@@ -294,10 +270,7 @@ impl Store {
         for entry in entries.flatten() {
             let name = entry.file_name();
             let Some(name) = name.to_str() else { continue };
-            let Some(tail) = prefixes
-                .iter()
-                .find_map(|prefix| name.strip_prefix(prefix.as_str()))
-            else {
+            let Some(tail) = prefixes.iter().find_map(|prefix| name.strip_prefix(prefix.as_str())) else {
                 continue;
             };
             if let Some(writer) = temp_file_writer(tail) {
@@ -337,17 +310,8 @@ mod tests {
 
     #[test]
     fn parse_reports_line_and_column() {
-        let err = parse(
-            Path::new("/x/processes_default.json"),
-            b"{\n  \"instanceId\": 3\n}",
-        )
-        .unwrap_err();
-        let Error::Corrupt {
-            path, line, column, ..
-        } = &err
-        else {
-            panic!("not Corrupt: {err:?}")
-        };
+        let err = parse(Path::new("/x/processes_default.json"), b"{\n  \"instanceId\": 3\n}").unwrap_err();
+        let Error::Corrupt { path, line, column, .. } = &err else { panic!("not Corrupt: {err:?}") };
         assert_eq!(path, Path::new("/x/processes_default.json"));
         assert_eq!((*line, *column), (2, 17));
     }
@@ -364,16 +328,6 @@ mod tests {
     #[test]
     fn parse_refuses_an_empty_file() {
         let err = parse(Path::new("/x/r.json"), b"").unwrap_err();
-        assert!(
-            matches!(
-                err,
-                Error::Corrupt {
-                    line: 1,
-                    column: 0,
-                    ..
-                }
-            ),
-            "{err:?}"
-        );
+        assert!(matches!(err, Error::Corrupt { line: 1, column: 0, .. }), "{err:?}");
     }
 }

@@ -6,9 +6,7 @@ use std::os::unix::process::ExitStatusExt;
 use std::sync::Arc;
 use std::time::Duration;
 
-use pm_core::{
-    next_restart, Error, FailAction, ProcessConfig, ProcessEntry, ProcessState, RestartDecision, Timestamp,
-};
+use pm_core::{next_restart, Error, FailAction, ProcessConfig, ProcessEntry, ProcessState, RestartDecision, Timestamp};
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
@@ -41,9 +39,15 @@ pub(crate) enum Cmd {
     /// A configuration read from the registry (a local client's edit); not stored back.
     UpdateConfig(Box<ProcessConfig>),
     /// Take over a running process (used for a partner monitor that came up on its own).
-    Adopt { pid: u32, start_time: Option<u64> },
+    Adopt {
+        pid: u32,
+        start_time: Option<u64>,
+    },
     /// End the actor: stop the child first, or leave it running for a successor monitor.
-    Shutdown { leave_running: bool, done: oneshot::Sender<ProcessEntry> },
+    Shutdown {
+        leave_running: bool,
+        done: oneshot::Sender<ProcessEntry>,
+    },
 }
 
 /// How the actor begins.
@@ -111,8 +115,7 @@ impl Actor {
         shared: Arc<Shared>,
         rx: mpsc::Receiver<Cmd>,
     ) -> (Actor, watch::Receiver<Snapshot>) {
-        let (publish, snapshot) =
-            watch::channel(Snapshot { entry: entry.clone(), config_rev: 0, running_since: None });
+        let (publish, snapshot) = watch::channel(Snapshot { entry: entry.clone(), config_rev: 0, running_since: None });
         let actor = Actor {
             entry,
             config_rev: 0,
@@ -346,15 +349,26 @@ impl Actor {
     /// Ends the child's process group: SIGTERM to the group, up to the stop timeout for the leader and the rest
     /// of the group to exit, then SIGKILL to whatever is left. Returns how the leader ended.
     async fn terminate(&mut self) -> ExitInfo {
+        let grace = Duration::from_millis(self.entry.config.stop_timeout_ms());
+        self.terminate_within(grace).await
+    }
+
+    /// Like [`Actor::terminate`] with the given grace; zero sends SIGKILL at once.
+    async fn terminate_within(&mut self, grace: Duration) -> ExitInfo {
         self.cancel_check();
         self.reset_at = None;
         let Some(mut child) = self.child.take() else {
             return ExitInfo { code: None, signal: None };
         };
-        let grace = Duration::from_millis(self.entry.config.stop_timeout_ms());
         let deadline = Instant::now() + grace;
         let pgid = child.pid;
-        os::signal_group(pgid, libc::SIGTERM);
+        if grace.is_zero() {
+            os::signal_group(pgid, libc::SIGKILL);
+        } else {
+            os::signal_group(pgid, libc::SIGTERM);
+            // A stopped (SIGSTOP) process only acts on SIGTERM once continued.
+            os::signal_group(pgid, libc::SIGCONT);
+        }
         let info = match tokio::time::timeout_at(deadline, child.watch.wait()).await {
             Ok(info) => info,
             Err(_) => {
@@ -557,7 +571,11 @@ impl Actor {
                 }
                 let reason = format!("startup check failed {attempts} times ({})", check.url);
                 tracing::warn!(process = %self.entry.config.id, "{reason}; action {:?}", startup.fail_action);
-                let info = self.terminate().await;
+                let info = if self.entry.config.partner {
+                    self.terminate_within(Duration::ZERO).await
+                } else {
+                    self.terminate().await
+                };
                 self.record_exit(&info);
                 self.entry.last_error = Some(reason);
                 match startup.fail_action {
@@ -594,7 +612,13 @@ impl Actor {
                 }
                 let reason = format!("aliveness check failed {failures} times in a row ({})", check.url);
                 tracing::warn!(process = %self.entry.config.id, "{reason}; killing its process group");
-                let info = self.terminate().await;
+                // A hung partner monitor is killed outright: a graceful shutdown would stop the processes it
+                // manages, which its replacement adopts instead.
+                let info = if self.entry.config.partner {
+                    self.terminate_within(Duration::ZERO).await
+                } else {
+                    self.terminate().await
+                };
                 self.record_exit(&info);
                 self.entry.last_error = Some(reason);
                 self.entry.state = ProcessState::Crashed;
@@ -613,11 +637,8 @@ impl Actor {
     }
 
     fn publish(&mut self) {
-        let snapshot = Snapshot {
-            entry: self.entry.clone(),
-            config_rev: self.config_rev,
-            running_since: self.running_since,
-        };
+        let snapshot =
+            Snapshot { entry: self.entry.clone(), config_rev: self.config_rev, running_since: self.running_since };
         self.publish.send_replace(snapshot);
         self.shared.changed.notify_one();
     }

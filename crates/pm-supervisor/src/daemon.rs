@@ -96,11 +96,9 @@ impl Daemon {
         let lock_path = paths.lock_file();
         let crashed_before = {
             let paths = paths.clone();
-            tokio::task::spawn_blocking(move || {
-                lock_path.exists() && matches!(InstanceLock::holder(&paths), Ok(None))
-            })
-            .await
-            .unwrap_or(false)
+            tokio::task::spawn_blocking(move || lock_path.exists() && matches!(InstanceLock::holder(&paths), Ok(None)))
+                .await
+                .unwrap_or(false)
         };
         let lock = {
             let paths = paths.clone();
@@ -140,8 +138,7 @@ async fn run_locked(config: DaemonConfig, crashed_before: bool) -> Result<Exit, 
     let aliveness_port = config.aliveness_port;
     let needs_update = remote_port.is_some_and(|port| port != registry.remote_access.remote_port)
         || aliveness_port.is_some_and(|port| port != registry.aliveness_server.port)
-        || (standalone_override
-            && registry.processes.values().any(|entry| entry.config.partner));
+        || (standalone_override && registry.processes.values().any(|entry| entry.config.partner));
     let registry = if needs_update {
         let store = store.clone();
         tokio::task::spawn_blocking(move || {
@@ -332,9 +329,8 @@ fn respawn(command: &[OsString]) -> std::io::Result<u32> {
 }
 
 fn socket_addr(bind: &str, port: u16) -> Result<SocketAddr, Error> {
-    let ip: std::net::IpAddr = bind
-        .parse()
-        .map_err(|_| CoreError::InvalidField(format!("bindAddress {bind:?} is not an IP address")))?;
+    let ip: std::net::IpAddr =
+        bind.parse().map_err(|_| CoreError::InvalidField(format!("bindAddress {bind:?} is not an IP address")))?;
     Ok(SocketAddr::new(ip, port))
 }
 
@@ -433,7 +429,8 @@ async fn partner_tick_once(monitor: &Arc<Monitor>, config: &DaemonConfig) {
             if live.is_none() && !discovery.start_partner_if_missing {
                 return;
             }
-            let mut entry = ProcessEntry::new(partner_config(&partner_id, discovery, config, monitor), Timestamp::now());
+            let mut entry =
+                ProcessEntry::new(partner_config(&partner_id, discovery, config, monitor), Timestamp::now());
             if let Some((pid, start_time)) = live {
                 entry.pid = Some(pid);
                 entry.pid_start_time = start_time;

@@ -16,33 +16,19 @@ async fn finds_a_monitor_among_the_candidates() {
     let monitor = Monitor::start();
     let port = monitor.addr().port();
 
-    let options = DiscoverOptions {
-        port,
-        ..DiscoverOptions::default()
-    };
-    let client = RemoteProcessMonitorClient::discover_with(options)
-        .await
-        .unwrap();
+    let options = DiscoverOptions { port, ..DiscoverOptions::default() };
+    let client = RemoteProcessMonitorClient::discover_with(options).await.unwrap();
     // 0.0.0.0 is the first candidate; connecting to it reaches this host.
     assert_eq!(client.base_url(), format!("http://0.0.0.0:{port}"));
-    assert_eq!(
-        client.get_monitor_status().await.unwrap().instance_id,
-        "default"
-    );
+    assert_eq!(client.get_monitor_status().await.unwrap().instance_id, "default");
 
     // Candidates are tried in order: a refused one is passed over.
     let options = DiscoverOptions {
         port,
-        candidates: vec![
-            "127.0.0.2".to_owned(),
-            "localhost".to_owned(),
-            "127.0.0.1".to_owned(),
-        ],
+        candidates: vec!["127.0.0.2".to_owned(), "localhost".to_owned(), "127.0.0.1".to_owned()],
         ..DiscoverOptions::default()
     };
-    let client = RemoteProcessMonitorClient::discover_with(options)
-        .await
-        .unwrap();
+    let client = RemoteProcessMonitorClient::discover_with(options).await.unwrap();
     assert_eq!(client.base_url(), format!("http://localhost:{port}"));
     monitor.server.shutdown().await;
 }
@@ -54,9 +40,7 @@ async fn finds_a_monitor_by_scanning_the_subnet() {
     // first host.
     let (monitor, silent) = loop {
         let monitor = Monitor::start_on("127.0.0.7:0".parse().unwrap(), "scanned");
-        let guard: SocketAddr = format!("127.0.0.1:{}", monitor.addr().port())
-            .parse()
-            .unwrap();
+        let guard: SocketAddr = format!("127.0.0.1:{}", monitor.addr().port()).parse().unwrap();
         if let Ok(silent) = Listener::start(guard, Behaviour::Hang).await {
             break (monitor, silent);
         }
@@ -71,18 +55,10 @@ async fn finds_a_monitor_by_scanning_the_subnet() {
         concurrency: 16,
     };
     let started = Instant::now();
-    let client = RemoteProcessMonitorClient::discover_with(options)
-        .await
-        .unwrap();
-    assert!(
-        started.elapsed() < Duration::from_secs(5),
-        "did not wait for the silent host"
-    );
+    let client = RemoteProcessMonitorClient::discover_with(options).await.unwrap();
+    assert!(started.elapsed() < Duration::from_secs(5), "did not wait for the silent host");
     assert_eq!(client.base_url(), format!("http://127.0.0.7:{port}"));
-    assert_eq!(
-        client.get_monitor_status().await.unwrap().instance_id,
-        "scanned"
-    );
+    assert_eq!(client.get_monitor_status().await.unwrap().instance_id, "scanned");
     assert_eq!(silent.accepted(), 1);
     monitor.server.shutdown().await;
 }
@@ -101,10 +77,7 @@ async fn gives_up_when_nothing_answers() {
     let elapsed = started.elapsed();
     match res {
         Err(Error::NotDiscovered(message)) => {
-            for tried in [
-                format!("http://127.0.0.1:{port}"),
-                "127.0.0.0/24".to_owned(),
-            ] {
+            for tried in [format!("http://127.0.0.1:{port}"), "127.0.0.0/24".to_owned()] {
                 assert!(message.contains(&tried), "{message:?} lacks {tried:?}");
             }
         }
@@ -117,17 +90,12 @@ async fn gives_up_when_nothing_answers() {
         ..DiscoverOptions::default()
     })
     .await;
-    assert!(
-        matches!(&res, Err(Error::NotDiscovered(message)) if message.contains("nothing")),
-        "{res:?}"
-    );
+    assert!(matches!(&res, Err(Error::NotDiscovered(message)) if message.contains("nothing")), "{res:?}");
 }
 
 #[tokio::test]
 async fn gives_up_at_the_overall_timeout() {
-    let silent = Listener::start("127.0.0.1:0".parse().unwrap(), Behaviour::Hang)
-        .await
-        .unwrap();
+    let silent = Listener::start("127.0.0.1:0".parse().unwrap(), Behaviour::Hang).await.unwrap();
     let options = DiscoverOptions {
         port: silent.addr.port(),
         candidates: vec!["127.0.0.1".to_owned()],
@@ -139,10 +107,7 @@ async fn gives_up_at_the_overall_timeout() {
     let started = Instant::now();
     let res = RemoteProcessMonitorClient::discover_with(options).await;
     let elapsed = started.elapsed();
-    assert!(
-        matches!(&res, Err(Error::NotDiscovered(message)) if message.contains("timeout")),
-        "{res:?}"
-    );
+    assert!(matches!(&res, Err(Error::NotDiscovered(message)) if message.contains("timeout")), "{res:?}");
     assert!(elapsed >= Duration::from_millis(800), "{elapsed:?}");
     assert!(elapsed < Duration::from_millis(1800), "{elapsed:?}");
 }
@@ -153,20 +118,12 @@ async fn default_discovery_tries_only_the_loopback_candidates() {
     let started = Instant::now();
     match RemoteProcessMonitorClient::discover().await {
         Ok(client) => {
-            let candidates =
-                ["0.0.0.0", "127.0.0.1", "localhost"].map(|host| format!("http://{host}:19881"));
-            assert!(
-                candidates.contains(&client.base_url().to_owned()),
-                "{}",
-                client.base_url()
-            );
+            let candidates = ["0.0.0.0", "127.0.0.1", "localhost"].map(|host| format!("http://{host}:19881"));
+            assert!(candidates.contains(&client.base_url().to_owned()), "{}", client.base_url());
         }
         Err(Error::NotDiscovered(message)) => {
             assert!(message.contains("http://localhost:19881"), "{message}");
-            assert!(
-                !message.contains("/24"),
-                "no subnet is scanned unless asked: {message}"
-            );
+            assert!(!message.contains("/24"), "no subnet is scanned unless asked: {message}");
         }
         Err(other) => panic!("unexpected {other:?}"),
     }

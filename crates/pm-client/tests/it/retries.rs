@@ -17,8 +17,7 @@ fn assert_transport<T: std::fmt::Debug>(res: Result<T, Error>, port: u16) {
 async fn closed_port_fails_after_the_retries() {
     let port = unused_port();
     let addr = format!("127.0.0.1:{port}").parse().unwrap();
-    let client =
-        RemoteProcessMonitorClient::with_options(options(addr, Duration::from_secs(1), 2)).unwrap();
+    let client = RemoteProcessMonitorClient::with_options(options(addr, Duration::from_secs(1), 2)).unwrap();
 
     let started = Instant::now();
     assert_transport(client.get_monitor_status().await, port);
@@ -34,25 +33,17 @@ async fn closed_port_fails_after_the_retries() {
     assert!(elapsed >= Duration::from_millis(100), "{elapsed:?}");
     assert!(elapsed < Duration::from_secs(3), "{elapsed:?}");
 
-    let client =
-        RemoteProcessMonitorClient::with_options(options(addr, Duration::from_secs(1), 0)).unwrap();
+    let client = RemoteProcessMonitorClient::with_options(options(addr, Duration::from_secs(1), 0)).unwrap();
     let started = Instant::now();
     assert_transport(client.get_all_status().await, port);
-    assert!(
-        started.elapsed() < Duration::from_millis(50),
-        "no retry, no pause"
-    );
+    assert!(started.elapsed() < Duration::from_millis(50), "no retry, no pause");
 }
 
 #[tokio::test]
 async fn a_post_is_not_sent_again_once_connected() {
-    let listener = Listener::start("127.0.0.1:0".parse().unwrap(), Behaviour::Close)
-        .await
-        .unwrap();
+    let listener = Listener::start("127.0.0.1:0".parse().unwrap(), Behaviour::Close).await.unwrap();
     let port = listener.addr.port();
-    let client =
-        RemoteProcessMonitorClient::with_options(options(listener.addr, Duration::from_secs(2), 2))
-            .unwrap();
+    let client = RemoteProcessMonitorClient::with_options(options(listener.addr, Duration::from_secs(2), 2)).unwrap();
 
     assert_transport(client.get_monitor_status().await, port);
     assert_eq!(listener.accepted(), 3, "GET: one attempt and two retries");
@@ -66,33 +57,21 @@ async fn a_post_is_not_sent_again_once_connected() {
 
 #[tokio::test]
 async fn a_silent_monitor_times_out() {
-    let listener = Listener::start("127.0.0.1:0".parse().unwrap(), Behaviour::Hang)
-        .await
-        .unwrap();
+    let listener = Listener::start("127.0.0.1:0".parse().unwrap(), Behaviour::Hang).await.unwrap();
     let port = listener.addr.port();
-    let client = RemoteProcessMonitorClient::with_options(options(
-        listener.addr,
-        Duration::from_millis(200),
-        1,
-    ))
-    .unwrap();
+    let client =
+        RemoteProcessMonitorClient::with_options(options(listener.addr, Duration::from_millis(200), 1)).unwrap();
 
     let started = Instant::now();
     assert_transport(client.get_status("job").await, port);
     let elapsed = started.elapsed();
-    assert!(
-        elapsed >= Duration::from_millis(400),
-        "two attempts of 200 ms: {elapsed:?}"
-    );
+    assert!(elapsed >= Duration::from_millis(400), "two attempts of 200 ms: {elapsed:?}");
     assert!(elapsed < Duration::from_secs(2), "{elapsed:?}");
     assert_eq!(listener.accepted(), 2);
 
     let started = Instant::now();
     assert_transport(client.stop("job").await, port);
     let elapsed = started.elapsed();
-    assert!(
-        elapsed < Duration::from_millis(400),
-        "a POST that may have arrived is not retried: {elapsed:?}"
-    );
+    assert!(elapsed < Duration::from_millis(400), "a POST that may have arrived is not retried: {elapsed:?}");
     assert_eq!(listener.accepted(), 3);
 }

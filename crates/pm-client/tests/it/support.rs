@@ -8,8 +8,8 @@ use std::time::Duration;
 
 use pm_client::{RemoteClientOptions, RemoteProcessMonitorClient};
 use pm_core::{
-    Error, MonitorState, MonitorStatus, PartnerDiscovery, ProcessConfig, ProcessState,
-    ProcessStatus, Registry, RemoteAccessConfig, Settings, SettingsUpdate, Timestamp,
+    Error, MonitorState, MonitorStatus, PartnerDiscovery, ProcessConfig, ProcessState, ProcessStatus, Registry,
+    RemoteAccessConfig, Settings, SettingsUpdate, Timestamp,
 };
 use pm_http::{ControlPlane, ServerConfig, ServerHandle};
 use tokio::task::JoinHandle;
@@ -27,9 +27,7 @@ pub struct FakeControl {
 impl FakeControl {
     pub fn new(instance_id: &str) -> Arc<FakeControl> {
         let remote_access = RemoteAccessConfig::default();
-        assert!(remote_access
-            .trusted_hosts
-            .contains(&"127.0.0.1".to_owned()));
+        assert!(remote_access.trusted_hosts.contains(&"127.0.0.1".to_owned()));
         Arc::new(FakeControl {
             processes: Mutex::new(BTreeMap::new()),
             settings: Mutex::new(Settings {
@@ -48,23 +46,12 @@ impl FakeControl {
         let mut config = ProcessConfig::new(id, id, "/bin/true");
         config.is_remote = is_remote;
         config.enabled = enabled;
-        let state = if enabled {
-            ProcessState::Stopped
-        } else {
-            ProcessState::Disabled
-        };
-        self.processes
-            .lock()
-            .unwrap()
-            .insert(id.to_owned(), (config, state));
+        let state = if enabled { ProcessState::Stopped } else { ProcessState::Disabled };
+        self.processes.lock().unwrap().insert(id.to_owned(), (config, state));
     }
 
     pub fn config(&self, id: &str) -> Option<ProcessConfig> {
-        self.processes
-            .lock()
-            .unwrap()
-            .get(id)
-            .map(|(config, _)| config.clone())
+        self.processes.lock().unwrap().get(id).map(|(config, _)| config.clone())
     }
 
     pub fn calls(&self) -> usize {
@@ -100,9 +87,7 @@ impl FakeControl {
     ) -> Result<T, Error> {
         self.record()?;
         let mut processes = self.processes.lock().unwrap();
-        let (config, state) = processes
-            .get_mut(id)
-            .ok_or_else(|| Error::NotFound(id.to_owned()))?;
+        let (config, state) = processes.get_mut(id).ok_or_else(|| Error::NotFound(id.to_owned()))?;
         act(config, state)
     }
 }
@@ -141,10 +126,7 @@ impl ControlPlane for FakeControl {
     async fn list(&self) -> Vec<ProcessStatus> {
         let _ = self.record();
         let processes = self.processes.lock().unwrap();
-        processes
-            .values()
-            .map(|(config, state)| status_of(config, *state))
-            .collect()
+        processes.values().map(|(config, state)| status_of(config, *state)).collect()
     }
 
     async fn get(&self, id: &str) -> Result<ProcessStatus, Error> {
@@ -157,11 +139,7 @@ impl ControlPlane for FakeControl {
         if processes.contains_key(&config.id) {
             return Err(Error::AlreadyExists(config.id));
         }
-        let state = if config.enabled {
-            ProcessState::Stopped
-        } else {
-            ProcessState::Disabled
-        };
+        let state = if config.enabled { ProcessState::Stopped } else { ProcessState::Disabled };
         processes.insert(config.id.clone(), (config, state));
         Ok(())
     }
@@ -169,9 +147,7 @@ impl ControlPlane for FakeControl {
     async fn deregister(&self, id: &str) -> Result<(), Error> {
         self.record()?;
         let removed = self.processes.lock().unwrap().remove(id);
-        removed
-            .map(|_| ())
-            .ok_or_else(|| Error::NotFound(id.to_owned()))
+        removed.map(|_| ()).ok_or_else(|| Error::NotFound(id.to_owned()))
     }
 
     async fn start(&self, id: &str) -> Result<ProcessState, Error> {
@@ -192,11 +168,7 @@ impl ControlPlane for FakeControl {
     async fn set_enabled(&self, id: &str, enabled: bool) -> Result<(), Error> {
         self.with(id, |config, state| {
             config.enabled = enabled;
-            *state = if enabled {
-                ProcessState::Stopped
-            } else {
-                ProcessState::Disabled
-            };
+            *state = if enabled { ProcessState::Stopped } else { ProcessState::Disabled };
             Ok(())
         })
     }
@@ -268,8 +240,7 @@ impl Monitor {
     pub fn start_on(addr: SocketAddr, instance_id: &str) -> Monitor {
         let fake = FakeControl::new(instance_id);
         let listener = pm_http::bind(addr).unwrap();
-        let server =
-            pm_http::spawn_remote_api(listener, fake.clone(), ServerConfig::default()).unwrap();
+        let server = pm_http::spawn_remote_api(listener, fake.clone(), ServerConfig::default()).unwrap();
         Monitor { fake, server }
     }
 
@@ -284,12 +255,7 @@ impl Monitor {
 
 /// Client options for `addr` with short timeouts.
 pub fn options(addr: SocketAddr, timeout: Duration, retries: u32) -> RemoteClientOptions {
-    RemoteClientOptions {
-        base_url: format!("http://{addr}"),
-        timeout,
-        retries,
-        retry_delay: Duration::from_millis(50),
-    }
+    RemoteClientOptions { base_url: format!("http://{addr}"), timeout, retries, retry_delay: Duration::from_millis(50) }
 }
 
 /// A port on 127.0.0.1 that nothing listens on (bound, then released).
@@ -329,11 +295,7 @@ impl Listener {
                 }
             }
         });
-        Ok(Listener {
-            addr,
-            accepted,
-            task,
-        })
+        Ok(Listener { addr, accepted, task })
     }
 
     pub fn accepted(&self) -> usize {

@@ -26,35 +26,10 @@ async fn check_health_semantics() {
     let timeout = Duration::from_secs(5);
 
     let listener = pm_http::bind("127.0.0.1:0".parse().unwrap()).unwrap();
-    let alive =
-        pm_http::spawn_aliveness(listener, monitor_status, ServerConfig::default()).unwrap();
-    assert!(
-        check_health(
-            &client,
-            &format!("http://{}/alive", alive.local_addr()),
-            timeout
-        )
-        .await,
-        "2xx text passes"
-    );
-    assert!(
-        check_health(
-            &client,
-            &format!("http://{}/status", alive.local_addr()),
-            timeout
-        )
-        .await,
-        "2xx JSON passes"
-    );
-    assert!(
-        !check_health(
-            &client,
-            &format!("http://{}/missing", alive.local_addr()),
-            timeout
-        )
-        .await,
-        "404 fails"
-    );
+    let alive = pm_http::spawn_aliveness(listener, monitor_status, ServerConfig::default()).unwrap();
+    assert!(check_health(&client, &format!("http://{}/alive", alive.local_addr()), timeout).await, "2xx text passes");
+    assert!(check_health(&client, &format!("http://{}/status", alive.local_addr()), timeout).await, "2xx JSON passes");
+    assert!(!check_health(&client, &format!("http://{}/missing", alive.local_addr()), timeout).await, "404 fails");
 
     for (body, expected) in [
         (json!({"healthy": false}), false),
@@ -64,23 +39,14 @@ async fn check_health_semantics() {
     ] {
         let mut helper = status_server(body.clone()).await;
         let url = format!("http://{}/status", helper.local_addr().unwrap());
-        assert_eq!(
-            check_health(&client, &url, timeout).await,
-            expected,
-            "{body}"
-        );
+        assert_eq!(check_health(&client, &url, timeout).await, expected, "{body}");
         helper.stop().await;
     }
 
-    let mut unhealthy = AlivenessServerHelper::new(
-        0,
-        AlivenessCallback::default().with_health_check(|| async { false }),
-    );
+    let mut unhealthy =
+        AlivenessServerHelper::new(0, AlivenessCallback::default().with_health_check(|| async { false }));
     let addr = unhealthy.start().await.unwrap();
-    assert!(
-        !check_health(&client, &format!("http://{addr}/health"), timeout).await,
-        "503 fails"
-    );
+    assert!(!check_health(&client, &format!("http://{addr}/health"), timeout).await, "503 fails");
     unhealthy.stop().await;
     alive.shutdown().await;
 }
@@ -91,14 +57,7 @@ async fn check_health_fails_on_refused_and_silent_servers() {
     let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let port = closed.local_addr().unwrap().port();
     drop(closed);
-    assert!(
-        !check_health(
-            &client,
-            &format!("http://127.0.0.1:{port}/health"),
-            Duration::from_secs(5)
-        )
-        .await
-    );
+    assert!(!check_health(&client, &format!("http://127.0.0.1:{port}/health"), Duration::from_secs(5)).await);
 
     // Accepts connections but never answers.
     let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -110,23 +69,9 @@ async fn check_health_fails_on_refused_and_silent_servers() {
         }
     });
     let started = Instant::now();
-    assert!(
-        !check_health(
-            &client,
-            &format!("http://{addr}/health"),
-            Duration::from_millis(300)
-        )
-        .await
-    );
-    assert!(
-        started.elapsed() < Duration::from_secs(2),
-        "took {:?}",
-        started.elapsed()
-    );
-    let err = client
-        .get(&format!("http://{addr}/health"), Duration::from_millis(200))
-        .await
-        .unwrap_err();
+    assert!(!check_health(&client, &format!("http://{addr}/health"), Duration::from_millis(300)).await);
+    assert!(started.elapsed() < Duration::from_secs(2), "took {:?}", started.elapsed());
+    let err = client.get(&format!("http://{addr}/health"), Duration::from_millis(200)).await.unwrap_err();
     assert!(matches!(err, pm_http::Error::Timeout { .. }), "{err}");
     holder.abort();
 }
@@ -136,8 +81,7 @@ async fn localhost_reaches_ipv4_and_ipv6_listeners() {
     let client = HttpClient::new();
     for bind in ["127.0.0.1:0", "[::1]:0"] {
         let listener = pm_http::bind(bind.parse().unwrap()).unwrap();
-        let server =
-            pm_http::spawn_aliveness(listener, monitor_status, ServerConfig::default()).unwrap();
+        let server = pm_http::spawn_aliveness(listener, monitor_status, ServerConfig::default()).unwrap();
         let url = format!("http://localhost:{}/alive", server.local_addr().port());
         let res = client.get(&url, Duration::from_secs(5)).await.unwrap();
         assert_eq!(res.status, 200, "{bind}");
@@ -158,42 +102,24 @@ async fn request_sends_json_bodies_and_reads_whole_responses() {
             assert_ne!(n, 0, "request cut short");
             request.extend_from_slice(&chunk[..n]);
         }
-        stream
-            .write_all(b"HTTP/1.1 201 Created\r\nContent-Length: 2\r\nX-Test: yes\r\n\r\nok")
-            .await
-            .unwrap();
+        stream.write_all(b"HTTP/1.1 201 Created\r\nContent-Length: 2\r\nX-Test: yes\r\n\r\nok").await.unwrap();
         String::from_utf8_lossy(&request).to_ascii_lowercase()
     });
     let client = HttpClient::new();
     let res = client
-        .request(
-            hyper::Method::PUT,
-            &format!("http://{addr}/x"),
-            Some(br#"{"a":1}"#.to_vec()),
-            Duration::from_secs(5),
-        )
+        .request(hyper::Method::PUT, &format!("http://{addr}/x"), Some(br#"{"a":1}"#.to_vec()), Duration::from_secs(5))
         .await
         .unwrap();
     assert_eq!(
-        (
-            res.status,
-            res.body.as_slice(),
-            res.headers["x-test"].to_str().unwrap()
-        ),
+        (res.status, res.body.as_slice(), res.headers["x-test"].to_str().unwrap()),
         (201, b"ok".as_slice(), "yes")
     );
     let request = server.await.unwrap();
     assert!(request.starts_with("put /x http/1.1"), "{request}");
-    assert!(
-        request.contains("content-type: application/json"),
-        "{request}"
-    );
+    assert!(request.contains("content-type: application/json"), "{request}");
 
     for bad in ["/relative", "https://127.0.0.1/", "ftp://x/"] {
         let err = client.get(bad, Duration::from_secs(1)).await.unwrap_err();
-        assert!(
-            matches!(err, pm_http::Error::InvalidUrl { .. }),
-            "{bad}: {err}"
-        );
+        assert!(matches!(err, pm_http::Error::InvalidUrl { .. }), "{bad}: {err}");
     }
 }

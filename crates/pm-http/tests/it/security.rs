@@ -15,60 +15,20 @@ type Flag = fn(&mut RemoteAccessConfig) -> &mut bool;
 /// Each permission flag with a request it governs and the refusal message.
 fn permission_cases() -> Vec<(Flag, Method, &'static str, &'static str)> {
     vec![
-        (
-            |r| &mut r.allow_remote_deregister,
-            Method::DELETE,
-            "/processes/remote",
-            "Remote deregistration not allowed",
-        ),
-        (
-            |r| &mut r.allow_remote_start,
-            Method::POST,
-            "/processes/remote/start",
-            "Remote start not allowed",
-        ),
-        (
-            |r| &mut r.allow_remote_start,
-            Method::POST,
-            "/processes/remote/restart",
-            "Remote restart not allowed",
-        ),
-        (
-            |r| &mut r.allow_remote_stop,
-            Method::POST,
-            "/processes/remote/stop",
-            "Remote stop not allowed",
-        ),
-        (
-            |r| &mut r.allow_remote_stop,
-            Method::POST,
-            "/processes/remote/restart",
-            "Remote restart not allowed",
-        ),
-        (
-            |r| &mut r.allow_remote_disable,
-            Method::POST,
-            "/processes/remote/enable",
-            "Remote enable not allowed",
-        ),
-        (
-            |r| &mut r.allow_remote_disable,
-            Method::POST,
-            "/processes/remote/disable",
-            "Remote disable not allowed",
-        ),
+        (|r| &mut r.allow_remote_deregister, Method::DELETE, "/processes/remote", "Remote deregistration not allowed"),
+        (|r| &mut r.allow_remote_start, Method::POST, "/processes/remote/start", "Remote start not allowed"),
+        (|r| &mut r.allow_remote_start, Method::POST, "/processes/remote/restart", "Remote restart not allowed"),
+        (|r| &mut r.allow_remote_stop, Method::POST, "/processes/remote/stop", "Remote stop not allowed"),
+        (|r| &mut r.allow_remote_stop, Method::POST, "/processes/remote/restart", "Remote restart not allowed"),
+        (|r| &mut r.allow_remote_disable, Method::POST, "/processes/remote/enable", "Remote enable not allowed"),
+        (|r| &mut r.allow_remote_disable, Method::POST, "/processes/remote/disable", "Remote disable not allowed"),
         (
             |r| &mut r.allow_remote_autostart,
             Method::PUT,
             "/processes/remote/autostart",
             "Remote autostart change not allowed",
         ),
-        (
-            |r| &mut r.allow_remote_monitor_restart,
-            Method::POST,
-            "/monitor/restart",
-            "Monitor restart not allowed",
-        ),
+        (|r| &mut r.allow_remote_monitor_restart, Method::POST, "/monitor/restart", "Monitor restart not allowed"),
     ]
 }
 
@@ -89,11 +49,7 @@ async fn each_permission_flag_governs_untrusted_peers() {
         });
         let res = api.call(method.clone(), path, body_for(&method)).await;
         assert_eq!((res.status, res.error()), (403, refusal), "{method} {path}");
-        assert!(
-            api.fake.calls().is_empty(),
-            "{method} {path}: {:?}",
-            api.fake.calls()
-        );
+        assert!(api.fake.calls().is_empty(), "{method} {path}: {:?}", api.fake.calls());
 
         // On: allowed.
         api.fake.edit_remote(|remote| *flag(remote) = true);
@@ -114,14 +70,10 @@ async fn registration_permission_for_untrusted_peers() {
     });
     let body = json!({"id": "t", "name": "T", "command": tool.to_str().unwrap()});
     let res = api.post("/processes", Some(body.clone())).await;
-    assert_eq!(
-        (res.status, res.error()),
-        (403, "Remote registration not allowed")
-    );
+    assert_eq!((res.status, res.error()), (403, "Remote registration not allowed"));
     assert!(api.fake.calls().is_empty());
 
-    api.fake
-        .edit_remote(|remote| remote.allow_remote_register = true);
+    api.fake.edit_remote(|remote| remote.allow_remote_register = true);
     let res = api.post("/processes", Some(body)).await;
     assert_eq!(res.status, 200, "{:?}", res.json);
 }
@@ -139,22 +91,11 @@ async fn trusted_peers_bypass_permissions() {
     });
     for (_, method, path, _) in permission_cases() {
         api.fake.insert("local", false, true);
-        let res = api
-            .call(
-                method.clone(),
-                &path.replace("remote", "local"),
-                body_for(&method),
-            )
-            .await;
+        let res = api.call(method.clone(), &path.replace("remote", "local"), body_for(&method)).await;
         assert_eq!(res.status, 200, "{method} {path}: {:?}", res.json);
     }
     // Trusted registrations keep the command as given (no whitelist, no resolution).
-    let res = api
-        .post(
-            "/processes",
-            Some(json!({"id": "t", "name": "T", "command": "sh"})),
-        )
-        .await;
+    let res = api.post("/processes", Some(json!({"id": "t", "name": "T", "command": "sh"}))).await;
     assert_eq!(res.status, 200, "{:?}", res.json);
     assert_eq!(api.fake.config("t").unwrap().command, "sh");
 }
@@ -173,18 +114,11 @@ async fn untrusted_peers_act_only_on_remote_processes() {
         (Method::DELETE, "/processes/local"),
     ] {
         let res = api.call(method.clone(), path, body_for(&method)).await;
-        assert_eq!(
-            (res.status, res.error()),
-            (403, "Cannot modify local process"),
-            "{method} {path}"
-        );
+        assert_eq!((res.status, res.error()), (403, "Cannot modify local process"), "{method} {path}");
     }
     assert!(api.fake.calls().is_empty(), "{:?}", api.fake.calls());
     let res = api.post("/processes/ghost/start", None).await;
-    assert_eq!(
-        (res.status, res.json["processId"].as_str()),
-        (404, Some("ghost"))
-    );
+    assert_eq!((res.status, res.json["processId"].as_str()), (404, Some("ghost")));
     // Reading is open to everyone.
     assert_eq!(api.get("/processes/local").await.status, 200);
     assert_eq!(api.get("/processes").await.status, 200);
@@ -197,24 +131,14 @@ async fn configuration_changes_need_a_trusted_peer() {
     api.fake.untrust_loopback();
     for (path, body) in [
         ("/config/remote-access", json!({"allowRemoteStop": true})),
-        (
-            "/config/trusted-hosts",
-            json!({"trustedHosts": ["127.0.0.1"]}),
-        ),
+        ("/config/trusted-hosts", json!({"trustedHosts": ["127.0.0.1"]})),
         ("/config/executable-whitelist", json!({"patterns": ["/**"]})),
         ("/config/executable-blacklist", json!({"patterns": []})),
         ("/config/standalone-mode", json!({"enabled": true})),
-        (
-            "/config/partner-discovery",
-            json!({"discoveryOnStartup": true}),
-        ),
+        ("/config/partner-discovery", json!({"discoveryOnStartup": true})),
     ] {
         let res = api.put(path, body).await;
-        assert_eq!(
-            (res.status, res.error()),
-            (403, "Configuration changes require trusted host"),
-            "{path}"
-        );
+        assert_eq!((res.status, res.error()), (403, "Configuration changes require trusted host"), "{path}");
         assert_eq!(api.get(path).await.status, 200, "GET {path} is open");
     }
     assert!(api.fake.calls().is_empty(), "{:?}", api.fake.calls());
@@ -224,9 +148,7 @@ async fn configuration_changes_need_a_trusted_peer() {
 async fn spoofed_forwarding_headers_are_ignored() {
     let api = Api::start();
     api.fake.untrust_loopback();
-    api.fake.edit_remote(|remote| {
-        remote.trusted_hosts = vec!["10.9.9.9".to_owned(), "203.0.113.7".to_owned()]
-    });
+    api.fake.edit_remote(|remote| remote.trusted_hosts = vec!["10.9.9.9".to_owned(), "203.0.113.7".to_owned()]);
     let body = r#"{"trustedHosts":["0.0.0.0"]}"#;
     for header in [
         "X-Forwarded-For: 10.9.9.9",
@@ -241,10 +163,7 @@ async fn spoofed_forwarding_headers_are_ignored() {
         );
         let res = raw(api.addr(), request.as_bytes()).await;
         assert_eq!(res.status, 403, "{header}: {}", res.head);
-        assert_eq!(
-            res.json()["error"],
-            "Configuration changes require trusted host"
-        );
+        assert_eq!(res.json()["error"], "Configuration changes require trusted host");
     }
     assert!(api.fake.calls().is_empty(), "{:?}", api.fake.calls());
 }
@@ -279,27 +198,15 @@ async fn put_standalone_from(local: &str, addr: SocketAddr) -> u16 {
 #[tokio::test]
 async fn trust_follows_the_tcp_peer_address() {
     let api = Api::start();
-    api.fake
-        .edit_remote(|remote| remote.trusted_hosts = vec!["127.0.0.1".to_owned()]);
+    api.fake.edit_remote(|remote| remote.trusted_hosts = vec!["127.0.0.1".to_owned()]);
     assert_eq!(put_standalone_from("127.0.0.2", api.addr()).await, 403);
     assert_eq!(put_standalone_from("127.0.0.1", api.addr()).await, 200);
-    api.fake
-        .edit_remote(|remote| remote.trusted_hosts = vec!["127.0.0.*".to_owned()]);
+    api.fake.edit_remote(|remote| remote.trusted_hosts = vec!["127.0.0.*".to_owned()]);
     assert_eq!(put_standalone_from("127.0.0.2", api.addr()).await, 200);
-    api.fake
-        .edit_remote(|remote| remote.trusted_hosts = vec!["localhost".to_owned()]);
-    assert_eq!(
-        put_standalone_from("127.0.0.2", api.addr()).await,
-        200,
-        "localhost matches any loopback peer"
-    );
-    api.fake
-        .edit_remote(|remote| remote.trusted_hosts = vec!["0.0.0.0".to_owned(), "::".to_owned()]);
-    assert_eq!(
-        put_standalone_from("127.0.0.1", api.addr()).await,
-        403,
-        "0.0.0.0 matches no peer"
-    );
+    api.fake.edit_remote(|remote| remote.trusted_hosts = vec!["localhost".to_owned()]);
+    assert_eq!(put_standalone_from("127.0.0.2", api.addr()).await, 200, "localhost matches any loopback peer");
+    api.fake.edit_remote(|remote| remote.trusted_hosts = vec!["0.0.0.0".to_owned(), "::".to_owned()]);
+    assert_eq!(put_standalone_from("127.0.0.1", api.addr()).await, 403, "0.0.0.0 matches no peer");
 }
 
 #[tokio::test]
@@ -308,8 +215,7 @@ async fn dual_stack_listener_normalizes_ipv4_peers() {
     fake.edit_remote(|remote| remote.trusted_hosts = vec!["127.0.0.1".to_owned()]);
     let listener = pm_http::bind("[::]:0".parse().unwrap()).unwrap();
     let port = listener.local_addr().unwrap().port();
-    let server =
-        pm_http::spawn_remote_api(listener, fake.clone(), ServerConfig::default()).unwrap();
+    let server = pm_http::spawn_remote_api(listener, fake.clone(), ServerConfig::default()).unwrap();
     let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
     assert_eq!(put_standalone_from("127.0.0.1", addr).await, 200);
     assert!(fake.settings.lock().unwrap().standalone_mode);
@@ -320,11 +226,9 @@ async fn dual_stack_listener_normalizes_ipv4_peers() {
 async fn hostname_patterns_need_a_confirmed_name() {
     // 127.0.0.1 is `localhost` in /etc/hosts: the reverse and forward lookups stay on this machine.
     let api = Api::start();
-    api.fake
-        .edit_remote(|remote| remote.trusted_hosts = vec!["localhos*".to_owned()]);
+    api.fake.edit_remote(|remote| remote.trusted_hosts = vec!["localhos*".to_owned()]);
     assert_eq!(put_standalone_from("127.0.0.1", api.addr()).await, 200);
-    api.fake
-        .edit_remote(|remote| remote.trusted_hosts = vec!["*.example.invalid".to_owned()]);
+    api.fake.edit_remote(|remote| remote.trusted_hosts = vec!["*.example.invalid".to_owned()]);
     assert_eq!(put_standalone_from("127.0.0.1", api.addr()).await, 403);
 }
 
@@ -340,12 +244,7 @@ fn whitelisted_api(dir: &TempDir) -> Api {
     api
 }
 
-async fn register(
-    api: &Api,
-    id: &str,
-    command: &str,
-    working_directory: Option<&Path>,
-) -> (u16, Value) {
+async fn register(api: &Api, id: &str, command: &str, working_directory: Option<&Path>) -> (u16, Value) {
     let mut body = json!({"id": id, "name": id, "command": command});
     if let Some(dir) = working_directory {
         body["workingDirectory"] = json!(dir.to_str().unwrap());
@@ -380,23 +279,16 @@ async fn whitelist_bypass_attempts_are_refused() {
     for command in &refused {
         let (status, json) = register(&api, "x", command, None).await;
         assert_eq!(status, 403, "{command}: {json}");
-        assert_eq!(
-            json["error"], "Executable not permitted by whitelist/blacklist",
-            "{command}"
-        );
+        assert_eq!(json["error"], "Executable not permitted by whitelist/blacklist", "{command}");
     }
     let (status, _) = register(&api, "x", "../elsewhere/tool", Some(&allowed)).await;
     assert_eq!(status, 403);
     let (status, _) = register(&api, "x", "tool", Some(&allowed)).await;
-    assert_eq!(
-        status, 403,
-        "a bare name is looked up on PATH, not in the working directory"
-    );
+    assert_eq!(status, 403, "a bare name is looked up on PATH, not in the working directory");
     assert!(api.fake.calls().is_empty(), "{:?}", api.fake.calls());
 
     // An empty whitelist permits nothing.
-    api.fake
-        .edit_remote(|remote| remote.executable_whitelist.clear());
+    api.fake.edit_remote(|remote| remote.executable_whitelist.clear());
     let (status, _) = register(&api, "x", &format!("{}/tool", allowed.display()), None).await;
     assert_eq!(status, 403);
 }
@@ -413,36 +305,13 @@ async fn permitted_commands_are_stored_canonical() {
 
     for (id, command, working_directory, expected) in [
         ("abs", tool.display().to_string(), None, &tool),
-        (
-            "dots",
-            format!("{}/empty/../tool", allowed.display()),
-            None,
-            &tool,
-        ),
-        (
-            "rel",
-            "./sub/inner".to_owned(),
-            Some(allowed.as_path()),
-            &nested,
-        ),
-        (
-            "link",
-            format!("{}/alias", allowed.display()),
-            None,
-            &nested,
-        ),
+        ("dots", format!("{}/empty/../tool", allowed.display()), None, &tool),
+        ("rel", "./sub/inner".to_owned(), Some(allowed.as_path()), &nested),
+        ("link", format!("{}/alias", allowed.display()), None, &nested),
     ] {
         let (status, json) = register(&api, id, &command, working_directory).await;
-        assert_eq!(
-            (status, &json),
-            (200, &json!({"success": true, "processId": id})),
-            "{command}"
-        );
-        assert_eq!(
-            api.fake.config(id).unwrap().command,
-            expected.to_str().unwrap(),
-            "{command}"
-        );
+        assert_eq!((status, &json), (200, &json!({"success": true, "processId": id})), "{command}");
+        assert_eq!(api.fake.config(id).unwrap().command, expected.to_str().unwrap(), "{command}");
     }
 }
 
@@ -451,7 +320,8 @@ async fn untrusted_peers_cannot_set_loader_variables() {
     let dir = TempDir::new();
     let tool = dir.executable("allowed/tool");
     let api = whitelisted_api(&dir);
-    let body = json!({"id": "x", "name": "x", "command": tool.to_str().unwrap(), "environment": {"LD_PRELOAD": "/tmp/x.so"}});
+    let body =
+        json!({"id": "x", "name": "x", "command": tool.to_str().unwrap(), "environment": {"LD_PRELOAD": "/tmp/x.so"}});
     let res = api.post("/processes", Some(body)).await;
     assert_eq!(res.status, 403, "{:?}", res.json);
     assert!(api.fake.calls().is_empty());

@@ -9,8 +9,8 @@ use std::time::{Duration, Instant};
 
 use hyper::Method;
 use pm_core::{
-    Error, MonitorState, MonitorStatus, PartnerDiscovery, ProcessConfig, ProcessState,
-    ProcessStatus, Registry, RemoteAccessConfig, Settings, SettingsUpdate, Timestamp,
+    Error, MonitorState, MonitorStatus, PartnerDiscovery, ProcessConfig, ProcessState, ProcessStatus, Registry,
+    RemoteAccessConfig, Settings, SettingsUpdate, Timestamp,
 };
 use pm_http::{ControlPlane, HttpClient, ServerConfig, ServerHandle};
 use serde_json::Value;
@@ -45,31 +45,16 @@ impl Fake {
         let mut config = ProcessConfig::new(id, id, "/bin/true");
         config.is_remote = is_remote;
         config.enabled = enabled;
-        let state = if enabled {
-            ProcessState::Stopped
-        } else {
-            ProcessState::Disabled
-        };
-        self.processes
-            .lock()
-            .unwrap()
-            .insert(id.to_owned(), (config, state));
+        let state = if enabled { ProcessState::Stopped } else { ProcessState::Disabled };
+        self.processes.lock().unwrap().insert(id.to_owned(), (config, state));
     }
 
     pub fn config(&self, id: &str) -> Option<ProcessConfig> {
-        self.processes
-            .lock()
-            .unwrap()
-            .get(id)
-            .map(|(config, _)| config.clone())
+        self.processes.lock().unwrap().get(id).map(|(config, _)| config.clone())
     }
 
     pub fn state(&self, id: &str) -> Option<ProcessState> {
-        self.processes
-            .lock()
-            .unwrap()
-            .get(id)
-            .map(|(_, state)| *state)
+        self.processes.lock().unwrap().get(id).map(|(_, state)| *state)
     }
 
     pub fn calls(&self) -> Vec<String> {
@@ -87,10 +72,7 @@ impl Fake {
 
     fn record(&self, call: String) -> Result<(), Error> {
         self.calls.lock().unwrap().push(call);
-        assert!(
-            !self.panic.load(Ordering::SeqCst),
-            "the fake control plane was told to panic"
-        );
+        assert!(!self.panic.load(Ordering::SeqCst), "the fake control plane was told to panic");
         if self.busy.load(Ordering::SeqCst) {
             return Err(Error::Busy("test".to_owned()));
         }
@@ -103,9 +85,7 @@ impl Fake {
         act: impl FnOnce(&mut ProcessConfig, &mut ProcessState) -> Result<T, Error>,
     ) -> Result<T, Error> {
         let mut processes = self.processes.lock().unwrap();
-        let (config, state) = processes
-            .get_mut(id)
-            .ok_or_else(|| Error::NotFound(id.to_owned()))?;
+        let (config, state) = processes.get_mut(id).ok_or_else(|| Error::NotFound(id.to_owned()))?;
         act(config, state)
     }
 }
@@ -154,12 +134,7 @@ pub fn monitor_status() -> MonitorStatus {
 impl ControlPlane for Fake {
     async fn list(&self) -> Vec<ProcessStatus> {
         let _ = self.record("list".to_owned());
-        self.processes
-            .lock()
-            .unwrap()
-            .values()
-            .map(|(config, state)| status_of(config, *state))
-            .collect()
+        self.processes.lock().unwrap().values().map(|(config, state)| status_of(config, *state)).collect()
     }
 
     async fn get(&self, id: &str) -> Result<ProcessStatus, Error> {
@@ -173,23 +148,14 @@ impl ControlPlane for Fake {
         if processes.contains_key(&config.id) {
             return Err(Error::AlreadyExists(config.id));
         }
-        let state = if config.enabled {
-            ProcessState::Stopped
-        } else {
-            ProcessState::Disabled
-        };
+        let state = if config.enabled { ProcessState::Stopped } else { ProcessState::Disabled };
         processes.insert(config.id.clone(), (config, state));
         Ok(())
     }
 
     async fn deregister(&self, id: &str) -> Result<(), Error> {
         self.record(format!("deregister:{id}"))?;
-        self.processes
-            .lock()
-            .unwrap()
-            .remove(id)
-            .map(|_| ())
-            .ok_or_else(|| Error::NotFound(id.to_owned()))
+        self.processes.lock().unwrap().remove(id).map(|_| ()).ok_or_else(|| Error::NotFound(id.to_owned()))
     }
 
     async fn start(&self, id: &str) -> Result<ProcessState, Error> {
@@ -226,11 +192,7 @@ impl ControlPlane for Fake {
         self.record(format!("set_enabled:{id}:{enabled}"))?;
         self.with(id, |config, state| {
             config.enabled = enabled;
-            *state = if enabled {
-                ProcessState::Stopped
-            } else {
-                ProcessState::Disabled
-            };
+            *state = if enabled { ProcessState::Stopped } else { ProcessState::Disabled };
             Ok(())
         })
     }
@@ -268,11 +230,7 @@ impl ControlPlane for Fake {
     }
 
     fn is_remote(&self, id: &str) -> Option<bool> {
-        self.processes
-            .lock()
-            .unwrap()
-            .get(id)
-            .map(|(config, _)| config.is_remote)
+        self.processes.lock().unwrap().get(id).map(|(config, _)| config.is_remote)
     }
 }
 
@@ -293,16 +251,11 @@ pub struct Reply {
 
 impl Reply {
     pub fn error(&self) -> &str {
-        self.json["error"]
-            .as_str()
-            .unwrap_or_else(|| panic!("no error message in {self:?}"))
+        self.json["error"].as_str().unwrap_or_else(|| panic!("no error message in {self:?}"))
     }
 
     pub fn header(&self, name: &str) -> &str {
-        self.headers
-            .get(name)
-            .and_then(|value| value.to_str().ok())
-            .unwrap_or("")
+        self.headers.get(name).and_then(|value| value.to_str().ok()).unwrap_or("")
     }
 }
 
@@ -314,11 +267,7 @@ impl Api {
     pub fn start_with(fake: Arc<Fake>, config: ServerConfig) -> Api {
         let listener = pm_http::bind("127.0.0.1:0".parse().unwrap()).unwrap();
         let server = pm_http::spawn_remote_api(listener, fake.clone(), config).unwrap();
-        Api {
-            fake,
-            server,
-            client: HttpClient::new(),
-        }
+        Api { fake, server, client: HttpClient::new() }
     }
 
     pub fn addr(&self) -> SocketAddr {
@@ -328,17 +277,9 @@ impl Api {
     pub async fn call(&self, method: Method, path: &str, body: Option<Value>) -> Reply {
         let url = format!("http://{}{path}", self.addr());
         let body = body.map(|value| serde_json::to_vec(&value).unwrap());
-        let res = self
-            .client
-            .request(method, &url, body, Duration::from_secs(10))
-            .await
-            .unwrap();
+        let res = self.client.request(method, &url, body, Duration::from_secs(10)).await.unwrap();
         let json = serde_json::from_slice(&res.body).unwrap_or(Value::Null);
-        Reply {
-            status: res.status,
-            headers: res.headers,
-            json,
-        }
+        Reply { status: res.status, headers: res.headers, json }
     }
 
     pub async fn get(&self, path: &str) -> Reply {
@@ -383,11 +324,7 @@ pub async fn read_reply(stream: &mut tokio::net::TcpStream, deadline: Duration) 
         }
     })
     .await;
-    assert!(
-        read.is_ok(),
-        "no EOF within {deadline:?}; got {:?}",
-        String::from_utf8_lossy(&buf)
-    );
+    assert!(read.is_ok(), "no EOF within {deadline:?}; got {:?}", String::from_utf8_lossy(&buf));
     RawReply::parse(&buf)
 }
 
@@ -404,17 +341,10 @@ impl RawReply {
     fn parse(buf: &[u8]) -> RawReply {
         let split = buf.windows(4).position(|w| w == b"\r\n\r\n");
         let (head, body) = match split {
-            Some(at) => (
-                String::from_utf8_lossy(&buf[..at]).into_owned(),
-                buf[at + 4..].to_vec(),
-            ),
+            Some(at) => (String::from_utf8_lossy(&buf[..at]).into_owned(), buf[at + 4..].to_vec()),
             None => (String::from_utf8_lossy(buf).into_owned(), Vec::new()),
         };
-        let status = head
-            .split(' ')
-            .nth(1)
-            .and_then(|code| code.parse().ok())
-            .unwrap_or(0);
+        let status = head.split(' ').nth(1).and_then(|code| code.parse().ok()).unwrap_or(0);
         RawReply { status, head, body }
     }
 

@@ -21,14 +21,8 @@ fn worker_adds_entries() {
     let Some(dir) = worker_dir("add-entries") else {
         return;
     };
-    let worker_idx: usize = std::env::var("PM_REGISTRY_IT_INDEX")
-        .unwrap()
-        .parse()
-        .unwrap();
-    assert!(
-        wait_for(Duration::from_secs(30), || dir.join("go").exists()),
-        "no go signal"
-    );
+    let worker_idx: usize = std::env::var("PM_REGISTRY_IT_INDEX").unwrap().parse().unwrap();
+    assert!(wait_for(Duration::from_secs(30), || dir.join("go").exists()), "no go signal");
     let store = store(&dir, "default");
     for n in 0..N_TRANSACTIONS {
         store
@@ -48,12 +42,7 @@ fn concurrent_processes_lose_no_update_and_readers_never_see_a_broken_file() {
     let mut workers: Vec<_> = (0..N_WORKERS)
         .map(|worker_idx| {
             let index = [("PM_REGISTRY_IT_INDEX", worker_idx.to_string())];
-            spawn_worker(
-                "concurrency::worker_adds_entries",
-                "add-entries",
-                dir.path(),
-                &index,
-            )
+            spawn_worker("concurrency::worker_adds_entries", "add-entries", dir.path(), &index)
         })
         .collect();
 
@@ -64,9 +53,7 @@ fn concurrent_processes_lose_no_update_and_readers_never_see_a_broken_file() {
         thread::spawn(move || -> Result<usize, String> {
             let mut n_loads = 0;
             while !stop.load(Ordering::Relaxed) {
-                store
-                    .load()
-                    .map_err(|err| format!("load {n_loads} failed: {err}"))?;
+                store.load().map_err(|err| format!("load {n_loads} failed: {err}"))?;
                 n_loads += 1;
                 thread::sleep(Duration::from_millis(5));
             }
@@ -93,10 +80,7 @@ fn concurrent_processes_lose_no_update_and_readers_never_see_a_broken_file() {
             assert!(registry.processes.contains_key(&id), "{id} lost");
         }
     }
-    eprintln!(
-        "{} transactions in {elapsed:?}, {n_loads} concurrent loads",
-        N_WORKERS * N_TRANSACTIONS
-    );
+    eprintln!("{} transactions in {elapsed:?}, {n_loads} concurrent loads", N_WORKERS * N_TRANSACTIONS);
 }
 
 /// Worker: takes the transaction lock, signals `ready`, and sleeps inside the transaction until killed.
@@ -122,25 +106,12 @@ fn a_writer_killed_inside_a_transaction_does_not_block_the_next() {
     let store = store(dir.path(), "default");
     store.init().unwrap();
     let before = fs::read(store.paths().registry_file()).unwrap();
-    let mut child = spawn_worker(
-        "concurrency::worker_holds_transaction_lock",
-        "hold-transaction-lock",
-        dir.path(),
-        &[],
-    );
-    assert!(
-        wait_for(Duration::from_secs(20), || dir
-            .path()
-            .join("ready")
-            .exists()),
-        "worker not ready"
-    );
+    let mut child =
+        spawn_worker("concurrency::worker_holds_transaction_lock", "hold-transaction-lock", dir.path(), &[]);
+    assert!(wait_for(Duration::from_secs(20), || dir.path().join("ready").exists()), "worker not ready");
 
     let blocked = store.transaction(Duration::from_millis(100), |_| Ok::<_, Error>(()));
-    assert!(
-        matches!(blocked, Err(Error::LockTimeout { .. })),
-        "{blocked:?}"
-    );
+    assert!(matches!(blocked, Err(Error::LockTimeout { .. })), "{blocked:?}");
 
     child.kill_hard();
     let started = Instant::now();

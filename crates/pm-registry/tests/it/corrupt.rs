@@ -16,12 +16,7 @@ fn assert_corrupt<T: std::fmt::Debug>(res: Result<T, Error>, file: &std::path::P
             let text = err.to_string();
             assert!(text.contains(&file.display().to_string()), "{text}");
             assert!(text.contains("line 3, column"), "{text}");
-            let Error::Corrupt {
-                path, line, column, ..
-            } = err
-            else {
-                unreachable!()
-            };
+            let Error::Corrupt { path, line, column, .. } = err else { unreachable!() };
             assert_eq!(path, file);
             assert_eq!((line, column), (3, 16));
         }
@@ -47,19 +42,10 @@ fn garbage_is_reported_and_left_on_disk() {
     assert_corrupt(store.init(), &file);
     assert_eq!(fs::read(&file).unwrap(), GARBAGE);
     let names: Vec<String> = snapshot(dir.path()).into_keys().collect();
-    assert_eq!(
-        names,
-        [
-            "default_logs",
-            "processes_default.json",
-            "processes_default.json.lock"
-        ]
-    );
+    assert_eq!(names, ["default_logs", "processes_default.json", "processes_default.json.lock"]);
 
     let as_domain = pm_core::Error::from(store.load().unwrap_err());
-    assert!(
-        matches!(&as_domain, pm_core::Error::Storage(text) if text.contains("processes_default.json"))
-    );
+    assert!(matches!(&as_domain, pm_core::Error::Storage(text) if text.contains("processes_default.json")));
 }
 
 #[test]
@@ -67,14 +53,7 @@ fn an_empty_registry_is_corrupt_too() {
     let dir = TempDir::new();
     let store = store(dir.path(), "default");
     fs::write(store.paths().registry_file(), "").unwrap();
-    assert!(matches!(
-        store.load(),
-        Err(Error::Corrupt {
-            line: 1,
-            column: 0,
-            ..
-        })
-    ));
+    assert!(matches!(store.load(), Err(Error::Corrupt { line: 1, column: 0, .. })));
     assert!(matches!(store.init(), Err(Error::Corrupt { .. })));
     assert_eq!(fs::read(store.paths().registry_file()).unwrap(), b"");
 }
@@ -94,10 +73,7 @@ fn recovery_restores_the_backup_and_keeps_the_bad_copy() {
     assert_eq!(registry, good);
     let aside = aside.expect("the corrupt copy's path");
     let aside_name = aside.file_name().unwrap().to_str().unwrap().to_owned();
-    assert!(
-        aside_name.starts_with("processes_default.json.corrupt-"),
-        "{aside_name}"
-    );
+    assert!(aside_name.starts_with("processes_default.json.corrupt-"), "{aside_name}");
     assert_eq!(aside.parent(), Some(dir.path()));
     assert_eq!(fs::read(&aside).unwrap(), GARBAGE);
     assert_eq!(store.load().unwrap(), good);
@@ -139,11 +115,7 @@ fn recovery_with_a_corrupt_backup_changes_nothing() {
     let file = store.paths().registry_file();
     store.init().unwrap();
     fs::write(&file, GARBAGE).unwrap();
-    fs::write(
-        dir.path().join("processes_default.json.bak"),
-        b"{\"half\": ",
-    )
-    .unwrap();
+    fs::write(dir.path().join("processes_default.json.bak"), b"{\"half\": ").unwrap();
     let before = snapshot(dir.path());
     assert_corrupt(store.init_recovering(), &file);
     assert_eq!(snapshot(dir.path()), before);

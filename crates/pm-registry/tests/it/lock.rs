@@ -42,13 +42,8 @@ fn assert_locked_by(res: Result<InstanceLock, Error>, holder: u32) {
     match res {
         Err(err @ Error::InstanceLocked { .. }) => {
             let text = err.to_string();
-            assert!(
-                text.contains(&holder.to_string()) && text.contains("processes_default.lock"),
-                "{text}"
-            );
-            let Error::InstanceLocked { pid, .. } = err else {
-                unreachable!()
-            };
+            assert!(text.contains(&holder.to_string()) && text.contains("processes_default.lock"), "{text}");
+            let Error::InstanceLocked { pid, .. } = err else { unreachable!() };
             assert_eq!(pid, holder);
         }
         other => panic!("expected InstanceLocked by {holder}, got {other:?}"),
@@ -63,26 +58,12 @@ fn the_lock_file_has_the_guide_format() {
     let record = lock_record(&paths);
     assert_eq!(record["pid"], std::process::id());
     let stamp = record["timestamp"].as_str().unwrap();
-    assert!(
-        stamp.ends_with('Z') && Timestamp::parse(stamp).is_some(),
-        "{stamp}"
-    );
+    assert!(stamp.ends_with('Z') && Timestamp::parse(stamp).is_some(), "{stamp}");
     assert_eq!(record["startTime"].as_u64(), pid::current().1);
     assert_eq!(mode_of(&paths.lock_file()), 0o600);
-    assert_eq!(
-        InstanceLock::holder(&paths).unwrap().as_ref(),
-        Some(lock.info())
-    );
-    let names: Vec<_> = fs::read_dir(paths.root())
-        .unwrap()
-        .map(|e| e.unwrap().file_name())
-        .collect();
-    assert!(
-        names
-            .iter()
-            .all(|name| !name.to_string_lossy().contains(".tmp")),
-        "{names:?}"
-    );
+    assert_eq!(InstanceLock::holder(&paths).unwrap().as_ref(), Some(lock.info()));
+    let names: Vec<_> = fs::read_dir(paths.root()).unwrap().map(|e| e.unwrap().file_name()).collect();
+    assert!(names.iter().all(|name| !name.to_string_lossy().contains(".tmp")), "{names:?}");
     lock.release().unwrap();
     assert!(!paths.lock_file().exists());
     assert_eq!(InstanceLock::holder(&paths).unwrap(), None);
@@ -114,10 +95,7 @@ fn a_waiting_acquire_gets_the_lock_when_it_is_released() {
     });
     let second = InstanceLock::acquire(&paths, Duration::from_secs(5)).unwrap();
     releaser.join().unwrap();
-    assert_eq!(
-        InstanceLock::holder(&paths).unwrap().as_ref(),
-        Some(second.info())
-    );
+    assert_eq!(InstanceLock::holder(&paths).unwrap().as_ref(), Some(second.info()));
 }
 
 /// Worker: holds the instance lock of its folder until killed.
@@ -135,25 +113,11 @@ fn worker_holds_instance_lock() {
 fn a_lock_of_another_process_is_refused_then_taken_over_when_it_dies() {
     let dir = TempDir::new();
     let paths = paths(dir.path());
-    let mut child = spawn_worker(
-        "lock::worker_holds_instance_lock",
-        "hold-instance-lock",
-        dir.path(),
-        &[],
-    );
-    assert!(
-        wait_for(Duration::from_secs(20), || dir
-            .path()
-            .join("ready")
-            .exists()),
-        "worker not ready"
-    );
+    let mut child = spawn_worker("lock::worker_holds_instance_lock", "hold-instance-lock", dir.path(), &[]);
+    assert!(wait_for(Duration::from_secs(20), || dir.path().join("ready").exists()), "worker not ready");
 
     assert_locked_by(InstanceLock::acquire(&paths, SHORT), child.pid());
-    assert_eq!(
-        InstanceLock::holder(&paths).unwrap().map(|info| info.pid),
-        Some(child.pid())
-    );
+    assert_eq!(InstanceLock::holder(&paths).unwrap().map(|info| info.pid), Some(child.pid()));
 
     child.kill_hard();
     assert_eq!(InstanceLock::holder(&paths).unwrap(), None);
@@ -168,15 +132,9 @@ fn a_lock_of_a_dead_pid_is_taken_over() {
     let mut exited = Command::new("true").stdout(Stdio::null()).spawn().unwrap();
     let dead_pid = exited.id();
     exited.wait().unwrap();
-    write_lock(
-        &paths,
-        &json!({"pid": dead_pid, "timestamp": "2026-01-24T10:30:00.000Z"}),
-    );
+    write_lock(&paths, &json!({"pid": dead_pid, "timestamp": "2026-01-24T10:30:00.000Z"}));
     assert_eq!(InstanceLock::holder(&paths).unwrap(), None);
-    assert!(
-        paths.lock_file().exists(),
-        "holder() must not change anything"
-    );
+    assert!(paths.lock_file().exists(), "holder() must not change anything");
     acquire_quickly(&paths);
 }
 
@@ -214,20 +172,13 @@ fn our_own_pid_is_stale_only_with_another_start_time() {
     acquire_quickly(&paths).release().unwrap();
 
     // Same PID and start time: really us, so it is held.
-    let us =
-        json!({"pid": own_pid, "timestamp": "2026-01-24T10:30:00.000Z", "startTime": own_start});
+    let us = json!({"pid": own_pid, "timestamp": "2026-01-24T10:30:00.000Z", "startTime": own_start});
     write_lock(&paths, &us);
-    assert_eq!(
-        InstanceLock::holder(&paths).unwrap().map(|info| info.pid),
-        Some(own_pid)
-    );
+    assert_eq!(InstanceLock::holder(&paths).unwrap().map(|info| info.pid), Some(own_pid));
     assert_locked_by(InstanceLock::acquire(&paths, SHORT), own_pid);
 
     // No start time recorded: a live PID counts as the holder.
-    write_lock(
-        &paths,
-        &json!({"pid": own_pid, "timestamp": "2026-01-24T10:30:00.000Z"}),
-    );
+    write_lock(&paths, &json!({"pid": own_pid, "timestamp": "2026-01-24T10:30:00.000Z"}));
     assert_locked_by(InstanceLock::acquire(&paths, SHORT), own_pid);
 }
 
@@ -250,10 +201,7 @@ fn release_leaves_a_lock_that_is_no_longer_ours() {
     write_lock(&paths, &foreign);
     drop(lock);
     assert_eq!(lock_record(&paths), foreign);
-    assert_eq!(
-        InstanceLock::holder(&paths).unwrap().map(|info| info.pid),
-        Some(other.pid())
-    );
+    assert_eq!(InstanceLock::holder(&paths).unwrap().map(|info| info.pid), Some(other.pid()));
     assert_locked_by(InstanceLock::acquire(&paths, SHORT), other.pid());
 }
 
@@ -279,10 +227,7 @@ fn racing_contenders_take_over_a_stale_lock_only_once() {
                 thread::spawn(move || InstanceLock::acquire(&paths, SHORT))
             })
             .collect();
-        let results: Vec<_> = contenders
-            .into_iter()
-            .map(|it| it.join().unwrap())
-            .collect();
+        let results: Vec<_> = contenders.into_iter().map(|it| it.join().unwrap()).collect();
         let n_won = results.iter().filter(|res| res.is_ok()).count();
         assert_eq!(n_won, 1, "{results:?}");
         for res in &results {

@@ -17,44 +17,26 @@ fn layout_follows_the_guide() {
     let paths = Paths::new(Path::new("/srv/pm"), "default").unwrap();
     assert_eq!(paths.root(), Path::new("/srv/pm"));
     assert_eq!(paths.instance_id(), "default");
-    assert_eq!(
-        paths.registry_file(),
-        Path::new("/srv/pm/processes_default.json")
-    );
-    assert_eq!(
-        paths.lock_file(),
-        Path::new("/srv/pm/processes_default.lock")
-    );
-    assert_eq!(
-        paths.transaction_lock_file(),
-        Path::new("/srv/pm/processes_default.json.lock")
-    );
+    assert_eq!(paths.registry_file(), Path::new("/srv/pm/processes_default.json"));
+    assert_eq!(paths.lock_file(), Path::new("/srv/pm/processes_default.lock"));
+    assert_eq!(paths.transaction_lock_file(), Path::new("/srv/pm/processes_default.json.lock"));
     assert_eq!(paths.logs_dir(), Path::new("/srv/pm/default_logs"));
     assert_eq!(
         paths.monitor_log_file(at("2026-01-24T10:30:00.999Z")),
         Path::new("/srv/pm/default_logs/20260124_103000_default.log")
     );
-    assert_eq!(
-        paths.process_logs_dir("my-server"),
-        Path::new("/srv/pm/default_logs/my-server")
-    );
+    assert_eq!(paths.process_logs_dir("my-server"), Path::new("/srv/pm/default_logs/my-server"));
 
     let watcher = paths.for_instance("watcher").unwrap();
     assert_eq!(watcher.root(), paths.root());
-    assert_eq!(
-        watcher.registry_file(),
-        Path::new("/srv/pm/processes_watcher.json")
-    );
+    assert_eq!(watcher.registry_file(), Path::new("/srv/pm/processes_watcher.json"));
     assert_eq!(watcher.logs_dir(), Path::new("/srv/pm/watcher_logs"));
 }
 
 #[test]
 fn relative_roots_become_absolute() {
     let paths = Paths::new(Path::new("some/dir"), "default").unwrap();
-    assert_eq!(
-        paths.root(),
-        std::env::current_dir().unwrap().join("some/dir")
-    );
+    assert_eq!(paths.root(), std::env::current_dir().unwrap().join("some/dir"));
     assert!(paths.registry_file().is_absolute());
 }
 
@@ -66,36 +48,16 @@ fn resolve_uses_the_directory_or_the_home_folder() {
 
     let default = Paths::resolve(None, "default").unwrap();
     let home = Paths::home_dir();
-    let expected = if home.is_absolute() {
-        home
-    } else {
-        std::env::current_dir().unwrap().join(home)
-    };
-    assert_eq!(
-        default.root(),
-        expected.join(".tom").join("process_monitor")
-    );
+    let expected = if home.is_absolute() { home } else { std::env::current_dir().unwrap().join(home) };
+    assert_eq!(default.root(), expected.join(".tom").join("process_monitor"));
 }
 
 #[test]
 fn invalid_instance_ids_are_refused() {
     let valid = Paths::new(Path::new("/srv/pm"), "default").unwrap();
     let too_long = "x".repeat(65);
-    for id in [
-        "",
-        "../x",
-        "a/b",
-        ".hidden",
-        "-dash",
-        "with space",
-        "a\\b",
-        too_long.as_str(),
-    ] {
-        for res in [
-            Paths::new(Path::new("/srv/pm"), id),
-            Paths::resolve(None, id),
-            valid.for_instance(id),
-        ] {
+    for id in ["", "../x", "a/b", ".hidden", "-dash", "with space", "a\\b", too_long.as_str()] {
+        for res in [Paths::new(Path::new("/srv/pm"), id), Paths::resolve(None, id), valid.for_instance(id)] {
             match res {
                 Err(Error::InvalidId { id: refused, .. }) => assert_eq!(refused, id),
                 other => panic!("{id:?} accepted or wrong error: {other:?}"),
@@ -107,10 +69,8 @@ fn invalid_instance_ids_are_refused() {
 }
 
 fn names_in(dir: &Path) -> Vec<String> {
-    let mut names: Vec<String> = fs::read_dir(dir)
-        .unwrap()
-        .map(|entry| entry.unwrap().file_name().into_string().unwrap())
-        .collect();
+    let mut names: Vec<String> =
+        fs::read_dir(dir).unwrap().map(|entry| entry.unwrap().file_name().into_string().unwrap()).collect();
     names.sort();
     names
 }
@@ -142,31 +102,15 @@ fn run_folders_keep_only_the_newest() {
     fs::create_dir(parent.join("unrelated")).unwrap();
     let mut created: Vec<PathBuf> = Vec::new();
     for second in 0..5 {
-        let path = paths
-            .create_run_dir("api", at(&format!("2026-01-24T10:30:0{second}.000Z")), 3)
-            .unwrap();
+        let path = paths.create_run_dir("api", at(&format!("2026-01-24T10:30:0{second}.000Z")), 3).unwrap();
         fs::write(path.join("stdout.log"), "x").unwrap();
         created.push(path);
     }
-    assert_eq!(
-        names_in(&parent),
-        [
-            "20260124_103002",
-            "20260124_103003",
-            "20260124_103004",
-            "notes.txt",
-            "unrelated"
-        ]
-    );
+    assert_eq!(names_in(&parent), ["20260124_103002", "20260124_103003", "20260124_103004", "notes.txt", "unrelated"]);
     // A clashing name sorts after its base, and keep = 0 still keeps the new folder.
-    let again = paths
-        .create_run_dir("api", at("2026-01-24T10:30:04.000Z"), 0)
-        .unwrap();
+    let again = paths.create_run_dir("api", at("2026-01-24T10:30:04.000Z"), 0).unwrap();
     assert_eq!(again, parent.join("20260124_103004_2"));
-    assert_eq!(
-        names_in(&parent),
-        ["20260124_103004_2", "notes.txt", "unrelated"]
-    );
+    assert_eq!(names_in(&parent), ["20260124_103004_2", "notes.txt", "unrelated"]);
 }
 
 #[test]
@@ -175,10 +119,7 @@ fn run_folders_refuse_bad_process_ids() {
     let paths = Paths::new(dir.path(), "default").unwrap();
     for id in ["..", "../escape", "a/b", ""] {
         let res = paths.create_run_dir(id, Timestamp::now(), 10);
-        assert!(
-            matches!(res, Err(Error::InvalidId { .. })),
-            "{id:?}: {res:?}"
-        );
+        assert!(matches!(res, Err(Error::InvalidId { .. })), "{id:?}: {res:?}");
     }
     assert_eq!(names_in(dir.path()), Vec::<String>::new());
 }

@@ -42,20 +42,10 @@ fn a_reaped_child_is_dead() {
 fn a_zombie_is_not_alive() {
     let mut child = ChildGuard::spawn(Command::new("true").stdout(Stdio::null()));
     let child_pid = child.pid();
-    assert!(
-        wait_for(Duration::from_secs(10), || !pid::alive(child_pid)),
-        "child never exited"
-    );
+    assert!(wait_for(Duration::from_secs(10), || !pid::alive(child_pid)), "child never exited");
     // Not reaped yet: the process table still has it, as a zombie.
     let stat = std::fs::read_to_string(format!("/proc/{child_pid}/stat")).unwrap();
-    assert!(
-        stat.rsplit(')')
-            .next()
-            .unwrap()
-            .trim_start()
-            .starts_with('Z'),
-        "{stat}"
-    );
+    assert!(stat.rsplit(')').next().unwrap().trim_start().starts_with('Z'), "{stat}");
     assert!(!pid::is_same_process(child_pid, None));
     assert!(child.wait_timeout(Duration::from_secs(5)).success());
 }

@@ -10,9 +10,7 @@ use pm_core::Registry;
 use pm_registry::{Error, Paths, Store};
 use serde_json::Value;
 
-use crate::support::{
-    add_entry, add_in_transaction, mode_of, snapshot, store, ChildGuard, TempDir,
-};
+use crate::support::{add_entry, add_in_transaction, mode_of, snapshot, store, ChildGuard, TempDir};
 
 const TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -30,10 +28,7 @@ fn init_creates_the_default_instance() {
     assert!(registry.remote_access.start_remote_access);
     assert_eq!(registry.remote_access.remote_port, 19881);
     assert_eq!(registry.aliveness_server.port, 19883);
-    assert_eq!(
-        registry.remote_access.trusted_hosts,
-        ["localhost", "127.0.0.1", "::1", "0.0.0.0"]
-    );
+    assert_eq!(registry.remote_access.trusted_hosts, ["localhost", "127.0.0.1", "::1", "0.0.0.0"]);
     assert!(registry.remote_access.executable_whitelist.is_empty());
     assert!(registry.remote_access.executable_blacklist.is_empty());
     assert!(!registry.partner_discovery.discovery_on_startup);
@@ -60,10 +55,7 @@ fn init_creates_the_watcher_instance() {
     let partner = &registry.partner_discovery;
     assert_eq!(partner.partner_instance_id.as_deref(), Some("default"));
     assert_eq!(partner.partner_aliveness_port, Some(19883));
-    assert_eq!(
-        partner.partner_status_url.as_deref(),
-        Some("http://localhost:19883/status")
-    );
+    assert_eq!(partner.partner_status_url.as_deref(), Some("http://localhost:19883/status"));
     assert!(partner.discovery_on_startup);
     assert_eq!(mode_of(&dir.path().join("processes_watcher.json")), 0o600);
 }
@@ -100,9 +92,7 @@ fn transactions_save_changes_only() {
     let store = store(&root, "default");
 
     // A no-op on a missing registry creates nothing but the root and the lock sidecar.
-    let seen = store
-        .transaction(TIMEOUT, |registry| Ok::<_, Error>(registry.processes.len()))
-        .unwrap();
+    let seen = store.transaction(TIMEOUT, |registry| Ok::<_, Error>(registry.processes.len())).unwrap();
     assert_eq!(seen, 0);
     assert_eq!(store.stamp(), None);
     assert!(store.paths().transaction_lock_file().exists());
@@ -134,16 +124,11 @@ fn transactions_save_changes_only() {
     assert_ne!(store.stamp(), Some(stamp));
     assert!(second.last_modified > first.last_modified);
     assert_eq!(second.processes.len(), 2);
-    let backup: Registry =
-        serde_json::from_slice(&fs::read(root.join("processes_default.json.bak")).unwrap())
-            .unwrap();
+    let backup: Registry = serde_json::from_slice(&fs::read(root.join("processes_default.json.bak")).unwrap()).unwrap();
     assert_eq!(backup, first);
     assert_eq!(mode_of(&store.paths().registry_file()), 0o600);
     assert_eq!(mode_of(&store.paths().transaction_lock_file()), 0o600);
-    let leftovers: Vec<String> = snapshot(&root)
-        .into_keys()
-        .filter(|name| name.contains(".tmp"))
-        .collect();
+    let leftovers: Vec<String> = snapshot(&root).into_keys().filter(|name| name.contains(".tmp")).collect();
     assert!(leftovers.is_empty(), "{leftovers:?}");
 }
 
@@ -189,26 +174,16 @@ fn a_held_lock_times_out_naming_the_lock_file() {
     match res {
         Err(err @ Error::LockTimeout { .. }) => {
             let text = err.to_string();
-            let Error::LockTimeout { path, waited } = err else {
-                unreachable!()
-            };
+            let Error::LockTimeout { path, waited } = err else { unreachable!() };
             assert_eq!(path, store.paths().transaction_lock_file());
-            assert!(
-                waited >= Duration::from_millis(200) && waited < Duration::from_secs(2),
-                "{waited:?}"
-            );
+            assert!(waited >= Duration::from_millis(200) && waited < Duration::from_secs(2), "{waited:?}");
             assert!(text.contains("processes_default.json.lock"), "{text}");
-            assert!(matches!(
-                pm_core::Error::from(Error::LockTimeout { path, waited }),
-                pm_core::Error::Busy(_)
-            ));
+            assert!(matches!(pm_core::Error::from(Error::LockTimeout { path, waited }), pm_core::Error::Busy(_)));
         }
         other => panic!("expected LockTimeout, got {other:?}"),
     }
     // Once released, it is free again.
-    store
-        .transaction(Duration::from_millis(200), |_| Ok::<_, Error>(()))
-        .unwrap();
+    store.transaction(Duration::from_millis(200), |_| Ok::<_, Error>(())).unwrap();
 }
 
 /// The example registry of `wire-formats.md`, plus keys this version does not know.
@@ -293,9 +268,7 @@ fn assert_contains(expected: &Value, actual: &Value, at: &str) {
     match (expected, actual) {
         (Value::Object(expected), Value::Object(actual)) => {
             for (key, value) in expected {
-                let Some(found) = actual.get(key) else {
-                    panic!("{at}/{key} was dropped")
-                };
+                let Some(found) = actual.get(key) else { panic!("{at}/{key} was dropped") };
                 assert_contains(value, found, &format!("{at}/{key}"));
             }
         }
@@ -312,11 +285,7 @@ fn the_wire_example_round_trips_with_unknown_keys() {
     assert_eq!(loaded.processes["api"].pid, Some(12345));
 
     store.transaction(TIMEOUT, |_| Ok::<_, Error>(())).unwrap();
-    assert_eq!(
-        fs::read_to_string(store.paths().registry_file()).unwrap(),
-        WIRE_EXAMPLE,
-        "a no-op rewrote it"
-    );
+    assert_eq!(fs::read_to_string(store.paths().registry_file()).unwrap(), WIRE_EXAMPLE, "a no-op rewrote it");
     store
         .transaction(TIMEOUT, |registry| {
             registry.monitor_interval_ms = 6000;
@@ -325,24 +294,17 @@ fn the_wire_example_round_trips_with_unknown_keys() {
         .unwrap();
 
     let mut expected: Value = serde_json::from_str(WIRE_EXAMPLE).unwrap();
-    let written: Value =
-        serde_json::from_slice(&fs::read(store.paths().registry_file()).unwrap()).unwrap();
+    let written: Value = serde_json::from_slice(&fs::read(store.paths().registry_file()).unwrap()).unwrap();
     assert_eq!(written["monitorIntervalMs"], 6000);
     assert_ne!(written["lastModified"], expected["lastModified"]);
     expected["monitorIntervalMs"] = written["monitorIntervalMs"].clone();
     expected["lastModified"] = written["lastModified"].clone();
     assert_contains(&expected, &written, "");
-    assert_eq!(
-        written["futureTopLevel"]["nested"],
-        serde_json::json!([1, 2, 3])
-    );
+    assert_eq!(written["futureTopLevel"]["nested"], serde_json::json!([1, 2, 3]));
     assert_eq!(written["processes"]["api"]["futureProcessKey"], "kept");
 
     // The file as we first found it is the backup.
-    assert_eq!(
-        fs::read_to_string(dir.path().join("processes_default.json.bak")).unwrap(),
-        WIRE_EXAMPLE
-    );
+    assert_eq!(fs::read_to_string(dir.path().join("processes_default.json.bak")).unwrap(), WIRE_EXAMPLE);
 }
 
 #[test]

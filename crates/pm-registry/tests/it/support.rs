@@ -49,9 +49,7 @@ pub struct ChildGuard {
 
 impl ChildGuard {
     pub fn spawn(command: &mut Command) -> ChildGuard {
-        ChildGuard {
-            child: command.spawn().unwrap(),
-        }
+        ChildGuard { child: command.spawn().unwrap() }
     }
 
     pub fn pid(&self) -> u32 {
@@ -65,11 +63,7 @@ impl ChildGuard {
             if let Some(status) = self.child.try_wait().unwrap() {
                 return status;
             }
-            assert!(
-                Instant::now() < deadline,
-                "child {} still running after {timeout:?}",
-                self.pid()
-            );
+            assert!(Instant::now() < deadline, "child {} still running after {timeout:?}", self.pid());
             thread::sleep(Duration::from_millis(10));
         }
     }
@@ -91,12 +85,7 @@ impl Drop for ChildGuard {
 }
 
 /// Runs the test `test_name` of this binary in a new process playing `role` in `dir`.
-pub fn spawn_worker(
-    test_name: &str,
-    role: &str,
-    dir: &Path,
-    envs: &[(&str, String)],
-) -> ChildGuard {
+pub fn spawn_worker(test_name: &str, role: &str, dir: &Path, envs: &[(&str, String)]) -> ChildGuard {
     let mut command = Command::new(std::env::current_exe().unwrap());
     command
         .args(["--exact", test_name, "--nocapture", "--test-threads=1"])
@@ -115,9 +104,7 @@ pub fn worker_dir(role: &str) -> Option<PathBuf> {
     if std::env::var_os(ROLE_VAR)? != *role {
         return None;
     }
-    Some(PathBuf::from(
-        std::env::var_os(DIR_VAR).expect("worker folder variable"),
-    ))
+    Some(PathBuf::from(std::env::var_os(DIR_VAR).expect("worker folder variable")))
 }
 
 /// Polls `condition` every 5 ms until it holds or `timeout` passes; returns whether it held.
@@ -141,9 +128,7 @@ pub fn store(dir: &Path, instance_id: &str) -> Store {
 /// Registers a stopped entry `id` running `/bin/true`.
 pub fn add_entry(registry: &mut Registry, id: &str) {
     let config = ProcessConfig::new(id, id, "/bin/true");
-    registry
-        .processes
-        .insert(id.to_owned(), ProcessEntry::new(config, Timestamp::now()));
+    registry.processes.insert(id.to_owned(), ProcessEntry::new(config, Timestamp::now()));
 }
 
 /// Every file directly in `dir` by name, with its bytes (folders map to an empty list).
@@ -152,11 +137,7 @@ pub fn snapshot(dir: &Path) -> BTreeMap<String, Vec<u8>> {
         .unwrap()
         .map(|entry| {
             let entry = entry.unwrap();
-            let bytes = if entry.file_type().unwrap().is_file() {
-                fs::read(entry.path()).unwrap()
-            } else {
-                Vec::new()
-            };
+            let bytes = if entry.file_type().unwrap().is_file() { fs::read(entry.path()).unwrap() } else { Vec::new() };
             (entry.file_name().into_string().unwrap(), bytes)
         })
         .collect()

@@ -215,13 +215,16 @@ async fn argv_arrives_verbatim_without_a_shell() {
     let out = fx.file("argv");
     let tricky = ["a b", "\"quoted\"", "'single'", "$HOME", "; rm -rf /", "*", "", "back\\slash"];
     let mut config = pm_core::ProcessConfig::new("argv", "argv", "/bin/sh");
-    config.args = vec!["-c".to_owned(), format!("printf '%s\\n' \"$@\" > {}; sleep 300", out.display()), "sh".to_owned()];
+    config.args =
+        vec!["-c".to_owned(), format!("printf '%s\\n' \"$@\" > {}; sleep 300", out.display()), "sh".to_owned()];
     config.args.extend(tricky.iter().map(|arg| arg.to_string()));
     config.environment = Some([("PM_TEST_VAR".to_owned(), "x y".to_owned())].into());
     fx.sup.register(config).unwrap();
     fx.wait("argv", LONG, |e| e.state == ProcessState::Running).await;
-    eventually(LONG, "argv written", || std::fs::read_to_string(&out).unwrap_or_default().lines().count() == tricky.len())
-        .await;
+    eventually(LONG, "argv written", || {
+        std::fs::read_to_string(&out).unwrap_or_default().lines().count() == tricky.len()
+    })
+    .await;
     let text = std::fs::read_to_string(&out).unwrap();
     let lines: Vec<&str> = text.lines().collect();
     assert_eq!(lines, tricky);
@@ -325,7 +328,10 @@ async fn monitor_start_adopts_a_running_process_instead_of_starting_another() {
     let marker = fx.file("marker");
     let mut orphan = spawn_orphan(&marker);
     let pid = orphan.id();
-    let mut entry = ProcessEntry::new(sh("kept", &format!("echo started >> {}; exec sleep 300", marker.display())), Timestamp::now());
+    let mut entry = ProcessEntry::new(
+        sh("kept", &format!("echo started >> {}; exec sleep 300", marker.display())),
+        Timestamp::now(),
+    );
     entry.state = ProcessState::Running;
     entry.pid = Some(pid);
     entry.pid_start_time = pm_registry::pid::start_time(pid);
@@ -338,7 +344,8 @@ async fn monitor_start_adopts_a_running_process_instead_of_starting_another() {
     // SAFETY: killing the process we spawned.
     unsafe { libc::kill(pid as i32, libc::SIGKILL) };
     let _ = orphan.wait();
-    let restarted = fx.wait("kept", LONG, |e| e.pid.is_some_and(|p| p != pid) && e.state == ProcessState::Running).await;
+    let restarted =
+        fx.wait("kept", LONG, |e| e.pid.is_some_and(|p| p != pid) && e.state == ProcessState::Running).await;
     assert!(restarted.pid.is_some());
     eventually(LONG, "restarted copy wrote its marker", || {
         std::fs::read_to_string(&marker).unwrap().lines().count() == 2
@@ -352,14 +359,18 @@ async fn monitor_start_does_not_adopt_a_reused_pid() {
     let marker = fx.file("marker");
     let mut orphan = spawn_orphan(&fx.file("other"));
     let pid = orphan.id();
-    let mut entry = ProcessEntry::new(sh("reused", &format!("echo started >> {}; exec sleep 300", marker.display())), Timestamp::now());
+    let mut entry = ProcessEntry::new(
+        sh("reused", &format!("echo started >> {}; exec sleep 300", marker.display())),
+        Timestamp::now(),
+    );
     entry.state = ProcessState::Running;
     entry.pid = Some(pid);
     // A start time that is not this process's: the PID now belongs to someone else.
     entry.pid_start_time = pm_registry::pid::start_time(pid).map(|t| t + 12345);
     entry.config.restart_policy = Some(policy(3, &[10]));
     fx.sup.resume(entry, true).unwrap();
-    let running = fx.wait("reused", LONG, |e| e.state == ProcessState::Running && e.pid.is_some_and(|p| p != pid)).await;
+    let running =
+        fx.wait("reused", LONG, |e| e.state == ProcessState::Running && e.pid.is_some_and(|p| p != pid)).await;
     assert_ne!(running.pid, Some(pid));
     assert!(alive(pid), "the unrelated process must not be touched");
     // SAFETY: killing the process we spawned.

@@ -110,11 +110,7 @@ pub fn alive(pid: u32) -> bool {
 
 /// Reads a file of one integer per line.
 pub fn read_numbers(path: &Path) -> Vec<u128> {
-    std::fs::read_to_string(path)
-        .unwrap_or_default()
-        .lines()
-        .filter_map(|line| line.trim().parse().ok())
-        .collect()
+    std::fs::read_to_string(path).unwrap_or_default().lines().filter_map(|line| line.trim().parse().ok()).collect()
 }
 
 /// Polls until `check` holds or the timeout passes.

@@ -1,0 +1,4 @@
+//! End-to-end scenarios: both instances of the real binaries in a temporary home, with faults injected.
+//! Run by `cargo xtask e2e`, which builds the binaries and passes their paths.
+
+mod watcher;

@@ -1,0 +1,188 @@
+//! The watcher pair: mutual supervision, recovery after kill -9, self-restart, standalone mode.
+
+use std::time::Duration;
+
+use pm_tests::{http, kill9, report, Home};
+
+/// Recovery must happen within this bound at the default 3 s x 2 settings.
+const RECOVERY_BOUND: Duration = Duration::from_secs(7);
+const LONG: Duration = Duration::from_secs(30);
+
+/// Starts the watcher first (it starts the default instance), with one managed sleeper on `default`, and
+/// waits until both instances answer and supervise each other.
+fn pair(check_interval_ms: u64) -> Option<Home> {
+    let home = Home::new(check_interval_ms)?;
+    home.add_sleeper("default", "sleeper");
+    let (code, out, err) = home.cli(true, &[]);
+    assert_eq!(code, 0, "monitor_watcher failed: {out} {err}");
+    assert!(out.contains("started (pid"), "{out}");
+    home.wait_until(LONG, "both instances answer", || {
+        home.answers(home.default_ports) && home.answers(home.watcher_ports)
+    });
+    home.wait_until(LONG, "the sleeper runs", || home.child_pid("default", "sleeper").is_some());
+    home.wait_until(LONG, "each supervises the other", || {
+        home.child_pid("watcher", "default").is_some() && home.child_pid("default", "watcher").is_some()
+    });
+    Some(home)
+}
+
+fn assert_one_of_each(home: &Home) {
+    // Give racing restarts time to show up before counting.
+    std::thread::sleep(Duration::from_millis(1500));
+    assert_eq!(home.instances("default"), 1, "exactly one default instance");
+    assert_eq!(home.instances("watcher"), 1, "exactly one watcher instance");
+    assert_eq!(home.copies("sleeper"), 1, "exactly one sleeper");
+}
+
+#[test]
+fn watcher_first_starts_default_and_both_supervise_each_other() {
+    let Some(home) = pair(3000) else { return };
+    let status = home.get(home.default_ports.alive, "/status").unwrap();
+    assert_eq!(status.0, 200);
+    let status: serde_json::Value = serde_json::from_str(&status.1).unwrap();
+    assert_eq!(status["instanceId"], "default");
+    assert_eq!(status["partnerInstanceId"], "watcher");
+    let (code, out, _) = home.cli(true, &["--status"]);
+    assert_eq!(code, 0);
+    assert!(out.contains("ProcessMonitor watcher is running"), "{out}");
+    assert_one_of_each(&home);
+}
+
+#[test]
+fn kill_9_of_default_is_repaired_by_the_watcher_and_children_are_adopted() {
+    let Some(home) = pair(3000) else { return };
+    let old = home.holder("default").unwrap();
+    let sleeper = home.child_pid("default", "sleeper").unwrap();
+    kill9(old);
+    let took = home.wait_until(LONG, "a new default answers", || {
+        home.holder("default").is_some_and(|pid| pid != old) && home.answers(home.default_ports)
+    });
+    report("kill -9 default -> watcher restarts it", &format!("{took:.2?}"));
+    assert!(took < RECOVERY_BOUND, "recovery took {took:?}");
+    home.wait_until(LONG, "sleeper adopted", || home.child_pid("default", "sleeper") == Some(sleeper));
+    assert_eq!(home.starts("sleeper"), 1, "the managed child must not be restarted");
+    assert_one_of_each(&home);
+}
+
+#[test]
+fn kill_9_of_watcher_is_repaired_by_default() {
+    let Some(home) = pair(3000) else { return };
+    let old = home.holder("watcher").unwrap();
+    kill9(old);
+    let took = home.wait_until(LONG, "a new watcher answers", || {
+        home.holder("watcher").is_some_and(|pid| pid != old) && home.answers(home.watcher_ports)
+    });
+    report("kill -9 watcher -> default restarts it", &format!("{took:.2?}"));
+    assert!(took < RECOVERY_BOUND, "recovery took {took:?}");
+    assert_eq!(home.starts("sleeper"), 1);
+    assert_one_of_each(&home);
+}
+
+#[test]
+fn faster_intervals_recover_faster_from_a_hung_partner() {
+    let Some(home) = pair(500) else { return };
+    let old = home.holder("watcher").unwrap();
+    // A stopped (hung) watcher: its PID lives but it does not answer. The default must notice through the
+    // aliveness check (2 x 500 ms), kill it and start another.
+    // SAFETY: signalling a process this scenario started.
+    unsafe { libc::kill(old as i32, libc::SIGSTOP) };
+    let took = home.wait_until(LONG, "a new watcher answers", || {
+        home.holder("watcher").is_some_and(|pid| pid != old) && home.answers(home.watcher_ports)
+    });
+    report("SIGSTOP watcher (500 ms x 2) -> replaced", &format!("{took:.2?}"));
+    assert!(took < Duration::from_secs(10), "replacing a hung watcher took {took:?}");
+    assert!(!pm_registry::pid::alive(old) || home.holder("watcher") != Some(old));
+    assert_one_of_each(&home);
+}
+
+#[test]
+fn kill_both_within_100_ms_leaves_no_duplicates() {
+    let Some(home) = pair(3000) else { return };
+    let default = home.holder("default").unwrap();
+    let watcher = home.holder("watcher").unwrap();
+    kill9(default);
+    std::thread::sleep(Duration::from_millis(50));
+    kill9(watcher);
+    // Whoever noticed first may have restarted the other in the window; the guide's "both crash" case
+    // otherwise needs a system restart. Either way nothing may be duplicated.
+    std::thread::sleep(Duration::from_secs(4));
+    let default_count = home.instances("default");
+    let watcher_count = home.instances("watcher");
+    report(
+        "kill -9 both within 50 ms",
+        &format!("afterwards: {default_count} default, {watcher_count} watcher instance(s)"),
+    );
+    assert!(default_count <= 1 && watcher_count <= 1);
+    assert!(home.copies("sleeper") <= 1);
+    // The guide's remedy: start it again; the children are adopted, not duplicated.
+    let (code, out, err) = home.cli(true, &[]);
+    assert_eq!(code, 0, "{out}{err}");
+    home.wait_until(LONG, "both back", || home.answers(home.default_ports) && home.answers(home.watcher_ports));
+    assert_one_of_each(&home);
+    assert_eq!(home.starts("sleeper"), 1, "the sleeper survived and was adopted");
+}
+
+#[test]
+fn self_restart_through_the_api_keeps_children() {
+    let Some(home) = pair(3000) else { return };
+    let old = home.holder("default").unwrap();
+    let sleeper = home.child_pid("default", "sleeper").unwrap();
+    let started = std::time::Instant::now();
+    let (status, body) = http(home.default_ports.remote, "POST", "/monitor/restart", Some("")).unwrap();
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains("ProcessMonitor restart initiated"), "{body}");
+    home.wait_until(LONG, "the replacement answers", || {
+        home.holder("default").is_some_and(|pid| pid != old) && home.answers(home.default_ports)
+    });
+    report("POST /monitor/restart -> replacement answers", &format!("{:.2?}", started.elapsed()));
+    home.wait_until(LONG, "sleeper adopted", || home.child_pid("default", "sleeper") == Some(sleeper));
+    assert_eq!(home.starts("sleeper"), 1);
+    assert_one_of_each(&home);
+}
+
+#[test]
+fn cli_restart_of_the_watcher_keeps_everything() {
+    let Some(home) = pair(3000) else { return };
+    let old = home.holder("watcher").unwrap();
+    let (code, out, err) = home.cli(true, &["--restart"]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("restarted"), "{out}");
+    assert_ne!(home.holder("watcher"), Some(old));
+    assert_eq!(home.starts("sleeper"), 1);
+    assert_one_of_each(&home);
+}
+
+#[test]
+fn standalone_mode_leaves_a_killed_partner_dead() {
+    let Some(home) = pair(500) else { return };
+    let (status, body) =
+        http(home.default_ports.remote, "PUT", "/config/standalone-mode", Some(r#"{"enabled":true}"#)).unwrap();
+    assert_eq!(status, 200, "{body}");
+    // The default no longer supervises its watcher.
+    home.wait_until(LONG, "watcher entry dropped", || !home.registry("default").processes.contains_key("watcher"));
+    // Keep the watcher from restarting the default as well: it is the default's partner that must stay dead.
+    let watcher = home.holder("watcher").unwrap();
+    kill9(watcher);
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(home.holder("watcher"), None, "the killed watcher must stay dead in standalone mode");
+    assert!(home.answers(home.default_ports));
+    report("standalone: killed watcher stays dead", "3 s = 6 check intervals");
+}
+
+#[test]
+fn stop_of_default_through_the_cli_is_not_undone_by_the_watcher() {
+    let Some(home) = pair(500) else { return };
+    let sleeper = home.child_pid("default", "sleeper").unwrap();
+    let (code, out, err) = home.cli(false, &["--stop"]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("stopped"), "{out}");
+    assert_eq!(home.holder("default"), None);
+    home.wait_until(LONG, "sleeper stopped with its monitor", || !pm_registry::pid::alive(sleeper));
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(home.holder("default"), None, "the watcher must not bring a stopped default back");
+    assert!(home.answers(home.watcher_ports));
+    // Started again by hand, it is supervised again.
+    let (code, _, _) = home.cli(false, &[]);
+    assert_eq!(code, 0);
+    home.wait_until(LONG, "watcher re-adopts default", || home.child_pid("watcher", "default").is_some());
+}
