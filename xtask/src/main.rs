@@ -2,6 +2,7 @@
 //! instances, fault scenarios) and `bench` (speed and footprint figures).
 
 mod bench;
+mod chaos;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};
@@ -12,8 +13,9 @@ fn main() -> ExitCode {
         Some("ci") => ci(),
         Some("e2e") => e2e(&args[1..]),
         Some("bench") => bench::run(&args[1..]),
+        Some("chaos") => chaos::run(&args[1..]),
         _ => {
-            eprintln!("usage: cargo xtask <ci | e2e [test filter] | bench [--quick]>");
+            eprintln!("usage: cargo xtask <ci | e2e [test filter] | bench [--quick] | chaos [--cycles N] [--fuzz-cases N]>");
             return ExitCode::from(2);
         }
     };
