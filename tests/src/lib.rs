@@ -176,8 +176,7 @@ impl Home {
     /// Monitor processes of `instance` in this home.
     pub fn instances(&self, instance: &str) -> usize {
         let dir = self.dir.to_string_lossy().into_owned();
-        let all = self.count_processes(&["--instance-id", instance, "--directory", &dir]);
-        all
+        self.count_processes(&["--instance-id", instance, "--directory", &dir])
     }
 
     /// `GET path` on a loopback port; (status, body).

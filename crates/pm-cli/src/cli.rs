@@ -96,7 +96,7 @@ pub enum Command {
     /// Disable (and stop) a process.
     Disable(IdArgs),
     /// Register a process from a JSON file or from flags.
-    Register(RegisterArgs),
+    Register(Box<RegisterArgs>),
     /// Remove a process (stopping it).
     Deregister(IdArgs),
     /// Show a process's log.

@@ -291,7 +291,7 @@ fn merge_runtime(stored: &mut ProcessEntry, observed: &ProcessEntry) {
 
 impl pm_http::ControlPlane for Monitor {
     async fn list(&self) -> Vec<ProcessStatus> {
-        self.sup.snapshots().iter().map(|snapshot| snapshot_status(snapshot)).collect()
+        self.sup.snapshots().iter().map(snapshot_status).collect()
     }
 
     async fn get(&self, id: &str) -> Result<ProcessStatus, Error> {

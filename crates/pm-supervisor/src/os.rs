@@ -43,19 +43,13 @@ impl ExitWatch {
     pub(crate) async fn wait(&mut self) {
         #[cfg(target_os = "linux")]
         if let Some(fd) = &self.pidfd {
-            loop {
-                match fd.readable().await {
-                    Ok(mut guard) => {
-                        guard.retain_ready();
-                        if !pm_registry::pid::is_same_process(self.pid, self.start_time) {
-                            return;
-                        }
-                        // A pidfd stays readable once the process has exited; it exited but is a zombie
-                        // that somebody else must reap. is_same_process already treats zombies as gone.
-                        tokio::time::sleep(Duration::from_millis(50)).await;
-                    }
-                    Err(_) => break,
+            while let Ok(mut guard) = fd.readable().await {
+                guard.retain_ready();
+                if !pm_registry::pid::is_same_process(self.pid, self.start_time) {
+                    return;
                 }
+                // Readable but still the same live process: spurious; look again shortly.
+                tokio::time::sleep(Duration::from_millis(50)).await;
             }
         }
         while pm_registry::pid::is_same_process(self.pid, self.start_time) {
