@@ -175,6 +175,9 @@ impl ProcessEntry {
             uptime: None,
             cpu_percent: None,
             memory_bytes: None,
+            restarts_total: None,
+            check_failures_total: None,
+            last_check_ms: None,
         }
     }
 }

@@ -125,6 +125,15 @@ pub struct ProcessStatus {
     /// Resident memory of the process group in bytes (additive field).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub memory_bytes: Option<u64>,
+    /// Restarts since the monitor started, never reset (additive field).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub restarts_total: Option<u64>,
+    /// Failed aliveness or startup checks since the monitor started (additive field).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub check_failures_total: Option<u64>,
+    /// Duration of the last aliveness or startup check in milliseconds (additive field).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_check_ms: Option<f64>,
 }
 
 /// Whether the monitor is serving or on its way out.
@@ -245,6 +254,9 @@ mod tests {
             uptime: None,
             cpu_percent: None,
             memory_bytes: None,
+            restarts_total: None,
+            check_failures_total: None,
+            last_check_ms: None,
         };
         let value = serde_json::to_value(&status).unwrap();
         assert_eq!(

@@ -80,6 +80,7 @@ enum Route {
     MonitorStatus,
     MonitorRestart,
     Config(ConfigItem),
+    Metrics,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -123,6 +124,7 @@ impl Route {
                 Route::Action(percent_decode(id), action)
             }
             ["monitor", "status"] => Route::MonitorStatus,
+            ["metrics"] => Route::Metrics,
             ["monitor", "restart"] => Route::MonitorRestart,
             ["config", item] => Route::Config(match *item {
                 "remote-access" => ConfigItem::RemoteAccess,
@@ -145,7 +147,7 @@ impl Route {
             Route::Process(_) => &[Method::GET, Method::DELETE],
             Route::Action(_, Action::Autostart) => &[Method::PUT],
             Route::Action(..) | Route::MonitorRestart => &[Method::POST],
-            Route::MonitorStatus => &[Method::GET],
+            Route::MonitorStatus | Route::Metrics => &[Method::GET],
             Route::Config(_) => &[Method::GET, Method::PUT],
         }
     }
@@ -268,6 +270,11 @@ impl<C: ControlPlane> Ctx<'_, C> {
             }
             (Route::Action(id, action), _) => self.act(&id, action, req).await,
             (Route::MonitorStatus, _) => ok_json(&self.control().monitor_status()),
+            (Route::Metrics, _) => {
+                let processes = self.control().list().await;
+                let text = crate::metrics::render(&self.control().monitor_status(), &processes);
+                server::text_body(StatusCode::OK, text, "text/plain; version=0.0.4; charset=utf-8")
+            }
             (Route::MonitorRestart, _) => {
                 if let Err(res) = self
                     .authorize(self.remote().allow_remote_monitor_restart, "Monitor restart not allowed", None)

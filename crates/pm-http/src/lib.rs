@@ -59,6 +59,7 @@ mod control;
 mod error;
 mod exec;
 mod helper;
+pub mod metrics;
 mod names;
 mod server;
 

@@ -285,6 +285,14 @@ pub(crate) fn method_not_allowed(allow: &str) -> HttpResponse {
     res
 }
 
+/// A response with an owned body and the given content type.
+pub(crate) fn text_body(status: StatusCode, text: String, content_type: &'static str) -> HttpResponse {
+    let mut res = Response::new(Full::new(Bytes::from(text)));
+    *res.status_mut() = status;
+    res.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
+    res
+}
+
 /// A plain-text response.
 pub(crate) fn text_response(status: StatusCode, text: &'static str) -> HttpResponse {
     let mut res = Response::new(Full::new(Bytes::from_static(text.as_bytes())));

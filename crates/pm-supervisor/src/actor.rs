@@ -25,6 +25,19 @@ pub struct Snapshot {
     pub config_rev: u64,
     /// When the current run started (monotonic), for uptime.
     pub running_since: Option<std::time::Instant>,
+    /// Counters since this monitor took the process over.
+    pub counters: Counters,
+}
+
+/// In-memory counters of one process (not stored in the registry).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Counters {
+    /// Restarts after crashes.
+    pub restarts: u64,
+    /// Failed aliveness and startup checks.
+    pub check_failures: u64,
+    /// Duration of the last check.
+    pub last_check: Option<Duration>,
 }
 
 type Reply<T> = oneshot::Sender<Result<T, Error>>;
@@ -91,7 +104,7 @@ enum Event {
     RetryDue,
     ResetDue,
     CheckDue,
-    CheckDone(bool),
+    CheckDone((bool, Duration)),
 }
 
 pub(crate) struct Actor {
@@ -106,7 +119,8 @@ pub(crate) struct Actor {
     reset_at: Option<Instant>,
     phase: Phase,
     check_at: Option<Instant>,
-    check_task: Option<JoinHandle<bool>>,
+    check_task: Option<JoinHandle<(bool, Duration)>>,
+    counters: Counters,
 }
 
 impl Actor {
@@ -115,7 +129,12 @@ impl Actor {
         shared: Arc<Shared>,
         rx: mpsc::Receiver<Cmd>,
     ) -> (Actor, watch::Receiver<Snapshot>) {
-        let (publish, snapshot) = watch::channel(Snapshot { entry: entry.clone(), config_rev: 0, running_since: None });
+        let (publish, snapshot) = watch::channel(Snapshot {
+            entry: entry.clone(),
+            config_rev: 0,
+            running_since: None,
+            counters: Counters::default(),
+        });
         let actor = Actor {
             entry,
             config_rev: 0,
@@ -129,6 +148,7 @@ impl Actor {
             phase: Phase::Idle,
             check_at: None,
             check_task: None,
+            counters: Counters::default(),
         };
         (actor, snapshot)
     }
@@ -168,7 +188,13 @@ impl Actor {
                     }
                 }
                 Event::CheckDue => self.launch_check(),
-                Event::CheckDone(passed) => self.on_check(passed).await,
+                Event::CheckDone((passed, took)) => {
+                    self.counters.last_check = Some(took);
+                    if !passed {
+                        self.counters.check_failures += 1;
+                    }
+                    self.on_check(passed).await
+                }
             }
         }
     }
@@ -512,6 +538,7 @@ impl Actor {
         match next_restart(&policy, self.entry.restart_attempts) {
             RestartDecision::RetryAfterMs(delay) => {
                 self.entry.restart_attempts = self.entry.restart_attempts.saturating_add(1);
+                self.counters.restarts += 1;
                 self.entry.state = ProcessState::Retrying;
                 self.retry_at = Some(Instant::now() + Duration::from_millis(delay));
             }
@@ -550,7 +577,11 @@ impl Actor {
         self.check_at = Some(Instant::now() + Duration::from_millis(interval.max(1)));
         let http = self.shared.http.clone();
         let timeout = Duration::from_millis(check.timeout_ms.max(1));
-        self.check_task = Some(tokio::spawn(async move { pm_http::check_health(&http, &check.url, timeout).await }));
+        self.check_task = Some(tokio::spawn(async move {
+            let started = std::time::Instant::now();
+            let passed = pm_http::check_health(&http, &check.url, timeout).await;
+            (passed, started.elapsed())
+        }));
     }
 
     async fn on_check(&mut self, passed: bool) {
@@ -637,8 +668,12 @@ impl Actor {
     }
 
     fn publish(&mut self) {
-        let snapshot =
-            Snapshot { entry: self.entry.clone(), config_rev: self.config_rev, running_since: self.running_since };
+        let snapshot = Snapshot {
+            entry: self.entry.clone(),
+            config_rev: self.config_rev,
+            running_since: self.running_since,
+            counters: self.counters,
+        };
         self.publish.send_replace(snapshot);
         self.shared.changed.notify_one();
     }
@@ -674,9 +709,9 @@ async fn sleep_until(at: Option<Instant>) {
     }
 }
 
-async fn join_check(task: &mut Option<JoinHandle<bool>>) -> bool {
+async fn join_check(task: &mut Option<JoinHandle<(bool, Duration)>>) -> (bool, Duration) {
     let Some(handle) = task else { return std::future::pending().await };
-    let passed = handle.await.unwrap_or(false);
+    let passed = handle.await.unwrap_or((false, Duration::ZERO));
     *task = None;
     passed
 }

@@ -181,6 +181,7 @@ async fn run_locked(config: DaemonConfig, crashed_before: bool) -> Result<Exit, 
         stopping: Default::default(),
         events: events_tx,
         ports: RwLock::new((None, None)),
+        resources: Default::default(),
     });
 
     let boot = !config.resume && !crashed_before;

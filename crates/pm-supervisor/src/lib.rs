@@ -42,10 +42,11 @@ mod actor;
 mod daemon;
 mod monitor;
 mod os;
+mod resources;
 mod spawn;
 mod supervisor;
 
-pub use actor::Snapshot;
+pub use actor::{Counters, Snapshot};
 pub use daemon::{Daemon, DaemonConfig, Error, Exit};
 pub use supervisor::{Supervisor, SupervisorConfig};
 

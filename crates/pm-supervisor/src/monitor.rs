@@ -48,6 +48,7 @@ pub(crate) struct Monitor {
     pub(crate) stopping: AtomicBool,
     pub(crate) events: mpsc::UnboundedSender<DaemonEvent>,
     pub(crate) ports: RwLock<(Option<u16>, Option<u16>)>,
+    pub(crate) resources: std::sync::Mutex<crate::resources::Sampler>,
 }
 
 impl Monitor {
@@ -291,16 +292,11 @@ fn merge_runtime(stored: &mut ProcessEntry, observed: &ProcessEntry) {
 
 impl pm_http::ControlPlane for Monitor {
     async fn list(&self) -> Vec<ProcessStatus> {
-        self.sup.snapshots().iter().map(snapshot_status).collect()
+        self.statuses(None)
     }
 
     async fn get(&self, id: &str) -> Result<ProcessStatus, Error> {
-        self.sup
-            .snapshots()
-            .iter()
-            .find(|snapshot| snapshot.entry.config.id == id)
-            .map(snapshot_status)
-            .ok_or_else(|| Error::NotFound(id.to_owned()))
+        self.statuses(Some(id)).pop().ok_or_else(|| Error::NotFound(id.to_owned()))
     }
 
     async fn register(&self, config: ProcessConfig) -> Result<(), Error> {
@@ -368,6 +364,33 @@ impl pm_http::ControlPlane for Monitor {
 }
 
 impl Monitor {
+    /// Status of every process (or of `only`), with uptime, counters and the resource use of its group.
+    pub(crate) fn statuses(&self, only: Option<&str>) -> Vec<ProcessStatus> {
+        let snapshots: Vec<crate::Snapshot> = self
+            .sup
+            .snapshots()
+            .into_iter()
+            .filter(|snapshot| only.is_none_or(|id| snapshot.entry.config.id == id))
+            .collect();
+        let pgids: Vec<u32> = snapshots
+            .iter()
+            .filter(|snapshot| snapshot.entry.state.has_child())
+            .filter_map(|snapshot| snapshot.entry.pid)
+            .collect();
+        let usage = self.resources.lock().expect("resources").usage(&pgids);
+        snapshots
+            .iter()
+            .map(|snapshot| {
+                let mut status = snapshot_status(snapshot);
+                if let Some(usage) = status.pid.and_then(|pid| usage.get(&pid)) {
+                    status.cpu_percent = usage.cpu_percent;
+                    status.memory_bytes = Some(usage.rss_bytes);
+                }
+                status
+            })
+            .collect()
+    }
+
     fn guard(&self) -> Result<(), Error> {
         if self.stopping.load(Ordering::Relaxed) {
             return Err(Error::ShuttingDown);
@@ -381,5 +404,8 @@ pub(crate) fn snapshot_status(snapshot: &crate::Snapshot) -> ProcessStatus {
     if snapshot.entry.state.has_child() {
         status.uptime = snapshot.running_since.map(|since| since.elapsed().as_secs());
     }
+    status.restarts_total = Some(snapshot.counters.restarts);
+    status.check_failures_total = Some(snapshot.counters.check_failures);
+    status.last_check_ms = snapshot.counters.last_check.map(|took| took.as_secs_f64() * 1000.0);
     status
 }

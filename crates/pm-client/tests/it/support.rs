@@ -111,6 +111,9 @@ fn status_of(config: &ProcessConfig, state: ProcessState) -> ProcessStatus {
         uptime: None,
         cpu_percent: None,
         memory_bytes: None,
+        restarts_total: None,
+        check_failures_total: None,
+        last_check_ms: None,
     }
 }
 
