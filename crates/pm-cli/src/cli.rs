@@ -61,6 +61,10 @@ pub struct Cli {
     #[arg(long, global = true)]
     pub json: bool,
 
+    /// Print a systemd unit for this instance and exit (same as the `systemd-unit` command).
+    #[arg(long)]
+    pub print_systemd_unit: bool,
+
     /// Internal: run the monitor in this process without console output (used by the detached start).
     #[arg(long, hide = true)]
     pub detached: bool,

@@ -21,14 +21,22 @@ pub(crate) fn run(cli: &Cli, instance_id: &str, command: &Command) -> anyhow::Re
         Command::List(target) => {
             let statuses = match remote(target)? {
                 Some(client) => block_on(client.get_all_status())?,
-                None => local(&paths)?.get_all_status()?,
+                None => {
+                    let mut statuses = local(&paths)?.get_all_status()?;
+                    add_local_figures(statuses.values_mut());
+                    statuses
+                }
             };
             print_list(cli.json, &statuses)
         }
         Command::Status(args) => {
             let status = match remote(&args.target)? {
                 Some(client) => block_on(client.get_status(&args.id))?,
-                None => local(&paths)?.get_status(&args.id)?,
+                None => {
+                    let mut status = local(&paths)?.get_status(&args.id)?;
+                    add_local_figures(std::iter::once(&mut status));
+                    status
+                }
             };
             print_one(cli.json, &status)
         }
@@ -175,6 +183,21 @@ fn config_from_flags(args: &RegisterArgs) -> anyhow::Result<ProcessConfig> {
     Ok(config)
 }
 
+/// Uptime (from the stored start) and resident memory (from /proc) of running processes, which the registry
+/// does not hold.
+fn add_local_figures<'a>(statuses: impl Iterator<Item = &'a mut ProcessStatus>) {
+    let statuses: Vec<&mut ProcessStatus> = statuses.collect();
+    let pgids: Vec<u32> = statuses.iter().filter_map(|status| status.pid).collect();
+    let memory = pm_supervisor::group_memory(&pgids);
+    let now = pm_core::Timestamp::now().unix_millis();
+    for status in statuses {
+        let Some(pid) = status.pid else { continue };
+        status.memory_bytes = memory.get(&pid).copied();
+        status.uptime =
+            status.last_started_at.map(|at| u64::try_from((now - at.unix_millis()).max(0) / 1000).unwrap_or(0));
+    }
+}
+
 fn local(paths: &Paths) -> anyhow::Result<ProcessMonitorClient> {
     Ok(ProcessMonitorClient::in_directory(paths.root(), paths.instance_id())?)
 }
@@ -231,6 +254,12 @@ fn print_one(json: bool, status: &ProcessStatus) -> anyhow::Result<u8> {
     if let Some(uptime) = status.uptime {
         println!("  uptime:    {}", human_duration(uptime));
     }
+    if let Some(cpu) = status.cpu_percent {
+        println!("  cpu:       {cpu:.1}%");
+    }
+    if let Some(memory) = status.memory_bytes {
+        println!("  memory:    {}", human_bytes(memory));
+    }
     println!("  enabled:   {}  autostart: {}  remote: {}", status.enabled, status.autostart, status.is_remote);
     println!("  restarts:  {}", status.restart_attempts);
     if let Some(at) = status.last_started_at {
@@ -249,6 +278,15 @@ fn print_one(json: bool, status: &ProcessStatus) -> anyhow::Result<u8> {
         println!("  error:     {error}");
     }
     Ok(code::OK)
+}
+
+fn human_bytes(bytes: u64) -> String {
+    match bytes {
+        0..=1023 => format!("{bytes}B"),
+        1024..=1_048_575 => format!("{:.1}K", bytes as f64 / 1024.0),
+        1_048_576..=1_073_741_823 => format!("{:.1}M", bytes as f64 / 1_048_576.0),
+        _ => format!("{:.1}G", bytes as f64 / 1_073_741_824.0),
+    }
 }
 
 fn human_duration(secs: u64) -> String {

@@ -50,6 +50,16 @@ pub struct ProcessConfig {
     /// never accepted from the remote API). It is left running when its owner shuts down.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub partner: bool,
+    /// Rotate `stdout.log`/`stderr.log` once they grow past this many bytes (additive; no rotation when
+    /// absent). The child keeps writing to the same file descriptor.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub log_max_bytes: Option<u64>,
+    /// Rotated generations kept beside a log (`stdout.log.1` is the newest; additive, default 3).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub log_keep: Option<u32>,
+    /// Run folders kept for this process (additive; the monitor's `--keep-logs` when absent).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub keep_runs: Option<u32>,
 }
 
 impl ProcessConfig {
@@ -72,6 +82,9 @@ impl ProcessConfig {
             aliveness_check: None,
             stop_timeout_ms: None,
             partner: false,
+            log_max_bytes: None,
+            log_keep: None,
+            keep_runs: None,
         }
     }
 
@@ -109,6 +122,12 @@ impl ProcessConfig {
             {
                 return invalid("environment (names must be non-empty without '=' or NUL)");
             }
+        }
+        if self.log_max_bytes == Some(0) || self.keep_runs == Some(0) {
+            return invalid("logMaxBytes and keepRuns (must be positive)");
+        }
+        if self.log_keep.is_some_and(|keep| keep > 100) {
+            return invalid("logKeep (at most 100)");
         }
         if let Some(policy) = &self.restart_policy {
             if policy.backoff_intervals_ms.len() > 1000 {

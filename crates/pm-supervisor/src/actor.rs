@@ -42,6 +42,9 @@ pub struct Counters {
 
 type Reply<T> = oneshot::Sender<Result<T, Error>>;
 
+/// How often log sizes are checked when `logMaxBytes` is set.
+const ROTATE_EVERY: Duration = Duration::from_millis(500);
+
 /// A request to the actor.
 pub(crate) enum Cmd {
     Start(Reply<ProcessState>),
@@ -76,6 +79,8 @@ pub(crate) enum Begin {
 struct Child {
     pid: u32,
     watch: Watch,
+    /// The run folder holding its logs (unknown for an adopted process).
+    run_dir: Option<std::path::PathBuf>,
 }
 
 enum Watch {
@@ -105,6 +110,7 @@ enum Event {
     ResetDue,
     CheckDue,
     CheckDone((bool, Duration)),
+    RotateDue,
 }
 
 pub(crate) struct Actor {
@@ -121,6 +127,7 @@ pub(crate) struct Actor {
     check_at: Option<Instant>,
     check_task: Option<JoinHandle<(bool, Duration)>>,
     counters: Counters,
+    rotate_at: Option<Instant>,
 }
 
 impl Actor {
@@ -149,6 +156,7 @@ impl Actor {
             check_at: None,
             check_task: None,
             counters: Counters::default(),
+            rotate_at: None,
         };
         (actor, snapshot)
     }
@@ -188,6 +196,7 @@ impl Actor {
                     }
                 }
                 Event::CheckDue => self.launch_check(),
+                Event::RotateDue => self.rotate_logs().await,
                 Event::CheckDone((passed, took)) => {
                     self.counters.last_check = Some(took);
                     if !passed {
@@ -209,6 +218,7 @@ impl Actor {
             () = sleep_until(self.retry_at) => Event::RetryDue,
             () = sleep_until(self.reset_at) => Event::ResetDue,
             () = sleep_until(check_at) => Event::CheckDue,
+            () = sleep_until(self.rotate_at) => Event::RotateDue,
             passed = join_check(check_task) => Event::CheckDone(passed),
         }
     }
@@ -416,7 +426,9 @@ impl Actor {
 
     fn adopt(&mut self, pid: u32, start_time: Option<u64>) {
         tracing::info!(process = %self.entry.config.id, pid, "adopted running process");
-        self.child = Some(Child { pid, watch: Watch::Adopted(ExitWatch::new(pid, start_time)) });
+        let run_dir = self.newest_run_dir();
+        self.child = Some(Child { pid, watch: Watch::Adopted(ExitWatch::new(pid, start_time)), run_dir });
+        self.schedule_rotation();
         self.entry.pid = Some(pid);
         self.entry.pid_start_time = start_time;
         self.running_since = Some(std::time::Instant::now());
@@ -433,10 +445,11 @@ impl Actor {
             }
         }
         let now = Timestamp::now();
+        let keep_runs = self.entry.config.keep_runs.map_or(self.shared.keep_runs, |keep| keep as usize);
         let res = self
             .shared
             .paths
-            .create_run_dir(&self.entry.config.id, now, self.shared.keep_runs)
+            .create_run_dir(&self.entry.config.id, now, keep_runs)
             .map_err(|err| std::io::Error::other(format!("cannot create log folder: {err}")))
             .and_then(|run_dir| {
                 let ctx = SpawnContext {
@@ -444,17 +457,18 @@ impl Actor {
                     run_dir: &run_dir,
                     extra_env: &self.shared.extra_env,
                 };
-                spawn::spawn(&self.entry.config, &ctx)
+                spawn::spawn(&self.entry.config, &ctx).map(|child| (child, run_dir))
             });
         self.entry.last_started_at = Some(now);
         match res {
-            Ok(child) => {
+            Ok((child, run_dir)) => {
                 let pid = child.id().unwrap_or(0);
                 tracing::info!(process = %self.entry.config.id, pid, "started");
                 self.entry.pid = Some(pid);
                 self.entry.pid_start_time = pm_registry::pid::start_time(pid);
                 self.entry.consecutive_failures = 0;
-                self.child = Some(Child { pid, watch: Watch::Own(child) });
+                self.child = Some(Child { pid, watch: Watch::Own(child), run_dir: Some(run_dir) });
+                self.schedule_rotation();
                 self.running_since = Some(std::time::Instant::now());
                 let startup = self.startup_check();
                 match startup {
@@ -474,6 +488,50 @@ impl Actor {
                 self.entry.state = ProcessState::Crashed;
                 self.schedule_restart();
             }
+        }
+    }
+
+    /// The newest run folder of this process (where an adopted process is logging).
+    fn newest_run_dir(&self) -> Option<std::path::PathBuf> {
+        let mut runs: Vec<std::path::PathBuf> =
+            std::fs::read_dir(self.shared.paths.process_logs_dir(&self.entry.config.id))
+                .ok()?
+                .flatten()
+                .map(|entry| entry.path())
+                .filter(|path| path.is_dir())
+                .collect();
+        runs.sort();
+        runs.pop()
+    }
+
+    fn schedule_rotation(&mut self) {
+        self.rotate_at = self.entry.config.log_max_bytes.map(|_| Instant::now() + ROTATE_EVERY);
+    }
+
+    /// Rotates the current run's logs that grew past `logMaxBytes`.
+    async fn rotate_logs(&mut self) {
+        self.rotate_at = None;
+        let (Some(max), Some(run_dir)) =
+            (self.entry.config.log_max_bytes, self.child.as_ref().and_then(|child| child.run_dir.clone()))
+        else {
+            return;
+        };
+        let keep = self.entry.config.log_keep.unwrap_or(3);
+        let id = self.entry.config.id.clone();
+        let _ = tokio::task::spawn_blocking(move || {
+            for name in ["stdout.log", "stderr.log"] {
+                match crate::logrotate::rotate_if_needed(&run_dir.join(name), max, keep) {
+                    Ok(crate::logrotate::Rotated::Truncated) => {
+                        tracing::debug!(process = %id, "{name} rotated by copy-and-truncate")
+                    }
+                    Ok(_) => {}
+                    Err(err) => tracing::warn!(process = %id, "cannot rotate {name}: {err}"),
+                }
+            }
+        })
+        .await;
+        if self.child.is_some() {
+            self.schedule_rotation();
         }
     }
 

@@ -40,6 +40,7 @@
 
 mod actor;
 mod daemon;
+mod logrotate;
 mod monitor;
 mod os;
 mod resources;
@@ -48,6 +49,7 @@ mod supervisor;
 
 pub use actor::{Counters, Snapshot};
 pub use daemon::{Daemon, DaemonConfig, Error, Exit};
+pub use resources::group_memory;
 pub use supervisor::{Supervisor, SupervisorConfig};
 
 pub(crate) use supervisor::Shared;

@@ -57,6 +57,12 @@ impl Sampler {
     }
 }
 
+/// Resident memory in bytes of each process group led by `pgids` (one `/proc` scan; Linux only, empty
+/// elsewhere). For callers outside a monitor, such as the CLI's local `list`.
+pub fn group_memory(pgids: &[u32]) -> HashMap<u32, u64> {
+    read_groups(pgids).into_iter().map(|(pgid, (_, rss))| (pgid, rss)).collect()
+}
+
 fn clock_ticks() -> f64 {
     // SAFETY: sysconf has no memory-safety preconditions.
     let ticks = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
