@@ -13,7 +13,14 @@ use tracing_subscriber::EnvFilter;
 pub(crate) fn init(paths: &Paths, console: bool, keep: usize) -> anyhow::Result<std::path::PathBuf> {
     use std::os::unix::fs::OpenOptionsExt;
     let dir = paths.logs_dir();
-    std::fs::create_dir_all(&dir).map_err(|err| anyhow::format_err!("cannot create {}: {err}", dir.display()))?;
+    {
+        use std::os::unix::fs::DirBuilderExt;
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(&dir)
+            .map_err(|err| anyhow::format_err!("cannot create {}: {err}", dir.display()))?;
+    }
     let file_path = paths.monitor_log_file(Timestamp::now());
     let file = OpenOptions::new()
         .create(true)

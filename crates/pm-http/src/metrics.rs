@@ -61,7 +61,8 @@ pub fn render(monitor: &MonitorStatus, processes: &[ProcessStatus]) -> String {
         family(&mut out, name, kind, help);
         for process in processes {
             if let Some(value) = value_of(process) {
-                let _ = writeln!(out, "{name}{{instance=\"{instance}\",id=\"{}\"}} {}", escape(&process.id), number(value));
+                let _ =
+                    writeln!(out, "{name}{{instance=\"{instance}\",id=\"{}\"}} {}", escape(&process.id), number(value));
             }
         }
     }

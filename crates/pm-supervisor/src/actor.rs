@@ -456,6 +456,7 @@ impl Actor {
                     default_cwd: &self.shared.default_cwd,
                     run_dir: &run_dir,
                     extra_env: &self.shared.extra_env,
+                    owner: &self.shared.owner,
                 };
                 spawn::spawn(&self.entry.config, &ctx).map(|child| (child, run_dir))
             });

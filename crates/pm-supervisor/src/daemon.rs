@@ -186,9 +186,40 @@ async fn run_locked(config: DaemonConfig, crashed_before: bool) -> Result<Exit, 
 
     let boot = !config.resume && !crashed_before;
     tracing::info!(boot, processes = registry.processes.len(), "taking over the registry");
+    let mut orphans = {
+        let sup = sup.clone();
+        tokio::task::spawn_blocking(move || sup.orphans()).await.unwrap_or_default()
+    };
     for entry in registry.processes.values() {
+        let mut entry = entry.clone();
+        let found = orphans.remove(&entry.config.id).unwrap_or_default();
+        let known = entry.pid.filter(|pid| pm_registry::pid::is_same_process(*pid, entry.pid_start_time));
+        let mut keep = known;
+        for (pid, start_time) in found {
+            if Some(pid) == keep {
+                continue;
+            }
+            if keep.is_none() {
+                tracing::warn!(process = %entry.config.id, pid, "found a running copy the registry did not record; adopting it");
+                entry.pid = Some(pid);
+                entry.pid_start_time = start_time;
+                if !entry.state.has_child() {
+                    entry.state = pm_core::ProcessState::Running;
+                }
+                keep = Some(pid);
+            } else if !entry.config.partner {
+                tracing::warn!(process = %entry.config.id, pid, "stopping a duplicate copy started by an earlier monitor");
+                stop_stray(pid);
+            }
+        }
         if let Err(err) = sup.resume(entry.clone(), boot) {
             tracing::warn!(process = %entry.config.id, "cannot supervise: {err}");
+        }
+    }
+    for (id, strays) in orphans {
+        // Left alone: it may be a partner monitor or a process deliberately deregistered and kept.
+        for (pid, _) in strays {
+            tracing::warn!(process = %id, pid, "a process started by an earlier monitor runs but is not registered");
         }
     }
 
@@ -212,12 +243,24 @@ async fn run_locked(config: DaemonConfig, crashed_before: bool) -> Result<Exit, 
     let writer = {
         let monitor = monitor.clone();
         tokio::spawn(async move {
+            let mut failing = false;
             loop {
                 monitor.sup.changed().await;
-                if let Err(err) = monitor.flush().await {
-                    tracing::warn!("cannot write the registry: {err}; retrying");
-                    tokio::time::sleep(Duration::from_millis(500)).await;
-                    monitor.sup.notify_changed();
+                match monitor.flush().await {
+                    Ok(()) => {
+                        if failing {
+                            tracing::info!("registry writes work again");
+                        }
+                        failing = false;
+                    }
+                    Err(err) => {
+                        if !failing {
+                            tracing::error!("cannot write the registry: {err}; supervising from memory and retrying");
+                        }
+                        failing = true;
+                        tokio::time::sleep(Duration::from_millis(500)).await;
+                        monitor.sup.notify_changed();
+                    }
                 }
             }
         })
@@ -293,6 +336,18 @@ async fn run_locked(config: DaemonConfig, crashed_before: bool) -> Result<Exit, 
         return Ok(Exit::Restarted { pid });
     }
     Ok(Exit::Stopped)
+}
+
+/// SIGTERM to a stray process group now, SIGKILL to what is left of it 10 s later.
+fn stop_stray(pgid: u32) {
+    crate::os::signal_group(pgid, libc::SIGTERM);
+    crate::os::signal_group(pgid, libc::SIGCONT);
+    tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_secs(10)).await;
+        if crate::os::group_exists(pgid) {
+            crate::os::signal_group(pgid, libc::SIGKILL);
+        }
+    });
 }
 
 fn force_exit() -> ! {

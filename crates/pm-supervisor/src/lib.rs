@@ -42,6 +42,7 @@ mod actor;
 mod daemon;
 mod logrotate;
 mod monitor;
+mod orphans;
 mod os;
 mod resources;
 mod spawn;

@@ -15,6 +15,8 @@ pub(crate) struct SpawnContext<'a> {
     pub(crate) run_dir: &'a Path,
     /// Variables added for every child (after the monitor's own, before the process's).
     pub(crate) extra_env: &'a [(String, String)],
+    /// The monitor's owner key, set in the child's environment to find it again after a crash.
+    pub(crate) owner: &'a str,
 }
 
 /// Starts the process. The child leads a new process group (its PID is the group id), its stdin is
@@ -43,6 +45,7 @@ pub(crate) fn spawn(config: &ProcessConfig, ctx: &SpawnContext<'_>) -> std::io::
     if let Some(env) = &config.environment {
         command.envs(env);
     }
+    command.env(crate::orphans::OWNER_VAR, ctx.owner).env(crate::orphans::PROCESS_VAR, &config.id);
     command.spawn().map_err(|err| {
         let what = match err.kind() {
             std::io::ErrorKind::NotFound if !cwd.is_dir() => {

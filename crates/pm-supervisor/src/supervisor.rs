@@ -30,6 +30,7 @@ pub(crate) struct Shared {
     pub(crate) keep_runs: usize,
     pub(crate) default_cwd: PathBuf,
     pub(crate) extra_env: Vec<(String, String)>,
+    pub(crate) owner: String,
     pub(crate) http: pm_http::HttpClient,
     /// Signalled on every published change (the registry writer waits on it).
     pub(crate) changed: Notify,
@@ -65,6 +66,7 @@ impl Supervisor {
     /// A supervisor with no processes. Must be called inside a tokio runtime.
     pub fn new(config: SupervisorConfig) -> Supervisor {
         let shared = Shared {
+            owner: crate::orphans::owner_key(&config.paths),
             paths: config.paths,
             keep_runs: config.keep_runs.max(1),
             default_cwd: config.default_cwd,
@@ -233,6 +235,12 @@ impl Supervisor {
     /// Resolves when some process published a change since the last call (used by the registry writer).
     pub async fn changed(&self) {
         self.shared.changed.notified().await;
+    }
+
+    /// Live process-group leaders this monitor (same folder and instance) started earlier, by process id, found
+    /// through the environment every child carries. Linux only; empty elsewhere.
+    pub fn orphans(&self) -> std::collections::HashMap<String, Vec<(u32, Option<u64>)>> {
+        crate::orphans::scan(&self.shared.owner)
     }
 
     /// Wakes the registry writer as if a process had changed.

@@ -186,3 +186,29 @@ fn stop_of_default_through_the_cli_is_not_undone_by_the_watcher() {
     assert_eq!(code, 0);
     home.wait_until(LONG, "watcher re-adopts default", || home.child_pid("watcher", "default").is_some());
 }
+
+#[test]
+fn a_child_the_registry_lost_track_of_is_adopted_not_duplicated() {
+    let Some(home) = Home::new(3000) else { return };
+    home.add_sleeper("default", "sleeper");
+    let port = home.default_ports.alive.to_string();
+    let (code, out, err) = home.cli(false, &["--standalone", "--aliveness-port", &port]);
+    assert_eq!(code, 0, "{out}{err}");
+    home.wait_until(LONG, "the sleeper runs", || home.child_pid("default", "sleeper").is_some());
+    let sleeper = home.child_pid("default", "sleeper").unwrap();
+    kill9(home.holder("default").unwrap());
+    home.wait_until(LONG, "lock stale", || home.holder("default").is_none());
+    // As if the monitor had died between spawning the child and storing its PID.
+    home.edit("default", |registry| {
+        let entry = registry.processes.get_mut("sleeper").unwrap();
+        entry.pid = None;
+        entry.pid_start_time = None;
+        entry.state = pm_core::ProcessState::Stopped;
+    });
+    let (code, out, err) = home.cli(false, &["--standalone"]);
+    assert_eq!(code, 0, "{out}{err}");
+    home.wait_until(LONG, "sleeper adopted", || home.child_pid("default", "sleeper") == Some(sleeper));
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(home.starts("sleeper"), 1, "a second copy was started");
+    assert_eq!(home.copies("sleeper"), 1);
+}
