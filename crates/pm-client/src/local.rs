@@ -118,7 +118,12 @@ impl ProcessMonitorClient {
         if before.state.has_child() || self.monitor()?.is_none() {
             return Ok(before.status());
         }
-        self.wait(id, self.wait_timeout, |entry| entry.pending_action.is_none() && entry.state != ProcessState::Stopped)
+        // Done once the monitor took the request and began a run (or could not: a spawn error also records a
+        // start time). Comparing start times avoids answering with the state from before the request.
+        let started_before = before.last_started_at;
+        self.wait(id, self.wait_timeout, |entry| {
+            entry.pending_action.is_none() && (entry.state.has_child() || entry.last_started_at != started_before)
+        })
     }
 
     /// Stops a process and waits until it is stopped (with no monitor, stops it directly).
