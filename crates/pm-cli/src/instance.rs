@@ -87,8 +87,13 @@ fn run_here(cli: &Cli, paths: &Paths) -> anyhow::Result<u8> {
             Ok(code::OK)
         }
         Err(err) => {
-            tracing::error!("{err}");
-            Err(err.into())
+            let err = anyhow::Error::from(err);
+            tracing::error!("{err:#}");
+            if cli.foreground && !cli.detached {
+                // Already on the console through the log.
+                return Ok(code::ERROR);
+            }
+            Err(err)
         }
     }
 }

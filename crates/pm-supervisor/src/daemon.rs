@@ -67,7 +67,7 @@ pub enum Error {
     #[error(transparent)]
     Registry(#[from] pm_registry::Error),
     /// A server could not listen.
-    #[error("cannot listen for the {what} on {addr}: {source}")]
+    #[error("cannot listen for the {what} on {addr}")]
     Bind {
         /// Which server.
         what: &'static str,
@@ -77,8 +77,8 @@ pub enum Error {
         source: std::io::Error,
     },
     /// The replacement process of a self-restart could not be started.
-    #[error("cannot start the replacement monitor: {0}")]
-    Respawn(std::io::Error),
+    #[error("cannot start the replacement monitor")]
+    Respawn(#[source] std::io::Error),
     /// Any other failure.
     #[error(transparent)]
     Core(#[from] CoreError),
