@@ -105,6 +105,9 @@ pub enum Command {
     Deregister(IdArgs),
     /// Show a process's log.
     Logs(LogsArgs),
+    /// Show or change the monitor-wide settings (remote access, trusted hosts, executable lists, standalone
+    /// mode, partner discovery).
+    Config(ConfigArgs),
     /// Print a shell completion script.
     Completions {
         /// bash, zsh, fish, elvish or powershell.
@@ -198,4 +201,53 @@ pub struct LogsArgs {
     /// Keep printing new lines, following into new run folders after restarts.
     #[arg(short = 'f', long)]
     pub follow: bool,
+}
+
+/// `config get [KEY]` or `config set KEY VALUE`.
+#[derive(Debug, Args)]
+pub struct ConfigArgs {
+    #[command(subcommand)]
+    pub action: ConfigAction,
+    /// Use the HTTP API at this URL instead of the local registry.
+    #[arg(long, value_name = "URL", global = true)]
+    pub remote: Option<String>,
+}
+
+/// What to do with the settings.
+#[derive(Debug, Subcommand)]
+pub enum ConfigAction {
+    /// Print one setting, or all of them, as JSON.
+    Get {
+        /// remote-access, trusted-hosts, executable-whitelist, executable-blacklist, standalone-mode or
+        /// partner-discovery.
+        key: Option<ConfigKey>,
+    },
+    /// Change one setting.
+    ///
+    /// remote-access and partner-discovery take a JSON object of the keys to change (e.g.
+    /// '{"allowRemoteStart":false}'); trusted-hosts and the executable lists a JSON array or a comma-separated
+    /// list; standalone-mode true or false.
+    Set {
+        /// The setting.
+        key: ConfigKey,
+        /// Its new value.
+        value: String,
+    },
+}
+
+/// The guide's settings.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum ConfigKey {
+    /// The allowRemote* permissions (and startRemoteAccess).
+    RemoteAccess,
+    /// Peers that bypass the permissions.
+    TrustedHosts,
+    /// Executables untrusted peers may register.
+    ExecutableWhitelist,
+    /// Executables they may not.
+    ExecutableBlacklist,
+    /// No partner supervision.
+    StandaloneMode,
+    /// How the partner is found and watched.
+    PartnerDiscovery,
 }

@@ -12,7 +12,7 @@ use pm_client::{ProcessMonitorClient, RemoteProcessMonitorClient};
 use pm_core::{AlivenessCheck, ProcessConfig, ProcessStatus, RestartPolicy};
 use pm_registry::Paths;
 
-use crate::cli::{Cli, Command, IdArgs, LogsArgs, RegisterArgs, Target};
+use crate::cli::{Cli, Command, ConfigAction, ConfigArgs, ConfigKey, IdArgs, LogsArgs, RegisterArgs, Target};
 use crate::code;
 
 pub(crate) fn run(cli: &Cli, instance_id: &str, command: &Command) -> anyhow::Result<u8> {
@@ -48,6 +48,7 @@ pub(crate) fn run(cli: &Cli, instance_id: &str, command: &Command) -> anyhow::Re
         Command::Deregister(args) => act(cli, &paths, args, Action::Deregister),
         Command::Register(args) => register(cli, &paths, args),
         Command::Logs(args) => logs(&paths, args),
+        Command::Config(args) => config(&paths, args),
         Command::Completions { shell } => {
             let mut command = Cli::command();
             let name = command.get_name().to_owned();
@@ -143,6 +144,80 @@ fn register(cli: &Cli, paths: &Paths, args: &RegisterArgs) -> anyhow::Result<u8>
         println!("{id}: registered");
     }
     Ok(code::OK)
+}
+
+/// `config get` / `config set`, locally or through the API; prints JSON either way.
+fn config(paths: &Paths, args: &ConfigArgs) -> anyhow::Result<u8> {
+    let remote = remote(&Target { remote: args.remote.clone() })?;
+    if let ConfigAction::Set { key, value } = &args.action {
+        let update = settings_update(*key, value)?;
+        match &remote {
+            Some(client) => block_on(apply_remote(client, update))?,
+            None => local(paths)?.update_settings(update)?,
+        }
+    }
+    let settings = match &remote {
+        Some(client) => block_on(async {
+            Ok::<_, pm_client::Error>(pm_core::Settings {
+                standalone_mode: client.is_standalone_mode().await?,
+                remote_access: client.get_remote_access().await?,
+                partner_discovery: client.get_partner_discovery().await?,
+            })
+        })?,
+        None => local(paths)?.settings()?,
+    };
+    let key = match &args.action {
+        ConfigAction::Get { key } => *key,
+        ConfigAction::Set { key, .. } => Some(*key),
+    };
+    let remote_access = &settings.remote_access;
+    let value = match key {
+        None => serde_json::to_value(&settings)?,
+        Some(ConfigKey::RemoteAccess) => serde_json::to_value(remote_access)?,
+        Some(ConfigKey::TrustedHosts) => serde_json::json!({ "trustedHosts": remote_access.trusted_hosts }),
+        Some(ConfigKey::ExecutableWhitelist) => serde_json::json!({ "patterns": remote_access.executable_whitelist }),
+        Some(ConfigKey::ExecutableBlacklist) => serde_json::json!({ "patterns": remote_access.executable_blacklist }),
+        Some(ConfigKey::StandaloneMode) => serde_json::json!({ "enabled": settings.standalone_mode }),
+        Some(ConfigKey::PartnerDiscovery) => serde_json::to_value(&settings.partner_discovery)?,
+    };
+    println!("{}", serde_json::to_string_pretty(&value)?);
+    Ok(code::OK)
+}
+
+fn settings_update(key: ConfigKey, value: &str) -> anyhow::Result<pm_core::SettingsUpdate> {
+    use pm_core::SettingsUpdate;
+    let list = || -> anyhow::Result<Vec<String>> {
+        if value.trim_start().starts_with('[') {
+            return serde_json::from_str(value).context("not a JSON array of strings");
+        }
+        Ok(value.split(',').map(str::trim).filter(|item| !item.is_empty()).map(str::to_owned).collect())
+    };
+    Ok(match key {
+        ConfigKey::RemoteAccess => SettingsUpdate::RemoteAccess(
+            serde_json::from_str(value).context("remote-access takes a JSON object of allowRemote* keys")?,
+        ),
+        ConfigKey::TrustedHosts => SettingsUpdate::TrustedHosts(list()?),
+        ConfigKey::ExecutableWhitelist => SettingsUpdate::ExecutableWhitelist(list()?),
+        ConfigKey::ExecutableBlacklist => SettingsUpdate::ExecutableBlacklist(list()?),
+        ConfigKey::StandaloneMode => SettingsUpdate::StandaloneMode(
+            value.trim().parse().context("standalone-mode takes true or false")?,
+        ),
+        ConfigKey::PartnerDiscovery => SettingsUpdate::PartnerDiscovery(
+            serde_json::from_str(value).context("partner-discovery takes a JSON object of its keys")?,
+        ),
+    })
+}
+
+async fn apply_remote(client: &RemoteProcessMonitorClient, update: pm_core::SettingsUpdate) -> Result<(), pm_client::Error> {
+    use pm_core::SettingsUpdate;
+    match update {
+        SettingsUpdate::RemoteAccess(patch) => client.set_remote_access_permissions(patch).await.map(drop),
+        SettingsUpdate::TrustedHosts(hosts) => client.set_trusted_hosts(hosts).await,
+        SettingsUpdate::ExecutableWhitelist(patterns) => client.set_remote_executable_whitelist(patterns).await,
+        SettingsUpdate::ExecutableBlacklist(patterns) => client.set_remote_executable_blacklist(patterns).await,
+        SettingsUpdate::StandaloneMode(on) => client.set_standalone_mode(on).await,
+        SettingsUpdate::PartnerDiscovery(patch) => client.set_partner_discovery(patch).await.map(drop),
+    }
 }
 
 fn config_from_flags(args: &RegisterArgs) -> anyhow::Result<ProcessConfig> {
