@@ -209,6 +209,11 @@ impl Actor {
     }
 
     async fn next_event(&mut self) -> Event {
+        // A restart due now (backoff 0) goes ahead without a round trip through the timer wheel, which would
+        // add up to a millisecond.
+        if self.retry_at.is_some_and(|at| at <= Instant::now()) {
+            return Event::RetryDue;
+        }
         let child = &mut self.child;
         let check_task = &mut self.check_task;
         let check_at = if check_task.is_none() { self.check_at } else { None };

@@ -21,9 +21,6 @@ use crate::actor::Begin;
 use crate::monitor::{DaemonEvent, Monitor, RegistrySync};
 use crate::{Supervisor, SupervisorConfig};
 
-/// How often the registry file is checked for edits of local clients.
-const RECONCILE_INTERVAL: Duration = Duration::from_millis(100);
-
 /// How a daemon is run.
 pub struct DaemonConfig {
     /// The monitor's files.
@@ -270,8 +267,7 @@ async fn run_locked(config: DaemonConfig, crashed_before: bool) -> Result<Exit, 
     let mut sigterm = signal(SignalKind::terminate()).map_err(|err| CoreError::Storage(err.to_string()))?;
     let mut sigint = signal(SignalKind::interrupt()).map_err(|err| CoreError::Storage(err.to_string()))?;
     let mut sighup = signal(SignalKind::hangup()).map_err(|err| CoreError::Storage(err.to_string()))?;
-    let mut reconcile_tick = tokio::time::interval(RECONCILE_INTERVAL);
-    reconcile_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut registry_watch = crate::watch::RegistryWatch::new(paths.root());
     let mut partner_every = partner_interval(&monitor);
     let mut partner_tick = tokio::time::interval(partner_every);
     partner_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -279,7 +275,7 @@ async fn run_locked(config: DaemonConfig, crashed_before: bool) -> Result<Exit, 
 
     let restart = loop {
         tokio::select! {
-            _ = reconcile_tick.tick() => match monitor.reconcile().await {
+            () = registry_watch.changed() => match monitor.reconcile().await {
                 Ok(()) => reconcile_failing = false,
                 Err(err) => {
                     if !reconcile_failing {

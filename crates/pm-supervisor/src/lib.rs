@@ -47,6 +47,7 @@ mod os;
 mod resources;
 mod spawn;
 mod supervisor;
+mod watch;
 
 pub use actor::{Counters, Snapshot};
 pub use daemon::{Daemon, DaemonConfig, Error, Exit};

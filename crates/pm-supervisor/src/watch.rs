@@ -1,0 +1,108 @@
+//! Noticing edits of the registry file: inotify on Linux (no work while nothing changes), polling elsewhere.
+//!
+//! Saves are atomic renames into the registry's folder, so the folder is watched for files moved or written
+//! into it; every wake-up is followed by a cheap `stat` comparison in the reconcile step, so spurious events
+//! cost little. A slow poll backs inotify up in case an event is ever missed (an overflowing queue, say).
+
+use std::path::Path;
+use std::time::Duration;
+
+/// How often to look when inotify is not available.
+const POLL: Duration = Duration::from_millis(100);
+/// How often to look anyway when inotify is available.
+const SAFETY_POLL: Duration = Duration::from_secs(2);
+
+/// Resolves whenever the registry may have changed.
+pub(crate) struct RegistryWatch {
+    #[cfg(target_os = "linux")]
+    inotify: Option<tokio::io::unix::AsyncFd<std::os::fd::OwnedFd>>,
+}
+
+impl RegistryWatch {
+    /// Watches the folder holding the registry.
+    pub(crate) fn new(dir: &Path) -> RegistryWatch {
+        #[cfg(target_os = "linux")]
+        {
+            let inotify = match open_inotify(dir) {
+                Ok(fd) => Some(fd),
+                Err(err) => {
+                    tracing::info!("inotify unavailable ({err}); polling the registry every {POLL:?}");
+                    None
+                }
+            };
+            RegistryWatch { inotify }
+        }
+        #[cfg(not(target_os = "linux"))]
+        {
+            let _ = dir;
+            RegistryWatch {}
+        }
+    }
+
+    /// Waits for the next possible change (or the poll interval).
+    pub(crate) async fn changed(&mut self) {
+        #[cfg(target_os = "linux")]
+        if let Some(fd) = &self.inotify {
+            let readable = async {
+                loop {
+                    let Ok(mut guard) = fd.readable().await else { return };
+                    let drained = guard.try_io(|inner| drain(inner.get_ref()));
+                    match drained {
+                        Ok(Ok(true)) => return,
+                        Ok(Ok(false)) | Err(_) => continue,
+                        Ok(Err(_)) => return,
+                    }
+                }
+            };
+            let _ = tokio::time::timeout(SAFETY_POLL, readable).await;
+            return;
+        }
+        tokio::time::sleep(POLL).await;
+    }
+}
+
+#[cfg(target_os = "linux")]
+fn open_inotify(dir: &Path) -> std::io::Result<tokio::io::unix::AsyncFd<std::os::fd::OwnedFd>> {
+    use std::os::fd::FromRawFd;
+    use std::os::unix::ffi::OsStrExt;
+    // SAFETY: inotify_init1 takes flags and returns a new descriptor or -1.
+    let fd = unsafe { libc::inotify_init1(libc::IN_NONBLOCK | libc::IN_CLOEXEC) };
+    if fd < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: the descriptor is fresh and owned by nothing else.
+    let owned = unsafe { std::os::fd::OwnedFd::from_raw_fd(fd) };
+    let path = std::ffi::CString::new(dir.as_os_str().as_bytes()).map_err(std::io::Error::other)?;
+    let mask = libc::IN_MOVED_TO | libc::IN_CLOSE_WRITE | libc::IN_CREATE | libc::IN_DELETE;
+    // SAFETY: a valid descriptor and a NUL-terminated path that outlives the call.
+    if unsafe { libc::inotify_add_watch(fd, path.as_ptr(), mask) } < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: we own the descriptor and keep it open as long as the AsyncFd lives.
+    unsafe { tokio::io::unix::AsyncFd::register_with_interest(owned, tokio::io::Interest::READABLE) }
+        .map_err(|err| std::io::Error::other(err.to_string()))
+}
+
+/// Reads every queued event; answers whether there was any (WouldBlock when there was none).
+#[cfg(target_os = "linux")]
+fn drain(fd: &std::os::fd::OwnedFd) -> std::io::Result<bool> {
+    use std::os::fd::AsRawFd;
+    let mut buf = [0u8; 4096];
+    let mut any = false;
+    loop {
+        // SAFETY: reading into a buffer we own, with its true length.
+        let n = unsafe { libc::read(fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len()) };
+        if n > 0 {
+            any = true;
+            continue;
+        }
+        if n == 0 {
+            return Ok(any);
+        }
+        let err = std::io::Error::last_os_error();
+        if err.kind() == std::io::ErrorKind::WouldBlock {
+            return if any { Ok(true) } else { Err(err) };
+        }
+        return Err(err);
+    }
+}
