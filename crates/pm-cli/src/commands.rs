@@ -50,8 +50,8 @@ pub(crate) fn run(cli: &Cli, instance_id: &str, command: &Command) -> anyhow::Re
         Command::Logs(args) => logs(&paths, args),
         Command::Config(args) => config(&paths, args),
         Command::Completions { shell } => {
-            let mut command = Cli::command();
-            let name = command.get_name().to_owned();
+            let name = if crate::program_name() == "monitor_watcher" { "monitor_watcher" } else { "process_monitor" };
+            let mut command = Cli::command().name(name).bin_name(name);
             clap_complete::generate(*shell, &mut command, name, &mut std::io::stdout());
             Ok(code::OK)
         }
@@ -375,14 +375,7 @@ fn human_duration(secs: u64) -> String {
 
 /// The newest run folder of a process, if any.
 fn newest_run(paths: &Paths, id: &str) -> Option<PathBuf> {
-    let mut runs: Vec<PathBuf> = std::fs::read_dir(paths.process_logs_dir(id))
-        .ok()?
-        .flatten()
-        .map(|entry| entry.path())
-        .filter(|path| path.is_dir())
-        .collect();
-    runs.sort();
-    runs.pop()
+    paths.newest_run_dir(id)
 }
 
 /// Prints the last lines of the newest run's log; with `follow`, keeps printing, moving on to the next run
@@ -408,7 +401,7 @@ fn logs(paths: &Paths, args: &LogsArgs) -> anyhow::Result<u8> {
     let mut offset = text.len() as u64;
     loop {
         offset = print_from(&run.join(file_name), offset, &mut out)?;
-        if let Some(newer) = newest_run(paths, &args.id).filter(|newer| *newer > run) {
+        if let Some(newer) = newest_run(paths, &args.id).filter(|newer| *newer != run) {
             // Drain what the old run wrote last, then follow the new one from its start.
             print_from(&run.join(file_name), offset, &mut out)?;
             run = newer;
@@ -441,6 +434,12 @@ fn print_from(path: &Path, offset: u64, out: &mut impl Write) -> anyhow::Result<
     Ok(consumed)
 }
 
+/// One argument of a systemd `ExecStart=` line: double-quoted, with `\\`, `"`, `%` and `$` escaped.
+fn systemd_quote(arg: &str) -> String {
+    let escaped = arg.replace('\\', "\\\\").replace('"', "\\\"").replace('%', "%%").replace('$', "$$");
+    format!("\"{escaped}\"")
+}
+
 fn systemd_unit(paths: &Paths, user: bool) -> anyhow::Result<String> {
     let exe = std::env::current_exe().context("cannot find this program's path")?;
     let wanted_by = if user { "default.target" } else { "multi-user.target" };
@@ -459,7 +458,7 @@ fn systemd_unit(paths: &Paths, user: bool) -> anyhow::Result<String> {
          [Install]\n\
          WantedBy={wanted_by}\n",
         id = paths.instance_id(),
-        exe = exe.display(),
-        dir = paths.root().display(),
+        exe = systemd_quote(&exe.to_string_lossy()),
+        dir = systemd_quote(&paths.root().to_string_lossy()),
     ))
 }

@@ -8,7 +8,7 @@ mod logging;
 
 use std::process::ExitCode;
 
-use clap::Parser;
+use clap::{CommandFactory, FromArgMatches};
 
 pub use cli::Cli;
 
@@ -30,7 +30,12 @@ pub mod code {
 
 /// Runs the program as instance `default_instance` unless `--instance-id` says otherwise.
 pub fn main_impl(default_instance: &str) -> ExitCode {
-    let cli = Cli::parse();
+    let name = program_for(default_instance);
+    let matches = Cli::command().name(name).bin_name(name).get_matches();
+    let cli = match Cli::from_arg_matches(&matches) {
+        Ok(cli) => cli,
+        Err(err) => err.exit(),
+    };
     let instance_id = cli.instance_id.clone().unwrap_or_else(|| default_instance.to_owned());
     let res = match &cli.command {
         Some(command) => commands::run(&cli, &instance_id, command),
@@ -52,7 +57,16 @@ pub fn main_impl(default_instance: &str) -> ExitCode {
     }
 }
 
-fn program_name() -> String {
+/// The program's name for an instance: `monitor_watcher` for the watcher, `process_monitor` otherwise.
+pub(crate) fn program_for(default_instance: &str) -> &'static str {
+    if default_instance == pm_core::WATCHER_INSTANCE {
+        "monitor_watcher"
+    } else {
+        "process_monitor"
+    }
+}
+
+pub(crate) fn program_name() -> String {
     std::env::args_os()
         .next()
         .and_then(|arg0| std::path::Path::new(&arg0).file_name().map(|name| name.to_string_lossy().into_owned()))

@@ -99,16 +99,24 @@ impl ProcessMonitorClient {
         })
     }
 
-    /// Removes a process; a running monitor stops it, and with no monitor this call stops it.
+    /// Removes a process and returns once it no longer runs: a running monitor stops it, and with no monitor
+    /// this call stops it.
     pub fn deregister(&self, id: &str) -> Result<(), Error> {
         pm_core::validate_process_id(id)?;
         if self.monitor()?.is_none() {
             self.stop_directly(id, ProcessState::Stopped)?;
         }
-        self.transaction(|registry| match registry.processes.remove(id) {
-            Some(_) => Ok(()),
+        let removed = self.transaction(|registry| match registry.processes.remove(id) {
+            Some(entry) => Ok(entry),
             None => Err(Error::NotFound(id.to_owned())),
-        })
+        })?;
+        if let Some(pid) = removed.pid {
+            let deadline = Instant::now() + self.wait_timeout + Duration::from_millis(removed.config.stop_timeout_ms());
+            while pm_registry::pid::is_same_process(pid, removed.pid_start_time) && Instant::now() < deadline {
+                std::thread::sleep(POLL);
+            }
+        }
+        Ok(())
     }
 
     /// Starts a process (a no-op when it runs) and waits until the monitor has started it. With no monitor

@@ -4,6 +4,9 @@ use std::fmt::Write;
 
 use pm_core::{MonitorStatus, ProcessState, ProcessStatus};
 
+/// One per-process metric family: name, type, help, and how to read its value.
+type Series = (&'static str, &'static str, &'static str, fn(&ProcessStatus) -> Option<f64>);
+
 /// Renders the metrics of a monitor and its processes.
 pub fn render(monitor: &MonitorStatus, processes: &[ProcessStatus]) -> String {
     let mut out = String::with_capacity(256 + processes.len() * 1024);
@@ -34,7 +37,7 @@ pub fn render(monitor: &MonitorStatus, processes: &[ProcessStatus]) -> String {
             let _ = writeln!(out, "pm_process_state{{instance=\"{instance}\",id=\"{id}\",state=\"{state}\"}} {value}");
         }
     }
-    let series: [(&str, &str, &str, fn(&ProcessStatus) -> Option<f64>); 7] = [
+    let series: [Series; 7] = [
         ("pm_process_restarts_total", "counter", "Restarts after crashes since the monitor started.", |p| {
             p.restarts_total.map(|n| n as f64)
         }),

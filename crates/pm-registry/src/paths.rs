@@ -91,15 +91,35 @@ impl Paths {
         self.logs_dir().join(process_id)
     }
 
-    /// Creates a fresh run folder `{id}_logs/{process_id}/{YYYYMMDD_HHMMSS}` (with `_2`, `_3`, ... appended when
-    /// that name is taken) with mode 0700, then deletes the oldest run folders so that at most `keep` remain
+    /// The newest run folder of a process (the one its current run logs into), by the folders' order
+    /// (`YYYYMMDD_HHMMSS`, then `_2`, `_3`, ...); `None` when there is none.
+    pub fn newest_run_dir(&self, process_id: &str) -> Option<PathBuf> {
+        pm_core::validate_process_id(process_id).ok()?;
+        newest_run(&self.process_logs_dir(process_id)).map(|(_, path)| path)
+    }
+
+    /// The run folders of a process, oldest first.
+    pub fn run_dirs(&self, process_id: &str) -> Vec<PathBuf> {
+        if pm_core::validate_process_id(process_id).is_err() {
+            return Vec::new();
+        }
+        list_runs(&self.process_logs_dir(process_id)).unwrap_or_default().into_iter().map(|(_, path)| path).collect()
+    }
+
+    /// Creates a fresh run folder `{id}_logs/{process_id}/{YYYYMMDD_HHMMSS}` (continuing with `_2`, `_3`, ...
+    /// when a folder of that second or a later one exists) with mode 0700, then deletes the oldest run folders so that at most `keep` remain
     /// (never the new one). Only folders named like run folders are counted or deleted.
     pub fn create_run_dir(&self, process_id: &str, at: Timestamp, keep: usize) -> Result<PathBuf, Error> {
         pm_core::validate_process_id(process_id).map_err(into_invalid_id)?;
         let parent = self.process_logs_dir(process_id);
         fsutil::create_dir_all_private(&parent)?;
-        let base = at.compact();
-        let mut attempt = 1u64;
+        // A new folder must sort after every existing one (pruning and `logs` go by that order), even within
+        // one second or when the clock went back: continue the newest's numbering in that case.
+        let stamp = at.compact();
+        let (base, mut attempt) = match newest_run(&parent) {
+            Some(((newest, number), _)) if newest >= stamp => (newest, number + 1),
+            _ => (stamp, 1),
+        };
         let created = loop {
             let name = if attempt == 1 { base.clone() } else { format!("{base}_{attempt}") };
             let candidate = parent.join(&name);
@@ -156,9 +176,16 @@ fn run_dir_key(name: &str) -> Option<(&str, u64)> {
     }
 }
 
-/// Deletes the oldest run folders in `parent` until at most `keep` remain; `created` is never deleted.
-fn prune_run_dirs(parent: &Path, created: &Path, keep: usize) -> Result<(), Error> {
-    let entries = fs::read_dir(parent).map_err(|err| Error::io(parent, "list folder", err))?;
+/// A run folder with its order key (timestamp part, number).
+type Run = ((String, u64), PathBuf);
+
+/// The run folders in `parent`, oldest first, with their order keys.
+fn list_runs(parent: &Path) -> Result<Vec<Run>, Error> {
+    let entries = match fs::read_dir(parent) {
+        Ok(entries) => entries,
+        Err(err) if err.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(err) => return Err(Error::io(parent, "list folder", err)),
+    };
     let mut runs = Vec::new();
     for entry in entries {
         let entry = entry.map_err(|err| Error::io(parent, "list folder", err))?;
@@ -170,6 +197,16 @@ fn prune_run_dirs(parent: &Path, created: &Path, keep: usize) -> Result<(), Erro
         }
     }
     runs.sort();
+    Ok(runs)
+}
+
+fn newest_run(parent: &Path) -> Option<Run> {
+    list_runs(parent).ok()?.pop()
+}
+
+/// Deletes the oldest run folders in `parent` until at most `keep` remain; `created` is never deleted.
+fn prune_run_dirs(parent: &Path, created: &Path, keep: usize) -> Result<(), Error> {
+    let runs = list_runs(parent)?;
     let excess = runs.len().saturating_sub(keep.max(1));
     for (_, path) in runs.into_iter().filter(|(_, path)| path != created).take(excess) {
         if let Err(err) = fs::remove_dir_all(&path) {
@@ -184,6 +221,24 @@ fn prune_run_dirs(parent: &Path, created: &Path, keep: usize) -> Result<(), Erro
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn run_folders_of_one_second_keep_their_order_through_pruning() {
+        let root = std::env::temp_dir().join(format!("pm-runs-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&root);
+        let paths = Paths::new(&root, "default").unwrap();
+        let at = Timestamp::parse("2026-01-24T10:30:00Z").unwrap();
+        let mut created = Vec::new();
+        for _ in 0..13 {
+            created.push(paths.create_run_dir("api", at, 10).unwrap());
+        }
+        let earlier = Timestamp::parse("2026-01-24T10:29:00Z").unwrap();
+        created.push(paths.create_run_dir("api", earlier, 10).unwrap());
+        let kept = paths.run_dirs("api");
+        assert_eq!(kept, created[created.len() - 10..].to_vec(), "the newest ten, in creation order");
+        assert_eq!(paths.newest_run_dir("api").as_ref(), created.last());
+        fs::remove_dir_all(&root).unwrap();
+    }
 
     fn check_home(home: Option<&str>, user_profile: Option<&str>, expected: &str) {
         let got = home_dir_from(home.map(OsString::from), user_profile.map(OsString::from));

@@ -106,6 +106,41 @@ pub fn is_same_process(pid: u32, start_time: Option<u64>) -> bool {
     }
 }
 
+/// Whether the process group `pgid` still has a member that is not a zombie.
+///
+/// Members of a stopped service's group that already exited stay zombies until their new parent (often
+/// PID 1) reaps them, which some init programs do only every second or two; they hold no resources and can
+/// no longer be signalled, so they do not count. On Linux this scans `/proc` (only when the group exists at
+/// all); elsewhere any member counts.
+pub fn group_alive(pgid: u32) -> bool {
+    let Ok(group) = libc::pid_t::try_from(pgid) else { return false };
+    if group <= 1 {
+        return false;
+    }
+    // SAFETY: signal 0 to a process group only checks that it exists.
+    let exists = unsafe { libc::kill(-group, 0) } == 0
+        || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM);
+    if !exists {
+        return false;
+    }
+    #[cfg(target_os = "linux")]
+    if proc_mounted() {
+        let Ok(entries) = std::fs::read_dir("/proc") else { return true };
+        return entries.flatten().any(|entry| {
+            let Some(pid) = entry.file_name().to_str().and_then(|name| name.parse::<u32>().ok()) else {
+                return false;
+            };
+            let Ok(text) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else { return false };
+            let Some(close) = text.rfind(')') else { return false };
+            let mut fields = text[close + 1..].split_whitespace();
+            let state = fields.next().and_then(|state| state.chars().next());
+            let pgrp = fields.nth(1).and_then(|pgrp| pgrp.parse::<u32>().ok());
+            pgrp == Some(pgid) && !matches!(state, Some('Z' | 'X' | 'x'))
+        });
+    }
+    true
+}
+
 /// This process: its PID and its start time.
 pub fn current() -> (u32, Option<u64>) {
     static START_TIME: OnceLock<Option<u64>> = OnceLock::new();

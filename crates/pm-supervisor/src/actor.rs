@@ -174,9 +174,9 @@ impl Actor {
                 Event::Cmd(Some(Cmd::Shutdown { leave_running, done })) => {
                     self.cancel_check();
                     if !leave_running && self.child.is_some() {
-                        self.terminate().await;
+                        let info = self.terminate().await;
+                        self.record_exit(&info);
                         self.entry.state = ProcessState::Stopped;
-                        self.entry.last_stopped_at = Some(Timestamp::now());
                         self.publish();
                     }
                     let _ = done.send(self.entry.clone());
@@ -419,8 +419,10 @@ impl Actor {
             }
         };
         // The leader is gone; give the rest of its group the remaining grace, then kill it.
-        while os::group_exists(pgid) && Instant::now() < deadline {
-            tokio::time::sleep(Duration::from_millis(20)).await;
+        let mut pause = Duration::from_millis(10);
+        while Instant::now() < deadline && pm_registry::pid::group_alive(pgid) {
+            tokio::time::sleep(pause).await;
+            pause = (pause * 2).min(Duration::from_millis(100));
         }
         if os::group_exists(pgid) {
             os::signal_group(pgid, libc::SIGKILL);
@@ -499,15 +501,7 @@ impl Actor {
 
     /// The newest run folder of this process (where an adopted process is logging).
     fn newest_run_dir(&self) -> Option<std::path::PathBuf> {
-        let mut runs: Vec<std::path::PathBuf> =
-            std::fs::read_dir(self.shared.paths.process_logs_dir(&self.entry.config.id))
-                .ok()?
-                .flatten()
-                .map(|entry| entry.path())
-                .filter(|path| path.is_dir())
-                .collect();
-        runs.sort();
-        runs.pop()
+        self.shared.paths.newest_run_dir(&self.entry.config.id)
     }
 
     fn schedule_rotation(&mut self) {
