@@ -43,8 +43,26 @@ pub(crate) fn run(cli: &Cli, instance_id: &str) -> anyhow::Result<u8> {
     start_detached(cli, &paths, &[])
 }
 
+/// Marks every inherited file descriptor above stderr close-on-exec, so that no managed child inherits
+/// what the monitor's own parent left open (a terminal's pipe, a test harness's sockets).
+fn stop_fd_inheritance() {
+    let Ok(entries) = std::fs::read_dir("/proc/self/fd").or_else(|_| std::fs::read_dir("/dev/fd")) else { return };
+    let fds: Vec<i32> =
+        entries.flatten().filter_map(|entry| entry.file_name().to_str()?.parse().ok()).filter(|fd| *fd > 2).collect();
+    for fd in fds {
+        // SAFETY: fcntl on descriptors of this process; setting FD_CLOEXEC changes nothing else about them.
+        unsafe {
+            let flags = libc::fcntl(fd, libc::F_GETFD);
+            if flags >= 0 {
+                libc::fcntl(fd, libc::F_SETFD, flags | libc::FD_CLOEXEC);
+            }
+        }
+    }
+}
+
 /// Runs the daemon in this process.
 fn run_here(cli: &Cli, paths: &Paths) -> anyhow::Result<u8> {
+    stop_fd_inheritance();
     let log_file = crate::logging::init(paths, cli.foreground && !cli.detached, cli.keep_logs)?;
     let exe = std::env::current_exe().context("cannot find this program's path")?;
     let mut restart_command: Vec<OsString> = vec![exe.clone().into_os_string()];

@@ -337,7 +337,7 @@ fn help_completions_and_systemd_unit() {
     assert!(out.stdout.starts_with("#compdef "), "{}", &out.stdout[..out.stdout.len().min(200)]);
 
     let unit = env.ok(&["systemd-unit"]).stdout;
-    let exec = format!("ExecStart={BIN} --foreground --instance-id default --directory {}", env.dir_str());
+    let exec = format!("ExecStart=\"{BIN}\" --foreground --instance-id default --directory \"{}\"", env.dir_str());
     assert!(unit.lines().any(|line| line == exec), "{unit}");
     assert!(unit.contains("[Service]") && unit.contains("WantedBy=multi-user.target"), "{unit}");
     let user_unit = env.ok(&["systemd-unit", "--user"]).stdout;
@@ -352,7 +352,6 @@ fn version_names_the_program() {
     for bin in [BIN, WATCHER_BIN] {
         let name = std::path::Path::new(bin).file_name().unwrap().to_string_lossy().into_owned();
         let out = env.run_command(env.command_of(bin, &["--version"]), &["--version"], None).ok();
-        // FIXME(product): both binaries print `pm-cli 0.1.0` (clap's default is the package name).
         assert_eq!(out.stdout.trim(), format!("{name} {}", env!("CARGO_PKG_VERSION")), "{out:?}");
     }
 }
@@ -362,7 +361,6 @@ fn bash_completion_is_registered_for_the_program() {
     let env = Env::new();
     let bash = env.ok(&["completions", "bash"]).stdout;
     let registered: Vec<&str> = bash.lines().filter(|line| line.trim_start().starts_with("complete ")).collect();
-    // FIXME(product): the script registers its completion for a command named `pm-cli`, which does not exist.
     assert!(
         !registered.is_empty() && registered.iter().all(|line| line.trim_end().ends_with(" process_monitor")),
         "bash completion is not registered for process_monitor: {registered:?}"
@@ -415,7 +413,6 @@ fn systemd_unit_keeps_a_folder_with_spaces_in_one_argument() {
     let words = systemd_words(exec);
     assert_eq!(words[0], BIN, "{exec}");
     let after = words.iter().position(|word| word == "--directory").map(|at| words.get(at + 1));
-    // FIXME(product): the folder is printed unquoted, so systemd splits it into two arguments.
     assert_eq!(after, Some(Some(&dir)), "systemd reads ExecStart as {words:?}");
 }
 

@@ -77,8 +77,6 @@ fn stop_flag_stops_the_monitor_and_its_processes() {
     assert!(out.stdout.starts_with("ProcessMonitor default started (pid"), "{out:?}");
     env.running_pid("first");
     env.ok(&["--stop"]);
-
-    // FIXME(product): the shutdown path of the actor (`Cmd::Shutdown`) does not clear `pid`/`pidStartTime`, so
     // the registry keeps the PID of a process it calls stopped.
     assert!(stale_pids.is_empty(), "stopped entries still name a pid: {stale_pids:#?}");
 }

@@ -85,8 +85,6 @@ fn client_api_lifecycle_and_errors() {
     assert!(matches!(client.deregister(missing), Err(Error::NotFound(_))));
     assert!(matches!(client.get_status(missing), Err(Error::NotFound(_))));
     assert!(matches!(client.register(sleeper_config(&env, "../x")), Err(Error::Invalid(_))));
-
-    // FIXME(product): `ProcessMonitorClient::deregister` returns before the monitor has stopped the process
     // (the remote API's deregister, and the local one without a monitor, return after it ended).
     assert!(!running_after_deregister, "deregister returned while the process still ran");
 }

@@ -106,8 +106,6 @@ fn logs_pick_the_newest_run_and_keep_the_newest_ten() {
         .collect();
     kept.sort();
     let out = env.ok(&["logs", "flapper", "-n", "1"]);
-    // FIXME(product): a run folder name freed by pruning is reused (`Paths::create_run_dir` takes the first
-    // free `_N`), so newer runs get older names and pruning deletes them; and `logs` orders `_10` before `_2`.
     assert_eq!(
         (kept, out.stdout.as_str()),
         ((4..=13).collect::<Vec<_>>(), "run 13\n"),
