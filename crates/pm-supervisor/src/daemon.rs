@@ -470,6 +470,26 @@ async fn partner_tick_once(monitor: &Arc<Monitor>, config: &DaemonConfig) {
     let live = monitor.sup.live_instance(&partner_id);
     match monitor.sup.get(&partner_id) {
         Some(entry) if entry.config.partner => {
+            // Settings changed since the entry was made (port, interval, threshold): store the new check,
+            // which the reconcile step hands to the process's task.
+            let mut wanted = partner_config(&partner_id, discovery, config, monitor);
+            wanted.enabled = entry.config.enabled;
+            wanted.autostart = entry.config.autostart;
+            if wanted != entry.config {
+                let _sync = monitor.sync.lock().await;
+                let id = partner_id.clone();
+                let stored = monitor
+                    .transaction(Duration::from_secs(2), move |registry| {
+                        if let Some(stored) = registry.processes.get_mut(&id) {
+                            stored.config = wanted;
+                        }
+                        Ok(())
+                    })
+                    .await;
+                if let Err(err) = stored {
+                    tracing::warn!(partner = %partner_id, "cannot update the partner entry: {err}");
+                }
+            }
             if matches!(entry.state, ProcessState::Stopped | ProcessState::Failed) {
                 if let Some((pid, start_time)) = live {
                     let _ = monitor.sup.adopt(&partner_id, pid, start_time).await;
