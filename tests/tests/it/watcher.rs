@@ -212,3 +212,20 @@ fn a_child_the_registry_lost_track_of_is_adopted_not_duplicated() {
     assert_eq!(home.starts("sleeper"), 1, "a second copy was started");
     assert_eq!(home.copies("sleeper"), 1);
 }
+
+#[test]
+fn a_hung_default_is_killed_and_replaced_and_its_children_adopted() {
+    let Some(home) = pair(500) else { return };
+    let old = home.holder("default").unwrap();
+    let sleeper = home.child_pid("default", "sleeper").unwrap();
+    // SAFETY: signalling a process this scenario started.
+    unsafe { libc::kill(old as i32, libc::SIGSTOP) };
+    let took = home.wait_until(LONG, "a new default answers", || {
+        home.holder("default").is_some_and(|pid| pid != old) && home.answers(home.default_ports)
+    });
+    report("SIGSTOP default (500 ms x 2) -> replaced", &format!("{took:.2?}"));
+    home.wait_until(LONG, "the hung default is gone", || !pm_registry::pid::alive(old));
+    home.wait_until(LONG, "sleeper adopted", || home.child_pid("default", "sleeper") == Some(sleeper));
+    assert_eq!(home.starts("sleeper"), 1, "the managed child must survive its monitor's replacement");
+    assert_one_of_each(&home);
+}
