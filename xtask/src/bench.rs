@@ -132,6 +132,7 @@ pub(crate) fn run(args: &[String]) -> anyhow::Result<()> {
     let _sweep = SweepGuard;
 
     let mut machine = report::machine();
+    machine["commit"] = json!(git_describe());
     eprintln!("bench: load average at start {}", machine["loadavg"].as_str().unwrap_or("?"));
     let started = Instant::now();
     let ctx_bin = bin.clone();
@@ -171,4 +172,25 @@ pub(crate) fn run(args: &[String]) -> anyhow::Result<()> {
         .with_context(|| format!("cannot write {}", out.display()))?;
     eprintln!("bench: done in {:.0?}; wrote {}", took, out.display());
     Ok(())
+}
+
+/// The commit the figures belong to, with `-dirty` when the product crates have uncommitted changes.
+fn git_describe() -> String {
+    let git = |args: &[&str]| {
+        std::process::Command::new("git")
+            .args(args)
+            .current_dir(crate::project_root())
+            .output()
+            .ok()
+            .filter(|out| out.status.success())
+            .map(|out| String::from_utf8_lossy(&out.stdout).trim().to_owned())
+    };
+    let Some(head) = git(&["rev-parse", "--short", "HEAD"]) else { return "unknown".to_owned() };
+    let dirty =
+        git(&["status", "--porcelain", "--", "crates", "Cargo.lock", "Cargo.toml"]).is_some_and(|out| !out.is_empty());
+    if dirty {
+        format!("{head}-dirty")
+    } else {
+        head
+    }
 }

@@ -380,12 +380,15 @@ pub(crate) fn bulk(ctx: &Ctx<'_>) -> anyhow::Result<Vec<Row>> {
             start_row = start_row.target(Bound::AtMost(target));
         }
         rows.push(start_row);
-        rows.push(Row::median(
-            &format!("bulk-stop-{n}"),
-            &format!("stop of all {n} (SIGTERM to the monitor → last child gone)"),
-            "ms",
-            stops,
-        ));
+        rows.push(
+            Row::median(
+                &format!("bulk-stop-{n}"),
+                &format!("stop of all {n} (SIGTERM to the monitor → last child gone)"),
+                "ms",
+                stops,
+            )
+            .note("a stopping monitor stops all its processes at once"),
+        );
         rows.push(
             Row::median(&format!("list-{n}"), &format!("`GET /processes` with {n} entries"), "ms", lists)
                 .note(format!("{} KiB body", list_bytes / 1024)),
