@@ -323,6 +323,7 @@ pub(crate) fn bulk(ctx: &Ctx<'_>) -> anyhow::Result<Vec<Row>> {
     for &(n, reps) in &ctx.config.bulk {
         progress(&format!("bulk start and stop of {n} processes ({reps} repeats)"));
         let (mut starts, mut stops, mut bases, mut lists) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+        let mut gets = Vec::new();
         let (mut rss, mut pss) = (Vec::new(), Vec::new());
         let mut list_bytes = 0;
         for rep in 0..reps {
@@ -350,6 +351,13 @@ pub(crate) fn bulk(ctx: &Ctx<'_>) -> anyhow::Result<Vec<Row>> {
                 lists.push(ms(started.elapsed()));
                 anyhow::ensure!(res.status == 200, "GET /processes: {}", res.status);
                 list_bytes = res.body.len();
+            }
+            let one = format!("/processes/p{:04}", n / 2);
+            for _ in 0..200 {
+                let started = Instant::now();
+                let res = conn.get(&one)?;
+                gets.push(ms(started.elapsed()));
+                anyhow::ensure!(res.status == 200, "GET {one}: {}", res.status);
             }
             drop(conn);
 
@@ -393,6 +401,12 @@ pub(crate) fn bulk(ctx: &Ctx<'_>) -> anyhow::Result<Vec<Row>> {
             Row::median(&format!("list-{n}"), &format!("`GET /processes` with {n} entries"), "ms", lists)
                 .note(format!("{} KiB body", list_bytes / 1024)),
         );
+        rows.push(Row::median(
+            &format!("get-one-{n}"),
+            &format!("`GET /processes/{{id}}` with {n} entries, one connection"),
+            "ms",
+            gets,
+        ));
         if n == largest {
             rows.push(Row::median(&format!("rss-{n}"), &format!("monitor RSS with {n} children"), "MiB", rss));
             rows.push(Row::median(&format!("pss-{n}"), &format!("monitor PSS with {n} children"), "MiB", pss));
