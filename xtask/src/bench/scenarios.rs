@@ -284,7 +284,7 @@ pub(crate) fn restart_and_start(ctx: &Ctx<'_>) -> anyhow::Result<Vec<Row>> {
     daemon.stop(Duration::from_secs(15));
 
     Ok(vec![
-        Row::median("spawn-bare", "bare spawn of `sleep` by the bench, seen in /proc (baseline)", "ms", spawn)
+        Row::median("spawn-bare", "bare spawn of `sleep` by the bench (baseline)", "ms", spawn)
             .note(format!("spawn() itself returns after {:.3} ms (median)", median(&spawn_call))),
         Row::median("restart-floor", "kill → reap → respawn by the bench itself (what bounds a restart)", "ms", floor)
             .baseline("bare spawn", spawn_ms),
