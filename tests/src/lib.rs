@@ -12,6 +12,13 @@ use std::time::{Duration, Instant};
 use pm_core::{ProcessConfig, ProcessEntry, ProcessState, Registry, Timestamp};
 use pm_registry::{InstanceLock, Paths, Store};
 
+pub mod chaos;
+pub mod fuzz;
+pub mod procs;
+pub mod rng;
+pub mod site;
+pub mod wire;
+
 static COUNTER: AtomicUsize = AtomicUsize::new(0);
 
 /// The binaries under test, from `PM_BIN_PROCESS_MONITOR` and `PM_BIN_MONITOR_WATCHER` (set by

@@ -1,4 +1,8 @@
 //! End-to-end scenarios: both instances of the real binaries in a temporary home, with faults injected.
 //! Run by `cargo xtask e2e`, which builds the binaries and passes their paths.
 
+mod chaos;
+mod faults;
+mod fuzz;
+mod security;
 mod watcher;

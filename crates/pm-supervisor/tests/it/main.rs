@@ -1,4 +1,5 @@
 //! Integration tests of the engine: real child processes supervised in-process.
 
 mod engine;
+mod props;
 mod support;
