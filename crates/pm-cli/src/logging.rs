@@ -6,7 +6,9 @@ use std::sync::Mutex;
 use pm_core::Timestamp;
 use pm_registry::Paths;
 use tracing_subscriber::fmt::writer::MakeWriterExt;
-use tracing_subscriber::EnvFilter;
+use tracing_subscriber::filter::Targets;
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
 
 /// Installs the subscriber: `RUST_LOG` (default `info`) filters; output goes to a new log file, and to
 /// stderr when `console`. Keeps the newest `keep` monitor log files.
@@ -29,13 +31,17 @@ pub(crate) fn init(paths: &Paths, console: bool, keep: usize) -> anyhow::Result<
         .open(&file_path)
         .map_err(|err| anyhow::format_err!("cannot open log {}: {err}", file_path.display()))?;
     prune(paths, keep);
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    // RUST_LOG as `level` or `target=level,...` (no regex-based filter: it would double the daemon's code).
+    let filter = std::env::var("RUST_LOG")
+        .ok()
+        .and_then(|spec| spec.parse::<Targets>().ok())
+        .unwrap_or_else(|| Targets::new().with_default(tracing::Level::INFO));
     let file = Mutex::new(file);
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_target(false);
+    let layer = tracing_subscriber::fmt::layer().with_target(false).with_ansi(false);
     if console {
-        builder.with_writer(file.and(std::io::stderr)).with_ansi(false).init();
+        tracing_subscriber::registry().with(layer.with_writer(file.and(std::io::stderr))).with(filter).init();
     } else {
-        builder.with_writer(file).with_ansi(false).init();
+        tracing_subscriber::registry().with(layer.with_writer(file)).with(filter).init();
     }
     Ok(file_path)
 }

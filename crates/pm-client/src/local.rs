@@ -299,13 +299,16 @@ impl ProcessMonitorClient {
     /// status seen).
     fn wait(&self, id: &str, timeout: Duration, done: impl Fn(&ProcessEntry) -> bool) -> Result<ProcessStatus, Error> {
         let deadline = Instant::now() + timeout;
+        // Start with short pauses (a running monitor usually answers within milliseconds), then back off.
+        let mut pause = Duration::from_millis(1);
         loop {
             let registry = self.load()?;
             let entry = registry.processes.get(id).ok_or_else(|| Error::NotFound(id.to_owned()))?;
             if done(entry) || Instant::now() >= deadline {
                 return Ok(entry.status());
             }
-            std::thread::sleep(POLL);
+            std::thread::sleep(pause);
+            pause = (pause * 2).min(POLL);
         }
     }
 

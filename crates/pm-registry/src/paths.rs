@@ -110,6 +110,19 @@ impl Paths {
     /// when a folder of that second or a later one exists) with mode 0700, then deletes the oldest run folders so that at most `keep` remain
     /// (never the new one). Only folders named like run folders are counted or deleted.
     pub fn create_run_dir(&self, process_id: &str, at: Timestamp, keep: usize) -> Result<PathBuf, Error> {
+        let created = self.new_run_dir(process_id, at)?;
+        prune_run_dirs(&self.process_logs_dir(process_id), &created, keep)?;
+        Ok(created)
+    }
+
+    /// Deletes the oldest run folders of a process so that at most `keep` remain (never `newest`).
+    pub fn prune_run_dirs(&self, process_id: &str, keep: usize, newest: &Path) -> Result<(), Error> {
+        pm_core::validate_process_id(process_id).map_err(into_invalid_id)?;
+        prune_run_dirs(&self.process_logs_dir(process_id), newest, keep)
+    }
+
+    /// Like [`Paths::create_run_dir`] without the pruning (for callers that prune later, off their hot path).
+    pub fn new_run_dir(&self, process_id: &str, at: Timestamp) -> Result<PathBuf, Error> {
         pm_core::validate_process_id(process_id).map_err(into_invalid_id)?;
         let parent = self.process_logs_dir(process_id);
         fsutil::create_dir_all_private(&parent)?;
@@ -129,7 +142,6 @@ impl Paths {
                 Err(err) => return Err(Error::io(&candidate, "create folder", err)),
             }
         };
-        prune_run_dirs(&parent, &created, keep)?;
         Ok(created)
     }
 }

@@ -456,7 +456,7 @@ impl Actor {
         let res = self
             .shared
             .paths
-            .create_run_dir(&self.entry.config.id, now, keep_runs)
+            .new_run_dir(&self.entry.config.id, now)
             .map_err(|err| std::io::Error::other(format!("cannot create log folder: {err}")))
             .and_then(|run_dir| {
                 let ctx = SpawnContext {
@@ -471,6 +471,14 @@ impl Actor {
         match res {
             Ok((child, run_dir)) => {
                 let pid = child.id().unwrap_or(0);
+                // Old run folders go after the child runs, off this task.
+                let paths = self.shared.paths.clone();
+                let (id, newest) = (self.entry.config.id.clone(), run_dir.clone());
+                tokio::task::spawn_blocking(move || {
+                    if let Err(err) = paths.prune_run_dirs(&id, keep_runs, &newest) {
+                        tracing::warn!(process = %id, "cannot remove old log folders: {err}");
+                    }
+                });
                 tracing::info!(process = %self.entry.config.id, pid, "started");
                 self.entry.pid = Some(pid);
                 self.entry.pid_start_time = pm_registry::pid::start_time(pid);

@@ -182,13 +182,14 @@ async fn run_locked(config: DaemonConfig, crashed_before: bool) -> Result<Exit, 
     });
 
     let boot = !config.resume && !crashed_before;
-    tracing::info!(boot, processes = registry.processes.len(), "taking over the registry");
+    let aliveness_server = registry.aliveness_server.clone();
+    let registry_processes = registry.processes;
+    tracing::info!(boot, processes = registry_processes.len(), "taking over the registry");
     let mut orphans = {
         let sup = sup.clone();
         tokio::task::spawn_blocking(move || sup.orphans()).await.unwrap_or_default()
     };
-    for entry in registry.processes.values() {
-        let mut entry = entry.clone();
+    for (_, mut entry) in registry_processes {
         let found = orphans.remove(&entry.config.id).unwrap_or_default();
         let known = entry.pid.filter(|pid| pm_registry::pid::is_same_process(*pid, entry.pid_start_time));
         let mut keep = known;
@@ -221,8 +222,8 @@ async fn run_locked(config: DaemonConfig, crashed_before: bool) -> Result<Exit, 
     }
 
     let mut servers = Servers::default();
-    if registry.aliveness_server.enabled {
-        let addr = socket_addr(&registry.aliveness_server.bind_address, registry.aliveness_server.port)?;
+    if aliveness_server.enabled {
+        let addr = socket_addr(&aliveness_server.bind_address, aliveness_server.port)?;
         let listener = pm_http::bind(addr).map_err(|source| Error::Bind {
             what: "aliveness server",
             addr: addr.to_string(),
@@ -449,12 +450,11 @@ async fn partner_tick_once(monitor: &Arc<Monitor>, config: &DaemonConfig) {
     let discovery = &settings.partner_discovery;
     let partner_id = discovery.partner_instance_id.clone().filter(|id| *id != monitor.instance_id);
     let standalone = monitor.standalone();
-    for entry in monitor.sup.list().into_iter().filter(|entry| entry.config.partner) {
-        if standalone || Some(&entry.config.id) != partner_id.as_ref() {
-            tracing::info!(partner = %entry.config.id, "no longer supervising the partner (standalone or reconfigured)");
-            let _ = monitor.sup.detach(&entry.config.id).await;
+    for id in monitor.sup.ids_where(|entry| entry.config.partner) {
+        if standalone || Some(&id) != partner_id.as_ref() {
+            tracing::info!(partner = %id, "no longer supervising the partner (standalone or reconfigured)");
+            let _ = monitor.sup.detach(&id).await;
             let _sync = monitor.sync.lock().await;
-            let id = entry.config.id.clone();
             let _ = monitor
                 .transaction(Duration::from_secs(2), move |registry| {
                     registry.processes.remove(&id);

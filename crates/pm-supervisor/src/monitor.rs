@@ -366,12 +366,10 @@ impl pm_http::ControlPlane for Monitor {
 impl Monitor {
     /// Status of every process (or of `only`), with uptime, counters and the resource use of its group.
     pub(crate) fn statuses(&self, only: Option<&str>) -> Vec<ProcessStatus> {
-        let snapshots: Vec<crate::Snapshot> = self
-            .sup
-            .snapshots()
-            .into_iter()
-            .filter(|snapshot| only.is_none_or(|id| snapshot.entry.config.id == id))
-            .collect();
+        let snapshots: Vec<crate::Snapshot> = match only {
+            Some(id) => self.sup.snapshot(id).into_iter().collect(),
+            None => self.sup.snapshots(),
+        };
         let pgids: Vec<u32> = snapshots
             .iter()
             .filter(|snapshot| snapshot.entry.state.has_child())

@@ -169,6 +169,17 @@ impl Supervisor {
         self.slots.lock().expect("slots lock").get(id).map(|slot| slot.snapshot.borrow().entry.clone())
     }
 
+    /// One process's snapshot, from memory.
+    pub fn snapshot(&self, id: &str) -> Option<Snapshot> {
+        self.slots.lock().expect("slots lock").get(id).map(|slot| slot.snapshot.borrow().clone())
+    }
+
+    /// Ids of the processes whose entry satisfies `which` (looked at in place, not copied).
+    pub fn ids_where(&self, which: impl Fn(&ProcessEntry) -> bool) -> Vec<String> {
+        let slots = self.slots.lock().expect("slots lock");
+        slots.iter().filter(|(_, slot)| which(&slot.snapshot.borrow().entry)).map(|(id, _)| id.clone()).collect()
+    }
+
     /// Every process's snapshot, from memory, ordered by id.
     pub fn snapshots(&self) -> Vec<Snapshot> {
         self.slots.lock().expect("slots lock").values().map(|slot| slot.snapshot.borrow().clone()).collect()
