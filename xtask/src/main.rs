@@ -15,7 +15,9 @@ fn main() -> ExitCode {
         Some("bench") => bench::run(&args[1..]),
         Some("chaos") => chaos::run(&args[1..]),
         _ => {
-            eprintln!("usage: cargo xtask <ci | e2e [test filter] | bench [--quick] | chaos [--cycles N] [--fuzz-cases N]>");
+            eprintln!(
+                "usage: cargo xtask <ci | e2e [test filter] | bench [--quick] | chaos [--cycles N] [--fuzz-cases N]>"
+            );
             return ExitCode::from(2);
         }
     };
