@@ -448,7 +448,8 @@ fn check(site: &Site, shared: &Shared, report: &mut ChaosReport, when: &str) -> 
         std::thread::sleep(Duration::from_millis(10));
     }
 
-    let deadline = Instant::now() + Duration::from_secs(10);
+    // Settling takes well under a second (backoff 50 ms); what has not settled in 6 s is an incident.
+    let deadline = Instant::now() + Duration::from_secs(6);
     let mut stable_since: BTreeMap<String, Instant> = BTreeMap::new();
     loop {
         let model = shared.model.lock().unwrap().clone();

@@ -41,6 +41,10 @@ impl DaemonOptions {
     }
 }
 
+/// The registry's transaction flock, held by the suite (see [`Site::hold_registry_lock`]); closing the file
+/// releases it.
+pub struct RegistryLock(#[allow(dead_code)] std::fs::File);
+
 struct Reaper {
     child: Child,
 }
@@ -114,6 +118,22 @@ impl Site {
                 Ok::<_, pm_registry::Error>(())
             })
             .unwrap();
+    }
+
+    /// Holds the registry's transaction flock, as a slow writer would, until the guard is dropped: no
+    /// transaction of the daemon or of a client can complete meanwhile.
+    pub fn hold_registry_lock(&self) -> RegistryLock {
+        use std::os::fd::AsRawFd;
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(self.paths().transaction_lock_file())
+            .unwrap();
+        // SAFETY: flock on a descriptor we own.
+        let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX) };
+        assert_eq!(rc, 0, "flock: {}", std::io::Error::last_os_error());
+        RegistryLock(file)
     }
 
     /// Reads and parses the registry.

@@ -7,6 +7,7 @@
 //! `PM_CHAOS_CYCLES` sets the cycles (20 by default, 200 in `cargo xtask chaos`); `PM_CHAOS_SEED` replays a run.
 
 use std::path::Path;
+use std::time::{Duration, Instant};
 
 use pm_tests::chaos::{self, ChaosConfig};
 use pm_tests::report;
@@ -33,4 +34,138 @@ fn sigkill_at_random_moments_loses_and_duplicates_nothing() {
     assert_eq!(res.violations(), 0, "{details}");
     assert_eq!(res.cycles, cycles, "the run ended early: {details}");
     assert!(res.registrations > 0 && res.remote_calls.0 > 0 && res.local_calls.0 > 0, "no load: {}", res.figures());
+}
+
+/// The chaos run's "resurrected" incidents, made deterministic: the daemon's registry writer is held up (the
+/// suite holds the registry's flock, as a slow local client would) while a stop is acknowledged, and then the
+/// daemon is SIGKILLed. What was acknowledged as stopped must stay stopped.
+#[test]
+fn a_stop_acknowledged_by_the_api_survives_a_crash_right_after() {
+    let Some(site) = site("chaos-ack") else { return };
+    site.edit(|registry| {
+        let entry = pm_core::ProcessEntry::new(site.sleeper("a"), pm_core::Timestamp::now());
+        registry.processes.insert("a".to_owned(), entry);
+    });
+    let daemon = site.start_daemon();
+    wait_until(Duration::from_secs(20), "a runs and is stored", || {
+        let copies = site.copies("a");
+        copies.len() == 1 && site.registry().unwrap().processes["a"].pid == Some(copies[0])
+    });
+    let held = site.hold_registry_lock();
+    let port = site.remote_port;
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(pm_tests::http(port, "POST", "/processes/a/stop", Some("")));
+    });
+    match rx.recv_timeout(Duration::from_secs(1)) {
+        Ok(Some((200, body))) => {
+            // Acknowledged while nothing could be written: the promise must hold across a crash.
+            assert!(body.contains("stopped"), "{body}");
+            assert!(site.copies("a").is_empty());
+            site.kill_daemon(daemon);
+            drop(held);
+            site.start_daemon();
+            std::thread::sleep(Duration::from_millis(1500));
+            let copies = site.copies("a");
+            let status = site.statuses().unwrap()["a"].clone();
+            assert!(
+                copies.is_empty() && status.state == pm_core::ProcessState::Stopped,
+                "the API answered {body} to POST /processes/a/stop, the daemon was then killed, and its successor \
+                 runs a again: copies {copies:?}, state {}, pid {:?}",
+                status.state,
+                status.pid
+            );
+            report("chaos: acknowledged stop, then SIGKILL", "stayed stopped");
+        }
+        // Not acknowledged before it was durable: no promise to keep.
+        other => {
+            drop(held);
+            report("chaos: acknowledged stop, then SIGKILL", &format!("not answered while unwritable: {other:?}"));
+        }
+    }
+}
+
+/// The same for the local client: with no monitor running, `stop` acts directly (kills the process group and
+/// writes `stopped`), and a monitor that starts meanwhile must not undo that.
+#[test]
+fn a_local_stop_while_the_daemon_starts_is_not_undone() {
+    let Some(site) = site("chaos-local") else { return };
+    site.edit(|registry| {
+        let entry = pm_core::ProcessEntry::new(site.sleeper("a"), pm_core::Timestamp::now());
+        registry.processes.insert("a".to_owned(), entry);
+    });
+    let daemon = site.start_daemon();
+    wait_until(Duration::from_secs(20), "a runs and is stored", || {
+        let copies = site.copies("a");
+        copies.len() == 1 && site.registry().unwrap().processes["a"].pid == Some(copies[0])
+    });
+    let pid = site.copies("a")[0];
+    site.kill_daemon(daemon);
+    // The client finds no monitor, kills a's group, and then waits for the registry (held by the suite).
+    let held = site.hold_registry_lock();
+    let dir = site.dir.clone();
+    let client = std::thread::spawn(move || {
+        let client = pm_client::ProcessMonitorClient::in_directory(&dir, pm_tests::site::INSTANCE).unwrap();
+        client.stop("a")
+    });
+    wait_until(Duration::from_secs(10), "the client stopped a", || !pm_registry::pid::alive(pid));
+    // A monitor starts meanwhile (the stale instance lock removed so that it needs no registry flock to start).
+    std::fs::remove_file(site.paths().lock_file()).unwrap();
+    let daemon = site.spawn_daemon(&pm_tests::site::DaemonOptions::plain());
+    site.wait_ready(daemon, Duration::from_secs(20)).unwrap();
+    drop(held);
+    // `stop` returns once the process is stopped; whatever it reports, a must not run again.
+    let told = client.join().unwrap().expect("the local stop failed");
+    std::thread::sleep(Duration::from_millis(1500));
+    let copies = site.copies("a");
+    let status = site.statuses().unwrap()["a"].clone();
+    assert!(
+        copies.is_empty() && status.state == pm_core::ProcessState::Stopped,
+        "the local client's stop returned Ok (state {}), and the monitor that started meanwhile runs a again: \
+         copies {copies:?}, state {}, pid {:?}",
+        told.state,
+        status.state,
+        status.pid
+    );
+    report("chaos: local stop while the daemon starts", "stayed stopped");
+}
+
+/// A monitor that is SIGKILLed while it takes over from a crashed one — after it removed the stale instance
+/// lock, before it wrote its own — leaves no lock file behind. The next monitor must still resume (a crash
+/// came before it), not boot: a process stopped on request stays stopped. (The chaos soak met this: eight
+/// stopped processes started at once.)
+#[test]
+fn a_monitor_killed_while_taking_over_does_not_turn_the_next_start_into_a_boot() {
+    let Some(site) = site("chaos-takeover") else { return };
+    site.edit(|registry| {
+        let entry = pm_core::ProcessEntry::new(site.sleeper("a"), pm_core::Timestamp::now());
+        registry.processes.insert("a".to_owned(), entry);
+    });
+    let daemon = site.start_daemon();
+    wait_until(Duration::from_secs(20), "a runs", || site.copies("a").len() == 1);
+    let (status, body) = site.api("POST", "/processes/a/stop", Some("")).unwrap();
+    assert_eq!(status, 200, "{body}");
+    wait_until(Duration::from_secs(10), "the stop is stored", || {
+        site.registry().unwrap().processes["a"].state == pm_core::ProcessState::Stopped
+    });
+    site.kill_daemon(daemon);
+    // What the interrupted successor leaves: the stale lock removed, no lock of its own yet.
+    std::fs::remove_file(site.paths().lock_file()).unwrap();
+    site.start_daemon();
+    std::thread::sleep(Duration::from_millis(1500));
+    let copies = site.copies("a");
+    assert!(
+        copies.is_empty(),
+        "a was stopped on request before the crash, and after an interrupted takeover the next monitor started \
+         it again as if the machine had booted: copies {copies:?}"
+    );
+    report("chaos: interrupted takeover", "stopped process stayed stopped");
+}
+
+fn wait_until(timeout: Duration, what: &str, check: impl Fn() -> bool) {
+    let started = Instant::now();
+    while !check() {
+        assert!(started.elapsed() < timeout, "timed out after {timeout:?}: {what}");
+        std::thread::sleep(Duration::from_millis(10));
+    }
 }
