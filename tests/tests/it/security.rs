@@ -146,6 +146,7 @@ fn untrusted_peers_need_the_permission_of_each_action() {
     set_permissions(&site, all_flags(false));
     let autostart = json!({"autostart": false});
     let cases: &[(&str, &str, &str, Option<&Value>, &str)] = &[
+        ("allowRemoteStart", "POST", "/processes/rp/start", None, "Remote start not allowed"),
         ("allowRemoteStop", "POST", "/processes/rp/stop", None, "Remote stop not allowed"),
         ("allowRemoteStart", "POST", "/processes/rp/restart", None, "Remote restart not allowed"),
         ("allowRemoteStop", "POST", "/processes/rp/restart", None, "Remote restart not allowed"),
