@@ -199,16 +199,19 @@ fn settings_update(key: ConfigKey, value: &str) -> anyhow::Result<pm_core::Setti
         ConfigKey::TrustedHosts => SettingsUpdate::TrustedHosts(list()?),
         ConfigKey::ExecutableWhitelist => SettingsUpdate::ExecutableWhitelist(list()?),
         ConfigKey::ExecutableBlacklist => SettingsUpdate::ExecutableBlacklist(list()?),
-        ConfigKey::StandaloneMode => SettingsUpdate::StandaloneMode(
-            value.trim().parse().context("standalone-mode takes true or false")?,
-        ),
+        ConfigKey::StandaloneMode => {
+            SettingsUpdate::StandaloneMode(value.trim().parse().context("standalone-mode takes true or false")?)
+        }
         ConfigKey::PartnerDiscovery => SettingsUpdate::PartnerDiscovery(
             serde_json::from_str(value).context("partner-discovery takes a JSON object of its keys")?,
         ),
     })
 }
 
-async fn apply_remote(client: &RemoteProcessMonitorClient, update: pm_core::SettingsUpdate) -> Result<(), pm_client::Error> {
+async fn apply_remote(
+    client: &RemoteProcessMonitorClient,
+    update: pm_core::SettingsUpdate,
+) -> Result<(), pm_client::Error> {
     use pm_core::SettingsUpdate;
     match update {
         SettingsUpdate::RemoteAccess(patch) => client.set_remote_access_permissions(patch).await.map(drop),

@@ -39,9 +39,7 @@ pub fn main_impl(default_instance: &str) -> ExitCode {
     let instance_id = cli.instance_id.clone().unwrap_or_else(|| default_instance.to_owned());
     let res = match &cli.command {
         Some(command) => commands::run(&cli, &instance_id, command),
-        None if cli.print_systemd_unit => {
-            commands::run(&cli, &instance_id, &cli::Command::SystemdUnit { user: false })
-        }
+        None if cli.print_systemd_unit => commands::run(&cli, &instance_id, &cli::Command::SystemdUnit { user: false }),
         None => instance::run(&cli, &instance_id),
     };
     match res {

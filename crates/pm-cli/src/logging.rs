@@ -5,8 +5,8 @@ use std::sync::Mutex;
 
 use pm_core::Timestamp;
 use pm_registry::Paths;
-use tracing_subscriber::fmt::writer::MakeWriterExt;
 use tracing_subscriber::filter::Targets;
+use tracing_subscriber::fmt::writer::MakeWriterExt;
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 

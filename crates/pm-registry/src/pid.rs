@@ -118,8 +118,8 @@ pub fn group_alive(pgid: u32) -> bool {
         return false;
     }
     // SAFETY: signal 0 to a process group only checks that it exists.
-    let exists = unsafe { libc::kill(-group, 0) } == 0
-        || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM);
+    let exists =
+        unsafe { libc::kill(-group, 0) } == 0 || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM);
     if !exists {
         return false;
     }

@@ -412,7 +412,10 @@ async fn log_rotation_loses_and_duplicates_no_line_while_the_child_writes() {
     let done = fx.file("done");
     let mut config = sh(
         "chatty",
-        &format!("i=1; while [ $i -le {n} ]; do echo line-$i; i=$((i+1)); sleep 0.002; done; touch {}; sleep 300", done.display()),
+        &format!(
+            "i=1; while [ $i -le {n} ]; do echo line-$i; i=$((i+1)); sleep 0.002; done; touch {}; sleep 300",
+            done.display()
+        ),
     );
     config.log_max_bytes = Some(4096);
     config.log_keep = Some(50);
@@ -432,7 +435,7 @@ async fn log_rotation_loses_and_duplicates_no_line_while_the_child_writes() {
         })
         .collect();
     assert!(generations.len() >= 2, "expected several rotations, got {}", generations.len());
-    generations.sort_by(|a, b| b.0.cmp(&a.0));
+    generations.sort_by_key(|(n, _)| std::cmp::Reverse(*n));
     let mut all = Vec::new();
     for (_, path) in &generations {
         all.extend(std::fs::read(path).unwrap());
