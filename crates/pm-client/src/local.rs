@@ -314,12 +314,19 @@ impl ProcessMonitorClient {
 
     /// With no monitor running: ends the process group of the stored PID (SIGTERM, stop timeout, SIGKILL)
     /// and stores `target`. The registry lock is not held while waiting.
+    ///
+    /// The stop request is stored first and left in place, so that a monitor starting meanwhile honours it
+    /// instead of restarting the process it sees die (the next monitor clears it).
     fn stop_directly(&self, id: &str, target: ProcessState) -> Result<ProcessStatus, Error> {
-        let entry = self.get_entry(id)?;
+        let entry = self.transaction(|registry| {
+            let stored = registry.processes.get_mut(id).ok_or_else(|| Error::NotFound(id.to_owned()))?;
+            stored.pending_action = Some(PendingAction::Stop);
+            Ok(stored.clone())
+        })?;
         if let Some(pid) = entry.pid.filter(|pid| pm_registry::pid::is_same_process(*pid, entry.pid_start_time)) {
             crate::kill::stop_group(pid, entry.pid_start_time, Duration::from_millis(entry.config.stop_timeout_ms()));
         }
-        self.transaction(|registry| {
+        let status = self.transaction(|registry| {
             let stored = registry.processes.get_mut(id).ok_or_else(|| Error::NotFound(id.to_owned()))?;
             if stored.pid == entry.pid {
                 if stored.state.has_child() || matches!(stored.state, ProcessState::Retrying | ProcessState::Crashed) {
@@ -327,10 +334,17 @@ impl ProcessMonitorClient {
                 }
                 stored.pid = None;
                 stored.pid_start_time = None;
-                stored.pending_action = None;
                 stored.state = if stored.config.enabled { target } else { ProcessState::Disabled };
             }
             Ok(stored.status())
-        })
+        })?;
+        if self.monitor()?.is_some() {
+            // A monitor came up meanwhile: it has the request; wait for its outcome.
+            let timeout = self.wait_timeout + Duration::from_millis(entry.config.stop_timeout_ms());
+            return self.wait(id, timeout, |entry| {
+                entry.pending_action.is_none() && matches!(entry.state, ProcessState::Stopped | ProcessState::Disabled)
+            });
+        }
+        Ok(status)
     }
 }

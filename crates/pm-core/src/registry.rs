@@ -34,6 +34,10 @@ pub struct Registry {
     /// No partner monitoring when set.
     #[serde(default)]
     pub standalone_mode: bool,
+    /// Set while a monitor runs on this registry and cleared by its clean shutdown (additive). A monitor that
+    /// finds it set knows its predecessor died: it resumes what ran and starts nothing that was stopped.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub monitor_running: bool,
     /// How the partner instance is found and watched.
     #[serde(default)]
     pub partner_discovery: PartnerDiscovery,
@@ -77,6 +81,7 @@ impl Registry {
             instance_id: instance_id.to_owned(),
             monitor_interval_ms: Self::monitor_interval_ms(),
             standalone_mode: false,
+            monitor_running: false,
             partner_discovery,
             remote_access: RemoteAccessConfig { remote_port, ..RemoteAccessConfig::default() },
             aliveness_server: AlivenessServerConfig { port: aliveness_port, ..AlivenessServerConfig::default() },

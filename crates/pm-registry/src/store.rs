@@ -122,9 +122,29 @@ impl Store {
         timeout: Duration,
         f: impl FnOnce(&mut Registry) -> Result<T, E>,
     ) -> Result<T, E> {
+        self.transaction_inner(timeout, true, f)
+    }
+
+    /// Like [`Store::transaction`], but a missing registry is an error ([`Error::Missing`]) instead of a first
+    /// start: for a running monitor, whose registry vanishing must not read as "no processes".
+    pub fn transaction_existing<T, E: From<Error>>(
+        &self,
+        timeout: Duration,
+        f: impl FnOnce(&mut Registry) -> Result<T, E>,
+    ) -> Result<T, E> {
+        self.transaction_inner(timeout, false, f)
+    }
+
+    fn transaction_inner<T, E: From<Error>>(
+        &self,
+        timeout: Duration,
+        create: bool,
+        f: impl FnOnce(&mut Registry) -> Result<T, E>,
+    ) -> Result<T, E> {
         let flock = self.lock(timeout)?;
         let (mut registry, existed) = match self.load() {
             Ok(registry) => (registry, true),
+            Err(err @ Error::Missing { .. }) if !create => return Err(err.into()),
             Err(Error::Missing { .. }) => {
                 fsutil::create_dir_all_private(&self.paths.logs_dir())?;
                 (Registry::new_default(self.paths.instance_id()), false)

@@ -90,13 +90,6 @@ impl Daemon {
     /// SIGHUP restarts it in place.
     pub async fn run(config: DaemonConfig) -> Result<Exit, Error> {
         let paths = config.paths.clone();
-        let lock_path = paths.lock_file();
-        let crashed_before = {
-            let paths = paths.clone();
-            tokio::task::spawn_blocking(move || lock_path.exists() && matches!(InstanceLock::holder(&paths), Ok(None)))
-                .await
-                .unwrap_or(false)
-        };
         let lock = {
             let paths = paths.clone();
             let timeout = config.lock_timeout;
@@ -105,7 +98,7 @@ impl Daemon {
                 .map_err(|err| CoreError::Storage(err.to_string()))??
         };
         tracing::info!(instance = paths.instance_id(), pid = std::process::id(), dir = %paths.root().display(), "instance lock acquired");
-        let res = run_locked(config, crashed_before).await;
+        let res = run_locked(config).await;
         let release = tokio::task::spawn_blocking(move || lock.release()).await;
         if let Ok(Err(err)) = release {
             tracing::warn!("releasing the instance lock failed: {err}");
@@ -114,7 +107,7 @@ impl Daemon {
     }
 }
 
-async fn run_locked(config: DaemonConfig, crashed_before: bool) -> Result<Exit, Error> {
+async fn run_locked(config: DaemonConfig) -> Result<Exit, Error> {
     let paths = config.paths.clone();
     let store = Arc::new(Store::new(paths.clone()));
     let (registry, set_aside) = {
@@ -133,13 +126,14 @@ async fn run_locked(config: DaemonConfig, crashed_before: bool) -> Result<Exit, 
     let standalone_override = config.standalone;
     let remote_port = config.remote_port;
     let aliveness_port = config.aliveness_port;
-    let needs_update = remote_port.is_some_and(|port| port != registry.remote_access.remote_port)
-        || aliveness_port.is_some_and(|port| port != registry.aliveness_server.port)
-        || (standalone_override && registry.processes.values().any(|entry| entry.config.partner));
-    let registry = if needs_update {
+    // A predecessor that did not shut down cleanly (killed, crashed, or killed while taking over) left
+    // `monitorRunning` set: then this start resumes, it does not boot.
+    let crashed_before = registry.monitor_running;
+    let registry = {
         let store = store.clone();
         tokio::task::spawn_blocking(move || {
             store.transaction(Duration::from_secs(10), |registry| {
+                registry.monitor_running = true;
                 if let Some(port) = remote_port {
                     registry.remote_access.remote_port = port;
                 }
@@ -154,8 +148,6 @@ async fn run_locked(config: DaemonConfig, crashed_before: bool) -> Result<Exit, 
         })
         .await
         .map_err(|err| CoreError::Storage(err.to_string()))??
-    } else {
-        registry
     };
 
     let sup = Supervisor::new(SupervisorConfig {
@@ -179,17 +171,22 @@ async fn run_locked(config: DaemonConfig, crashed_before: bool) -> Result<Exit, 
         events: events_tx,
         ports: RwLock::new((None, None)),
         resources: Default::default(),
+        template: std::sync::Mutex::new(pm_core::Registry::new_default(paths.instance_id())),
     });
 
     let boot = !config.resume && !crashed_before;
     let aliveness_server = registry.aliveness_server.clone();
-    let registry_processes = registry.processes;
+    let mut registry = registry;
+    let registry_processes = std::mem::take(&mut registry.processes);
+    *monitor.template.lock().expect("template") = registry;
     tracing::info!(boot, processes = registry_processes.len(), "taking over the registry");
     let mut orphans = {
         let sup = sup.clone();
         tokio::task::spawn_blocking(move || sup.orphans()).await.unwrap_or_default()
     };
     for (_, mut entry) in registry_processes {
+        // A stop asked for while no monitor ran (or while this one was starting) is honoured, not undone.
+        let stop_requested = entry.pending_action == Some(pm_core::PendingAction::Stop);
         let found = orphans.remove(&entry.config.id).unwrap_or_default();
         let known = entry.pid.filter(|pid| pm_registry::pid::is_same_process(*pid, entry.pid_start_time));
         let mut keep = known;
@@ -201,16 +198,26 @@ async fn run_locked(config: DaemonConfig, crashed_before: bool) -> Result<Exit, 
                 tracing::warn!(process = %entry.config.id, pid, "found a running copy the registry did not record; adopting it");
                 entry.pid = Some(pid);
                 entry.pid_start_time = start_time;
-                if !entry.state.has_child() {
-                    entry.state = pm_core::ProcessState::Running;
-                }
+                // The recorded run is gone and this is a newer one: it runs (a stop in the record was about
+                // the old run).
+                entry.state = pm_core::ProcessState::Running;
                 keep = Some(pid);
             } else if !entry.config.partner {
                 tracing::warn!(process = %entry.config.id, pid, "stopping a duplicate copy started by an earlier monitor");
                 stop_stray(pid);
             }
         }
-        if let Err(err) = sup.resume(entry.clone(), boot) {
+        if stop_requested {
+            if keep.is_some() {
+                entry.state = pm_core::ProcessState::Stopping;
+            } else {
+                entry.pid = None;
+                if entry.state != pm_core::ProcessState::Disabled {
+                    entry.state = pm_core::ProcessState::Stopped;
+                }
+            }
+        }
+        if let Err(err) = sup.resume(entry.clone(), boot && !stop_requested) {
             tracing::warn!(process = %entry.config.id, "cannot supervise: {err}");
         }
     }
@@ -323,7 +330,7 @@ async fn run_locked(config: DaemonConfig, crashed_before: bool) -> Result<Exit, 
             _ = sigint.recv() => force_exit(),
         }
     };
-    if let Err(err) = monitor.flush_entries(entries).await {
+    if let Err(err) = monitor.flush_entries(entries, !restart).await {
         tracing::error!("cannot store the final process states: {err}");
     }
     servers.shutdown_aliveness().await;

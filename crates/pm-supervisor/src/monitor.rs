@@ -49,6 +49,9 @@ pub(crate) struct Monitor {
     pub(crate) events: mpsc::UnboundedSender<DaemonEvent>,
     pub(crate) ports: RwLock<(Option<u16>, Option<u16>)>,
     pub(crate) resources: std::sync::Mutex<crate::resources::Sampler>,
+    /// The registry's top level as this monitor found it (processes left out), to write the file back from
+    /// memory if it disappears.
+    pub(crate) template: std::sync::Mutex<Registry>,
 }
 
 impl Monitor {
@@ -59,7 +62,7 @@ impl Monitor {
         f: impl FnOnce(&mut Registry) -> Result<T, Error> + Send + 'static,
     ) -> Result<T, Error> {
         let store = self.store.clone();
-        tokio::task::spawn_blocking(move || store.transaction(timeout, f))
+        tokio::task::spawn_blocking(move || store.transaction_existing(timeout, f))
             .await
             .map_err(|err| Error::Storage(format!("registry task failed: {err}")))?
     }
@@ -93,10 +96,14 @@ impl Monitor {
         Ok(())
     }
 
-    /// Stores final entries (after the supervisor shut down) in one transaction.
-    pub(crate) async fn flush_entries(&self, entries: Vec<ProcessEntry>) -> Result<(), Error> {
+    /// Stores final entries (after the supervisor shut down) in one transaction; `clean` marks a clean
+    /// shutdown (the next start is a boot, not a resume).
+    pub(crate) async fn flush_entries(&self, entries: Vec<ProcessEntry>, clean: bool) -> Result<(), Error> {
         let _sync = self.sync.lock().await;
         self.transaction(Duration::from_secs(10), move |registry| {
+            if clean {
+                registry.monitor_running = false;
+            }
             for entry in entries {
                 if let Some(stored) = registry.processes.get_mut(&entry.config.id) {
                     merge_runtime(stored, &entry);
@@ -114,7 +121,11 @@ impl Monitor {
     pub(crate) async fn reconcile(self: &Arc<Self>) -> Result<(), Error> {
         let stamp = self.store.stamp();
         let mut sync = self.sync.lock().await;
-        if stamp.is_some() && stamp == sync.last_stamp {
+        if stamp.is_none() {
+            drop(sync);
+            return self.restore_registry().await;
+        }
+        if stamp == sync.last_stamp {
             return Ok(());
         }
         let memory: BTreeMap<String, (ProcessConfig, bool)> = self
@@ -197,6 +208,33 @@ impl Monitor {
                 }
             });
         }
+    }
+
+    /// Writes the registry back from memory after it disappeared (deleted by hand, say): every process with
+    /// its configuration and state, and the settings in force. Nothing is stopped meanwhile.
+    pub(crate) async fn restore_registry(&self) -> Result<(), Error> {
+        let _sync = self.sync.lock().await;
+        let mut rebuilt = self.template.lock().expect("template").clone();
+        let settings = self.settings.read().expect("settings").clone();
+        rebuilt.standalone_mode = settings.standalone_mode;
+        rebuilt.remote_access = settings.remote_access;
+        rebuilt.partner_discovery = settings.partner_discovery;
+        rebuilt.monitor_running = true;
+        rebuilt.processes = self.sup.list().into_iter().map(|entry| (entry.config.id.clone(), entry)).collect();
+        tracing::error!(
+            "registry {} is missing; writing it back from memory ({} processes)",
+            self.store.paths().registry_file().display(),
+            rebuilt.processes.len()
+        );
+        let store = self.store.clone();
+        tokio::task::spawn_blocking(move || {
+            store.transaction(Duration::from_secs(10), move |registry| {
+                *registry = rebuilt;
+                Ok::<_, Error>(())
+            })
+        })
+        .await
+        .map_err(|err| Error::Storage(format!("registry task failed: {err}")))?
     }
 
     /// Registers a process: stored in the registry first, then supervised (started when it has autostart).
@@ -312,24 +350,24 @@ impl pm_http::ControlPlane for Monitor {
 
     async fn start(&self, id: &str) -> Result<ProcessState, Error> {
         self.guard()?;
-        self.sup.start(id).await
+        self.durable(self.sup.start(id).await).await
     }
 
     async fn stop(&self, id: &str) -> Result<ProcessState, Error> {
-        self.sup.stop(id).await
+        self.durable(self.sup.stop(id).await).await
     }
 
     async fn restart(&self, id: &str) -> Result<ProcessState, Error> {
         self.guard()?;
-        self.sup.restart(id).await
+        self.durable(self.sup.restart(id).await).await
     }
 
     async fn set_enabled(&self, id: &str, enabled: bool) -> Result<(), Error> {
-        self.sup.set_enabled(id, enabled).await
+        self.durable(self.sup.set_enabled(id, enabled).await).await
     }
 
     async fn set_autostart(&self, id: &str, autostart: bool) -> Result<(), Error> {
-        self.sup.set_autostart(id, autostart).await
+        self.durable(self.sup.set_autostart(id, autostart).await).await
     }
 
     fn monitor_status(&self) -> MonitorStatus {
@@ -364,6 +402,17 @@ impl pm_http::ControlPlane for Monitor {
 }
 
 impl Monitor {
+    /// Stores the outcome of an acknowledged action before the answer goes out, so that a monitor killed
+    /// right after answering does not undo it.
+    async fn durable<T>(&self, res: Result<T, Error>) -> Result<T, Error> {
+        if res.is_ok() {
+            if let Err(err) = self.flush().await {
+                tracing::warn!("cannot store the outcome before answering: {err}");
+            }
+        }
+        res
+    }
+
     /// Status of every process (or of `only`), with uptime, counters and the resource use of its group.
     pub(crate) fn statuses(&self, only: Option<&str>) -> Vec<ProcessStatus> {
         let snapshots: Vec<crate::Snapshot> = match only {

@@ -85,8 +85,9 @@ fn a_stop_acknowledged_by_the_api_survives_a_crash_right_after() {
     }
 }
 
-/// The same for the local client: with no monitor running, `stop` acts directly (kills the process group and
-/// writes `stopped`), and a monitor that starts meanwhile must not undo that.
+/// The same for the local client: with no monitor running, `stop` stores the request, then ends the process
+/// group itself, then records `stopped`. A monitor that starts in between (after the kill, before the record)
+/// sees a process that "died" while recorded as running: it must honour the stored request, not restart it.
 #[test]
 fn a_local_stop_while_the_daemon_starts_is_not_undone() {
     let Some(site) = site("chaos-local") else { return };
@@ -101,32 +102,40 @@ fn a_local_stop_while_the_daemon_starts_is_not_undone() {
     });
     let pid = site.copies("a")[0];
     site.kill_daemon(daemon);
-    // The client finds no monitor, kills a's group, and then waits for the registry (held by the suite).
-    let held = site.hold_registry_lock();
+
+    // With no monitor, the client stores its request before it signals anything.
     let dir = site.dir.clone();
-    let client = std::thread::spawn(move || {
-        let client = pm_client::ProcessMonitorClient::in_directory(&dir, pm_tests::site::INSTANCE).unwrap();
-        client.stop("a")
+    let client = pm_client::ProcessMonitorClient::in_directory(&dir, pm_tests::site::INSTANCE).unwrap();
+    let told = client.stop("a").expect("the local stop failed");
+    assert_eq!(told.state, pm_core::ProcessState::Stopped);
+    assert!(!pm_registry::pid::alive(pid));
+    let stored = site.registry().unwrap().processes["a"].clone();
+    assert_eq!(stored.pending_action, Some(pm_core::PendingAction::Stop), "the request stays for the next monitor");
+
+    // The interleaving itself: request stored and group killed, but `stopped` not yet recorded.
+    site.edit(|registry| {
+        let entry = registry.processes.get_mut("a").unwrap();
+        entry.state = pm_core::ProcessState::Running;
+        entry.pid = Some(pid);
+        entry.pending_action = Some(pm_core::PendingAction::Stop);
     });
-    wait_until(Duration::from_secs(10), "the client stopped a", || !pm_registry::pid::alive(pid));
-    // A monitor starts meanwhile (the stale instance lock removed so that it needs no registry flock to start).
-    std::fs::remove_file(site.paths().lock_file()).unwrap();
     let daemon = site.spawn_daemon(&pm_tests::site::DaemonOptions::plain());
     site.wait_ready(daemon, Duration::from_secs(20)).unwrap();
-    drop(held);
-    // `stop` returns once the process is stopped; whatever it reports, a must not run again.
-    let told = client.join().unwrap().expect("the local stop failed");
-    std::thread::sleep(Duration::from_millis(1500));
+    wait_until(Duration::from_secs(10), "the monitor took the request", || {
+        site.registry().unwrap().processes["a"].pending_action.is_none()
+    });
+    std::thread::sleep(Duration::from_millis(1000));
     let copies = site.copies("a");
     let status = site.statuses().unwrap()["a"].clone();
     assert!(
         copies.is_empty() && status.state == pm_core::ProcessState::Stopped,
-        "the local client's stop returned Ok (state {}), and the monitor that started meanwhile runs a again: \
-         copies {copies:?}, state {}, pid {:?}",
-        told.state,
+        "a local stop was in progress when the monitor started, and the monitor runs a again: copies {copies:?}, \
+         state {}, pid {:?}",
         status.state,
         status.pid
     );
+    // And with the monitor up, the client's stop goes through it.
+    assert_eq!(client.stop("a").unwrap().state, pm_core::ProcessState::Stopped);
     report("chaos: local stop while the daemon starts", "stayed stopped");
 }
 
