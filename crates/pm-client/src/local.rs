@@ -149,6 +149,7 @@ impl ProcessMonitorClient {
 
     /// Stops then starts a process and waits until the new run has begun.
     pub fn restart(&self, id: &str) -> Result<ProcessStatus, Error> {
+        pm_core::validate_process_id(id)?;
         if self.monitor()?.is_none() {
             self.stop_directly(id, ProcessState::Stopped)?;
             return self.start(id);
@@ -318,6 +319,7 @@ impl ProcessMonitorClient {
     /// The stop request is stored first and left in place, so that a monitor starting meanwhile honours it
     /// instead of restarting the process it sees die (the next monitor clears it).
     fn stop_directly(&self, id: &str, target: ProcessState) -> Result<ProcessStatus, Error> {
+        pm_core::validate_process_id(id)?;
         let entry = self.transaction(|registry| {
             let stored = registry.processes.get_mut(id).ok_or_else(|| Error::NotFound(id.to_owned()))?;
             stored.pending_action = Some(PendingAction::Stop);
