@@ -4,7 +4,7 @@
 use std::collections::BTreeSet;
 use std::io::{Read, Write};
 use std::net::TcpStream;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::Command;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
@@ -266,9 +266,4 @@ pub fn http(port: u16, method: &str, path: &str, body: Option<&str>) -> Option<(
 /// Writes a line the way the scenarios report their figures.
 pub fn report(scenario: &str, figure: &str) {
     eprintln!("e2e | {scenario:<48} | {figure}");
-}
-
-/// Whether a path exists (helper for readability).
-pub fn exists(path: &Path) -> bool {
-    path.exists()
 }
