@@ -358,8 +358,27 @@ impl RemoteAccessConfig {
         ["localhost", "127.0.0.1", "::1", "0.0.0.0"].iter().map(|host| host.to_string()).collect()
     }
 
-    /// Applies the permission keys given in `patch`.
-    pub fn apply(&mut self, patch: &RemoteAccessPatch) {
+    /// Applies the permission keys given in `patch`; refuses it, changing nothing, when it carries a key this
+    /// update cannot change with a value other than the current one.
+    pub fn apply(&mut self, patch: &RemoteAccessPatch) -> Result<(), crate::Error> {
+        let elsewhere = |key: &str, place: &str| {
+            crate::Error::InvalidField(format!("{key} cannot be changed through /config/remote-access; {place}"))
+        };
+        if patch.remote_port.is_some_and(|port| port != self.remote_port) {
+            return Err(elsewhere("remotePort", "set remoteAccess.remotePort in the registry and restart the monitor"));
+        }
+        if patch.bind_address.as_ref().is_some_and(|address| *address != self.bind_address) {
+            return Err(elsewhere("bindAddress", "set remoteAccess.bindAddress in the registry and restart the monitor"));
+        }
+        if patch.trusted_hosts.as_ref().is_some_and(|hosts| *hosts != self.trusted_hosts) {
+            return Err(elsewhere("trustedHosts", "use PUT /config/trusted-hosts"));
+        }
+        if patch.executable_whitelist.as_ref().is_some_and(|patterns| *patterns != self.executable_whitelist) {
+            return Err(elsewhere("executableWhitelist", "use PUT /config/executable-whitelist"));
+        }
+        if patch.executable_blacklist.as_ref().is_some_and(|patterns| *patterns != self.executable_blacklist) {
+            return Err(elsewhere("executableBlacklist", "use PUT /config/executable-blacklist"));
+        }
         let pairs = [
             (&mut self.start_remote_access, patch.start_remote_access),
             (&mut self.allow_remote_register, patch.allow_remote_register),
@@ -375,6 +394,7 @@ impl RemoteAccessConfig {
                 *field = value;
             }
         }
+        Ok(())
     }
 }
 
@@ -411,6 +431,15 @@ pub struct RemoteAccessPatch {
     pub allow_remote_disable: Option<bool>,
     pub allow_remote_autostart: Option<bool>,
     pub allow_remote_monitor_restart: Option<bool>,
+    /// The keys below are part of what `GET /config/remote-access` answers but are changed elsewhere (their own
+    /// endpoints, or the registry for the port and address). They are accepted when they repeat the current value,
+    /// so the whole object read by `GET` can be edited and sent back; a different value is refused, naming the
+    /// place where it can be changed.
+    pub remote_port: Option<u16>,
+    pub bind_address: Option<String>,
+    pub trusted_hosts: Option<Vec<String>>,
+    pub executable_whitelist: Option<Vec<String>>,
+    pub executable_blacklist: Option<Vec<String>>,
 }
 
 /// The aliveness server (wire name `alivenessServer`).
@@ -487,7 +516,7 @@ impl SettingsUpdate {
     /// Checks the update, then applies it to `registry`; on error nothing is changed.
     pub fn apply(&self, registry: &mut Registry) -> Result<(), crate::Error> {
         match self {
-            SettingsUpdate::RemoteAccess(patch) => registry.remote_access.apply(patch),
+            SettingsUpdate::RemoteAccess(patch) => registry.remote_access.apply(patch)?,
             SettingsUpdate::TrustedHosts(hosts) => {
                 if hosts.len() > 1024 || hosts.iter().any(|host| host.trim().is_empty() || host.len() > 255) {
                     return Err(crate::Error::InvalidField(
@@ -1029,9 +1058,41 @@ mod tests {
                 ..RemoteAccessPatch::default()
             }
         );
-        // Only the permission keys: the trusted hosts and lists have their own endpoints.
-        assert!(serde_json::from_value::<RemoteAccessPatch>(json!({"trustedHosts": []})).is_err());
         assert!(serde_json::from_value::<RemoteAccessPatch>(json!({"allowRemoteStop": "no"})).is_err());
+        let err = serde_json::from_value::<RemoteAccessPatch>(json!({"allowRemoteStopp": false})).unwrap_err();
+        assert!(err.to_string().contains("allowRemoteStopp"), "{err}");
+    }
+
+    #[test]
+    fn remote_access_object_read_back_is_accepted_and_other_endpoints_keys_only_when_unchanged() {
+        let mut registry = Registry::new_default("default");
+        registry.remote_access.trusted_hosts = strings(&["127.0.0.1"]);
+        // What GET /config/remote-access answers, edited in one permission and sent back whole.
+        let mut read = serde_json::to_value(&registry.remote_access).unwrap();
+        read["allowRemoteStop"] = json!(false);
+        let patch: RemoteAccessPatch = serde_json::from_value(read.clone()).unwrap();
+        let mut expected = registry.clone();
+        expected.remote_access.allow_remote_stop = false;
+        SettingsUpdate::RemoteAccess(patch).apply(&mut registry).unwrap();
+        assert_eq!(registry, expected);
+
+        let changes = [
+            ("remotePort", json!(1), "restart the monitor"),
+            ("bindAddress", json!("0.0.0.0"), "restart the monitor"),
+            ("trustedHosts", json!(["10.0.0.1"]), "PUT /config/trusted-hosts"),
+            ("executableWhitelist", json!(["/opt/**"]), "PUT /config/executable-whitelist"),
+            ("executableBlacklist", json!(["/opt/**"]), "PUT /config/executable-blacklist"),
+        ];
+        for (key, value, place) in changes {
+            let mut body = read.clone();
+            body["allowRemoteStart"] = json!(false);
+            body[key] = value;
+            let patch: RemoteAccessPatch = serde_json::from_value(body).unwrap();
+            let err = SettingsUpdate::RemoteAccess(patch).apply(&mut registry).unwrap_err();
+            let text = err.to_string();
+            assert!(text.contains(key) && text.contains(place), "{key}: {text}");
+            assert_eq!(registry, expected, "{key}: a refused update changes nothing");
+        }
     }
 
     #[test]

@@ -216,11 +216,15 @@ fn newest_run(parent: &Path) -> Option<Run> {
     list_runs(parent).ok()?.pop()
 }
 
-/// Deletes the oldest run folders in `parent` until at most `keep` remain; `created` is never deleted.
+/// Deletes the oldest run folders in `parent` until at most `keep` remain. Only folders older than `created` are
+/// deleted: a prune that runs late (after later starts made newer folders) never removes a newer run, and
+/// concurrent prunes of one process, each deleting oldest first, never delete more than needed together. When
+/// `created` is gone already, a later prune has done the work and nothing is deleted.
 fn prune_run_dirs(parent: &Path, created: &Path, keep: usize) -> Result<(), Error> {
     let runs = list_runs(parent)?;
-    let excess = runs.len().saturating_sub(keep.max(1));
-    for (_, path) in runs.into_iter().filter(|(_, path)| path != created).take(excess) {
+    let Some(position) = runs.iter().position(|(_, path)| path == created) else { return Ok(()) };
+    let excess = runs.len().saturating_sub(keep.max(1)).min(position);
+    for (_, path) in runs.into_iter().take(excess) {
         if let Err(err) = fs::remove_dir_all(&path) {
             if err.kind() != io::ErrorKind::NotFound {
                 return Err(Error::io(&path, "remove old run folder", err));
@@ -249,6 +253,27 @@ mod tests {
         let kept = paths.run_dirs("api");
         assert_eq!(kept, created[created.len() - 10..].to_vec(), "the newest ten, in creation order");
         assert_eq!(paths.newest_run_dir("api").as_ref(), created.last());
+        fs::remove_dir_all(&root).unwrap();
+    }
+
+    #[test]
+    fn a_late_prune_never_deletes_newer_runs() {
+        let root = std::env::temp_dir().join(format!("pm-runs-late-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&root);
+        let paths = Paths::new(&root, "default").unwrap();
+        let at = Timestamp::parse("2026-01-24T10:30:00Z").unwrap();
+        let runs: Vec<PathBuf> = (0..4).map(|_| paths.new_run_dir("api", at).unwrap()).collect();
+        // The prune of the second start runs only now, after two more starts: with keep 1 it may delete the first
+        // run only, never the newer third and fourth (the live child's folder).
+        paths.prune_run_dirs("api", 1, &runs[1]).unwrap();
+        assert_eq!(paths.run_dirs("api"), runs[1..].to_vec());
+        // The newest start's prune then leaves just itself.
+        paths.prune_run_dirs("api", 1, &runs[3]).unwrap();
+        assert_eq!(paths.run_dirs("api"), vec![runs[3].clone()]);
+        // A prune whose own folder is gone deletes nothing.
+        let fifth = paths.new_run_dir("api", at).unwrap();
+        paths.prune_run_dirs("api", 1, &runs[0]).unwrap();
+        assert_eq!(paths.run_dirs("api"), vec![runs[3].clone(), fifth.clone()]);
         fs::remove_dir_all(&root).unwrap();
     }
 
