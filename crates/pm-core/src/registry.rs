@@ -368,7 +368,10 @@ impl RemoteAccessConfig {
             return Err(elsewhere("remotePort", "set remoteAccess.remotePort in the registry and restart the monitor"));
         }
         if patch.bind_address.as_ref().is_some_and(|address| *address != self.bind_address) {
-            return Err(elsewhere("bindAddress", "set remoteAccess.bindAddress in the registry and restart the monitor"));
+            return Err(elsewhere(
+                "bindAddress",
+                "set remoteAccess.bindAddress in the registry and restart the monitor",
+            ));
         }
         if patch.trusted_hosts.as_ref().is_some_and(|hosts| *hosts != self.trusted_hosts) {
             return Err(elsewhere("trustedHosts", "use PUT /config/trusted-hosts"));
