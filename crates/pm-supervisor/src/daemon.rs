@@ -222,9 +222,17 @@ async fn run_locked(config: DaemonConfig) -> Result<Exit, Error> {
         }
     }
     for (id, strays) in orphans {
-        // Left alone: it may be a partner monitor or a process deliberately deregistered and kept.
+        // Started by this instance, but its registration is gone: deregistered while the monitor that should have
+        // stopped it was killed. Nothing supervises it any more, so it is stopped, unless it is a monitor of this
+        // home (a partner dropped by standalone mode keeps running: it holds its instance lock).
+        let monitor = sup.live_instance(&id).map(|(pid, _)| pid);
         for (pid, _) in strays {
-            tracing::warn!(process = %id, pid, "a process started by an earlier monitor runs but is not registered");
+            if Some(pid) == monitor {
+                tracing::info!(instance = %id, pid, "a monitor started by an earlier one runs unsupervised; left running");
+            } else {
+                tracing::warn!(process = %id, pid, "stopping a process started by an earlier monitor that is no longer registered");
+                stop_stray(pid);
+            }
         }
     }
 

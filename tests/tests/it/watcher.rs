@@ -229,3 +229,59 @@ fn a_hung_default_is_killed_and_replaced_and_its_children_adopted() {
     assert_eq!(home.starts("sleeper"), 1, "the managed child must survive its monitor's replacement");
     assert_one_of_each(&home);
 }
+
+#[test]
+fn a_child_whose_registration_is_gone_is_stopped_at_start_not_left_running() {
+    let Some(home) = Home::new(3000) else { return };
+    home.add_sleeper("default", "sleeper");
+    home.add_sleeper("default", "other");
+    let port = home.default_ports.alive.to_string();
+    let (code, out, err) = home.cli(false, &["--standalone", "--aliveness-port", &port]);
+    assert_eq!(code, 0, "{out}{err}");
+    home.wait_until(LONG, "both sleepers run", || {
+        home.child_pid("default", "sleeper").is_some() && home.child_pid("default", "other").is_some()
+    });
+    let (sleeper, other) = (home.child_pid("default", "sleeper").unwrap(), home.child_pid("default", "other").unwrap());
+    kill9(home.holder("default").unwrap());
+    home.wait_until(LONG, "lock stale", || home.holder("default").is_none());
+    // As a deregistration leaves it when its monitor is killed before it stopped the child.
+    home.edit("default", |registry| {
+        registry.processes.remove("sleeper");
+    });
+    assert!(pm_registry::pid::alive(sleeper));
+    let (code, out, err) = home.cli(false, &["--standalone"]);
+    assert_eq!(code, 0, "{out}{err}");
+    home.wait_until(LONG, "the unregistered sleeper is stopped", || !pm_registry::pid::alive(sleeper));
+    assert_eq!(home.copies("sleeper"), 0);
+    assert!(!home.registry("default").processes.contains_key("sleeper"), "registered again");
+    // The registered one is adopted, untouched.
+    assert_eq!(home.child_pid("default", "other"), Some(other));
+    assert!(pm_registry::pid::alive(other));
+}
+
+#[test]
+fn a_partner_left_unsupervised_by_standalone_mode_survives_its_starters_restart() {
+    let Some(home) = pair(500) else { return };
+    // A watcher started by the default instance carries the default's owner key in its environment.
+    let first = home.holder("watcher").unwrap();
+    kill9(first);
+    home.wait_until(LONG, "default starts a new watcher", || {
+        home.holder("watcher").is_some_and(|pid| pid != first) && home.answers(home.watcher_ports)
+    });
+    let watcher = home.holder("watcher").unwrap();
+    let (status, body) =
+        http(home.default_ports.remote, "PUT", "/config/standalone-mode", Some(r#"{"enabled":true}"#)).unwrap();
+    assert_eq!(status, 200, "{body}");
+    home.wait_until(LONG, "watcher entry dropped", || !home.registry("default").processes.contains_key("watcher"));
+    // The default comes back (started again by its watcher) and finds the watcher among the processes it started
+    // that are not registered: a monitor, which it leaves running.
+    let old = home.holder("default").unwrap();
+    kill9(old);
+    home.wait_until(LONG, "a new default answers", || {
+        home.holder("default").is_some_and(|pid| pid != old) && home.answers(home.default_ports)
+    });
+    std::thread::sleep(Duration::from_secs(1));
+    assert_eq!(home.holder("watcher"), Some(watcher), "the watcher was stopped or replaced");
+    assert!(home.answers(home.watcher_ports));
+    assert_one_of_each(&home);
+}
