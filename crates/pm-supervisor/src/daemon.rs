@@ -64,7 +64,7 @@ pub enum Error {
     #[error(transparent)]
     Registry(#[from] pm_registry::Error),
     /// A server could not listen.
-    #[error("cannot listen for the {what} on {addr}")]
+    #[error("cannot listen for the {what} on {addr}{}", bind_hint(.source))]
     Bind {
         /// Which server.
         what: &'static str,
@@ -360,6 +360,17 @@ fn stop_stray(pgid: u32) {
             crate::os::signal_group(pgid, libc::SIGKILL);
         }
     });
+}
+
+/// What to do about a port already taken: other instance ids than `default` and `watcher` start on the default
+/// instance's ports.
+fn bind_hint(err: &std::io::Error) -> &'static str {
+    if err.kind() == std::io::ErrorKind::AddrInUse {
+        " (the port is taken, by another program or another instance: choose another with --remote-port / \
+         --aliveness-port, or remoteAccess.remotePort / alivenessServer.port in the registry)"
+    } else {
+        ""
+    }
 }
 
 fn force_exit() -> ! {

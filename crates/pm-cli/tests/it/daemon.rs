@@ -166,3 +166,18 @@ fn instance_id_and_monitor_watcher_use_their_own_registry() {
     env.run(&["--instance-id", "blue", "--status"]).code(3);
     assert!(!env.dir.join("processes_default.json").exists(), "the default instance was touched");
 }
+
+#[test]
+fn a_taken_port_is_named_with_what_to_do() {
+    let env = Env::new();
+    let taken = std::net::TcpListener::bind(("127.0.0.1", env.alive_port)).unwrap();
+    let args = env.daemon_args();
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let out = env.run(&args);
+    assert_ne!(out.code, 0, "{out:?}");
+    let message = format!("{}{}", out.stdout, out.stderr);
+    assert!(message.contains(&format!("aliveness server on 127.0.0.1:{}", env.alive_port)), "{out:?}");
+    assert!(message.contains("the port is taken") && message.contains("--aliveness-port"), "{out:?}");
+    assert_eq!(env.daemon_pid(), None, "no monitor keeps running");
+    drop(taken);
+}
