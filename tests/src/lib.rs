@@ -245,10 +245,24 @@ pub fn kill9(pid: u32) {
     }
 }
 
-/// A minimal HTTP/1.1 request on 127.0.0.1 (no keep-alive); (status, body) or `None` when nothing answers.
+/// A minimal HTTP/1.1 request on 127.0.0.1 (no keep-alive); (status, body) or `None` when nothing answers (the
+/// connection is given 1 s, each read of the answer 5 s).
 pub fn http(port: u16, method: &str, path: &str, body: Option<&str>) -> Option<(u16, String)> {
-    let mut stream = TcpStream::connect_timeout(&([127, 0, 0, 1], port).into(), Duration::from_secs(1)).ok()?;
-    stream.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    http_with(port, method, path, body, Duration::from_secs(1), Duration::from_secs(5))
+}
+
+/// As [`http`], with the time the connection (`connect_timeout`) and each read of the answer (`read_timeout`)
+/// may take.
+pub fn http_with(
+    port: u16,
+    method: &str,
+    path: &str,
+    body: Option<&str>,
+    connect_timeout: Duration,
+    read_timeout: Duration,
+) -> Option<(u16, String)> {
+    let mut stream = TcpStream::connect_timeout(&([127, 0, 0, 1], port).into(), connect_timeout).ok()?;
+    stream.set_read_timeout(Some(read_timeout)).ok()?;
     let body = body.unwrap_or("");
     let request = format!(
         "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",

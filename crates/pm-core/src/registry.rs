@@ -571,78 +571,8 @@ mod tests {
     use super::*;
     use crate::{Error, RestartPolicy};
 
-    /// The example registry of `shared/spec/wire-formats.md`, verbatim.
-    const WIRE_EXAMPLE: &str = r#"{
-  "version": 1,
-  "lastModified": "2026-01-24T10:30:00.123Z",
-  "instanceId": "default",
-  "monitorIntervalMs": 5000,
-  "standaloneMode": false,
-  "partnerDiscovery": {
-    "partnerInstanceId": "watcher",
-    "partnerAlivenessPort": 19884,
-    "partnerStatusUrl": "http://localhost:19884/status",
-    "discoveryOnStartup": true,
-    "startPartnerIfMissing": false
-  },
-  "remoteAccess": {
-    "startRemoteAccess": true,
-    "remotePort": 19881,
-    "trustedHosts": ["localhost", "127.0.0.1", "::1", "0.0.0.0"],
-    "allowRemoteRegister": true,
-    "allowRemoteDeregister": true,
-    "allowRemoteStart": true,
-    "allowRemoteStop": true,
-    "allowRemoteDisable": true,
-    "allowRemoteAutostart": true,
-    "allowRemoteMonitorRestart": false,
-    "executableWhitelist": [],
-    "executableBlacklist": []
-  },
-  "alivenessServer": {"enabled": true, "port": 19883},
-  "processes": {
-    "api": {
-      "id": "api",
-      "name": "My API",
-      "command": "/usr/bin/my-api",
-      "args": ["--port", "8080"],
-      "workingDirectory": "/opt/api",
-      "environment": {"APP_ENV": "production"},
-      "autostart": true,
-      "enabled": true,
-      "isRemote": false,
-      "restartPolicy": {
-        "maxAttempts": 5,
-        "backoffIntervalsMs": [1000, 2000, 5000],
-        "resetAfterMs": 300000,
-        "retryIndefinitely": false,
-        "indefiniteIntervalMs": 21600000
-      },
-      "alivenessCheck": {
-        "enabled": true,
-        "url": "http://localhost:8080/health",
-        "statusUrl": "http://localhost:8080/status",
-        "intervalMs": 3000,
-        "timeoutMs": 2000,
-        "consecutiveFailuresRequired": 2,
-        "startupCheck": {
-          "enabled": true,
-          "initialDelayMs": 2000,
-          "checkIntervalMs": 1000,
-          "maxAttempts": 30,
-          "failAction": "restart"
-        }
-      },
-      "registeredAt": "2026-01-24T10:00:00.000Z",
-      "lastStartedAt": "2026-01-24T10:30:00.000Z",
-      "lastStoppedAt": "2026-01-24T10:29:55.000Z",
-      "pid": 12345,
-      "state": "running",
-      "restartAttempts": 0,
-      "consecutiveFailures": 0
-    }
-  }
-}"#;
+    /// The example registry of `shared/spec/wire-formats.md`, verbatim (shared with pm-registry's tests).
+    const WIRE_EXAMPLE: &str = include_str!("../testdata/wire-example.json");
 
     /// Removes `pointer`'s last key from `value` after checking that it holds `expected`.
     fn take_added(value: &mut Value, pointer: &str, expected: Value) {

@@ -16,6 +16,9 @@
 //!   bounded ([`ServerConfig`]).
 //! - Remote API trust comes from the TCP peer address only, never from a header.
 //!
+//! With the `test-support` feature (for test suites only), the module `testing` holds test doubles: a fake
+//! [`ControlPlane`] and a fixed monitor status.
+//!
 //! # Example
 //! ```
 //! use std::time::Duration;
@@ -62,6 +65,8 @@ mod helper;
 pub mod metrics;
 mod names;
 mod server;
+#[cfg(feature = "test-support")]
+pub mod testing;
 
 pub use aliveness::spawn_aliveness;
 pub use api::spawn_remote_api;

@@ -11,6 +11,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{mpsc, Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use pm_tests::procs::{self, ProcInfo};
 use serde_json::Value;
 
 /// The `process_monitor` binary under test.
@@ -71,28 +72,14 @@ pub fn signal(pid: u32, signal: i32) {
     }
 }
 
-/// Command lines of live (non-zombie) processes, by PID.
-fn processes() -> Vec<(u32, Vec<String>)> {
-    let Ok(entries) = std::fs::read_dir("/proc") else { return Vec::new() };
-    entries
-        .flatten()
-        .filter_map(|entry| entry.file_name().to_str()?.parse::<u32>().ok())
-        .filter(|pid| pm_registry::pid::alive(*pid))
-        .map(|pid| {
-            let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
-            let args = cmdline
-                .split(|byte| *byte == 0)
-                .filter(|arg| !arg.is_empty())
-                .map(|arg| String::from_utf8_lossy(arg).into_owned())
-                .collect();
-            (pid, args)
-        })
-        .collect()
+/// Live (non-zombie) processes with their command lines.
+fn processes() -> Vec<ProcInfo> {
+    procs::scan().into_iter().filter(|info| pm_registry::pid::alive(info.pid)).collect()
 }
 
 /// Live processes that have `arg` as one of their arguments.
 pub fn count_with_arg(arg: &str) -> usize {
-    processes().iter().filter(|(_, args)| args.iter().any(|it| it == arg)).count()
+    processes().iter().filter(|info| info.has_arg(arg)).count()
 }
 
 /// What a finished CLI call printed.
@@ -454,7 +441,7 @@ impl Env {
         let owner = format!("PROCESS_MONITOR_OWNER={dir}#");
         processes()
             .into_iter()
-            .filter(|(pid, args)| {
+            .filter(|ProcInfo { pid, args, .. }| {
                 *pid != std::process::id()
                     && (args.contains(&dir)
                         || std::fs::read(format!("/proc/{pid}/environ"))
@@ -462,7 +449,7 @@ impl Env {
                             .split(|byte| *byte == 0)
                             .any(|var| var.starts_with(owner.as_bytes())))
             })
-            .map(|(pid, _)| pid)
+            .map(|info| info.pid)
             .collect()
     }
 }
@@ -583,22 +570,8 @@ pub fn gaps_ms(stamps: &[String]) -> Vec<u64> {
     nanos.windows(2).map(|pair| ((pair[1] - pair[0]) / 1_000_000) as u64).collect()
 }
 
-/// A minimal HTTP/1.1 request to 127.0.0.1 (no keep-alive): (status, body), `None` when nothing answers.
+/// A minimal HTTP/1.1 request to 127.0.0.1 (no keep-alive): (status, body), `None` when nothing answers (the
+/// connection is given 2 s, each read of the answer 10 s).
 pub fn http(port: u16, method: &str, path: &str, body: Option<&str>) -> Option<(u16, String)> {
-    use std::io::Read;
-    let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
-    let mut stream = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(2)).ok()?;
-    stream.set_read_timeout(Some(Duration::from_secs(10))).ok()?;
-    let body = body.unwrap_or("");
-    let request = format!(
-        "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
-        body.len()
-    );
-    stream.write_all(request.as_bytes()).ok()?;
-    let mut response = Vec::new();
-    stream.read_to_end(&mut response).ok()?;
-    let text = String::from_utf8_lossy(&response);
-    let (head, body) = text.split_once("\r\n\r\n")?;
-    let status = head.split_whitespace().nth(1)?.parse().ok()?;
-    Some((status, body.to_owned()))
+    pm_tests::http_with(port, method, path, body, Duration::from_secs(2), Duration::from_secs(10))
 }

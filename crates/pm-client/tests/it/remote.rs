@@ -92,9 +92,9 @@ async fn monitor_and_settings() {
     let status = client.get_monitor_status().await.unwrap();
     assert_eq!((status.instance_id.as_str(), status.pid), ("default", 4242));
     assert_eq!((status.state, status.managed_process_count), (MonitorState::Running, 1));
-    let calls = monitor.fake.calls();
+    let calls = monitor.fake.call_count();
     client.restart_monitor().await.unwrap();
-    assert_eq!(monitor.fake.calls(), calls + 1);
+    assert_eq!(monitor.fake.call_count(), calls + 1);
 
     let remote = client.get_remote_access().await.unwrap();
     assert!(remote.allow_remote_start && !remote.allow_remote_monitor_restart);
@@ -190,12 +190,12 @@ async fn busy_and_other_server_errors_are_typed_and_not_retried() {
     monitor.fake.insert("job", false, true);
 
     monitor.fake.fail_with(Some(pm_core::Error::Busy("locked".to_owned())));
-    let calls = monitor.fake.calls();
+    let calls = monitor.fake.call_count();
     let res = client.start("job").await;
     assert!(matches!(&res, Err(Error::Busy(message)) if message.contains("busy")), "{res:?}");
     let res = client.get_status("job").await;
     assert!(matches!(res, Err(Error::Busy(_))), "{res:?}");
-    assert_eq!(monitor.fake.calls(), calls + 2, "an HTTP answer is never retried");
+    assert_eq!(monitor.fake.call_count(), calls + 2, "an HTTP answer is never retried");
 
     monitor.fake.fail_with(Some(pm_core::Error::Storage("disk full".to_owned())));
     let res = client.set_standalone_mode(true).await;

@@ -9,7 +9,7 @@ use pm_http::ServerConfig;
 use serde_json::json;
 use tokio::io::AsyncWriteExt;
 
-use crate::support::{raw, read_reply, Api, Fake};
+use crate::support::{raw, read_reply, Api, FakeControl};
 
 #[tokio::test]
 async fn register_list_and_get() {
@@ -199,12 +199,12 @@ async fn client_errors() {
 async fn busy_and_disabled_answer_503() {
     let api = Api::start();
     api.fake.insert("job", false, true);
-    api.fake.busy.store(true, Ordering::SeqCst);
+    api.fake.fail_with(Some(pm_core::Error::Busy("test".to_owned())));
     for res in [api.post("/processes/job/start", None).await, api.get("/processes/job").await] {
         assert_eq!((res.status, res.header("retry-after")), (503, "1"));
         assert_eq!(res.header("content-type"), "application/json");
     }
-    api.fake.busy.store(false, Ordering::SeqCst);
+    api.fake.fail_with(None);
 
     api.fake.edit_remote(|remote| remote.start_remote_access = false);
     for path in ["/processes", "/monitor/status", "/nowhere"] {
@@ -316,7 +316,7 @@ async fn oversized_body_is_refused_quickly() {
     sender.abort();
 
     // Chunked body without a declared length: cut off at the limit by `Limited`.
-    let fake = Fake::new();
+    let fake = FakeControl::new();
     let small = Api::start_with(fake, ServerConfig { max_body_bytes: 1000, ..ServerConfig::default() });
     let mut request =
         b"POST /processes HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n".to_vec();

@@ -8,7 +8,7 @@ use pm_core::RemoteAccessConfig;
 use pm_http::ServerConfig;
 use serde_json::{json, Value};
 
-use crate::support::{raw, raw_on, Api, Fake, TempDir};
+use crate::support::{raw, raw_on, Api, FakeControl, TempDir};
 
 type Flag = fn(&mut RemoteAccessConfig) -> &mut bool;
 
@@ -211,7 +211,7 @@ async fn trust_follows_the_tcp_peer_address() {
 
 #[tokio::test]
 async fn dual_stack_listener_normalizes_ipv4_peers() {
-    let fake = Fake::new();
+    let fake = FakeControl::new();
     fake.edit_remote(|remote| remote.trusted_hosts = vec!["127.0.0.1".to_owned()]);
     let listener = pm_http::bind("[::]:0".parse().unwrap()).unwrap();
     let port = listener.local_addr().unwrap().port();

@@ -6,7 +6,7 @@ use pm_http::{HttpClient, ServerConfig};
 use serde_json::json;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use crate::support::{eventually, monitor_status, raw, read_reply, Api, Fake};
+use crate::support::{eventually, monitor_status, raw, read_reply, Api, FakeControl};
 
 fn aliveness(config: ServerConfig) -> pm_http::ServerHandle {
     let listener = pm_http::bind("127.0.0.1:0".parse().unwrap()).unwrap();
@@ -43,7 +43,7 @@ async fn aliveness_endpoints() {
 #[tokio::test]
 async fn slow_headers_are_cut_off() {
     let api = Api::start_with(
-        Fake::new(),
+        FakeControl::new(),
         ServerConfig { header_read_timeout: Duration::from_millis(300), ..ServerConfig::default() },
     );
     let mut stream = tokio::net::TcpStream::connect(api.addr()).await.unwrap();
@@ -62,7 +62,7 @@ async fn slow_headers_are_cut_off() {
 async fn connection_limit_refuses_extra_connections() {
     let config =
         ServerConfig { max_connections: 2, header_read_timeout: Duration::from_secs(20), ..ServerConfig::default() };
-    let api = Api::start_with(Fake::new(), config);
+    let api = Api::start_with(FakeControl::new(), config);
     let alive = aliveness(ServerConfig::default());
 
     // Two idle connections take both slots.

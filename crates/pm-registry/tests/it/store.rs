@@ -186,81 +186,16 @@ fn a_held_lock_times_out_naming_the_lock_file() {
     store.transaction(Duration::from_millis(200), |_| Ok::<_, Error>(())).unwrap();
 }
 
-/// The example registry of `wire-formats.md`, plus keys this version does not know.
-const WIRE_EXAMPLE: &str = r#"{
-  "version": 1,
-  "lastModified": "2026-01-24T10:30:00.123Z",
-  "instanceId": "default",
-  "monitorIntervalMs": 5000,
-  "standaloneMode": false,
-  "futureTopLevel": {"nested": [1, 2, 3]},
-  "partnerDiscovery": {
-    "partnerInstanceId": "watcher",
-    "partnerAlivenessPort": 19884,
-    "partnerStatusUrl": "http://localhost:19884/status",
-    "discoveryOnStartup": true,
-    "startPartnerIfMissing": false
-  },
-  "remoteAccess": {
-    "startRemoteAccess": true,
-    "remotePort": 19881,
-    "trustedHosts": ["localhost", "127.0.0.1", "::1", "0.0.0.0"],
-    "allowRemoteRegister": true,
-    "allowRemoteDeregister": true,
-    "allowRemoteStart": true,
-    "allowRemoteStop": true,
-    "allowRemoteDisable": true,
-    "allowRemoteAutostart": true,
-    "allowRemoteMonitorRestart": false,
-    "executableWhitelist": [],
-    "executableBlacklist": []
-  },
-  "alivenessServer": {"enabled": true, "port": 19883},
-  "processes": {
-    "api": {
-      "id": "api",
-      "name": "My API",
-      "command": "/usr/bin/my-api",
-      "args": ["--port", "8080"],
-      "workingDirectory": "/opt/api",
-      "environment": {"APP_ENV": "production"},
-      "autostart": true,
-      "enabled": true,
-      "isRemote": false,
-      "restartPolicy": {
-        "maxAttempts": 5,
-        "backoffIntervalsMs": [1000, 2000, 5000],
-        "resetAfterMs": 300000,
-        "retryIndefinitely": false,
-        "indefiniteIntervalMs": 21600000
-      },
-      "alivenessCheck": {
-        "enabled": true,
-        "url": "http://localhost:8080/health",
-        "statusUrl": "http://localhost:8080/status",
-        "intervalMs": 3000,
-        "timeoutMs": 2000,
-        "consecutiveFailuresRequired": 2,
-        "startupCheck": {
-          "enabled": true,
-          "initialDelayMs": 2000,
-          "checkIntervalMs": 1000,
-          "maxAttempts": 30,
-          "failAction": "restart"
-        }
-      },
-      "registeredAt": "2026-01-24T10:00:00.000Z",
-      "lastStartedAt": "2026-01-24T10:30:00.000Z",
-      "lastStoppedAt": "2026-01-24T10:29:55.000Z",
-      "pid": 12345,
-      "state": "running",
-      "restartAttempts": 0,
-      "consecutiveFailures": 0,
-      "futureProcessKey": "kept"
-    }
-  }
+/// The example registry of `wire-formats.md` (shared with pm-core's tests).
+const WIRE_EXAMPLE: &str = include_str!("../../../pm-core/testdata/wire-example.json");
+
+/// The text of a registry file: [`WIRE_EXAMPLE`] plus keys this version does not know.
+fn wire_example_with_unknown_keys() -> String {
+    let mut example: Value = serde_json::from_str(WIRE_EXAMPLE).unwrap();
+    example["futureTopLevel"] = serde_json::json!({"nested": [1, 2, 3]});
+    example["processes"]["api"]["futureProcessKey"] = serde_json::json!("kept");
+    serde_json::to_string_pretty(&example).unwrap() + "\n"
 }
-"#;
 
 /// Asserts that every key of `expected` is in `actual` with an equal value (recursively for objects);
 /// `actual` may have more keys.
@@ -280,12 +215,13 @@ fn assert_contains(expected: &Value, actual: &Value, at: &str) {
 fn the_wire_example_round_trips_with_unknown_keys() {
     let dir = TempDir::new();
     let store = store(dir.path(), "default");
-    fs::write(store.paths().registry_file(), WIRE_EXAMPLE).unwrap();
+    let example = wire_example_with_unknown_keys();
+    fs::write(store.paths().registry_file(), &example).unwrap();
     let loaded = store.load().unwrap();
     assert_eq!(loaded.processes["api"].pid, Some(12345));
 
     store.transaction(TIMEOUT, |_| Ok::<_, Error>(())).unwrap();
-    assert_eq!(fs::read_to_string(store.paths().registry_file()).unwrap(), WIRE_EXAMPLE, "a no-op rewrote it");
+    assert_eq!(fs::read_to_string(store.paths().registry_file()).unwrap(), example, "a no-op rewrote it");
     store
         .transaction(TIMEOUT, |registry| {
             registry.monitor_interval_ms = 6000;
@@ -293,7 +229,7 @@ fn the_wire_example_round_trips_with_unknown_keys() {
         })
         .unwrap();
 
-    let mut expected: Value = serde_json::from_str(WIRE_EXAMPLE).unwrap();
+    let mut expected: Value = serde_json::from_str(&example).unwrap();
     let written: Value = serde_json::from_slice(&fs::read(store.paths().registry_file()).unwrap()).unwrap();
     assert_eq!(written["monitorIntervalMs"], 6000);
     assert_ne!(written["lastModified"], expected["lastModified"]);
@@ -304,7 +240,7 @@ fn the_wire_example_round_trips_with_unknown_keys() {
     assert_eq!(written["processes"]["api"]["futureProcessKey"], "kept");
 
     // The file as we first found it is the backup.
-    assert_eq!(fs::read_to_string(dir.path().join("processes_default.json.bak")).unwrap(), WIRE_EXAMPLE);
+    assert_eq!(fs::read_to_string(dir.path().join("processes_default.json.bak")).unwrap(), example);
 }
 
 #[test]
