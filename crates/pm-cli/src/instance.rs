@@ -247,8 +247,8 @@ fn print_status(status: &MonitorStatus) {
     }
 }
 
-/// Stops the instance: through its partner when the partner supervises it (so it is not brought back),
-/// otherwise with SIGTERM; waits until it has released its lock.
+/// Stops the instance: through its partner when the partner supervises this very process (so it is not brought
+/// back), otherwise with SIGTERM; waits until it has released its lock.
 fn stop(cli: &Cli, paths: &Paths) -> anyhow::Result<u8> {
     let Some(holder) = InstanceLock::holder(paths)? else {
         println!("ProcessMonitor {} is not running", paths.instance_id());
@@ -256,15 +256,11 @@ fn stop(cli: &Cli, paths: &Paths) -> anyhow::Result<u8> {
     };
     let registry = load_registry(paths)?;
     let running = registry.processes.values().filter(|entry| entry.state.has_child() && !entry.config.partner).count();
-    let mut via_partner = false;
-    if let Some(partner_id) = registry.partner_discovery.partner_instance_id.as_deref() {
-        if let Ok(client) = pm_client::ProcessMonitorClient::in_directory(paths.root(), partner_id) {
-            if client.get_entry(paths.instance_id()).is_ok_and(|entry| entry.config.partner) {
-                via_partner = true;
-                client.stop(paths.instance_id()).context("asking the partner to stop this instance")?;
-            }
-        }
-    }
+    let discovery = &registry.partner_discovery;
+    let via_partner = match discovery.partner_instance_id.as_deref() {
+        Some(partner_id) => stop_through_partner(cli, paths, partner_id, &holder, discovery.check_interval_ms)?,
+        None => false,
+    };
     if !via_partner {
         signal(holder.pid, libc::SIGTERM)?;
     }
@@ -283,6 +279,58 @@ fn stop(cli: &Cli, paths: &Paths) -> anyhow::Result<u8> {
         );
     }
     Ok(code::OK)
+}
+
+/// Has the running partner stop this instance when it supervises the lock holder itself; answers whether the
+/// partner took the stop on. A partner that supervises an earlier process of this instance (right after a
+/// self-restart) gets a few check intervals to adopt the new one. When no partner runs, when it does not take the
+/// instance over in time, or when it leaves the instance running, the caller signals the instance itself; the
+/// partner, told of the stop, does not adopt an instance that is shutting down.
+fn stop_through_partner(
+    cli: &Cli,
+    paths: &Paths,
+    partner_id: &str,
+    holder: &LockInfo,
+    check_ms: u64,
+) -> anyhow::Result<bool> {
+    let id = paths.instance_id();
+    let Ok(client) = pm_client::ProcessMonitorClient::in_directory(paths.root(), partner_id) else { return Ok(false) };
+    if !client.get_entry(id).is_ok_and(|entry| entry.config.partner) {
+        return Ok(false);
+    }
+    let partner_paths = paths.for_instance(partner_id)?;
+    if InstanceLock::holder(&partner_paths)?.is_none() {
+        return Ok(false);
+    }
+    let deadline = Instant::now() + Duration::from_millis(check_ms.saturating_mul(3).clamp(1_000, 20_000));
+    let tracked = loop {
+        let entry = client.get_entry(id).context("reading the partner's registry")?;
+        if entry.pid == Some(holder.pid) && entry.state.has_child() {
+            break true;
+        }
+        if Instant::now() >= deadline {
+            break false;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let status = client.stop(id).context("asking the partner to stop this instance")?;
+    if !tracked {
+        return Ok(false);
+    }
+    if matches!(status.state, pm_core::ProcessState::Stopped | pm_core::ProcessState::Disabled) {
+        return Ok(true);
+    }
+    // The partner has not finished: fine while the instance is shutting down (its processes may take long to
+    // stop, and a second SIGTERM would abandon them); if it still serves, the partner never acted.
+    let serving = aliveness_url(cli, paths)
+        .map(|url| url.replace("/alive", "/status"))
+        .and_then(|url| http_get(&url, Duration::from_secs(2)).ok())
+        .and_then(|(_, body)| serde_json::from_slice::<MonitorStatus>(&body).ok())
+        .is_some_and(|status| status.pid == holder.pid && status.state == pm_core::MonitorState::Running);
+    if serving {
+        eprintln!("the partner {partner_id} did not stop {id}; stopping it directly");
+    }
+    Ok(!serving)
 }
 
 /// Restarts the instance in place (SIGHUP: it respawns itself and its successor adopts the children).

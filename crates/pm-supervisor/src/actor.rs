@@ -269,7 +269,9 @@ impl Actor {
                 ProcessState::Stopped | ProcessState::Failed => {}
             }
             self.entry.pid = None;
-            let never_started = self.entry.last_started_at.is_none();
+            // Registered while no monitor ran and never run since. An adopted process (a partner found running)
+            // has no start time of ours, but once it ran and stopped here it has a stop time: stopped stays stopped.
+            let never_started = self.entry.last_started_at.is_none() && self.entry.last_stopped_at.is_none();
             if self.entry.config.autostart && (boot || never_started) {
                 self.entry.restart_attempts = 0;
                 self.spawn_now();

@@ -517,8 +517,12 @@ async fn partner_tick_once(monitor: &Arc<Monitor>, config: &DaemonConfig) {
                 }
             }
             if matches!(entry.state, ProcessState::Stopped | ProcessState::Failed) {
+                // A partner that came back on its own is supervised again; one that is shutting down (stopped
+                // by `--stop` without us) is not, or its exit would be taken for a crash and undone.
                 if let Some((pid, start_time)) = live {
-                    let _ = monitor.sup.adopt(&partner_id, pid, start_time).await;
+                    if partner_serving(discovery, pid).await {
+                        let _ = monitor.sup.adopt(&partner_id, pid, start_time).await;
+                    }
                 }
             }
         }
@@ -540,6 +544,15 @@ async fn partner_tick_once(monitor: &Arc<Monitor>, config: &DaemonConfig) {
             }
         }
     }
+}
+
+/// Whether the partner instance with lock holder `pid` answers on its aliveness port as running (not stopping).
+async fn partner_serving(discovery: &pm_core::PartnerDiscovery, pid: u32) -> bool {
+    let port = discovery.partner_aliveness_port.unwrap_or(19884);
+    let url = format!("http://localhost:{port}/status");
+    let Ok(res) = pm_http::HttpClient::new().get(&url, Duration::from_secs(1)).await else { return false };
+    let status = res.is_success().then(|| serde_json::from_slice::<pm_core::MonitorStatus>(&res.body).ok()).flatten();
+    status.is_some_and(|status| status.pid == pid && status.state == pm_core::MonitorState::Running)
 }
 
 /// The managed-process entry through which an instance supervises its partner (the guide's "Watcher

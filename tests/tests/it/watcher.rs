@@ -285,3 +285,49 @@ fn a_partner_left_unsupervised_by_standalone_mode_survives_its_starters_restart(
     assert!(home.answers(home.watcher_ports));
     assert_one_of_each(&home);
 }
+
+/// Restarts the default instance in place (`--restart`: a new process) and waits until the new one answers.
+fn restart_default(home: &Home) -> u32 {
+    let old = home.holder("default").unwrap();
+    let (code, out, err) = home.cli(false, &["--restart"]);
+    assert_eq!(code, 0, "{out}{err}");
+    home.wait_until(LONG, "the restarted default answers", || {
+        home.holder("default").is_some_and(|pid| pid != old) && home.answers(home.default_ports)
+    });
+    home.holder("default").unwrap()
+}
+
+#[test]
+fn stop_after_a_self_restart_with_the_watcher_gone_stops_directly() {
+    let Some(home) = pair(500) else { return };
+    let (code, out, err) = home.cli(true, &["--stop"]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert_eq!(home.holder("watcher"), None);
+    // The watcher's registry still names the default's old process.
+    restart_default(&home);
+    std::thread::sleep(Duration::from_secs(1));
+    assert_eq!(home.holder("watcher"), None, "the stopped watcher came back with the default's restart");
+    let sleeper = home.child_pid("default", "sleeper").unwrap();
+    let started = std::time::Instant::now();
+    let (code, out, err) = home.cli(false, &["--stop"]);
+    let took = started.elapsed();
+    assert_eq!(code, 0, "{out}{err}");
+    assert_eq!(home.holder("default"), None);
+    assert!(!pm_registry::pid::alive(sleeper), "its process was stopped with it");
+    assert!(took < Duration::from_secs(20), "--stop took {took:?}");
+    report("--stop after --restart, watcher gone", &format!("{took:.2?}"));
+}
+
+#[test]
+fn stop_right_after_a_self_restart_goes_through_the_watcher_and_stays_stopped() {
+    let Some(home) = pair(500) else { return };
+    restart_default(&home);
+    let (code, out, err) = home.cli(false, &["--stop"]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("its partner will not restart it"), "{out}");
+    assert_eq!(home.holder("default"), None);
+    // Six check intervals: the watcher must not bring it back.
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(home.holder("default"), None, "the watcher restarted a stopped default");
+    assert!(home.answers(home.watcher_ports));
+}
