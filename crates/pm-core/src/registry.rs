@@ -63,6 +63,44 @@ impl Registry {
         5000
     }
 
+    /// Parses a registry file. Keys whose default depends on the instance (the ports, the partner) take the
+    /// defaults of the file's `instanceId` when absent (a watcher registry without `remoteAccess` listens on 19882,
+    /// not on the default instance's 19881); everything else defaults as the serde attributes say. Errors carry
+    /// serde_json's line and column.
+    pub fn from_json(bytes: &[u8]) -> Result<Registry, serde_json::Error> {
+        let mut registry: Registry = serde_json::from_slice(bytes)?;
+        let present: Present = serde_json::from_slice(bytes)?;
+        let defaults = Registry::new_default(&registry.instance_id);
+        let remote = present.remote_access.unwrap_or_default();
+        if !remote.remote_port {
+            registry.remote_access.remote_port = defaults.remote_access.remote_port;
+        }
+        if !present.aliveness_server.unwrap_or_default().port {
+            registry.aliveness_server.port = defaults.aliveness_server.port;
+        }
+        let Some(partner) = present.partner_discovery else {
+            registry.partner_discovery = defaults.partner_discovery;
+            return Ok(registry);
+        };
+        let (ours, theirs) = (&mut registry.partner_discovery, defaults.partner_discovery);
+        if !partner.partner_instance_id {
+            ours.partner_instance_id = theirs.partner_instance_id;
+        }
+        if !partner.partner_aliveness_port {
+            ours.partner_aliveness_port = theirs.partner_aliveness_port;
+        }
+        if !partner.partner_status_url {
+            ours.partner_status_url = theirs.partner_status_url;
+        }
+        if !partner.discovery_on_startup {
+            ours.discovery_on_startup = theirs.discovery_on_startup;
+        }
+        if !partner.start_partner_if_missing {
+            ours.start_partner_if_missing = theirs.start_partner_if_missing;
+        }
+        Ok(registry)
+    }
+
     /// The registry a first start creates for `instance_id`: the guide's ports and partners for `default` and
     /// `watcher`; other ids get the default instance's settings with partner discovery off.
     pub fn new_default(instance_id: &str) -> Registry {
@@ -89,6 +127,48 @@ impl Registry {
             extra: Map::new(),
         }
     }
+}
+
+/// Which instance-dependent keys a registry file gives, `null` included (values skipped unread).
+#[derive(Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Present {
+    remote_access: Option<PresentRemote>,
+    aliveness_server: Option<PresentAliveness>,
+    partner_discovery: Option<PresentPartner>,
+}
+
+#[derive(Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct PresentRemote {
+    #[serde(default, deserialize_with = "given")]
+    remote_port: bool,
+}
+
+#[derive(Default, Deserialize)]
+struct PresentAliveness {
+    #[serde(default, deserialize_with = "given")]
+    port: bool,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct PresentPartner {
+    #[serde(default, deserialize_with = "given")]
+    partner_instance_id: bool,
+    #[serde(default, deserialize_with = "given")]
+    partner_aliveness_port: bool,
+    #[serde(default, deserialize_with = "given")]
+    partner_status_url: bool,
+    #[serde(default, deserialize_with = "given")]
+    discovery_on_startup: bool,
+    #[serde(default, deserialize_with = "given")]
+    start_partner_if_missing: bool,
+}
+
+/// True for a key that is there, whatever its value.
+fn given<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<bool, D::Error> {
+    serde::de::IgnoredAny::deserialize(deserializer).map(|_| true)
 }
 
 /// One managed process: its configuration plus what the monitor observed.
@@ -711,6 +791,41 @@ mod tests {
             input["processes"]["api"][key] = value;
             assert!(serde_json::from_value::<Registry>(input).is_err(), "{key}");
         }
+    }
+
+    #[test]
+    fn instance_dependent_keys_default_by_the_files_instance() {
+        for instance in ["default", "watcher", "other"] {
+            let text = json!({"instanceId": instance}).to_string();
+            assert_eq!(Registry::from_json(text.as_bytes()).unwrap(), Registry::new_default(instance), "{instance}");
+        }
+        // Partial sections: only the absent instance-dependent keys take the instance's values.
+        let text = json!({
+            "instanceId": "watcher",
+            "remoteAccess": {"allowRemoteStop": false},
+            "alivenessServer": {"enabled": true},
+            "partnerDiscovery": {"checkIntervalMs": 1000, "partnerAlivenessPort": 20000}
+        })
+        .to_string();
+        let registry = Registry::from_json(text.as_bytes()).unwrap();
+        let mut expected = Registry::new_default("watcher");
+        expected.remote_access.allow_remote_stop = false;
+        expected.partner_discovery.check_interval_ms = 1000;
+        expected.partner_discovery.partner_aliveness_port = Some(20000);
+        assert_eq!(registry, expected);
+        // Given values, null included, are kept as given.
+        let text = json!({"instanceId": "watcher", "remoteAccess": {"remotePort": 1},
+                          "partnerDiscovery": {"partnerInstanceId": null}})
+        .to_string();
+        let registry = Registry::from_json(text.as_bytes()).unwrap();
+        assert_eq!(registry.remote_access.remote_port, 1);
+        assert_eq!(registry.aliveness_server.port, 19884);
+        assert_eq!(registry.partner_discovery.partner_instance_id, None);
+        assert_eq!(registry.partner_discovery.partner_aliveness_port, Some(19883));
+        // Errors still say where.
+        let err = Registry::from_json(b"{\"instanceId\": \"watcher\",\n \"remoteAccess\": {\"remotePort\": \"x\"}}")
+            .unwrap_err();
+        assert_eq!(err.line(), 2, "{err}");
     }
 
     #[test]

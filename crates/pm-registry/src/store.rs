@@ -326,7 +326,7 @@ fn exists(path: &Path) -> Result<bool, Error> {
 }
 
 fn parse(path: &Path, bytes: &[u8]) -> Result<Registry, Error> {
-    serde_json::from_slice(bytes).map_err(|err| Error::corrupt(path, &err))
+    Registry::from_json(bytes).map_err(|err| Error::corrupt(path, &err))
 }
 
 #[cfg(test)]
@@ -348,6 +348,14 @@ mod tests {
         for other in ["", "x", "12x", "123-", "123-x", "5.json", "-1", "+5"] {
             assert_eq!(temp_file_writer(other), None, "{other}");
         }
+    }
+
+    #[test]
+    fn parse_gives_a_minimal_watcher_registry_the_watchers_ports_and_partner() {
+        let registry = parse(Path::new("/x/processes_watcher.json"), br#"{"instanceId": "watcher"}"#).unwrap();
+        assert_eq!((registry.remote_access.remote_port, registry.aliveness_server.port), (19882, 19884));
+        assert_eq!(registry.partner_discovery.partner_instance_id.as_deref(), Some("default"));
+        assert_eq!(registry.partner_discovery.partner_aliveness_port, Some(19883));
     }
 
     #[test]
