@@ -379,11 +379,21 @@ impl pm_http::ControlPlane for Monitor {
         self.events.send(DaemonEvent::RestartMonitor).map_err(|_| Error::ShuttingDown)
     }
 
+    /// The settings in force: standalone mode includes a `--standalone` of this run.
     fn settings(&self) -> Settings {
-        self.settings.read().expect("settings").clone()
+        let mut settings = self.settings.read().expect("settings").clone();
+        settings.standalone_mode |= self.standalone_override;
+        settings
     }
 
     async fn update_settings(&self, update: SettingsUpdate) -> Result<Settings, Error> {
+        if self.standalone_override && update == SettingsUpdate::StandaloneMode(false) {
+            return Err(Error::InvalidField(
+                "standalone mode is forced by --standalone for this run; restart the monitor without the flag to \
+                 turn it off"
+                    .to_owned(),
+            ));
+        }
         let _sync = self.sync.lock().await;
         let settings = self
             .transaction(API_LOCK_TIMEOUT, move |registry| {
@@ -391,9 +401,9 @@ impl pm_http::ControlPlane for Monitor {
                 Ok(Settings::of(registry))
             })
             .await?;
-        *self.settings.write().expect("settings") = settings.clone();
+        *self.settings.write().expect("settings") = settings;
         let _ = self.events.send(DaemonEvent::SettingsChanged);
-        Ok(settings)
+        Ok(pm_http::ControlPlane::settings(self))
     }
 
     fn is_remote(&self, id: &str) -> Option<bool> {

@@ -247,6 +247,10 @@ fn exercise_config(remote: bool) {
     let out = config(&["set", "remote-access", r#"{"allowRemoteRegister": false}"#]);
     assert_eq!(out["allowRemoteRegister"], false, "{out:#}");
     assert_eq!(out["allowRemoteStart"], true, "only the given key changes: {out:#}");
+    if remote {
+        assert_eq!(env.registry()["standaloneMode"], false);
+        assert_eq!(config(&["get", "standalone-mode"]), json!({"enabled": true}), "--standalone is in force");
+    }
     let out = config(&["set", "standalone-mode", "true"]);
     assert_eq!(out, json!({"enabled": true}));
     let out = config(&["set", "trusted-hosts", "localhost,127.0.0.1,10.0.*.*"]);
@@ -267,6 +271,13 @@ fn exercise_config(remote: bool) {
     }
     let out = env.run(&bad).code(1);
     assert!(out.stderr.contains("true or false"), "{out:?}");
+    if remote {
+        // The daemon runs with --standalone: the API cannot turn it off for this run.
+        let out = env.run(&["config", "set", "standalone-mode", "false", "--remote", url.as_str()]);
+        assert_ne!(out.code, 0, "{out:?}");
+        assert!(out.stderr.contains("forced by --standalone"), "{out:?}");
+        assert_eq!(env.registry()["standaloneMode"], true, "a refused change is not stored");
+    }
 }
 
 #[test]
