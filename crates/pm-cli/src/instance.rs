@@ -202,21 +202,24 @@ fn status(cli: &Cli, paths: &Paths) -> anyhow::Result<u8> {
         }
         return Ok(code::NOT_RUNNING);
     };
-    let status = aliveness_url(cli, paths)
-        .map(|url| url.replace("/alive", "/status"))
-        .and_then(|url| http_get(&url, Duration::from_secs(1)).ok())
-        .filter(|(code, _)| *code == 200)
-        .and_then(|(_, body)| serde_json::from_slice::<MonitorStatus>(&body).ok());
+    let status = status_urls(cli, paths).iter().find_map(|url| {
+        let (code, body) = http_get(url, Duration::from_secs(1)).ok()?;
+        (code == 200).then(|| serde_json::from_slice::<MonitorStatus>(&body).ok()).flatten()
+    });
     match (status, cli.json) {
         (Some(status), true) => println!("{}", serde_json::to_string_pretty(&status)?),
         (Some(status), false) => print_status(&status),
-        (None, true) => println!(
-            "{}",
-            serde_json::json!({"instanceId": paths.instance_id(), "running": true, "pid": holder.pid, "answering": false})
-        ),
+        (None, true) => {
+            println!(
+                "{}",
+                serde_json::json!({"instanceId": paths.instance_id(), "running": true, "pid": holder.pid, "answering": false})
+            );
+            return Ok(code::NOT_RUNNING);
+        }
         (None, false) => {
             println!(
-                "ProcessMonitor {} holds its lock (pid {}) but does not answer on its aliveness port",
+                "ProcessMonitor {} holds its lock (pid {}) but answers neither on its aliveness port nor on its \
+                 remote API",
                 paths.instance_id(),
                 holder.pid
             );
@@ -224,6 +227,21 @@ fn status(cli: &Cli, paths: &Paths) -> anyhow::Result<u8> {
         }
     }
     Ok(code::OK)
+}
+
+/// Where the instance's status can be read: the aliveness server's `/status`, then the remote API's
+/// `/monitor/status` (for an instance that runs without an aliveness server).
+fn status_urls(cli: &Cli, paths: &Paths) -> Vec<String> {
+    let mut urls: Vec<String> =
+        aliveness_url(cli, paths).map(|url| url.replace("/alive", "/status")).into_iter().collect();
+    if let Ok(registry) = load_registry(paths) {
+        let remote = &registry.remote_access;
+        if remote.start_remote_access {
+            let port = cli.remote_port.unwrap_or(remote.remote_port);
+            urls.push(format!("http://{}:{port}/monitor/status", connect_host(&remote.bind_address)));
+        }
+    }
+    urls
 }
 
 fn print_status(status: &MonitorStatus) {

@@ -181,3 +181,24 @@ fn a_taken_port_is_named_with_what_to_do() {
     assert_eq!(env.daemon_pid(), None, "no monitor keeps running");
     drop(taken);
 }
+
+#[test]
+fn status_without_an_aliveness_server_asks_the_remote_api_and_says_when_nothing_answers() {
+    let env = Env::new();
+    std::fs::create_dir_all(&env.dir).unwrap();
+    let registry = json!({"instanceId": "default", "alivenessServer": {"enabled": false}});
+    std::fs::write(env.dir.join("processes_default.json"), registry.to_string()).unwrap();
+    let pid = env.start_daemon();
+    let status = env.json(&["--status"]);
+    assert_eq!((status["instanceId"].clone(), status["pid"].clone()), (json!("default"), json!(pid)), "{status:#}");
+    let out = env.run(&["--status"]).ok();
+    assert!(out.stdout.contains("ProcessMonitor default is running"), "{out:?}");
+
+    // A monitor that holds its lock but answers nowhere is reported as such, with exit code 3 in both modes.
+    signal(pid, libc::SIGSTOP);
+    let out = env.run(&["--status", "--json"]).code(3);
+    assert_eq!(out.json()["answering"], false, "{out:?}");
+    let out = env.run(&["--status"]).code(3);
+    assert!(out.stdout.contains("answers neither"), "{out:?}");
+    signal(pid, libc::SIGCONT);
+}
