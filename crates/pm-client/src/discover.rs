@@ -4,7 +4,7 @@
 //! The candidate hosts are tried one after the other, then, only when asked for, the hosts of one IPv4 /24 are
 //! probed concurrently; the first to answer wins. Everything happens within one overall timeout.
 
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr};
 use std::time::Duration;
 
 use pm_core::MonitorStatus;
@@ -26,7 +26,7 @@ pub struct DiscoverOptions {
     /// Hosts tried first, one after the other, in this order (default `0.0.0.0`, `127.0.0.1`, `localhost`).
     pub candidates: Vec<String>,
     /// The /24 scanned when no candidate answers; `None` (the default) scans nothing. See
-    /// [`DiscoverOptions::with_local_subnet`].
+    /// [`DiscoverOptions::with_local_subnet`] and [`DiscoverOptions::guide`].
     pub subnet: Option<Subnet>,
     /// Probes of the subnet in flight at once (default 64).
     pub concurrency: usize,
@@ -46,6 +46,12 @@ impl Default for DiscoverOptions {
 }
 
 impl DiscoverOptions {
+    /// The guide's discovery, as [`RemoteProcessMonitorClient::discover`] does it: the loopback candidates, then
+    /// the /24 of this host's own address.
+    pub fn guide() -> DiscoverOptions {
+        DiscoverOptions::default().with_local_subnet()
+    }
+
     /// These options with the /24 of this host's own address as the subnet to scan (as the guide's step 4), or
     /// none when the host has no non-loopback IPv4 address (see [`Subnet::of_this_host`]).
     pub fn with_local_subnet(mut self) -> DiscoverOptions {
@@ -78,22 +84,41 @@ impl Subnet {
         Subnet { network: [a, b, c] }
     }
 
-    /// The /24 of this host's own IPv4 address: the source address of the default route, or `None` when there is
-    /// no such route or it is a loopback or link-local address.
-    ///
-    /// The route is found by `connect`ing a UDP socket to a documentation address (192.0.2.1, TEST-NET-1), which
-    /// only selects a route; no packet is sent.
+    /// The /24 of this host's own IPv4 address: the first address of an interface that is up and not loopback,
+    /// leaving out link-local addresses; `None` when there is none. Read from the interface list
+    /// (`getifaddrs`); nothing is sent anywhere.
     pub fn of_this_host() -> Option<Subnet> {
-        let socket = std::net::UdpSocket::bind((Ipv4Addr::UNSPECIFIED, 0)).ok()?;
-        socket.connect((Ipv4Addr::new(192, 0, 2, 1), 9)).ok()?;
-        let SocketAddr::V4(local) = socket.local_addr().ok()? else {
-            return None;
-        };
-        let ip = *local.ip();
-        if ip.is_loopback() || ip.is_unspecified() || ip.is_link_local() {
+        let mut list: *mut libc::ifaddrs = std::ptr::null_mut();
+        // SAFETY: getifaddrs fills `list` with a list that freeifaddrs below releases.
+        if unsafe { libc::getifaddrs(&mut list) } != 0 {
             return None;
         }
-        Some(Subnet::from_ip(ip))
+        let mut found = None;
+        let mut cursor = list;
+        while !cursor.is_null() {
+            // SAFETY: `cursor` is an element of the list, which stays valid until freeifaddrs.
+            let entry = unsafe { &*cursor };
+            cursor = entry.ifa_next;
+            let flags = entry.ifa_flags;
+            if flags & libc::IFF_UP as u32 == 0 || flags & libc::IFF_LOOPBACK as u32 != 0 || entry.ifa_addr.is_null() {
+                continue;
+            }
+            // SAFETY: a non-null address of the list; for AF_INET it is a sockaddr_in.
+            let ip = unsafe {
+                if i32::from((*entry.ifa_addr).sa_family) != libc::AF_INET {
+                    continue;
+                }
+                let addr = &*(entry.ifa_addr as *const libc::sockaddr_in);
+                Ipv4Addr::from(u32::from_be(addr.sin_addr.s_addr))
+            };
+            if !(ip.is_loopback() || ip.is_unspecified() || ip.is_link_local()) {
+                found = Some(Subnet::from_ip(ip));
+                break;
+            }
+        }
+        // SAFETY: the list getifaddrs returned, released once.
+        unsafe { libc::freeifaddrs(list) };
+        found
     }
 
     /// The network address (`a.b.c.0`).
@@ -116,10 +141,12 @@ impl std::fmt::Display for Subnet {
 }
 
 impl RemoteProcessMonitorClient {
-    /// Finds a monitor with the default [`DiscoverOptions`]: the candidates `0.0.0.0`, `127.0.0.1` and
-    /// `localhost` on port 19881, no subnet scan, 5 s overall.
+    /// Finds a monitor as the guide describes ([`DiscoverOptions::guide`]): the candidates `0.0.0.0`, `127.0.0.1`
+    /// and `localhost` on port 19881, then the hosts of this host's own /24, 5 s overall. This probes up to 254
+    /// addresses of the local network; [`RemoteProcessMonitorClient::discover_with`] with
+    /// [`DiscoverOptions::default`] stays on this host.
     pub async fn discover() -> Result<RemoteProcessMonitorClient, Error> {
-        RemoteProcessMonitorClient::discover_with(DiscoverOptions::default()).await
+        RemoteProcessMonitorClient::discover_with(DiscoverOptions::guide()).await
     }
 
     /// Finds a monitor: tries `options.candidates` in order, then scans `options.subnet` (if any) with at most
@@ -248,6 +275,19 @@ mod tests {
             (Ok(subnet), Some(want)) => assert_eq!(subnet.to_string(), want, "{text:?}"),
             (Err(Error::Invalid(message)), None) => assert!(message.contains("/24"), "{message}"),
             (got, want) => panic!("{text:?}: got {got:?}, expected {want:?}"),
+        }
+    }
+
+    #[test]
+    fn the_guides_discovery_adds_this_hosts_own_subnet_to_the_loopback_candidates() {
+        // Built only, never run: a test must not probe anything beyond loopback.
+        let guide = DiscoverOptions::guide();
+        assert_eq!(guide.subnet, Subnet::of_this_host());
+        assert_eq!(DiscoverOptions { subnet: None, ..guide }, DiscoverOptions::default());
+        assert_eq!(DiscoverOptions::default().subnet, None);
+        if let Some(subnet) = Subnet::of_this_host() {
+            let network = subnet.network();
+            assert!(!network.is_loopback() && !network.is_link_local(), "{subnet}");
         }
     }
 

@@ -7,7 +7,8 @@
 //! - Both clients report failures as one typed [`Error`] (not found, disabled, already exists, permission
 //!   denied, busy, transport).
 //! - The remote client retries only failures to reach the monitor, never an HTTP answer, and sends a `POST`
-//!   again only when its connection could not be opened; discovery scans a subnet only when asked to.
+//!   again only when its connection could not be opened. `discover()` tries this host, then its /24 (the
+//!   guide's steps); `discover_with` scans only the subnet it is given, if any.
 //!
 //! # Example
 //! ```

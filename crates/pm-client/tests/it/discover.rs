@@ -111,21 +111,3 @@ async fn gives_up_at_the_overall_timeout() {
     assert!(elapsed >= Duration::from_millis(800), "{elapsed:?}");
     assert!(elapsed < Duration::from_millis(1800), "{elapsed:?}");
 }
-
-#[tokio::test]
-async fn default_discovery_tries_only_the_loopback_candidates() {
-    // Whatever runs on this host's port 19881, discovery with the defaults never leaves loopback.
-    let started = Instant::now();
-    match RemoteProcessMonitorClient::discover().await {
-        Ok(client) => {
-            let candidates = ["0.0.0.0", "127.0.0.1", "localhost"].map(|host| format!("http://{host}:19881"));
-            assert!(candidates.contains(&client.base_url().to_owned()), "{}", client.base_url());
-        }
-        Err(Error::NotDiscovered(message)) => {
-            assert!(message.contains("http://localhost:19881"), "{message}");
-            assert!(!message.contains("/24"), "no subnet is scanned unless asked: {message}");
-        }
-        Err(other) => panic!("unexpected {other:?}"),
-    }
-    assert!(started.elapsed() < Duration::from_secs(6));
-}
