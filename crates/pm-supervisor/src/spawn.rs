@@ -19,9 +19,9 @@ pub(crate) struct SpawnContext<'a> {
     pub(crate) owner: &'a str,
 }
 
-/// Starts the process. The child leads a new process group (its PID is the group id), its stdin is
-/// `/dev/null`, and its stdout and stderr are the run folder's log files, opened here and handed over so the
-/// child keeps logging while the monitor restarts.
+/// Starts the process. The child leads a new process group (its PID is the group id; a partner monitor leads a
+/// new session as well), its stdin is `/dev/null`, and its stdout and stderr are the run folder's log files,
+/// opened here and handed over so the child keeps logging while the monitor restarts.
 pub(crate) fn spawn(config: &ProcessConfig, ctx: &SpawnContext<'_>) -> std::io::Result<tokio::process::Child> {
     let cwd = match &config.working_directory {
         Some(dir) => ctx.default_cwd.join(dir),
@@ -37,8 +37,22 @@ pub(crate) fn spawn(config: &ProcessConfig, ctx: &SpawnContext<'_>) -> std::io::
         .stdin(Stdio::null())
         .stdout(Stdio::from(stdout))
         .stderr(Stdio::from(stderr))
-        .process_group(0)
         .kill_on_drop(false);
+    if config.partner {
+        // The partner monitor runs detached, as a start from the command line does: a session of its own (and
+        // so a process group of its own), no controlling terminal shared with this monitor.
+        // SAFETY: setsid(2) is async-signal-safe; nothing else runs between fork and exec.
+        unsafe {
+            command.pre_exec(|| {
+                if libc::setsid() == -1 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+    } else {
+        command.process_group(0);
+    }
     for (key, value) in ctx.extra_env {
         command.env(key, value);
     }

@@ -76,6 +76,20 @@ fn kill_9_of_watcher_is_repaired_by_default() {
     assert!(took < RECOVERY_BOUND, "recovery took {took:?}");
     assert_eq!(home.starts("sleeper"), 1);
     assert_one_of_each(&home);
+    // Started detached: a session (and process group) of its own, not the default's.
+    let new = home.holder("watcher").unwrap();
+    let default = home.holder("default").unwrap();
+    assert_eq!(session_and_group(new), Some((new, new)), "the restarted watcher leads its own session");
+    assert_ne!(session_and_group(new).map(|ids| ids.0), session_and_group(default).map(|ids| ids.0));
+}
+
+/// (session id, process group id) of a live process, from /proc.
+fn session_and_group(pid: u32) -> Option<(u32, u32)> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let (_, after) = stat.rsplit_once(')')?;
+    // After the command: state, ppid, pgrp, session.
+    let fields: Vec<&str> = after.split_whitespace().collect();
+    Some((fields.get(3)?.parse().ok()?, fields.get(2)?.parse().ok()?))
 }
 
 #[test]
