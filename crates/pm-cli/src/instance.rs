@@ -398,7 +398,13 @@ fn signal(pid: u32, signal: i32) -> anyhow::Result<()> {
 
 fn wait_released(paths: &Paths, holder: &LockInfo, timeout: Duration) -> anyhow::Result<()> {
     let deadline = Instant::now() + timeout;
-    while InstanceLock::holder(paths)?.is_some_and(|now| now.pid == holder.pid) {
+    // The lock is released just before the process exits: wait for both, so that a caller that checks right
+    // after finds the process gone.
+    let holds = || -> anyhow::Result<bool> {
+        Ok(InstanceLock::holder(paths)?.is_some_and(|now| now.pid == holder.pid)
+            || pm_registry::pid::is_same_process(holder.pid, holder.start_time))
+    };
+    while holds()? {
         if Instant::now() > deadline {
             anyhow::bail!(
                 "ProcessMonitor {} (pid {}) is still running after {}s",
