@@ -171,6 +171,9 @@ pub struct RestartPolicy {
     pub retry_indefinitely: bool,
     /// Retry interval once the attempts are used up in indefinite mode.
     pub indefinite_interval_ms: u64,
+    /// Keys this version does not know, kept on rewrite.
+    #[serde(flatten)]
+    pub extra: serde_json::Map<String, serde_json::Value>,
 }
 
 impl Default for RestartPolicy {
@@ -181,6 +184,7 @@ impl Default for RestartPolicy {
             reset_after_ms: 300_000,
             retry_indefinitely: false,
             indefinite_interval_ms: 21_600_000,
+            extra: serde_json::Map::new(),
         }
     }
 }
@@ -209,6 +213,9 @@ pub struct AlivenessCheck {
     /// Checks right after a start, before the process counts as up.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub startup_check: Option<StartupCheck>,
+    /// Keys this version does not know, kept on rewrite.
+    #[serde(flatten)]
+    pub extra: serde_json::Map<String, serde_json::Value>,
 }
 
 impl AlivenessCheck {
@@ -232,6 +239,7 @@ impl AlivenessCheck {
             timeout_ms: Self::default_timeout_ms(),
             consecutive_failures_required: Self::default_failures(),
             startup_check: None,
+            extra: serde_json::Map::new(),
         }
     }
 }
@@ -250,6 +258,9 @@ pub struct StartupCheck {
     pub max_attempts: u32,
     /// What a failed startup leads to.
     pub fail_action: FailAction,
+    /// Keys this version does not know, kept on rewrite.
+    #[serde(flatten)]
+    pub extra: serde_json::Map<String, serde_json::Value>,
 }
 
 impl Default for StartupCheck {
@@ -260,6 +271,7 @@ impl Default for StartupCheck {
             check_interval_ms: 1000,
             max_attempts: 30,
             fail_action: FailAction::Restart,
+            extra: serde_json::Map::new(),
         }
     }
 }

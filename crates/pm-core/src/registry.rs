@@ -304,6 +304,9 @@ pub struct PartnerDiscovery {
     /// Failed checks in a row before the partner is restarted (additive; 2 by default).
     #[serde(default = "PartnerDiscovery::default_failures")]
     pub failures_before_restart: u32,
+    /// Keys this version does not know, kept on rewrite.
+    #[serde(flatten)]
+    pub extra: serde_json::Map<String, serde_json::Value>,
 }
 
 impl PartnerDiscovery {
@@ -324,6 +327,7 @@ impl PartnerDiscovery {
             start_partner_if_missing: enabled,
             check_interval_ms: Self::default_interval_ms(),
             failures_before_restart: Self::default_failures(),
+            extra: serde_json::Map::new(),
         }
     }
 
@@ -363,6 +367,7 @@ impl Default for PartnerDiscovery {
             start_partner_if_missing: false,
             check_interval_ms: Self::default_interval_ms(),
             failures_before_restart: Self::default_failures(),
+            extra: serde_json::Map::new(),
         }
     }
 }
@@ -424,6 +429,9 @@ pub struct RemoteAccessConfig {
     /// Glob patterns it must not match.
     #[serde(default)]
     pub executable_blacklist: Vec<String>,
+    /// Keys this version does not know, kept on rewrite.
+    #[serde(flatten)]
+    pub extra: serde_json::Map<String, serde_json::Value>,
 }
 
 impl RemoteAccessConfig {
@@ -497,6 +505,7 @@ impl Default for RemoteAccessConfig {
             allow_remote_monitor_restart: false,
             executable_whitelist: Vec::new(),
             executable_blacklist: Vec::new(),
+            extra: serde_json::Map::new(),
         }
     }
 }
@@ -538,6 +547,9 @@ pub struct AlivenessServerConfig {
     /// Address it binds (additive; loopback by default).
     #[serde(default = "AlivenessServerConfig::default_bind")]
     pub bind_address: String,
+    /// Keys this version does not know, kept on rewrite.
+    #[serde(flatten)]
+    pub extra: serde_json::Map<String, serde_json::Value>,
 }
 
 impl AlivenessServerConfig {
@@ -551,7 +563,12 @@ impl AlivenessServerConfig {
 
 impl Default for AlivenessServerConfig {
     fn default() -> Self {
-        AlivenessServerConfig { enabled: true, port: Self::default_port(), bind_address: Self::default_bind() }
+        AlivenessServerConfig {
+            enabled: true,
+            port: Self::default_port(),
+            bind_address: Self::default_bind(),
+            extra: serde_json::Map::new(),
+        }
     }
 }
 

@@ -487,12 +487,20 @@ impl<C: ControlPlane> Ctx<'_, C> {
 fn config_body(item: ConfigItem, settings: &Settings) -> Value {
     let remote = &settings.remote_access;
     match item {
-        ConfigItem::RemoteAccess => serde_json::to_value(remote).unwrap_or(Value::Null),
+        // Without keys this version does not know (kept in the registry), so that the object can be PUT back.
+        ConfigItem::RemoteAccess => {
+            let remote = RemoteAccessConfig { extra: serde_json::Map::new(), ..remote.clone() };
+            serde_json::to_value(remote).unwrap_or(Value::Null)
+        }
         ConfigItem::TrustedHosts => json!({ "trustedHosts": remote.trusted_hosts }),
         ConfigItem::Whitelist => json!({ "patterns": remote.executable_whitelist }),
         ConfigItem::Blacklist => json!({ "patterns": remote.executable_blacklist }),
         ConfigItem::StandaloneMode => json!({ "enabled": settings.standalone_mode }),
-        ConfigItem::PartnerDiscovery => serde_json::to_value(&settings.partner_discovery).unwrap_or(Value::Null),
+        ConfigItem::PartnerDiscovery => {
+            let discovery =
+                pm_core::PartnerDiscovery { extra: serde_json::Map::new(), ..settings.partner_discovery.clone() };
+            serde_json::to_value(discovery).unwrap_or(Value::Null)
+        }
     }
 }
 

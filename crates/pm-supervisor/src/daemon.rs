@@ -574,6 +574,7 @@ fn partner_config(
         check_interval_ms: 200,
         max_attempts: 100,
         fail_action: pm_core::FailAction::Restart,
+        extra: serde_json::Map::new(),
     });
     let mut res = ProcessConfig::new(
         partner_id,
@@ -594,6 +595,7 @@ fn partner_config(
         reset_after_ms: 60_000,
         retry_indefinitely: true,
         indefinite_interval_ms: 5_000,
+        extra: serde_json::Map::new(),
     });
     res.aliveness_check = Some(check);
     res.stop_timeout_ms = Some(30_000);

@@ -144,6 +144,39 @@ async fn config_endpoints() {
 }
 
 #[tokio::test]
+async fn config_objects_read_with_get_can_be_put_back_whole() {
+    let api = Api::start();
+    // Keys a later version wrote into the registry stay there but are not part of the API's objects.
+    api.fake.edit_remote(|remote| {
+        remote.extra.insert("futureKey".to_owned(), json!(1));
+    });
+    api.fake.settings.lock().unwrap().partner_discovery.extra.insert("futureKey".to_owned(), json!(2));
+    for item in ["remote-access", "partner-discovery"] {
+        let path = format!("/config/{item}");
+        let mut body = api.get(&path).await.json;
+        assert_eq!(body.get("futureKey"), None, "{item}: {body}");
+        match item {
+            "remote-access" => body["allowRemoteStop"] = json!(false),
+            _ => body["checkIntervalMs"] = json!(1500),
+        }
+        let res = api.put(&path, body.clone()).await;
+        assert_eq!((res.status, &res.json), (200, &body), "{item}");
+    }
+    let settings = api.fake.settings.lock().unwrap().clone();
+    assert!(!settings.remote_access.allow_remote_stop);
+    assert_eq!(settings.partner_discovery.check_interval_ms, 1500);
+    assert_eq!(settings.remote_access.extra.get("futureKey"), Some(&json!(1)), "kept where it was");
+    // Another endpoint's key with a different value is refused, naming that endpoint; nothing changes.
+    let mut body = api.get("/config/remote-access").await.json;
+    body["trustedHosts"] = json!(["10.1.1.1"]);
+    body["allowRemoteStart"] = json!(false);
+    let res = api.put("/config/remote-access", body).await;
+    assert_eq!(res.status, 400);
+    assert!(res.error().contains("/config/trusted-hosts"), "{:?}", res.json);
+    assert!(api.fake.settings.lock().unwrap().remote_access.allow_remote_start);
+}
+
+#[tokio::test]
 async fn client_errors() {
     let api = Api::start();
     api.fake.insert("off", false, false);

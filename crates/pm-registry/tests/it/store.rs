@@ -194,6 +194,14 @@ fn wire_example_with_unknown_keys() -> String {
     let mut example: Value = serde_json::from_str(WIRE_EXAMPLE).unwrap();
     example["futureTopLevel"] = serde_json::json!({"nested": [1, 2, 3]});
     example["processes"]["api"]["futureProcessKey"] = serde_json::json!("kept");
+    // Inside the nested objects too.
+    example["remoteAccess"]["futureRemoteKey"] = serde_json::json!(1);
+    example["partnerDiscovery"]["futurePartnerKey"] = serde_json::json!(2);
+    example["alivenessServer"]["futureAlivenessKey"] = serde_json::json!(3);
+    let api = &mut example["processes"]["api"];
+    api["restartPolicy"]["futurePolicyKey"] = serde_json::json!(4);
+    api["alivenessCheck"]["futureCheckKey"] = serde_json::json!(5);
+    api["alivenessCheck"]["startupCheck"]["futureStartupKey"] = serde_json::json!(6);
     serde_json::to_string_pretty(&example).unwrap() + "\n"
 }
 
@@ -238,6 +246,12 @@ fn the_wire_example_round_trips_with_unknown_keys() {
     assert_contains(&expected, &written, "");
     assert_eq!(written["futureTopLevel"]["nested"], serde_json::json!([1, 2, 3]));
     assert_eq!(written["processes"]["api"]["futureProcessKey"], "kept");
+    assert_eq!(written["remoteAccess"]["futureRemoteKey"], 1);
+    assert_eq!(written["partnerDiscovery"]["futurePartnerKey"], 2);
+    assert_eq!(written["alivenessServer"]["futureAlivenessKey"], 3);
+    assert_eq!(written["processes"]["api"]["restartPolicy"]["futurePolicyKey"], 4);
+    assert_eq!(written["processes"]["api"]["alivenessCheck"]["futureCheckKey"], 5);
+    assert_eq!(written["processes"]["api"]["alivenessCheck"]["startupCheck"]["futureStartupKey"], 6);
 
     // The file as we first found it is the backup.
     assert_eq!(fs::read_to_string(dir.path().join("processes_default.json.bak")).unwrap(), example);

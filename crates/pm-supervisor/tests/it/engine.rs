@@ -18,6 +18,7 @@ fn policy(max_attempts: u32, backoff: &[u64]) -> RestartPolicy {
         reset_after_ms: 300_000,
         retry_indefinitely: false,
         indefinite_interval_ms: 21_600_000,
+        extra: serde_json::Map::new(),
     }
 }
 
@@ -148,6 +149,7 @@ async fn startup_check_fail_actions() {
             check_interval_ms: 30,
             max_attempts: 3,
             fail_action: action,
+            extra: serde_json::Map::new(),
         });
         config.aliveness_check = Some(aliveness);
         config.restart_policy = Some(policy(5, &[60_000]));

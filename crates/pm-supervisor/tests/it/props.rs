@@ -328,6 +328,7 @@ fn process_config(case: &Case, starts: &Path, marker: &str, url: &str) -> Proces
         reset_after_ms: if case.reset_quick { 1 } else { 600_000 },
         retry_indefinitely: case.retry_indefinitely,
         indefinite_interval_ms: BACKOFF_MS,
+        extra: serde_json::Map::new(),
     });
     if let Some(startup) = case.check {
         let mut check = AlivenessCheck::new(url);
@@ -340,6 +341,7 @@ fn process_config(case: &Case, starts: &Path, marker: &str, url: &str) -> Proces
             check_interval_ms: 30,
             max_attempts: 4,
             fail_action,
+            extra: serde_json::Map::new(),
         });
         config.aliveness_check = Some(check);
     }
