@@ -238,12 +238,17 @@ fn prune_run_dirs(parent: &Path, created: &Path, keep: usize) -> Result<(), Erro
 mod tests {
     use super::*;
 
-    #[test]
-    fn run_folders_of_one_second_keep_their_order_through_pruning() {
-        let root = std::env::temp_dir().join(format!("pm-runs-{}", std::process::id()));
+    /// A fresh folder named `name` (with this process's id), its layout, and a fixed timestamp.
+    fn scratch(name: &str) -> (PathBuf, Paths, Timestamp) {
+        let root = std::env::temp_dir().join(format!("{name}-{}", std::process::id()));
         let _ = fs::remove_dir_all(&root);
         let paths = Paths::new(&root, "default").unwrap();
-        let at = Timestamp::parse("2026-01-24T10:30:00Z").unwrap();
+        (root, paths, Timestamp::parse("2026-01-24T10:30:00Z").unwrap())
+    }
+
+    #[test]
+    fn run_folders_of_one_second_keep_their_order_through_pruning() {
+        let (root, paths, at) = scratch("pm-runs");
         let mut created = Vec::new();
         for _ in 0..13 {
             created.push(paths.create_run_dir("api", at, 10).unwrap());
@@ -258,10 +263,7 @@ mod tests {
 
     #[test]
     fn a_late_prune_never_deletes_newer_runs() {
-        let root = std::env::temp_dir().join(format!("pm-runs-late-{}", std::process::id()));
-        let _ = fs::remove_dir_all(&root);
-        let paths = Paths::new(&root, "default").unwrap();
-        let at = Timestamp::parse("2026-01-24T10:30:00Z").unwrap();
+        let (root, paths, at) = scratch("pm-runs-late");
         let runs: Vec<PathBuf> = (0..4).map(|_| paths.new_run_dir("api", at).unwrap()).collect();
         // The prune of the second start runs only now, after two more starts: with keep 1 it may delete the first
         // run only, never the newer third and fourth (the live child's folder).

@@ -26,6 +26,14 @@ fn pair(check_interval_ms: u64) -> Option<Home> {
     Some(home)
 }
 
+/// Turns standalone mode on for the default instance through its API and waits until it dropped its watcher entry.
+fn standalone_default(home: &Home) {
+    let (status, body) =
+        http(home.default_ports.remote, "PUT", "/config/standalone-mode", Some(r#"{"enabled":true}"#)).unwrap();
+    assert_eq!(status, 200, "{body}");
+    home.wait_until(LONG, "watcher entry dropped", || !home.registry("default").processes.contains_key("watcher"));
+}
+
 fn assert_one_of_each(home: &Home) {
     // Give racing restarts time to show up before counting.
     std::thread::sleep(Duration::from_millis(1500));
@@ -169,11 +177,8 @@ fn cli_restart_of_the_watcher_keeps_everything() {
 #[test]
 fn standalone_mode_leaves_a_killed_partner_dead() {
     let Some(home) = pair(500) else { return };
-    let (status, body) =
-        http(home.default_ports.remote, "PUT", "/config/standalone-mode", Some(r#"{"enabled":true}"#)).unwrap();
-    assert_eq!(status, 200, "{body}");
     // The default no longer supervises its watcher.
-    home.wait_until(LONG, "watcher entry dropped", || !home.registry("default").processes.contains_key("watcher"));
+    standalone_default(&home);
     // Keep the watcher from restarting the default as well: it is the default's partner that must stay dead.
     let watcher = home.holder("watcher").unwrap();
     kill9(watcher);
@@ -283,10 +288,7 @@ fn a_partner_left_unsupervised_by_standalone_mode_survives_its_starters_restart(
         home.holder("watcher").is_some_and(|pid| pid != first) && home.answers(home.watcher_ports)
     });
     let watcher = home.holder("watcher").unwrap();
-    let (status, body) =
-        http(home.default_ports.remote, "PUT", "/config/standalone-mode", Some(r#"{"enabled":true}"#)).unwrap();
-    assert_eq!(status, 200, "{body}");
-    home.wait_until(LONG, "watcher entry dropped", || !home.registry("default").processes.contains_key("watcher"));
+    standalone_default(&home);
     // The default comes back (started again by its watcher) and finds the watcher among the processes it started
     // that are not registered: a monitor, which it leaves running.
     let old = home.holder("default").unwrap();
