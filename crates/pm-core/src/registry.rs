@@ -47,8 +47,8 @@ pub struct Registry {
     /// The aliveness server.
     #[serde(default)]
     pub aliveness_server: AlivenessServerConfig,
-    /// Managed processes by id.
-    #[serde(default)]
+    /// Managed processes by id (each key a valid process id, equal to its entry's `id`).
+    #[serde(default, deserialize_with = "processes_by_id")]
     pub processes: BTreeMap<String, ProcessEntry>,
     /// Keys this version does not know, kept on rewrite.
     #[serde(flatten)]
@@ -127,6 +127,41 @@ impl Registry {
             extra: Map::new(),
         }
     }
+}
+
+/// The `processes` object, refusing a key that is not a valid process id or differs from its entry's `id` (the
+/// monitor, the API and the local client all address an entry by both): the error is raised right after that
+/// entry, so its line and column point there.
+fn processes_by_id<'de, D: serde::Deserializer<'de>>(
+    deserializer: D,
+) -> Result<BTreeMap<String, ProcessEntry>, D::Error> {
+    struct Entries;
+    impl<'de> serde::de::Visitor<'de> for Entries {
+        type Value = BTreeMap<String, ProcessEntry>;
+        fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("an object of process entries by id")
+        }
+        fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+            use serde::de::Error as _;
+            let mut entries = BTreeMap::new();
+            while let Some((key, entry)) = map.next_entry::<String, ProcessEntry>()? {
+                if let Err(err) = crate::validate_process_id(&key) {
+                    return Err(A::Error::custom(format!("processes: {err}")));
+                }
+                if entry.config.id != key {
+                    return Err(A::Error::custom(format!(
+                        "processes: the entry under {key:?} has id {:?}; the key and the id must be the same",
+                        entry.config.id
+                    )));
+                }
+                if entries.insert(key.clone(), entry).is_some() {
+                    return Err(A::Error::custom(format!("processes: {key:?} appears twice")));
+                }
+            }
+            Ok(entries)
+        }
+    }
+    deserializer.deserialize_map(Entries)
 }
 
 /// Which instance-dependent keys a registry file gives, `null` included (values skipped unread).
@@ -843,6 +878,28 @@ mod tests {
         let err = Registry::from_json(b"{\"instanceId\": \"watcher\",\n \"remoteAccess\": {\"remotePort\": \"x\"}}")
             .unwrap_err();
         assert_eq!(err.line(), 2, "{err}");
+    }
+
+    #[test]
+    fn process_keys_must_be_valid_ids_equal_to_the_entries_ids() {
+        let entry = |id: &str| json!({"id": id, "name": "n", "command": "/bin/true"});
+        let cases = [
+            (json!({"mismatch": entry("other")}), "has id \"other\""),
+            (json!({"../x": entry("../x")}), "invalid id \"../x\""),
+            (json!({"": entry("")}), "invalid id \"\""),
+        ];
+        for (processes, expected) in cases {
+            let text = serde_json::to_string_pretty(&json!({"instanceId": "default", "processes": processes})).unwrap();
+            let err = Registry::from_json(text.as_bytes()).unwrap_err();
+            assert!(err.to_string().contains(expected), "{err}");
+            assert!(err.line() > 1, "the error points into the processes object: {err}");
+        }
+        let text = r#"{"instanceId": "default", "processes": {"a": {"id": "a", "name": "n", "command": "/bin/true"},
+                        "a": {"id": "a", "name": "n", "command": "/bin/true"}}}"#;
+        let err = Registry::from_json(text.as_bytes()).unwrap_err();
+        assert!(err.to_string().contains("appears twice"), "{err}");
+        let text = json!({"instanceId": "default", "processes": {"a": entry("a")}}).to_string();
+        assert_eq!(Registry::from_json(text.as_bytes()).unwrap().processes["a"].config.id, "a");
     }
 
     #[test]
