@@ -44,6 +44,10 @@ type Reply<T> = oneshot::Sender<Result<T, Error>>;
 
 /// How often log sizes are checked when `logMaxBytes` is set.
 const ROTATE_EVERY: Duration = Duration::from_millis(500);
+/// How long a process is waited for after SIGKILL before it is given up as unkillable.
+const KILL_WAIT: Duration = Duration::from_secs(10);
+/// The least time between a failed spawn (missing executable, bad working directory) and the next attempt.
+const SPAWN_FAILURE_PAUSE: Duration = Duration::from_millis(100);
 
 /// A request to the actor.
 pub(crate) enum Cmd {
@@ -406,18 +410,26 @@ impl Actor {
         let deadline = Instant::now() + grace;
         let pgid = child.pid;
         if grace.is_zero() {
-            os::signal_group(pgid, libc::SIGKILL);
+            os::signal_leader(pgid, libc::SIGKILL);
         } else {
-            os::signal_group(pgid, libc::SIGTERM);
+            os::signal_leader(pgid, libc::SIGTERM);
             // A stopped (SIGSTOP) process only acts on SIGTERM once continued.
-            os::signal_group(pgid, libc::SIGCONT);
+            os::signal_leader(pgid, libc::SIGCONT);
         }
         let info = match tokio::time::timeout_at(deadline, child.watch.wait()).await {
             Ok(info) => info,
             Err(_) => {
                 tracing::warn!(process = %self.entry.config.id, pid = pgid, "did not stop in {grace:?}; killing its process group");
-                os::signal_group(pgid, libc::SIGKILL);
-                child.watch.wait().await
+                os::signal_leader(pgid, libc::SIGKILL);
+                match tokio::time::timeout(KILL_WAIT, child.watch.wait()).await {
+                    Ok(info) => info,
+                    Err(_) => {
+                        // Not ours to kill (another user's process, say): report it rather than wait forever.
+                        tracing::error!(process = %self.entry.config.id, pid = pgid, "still running {KILL_WAIT:?} after SIGKILL; no longer supervised");
+                        self.entry.last_error = Some(format!("pid {pgid} could not be killed; left running"));
+                        ExitInfo { code: None, signal: None }
+                    }
+                }
             }
         };
         // The leader is gone; give the rest of its group the remaining grace, then kill it.
@@ -467,7 +479,10 @@ impl Actor {
                     extra_env: &self.shared.extra_env,
                     owner: &self.shared.owner,
                 };
-                spawn::spawn(&self.entry.config, &ctx).map(|child| (child, run_dir))
+                spawn::spawn(&self.entry.config, &ctx).map(|child| (child, run_dir.clone())).inspect_err(|_| {
+                    // Nothing ran: the folder (two empty log files) would only push real runs out.
+                    let _ = std::fs::remove_dir_all(&run_dir);
+                })
             });
         self.entry.last_started_at = Some(now);
         match res {
@@ -505,6 +520,11 @@ impl Actor {
                 self.entry.last_error = Some(err.to_string());
                 self.entry.state = ProcessState::Crashed;
                 self.schedule_restart();
+                // A spawn that failed will not succeed a moment later: whatever the backoff says, wait a little,
+                // so that a zero delay cannot turn into a busy loop.
+                if let Some(at) = self.retry_at.as_mut() {
+                    *at = (*at).max(Instant::now() + SPAWN_FAILURE_PAUSE);
+                }
             }
         }
     }

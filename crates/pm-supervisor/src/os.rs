@@ -13,6 +13,21 @@ pub(crate) fn signal_group(pgid: u32, signal: i32) -> bool {
     unsafe { libc::kill(-pgid, signal) == 0 }
 }
 
+/// Sends `signal` to the process group led by `pid`, or, when `pid` leads no group (an adopted monitor started
+/// from a script without job control shares its parent's group), to `pid` alone. Never to PID 0, 1 or this
+/// process. Returns false when nothing could be signalled.
+pub(crate) fn signal_leader(pid: u32, signal: i32) -> bool {
+    if signal_group(pid, signal) {
+        return true;
+    }
+    let Ok(raw) = i32::try_from(pid) else { return false };
+    if raw <= 1 || pid == std::process::id() {
+        return false;
+    }
+    // SAFETY: kill(2) has no memory-safety preconditions; a positive pid addresses that one process.
+    unsafe { libc::kill(raw, signal) == 0 }
+}
+
 /// Whether any process (including a zombie) is still in the group `pgid`.
 pub(crate) fn group_exists(pgid: u32) -> bool {
     signal_group(pgid, 0)

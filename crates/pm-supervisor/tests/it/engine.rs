@@ -259,6 +259,28 @@ async fn missing_executable_gives_a_readable_error() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_spawn_failing_with_zero_backoff_forever_neither_spins_nor_fills_the_disk() {
+    let fx = Fixture::new();
+    let mut config = pm_core::ProcessConfig::new("ghost", "ghost", "/nonexistent/bin/ghost");
+    let mut restart = policy(1, &[]);
+    restart.retry_indefinitely = true;
+    restart.indefinite_interval_ms = 0;
+    config.restart_policy = Some(restart);
+    fx.sup.register(config).unwrap();
+    fx.wait("ghost", LONG, |e| e.restart_attempts >= 2).await;
+    let before = fx.sup.get("ghost").unwrap().restart_attempts;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let attempts = fx.sup.get("ghost").unwrap().restart_attempts - before;
+    // 100 ms apart at the least: about 10 in that second, not thousands.
+    assert!((2..=12).contains(&attempts), "{attempts} attempts in 1 s");
+    let runs = fx.sup.paths().run_dirs("ghost");
+    assert!(runs.is_empty(), "failed spawns leave no run folders: {runs:?}");
+    // The process's task still answers.
+    let stopped = tokio::time::timeout(Duration::from_secs(2), fx.sup.stop("ghost")).await;
+    assert_eq!(stopped.expect("stop answered in time").unwrap(), ProcessState::Stopped);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn logs_go_to_a_new_run_folder_per_start() {
     let fx = Fixture::new();
     let mut config = sh("talker", "echo out-line; echo err-line >&2; exit 1");
@@ -353,6 +375,25 @@ async fn monitor_start_adopts_a_running_process_instead_of_starting_another() {
         std::fs::read_to_string(&marker).unwrap().lines().count() == 2
     })
     .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_adopted_process_that_leads_no_group_is_still_stopped() {
+    let fx = Fixture::new();
+    // In the test's own process group, as a monitor started by a script without job control would be.
+    let mut stray = std::process::Command::new("/bin/sleep").arg("300").spawn().unwrap();
+    let pid = stray.id();
+    let mut entry = ProcessEntry::new(sh("grouped", "exec sleep 300"), Timestamp::now());
+    entry.state = ProcessState::Running;
+    entry.pid = Some(pid);
+    entry.pid_start_time = pm_registry::pid::start_time(pid);
+    entry.config.autostart = false;
+    fx.sup.resume(entry, false).unwrap();
+    fx.wait("grouped", LONG, |e| e.state == ProcessState::Running && e.pid == Some(pid)).await;
+    let stopped = tokio::time::timeout(Duration::from_secs(15), fx.sup.stop("grouped")).await;
+    assert_eq!(stopped.expect("the stop finished").unwrap(), ProcessState::Stopped);
+    let status = stray.wait().unwrap();
+    assert_eq!(std::os::unix::process::ExitStatusExt::signal(&status), Some(libc::SIGTERM), "{status:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
