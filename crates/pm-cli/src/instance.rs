@@ -387,6 +387,9 @@ fn restart(cli: &Cli, paths: &Paths) -> anyhow::Result<u8> {
 }
 
 fn signal(pid: u32, signal: i32) -> anyhow::Result<()> {
+    if pid <= 1 || pid == std::process::id() {
+        anyhow::bail!("refusing to signal pid {pid}: not a monitor this command may stop");
+    }
     let pid = i32::try_from(pid).context("pid out of range")?;
     // SAFETY: kill(2) has no memory-safety preconditions.
     if unsafe { libc::kill(pid, signal) } != 0 {

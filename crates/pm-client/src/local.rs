@@ -110,7 +110,7 @@ impl ProcessMonitorClient {
             Some(entry) => Ok(entry),
             None => Err(Error::NotFound(id.to_owned())),
         })?;
-        if let Some(pid) = removed.pid {
+        if let Some(pid) = pm_registry::pid::live_pid_of(&removed) {
             let deadline = Instant::now() + self.wait_timeout + Duration::from_millis(removed.config.stop_timeout_ms());
             while pm_registry::pid::is_same_process(pid, removed.pid_start_time) && Instant::now() < deadline {
                 std::thread::sleep(POLL);
@@ -325,7 +325,7 @@ impl ProcessMonitorClient {
             stored.pending_action = Some(PendingAction::Stop);
             Ok(stored.clone())
         })?;
-        if let Some(pid) = entry.pid.filter(|pid| pm_registry::pid::is_same_process(*pid, entry.pid_start_time)) {
+        if let Some(pid) = pm_registry::pid::live_pid_of(&entry) {
             crate::kill::stop_group(pid, entry.pid_start_time, Duration::from_millis(entry.config.stop_timeout_ms()));
         }
         let status = self.transaction(|registry| {

@@ -20,9 +20,32 @@ impl Timestamp {
         Timestamp(OffsetDateTime::now_utc())
     }
 
-    /// Wraps a date-time, converting it to UTC.
+    /// Wraps a date-time, converting it to UTC; one that cannot be expressed in UTC (within a day of the
+    /// supported range's ends) is clamped to the nearest end.
     pub fn from_datetime(at: OffsetDateTime) -> Timestamp {
-        Timestamp(at.to_offset(UtcOffset::UTC))
+        Timestamp::checked(at).unwrap_or_else(|| {
+            let end = if at.year() > 0 { PrimitiveDateTime::MAX } else { PrimitiveDateTime::MIN };
+            Timestamp(end.assume_utc())
+        })
+    }
+
+    /// Converts a date-time to UTC; `None` when it falls outside the supported range in UTC.
+    pub fn checked(at: OffsetDateTime) -> Option<Timestamp> {
+        at.checked_to_offset(UtcOffset::UTC).map(Timestamp)
+    }
+
+    /// This time plus `millis` milliseconds, clamped to the end of the supported range.
+    pub fn plus_millis(self, millis: i64) -> Timestamp {
+        match self.0.checked_add(time::Duration::milliseconds(millis)) {
+            Some(at) => Timestamp(at),
+            None => self,
+        }
+    }
+
+    /// As a system time (`None` before the Unix epoch, which no process start can be).
+    pub fn to_system_time(self) -> Option<std::time::SystemTime> {
+        let nanos = u64::try_from(self.0.unix_timestamp_nanos()).ok()?;
+        Some(std::time::UNIX_EPOCH + std::time::Duration::from_nanos(nanos))
     }
 
     /// The wrapped date-time (UTC).
@@ -44,14 +67,14 @@ impl Timestamp {
     /// Like [`Timestamp::parse`], with the offset that a zone-less text is taken to be in given explicitly.
     pub fn parse_with_local_offset(text: &str, local: UtcOffset) -> Option<Timestamp> {
         if let Ok(at) = OffsetDateTime::parse(text, &Rfc3339) {
-            return Some(Timestamp::from_datetime(at));
+            return Timestamp::checked(at);
         }
         let zoneless = format_description!(
             version = 2,
             "[year]-[month]-[day][first [T][ ]][hour]:[minute]:[second][optional [.[subsecond]]]"
         );
         let naive = PrimitiveDateTime::parse(text, &zoneless).ok()?;
-        Some(Timestamp::from_datetime(naive.assume_offset(local)))
+        Timestamp::checked(naive.assume_offset(local))
     }
 
     /// Formats as `YYYYMMDD_HHMMSS` (UTC), the form used in log file and folder names.
@@ -142,6 +165,18 @@ mod tests {
         check("2026-01-24T12:30:00.500+02:00", Some("2026-01-24T10:30:00.500Z"));
         check("2026-01-24T05:00:00-05:30", Some("2026-01-24T10:30:00.000Z"));
         check("2026-01-01T01:00:00+03:00", Some("2025-12-31T22:00:00.000Z"));
+    }
+
+    #[test]
+    fn times_beyond_the_range_in_utc_are_refused_not_a_panic() {
+        check("9999-12-31T23:59:59-01:00", None);
+        check("9999-12-31T23:59:59Z", Some("9999-12-31T23:59:59.000Z"));
+        let last = Timestamp::parse("9999-12-31T23:59:59.999Z").unwrap();
+        assert_eq!(last.plus_millis(1), last, "clamped at the end of the range");
+        assert!(serde_json::from_str::<Timestamp>("\"9999-12-31T23:59:59-01:00\"").is_err());
+        let first = Timestamp::parse("1970-01-01T00:00:01Z").unwrap();
+        assert_eq!(first.to_system_time(), Some(std::time::UNIX_EPOCH + std::time::Duration::from_secs(1)));
+        assert_eq!(Timestamp::parse("1969-12-31T23:59:59Z").unwrap().to_system_time(), None);
     }
 
     #[test]

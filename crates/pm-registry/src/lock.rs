@@ -39,9 +39,10 @@ pub struct LockInfo {
 }
 
 impl LockInfo {
-    /// Whether the holder described is still running (same PID and, if recorded, same start time).
+    /// Whether the holder described is still running: same PID and start time, or, for a lock without a start
+    /// time (the guide's format), a live PID that started no later than the lock was taken.
     pub fn is_live(&self) -> bool {
-        pid::is_same_process(self.pid, self.start_time)
+        pid::matches_record(self.pid, self.start_time, self.timestamp.to_system_time())
     }
 
     fn belongs_to(&self, other: &LockInfo) -> bool {

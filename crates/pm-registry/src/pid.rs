@@ -106,6 +106,64 @@ pub fn is_same_process(pid: u32, start_time: Option<u64>) -> bool {
     }
 }
 
+/// When `pid` started, as wall-clock time: the boot time of `/proc/stat` (whole seconds) plus its start time in
+/// clock ticks. `None` when the process is gone or the platform does not tell.
+pub fn started_at(pid: u32) -> Option<std::time::SystemTime> {
+    #[cfg(target_os = "linux")]
+    {
+        let ticks = start_time(pid)?;
+        let boot = boot_time()?;
+        // SAFETY: sysconf has no preconditions.
+        let per_second = u64::try_from(unsafe { libc::sysconf(libc::_SC_CLK_TCK) }).ok().filter(|hz| *hz > 0)?;
+        let since_boot = std::time::Duration::from_millis(ticks.saturating_mul(1000) / per_second);
+        boot.checked_add(since_boot)
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        let _ = pid;
+        None
+    }
+}
+
+#[cfg(target_os = "linux")]
+fn boot_time() -> Option<std::time::SystemTime> {
+    static BOOT: OnceLock<Option<std::time::SystemTime>> = OnceLock::new();
+    *BOOT.get_or_init(|| {
+        let stat = std::fs::read_to_string("/proc/stat").ok()?;
+        let seconds: u64 = stat.lines().find_map(|line| line.strip_prefix("btime "))?.trim().parse().ok()?;
+        std::time::UNIX_EPOCH.checked_add(std::time::Duration::from_secs(seconds))
+    })
+}
+
+/// Whether `pid` is alive and is the process a record names. With the start time the record kept, that decides.
+/// Records without one (the guide's lock format, registries written before start times were kept) give the
+/// moment the process was already running (`running_at`: a lock's timestamp, an entry's `lastStartedAt`): a
+/// later process reusing the PID started after it, so a process that started more than two seconds later (the
+/// boot time is known to the second) is not the one. With neither, a live PID is not trusted to be the process:
+/// nothing is adopted or signalled on a guess. Where start times cannot be read at all, a live PID is taken.
+pub fn matches_record(pid: u32, start_time: Option<u64>, running_at: Option<std::time::SystemTime>) -> bool {
+    if start_time.is_some() {
+        return is_same_process(pid, start_time);
+    }
+    if pid <= 1 || !alive(pid) {
+        return false;
+    }
+    if !cfg!(target_os = "linux") {
+        return true;
+    }
+    match (running_at, started_at(pid)) {
+        (Some(running_at), Some(started)) => started <= running_at + std::time::Duration::from_secs(2),
+        _ => false,
+    }
+}
+
+/// The PID of a registry entry's process when that process still runs: checked by [`matches_record`] against
+/// the entry's start time, or, without one, against its `lastStartedAt`.
+pub fn live_pid_of(entry: &pm_core::ProcessEntry) -> Option<u32> {
+    let running_at = entry.last_started_at.and_then(pm_core::Timestamp::to_system_time);
+    entry.pid.filter(|pid| matches_record(*pid, entry.pid_start_time, running_at))
+}
+
 /// Whether the process group `pgid` still has a member that is not a zombie.
 ///
 /// Members of a stopped service's group that already exited stay zombies until their new parent (often
@@ -176,6 +234,26 @@ mod tests {
         check("no parenthesis at all", None);
         check("", None);
         check(&format!("4321 (sleep) S {}", TAIL.replace("987654", "x")), None);
+    }
+
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn a_record_without_start_time_matches_only_a_process_running_by_its_time() {
+        use std::time::{Duration, SystemTime};
+        let me = std::process::id();
+        let started = started_at(me).expect("our own start");
+        let now = SystemTime::now();
+        assert!(started <= now && now.duration_since(started).unwrap() < Duration::from_secs(3600), "{started:?}");
+        // Recorded now: this process was running then.
+        assert!(matches_record(me, None, Some(now)));
+        // Recorded an hour before this process started: the PID was someone else's then.
+        assert!(!matches_record(me, None, Some(started - Duration::from_secs(3600))));
+        // Nothing to tell by: not trusted.
+        assert!(!matches_record(me, None, None));
+        // PID 1 is never a record's process; a start time decides when there is one.
+        assert!(!matches_record(1, None, Some(now)));
+        assert!(matches_record(me, start_time(me), None));
+        assert!(!matches_record(me, start_time(me).map(|ticks| ticks + 1), Some(now)));
     }
 
     #[test]

@@ -156,9 +156,7 @@ impl Store {
         if registry != before {
             // Strictly after the previous write even within one millisecond (the written precision).
             let now = Timestamp::now();
-            let after_previous = before
-                .last_modified
-                .map(|previous| Timestamp::from_datetime(previous.datetime() + time::Duration::milliseconds(1)));
+            let after_previous = before.last_modified.map(|previous| previous.plus_millis(1));
             registry.last_modified = Some(after_previous.filter(|next| *next > now).unwrap_or(now));
             self.save_locked(&registry, existed)?;
         }

@@ -235,21 +235,27 @@ impl Actor {
     async fn begin(&mut self, begin: Begin) {
         let entry = &self.entry;
         if !entry.config.enabled {
+            // Disabled while a monitor was stopping it (and was killed meanwhile): finish the stop rather than
+            // leave it running unsupervised.
+            let live = matches!(begin, Begin::MonitorStart { .. }).then(|| pm_registry::pid::live_pid_of(entry));
+            if let Some(pid) = live.flatten() {
+                self.adopt(pid, self.entry.pid_start_time);
+                self.stop_child(ProcessState::Disabled).await;
+                return;
+            }
             self.entry.state = ProcessState::Disabled;
             self.entry.pid = None;
             self.publish();
             return;
         }
         if let Begin::MonitorStart { boot } = begin {
-            if let Some(pid) = entry.pid {
-                if pm_registry::pid::is_same_process(pid, entry.pid_start_time) {
-                    let was_stopping = entry.state == ProcessState::Stopping;
-                    self.adopt(pid, entry.pid_start_time);
-                    if was_stopping {
-                        self.stop_child(ProcessState::Stopped).await;
-                    }
-                    return;
+            if let Some(pid) = pm_registry::pid::live_pid_of(entry) {
+                let was_stopping = entry.state == ProcessState::Stopping;
+                self.adopt(pid, entry.pid_start_time);
+                if was_stopping {
+                    self.stop_child(ProcessState::Stopped).await;
                 }
+                return;
             }
             match self.entry.state {
                 ProcessState::Starting | ProcessState::Running | ProcessState::Crashed => {

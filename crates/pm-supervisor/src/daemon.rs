@@ -188,7 +188,7 @@ async fn run_locked(config: DaemonConfig) -> Result<Exit, Error> {
         // A stop asked for while no monitor ran (or while this one was starting) is honoured, not undone.
         let stop_requested = entry.pending_action == Some(pm_core::PendingAction::Stop);
         let found = orphans.remove(&entry.config.id).unwrap_or_default();
-        let known = entry.pid.filter(|pid| pm_registry::pid::is_same_process(*pid, entry.pid_start_time));
+        let known = pm_registry::pid::live_pid_of(&entry);
         let mut keep = known;
         for (pid, start_time) in found {
             if Some(pid) == keep {

@@ -177,9 +177,14 @@ fn our_own_pid_is_stale_only_with_another_start_time() {
     assert_eq!(InstanceLock::holder(&paths).unwrap().map(|info| info.pid), Some(own_pid));
     assert_locked_by(InstanceLock::acquire(&paths, SHORT), own_pid);
 
-    // No start time recorded: a live PID counts as the holder.
-    write_lock(&paths, &json!({"pid": own_pid, "timestamp": "2026-01-24T10:30:00.000Z"}));
+    // No start time recorded (the guide's format): a live PID that was already running when the lock was taken
+    // counts as the holder ...
+    write_lock(&paths, &json!({"pid": own_pid, "timestamp": Timestamp::now()}));
     assert_locked_by(InstanceLock::acquire(&paths, SHORT), own_pid);
+    // ... one that started after the lock was taken only reuses the PID: the lock is stale.
+    write_lock(&paths, &json!({"pid": own_pid, "timestamp": "2026-01-24T10:30:00.000Z"}));
+    assert_eq!(InstanceLock::holder(&paths).unwrap(), None);
+    acquire_quickly(&paths).release().unwrap();
 }
 
 #[test]

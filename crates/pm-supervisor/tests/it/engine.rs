@@ -378,6 +378,24 @@ async fn monitor_start_adopts_a_running_process_instead_of_starting_another() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_disabled_entry_whose_process_still_runs_is_stopped_at_monitor_start() {
+    let fx = Fixture::new();
+    let mut orphan = spawn_orphan(&fx.file("marker"));
+    let pid = orphan.id();
+    // Disabled while the previous monitor was stopping it, and that monitor was killed before it finished.
+    let mut entry = ProcessEntry::new(sh("off", "exec sleep 300"), Timestamp::now());
+    entry.config.enabled = false;
+    entry.state = ProcessState::Stopping;
+    entry.pid = Some(pid);
+    entry.pid_start_time = pm_registry::pid::start_time(pid);
+    fx.sup.resume(entry, false).unwrap();
+    let entry = fx.wait("off", LONG, |e| e.state == ProcessState::Disabled && e.pid.is_none()).await;
+    assert_eq!(entry.pid, None);
+    let status = orphan.wait().unwrap();
+    assert_eq!(std::os::unix::process::ExitStatusExt::signal(&status), Some(libc::SIGTERM), "{status:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_adopted_process_that_leads_no_group_is_still_stopped() {
     let fx = Fixture::new();
     // In the test's own process group, as a monitor started by a script without job control would be.
