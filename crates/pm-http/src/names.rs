@@ -16,8 +16,10 @@ use tokio::sync::Semaphore;
 const CACHE_TTL: Duration = Duration::from_secs(60);
 /// Time allowed for the reverse plus forward lookup of one request.
 const LOOKUP_TIMEOUT: Duration = Duration::from_secs(1);
-/// Lookups running at once; when all are busy a peer gets no names (and so no hostname trust).
-const MAX_LOOKUPS: usize = 16;
+/// Lookups running at once; when all are busy a peer gets no names (and so no hostname trust). A lookup holds a
+/// thread of the blocking pool until the resolver gives up, well past the request's timeout, so this stays far
+/// below the pool's size (16 in the daemon): slow DNS for untrusted peers cannot starve registry and log work.
+const MAX_LOOKUPS: usize = 4;
 /// Cached addresses kept at most.
 const MAX_CACHED: usize = 4096;
 
