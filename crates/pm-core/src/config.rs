@@ -129,6 +129,9 @@ impl ProcessConfig {
         if self.log_keep.is_some_and(|keep| keep > 100) {
             return invalid("logKeep (at most 100)");
         }
+        if self.stop_timeout_ms.is_some_and(|ms| ms > MAX_STOP_TIMEOUT_MS) {
+            return invalid("stopTimeoutMs (at most 3600000, one hour)");
+        }
         if let Some(policy) = &self.restart_policy {
             if policy.backoff_intervals_ms.len() > 1000 {
                 return invalid("restartPolicy.backoffIntervalsMs (at most 1000 entries)");
@@ -156,6 +159,10 @@ impl ProcessConfig {
         Ok(())
     }
 }
+
+/// The longest stop timeout accepted: beyond it a stop that never escalates to SIGKILL would hold up the
+/// monitor's shutdown indefinitely.
+const MAX_STOP_TIMEOUT_MS: u64 = 3_600_000;
 
 /// How crashes are retried (wire name `RestartPolicy`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -154,6 +154,9 @@ fn processes_by_id<'de, D: serde::Deserializer<'de>>(
                         entry.config.id
                     )));
                 }
+                if let Err(err) = entry.config.validate() {
+                    return Err(A::Error::custom(format!("processes: entry {key:?}: {err}")));
+                }
                 if entries.insert(key.clone(), entry).is_some() {
                     return Err(A::Error::custom(format!("processes: {key:?} appears twice")));
                 }
@@ -887,6 +890,14 @@ mod tests {
             (json!({"mismatch": entry("other")}), "has id \"other\""),
             (json!({"../x": entry("../x")}), "invalid id \"../x\""),
             (json!({"": entry("")}), "invalid id \"\""),
+            (
+                json!({"big": {"id": "big", "name": "n", "command": "/bin/true", "logKeep": 4294967295u64}}),
+                "entry \"big\": Missing or invalid field: logKeep",
+            ),
+            (
+                json!({"slow": {"id": "slow", "name": "n", "command": "/bin/true", "stopTimeoutMs": 86400000}}),
+                "entry \"slow\": Missing or invalid field: stopTimeoutMs",
+            ),
         ];
         for (processes, expected) in cases {
             let text = serde_json::to_string_pretty(&json!({"instanceId": "default", "processes": processes})).unwrap();
