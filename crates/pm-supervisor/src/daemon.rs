@@ -190,19 +190,26 @@ async fn run_locked(config: DaemonConfig) -> Result<Exit, Error> {
         let found = orphans.remove(&entry.config.id).unwrap_or_default();
         let known = pm_registry::pid::live_pid_of(&entry);
         let mut keep = known;
-        for (pid, start_time) in found {
+        for found in found {
+            let pid = found.pid;
             if Some(pid) == keep {
                 continue;
             }
-            if keep.is_none() {
+            let Some(kept) = keep else {
                 tracing::warn!(process = %entry.config.id, pid, "found a running copy the registry did not record; adopting it");
                 entry.pid = Some(pid);
-                entry.pid_start_time = start_time;
+                entry.pid_start_time = found.start_time;
                 // The recorded run is gone and this is a newer one: it runs (a stop in the record was about
                 // the old run).
                 entry.state = pm_core::ProcessState::Running;
                 keep = Some(pid);
-            } else if !entry.config.partner {
+                continue;
+            };
+            // A second copy runs the same command line; anything else that carries the id (a detached helper
+            // whose parent is gone) is the process's own business.
+            if entry.config.partner || found.cmdline != crate::orphans::cmdline(kept) {
+                tracing::info!(process = %entry.config.id, pid, "leaving running a detached process of this id");
+            } else {
                 tracing::warn!(process = %entry.config.id, pid, "stopping a duplicate copy started by an earlier monitor");
                 stop_stray(pid);
             }
@@ -226,7 +233,7 @@ async fn run_locked(config: DaemonConfig) -> Result<Exit, Error> {
         // stopped it was killed. Nothing supervises it any more, so it is stopped, unless it is a monitor of this
         // home (a partner dropped by standalone mode keeps running: it holds its instance lock).
         let monitor = sup.live_instance(&id).map(|(pid, _)| pid);
-        for (pid, _) in strays {
+        for pid in strays.into_iter().map(|found| found.pid) {
             if Some(pid) == monitor {
                 tracing::info!(instance = %id, pid, "a monitor started by an earlier one runs unsupervised; left running");
             } else {

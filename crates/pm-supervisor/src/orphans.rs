@@ -17,13 +17,29 @@ pub(crate) fn owner_key(paths: &pm_registry::Paths) -> String {
     format!("{}#{}", paths.root().display(), paths.instance_id())
 }
 
-/// Live process-group leaders started by the monitor `owner`, by process id: (PID, start time).
+/// A process found at start-up that a monitor of this folder and instance started.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Found {
+    /// Its PID (it leads its process group).
+    pub(crate) pid: u32,
+    /// Its start time (clock ticks since boot).
+    pub(crate) start_time: Option<u64>,
+    /// Its command line, NUL-separated as in `/proc/{pid}/cmdline`.
+    pub(crate) cmdline: Vec<u8>,
+}
+
+/// Live process-group leaders started by the monitor `owner`, by process id, earliest started first.
+///
+/// A managed process's own descendants inherit its environment; those that lead a group of their own (a helper
+/// started with `setsid`, a detached worker) are not copies of it. A leader whose parent carries the same
+/// process id is such a descendant and is left out.
 #[cfg(target_os = "linux")]
-pub(crate) fn scan(owner: &str) -> HashMap<String, Vec<(u32, Option<u64>)>> {
-    let mut res: HashMap<String, Vec<(u32, Option<u64>)>> = HashMap::new();
-    let Ok(entries) = std::fs::read_dir("/proc") else { return res };
+pub(crate) fn scan(owner: &str) -> HashMap<String, Vec<Found>> {
+    let Ok(entries) = std::fs::read_dir("/proc") else { return HashMap::new() };
     let owner_entry = format!("{OWNER_VAR}={owner}");
     let id_prefix = format!("{PROCESS_VAR}=");
+    // Every process carrying the owner key, with its process id.
+    let mut carriers: HashMap<u32, String> = HashMap::new();
     for entry in entries.flatten() {
         let Some(pid) = entry.file_name().to_str().and_then(|name| name.parse::<u32>().ok()) else { continue };
         let Ok(environ) = std::fs::read(format!("/proc/{pid}/environ")) else { continue };
@@ -36,24 +52,44 @@ pub(crate) fn scan(owner: &str) -> HashMap<String, Vec<(u32, Option<u64>)>> {
                 id = Some(String::from_utf8_lossy(value).into_owned());
             }
         }
-        let (true, Some(id)) = (owned, id) else { continue };
-        if !is_group_leader(pid) || !pm_registry::pid::alive(pid) {
+        if let (true, Some(id)) = (owned, id) {
+            carriers.insert(pid, id);
+        }
+    }
+    let mut res: HashMap<String, Vec<Found>> = HashMap::new();
+    for (&pid, id) in &carriers {
+        let Some((pgrp, ppid)) = group_and_parent(pid) else { continue };
+        let descendant = carriers.get(&ppid).is_some_and(|parent_id| parent_id == id);
+        if pgrp != pid || descendant || !pm_registry::pid::alive(pid) {
             continue;
         }
-        res.entry(id).or_default().push((pid, pm_registry::pid::start_time(pid)));
+        let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+        res.entry(id.clone()).or_default().push(Found { pid, start_time: pm_registry::pid::start_time(pid), cmdline });
+    }
+    for found in res.values_mut() {
+        found.sort_by_key(|found| (found.start_time.unwrap_or(u64::MAX), found.pid));
     }
     res
 }
 
 #[cfg(not(target_os = "linux"))]
-pub(crate) fn scan(_owner: &str) -> HashMap<String, Vec<(u32, Option<u64>)>> {
+pub(crate) fn scan(_owner: &str) -> HashMap<String, Vec<Found>> {
     HashMap::new()
 }
 
+/// The command line of a live process (empty when it cannot be read).
+pub(crate) fn cmdline(pid: u32) -> Vec<u8> {
+    std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default()
+}
+
+/// (process group, parent) of a process, from `/proc/{pid}/stat`.
 #[cfg(target_os = "linux")]
-fn is_group_leader(pid: u32) -> bool {
-    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else { return false };
-    let Some(close) = stat.rfind(')') else { return false };
+fn group_and_parent(pid: u32) -> Option<(u32, u32)> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let close = stat.rfind(')')?;
     // After the command: state, ppid, pgrp.
-    stat[close + 1..].split_whitespace().nth(2).and_then(|pgrp| pgrp.parse::<u32>().ok()) == Some(pid)
+    let mut fields = stat[close + 1..].split_whitespace().skip(1);
+    let ppid = fields.next()?.parse().ok()?;
+    let pgrp = fields.next()?.parse().ok()?;
+    Some((pgrp, ppid))
 }

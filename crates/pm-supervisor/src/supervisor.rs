@@ -249,8 +249,9 @@ impl Supervisor {
     }
 
     /// Live process-group leaders this monitor (same folder and instance) started earlier, by process id, found
-    /// through the environment every child carries. Linux only; empty elsewhere.
-    pub fn orphans(&self) -> std::collections::HashMap<String, Vec<(u32, Option<u64>)>> {
+    /// through the environment every child carries, earliest started first; descendants of a managed process
+    /// that lead a group of their own are left out. Linux only; empty elsewhere.
+    pub(crate) fn orphans(&self) -> std::collections::HashMap<String, Vec<crate::orphans::Found>> {
         crate::orphans::scan(&self.shared.owner)
     }
 

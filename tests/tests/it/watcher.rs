@@ -347,3 +347,45 @@ fn stop_right_after_a_self_restart_goes_through_the_watcher_and_stays_stopped() 
     assert_eq!(home.holder("default"), None, "the watcher restarted a stopped default");
     assert!(home.answers(home.watcher_ports));
 }
+
+/// Kills one process when dropped (a process the monitor does not track).
+struct KillOnDrop(u32);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        kill9(self.0);
+    }
+}
+
+#[test]
+fn a_detached_helper_of_a_managed_process_is_not_taken_for_a_copy() {
+    let Some(home) = Home::new(3000) else { return };
+    // The service starts a helper in a session (and group) of its own, which inherits its environment.
+    let helper_file = home.dir.join("helper.pid");
+    let mut config = pm_core::ProcessConfig::new("server", "server", "/bin/sh");
+    let script = format!("setsid sleep 600 & echo $! > {}; exec sleep 600", helper_file.display());
+    config.args = vec!["-c".to_owned(), script];
+    home.edit("default", |registry| {
+        registry.processes.insert("server".to_owned(), pm_core::ProcessEntry::new(config, pm_core::Timestamp::now()));
+    });
+    let port = home.default_ports.alive.to_string();
+    let (code, out, err) = home.cli(false, &["--standalone", "--aliveness-port", &port]);
+    assert_eq!(code, 0, "{out}{err}");
+    home.wait_until(LONG, "the server and its helper run", || {
+        home.child_pid("default", "server").is_some()
+            && std::fs::read_to_string(&helper_file).is_ok_and(|text| text.trim().parse::<u32>().is_ok())
+    });
+    let helper: u32 = std::fs::read_to_string(&helper_file).unwrap().trim().parse().unwrap();
+    let _helper = KillOnDrop(helper);
+    let server = home.child_pid("default", "server").unwrap();
+    assert!(pm_registry::pid::alive(helper));
+
+    kill9(home.holder("default").unwrap());
+    home.wait_until(LONG, "lock stale", || home.holder("default").is_none());
+    let (code, out, err) = home.cli(false, &["--standalone"]);
+    assert_eq!(code, 0, "{out}{err}");
+    home.wait_until(LONG, "the server adopted", || home.child_pid("default", "server") == Some(server));
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(pm_registry::pid::alive(helper), "the helper was taken for a second copy and stopped");
+    assert!(pm_registry::pid::alive(server));
+}
