@@ -15,14 +15,25 @@ use crate::os::{self, ExitWatch};
 use crate::spawn::{self, SpawnContext};
 use crate::Shared;
 
+/// Revisions of the configuration fields a process's task changes itself; the registry writer stores a field
+/// when its revision moved since it last wrote it, and leaves the others as the file has them (a local client
+/// may have changed them meanwhile).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ConfigRevs {
+    /// Revision of `enabled`.
+    pub enabled: u64,
+    /// Revision of `autostart`.
+    pub autostart: u64,
+}
+
 /// What a status query or the registry writer sees of one process.
 #[derive(Debug, Clone)]
 pub struct Snapshot {
     /// The entry as the actor holds it.
     pub entry: ProcessEntry,
-    /// Bumped whenever the actor itself changed the configuration (enable, disable, autostart, a startup
-    /// check that disabled the process), so the writer knows to store the configuration too.
-    pub config_rev: u64,
+    /// Bumped whenever the actor itself changed a field of the configuration (enable, disable, autostart, a
+    /// startup check that disabled the process), so the writer knows to store that field.
+    pub config_rev: ConfigRevs,
     /// When the current run started (monotonic), for uptime.
     pub running_since: Option<std::time::Instant>,
     /// Counters since this monitor took the process over.
@@ -119,7 +130,7 @@ enum Event {
 
 pub(crate) struct Actor {
     entry: ProcessEntry,
-    config_rev: u64,
+    config_rev: ConfigRevs,
     shared: Arc<Shared>,
     publish: watch::Sender<Snapshot>,
     rx: mpsc::Receiver<Cmd>,
@@ -142,13 +153,13 @@ impl Actor {
     ) -> (Actor, watch::Receiver<Snapshot>) {
         let (publish, snapshot) = watch::channel(Snapshot {
             entry: entry.clone(),
-            config_rev: 0,
+            config_rev: ConfigRevs::default(),
             running_since: None,
             counters: Counters::default(),
         });
         let actor = Actor {
             entry,
-            config_rev: 0,
+            config_rev: ConfigRevs::default(),
             shared,
             publish,
             rx,
@@ -317,13 +328,13 @@ impl Actor {
             }
             Cmd::SetEnabled(enabled, reply) => {
                 self.set_enabled(enabled).await;
-                self.config_rev += 1;
+                self.config_rev.enabled += 1;
                 self.publish();
                 let _ = reply.send(Ok(()));
             }
             Cmd::SetAutostart(autostart, reply) => {
                 self.entry.config.autostart = autostart;
-                self.config_rev += 1;
+                self.config_rev.autostart += 1;
                 self.publish();
                 let _ = reply.send(Ok(()));
             }
@@ -712,7 +723,7 @@ impl Actor {
                     FailAction::Disable => {
                         self.entry.config.enabled = false;
                         self.entry.state = ProcessState::Disabled;
-                        self.config_rev += 1;
+                        self.config_rev.enabled += 1;
                         self.publish();
                     }
                     FailAction::Fail => {

@@ -49,7 +49,7 @@ mod spawn;
 mod supervisor;
 mod watch;
 
-pub use actor::{Counters, Snapshot};
+pub use actor::{ConfigRevs, Counters, Snapshot};
 pub use daemon::{Daemon, DaemonConfig, Error, Exit};
 pub use resources::group_memory;
 pub use supervisor::{Supervisor, SupervisorConfig};

@@ -13,7 +13,7 @@ use pm_core::{
 use pm_registry::{FileStamp, Store};
 use tokio::sync::mpsc;
 
-use crate::actor::Begin;
+use crate::actor::{Begin, ConfigRevs};
 use crate::Supervisor;
 
 /// How long an API call waits for the registry lock before it answers "busy".
@@ -29,8 +29,8 @@ pub(crate) enum DaemonEvent {
 /// What the daemon knows about the registry file.
 #[derive(Default)]
 pub(crate) struct RegistrySync {
-    /// Config revision of each process last written to the file.
-    written_rev: HashMap<String, u64>,
+    /// Config revisions of each process last written to the file.
+    written_rev: HashMap<String, ConfigRevs>,
     /// Stamp of the file at the last reconcile.
     last_stamp: Option<FileStamp>,
 }
@@ -83,10 +83,15 @@ impl Monitor {
                     let id = &snapshot.entry.config.id;
                     let Some(stored) = registry.processes.get_mut(id) else { continue };
                     merge_runtime(stored, &snapshot.entry);
-                    if snapshot.config_rev > written.get(id).copied().unwrap_or(0) {
+                    let (revs_now, before) = (snapshot.config_rev, written.get(id).copied().unwrap_or_default());
+                    if revs_now.enabled > before.enabled {
                         stored.config.enabled = snapshot.entry.config.enabled;
+                    }
+                    if revs_now.autostart > before.autostart {
                         stored.config.autostart = snapshot.entry.config.autostart;
-                        revs.push((id.clone(), snapshot.config_rev));
+                    }
+                    if revs_now != before {
+                        revs.push((id.clone(), revs_now));
                     }
                 }
                 Ok(revs)
@@ -128,14 +133,17 @@ impl Monitor {
         if stamp == sync.last_stamp {
             return Ok(());
         }
-        let memory: BTreeMap<String, (ProcessConfig, bool)> = self
+        // Per process: the configuration in memory and which of its fields the task changed since they were last
+        // written (those keep memory's value; the file's edits of every other field are taken up).
+        let memory: BTreeMap<String, (ProcessConfig, bool, bool)> = self
             .sup
             .snapshots()
             .into_iter()
             .map(|snapshot| {
                 let id = snapshot.entry.config.id.clone();
-                let dirty = snapshot.config_rev > sync.written_rev.get(&id).copied().unwrap_or(0);
-                (id, (snapshot.entry.config, dirty))
+                let written = sync.written_rev.get(&id).copied().unwrap_or_default();
+                let revs = snapshot.config_rev;
+                (id, (snapshot.entry.config, revs.enabled > written.enabled, revs.autostart > written.autostart))
             })
             .collect();
         let known: Vec<String> = memory.keys().cloned().collect();
@@ -154,9 +162,16 @@ impl Monitor {
                     }
                     match memory.get(id) {
                         None => plan.added.push(stored.clone()),
-                        Some((config, dirty)) => {
-                            if !dirty && *config != stored.config {
-                                plan.changed.push(stored.config.clone());
+                        Some((config, enabled_dirty, autostart_dirty)) => {
+                            let mut wanted = stored.config.clone();
+                            if *enabled_dirty {
+                                wanted.enabled = config.enabled;
+                            }
+                            if *autostart_dirty {
+                                wanted.autostart = config.autostart;
+                            }
+                            if wanted != *config {
+                                plan.changed.push(wanted);
                             }
                         }
                     }
@@ -465,4 +480,82 @@ pub(crate) fn snapshot_status(snapshot: &crate::Snapshot) -> ProcessStatus {
     status.check_failures_total = Some(snapshot.counters.check_failures);
     status.last_check_ms = snapshot.counters.last_check.map(|took| took.as_secs_f64() * 1000.0);
     status
+}
+
+#[cfg(test)]
+mod tests {
+    use pm_core::{ProcessConfig, ProcessEntry, ProcessState, Registry, Settings, Timestamp};
+    use pm_http::ControlPlane;
+    use pm_registry::{Paths, Store};
+
+    use super::*;
+    use crate::SupervisorConfig;
+
+    /// A monitor over a fresh registry holding one stopped process `job` (enabled, autostart), not started.
+    async fn monitor_with_job(root: &std::path::Path) -> Arc<Monitor> {
+        let paths = Paths::new(root, "default").unwrap();
+        let store = Arc::new(Store::new(paths.clone()));
+        let mut entry = ProcessEntry::new(ProcessConfig::new("job", "job", "/bin/true"), Timestamp::now());
+        entry.state = ProcessState::Stopped;
+        entry.last_started_at = Some(Timestamp::now());
+        entry.last_stopped_at = Some(Timestamp::now());
+        let stored = entry.clone();
+        store
+            .transaction(Duration::from_secs(5), move |registry: &mut Registry| {
+                registry.processes.insert("job".to_owned(), stored);
+                Ok::<_, pm_registry::Error>(())
+            })
+            .unwrap();
+        let sup = Supervisor::new(SupervisorConfig {
+            paths: paths.clone(),
+            keep_runs: 10,
+            default_cwd: root.to_path_buf(),
+            extra_env: Vec::new(),
+        });
+        sup.resume(entry, false).unwrap();
+        let (events, _) = mpsc::unbounded_channel();
+        let registry = store.load().unwrap();
+        let monitor = Arc::new(Monitor {
+            instance_id: "default".to_owned(),
+            pid: std::process::id(),
+            started_at: Timestamp::now(),
+            started: std::time::Instant::now(),
+            store,
+            sup,
+            sync: tokio::sync::Mutex::new(RegistrySync::default()),
+            settings: RwLock::new(Settings::of(&registry)),
+            standalone_override: true,
+            stopping: Default::default(),
+            events,
+            ports: RwLock::new((None, None)),
+            resources: Default::default(),
+            template: std::sync::Mutex::new(registry),
+        });
+        monitor.reconcile().await.unwrap();
+        monitor
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_local_edit_survives_an_api_change_of_another_field_stored_before_it_was_read() {
+        let root = std::env::temp_dir().join(format!("pm-monitor-merge-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&root);
+        let monitor = monitor_with_job(&root).await;
+        // A local client turns autostart off; before the monitor reads the file, the API disables the process,
+        // and that answer is stored first.
+        monitor
+            .store
+            .transaction(Duration::from_secs(5), |registry: &mut Registry| {
+                registry.processes.get_mut("job").unwrap().config.autostart = false;
+                Ok::<_, pm_registry::Error>(())
+            })
+            .unwrap();
+        monitor.set_enabled("job", false).await.unwrap();
+        let stored = monitor.store.load().unwrap().processes["job"].config.clone();
+        assert_eq!((stored.enabled, stored.autostart), (false, false), "the local autostart change was overwritten");
+        // Reading the file then takes the local change up without undoing the API's.
+        monitor.reconcile().await.unwrap();
+        let held = monitor.sup.get("job").unwrap().config;
+        assert_eq!((held.enabled, held.autostart), (false, false));
+        let _ = std::fs::remove_dir_all(&root);
+    }
 }
