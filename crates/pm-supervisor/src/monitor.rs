@@ -552,9 +552,17 @@ mod tests {
         monitor.set_enabled("job", false).await.unwrap();
         let stored = monitor.store.load().unwrap().processes["job"].config.clone();
         assert_eq!((stored.enabled, stored.autostart), (false, false), "the local autostart change was overwritten");
-        // Reading the file then takes the local change up without undoing the API's.
+        // Reading the file then takes the local change up without undoing the API's (the process's task applies
+        // it a moment after the reconcile hands it over).
         monitor.reconcile().await.unwrap();
-        let held = monitor.sup.get("job").unwrap().config;
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        let held = loop {
+            let held = monitor.sup.get("job").unwrap().config;
+            if !held.autostart || std::time::Instant::now() > deadline {
+                break held;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        };
         assert_eq!((held.enabled, held.autostart), (false, false));
         let _ = std::fs::remove_dir_all(&root);
     }
