@@ -369,9 +369,10 @@ fn lock_file_faults() {
         site.stop_daemon(daemon);
         lines.push(format!("{:?}: taken over in {took:.0?}", String::from_utf8_lossy(bytes)));
     }
-    // A lock held by a live process: the daemon waits its 5 s and gives up, naming the holder.
+    // A lock held by a live process (in the guide's format: running when the lock was taken, no start time):
+    // the daemon waits its 5 s and gives up, naming the holder.
     let holder = std::process::id();
-    std::fs::write(&lock, json!({"pid": holder, "timestamp": "2026-01-24T10:30:00.000Z"}).to_string()).unwrap();
+    std::fs::write(&lock, json!({"pid": holder, "timestamp": Timestamp::now()}).to_string()).unwrap();
     let registry_before = std::fs::read(site.paths().registry_file()).unwrap();
     let daemon = site.spawn_daemon(&DaemonOptions::plain());
     let err = site.wait_ready(daemon, Duration::from_secs(20)).expect_err("two holders of one lock");
