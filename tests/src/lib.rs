@@ -55,8 +55,37 @@ pub struct Home {
     seen: std::sync::Mutex<BTreeSet<u32>>,
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+/// A loopback port nothing listens on, for a daemon that binds it later, never handed out twice by this test
+/// binary. Taken below the kernel's ephemeral range: a port the kernel gave out for `:0` can be handed to any
+/// outgoing connection as its source port meanwhile (and stay taken in TIME_WAIT for a minute), and then the
+/// daemon cannot bind it.
+pub fn free_port() -> u16 {
+    static HANDED_OUT: std::sync::Mutex<BTreeSet<u16>> = std::sync::Mutex::new(BTreeSet::new());
+    static NEXT: AtomicUsize = AtomicUsize::new(0);
+    let low = ephemeral_low().clamp(12_000, 61_000);
+    let span = usize::from(low - 10_000);
+    // Each test binary starts at its own place in the range (by PID), then walks it.
+    let start = std::process::id() as usize * 7919;
+    loop {
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        let port = 10_000 + ((start + n * 13) % span) as u16;
+        let mut handed_out = HANDED_OUT.lock().unwrap();
+        if handed_out.contains(&port) {
+            continue;
+        }
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            handed_out.insert(port);
+            return port;
+        }
+    }
+}
+
+/// The first port of the kernel's ephemeral range (32768 when it cannot be read).
+fn ephemeral_low() -> u16 {
+    std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|text| text.split_whitespace().next()?.parse().ok())
+        .unwrap_or(32_768)
 }
 
 impl Home {

@@ -66,10 +66,6 @@ pub struct Site {
     n_daemons: AtomicUsize,
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
-
 impl Site {
     /// A new site whose registry binds both servers to 127.0.0.1 on free ports, in standalone mode; `None` (with
     /// a message) outside `cargo xtask e2e`. `reaper_bin` is `env!("CARGO_BIN_EXE_pm-test-reaper")`.
@@ -86,8 +82,8 @@ impl Site {
             dir,
             bin,
             reaper_bin: reaper_bin.to_owned(),
-            alive_port: free_port(),
-            remote_port: free_port(),
+            alive_port: crate::free_port(),
+            remote_port: crate::free_port(),
             reapers: Mutex::new(Vec::new()),
             stderr_files: Mutex::new(BTreeMap::new()),
             n_daemons: AtomicUsize::new(0),

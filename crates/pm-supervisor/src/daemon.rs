@@ -211,7 +211,7 @@ async fn run_locked(config: DaemonConfig) -> Result<Exit, Error> {
                 tracing::info!(process = %entry.config.id, pid, "leaving running a detached process of this id");
             } else {
                 tracing::warn!(process = %entry.config.id, pid, "stopping a duplicate copy started by an earlier monitor");
-                stop_stray(pid);
+                stop_stray(pid, found.start_time);
             }
         }
         if stop_requested {
@@ -233,12 +233,12 @@ async fn run_locked(config: DaemonConfig) -> Result<Exit, Error> {
         // stopped it was killed. Nothing supervises it any more, so it is stopped, unless it is a monitor of this
         // home (a partner dropped by standalone mode keeps running: it holds its instance lock).
         let monitor = sup.live_instance(&id).map(|(pid, _)| pid);
-        for pid in strays.into_iter().map(|found| found.pid) {
+        for crate::orphans::Found { pid, start_time, .. } in strays {
             if Some(pid) == monitor {
                 tracing::info!(instance = %id, pid, "a monitor started by an earlier one runs unsupervised; left running");
             } else {
                 tracing::warn!(process = %id, pid, "stopping a process started by an earlier monitor that is no longer registered");
-                stop_stray(pid);
+                stop_stray(pid, start_time);
             }
         }
     }
@@ -358,12 +358,16 @@ async fn run_locked(config: DaemonConfig) -> Result<Exit, Error> {
 }
 
 /// SIGTERM to a stray process group now, SIGKILL to what is left of it 10 s later.
-fn stop_stray(pgid: u32) {
+fn stop_stray(pgid: u32, start_time: Option<u64>) {
     crate::os::signal_group(pgid, libc::SIGTERM);
     crate::os::signal_group(pgid, libc::SIGCONT);
     tokio::spawn(async move {
         tokio::time::sleep(Duration::from_secs(10)).await;
-        if crate::os::group_exists(pgid) {
+        // Still the group it was: its leader, or members left after the leader ended. A live leader with
+        // another start time is a new process that reuses the PID (and so leads a new group): left alone.
+        let leader_alive = pm_registry::pid::alive(pgid);
+        let same = if leader_alive { pm_registry::pid::is_same_process(pgid, start_time) } else { true };
+        if same && crate::os::group_exists(pgid) {
             crate::os::signal_group(pgid, libc::SIGKILL);
         }
     });

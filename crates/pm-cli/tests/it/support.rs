@@ -4,7 +4,6 @@
 
 use std::collections::BTreeSet;
 use std::io::{BufRead, Write};
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -25,22 +24,10 @@ pub const DEADLINE: Duration = Duration::from_secs(20);
 const CLI_DEADLINE: Duration = Duration::from_secs(60);
 
 static COUNTER: AtomicUsize = AtomicUsize::new(0);
-static PORTS: Mutex<BTreeSet<u16>> = Mutex::new(BTreeSet::new());
 
-/// Two free loopback ports, never handed out twice by this test binary.
+/// Two free loopback ports, never handed out twice by this test binary (see [`pm_tests::free_port`]).
 pub fn free_ports() -> (u16, u16) {
-    loop {
-        let first = TcpListener::bind("127.0.0.1:0").unwrap();
-        let second = TcpListener::bind("127.0.0.1:0").unwrap();
-        let ports = (first.local_addr().unwrap().port(), second.local_addr().unwrap().port());
-        let mut used = PORTS.lock().unwrap();
-        if used.contains(&ports.0) || used.contains(&ports.1) {
-            continue;
-        }
-        used.insert(ports.0);
-        used.insert(ports.1);
-        return ports;
-    }
+    (pm_tests::free_port(), pm_tests::free_port())
 }
 
 /// A process as first seen: its PID and start time (so a later process reusing the PID is not mistaken for it).
