@@ -265,7 +265,12 @@ async fn run_locked(config: DaemonConfig) -> Result<Exit, Error> {
         tokio::spawn(async move {
             let mut failing = false;
             loop {
-                monitor.sup.changed().await;
+                // Once a burst of changes (a start-up, many restarts) has settled for a second, the heap it freed
+                // goes back to the system instead of staying resident; then wait for the next change.
+                if tokio::time::timeout(Duration::from_secs(1), monitor.sup.changed()).await.is_err() {
+                    crate::os::trim_heap();
+                    monitor.sup.changed().await;
+                }
                 match monitor.flush().await {
                     Ok(()) => {
                         if failing {

@@ -28,6 +28,15 @@ pub(crate) fn signal_leader(pid: u32, signal: i32) -> bool {
     unsafe { libc::kill(raw, signal) == 0 }
 }
 
+/// Returns the free memory of the heap to the system (glibc's `malloc_trim`; nothing elsewhere).
+pub(crate) fn trim_heap() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: malloc_trim only releases free memory held by the allocator.
+    unsafe {
+        libc::malloc_trim(0);
+    }
+}
+
 /// Whether any process (including a zombie) is still in the group `pgid`.
 pub(crate) fn group_exists(pgid: u32) -> bool {
     signal_group(pgid, 0)
