@@ -322,33 +322,34 @@ fn stop_through_partner(
     }
     let deadline = Instant::now() + Duration::from_millis(check_ms.saturating_mul(3).clamp(1_000, 20_000));
     let tracked = loop {
-        let entry = client.get_entry(id).context("reading the partner's registry")?;
+        // A registry that cannot be read right now counts as "not supervised": the instance is signalled directly.
+        let Ok(entry) = client.get_entry(id) else { break false };
         if entry.pid == Some(holder.pid) && entry.state.has_child() {
             break true;
         }
-        if Instant::now() >= deadline {
+        // A disabled entry is never adopted again: no point waiting.
+        if Instant::now() >= deadline || entry.state == pm_core::ProcessState::Disabled {
             break false;
         }
         std::thread::sleep(Duration::from_millis(50));
     };
     let status = client.stop(id).context("asking the partner to stop this instance")?;
-    if !tracked {
-        return Ok(false);
-    }
-    if matches!(status.state, pm_core::ProcessState::Stopped | pm_core::ProcessState::Disabled) {
+    if tracked && matches!(status.state, pm_core::ProcessState::Stopped | pm_core::ProcessState::Disabled) {
         return Ok(true);
     }
-    // The partner has not finished: fine while the instance is shutting down (its processes may take long to
-    // stop, and a second SIGTERM would abandon them); if it still serves, the partner never acted.
-    let serving = aliveness_url(cli, paths)
-        .map(|url| url.replace("/alive", "/status"))
-        .and_then(|url| http_get(&url, Duration::from_secs(2)).ok())
-        .and_then(|(_, body)| serde_json::from_slice::<MonitorStatus>(&body).ok())
-        .is_some_and(|status| status.pid == holder.pid && status.state == pm_core::MonitorState::Running);
-    if serving {
+    // Not (yet) stopped by the partner: fine while the instance is shutting down (the partner adopted it at the
+    // last moment and stops it, or its processes take long to stop), where a second SIGTERM would make it exit
+    // at once and abandon them. If it still serves as running, or answers nowhere, it is signalled directly.
+    let state = status_urls(cli, paths).iter().find_map(|url| {
+        let (_, body) = http_get(url, Duration::from_secs(2)).ok()?;
+        serde_json::from_slice::<MonitorStatus>(&body).ok().filter(|status| status.pid == holder.pid)
+    });
+    let shutting_down = !pm_registry::pid::is_same_process(holder.pid, holder.start_time)
+        || state.is_some_and(|status| status.state == pm_core::MonitorState::Stopping);
+    if tracked && !shutting_down {
         eprintln!("the partner {partner_id} did not stop {id}; stopping it directly");
     }
-    Ok(!serving)
+    Ok(shutting_down)
 }
 
 /// Restarts the instance in place (SIGHUP: it respawns itself and its successor adopts the children).

@@ -84,8 +84,8 @@ impl Subnet {
         Subnet { network: [a, b, c] }
     }
 
-    /// The /24 of this host's own IPv4 address: the first address of an interface that is up and not loopback,
-    /// leaving out link-local addresses; `None` when there is none. Read from the interface list
+    /// The /24 of this host's own IPv4 address: the first address of an interface that is up, running and not
+    /// loopback, leaving out link-local addresses; `None` when there is none. Read from the interface list
     /// (`getifaddrs`); nothing is sent anywhere.
     pub fn of_this_host() -> Option<Subnet> {
         let mut list: *mut libc::ifaddrs = std::ptr::null_mut();
@@ -100,7 +100,8 @@ impl Subnet {
             let entry = unsafe { &*cursor };
             cursor = entry.ifa_next;
             let flags = entry.ifa_flags;
-            if flags & libc::IFF_UP as u32 == 0 || flags & libc::IFF_LOOPBACK as u32 != 0 || entry.ifa_addr.is_null() {
+            let usable = flags & libc::IFF_UP as u32 != 0 && flags & libc::IFF_RUNNING as u32 != 0;
+            if !usable || flags & libc::IFF_LOOPBACK as u32 != 0 || entry.ifa_addr.is_null() {
                 continue;
             }
             // SAFETY: a non-null address of the list; for AF_INET it is a sockaddr_in.
@@ -280,7 +281,7 @@ mod tests {
 
     #[test]
     fn the_guides_discovery_adds_this_hosts_own_subnet_to_the_loopback_candidates() {
-        // Built only, never run: a test must not probe anything beyond loopback.
+        // The options only: a test must not probe anything beyond loopback.
         let guide = DiscoverOptions::guide();
         assert_eq!(guide.subnet, Subnet::of_this_host());
         assert_eq!(DiscoverOptions { subnet: None, ..guide }, DiscoverOptions::default());

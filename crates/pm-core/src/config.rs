@@ -95,7 +95,7 @@ impl ProcessConfig {
 
     /// The stop grace period in milliseconds.
     pub fn stop_timeout_ms(&self) -> u64 {
-        self.stop_timeout_ms.unwrap_or(Self::DEFAULT_STOP_TIMEOUT_MS)
+        self.stop_timeout_ms.unwrap_or(Self::DEFAULT_STOP_TIMEOUT_MS).min(MAX_STOP_TIMEOUT_MS)
     }
 
     /// Checks every field a registration must get right, naming the first bad one.
@@ -129,9 +129,6 @@ impl ProcessConfig {
         if self.log_keep.is_some_and(|keep| keep > 100) {
             return invalid("logKeep (at most 100)");
         }
-        if self.stop_timeout_ms.is_some_and(|ms| ms > MAX_STOP_TIMEOUT_MS) {
-            return invalid("stopTimeoutMs (at most 3600000, one hour)");
-        }
         if let Some(policy) = &self.restart_policy {
             if policy.backoff_intervals_ms.len() > 1000 {
                 return invalid("restartPolicy.backoffIntervalsMs (at most 1000 entries)");
@@ -160,8 +157,9 @@ impl ProcessConfig {
     }
 }
 
-/// The longest stop timeout accepted: beyond it a stop that never escalates to SIGKILL would hold up the
-/// monitor's shutdown indefinitely.
+/// The longest stop timeout used (a larger `stopTimeoutMs` counts as one hour): beyond it a stop that never
+/// escalates to SIGKILL would hold up the monitor's shutdown indefinitely. Applied where it is used rather than
+/// refused, so that registries written before the cap stay readable.
 const MAX_STOP_TIMEOUT_MS: u64 = 3_600_000;
 
 /// How crashes are retried (wire name `RestartPolicy`).

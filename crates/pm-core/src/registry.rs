@@ -69,6 +69,11 @@ impl Registry {
     /// serde_json's line and column.
     pub fn from_json(bytes: &[u8]) -> Result<Registry, serde_json::Error> {
         let mut registry: Registry = serde_json::from_slice(bytes)?;
+        if let Some(id) = &registry.partner_discovery.partner_instance_id {
+            if let Err(err) = crate::validate_instance_id(id) {
+                return Err(serde::de::Error::custom(format!("partnerDiscovery.partnerInstanceId: {err}")));
+            }
+        }
         let present: Present = serde_json::from_slice(bytes)?;
         let defaults = Registry::new_default(&registry.instance_id);
         let remote = present.remote_access.unwrap_or_default();
@@ -322,13 +327,13 @@ pub enum PendingAction {
 #[serde(rename_all = "camelCase")]
 pub struct PartnerDiscovery {
     /// The partner's instance id.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default)]
     pub partner_instance_id: Option<String>,
     /// The partner's aliveness port.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default)]
     pub partner_aliveness_port: Option<u16>,
     /// The partner's status URL.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default)]
     pub partner_status_url: Option<String>,
     /// Look for the partner when this instance starts, and supervise it once found.
     #[serde(default)]
@@ -894,10 +899,6 @@ mod tests {
                 json!({"big": {"id": "big", "name": "n", "command": "/bin/true", "logKeep": 4294967295u64}}),
                 "entry \"big\": Missing or invalid field: logKeep",
             ),
-            (
-                json!({"slow": {"id": "slow", "name": "n", "command": "/bin/true", "stopTimeoutMs": 86400000}}),
-                "entry \"slow\": Missing or invalid field: stopTimeoutMs",
-            ),
         ];
         for (processes, expected) in cases {
             let text = serde_json::to_string_pretty(&json!({"instanceId": "default", "processes": processes})).unwrap();
@@ -911,6 +912,17 @@ mod tests {
         assert!(err.to_string().contains("appears twice"), "{err}");
         let text = json!({"instanceId": "default", "processes": {"a": entry("a")}}).to_string();
         assert_eq!(Registry::from_json(text.as_bytes()).unwrap().processes["a"].config.id, "a");
+        // A stop timeout over the one-hour cap (accepted by earlier versions) is read, and used as one hour.
+        let text = json!({"instanceId": "default", "processes": {"slow": {"id": "slow", "name": "n",
+                          "command": "/bin/true", "stopTimeoutMs": 86_400_000u64}}})
+        .to_string();
+        let registry = Registry::from_json(text.as_bytes()).unwrap();
+        assert_eq!(registry.processes["slow"].config.stop_timeout_ms(), 3_600_000);
+        // The partner's id becomes a process id (and file names): an unusable one is refused, named.
+        let text =
+            json!({"instanceId": "watcher", "partnerDiscovery": {"partnerInstanceId": "my watcher"}}).to_string();
+        let err = Registry::from_json(text.as_bytes()).unwrap_err();
+        assert!(err.to_string().contains("partnerDiscovery.partnerInstanceId"), "{err}");
     }
 
     #[test]
@@ -1022,6 +1034,11 @@ mod tests {
                 "monitorIntervalMs": 5000,
                 "standaloneMode": false,
                 "partnerDiscovery": {
+                    // Written as null, so that a rewrite keeps "no partner" (absent keys take the instance's
+                    // defaults).
+                    "partnerInstanceId": null,
+                    "partnerAlivenessPort": null,
+                    "partnerStatusUrl": null,
                     "discoveryOnStartup": false,
                     "startPartnerIfMissing": false,
                     "checkIntervalMs": 3000,

@@ -55,7 +55,7 @@ type Reply<T> = oneshot::Sender<Result<T, Error>>;
 
 /// How often log sizes are checked when `logMaxBytes` is set.
 const ROTATE_EVERY: Duration = Duration::from_millis(500);
-/// How long a process is waited for after SIGKILL before it is given up as unkillable.
+/// How long a process that SIGKILL could not be sent to is waited for before it is given up as unkillable.
 const KILL_WAIT: Duration = Duration::from_secs(10);
 /// The least time between a failed spawn (missing executable, bad working directory) and the next attempt.
 const SPAWN_FAILURE_PAUSE: Duration = Duration::from_millis(100);
@@ -426,25 +426,31 @@ impl Actor {
         };
         let deadline = Instant::now() + grace;
         let pgid = child.pid;
+        let start_time = self.entry.pid_start_time;
         if grace.is_zero() {
-            os::signal_leader(pgid, libc::SIGKILL);
+            os::signal_leader(pgid, start_time, libc::SIGKILL);
         } else {
-            os::signal_leader(pgid, libc::SIGTERM);
+            os::signal_leader(pgid, start_time, libc::SIGTERM);
             // A stopped (SIGSTOP) process only acts on SIGTERM once continued.
-            os::signal_leader(pgid, libc::SIGCONT);
+            os::signal_leader(pgid, start_time, libc::SIGCONT);
         }
         let info = match tokio::time::timeout_at(deadline, child.watch.wait()).await {
             Ok(info) => info,
             Err(_) => {
                 tracing::warn!(process = %self.entry.config.id, pid = pgid, "did not stop in {grace:?}; killing its process group");
-                os::signal_leader(pgid, libc::SIGKILL);
-                match tokio::time::timeout(KILL_WAIT, child.watch.wait()).await {
-                    Ok(info) => info,
-                    Err(_) => {
-                        // Not ours to kill (another user's process, say): report it rather than wait forever.
-                        tracing::error!(process = %self.entry.config.id, pid = pgid, "still running {KILL_WAIT:?} after SIGKILL; no longer supervised");
-                        self.entry.last_error = Some(format!("pid {pgid} could not be killed; left running"));
-                        ExitInfo { code: None, signal: None }
+                if os::signal_leader(pgid, start_time, libc::SIGKILL) {
+                    // Delivered: it ends (a process in uninterruptible sleep only later); until then it is
+                    // still ours, and no second copy may start.
+                    child.watch.wait().await
+                } else {
+                    match tokio::time::timeout(KILL_WAIT, child.watch.wait()).await {
+                        Ok(info) => info,
+                        Err(_) => {
+                            // Cannot be signalled (another user's process, say): report it rather than wait forever.
+                            tracing::error!(process = %self.entry.config.id, pid = pgid, "cannot be killed; no longer supervised");
+                            self.entry.last_error = Some(format!("pid {pgid} could not be killed; left running"));
+                            ExitInfo { code: None, signal: None }
+                        }
                     }
                 }
             }

@@ -490,7 +490,10 @@ impl Servers {
 async fn partner_tick_once(monitor: &Arc<Monitor>, config: &DaemonConfig) {
     let settings = monitor.settings.read().expect("settings").clone();
     let discovery = &settings.partner_discovery;
-    let partner_id = discovery.partner_instance_id.clone().filter(|id| *id != monitor.instance_id);
+    let partner_id = discovery
+        .partner_instance_id
+        .clone()
+        .filter(|id| *id != monitor.instance_id && pm_core::validate_instance_id(id).is_ok());
     let standalone = monitor.standalone();
     for id in monitor.sup.ids_where(|entry| entry.config.partner) {
         if standalone || Some(&id) != partner_id.as_ref() {

@@ -181,6 +181,10 @@ impl Monitor {
             })
             .await?;
         sync.last_stamp = stamp;
+        // Processes that come or go start their revisions afresh.
+        for id in plan.added.iter().map(|entry| &entry.config.id).chain(&plan.removed) {
+            sync.written_rev.remove(id);
+        }
         drop(sync);
         self.apply_plan(plan).await;
         Ok(())
@@ -254,11 +258,15 @@ impl Monitor {
 
     /// Registers a process: stored in the registry first, then supervised (started when it has autostart).
     pub(crate) async fn register_entry(&self, entry: ProcessEntry, begin: Begin) -> Result<(), Error> {
-        let _sync = self.sync.lock().await;
+        // Nothing the registry would refuse on its next read is stored.
+        entry.config.validate()?;
+        let mut sync = self.sync.lock().await;
         let id = entry.config.id.clone();
         if self.sup.get(&id).is_some() {
             return Err(Error::AlreadyExists(id));
         }
+        // A new process starts its revisions afresh; an earlier one of the same id wrote its own.
+        sync.written_rev.remove(&id);
         let stored = entry.clone();
         self.transaction(API_LOCK_TIMEOUT, move |registry| {
             if registry.processes.contains_key(&stored.config.id) {
@@ -274,7 +282,8 @@ impl Monitor {
     /// Removes a process from the registry, then stops it (outside the registry lock).
     pub(crate) async fn deregister_entry(&self, id: &str) -> Result<(), Error> {
         {
-            let _sync = self.sync.lock().await;
+            let mut sync = self.sync.lock().await;
+            sync.written_rev.remove(id);
             let known = self.sup.get(id).is_some();
             let key = id.to_owned();
             let removed = self

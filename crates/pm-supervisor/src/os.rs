@@ -14,14 +14,14 @@ pub(crate) fn signal_group(pgid: u32, signal: i32) -> bool {
 }
 
 /// Sends `signal` to the process group led by `pid`, or, when `pid` leads no group (an adopted monitor started
-/// from a script without job control shares its parent's group), to `pid` alone. Never to PID 0, 1 or this
-/// process. Returns false when nothing could be signalled.
-pub(crate) fn signal_leader(pid: u32, signal: i32) -> bool {
+/// from a script without job control shares its parent's group), to `pid` alone, if it is still the process
+/// that started at `start_time`. Never to PID 0, 1 or this process. Returns false when nothing was signalled.
+pub(crate) fn signal_leader(pid: u32, start_time: Option<u64>, signal: i32) -> bool {
     if signal_group(pid, signal) {
         return true;
     }
     let Ok(raw) = i32::try_from(pid) else { return false };
-    if raw <= 1 || pid == std::process::id() {
+    if raw <= 1 || pid == std::process::id() || !pm_registry::pid::is_same_process(pid, start_time) {
         return false;
     }
     // SAFETY: kill(2) has no memory-safety preconditions; a positive pid addresses that one process.
