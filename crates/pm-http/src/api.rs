@@ -478,6 +478,11 @@ impl<C: ControlPlane> Ctx<'_, C> {
         let bytes = server::read_body(req.into_body(), self.api.body_timeout).await?;
         let value: Value = serde_json::from_slice(&bytes)
             .map_err(|err| json_error(StatusCode::BAD_REQUEST, &format!("Invalid JSON: {err}")))?;
+        // Every body is an object with named keys: serde would also fill a struct from an array of its fields in
+        // order (`[["10.0.0.1"]]` as trusted hosts), which no client means.
+        if !value.is_object() {
+            return Err(json_error(StatusCode::BAD_REQUEST, "Invalid JSON: the body must be a JSON object"));
+        }
         serde_json::from_value(value)
             .map_err(|err| json_error(StatusCode::BAD_REQUEST, &format!("Missing or invalid field: {err}")))
     }

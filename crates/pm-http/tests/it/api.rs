@@ -144,6 +144,28 @@ async fn config_endpoints() {
 }
 
 #[tokio::test]
+async fn bodies_must_be_json_objects_not_arrays_of_fields() {
+    let api = Api::start();
+    let before = api.fake.settings.lock().unwrap().clone();
+    let cases = [
+        ("/config/trusted-hosts", json!([[]])),
+        ("/config/trusted-hosts", json!([["10.0.0.1"]])),
+        ("/config/standalone-mode", json!([true])),
+        ("/config/executable-whitelist", json!([["/usr/bin/*"]])),
+        ("/config/remote-access", json!([false])),
+    ];
+    for (path, body) in cases {
+        let res = api.put(path, body.clone()).await;
+        assert_eq!(res.status, 400, "{path} {body}: {:?}", res.json);
+        assert!(res.error().contains("must be a JSON object"), "{:?}", res.json);
+    }
+    let res = api.post("/processes", Some(json!(["web", "Web", "/bin/true"]))).await;
+    assert_eq!(res.status, 400, "{:?}", res.json);
+    assert_eq!(*api.fake.settings.lock().unwrap(), before, "nothing changed");
+    assert!(api.fake.config("web").is_none());
+}
+
+#[tokio::test]
 async fn config_objects_read_with_get_can_be_put_back_whole() {
     let api = Api::start();
     // Keys a later version wrote into the registry stay there but are not part of the API's objects.
