@@ -202,10 +202,7 @@ fn status(cli: &Cli, paths: &Paths) -> anyhow::Result<u8> {
         }
         return Ok(code::NOT_RUNNING);
     };
-    let status = status_urls(cli, paths).iter().find_map(|url| {
-        let (code, body) = http_get(url, Duration::from_secs(1)).ok()?;
-        (code == 200).then(|| serde_json::from_slice::<MonitorStatus>(&body).ok()).flatten()
-    });
+    let status = read_status(cli, paths, Duration::from_secs(1));
     match (status, cli.json) {
         (Some(status), true) => println!("{}", serde_json::to_string_pretty(&status)?),
         (Some(status), false) => print_status(&status),
@@ -227,6 +224,14 @@ fn status(cli: &Cli, paths: &Paths) -> anyhow::Result<u8> {
         }
     }
     Ok(code::OK)
+}
+
+/// The instance's status as it answers it itself (see [`status_urls`]); `None` when nothing answers.
+fn read_status(cli: &Cli, paths: &Paths, timeout: Duration) -> Option<MonitorStatus> {
+    status_urls(cli, paths).iter().find_map(|url| {
+        let (code, body) = http_get(url, timeout).ok()?;
+        (code == 200).then(|| serde_json::from_slice::<MonitorStatus>(&body).ok()).flatten()
+    })
 }
 
 /// Where the instance's status can be read: the aliveness server's `/status`, then the remote API's
@@ -340,10 +345,7 @@ fn stop_through_partner(
     // Not (yet) stopped by the partner: fine while the instance is shutting down (the partner adopted it at the
     // last moment and stops it, or its processes take long to stop), where a second SIGTERM would make it exit
     // at once and abandon them. If it still serves as running, or answers nowhere, it is signalled directly.
-    let state = status_urls(cli, paths).iter().find_map(|url| {
-        let (_, body) = http_get(url, Duration::from_secs(2)).ok()?;
-        serde_json::from_slice::<MonitorStatus>(&body).ok().filter(|status| status.pid == holder.pid)
-    });
+    let state = read_status(cli, paths, Duration::from_secs(2)).filter(|status| status.pid == holder.pid);
     let shutting_down = !pm_registry::pid::is_same_process(holder.pid, holder.start_time)
         || state.is_some_and(|status| status.state == pm_core::MonitorState::Stopping);
     if tracked && !shutting_down {

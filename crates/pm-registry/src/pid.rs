@@ -15,6 +15,10 @@ use std::sync::OnceLock;
 struct Stat {
     /// One-letter state (`R`, `S`, `Z`, ...).
     state: char,
+    /// Field 4: parent PID.
+    ppid: u32,
+    /// Field 5: process group.
+    pgrp: u32,
     /// Field 22: start time in clock ticks since boot.
     start_time: u64,
 }
@@ -28,9 +32,11 @@ fn parse_stat(text: &str) -> Option<Stat> {
     let close = text.rfind(')')?;
     let mut fields = text[close + 1..].split_whitespace();
     let state = fields.next()?.chars().next()?;
-    // The state was field 3; field 22 is 19 fields further on.
-    let start_time = fields.nth(18)?.parse().ok()?;
-    Some(Stat { state, start_time })
+    let ppid = fields.next()?.parse().ok()?;
+    let pgrp = fields.next()?.parse().ok()?;
+    // Field 5 was the group; field 22 is 17 fields further on.
+    let start_time = fields.nth(16)?.parse().ok()?;
+    Some(Stat { state, ppid, pgrp, start_time })
 }
 
 /// Reads `/proc/{pid}/stat`: `Ok(None)` when the process does not exist, `Err(())` when `/proc` cannot answer.
@@ -104,6 +110,32 @@ pub fn is_same_process(pid: u32, start_time: Option<u64>) -> bool {
         // Alive a moment ago but no start time now: gone in between where /proc answers, unknowable elsewhere.
         None => !cfg!(target_os = "linux") || !alive(pid),
     }
+}
+
+/// A live (not zombie) process's parent, process group and start time, from one read of `/proc/{pid}/stat`;
+/// `None` when it is gone or the platform does not tell.
+pub fn family(pid: u32) -> Option<Family> {
+    #[cfg(target_os = "linux")]
+    if let Ok(Some(stat)) = read_stat(pid) {
+        return (!matches!(stat.state, 'Z' | 'X' | 'x')).then_some(Family {
+            ppid: stat.ppid,
+            pgrp: stat.pgrp,
+            start_time: stat.start_time,
+        });
+    }
+    let _ = pid;
+    None
+}
+
+/// What [`family`] answers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Family {
+    /// Parent PID.
+    pub ppid: u32,
+    /// Process group.
+    pub pgrp: u32,
+    /// Start time in clock ticks since boot.
+    pub start_time: u64,
 }
 
 /// When `pid` started, as wall-clock time: the boot time of `/proc/stat` (whole seconds) plus its start time in
@@ -212,6 +244,9 @@ mod tests {
 
     fn check(line: &str, expected: Option<(char, u64)>) {
         let parsed = parse_stat(line).map(|stat| (stat.state, stat.start_time));
+        if let Some(stat) = parse_stat(line) {
+            assert_eq!((stat.ppid, stat.pgrp), (1, 1234), "{line:?}");
+        }
         assert_eq!(parsed, expected, "{line:?}");
     }
 

@@ -5,12 +5,12 @@ use std::ffi::OsString;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::atomic::Ordering;
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
 use std::time::Duration;
 
 use pm_core::{
-    AlivenessCheck, Error as CoreError, ProcessConfig, ProcessEntry, ProcessState, RestartPolicy, Settings,
-    StartupCheck, Timestamp,
+    AlivenessCheck, Error as CoreError, ProcessConfig, ProcessEntry, ProcessState, RestartPolicy, StartupCheck,
+    Timestamp,
 };
 use pm_http::{ServerConfig, ServerHandle};
 use pm_registry::{InstanceLock, Paths, Store};
@@ -18,7 +18,7 @@ use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::mpsc;
 
 use crate::actor::Begin;
-use crate::monitor::{DaemonEvent, Monitor, RegistrySync};
+use crate::monitor::{DaemonEvent, Monitor};
 use crate::{Supervisor, SupervisorConfig};
 
 /// How a daemon is run.
@@ -157,28 +157,11 @@ async fn run_locked(config: DaemonConfig) -> Result<Exit, Error> {
         extra_env: vec![("PROCESS_MONITOR_INSTANCE".to_owned(), paths.instance_id().to_owned())],
     });
     let (events_tx, mut events) = mpsc::unbounded_channel();
-    let monitor = Arc::new(Monitor {
-        instance_id: paths.instance_id().to_owned(),
-        pid: std::process::id(),
-        started_at: Timestamp::now(),
-        started: std::time::Instant::now(),
-        store: store.clone(),
-        sup: sup.clone(),
-        sync: tokio::sync::Mutex::new(RegistrySync::default()),
-        settings: RwLock::new(Settings::of(&registry)),
-        standalone_override,
-        stopping: Default::default(),
-        events: events_tx,
-        ports: RwLock::new((None, None)),
-        resources: Default::default(),
-        template: std::sync::Mutex::new(pm_core::Registry::new_default(paths.instance_id())),
-    });
-
     let boot = !config.resume && !crashed_before;
     let aliveness_server = registry.aliveness_server.clone();
     let mut registry = registry;
     let registry_processes = std::mem::take(&mut registry.processes);
-    *monitor.template.lock().expect("template") = registry;
+    let monitor = Arc::new(Monitor::new(store.clone(), sup.clone(), registry, standalone_override, events_tx));
     tracing::info!(boot, processes = registry_processes.len(), "taking over the registry");
     let mut orphans = {
         let sup = sup.clone();
@@ -539,7 +522,7 @@ async fn partner_tick_once(monitor: &Arc<Monitor>, config: &DaemonConfig) {
                 // A partner that came back on its own is supervised again; one that is shutting down (stopped
                 // by `--stop` without us) is not, or its exit would be taken for a crash and undone.
                 if let Some((pid, start_time)) = live {
-                    if partner_serving(discovery, pid).await {
+                    if partner_serving(monitor.sup.http(), discovery, pid).await {
                         let _ = monitor.sup.adopt(&partner_id, pid, start_time).await;
                     }
                 }
@@ -566,10 +549,10 @@ async fn partner_tick_once(monitor: &Arc<Monitor>, config: &DaemonConfig) {
 }
 
 /// Whether the partner instance with lock holder `pid` answers on its aliveness port as running (not stopping).
-async fn partner_serving(discovery: &pm_core::PartnerDiscovery, pid: u32) -> bool {
+async fn partner_serving(http: &pm_http::HttpClient, discovery: &pm_core::PartnerDiscovery, pid: u32) -> bool {
     let port = discovery.partner_aliveness_port.unwrap_or(19884);
     let url = format!("http://localhost:{port}/status");
-    let Ok(res) = pm_http::HttpClient::new().get(&url, Duration::from_secs(1)).await else { return false };
+    let Ok(res) = http.get(&url, Duration::from_secs(1)).await else { return false };
     let status = res.is_success().then(|| serde_json::from_slice::<pm_core::MonitorStatus>(&res.body).ok()).flatten();
     status.is_some_and(|status| status.pid == pid && status.state == pm_core::MonitorState::Running)
 }

@@ -55,6 +55,33 @@ pub(crate) struct Monitor {
 }
 
 impl Monitor {
+    /// A monitor over `store`, supervising through `sup`, with the settings of `registry` (its top level, kept
+    /// to write the file back from memory if it disappears).
+    pub(crate) fn new(
+        store: Arc<Store>,
+        sup: Supervisor,
+        registry: Registry,
+        standalone_override: bool,
+        events: mpsc::UnboundedSender<DaemonEvent>,
+    ) -> Monitor {
+        Monitor {
+            instance_id: store.paths().instance_id().to_owned(),
+            pid: std::process::id(),
+            started_at: Timestamp::now(),
+            started: std::time::Instant::now(),
+            store,
+            sup,
+            sync: tokio::sync::Mutex::new(RegistrySync::default()),
+            settings: RwLock::new(Settings::of(&registry)),
+            standalone_override,
+            stopping: Default::default(),
+            events,
+            ports: RwLock::new((None, None)),
+            resources: Default::default(),
+            template: std::sync::Mutex::new(registry),
+        }
+    }
+
     /// Runs a registry transaction on the blocking pool.
     pub(crate) async fn transaction<T: Send + 'static>(
         &self,
@@ -493,7 +520,7 @@ pub(crate) fn snapshot_status(snapshot: &crate::Snapshot) -> ProcessStatus {
 
 #[cfg(test)]
 mod tests {
-    use pm_core::{ProcessConfig, ProcessEntry, ProcessState, Registry, Settings, Timestamp};
+    use pm_core::{ProcessConfig, ProcessEntry, ProcessState, Registry, Timestamp};
     use pm_http::ControlPlane;
     use pm_registry::{Paths, Store};
 
@@ -524,22 +551,7 @@ mod tests {
         sup.resume(entry, false).unwrap();
         let (events, _) = mpsc::unbounded_channel();
         let registry = store.load().unwrap();
-        let monitor = Arc::new(Monitor {
-            instance_id: "default".to_owned(),
-            pid: std::process::id(),
-            started_at: Timestamp::now(),
-            started: std::time::Instant::now(),
-            store,
-            sup,
-            sync: tokio::sync::Mutex::new(RegistrySync::default()),
-            settings: RwLock::new(Settings::of(&registry)),
-            standalone_override: true,
-            stopping: Default::default(),
-            events,
-            ports: RwLock::new((None, None)),
-            resources: Default::default(),
-            template: std::sync::Mutex::new(registry),
-        });
+        let monitor = Arc::new(Monitor::new(store, sup, registry, true, events));
         monitor.reconcile().await.unwrap();
         monitor
     }

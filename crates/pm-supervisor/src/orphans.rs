@@ -58,13 +58,13 @@ pub(crate) fn scan(owner: &str) -> HashMap<String, Vec<Found>> {
     }
     let mut res: HashMap<String, Vec<Found>> = HashMap::new();
     for (&pid, id) in &carriers {
-        let Some((pgrp, ppid)) = group_and_parent(pid) else { continue };
-        let descendant = carriers.get(&ppid).is_some_and(|parent_id| parent_id == id);
-        if pgrp != pid || descendant || !pm_registry::pid::alive(pid) {
+        let Some(family) = pm_registry::pid::family(pid) else { continue };
+        let descendant = carriers.get(&family.ppid).is_some_and(|parent_id| parent_id == id);
+        if family.pgrp != pid || descendant {
             continue;
         }
-        let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
-        res.entry(id.clone()).or_default().push(Found { pid, start_time: pm_registry::pid::start_time(pid), cmdline });
+        let found = Found { pid, start_time: Some(family.start_time), cmdline: cmdline(pid) };
+        res.entry(id.clone()).or_default().push(found);
     }
     for found in res.values_mut() {
         found.sort_by_key(|found| (found.start_time.unwrap_or(u64::MAX), found.pid));
@@ -80,16 +80,4 @@ pub(crate) fn scan(_owner: &str) -> HashMap<String, Vec<Found>> {
 /// The command line of a live process (empty when it cannot be read).
 pub(crate) fn cmdline(pid: u32) -> Vec<u8> {
     std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default()
-}
-
-/// (process group, parent) of a process, from `/proc/{pid}/stat`.
-#[cfg(target_os = "linux")]
-fn group_and_parent(pid: u32) -> Option<(u32, u32)> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    let close = stat.rfind(')')?;
-    // After the command: state, ppid, pgrp.
-    let mut fields = stat[close + 1..].split_whitespace().skip(1);
-    let ppid = fields.next()?.parse().ok()?;
-    let pgrp = fields.next()?.parse().ok()?;
-    Some((pgrp, ppid))
 }

@@ -266,6 +266,11 @@ impl Supervisor {
         self.shared.live_partner(instance_id)
     }
 
+    /// The HTTP client the checks use (pooled connections), for the daemon's own checks.
+    pub(crate) fn http(&self) -> &pm_http::HttpClient {
+        &self.shared.http
+    }
+
     /// The layout this supervisor logs into.
     pub fn paths(&self) -> &Paths {
         &self.shared.paths

@@ -36,12 +36,9 @@ fn sigkill_at_random_moments_loses_and_duplicates_nothing() {
     assert!(res.registrations > 0 && res.remote_calls.0 > 0 && res.local_calls.0 > 0, "no load: {}", res.figures());
 }
 
-/// The chaos run's "resurrected" incidents, made deterministic: the daemon's registry writer is held up (the
-/// suite holds the registry's flock, as a slow local client would) while a stop is acknowledged, and then the
-/// daemon is SIGKILLed. What was acknowledged as stopped must stay stopped.
-#[test]
-fn a_stop_acknowledged_by_the_api_survives_a_crash_right_after() {
-    let Some(site) = site("chaos-ack") else { return };
+/// A site whose daemon runs one managed process `a`, with its PID stored in the registry; and the daemon's PID.
+fn site_running_a(name: &str) -> Option<(Site, u32)> {
+    let site = site(name)?;
     site.edit(|registry| {
         let entry = pm_core::ProcessEntry::new(site.sleeper("a"), pm_core::Timestamp::now());
         registry.processes.insert("a".to_owned(), entry);
@@ -51,6 +48,15 @@ fn a_stop_acknowledged_by_the_api_survives_a_crash_right_after() {
         let copies = site.copies("a");
         copies.len() == 1 && site.registry().unwrap().processes["a"].pid == Some(copies[0])
     });
+    Some((site, daemon))
+}
+
+/// The chaos run's "resurrected" incidents, made deterministic: the daemon's registry writer is held up (the
+/// suite holds the registry's flock, as a slow local client would) while a stop is acknowledged, and then the
+/// daemon is SIGKILLed. What was acknowledged as stopped must stay stopped.
+#[test]
+fn a_stop_acknowledged_by_the_api_survives_a_crash_right_after() {
+    let Some((site, daemon)) = site_running_a("chaos-ack") else { return };
     let held = site.hold_registry_lock();
     let port = site.remote_port;
     let (tx, rx) = std::sync::mpsc::channel();
@@ -90,16 +96,7 @@ fn a_stop_acknowledged_by_the_api_survives_a_crash_right_after() {
 /// sees a process that "died" while recorded as running: it must honour the stored request, not restart it.
 #[test]
 fn a_local_stop_while_the_daemon_starts_is_not_undone() {
-    let Some(site) = site("chaos-local") else { return };
-    site.edit(|registry| {
-        let entry = pm_core::ProcessEntry::new(site.sleeper("a"), pm_core::Timestamp::now());
-        registry.processes.insert("a".to_owned(), entry);
-    });
-    let daemon = site.start_daemon();
-    wait_until(Duration::from_secs(20), "a runs and is stored", || {
-        let copies = site.copies("a");
-        copies.len() == 1 && site.registry().unwrap().processes["a"].pid == Some(copies[0])
-    });
+    let Some((site, daemon)) = site_running_a("chaos-local") else { return };
     let pid = site.copies("a")[0];
     site.kill_daemon(daemon);
 
@@ -145,13 +142,7 @@ fn a_local_stop_while_the_daemon_starts_is_not_undone() {
 /// stopped processes started at once.)
 #[test]
 fn a_monitor_killed_while_taking_over_does_not_turn_the_next_start_into_a_boot() {
-    let Some(site) = site("chaos-takeover") else { return };
-    site.edit(|registry| {
-        let entry = pm_core::ProcessEntry::new(site.sleeper("a"), pm_core::Timestamp::now());
-        registry.processes.insert("a".to_owned(), entry);
-    });
-    let daemon = site.start_daemon();
-    wait_until(Duration::from_secs(20), "a runs", || site.copies("a").len() == 1);
+    let Some((site, daemon)) = site_running_a("chaos-takeover") else { return };
     let (status, body) = site.api("POST", "/processes/a/stop", Some("")).unwrap();
     assert_eq!(status, 200, "{body}");
     wait_until(Duration::from_secs(10), "the stop is stored", || {
