@@ -7,7 +7,7 @@ use std::time::Duration;
 use pm_core::{AlivenessCheck, FailAction, ProcessEntry, ProcessState, RestartPolicy, StartupCheck, Timestamp};
 use pm_http::{AlivenessCallback, AlivenessServerHelper};
 
-use crate::support::{alive, eventually, read_numbers, sh, Fixture};
+use crate::support::{alive, eventually, read_numbers, sh, ChildGuard, Fixture};
 
 const LONG: Duration = Duration::from_secs(20);
 
@@ -380,8 +380,8 @@ async fn monitor_start_adopts_a_running_process_instead_of_starting_another() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_disabled_entry_whose_process_still_runs_is_stopped_at_monitor_start() {
     let fx = Fixture::new();
-    let mut orphan = spawn_orphan(&fx.file("marker"));
-    let pid = orphan.id();
+    let mut orphan = ChildGuard(spawn_orphan(&fx.file("marker")));
+    let pid = orphan.0.id();
     // Disabled while the previous monitor was stopping it, and that monitor was killed before it finished.
     let mut entry = ProcessEntry::new(sh("off", "exec sleep 300"), Timestamp::now());
     entry.config.enabled = false;
@@ -391,7 +391,7 @@ async fn a_disabled_entry_whose_process_still_runs_is_stopped_at_monitor_start()
     fx.sup.resume(entry, false).unwrap();
     let entry = fx.wait("off", LONG, |e| e.state == ProcessState::Disabled && e.pid.is_none()).await;
     assert_eq!(entry.pid, None);
-    let status = orphan.wait().unwrap();
+    let status = orphan.0.wait().unwrap();
     assert_eq!(std::os::unix::process::ExitStatusExt::signal(&status), Some(libc::SIGTERM), "{status:?}");
 }
 
@@ -399,8 +399,8 @@ async fn a_disabled_entry_whose_process_still_runs_is_stopped_at_monitor_start()
 async fn an_adopted_process_that_leads_no_group_is_still_stopped() {
     let fx = Fixture::new();
     // In the test's own process group, as a monitor started by a script without job control would be.
-    let mut stray = std::process::Command::new("/bin/sleep").arg("300").spawn().unwrap();
-    let pid = stray.id();
+    let mut stray = ChildGuard(std::process::Command::new("/bin/sleep").arg("300").spawn().unwrap());
+    let pid = stray.0.id();
     let mut entry = ProcessEntry::new(sh("grouped", "exec sleep 300"), Timestamp::now());
     entry.state = ProcessState::Running;
     entry.pid = Some(pid);
@@ -410,7 +410,7 @@ async fn an_adopted_process_that_leads_no_group_is_still_stopped() {
     fx.wait("grouped", LONG, |e| e.state == ProcessState::Running && e.pid == Some(pid)).await;
     let stopped = tokio::time::timeout(Duration::from_secs(15), fx.sup.stop("grouped")).await;
     assert_eq!(stopped.expect("the stop finished").unwrap(), ProcessState::Stopped);
-    let status = stray.wait().unwrap();
+    let status = stray.0.wait().unwrap();
     assert_eq!(std::os::unix::process::ExitStatusExt::signal(&status), Some(libc::SIGTERM), "{status:?}");
 }
 

@@ -96,6 +96,25 @@ impl Drop for Fixture {
     }
 }
 
+/// A child of the test killed (by PID and by its group) and reaped on drop, pass or fail.
+pub struct ChildGuard(pub std::process::Child);
+
+impl Drop for ChildGuard {
+    fn drop(&mut self) {
+        // Once reaped, its PID may belong to someone else: nothing to kill then.
+        if matches!(self.0.try_wait(), Ok(Some(_))) {
+            return;
+        }
+        let pid = self.0.id() as i32;
+        // SAFETY: kill(2) on a process we started and have not reaped (so its PID is still ours).
+        unsafe {
+            libc::kill(-pid, libc::SIGKILL);
+            libc::kill(pid, libc::SIGKILL);
+        }
+        let _ = self.0.wait();
+    }
+}
+
 /// A config running `sh -c script`.
 pub fn sh(id: &str, script: &str) -> ProcessConfig {
     let mut config = ProcessConfig::new(id, id, "/bin/sh");
