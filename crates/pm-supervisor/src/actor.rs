@@ -456,11 +456,7 @@ impl Actor {
             }
         };
         // The leader is gone; give the rest of its group the remaining grace, then kill it.
-        let mut pause = Duration::from_millis(10);
-        while Instant::now() < deadline && pm_registry::pid::group_alive(pgid) {
-            tokio::time::sleep(pause).await;
-            pause = (pause * 2).min(Duration::from_millis(100));
-        }
+        crate::groupwait::wait_group_gone(pgid, deadline).await;
         if os::group_exists(pgid) {
             os::signal_group(pgid, libc::SIGKILL);
         }

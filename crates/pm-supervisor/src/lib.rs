@@ -40,6 +40,7 @@
 
 mod actor;
 mod daemon;
+mod groupwait;
 mod logrotate;
 mod monitor;
 mod orphans;

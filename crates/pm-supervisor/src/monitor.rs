@@ -48,7 +48,7 @@ pub(crate) struct Monitor {
     pub(crate) stopping: AtomicBool,
     pub(crate) events: mpsc::UnboundedSender<DaemonEvent>,
     pub(crate) ports: RwLock<(Option<u16>, Option<u16>)>,
-    pub(crate) resources: std::sync::Mutex<crate::resources::Sampler>,
+    pub(crate) resources: Arc<crate::resources::Sampler>,
     /// The registry's top level as this monitor found it (processes left out), to write the file back from
     /// memory if it disappears.
     pub(crate) template: std::sync::Mutex<Registry>,
@@ -70,14 +70,20 @@ impl Monitor {
             started_at: Timestamp::now(),
             started: std::time::Instant::now(),
             store,
-            sup,
+            sup: sup.clone(),
             sync: tokio::sync::Mutex::new(RegistrySync::default()),
             settings: RwLock::new(Settings::of(&registry)),
             standalone_override,
             stopping: Default::default(),
             events,
             ports: RwLock::new((None, None)),
-            resources: Default::default(),
+            resources: {
+                let sup = sup.clone();
+                crate::resources::Sampler::new(
+                    Arc::new(move || sup.running_groups()),
+                    crate::resources::read_groups_proc,
+                )
+            },
             template: std::sync::Mutex::new(registry),
         }
     }
@@ -381,11 +387,11 @@ fn merge_runtime(stored: &mut ProcessEntry, observed: &ProcessEntry) {
 
 impl pm_http::ControlPlane for Monitor {
     async fn list(&self) -> Vec<ProcessStatus> {
-        self.statuses(None)
+        self.statuses(None).await
     }
 
     async fn get(&self, id: &str) -> Result<ProcessStatus, Error> {
-        self.statuses(Some(id)).pop().ok_or_else(|| Error::NotFound(id.to_owned()))
+        self.statuses(Some(id)).await.pop().ok_or_else(|| Error::NotFound(id.to_owned()))
     }
 
     async fn register(&self, config: ProcessConfig) -> Result<(), Error> {
@@ -475,7 +481,7 @@ impl Monitor {
     }
 
     /// Status of every process (or of `only`), with uptime, counters and the resource use of its group.
-    pub(crate) fn statuses(&self, only: Option<&str>) -> Vec<ProcessStatus> {
+    pub(crate) async fn statuses(&self, only: Option<&str>) -> Vec<ProcessStatus> {
         let snapshots: Vec<crate::Snapshot> = match only {
             Some(id) => self.sup.snapshot(id).into_iter().collect(),
             None => self.sup.snapshots(),
@@ -485,7 +491,7 @@ impl Monitor {
             .filter(|snapshot| snapshot.entry.state.has_child())
             .filter_map(|snapshot| snapshot.entry.pid)
             .collect();
-        let usage = self.resources.lock().expect("resources").usage(&pgids);
+        let usage = self.resources.usage(&pgids).await;
         snapshots
             .iter()
             .map(|snapshot| {

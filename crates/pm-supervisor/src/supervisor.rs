@@ -190,6 +190,18 @@ impl Supervisor {
         self.slots.lock().expect("slots lock").values().map(|slot| slot.snapshot.borrow().entry.clone()).collect()
     }
 
+    /// Leaders of the process groups of every process that has a child (the groups the resource sampler reads).
+    pub(crate) fn running_groups(&self) -> Vec<u32> {
+        let slots = self.slots.lock().expect("slots lock");
+        slots
+            .values()
+            .filter_map(|slot| {
+                let snapshot = slot.snapshot.borrow();
+                snapshot.entry.state.has_child().then_some(snapshot.entry.pid).flatten()
+            })
+            .collect()
+    }
+
     /// Ids of every process.
     pub fn ids(&self) -> Vec<String> {
         self.slots.lock().expect("slots lock").keys().cloned().collect()
