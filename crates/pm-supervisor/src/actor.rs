@@ -67,8 +67,11 @@ pub(crate) enum Cmd {
     Restart(Reply<ProcessState>),
     SetEnabled(bool, Reply<()>),
     SetAutostart(bool, Reply<()>),
-    /// A configuration read from the registry (a local client's edit); not stored back.
-    UpdateConfig(Box<ProcessConfig>),
+    /// A configuration read from the registry (a local client's edit); not stored back. `base` is the revision
+    /// of the fields the task changes itself that the edit was read against (`None`: apply it whatever came
+    /// since): a field the task changed after that keeps the task's value, so an older reading never undoes a
+    /// newer change.
+    UpdateConfig(Box<ProcessConfig>, Option<ConfigRevs>),
     /// Take over a running process (used for a partner monitor that came up on its own).
     Adopt {
         pid: u32,
@@ -193,6 +196,13 @@ impl Actor {
                         self.record_exit(&info);
                         self.entry.state = ProcessState::Stopped;
                         self.publish();
+                    } else if !leave_running && matches!(self.entry.state, ProcessState::Retrying | ProcessState::Crashed)
+                    {
+                        // A clean stop ends the wait for a retry as well: the next boot starts the process only if
+                        // it is autostart, like any stopped one.
+                        self.retry_at = None;
+                        self.entry.state = ProcessState::Stopped;
+                        self.publish();
                     }
                     let _ = done.send(self.entry.clone());
                     return;
@@ -277,6 +287,9 @@ impl Actor {
                     self.schedule_restart();
                     return;
                 }
+                // At a boot (the last monitor stopped cleanly) a wait for a retry is not carried on: the process
+                // starts only if it is autostart (an older monitor left `retrying` in the file at a clean stop).
+                ProcessState::Retrying if boot => self.entry.state = ProcessState::Stopped,
                 ProcessState::Retrying => {
                     self.entry.pid = None;
                     self.schedule_retry_at_current_attempt();
@@ -338,9 +351,13 @@ impl Actor {
                 self.publish();
                 let _ = reply.send(Ok(()));
             }
-            Cmd::UpdateConfig(config) => {
-                let enabled = config.enabled;
+            Cmd::UpdateConfig(config, base) => {
                 let mut config = *config;
+                let base = base.unwrap_or(self.config_rev);
+                let enabled = if base.enabled == self.config_rev.enabled { config.enabled } else { self.entry.config.enabled };
+                if base.autostart != self.config_rev.autostart {
+                    config.autostart = self.entry.config.autostart;
+                }
                 config.enabled = self.entry.config.enabled;
                 self.entry.config = config;
                 if enabled != self.entry.config.enabled {
