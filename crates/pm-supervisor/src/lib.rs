@@ -45,6 +45,7 @@ mod logrotate;
 mod monitor;
 mod orphans;
 mod os;
+mod partner;
 mod resources;
 mod spawn;
 mod supervisor;

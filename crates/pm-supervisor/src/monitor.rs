@@ -111,7 +111,7 @@ impl Monitor {
             })
         })
         .await
-            .map_err(|err| Error::Storage(format!("registry task failed: {err}")))?
+        .map_err(|err| Error::Storage(format!("registry task failed: {err}")))?
     }
 
     pub(crate) fn standalone(&self) -> bool {
