@@ -4,7 +4,6 @@
 
 use std::time::Duration;
 
-use pm_core::{ProcessConfig, ProcessEntry, Timestamp};
 use pm_tests::{free_port, http, Home};
 
 const LONG: Duration = Duration::from_secs(30);
@@ -22,17 +21,6 @@ fn pair(check_interval_ms: u64) -> Option<Home> {
         home.child_pid("watcher", "default").is_some() && home.child_pid("default", "watcher").is_some()
     });
     Some(home)
-}
-
-/// A process on `instance` that takes `secs` to stop after SIGTERM, with a stop timeout of `stop_ms`.
-fn add_slow_stopper(home: &Home, instance: &str, id: &str, secs: u32, stop_ms: u64) {
-    let mut config = ProcessConfig::new(id, id, "/bin/sh");
-    let script = format!("trap 'sleep {secs}; exit 0' TERM; while :; do sleep 0.2; done");
-    config.args = vec!["-c".to_owned(), script, home.marker(id)];
-    config.stop_timeout_ms = Some(stop_ms);
-    home.edit(instance, |registry| {
-        registry.processes.insert(id.to_owned(), ProcessEntry::new(config, Timestamp::now()));
-    });
 }
 
 /// `default` started by hand on other ports than the watcher's registry says is adopted and checked on the
@@ -64,7 +52,7 @@ fn a_default_started_on_other_ports_is_adopted_and_not_killed_by_the_watcher() {
 #[test]
 fn the_partner_stop_grace_covers_the_partner_slowest_process() {
     let Some(home) = Home::new(500) else { return };
-    add_slow_stopper(&home, "default", "slow", 2, 45_000);
+    home.add_slow_stopper("default", "slow", 2, 45_000);
     let (code, out, err) = home.cli(true, &[]);
     assert_eq!(code, 0, "{out}{err}");
     home.wait_until(LONG, "the watcher supervises the default", || home.child_pid("watcher", "default").is_some());
@@ -85,7 +73,7 @@ fn the_partner_stop_grace_covers_the_partner_slowest_process() {
 #[test]
 fn a_partner_that_is_shutting_down_is_not_adopted() {
     let Some(home) = Home::new(500) else { return };
-    add_slow_stopper(&home, "default", "slow", 4, 30_000);
+    home.add_slow_stopper("default", "slow", 4, 30_000);
     let (code, out, err) = home.cli(true, &[]);
     assert_eq!(code, 0, "{out}{err}");
     home.wait_until(LONG, "the watcher supervises the default", || home.child_pid("watcher", "default").is_some());
