@@ -18,7 +18,7 @@ use tokio::sync::watch;
 /// The least time between two samples.
 const PERIOD: Duration = Duration::from_secs(1);
 /// The sampling task ends after this long without a request.
-const IDLE_AFTER: Duration = Duration::from_secs(10);
+const IDLE_AFTER: Duration = Duration::from_secs(3);
 /// A sample older than this does not serve: a request waits for the next one (see the module documentation).
 const STALE_AFTER: Duration = Duration::from_secs(3);
 /// How long a request waits for a fresh sample when there is none.
