@@ -26,6 +26,7 @@ pub struct RemoteClientOptions {
     /// `http://host:port` of the monitor's remote API (a trailing `/` is ignored; `https` is not supported).
     pub base_url: String,
     /// Time allowed for one attempt of one call: connecting, sending and reading the whole answer (default 5 s).
+    /// Calls that may stop a process get the process's `stopTimeoutMs` plus [`STOP_MARGIN`] on top.
     pub timeout: Duration,
     /// Further attempts after a transport failure (default 2). See [`RemoteProcessMonitorClient`] for which
     /// failures are retried.
@@ -60,7 +61,8 @@ impl Default for RemoteClientOptions {
 ///
 /// Retries: only transport failures are retried, up to [`RemoteClientOptions::retries`] times, with
 /// [`RemoteClientOptions::retry_delay`] in between; so one call takes at most
-/// `(retries + 1) * timeout + retries * retry_delay`. `GET`, `PUT` and `DELETE` are retried on any transport
+/// `(retries + 1) * timeout + retries * retry_delay` (with the longer attempt deadline below for calls that may stop
+/// a process, after the `GET` that reads it). `GET`, `PUT` and `DELETE` are retried on any transport
 /// failure (connection refused or reset, timeout, body cut short). A `POST` (register, start, stop, restart,
 /// enable, disable, restart the monitor) is not idempotent, so it is retried only when the TCP connection could
 /// not be opened at all (refused, unreachable, connect timeout), that is when nothing was sent; once a connection
