@@ -45,6 +45,17 @@ fn a_default_started_on_other_ports_is_adopted_and_not_killed_by_the_watcher() {
     std::thread::sleep(Duration::from_secs(6));
     assert_eq!(home.holder("default"), Some(pid), "the watcher killed or replaced the default");
     assert_eq!(home.child_pid("watcher", "default"), Some(pid));
+    // Killed, it is restarted by the watcher on the ports it stored, and checked there.
+    pm_tests::kill9(pid);
+    home.wait_until(LONG, "the watcher restarts the default", || {
+        home.holder("default").is_some_and(|new| new != pid) && http(alive, "GET", "/alive", None).is_some()
+    });
+    let restarted = home.holder("default").unwrap();
+    home.wait_until(LONG, "the watcher supervises the restarted default", || {
+        home.child_pid("watcher", "default") == Some(restarted)
+    });
+    std::thread::sleep(Duration::from_secs(6));
+    assert_eq!(home.holder("default"), Some(restarted), "the watcher killed the default it restarted");
 }
 
 /// The watcher's entry for `default` waits as long as default's slowest process may take to stop, plus a
