@@ -1,0 +1,220 @@
+//! `up -f FILE`: apply the file, start its processes, then show their output with a coloured `id |` prefix
+//! until Ctrl-C (or SIGTERM), which stops them in reverse file order and exits. With `-d` it returns once
+//! they are started and leaves them to the monitor.
+
+use std::collections::BTreeMap;
+use std::io::{BufRead, IsTerminal, Seek, Write};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use pm_registry::Paths;
+
+use crate::cli::{Cli, UpArgs};
+use crate::code;
+use crate::stack::file::Stack;
+use crate::stack::{load, options, plan, print_done};
+
+/// How often the logs are polled.
+const POLL: Duration = Duration::from_millis(100);
+
+/// ANSI colours for the prefixes, in turn.
+const COLOURS: &[&str] = &["36", "33", "32", "35", "34", "96", "93", "92", "95", "94"];
+
+/// The order in which `up` (on Ctrl-C) and `down` stop a stack: the reverse of the file's order, so that what
+/// is declared first (a database, say) is stopped last.
+pub(crate) fn stop_order(stack: &Stack) -> Vec<String> {
+    stack.processes.iter().rev().map(|config| config.id.clone()).collect()
+}
+
+pub(crate) fn up(cli: &Cli, paths: &Paths, args: &UpArgs) -> anyhow::Result<u8> {
+    // The whole file is checked before anything happens, the monitor's start included.
+    let stack = load(&args.stack.file.file)?;
+    let client = crate::commands::local(paths)?;
+    let mut started_monitor = false;
+    if client.monitor()?.is_none() {
+        start_monitor(paths)?;
+        started_monitor = true;
+    }
+    let before: BTreeMap<String, Option<PathBuf>> =
+        stack.processes.iter().map(|config| (config.id.clone(), paths.newest_run_dir(&config.id))).collect();
+    let registry = crate::instance::load_registry(paths)?;
+    let plan = plan::plan(&stack, &registry, &options(&args.stack))?;
+    let mut done = plan::apply(&stack, &plan, &client)?;
+    // Processes the file wants running that do not run (stopped by an earlier Ctrl-C, say).
+    for config in &stack.processes {
+        if !(config.enabled && config.autostart) || done.iter().any(|it| it.id == config.id) {
+            continue;
+        }
+        if !client.get_status(&config.id)?.state.has_child() {
+            let status = client.start(&config.id)?;
+            done.push(plan::Done {
+                id: config.id.clone(),
+                action: "started".to_owned(),
+                state: Some(status.state.to_string()),
+            });
+        }
+    }
+    print_done(cli, &stack, &plan, &done)?;
+    if args.detach {
+        return Ok(code::OK);
+    }
+    let stop = on_signal()?;
+    let mut tails: Vec<Tail> = stack
+        .processes
+        .iter()
+        .enumerate()
+        .map(|(idx, config)| Tail::new(paths, &config.id, before.get(&config.id).cloned().flatten(), idx))
+        .collect();
+    let width = tails.iter().map(|tail| tail.id.len()).max().unwrap_or(0);
+    let colour = std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none();
+    let mut out = std::io::stdout().lock();
+    while !stop.load(Ordering::SeqCst) {
+        for tail in &mut tails {
+            tail.poll(paths, width, colour, &mut out)?;
+        }
+        std::thread::sleep(POLL);
+    }
+    writeln!(out, "Stopping {} (Ctrl-C)", stack.processes.len())?;
+    out.flush()?;
+    let mut failed = None;
+    for id in stop_order(&stack) {
+        match client.stop(&id) {
+            Ok(status) => writeln!(out, "{id}: stopped -> {}", status.state)?,
+            Err(err) => {
+                writeln!(out, "{id}: cannot stop: {err}")?;
+                failed.get_or_insert(err);
+            }
+        }
+        out.flush()?;
+    }
+    for tail in &mut tails {
+        tail.poll(paths, width, colour, &mut out)?;
+    }
+    if started_monitor {
+        stop_monitor(paths)?;
+    }
+    match failed {
+        Some(err) => Err(err.into()),
+        None => Ok(code::OK),
+    }
+}
+
+/// Sets the flag on SIGINT or SIGTERM (handled from here on instead of ending the program).
+fn on_signal() -> anyhow::Result<Arc<AtomicBool>> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let flag = Arc::new(AtomicBool::new(false));
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let (mut interrupt, mut terminate) = {
+        let _guard = runtime.enter();
+        (signal(SignalKind::interrupt())?, signal(SignalKind::terminate())?)
+    };
+    let set = flag.clone();
+    std::thread::spawn(move || {
+        runtime.block_on(async move {
+            tokio::select! {
+                _ = interrupt.recv() => {}
+                _ = terminate.recv() => {}
+            }
+        });
+        set.store(true, Ordering::SeqCst);
+    });
+    Ok(flag)
+}
+
+/// Starts the instance detached (the plain `process_monitor` command) and waits for it to answer.
+fn start_monitor(paths: &Paths) -> anyhow::Result<()> {
+    run_self(paths, &[]).context("cannot start the monitor")
+}
+
+/// Stops the instance `up` started.
+fn stop_monitor(paths: &Paths) -> anyhow::Result<()> {
+    run_self(paths, &["--stop"]).context("cannot stop the monitor")
+}
+
+fn run_self(paths: &Paths, args: &[&str]) -> anyhow::Result<()> {
+    let exe = std::env::current_exe().context("cannot find this program's path")?;
+    let status = std::process::Command::new(exe)
+        .arg("--directory")
+        .arg(paths.root())
+        .arg("--instance-id")
+        .arg(paths.instance_id())
+        .args(args)
+        .stdin(std::process::Stdio::null())
+        .status()?;
+    anyhow::ensure!(status.success(), "{status}");
+    Ok(())
+}
+
+/// Following one process's output across its runs.
+struct Tail {
+    id: String,
+    colour: &'static str,
+    run: Option<PathBuf>,
+    offsets: [u64; 2],
+}
+
+const FILES: [&str; 2] = ["stdout.log", "stderr.log"];
+
+impl Tail {
+    /// Output of runs newer than `before` is shown from its start; the run current before `up` from its end.
+    fn new(paths: &Paths, id: &str, before: Option<PathBuf>, idx: usize) -> Tail {
+        let run = paths.newest_run_dir(id);
+        let mut offsets = [0, 0];
+        if let Some(dir) = run.as_ref().filter(|dir| Some(*dir) == before.as_ref()) {
+            for (offset, name) in offsets.iter_mut().zip(FILES) {
+                *offset = std::fs::metadata(dir.join(name)).map(|meta| meta.len()).unwrap_or(0);
+            }
+        }
+        Tail { id: id.to_owned(), colour: COLOURS[idx % COLOURS.len()], run, offsets }
+    }
+
+    fn poll(&mut self, paths: &Paths, width: usize, colour: bool, out: &mut impl Write) -> anyhow::Result<()> {
+        let newest = paths.newest_run_dir(&self.id);
+        if newest != self.run {
+            self.print(width, colour, out)?;
+            self.run = newest;
+            self.offsets = [0, 0];
+        }
+        self.print(width, colour, out)
+    }
+
+    fn print(&mut self, width: usize, colour: bool, out: &mut impl Write) -> anyhow::Result<()> {
+        let Some(run) = self.run.clone() else { return Ok(()) };
+        let prefix = if colour {
+            format!("\x1b[{}m{:<width$} |\x1b[0m ", self.colour, self.id)
+        } else {
+            format!("{:<width$} | ", self.id)
+        };
+        for (offset, name) in self.offsets.iter_mut().zip(FILES) {
+            *offset = print_lines(&run.join(name), *offset, &prefix, out)?;
+        }
+        out.flush()?;
+        Ok(())
+    }
+}
+
+/// Prints the complete lines of `path` from `offset`, each after `prefix`; answers the offset after the last.
+fn print_lines(path: &Path, offset: u64, prefix: &str, out: &mut impl Write) -> anyhow::Result<u64> {
+    let Ok(mut file) = std::fs::File::open(path) else { return Ok(offset) };
+    let len = file.metadata()?.len();
+    // A rotated (shortened) log starts over.
+    let offset = if len < offset { 0 } else { offset };
+    file.seek(std::io::SeekFrom::Start(offset))?;
+    let mut reader = std::io::BufReader::new(file);
+    let mut consumed = offset;
+    let mut line = Vec::new();
+    loop {
+        line.clear();
+        let n = reader.read_until(b'\n', &mut line)?;
+        if n == 0 || line.last() != Some(&b'\n') {
+            break;
+        }
+        out.write_all(prefix.as_bytes())?;
+        out.write_all(&line)?;
+        consumed += n as u64;
+    }
+    Ok(consumed)
+}
