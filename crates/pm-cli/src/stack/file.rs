@@ -241,7 +241,7 @@ fn normalise_nested(map: &mut Map<String, Value>, path: &[&str], known: &[String
 fn expand_all(value: Value, at: &str, vars: &dyn Fn(&str) -> Option<String>) -> anyhow::Result<Value> {
     Ok(match value {
         Value::String(text) => {
-            Value::String(expand(&text, vars).with_context(|| format!("{}", at.trim_start_matches('.')))?)
+            Value::String(expand(&text, vars).with_context(|| at.trim_start_matches('.').to_owned())?)
         }
         Value::Array(items) => Value::Array(
             items

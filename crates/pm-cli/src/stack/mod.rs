@@ -29,11 +29,16 @@ fn options(args: &StackArgs) -> plan::PlanOptions {
     plan::PlanOptions { prune: args.prune, adopt: args.adopt }
 }
 
+/// The plan for a file, with errors naming the file.
+fn plan_for(stack: &file::Stack, paths: &Paths, args: &StackArgs) -> anyhow::Result<plan::Plan> {
+    let registry = crate::instance::load_registry(paths)?;
+    plan::plan(stack, &registry, &options(args)).with_context(|| format!("{} cannot be applied", stack.mark()))
+}
+
 /// `diff -f FILE`: what `apply` would do.
 pub(crate) fn diff(cli: &Cli, paths: &Paths, args: &StackArgs) -> anyhow::Result<u8> {
     let stack = load(&args.file.file)?;
-    let registry = crate::instance::load_registry(paths)?;
-    let plan = plan::plan(&stack, &registry, &options(args))?;
+    let plan = plan_for(&stack, paths, args)?;
     if cli.json {
         println!("{}", serde_json::to_string_pretty(&serde_json::json!({"file": stack.mark(), "plan": plan}))?);
     } else {
@@ -46,8 +51,7 @@ pub(crate) fn diff(cli: &Cli, paths: &Paths, args: &StackArgs) -> anyhow::Result
 pub(crate) fn apply(cli: &Cli, paths: &Paths, args: &ApplyArgs) -> anyhow::Result<u8> {
     let stack = load(&args.stack.file.file)?;
     let client = crate::commands::local(paths)?;
-    let registry = crate::instance::load_registry(paths)?;
-    let plan = plan::plan(&stack, &registry, &options(&args.stack))?;
+    let plan = plan_for(&stack, paths, &args.stack)?;
     if args.dry_run {
         if cli.json {
             let out = serde_json::json!({"file": stack.mark(), "dryRun": true, "plan": plan});

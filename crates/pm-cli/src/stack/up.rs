@@ -15,7 +15,7 @@ use pm_registry::Paths;
 use crate::cli::{Cli, UpArgs};
 use crate::code;
 use crate::stack::file::Stack;
-use crate::stack::{load, options, plan, print_done};
+use crate::stack::{load, plan, plan_for, print_done};
 
 /// How often the logs are polled.
 const POLL: Duration = Duration::from_millis(100);
@@ -33,15 +33,16 @@ pub(crate) fn up(cli: &Cli, paths: &Paths, args: &UpArgs) -> anyhow::Result<u8> 
     // The whole file is checked before anything happens, the monitor's start included.
     let stack = load(&args.stack.file.file)?;
     let client = crate::commands::local(paths)?;
+    let mut plan = plan_for(&stack, paths, &args.stack)?;
     let mut started_monitor = false;
     if client.monitor()?.is_none() {
         start_monitor(paths)?;
         started_monitor = true;
+        // Which processes run (and so restart on a change) is known only now.
+        plan = plan_for(&stack, paths, &args.stack)?;
     }
     let before: BTreeMap<String, Option<PathBuf>> =
         stack.processes.iter().map(|config| (config.id.clone(), paths.newest_run_dir(&config.id))).collect();
-    let registry = crate::instance::load_registry(paths)?;
-    let plan = plan::plan(&stack, &registry, &options(&args.stack))?;
     let mut done = plan::apply(&stack, &plan, &client)?;
     // Processes the file wants running that do not run (stopped by an earlier Ctrl-C, say).
     for config in &stack.processes {
@@ -77,7 +78,7 @@ pub(crate) fn up(cli: &Cli, paths: &Paths, args: &UpArgs) -> anyhow::Result<u8> 
         }
         std::thread::sleep(POLL);
     }
-    writeln!(out, "Stopping {} (Ctrl-C)", stack.processes.len())?;
+    writeln!(out, "Stopping {} process(es)", stack.processes.len())?;
     out.flush()?;
     let mut failed = None;
     for id in stop_order(&stack) {
@@ -158,14 +159,32 @@ struct Tail {
 
 const FILES: [&str; 2] = ["stdout.log", "stderr.log"];
 
+/// Lines shown of a run that was already under way when `up` began.
+const BACKLOG: usize = 10;
+
+/// The offset of the last [`BACKLOG`] complete lines of a file.
+fn backlog_start(path: &Path) -> u64 {
+    let text = std::fs::read(path).unwrap_or_default();
+    let complete = text.iter().rposition(|byte| *byte == b'\n').map_or(0, |pos| pos + 1);
+    let start = text[..complete]
+        .iter()
+        .enumerate()
+        .rev()
+        .filter(|(_, byte)| **byte == b'\n')
+        .nth(BACKLOG)
+        .map_or(0, |(pos, _)| pos + 1);
+    start as u64
+}
+
 impl Tail {
-    /// Output of runs newer than `before` is shown from its start; the run current before `up` from its end.
+    /// Output of runs newer than `before` is shown from its start; of the run current before `up`, the last
+    /// [`BACKLOG`] lines of each file.
     fn new(paths: &Paths, id: &str, before: Option<PathBuf>, idx: usize) -> Tail {
         let run = paths.newest_run_dir(id);
         let mut offsets = [0, 0];
         if let Some(dir) = run.as_ref().filter(|dir| Some(*dir) == before.as_ref()) {
             for (offset, name) in offsets.iter_mut().zip(FILES) {
-                *offset = std::fs::metadata(dir.join(name)).map(|meta| meta.len()).unwrap_or(0);
+                *offset = backlog_start(&dir.join(name));
             }
         }
         Tail { id: id.to_owned(), colour: COLOURS[idx % COLOURS.len()], run, offsets }
