@@ -33,36 +33,54 @@ pub(crate) fn up(cli: &Cli, paths: &Paths, args: &UpArgs) -> anyhow::Result<u8> 
     // The whole file is checked before anything happens, the monitor's start included.
     let stack = load(&args.stack.file.file)?;
     let client = crate::commands::local(paths)?;
-    let mut plan = plan_for(&stack, paths, &args.stack)?;
+    let plan = plan_for(&stack, paths, &args.stack)?;
+    // From here on Ctrl-C does not end the program: it ends the start-up (once the step under way is done) and
+    // then stops the stack.
+    let stop = if args.detach { Arc::new(AtomicBool::new(false)) } else { on_signal()? };
     let mut started_monitor = false;
     if client.monitor()?.is_none() {
         start_monitor(paths)?;
         started_monitor = true;
-        // Which processes run (and so restart on a change) is known only now.
-        plan = plan_for(&stack, paths, &args.stack)?;
     }
+    let res = run(cli, paths, args, &stack, plan, started_monitor, &stop);
+    if started_monitor && (res.is_err() || !args.detach) {
+        stop_monitor(paths)?;
+    }
+    res
+}
+
+/// `up` once the monitor runs.
+fn run(
+    cli: &Cli,
+    paths: &Paths,
+    args: &UpArgs,
+    stack: &Stack,
+    plan: plan::Plan,
+    started_monitor: bool,
+    stop: &AtomicBool,
+) -> anyhow::Result<u8> {
+    let client = crate::commands::local(paths)?;
+    // Which processes run (and so restart on a change) is known only once the monitor runs.
+    let plan = if started_monitor { plan_for(stack, paths, &args.stack)? } else { plan };
     let before: BTreeMap<String, Option<PathBuf>> =
         stack.processes.iter().map(|config| (config.id.clone(), paths.newest_run_dir(&config.id))).collect();
-    let mut done = plan::apply(&stack, &plan, &client)?;
+    let mut done = plan::apply(stack, &plan, &client)?;
     // Processes the file wants running that do not run (stopped by an earlier Ctrl-C, say).
     for config in &stack.processes {
-        if !(config.enabled && config.autostart) || done.iter().any(|it| it.id == config.id) {
+        if !(config.enabled && config.autostart) || client.get_status(&config.id)?.state.has_child() {
             continue;
         }
-        if !client.get_status(&config.id)?.state.has_child() {
-            let status = client.start(&config.id)?;
-            done.push(plan::Done {
-                id: config.id.clone(),
-                action: "started".to_owned(),
-                state: Some(status.state.to_string()),
-            });
-        }
+        let status = client.start(&config.id)?;
+        done.push(plan::Done {
+            id: config.id.clone(),
+            action: "started".to_owned(),
+            state: Some(status.state.to_string()),
+        });
     }
-    print_done(cli, &stack, &plan, &done)?;
+    print_done(cli, stack, &plan, &done)?;
     if args.detach {
         return Ok(code::OK);
     }
-    let stop = on_signal()?;
     let mut tails: Vec<Tail> = stack
         .processes
         .iter()
@@ -72,30 +90,28 @@ pub(crate) fn up(cli: &Cli, paths: &Paths, args: &UpArgs) -> anyhow::Result<u8> 
     let width = tails.iter().map(|tail| tail.id.len()).max().unwrap_or(0);
     let colour = std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none();
     let mut out = std::io::stdout().lock();
-    while !stop.load(Ordering::SeqCst) {
-        for tail in &mut tails {
-            tail.poll(paths, width, colour, &mut out)?;
-        }
+    // Output that cannot be written (a closed pipe) ends the loop like Ctrl-C, so the stack is still stopped.
+    let mut writable = true;
+    while writable && !stop.load(Ordering::SeqCst) {
+        writable = tails.iter_mut().all(|tail| tail.poll(paths, width, colour, &mut out).is_ok());
         std::thread::sleep(POLL);
     }
-    writeln!(out, "Stopping {} process(es)", stack.processes.len())?;
-    out.flush()?;
+    let _ = writeln!(out, "Stopping {} process(es)", stack.processes.len());
+    let _ = out.flush();
     let mut failed = None;
-    for id in stop_order(&stack) {
-        match client.stop(&id) {
-            Ok(status) => writeln!(out, "{id}: stopped -> {}", status.state)?,
+    for id in stop_order(stack) {
+        let _ = match client.stop(&id) {
+            Ok(status) => writeln!(out, "{id}: stopped -> {}", status.state),
             Err(err) => {
-                writeln!(out, "{id}: cannot stop: {err}")?;
+                let res = writeln!(out, "{id}: cannot stop: {err}");
                 failed.get_or_insert(err);
+                res
             }
-        }
-        out.flush()?;
+        };
+        let _ = out.flush();
     }
     for tail in &mut tails {
-        tail.poll(paths, width, colour, &mut out)?;
-    }
-    if started_monitor {
-        stop_monitor(paths)?;
+        let _ = tail.poll(paths, width, colour, &mut out);
     }
     match failed {
         Some(err) => Err(err.into()),

@@ -300,6 +300,18 @@ fn spawn_up(env: &Env, file: &str) -> (Guarded, PathBuf) {
     (Guarded(child), log)
 }
 
+/// Waits (under the deadline) for `up` to exit.
+fn wait_exit(up: &mut Guarded) -> std::process::ExitStatus {
+    let started = Instant::now();
+    loop {
+        if let Some(status) = up.0.try_wait().unwrap() {
+            return status;
+        }
+        assert!(started.elapsed() < DEADLINE, "up did not exit after SIGINT");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
 #[test]
 fn up_prefixes_output_and_sigint_stops_the_stack() {
     let env = Env::new();
@@ -319,14 +331,7 @@ fn up_prefixes_output_and_sigint_stops_the_stack() {
     let (db, web) = (pid_of(&env, "db"), pid_of(&env, "webserver"));
 
     signal(up.0.id(), libc::SIGINT);
-    let started = Instant::now();
-    let status = loop {
-        if let Some(status) = up.0.try_wait().unwrap() {
-            break status;
-        }
-        assert!(started.elapsed() < DEADLINE, "up did not exit after SIGINT");
-        std::thread::sleep(Duration::from_millis(20));
-    };
+    let status = wait_exit(&mut up);
     let text = std::fs::read_to_string(&log).unwrap();
     assert!(status.success(), "{status}: {text}");
     // Stopped in reverse file order.
@@ -401,4 +406,34 @@ fn a_broken_file_changes_nothing() {
         );
     }
     assert!(env.daemon_pid().is_none(), "up started a monitor for a broken file");
+}
+
+#[test]
+fn up_starts_a_monitor_when_none_runs_and_stops_it_on_sigint() {
+    let env = Env::new();
+    // The instance's ports and address come from its registry, as for a plain start.
+    std::fs::create_dir_all(&env.dir).unwrap();
+    let registry = json!({
+        "version": 1, "instanceId": "default", "standaloneMode": true,
+        "remoteAccess": {"remotePort": env.remote_port, "bindAddress": "127.0.0.1"},
+        "alivenessServer": {"port": env.alive_port},
+        "processes": {},
+    });
+    std::fs::write(env.dir.join("processes_default.json"), registry.to_string()).unwrap();
+    let file = write(&env, "stack.toml", &shell_table(&env, "solo", "echo solo up; sleep 600", ""));
+    let (mut up, log) = spawn_up(&env, &file);
+    env.wait_for("up to show the output", || {
+        std::fs::read_to_string(&log).unwrap_or_default().contains("solo | solo up\n").then_some(())
+    });
+    let monitor = Proc::of(env.daemon_pid().expect("up started a monitor"));
+    env.remember(monitor.pid);
+    let solo = pid_of(&env, "solo");
+    signal(up.0.id(), libc::SIGINT);
+    let status = wait_exit(&mut up);
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert!(status.success(), "{status}: {text}");
+    assert!(!solo.running(), "{text}");
+    assert!(!monitor.running(), "the monitor up started still runs: {text}");
+    assert_eq!(env.copies("solo"), 0);
+    assert_eq!(env.entry("solo")["state"], "stopped");
 }
