@@ -82,6 +82,7 @@ pub(crate) struct PlanOptions {
 /// applied.
 pub(crate) fn plan(stack: &Stack, registry: &Registry, options: &PlanOptions) -> anyhow::Result<Plan> {
     let mark = stack.mark();
+    start_order_of(stack.processes.iter())?;
     let mut res = Plan { prune: options.prune, ..Plan::default() };
     let listed: BTreeSet<&str> = stack.processes.iter().map(|config| config.id.as_str()).collect();
     for config in &stack.processes {
@@ -118,12 +119,13 @@ pub(crate) fn plan(stack: &Stack, registry: &Registry, options: &PlanOptions) ->
             config: config.clone(),
         });
     }
-    res.removed = registry
+    let removed = registry
         .processes
         .values()
         .filter(|entry| provenance(entry) == Some(mark.as_str()) && !listed.contains(entry.config.id.as_str()))
-        .map(|entry| entry.config.id.clone())
-        .collect();
+        .map(|entry| &entry.config);
+    // Dependents first.
+    res.removed = start_order_of(removed).unwrap_or_default().into_iter().rev().collect();
     // Settings: checked on a copy (all or nothing), listed where they differ.
     let mut scratch = registry.clone();
     for (key, update) in &stack.settings {
@@ -178,6 +180,42 @@ fn key_changes(from: &ProcessConfig, to: &ProcessConfig) -> Vec<KeyChange> {
         .collect()
 }
 
+/// The ids a configuration depends on: the keys of its `dependsOn` (read from its serialized form, so that
+/// this follows the field whatever its type: a map keyed by id, or a list of ids).
+pub(crate) fn dependencies(config: &ProcessConfig) -> Vec<String> {
+    let value = serde_json::to_value(config).unwrap_or(Value::Null);
+    match value.get("dependsOn") {
+        Some(Value::Object(map)) => map.keys().cloned().collect(),
+        Some(Value::Array(items)) => items.iter().filter_map(Value::as_str).map(str::to_owned).collect(),
+        _ => Vec::new(),
+    }
+}
+
+/// The order to start (and register) processes in: file order, except that a process comes after those of
+/// the list it depends on. Dependencies outside the list are ignored here; a cycle is an error.
+pub(crate) fn start_order(processes: &[(String, Vec<String>)]) -> anyhow::Result<Vec<String>> {
+    let ids: BTreeSet<&str> = processes.iter().map(|(id, _)| id.as_str()).collect();
+    let mut placed: Vec<String> = Vec::with_capacity(processes.len());
+    let mut left: Vec<&(String, Vec<String>)> = processes.iter().collect();
+    while !left.is_empty() {
+        let ready = left.iter().position(|(_, deps)| {
+            deps.iter().all(|dep| !ids.contains(dep.as_str()) || placed.iter().any(|it| it == dep))
+        });
+        let Some(idx) = ready else {
+            let names: Vec<&str> = left.iter().map(|(id, _)| id.as_str()).collect();
+            anyhow::bail!("dependsOn forms a cycle among {}", names.join(", "));
+        };
+        placed.push(left.remove(idx).0.clone());
+    }
+    Ok(placed)
+}
+
+/// [`start_order`] of configurations.
+pub(crate) fn start_order_of<'a>(configs: impl Iterator<Item = &'a ProcessConfig>) -> anyhow::Result<Vec<String>> {
+    let list: Vec<(String, Vec<String>)> = configs.map(|config| (config.id.clone(), dependencies(config))).collect();
+    start_order(&list)
+}
+
 /// One thing `apply` did.
 #[derive(Debug, Serialize)]
 pub(crate) struct Done {
@@ -213,7 +251,7 @@ fn apply_steps(stack: &Stack, plan: &Plan, client: &ProcessMonitorClient, done: 
         done.push(Done { id: change.key.clone(), action: "set".to_owned(), state: None });
     }
     if plan.prune {
-        for id in plan.removed.iter().rev() {
+        for id in &plan.removed {
             client.deregister(id)?;
             done.push(Done { id: id.clone(), action: "removed".to_owned(), state: None });
         }
@@ -240,7 +278,9 @@ fn apply_steps(stack: &Stack, plan: &Plan, client: &ProcessMonitorClient, done: 
         }
         done.push(Done { id: config.id.clone(), action, state });
     }
-    for config in &plan.added {
+    let order = start_order_of(plan.added.iter())?;
+    let added = order.iter().filter_map(|id| plan.added.iter().find(|config| config.id == *id));
+    for config in added {
         client.register_with_keys(config.clone(), mark())?;
         let mut action = "registered".to_owned();
         let mut state = None;
@@ -303,5 +343,29 @@ fn shown(value: &Value) -> String {
     match value {
         Value::Null => "(default)".to_owned(),
         other => other.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn check(list: &[(&str, &[&str])], expected: &[&str]) {
+        let list: Vec<(String, Vec<String>)> = list
+            .iter()
+            .map(|(id, deps)| ((*id).to_owned(), deps.iter().map(|dep| (*dep).to_owned()).collect()))
+            .collect();
+        assert_eq!(start_order(&list).unwrap(), expected);
+    }
+
+    #[test]
+    fn start_order_puts_dependencies_first_and_keeps_file_order_otherwise() {
+        check(&[("a", &[]), ("b", &[]), ("c", &[])], &["a", "b", "c"]);
+        check(&[("web", &["db"]), ("db", &[]), ("cache", &[])], &["db", "web", "cache"]);
+        check(&[("web", &["db", "cache"]), ("db", &["cache"]), ("cache", &[])], &["cache", "db", "web"]);
+        check(&[("web", &["elsewhere"]), ("db", &[])], &["web", "db"]);
+        let cycle = vec![("a".to_owned(), vec!["b".to_owned()]), ("b".to_owned(), vec!["a".to_owned()])];
+        let err = start_order(&cycle).unwrap_err().to_string();
+        assert!(err.contains("cycle among a, b"), "{err}");
     }
 }

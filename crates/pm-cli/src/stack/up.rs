@@ -23,10 +23,13 @@ const POLL: Duration = Duration::from_millis(100);
 /// ANSI colours for the prefixes, in turn.
 const COLOURS: &[&str] = &["36", "33", "32", "35", "34", "96", "93", "92", "95", "94"];
 
-/// The order in which `up` (on Ctrl-C) and `down` stop a stack: the reverse of the file's order, so that what
-/// is declared first (a database, say) is stopped last.
+/// The order in which `up` (on Ctrl-C) and `down` stop a stack: the reverse of the start order (file order with
+/// dependencies first), so that dependents stop before what they depend on, and what is declared first (a
+/// database, say) is stopped last.
 pub(crate) fn stop_order(stack: &Stack) -> Vec<String> {
-    stack.processes.iter().rev().map(|config| config.id.clone()).collect()
+    let order = plan::start_order_of(stack.processes.iter())
+        .unwrap_or_else(|_| stack.processes.iter().map(|config| config.id.clone()).collect());
+    order.into_iter().rev().collect()
 }
 
 pub(crate) fn up(cli: &Cli, paths: &Paths, args: &UpArgs) -> anyhow::Result<u8> {
@@ -65,8 +68,9 @@ fn run(
     let before: BTreeMap<String, Option<PathBuf>> =
         stack.processes.iter().map(|config| (config.id.clone(), paths.newest_run_dir(&config.id))).collect();
     let mut done = plan::apply(stack, &plan, &client)?;
-    // Processes the file wants running that do not run (stopped by an earlier Ctrl-C, say).
-    for config in &stack.processes {
+    // Processes the file wants running that do not run (stopped by an earlier Ctrl-C, say), dependencies first.
+    let order = plan::start_order_of(stack.processes.iter())?;
+    for config in order.iter().filter_map(|id| stack.processes.iter().find(|config| config.id == *id)) {
         if !(config.enabled && config.autostart) || client.get_status(&config.id)?.state.has_child() {
             continue;
         }
