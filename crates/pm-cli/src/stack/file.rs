@@ -81,7 +81,7 @@ fn read(
     let value = expand_all(value, "", vars)?;
     let Value::Object(top) = value else { anyhow::bail!("the file must hold a table (an object)") };
     let top_keys: Vec<String> = keys::TOP_LEVEL.iter().map(|key| (*key).to_owned()).collect();
-    let mut top = normalise(top, &top_keys, "", &["$schema"])?;
+    let mut top = normalise(top, &top_keys, None, "", &["$schema"])?;
     top.remove("$schema");
     let mut settings = Vec::new();
     let strings = |key: &str, value: Value| -> anyhow::Result<Vec<String>> {
@@ -98,7 +98,7 @@ fn read(
             "remoteAccess" => {
                 let Value::Object(map) = value.clone() else { anyhow::bail!("{key}: must be a table") };
                 let known: Vec<String> = keys::REMOTE_ACCESS.iter().map(|key| (*key).to_owned()).collect();
-                let map = normalise(map, &known, "remoteAccess.", &[])?;
+                let map = normalise(map, &known, None, "remoteAccess.", &[])?;
                 let patch: RemoteAccessPatch =
                     serde_json::from_value(Value::Object(map)).context("remoteAccess: each key takes true or false")?;
                 SettingsUpdate::RemoteAccess(patch)
@@ -122,14 +122,14 @@ fn process(id: &str, value: Value, base: &Path) -> anyhow::Result<ProcessConfig>
     let at = format!("processes.{id}");
     pm_core::validate_process_id(id).with_context(|| format!("{at}: not a valid process id"))?;
     let Value::Object(map) = value else { anyhow::bail!("{at}: must be a table") };
-    let mut map = normalise(map, &keys::process_keys(), &format!("{at}."), &[])?;
+    let mut map = normalise(map, &keys::process_keys(), None, &format!("{at}."), &[])?;
     for key in keys::MONITOR_ONLY {
         if map.contains_key(*key) {
             anyhow::bail!("{at}.{key}: set by the monitor itself, a stack file cannot declare it");
         }
     }
     for nested in keys::nested() {
-        normalise_nested(&mut map, nested.path, &nested.keys, &at)?;
+        normalise_nested(&mut map, &nested, &at)?;
     }
     match map.get("id") {
         None => {
@@ -192,18 +192,20 @@ fn config_of(map: Map<String, Value>, at: &str) -> anyhow::Result<ProcessConfig>
 }
 
 /// Renames snake_case keys to their camelCase names and refuses unknown keys, naming the nearest known one.
-/// `allowed` are further keys taken as they are.
+/// A key is known when `known` lists it, or `is_field` says so; `allowed` are further keys taken as they are.
 fn normalise(
     map: Map<String, Value>,
     known: &[String],
+    is_field: Option<fn(&str) -> bool>,
     at: &str,
     allowed: &[&str],
 ) -> anyhow::Result<Map<String, Value>> {
+    let is_known = |key: &str| known.iter().any(|it| it == key) || is_field.is_some_and(|is_field| is_field(key));
     let mut res = Map::new();
     for (key, value) in map {
-        let name = if known.contains(&key) || allowed.contains(&key.as_str()) {
+        let name = if is_known(&key) || allowed.contains(&key.as_str()) {
             key.clone()
-        } else if known.contains(&keys::camel(&key)) && key.contains('_') {
+        } else if key.contains('_') && is_known(&keys::camel(&key)) {
             keys::camel(&key)
         } else {
             let hint = match keys::nearest(&key, known) {
@@ -221,7 +223,8 @@ fn normalise(
 }
 
 /// Normalises the nested object at `path` (when present and an object).
-fn normalise_nested(map: &mut Map<String, Value>, path: &[&str], known: &[String], at: &str) -> anyhow::Result<()> {
+fn normalise_nested(map: &mut Map<String, Value>, nested: &keys::Nested, at: &str) -> anyhow::Result<()> {
+    let path = nested.path;
     let Some((last, parents)) = path.split_last() else { return Ok(()) };
     let mut here = map;
     for parent in parents {
@@ -231,7 +234,7 @@ fn normalise_nested(map: &mut Map<String, Value>, path: &[&str], known: &[String
         }
     }
     if let Some(Value::Object(inner)) = here.remove(*last) {
-        let inner = normalise(inner, known, &format!("{at}.{}.", path.join(".")), &[])?;
+        let inner = normalise(inner, &nested.keys, Some(nested.is_field), &format!("{at}.{}.", path.join(".")), &[])?;
         here.insert((*last).to_owned(), Value::Object(inner));
     }
     Ok(())

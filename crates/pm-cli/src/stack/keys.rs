@@ -39,8 +39,10 @@ pub(crate) const REMOTE_ACCESS: &[&str] = &[
 pub(crate) struct Nested {
     /// Path of keys from the process object, e.g. `["alivenessCheck", "startupCheck"]`.
     pub path: &'static [&'static str],
-    /// Its known keys (camelCase).
+    /// Its known keys (camelCase), for hints and the schema.
     pub keys: Vec<String>,
+    /// Whether a key is a field of the type (the check a file's keys go through).
+    pub is_field: fn(&str) -> bool,
 }
 
 /// The known keys of a process table (camelCase, without the monitor-only ones, with `envFile`).
@@ -52,15 +54,61 @@ pub(crate) fn process_keys() -> Vec<String> {
 }
 
 /// The nested objects of a process table whose keys are known.
+///
+/// These types keep unknown keys (a flattened `extra` map), so serde does not list their fields: the keys are
+/// those of a populated value serialized, plus the described keys that [`probe_field`] confirms (fields
+/// left out when serialized at their defaults).
 pub(crate) fn nested() -> Vec<Nested> {
     let mut check = AlivenessCheck::new("http://localhost/health");
     check.status_url = Some(String::new());
     check.startup_check = Some(StartupCheck::default());
+    fn policy_field(key: &str) -> bool {
+        probe_field::<RestartPolicy>(json!({}), key)
+    }
+    fn check_field(key: &str) -> bool {
+        probe_field::<AlivenessCheck>(json!({"url": "http://localhost/health"}), key)
+    }
+    fn startup_field(key: &str) -> bool {
+        probe_field::<StartupCheck>(json!({}), key)
+    }
+    let with_described = |mut keys: Vec<String>, is_field: fn(&str) -> bool| {
+        for key in DESCRIBED {
+            if !keys.iter().any(|it| it == key) && is_field(key) {
+                keys.push((*key).to_owned());
+            }
+        }
+        keys
+    };
     vec![
-        Nested { path: &["restartPolicy"], keys: struct_keys(&RestartPolicy::default()) },
-        Nested { path: &["alivenessCheck"], keys: struct_keys(&check) },
-        Nested { path: &["alivenessCheck", "startupCheck"], keys: struct_keys(&StartupCheck::default()) },
+        Nested {
+            path: &["restartPolicy"],
+            keys: with_described(struct_keys(&RestartPolicy::default()), policy_field),
+            is_field: policy_field,
+        },
+        Nested {
+            path: &["alivenessCheck"],
+            keys: with_described(struct_keys(&check), check_field),
+            is_field: check_field,
+        },
+        Nested {
+            path: &["alivenessCheck", "startupCheck"],
+            keys: with_described(struct_keys(&StartupCheck::default()), startup_field),
+            is_field: startup_field,
+        },
     ]
+}
+
+/// Whether `key` is a field of `T` (a type that keeps unknown keys): an unknown key comes back unchanged when
+/// the value is read and written again, while a field refuses the probe value or turns it into its own type.
+/// `base` holds the fields `T` requires.
+fn probe_field<T: Serialize + DeserializeOwned>(base: Value, key: &str) -> bool {
+    let probe = json!({"__pm_stack_probe__": [1]});
+    let Value::Object(mut map) = base else { return false };
+    map.insert(key.to_owned(), probe.clone());
+    match serde_json::from_value::<T>(Value::Object(map)) {
+        Err(_) => true,
+        Ok(value) => serde_json::to_value(value).ok().and_then(|value| value.get(key).cloned()) != Some(probe),
+    }
 }
 
 /// The field names of `T`: from serde's derive when it lists them, otherwise the keys of `sample` serialized.
@@ -176,6 +224,46 @@ fn distance(a: &str, b: &str) -> usize {
     }
     row[b.len()]
 }
+
+/// Every key [`describe`] knows.
+const DESCRIBED: &[&str] = &[
+    "id",
+    "name",
+    "command",
+    "args",
+    "workingDirectory",
+    "environment",
+    "envFile",
+    "autostart",
+    "enabled",
+    "isRemote",
+    "restartPolicy",
+    "alivenessCheck",
+    "stopTimeoutMs",
+    "logMaxBytes",
+    "logKeep",
+    "keepRuns",
+    "maxAttempts",
+    "backoffIntervalsMs",
+    "resetAfterMs",
+    "retryIndefinitely",
+    "indefiniteIntervalMs",
+    "url",
+    "statusUrl",
+    "intervalMs",
+    "timeoutMs",
+    "consecutiveFailuresRequired",
+    "startupCheck",
+    "initialDelayMs",
+    "checkIntervalMs",
+    "failAction",
+    "trustedHosts",
+    "executableWhitelist",
+    "executableBlacklist",
+    "remoteAccess",
+    "standaloneMode",
+    "processes",
+];
 
 /// Type and description of a key, for the schema. Keys the types have that are missing here accept any value.
 fn describe(key: &str) -> Option<(Value, &'static str)> {
@@ -351,6 +439,19 @@ mod tests {
         assert!(nested[1].keys.iter().any(|key| key == "statusUrl"), "{:?}", nested[1].keys);
         assert!(nested[2].keys.iter().any(|key| key == "failAction"), "{:?}", nested[2].keys);
         assert!(nested.iter().all(|it| !it.keys.iter().any(|key| key == "extra")));
+    }
+
+    #[test]
+    fn probing_finds_fields_left_out_when_serialized() {
+        let nested = nested();
+        let check = &nested[1];
+        assert!((check.is_field)("statusUrl") && (check.is_field)("startupCheck") && (check.is_field)("url"));
+        assert!(!(check.is_field)("statusUrl2") && !(check.is_field)("extra"));
+        assert!((nested[0].is_field)("maxAttempts") && !(nested[0].is_field)("maxAttempt"));
+        assert!((nested[2].is_field)("failAction") && !(nested[2].is_field)("fail_action"));
+        for name in DESCRIBED {
+            assert!(describe(name).is_some(), "{name} is listed but not described");
+        }
     }
 
     #[test]
