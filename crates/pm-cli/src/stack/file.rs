@@ -51,8 +51,12 @@ pub(crate) fn load(path: &Path, vars: &dyn Fn(&str) -> Option<String>) -> anyhow
 /// Parses TOML (or JSON for `.json` files) into a JSON value; errors carry line and column.
 fn parse(text: &str, path: &Path) -> anyhow::Result<Value> {
     if path.extension().is_some_and(|ext| ext.eq_ignore_ascii_case("json")) {
-        return serde_json::from_str(text)
-            .map_err(|err| anyhow::format_err!("line {}, column {}: {err}", err.line(), err.column()));
+        return serde_json::from_str(text).map_err(|err| {
+            // serde_json ends its message with the position, which comes first here.
+            let message = err.to_string();
+            let message = message.rsplit_once(" at line ").map_or(message.as_str(), |(message, _)| message);
+            anyhow::format_err!("line {}, column {}: {message}", err.line(), err.column())
+        });
     }
     toml::from_str::<Value>(text).map_err(|err| {
         let (line, column) = match err.span() {

@@ -437,3 +437,38 @@ fn up_starts_a_monitor_when_none_runs_and_stops_it_on_sigint() {
     assert_eq!(env.copies("solo"), 0);
     assert_eq!(env.entry("solo")["state"], "stopped");
 }
+
+#[test]
+fn client_keeps_additive_keys_and_runtime_fields_on_update() {
+    use pm_client::{Error, ProcessMonitorClient};
+    use pm_core::ProcessConfig;
+
+    let env = Env::new();
+    let client = ProcessMonitorClient::in_directory(&env.dir, "default").unwrap();
+    let mut config = ProcessConfig::new("svc", "svc", "/bin/sleep");
+    config.autostart = false;
+    let keys = |value: Value| value.as_object().unwrap().clone();
+    client.register_with_keys(config.clone(), keys(json!({"stackFile": "/a/stack.toml", "note": 1}))).unwrap();
+    assert_eq!(env.entry("svc")["stackFile"], "/a/stack.toml");
+    // Keys that are fields of the entry are refused, configuration or runtime.
+    for key in ["command", "pid", "state", "stopTimeoutMs"] {
+        let err = client.register_with_keys(ProcessConfig::new("other", "o", "/bin/true"), keys(json!({key: 1})));
+        assert!(matches!(err, Err(Error::Invalid(_))), "{key}: {err:?}");
+    }
+    assert!(env.entry("other").is_null());
+
+    // Runtime fields survive a configuration update; `enabled` is left to enable/disable; null removes a key.
+    let registered_at = env.entry("svc")["registeredAt"].clone();
+    client.disable("svc").unwrap();
+    config.args = vec!["5".to_owned()];
+    config.enabled = true;
+    client.update_config(config.clone(), keys(json!({"note": null, "stackFile": "/b/stack.toml"}))).unwrap();
+    let entry = env.entry("svc");
+    assert_eq!(entry["args"], json!(["5"]));
+    assert_eq!((&entry["enabled"], &entry["state"]), (&json!(false), &json!("disabled")));
+    assert_eq!(entry["registeredAt"], registered_at);
+    assert_eq!(entry["stackFile"], "/b/stack.toml");
+    assert!(entry.get("note").is_none(), "{entry:#}");
+    let missing = client.update_config(ProcessConfig::new("nope", "n", "/bin/true"), serde_json::Map::new());
+    assert!(matches!(missing, Err(Error::NotFound(id)) if id == "nope"));
+}
