@@ -162,7 +162,7 @@ fn diff_lists_added_removed_and_changed_keys() {
     let file = write(&env, "stack.toml", &first);
     env.ok(&["apply", "-f", &file]);
     let second = format!(
-        "{}{}{}",
+        "trusted_hosts = [\"127.0.0.1\"]\n{}{}{}",
         shell_table(&env, "keep", "sleep 600", "autostart = false"),
         shell_table(&env, "edit", "sleep 600", "autostart = false\nenvironment = { MODE = \"two\" }\nlog_keep = 2"),
         shell_table(&env, "new", "sleep 600", ""),
@@ -176,8 +176,19 @@ fn diff_lists_added_removed_and_changed_keys() {
          environment: {\"MODE\":\"one\"} -> {\"MODE\":\"two\"}\n    \
          logKeep: (default) -> 2\n\
          - gone (no longer listed; apply --prune removes it)\n\
-         = keep (unchanged)\n",
+         = keep (unchanged)\n\
+         ~ setting trustedHosts: [\"localhost\",\"127.0.0.1\",\"::1\",\"0.0.0.0\"] -> [\"127.0.0.1\"]\n",
         "{out:?}"
+    );
+    let registry = std::fs::read(env.dir.join("processes_default.json")).unwrap();
+    let dry = env.ok(&["apply", "-f", &file, "--dry-run", "--prune"]);
+    assert!(dry.stdout.starts_with("+ new (new; starts)\n"), "{dry:?}");
+    assert!(dry.stdout.contains("- gone (removed)\n"), "{dry:?}");
+    assert!(dry.stdout.ends_with("dry run: nothing changed\n"), "{dry:?}");
+    assert_eq!(
+        std::fs::read(env.dir.join("processes_default.json")).unwrap(),
+        registry,
+        "--dry-run changed the registry"
     );
     let diff = env.json(&["diff", "-f", &file, "--prune"]);
     let plan = &diff["plan"];
@@ -230,6 +241,11 @@ fn apply_twice_restarts_nothing_and_an_env_change_restarts_only_its_process() {
     assert_eq!((pid_of(&env, "db"), pid_of(&env, "web")), (db, web));
 
     write(&env, "stack.toml", &stack("two", 600));
+    let diff = env.ok(&["diff", "-f", &file]);
+    assert_eq!(
+        diff.stdout, "~ web (restarts)\n    environment: {\"MODE\":\"one\"} -> {\"MODE\":\"two\"}\n= db (unchanged)\n",
+        "{diff:?}"
+    );
     let out = env.ok(&["apply", "-f", &file]);
     assert!(out.stdout.contains("web: updated environment; restarted -> running"), "{out:?}");
     assert!(out.stdout.contains("db: unchanged"), "{out:?}");
