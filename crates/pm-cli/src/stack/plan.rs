@@ -86,6 +86,13 @@ pub(crate) fn plan(stack: &Stack, registry: &Registry, options: &PlanOptions) ->
     let mut res = Plan { prune: options.prune, ..Plan::default() };
     let listed: BTreeSet<&str> = stack.processes.iter().map(|config| config.id.as_str()).collect();
     for config in &stack.processes {
+        for dep in dependencies(config) {
+            if !listed.contains(dep.as_str()) && !registry.processes.contains_key(&dep) {
+                anyhow::bail!("{}: dependsOn names {dep}, which is neither in this file nor registered", config.id);
+            }
+        }
+    }
+    for config in &stack.processes {
         let Some(entry) = registry.processes.get(&config.id) else {
             res.added.push(config.clone());
             continue;
@@ -119,13 +126,16 @@ pub(crate) fn plan(stack: &Stack, registry: &Registry, options: &PlanOptions) ->
             config: config.clone(),
         });
     }
-    let removed = registry
+    let removed: Vec<&ProcessConfig> = registry
         .processes
         .values()
         .filter(|entry| provenance(entry) == Some(mark.as_str()) && !listed.contains(entry.config.id.as_str()))
-        .map(|entry| &entry.config);
-    // Dependents first.
-    res.removed = start_order_of(removed).unwrap_or_default().into_iter().rev().collect();
+        .map(|entry| &entry.config)
+        .collect();
+    // Dependents first (registry order should the stored entries form a cycle).
+    let order = start_order_of(removed.iter().copied())
+        .unwrap_or_else(|_| removed.iter().map(|config| config.id.clone()).collect());
+    res.removed = order.into_iter().rev().collect();
     // Settings: checked on a copy (all or nothing), listed where they differ.
     let mut scratch = registry.clone();
     for (key, update) in &stack.settings {
