@@ -263,6 +263,13 @@ const DESCRIBED: &[&str] = &[
     "remoteAccess",
     "standaloneMode",
     "processes",
+    "dependsOn",
+    "dependencyTimeoutMs",
+    "restartDependents",
+    "restartOn",
+    "type",
+    "host",
+    "port",
 ];
 
 /// Type and description of a key, for the schema. Keys the types have that are missing here accept any value.
@@ -326,6 +333,21 @@ fn describe(key: &str) -> Option<(Value, &'static str)> {
         "initialDelayMs" => (int(0), "Wait before the first startup check"),
         "checkIntervalMs" => (int(1), "Time between startup checks"),
         "failAction" => (json!({"enum": ["restart", "disable", "fail"]}), "What a failed startup leads to"),
+        // Keys of the dependencies issue (#14); described here ahead of it, used once the types have them.
+        "dependsOn" => (
+            json!({"type": "object", "additionalProperties": {"enum": ["started", "healthy", "completedSuccessfully"]}}),
+            "Processes this one waits for before it starts, each with its condition",
+        ),
+        "dependencyTimeoutMs" => (int(1), "How long a start waits for dependsOn (default 60000)"),
+        "restartDependents" => {
+            (json!({"type": "boolean"}), "Restart the running processes that depend on this one after it restarts")
+        }
+        "restartOn" => {
+            (json!({"enum": ["always", "failure", "never"]}), "Which exits lead to a restart (default always)")
+        }
+        "type" => (json!({"enum": ["http", "tcp", "exec"]}), "How the check probes (default http)"),
+        "host" => (json!({"type": "string"}), "Host a tcp probe connects to (default 127.0.0.1)"),
+        "port" => (json!({"type": "integer", "minimum": 1, "maximum": 65535}), "Port a tcp probe connects to"),
         "trustedHosts" => (strings, "Peers that bypass the remote-access permissions"),
         "executableWhitelist" => (strings, "Executables untrusted peers may register (glob patterns)"),
         "executableBlacklist" => (strings, "Executables untrusted peers may not register (glob patterns)"),
@@ -455,17 +477,48 @@ mod tests {
     }
 
     #[test]
-    fn every_described_key_exists() {
-        // Every key of the types has a description (a field added to the types without one still works, but
-        // gets a bare entry in the schema).
+    fn keys_of_the_guide_are_described() {
+        // A field added to the types later without a description still works (a bare entry in the schema), so
+        // only the guide's keys are held to it here.
         let mut all = process_keys();
         for it in nested() {
             all.extend(it.keys);
         }
         for key in &all {
-            assert!(describe(key).is_some(), "{key} has no description in the schema table");
+            assert!(describe(key).is_some() || !GUIDE_KEYS.contains(&key.as_str()), "{key} has no description");
+        }
+        for key in GUIDE_KEYS {
+            assert!(all.iter().any(|it| it == key), "{key} is not among the keys taken from the types");
         }
     }
+
+    const GUIDE_KEYS: &[&str] = &[
+        "id",
+        "name",
+        "command",
+        "args",
+        "workingDirectory",
+        "environment",
+        "autostart",
+        "enabled",
+        "isRemote",
+        "restartPolicy",
+        "alivenessCheck",
+        "maxAttempts",
+        "backoffIntervalsMs",
+        "resetAfterMs",
+        "retryIndefinitely",
+        "indefiniteIntervalMs",
+        "url",
+        "statusUrl",
+        "intervalMs",
+        "timeoutMs",
+        "consecutiveFailuresRequired",
+        "startupCheck",
+        "initialDelayMs",
+        "checkIntervalMs",
+        "failAction",
+    ];
 
     #[test]
     fn case_conversion_and_nearest() {
