@@ -116,6 +116,7 @@ fn run(
     }
     for tail in &mut tails {
         let _ = tail.poll(paths, width, colour, &mut out);
+        let _ = tail.finish(width, colour, &mut out);
     }
     match failed {
         Some(err) => Err(err.into()),
@@ -213,14 +214,20 @@ impl Tail {
     fn poll(&mut self, paths: &Paths, width: usize, colour: bool, out: &mut impl Write) -> anyhow::Result<()> {
         let newest = paths.newest_run_dir(&self.id);
         if newest != self.run {
-            self.print(width, colour, out)?;
+            // The old run is over: its last line is shown even without a line end.
+            self.print(width, colour, true, out)?;
             self.run = newest;
             self.offsets = [0, 0];
         }
-        self.print(width, colour, out)
+        self.print(width, colour, false, out)
     }
 
-    fn print(&mut self, width: usize, colour: bool, out: &mut impl Write) -> anyhow::Result<()> {
+    /// Shows what is left of the current run, its unfinished last line included (after the stack stopped).
+    fn finish(&mut self, width: usize, colour: bool, out: &mut impl Write) -> anyhow::Result<()> {
+        self.print(width, colour, true, out)
+    }
+
+    fn print(&mut self, width: usize, colour: bool, partial: bool, out: &mut impl Write) -> anyhow::Result<()> {
         let Some(run) = self.run.clone() else { return Ok(()) };
         let prefix = if colour {
             format!("\x1b[{}m{:<width$} |\x1b[0m ", self.colour, self.id)
@@ -228,15 +235,16 @@ impl Tail {
             format!("{:<width$} | ", self.id)
         };
         for (offset, name) in self.offsets.iter_mut().zip(FILES) {
-            *offset = print_lines(&run.join(name), *offset, &prefix, out)?;
+            *offset = print_lines(&run.join(name), *offset, &prefix, partial, out)?;
         }
         out.flush()?;
         Ok(())
     }
 }
 
-/// Prints the complete lines of `path` from `offset`, each after `prefix`; answers the offset after the last.
-fn print_lines(path: &Path, offset: u64, prefix: &str, out: &mut impl Write) -> anyhow::Result<u64> {
+/// Prints the complete lines of `path` from `offset` (with `partial`, an unfinished last line too, ended
+/// here), each after `prefix`; answers the offset after the last.
+fn print_lines(path: &Path, offset: u64, prefix: &str, partial: bool, out: &mut impl Write) -> anyhow::Result<u64> {
     let Ok(mut file) = std::fs::File::open(path) else { return Ok(offset) };
     let len = file.metadata()?.len();
     // A rotated (shortened) log starts over.
@@ -248,7 +256,16 @@ fn print_lines(path: &Path, offset: u64, prefix: &str, out: &mut impl Write) -> 
     loop {
         line.clear();
         let n = reader.read_until(b'\n', &mut line)?;
-        if n == 0 || line.last() != Some(&b'\n') {
+        if n == 0 {
+            break;
+        }
+        if line.last() != Some(&b'\n') {
+            if partial {
+                out.write_all(prefix.as_bytes())?;
+                out.write_all(&line)?;
+                out.write_all(b"\n")?;
+                consumed += n as u64;
+            }
             break;
         }
         out.write_all(prefix.as_bytes())?;

@@ -335,7 +335,12 @@ fn up_prefixes_output_and_sigint_stops_the_stack() {
     let stack = format!(
         "{}{}",
         shell_table(&env, "db", "echo db ready; echo db warning >&2; sleep 600", ""),
-        shell_table(&env, "webserver", "echo listening on ${PORT}; sleep 600", "environment = { PORT = \"8080\" }"),
+        shell_table(
+            &env,
+            "webserver",
+            "echo listening on ${PORT}; printf unfinished; sleep 600",
+            "environment = { PORT = \"8080\" }"
+        ),
     );
     let file = write(&env, "stack.toml", &stack.replace("${PORT}", "$$PORT"));
     let (mut up, log) = spawn_up(&env, &file);
@@ -350,6 +355,8 @@ fn up_prefixes_output_and_sigint_stops_the_stack() {
     let status = wait_exit(&mut up);
     let text = std::fs::read_to_string(&log).unwrap();
     assert!(status.success(), "{status}: {text}");
+    assert!(!text[..text.find("Stopping").unwrap()].contains("unfinished"), "{text}");
+    assert!(text.contains("webserver | unfinished\n"), "an unfinished last line is shown once the run is over: {text}");
     // Stopped in reverse file order.
     let web_at = text.find("webserver: stopped").unwrap_or_else(|| panic!("{text}"));
     let db_at = text.find("db: stopped").unwrap_or_else(|| panic!("{text}"));
