@@ -16,7 +16,7 @@ fn main() -> ExitCode {
         Some("chaos") => chaos::run(&args[1..]),
         _ => {
             eprintln!(
-                "usage: cargo xtask <ci | e2e [test filter] | bench [--quick] | chaos [--cycles N] [--fuzz-cases N]>"
+                "usage: cargo xtask <ci | e2e [test filter] | bench [--quick] [--scale] | chaos [--cycles N] [--fuzz-cases N]>"
             );
             return ExitCode::from(2);
         }

@@ -76,6 +76,25 @@ pub enum Error {
     /// The replacement process of a self-restart could not be started.
     #[error("cannot start the replacement monitor")]
     Respawn(#[source] std::io::Error),
+    /// The open-files limit is too low for the registry, even after raising the soft limit to the hard one.
+    #[error(
+        "the open-files limit (RLIMIT_NOFILE) is {soft} (hard limit {hard}), too low for {processes} registered \
+         processes: the monitor needs one descriptor per process plus {reserve}, so at least {needed}; raise the \
+         hard limit (`ulimit -Hn`, LimitNOFILE= of a systemd unit, /etc/security/limits.conf) or register fewer \
+         processes"
+    )]
+    FileLimit {
+        /// The soft limit in force.
+        soft: u64,
+        /// The hard limit.
+        hard: u64,
+        /// Entries of the registry.
+        processes: usize,
+        /// Descriptors kept besides one per process.
+        reserve: u64,
+        /// The least limit that fits.
+        needed: u64,
+    },
     /// Any other failure.
     #[error(transparent)]
     Core(#[from] CoreError),
@@ -107,9 +126,26 @@ impl Daemon {
     }
 }
 
+/// Raises the soft open-files limit to the hard one, and refuses to run when even that leaves no descriptor
+/// for each of `processes` (plus the monitor's own).
+fn check_file_limit(processes: usize) -> Result<(), Error> {
+    let Some((soft, hard)) = crate::os::raise_nofile_limit() else { return Ok(()) };
+    let reserve = crate::os::NOFILE_RESERVE;
+    let needed = processes as u64 + reserve;
+    if soft < needed {
+        return Err(Error::FileLimit { soft, hard, processes, reserve, needed });
+    }
+    tracing::debug!(soft, hard, "open-files limit");
+    Ok(())
+}
+
+/// Least time between two background registry writes of the writer task.
+const WRITER_GAP: Duration = Duration::from_millis(250);
+
 async fn run_locked(config: DaemonConfig) -> Result<Exit, Error> {
     let paths = config.paths.clone();
-    let store = Arc::new(Store::new(paths.clone()));
+    // The monitor's transactions start from the registry it last wrote while nobody else changed the file.
+    let store = Arc::new(Store::new_cached(paths.clone()));
     let (registry, set_aside) = {
         let store = store.clone();
         tokio::task::spawn_blocking(move || store.init_recovering())
@@ -123,6 +159,7 @@ async fn run_locked(config: DaemonConfig) -> Result<Exit, Error> {
             bad.display()
         );
     }
+    check_file_limit(registry.processes.len())?;
     let standalone_override = config.standalone;
     let remote_port = config.remote_port;
     let aliveness_port = config.aliveness_port;
@@ -260,6 +297,10 @@ async fn run_locked(config: DaemonConfig) -> Result<Exit, Error> {
                             tracing::info!("registry writes work again");
                         }
                         failing = false;
+                        // Background writes (restarts, exits, a start-up) are rewrites of the whole file: at most
+                        // a few a second, whatever the churn; the changes of the gap go out in the next one.
+                        // Acknowledged API actions do not wait for this (they commit before they answer).
+                        tokio::time::sleep(WRITER_GAP).await;
                     }
                     Err(err) => {
                         if !failing {

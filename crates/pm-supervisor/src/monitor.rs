@@ -2,7 +2,7 @@
 //! daemon loop see it. Implements [`pm_http::ControlPlane`].
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
@@ -52,6 +52,10 @@ pub(crate) struct Monitor {
     /// The registry's top level as this monitor found it (processes left out), to write the file back from
     /// memory if it disappears.
     pub(crate) template: std::sync::Mutex<Registry>,
+    /// Group commit: tickets handed to callers that need their outcome stored ([`Monitor::durable`]), and the
+    /// highest ticket a finished flush is known to cover.
+    commit_requested: AtomicU64,
+    commit_done: AtomicU64,
     /// Set by the final write of a shutdown (inside its transaction): every transaction of this monitor that
     /// gets the registry lock after it writes nothing, so the final states are the last word.
     closed: Arc<AtomicBool>,
@@ -88,6 +92,8 @@ impl Monitor {
                 )
             },
             template: std::sync::Mutex::new(registry),
+            commit_requested: AtomicU64::new(0),
+            commit_done: AtomicU64::new(0),
             closed: Arc::default(),
         }
     }
@@ -119,8 +125,21 @@ impl Monitor {
     }
 
     /// Writes the observed state of every process to the registry in one transaction.
+    ///
+    /// Every outcome in memory when it takes the guard is in what it writes: a caller holding a commit ticket
+    /// taken before then is covered by it ([`Monitor::durable`]).
     pub(crate) async fn flush(&self) -> Result<(), Error> {
+        self.flush_covering(None).await
+    }
+
+    /// [`Monitor::flush`], skipped when a flush that finished while this waited for the guard covers `ticket`.
+    async fn flush_covering(&self, ticket: Option<u64>) -> Result<(), Error> {
         let mut sync = self.sync.lock().await;
+        if ticket.is_some_and(|ticket| self.commit_done.load(Ordering::SeqCst) >= ticket) {
+            return Ok(());
+        }
+        // Read before the snapshots: every ticket up to here belongs to an outcome already in memory.
+        let covers = self.commit_requested.load(Ordering::SeqCst);
         let snapshots = self.sup.snapshots();
         let written = sync.written_rev.clone();
         let revs = self
@@ -145,7 +164,16 @@ impl Monitor {
             })
             .await?;
         sync.written_rev.extend(revs);
+        self.commit_done.fetch_max(covers, Ordering::SeqCst);
         Ok(())
+    }
+
+    /// Stores every outcome in memory now, sharing the write with concurrent callers (group commit): a caller
+    /// takes a ticket, and returns as soon as a flush that began after its ticket has finished, its own or
+    /// another caller's (or the writer's); only when none did, it flushes itself.
+    pub(crate) async fn commit(&self) -> Result<(), Error> {
+        let ticket = self.commit_requested.fetch_add(1, Ordering::SeqCst) + 1;
+        self.flush_covering(Some(ticket)).await
     }
 
     /// Stores final entries (after the supervisor shut down) in one transaction; `clean` marks a clean
@@ -522,7 +550,7 @@ impl Monitor {
     /// right after answering does not undo it.
     async fn durable<T>(&self, res: Result<T, Error>) -> Result<T, Error> {
         if res.is_ok() {
-            if let Err(err) = self.flush().await {
+            if let Err(err) = self.commit().await {
                 tracing::warn!("cannot store the outcome before answering: {err}");
             }
         }

@@ -5,5 +5,6 @@ mod chaos;
 mod engine_hardening;
 mod faults;
 mod fuzz;
+mod scale;
 mod security;
 mod watcher;
