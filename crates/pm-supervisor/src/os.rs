@@ -47,7 +47,8 @@ pub(crate) fn raise_nofile_limit() -> Option<(u64, u64)> {
             limit = raised;
         }
     }
-    let finite = |value: libc::rlim_t| if value == libc::RLIM_INFINITY { u64::MAX } else { value as u64 };
+    // rlim_t is u64 on Linux and the BSDs.
+    let finite = |value: libc::rlim_t| if value == libc::RLIM_INFINITY { u64::MAX } else { value };
     Some((finite(limit.rlim_cur), finite(limit.rlim_max)))
 }
 
