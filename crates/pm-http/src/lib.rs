@@ -57,14 +57,19 @@
 
 mod aliveness;
 mod api;
+mod body;
 mod client;
 mod control;
 mod error;
+mod events;
 mod exec;
 mod helper;
+mod logs;
 pub mod metrics;
 mod names;
 mod server;
+mod sse;
+mod stream_client;
 #[cfg(feature = "test-support")]
 pub mod testing;
 
@@ -73,5 +78,7 @@ pub use api::spawn_remote_api;
 pub use client::{check_health, HttpClient, HttpResponse};
 pub use control::ControlPlane;
 pub use error::Error;
+pub use events::{EventBus, DEFAULT_EVENT_RING};
 pub use helper::{AlivenessCallback, AlivenessServerHelper};
 pub use server::{bind, ServerConfig, ServerHandle};
+pub use stream_client::{HttpStream, SseEvent, SseParser};

@@ -317,6 +317,9 @@ async fn run_locked(config: DaemonConfig) -> Result<Exit, Error> {
         }
     };
 
+    if restart {
+        monitor.sup.publish_monitor_event(pm_core::EventKind::MonitorRestart {});
+    }
     monitor.stopping.store(true, Ordering::Relaxed);
     tracing::info!(restart, "shutting down");
     writer.abort();

@@ -34,6 +34,8 @@ pub(crate) struct Shared {
     pub(crate) http: pm_http::HttpClient,
     /// Signalled on every published change (the registry writer waits on it).
     pub(crate) changed: Notify,
+    /// The event bus of `GET /events`, and the hooks' bound.
+    pub(crate) events: crate::events::Events,
 }
 
 impl Shared {
@@ -73,6 +75,7 @@ impl Supervisor {
             extra_env: config.extra_env,
             http: pm_http::HttpClient::new(),
             changed: Notify::new(),
+            events: crate::events::Events::new(Arc::new(pm_http::EventBus::new(pm_http::DEFAULT_EVENT_RING))),
         };
         Supervisor { shared: Arc::new(shared), slots: Arc::new(Mutex::new(BTreeMap::new())) }
     }
@@ -97,6 +100,10 @@ impl Supervisor {
         let mut slots = self.slots.lock().expect("slots lock");
         if slots.contains_key(&id) {
             return Err(Error::AlreadyExists(id));
+        }
+        if begin == Begin::Registered {
+            let kind = pm_core::EventKind::Registered { process_id: id.clone() };
+            self.shared.events.publish(kind, entry.config.is_remote);
         }
         let (tx, rx) = mpsc::channel(64);
         let (actor, snapshot) = Actor::new(entry, self.shared.clone(), rx);
@@ -161,6 +168,8 @@ impl Supervisor {
         };
         let _ = slot.task.await;
         self.shared.changed.notify_one();
+        let is_remote = slot.snapshot.borrow().entry.config.is_remote;
+        self.shared.events.publish(pm_core::EventKind::Deregistered { process_id: id.to_owned() }, is_remote);
         res
     }
 
@@ -269,6 +278,16 @@ impl Supervisor {
     /// The HTTP client the checks use (pooled connections), for the daemon's own checks.
     pub(crate) fn http(&self) -> &pm_http::HttpClient {
         &self.shared.http
+    }
+
+    /// The bus every change of these processes is published on (`GET /events`).
+    pub fn event_bus(&self) -> Arc<pm_http::EventBus> {
+        self.shared.events.bus.clone()
+    }
+
+    /// Publishes an event about the monitor itself (seen by trusted peers only).
+    pub(crate) fn publish_monitor_event(&self, kind: pm_core::EventKind) {
+        self.shared.events.publish(kind, false);
     }
 
     /// The layout this supervisor logs into.
