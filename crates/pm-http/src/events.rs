@@ -9,7 +9,7 @@ use pm_core::Event;
 use tokio::sync::watch;
 
 /// Events kept for replay by default.
-pub const DEFAULT_EVENT_RING: usize = 4096;
+pub const DEFAULT_EVENT_RING: usize = 1024;
 
 /// One event as held in the ring.
 #[derive(Debug, Clone)]

@@ -24,6 +24,14 @@ pub struct SupervisorConfig {
     pub extra_env: Vec<(String, String)>,
 }
 
+/// Events kept for replay: `PROCESS_MONITOR_EVENT_RING` when set (at least 1,000), else the default.
+fn event_ring() -> usize {
+    std::env::var("PROCESS_MONITOR_EVENT_RING")
+        .ok()
+        .and_then(|value| value.trim().parse().ok())
+        .unwrap_or(pm_http::DEFAULT_EVENT_RING)
+}
+
 /// State shared by the supervisor and its actors.
 pub(crate) struct Shared {
     pub(crate) paths: Paths,
@@ -75,7 +83,7 @@ impl Supervisor {
             extra_env: config.extra_env,
             http: pm_http::HttpClient::new(),
             changed: Notify::new(),
-            events: crate::events::Events::new(Arc::new(pm_http::EventBus::new(pm_http::DEFAULT_EVENT_RING))),
+            events: crate::events::Events::new(Arc::new(pm_http::EventBus::new(event_ring()))),
         };
         Supervisor { shared: Arc::new(shared), slots: Arc::new(Mutex::new(BTreeMap::new())) }
     }
