@@ -548,12 +548,16 @@ impl<C: ControlPlane> Ctx<'_, C> {
                 return json_error(StatusCode::FORBIDDEN, "Cannot watch local process");
             }
         }
+        let bus = self.control().event_bus();
+        if bus.is_closed() {
+            return json_error(StatusCode::SERVICE_UNAVAILABLE, "ProcessMonitor is shutting down");
+        }
         let Some(permit) = self.api.streams.acquire() else {
             return too_many_streams();
         };
         let last_event_id = req.headers().get("last-event-id").and_then(|value| value.to_str().ok());
         let filter = crate::sse::EventFilter { process, trusted };
-        crate::sse::events_response(self.control().event_bus(), filter, last_event_id, permit, &self.api.streams)
+        crate::sse::events_response(bus, filter, last_event_id, permit, &self.api.streams)
     }
 
     /// The run folders of a process a peer may read the logs of: untrusted peers only those of processes
@@ -618,12 +622,14 @@ impl<C: ControlPlane> Ctx<'_, C> {
             Err(err) => return json_error(StatusCode::INTERNAL_SERVER_ERROR, &format!("Cannot read log: {err}")),
         };
         let (control, key) = (self.api.control.clone(), id.to_owned());
-        let newest: Arc<dyn Fn() -> Option<std::path::PathBuf> + Send + Sync> =
-            Arc::new(move || control.run_dirs(&key).ok()?.pop());
+        let bus = control.event_bus();
+        let runs: Arc<dyn Fn() -> Vec<std::path::PathBuf> + Send + Sync> =
+            Arc::new(move || control.run_dirs(&key).unwrap_or_default());
         let (res, tx) = crate::sse::stream_response("text/plain; charset=utf-8", &self.api.streams);
         tokio::spawn(async move {
             let _permit = permit;
-            crate::logs::follow(follower, newest, tx).await;
+            // Followers end with the monitor (see `EventBus::close`).
+            crate::logs::follow(follower, runs, tx, move || bus.is_closed()).await;
         });
         res
     }

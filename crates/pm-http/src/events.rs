@@ -2,6 +2,7 @@
 //! `GET /events` streams read it; publishing never waits on a reader.
 
 use std::collections::VecDeque;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
 
 use hyper::body::Bytes;
@@ -41,6 +42,7 @@ pub struct EventBus {
     capacity: usize,
     ring: Mutex<Ring>,
     latest: watch::Sender<u64>,
+    closed: AtomicBool,
 }
 
 #[derive(Debug, Default)]
@@ -55,7 +57,13 @@ impl EventBus {
         let epoch = u64::try_from(pm_core::Timestamp::now().unix_millis()).unwrap_or(0);
         let capacity = capacity.max(1000);
         let (latest, _) = watch::channel(0);
-        EventBus { epoch, capacity, ring: Mutex::new(Ring { next_seq: 1, events: VecDeque::new() }), latest }
+        EventBus {
+            epoch,
+            capacity,
+            ring: Mutex::new(Ring { next_seq: 1, events: VecDeque::new() }),
+            latest,
+            closed: AtomicBool::new(false),
+        }
     }
 
     /// The epoch part of this bus's ids.
@@ -85,6 +93,18 @@ impl EventBus {
         self.latest.send_replace(seq);
         tracing::trace!(id = %event.id, kind = event.kind.name(), "event");
         event.id
+    }
+
+    /// Ends every stream reading this bus (each gets a final `cut` event) and refuses new ones (the monitor is
+    /// shutting down). Events published afterwards are still numbered and kept.
+    pub fn close(&self) {
+        self.closed.store(true, Ordering::SeqCst);
+        self.latest.send_modify(|_| {});
+    }
+
+    /// Whether [`EventBus::close`] was called.
+    pub fn is_closed(&self) -> bool {
+        self.closed.load(Ordering::SeqCst)
     }
 
     /// The id of sequence number `seq`.

@@ -12,7 +12,8 @@
 //!   processes (the supervisor acts behind [`ControlPlane`]).
 //! - Handlers never fail: every error is a JSON `{"error": ...}` response with its status code.
 //! - Every socket, server side and client side, has `TCP_NODELAY`, and every response is sent whole with a
-//!   `Content-Length`. Request bodies are size-limited, request heads have a read timeout, connections are
+//!   `Content-Length`, except the streams (`GET /events`, followed logs), which are chunked, bounded in number
+//!   and in memory. Request bodies are size-limited, request heads have a read timeout, connections are
 //!   bounded ([`ServerConfig`]).
 //! - Remote API trust comes from the TCP peer address only, never from a header.
 //!

@@ -240,9 +240,9 @@ impl Follower {
         Ok(buf)
     }
 
-    /// Reads what is new (at most one chunk). `newest` is the newest run folder now, to move on to once this run's
-    /// file is read to its end.
-    pub(crate) fn step(&mut self, newest: Option<&Path>) -> std::io::Result<Step> {
+    /// Reads what is new (at most one chunk). `next` is the run folder after this one (if there is one yet), to
+    /// move on to once this run's file is read to its end.
+    pub(crate) fn step(&mut self, next: Option<&Path>) -> std::io::Result<Step> {
         // Rotated generations first, in order.
         while let Some((file, offset)) = self.rotated.first_mut() {
             let mut buf = Vec::with_capacity(CHUNK);
@@ -278,14 +278,14 @@ impl Follower {
         if !data.is_empty() {
             return Ok(Step { data: self.lines(data), more: true });
         }
-        match newest {
-            Some(newest) if newest != self.dir && newest.file_name() > self.dir.file_name() => {
+        match next {
+            Some(next) if next != self.dir => {
                 // This run's file is read to its end (just now, after the newer folder was seen): go on there.
                 let mut data = std::mem::take(&mut self.partial);
                 if !data.is_empty() {
                     data.push(b'\n');
                 }
-                self.dir = newest.to_path_buf();
+                self.dir = next.to_path_buf();
                 self.offset = 0;
                 self.generation_one = identity(&generation(&self.dir.join(self.file_name), 1));
                 Ok(Step { data, more: true })
@@ -334,17 +334,31 @@ impl Follower {
     }
 }
 
-/// Streams a followed log, step by step, until the client goes away; `newest` answers the newest run folder.
+/// The run folder after `current` among `runs` (oldest first): the next one, or the newest when `current` is no
+/// longer listed (pruned); `None` while `current` is the newest.
+fn next_run(runs: Vec<PathBuf>, current: &Path) -> Option<PathBuf> {
+    match runs.iter().position(|run| run == current) {
+        Some(at) => runs.into_iter().nth(at + 1),
+        None => runs.into_iter().last().filter(|run| run != current),
+    }
+}
+
+/// Streams a followed log, step by step, until the client goes away or `closing` says the monitor is shutting down;
+/// `runs` lists the process's run folders, oldest first.
 pub(crate) async fn follow(
     mut follower: Follower,
-    newest: Arc<dyn Fn() -> Option<PathBuf> + Send + Sync>,
+    runs: Arc<dyn Fn() -> Vec<PathBuf> + Send + Sync>,
     tx: StreamTx,
+    closing: impl Fn() -> bool,
 ) {
     loop {
-        let newest_now = newest.clone();
+        if closing() {
+            return;
+        }
+        let runs_now = runs.clone();
         let stepped = tokio::task::spawn_blocking(move || {
-            let newest = newest_now();
-            let res = follower.step(newest.as_deref());
+            let next = next_run(runs_now(), &follower.dir);
+            let res = follower.step(next.as_deref());
             (follower, res)
         })
         .await;
@@ -399,10 +413,10 @@ mod tests {
         file.set_len(0).unwrap();
     }
 
-    fn drain(follower: &mut Follower, newest: Option<&Path>) -> String {
+    fn drain(follower: &mut Follower, next: Option<&Path>) -> String {
         let mut res = Vec::new();
         loop {
-            let step = follower.step(newest).unwrap();
+            let step = follower.step(next).unwrap();
             res.extend(step.data);
             if !step.more {
                 return String::from_utf8(res).unwrap();
@@ -423,6 +437,15 @@ mod tests {
         assert!(LogsQuery::parse(&pairs(&[("run", "../../etc")])).is_err());
         assert!(LogsQuery::parse(&pairs(&[("run", "20250101_120000_2")])).is_ok());
         assert!(LogsQuery::parse(&pairs(&[("color", "1")])).is_err());
+    }
+
+    #[test]
+    fn next_runs() {
+        let runs: Vec<PathBuf> = ["a/1", "a/2", "a/3"].iter().map(PathBuf::from).collect();
+        assert_eq!(next_run(runs.clone(), Path::new("a/1")), Some(PathBuf::from("a/2")));
+        assert_eq!(next_run(runs.clone(), Path::new("a/3")), None);
+        assert_eq!(next_run(runs.clone(), Path::new("a/0")), Some(PathBuf::from("a/3")));
+        assert_eq!(next_run(Vec::new(), Path::new("a/0")), None);
     }
 
     #[test]
@@ -447,27 +470,27 @@ mod tests {
         let path = run1.join("stdout.log");
         append(&path, "old1\nold2\n");
         let mut follower = Follower::start(run1.clone(), "stdout.log", 1).unwrap();
-        assert_eq!(drain(&mut follower, Some(&run1)), "old2\n");
+        assert_eq!(drain(&mut follower, None), "old2\n");
         append(&path, "l1\nl2\npart");
-        assert_eq!(drain(&mut follower, Some(&run1)), "l1\nl2\n");
+        assert_eq!(drain(&mut follower, None), "l1\nl2\n");
         append(&path, "ial\nl3\n");
         rotate(&path);
         append(&path, "l4\n");
-        assert_eq!(drain(&mut follower, Some(&run1)), "partial\nl3\nl4\n");
+        assert_eq!(drain(&mut follower, None), "partial\nl3\nl4\n");
         // One rotation while an older generation is kept (renamed to `.2`): only the new `.1` is read.
         append(&path, "l4b\n");
         rotate(&path);
         append(&path, "l4c\n");
-        assert_eq!(drain(&mut follower, Some(&run1)), "l4b\nl4c\n");
+        assert_eq!(drain(&mut follower, None), "l4b\nl4c\n");
         // Two rotations between looks, the second after the follower had read part of the first's head.
         append(&path, "l5\n");
-        assert_eq!(drain(&mut follower, Some(&run1)), "l5\n");
+        assert_eq!(drain(&mut follower, None), "l5\n");
         append(&path, "l6\n");
         rotate(&path);
         append(&path, "l7\n");
         rotate(&path);
         append(&path, "l8\n");
-        assert_eq!(drain(&mut follower, Some(&run1)), "l6\nl7\nl8\n");
+        assert_eq!(drain(&mut follower, None), "l6\nl7\nl8\n");
         // The next run: the rest of this one first, then the new one from its start.
         append(&path, "last");
         std::fs::create_dir_all(&run2).unwrap();

@@ -163,6 +163,10 @@ async fn produce_events(
     let mut idle_since = Instant::now();
     loop {
         wake.borrow_and_update();
+        if bus.is_closed() {
+            tx.send_last(cut("the monitor is shutting down"));
+            return Err(Ended::Closed);
+        }
         match bus.after(cursor, 256) {
             Fetch::Behind => {
                 tx.send_last(cut("the client read too slowly and events were dropped; reconnect with Last-Event-ID"));

@@ -256,3 +256,15 @@ async fn follow_goes_on_into_the_next_run() {
     read_until(&mut stream, &mut seen, "next run\n").await;
     assert_eq!(seen, "two\nthree\nfour\nnext run\n");
 }
+
+#[tokio::test]
+async fn closing_the_bus_ends_streams_with_a_cut_and_refuses_new_ones() {
+    let api = Api::start();
+    let mut events = Events::open(&api, "", None).await;
+    api.fake.events.close();
+    let cut = events.next().await.unwrap();
+    assert_eq!(cut.event, "cut");
+    assert!(events.next().await.is_none(), "the stream goes on after the cut");
+    let refused = api.get("/events").await;
+    assert_eq!((refused.status, refused.error()), (503, "ProcessMonitor is shutting down"));
+}
