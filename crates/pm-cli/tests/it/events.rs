@@ -257,7 +257,8 @@ fn streams_beyond_64_get_503_and_alive_is_unaffected() {
     env.start_daemon();
     let rt = runtime();
     wait_api(&env, &rt);
-    let mut sockets: Vec<_> = (0..64).map(|_| never_reading_stream(&env)).collect();
+    // From 64 loopback addresses, so that no limit per peer address is what refuses the next one.
+    let mut sockets: Vec<_> = (2..66).map(|n| never_reading_stream(&env, &rt, [127, 0, 0, n])).collect();
     let url = format!("{}/events", env.remote_url());
     let refused = rt.block_on(pm_http::HttpClient::new().get(&url, DEADLINE)).unwrap();
     assert_eq!(refused.status, 503, "{:?}", String::from_utf8_lossy(&refused.body));
@@ -286,7 +287,7 @@ fn a_reader_that_never_reads_does_not_grow_the_monitor() {
     env.register(&flapper(&env, "warmup", 300));
     env.wait_state("warmup", "failed");
     let rss_before = rss_kib(daemon_pid);
-    let _socket = never_reading_stream(&env);
+    let _socket = never_reading_stream(&env, &rt, [127, 0, 0, 1]);
     env.register(&flapper(&env, "noisy", 300));
     env.wait_state("noisy", "failed");
     let rss_after = rss_kib(daemon_pid);
@@ -296,9 +297,15 @@ fn a_reader_that_never_reads_does_not_grow_the_monitor() {
     );
 }
 
-/// `GET /events` on a raw socket that is never read after the response head.
-fn never_reading_stream(env: &Env) -> std::net::TcpStream {
-    let mut socket = std::net::TcpStream::connect(("127.0.0.1", env.remote_port)).unwrap();
+/// `GET /events` from the loopback address `source` on a raw socket that is never read after the response head.
+fn never_reading_stream(env: &Env, rt: &tokio::runtime::Runtime, source: [u8; 4]) -> std::net::TcpStream {
+    let socket = rt.block_on(async {
+        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+        socket.bind((std::net::Ipv4Addr::from(source), 0).into()).unwrap();
+        socket.connect(([127, 0, 0, 1], env.remote_port).into()).await.unwrap()
+    });
+    let mut socket = socket.into_std().unwrap();
+    socket.set_nonblocking(false).unwrap();
     std::io::Write::write_all(&mut socket, b"GET /events HTTP/1.1\r\nhost: x\r\n\r\n").unwrap();
     socket.set_read_timeout(Some(DEADLINE)).unwrap();
     let mut head = [0u8; 12];
