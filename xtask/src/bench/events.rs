@@ -1,4 +1,4 @@
-//! 6: live events: how soon a crash reaches an event stream, and what idle streams cost the monitor.
+//! 7: live events: how soon a crash reaches an event stream, and what idle streams cost the monitor.
 
 use std::io::{Read, Write};
 use std::net::{Ipv4Addr, SocketAddr, TcpStream};
@@ -29,24 +29,19 @@ impl Stream {
         socket.set_nodelay(true)?;
         socket.write_all(format!("GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n\r\n").as_bytes())?;
         let mut stream = Stream { socket, pending: Vec::new() };
-        stream.read_until(b"\r\n\r\n", Duration::from_secs(10))?;
-        anyhow::ensure!(
-            stream.pending.starts_with(b"HTTP/1.1 200"),
-            "GET {path}: {}",
-            String::from_utf8_lossy(&stream.pending)
-        );
-        stream.pending.clear();
+        let head = stream.read_until(b"\r\n\r\n", Duration::from_secs(10))?;
+        anyhow::ensure!(head.starts_with(b"HTTP/1.1 200"), "GET {path}: {}", String::from_utf8_lossy(&head));
         Ok(stream)
     }
 
-    /// Reads until `needle` arrived (after what was matched before); keeps what follows for the next call.
-    fn read_until(&mut self, needle: &[u8], timeout: Duration) -> anyhow::Result<()> {
+    /// Reads until `needle` arrived (after what was matched before); answers what came up to it and keeps what
+    /// follows for the next call.
+    fn read_until(&mut self, needle: &[u8], timeout: Duration) -> anyhow::Result<Vec<u8>> {
         let deadline = Instant::now() + timeout;
         let mut chunk = [0u8; 16 * 1024];
         loop {
             if let Some(at) = self.pending.windows(needle.len()).position(|window| window == needle) {
-                self.pending.drain(..at + needle.len());
-                return Ok(());
+                return Ok(self.pending.drain(..at + needle.len()).collect());
             }
             let left = deadline.saturating_duration_since(Instant::now());
             anyhow::ensure!(!left.is_zero(), "no {:?} within {timeout:?}", String::from_utf8_lossy(needle));
