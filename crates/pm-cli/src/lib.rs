@@ -6,6 +6,7 @@ mod commands;
 mod events;
 mod instance;
 mod logging;
+mod stack;
 
 use std::process::ExitCode;
 
