@@ -29,8 +29,9 @@ pub struct EventsOptions {
     pub last_event_id: Option<String>,
     /// Pause before reconnecting after the connection ended or failed (default 1 s).
     pub reconnect_delay: Duration,
-    /// Connection attempts in a row that may fail (refused, 503, cut short before an event) before the stream
-    /// yields the error and ends (default 10). An answer such as 403 or 404 ends the stream at once.
+    /// Connection attempts in a row that may fail (refused, timed out, answered 503) before the stream yields the
+    /// error and ends (default 10); a stream that was open starts the count afresh when it ends. An answer such as
+    /// 403 or 404 ends the stream at once.
     pub max_failures: u32,
 }
 
@@ -148,8 +149,9 @@ impl RemoteProcessMonitorClient {
                     err
                 }
                 Ok(mut stream) => {
+                    // The monitor answered: whatever ends this connection later starts a new count.
+                    failures = 0;
                     let mut parser = pm_http::SseParser::new();
-                    let mut delivered = false;
                     let end = loop {
                         let chunk = match stream.chunk().await {
                             Ok(Some(chunk)) => chunk,
@@ -173,7 +175,6 @@ impl RemoteProcessMonitorClient {
                                 last_event_id = Some(sse.id);
                             }
                             let cut = matches!(event.kind, EventKind::Cut { .. });
-                            delivered = true;
                             if tx.send(Ok(event)).await.is_err() {
                                 return;
                             }
@@ -182,9 +183,6 @@ impl RemoteProcessMonitorClient {
                             }
                         }
                     };
-                    if delivered {
-                        failures = 0;
-                    }
                     end
                 }
             };

@@ -367,3 +367,40 @@ fn state_change_hooks_get_the_event_on_stdin_and_in_the_environment() {
     env.wait_state("slowhooked", "stopped");
     env.wait_for("the slow hooks to be killed", || (count_with_arg(&slow.to_string_lossy()) == 0).then_some(()));
 }
+
+#[test]
+fn the_events_command_prints_json_lines_and_people_lines() {
+    let env = Env::new();
+    env.start_daemon();
+    let rt = runtime();
+    wait_api(&env, &rt);
+    // Without --remote it watches this instance's own API; `--since` an id of no run replays from the start.
+    let spawn = |json: bool| {
+        let mut args = vec!["events", "--process", "watched", "--since", "0-0"];
+        if json {
+            args.insert(0, "--json");
+        }
+        let mut command = env.command(&args);
+        command.stdout(Stdio::piped()).stderr(Stdio::null());
+        let mut child = Guarded(command.spawn().unwrap());
+        env.remember(child.0.id());
+        let lines = line_reader(child.0.stdout.take().unwrap());
+        (child, lines)
+    };
+    let (_json_child, json_lines) = spawn(true);
+    let (_text_child, text_lines) = spawn(false);
+    let mut config = env.shell("watched", "sleep 600");
+    config["autostart"] = json!(true);
+    env.register(&config);
+    let next = |lines: &std::sync::mpsc::Receiver<String>| lines.recv_timeout(DEADLINE).expect("no line in time");
+    let gap: serde_json::Value = serde_json::from_str(&next(&json_lines)).unwrap();
+    assert_eq!((gap["type"].as_str(), gap["lastEventId"].as_str()), (Some("gap"), Some("0-0")));
+    let registered: serde_json::Value = serde_json::from_str(&next(&json_lines)).unwrap();
+    assert_eq!((registered["type"].as_str(), registered["processId"].as_str()), (Some("registered"), Some("watched")));
+    let started: serde_json::Value = serde_json::from_str(&next(&json_lines)).unwrap();
+    assert_eq!((started["from"].as_str(), started["to"].as_str()), (Some("stopped"), Some("running")), "{started}");
+    assert!(next(&text_lines).contains("were missed"));
+    assert!(next(&text_lines).ends_with("watched: registered"));
+    let line = next(&text_lines);
+    assert!(line.contains("watched: stopped -> running (started) pid "), "{line}");
+}
