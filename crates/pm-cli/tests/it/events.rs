@@ -329,7 +329,7 @@ fn state_change_hooks_get_the_event_on_stdin_and_in_the_environment() {
     std::fs::write(
         &hook,
         format!(
-            "#!/bin/sh\necho \"$PM_PROCESS_ID $PM_EVENT_FROM $PM_EVENT_TO $PM_EVENT_SIGNAL\" >> {o}.env\ncat >> {o}.json\n",
+            "#!/bin/sh\ncat >> {o}.json\necho \"$PM_PROCESS_ID $PM_EVENT_FROM $PM_EVENT_TO $PM_EVENT_SIGNAL\" >> {o}.env\n",
             o = out.display()
         ),
     )
@@ -345,6 +345,7 @@ fn state_change_hooks_get_the_event_on_stdin_and_in_the_environment() {
     env.register(&config);
     let pid = env.running_pid("hooked");
     signal(pid.pid, libc::SIGKILL);
+    // The hook copies its stdin first, then writes the variables: once these are there, so is the JSON.
     env.wait_for("the hook's record of the crash", || {
         let text = std::fs::read_to_string(format!("{}.env", out.display())).ok()?;
         text.lines().any(|line| line == "hooked running crashed 9").then_some(())
