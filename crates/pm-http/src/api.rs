@@ -602,21 +602,19 @@ impl<C: ControlPlane> Ctx<'_, C> {
             let message = if query.run.is_some() { "Run not found" } else { "No logs" };
             return json_response(StatusCode::NOT_FOUND, &json!({ "error": message, "processId": id }));
         };
-        let (file_name, tail) = (query.file_name, query.tail);
-        if !query.follow {
-            let read = tokio::task::spawn_blocking(move || crate::logs::read_tail(&dir.join(file_name), tail)).await;
-            return match read {
-                Ok(Ok(text)) => server::bytes_body(StatusCode::OK, text, "text/plain; charset=utf-8"),
-                Ok(Err(err)) => json_error(StatusCode::INTERNAL_SERVER_ERROR, &format!("Cannot read log: {err}")),
-                Err(err) => json_error(StatusCode::INTERNAL_SERVER_ERROR, &format!("Cannot read log: {err}")),
-            };
-        }
-        let Some(permit) = self.api.streams.acquire() else {
-            return too_many_streams();
+        let (file_name, tail, follow) = (query.file_name, query.tail, query.follow);
+        // A one-off read goes out in bounded chunks as well, so a large tail never sits in memory whole; only
+        // followers count against the stream cap.
+        let permit = match follow {
+            true => match self.api.streams.acquire() {
+                Some(permit) => Some(permit),
+                None => return too_many_streams(),
+            },
+            false => None,
         };
-        let follower = match tokio::task::spawn_blocking(move || crate::logs::Follower::start(dir, file_name, tail))
-            .await
-        {
+        let started =
+            tokio::task::spawn_blocking(move || crate::logs::Follower::start(dir, file_name, tail, !follow)).await;
+        let follower = match started {
             Ok(Ok(it)) => it,
             Ok(Err(err)) => return json_error(StatusCode::INTERNAL_SERVER_ERROR, &format!("Cannot read log: {err}")),
             Err(err) => return json_error(StatusCode::INTERNAL_SERVER_ERROR, &format!("Cannot read log: {err}")),
@@ -629,7 +627,7 @@ impl<C: ControlPlane> Ctx<'_, C> {
         tokio::spawn(async move {
             let _permit = permit;
             // Followers end with the monitor (see `EventBus::close`).
-            crate::logs::follow(follower, runs, tx, move || bus.is_closed()).await;
+            crate::logs::follow(follower, follow, runs, tx, move || bus.is_closed()).await;
         });
         res
     }

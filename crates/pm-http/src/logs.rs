@@ -168,17 +168,6 @@ fn tail_start(file: &mut File, len: u64, lines: usize) -> std::io::Result<u64> {
     Ok(floor)
 }
 
-/// The last `lines` lines of `path` (empty when it does not exist).
-pub(crate) fn read_tail(path: &Path, lines: usize) -> std::io::Result<Vec<u8>> {
-    let Some(mut file) = open_locked(path)? else { return Ok(Vec::new()) };
-    let len = file.metadata()?.len();
-    let start = tail_start(&mut file, len, lines)?;
-    let mut res = Vec::with_capacity((len - start) as usize);
-    file.seek(SeekFrom::Start(start))?;
-    Read::by_ref(&mut file).take(len - start).read_to_end(&mut res)?;
-    Ok(res)
-}
-
 /// The identity of a file, to notice a rotation: device, inode and modification time (an inode freed by a shift of
 /// the generations is often reused at once for the next `.1`; its modification time tells the two apart, and unlike
 /// the change time it stays the same when a generation is renamed to the next).
@@ -207,6 +196,8 @@ pub(crate) struct Follower {
     rotated: Vec<(File, u64)>,
     /// Bytes after the last complete line.
     partial: Vec<u8>,
+    /// For a one-off read: the length of the live file when it began (what is written later is not sent).
+    until: Option<u64>,
 }
 
 /// What one step of a follower found.
@@ -218,21 +209,41 @@ pub(crate) struct Step {
 }
 
 impl Follower {
-    /// A follower of `file_name` in the run folder `dir`, starting at its last `tail` lines.
-    pub(crate) fn start(dir: PathBuf, file_name: &'static str, tail: usize) -> std::io::Result<Follower> {
+    /// A follower of `file_name` in the run folder `dir`, starting at its last `tail` lines; with `snapshot` it
+    /// reads only up to the file's present end.
+    pub(crate) fn start(
+        dir: PathBuf,
+        file_name: &'static str,
+        tail: usize,
+        snapshot: bool,
+    ) -> std::io::Result<Follower> {
         let path = dir.join(file_name);
-        let mut follower =
-            Follower { dir, file_name, offset: 0, generation_one: None, rotated: Vec::new(), partial: Vec::new() };
+        let mut follower = Follower {
+            dir,
+            file_name,
+            offset: 0,
+            generation_one: None,
+            rotated: Vec::new(),
+            partial: Vec::new(),
+            until: snapshot.then_some(0),
+        };
         if let Some(mut file) = open_locked(&path)? {
             follower.generation_one = identity(&generation(&path, 1));
             let len = file.metadata()?.len();
             follower.offset = tail_start(&mut file, len, tail)?;
+            follower.until = snapshot.then_some(len);
         }
         Ok(follower)
     }
 
+    /// The bytes after the last complete line (at the end of a one-off read).
+    fn take_partial(&mut self) -> Vec<u8> {
+        std::mem::take(&mut self.partial)
+    }
+
     fn read_live(&mut self, file: &mut File, len: u64) -> std::io::Result<Vec<u8>> {
-        let want = (len.saturating_sub(self.offset)).min(CHUNK as u64);
+        let end = self.until.map_or(len, |until| until.min(len));
+        let want = (end.saturating_sub(self.offset)).min(CHUNK as u64);
         let mut buf = Vec::with_capacity(want as usize);
         file.seek(SeekFrom::Start(self.offset))?;
         Read::by_ref(file).take(want).read_to_end(&mut buf)?;
@@ -261,6 +272,8 @@ impl Follower {
             Some(mut file) => {
                 let now_one = identity(&generation(&path, 1));
                 if now_one.is_some() && now_one != self.generation_one {
+                    // The present end moved with the rotation: a one-off read goes on to the end of the file.
+                    self.until = None;
                     self.take_rotation(&path);
                     self.generation_one = now_one;
                     drop(file);
@@ -343,10 +356,11 @@ fn next_run(runs: Vec<PathBuf>, current: &Path) -> Option<PathBuf> {
     }
 }
 
-/// Streams a followed log, step by step, until the client goes away or `closing` says the monitor is shutting down;
-/// `runs` lists the process's run folders, oldest first.
+/// Streams a log step by step: with `follow` until the client goes away or `closing` says the monitor is shutting
+/// down (`runs` lists the process's run folders, oldest first), else until the end of the file.
 pub(crate) async fn follow(
     mut follower: Follower,
+    follow: bool,
     runs: Arc<dyn Fn() -> Vec<PathBuf> + Send + Sync>,
     tx: StreamTx,
     closing: impl Fn() -> bool,
@@ -357,7 +371,7 @@ pub(crate) async fn follow(
         }
         let runs_now = runs.clone();
         let stepped = tokio::task::spawn_blocking(move || {
-            let next = next_run(runs_now(), &follower.dir);
+            let next = if follow { next_run(runs_now(), &follower.dir) } else { None };
             let res = follower.step(next.as_deref());
             (follower, res)
         })
@@ -372,6 +386,13 @@ pub(crate) async fn follow(
             }
         };
         if !step.data.is_empty() && tx.send(Bytes::from(step.data), || None).await.is_err() {
+            return;
+        }
+        if !step.more && !follow {
+            let rest = follower.take_partial();
+            if !rest.is_empty() {
+                let _ = tx.send(Bytes::from(rest), || None).await;
+            }
             return;
         }
         if !step.more {
@@ -448,17 +469,30 @@ mod tests {
         assert_eq!(next_run(Vec::new(), Path::new("a/0")), None);
     }
 
+    /// A one-off read of the last `tail` lines, as `GET .../logs` without `follow` does it.
+    fn one_off(dir: &Path, file_name: &'static str, tail: usize) -> Vec<u8> {
+        let mut follower = Follower::start(dir.to_path_buf(), file_name, tail, true).unwrap();
+        let mut res = drain(&mut follower, None).into_bytes();
+        res.extend(follower.take_partial());
+        res
+    }
+
     #[test]
     fn tails() {
         let dir = scratch("tail");
         let path = dir.join("stdout.log");
         append(&path, "a\nb\nc\n");
-        assert_eq!(read_tail(&path, 2).unwrap(), b"b\nc\n");
-        assert_eq!(read_tail(&path, 10).unwrap(), b"a\nb\nc\n");
-        assert_eq!(read_tail(&path, 0).unwrap(), b"");
+        assert_eq!(one_off(&dir, "stdout.log", 2), b"b\nc\n");
+        assert_eq!(one_off(&dir, "stdout.log", 10), b"a\nb\nc\n");
+        assert_eq!(one_off(&dir, "stdout.log", 0), b"");
         append(&path, "partial");
-        assert_eq!(read_tail(&path, 2).unwrap(), b"c\npartial");
-        assert_eq!(read_tail(&dir.join("missing.log"), 2).unwrap(), b"");
+        assert_eq!(one_off(&dir, "stdout.log", 2), b"c\npartial");
+        assert_eq!(one_off(&dir, "missing.log", 2), b"");
+        // A one-off read ends at the end the file had when it began.
+        let mut follower = Follower::start(dir.clone(), "stdout.log", 1, true).unwrap();
+        append(&path, "\nlater\n");
+        assert_eq!(drain(&mut follower, None), "");
+        assert_eq!(follower.take_partial(), b"partial");
         let _ = std::fs::remove_dir_all(&dir);
     }
 
@@ -469,7 +503,7 @@ mod tests {
         std::fs::create_dir_all(&run1).unwrap();
         let path = run1.join("stdout.log");
         append(&path, "old1\nold2\n");
-        let mut follower = Follower::start(run1.clone(), "stdout.log", 1).unwrap();
+        let mut follower = Follower::start(run1.clone(), "stdout.log", 1, false).unwrap();
         assert_eq!(drain(&mut follower, None), "old2\n");
         append(&path, "l1\nl2\npart");
         assert_eq!(drain(&mut follower, None), "l1\nl2\n");

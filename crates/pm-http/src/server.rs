@@ -303,14 +303,6 @@ pub(crate) fn text_body(status: StatusCode, text: String, content_type: &'static
     res
 }
 
-/// A response with an owned byte body and the given content type.
-pub(crate) fn bytes_body(status: StatusCode, bytes: Vec<u8>, content_type: &'static str) -> HttpResponse {
-    let mut res = Response::new(crate::body::Body::full(bytes));
-    *res.status_mut() = status;
-    res.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
-    res
-}
-
 /// A plain-text response.
 pub(crate) fn text_response(status: StatusCode, text: &'static str) -> HttpResponse {
     let mut res = Response::new(crate::body::Body::full(Bytes::from_static(text.as_bytes())));
