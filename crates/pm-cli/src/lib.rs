@@ -7,6 +7,7 @@ mod events;
 mod instance;
 mod logging;
 mod stack;
+mod stopping;
 
 use std::process::ExitCode;
 

@@ -64,5 +64,5 @@ mod streams;
 pub use discover::{DiscoverOptions, Subnet};
 pub use error::Error;
 pub use local::{LocalClientOptions, ProcessMonitorClient};
-pub use remote::{RemoteClientOptions, RemoteProcessMonitorClient};
+pub use remote::{RemoteClientOptions, RemoteProcessMonitorClient, STOP_MARGIN};
 pub use streams::{EventStream, EventsOptions, LogStream, LogsOptions};
