@@ -40,6 +40,7 @@
 
 mod actor;
 mod daemon;
+mod events;
 mod footprint;
 mod groupwait;
 mod logrotate;
