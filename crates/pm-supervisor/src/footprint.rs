@@ -25,6 +25,7 @@ mod tests {
             extra_env: Vec::new(),
             http: pm_http::HttpClient::new(),
             changed: Notify::new(),
+            events: crate::events::Events::new(Arc::new(pm_http::EventBus::new(16))),
         });
         let entry = ProcessEntry::new(ProcessConfig::new("job", "job", "/bin/true"), Timestamp::now());
         let (_tx, rx) = mpsc::channel::<Cmd>(64);
