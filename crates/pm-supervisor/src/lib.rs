@@ -46,6 +46,7 @@ mod orphans;
 mod os;
 mod resources;
 mod spawn;
+mod startup;
 mod supervisor;
 mod watch;
 
