@@ -242,7 +242,9 @@ fn status(cli: &Cli, paths: &Paths) -> anyhow::Result<u8> {
         }
     };
     if let (Some(err), false) = (&unreadable, cli.json) {
-        println!("  registry:   UNREADABLE ({err}); ports above are the defaults and the command line's");
+        println!(
+            "  registry:   UNREADABLE ({err}); ports taken from the instance lock, the command line or the defaults"
+        );
     }
     Ok(res)
 }
@@ -461,12 +463,28 @@ pub(crate) fn load_registry(paths: &Paths) -> anyhow::Result<Registry> {
     }
 }
 
-/// The registry, or the instance's defaults when it cannot be read (with the reason): for the lifeline commands
-/// (`--status`, `--stop`), which must work whatever the registry's state.
+/// The registry, or the instance's defaults with the ports the running monitor published in its lock, when it
+/// cannot be read (with the reason): for the lifeline commands (`--status`, `--stop`), which must work whatever the
+/// registry's state.
 pub(crate) fn registry_or_defaults(paths: &Paths) -> (Registry, Option<String>) {
     match load_registry(paths) {
         Ok(registry) => (registry, None),
-        Err(err) => (Registry::new_default(paths.instance_id()), Some(format!("{err:#}"))),
+        Err(err) => {
+            // The ports the running monitor published in its lock beat the defaults.
+            let mut registry = Registry::new_default(paths.instance_id());
+            if let Ok(Some(holder)) = InstanceLock::holder(paths) {
+                let port = |key: &str| {
+                    holder.extra.get(key).and_then(|value| value.as_u64()).and_then(|port| u16::try_from(port).ok())
+                };
+                if let Some(port) = port("alivenessPort") {
+                    registry.aliveness_server.port = port;
+                }
+                if let Some(port) = port("remotePort") {
+                    registry.remote_access.remote_port = port;
+                }
+            }
+            (registry, Some(format!("{err:#}")))
+        }
     }
 }
 

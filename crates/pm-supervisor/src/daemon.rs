@@ -92,7 +92,7 @@ impl Daemon {
         let paths = config.paths.clone();
         // Nothing is read or written in a home another user controls.
         crate::startup::check_home(&paths).await?;
-        let lock = {
+        let mut lock = {
             let paths = paths.clone();
             let timeout = config.lock_timeout;
             tokio::task::spawn_blocking(move || InstanceLock::acquire(&paths, timeout))
@@ -100,7 +100,7 @@ impl Daemon {
                 .map_err(|err| CoreError::Storage(err.to_string()))??
         };
         tracing::info!(instance = paths.instance_id(), pid = std::process::id(), dir = %paths.root().display(), "instance lock acquired");
-        let res = run_locked(config).await;
+        let res = run_locked(config, &mut lock).await;
         let release = tokio::task::spawn_blocking(move || lock.release()).await;
         if let Ok(Err(err)) = release {
             tracing::warn!("releasing the instance lock failed: {err}");
@@ -109,7 +109,7 @@ impl Daemon {
     }
 }
 
-async fn run_locked(config: DaemonConfig) -> Result<Exit, Error> {
+async fn run_locked(config: DaemonConfig, lock: &mut InstanceLock) -> Result<Exit, Error> {
     let paths = config.paths.clone();
     let store = Arc::new(Store::new(paths.clone()));
     let (registry, set_aside) = {
@@ -185,6 +185,7 @@ async fn run_locked(config: DaemonConfig) -> Result<Exit, Error> {
         }
         return Err(err);
     }
+    crate::startup::publish_ports(lock, &monitor);
     tracing::info!(boot, processes = registry_processes.len(), "taking over the registry");
     let mut orphans = {
         let sup = sup.clone();

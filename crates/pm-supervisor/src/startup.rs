@@ -91,3 +91,19 @@ pub(crate) async fn unmark(store: &Arc<Store>) {
         tracing::error!("cannot clear monitorRunning after the failed start: {res:?}");
     }
 }
+
+/// Writes the ports both servers listen on into the instance lock (`alivenessPort`, `remotePort`), for the
+/// lifeline commands when the registry does not parse. A failure is logged, never fatal.
+pub(crate) fn publish_ports(lock: &mut pm_registry::InstanceLock, monitor: &crate::monitor::Monitor) {
+    let (aliveness, remote) = *monitor.ports.read().expect("ports");
+    let mut keys = serde_json::Map::new();
+    if let Some(port) = aliveness {
+        keys.insert("alivenessPort".to_owned(), port.into());
+    }
+    if let Some(port) = remote {
+        keys.insert("remotePort".to_owned(), port.into());
+    }
+    if let Err(err) = lock.publish(keys) {
+        tracing::warn!("cannot publish the ports in the instance lock: {err}");
+    }
+}
