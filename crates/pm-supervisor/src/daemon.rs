@@ -176,6 +176,7 @@ async fn run_locked(config: DaemonConfig, lock: &mut InstanceLock) -> Result<Exi
     );
     let (events_tx, mut events) = mpsc::unbounded_channel();
     let mut registry = registry;
+    crate::unusable::report(&registry.unusable);
     let registry_processes = std::mem::take(&mut registry.processes);
     let monitor = Arc::new(Monitor::new(store.clone(), sup.clone(), registry, standalone_override, events_tx));
     let mut servers = Servers::default();

@@ -48,6 +48,7 @@ mod resources;
 mod spawn;
 mod startup;
 mod supervisor;
+mod unusable;
 mod watch;
 
 pub use actor::{ConfigRevs, Counters, Snapshot};

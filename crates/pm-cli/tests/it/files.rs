@@ -126,3 +126,69 @@ fn ids_named_like_the_monitors_files_cannot_break_it() {
     env.running_pid("20261207_044540_default.log");
     env.ok(&["--stop"]);
 }
+
+#[test]
+fn one_entry_that_cannot_run_leaves_the_rest_working_and_is_kept_as_it_is() {
+    let env = Env::new();
+    env.start_daemon();
+    let mut config = env.shell("good", "sleep 600; exit 0");
+    config["autostart"] = json!(true);
+    env.register(&config);
+    env.running_pid("good");
+    env.ok(&["--stop"]);
+    // Entries a hand edit (or a newer version) left that this monitor cannot run: an unknown state, a check URL
+    // scheme it does not support, a key the file system cannot take.
+    let mut ghost = env.shell("ghost", "sleep 600; exit 0");
+    ghost["autostart"] = json!(true);
+    ghost["state"] = json!("hibernating");
+    let mut ftp = env.shell("ftp", "sleep 600; exit 0");
+    ftp["autostart"] = json!(true);
+    ftp["alivenessCheck"] = json!({"url": "ftp://127.0.0.1/health"});
+    let mut slash = env.shell("a/b", "sleep 600; exit 0");
+    slash["autostart"] = json!(true);
+    let bad = [("ghost", ghost, "hibernating"), ("ftp", ftp, "alivenessCheck.url"), ("a/b", slash, "a/b")];
+    let file = env.dir.join("processes_default.json");
+    let mut registry = env.registry();
+    for (key, entry, _) in &bad {
+        registry["processes"][*key] = entry.clone();
+    }
+    std::fs::write(&file, serde_json::to_vec_pretty(&registry).unwrap()).unwrap();
+
+    env.start_daemon();
+    env.running_pid("good");
+    // The monitor reports each one as failed with the reason, through its API and the local client.
+    let listed = crate::support::http(env.remote_port, "GET", "/processes", None).expect("the API answers");
+    assert_eq!(listed.0, 200, "{listed:?}");
+    let listed: serde_json::Value = serde_json::from_str(&listed.1).unwrap();
+    for (key, _, reason) in &bad {
+        let status = listed["processes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|status| status["id"] == *key)
+            .unwrap_or_else(|| panic!("{key} not listed: {listed:#}"));
+        assert_eq!(status["state"], "failed", "{status:#}");
+        assert!(status["lastError"].as_str().is_some_and(|err| err.contains(reason)), "{status:#}");
+    }
+    let ghost = env.status("ghost");
+    assert_eq!(ghost["state"], "failed", "{ghost:#}");
+    // None of them runs.
+    for id in ["ghost", "ftp", "a/b"] {
+        assert_eq!(env.copies(id), 0, "{id} was started");
+    }
+    // The rest works: a registration goes through, and every write keeps the unusable entries as they were.
+    let other = env.shell("other", "sleep 600; exit 0");
+    env.register(&other);
+    env.ok(&["start", "other"]);
+    env.running_pid("other");
+    let stored = env.registry();
+    for (key, entry, _) in &bad {
+        assert_eq!(&stored["processes"][*key], entry, "{key} was changed on disk");
+    }
+    assert_eq!(stored["processes"]["other"]["id"], "other");
+    env.ok(&["--stop"]);
+    let stored = env.registry();
+    for (key, entry, _) in &bad {
+        assert_eq!(&stored["processes"][*key], entry, "{key} was changed on disk by the shutdown");
+    }
+}
