@@ -4,7 +4,7 @@
 //! An entry of `processes` that does not parse (an unknown `state`, a field of the wrong type), that
 //! [`ProcessConfig::validate`](crate::ProcessConfig::validate) refuses (a check URL scheme that is not supported,
 //! `logKeep` over 100, ...), or whose key is not a process id the file system can take or differs from its `id`,
-//! is set aside as an [`UnusableEntry`]: kept byte for byte as it is on disk (every save writes it back in its
+//! is set aside as an [`UnusableEntry`]: kept as it is on disk, the same JSON value (every save writes it back in its
 //! place), reported with `state: failed` and a `lastError` saying why, and never run. The rest of the registry works.
 //! A file that is not JSON at all, or whose top level is wrong, is still refused as a whole.
 
