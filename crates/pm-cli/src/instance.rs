@@ -70,6 +70,8 @@ fn run_here(cli: &Cli, paths: &Paths) -> anyhow::Result<u8> {
     unsafe {
         libc::mallopt(libc::M_ARENA_MAX, 1);
     }
+    // Nothing is written (not even the monitor's log) in a home another user controls.
+    pm_registry::check_home(paths)?;
     let log_file = crate::logging::init(paths, cli.foreground && !cli.detached, cli.keep_logs);
     let exe = std::env::current_exe().context("cannot find this program's path")?;
     let mut restart_command: Vec<OsString> = vec![exe.clone().into_os_string()];
@@ -171,7 +173,9 @@ fn start_detached(cli: &Cli, paths: &Paths, extra_args: &[&str]) -> anyhow::Resu
             let reason = log.lines().rev().find(|line| !line.trim().is_empty()).unwrap_or("no output").to_owned();
             anyhow::bail!("ProcessMonitor {} did not start ({status}): {reason}", paths.instance_id());
         }
-        let holds_lock = InstanceLock::holder(paths)?.is_some_and(|holder| holder.pid == pid);
+        // The lock is taken early in the start-up; the ports it publishes once both servers listen (and the
+        // registry holds the ports of the command line) say the monitor is up.
+        let holds_lock = InstanceLock::holder(paths)?.is_some_and(|holder| holder.pid == pid && serving(&holder));
         if holds_lock
             && alive_url
                 .as_deref()
@@ -403,6 +407,7 @@ fn restart(cli: &Cli, paths: &Paths) -> anyhow::Result<u8> {
     loop {
         if let Some(new) = InstanceLock::holder(paths)? {
             if new.pid != holder.pid
+                && serving(&new)
                 && alive_url.as_deref().is_none_or(|url| http_get(url, Duration::from_millis(500)).is_ok())
             {
                 println!("ProcessMonitor {} restarted (pid {} -> {})", paths.instance_id(), holder.pid, new.pid);
@@ -418,6 +423,11 @@ fn restart(cli: &Cli, paths: &Paths) -> anyhow::Result<u8> {
         }
         std::thread::sleep(Duration::from_millis(20));
     }
+}
+
+/// Whether the lock holder has published its ports (see `pm_supervisor`'s start-up): it is serving.
+fn serving(holder: &LockInfo) -> bool {
+    holder.extra.contains_key("remotePort")
 }
 
 fn signal(pid: u32, signal: i32) -> anyhow::Result<()> {

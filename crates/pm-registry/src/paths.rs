@@ -137,6 +137,18 @@ impl Paths {
         pm_core::validate_process_id(process_id).map_err(into_invalid_id)?;
         let parent = self.process_logs_dir(process_id);
         fsutil::create_dir_all_private(&parent)?;
+        // Logs are never written through a symlink the monitor did not create: a process folder must be a folder.
+        match fs::symlink_metadata(&parent) {
+            Ok(meta) if meta.is_dir() => {}
+            Ok(_) => {
+                return Err(Error::Unsafe {
+                    path: parent.clone(),
+                    problem: "is a symbolic link, not the process's log folder".to_owned(),
+                    fix: format!("remove it (rm {}); the monitor creates the folder itself", parent.display()),
+                })
+            }
+            Err(err) => return Err(Error::io(&parent, "inspect", err)),
+        }
         // A new folder must sort after every existing one (pruning and `logs` go by that order), even within
         // one second or when the clock went back: continue the newest's numbering in that case.
         let stamp = at.compact();

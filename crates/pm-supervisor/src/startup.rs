@@ -93,16 +93,15 @@ pub(crate) async fn unmark(store: &Arc<Store>) {
 }
 
 /// Writes the ports both servers listen on into the instance lock (`alivenessPort`, `remotePort`), for the
-/// lifeline commands when the registry does not parse. A failure is logged, never fatal.
+/// lifeline commands when the registry does not parse and for a detached start waiting for the monitor to serve.
+/// A failure is logged, never fatal.
 pub(crate) fn publish_ports(lock: &mut pm_registry::InstanceLock, monitor: &crate::monitor::Monitor) {
     let (aliveness, remote) = *monitor.ports.read().expect("ports");
+    // Both keys are written (`null` for a server that is off): their presence tells a detached start that the
+    // monitor is past its start-up checks and serving.
     let mut keys = serde_json::Map::new();
-    if let Some(port) = aliveness {
-        keys.insert("alivenessPort".to_owned(), port.into());
-    }
-    if let Some(port) = remote {
-        keys.insert("remotePort".to_owned(), port.into());
-    }
+    keys.insert("alivenessPort".to_owned(), aliveness.into());
+    keys.insert("remotePort".to_owned(), remote.into());
     if let Err(err) = lock.publish(keys) {
         tracing::warn!("cannot publish the ports in the instance lock: {err}");
     }

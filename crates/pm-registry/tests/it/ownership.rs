@@ -156,3 +156,15 @@ fn private_helpers_never_write_through_a_symlink_and_fix_the_mode() {
     }
     assert!(pm_registry::create_private_dir_all(&victim.join("x")).is_err());
 }
+
+#[test]
+fn a_symlinked_process_log_folder_is_not_written_through() {
+    let dir = TempDir::new();
+    let paths = home(&dir);
+    let elsewhere = dir.path().join("elsewhere");
+    fs::create_dir(&elsewhere).unwrap();
+    std::os::unix::fs::symlink(&elsewhere, paths.process_logs_dir("api")).unwrap();
+    let err = paths.new_run_dir("api", pm_core::Timestamp::now()).expect_err("a run folder through a symlink");
+    assert!(matches!(err, Error::Unsafe { .. }), "{err:?}");
+    assert_eq!(fs::read_dir(&elsewhere).unwrap().count(), 0, "something was created through the symlink");
+}
