@@ -179,14 +179,16 @@ async fn run_locked(config: DaemonConfig, lock: &mut InstanceLock) -> Result<Exi
     crate::unusable::report(&registry.unusable);
     let registry_processes = std::mem::take(&mut registry.processes);
     let monitor = Arc::new(Monitor::new(store.clone(), sup.clone(), registry, standalone_override, events_tx));
+    // The aliveness server serves from here on; the remote API, bound already, is served once every registered
+    // process has its task (a request must not find a registered process missing).
     let mut servers = Servers::default();
-    if let Err(err) = servers.serve(bound, &monitor) {
+    let remote_listener = bound.remote;
+    if let Err(err) = servers.serve_aliveness(bound.aliveness, &monitor) {
         if !crashed_before {
             crate::startup::unmark(&store).await;
         }
         return Err(err);
     }
-    crate::startup::publish_ports(lock, &monitor);
     tracing::info!(boot, processes = registry_processes.len(), "taking over the registry");
     let mut orphans = {
         let sup = sup.clone();
@@ -259,6 +261,17 @@ async fn run_locked(config: DaemonConfig, lock: &mut InstanceLock) -> Result<Exi
             }
         }
     }
+
+    match remote_listener {
+        Some((listener, addr)) => {
+            if let Err(err) = servers.serve_remote(listener, addr, &monitor) {
+                // Bound already, so this cannot be a taken port; the processes are supervised: go on without it.
+                tracing::error!("{err}; running without the remote API");
+            }
+        }
+        None => tracing::info!("remote API off"),
+    }
+    crate::startup::publish_ports(lock, &monitor);
 
     let writer = {
         let monitor = monitor.clone();
@@ -434,9 +447,13 @@ struct Servers {
 }
 
 impl Servers {
-    /// Starts serving on the sockets bound at start-up.
-    fn serve(&mut self, bound: crate::startup::Bound, monitor: &Arc<Monitor>) -> Result<(), Error> {
-        if let Some((listener, addr)) = bound.aliveness {
+    /// Starts the aliveness server on the socket bound at start-up.
+    fn serve_aliveness(
+        &mut self,
+        bound: Option<(std::net::TcpListener, SocketAddr)>,
+        monitor: &Arc<Monitor>,
+    ) -> Result<(), Error> {
+        if let Some((listener, addr)) = bound {
             let status_source = monitor.clone();
             let handle = pm_http::spawn_aliveness(listener, move || status_source.status(), ServerConfig::default())
                 .map_err(|source| Error::Bind { what: "aliveness server", addr: addr.to_string(), source })?;
@@ -444,13 +461,7 @@ impl Servers {
             tracing::info!("aliveness server on {}", handle.local_addr());
             self.aliveness = Some(handle);
         }
-        match bound.remote {
-            Some((listener, addr)) => self.serve_remote(listener, addr, monitor),
-            None => {
-                tracing::info!("remote API off");
-                Ok(())
-            }
-        }
+        Ok(())
     }
 
     fn serve_remote(
