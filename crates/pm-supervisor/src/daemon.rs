@@ -324,7 +324,7 @@ async fn run_locked(config: DaemonConfig, lock: &mut InstanceLock) -> Result<Exi
             },
             _ = partner_tick.tick() => partner_tick_once(&monitor, &config).await,
             event = events.recv() => match event {
-                Some(DaemonEvent::RestartMonitor) => break true,
+                Some(DaemonEvent::RestartMonitor) => if crate::startup::may_restart(&paths).await { break true },
                 Some(DaemonEvent::SettingsChanged) => {
                     if let Err(err) = servers.ensure_remote(&monitor, config.remote_bind.as_deref()).await {
                         tracing::error!("{err}");
@@ -340,7 +340,7 @@ async fn run_locked(config: DaemonConfig, lock: &mut InstanceLock) -> Result<Exi
             },
             _ = sigterm.recv() => break false,
             _ = sigint.recv() => break false,
-            _ = sighup.recv() => break true,
+            _ = sighup.recv() => if crate::startup::may_restart(&paths).await { break true },
         }
     };
 

@@ -106,3 +106,15 @@ pub(crate) fn publish_ports(lock: &mut pm_registry::InstanceLock, monitor: &crat
         tracing::warn!("cannot publish the ports in the instance lock: {err}");
     }
 }
+
+/// Whether a self-restart may go ahead: its replacement runs the ownership check of the home first and would
+/// refuse to start, leaving the children unsupervised. When the check fails, this monitor goes on and says why.
+pub(crate) async fn may_restart(paths: &Paths) -> bool {
+    match check_home(paths).await {
+        Ok(()) => true,
+        Err(err) => {
+            tracing::error!("not restarting: the replacement would refuse to start ({err}); still supervising");
+            false
+        }
+    }
+}

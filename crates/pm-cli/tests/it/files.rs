@@ -192,3 +192,31 @@ fn one_entry_that_cannot_run_leaves_the_rest_working_and_is_kept_as_it_is() {
         assert_eq!(&stored["processes"][*key], entry, "{key} was changed on disk by the shutdown");
     }
 }
+
+#[test]
+fn a_self_restart_into_a_home_that_became_unsafe_keeps_the_running_monitor() {
+    let env = Env::new();
+    let monitor = Proc::of(env.start_daemon());
+    let child = sleeper(&env, "kept");
+    // Someone made the home writable by others: a replacement would refuse to start, so the monitor does not go.
+    std::fs::set_permissions(&env.dir, std::fs::Permissions::from_mode(0o777)).unwrap();
+    let out = env.run(&["--restart"]);
+    assert_ne!(out.code, 0, "{out:?}");
+    assert!(monitor.running(), "the monitor went away");
+    assert_eq!(env.daemon_pid(), Some(monitor.pid));
+    assert!(child.running());
+    let log_dir = env.dir.join("default_logs").join("_monitor");
+    let log: String = std::fs::read_dir(&log_dir)
+        .unwrap()
+        .flatten()
+        .map(|entry| std::fs::read_to_string(entry.path()).unwrap_or_default())
+        .collect();
+    assert!(log.contains("not restarting") && log.contains("chmod go-w"), "{log}");
+    // Fixed, the restart goes through and keeps the child.
+    std::fs::set_permissions(&env.dir, std::fs::Permissions::from_mode(0o700)).unwrap();
+    env.ok(&["--restart"]);
+    let second = env.wait_for("the new monitor", || env.daemon_pid().filter(|pid| *pid != monitor.pid));
+    env.remember(second);
+    assert_eq!(env.wait_state("kept", "running")["pid"], json!(child.pid));
+    env.ok(&["--stop"]);
+}
