@@ -311,9 +311,9 @@ fn a_spoofed_adoption_environment_is_not_adopted_and_the_real_service_starts() {
     site.start_daemon();
     wait_until(Duration::from_secs(20), "svc and real run", || {
         site.statuses().is_some_and(|statuses| {
-            ["svc", "real"]
-                .iter()
-                .all(|id| statuses.get(*id).is_some_and(|status| status.state == ProcessState::Running))
+            ["svc", "real"].iter().all(|id| {
+                statuses.get(*id).is_some_and(|status| status.state == ProcessState::Running && status.pid.is_some())
+            })
         })
     });
     let statuses = site.statuses().unwrap();
