@@ -6,6 +6,7 @@ mod support;
 mod adoption;
 mod cli;
 mod daemon;
+mod events;
 mod files;
 mod hardening;
 mod health;
