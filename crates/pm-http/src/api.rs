@@ -386,39 +386,79 @@ impl<C: ControlPlane> Ctx<'_, C> {
         }
         config.is_remote = true;
         config.partner = false;
+        config.untrusted = !trusted;
+        if is_partner_id(&self.settings, &self.control().monitor_status().instance_id, &config.id) {
+            tracing::info!(peer = %self.peer.ip, id = %config.id, "refused: registration with the partner instance's id");
+            return json_response(
+                StatusCode::CONFLICT,
+                &json!({ "error": "Process ID reserved for the partner instance", "processId": config.id }),
+            );
+        }
         if !trusted {
-            if let Some(name) = config.environment.iter().flatten().map(|(name, _)| name).find(|name| {
-                let upper = name.to_ascii_uppercase();
-                upper.starts_with("LD_") || upper.starts_with("DYLD_")
-            }) {
-                let message = format!("Environment variable {name} not permitted for untrusted hosts");
-                return json_error(StatusCode::FORBIDDEN, &message);
-            }
-            let (command, working_directory) = (config.command.clone(), config.working_directory.clone());
-            let (whitelist, blacklist) =
-                (self.remote().executable_whitelist.clone(), self.remote().executable_blacklist.clone());
-            let resolved = tokio::task::spawn_blocking(move || {
-                let path_var = std::env::var_os("PATH");
-                crate::exec::permitted_executable(
-                    &command,
-                    working_directory.as_deref(),
-                    path_var.as_deref(),
-                    &whitelist,
-                    &blacklist,
-                )
-            })
-            .await;
-            match resolved {
-                Ok(Some(canonical)) => config.command = canonical,
-                Ok(None) | Err(_) => {
-                    return json_error(StatusCode::FORBIDDEN, "Executable not permitted by whitelist/blacklist");
-                }
+            if let Err(res) = self.untrusted_registration(&mut config).await {
+                return res;
             }
         }
         let id = config.id.clone();
         match self.control().register(config).await {
             Ok(()) => json_response(StatusCode::OK, &json!({ "success": true, "processId": id })),
             Err(err) => error_response(&err),
+        }
+    }
+
+    /// What an untrusted peer's registration must satisfy (docs/security-limits.md); on success the command is
+    /// replaced by the canonical path that was checked. The error is the 403 to send.
+    async fn untrusted_registration(&self, config: &mut ProcessConfig) -> Result<(), HttpResponse> {
+        let refuse = |message: &str| {
+            tracing::info!(peer = %self.peer.ip, "refused: {}", pm_core::escape_control(message));
+            json_error(StatusCode::FORBIDDEN, message)
+        };
+        if let Err(message) = pm_core::untrusted_budget(config) {
+            return Err(refuse(&message));
+        }
+        let allowed = &self.remote().allowed_environment;
+        if let Some(name) = config.environment.iter().flatten().map(|(name, _)| name).find(|name| {
+            let upper = name.to_ascii_uppercase();
+            upper.starts_with("LD_") || upper.starts_with("DYLD_") || !allowed.contains(name)
+        }) {
+            return Err(refuse(&format!("Environment variable {name} not permitted for untrusted hosts")));
+        }
+        if let Some(check) = &config.aliveness_check {
+            let urls = std::iter::once(("alivenessCheck.url", &check.url))
+                .chain(check.status_url.iter().map(|url| ("alivenessCheck.statusUrl", url)));
+            for (field, url) in urls {
+                if !pm_core::url_is_loopback(url) {
+                    return Err(refuse(&format!(
+                        "{field} must target loopback (localhost, 127.0.0.0/8 or [::1]) for untrusted hosts"
+                    )));
+                }
+            }
+        }
+        let (command, working_directory) = (config.command.clone(), config.working_directory.clone());
+        let (whitelist, blacklist) =
+            (self.remote().executable_whitelist.clone(), self.remote().executable_blacklist.clone());
+        let resolved = tokio::task::spawn_blocking(move || {
+            let path_var = std::env::var_os("PATH");
+            crate::exec::permitted_executable(
+                &command,
+                working_directory.as_deref(),
+                path_var.as_deref(),
+                &whitelist,
+                &blacklist,
+            )
+        })
+        .await;
+        match resolved {
+            Ok(Ok(canonical)) => {
+                config.command = canonical;
+                Ok(())
+            }
+            Ok(Err(crate::exec::Refusal::OwnExecutable)) => {
+                Err(refuse("Executable not permitted: the monitor's own executable"))
+            }
+            Ok(Err(crate::exec::Refusal::NotPermitted)) | Err(_) => {
+                Err(refuse("Executable not permitted by whitelist/blacklist"))
+            }
         }
     }
 
@@ -495,7 +535,11 @@ fn config_body(item: ConfigItem, settings: &Settings) -> Value {
         // Without keys this version does not know (kept in the registry), so that the object can be PUT back.
         ConfigItem::RemoteAccess => {
             let remote = RemoteAccessConfig { extra: serde_json::Map::new(), ..remote.clone() };
-            serde_json::to_value(remote).unwrap_or(Value::Null)
+            let mut value = serde_json::to_value(&remote).unwrap_or(Value::Null);
+            // The registry leaves these out while they have their defaults; the API always shows them.
+            value["allowedEnvironment"] = json!(remote.allowed_environment);
+            value["maxUntrustedProcesses"] = json!(remote.max_untrusted_processes);
+            value
         }
         ConfigItem::TrustedHosts => json!({ "trustedHosts": remote.trusted_hosts }),
         ConfigItem::Whitelist => json!({ "patterns": remote.executable_whitelist }),
@@ -507,6 +551,17 @@ fn config_body(item: ConfigItem, settings: &Settings) -> Value {
             serde_json::to_value(discovery).unwrap_or(Value::Null)
         }
     }
+}
+
+/// Whether `id` is one no registration may take: the partner instance's (`watcher` for `default`, `default` for
+/// `watcher`, and the configured `partnerInstanceId`), whose entry is how the two monitors supervise each other.
+fn is_partner_id(settings: &Settings, own_instance: &str, id: &str) -> bool {
+    let default_partner = match own_instance {
+        pm_core::DEFAULT_INSTANCE => Some(pm_core::WATCHER_INSTANCE),
+        pm_core::WATCHER_INSTANCE => Some(pm_core::DEFAULT_INSTANCE),
+        _ => None,
+    };
+    settings.partner_discovery.partner_instance_id.as_deref() == Some(id) || default_partner == Some(id)
 }
 
 fn ok_json<T: serde::Serialize>(value: &T) -> HttpResponse {

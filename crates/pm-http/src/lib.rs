@@ -73,5 +73,6 @@ pub use api::spawn_remote_api;
 pub use client::{check_health, HttpClient, HttpResponse};
 pub use control::ControlPlane;
 pub use error::Error;
+pub use exec::{is_own_executable, own_executables};
 pub use helper::{AlivenessCallback, AlivenessServerHelper};
 pub use server::{bind, ServerConfig, ServerHandle};

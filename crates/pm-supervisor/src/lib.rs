@@ -40,6 +40,7 @@
 
 mod actor;
 mod daemon;
+mod execcheck;
 mod logrotate;
 mod monitor;
 mod orphans;
