@@ -132,8 +132,13 @@ mod tests {
 
     #[test]
     fn loopback_urls() {
-        for url in ["http://localhost:1/a", "http://LOCALHOST/", "http://127.0.0.1:80", "http://127.9.9.9/x", "http://[::1]:8/"]
-        {
+        for url in [
+            "http://localhost:1/a",
+            "http://LOCALHOST/",
+            "http://127.0.0.1:80",
+            "http://127.9.9.9/x",
+            "http://[::1]:8/",
+        ] {
             assert!(url_is_loopback(url), "{url}");
         }
         for url in [

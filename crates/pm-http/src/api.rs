@@ -189,6 +189,12 @@ struct Peer {
 }
 
 impl<C: ControlPlane> server::Handler for RemoteApi<C> {
+    /// Trusted by address (a host name pattern would need a lookup for every connection): such peers may take
+    /// the connection slots reserved for trusted peers.
+    fn trusted_peer(&self, ip: IpAddr) -> bool {
+        host_is_trusted(ip, &[], &self.state.control.settings().remote_access.trusted_hosts)
+    }
+
     async fn call(&self, req: HttpRequest, peer: SocketAddr) -> HttpResponse {
         let state = self.state.clone();
         match tokio::spawn(async move { state.handle(req, peer).await }).await {

@@ -246,10 +246,8 @@ impl Actor {
         let check_task = &mut self.check_task;
         let check_at = if check_task.is_none() { self.check_at } else { None };
         // Writes matter only while no rotation is due sooner than the next one may run.
-        let log_watch = self
-            .log_watch
-            .as_ref()
-            .filter(|_| child.is_some() && self.rotate_at.is_some_and(|at| at > soonest));
+        let log_watch =
+            self.log_watch.as_ref().filter(|_| child.is_some() && self.rotate_at.is_some_and(|at| at > soonest));
         tokio::select! {
             cmd = self.rx.recv() => Event::Cmd(cmd),
             info = wait_child(child) => Event::Exited(info),

@@ -30,10 +30,7 @@ pub(crate) struct Checked {
 pub(crate) fn check(command: &str, policy: &ExecPolicy) -> Result<Checked, String> {
     use std::os::unix::fs::PermissionsExt;
     let refused = |path: &str| {
-        format!(
-            "Executable not permitted by whitelist/blacklist: {} (checked at start)",
-            pm_core::escape_control(path)
-        )
+        format!("Executable not permitted by whitelist/blacklist: {} (checked at start)", pm_core::escape_control(path))
     };
     if !command.starts_with('/') {
         return Err(refused(command));
