@@ -210,6 +210,12 @@ async fn accept_loop<H: Handler>(
                 if let Err(err) = stream.set_nodelay(true) {
                     tracing::debug!(%peer, "cannot set TCP_NODELAY: {err}");
                 }
+                // A fixed send buffer: answers to a peer that does not read back up after this much, not after
+                // the megabytes that autotuning would allow, so pipelined requests cost little before the
+                // write timeout applies.
+                if let Err(err) = set_send_buffer(&stream, SEND_BUFFER_BYTES) {
+                    tracing::debug!(%peer, "cannot set SO_SNDBUF: {err}");
+                }
                 let ip = pm_core::normalize_ip(peer.ip());
                 // This loop is the only place permits are taken, so the count cannot drop between look and take.
                 if permits.available_permits() <= reserved && !handler.trusted_peer(ip) {
@@ -253,6 +259,28 @@ async fn accept_loop<H: Handler>(
         tracing::debug!(?local_addr, n_open = connections.len(), "shutdown grace over; dropping open connections");
     }
     connections.shutdown().await;
+}
+
+/// The send buffer of every accepted connection (the kernel doubles it for its bookkeeping).
+const SEND_BUFFER_BYTES: libc::c_int = 64 * 1024;
+
+fn set_send_buffer(stream: &TcpStream, bytes: libc::c_int) -> std::io::Result<()> {
+    use std::os::fd::AsRawFd;
+    // SAFETY: `bytes` lives across the call and its size is passed; the fd is an open socket.
+    let rc = unsafe {
+        libc::setsockopt(
+            stream.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_SNDBUF,
+            (&bytes as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
+    }
 }
 
 /// One connection counted against its peer address; the count goes down when it is dropped.

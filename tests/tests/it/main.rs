@@ -5,4 +5,5 @@ mod chaos;
 mod faults;
 mod fuzz;
 mod security;
+mod security_limits;
 mod watcher;
