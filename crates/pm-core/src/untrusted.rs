@@ -60,6 +60,18 @@ pub fn untrusted_budget(config: &ProcessConfig) -> Result<(), String> {
     Ok(())
 }
 
+/// Whether `id` is reserved for the partner instance of `own_instance`: `watcher` for `default`, `default` for
+/// `watcher`, and the configured `partnerInstanceId`. The partner's entry is how two monitors supervise each
+/// other, so no registration may take its id.
+pub fn is_partner_id(own_instance: &str, configured_partner: Option<&str>, id: &str) -> bool {
+    let default_partner = match own_instance {
+        crate::DEFAULT_INSTANCE => Some(crate::WATCHER_INSTANCE),
+        crate::WATCHER_INSTANCE => Some(crate::DEFAULT_INSTANCE),
+        _ => None,
+    };
+    configured_partner == Some(id) || default_partner == Some(id)
+}
+
 /// Whether `url` (an `http://` URL) names a loopback host: `localhost`, an address of 127.0.0.0/8 or `[::1]`.
 pub fn url_is_loopback(url: &str) -> bool {
     let Some(rest) = url.strip_prefix("http://") else { return false };
@@ -128,6 +140,15 @@ mod tests {
             let escaped = escape_control(&c.to_string()).into_owned();
             assert!(!escaped.chars().any(is_control), "{c:?} -> {escaped:?}");
         }
+    }
+
+    #[test]
+    fn partner_ids() {
+        assert!(is_partner_id("default", None, "watcher"));
+        assert!(is_partner_id("watcher", None, "default"));
+        assert!(is_partner_id("staging", Some("staging-watch"), "staging-watch"));
+        assert!(!is_partner_id("staging", None, "watcher"));
+        assert!(!is_partner_id("default", Some("watcher"), "api"));
     }
 
     #[test]

@@ -393,7 +393,8 @@ impl<C: ControlPlane> Ctx<'_, C> {
         config.is_remote = true;
         config.partner = false;
         config.untrusted = !trusted;
-        if is_partner_id(&self.settings, &self.control().monitor_status().instance_id, &config.id) {
+        let partner = self.settings.partner_discovery.partner_instance_id.as_deref();
+        if pm_core::is_partner_id(&self.control().monitor_status().instance_id, partner, &config.id) {
             tracing::info!(peer = %self.peer.ip, id = %config.id, "refused: registration with the partner instance's id");
             return json_response(
                 StatusCode::CONFLICT,
@@ -557,17 +558,6 @@ fn config_body(item: ConfigItem, settings: &Settings) -> Value {
             serde_json::to_value(discovery).unwrap_or(Value::Null)
         }
     }
-}
-
-/// Whether `id` is one no registration may take: the partner instance's (`watcher` for `default`, `default` for
-/// `watcher`, and the configured `partnerInstanceId`), whose entry is how the two monitors supervise each other.
-fn is_partner_id(settings: &Settings, own_instance: &str, id: &str) -> bool {
-    let default_partner = match own_instance {
-        pm_core::DEFAULT_INSTANCE => Some(pm_core::WATCHER_INSTANCE),
-        pm_core::WATCHER_INSTANCE => Some(pm_core::DEFAULT_INSTANCE),
-        _ => None,
-    };
-    settings.partner_discovery.partner_instance_id.as_deref() == Some(id) || default_partner == Some(id)
 }
 
 fn ok_json<T: serde::Serialize>(value: &T) -> HttpResponse {

@@ -408,12 +408,7 @@ impl pm_http::ControlPlane for Monitor {
         // The partner's id is how the two monitors supervise each other: an entry of that id taken by another
         // process would silently end mutual supervision.
         let partner = self.settings.read().expect("settings").partner_discovery.partner_instance_id.clone();
-        let default_partner = match self.instance_id.as_str() {
-            pm_core::DEFAULT_INSTANCE => Some(pm_core::WATCHER_INSTANCE),
-            pm_core::WATCHER_INSTANCE => Some(pm_core::DEFAULT_INSTANCE),
-            _ => None,
-        };
-        if partner.as_deref() == Some(config.id.as_str()) || default_partner == Some(config.id.as_str()) {
+        if pm_core::is_partner_id(&self.instance_id, partner.as_deref(), &config.id) {
             return Err(Error::AlreadyExists(config.id));
         }
         self.register_entry(ProcessEntry::new(config, Timestamp::now()), Begin::Registered).await

@@ -129,7 +129,18 @@ fn the_partner_instance_id_is_refused() {
         assert_eq!((res.status, res.error().as_str()), (409, "Process ID reserved for the partner instance"));
         assert_eq!(snapshot(&site), before, "a refused registration changed something");
     }
-    report("security: partner id", "409 for trusted and untrusted peers, nothing created");
+    // A local registration through the command line is refused as well.
+    let before = snapshot(&site);
+    let output = Command::new(&site.bin)
+        .arg("--directory")
+        .arg(&site.dir)
+        .args(["register", "--id", "watcher", "--command", "/bin/sleep", "--", "600"])
+        .output()
+        .unwrap();
+    assert!(!output.status.success(), "a local registration of `watcher` succeeded");
+    assert!(String::from_utf8_lossy(&output.stderr).contains("watcher"), "{output:?}");
+    assert_eq!(snapshot(&site), before, "a refused local registration changed something");
+    report("security: partner id", "409 for trusted and untrusted peers, local CLI refused, nothing created");
 }
 
 /// Issue 21 item 8: an untrusted crash loop with backoff [0] restarts at most once a second, the budget caps
