@@ -70,7 +70,7 @@ pub mod testing;
 
 pub use aliveness::spawn_aliveness;
 pub use api::spawn_remote_api;
-pub use client::{check_health, HttpClient, HttpResponse};
+pub use client::{check_health, HttpClient, HttpResponse, MAX_CHECK_BODY_BYTES};
 pub use control::ControlPlane;
 pub use error::Error;
 pub use exec::{is_own_executable, own_executables};

@@ -196,6 +196,55 @@ mod tests {
         let _ = std::fs::remove_dir_all(&dir);
     }
 
+    /// A binary and a script, each run from the checked descriptor: the binary is what runs, with the argv
+    /// and environment given; the script runs through its interpreter.
+    #[tokio::test]
+    async fn children_run_from_the_checked_descriptor() {
+        let dir = std::env::temp_dir().join(format!("pm-execfd-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let dir = std::fs::canonicalize(dir).unwrap();
+        let sleep = std::fs::canonicalize("/bin/sleep").unwrap();
+        let out = dir.join("script-ran");
+        let script = dir.join("script");
+        std::fs::write(&script, format!("#!/bin/sh\necho \"$1 $PM_T\" > '{}'\n", out.display())).unwrap();
+        std::fs::set_permissions(&script, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+        let policy = ExecPolicy {
+            whitelist: vec![sleep.to_str().unwrap().to_owned(), format!("{}/*", dir.display())],
+            blacklist: Vec::new(),
+        };
+        for (command, args) in [(sleep.to_str().unwrap(), vec!["30"]), (script.to_str().unwrap(), vec!["hello"])] {
+            let mut config = pm_core::ProcessConfig::new("t", "t", command);
+            config.untrusted = true;
+            config.args = args.iter().map(|arg| arg.to_string()).collect();
+            config.environment = Some([("PM_T".to_owned(), "env-given".to_owned())].into());
+            let checked = check(command, &policy).unwrap();
+            let ctx = crate::spawn::SpawnContext {
+                default_cwd: &dir,
+                run_dir: &dir,
+                extra_env: &[],
+                owner: "test-owner",
+                checked: Some(&checked),
+            };
+            let mut child = crate::spawn::spawn(&config, &ctx).unwrap();
+            let pid = child.id().unwrap();
+            if command == sleep.to_str().unwrap() {
+                let exe = std::fs::read_link(format!("/proc/{pid}/exe")).unwrap();
+                assert_eq!(exe, sleep);
+                let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap();
+                assert!(cmdline.ends_with(b"30\0"), "{:?}", String::from_utf8_lossy(&cmdline));
+                let environ = std::fs::read(format!("/proc/{pid}/environ")).unwrap();
+                assert!(String::from_utf8_lossy(&environ).contains("PM_T=env-given"));
+                child.kill().await.unwrap();
+            } else {
+                let status = child.wait().await.unwrap();
+                assert!(status.success(), "{status:?}");
+                assert_eq!(std::fs::read_to_string(&out).unwrap(), "hello env-given\n");
+            }
+        }
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
     #[test]
     fn untrusted_children_lose_the_monitor_home() {
         let extra = [(OsStr::new("A"), OsStr::new("1"))];

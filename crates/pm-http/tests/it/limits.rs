@@ -236,3 +236,35 @@ fn small_receive_buffer(stream: &tokio::net::TcpStream) {
     };
     assert_eq!(rc, 0);
 }
+
+/// Issue 21 item 8: an aliveness check reads at most 64 KiB of a body, for everyone: a 2xx whose body never
+/// ends passes on its status at once instead of being read until the check times out.
+#[tokio::test]
+async fn check_bodies_are_read_only_up_to_64_kib() {
+    use std::time::{Duration, Instant};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let server = tokio::spawn(async move {
+        let (mut stream, _) = listener.accept().await.unwrap();
+        let mut head = [0u8; 1024];
+        let _ = stream.read(&mut head).await;
+        let _ = stream.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 1073741824\r\n\r\n").await;
+        let chunk = vec![b'x'; 16 * 1024];
+        let mut sent = 0usize;
+        // Send until the client stops reading (the write then stalls) or drops the connection.
+        while let Ok(Ok(())) = tokio::time::timeout(Duration::from_secs(3), stream.write_all(&chunk)).await {
+            sent += chunk.len();
+        }
+        sent
+    });
+    let client = pm_http::HttpClient::new();
+    let started = Instant::now();
+    let passed = pm_http::check_health(&client, &format!("http://{addr}/health"), Duration::from_secs(5)).await;
+    let took = started.elapsed();
+    assert!(passed, "a 200 with an endless body failed the check");
+    assert!(took < Duration::from_secs(2), "the check read for {took:?}");
+    drop(client);
+    let sent = server.await.unwrap();
+    assert!(sent < 64 * 1024 * 1024, "the client let {sent} bytes through");
+}
