@@ -43,8 +43,13 @@ use crate::server::{self, json_error, json_response, HttpRequest, HttpResponse, 
 ///   path (`PATH` lookup for a bare name, a relative path only against an absolute
 ///   `workingDirectory`, symlinks and `..` resolved) passes the whitelist and blacklist; the
 ///   registration then stores that canonical path as its command, so the file checked is the file
-///   run. They may not set `LD_*` or `DYLD_*` variables either, which would load code into a
-///   whitelisted program.
+///   run. They may set only the environment variables `allowedEnvironment` lists (never `LD_*` or
+///   `DYLD_*`, which would load code into a whitelisted program), must keep within the budget of
+///   `pm_core::untrusted_budget`, may check only loopback URLs, may not run the monitor's own program,
+///   and are marked `untrusted`, so that the supervisor checks the executable again at every start.
+/// - No registration, trusted or not, may take the partner instance's id (409).
+/// - Connections are capped per peer address, a few slots are kept for peers trusted by address, and a
+///   peer that does not read its answers is cut off by the write timeout ([`ServerConfig`]).
 /// - Hostname patterns among the trusted hosts cost a reverse lookup confirmed by a forward lookup
 ///   (cached per address for a minute, at most a second per request; a timeout means "not
 ///   trusted"). They are looked up only when a request needs a trust decision and no address
