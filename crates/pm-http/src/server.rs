@@ -46,6 +46,10 @@ pub struct ServerConfig {
     /// Of `max_connections`, how many only trusted peers may take (default 4), so that untrusted peers can never
     /// hold every slot.
     pub reserved_for_trusted: usize,
+    /// Requests of untrusted peers handled at once (default 16); the others wait, parked, for their turn, so
+    /// that however many connections untrusted peers keep busy, a trusted peer's request is not queued behind
+    /// all of them.
+    pub max_untrusted_in_flight: usize,
     /// How long the answers already due on a connection may wait for the peer to read them (default 10 s):
     /// from the moment a write would block until everything pending is written. A peer that does not read in
     /// that time is disconnected.
@@ -66,6 +70,7 @@ impl Default for ServerConfig {
             max_connections: 256,
             max_connections_per_ip: 64,
             reserved_for_trusted: 4,
+            max_untrusted_in_flight: 16,
             write_timeout: Duration::from_secs(10),
             header_read_timeout: Duration::from_secs(5),
             max_body_bytes: 1024 * 1024,
@@ -187,6 +192,7 @@ async fn accept_loop<H: Handler>(
     let permits = Arc::new(Semaphore::new(config.max_connections.max(1)));
     let per_ip: Arc<Mutex<HashMap<IpAddr, usize>>> = Arc::default();
     let reserved = config.reserved_for_trusted.min(config.max_connections.saturating_sub(1));
+    let untrusted_turns = Arc::new(Semaphore::new(config.max_untrusted_in_flight.max(1)));
     let graceful = GracefulShutdown::new();
     let mut connections = JoinSet::new();
     let mut builder = http1::Builder::new();
@@ -217,8 +223,9 @@ async fn accept_loop<H: Handler>(
                     tracing::debug!(%peer, "cannot set SO_SNDBUF: {err}");
                 }
                 let ip = pm_core::normalize_ip(peer.ip());
+                let trusted = handler.trusted_peer(ip);
                 // This loop is the only place permits are taken, so the count cannot drop between look and take.
-                if permits.available_permits() <= reserved && !handler.trusted_peer(ip) {
+                if permits.available_permits() <= reserved && !trusted {
                     tracing::warn!(%peer, ?local_addr, "connection limit for untrusted peers reached; refusing connection");
                     refuse(stream);
                     continue;
@@ -236,9 +243,16 @@ async fn accept_loop<H: Handler>(
                 let service = {
                     let handler = handler.clone();
                     let max_body = config.max_body_bytes;
+                    let turns = (!trusted).then(|| untrusted_turns.clone());
                     service_fn(move |req: Request<Incoming>| {
-                        let handler = handler.clone();
-                        async move { Ok::<_, Infallible>(dispatch(&*handler, req, peer, max_body).await) }
+                        let (handler, turns) = (handler.clone(), turns.clone());
+                        async move {
+                            let _turn = match &turns {
+                                Some(turns) => turns.acquire().await.ok(),
+                                None => None,
+                            };
+                            Ok::<_, Infallible>(dispatch(&*handler, req, peer, max_body).await)
+                        }
                     })
                 };
                 let io = WriteTimeout::new(TokioIo::new(stream), config.write_timeout);
@@ -487,6 +501,7 @@ mod tests {
         let config = ServerConfig::default();
         assert_eq!(config.max_connections, 256);
         assert_eq!((config.max_connections_per_ip, config.reserved_for_trusted), (64, 4));
+        assert_eq!(config.max_untrusted_in_flight, 16);
         assert_eq!(config.write_timeout, Duration::from_secs(10));
         assert_eq!(config.header_read_timeout, Duration::from_secs(5));
         assert_eq!(config.max_body_bytes, 1024 * 1024);
