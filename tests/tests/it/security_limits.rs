@@ -89,19 +89,19 @@ fn slow_readers_do_not_lock_out_a_trusted_client() {
     let api_flood = non_readers(site.remote_port, "/metrics", 300);
     let alive_flood = non_readers(site.alive_port, "/alive", 300);
     assert!(api_flood.len() >= 290 && alive_flood.len() >= 290, "could not open the flood");
-    let mut slowest = Duration::ZERO;
+    let (mut slowest, mut answers) = (Duration::ZERO, 0);
     let started = Instant::now();
     while started.elapsed() < Duration::from_secs(3) {
-        let asked = Instant::now();
-        let res = wire::request(wire::local(site.remote_port), TRUSTED, "GET", "/processes", &[], b"");
-        let res = res.unwrap_or_else(|err| panic!("trusted client got no answer: {err}"));
-        assert_eq!(res.status, 200, "trusted client answered {}", res.text());
-        let alive = wire::request(wire::local(site.alive_port), TRUSTED, "GET", "/alive", &[], b"");
-        let alive = alive.unwrap_or_else(|err| panic!("/alive got no answer: {err}"));
-        assert_eq!(alive.status, 200);
-        let took = asked.elapsed();
-        assert!(took < Duration::from_secs(1), "the trusted client waited {took:?}");
-        slowest = slowest.max(took);
+        for (port, path) in [(site.remote_port, "/processes"), (site.alive_port, "/alive")] {
+            let asked = Instant::now();
+            let res = wire::request(wire::local(port), TRUSTED, "GET", path, &[], b"");
+            let res = res.unwrap_or_else(|err| panic!("GET {path}: the trusted client got no answer: {err}"));
+            assert_eq!(res.status, 200, "GET {path}: the trusted client got {}", res.text());
+            let took = asked.elapsed();
+            assert!(took < Duration::from_secs(1), "GET {path}: the trusted client waited {took:?}");
+            slowest = slowest.max(took);
+            answers += 1;
+        }
         std::thread::sleep(Duration::from_millis(100));
     }
     // The connections that stopped reading are dropped by the write timeout (those idle by the header
@@ -112,7 +112,7 @@ fn slow_readers_do_not_lock_out_a_trusted_client() {
     drop((api_flood, alive_flood));
     report(
         "security: 300 non-reading connections",
-        &format!("trusted answers within {slowest:.0?}; the daemon dropped the flood while it was held"),
+        &format!("{answers} trusted answers, slowest {slowest:.0?}; the daemon dropped the flood while it was held"),
     );
 }
 
