@@ -41,10 +41,12 @@
 mod actor;
 mod daemon;
 mod execcheck;
+mod groupwait;
 mod logrotate;
 mod monitor;
 mod orphans;
 mod os;
+mod partner;
 mod resources;
 mod spawn;
 mod supervisor;
