@@ -203,18 +203,21 @@ fn untrusted_peers_have_a_budget() {
     let res = call(&site, TRUSTED, "POST", "/processes/flood/stop", None);
     assert_eq!(res.status, 200, "{}", res.text());
     sizes.sort_unstable();
-    let (median, largest) = (sizes[sizes.len() / 2], sizes[sizes.len() - 1]);
+    let (median, p90, largest) = (sizes[sizes.len() / 2], sizes[sizes.len() * 9 / 10], sizes[sizes.len() - 1]);
     let mib = |bytes: u64| bytes as f64 / 1048576.0;
     // How far past the limit the live file runs is what the child writes until the monitor gets to it: a few
-    // MiB on this machine (about 10 ms of writing), more in a moment of load; the timer alone let it run to 266 MiB.
+    // MiB on this machine (about 10 ms of writing), more while the monitor waits for a CPU (the largest size seen
+    // is reported, not judged: it measures the machine's load). The timer alone let it run to 266 MiB, with
+    // most samples far above 64 MiB.
     assert!(largest_kept <= max, "stdout.log.1 held {largest_kept} bytes, more than logMaxBytes");
     assert!(median <= 32 * max, "stdout.log was {:.1} MiB at the median sample", mib(median));
-    assert!(largest <= 128 * max, "stdout.log reached {:.1} MiB with logMaxBytes 1 MiB", mib(largest));
+    assert!(p90 <= 64 * max, "stdout.log was {:.1} MiB at the 90th percentile", mib(p90));
     report(
         "security: logMaxBytes 1 MiB, `yes` flood",
         &format!(
-            "stdout.log median {:.1} MiB, largest {:.1} MiB of {} samples; stdout.log.1 at most {largest_kept} B",
+            "stdout.log median {:.1} MiB, p90 {:.1} MiB, largest {:.1} MiB of {} samples; .1 at most {largest_kept} B",
             mib(median),
+            mib(p90),
             mib(largest),
             sizes.len()
         ),
