@@ -49,6 +49,14 @@ pub fn untrusted_budget(config: &ProcessConfig) -> Result<(), String> {
     if config.args.iter().map(String::len).sum::<usize>() > UNTRUSTED_MAX_ARGS_BYTES {
         return over("args", format!("{UNTRUSTED_MAX_ARGS_BYTES} bytes"));
     }
+    if let Some(hook) = &config.on_state_change {
+        if hook.args.len() > UNTRUSTED_MAX_ARGS {
+            return over("onStateChange.args", format!("{UNTRUSTED_MAX_ARGS} arguments"));
+        }
+        if hook.args.iter().map(String::len).sum::<usize>() > UNTRUSTED_MAX_ARGS_BYTES {
+            return over("onStateChange.args", format!("{UNTRUSTED_MAX_ARGS_BYTES} bytes"));
+        }
+    }
     if let Some(env) = &config.environment {
         if env.len() > UNTRUSTED_MAX_ENV_VARS {
             return over("environment", format!("{UNTRUSTED_MAX_ENV_VARS} variables"));

@@ -40,6 +40,7 @@
 
 mod actor;
 mod daemon;
+mod events;
 mod execcheck;
 mod groupwait;
 mod logrotate;

@@ -8,6 +8,9 @@
 //!
 //! Only the newest `max_bytes` of the head are copied to `stdout.log.1`; anything older is dropped with the head,
 //! so a child that wrote gigabytes between two passes never makes the monitor copy gigabytes.
+//! A rotation holds an exclusive `flock` on the live file from the shift of the generations to the removal of the
+//! head; remote log followers (`pm-http`'s `logs.rs`) hold a shared one while they look, so they see a rotation
+//! whole or not at all and neither lose nor repeat lines.
 
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Seek, SeekFrom, Write};
@@ -27,6 +30,7 @@ pub(crate) enum Rotated {
 /// Rotates `path` when it is larger than `max_bytes`, keeping `keep` generations (`path.1` newest).
 pub(crate) fn rotate_if_needed(path: &Path, max_bytes: u64, keep: u32) -> std::io::Result<Rotated> {
     let mut file = OpenOptions::new().read(true).write(true).open(path)?;
+    rustix::fs::flock(&file, rustix::fs::FlockOperation::LockExclusive)?;
     let meta = file.metadata()?;
     let len = meta.len();
     if len <= max_bytes {

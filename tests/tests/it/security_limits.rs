@@ -269,6 +269,26 @@ fn a_symlink_swap_after_registration_runs_nothing_blacklisted() {
     assert_eq!(res.status, 403, "{}", res.text());
     allowed_only(&site);
 
+    // The state-change hook too: swapped after registration, it is not run.
+    let hook_ran = site.dir.join("hook-ran");
+    let hook = script(&site, "allowed", "hook", &format!("touch '{}'", hook_ran.display()));
+    let body = json!({"id": "hooked", "name": "h", "command": script(&site, "allowed", "sleeper", good_body).to_str().unwrap(),
+                      "onStateChange": {"command": hook.to_str().unwrap()}});
+    let res = register(&site, UNTRUSTED, &body);
+    assert_eq!(res.status, 200, "{}", res.text());
+    wait_until(Duration::from_secs(10), "the hook ran (control)", || hook_ran.exists());
+    wait_until(Duration::from_secs(10), "hooked runs", || status(&site, "hooked")["state"] == "running");
+    std::thread::sleep(Duration::from_millis(300));
+    let link_tmp = site.dir.join("allowed/.hooklink");
+    std::os::unix::fs::symlink(&evil, &link_tmp).unwrap();
+    std::fs::rename(&link_tmp, &hook).unwrap();
+    let res = call(&site, UNTRUSTED, "POST", "/processes/hooked/stop", None);
+    assert_eq!(res.status, 200, "{}", res.text());
+    wait_until(Duration::from_secs(10), "the swapped hook is refused", || {
+        site.daemon_log().contains("onStateChange hook not run")
+    });
+    assert!(!pwned.exists(), "the swapped hook ran the blacklisted program");
+
     // Swaps racing with starts: every start runs the file it checked.
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let flipper = {
@@ -319,23 +339,30 @@ fn untrusted_children_do_not_reach_the_monitor() {
     allowed_only(&site);
     let dump =
         script(&site, "allowed", "envdump", &format!("env > '{}/env-'\"$1\"\nexec sleep 600", site.dir.display()));
+    // The state-change hook is a command of the registration as well.
+    let hook = script(&site, "allowed", "hookdump", &format!("env > '{}/env-'\"$1\"", site.dir.display()));
     for (id, from) in [("trusted", TRUSTED), ("untrusted", UNTRUSTED)] {
-        let body = json!({"id": id, "name": id, "command": dump.to_str().unwrap(), "args": [id]});
+        let body = json!({"id": id, "name": id, "command": dump.to_str().unwrap(), "args": [id],
+                          "onStateChange": {"command": hook.to_str().unwrap(), "args": [format!("hook-{id}")]}});
         let res = register(&site, from, &body);
         assert_eq!(res.status, 200, "{}", res.text());
     }
     let read = |id: &str| std::fs::read_to_string(site.dir.join(format!("env-{id}"))).ok();
-    wait_until(Duration::from_secs(10), "both children wrote their environment", || {
+    wait_until(Duration::from_secs(10), "both children and hooks wrote their environment", || {
         read("trusted").is_some_and(|text| text.contains("PROCESS_MONITOR_PROCESS_ID"))
             && read("untrusted").is_some_and(|text| text.contains("PROCESS_MONITOR_PROCESS_ID"))
+            && read("hook-trusted").is_some_and(|text| text.contains("PM_EVENT_TYPE"))
+            && read("hook-untrusted").is_some_and(|text| text.contains("PM_EVENT_TYPE"))
     });
-    let (trusted, untrusted) = (read("trusted").unwrap(), read("untrusted").unwrap());
     let has = |env: &str, name: &str| env.lines().any(|line| line.starts_with(&format!("{name}=")));
-    if std::env::var_os("HOME").is_some() {
-        assert!(has(&trusted, "HOME"), "control: a trusted registration inherits HOME");
+    for (trusted, untrusted) in [("trusted", "untrusted"), ("hook-trusted", "hook-untrusted")] {
+        let (trusted, untrusted) = (read(trusted).unwrap(), read(untrusted).unwrap());
+        if std::env::var_os("HOME").is_some() {
+            assert!(has(&trusted, "HOME"), "control: a trusted registration inherits HOME");
+        }
+        assert!(!has(&untrusted, "HOME"), "an untrusted child or hook inherited HOME");
+        assert!(!has(&untrusted, "PROCESS_MONITOR_DIR"), "an untrusted child or hook inherited PROCESS_MONITOR_DIR");
     }
-    assert!(!has(&untrusted, "HOME"), "the untrusted child inherited HOME");
-    assert!(!has(&untrusted, "PROCESS_MONITOR_DIR"), "the untrusted child inherited PROCESS_MONITOR_DIR");
     // The monitor's own programs, whatever the whitelist says.
     whitelist(&site, &["/**"], &[]);
     let (main, watcher) = pm_tests::binaries().unwrap();
@@ -347,6 +374,15 @@ fn untrusted_children_do_not_reach_the_monitor() {
             (res.status, res.error().as_str()),
             (403, "Executable not permitted: the monitor's own executable"),
             "{}",
+            bin.display()
+        );
+        let body = json!({"id": "self", "name": "self", "command": dump.to_str().unwrap(),
+                          "onStateChange": {"command": bin.to_str().unwrap(), "args": ["--stop"]}});
+        let res = register(&site, UNTRUSTED, &body);
+        assert_eq!(
+            (res.status, res.error().as_str()),
+            (403, "onStateChange executable not permitted: the monitor's own executable"),
+            "hook {}",
             bin.display()
         );
         assert_eq!(snapshot(&site), before);

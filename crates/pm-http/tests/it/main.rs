@@ -7,4 +7,5 @@ mod limits;
 mod metrics;
 mod security;
 mod server;
+mod streams;
 mod support;
