@@ -31,6 +31,7 @@ mod status;
 mod timestamp;
 mod trust;
 mod untrusted;
+mod unusable;
 
 pub use backoff::{next_restart, RestartDecision};
 pub use config::{AlivenessCheck, FailAction, ProcessConfig, RestartPolicy, StartupCheck, StateChangeHook};
@@ -50,3 +51,4 @@ pub use untrusted::{
     UNTRUSTED_MAX_ARGS_BYTES, UNTRUSTED_MAX_ATTEMPTS, UNTRUSTED_MAX_BACKOFF_ENTRIES, UNTRUSTED_MAX_ENV_BYTES,
     UNTRUSTED_MAX_ENV_VARS, UNTRUSTED_MAX_KEEP_RUNS, UNTRUSTED_MAX_STOP_TIMEOUT_MS, UNTRUSTED_MIN_BACKOFF_MS,
 };
+pub use unusable::UnusableEntry;
