@@ -8,4 +8,5 @@ mod faults;
 mod fuzz;
 mod scale;
 mod security;
+mod security_limits;
 mod watcher;
