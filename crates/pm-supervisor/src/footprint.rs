@@ -25,6 +25,7 @@ mod tests {
             extra_env: Vec::new(),
             http: pm_http::HttpClient::new(),
             changed: Notify::new(),
+            exec_policy: Default::default(),
             events: crate::events::Events::new(Arc::new(pm_http::EventBus::new(16))),
         });
         let entry = ProcessEntry::new(ProcessConfig::new("job", "job", "/bin/true"), Timestamp::now());
