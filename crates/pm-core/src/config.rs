@@ -4,6 +4,8 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
+use crate::DependencyCondition;
+
 fn yes() -> bool {
     true
 }
@@ -60,6 +62,18 @@ pub struct ProcessConfig {
     /// Run folders kept for this process (additive; the monitor's `--keep-logs` when absent).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub keep_runs: Option<u32>,
+    /// Processes this one depends on, each with the condition it waits for before it is spawned (additive;
+    /// see `docs/dependencies.md`).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub depends_on: BTreeMap<String, DependencyCondition>,
+    /// How long a start waits for `dependsOn` conditions before the process is `failed` (additive, default
+    /// 60 000 ms).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dependency_timeout_ms: Option<u64>,
+    /// After this process restarts (a restart request, or a restart after a crash), restart the processes
+    /// that depend on it and were running (additive, default false).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub restart_dependents: bool,
 }
 
 impl ProcessConfig {
@@ -85,7 +99,18 @@ impl ProcessConfig {
             log_max_bytes: None,
             log_keep: None,
             keep_runs: None,
+            depends_on: BTreeMap::new(),
+            dependency_timeout_ms: None,
+            restart_dependents: false,
         }
+    }
+
+    /// Default time a start waits for its dependencies.
+    pub const DEFAULT_DEPENDENCY_TIMEOUT_MS: u64 = 60_000;
+
+    /// The time a start waits for its dependencies, in milliseconds.
+    pub fn dependency_timeout_ms(&self) -> u64 {
+        self.dependency_timeout_ms.unwrap_or(Self::DEFAULT_DEPENDENCY_TIMEOUT_MS)
     }
 
     /// The restart policy in force (the default one when none is configured).
@@ -134,10 +159,22 @@ impl ProcessConfig {
                 return invalid("restartPolicy.backoffIntervalsMs (at most 1000 entries)");
             }
         }
-        if let Some(check) = &self.aliveness_check {
-            if !(check.url.starts_with("http://")) {
-                return invalid("alivenessCheck.url (must be an http:// URL)");
+        if self.depends_on.len() > 1000 {
+            return invalid("dependsOn (at most 1000 entries)");
+        }
+        for dep in self.depends_on.keys() {
+            if dep == &self.id {
+                return invalid(&format!("dependsOn ({dep:?} cannot depend on itself)"));
             }
+            if let Err(err) = crate::validate_process_id(dep) {
+                return invalid(&format!("dependsOn ({err})"));
+            }
+        }
+        if self.dependency_timeout_ms == Some(0) {
+            return invalid("dependencyTimeoutMs (must be positive)");
+        }
+        if let Some(check) = &self.aliveness_check {
+            check.validate()?;
             if check.interval_ms == 0 {
                 return invalid("alivenessCheck.intervalMs (must be positive)");
             }
@@ -176,6 +213,9 @@ pub struct RestartPolicy {
     pub retry_indefinitely: bool,
     /// Retry interval once the attempts are used up in indefinite mode.
     pub indefinite_interval_ms: u64,
+    /// Which exits lead to a restart (additive, default `always`: the guide's behaviour).
+    #[serde(skip_serializing_if = "RestartOn::is_always")]
+    pub restart_on: RestartOn,
     /// Keys this version does not know, kept on rewrite.
     #[serde(flatten)]
     pub extra: serde_json::Map<String, serde_json::Value>,
@@ -189,20 +229,76 @@ impl Default for RestartPolicy {
             reset_after_ms: 300_000,
             retry_indefinitely: false,
             indefinite_interval_ms: 21_600_000,
+            restart_on: RestartOn::Always,
             extra: serde_json::Map::new(),
         }
     }
 }
 
-/// HTTP health check of a running process (wire name `AlivenessCheck`).
+/// Which exits of a process lead to a restart (wire name `RestartOn`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RestartOn {
+    /// Every exit the monitor did not ask for is a crash (the guide's behaviour).
+    #[default]
+    Always,
+    /// Only an exit with a code other than 0, or by a signal; an exit with code 0 ends `stopped` (a job done).
+    Failure,
+    /// No exit is restarted: code 0 ends `stopped`, anything else `failed`.
+    Never,
+}
+
+impl RestartOn {
+    fn is_always(&self) -> bool {
+        *self == RestartOn::Always
+    }
+}
+
+/// How a check reaches the process (wire name `ProbeType`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ProbeType {
+    /// `GET url`; a 2xx answer passes (the guide's check).
+    #[default]
+    Http,
+    /// A TCP connection to `host`:`port`; passes when it opens.
+    Tcp,
+    /// Runs `command` with `args` (no shell) in the process's environment and working directory; passes on
+    /// exit code 0 within `timeoutMs`.
+    Exec,
+}
+
+impl ProbeType {
+    fn is_http(&self) -> bool {
+        *self == ProbeType::Http
+    }
+}
+
+/// Health check of a running process (wire name `AlivenessCheck`): HTTP by default, TCP or exec by `type`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct AlivenessCheck {
     /// Whether the check runs.
     #[serde(default = "yes")]
     pub enabled: bool,
-    /// The health URL; a 2xx answer passes.
+    /// How the check probes (additive, default `http`).
+    #[serde(rename = "type", default, skip_serializing_if = "ProbeType::is_http")]
+    pub probe_type: ProbeType,
+    /// The health URL; a 2xx answer passes (required for `http`).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
     pub url: String,
+    /// Host a `tcp` probe connects to (default `127.0.0.1`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host: Option<String>,
+    /// Port a `tcp` probe connects to (required for `tcp`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub port: Option<u16>,
+    /// Executable an `exec` probe runs (required for `exec`; resolved like the process's command).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub command: Option<String>,
+    /// Arguments of an `exec` probe, passed verbatim.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub args: Vec<String>,
     /// Optional URL of a richer status document.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub status_url: Option<String>,
@@ -234,11 +330,59 @@ impl AlivenessCheck {
         2
     }
 
+    /// What the check probes, in words (`http://...`, `tcp 127.0.0.1:5432`, `exec pg_isready`), for messages.
+    pub fn target(&self) -> String {
+        match self.probe_type {
+            ProbeType::Http => self.url.clone(),
+            ProbeType::Tcp => {
+                format!("tcp {}:{}", self.host.as_deref().unwrap_or("127.0.0.1"), self.port.unwrap_or(0))
+            }
+            ProbeType::Exec => format!("exec {}", self.command.as_deref().unwrap_or("")),
+        }
+    }
+
+    /// Checks the fields of the check, naming the first bad one.
+    pub fn validate(&self) -> Result<(), crate::Error> {
+        let invalid = |what: &str| Err(crate::Error::InvalidField(what.to_owned()));
+        match self.probe_type {
+            ProbeType::Http => {
+                if !(self.url.starts_with("http://")) {
+                    return invalid("alivenessCheck.url (must be an http:// URL)");
+                }
+            }
+            ProbeType::Tcp => {
+                if self.port.unwrap_or(0) == 0 {
+                    return invalid("alivenessCheck.port (a tcp check needs a port from 1 to 65535)");
+                }
+                if let Some(host) = &self.host {
+                    if host.trim().is_empty() || host.len() > 253 || host.contains(['\0', '/', ' ']) {
+                        return invalid("alivenessCheck.host (a host name or IP address)");
+                    }
+                }
+            }
+            ProbeType::Exec => {
+                let command = self.command.as_deref().unwrap_or("");
+                if command.trim().is_empty() || command.len() > 4096 || command.contains('\0') {
+                    return invalid("alivenessCheck.command (an exec check needs a non-empty path without NUL)");
+                }
+                if self.args.len() > 4096 || self.args.iter().any(|arg| arg.contains('\0')) {
+                    return invalid("alivenessCheck.args (at most 4096, without NUL)");
+                }
+            }
+        }
+        Ok(())
+    }
+
     /// An enabled check of `url` with every other field at its default.
     pub fn new(url: &str) -> AlivenessCheck {
         AlivenessCheck {
             enabled: true,
+            probe_type: ProbeType::Http,
             url: url.to_owned(),
+            host: None,
+            port: None,
+            command: None,
+            args: Vec::new(),
             status_url: None,
             interval_ms: Self::default_interval_ms(),
             timeout_ms: Self::default_timeout_ms(),
@@ -443,7 +587,8 @@ mod tests {
         assert!(check.enabled);
         assert_eq!((check.interval_ms, check.timeout_ms, check.consecutive_failures_required), (3000, 2000, 2));
         assert_eq!(check.startup_check, None);
-        assert!(serde_json::from_value::<AlivenessCheck>(json!({"enabled": true})).is_err());
+        let no_url: AlivenessCheck = serde_json::from_value(json!({"enabled": true})).unwrap();
+        assert!(no_url.validate().unwrap_err().to_string().contains("alivenessCheck.url"));
         let startup: StartupCheck = serde_json::from_value(json!({})).unwrap();
         assert_eq!(
             serde_json::to_value(startup).unwrap(),

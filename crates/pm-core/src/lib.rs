@@ -22,6 +22,7 @@
 
 mod backoff;
 mod config;
+mod deps;
 mod error;
 mod exec;
 mod id;
@@ -31,7 +32,11 @@ mod timestamp;
 mod trust;
 
 pub use backoff::{next_restart, RestartDecision};
-pub use config::{AlivenessCheck, FailAction, ProcessConfig, RestartPolicy, StartupCheck};
+pub use config::{AlivenessCheck, FailAction, ProbeType, ProcessConfig, RestartOn, RestartPolicy, StartupCheck};
+pub use deps::{
+    check_acyclic, dependents_stop_order, direct_dependents, find_cycle, layers, shutdown_layers, start_order,
+    DependencyCondition, Graph, Observed,
+};
 pub use error::Error;
 pub use exec::{executable_permitted, validate_executable_pattern};
 pub use id::{validate_instance_id, validate_process_id};
