@@ -238,7 +238,15 @@ fn config_from_flags(args: &RegisterArgs) -> anyhow::Result<ProcessConfig> {
         config.environment = Some(env);
     }
     config.autostart = !args.no_autostart;
-    if args.max_attempts.is_some() || args.backoff_ms.is_some() || args.retry_indefinitely {
+    for pair in &args.depends_on {
+        let (dep, condition) =
+            pair.rsplit_once(':').with_context(|| format!("--depends-on {pair:?} is not ID:CONDITION (db:healthy)"))?;
+        config.depends_on.insert(dep.to_owned(), condition.parse()?);
+    }
+    config.dependency_timeout_ms = args.dependency_timeout_ms;
+    config.restart_dependents = args.restart_dependents;
+    if args.max_attempts.is_some() || args.backoff_ms.is_some() || args.retry_indefinitely || args.restart_on.is_some()
+    {
         let mut policy = RestartPolicy::default();
         if let Some(n) = args.max_attempts {
             policy.max_attempts = n;
@@ -247,6 +255,10 @@ fn config_from_flags(args: &RegisterArgs) -> anyhow::Result<ProcessConfig> {
             policy.backoff_intervals_ms = backoff.clone();
         }
         policy.retry_indefinitely = args.retry_indefinitely;
+        if let Some(restart_on) = &args.restart_on {
+            policy.restart_on = serde_json::from_value(serde_json::Value::String(restart_on.clone()))
+                .with_context(|| format!("--restart-on {restart_on:?} (must be always, failure or never)"))?;
+        }
         config.restart_policy = Some(policy);
     }
     if let Some(url) = &args.check_url {

@@ -93,6 +93,7 @@ impl ProcessMonitorClient {
             if registry.processes.contains_key(&config.id) {
                 return Err(Error::AlreadyExists(config.id.clone()));
             }
+            pm_core::check_new_dependencies(registry, &config)?;
             let entry = ProcessEntry::new(config.clone(), Timestamp::now());
             registry.processes.insert(config.id.clone(), entry);
             Ok(())
@@ -100,9 +101,28 @@ impl ProcessMonitorClient {
     }
 
     /// Removes a process and returns once it no longer runs: a running monitor stops it, and with no monitor
-    /// this call stops it.
+    /// this call stops it. A process others depend on is refused ([`Error::Conflict`] naming them); see
+    /// [`ProcessMonitorClient::deregister_forced`].
     pub fn deregister(&self, id: &str) -> Result<(), Error> {
+        self.deregister_with(id, false)
+    }
+
+    /// Removes a process even when others depend on it (they then wait for it in vain when started).
+    pub fn deregister_forced(&self, id: &str) -> Result<(), Error> {
+        self.deregister_with(id, true)
+    }
+
+    fn deregister_with(&self, id: &str, force: bool) -> Result<(), Error> {
         pm_core::validate_process_id(id)?;
+        if !force {
+            let dependents = pm_core::dependents_in(&self.load()?, id);
+            if !dependents.is_empty() {
+                return Err(Error::Conflict(format!(
+                    "Process {id} is a dependency of {}; deregister or change them first, or force it",
+                    dependents.join(", ")
+                )));
+            }
+        }
         if self.monitor()?.is_none() {
             self.stop_directly(id, ProcessState::Stopped)?;
         }

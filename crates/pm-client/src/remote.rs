@@ -409,7 +409,8 @@ fn status_error(status: u16, body: &[u8], id: Option<&str>) -> Error {
         (400, _) => Error::Invalid(message),
         (403, _) => Error::PermissionDenied(message),
         (409, Some(id)) => Error::AlreadyExists(id),
-        (409, None) => Error::AlreadyExists(message),
+        (409, None) if message.starts_with("Process ID already exists") => Error::AlreadyExists(message),
+        (409, None) => Error::Conflict(message),
         (503, _) => Error::Busy(message),
         (status, _) => Error::Server { status, message },
     }

@@ -37,7 +37,8 @@ impl DependencyCondition {
     pub fn holds(self, observed: &Observed, requested_at: crate::Timestamp) -> bool {
         match self {
             DependencyCondition::Started => {
-                matches!(observed.state, ProcessState::Running) || observed.state == ProcessState::Starting && observed.spawned
+                matches!(observed.state, ProcessState::Running)
+                    || observed.state == ProcessState::Starting && observed.spawned
             }
             DependencyCondition::Healthy => observed.state == ProcessState::Running,
             DependencyCondition::CompletedSuccessfully => {
@@ -133,6 +134,28 @@ pub fn find_cycle(graph: &Graph) -> Option<Vec<String>> {
 /// Dependencies of `id`, in reverse id order (popped from the back, so visited in id order).
 fn deps_of<'a>(graph: &'a Graph, id: &str) -> Vec<&'a str> {
     graph.get(id).map(|deps| deps.iter().rev().map(String::as_str).collect()).unwrap_or_default()
+}
+
+/// Refuses `config` when its `dependsOn` would close a cycle with the processes of `registry` (the one it
+/// replaces, if any, left out).
+pub fn check_new_dependencies(registry: &crate::Registry, config: &crate::ProcessConfig) -> Result<(), crate::Error> {
+    let mut graph: Graph = registry
+        .processes
+        .iter()
+        .map(|(id, entry)| (id.clone(), entry.config.depends_on.keys().cloned().collect()))
+        .collect();
+    graph.insert(config.id.clone(), config.depends_on.keys().cloned().collect());
+    check_acyclic(&graph)
+}
+
+/// The processes of `registry` that depend on `id` directly.
+pub fn dependents_in(registry: &crate::Registry, id: &str) -> Vec<String> {
+    registry
+        .processes
+        .iter()
+        .filter(|(other, entry)| *other != id && entry.config.depends_on.contains_key(id))
+        .map(|(other, _)| other.clone())
+        .collect()
 }
 
 /// Refuses a graph with a cycle, naming it (`dependsOn: cycle a -> b -> a`).
@@ -267,7 +290,10 @@ mod tests {
         assert_eq!(dependents_stop_order(&chain, "api"), strings(&["web"]));
         assert_eq!(dependents_stop_order(&chain, "web"), Vec::<String>::new());
         assert_eq!(direct_dependents(&chain, "db"), strings(&["api", "migrate"]));
-        assert_eq!(shutdown_layers(&chain), vec![strings(&["web"]), strings(&["api"]), strings(&["migrate"]), strings(&["db"])]);
+        assert_eq!(
+            shutdown_layers(&chain),
+            vec![strings(&["web"]), strings(&["api"]), strings(&["migrate"]), strings(&["db"])]
+        );
     }
 
     #[test]
@@ -324,7 +350,11 @@ mod tests {
         /// in a hidden order (so no cycle), sometimes on an id that is not registered.
         fn dag() -> impl Strategy<Value = Graph> {
             (1usize..=20).prop_flat_map(|n| {
-                (Just(n), proptest::collection::vec(any::<u32>(), n * n), Just((0..n).collect::<Vec<usize>>()).prop_shuffle())
+                (
+                    Just(n),
+                    proptest::collection::vec(any::<u32>(), n * n),
+                    Just((0..n).collect::<Vec<usize>>()).prop_shuffle(),
+                )
                     .prop_map(|(n, bits, names)| {
                         let mut graph = Graph::new();
                         for i in 0..n {

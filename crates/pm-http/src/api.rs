@@ -263,7 +263,8 @@ impl<C: ControlPlane> Ctx<'_, C> {
                 {
                     return res;
                 }
-                match self.control().deregister(&id).await {
+                let force = req.uri().query().is_some_and(|query| query.split('&').any(|pair| pair == "force=true"));
+                match self.control().deregister_with(&id, force).await {
                     Ok(()) => success(),
                     Err(err) => error_response(&err),
                 }
@@ -344,7 +345,18 @@ impl<C: ControlPlane> Ctx<'_, C> {
         let control = self.control();
         let state = match action {
             Action::Start => control.start(id).await,
-            Action::Stop => control.stop(id).await,
+            Action::Stop => {
+                return match control.stop_reporting(id).await {
+                    Ok((state, dependents)) if dependents.is_empty() => {
+                        json_response(StatusCode::OK, &json!({ "success": true, "state": state }))
+                    }
+                    Ok((state, dependents)) => json_response(
+                        StatusCode::OK,
+                        &json!({ "success": true, "state": state, "stoppedDependents": dependents }),
+                    ),
+                    Err(err) => error_response(&err),
+                };
+            }
             Action::Restart => control.restart(id).await,
             Action::Enable | Action::Disable => {
                 return unit_result(control.set_enabled(id, action == Action::Enable).await);
@@ -412,6 +424,35 @@ impl<C: ControlPlane> Ctx<'_, C> {
                 Ok(Some(canonical)) => config.command = canonical,
                 Ok(None) | Err(_) => {
                     return json_error(StatusCode::FORBIDDEN, "Executable not permitted by whitelist/blacklist");
+                }
+            }
+            // An exec probe runs a program too: the same lists apply to it.
+            if let Some(check) =
+                config.aliveness_check.as_mut().filter(|check| check.probe_type == pm_core::ProbeType::Exec)
+            {
+                let (command, working_directory) =
+                    (check.command.clone().unwrap_or_default(), config.working_directory.clone());
+                let (whitelist, blacklist) =
+                    (self.remote().executable_whitelist.clone(), self.remote().executable_blacklist.clone());
+                let resolved = tokio::task::spawn_blocking(move || {
+                    let path_var = std::env::var_os("PATH");
+                    crate::exec::permitted_executable(
+                        &command,
+                        working_directory.as_deref(),
+                        path_var.as_deref(),
+                        &whitelist,
+                        &blacklist,
+                    )
+                })
+                .await;
+                match resolved {
+                    Ok(Some(canonical)) => check.command = Some(canonical),
+                    Ok(None) | Err(_) => {
+                        return json_error(
+                            StatusCode::FORBIDDEN,
+                            "Probe executable not permitted by whitelist/blacklist (alivenessCheck.command)",
+                        );
+                    }
                 }
             }
         }
@@ -541,6 +582,7 @@ fn error_response(err: &Error) -> HttpResponse {
         }
         Error::InvalidField(_) | Error::InvalidPattern { .. } => json_error(StatusCode::BAD_REQUEST, &err.to_string()),
         Error::NotAllowed(message) => json_error(StatusCode::FORBIDDEN, message),
+        Error::Dependency(message) => json_error(StatusCode::CONFLICT, message),
         Error::Busy(_) => {
             let mut res = json_error(StatusCode::SERVICE_UNAVAILABLE, "Registry busy, retry later");
             res.headers_mut().insert(hyper::header::RETRY_AFTER, HeaderValue::from_static("1"));
@@ -626,6 +668,7 @@ mod tests {
         check(Error::InvalidField("f".into()), StatusCode::BAD_REQUEST);
         check(Error::InvalidPattern { pattern: "p".into(), reason: "r".into() }, StatusCode::BAD_REQUEST);
         check(Error::NotAllowed("no".into()), StatusCode::FORBIDDEN);
+        check(Error::Dependency("needed by web".into()), StatusCode::CONFLICT);
         check(Error::Busy("b".into()), StatusCode::SERVICE_UNAVAILABLE);
         check(Error::ShuttingDown, StatusCode::SERVICE_UNAVAILABLE);
         check(Error::Storage("s".into()), StatusCode::INTERNAL_SERVER_ERROR);

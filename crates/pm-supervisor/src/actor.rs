@@ -6,7 +6,9 @@ use std::os::unix::process::ExitStatusExt;
 use std::sync::Arc;
 use std::time::Duration;
 
-use pm_core::{next_restart, Error, FailAction, ProcessConfig, ProcessEntry, ProcessState, RestartDecision, Timestamp};
+use pm_core::{
+    next_restart, Error, FailAction, ProcessConfig, ProcessEntry, ProcessState, RestartDecision, RestartOn, Timestamp,
+};
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
@@ -73,6 +75,20 @@ pub(crate) enum Cmd {
     Adopt {
         pid: u32,
         start_time: Option<u64>,
+    },
+    /// The dependencies of wait `gen` that do not hold yet (see [`crate::deps`]).
+    DepsPending {
+        gen: u64,
+        waiting_for: std::collections::BTreeMap<String, pm_core::DependencyCondition>,
+    },
+    /// Every dependency of wait `gen` holds: spawn now.
+    DepsReady {
+        gen: u64,
+    },
+    /// Wait `gen` failed (timeout, a dependency that failed): `failed` with this reason.
+    DepsFailed {
+        gen: u64,
+        reason: String,
     },
     /// End the actor: stop the child first, or leave it running for a successor monitor.
     Shutdown {
@@ -143,6 +159,8 @@ pub(crate) struct Actor {
     check_task: Option<JoinHandle<(bool, Duration)>>,
     counters: Counters,
     rotate_at: Option<Instant>,
+    /// Number of the current wait for dependencies (a stale answer of an earlier wait is ignored).
+    wait_gen: u64,
 }
 
 impl Actor {
@@ -172,6 +190,7 @@ impl Actor {
             check_task: None,
             counters: Counters::default(),
             rotate_at: None,
+            wait_gen: 0,
         };
         (actor, snapshot)
     }
@@ -188,6 +207,11 @@ impl Actor {
                 }
                 Event::Cmd(Some(Cmd::Shutdown { leave_running, done })) => {
                     self.cancel_check();
+                    if !leave_running && self.is_waiting() {
+                        self.cancel_wait();
+                        self.entry.state = ProcessState::Stopped;
+                        self.publish();
+                    }
                     if !leave_running && self.child.is_some() {
                         let info = self.terminate().await;
                         self.record_exit(&info);
@@ -202,6 +226,9 @@ impl Actor {
                 Event::RetryDue => {
                     self.retry_at = None;
                     self.spawn_now();
+                    if self.entry.config.restart_dependents && self.child.is_some() {
+                        self.shared.deps.restarted(&self.entry.config.id);
+                    }
                 }
                 Event::ResetDue => {
                     self.reset_at = None;
@@ -268,6 +295,15 @@ impl Actor {
                 }
                 return;
             }
+            if self.entry.state == ProcessState::Starting && self.entry.waiting_since.is_some() {
+                // It was waiting for its dependencies (never spawned): wait on.
+                let since = self.entry.waiting_since;
+                self.entry.pid = None;
+                self.wait_for_dependencies(since);
+                return;
+            }
+            self.entry.waiting_for.clear();
+            self.entry.waiting_since = None;
             match self.entry.state {
                 ProcessState::Starting | ProcessState::Running | ProcessState::Crashed => {
                     self.entry.pid = None;
@@ -295,14 +331,14 @@ impl Actor {
             let never_started = self.entry.last_started_at.is_none() && self.entry.last_stopped_at.is_none();
             if self.entry.config.autostart && (boot || never_started) {
                 self.entry.restart_attempts = 0;
-                self.spawn_now();
+                self.spawn_or_wait();
             } else {
                 self.publish();
             }
             return;
         }
         if self.entry.config.autostart {
-            self.spawn_now();
+            self.spawn_or_wait();
         } else {
             self.publish();
         }
@@ -354,6 +390,30 @@ impl Actor {
                     self.adopt(pid, start_time);
                 }
             }
+            Cmd::DepsPending { gen, waiting_for } => {
+                if gen == self.wait_gen && self.is_waiting() && self.entry.waiting_for != waiting_for {
+                    self.entry.waiting_for = waiting_for;
+                    self.publish();
+                }
+            }
+            Cmd::DepsReady { gen } => {
+                if gen == self.wait_gen && self.is_waiting() {
+                    self.entry.waiting_for.clear();
+                    self.entry.waiting_since = None;
+                    tracing::info!(process = %self.entry.config.id, "dependencies met");
+                    self.spawn_now();
+                }
+            }
+            Cmd::DepsFailed { gen, reason } => {
+                if gen == self.wait_gen && self.is_waiting() {
+                    tracing::warn!(process = %self.entry.config.id, "{reason}");
+                    self.entry.waiting_for.clear();
+                    self.entry.waiting_since = None;
+                    self.entry.last_error = Some(reason);
+                    self.entry.state = ProcessState::Failed;
+                    self.publish();
+                }
+            }
             Cmd::Shutdown { .. } => unreachable!("handled in run"),
         }
     }
@@ -365,16 +425,60 @@ impl Actor {
         if self.child.is_some() {
             return Ok(self.entry.state);
         }
+        if self.is_waiting() {
+            return Ok(self.entry.state);
+        }
         self.retry_at = None;
         self.entry.restart_attempts = 0;
         self.entry.last_error = None;
-        self.spawn_now();
+        self.spawn_or_wait();
         Ok(self.entry.state)
+    }
+
+    /// Spawns now, or first waits in `starting` for the `dependsOn` conditions.
+    fn spawn_or_wait(&mut self) {
+        if self.entry.config.depends_on.is_empty() {
+            self.spawn_now();
+        } else {
+            self.wait_for_dependencies(None);
+        }
+    }
+
+    /// Waits in `starting` (no child yet) until every dependency's condition holds; `since` is when the start
+    /// was requested (now when `None`; kept across a monitor restart).
+    fn wait_for_dependencies(&mut self, since: Option<Timestamp>) {
+        self.retry_at = None;
+        self.wait_gen += 1;
+        let since = since.unwrap_or_else(Timestamp::now);
+        self.entry.state = ProcessState::Starting;
+        self.entry.waiting_since = Some(since);
+        self.entry.waiting_for = self.entry.config.depends_on.clone();
+        self.publish();
+        self.shared.deps.wait(crate::deps::Wait {
+            id: self.entry.config.id.clone(),
+            gen: self.wait_gen,
+            since,
+            depends_on: self.entry.config.depends_on.clone(),
+            timeout: Duration::from_millis(self.entry.config.dependency_timeout_ms()),
+        });
+    }
+
+    /// Whether it waits for its dependencies (`starting` without a child).
+    fn is_waiting(&self) -> bool {
+        self.child.is_none() && self.entry.state == ProcessState::Starting && self.entry.waiting_since.is_some()
+    }
+
+    /// Ends a wait for dependencies (a stop or disable came first).
+    fn cancel_wait(&mut self) {
+        self.wait_gen += 1;
+        self.entry.waiting_for.clear();
+        self.entry.waiting_since = None;
     }
 
     /// Stops whatever runs or waits; answers the resulting state.
     async fn stop(&mut self) -> ProcessState {
         self.retry_at = None;
+        self.cancel_wait();
         let target = if self.entry.config.enabled { ProcessState::Stopped } else { ProcessState::Disabled };
         if self.child.is_some() {
             self.stop_child(target).await;
@@ -393,6 +497,7 @@ impl Actor {
             }
         } else {
             self.retry_at = None;
+            self.cancel_wait();
             if self.child.is_some() {
                 self.stop_child(ProcessState::Disabled).await;
             }
@@ -622,14 +727,40 @@ impl Actor {
             (None, Some(signal)) => format!("killed by signal {signal}"),
             (None, None) => "exited".to_owned(),
         };
-        tracing::warn!(process = %self.entry.config.id, pid, "{how}");
-        self.entry.last_error = Some(format!("process {how}"));
-        // Orphans of the crashed leader would otherwise outlive it (and hold its ports).
+        // Orphans of the leader would otherwise outlive it (and hold its ports).
         if let Some(pgid) = pid {
             if os::group_exists(pgid) {
                 os::signal_group(pgid, libc::SIGKILL);
             }
         }
+        let restart_on = self.entry.config.restart_policy.as_ref().map(|policy| policy.restart_on).unwrap_or_default();
+        match (restart_on, info.code, info.signal) {
+            (RestartOn::Failure | RestartOn::Never, Some(0), _) => {
+                // A job that finished: done, not a crash.
+                tracing::info!(process = %self.entry.config.id, pid, "completed (exit code 0)");
+                self.entry.last_error = None;
+                self.entry.state = ProcessState::Stopped;
+                self.publish();
+                return;
+            }
+            (RestartOn::Failure | RestartOn::Never, None, None) => {
+                // An adopted process: its exit code is not known, so it is neither restarted nor counted as done.
+                self.entry.last_error = Some("exited (exit code unknown: adopted after a monitor restart)".to_owned());
+                self.entry.state = ProcessState::Stopped;
+                self.publish();
+                return;
+            }
+            (RestartOn::Never, _, _) => {
+                tracing::warn!(process = %self.entry.config.id, pid, "{how}; not restarted (restartOn never)");
+                self.entry.last_error = Some(format!("process {how} (restartOn never)"));
+                self.entry.state = ProcessState::Failed;
+                self.publish();
+                return;
+            }
+            _ => {}
+        }
+        tracing::warn!(process = %self.entry.config.id, pid, "{how}");
+        self.entry.last_error = Some(format!("process {how}"));
         self.entry.state = ProcessState::Crashed;
         self.publish();
         self.schedule_restart();
@@ -688,9 +819,14 @@ impl Actor {
         self.check_at = Some(Instant::now() + Duration::from_millis(interval.max(1)));
         let http = self.shared.http.clone();
         let timeout = Duration::from_millis(check.timeout_ms.max(1));
+        let ctx = crate::probe::ExecContext {
+            default_cwd: self.shared.default_cwd.clone(),
+            extra_env: self.shared.extra_env.clone(),
+            config: self.entry.config.clone(),
+        };
         self.check_task = Some(tokio::spawn(async move {
             let started = std::time::Instant::now();
-            let passed = pm_http::check_health(&http, &check.url, timeout).await;
+            let passed = crate::probe::run(&http, &check, &ctx, timeout).await;
             (passed, started.elapsed())
         }));
     }
@@ -711,7 +847,7 @@ impl Actor {
                     self.phase = Phase::Startup { attempts };
                     return;
                 }
-                let reason = format!("startup check failed {attempts} times ({})", check.url);
+                let reason = format!("startup check failed {attempts} times ({})", check.target());
                 tracing::warn!(process = %self.entry.config.id, "{reason}; action {:?}", startup.fail_action);
                 let info = if self.entry.config.partner {
                     self.terminate_within(Duration::ZERO).await
@@ -752,7 +888,7 @@ impl Actor {
                     self.publish();
                     return;
                 }
-                let reason = format!("aliveness check failed {failures} times in a row ({})", check.url);
+                let reason = format!("aliveness check failed {failures} times in a row ({})", check.target());
                 tracing::warn!(process = %self.entry.config.id, "{reason}; killing its process group");
                 // A hung partner monitor is killed outright: a graceful shutdown would stop the processes it
                 // manages, which its replacement adopts instead.
@@ -787,6 +923,7 @@ impl Actor {
         };
         self.publish.send_replace(snapshot);
         self.shared.changed.notify_one();
+        self.shared.deps.changed();
     }
 }
 

@@ -40,10 +40,12 @@
 
 mod actor;
 mod daemon;
+mod deps;
 mod logrotate;
 mod monitor;
 mod orphans;
 mod os;
+mod probe;
 mod resources;
 mod spawn;
 mod supervisor;

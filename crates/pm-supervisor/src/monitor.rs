@@ -299,6 +299,8 @@ impl Monitor {
             if registry.processes.contains_key(&stored.config.id) {
                 return Err(Error::AlreadyExists(stored.config.id.clone()));
             }
+            // A cycle is refused before anything is stored.
+            pm_core::check_new_dependencies(registry, &stored.config)?;
             registry.processes.insert(stored.config.id.clone(), stored);
             Ok(())
         })
@@ -306,8 +308,15 @@ impl Monitor {
         self.sup.insert(entry, begin)
     }
 
-    /// Removes a process from the registry, then stops it (outside the registry lock).
-    pub(crate) async fn deregister_entry(&self, id: &str) -> Result<(), Error> {
+    /// Removes a process from the registry, then stops it (outside the registry lock). Unless `force`, a process
+    /// others depend on is refused, naming them.
+    pub(crate) async fn deregister_entry(&self, id: &str, force: bool) -> Result<(), Error> {
+        if !force {
+            let dependents = self.sup.dependents_of(id);
+            if !dependents.is_empty() {
+                return Err(crate::deps::needed_by(id, &dependents));
+            }
+        }
         {
             let mut sync = self.sync.lock().await;
             sync.written_rev.remove(id);
@@ -377,6 +386,8 @@ fn merge_runtime(stored: &mut ProcessEntry, observed: &ProcessEntry) {
     stored.last_exit_code = observed.last_exit_code;
     stored.last_signal = observed.last_signal;
     stored.last_error = observed.last_error.clone();
+    stored.waiting_for = observed.waiting_for.clone();
+    stored.waiting_since = observed.waiting_since;
 }
 
 impl pm_http::ControlPlane for Monitor {
@@ -396,7 +407,16 @@ impl pm_http::ControlPlane for Monitor {
 
     async fn deregister(&self, id: &str) -> Result<(), Error> {
         self.guard()?;
-        self.deregister_entry(id).await
+        self.deregister_entry(id, false).await
+    }
+
+    async fn deregister_with(&self, id: &str, force: bool) -> Result<(), Error> {
+        self.guard()?;
+        self.deregister_entry(id, force).await
+    }
+
+    async fn stop_reporting(&self, id: &str) -> Result<(ProcessState, Vec<String>), Error> {
+        self.durable(self.sup.stop_with_dependents(id).await).await
     }
 
     async fn start(&self, id: &str) -> Result<ProcessState, Error> {
