@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 use crate::ProcessState;
 
 /// When a dependency counts as met (wire name `DependencyCondition`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub enum DependencyCondition {
     /// Its child has been spawned (`starting`, `running`).
@@ -67,6 +67,14 @@ impl std::str::FromStr for DependencyCondition {
                     "dependsOn condition {text:?} (must be started, healthy or completedSuccessfully)"
                 ))
             })
+    }
+}
+
+/// Read by name, with a refusal that names the `dependsOn` field and the conditions there are.
+impl<'de> Deserialize<'de> for DependencyCondition {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        text.parse().map_err(|err: crate::Error| serde::de::Error::custom(err.to_string()))
     }
 }
 

@@ -289,9 +289,18 @@ impl Actor {
         if let Begin::MonitorStart { boot } = begin {
             if let Some(pid) = pm_registry::pid::live_pid_of(entry) {
                 let was_stopping = entry.state == ProcessState::Stopping;
+                let was_starting = entry.state == ProcessState::Starting;
                 self.adopt(pid, entry.pid_start_time);
                 if was_stopping {
                     self.stop_child(ProcessState::Stopped).await;
+                } else if was_starting {
+                    // Its startup check had not passed yet: it is not healthy until it does (dependents wait).
+                    if let Some(initial_delay) = self.startup_check() {
+                        self.entry.state = ProcessState::Starting;
+                        self.phase = Phase::Startup { attempts: 0 };
+                        self.check_at = Some(Instant::now() + initial_delay);
+                        self.publish();
+                    }
                 }
                 return;
             }
