@@ -598,6 +598,128 @@ mod tests {
     }
 
     #[test]
+    fn dependency_keys_are_checked_and_default_away() {
+        use crate::DependencyCondition::*;
+        let deps = |pairs: &[(&str, crate::DependencyCondition)]| {
+            pairs.iter().map(|(id, condition)| (id.to_string(), *condition)).collect::<BTreeMap<_, _>>()
+        };
+        check(|config| config.depends_on = deps(&[("db", Healthy), ("migrate", CompletedSuccessfully)]), None);
+        check(|config| config.depends_on = deps(&[("not-yet-registered", Started)]), None);
+        check(|config| config.depends_on = deps(&[("api", Started)]), Some("\"api\" cannot depend on itself"));
+        check(|config| config.depends_on = deps(&[("../x", Started)]), Some("dependsOn"));
+        check(|config| config.dependency_timeout_ms = Some(0), Some("dependencyTimeoutMs"));
+        let many: BTreeMap<_, _> = (0..1001).map(|n| (format!("p{n}"), Started)).collect();
+        check(|config| config.depends_on = many, Some("dependsOn (at most 1000"));
+        let config = parse(json!({"id": "a", "name": "A", "command": "/bin/true",
+            "dependsOn": {"db": "healthy", "job": "completedSuccessfully", "x": "started"},
+            "dependencyTimeoutMs": 500, "restartDependents": true, "restartPolicy": {"restartOn": "never"}}))
+        .unwrap();
+        assert_eq!(config.depends_on, deps(&[("db", Healthy), ("job", CompletedSuccessfully), ("x", Started)]));
+        assert_eq!((config.dependency_timeout_ms(), config.restart_dependents), (500, true));
+        assert_eq!(config.restart_policy().restart_on, RestartOn::Never);
+        let err =
+            parse(json!({"id": "a", "name": "A", "command": "/bin/true", "dependsOn": {"db": "up"}})).unwrap_err();
+        assert!(err.contains("dependsOn condition \"up\""), "{err}");
+        assert!(parse(json!({"id": "a", "name": "A", "command": "c", "restartPolicy": {"restartOn": "sometimes"}}))
+            .is_err());
+        // Absent, they take defaults that keep the guide's behaviour, and are left out when written.
+        let plain = ProcessConfig::new("a", "A", "/bin/true");
+        assert_eq!(plain.dependency_timeout_ms(), 60_000);
+        assert_eq!(plain.restart_policy().restart_on, RestartOn::Always);
+        let value = serde_json::to_value(&plain).unwrap();
+        for key in ["dependsOn", "dependencyTimeoutMs", "restartDependents"] {
+            assert!(value.get(key).is_none(), "{key} written");
+        }
+    }
+
+    #[test]
+    fn probe_types_need_their_fields() {
+        fn aliveness(config: &mut ProcessConfig) -> &mut AlivenessCheck {
+            config.aliveness_check.as_mut().unwrap()
+        }
+        let tcp = |config: &mut ProcessConfig| {
+            let check = aliveness(config);
+            check.probe_type = ProbeType::Tcp;
+            check.url = String::new();
+            check.port = Some(5432);
+        };
+        check(tcp, None);
+        check(
+            |config| {
+                tcp(config);
+                aliveness(config).port = None
+            },
+            Some("alivenessCheck.port"),
+        );
+        check(
+            |config| {
+                tcp(config);
+                aliveness(config).port = Some(0)
+            },
+            Some("alivenessCheck.port"),
+        );
+        check(
+            |config| {
+                tcp(config);
+                aliveness(config).host = Some("a b".to_owned())
+            },
+            Some("alivenessCheck.host"),
+        );
+        check(
+            |config| {
+                tcp(config);
+                aliveness(config).host = Some("db.local".to_owned())
+            },
+            None,
+        );
+        let exec = |config: &mut ProcessConfig| {
+            let check = aliveness(config);
+            check.probe_type = ProbeType::Exec;
+            check.url = String::new();
+            check.command = Some("pg_isready".to_owned());
+        };
+        check(exec, None);
+        check(
+            |config| {
+                exec(config);
+                aliveness(config).command = None
+            },
+            Some("alivenessCheck.command"),
+        );
+        check(
+            |config| {
+                exec(config);
+                aliveness(config).command = Some(" ".to_owned())
+            },
+            Some("alivenessCheck.command"),
+        );
+        check(
+            |config| {
+                exec(config);
+                aliveness(config).args = vec!["a\0".to_owned()]
+            },
+            Some("alivenessCheck.args"),
+        );
+        check(|config| aliveness(config).url = String::new(), Some("alivenessCheck.url"));
+        // Wire shape: `type` and the probe's own keys; `http` and an empty url are left out.
+        let check: AlivenessCheck =
+            serde_json::from_value(json!({"type": "exec", "command": "/bin/true", "args": ["-q"]})).unwrap();
+        assert_eq!(
+            (check.probe_type, check.command.as_deref(), check.args.len()),
+            (ProbeType::Exec, Some("/bin/true"), 1)
+        );
+        assert_eq!(check.target(), "exec /bin/true");
+        let value = serde_json::to_value(&check).unwrap();
+        assert_eq!(value["type"], "exec");
+        assert!(value.get("url").is_none());
+        let http = serde_json::to_value(AlivenessCheck::new("http://localhost:1/h")).unwrap();
+        assert!(http.get("type").is_none() && http.get("host").is_none() && http.get("args").is_none());
+        let tcp: AlivenessCheck = serde_json::from_value(json!({"type": "tcp", "port": 5432})).unwrap();
+        assert_eq!(tcp.target(), "tcp 127.0.0.1:5432");
+        assert!(serde_json::from_value::<AlivenessCheck>(json!({"type": "udp", "port": 1})).is_err());
+    }
+
+    #[test]
     fn fail_action_names() {
         let check_action = |action: FailAction, name: &str| {
             assert_eq!(serde_json::to_value(action).unwrap(), json!(name));

@@ -283,6 +283,8 @@ impl Actor {
             }
             self.entry.state = ProcessState::Disabled;
             self.entry.pid = None;
+            self.entry.waiting_for.clear();
+            self.entry.waiting_since = None;
             self.publish();
             return;
         }

@@ -290,8 +290,17 @@ fn the_cli_registers_dependencies_and_refuses_an_unknown_condition() {
     assert_ne!(code, Some(0));
     assert!(out.contains("dependency cycle api -> db -> api"), "{out}");
     assert!(!site.registry().unwrap().processes.contains_key("db"));
+    // Once db is registered, api depends on it: deregistering db is refused, naming api.
+    let (code, out) = cli(&["register", "--id", "db", "--command", "/bin/true", "--no-autostart"]);
+    assert_eq!(code, Some(0), "{out}");
+    let (code, out) = cli(&["deregister", "db"]);
+    assert_ne!(code, Some(0));
+    assert!(out.contains("Process db is a dependency of api"), "{out}");
+    assert!(site.registry().unwrap().processes.contains_key("db"));
     let (code, out) = cli(&["deregister", "api"]);
     assert_eq!(code, Some(0), "nothing depends on api: {out}");
+    let (code, out) = cli(&["deregister", "db"]);
+    assert_eq!(code, Some(0), "nothing depends on db any more: {out}");
 }
 
 #[test]
