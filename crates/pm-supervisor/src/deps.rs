@@ -184,7 +184,9 @@ impl Supervisor {
     /// disabled or failed. Each process then waits for its own conditions.
     pub(crate) async fn start_with_dependencies(&self, id: &str) -> Result<ProcessState, pm_core::Error> {
         let graph = self.graph();
-        if graph.get(id).is_none_or(|deps| deps.is_empty()) {
+        let under_way_already = self.get(id).is_some_and(|entry| entry.state.has_child());
+        if under_way_already || graph.get(id).is_none_or(|deps| deps.is_empty()) {
+            // Nothing to bring up (a start of a running process is a no-op, and must not rerun finished jobs).
             return self.start_one(id).await;
         }
         let order = pm_core::start_order(&graph, &[id.to_owned()]);
