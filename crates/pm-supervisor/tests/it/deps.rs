@@ -132,6 +132,25 @@ async fn a_dependency_that_never_gets_healthy_fails_the_dependent_after_its_time
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn independent_processes_start_at_once_while_a_dependent_waits() {
+    let fx = Fixture::new();
+    let ready = fx.file("slow.ready");
+    let mut slow = sh("slow", &format!("sleep 3; touch '{}'; exec sleep 600", ready.display()));
+    slow.aliveness_check = Some(exec_check(&format!("test -f '{}'", ready.display()), true));
+    fx.sup.register(slow).unwrap();
+    let mut waiting = sh("waiting", "exec sleep 600");
+    needs(&mut waiting, &[("slow", DependencyCondition::Healthy)]);
+    fx.sup.register(waiting).unwrap();
+    fx.sup.register(sh("free", "exec sleep 600")).unwrap();
+    fx.wait("free", LONG, |e| e.state == ProcessState::Running).await;
+    assert!(!ready.exists(), "free waited for slow");
+    assert_eq!(fx.sup.get("waiting").unwrap().state, ProcessState::Starting);
+    assert_eq!(fx.sup.get("waiting").unwrap().pid, None);
+    fx.wait("waiting", LONG, |e| e.state == ProcessState::Running).await;
+    assert!(ready.exists());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_disabled_or_failed_dependency_refuses_the_start_naming_it() {
     let fx = Fixture::new();
     let mut db = sh("db", "exit 3");
