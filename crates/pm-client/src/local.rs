@@ -142,6 +142,16 @@ impl ProcessMonitorClient {
     /// Starts a process (a no-op when it runs) and waits until the monitor has started it. With no monitor
     /// running, the request is stored and the current status returned.
     pub fn start(&self, id: &str) -> Result<ProcessStatus, Error> {
+        // A dependency that is disabled or failed makes the start fail (the monitor would refuse it too).
+        if pm_core::validate_process_id(id).is_ok() {
+            let registry = self.load()?;
+            let graph = pm_core::graph_of(&registry);
+            let stopped = registry.processes.get(id).is_some_and(|entry| !entry.state.has_child());
+            let blocker = stopped.then(|| pm_core::start_blocker(|dep| registry.processes.get(dep), &graph, id));
+            if let Some(problem) = blocker.flatten() {
+                return Err(Error::Conflict(problem));
+            }
+        }
         let before = self.request(id, PendingAction::Start)?;
         if before.state.has_child() || self.monitor()?.is_none() {
             return Ok(before.status());

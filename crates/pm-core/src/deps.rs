@@ -147,11 +147,7 @@ fn deps_of<'a>(graph: &'a Graph, id: &str) -> Vec<&'a str> {
 /// Refuses `config` when its `dependsOn` would close a cycle with the processes of `registry` (the one it
 /// replaces, if any, left out).
 pub fn check_new_dependencies(registry: &crate::Registry, config: &crate::ProcessConfig) -> Result<(), crate::Error> {
-    let mut graph: Graph = registry
-        .processes
-        .iter()
-        .map(|(id, entry)| (id.clone(), entry.config.depends_on.keys().cloned().collect()))
-        .collect();
+    let mut graph = graph_of(registry);
     graph.insert(config.id.clone(), config.depends_on.keys().cloned().collect());
     check_acyclic(&graph)
 }
@@ -163,6 +159,35 @@ pub fn dependents_in(registry: &crate::Registry, id: &str) -> Vec<String> {
         .iter()
         .filter(|(other, entry)| *other != id && entry.config.depends_on.contains_key(id))
         .map(|(other, _)| other.clone())
+        .collect()
+}
+
+/// Why `id` cannot be started with its dependencies (`Cannot start api: its dependency db is disabled`), judged
+/// from `entries` (id → entry; unregistered dependencies are waited for, not refused); `None` when it can.
+pub fn start_blocker<'a>(
+    entries: impl Fn(&str) -> Option<&'a crate::ProcessEntry>,
+    graph: &Graph,
+    id: &str,
+) -> Option<String> {
+    for dep in start_order(graph, &[id.to_owned()]) {
+        let Some(entry) = entries(&dep).filter(|_| dep != id) else { continue };
+        if !entry.config.enabled || entry.state == ProcessState::Disabled {
+            return Some(format!("Cannot start {id}: its dependency {dep} is disabled"));
+        }
+        if entry.state == ProcessState::Failed {
+            let why = entry.last_error.as_deref().map(|err| format!(" ({err})")).unwrap_or_default();
+            return Some(format!("Cannot start {id}: its dependency {dep} has failed{why}"));
+        }
+    }
+    None
+}
+
+/// The dependency graph of the processes of `registry`.
+pub fn graph_of(registry: &crate::Registry) -> Graph {
+    registry
+        .processes
+        .iter()
+        .map(|(id, entry)| (id.clone(), entry.config.depends_on.keys().cloned().collect()))
         .collect()
 }
 
@@ -303,6 +328,40 @@ mod tests {
             shutdown_layers(&chain),
             vec![strings(&["web"]), strings(&["api"]), strings(&["migrate"]), strings(&["db"])]
         );
+    }
+
+    #[test]
+    fn a_disabled_or_failed_dependency_blocks_a_start() {
+        use crate::{ProcessConfig, ProcessEntry, Timestamp};
+        let chain = graph(&[("web", &["api"]), ("api", &["db", "later"]), ("db", &[]), ("other", &[])]);
+        let entry = |id: &str, state: ProcessState, enabled: bool| {
+            let mut config = ProcessConfig::new(id, id, "/bin/true");
+            config.enabled = enabled;
+            let mut entry = ProcessEntry::new(config, Timestamp::now());
+            entry.state = state;
+            entry.last_error = (state == ProcessState::Failed).then(|| "exited with code 3".to_owned());
+            entry
+        };
+        let cases = [
+            (ProcessState::Stopped, true, None),
+            (ProcessState::Running, true, None),
+            (ProcessState::Retrying, true, None),
+            (ProcessState::Disabled, false, Some("Cannot start web: its dependency db is disabled")),
+            (ProcessState::Failed, true, Some("Cannot start web: its dependency db has failed (exited with code 3)")),
+        ];
+        for (state, enabled, want) in cases {
+            let entries: BTreeMap<String, ProcessEntry> = [
+                ("web", entry("web", ProcessState::Stopped, true)),
+                ("api", entry("api", ProcessState::Stopped, true)),
+                ("db", entry("db", state, enabled)),
+                ("other", entry("other", ProcessState::Failed, true)),
+            ]
+            .into_iter()
+            .map(|(id, entry)| (id.to_owned(), entry))
+            .collect();
+            assert_eq!(start_blocker(|id| entries.get(id), &chain, "web").as_deref(), want, "{state}");
+            assert_eq!(start_blocker(|id| entries.get(id), &chain, "other"), None, "a failed process itself may start");
+        }
     }
 
     #[test]

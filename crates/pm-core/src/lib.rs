@@ -34,8 +34,8 @@ mod trust;
 pub use backoff::{next_restart, RestartDecision};
 pub use config::{AlivenessCheck, FailAction, ProbeType, ProcessConfig, RestartOn, RestartPolicy, StartupCheck};
 pub use deps::{
-    check_acyclic, check_new_dependencies, dependents_in, dependents_stop_order, direct_dependents, find_cycle, layers,
-    shutdown_layers, start_order, DependencyCondition, Graph, Observed,
+    check_acyclic, check_new_dependencies, dependents_in, dependents_stop_order, direct_dependents, find_cycle,
+    graph_of, layers, shutdown_layers, start_blocker, start_order, DependencyCondition, Graph, Observed,
 };
 pub use error::Error;
 pub use exec::{executable_permitted, validate_executable_pattern};

@@ -189,23 +189,13 @@ impl Supervisor {
             // Nothing to bring up (a start of a running process is a no-op, and must not rerun finished jobs).
             return self.start_one(id).await;
         }
-        let order = pm_core::start_order(&graph, &[id.to_owned()]);
-        let deps: Vec<_> = order.iter().filter(|dep| *dep != id).filter_map(|dep| self.get(dep)).collect();
-        for entry in &deps {
-            if !entry.config.enabled || entry.state == ProcessState::Disabled {
-                return Err(pm_core::Error::Dependency(format!(
-                    "Cannot start {id}: its dependency {} is disabled",
-                    entry.config.id
-                )));
-            }
-            if entry.state == ProcessState::Failed {
-                let why = entry.last_error.as_deref().map(|err| format!(" ({err})")).unwrap_or_default();
-                return Err(pm_core::Error::Dependency(format!(
-                    "Cannot start {id}: its dependency {} has failed{why}",
-                    entry.config.id
-                )));
-            }
+        let entries: BTreeMap<String, pm_core::ProcessEntry> =
+            self.list().into_iter().map(|entry| (entry.config.id.clone(), entry)).collect();
+        if let Some(problem) = pm_core::start_blocker(|dep| entries.get(dep), &graph, id) {
+            return Err(pm_core::Error::Dependency(problem));
         }
+        let order = pm_core::start_order(&graph, &[id.to_owned()]);
+        let deps: Vec<_> = order.iter().filter(|dep| *dep != id).filter_map(|dep| entries.get(dep)).collect();
         for entry in deps {
             if matches!(entry.state, ProcessState::Stopped | ProcessState::Crashed) {
                 let dep = &entry.config.id;

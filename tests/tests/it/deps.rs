@@ -293,6 +293,12 @@ fn the_cli_registers_dependencies_and_refuses_an_unknown_condition() {
     // Once db is registered, api depends on it: deregistering db is refused, naming api.
     let (code, out) = cli(&["register", "--id", "db", "--command", "/bin/true", "--no-autostart"]);
     assert_eq!(code, Some(0), "{out}");
+    // A disabled dependency makes a start fail at once, naming it.
+    assert_eq!(cli(&["disable", "db"]).0, Some(0));
+    let (code, out) = cli(&["start", "api"]);
+    assert_ne!(code, Some(0));
+    assert!(out.contains("Cannot start api: its dependency db is disabled"), "{out}");
+    assert_eq!(cli(&["enable", "db"]).0, Some(0));
     let (code, out) = cli(&["deregister", "db"]);
     assert_ne!(code, Some(0));
     assert!(out.contains("Process db is a dependency of api"), "{out}");
