@@ -291,18 +291,11 @@ impl Actor {
         if let Begin::MonitorStart { boot } = begin {
             if let Some(pid) = pm_registry::pid::live_pid_of(entry) {
                 let was_stopping = entry.state == ProcessState::Stopping;
-                let was_starting = entry.state == ProcessState::Starting;
-                self.adopt(pid, entry.pid_start_time);
+                // Its startup check had not passed yet: it is not healthy until it does (dependents wait).
+                let resume_startup = entry.state == ProcessState::Starting;
+                self.adopt_with(pid, entry.pid_start_time, resume_startup);
                 if was_stopping {
                     self.stop_child(ProcessState::Stopped).await;
-                } else if was_starting {
-                    // Its startup check had not passed yet: it is not healthy until it does (dependents wait).
-                    if let Some(initial_delay) = self.startup_check() {
-                        self.entry.state = ProcessState::Starting;
-                        self.phase = Phase::Startup { attempts: 0 };
-                        self.check_at = Some(Instant::now() + initial_delay);
-                        self.publish();
-                    }
                 }
                 return;
             }
@@ -585,6 +578,12 @@ impl Actor {
     }
 
     fn adopt(&mut self, pid: u32, start_time: Option<u64>) {
+        self.adopt_with(pid, start_time, false);
+    }
+
+    /// Adopts `pid`; with `resume_startup`, it runs its startup checks (if it has any) before it counts as up,
+    /// without being reported `running` meanwhile.
+    fn adopt_with(&mut self, pid: u32, start_time: Option<u64>, resume_startup: bool) {
         tracing::info!(process = %self.entry.config.id, pid, "adopted running process");
         let run_dir = self.newest_run_dir();
         self.child = Some(Child { pid, watch: Watch::Adopted(ExitWatch::new(pid, start_time)), run_dir });
@@ -592,7 +591,15 @@ impl Actor {
         self.entry.pid = Some(pid);
         self.entry.pid_start_time = start_time;
         self.running_since = Some(std::time::Instant::now());
-        self.enter_running();
+        match self.startup_check().filter(|_| resume_startup) {
+            Some(initial_delay) => {
+                self.entry.state = ProcessState::Starting;
+                self.phase = Phase::Startup { attempts: 0 };
+                self.check_at = Some(Instant::now() + initial_delay);
+                self.publish();
+            }
+            None => self.enter_running(),
+        }
     }
 
     /// Spawns the process now (state `starting`, or `running` without startup checks); a failure to spawn
