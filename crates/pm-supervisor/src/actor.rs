@@ -313,6 +313,15 @@ impl Actor {
                     self.entry.pid = None;
                     self.entry.last_stopped_at = Some(Timestamp::now());
                     self.entry.last_error = Some("exited while the monitor was not running".to_owned());
+                    if self.entry.config.restart_policy().restart_on != RestartOn::Always {
+                        // A job under `failure`/`never` may have finished: with its exit code unknown, it is not
+                        // run again.
+                        self.entry.last_error =
+                            Some("exited while the monitor was not running (exit code unknown)".to_owned());
+                        self.entry.state = ProcessState::Stopped;
+                        self.publish();
+                        return;
+                    }
                     self.entry.state = ProcessState::Crashed;
                     self.schedule_restart();
                     return;
