@@ -183,27 +183,34 @@ impl Supervisor {
     /// Starts what `id` depends on (transitively) and is not under way, then `id`; refuses when a dependency is
     /// disabled or failed. Each process then waits for its own conditions.
     pub(crate) async fn start_with_dependencies(&self, id: &str) -> Result<ProcessState, pm_core::Error> {
-        let graph = self.graph();
         let under_way_already = self.get(id).is_some_and(|entry| entry.state.has_child());
-        if under_way_already || graph.get(id).is_none_or(|deps| deps.is_empty()) {
-            // Nothing to bring up (a start of a running process is a no-op, and must not rerun finished jobs).
-            return self.start_one(id).await;
+        if !under_way_already {
+            // (A start of a running process is a no-op, and must not rerun its finished jobs.)
+            self.start_dependencies_of(id).await?;
+        }
+        self.start_one(id).await
+    }
+
+    /// Starts the stopped dependencies of `id` (transitively, dependencies first); refuses when one is disabled
+    /// or failed.
+    async fn start_dependencies_of(&self, id: &str) -> Result<(), pm_core::Error> {
+        let graph = self.graph();
+        if graph.get(id).is_none_or(|deps| deps.is_empty()) {
+            return Ok(());
         }
         let entries: BTreeMap<String, pm_core::ProcessEntry> =
             self.list().into_iter().map(|entry| (entry.config.id.clone(), entry)).collect();
         if let Some(problem) = pm_core::start_blocker(|dep| entries.get(dep), &graph, id) {
             return Err(pm_core::Error::Dependency(problem));
         }
-        let order = pm_core::start_order(&graph, &[id.to_owned()]);
-        let deps: Vec<_> = order.iter().filter(|dep| *dep != id).filter_map(|dep| entries.get(dep)).collect();
-        for entry in deps {
+        for dep in pm_core::start_order(&graph, &[id.to_owned()]) {
+            let Some(entry) = entries.get(&dep).filter(|_| dep != id) else { continue };
             if matches!(entry.state, ProcessState::Stopped | ProcessState::Crashed) {
-                let dep = &entry.config.id;
                 tracing::info!(process = %id, "starting its dependency {dep}");
-                self.start_one(dep).await?;
+                self.start_one(&dep).await?;
             }
         }
-        self.start_one(id).await
+        Ok(())
     }
 
     /// Stops the processes that depend on `id` and are under way (dependents first), then `id`; answers its
@@ -230,6 +237,9 @@ impl Supervisor {
     /// afterwards (they wait for it as usual).
     pub(crate) async fn restart_with_dependents(&self, id: &str) -> Result<ProcessState, pm_core::Error> {
         let restart_dependents = self.get(id).is_some_and(|entry| entry.config.restart_dependents);
+        if self.get(id).is_some_and(|entry| entry.config.enabled) {
+            self.start_dependencies_of(id).await?;
+        }
         if !restart_dependents {
             return self.restart_one(id).await;
         }

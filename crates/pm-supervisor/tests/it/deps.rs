@@ -397,3 +397,30 @@ async fn a_cancelled_exec_probe_leaves_no_process_behind() {
     fx.sup.stop("svc").await.unwrap();
     eventually(Duration::from_secs(5), "the probe is gone", || count_with(&marker) + count_with(&nap) == 0).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_found_gone_at_monitor_start_is_not_run_again_unless_it_restarts_always() {
+    let fx = Fixture::new();
+    for (id, restart_on, want) in [
+        ("job", RestartOn::Never, ProcessState::Stopped),
+        ("retry", RestartOn::Failure, ProcessState::Stopped),
+        ("service", RestartOn::Always, ProcessState::Retrying),
+    ] {
+        let mut config = sh(id, &format!("{}; exec sleep 600", stamp(&fx.file(&format!("{id}.t")))));
+        config.restart_policy =
+            Some(RestartPolicy { backoff_intervals_ms: vec![60_000], ..one_shot(restart_on).unwrap() });
+        let mut entry = pm_core::ProcessEntry::new(config, pm_core::Timestamp::now());
+        // It ran under a monitor that is gone, and is gone too (no such PID and start time).
+        entry.state = ProcessState::Running;
+        entry.pid = Some(std::process::id());
+        entry.pid_start_time = Some(1);
+        fx.sup.resume(entry, false).unwrap();
+        let seen = fx.wait(id, LONG, |e| e.state == want).await;
+        assert!(seen.last_error.unwrap().contains("exited while the monitor was not running"), "{id}");
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    for id in ["job", "retry"] {
+        assert_eq!(fx.sup.get(id).unwrap().state, ProcessState::Stopped, "{id}");
+        assert!(read_numbers(&fx.file(&format!("{id}.t"))).is_empty(), "{id} was run again");
+    }
+}
