@@ -78,7 +78,12 @@ fn act(cli: &Cli, paths: &Paths, args: &IdArgs, action: Action) -> anyhow::Resul
         Some(client) => block_on(async {
             match action {
                 Action::Start => client.start(id).await.map(Some),
-                Action::Stop => client.stop(id).await.map(Some),
+                Action::Stop => client.stop_with_dependents(id).await.map(|(state, dependents)| {
+                    if !dependents.is_empty() && !cli.json {
+                        println!("stopped first (they depend on {id}): {}", dependents.join(", "));
+                    }
+                    Some(state)
+                }),
                 Action::Restart => client.restart(id).await.map(Some),
                 Action::Enable => client.enable(id).await.map(|()| None),
                 Action::Disable => client.disable(id).await.map(|()| None),

@@ -53,7 +53,8 @@ impl Default for RemoteClientOptions {
 /// and percent-encoded in the path all the same.
 ///
 /// Errors: 404 is [`Error::NotFound`], 400 `Process is disabled` is [`Error::Disabled`], any other 400 is
-/// [`Error::Invalid`], 403 is [`Error::PermissionDenied`], 409 is [`Error::AlreadyExists`], 503 is
+/// [`Error::Invalid`], 403 is [`Error::PermissionDenied`], 409 is [`Error::AlreadyExists`] (or [`Error::Conflict`] for a
+/// dependency conflict), 503 is
 /// [`Error::Busy`], any other non-2xx status (or a 2xx body that does not parse) is [`Error::Server`], and a
 /// monitor that cannot be reached in time is [`Error::Transport`].
 ///
@@ -105,6 +106,14 @@ struct ProcessList {
 #[derive(Deserialize)]
 struct StateReply {
     state: ProcessState,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct StopReply {
+    state: ProcessState,
+    #[serde(default)]
+    stopped_dependents: Vec<String>,
 }
 
 #[derive(Deserialize)]
@@ -194,6 +203,21 @@ impl RemoteProcessMonitorClient {
     /// Stops a process; answers its state afterwards (`POST /processes/{id}/stop`).
     pub async fn stop(&self, id: &str) -> Result<ProcessState, Error> {
         self.act(id, "stop").await
+    }
+
+    /// Stops a process after the processes that depend on it; answers its state and the dependents the monitor
+    /// stopped first, in order (`stoppedDependents` of `POST /processes/{id}/stop`).
+    pub async fn stop_with_dependents(&self, id: &str) -> Result<(ProcessState, Vec<String>), Error> {
+        let path = process_path(id, "/stop")?;
+        let res: StopReply = self.call(Method::Post, &path, None, Some(id)).await?;
+        Ok((res.state, res.stopped_dependents))
+    }
+
+    /// Deregisters a process even when others depend on it (`DELETE /processes/{id}?force=true`).
+    pub async fn deregister_forced(&self, id: &str) -> Result<(), Error> {
+        let path = process_path(id, "")? + "?force=true";
+        let _: Value = self.call(Method::Delete, &path, None, Some(id)).await?;
+        Ok(())
     }
 
     /// Restarts a process; answers its state afterwards (`POST /processes/{id}/restart`).
@@ -408,9 +432,9 @@ fn status_error(status: u16, body: &[u8], id: Option<&str>) -> Error {
         (400, Some(id)) if message.starts_with("Process is disabled") => Error::Disabled(id),
         (400, _) => Error::Invalid(message),
         (403, _) => Error::PermissionDenied(message),
+        (409, _) if !message.starts_with("Process ID already exists") => Error::Conflict(message),
         (409, Some(id)) => Error::AlreadyExists(id),
-        (409, None) if message.starts_with("Process ID already exists") => Error::AlreadyExists(message),
-        (409, None) => Error::Conflict(message),
+        (409, None) => Error::AlreadyExists(message),
         (503, _) => Error::Busy(message),
         (status, _) => Error::Server { status, message },
     }
@@ -561,6 +585,14 @@ mod tests {
             r#"{"error":"Process ID already exists","processId":"api"}"#,
             Some("api"),
             r#"AlreadyExists("api")"#,
+        );
+        let needed =
+            r#"{"error":"Process db is a dependency of api; deregister or change them first, or use ?force=true"}"#;
+        check_status(
+            409,
+            needed,
+            Some("db"),
+            r#"Conflict("Process db is a dependency of api; deregister or change them first, or use ?force=true")"#,
         );
         check_status(503, r#"{"error":"Registry busy, retry later"}"#, None, r#"Busy("Registry busy, retry later")"#);
         check_status(

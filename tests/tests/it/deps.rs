@@ -243,8 +243,13 @@ fn bad_graphs_are_refused_at_the_door_and_nothing_is_stored() {
     assert_eq!(code, 409, "{body}");
     assert!(body["error"].as_str().unwrap().contains("dependency of c"), "{body}");
     assert!(site.registry().unwrap().processes.contains_key("b"));
-    let (code, body) = call(&site, "DELETE", "/processes/b?force=true", None);
-    assert_eq!(code, 200, "{body}");
+    let client = pm_client::RemoteProcessMonitorClient::new(&format!("http://127.0.0.1:{}", site.remote_port)).unwrap();
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    match runtime.block_on(client.deregister("b")) {
+        Err(pm_client::Error::Conflict(message)) => assert!(message.contains("dependency of c"), "{message}"),
+        other => panic!("expected a conflict, got {other:?}"),
+    }
+    runtime.block_on(client.deregister_forced("b")).unwrap();
     assert!(!site.registry().unwrap().processes.contains_key("b"));
 }
 
@@ -339,6 +344,13 @@ fn a_monitor_killed_mid_chain_resumes_it_without_duplicates() {
     }
     assert_eq!(status(&site, "migrate").unwrap().last_exit_code, Some(0));
     report("deps: chain resumed after kill -9 mid-chain", &format!("{:.2} s", restarted.elapsed().as_secs_f64()));
+    // The CLI through the API says which dependents it stopped first.
+    let url = format!("http://127.0.0.1:{}", site.remote_port);
+    let out = std::process::Command::new(&site.bin).args(["stop", "db", "--remote", &url]).output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text} {}", String::from_utf8_lossy(&out.stderr));
+    assert!(text.contains("stopped first (they depend on db): web, api"), "{text}");
+    assert!(text.contains("db: stop -> stopped"), "{text}");
 }
 
 /// Live processes whose command line holds `needle`.
