@@ -5,6 +5,7 @@ mod cli;
 mod commands;
 mod instance;
 mod logging;
+mod stack;
 
 use std::process::ExitCode;
 

@@ -11,4 +11,5 @@ mod local_client;
 mod logs;
 mod processes;
 mod restart_policy;
+mod stack;
 mod states;
