@@ -116,6 +116,7 @@ impl ProcessMonitorClient {
             if registry.processes.contains_key(&config.id) {
                 return Err(Error::AlreadyExists(config.id.clone()));
             }
+            pm_core::check_new_dependencies(registry, &config)?;
             let mut entry = ProcessEntry::new(config.clone(), Timestamp::now());
             entry.extra = keys;
             registry.processes.insert(config.id.clone(), entry);
@@ -136,6 +137,9 @@ impl ProcessMonitorClient {
         config.validate()?;
         check_extra_keys(&keys)?;
         self.transaction(|registry| {
+            if registry.processes.contains_key(&config.id) {
+                pm_core::check_new_dependencies(registry, &config)?;
+            }
             let entry = registry.processes.get_mut(&config.id).ok_or_else(|| Error::NotFound(config.id.clone()))?;
             if entry.config.partner {
                 return Err(Error::Invalid(format!("{}: the partner entry is managed by the monitor", config.id)));
