@@ -6,6 +6,7 @@ mod commands;
 mod instance;
 mod logging;
 mod stack;
+mod stopping;
 
 use std::process::ExitCode;
 

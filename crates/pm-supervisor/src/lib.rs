@@ -41,10 +41,12 @@
 mod actor;
 mod daemon;
 mod deps;
+mod groupwait;
 mod logrotate;
 mod monitor;
 mod orphans;
 mod os;
+mod partner;
 mod probe;
 mod resources;
 mod spawn;
