@@ -144,6 +144,30 @@ fn starting_web_brings_the_chain_up_in_order_and_stopping_db_takes_api_and_web_d
     }
     let stopped = |id: &str| statuses[id].last_stopped_at.unwrap();
     assert!(stopped("web") <= stopped("api") && stopped("api") <= stopped("db"));
+
+    // The same through the local client (the CLI without --remote): a start of web brings the chain up again,
+    // the job included, and a stop of db takes web and api down first.
+    std::fs::remove_file(site.dir.join("db.ready")).unwrap();
+    let cli = |args: &[&str]| {
+        let out = std::process::Command::new(&site.bin).arg("--directory").arg(&site.dir).args(args).output().unwrap();
+        assert!(out.status.success(), "{args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    };
+    cli(&["start", "web"]);
+    wait_until(LONG, "the chain is up again", || {
+        state(&site, "web") == Some(ProcessState::Running) && state(&site, "api") == Some(ProcessState::Running)
+    });
+    for id in ["db", "migrate", "api", "web"] {
+        assert_eq!(stamps(&site, id).len(), 2, "{id} ran a second time");
+    }
+    let second = |id: &str| stamps(&site, id)[1];
+    assert!(second("migrate") >= second("db") + 900_000_000 && second("api") > second("migrate"));
+    assert!(second("web") > second("api"));
+    cli(&["stop", "db"]);
+    let statuses = site.statuses().unwrap();
+    for id in ["db", "api", "web"] {
+        assert_eq!(statuses[id].state, ProcessState::Stopped, "{id}");
+    }
+    assert!(statuses["web"].last_stopped_at <= statuses["db"].last_stopped_at);
 }
 
 #[test]
