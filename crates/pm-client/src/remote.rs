@@ -224,16 +224,33 @@ impl RemoteProcessMonitorClient {
 
     /// Stops a process after the processes that depend on it; answers its state and the dependents the monitor
     /// stopped first, in order (`stoppedDependents` of `POST /processes/{id}/stop`).
+    ///
+    /// The deadline covers the stop timeouts of every process under way (any of them may be a dependent).
     pub async fn stop_with_dependents(&self, id: &str) -> Result<(ProcessState, Vec<String>), Error> {
         let path = process_path(id, "/stop")?;
-        let res: StopReply = self.call(Method::Post, &path, None, Some(id)).await?;
+        let statuses = self.get_all_status().await?;
+        if !statuses.contains_key(id) {
+            return Err(Error::NotFound(id.to_owned()));
+        }
+        let stops: u64 = statuses
+            .values()
+            .filter(|status| status.id == id || status.state.has_child())
+            .map(|status| status.stop_timeout_ms.unwrap_or(ProcessConfig::DEFAULT_STOP_TIMEOUT_MS))
+            .sum();
+        let timeout = self.timeout + Duration::from_millis(stops) + STOP_MARGIN;
+        let res: StopReply = self.call_within(Method::Post, &path, None, Some(id), timeout).await?;
         Ok((res.state, res.stopped_dependents))
     }
 
     /// Deregisters a process even when others depend on it (`DELETE /processes/{id}?force=true`).
     pub async fn deregister_forced(&self, id: &str) -> Result<(), Error> {
         let path = process_path(id, "")? + "?force=true";
-        let _: Value = self.call(Method::Delete, &path, None, Some(id)).await?;
+        let timeout = self.stop_deadline(id).await?;
+        let (res, resent) = self.exchange(Method::Delete, &path, None, timeout).await?;
+        if res.status == 404 && resent {
+            return Ok(());
+        }
+        let _: Value = parse_answer(res, &path, Some(id))?;
         Ok(())
     }
 
