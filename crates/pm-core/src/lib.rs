@@ -24,6 +24,7 @@ mod backoff;
 mod config;
 mod deps;
 mod error;
+mod event;
 mod exec;
 mod id;
 mod registry;
@@ -32,12 +33,15 @@ mod timestamp;
 mod trust;
 
 pub use backoff::{next_restart, RestartDecision};
-pub use config::{AlivenessCheck, FailAction, ProbeType, ProcessConfig, RestartOn, RestartPolicy, StartupCheck};
+pub use config::{
+    AlivenessCheck, FailAction, ProbeType, ProcessConfig, RestartOn, RestartPolicy, StartupCheck, StateChangeHook,
+};
 pub use deps::{
     check_acyclic, check_new_dependencies, dependents_in, dependents_stop_order, direct_dependents, find_cycle,
     graph_of, layers, shutdown_layers, start_blocker, start_order, DependencyCondition, Graph, Observed,
 };
 pub use error::Error;
+pub use event::{Event, EventKind};
 pub use exec::{executable_permitted, validate_executable_pattern};
 pub use id::{validate_instance_id, validate_process_id};
 pub use registry::{

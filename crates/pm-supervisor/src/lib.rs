@@ -41,6 +41,7 @@
 mod actor;
 mod daemon;
 mod deps;
+mod events;
 mod groupwait;
 mod logrotate;
 mod monitor;
