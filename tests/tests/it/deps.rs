@@ -29,11 +29,19 @@ fn wait_until(timeout: Duration, what: &str, check: impl Fn() -> bool) -> Durati
     started.elapsed()
 }
 
-/// `POST`/`DELETE`... on the API from 127.0.0.1; (status, parsed body).
+/// `POST`/`DELETE`... on the API from 127.0.0.1; (status, parsed body). Generous deadlines: on two shared
+/// cores under the other suites' load, one answer can take its time.
 fn call(site: &Site, method: &str, path: &str, body: Option<&Value>) -> (u16, Value) {
     let text = body.map(Value::to_string);
-    let (status, body) =
-        site.api(method, path, text.as_deref()).unwrap_or_else(|| panic!("{method} {path}: no answer"));
+    let (status, body) = pm_tests::http_with(
+        site.remote_port,
+        method,
+        path,
+        text.as_deref(),
+        Duration::from_secs(5),
+        Duration::from_secs(30),
+    )
+    .unwrap_or_else(|| panic!("{method} {path}: no answer"));
     (status, serde_json::from_str(&body).unwrap_or(Value::String(body)))
 }
 
