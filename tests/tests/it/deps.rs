@@ -20,6 +20,14 @@ fn site(label: &str) -> Option<Site> {
     Some(site)
 }
 
+/// Starts the site's daemon and waits until its remote API answers too (it binds after the aliveness server
+/// that `start_daemon` waits for); answers the daemon's PID.
+fn start_daemon(site: &Site) -> u32 {
+    let pid = site.start_daemon();
+    wait_until(LONG, "the remote API answers", || site.api("GET", "/monitor/status", None).is_some());
+    pid
+}
+
 fn wait_until(timeout: Duration, what: &str, check: impl Fn() -> bool) -> Duration {
     let started = Instant::now();
     while !check() {
@@ -115,7 +123,7 @@ fn first_stamps(site: &Site) -> [u128; 4] {
 #[test]
 fn starting_web_brings_the_chain_up_in_order_and_stopping_db_takes_api_and_web_down_first() {
     let Some(site) = site("deps-chain") else { return };
-    site.start_daemon();
+    start_daemon(&site);
     register_chain(&site, 1.0);
     let started = Instant::now();
     let (code, body) = call(&site, "POST", "/processes/web/start", None);
@@ -182,7 +190,7 @@ fn starting_web_brings_the_chain_up_in_order_and_stopping_db_takes_api_and_web_d
 fn autostart_processes_start_in_dependency_order_at_boot() {
     let Some(site) = site("deps-boot") else { return };
     // The chain goes into the registry before the monitor starts (as if it had been stopped cleanly).
-    let daemon = site.start_daemon();
+    let daemon = start_daemon(&site);
     register_chain(&site, 0.5);
     site.stop_daemon(daemon);
     site.edit(|registry| {
@@ -191,7 +199,7 @@ fn autostart_processes_start_in_dependency_order_at_boot() {
         }
     });
     let started = Instant::now();
-    site.start_daemon();
+    start_daemon(&site);
     wait_until(LONG, "the chain is up after boot", || {
         state(&site, "web") == Some(ProcessState::Running) && state(&site, "api") == Some(ProcessState::Running)
     });
@@ -209,7 +217,7 @@ fn autostart_processes_start_in_dependency_order_at_boot() {
 #[test]
 fn a_dependency_that_never_gets_healthy_fails_the_dependent_after_its_timeout() {
     let Some(site) = site("deps-timeout") else { return };
-    site.start_daemon();
+    start_daemon(&site);
     let mut db = shell(&site, "db", "sleep 600 & wait");
     db["alivenessCheck"] = json!({"type": "tcp", "port": pm_tests::free_port(), "timeoutMs": 200,
         "startupCheck": {"initialDelayMs": 0, "checkIntervalMs": 100, "maxAttempts": 100000}});
@@ -237,7 +245,7 @@ fn a_dependency_that_never_gets_healthy_fails_the_dependent_after_its_timeout() 
 #[test]
 fn bad_graphs_are_refused_at_the_door_and_nothing_is_stored() {
     let Some(site) = site("deps-graph") else { return };
-    site.start_daemon();
+    start_daemon(&site);
     let mut b = shell(&site, "b", "sleep 600 & wait");
     b["dependsOn"] = json!({"a": "started"});
     assert_eq!(call(&site, "POST", "/processes", Some(&b)).0, 200, "a dependency not registered yet is allowed");
@@ -349,7 +357,7 @@ fn the_cli_registers_dependencies_and_refuses_an_unknown_condition() {
 #[test]
 fn a_monitor_killed_mid_chain_resumes_it_without_duplicates() {
     let Some(site) = site("deps-kill9") else { return };
-    let daemon = site.start_daemon();
+    let daemon = start_daemon(&site);
     register_chain(&site, 3.0);
     assert_eq!(call(&site, "POST", "/processes/web/start", None).0, 200);
     // Mid-chain: db started (not healthy yet), the others wait, and the registry says so.
@@ -361,7 +369,7 @@ fn a_monitor_killed_mid_chain_resumes_it_without_duplicates() {
     assert!(site.copies("migrate").is_empty() && site.copies("api").is_empty());
     site.kill_daemon(daemon);
     let restarted = Instant::now();
-    site.start_daemon();
+    start_daemon(&site);
     wait_until(LONG, "the chain completes after the restart", || {
         state(&site, "web") == Some(ProcessState::Running) && state(&site, "api") == Some(ProcessState::Running)
     });
@@ -423,7 +431,7 @@ fn probes_pass_and_fail_as_specified_and_a_hung_exec_probe_leaves_nothing_behind
     let cwd = site.dir.join("cwd");
     std::fs::create_dir_all(&cwd).unwrap();
     std::fs::write(cwd.join("here"), "").unwrap();
-    site.start_daemon();
+    start_daemon(&site);
     for (id, check, _) in &cases {
         let mut config = shell(&site, id, "sleep 600 & wait");
         config["autostart"] = json!(true);
@@ -461,7 +469,7 @@ fn an_exec_probe_from_an_untrusted_peer_obeys_the_whitelist_and_blacklist() {
         registry.remote_access.executable_whitelist = vec![format!("{}/*", sleep.parent().unwrap().display())];
         registry.remote_access.executable_blacklist = vec![falsy.display().to_string()];
     });
-    site.start_daemon();
+    start_daemon(&site);
     let untrusted = Some(IpAddr::V4(Ipv4Addr::new(127, 0, 0, 2)));
     let register = |id: &str, probe: &str| {
         let body = json!({"id": id, "name": id, "command": "/bin/sleep", "args": ["600"], "autostart": false,
