@@ -42,6 +42,7 @@ mod actor;
 mod daemon;
 mod deps;
 mod events;
+mod execcheck;
 mod groupwait;
 mod logrotate;
 mod monitor;
