@@ -385,6 +385,7 @@ pub fn sleeper_config(dir: &Path, marker: &str, id: &str) -> ProcessConfig {
         reset_after_ms: 60_000,
         retry_indefinitely: true,
         indefinite_interval_ms: 100,
+        restart_on: Default::default(),
         extra: serde_json::Map::new(),
     });
     config.stop_timeout_ms = Some(3000);

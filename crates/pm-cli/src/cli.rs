@@ -194,6 +194,18 @@ pub struct RegisterArgs {
     /// Stop timeout (SIGTERM to SIGKILL) in ms.
     #[arg(long)]
     pub stop_timeout_ms: Option<u64>,
+    /// A dependency ID:CONDITION, condition `started`, `healthy` or `completedSuccessfully` (repeatable).
+    #[arg(long = "depends-on", value_name = "ID:CONDITION")]
+    pub depends_on: Vec<String>,
+    /// How long a start waits for its dependencies, in ms (default 60000).
+    #[arg(long)]
+    pub dependency_timeout_ms: Option<u64>,
+    /// Restart the processes that depend on this one after it restarts.
+    #[arg(long)]
+    pub restart_dependents: bool,
+    /// Which exits are restarted: `always` (default), `failure` or `never` (one-shot jobs).
+    #[arg(long, value_name = "always|failure|never")]
+    pub restart_on: Option<String>,
     #[command(flatten)]
     pub target: Target,
     /// Arguments of the command (after `--`).

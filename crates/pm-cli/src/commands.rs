@@ -90,7 +90,12 @@ fn act(cli: &Cli, paths: &Paths, args: &IdArgs, action: Action) -> anyhow::Resul
         Some(client) => block_on(async {
             match action {
                 Action::Start => client.start(id).await.map(Some),
-                Action::Stop => client.stop(id).await.map(Some),
+                Action::Stop => client.stop_with_dependents(id).await.map(|(state, dependents)| {
+                    if !dependents.is_empty() && !cli.json {
+                        println!("stopped first (they depend on {id}): {}", dependents.join(", "));
+                    }
+                    Some(state)
+                }),
                 Action::Restart => client.restart(id).await.map(Some),
                 Action::Enable => client.enable(id).await.map(|()| None),
                 Action::Disable => client.disable(id).await.map(|()| None),
@@ -250,7 +255,15 @@ fn config_from_flags(args: &RegisterArgs) -> anyhow::Result<ProcessConfig> {
         config.environment = Some(env);
     }
     config.autostart = !args.no_autostart;
-    if args.max_attempts.is_some() || args.backoff_ms.is_some() || args.retry_indefinitely {
+    for pair in &args.depends_on {
+        let (dep, condition) =
+            pair.rsplit_once(':').with_context(|| format!("--depends-on {pair:?} is not ID:CONDITION (db:healthy)"))?;
+        config.depends_on.insert(dep.to_owned(), condition.parse()?);
+    }
+    config.dependency_timeout_ms = args.dependency_timeout_ms;
+    config.restart_dependents = args.restart_dependents;
+    if args.max_attempts.is_some() || args.backoff_ms.is_some() || args.retry_indefinitely || args.restart_on.is_some()
+    {
         let mut policy = RestartPolicy::default();
         if let Some(n) = args.max_attempts {
             policy.max_attempts = n;
@@ -259,6 +272,10 @@ fn config_from_flags(args: &RegisterArgs) -> anyhow::Result<ProcessConfig> {
             policy.backoff_intervals_ms = backoff.clone();
         }
         policy.retry_indefinitely = args.retry_indefinitely;
+        if let Some(restart_on) = &args.restart_on {
+            policy.restart_on = serde_json::from_value(serde_json::Value::String(restart_on.clone()))
+                .with_context(|| format!("--restart-on {restart_on:?} (must be always, failure or never)"))?;
+        }
         config.restart_policy = Some(policy);
     }
     if let Some(url) = &args.check_url {

@@ -97,6 +97,7 @@ impl ProcessMonitorClient {
             {
                 return Err(Error::AlreadyExists(config.id.clone()));
             }
+            pm_core::check_new_dependencies(registry, &config)?;
             let entry = ProcessEntry::new(config.clone(), Timestamp::now());
             registry.processes.insert(config.id.clone(), entry);
             Ok(())
@@ -119,6 +120,7 @@ impl ProcessMonitorClient {
             if registry.processes.contains_key(&config.id) {
                 return Err(Error::AlreadyExists(config.id.clone()));
             }
+            pm_core::check_new_dependencies(registry, &config)?;
             let mut entry = ProcessEntry::new(config.clone(), Timestamp::now());
             entry.extra = keys;
             registry.processes.insert(config.id.clone(), entry);
@@ -139,6 +141,9 @@ impl ProcessMonitorClient {
         config.validate()?;
         check_extra_keys(&keys)?;
         self.transaction(|registry| {
+            if registry.processes.contains_key(&config.id) {
+                pm_core::check_new_dependencies(registry, &config)?;
+            }
             let entry = registry.processes.get_mut(&config.id).ok_or_else(|| Error::NotFound(config.id.clone()))?;
             if entry.config.partner {
                 return Err(Error::Invalid(format!("{}: the partner entry is managed by the monitor", config.id)));
@@ -159,9 +164,28 @@ impl ProcessMonitorClient {
     }
 
     /// Removes a process and returns once it no longer runs: a running monitor stops it, and with no monitor
-    /// this call stops it.
+    /// this call stops it. A process others depend on is refused ([`Error::Conflict`] naming them); see
+    /// [`ProcessMonitorClient::deregister_forced`].
     pub fn deregister(&self, id: &str) -> Result<(), Error> {
+        self.deregister_with(id, false)
+    }
+
+    /// Removes a process even when others depend on it (they then wait for it in vain when started).
+    pub fn deregister_forced(&self, id: &str) -> Result<(), Error> {
+        self.deregister_with(id, true)
+    }
+
+    fn deregister_with(&self, id: &str, force: bool) -> Result<(), Error> {
         pm_core::validate_process_id(id)?;
+        if !force {
+            let dependents = pm_core::dependents_in(&self.load()?, id);
+            if !dependents.is_empty() {
+                return Err(Error::Conflict(format!(
+                    "Process {id} is a dependency of {}; deregister or change them first, or force it",
+                    dependents.join(", ")
+                )));
+            }
+        }
         if self.monitor()?.is_none() {
             self.stop_directly(id, ProcessState::Stopped)?;
         }
@@ -181,6 +205,16 @@ impl ProcessMonitorClient {
     /// Starts a process (a no-op when it runs) and waits until the monitor has started it. With no monitor
     /// running, the request is stored and the current status returned.
     pub fn start(&self, id: &str) -> Result<ProcessStatus, Error> {
+        // A dependency that is disabled or failed makes the start fail (the monitor would refuse it too).
+        if pm_core::validate_process_id(id).is_ok() {
+            let registry = self.load()?;
+            let graph = pm_core::graph_of(&registry);
+            let stopped = registry.processes.get(id).is_some_and(|entry| !entry.state.has_child());
+            let blocker = stopped.then(|| pm_core::start_blocker(|dep| registry.processes.get(dep), &graph, id));
+            if let Some(problem) = blocker.flatten() {
+                return Err(Error::Conflict(problem));
+            }
+        }
         let before = self.request(id, PendingAction::Start)?;
         if before.state.has_child() || self.monitor()?.is_none() {
             return Ok(before.status());

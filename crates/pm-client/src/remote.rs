@@ -54,7 +54,8 @@ impl Default for RemoteClientOptions {
 /// and percent-encoded in the path all the same.
 ///
 /// Errors: 404 is [`Error::NotFound`], 400 `Process is disabled` is [`Error::Disabled`], any other 400 is
-/// [`Error::Invalid`], 403 is [`Error::PermissionDenied`], 409 is [`Error::AlreadyExists`], 503 is
+/// [`Error::Invalid`], 403 is [`Error::PermissionDenied`], 409 is [`Error::AlreadyExists`] (or
+/// [`Error::Conflict`] for a dependency conflict), 503 is
 /// [`Error::Busy`], any other non-2xx status (or a 2xx body that does not parse) is [`Error::Server`], a
 /// monitor that cannot be reached is [`Error::Transport`], and one that does not answer in time is
 /// [`Error::Timeout`].
@@ -116,6 +117,14 @@ pub const STOP_MARGIN: Duration = Duration::from_secs(5);
 #[derive(Deserialize)]
 struct StateReply {
     state: ProcessState,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct StopReply {
+    state: ProcessState,
+    #[serde(default)]
+    stopped_dependents: Vec<String>,
 }
 
 #[derive(Deserialize)]
@@ -211,6 +220,38 @@ impl RemoteProcessMonitorClient {
     /// Stops a process; answers its state afterwards (`POST /processes/{id}/stop`).
     pub async fn stop(&self, id: &str) -> Result<ProcessState, Error> {
         self.act(id, "stop").await
+    }
+
+    /// Stops a process after the processes that depend on it; answers its state and the dependents the monitor
+    /// stopped first, in order (`stoppedDependents` of `POST /processes/{id}/stop`).
+    ///
+    /// The deadline covers the stop timeouts of every process under way (any of them may be a dependent).
+    pub async fn stop_with_dependents(&self, id: &str) -> Result<(ProcessState, Vec<String>), Error> {
+        let path = process_path(id, "/stop")?;
+        let statuses = self.get_all_status().await?;
+        if !statuses.contains_key(id) {
+            return Err(Error::NotFound(id.to_owned()));
+        }
+        let stops: u64 = statuses
+            .values()
+            .filter(|status| status.id == id || status.state.has_child())
+            .map(|status| status.stop_timeout_ms.unwrap_or(ProcessConfig::DEFAULT_STOP_TIMEOUT_MS))
+            .sum();
+        let timeout = self.timeout + Duration::from_millis(stops) + STOP_MARGIN;
+        let res: StopReply = self.call_within(Method::Post, &path, None, Some(id), timeout).await?;
+        Ok((res.state, res.stopped_dependents))
+    }
+
+    /// Deregisters a process even when others depend on it (`DELETE /processes/{id}?force=true`).
+    pub async fn deregister_forced(&self, id: &str) -> Result<(), Error> {
+        let path = process_path(id, "")? + "?force=true";
+        let timeout = self.stop_deadline(id).await?;
+        let (res, resent) = self.exchange(Method::Delete, &path, None, timeout).await?;
+        if res.status == 404 && resent {
+            return Ok(());
+        }
+        let _: Value = parse_answer(res, &path, Some(id))?;
+        Ok(())
     }
 
     /// Restarts a process; answers its state afterwards (`POST /processes/{id}/restart`).
@@ -472,6 +513,7 @@ pub(crate) fn status_error(status: u16, body: &[u8], id: Option<&str>) -> Error 
         (400, Some(id)) if message.starts_with("Process is disabled") => Error::Disabled(id),
         (400, _) => Error::Invalid(message),
         (403, _) => Error::PermissionDenied(message),
+        (409, _) if !message.starts_with("Process ID already exists") => Error::Conflict(message),
         (409, Some(id)) => Error::AlreadyExists(id),
         (409, None) => Error::AlreadyExists(message),
         (503, _) => Error::Busy(message),
@@ -624,6 +666,14 @@ mod tests {
             r#"{"error":"Process ID already exists","processId":"api"}"#,
             Some("api"),
             r#"AlreadyExists("api")"#,
+        );
+        let needed =
+            r#"{"error":"Process db is a dependency of api; deregister or change them first, or use ?force=true"}"#;
+        check_status(
+            409,
+            needed,
+            Some("db"),
+            r#"Conflict("Process db is a dependency of api; deregister or change them first, or use ?force=true")"#,
         );
         check_status(503, r#"{"error":"Registry busy, retry later"}"#, None, r#"Busy("Registry busy, retry later")"#);
         check_status(

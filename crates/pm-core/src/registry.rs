@@ -279,6 +279,14 @@ pub struct ProcessEntry {
     /// A request of a local client that the monitor has not taken up yet.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pending_action: Option<PendingAction>,
+    /// Dependencies whose condition does not hold yet, while the process waits in `starting` before it is
+    /// spawned (additive).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub waiting_for: BTreeMap<String, crate::DependencyCondition>,
+    /// When the start that is waiting for dependencies was requested (additive; `completedSuccessfully` counts
+    /// exits since then, and `dependencyTimeoutMs` runs from it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub waiting_since: Option<Timestamp>,
     /// Keys this version does not know, kept on rewrite.
     #[serde(flatten)]
     pub extra: Map<String, Value>,
@@ -301,6 +309,8 @@ impl ProcessEntry {
             last_signal: None,
             last_error: None,
             pending_action: None,
+            waiting_for: BTreeMap::new(),
+            waiting_since: None,
             extra: Map::new(),
         }
     }
@@ -322,6 +332,7 @@ impl ProcessEntry {
             last_exit_code: self.last_exit_code,
             last_signal: self.last_signal,
             last_error: self.last_error.clone(),
+            waiting_for: (!self.waiting_for.is_empty()).then(|| self.waiting_for.clone()),
             uptime: None,
             cpu_percent: None,
             memory_bytes: None,

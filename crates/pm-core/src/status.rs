@@ -116,6 +116,9 @@ pub struct ProcessStatus {
     /// Why the last start or run failed, in words (additive field).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_error: Option<String>,
+    /// Dependencies (id → condition) a `starting` process still waits for before it is spawned (additive field).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub waiting_for: Option<std::collections::BTreeMap<String, crate::DependencyCondition>>,
     /// Seconds since the current run started (additive field).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub uptime: Option<u64>,
@@ -255,6 +258,7 @@ mod tests {
             last_exit_code: None,
             last_signal: None,
             last_error: None,
+            waiting_for: None,
             uptime: None,
             cpu_percent: None,
             memory_bytes: None,

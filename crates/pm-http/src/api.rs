@@ -299,7 +299,8 @@ impl<C: ControlPlane> Ctx<'_, C> {
                 {
                     return res;
                 }
-                match self.control().deregister(&id).await {
+                let force = req.uri().query().is_some_and(|query| query.split('&').any(|pair| pair == "force=true"));
+                match self.control().deregister_with(&id, force).await {
                     Ok(()) => success(),
                     Err(err) => error_response(&err),
                 }
@@ -383,7 +384,18 @@ impl<C: ControlPlane> Ctx<'_, C> {
         let control = self.control();
         let state = match action {
             Action::Start => control.start(id).await,
-            Action::Stop => control.stop(id).await,
+            Action::Stop => {
+                return match control.stop_reporting(id).await {
+                    Ok((state, dependents)) if dependents.is_empty() => {
+                        json_response(StatusCode::OK, &json!({ "success": true, "state": state }))
+                    }
+                    Ok((state, dependents)) => json_response(
+                        StatusCode::OK,
+                        &json!({ "success": true, "state": state, "stoppedDependents": dependents }),
+                    ),
+                    Err(err) => error_response(&err),
+                };
+            }
             Action::Restart => control.restart(id).await,
             Action::Enable | Action::Disable => {
                 return unit_result(control.set_enabled(id, action == Action::Enable).await);
@@ -438,7 +450,8 @@ impl<C: ControlPlane> Ctx<'_, C> {
             if let Err(res) = self.untrusted_registration(&mut config).await {
                 return res;
             }
-            // The state-change hook is a command as well: the same lists decide, and its canonical path is stored.
+            // The state-change hook and an exec probe run programs as well: the same lists decide, and their
+            // canonical paths are stored.
             if let Some(hook) = config.on_state_change.as_mut() {
                 let (command, working_directory) = (hook.command.clone(), config.working_directory.clone());
                 let (whitelist, blacklist) =
@@ -470,6 +483,40 @@ impl<C: ControlPlane> Ctx<'_, C> {
                     }
                 }
             }
+            if let Some(check) =
+                config.aliveness_check.as_mut().filter(|check| check.probe_type == pm_core::ProbeType::Exec)
+            {
+                let (command, working_directory) =
+                    (check.command.clone().unwrap_or_default(), config.working_directory.clone());
+                let (whitelist, blacklist) =
+                    (self.remote().executable_whitelist.clone(), self.remote().executable_blacklist.clone());
+                let resolved = tokio::task::spawn_blocking(move || {
+                    let path_var = std::env::var_os("PATH");
+                    crate::exec::permitted_executable(
+                        &command,
+                        working_directory.as_deref(),
+                        path_var.as_deref(),
+                        &whitelist,
+                        &blacklist,
+                    )
+                })
+                .await;
+                match resolved {
+                    Ok(Ok(canonical)) => check.command = Some(canonical),
+                    Ok(Err(crate::exec::Refusal::OwnExecutable)) => {
+                        return json_error(
+                            StatusCode::FORBIDDEN,
+                            "Probe executable not permitted: the monitor's own executable (alivenessCheck.command)",
+                        );
+                    }
+                    Ok(Err(crate::exec::Refusal::NotPermitted)) | Err(_) => {
+                        return json_error(
+                            StatusCode::FORBIDDEN,
+                            "Probe executable not permitted by whitelist/blacklist (alivenessCheck.command)",
+                        );
+                    }
+                }
+            }
         }
         let id = config.id.clone();
         match self.control().register(config).await {
@@ -496,10 +543,25 @@ impl<C: ControlPlane> Ctx<'_, C> {
             return Err(refuse(&format!("Environment variable {name} not permitted for untrusted hosts")));
         }
         if let Some(check) = &config.aliveness_check {
-            let urls = std::iter::once(("alivenessCheck.url", &check.url))
-                .chain(check.status_url.iter().map(|url| ("alivenessCheck.statusUrl", url)));
+            // What the check connects to: the URL of an http check, the host of a tcp check (an exec check runs
+            // a program, checked against the lists below).
+            let target = match check.probe_type {
+                pm_core::ProbeType::Http => Some(("alivenessCheck.url", check.url.clone())),
+                pm_core::ProbeType::Tcp => {
+                    let host = check.host.as_deref().unwrap_or("127.0.0.1");
+                    let host = if host.contains(':') && !host.starts_with('[') {
+                        format!("[{host}]")
+                    } else {
+                        host.to_owned()
+                    };
+                    Some(("alivenessCheck.host", format!("http://{host}/")))
+                }
+                pm_core::ProbeType::Exec => None,
+            };
+            let urls =
+                target.into_iter().chain(check.status_url.iter().map(|url| ("alivenessCheck.statusUrl", url.clone())));
             for (field, url) in urls {
-                if !pm_core::url_is_loopback(url) {
+                if !pm_core::url_is_loopback(&url) {
                     return Err(refuse(&format!(
                         "{field} must target loopback (localhost, 127.0.0.0/8 or [::1]) for untrusted hosts"
                     )));
@@ -763,6 +825,7 @@ fn error_response(err: &Error) -> HttpResponse {
         }
         Error::InvalidField(_) | Error::InvalidPattern { .. } => json_error(StatusCode::BAD_REQUEST, &err.to_string()),
         Error::NotAllowed(message) => json_error(StatusCode::FORBIDDEN, message),
+        Error::Dependency(message) => json_error(StatusCode::CONFLICT, message),
         Error::Busy(_) => {
             let mut res = json_error(StatusCode::SERVICE_UNAVAILABLE, "Registry busy, retry later");
             res.headers_mut().insert(hyper::header::RETRY_AFTER, HeaderValue::from_static("1"));
@@ -858,6 +921,7 @@ mod tests {
         check(Error::InvalidField("f".into()), StatusCode::BAD_REQUEST);
         check(Error::InvalidPattern { pattern: "p".into(), reason: "r".into() }, StatusCode::BAD_REQUEST);
         check(Error::NotAllowed("no".into()), StatusCode::FORBIDDEN);
+        check(Error::Dependency("needed by web".into()), StatusCode::CONFLICT);
         check(Error::Busy("b".into()), StatusCode::SERVICE_UNAVAILABLE);
         check(Error::ShuttingDown, StatusCode::SERVICE_UNAVAILABLE);
         check(Error::Storage("s".into()), StatusCode::INTERNAL_SERVER_ERROR);

@@ -6,7 +6,9 @@ use std::os::unix::process::ExitStatusExt;
 use std::sync::Arc;
 use std::time::Duration;
 
-use pm_core::{next_restart, Error, FailAction, ProcessConfig, ProcessEntry, ProcessState, RestartDecision, Timestamp};
+use pm_core::{
+    next_restart, Error, FailAction, ProcessConfig, ProcessEntry, ProcessState, RestartDecision, RestartOn, Timestamp,
+};
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
@@ -79,6 +81,20 @@ pub(crate) enum Cmd {
         pid: u32,
         start_time: Option<u64>,
     },
+    /// The dependencies of wait `gen` that do not hold yet (see [`crate::deps`]).
+    DepsPending {
+        gen: u64,
+        waiting_for: std::collections::BTreeMap<String, pm_core::DependencyCondition>,
+    },
+    /// Every dependency of wait `gen` holds: spawn now.
+    DepsReady {
+        gen: u64,
+    },
+    /// Wait `gen` failed (timeout, a dependency that failed): `failed` with this reason.
+    DepsFailed {
+        gen: u64,
+        reason: String,
+    },
     /// End the actor: stop the child first, or leave it running for a successor monitor.
     Shutdown {
         leave_running: bool,
@@ -149,6 +165,8 @@ pub(crate) struct Actor {
     check_task: Option<JoinHandle<(bool, Duration)>>,
     counters: Counters,
     rotate_at: Option<Instant>,
+    /// Number of the current wait for dependencies (a stale answer of an earlier wait is ignored).
+    wait_gen: u64,
     /// Wakes on writes to the current run's logs (only with `logMaxBytes`).
     log_watch: Option<crate::watch::LogWatch>,
     last_rotation: Option<Instant>,
@@ -181,6 +199,7 @@ impl Actor {
             check_task: None,
             counters: Counters::default(),
             rotate_at: None,
+            wait_gen: 0,
             log_watch: None,
             last_rotation: None,
         };
@@ -199,6 +218,11 @@ impl Actor {
                 }
                 Event::Cmd(Some(Cmd::Shutdown { leave_running, done })) => {
                     self.cancel_check();
+                    if !leave_running && self.is_waiting() {
+                        self.cancel_wait();
+                        self.entry.state = ProcessState::Stopped;
+                        self.publish();
+                    }
                     if !leave_running && self.child.is_some() {
                         let info = self.terminate().await;
                         self.record_exit(&info);
@@ -221,6 +245,9 @@ impl Actor {
                 Event::RetryDue => {
                     self.retry_at = None;
                     let _ = self.spawn_now().await;
+                    if self.entry.config.restart_dependents && self.child.is_some() {
+                        self.shared.deps.restarted(&self.entry.config.id);
+                    }
                 }
                 Event::ResetDue => {
                     self.reset_at = None;
@@ -285,6 +312,8 @@ impl Actor {
             }
             self.entry.state = ProcessState::Disabled;
             self.entry.pid = None;
+            self.entry.waiting_for.clear();
+            self.entry.waiting_since = None;
             self.publish();
             return;
         }
@@ -299,17 +328,37 @@ impl Actor {
                 }
                 let entry = &self.entry;
                 let was_stopping = entry.state == ProcessState::Stopping;
-                self.adopt(pid, entry.pid_start_time);
+                // Its startup check had not passed yet: it is not healthy until it does (dependents wait).
+                let resume_startup = entry.state == ProcessState::Starting;
+                self.adopt_with(pid, entry.pid_start_time, resume_startup);
                 if was_stopping {
                     self.stop_child(ProcessState::Stopped).await;
                 }
                 return;
             }
+            if self.entry.state == ProcessState::Starting && self.entry.waiting_since.is_some() {
+                // It was waiting for its dependencies (never spawned): wait on.
+                let since = self.entry.waiting_since;
+                self.entry.pid = None;
+                self.wait_for_dependencies(since);
+                return;
+            }
+            self.entry.waiting_for.clear();
+            self.entry.waiting_since = None;
             match self.entry.state {
                 ProcessState::Starting | ProcessState::Running | ProcessState::Crashed => {
                     self.entry.pid = None;
                     self.entry.last_stopped_at = Some(Timestamp::now());
                     self.entry.last_error = Some("exited while the monitor was not running".to_owned());
+                    if self.entry.config.restart_policy().restart_on != RestartOn::Always {
+                        // A job under `failure`/`never` may have finished: with its exit code unknown, it is not
+                        // run again.
+                        self.entry.last_error =
+                            Some("exited while the monitor was not running (exit code unknown)".to_owned());
+                        self.entry.state = ProcessState::Stopped;
+                        self.publish();
+                        return;
+                    }
                     self.entry.state = ProcessState::Crashed;
                     self.schedule_restart();
                     return;
@@ -335,14 +384,14 @@ impl Actor {
             let never_started = self.entry.last_started_at.is_none() && self.entry.last_stopped_at.is_none();
             if self.entry.config.autostart && (boot || never_started) {
                 self.entry.restart_attempts = 0;
-                let _ = self.spawn_now().await;
+                let _ = self.spawn_or_wait().await;
             } else {
                 self.publish();
             }
             return;
         }
         if self.entry.config.autostart {
-            let _ = self.spawn_now().await;
+            let _ = self.spawn_or_wait().await;
         } else {
             self.publish();
         }
@@ -404,6 +453,30 @@ impl Actor {
                     self.adopt(pid, start_time);
                 }
             }
+            Cmd::DepsPending { gen, waiting_for } => {
+                if gen == self.wait_gen && self.is_waiting() && self.entry.waiting_for != waiting_for {
+                    self.entry.waiting_for = waiting_for;
+                    self.publish();
+                }
+            }
+            Cmd::DepsReady { gen } => {
+                if gen == self.wait_gen && self.is_waiting() {
+                    self.entry.waiting_for.clear();
+                    self.entry.waiting_since = None;
+                    tracing::info!(process = %self.entry.config.id, "dependencies met");
+                    let _ = self.spawn_now().await;
+                }
+            }
+            Cmd::DepsFailed { gen, reason } => {
+                if gen == self.wait_gen && self.is_waiting() {
+                    tracing::warn!(process = %self.entry.config.id, "{reason}");
+                    self.entry.waiting_for.clear();
+                    self.entry.waiting_since = None;
+                    self.entry.last_error = Some(reason);
+                    self.entry.state = ProcessState::Failed;
+                    self.publish();
+                }
+            }
             Cmd::Shutdown { .. } => unreachable!("handled in run"),
         }
     }
@@ -415,16 +488,61 @@ impl Actor {
         if self.child.is_some() {
             return Ok(self.entry.state);
         }
+        if self.is_waiting() {
+            return Ok(self.entry.state);
+        }
         self.retry_at = None;
         self.entry.restart_attempts = 0;
         self.entry.last_error = None;
-        self.spawn_now().await.map_err(Error::NotAllowed)?;
+        self.spawn_or_wait().await.map_err(Error::NotAllowed)?;
         Ok(self.entry.state)
+    }
+
+    /// Spawns now, or first waits in `starting` for the `dependsOn` conditions.
+    async fn spawn_or_wait(&mut self) -> Result<(), String> {
+        if self.entry.config.depends_on.is_empty() {
+            self.spawn_now().await
+        } else {
+            self.wait_for_dependencies(None);
+            Ok(())
+        }
+    }
+
+    /// Waits in `starting` (no child yet) until every dependency's condition holds; `since` is when the start
+    /// was requested (now when `None`; kept across a monitor restart).
+    fn wait_for_dependencies(&mut self, since: Option<Timestamp>) {
+        self.retry_at = None;
+        self.wait_gen += 1;
+        let since = since.unwrap_or_else(Timestamp::now);
+        self.entry.state = ProcessState::Starting;
+        self.entry.waiting_since = Some(since);
+        self.entry.waiting_for = self.entry.config.depends_on.clone();
+        self.publish();
+        self.shared.deps.wait(crate::deps::Wait {
+            id: self.entry.config.id.clone(),
+            gen: self.wait_gen,
+            since,
+            depends_on: self.entry.config.depends_on.clone(),
+            timeout: Duration::from_millis(self.entry.config.dependency_timeout_ms()),
+        });
+    }
+
+    /// Whether it waits for its dependencies (`starting` without a child).
+    fn is_waiting(&self) -> bool {
+        self.child.is_none() && self.entry.state == ProcessState::Starting && self.entry.waiting_since.is_some()
+    }
+
+    /// Ends a wait for dependencies (a stop or disable came first).
+    fn cancel_wait(&mut self) {
+        self.wait_gen += 1;
+        self.entry.waiting_for.clear();
+        self.entry.waiting_since = None;
     }
 
     /// Stops whatever runs or waits; answers the resulting state.
     async fn stop(&mut self) -> ProcessState {
         self.retry_at = None;
+        self.cancel_wait();
         let target = if self.entry.config.enabled { ProcessState::Stopped } else { ProcessState::Disabled };
         if self.child.is_some() {
             self.stop_child(target).await;
@@ -443,6 +561,7 @@ impl Actor {
             }
         } else {
             self.retry_at = None;
+            self.cancel_wait();
             if self.child.is_some() {
                 self.stop_child(ProcessState::Disabled).await;
             }
@@ -515,6 +634,12 @@ impl Actor {
     }
 
     fn adopt(&mut self, pid: u32, start_time: Option<u64>) {
+        self.adopt_with(pid, start_time, false);
+    }
+
+    /// Adopts `pid`; with `resume_startup`, it runs its startup checks (if it has any) before it counts as up,
+    /// without being reported `running` meanwhile.
+    fn adopt_with(&mut self, pid: u32, start_time: Option<u64>, resume_startup: bool) {
         tracing::info!(process = %self.entry.config.id, pid, "adopted running process");
         let run_dir = self.newest_run_dir();
         self.child = Some(Child { pid, watch: Watch::Adopted(ExitWatch::new(pid, start_time)), run_dir });
@@ -523,7 +648,15 @@ impl Actor {
         self.entry.pid = Some(pid);
         self.entry.pid_start_time = start_time;
         self.running_since = Some(std::time::Instant::now());
-        self.enter_running();
+        match self.startup_check().filter(|_| resume_startup) {
+            Some(initial_delay) => {
+                self.entry.state = ProcessState::Starting;
+                self.phase = Phase::Startup { attempts: 0 };
+                self.check_at = Some(Instant::now() + initial_delay);
+                self.publish();
+            }
+            None => self.enter_running(),
+        }
     }
 
     /// Spawns the process now (state `starting`, or `running` without startup checks); a failure to spawn
@@ -739,14 +872,40 @@ impl Actor {
             (None, Some(signal)) => format!("killed by signal {signal}"),
             (None, None) => "exited".to_owned(),
         };
-        tracing::warn!(process = %self.entry.config.id, pid, "{how}");
-        self.set_error(&format!("process {how}"));
-        // Orphans of the crashed leader would otherwise outlive it (and hold its ports).
+        // Orphans of the leader would otherwise outlive it (and hold its ports).
         if let Some(pgid) = pid {
             if os::group_exists(pgid) {
                 os::signal_group(pgid, libc::SIGKILL);
             }
         }
+        let restart_on = self.entry.config.restart_policy.as_ref().map(|policy| policy.restart_on).unwrap_or_default();
+        match (restart_on, info.code, info.signal) {
+            (RestartOn::Failure | RestartOn::Never, Some(0), _) => {
+                // A job that finished: done, not a crash.
+                tracing::info!(process = %self.entry.config.id, pid, "completed (exit code 0)");
+                self.entry.last_error = None;
+                self.entry.state = ProcessState::Stopped;
+                self.publish();
+                return;
+            }
+            (RestartOn::Failure | RestartOn::Never, None, None) => {
+                // An adopted process: its exit code is not known, so it is neither restarted nor counted as done.
+                self.entry.last_error = Some("exited (exit code unknown: adopted after a monitor restart)".to_owned());
+                self.entry.state = ProcessState::Stopped;
+                self.publish();
+                return;
+            }
+            (RestartOn::Never, _, _) => {
+                tracing::warn!(process = %self.entry.config.id, pid, "{how}; not restarted (restartOn never)");
+                self.entry.last_error = Some(format!("process {how} (restartOn never)"));
+                self.entry.state = ProcessState::Failed;
+                self.publish();
+                return;
+            }
+            _ => {}
+        }
+        tracing::warn!(process = %self.entry.config.id, pid, "{how}");
+        self.set_error(&format!("process {how}"));
         self.entry.state = ProcessState::Crashed;
         self.publish();
         self.schedule_restart();
@@ -805,14 +964,19 @@ impl Actor {
         self.check_at = Some(Instant::now() + Duration::from_millis(interval.max(1)));
         let http = self.shared.http.clone();
         let timeout = Duration::from_millis(check.timeout_ms.max(1));
+        let ctx = crate::probe::ExecContext {
+            default_cwd: self.shared.default_cwd.clone(),
+            extra_env: self.shared.extra_env.clone(),
+            config: self.entry.config.clone(),
+        };
         let untrusted = self.entry.config.untrusted;
         self.check_task = Some(tokio::spawn(async move {
             let started = std::time::Instant::now();
-            // An untrusted registration's check stays on loopback (also when the registry was edited since), and
-            // a failure is reported only once the check's timeout is over, so that when it fails does not tell
-            // a closed port from one that does not answer HTTP.
-            let passed = (!untrusted || pm_core::url_is_loopback(&check.url))
-                && pm_http::check_health(&http, &check.url, timeout).await;
+            // An untrusted registration's HTTP check stays on loopback (also when the registry was edited since),
+            // and a failure is reported only once the check's timeout is over, so that when it fails does not
+            // tell a closed port from one that does not answer HTTP.
+            let loopback = check.probe_type != pm_core::ProbeType::Http || pm_core::url_is_loopback(&check.url);
+            let passed = (!untrusted || loopback) && crate::probe::run(&http, &check, &ctx, timeout).await;
             if untrusted && !passed {
                 tokio::time::sleep_until(Instant::from_std(started) + timeout).await;
             }
@@ -836,7 +1000,7 @@ impl Actor {
                     self.phase = Phase::Startup { attempts };
                     return;
                 }
-                let reason = format!("startup check failed {attempts} times ({})", check.url);
+                let reason = format!("startup check failed {attempts} times ({})", check.target());
                 tracing::warn!(process = %self.entry.config.id, "{reason}; action {:?}", startup.fail_action);
                 let info = if self.entry.config.partner {
                     self.terminate_within(Duration::ZERO).await
@@ -877,7 +1041,7 @@ impl Actor {
                     self.publish();
                     return;
                 }
-                let reason = format!("aliveness check failed {failures} times in a row ({})", check.url);
+                let reason = format!("aliveness check failed {failures} times in a row ({})", check.target());
                 tracing::warn!(process = %self.entry.config.id, "{reason}; killing its process group");
                 // A hung partner monitor is killed outright: a graceful shutdown would stop the processes it
                 // manages, which its replacement adopts instead.
@@ -925,6 +1089,7 @@ impl Actor {
         let events = crate::events::changes(&self.publish.borrow().entry, &self.entry, retry_in);
         self.publish.send_replace(snapshot);
         self.shared.changed.notify_one();
+        self.shared.deps.changed();
         crate::events::emit(&self.shared, &self.entry, events);
     }
 }

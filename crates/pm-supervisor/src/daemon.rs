@@ -708,6 +708,7 @@ fn partner_config(
         reset_after_ms: 60_000,
         retry_indefinitely: true,
         indefinite_interval_ms: 5_000,
+        restart_on: Default::default(),
         extra: serde_json::Map::new(),
     });
     res.aliveness_check = Some(check);

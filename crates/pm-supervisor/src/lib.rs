@@ -40,6 +40,7 @@
 
 mod actor;
 mod daemon;
+mod deps;
 mod events;
 mod execcheck;
 mod footprint;
@@ -49,6 +50,7 @@ mod monitor;
 mod orphans;
 mod os;
 mod partner;
+mod probe;
 mod resources;
 mod spawn;
 mod startup;

@@ -310,6 +310,21 @@ impl Monitor {
             }
         }
         for (id, action) in plan.actions {
+            if self.needs_dependency_steps(&id, action) {
+                // Dependencies to start or dependents to stop first: not a single hand-over to one task.
+                let monitor = self.clone();
+                tokio::spawn(async move {
+                    let res = match action {
+                        PendingAction::Start => monitor.start_after_dependencies(&id).await,
+                        PendingAction::Stop => monitor.stop_after_dependents(&id).await.map(|(state, _)| state),
+                        PendingAction::Restart => monitor.restart_with_dependencies(&id).await,
+                    };
+                    if let Err(err) = res {
+                        tracing::warn!(process = %id, "local {action:?} request failed: {err}");
+                    }
+                });
+                continue;
+            }
             let queued = match action {
                 PendingAction::Start => self.sup.enqueue(&id, Cmd::Start).await,
                 PendingAction::Stop => self.sup.enqueue(&id, Cmd::Stop).await,
@@ -384,6 +399,8 @@ impl Monitor {
                     )));
                 }
             }
+            // A cycle is refused before anything is stored.
+            pm_core::check_new_dependencies(registry, &stored.config)?;
             registry.processes.insert(stored.config.id.clone(), stored);
             Ok(())
         })
@@ -391,8 +408,15 @@ impl Monitor {
         self.sup.insert(entry, begin)
     }
 
-    /// Removes a process from the registry, then stops it (outside the registry lock).
-    pub(crate) async fn deregister_entry(&self, id: &str) -> Result<(), Error> {
+    /// Removes a process from the registry, then stops it (outside the registry lock). Unless `force`, a process
+    /// others depend on is refused, naming them.
+    pub(crate) async fn deregister_entry(&self, id: &str, force: bool) -> Result<(), Error> {
+        if !force {
+            let dependents = self.sup.dependents_of(id);
+            if !dependents.is_empty() {
+                return Err(crate::deps::needed_by(id, &dependents));
+            }
+        }
         {
             let mut sync = self.sync.lock().await;
             sync.written_rev.remove(id);
@@ -463,6 +487,8 @@ fn merge_runtime(stored: &mut ProcessEntry, observed: &ProcessEntry) {
     stored.last_exit_code = observed.last_exit_code;
     stored.last_signal = observed.last_signal;
     stored.last_error = observed.last_error.clone();
+    stored.waiting_for = observed.waiting_for.clone();
+    stored.waiting_since = observed.waiting_since;
 }
 
 impl pm_http::ControlPlane for Monitor {
@@ -488,23 +514,33 @@ impl pm_http::ControlPlane for Monitor {
 
     async fn deregister(&self, id: &str) -> Result<(), Error> {
         self.guard()?;
-        self.deregister_entry(id).await
+        self.deregister_entry(id, false).await
+    }
+
+    async fn deregister_with(&self, id: &str, force: bool) -> Result<(), Error> {
+        self.guard()?;
+        self.deregister_entry(id, force).await
+    }
+
+    async fn stop_reporting(&self, id: &str) -> Result<(ProcessState, Vec<String>), Error> {
+        let res = self.stop_after_dependents(id).await;
+        self.durable(res).await
     }
 
     async fn start(&self, id: &str) -> Result<ProcessState, Error> {
         self.guard()?;
-        let res = self.ask_in_order(id, Cmd::Start).await;
+        let res = self.start_after_dependencies(id).await;
         self.durable(res).await
     }
 
     async fn stop(&self, id: &str) -> Result<ProcessState, Error> {
-        let res = self.ask_in_order(id, Cmd::Stop).await;
+        let res = self.stop_after_dependents(id).await.map(|(state, _)| state);
         self.durable(res).await
     }
 
     async fn restart(&self, id: &str) -> Result<ProcessState, Error> {
         self.guard()?;
-        let res = self.ask_in_order(id, Cmd::Restart).await;
+        let res = self.restart_with_dependencies(id).await;
         self.durable(res).await
     }
 
@@ -579,7 +615,7 @@ impl pm_http::ControlPlane for Monitor {
 impl Monitor {
     /// Hands a request to a process's task under the registry guard (so it is ordered with what a reconcile
     /// hands over, never overtaken by an older reading of the file), then waits for the outcome without it.
-    async fn ask_in_order<T>(
+    pub(crate) async fn ask_in_order<T>(
         &self,
         id: &str,
         make: impl FnOnce(tokio::sync::oneshot::Sender<Result<T, Error>>) -> Cmd,

@@ -42,6 +42,8 @@ pub(crate) struct Shared {
     pub(crate) http: pm_http::HttpClient,
     /// Signalled on every published change (the registry writer waits on it).
     pub(crate) changed: Notify,
+    /// Waits for dependencies and restarts of dependents.
+    pub(crate) deps: crate::deps::Coordinator,
     /// The whitelist and blacklist an untrusted registration's executable is checked against at each start.
     pub(crate) exec_policy: std::sync::RwLock<crate::execcheck::ExecPolicy>,
     /// The event bus of `GET /events`, and the hooks' bound.
@@ -57,7 +59,9 @@ impl Shared {
     }
 }
 
-struct Slot {
+pub(crate) type Slots = BTreeMap<String, Slot>;
+
+pub(crate) struct Slot {
     tx: mpsc::Sender<Cmd>,
     snapshot: watch::Receiver<Snapshot>,
     task: JoinHandle<()>,
@@ -71,7 +75,7 @@ struct Slot {
 #[derive(Clone)]
 pub struct Supervisor {
     shared: Arc<Shared>,
-    slots: Arc<Mutex<BTreeMap<String, Slot>>>,
+    slots: Arc<Mutex<Slots>>,
 }
 
 impl Supervisor {
@@ -83,6 +87,7 @@ impl Supervisor {
     /// Like [`Supervisor::new`], with the instance's owner secret in the owner key every child carries (the
     /// daemon's, so that only children it started are found by [`Supervisor::orphans`]).
     pub(crate) fn with_owner_secret(config: SupervisorConfig, secret: Option<&str>) -> Supervisor {
+        let (deps, deps_task) = crate::deps::Coordinator::new();
         let shared = Shared {
             owner: crate::orphans::owner_key(&config.paths, secret),
             paths: config.paths,
@@ -91,10 +96,17 @@ impl Supervisor {
             extra_env: config.extra_env,
             http: pm_http::HttpClient::new(),
             changed: Notify::new(),
+            deps,
             exec_policy: Default::default(),
             events: crate::events::Events::new(Arc::new(pm_http::EventBus::new(event_ring()))),
         };
-        Supervisor { shared: Arc::new(shared), slots: Arc::new(Mutex::new(BTreeMap::new())) }
+        let sup = Supervisor { shared: Arc::new(shared), slots: Arc::new(Mutex::new(BTreeMap::new())) };
+        tokio::spawn(deps_task.run(Arc::downgrade(&sup.shared), Arc::downgrade(&sup.slots)));
+        sup
+    }
+
+    pub(crate) fn assemble(shared: Arc<Shared>, slots: Arc<Mutex<Slots>>) -> Supervisor {
+        Supervisor { shared, slots }
     }
 
     /// Registers a new process and starts it when it is enabled and has `autostart`.
@@ -129,19 +141,40 @@ impl Supervisor {
         Ok(())
     }
 
-    /// Starts a process (a no-op when it runs); answers its state afterwards.
+    /// Starts a process (a no-op when it runs); answers its state afterwards. Its stopped dependencies are
+    /// started first, and it waits in `starting` until its `dependsOn` conditions hold.
     pub async fn start(&self, id: &str) -> Result<ProcessState, Error> {
-        self.ask(id, Cmd::Start).await
+        self.start_with_dependencies(id).await
     }
 
     /// Stops a process: SIGTERM to its process group, SIGKILL after its stop timeout. Returns once stopped.
+    /// The processes that depend on it are stopped first.
     pub async fn stop(&self, id: &str) -> Result<ProcessState, Error> {
+        Ok(self.stop_with_dependents(id).await?.0)
+    }
+
+    /// Stops, then starts a process (and its dependents with `restartDependents`).
+    pub async fn restart(&self, id: &str) -> Result<ProcessState, Error> {
+        self.restart_with_dependents(id).await
+    }
+
+    pub(crate) async fn start_one(&self, id: &str) -> Result<ProcessState, Error> {
+        self.ask(id, Cmd::Start).await
+    }
+
+    pub(crate) async fn stop_one(&self, id: &str) -> Result<ProcessState, Error> {
         self.ask(id, Cmd::Stop).await
     }
 
-    /// Stops, then starts a process.
-    pub async fn restart(&self, id: &str) -> Result<ProcessState, Error> {
+    pub(crate) async fn restart_one(&self, id: &str) -> Result<ProcessState, Error> {
         self.ask(id, Cmd::Restart).await
+    }
+
+    /// Sends a command that needs no answer (dropped when the process is gone).
+    pub(crate) async fn tell(&self, id: &str, cmd: Cmd) {
+        if let Ok(tx) = self.sender(id) {
+            let _ = tx.send(cmd).await;
+        }
     }
 
     /// Enables or disables a process; disabling stops it.
@@ -284,21 +317,31 @@ impl Supervisor {
 
     /// Ends every process task: processes for which `leave_running` answers true keep running (for a
     /// successor monitor), the others are stopped, all at once. Answers the final entries.
+    ///
+    /// With dependencies, it goes in groups in reverse dependency order: a process is stopped only after every
+    /// process that depends on it; processes of one group stop at once.
     pub async fn shutdown(&self, leave_running: impl Fn(&ProcessEntry) -> bool) -> Vec<ProcessEntry> {
-        let slots = std::mem::take(&mut *self.slots.lock().expect("slots lock"));
-        let mut waits = Vec::new();
-        for (_, slot) in slots {
-            let leave = leave_running(&slot.snapshot.borrow().entry);
-            let (done, wait) = oneshot::channel();
-            if slot.tx.send(Cmd::Shutdown { leave_running: leave, done }).await.is_ok() {
-                waits.push((wait, slot.task, slot.snapshot));
-            }
-        }
+        let mut slots = std::mem::take(&mut *self.slots.lock().expect("slots lock"));
+        let graph: pm_core::Graph = slots
+            .iter()
+            .map(|(id, slot)| (id.clone(), slot.snapshot.borrow().entry.config.depends_on.keys().cloned().collect()))
+            .collect();
         let mut res = Vec::new();
-        for (wait, task, snapshot) in waits {
-            let entry = wait.await.unwrap_or_else(|_| snapshot.borrow().entry.clone());
-            let _ = task.await;
-            res.push(entry);
+        for group in pm_core::shutdown_layers(&graph) {
+            let mut waits = Vec::new();
+            for id in group {
+                let Some(slot) = slots.remove(&id) else { continue };
+                let leave = leave_running(&slot.snapshot.borrow().entry);
+                let (done, wait) = oneshot::channel();
+                if slot.tx.send(Cmd::Shutdown { leave_running: leave, done }).await.is_ok() {
+                    waits.push((wait, slot.task, slot.snapshot));
+                }
+            }
+            for (wait, task, snapshot) in waits {
+                let entry = wait.await.unwrap_or_else(|_| snapshot.borrow().entry.clone());
+                let _ = task.await;
+                res.push(entry);
+            }
         }
         res
     }

@@ -3,6 +3,7 @@
 
 mod chaos;
 mod daemon_files;
+mod deps;
 mod engine_hardening;
 mod faults;
 mod fuzz;
