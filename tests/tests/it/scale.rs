@@ -39,7 +39,7 @@ fn after_a_crash_storm_the_registry_agrees_with_what_runs() {
                 reset_after_ms: 3_600_000,
                 retry_indefinitely: true,
                 indefinite_interval_ms: 1000,
-                extra: Default::default(),
+                ..Default::default()
             });
             registry.processes.insert(id.clone(), ProcessEntry::new(config, Timestamp::now()));
         }
