@@ -17,7 +17,9 @@ mod tests {
     async fn per_process_parts() {
         let dir = std::env::temp_dir().join(format!("pm-footprint-{}", std::process::id()));
         let paths = pm_registry::Paths::new(&dir, "default").unwrap();
+        let (deps, _deps_task) = crate::deps::Coordinator::new();
         let shared = Arc::new(Shared {
+            deps,
             owner: "owner".to_owned(),
             paths,
             keep_runs: 1,
