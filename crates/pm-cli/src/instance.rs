@@ -268,6 +268,12 @@ fn print_status(status: &MonitorStatus) {
     if let Some(port) = status.remote_port {
         println!("  remote API: port {port}");
     }
+    if let Some(containment) = &status.containment {
+        match &status.containment_reason {
+            Some(reason) => println!("  containment: {containment} ({reason})"),
+            None => println!("  containment: {containment}"),
+        }
+    }
 }
 
 /// Stops the instance: through its partner when the partner supervises this very process (so it is not brought

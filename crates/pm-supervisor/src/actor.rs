@@ -11,6 +11,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
+use crate::cgroup::ProcCgroup;
 use crate::os::{self, ExitWatch};
 use crate::spawn::{self, SpawnContext};
 use crate::Shared;
@@ -59,6 +60,8 @@ const ROTATE_EVERY: Duration = Duration::from_millis(500);
 const KILL_WAIT: Duration = Duration::from_secs(10);
 /// The least time between a failed spawn (missing executable, bad working directory) and the next attempt.
 const SPAWN_FAILURE_PAUSE: Duration = Duration::from_millis(100);
+/// How often memory is sampled when `memoryRestartBytes` is set.
+const MEMORY_EVERY: Duration = Duration::from_secs(1);
 
 /// A request to the actor.
 pub(crate) enum Cmd {
@@ -96,11 +99,15 @@ struct Child {
     watch: Watch,
     /// The run folder holding its logs (unknown for an adopted process).
     run_dir: Option<std::path::PathBuf>,
+    /// Its cgroup, with cgroup containment.
+    cgroup: Option<ProcCgroup>,
 }
 
 enum Watch {
     Own(tokio::process::Child),
     Adopted(ExitWatch),
+    /// The leader exited 0 and `trackDaemonizedChildren` keeps the process running while its cgroup is populated.
+    Daemons(ProcCgroup),
 }
 
 /// How a run ended.
@@ -126,6 +133,7 @@ enum Event {
     CheckDue,
     CheckDone((bool, Duration)),
     RotateDue,
+    MemoryDue,
 }
 
 pub(crate) struct Actor {
@@ -143,6 +151,9 @@ pub(crate) struct Actor {
     check_task: Option<JoinHandle<(bool, Duration)>>,
     counters: Counters,
     rotate_at: Option<Instant>,
+    /// Next memory sample (with `memoryRestartBytes`) and how many samples in a row were above it.
+    memory_at: Option<Instant>,
+    memory_over: u32,
 }
 
 impl Actor {
@@ -172,6 +183,8 @@ impl Actor {
             check_task: None,
             counters: Counters::default(),
             rotate_at: None,
+            memory_at: None,
+            memory_over: 0,
         };
         (actor, snapshot)
     }
@@ -212,6 +225,7 @@ impl Actor {
                 }
                 Event::CheckDue => self.launch_check(),
                 Event::RotateDue => self.rotate_logs().await,
+                Event::MemoryDue => self.check_memory().await,
                 Event::CheckDone((passed, took)) => {
                     self.counters.last_check = Some(took);
                     if !passed {
@@ -239,6 +253,7 @@ impl Actor {
             () = sleep_until(self.reset_at) => Event::ResetDue,
             () = sleep_until(check_at) => Event::CheckDue,
             () = sleep_until(self.rotate_at) => Event::RotateDue,
+            () = sleep_until(self.memory_at) => Event::MemoryDue,
             passed = join_check(check_task) => Event::CheckDone(passed),
         }
     }
@@ -424,15 +439,29 @@ impl Actor {
         let Some(mut child) = self.child.take() else {
             return ExitInfo { code: None, signal: None };
         };
+        self.memory_at = None;
         let deadline = Instant::now() + grace;
         let pgid = child.pid;
         let start_time = self.entry.pid_start_time;
+        let cgroup = child.cgroup.clone();
+        let carriers = self.carrier_key();
         if grace.is_zero() {
             os::signal_leader(pgid, start_time, libc::SIGKILL);
         } else {
             os::signal_leader(pgid, start_time, libc::SIGTERM);
             // A stopped (SIGSTOP) process only acts on SIGTERM once continued.
             os::signal_leader(pgid, start_time, libc::SIGCONT);
+            // Processes that left the group (a double fork, setsid) get the same graceful stop.
+            if let Some(cgroup) = &cgroup {
+                cgroup.signal_members_outside(pgid, libc::SIGTERM);
+                cgroup.signal_members_outside(pgid, libc::SIGCONT);
+            }
+            if let Some((owner, id)) = carriers.clone() {
+                let _ = tokio::task::spawn_blocking(move || {
+                    crate::cgroup::signal_carriers_outside(&owner, &id, pgid, libc::SIGTERM)
+                })
+                .await;
+            }
         }
         let info = match tokio::time::timeout_at(deadline, child.watch.wait()).await {
             Ok(info) => info,
@@ -455,24 +484,119 @@ impl Actor {
                 }
             }
         };
-        // The leader is gone; give the rest of its group the remaining grace, then kill it.
+        self.shared.owned.lock().expect("owned lock").remove(&pgid);
+        // The leader is gone; give the rest of its group (and of its cgroup) the remaining grace, then kill it.
         let mut pause = Duration::from_millis(10);
-        while Instant::now() < deadline && pm_registry::pid::group_alive(pgid) {
+        while Instant::now() < deadline
+            && (pm_registry::pid::group_alive(pgid) || cgroup.as_ref().is_some_and(|cgroup| cgroup.populated()))
+        {
             tokio::time::sleep(pause).await;
             pause = (pause * 2).min(Duration::from_millis(100));
         }
         if os::group_exists(pgid) {
             os::signal_group(pgid, libc::SIGKILL);
         }
+        self.kill_leftovers(cgroup.as_ref(), carriers, Some(deadline)).await;
         self.running_since = None;
         info
+    }
+
+    /// The owner key and process id whose carriers are killed at a stop (the process-group fallback).
+    fn carrier_key(&self) -> Option<(String, String)> {
+        (self.shared.kill_carriers && !self.entry.config.partner)
+            .then(|| (self.shared.owner.clone(), self.entry.config.id.clone()))
+    }
+
+    /// After the leader is gone: kills whatever is left in its cgroup and removes the cgroup; in the process-group
+    /// fallback, waits for the processes carrying its owner key until `deadline` (if any), then kills them.
+    async fn kill_leftovers(
+        &self,
+        cgroup: Option<&ProcCgroup>,
+        carriers: Option<(String, String)>,
+        deadline: Option<Instant>,
+    ) {
+        if let Some(cgroup) = cgroup {
+            cgroup.kill_and_remove(KILL_WAIT).await;
+        }
+        let Some((owner, id)) = carriers else { return };
+        let mut pause = Duration::from_millis(20);
+        while deadline.is_some_and(|deadline| Instant::now() < deadline) {
+            let (owner, id) = (owner.clone(), id.clone());
+            let left = tokio::task::spawn_blocking(move || crate::cgroup::carriers(&owner, &id)).await;
+            if left.map_or(true, |left| left.is_empty()) {
+                return;
+            }
+            tokio::time::sleep(pause).await;
+            pause = (pause * 2).min(Duration::from_millis(200));
+        }
+        let killed = tokio::task::spawn_blocking(move || crate::cgroup::signal_carriers(&owner, &id, libc::SIGKILL))
+            .await
+            .unwrap_or(0);
+        if killed > 0 {
+            tracing::info!(process = %self.entry.config.id, killed, "killed processes that had left its process group");
+        }
+    }
+
+    /// The cgroup of this process, when it has one (never for a partner monitor).
+    fn cgroup_dir(&self) -> Option<std::path::PathBuf> {
+        if self.entry.config.partner {
+            return None;
+        }
+        self.shared.containment.dir(&self.entry.config.id)
+    }
+
+    fn schedule_memory(&mut self) {
+        self.memory_over = 0;
+        self.memory_at = self.entry.config.memory_restart_bytes.map(|_| Instant::now() + MEMORY_EVERY);
+    }
+
+    /// One memory sample against `memoryRestartBytes`: the second in a row above it restarts the process.
+    async fn check_memory(&mut self) {
+        self.memory_at = None;
+        let (Some(limit), Some(child)) = (self.entry.config.memory_restart_bytes, self.child.as_ref()) else { return };
+        let (cgroup, pgid) = (child.cgroup.clone(), child.pid);
+        let used = tokio::task::spawn_blocking(move || match cgroup {
+            Some(cgroup) => cgroup.memory_bytes(),
+            None => crate::resources::group_memory(&[pgid]).get(&pgid).copied().unwrap_or(0),
+        })
+        .await
+        .unwrap_or(0);
+        let over = if used > limit { self.memory_over + 1 } else { 0 };
+        if over < 2 {
+            self.memory_at = Some(Instant::now() + MEMORY_EVERY);
+            self.memory_over = over;
+            return;
+        }
+        let reason = format!(
+            "memory use {used} bytes stayed above memoryRestartBytes ({limit} bytes) for two samples; restarted"
+        );
+        tracing::warn!(process = %self.entry.config.id, "{reason}");
+        self.entry.state = ProcessState::Stopping;
+        self.publish();
+        let info = self.terminate().await;
+        self.record_exit(&info);
+        self.entry.last_error = Some(reason);
+        self.counters.restarts += 1;
+        self.spawn_now();
     }
 
     fn adopt(&mut self, pid: u32, start_time: Option<u64>) {
         tracing::info!(process = %self.entry.config.id, pid, "adopted running process");
         let run_dir = self.newest_run_dir();
-        self.child = Some(Child { pid, watch: Watch::Adopted(ExitWatch::new(pid, start_time)), run_dir });
+        let cgroup = self.cgroup_dir().and_then(ProcCgroup::existing);
+        let watch = match &cgroup {
+            // A tracked daemon whose leader is long gone: the process lives as long as its cgroup holds any.
+            Some(cgroup)
+                if self.entry.config.track_daemonized_children
+                    && pm_registry::pid::family(pid).is_some_and(|family| family.pgrp != pid) =>
+            {
+                Watch::Daemons(cgroup.clone())
+            }
+            _ => Watch::Adopted(ExitWatch::new(pid, start_time)),
+        };
+        self.child = Some(Child { pid, watch, run_dir, cgroup });
         self.schedule_rotation();
+        self.schedule_memory();
         self.entry.pid = Some(pid);
         self.entry.pid_start_time = start_time;
         self.running_since = Some(std::time::Instant::now());
@@ -490,26 +614,45 @@ impl Actor {
         }
         let now = Timestamp::now();
         let keep_runs = self.entry.config.keep_runs.map_or(self.shared.keep_runs, |keep| keep as usize);
+        let cgroup_dir = self.cgroup_dir();
         let res = self
             .shared
-            .paths
-            .new_run_dir(&self.entry.config.id, now)
-            .map_err(|err| std::io::Error::other(format!("cannot create log folder: {err}")))
-            .and_then(|run_dir| {
+            .containment
+            .check_limits(&self.entry.config)
+            .map_err(|err| std::io::Error::other(err.to_string()))
+            .and_then(|()| cgroup_dir.as_deref().map(|dir| ProcCgroup::prepare(dir, &self.entry.config)).transpose())
+            .and_then(|prepared| {
+                let run_dir = self
+                    .shared
+                    .paths
+                    .new_run_dir(&self.entry.config.id, now)
+                    .map_err(|err| std::io::Error::other(format!("cannot create log folder: {err}")))?;
+                Ok((prepared, run_dir))
+            })
+            .and_then(|(prepared, run_dir)| {
+                use std::os::fd::AsRawFd;
                 let ctx = SpawnContext {
                     default_cwd: &self.shared.default_cwd,
                     run_dir: &run_dir,
                     extra_env: &self.shared.extra_env,
                     owner: &self.shared.owner,
+                    cgroup_procs: prepared.as_ref().map(|prepared| prepared.procs.as_raw_fd()),
                 };
-                spawn::spawn(&self.entry.config, &ctx).map(|child| (child, run_dir.clone())).inspect_err(|_| {
+                // Held across the spawn: the reaper of re-parented strays must not take this child for one.
+                let mut owned = self.shared.owned.lock().expect("owned lock");
+                let res = spawn::spawn(&self.entry.config, &ctx);
+                if let Some(pid) = res.as_ref().ok().and_then(|child| child.id()) {
+                    owned.insert(pid);
+                }
+                drop(owned);
+                res.map(|child| (child, run_dir.clone(), prepared.map(|prepared| prepared.cgroup))).inspect_err(|_| {
                     // Nothing ran: the folder (two empty log files) would only push real runs out.
                     let _ = std::fs::remove_dir_all(&run_dir);
                 })
             });
         self.entry.last_started_at = Some(now);
         match res {
-            Ok((child, run_dir)) => {
+            Ok((child, run_dir, cgroup)) => {
                 let pid = child.id().unwrap_or(0);
                 // Old run folders go after the child runs, off this task.
                 let paths = self.shared.paths.clone();
@@ -523,8 +666,9 @@ impl Actor {
                 self.entry.pid = Some(pid);
                 self.entry.pid_start_time = pm_registry::pid::start_time(pid);
                 self.entry.consecutive_failures = 0;
-                self.child = Some(Child { pid, watch: Watch::Own(child), run_dir: Some(run_dir) });
+                self.child = Some(Child { pid, watch: Watch::Own(child), run_dir: Some(run_dir), cgroup });
                 self.schedule_rotation();
+                self.schedule_memory();
                 self.running_since = Some(std::time::Instant::now());
                 let startup = self.startup_check();
                 match startup {
@@ -612,9 +756,32 @@ impl Actor {
     }
 
     async fn on_unrequested_exit(&mut self, info: ExitInfo) {
-        let pid = self.child.take().map(|child| child.pid);
+        let Some(child) = self.child.take() else { return };
+        let pid = Some(child.pid);
+        self.shared.owned.lock().expect("owned lock").remove(&child.pid);
+        if let Some(cgroup) = child.cgroup.as_ref().filter(|_| self.entry.config.track_daemonized_children) {
+            if info.code == Some(0) && !matches!(child.watch, Watch::Daemons(_)) && cgroup.populated() {
+                // The leader forked a daemon and returned: the process runs on as its cgroup's members.
+                if let Some((member, start_time)) = cgroup.first_member() {
+                    tracing::info!(process = %self.entry.config.id, pid = member, "leader exited 0; tracking its daemonized children");
+                    self.entry.last_exit_code = Some(0);
+                    self.entry.pid = Some(member);
+                    self.entry.pid_start_time = start_time;
+                    let cgroup = cgroup.clone();
+                    self.child = Some(Child {
+                        pid: member,
+                        watch: Watch::Daemons(cgroup.clone()),
+                        run_dir: child.run_dir,
+                        cgroup: Some(cgroup),
+                    });
+                    self.publish();
+                    return;
+                }
+            }
+        }
         self.cancel_check();
         self.reset_at = None;
+        self.memory_at = None;
         self.running_since = None;
         self.record_exit(&info);
         let how = match (info.code, info.signal) {
@@ -624,12 +791,17 @@ impl Actor {
         };
         tracing::warn!(process = %self.entry.config.id, pid, "{how}");
         self.entry.last_error = Some(format!("process {how}"));
+        if let Some(oom) = child.cgroup.as_ref().and_then(ProcCgroup::oom_error) {
+            self.entry.last_error = Some(oom);
+        }
         // Orphans of the crashed leader would otherwise outlive it (and hold its ports).
         if let Some(pgid) = pid {
             if os::group_exists(pgid) {
                 os::signal_group(pgid, libc::SIGKILL);
             }
         }
+        let carriers = self.carrier_key();
+        self.kill_leftovers(child.cgroup.as_ref(), carriers, None).await;
         self.entry.state = ProcessState::Crashed;
         self.publish();
         self.schedule_restart();
@@ -807,6 +979,10 @@ impl Watch {
             },
             Watch::Adopted(watch) => {
                 watch.wait().await;
+                ExitInfo { code: None, signal: None }
+            }
+            Watch::Daemons(cgroup) => {
+                cgroup.wait_empty().await;
                 ExitInfo { code: None, signal: None }
             }
         }

@@ -39,6 +39,7 @@
 #![deny(missing_docs)]
 
 mod actor;
+pub mod cgroup;
 mod daemon;
 mod logrotate;
 mod monitor;

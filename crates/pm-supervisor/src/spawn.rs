@@ -17,6 +17,8 @@ pub(crate) struct SpawnContext<'a> {
     pub(crate) extra_env: &'a [(String, String)],
     /// The monitor's owner key, set in the child's environment to find it again after a crash.
     pub(crate) owner: &'a str,
+    /// The open `cgroup.procs` of the process's cgroup: the child moves itself there before it executes.
+    pub(crate) cgroup_procs: Option<std::os::fd::RawFd>,
 }
 
 /// Starts the process. The child leads a new process group (its PID is the group id; a partner monitor leads a
@@ -52,6 +54,12 @@ pub(crate) fn spawn(config: &ProcessConfig, ctx: &SpawnContext<'_>) -> std::io::
         }
     } else {
         command.process_group(0);
+    }
+    if let Some(fd) = ctx.cgroup_procs {
+        // SAFETY: join_in_child makes one write(2) of a constant buffer to a descriptor opened before the fork.
+        unsafe {
+            command.pre_exec(move || crate::cgroup::join_in_child(fd));
+        }
     }
     for (key, value) in ctx.extra_env {
         command.env(key, value);

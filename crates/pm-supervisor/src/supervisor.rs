@@ -34,6 +34,13 @@ pub(crate) struct Shared {
     pub(crate) http: pm_http::HttpClient,
     /// Signalled on every published change (the registry writer waits on it).
     pub(crate) changed: Notify,
+    /// How processes are contained (a cgroup each, or process groups).
+    pub(crate) containment: crate::cgroup::Containment,
+    /// In the process-group fallback of a daemon: kill what carries a process's owner key when it stops.
+    pub(crate) kill_carriers: bool,
+    /// PIDs of the children the actors spawned and wait for; held locked across a spawn, so that the reaper of
+    /// re-parented strays never reaps a managed child.
+    pub(crate) owned: Mutex<std::collections::HashSet<u32>>,
 }
 
 impl Shared {
@@ -65,7 +72,23 @@ pub struct Supervisor {
 impl Supervisor {
     /// A supervisor with no processes. Must be called inside a tokio runtime.
     pub fn new(config: SupervisorConfig) -> Supervisor {
+        let containment = crate::cgroup::Containment::ProcessGroup {
+            reason: "a supervisor embedded in a program uses process groups".to_owned(),
+        };
+        Supervisor::with_containment(config, containment, false)
+    }
+
+    /// A supervisor containing its processes as `containment` says; `kill_carriers` also kills, at a stop,
+    /// whatever carries a process's owner key (the daemon's process-group fallback).
+    pub(crate) fn with_containment(
+        config: SupervisorConfig,
+        containment: crate::cgroup::Containment,
+        kill_carriers: bool,
+    ) -> Supervisor {
         let shared = Shared {
+            containment,
+            kill_carriers,
+            owned: Mutex::new(Default::default()),
             owner: crate::orphans::owner_key(&config.paths),
             paths: config.paths,
             keep_runs: config.keep_runs.max(1),
@@ -269,6 +292,37 @@ impl Supervisor {
     /// The HTTP client the checks use (pooled connections), for the daemon's own checks.
     pub(crate) fn http(&self) -> &pm_http::HttpClient {
         &self.shared.http
+    }
+
+    /// How processes are contained.
+    pub fn containment(&self) -> &crate::cgroup::Containment {
+        &self.shared.containment
+    }
+
+    /// CPU percent and memory of the running processes that have a cgroup, by id, from their cgroups.
+    pub(crate) fn cgroup_usage(
+        &self,
+        snapshots: &[Snapshot],
+        sampler: &mut crate::cgroup::CpuSampler,
+    ) -> std::collections::HashMap<String, (Option<f32>, u64)> {
+        let mut res = std::collections::HashMap::new();
+        for snapshot in
+            snapshots.iter().filter(|snapshot| snapshot.entry.state.has_child() && !snapshot.entry.config.partner)
+        {
+            let id = &snapshot.entry.config.id;
+            let Some(dir) = self.shared.containment.dir(id) else { return res };
+            if let Some(usage) = sampler.usage(&dir) {
+                res.insert(id.clone(), usage);
+            }
+        }
+        res
+    }
+
+    /// Reaps ended descendants that were re-parented to this monitor (a child subreaper) and are not managed
+    /// processes.
+    pub(crate) fn reap_strays(&self) {
+        let owned = self.shared.owned.lock().expect("owned lock");
+        crate::cgroup::reap_strays(&owned);
     }
 
     /// The layout this supervisor logs into.
