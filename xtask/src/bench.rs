@@ -142,6 +142,7 @@ pub(crate) fn run(args: &[String]) -> anyhow::Result<()> {
     machine["timingSource"] = json!(ctx.observer.source());
     let mut rows: Vec<Row> = Vec::new();
     rows.extend(scenarios::restart_and_start(&ctx)?);
+    rows.extend(scenarios::containment(&ctx)?);
     rows.extend(scenarios::bulk(&ctx)?);
     let (idle_rows, version_ms) = scenarios::idle_and_api(&ctx)?;
     rows.extend(idle_rows);

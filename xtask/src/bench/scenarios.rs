@@ -304,6 +304,99 @@ pub(crate) fn restart_and_start(ctx: &Ctx<'_>) -> anyhow::Result<Vec<Row>> {
     ])
 }
 
+/// The cost of containment: a start over the API and a crash → restart with a cgroup per process, side by side
+/// with the process-group fallback (forced with the monitor's test-only `PROCESS_MONITOR_CGROUP_ROOT`).
+pub(crate) fn containment(ctx: &Ctx<'_>) -> anyhow::Result<Vec<Row>> {
+    let repeats = ctx.config.repeats;
+    progress(&format!("start and restart, cgroup against process-group containment ({repeats} repeats each)"));
+    let mut figures = Vec::new();
+    for mode in ["process-group", "cgroup"] {
+        let home = Home::new(ctx.root, &format!("contain-{mode}"))?;
+        home.write_registry(vec![sleeper("crash", "3611", true), sleeper("api", "3612", false)])?;
+        let not_a_cgroup = home.dir.join("not-a-cgroup");
+        std::fs::create_dir_all(&not_a_cgroup)?;
+        let env: Vec<(&str, &Path)> =
+            if mode == "cgroup" { Vec::new() } else { vec![("PROCESS_MONITOR_CGROUP_ROOT", &not_a_cgroup)] };
+        let mut daemon = Daemon::launch_with_env(&ctx.bin, &home, &env)?;
+        daemon.wait_ready(Duration::from_secs(15))?;
+        let mut conn = Conn::connect(daemon.remote_port)?;
+        let status = conn.get("/monitor/status")?;
+        let status: serde_json::Value = serde_json::from_slice(&status.body).unwrap_or_default();
+        if status["containment"] != mode {
+            let reason = status["containmentReason"].as_str().unwrap_or("not reported").to_owned();
+            drop(conn);
+            daemon.stop(Duration::from_secs(15));
+            return Ok(vec![Row::median(
+                "start-api-cgroup",
+                "start over the API with cgroup containment",
+                "ms",
+                Vec::new(),
+            )
+            .note(format!("not measured: the monitor runs with {} containment ({reason})", status["containment"]))]);
+        }
+        let (mut pid, _) = wait_sleeper(daemon.pid, "3611", None, Duration::from_secs(10))?;
+        std::thread::sleep(Duration::from_millis(300));
+        let mut restart = Vec::new();
+        for _ in 0..repeats {
+            let mark = sys::Mark::now();
+            anyhow::ensure!(sys::send(pid, sys::SIGKILL), "cannot kill the managed child {pid}");
+            let (new_pid, seen) = wait_sleeper(daemon.pid, "3611", Some(pid), Duration::from_secs(5))?;
+            restart.push(ctx.observer.since(mark, new_pid, seen));
+            pid = new_pid;
+            std::thread::sleep(Duration::from_millis(80));
+            jitter(Duration::from_millis(40));
+        }
+        let mut start = Vec::new();
+        for _ in 0..repeats {
+            let mark = sys::Mark::now();
+            conn.send("POST", "/processes/api/start", Some(""))?;
+            let (child, seen) = wait_sleeper(daemon.pid, "3612", None, Duration::from_secs(5))?;
+            let res = conn.read_response()?;
+            anyhow::ensure!(res.status == 200, "start over the API: {}", res.status);
+            start.push(ctx.observer.since(mark, child, seen));
+            post(&mut conn, "/processes/api/stop")?;
+            wait_no_sleeper(daemon.pid, "3612", Duration::from_secs(5))?;
+            jitter(Duration::from_millis(30));
+        }
+        drop(conn);
+        daemon.stop(Duration::from_secs(15));
+        figures.push((start, restart));
+    }
+    let (group_start, group_restart) = figures.remove(0);
+    let (cgroup_start, cgroup_restart) = figures.remove(0);
+    let (group_start_ms, group_restart_ms) = (median(&group_start), median(&group_restart));
+    Ok(vec![
+        Row::median(
+            "start-api-pgroup",
+            "start over the API, process-group containment (request → child alive)",
+            "ms",
+            group_start,
+        ),
+        Row::median(
+            "start-api-cgroup",
+            "start over the API, cgroup containment (request → child alive)",
+            "ms",
+            cgroup_start,
+        )
+        .baseline("process-group", group_start_ms)
+        .ratio_target(Bound::AtMost(1.3)),
+        Row::median(
+            "restart-pgroup",
+            "crash → restart, process-group containment (SIGKILL → new child alive)",
+            "ms",
+            group_restart,
+        ),
+        Row::median(
+            "restart-cgroup",
+            "crash → restart, cgroup containment (SIGKILL → new child alive)",
+            "ms",
+            cgroup_restart,
+        )
+        .baseline("process-group", group_restart_ms)
+        .ratio_target(Bound::AtMost(1.3)),
+    ])
+}
+
 /// 3: bulk start and stop of N registered `sleep`s; footprint and `GET /processes` with N entries.
 pub(crate) fn bulk(ctx: &Ctx<'_>) -> anyhow::Result<Vec<Row>> {
     let mut rows = Vec::new();
