@@ -467,6 +467,9 @@ impl Actor {
             Ok(info) => info,
             Err(_) => {
                 tracing::warn!(process = %self.entry.config.id, pid = pgid, "did not stop in {grace:?}; killing its process group");
+                if let Some(cgroup) = &cgroup {
+                    cgroup.kill_now();
+                }
                 if os::signal_leader(pgid, start_time, libc::SIGKILL) {
                     // Delivered: it ends (a process in uninterruptible sleep only later); until then it is
                     // still ours, and no second copy may start.
@@ -800,8 +803,8 @@ impl Actor {
                 os::signal_group(pgid, libc::SIGKILL);
             }
         }
-        let carriers = self.carrier_key();
-        self.kill_leftovers(child.cgroup.as_ref(), carriers, None).await;
+        // The owner key is for stops only: a crash kills the group (and the cgroup), as without containment.
+        self.kill_leftovers(child.cgroup.as_ref(), None, None).await;
         self.entry.state = ProcessState::Crashed;
         self.publish();
         self.schedule_restart();

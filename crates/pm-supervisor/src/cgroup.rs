@@ -296,17 +296,18 @@ impl ProcCgroup {
         let annotate = |what: &str, err: std::io::Error| {
             std::io::Error::new(err.kind(), format!("cannot {what} cgroup {}: {err}", dir.display()))
         };
-        match std::fs::create_dir(dir) {
-            Ok(()) => {}
+        let fresh = match std::fs::create_dir(dir) {
+            Ok(()) => true,
             Err(err) if err.kind() == std::io::ErrorKind::AlreadyExists => {
                 // Left over from an earlier run: a new run starts in an empty cgroup.
                 if populated(dir) {
                     kill_members(dir);
                     wait_empty_blocking(dir, Duration::from_secs(2));
                 }
+                false
             }
             Err(err) => return Err(annotate("create", err)),
-        }
+        };
         let mut limits: Vec<(&str, String)> = Vec::new();
         if let Some(bytes) = config.memory_max_bytes {
             limits.push(("memory.max", bytes.to_string()));
@@ -326,7 +327,7 @@ impl ProcCgroup {
             ("cpu.max", config.cpu_max_percent.is_some()),
             ("pids.max", config.pids_max.is_some()),
         ] {
-            if !set && dir.join(file).exists() {
+            if !fresh && !set && dir.join(file).exists() {
                 let _ = std::fs::write(dir.join(file), "max");
             }
         }
@@ -352,8 +353,18 @@ impl ProcCgroup {
         }
     }
 
+    /// Kills every member at once (without waiting).
+    pub(crate) fn kill_now(&self) {
+        kill_members(&self.dir);
+    }
+
     /// Kills every member and removes the cgroup once it is empty (waiting up to `wait`).
     pub(crate) async fn kill_and_remove(&self, wait: Duration) {
+        if !populated(&self.dir) {
+            // Nothing to wait for (the common case after a stop or a crash): no trip to the blocking pool.
+            remove(&self.dir);
+            return;
+        }
         let dir = self.dir.clone();
         let _ = tokio::task::spawn_blocking(move || {
             if populated(&dir) {

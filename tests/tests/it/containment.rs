@@ -77,6 +77,17 @@ fn escaping(site: &Site, id: &str, escape: Escape) -> ProcessConfig {
     config
 }
 
+/// `GET path` on the API, with a few tries (one answer can take its time on two loaded cores).
+fn get(site: &Site, path: &str) -> (u16, String) {
+    for _ in 0..5 {
+        if let Some(res) = site.api("GET", path, None) {
+            return res;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    panic!("GET {path}: no answer");
+}
+
 fn register(site: &Site, config: &ProcessConfig) {
     let body = serde_json::to_string(config).unwrap();
     let (status, body) = site.api("POST", "/processes", Some(&body)).expect("the API answers");
@@ -137,11 +148,11 @@ fn every_way_out(escape: Escape, label: &str) {
     let Some(site) = site(label) else { return };
     let Some(base) = cgroup_base(&site) else { return };
     let monitor = site.start_daemon();
-    let (code, body) = site.api("GET", "/monitor/status", None).unwrap();
+    let (code, body) = get(&site, "/monitor/status");
     assert_eq!(code, 200);
     let value: serde_json::Value = serde_json::from_str(&body).unwrap();
     assert_eq!(value["containment"], "cgroup", "{body}");
-    let (_, metrics) = site.api("GET", "/metrics", None).unwrap();
+    let (_, metrics) = get(&site, "/metrics");
     assert!(metrics.contains("pm_monitor_containment{") && metrics.contains("mode=\"cgroup\""), "{metrics}");
 
     register(&site, &escaping(&site, "svc", escape));
@@ -152,6 +163,11 @@ fn every_way_out(escape: Escape, label: &str) {
     for pid in [leader, daemons(&site, "svc")[0]] {
         assert!(members.lines().any(|line| line == pid.to_string()), "{pid} not in the cgroup: {members}");
     }
+
+    // Figures from the cgroup (no memory controller here: its members' resident memory).
+    wait_until(Duration::from_secs(10), "memory figures from the cgroup", || {
+        status(&site, "svc").memory_bytes.is_some_and(|bytes| bytes > 0)
+    });
 
     // 1. stop
     act(&site, "svc", "stop");
@@ -178,8 +194,11 @@ fn every_way_out(escape: Escape, label: &str) {
     register(&site, &hung);
     let hung_run = run_of(&site, Some(&base), "hung");
     wait_until(Duration::from_secs(20), "the hung run is killed with its daemon", || all_gone(&hung_run));
-    let error = status(&site, "hung").last_error.unwrap_or_default();
-    assert!(error.contains("aliveness check failed"), "{error}");
+    let mut error = String::new();
+    wait_until(Duration::from_secs(10), "the failed check is the recorded reason", || {
+        error = status(&site, "hung").last_error.unwrap_or_default();
+        error.contains("aliveness check failed")
+    });
 
     // 4. deregistration, of both.
     for id in ["hung", "svc"] {
@@ -285,12 +304,12 @@ fn without_cgroup_access_the_subreaper_and_owner_key_still_kill_an_escaped_child
     std::fs::create_dir_all(&not_a_cgroup).unwrap();
     site.set_daemon_env(pm_supervisor::cgroup::ROOT_VAR, &not_a_cgroup.to_string_lossy());
     let monitor = site.start_daemon();
-    let (_, body) = site.api("GET", "/monitor/status", None).unwrap();
+    let (_, body) = get(&site, "/monitor/status");
     let value: serde_json::Value = serde_json::from_str(&body).unwrap();
     assert_eq!(value["containment"], "process-group", "{body}");
     let reason = value["containmentReason"].as_str().unwrap_or_default();
     assert!(reason.contains("not a cgroup v2 file system") && reason.contains("subreaper"), "{reason}");
-    let (_, metrics) = site.api("GET", "/metrics", None).unwrap();
+    let (_, metrics) = get(&site, "/metrics");
     assert!(metrics.contains("mode=\"process-group\""), "{metrics}");
     let output = std::process::Command::new(&site.bin)
         .arg("--directory")
