@@ -648,9 +648,14 @@ impl Actor {
                     owned.insert(pid);
                 }
                 drop(owned);
-                res.map(|child| (child, run_dir.clone(), prepared.map(|prepared| prepared.cgroup))).inspect_err(|_| {
-                    // Nothing ran: the folder (two empty log files) would only push real runs out.
+                let cgroup = prepared.map(|prepared| prepared.cgroup);
+                res.map(|child| (child, run_dir.clone(), cgroup.clone())).inspect_err(|_| {
+                    // Nothing ran: the folder (two empty log files) would only push real runs out, and the cgroup
+                    // would outlive the process.
                     let _ = std::fs::remove_dir_all(&run_dir);
+                    if let Some(cgroup) = &cgroup {
+                        let _ = std::fs::remove_dir(&cgroup.dir);
+                    }
                 })
             });
         self.entry.last_started_at = Some(now);

@@ -570,7 +570,7 @@ pub(crate) fn kill_leftovers(dir: &Path) -> bool {
 
 /// Removes the monitor's folder at a clean shutdown (only when every process cgroup in it is gone).
 pub(crate) fn remove_base(base: &Path) {
-    let _ = std::fs::remove_dir(base);
+    remove(base);
 }
 
 /// Writes `0` (the calling process) into the open `cgroup.procs` `fd`: run in the child between fork and exec,

@@ -200,14 +200,22 @@ fn every_way_out(escape: Escape, label: &str) {
         error.contains("aliveness check failed")
     });
 
-    // 4. deregistration, of both.
-    for id in ["hung", "svc"] {
+    // A start that fails (no such executable) leaves no cgroup behind either.
+    let mut missing = ProcessConfig::new("missing", "missing", "/nonexistent/pm-no-such-program");
+    missing.restart_policy = escaping(&site, "x", escape).restart_policy;
+    register(&site, &missing);
+    wait_until(Duration::from_secs(10), "the failed start is recorded", || {
+        status(&site, "missing").last_error.is_some_and(|error| error.contains("not found"))
+    });
+
+    // 4. deregistration, of all three.
+    for id in ["hung", "svc", "missing"] {
         let (code, body) = site.api("DELETE", &format!("/processes/{id}"), None).unwrap();
         assert_eq!(code, 200, "{body}");
     }
     assert_nothing_left(&site, monitor, "deregister");
     wait_until(Duration::from_secs(10), "the cgroups of deregistered processes are removed", || {
-        !base.join("svc").exists() && !base.join("hung").exists()
+        ["svc", "hung", "missing"].iter().all(|id| !base.join(id).exists())
     });
     site.stop_daemon(monitor);
     wait_until(Duration::from_secs(10), "a clean stop removes the monitor's cgroup folder", || !base.exists());
