@@ -105,6 +105,8 @@ struct Child {
 
 enum Watch {
     Own(tokio::process::Child),
+    /// Our child, cloned straight into its cgroup.
+    Forked(crate::cgroup_spawn::Forked),
     Adopted(ExitWatch),
     /// The leader exited 0 and `trackDaemonizedChildren` keeps the process running while its cgroup is populated.
     Daemons(ProcCgroup),
@@ -643,13 +645,30 @@ impl Actor {
                 };
                 // Held across the spawn: the reaper of re-parented strays must not take this child for one.
                 let mut owned = self.shared.owned.lock().expect("owned lock");
-                let res = spawn::spawn(&self.entry.config, &ctx);
-                if let Some(pid) = res.as_ref().ok().and_then(|child| child.id()) {
+                let res = match &prepared {
+                    // Cloned straight into its cgroup; where the kernel cannot, moved there before it executes.
+                    Some(prepared) => {
+                        match spawn::spawn_into_cgroup(&self.entry.config, &ctx, prepared.dir.as_raw_fd()) {
+                            Err(err) if err.kind() == std::io::ErrorKind::Unsupported => {
+                                spawn::spawn(&self.entry.config, &ctx).map(Watch::Own)
+                            }
+                            res => res.map(Watch::Forked),
+                        }
+                    }
+                    None => spawn::spawn(&self.entry.config, &ctx).map(Watch::Own),
+                };
+                let res = res.map(|watch| {
+                    let pid = match &watch {
+                        Watch::Own(child) => child.id().unwrap_or(0),
+                        Watch::Forked(forked) => forked.pid,
+                        _ => 0,
+                    };
                     owned.insert(pid);
-                }
+                    (watch, pid)
+                });
                 drop(owned);
                 let cgroup = prepared.map(|prepared| prepared.cgroup);
-                res.map(|child| (child, run_dir.clone(), cgroup.clone())).inspect_err(|_| {
+                res.map(|(watch, pid)| (watch, pid, run_dir.clone(), cgroup.clone())).inspect_err(|_| {
                     // Nothing ran: the folder (two empty log files) would only push real runs out, and the cgroup
                     // would outlive the process.
                     let _ = std::fs::remove_dir_all(&run_dir);
@@ -660,8 +679,7 @@ impl Actor {
             });
         self.entry.last_started_at = Some(now);
         match res {
-            Ok((child, run_dir, cgroup)) => {
-                let pid = child.id().unwrap_or(0);
+            Ok((watch, pid, run_dir, cgroup)) => {
                 // Old run folders go after the child runs, off this task.
                 let paths = self.shared.paths.clone();
                 let (id, newest) = (self.entry.config.id.clone(), run_dir.clone());
@@ -674,7 +692,7 @@ impl Actor {
                 self.entry.pid = Some(pid);
                 self.entry.pid_start_time = pm_registry::pid::start_time(pid);
                 self.entry.consecutive_failures = 0;
-                self.child = Some(Child { pid, watch: Watch::Own(child), run_dir: Some(run_dir), cgroup });
+                self.child = Some(Child { pid, watch, run_dir: Some(run_dir), cgroup });
                 self.schedule_rotation();
                 self.schedule_memory();
                 self.running_since = Some(std::time::Instant::now());
@@ -992,6 +1010,10 @@ impl Watch {
             Watch::Daemons(cgroup) => {
                 cgroup.wait_empty().await;
                 ExitInfo { code: None, signal: None }
+            }
+            Watch::Forked(forked) => {
+                let (code, signal) = forked.wait().await;
+                ExitInfo { code, signal }
             }
         }
     }

@@ -276,9 +276,11 @@ pub(crate) struct ProcCgroup {
     oom_base: u64,
 }
 
-/// A cgroup made ready for a child: the open `cgroup.procs` the child writes itself into before it executes.
+/// A cgroup made ready for a child: its folder, open for `clone3(CLONE_INTO_CGROUP)`, and its `cgroup.procs`,
+/// open for the child to write itself into before it executes where `clone3` is missing.
 pub(crate) struct Prepared {
     pub(crate) cgroup: ProcCgroup,
+    pub(crate) dir: std::fs::File,
     pub(crate) procs: std::fs::File,
 }
 
@@ -335,8 +337,9 @@ impl ProcCgroup {
             .write(true)
             .open(dir.join("cgroup.procs"))
             .map_err(|err| annotate("open cgroup.procs of", err))?;
+        let dir_fd = std::fs::File::open(dir).map_err(|err| annotate("open", err))?;
         let oom_base = read_key(&dir.join("memory.events"), "oom_kill").unwrap_or(0);
-        Ok(Prepared { cgroup: ProcCgroup { dir: dir.to_path_buf(), oom_base }, procs })
+        Ok(Prepared { cgroup: ProcCgroup { dir: dir.to_path_buf(), oom_base }, dir: dir_fd, procs })
     }
 
     pub(crate) fn populated(&self) -> bool {

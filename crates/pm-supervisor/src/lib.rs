@@ -40,6 +40,7 @@
 
 mod actor;
 pub mod cgroup;
+mod cgroup_spawn;
 mod daemon;
 mod logrotate;
 mod monitor;
