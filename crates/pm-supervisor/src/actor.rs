@@ -156,6 +156,8 @@ pub(crate) struct Actor {
     /// Next memory sample (with `memoryRestartBytes`) and how many samples in a row were above it.
     memory_at: Option<Instant>,
     memory_over: u32,
+    /// The process's cgroup was left empty by a leader's exit without a kill: the restart may use it again.
+    cgroup_reusable: bool,
 }
 
 impl Actor {
@@ -187,6 +189,7 @@ impl Actor {
             rotate_at: None,
             memory_at: None,
             memory_over: 0,
+            cgroup_reusable: false,
         };
         (actor, snapshot)
     }
@@ -208,6 +211,9 @@ impl Actor {
                         self.record_exit(&info);
                         self.entry.state = ProcessState::Stopped;
                         self.publish();
+                    }
+                    if self.child.is_none() {
+                        self.remove_idle_cgroup();
                     }
                     let _ = done.send(self.entry.clone());
                     return;
@@ -395,11 +401,21 @@ impl Actor {
         let target = if self.entry.config.enabled { ProcessState::Stopped } else { ProcessState::Disabled };
         if self.child.is_some() {
             self.stop_child(target).await;
-        } else if self.entry.state != target {
-            self.entry.state = target;
-            self.publish();
+        } else {
+            self.remove_idle_cgroup();
+            if self.entry.state != target {
+                self.entry.state = target;
+                self.publish();
+            }
         }
         self.entry.state
+    }
+
+    /// Removes the (empty) cgroup a crashed run left for its restart, once no restart follows.
+    fn remove_idle_cgroup(&self) {
+        if let Some(dir) = self.cgroup_dir() {
+            crate::cgroup::remove_empty(&dir);
+        }
     }
 
     async fn set_enabled(&mut self, enabled: bool) {
@@ -412,6 +428,8 @@ impl Actor {
             self.retry_at = None;
             if self.child.is_some() {
                 self.stop_child(ProcessState::Disabled).await;
+            } else {
+                self.remove_idle_cgroup();
             }
             self.entry.state = ProcessState::Disabled;
         }
@@ -625,7 +643,10 @@ impl Actor {
             .containment
             .check_limits(&self.entry.config)
             .map_err(|err| std::io::Error::other(err.to_string()))
-            .and_then(|()| cgroup_dir.as_deref().map(|dir| ProcCgroup::prepare(dir, &self.entry.config)).transpose())
+            .and_then(|()| {
+                let reuse = std::mem::take(&mut self.cgroup_reusable);
+                cgroup_dir.as_deref().map(|dir| ProcCgroup::prepare(dir, &self.entry.config, reuse)).transpose()
+            })
             .and_then(|prepared| {
                 let run_dir = self
                     .shared
@@ -826,8 +847,11 @@ impl Actor {
                 os::signal_group(pgid, libc::SIGKILL);
             }
         }
-        // The owner key is for stops only: a crash kills the group (and the cgroup), as without containment.
-        self.kill_leftovers(child.cgroup.as_ref(), None, None).await;
+        // The owner key is for stops only: a crash kills the group (and what is left in the cgroup), as without
+        // containment.
+        if let Some(cgroup) = &child.cgroup {
+            self.cgroup_reusable = cgroup.kill_leftovers(KILL_WAIT).await;
+        }
         self.entry.state = ProcessState::Crashed;
         self.publish();
         self.schedule_restart();
@@ -854,6 +878,7 @@ impl Actor {
             RestartDecision::GiveUp => {
                 self.entry.state = ProcessState::Failed;
                 self.retry_at = None;
+                self.remove_idle_cgroup();
             }
         }
         self.publish();

@@ -293,20 +293,28 @@ impl ProcCgroup {
         })
     }
 
-    /// Makes (or empties) the cgroup at `dir`, applies the limits of `config`, and opens its `cgroup.procs`.
-    pub(crate) fn prepare(dir: &Path, config: &pm_core::ProcessConfig) -> std::io::Result<Prepared> {
+    /// Makes the cgroup at `dir`, applies the limits of `config`, and opens it and its `cgroup.procs`. An existing
+    /// cgroup is used again only when `reuse` says the last run left it empty without a kill; otherwise it is
+    /// emptied, removed and made afresh, since a child cloned into a cgroup that `cgroup.kill` emptied may be
+    /// killed at once (its kill count differs from the parent's on some kernels).
+    pub(crate) fn prepare(dir: &Path, config: &pm_core::ProcessConfig, reuse: bool) -> std::io::Result<Prepared> {
         let annotate = |what: &str, err: std::io::Error| {
             std::io::Error::new(err.kind(), format!("cannot {what} cgroup {}: {err}", dir.display()))
         };
         let fresh = match std::fs::create_dir(dir) {
             Ok(()) => true,
             Err(err) if err.kind() == std::io::ErrorKind::AlreadyExists => {
-                // Left over from an earlier run: a new run starts in an empty cgroup.
-                if populated(dir) {
-                    kill_members(dir);
-                    wait_empty_blocking(dir, Duration::from_secs(2));
+                if !reuse || populated(dir) {
+                    if populated(dir) {
+                        kill_members(dir);
+                        wait_empty_blocking(dir, Duration::from_secs(2));
+                    }
+                    remove(dir);
+                    std::fs::create_dir(dir).map_err(|err| annotate("create", err))?;
+                    true
+                } else {
+                    false
                 }
-                false
             }
             Err(err) => return Err(annotate("create", err)),
         };
@@ -359,6 +367,16 @@ impl ProcCgroup {
     /// Kills every member at once (without waiting).
     pub(crate) fn kill_now(&self) {
         kill_members(&self.dir);
+    }
+
+    /// After the leader's exit: an empty cgroup stays for the restart (making one costs more than the rest of a
+    /// restart) and true is answered; one with leftovers is killed, waited for (up to `wait`) and removed.
+    pub(crate) async fn kill_leftovers(&self, wait: Duration) -> bool {
+        if populated(&self.dir) {
+            self.kill_and_remove(wait).await;
+            return false;
+        }
+        true
     }
 
     /// Kills every member and removes the cgroup once it is empty (waiting up to `wait`).
@@ -562,13 +580,23 @@ pub(crate) fn empty_strays(base: &Path, registered: &HashSet<String>) -> Vec<Str
     res
 }
 
-/// Kills what is left in the cgroup of process `id` (its leader is gone and no one tracks the rest).
+/// Kills what is left in the cgroup `dir` of a process (its leader is gone and no one tracks the rest), waits
+/// (up to 2 s) for it to empty, and removes it; answers whether anything was killed.
 pub(crate) fn kill_leftovers(dir: &Path) -> bool {
     if dir.is_dir() && populated(dir) {
         kill_members(dir);
+        wait_empty_blocking(dir, Duration::from_secs(2));
+        remove(dir);
         return true;
     }
     false
+}
+
+/// Removes the cgroup `dir` (and its child cgroups) where it exists and is empty.
+pub(crate) fn remove_empty(dir: &Path) {
+    if dir.is_dir() {
+        remove(dir);
+    }
 }
 
 /// Removes the monitor's folder at a clean shutdown (only when every process cgroup in it is gone).
