@@ -262,52 +262,15 @@ impl Drop for Home {
                 libc::kill(-(*pid as i32), libc::SIGKILL);
             }
         }
-        for instance in ["default", "watcher"] {
-            remove_cgroups(&self.dir, instance);
-        }
+        remove_cgroups(&self.dir);
         let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
 
-/// Removes the cgroups a monitor of home `dir` and `instance` made (killing what is left in them), pass or fail
-/// of the scenario; only that monitor's own `pm-<instance>-<hash>` folder is touched.
-pub fn remove_cgroups(dir: &std::path::Path, instance: &str) {
-    let Some(base) = pm_supervisor::cgroup::base_for(dir, instance) else { return };
-    remove_cgroup_tree(&base);
-}
-
-/// Kills the members of the cgroup `dir` and of its children, waits (up to 5 s) for it to empty, removes it.
-pub fn remove_cgroup_tree(dir: &std::path::Path) {
-    if !dir.join("cgroup.procs").exists() {
-        return;
-    }
-    if let Ok(entries) = std::fs::read_dir(dir) {
-        for entry in entries.flatten() {
-            if entry.file_type().is_ok_and(|kind| kind.is_dir()) {
-                remove_cgroup_tree(&entry.path());
-            }
-        }
-    }
-    if std::fs::write(dir.join("cgroup.kill"), "1").is_err() {
-        let procs = std::fs::read_to_string(dir.join("cgroup.procs")).unwrap_or_default();
-        for pid in procs.lines().filter_map(|line| line.trim().parse::<i32>().ok()) {
-            if pid > 1 && pid != std::process::id() as i32 {
-                // SAFETY: kill(2) on a member of a cgroup made by a monitor of this scenario.
-                unsafe {
-                    libc::kill(pid, libc::SIGKILL);
-                }
-            }
-        }
-    }
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while Instant::now() < deadline {
-        let events = std::fs::read_to_string(dir.join("cgroup.events")).unwrap_or_default();
-        if !events.lines().any(|line| line == "populated 1") {
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    let _ = std::fs::remove_dir(dir);
+/// Removes the cgroups the monitors of home `dir` made (killing what is left in them), pass or fail of the
+/// scenario; only those monitors' own `pm-<instance>-<hash>` folders are touched.
+pub fn remove_cgroups(dir: &std::path::Path) {
+    pm_supervisor::cgroup::remove_for_home(dir);
 }
 
 /// Sends SIGKILL to one process.

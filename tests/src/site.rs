@@ -396,7 +396,7 @@ pub fn sleeper_config(dir: &Path, marker: &str, id: &str) -> ProcessConfig {
 impl Drop for Site {
     fn drop(&mut self) {
         self.kill_everything();
-        crate::remove_cgroups(&self.dir, INSTANCE);
+        crate::remove_cgroups(&self.dir);
         if std::env::var_os("PM_KEEP_SITES").is_none() {
             let _ = std::fs::remove_dir_all(&self.dir);
         }

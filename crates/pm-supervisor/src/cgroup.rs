@@ -187,6 +187,41 @@ pub fn base_for(root: &Path, instance: &str) -> Option<PathBuf> {
     Some(parent_dir().ok()?.join(base_name(root, instance)))
 }
 
+/// Removes every cgroup folder that monitors of the home `root` (any instance) started from this process's
+/// cgroup made, killing what is left in them; for tests and tools that clean up after the monitors they ran.
+/// Touches only `pm-<instance>-<hash of root>` folders.
+pub fn remove_for_home(root: &Path) {
+    let Ok(parent) = parent_dir() else { return };
+    let suffix = base_name(root, "x").split_off("pm-x".len());
+    let Ok(entries) = std::fs::read_dir(&parent) else { return };
+    for entry in entries.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if name.starts_with("pm-") && name.ends_with(&suffix) {
+            remove_tree(&entry.path());
+        }
+    }
+}
+
+/// Kills the members of the cgroup `dir` and of the cgroups below it, waits (up to 5 s) for them to empty, and
+/// removes them all.
+pub fn remove_tree(dir: &Path) {
+    if !dir.join("cgroup.procs").exists() {
+        return;
+    }
+    if let Ok(entries) = std::fs::read_dir(dir) {
+        for entry in entries.flatten() {
+            if entry.file_type().is_ok_and(|kind| kind.is_dir()) {
+                remove_tree(&entry.path());
+            }
+        }
+    }
+    if populated(dir) {
+        kill_members(dir);
+        wait_empty_blocking(dir, Duration::from_secs(5));
+    }
+    let _ = std::fs::remove_dir(dir);
+}
+
 /// Where the monitor's folder goes: the test override, else this process's cgroup in the v2 hierarchy.
 fn parent_dir() -> Result<PathBuf, String> {
     if let Some(root) = std::env::var_os(ROOT_VAR).filter(|root| !root.is_empty()) {
@@ -725,6 +760,14 @@ mod tests {
         assert_ne!(a, base_name(Path::new("/tmp/home-b"), "default"));
         assert_ne!(a, base_name(Path::new("/tmp/home-a"), "watcher"));
         assert_eq!(a, base_name(Path::new("/tmp/home-a"), "default"));
+    }
+
+    #[test]
+    fn the_home_suffix_matches_every_instance() {
+        let suffix = base_name(Path::new("/tmp/h"), "x").split_off("pm-x".len());
+        assert!(base_name(Path::new("/tmp/h"), "default").ends_with(&suffix));
+        assert!(base_name(Path::new("/tmp/h"), "blue").ends_with(&suffix));
+        assert!(!base_name(Path::new("/tmp/other"), "default").ends_with(&suffix));
     }
 
     #[test]

@@ -305,11 +305,21 @@ pub(crate) fn restart_and_start(ctx: &Ctx<'_>) -> anyhow::Result<Vec<Row>> {
 }
 
 /// The cost of containment: a start over the API and a crash → restart with a cgroup per process, side by side
-/// with the process-group fallback (forced with the monitor's test-only `PROCESS_MONITOR_CGROUP_ROOT`).
+/// with the process-group fallback (forced with the monitor's test-only `PROCESS_MONITOR_CGROUP_ROOT`). Both
+/// monitors run at once and the measurements alternate between them, so that both see the same machine load.
 pub(crate) fn containment(ctx: &Ctx<'_>) -> anyhow::Result<Vec<Row>> {
-    let repeats = ctx.config.repeats;
-    progress(&format!("start and restart, cgroup against process-group containment ({repeats} repeats each)"));
-    let mut figures = Vec::new();
+    let repeats = ctx.config.repeats * 2;
+    progress(&format!(
+        "start and restart, cgroup against process-group containment ({repeats} repeats each, alternating)"
+    ));
+    struct Side {
+        daemon: Daemon,
+        conn: Conn,
+        pid: u32,
+        start: Vec<f64>,
+        restart: Vec<f64>,
+    }
+    let mut sides = Vec::new();
     for mode in ["process-group", "cgroup"] {
         let home = Home::new(ctx.root, &format!("contain-{mode}"))?;
         home.write_registry(vec![sleeper("crash", "3611", true), sleeper("api", "3612", false)])?;
@@ -324,8 +334,6 @@ pub(crate) fn containment(ctx: &Ctx<'_>) -> anyhow::Result<Vec<Row>> {
         let status: serde_json::Value = serde_json::from_slice(&status.body).unwrap_or_default();
         if status["containment"] != mode {
             let reason = status["containmentReason"].as_str().unwrap_or("not reported").to_owned();
-            drop(conn);
-            daemon.stop(Duration::from_secs(15));
             return Ok(vec![Row::median(
                 "start-api-cgroup",
                 "start over the API with cgroup containment",
@@ -334,49 +342,50 @@ pub(crate) fn containment(ctx: &Ctx<'_>) -> anyhow::Result<Vec<Row>> {
             )
             .note(format!("not measured: the monitor runs with {} containment ({reason})", status["containment"]))]);
         }
-        let (mut pid, _) = wait_sleeper(daemon.pid, "3611", None, Duration::from_secs(10))?;
-        std::thread::sleep(Duration::from_millis(300));
-        let mut restart = Vec::new();
-        for _ in 0..repeats {
+        let (pid, _) = wait_sleeper(daemon.pid, "3611", None, Duration::from_secs(10))?;
+        sides.push(Side { daemon, conn, pid, start: Vec::new(), restart: Vec::new() });
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    for round in 0..repeats {
+        // Which side goes first alternates too.
+        for n in 0..sides.len() {
+            let side = &mut sides[(n + round) % 2];
             let mark = sys::Mark::now();
-            anyhow::ensure!(sys::send(pid, sys::SIGKILL), "cannot kill the managed child {pid}");
-            let (new_pid, seen) = wait_sleeper(daemon.pid, "3611", Some(pid), Duration::from_secs(5))?;
-            restart.push(ctx.observer.since(mark, new_pid, seen));
-            pid = new_pid;
-            std::thread::sleep(Duration::from_millis(80));
-            jitter(Duration::from_millis(40));
-        }
-        let mut start = Vec::new();
-        for _ in 0..repeats {
+            anyhow::ensure!(sys::send(side.pid, sys::SIGKILL), "cannot kill the managed child {}", side.pid);
+            let (new_pid, seen) = wait_sleeper(side.daemon.pid, "3611", Some(side.pid), Duration::from_secs(5))?;
+            side.restart.push(ctx.observer.since(mark, new_pid, seen));
+            side.pid = new_pid;
+            std::thread::sleep(Duration::from_millis(40));
+
             let mark = sys::Mark::now();
-            conn.send("POST", "/processes/api/start", Some(""))?;
-            let (child, seen) = wait_sleeper(daemon.pid, "3612", None, Duration::from_secs(5))?;
-            let res = conn.read_response()?;
+            side.conn.send("POST", "/processes/api/start", Some(""))?;
+            let (child, seen) = wait_sleeper(side.daemon.pid, "3612", None, Duration::from_secs(5))?;
+            let res = side.conn.read_response()?;
             anyhow::ensure!(res.status == 200, "start over the API: {}", res.status);
-            start.push(ctx.observer.since(mark, child, seen));
-            post(&mut conn, "/processes/api/stop")?;
-            wait_no_sleeper(daemon.pid, "3612", Duration::from_secs(5))?;
+            side.start.push(ctx.observer.since(mark, child, seen));
+            post(&mut side.conn, "/processes/api/stop")?;
+            wait_no_sleeper(side.daemon.pid, "3612", Duration::from_secs(5))?;
             jitter(Duration::from_millis(30));
         }
-        drop(conn);
-        daemon.stop(Duration::from_secs(15));
-        figures.push((start, restart));
     }
-    let (group_start, group_restart) = figures.remove(0);
-    let (cgroup_start, cgroup_restart) = figures.remove(0);
-    let (group_start_ms, group_restart_ms) = (median(&group_start), median(&group_restart));
+    let mut cgroup = sides.pop().context("two monitors")?;
+    let mut group = sides.pop().context("two monitors")?;
+    for side in [&mut group, &mut cgroup] {
+        side.daemon.stop(Duration::from_secs(15));
+    }
+    let (group_start_ms, group_restart_ms) = (median(&group.start), median(&group.restart));
     Ok(vec![
         Row::median(
             "start-api-pgroup",
             "start over the API, process-group containment (request → child alive)",
             "ms",
-            group_start,
+            group.start,
         ),
         Row::median(
             "start-api-cgroup",
             "start over the API, cgroup containment (request → child alive)",
             "ms",
-            cgroup_start,
+            cgroup.start,
         )
         .baseline("process-group", group_start_ms)
         .ratio_target(Bound::AtMost(1.3)),
@@ -384,13 +393,13 @@ pub(crate) fn containment(ctx: &Ctx<'_>) -> anyhow::Result<Vec<Row>> {
             "restart-pgroup",
             "crash → restart, process-group containment (SIGKILL → new child alive)",
             "ms",
-            group_restart,
+            group.restart,
         ),
         Row::median(
             "restart-cgroup",
             "crash → restart, cgroup containment (SIGKILL → new child alive)",
             "ms",
-            cgroup_restart,
+            cgroup.restart,
         )
         .baseline("process-group", group_restart_ms)
         .ratio_target(Bound::AtMost(1.3)),
