@@ -63,4 +63,4 @@ mod remote;
 pub use discover::{DiscoverOptions, Subnet};
 pub use error::Error;
 pub use local::{LocalClientOptions, ProcessMonitorClient};
-pub use remote::{RemoteClientOptions, RemoteProcessMonitorClient};
+pub use remote::{RemoteClientOptions, RemoteProcessMonitorClient, STOP_MARGIN};
