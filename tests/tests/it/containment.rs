@@ -95,7 +95,11 @@ fn register(site: &Site, config: &ProcessConfig) {
 }
 
 fn act(site: &Site, id: &str, action: &str) {
-    let (status, body) = site.api("POST", &format!("/processes/{id}/{action}"), None).expect("the API answers");
+    // A stop answers once the process is gone: up to its stop timeout and more on two loaded cores.
+    let path = format!("/processes/{id}/{action}");
+    let answer =
+        pm_tests::http_with(site.remote_port, "POST", &path, None, Duration::from_secs(5), Duration::from_secs(30));
+    let (status, body) = answer.expect("the API answers");
     assert_eq!(status, 200, "{action} {id}: {body}");
 }
 
