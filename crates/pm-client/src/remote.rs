@@ -317,6 +317,21 @@ impl RemoteProcessMonitorClient {
         self.call(Method::Put, "/config/partner-discovery", Some(body), None).await
     }
 
+    /// The HTTP client (for the streams).
+    pub(crate) fn http(&self) -> &pm_http::HttpClient {
+        &self.http
+    }
+
+    /// Time allowed for one attempt of one call.
+    pub(crate) fn timeout(&self) -> Duration {
+        self.timeout
+    }
+
+    /// `GET path` parsed as `T` (errors as for every call).
+    pub(crate) async fn get_json<T: DeserializeOwned>(&self, path: &str, id: Option<&str>) -> Result<T, Error> {
+        self.call(Method::Get, path, None, id).await
+    }
+
     async fn act(&self, id: &str, action: &str) -> Result<ProcessState, Error> {
         let path = process_path(id, &format!("/{action}"))?;
         let timeout = if action == "start" { self.timeout } else { self.stop_deadline(id).await? };
@@ -440,7 +455,7 @@ fn transport_error(url: &str, err: pm_http::Error) -> Error {
 
 /// The error of a non-2xx answer, from its status and its JSON `error` message. `id` is the process the call
 /// was about (the body's `processId` stands in when there is none).
-fn status_error(status: u16, body: &[u8], id: Option<&str>) -> Error {
+pub(crate) fn status_error(status: u16, body: &[u8], id: Option<&str>) -> Error {
     let json: Option<Value> = serde_json::from_slice(body).ok();
     let field = |key: &str| json.as_ref().and_then(|value| value.get(key)).and_then(Value::as_str).map(str::to_owned);
     let message = field("error").unwrap_or_else(|| {
@@ -465,13 +480,13 @@ fn status_error(status: u16, body: &[u8], id: Option<&str>) -> Error {
 }
 
 /// `/processes/{id}{suffix}` for a valid id.
-fn process_path(id: &str, suffix: &str) -> Result<String, Error> {
+pub(crate) fn process_path(id: &str, suffix: &str) -> Result<String, Error> {
     validate_process_id(id)?;
     Ok(format!("/processes/{}{suffix}", percent_encode(id)))
 }
 
 /// Percent-encodes everything but the unreserved characters of RFC 3986.
-fn percent_encode(text: &str) -> String {
+pub(crate) fn percent_encode(text: &str) -> String {
     let mut res = String::with_capacity(text.len());
     for byte in text.bytes() {
         if byte.is_ascii_alphanumeric() || b"-._~".contains(&byte) {

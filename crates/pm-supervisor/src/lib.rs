@@ -42,6 +42,7 @@ mod actor;
 pub mod cgroup;
 mod cgroup_spawn;
 mod daemon;
+mod events;
 mod groupwait;
 mod logrotate;
 mod monitor;

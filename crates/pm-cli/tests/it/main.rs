@@ -6,6 +6,7 @@ mod support;
 mod adoption;
 mod cli;
 mod daemon;
+mod events;
 mod hardening;
 mod health;
 mod local_client;

@@ -6,4 +6,5 @@ mod helper;
 mod metrics;
 mod security;
 mod server;
+mod streams;
 mod support;
