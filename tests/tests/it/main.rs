@@ -3,6 +3,7 @@
 
 mod chaos;
 mod containment;
+mod daemon_files;
 mod engine_hardening;
 mod faults;
 mod fuzz;
