@@ -54,8 +54,10 @@ pub struct Counters {
 
 type Reply<T> = oneshot::Sender<Result<T, Error>>;
 
-/// How often log sizes are checked when `logMaxBytes` is set.
+/// How often log sizes are checked when `logMaxBytes` is set (besides every write, through inotify).
 const ROTATE_EVERY: Duration = Duration::from_millis(500);
+/// The least time between two rotation passes of one process's logs, however fast its child writes.
+const MIN_ROTATE_GAP: Duration = Duration::from_millis(10);
 /// How long a process that SIGKILL could not be sent to is waited for before it is given up as unkillable.
 const KILL_WAIT: Duration = Duration::from_secs(10);
 /// The least time between a failed spawn (missing executable, bad working directory) and the next attempt.
@@ -139,6 +141,7 @@ enum Event {
     CheckDone((bool, Duration)),
     RotateDue,
     MemoryDue,
+    LogsWritten,
 }
 
 pub(crate) struct Actor {
@@ -161,6 +164,9 @@ pub(crate) struct Actor {
     memory_over: u32,
     /// The process's cgroup was left empty by a leader's exit without a kill: the restart may use it again.
     cgroup_reusable: bool,
+    /// Wakes on writes to the current run's logs (only with `logMaxBytes`).
+    log_watch: Option<crate::watch::LogWatch>,
+    last_rotation: Option<Instant>,
 }
 
 impl Actor {
@@ -193,6 +199,8 @@ impl Actor {
             memory_at: None,
             memory_over: 0,
             cgroup_reusable: false,
+            log_watch: None,
+            last_rotation: None,
         };
         (actor, snapshot)
     }
@@ -233,7 +241,7 @@ impl Actor {
                 Event::Exited(info) => self.on_unrequested_exit(info).await,
                 Event::RetryDue => {
                     self.retry_at = None;
-                    self.spawn_now().await;
+                    let _ = self.spawn_now().await;
                 }
                 Event::ResetDue => {
                     self.reset_at = None;
@@ -245,6 +253,10 @@ impl Actor {
                 Event::CheckDue => self.launch_check(),
                 Event::RotateDue => self.rotate_logs().await,
                 Event::MemoryDue => self.check_memory().await,
+                Event::LogsWritten => {
+                    let soonest = self.soonest_rotation();
+                    self.rotate_at = Some(self.rotate_at.map_or(soonest, |at| at.min(soonest)));
+                }
                 Event::CheckDone((passed, took)) => {
                     crate::events::emit_check(&self.shared, &self.entry, passed, self.check_streak(passed));
                     self.counters.last_check = Some(took);
@@ -263,9 +275,13 @@ impl Actor {
         if self.retry_at.is_some_and(|at| at <= Instant::now()) {
             return Event::RetryDue;
         }
+        let soonest = self.soonest_rotation();
         let child = &mut self.child;
         let check_task = &mut self.check_task;
         let check_at = if check_task.is_none() { self.check_at } else { None };
+        // Writes matter only while no rotation is due sooner than the next one may run.
+        let log_watch =
+            self.log_watch.as_ref().filter(|_| child.is_some() && self.rotate_at.is_some_and(|at| at > soonest));
         tokio::select! {
             cmd = self.rx.recv() => Event::Cmd(cmd),
             info = wait_child(child) => Event::Exited(info),
@@ -275,6 +291,7 @@ impl Actor {
             () = sleep_until(self.rotate_at) => Event::RotateDue,
             () = sleep_until(self.memory_at) => Event::MemoryDue,
             passed = join_check(check_task) => Event::CheckDone(passed),
+            () = logs_written(log_watch) => Event::LogsWritten,
         }
     }
 
@@ -341,14 +358,14 @@ impl Actor {
             let never_started = self.entry.last_started_at.is_none() && self.entry.last_stopped_at.is_none();
             if self.entry.config.autostart && (boot || never_started) {
                 self.entry.restart_attempts = 0;
-                self.spawn_now().await;
+                let _ = self.spawn_now().await;
             } else {
                 self.publish();
             }
             return;
         }
         if self.entry.config.autostart {
-            self.spawn_now().await;
+            let _ = self.spawn_now().await;
         } else {
             self.publish();
         }
@@ -424,7 +441,7 @@ impl Actor {
         self.retry_at = None;
         self.entry.restart_attempts = 0;
         self.entry.last_error = None;
-        self.spawn_now().await;
+        self.spawn_now().await.map_err(Error::NotAllowed)?;
         Ok(self.entry.state)
     }
 
@@ -533,7 +550,7 @@ impl Actor {
                         Err(_) => {
                             // Cannot be signalled (another user's process, say): report it rather than wait forever.
                             tracing::error!(process = %self.entry.config.id, pid = pgid, "cannot be killed; no longer supervised");
-                            self.entry.last_error = Some(format!("pid {pgid} could not be killed; left running"));
+                            self.set_error(&format!("pid {pgid} could not be killed; left running"));
                             ExitInfo { code: None, signal: None }
                         }
                     }
@@ -634,7 +651,7 @@ impl Actor {
         self.record_exit(&info);
         self.entry.last_error = Some(reason);
         self.counters.restarts += 1;
-        self.spawn_now().await;
+        let _ = self.spawn_now().await;
     }
 
     fn adopt(&mut self, pid: u32, start_time: Option<u64>) {
@@ -654,6 +671,7 @@ impl Actor {
         self.child = Some(Child { pid, watch, run_dir, cgroup });
         self.schedule_rotation();
         self.schedule_memory();
+        self.watch_logs();
         self.entry.pid = Some(pid);
         self.entry.pid_start_time = start_time;
         self.running_since = Some(std::time::Instant::now());
@@ -661,8 +679,10 @@ impl Actor {
     }
 
     /// Spawns the process now (state `starting`, or `running` without startup checks); a failure to spawn
-    /// goes down the crash path with the reason kept on the entry.
-    async fn spawn_now(&mut self) {
+    /// goes down the crash path with the reason kept on the entry. An untrusted registration whose executable
+    /// no longer passes the whitelist and blacklist is not started: it is `failed` with the reason in
+    /// `lastError`, which is also the error returned.
+    async fn spawn_now(&mut self) -> Result<(), String> {
         if self.entry.config.partner {
             if let Some((pid, start_time)) = self.shared.live_partner(&self.entry.config.id) {
                 if self.partner_stopping(pid).await {
@@ -674,14 +694,31 @@ impl Actor {
                     self.entry.last_error = Some(format!("partner (pid {pid}) was shutting down; not adopted"));
                     self.entry.state = ProcessState::Stopped;
                     self.publish();
-                    return;
+                    return Ok(());
                 }
                 self.adopt(pid, start_time);
-                return;
+                return Ok(());
             }
         }
+        let checked = if self.entry.config.untrusted {
+            let policy = self.shared.exec_policy.read().expect("exec policy").clone();
+            match crate::execcheck::check(&self.entry.config.command, &policy) {
+                Ok(checked) => Some(checked),
+                Err(reason) => {
+                    tracing::warn!(process = %self.entry.config.id, "not started: {reason}");
+                    self.retry_at = None;
+                    self.entry.pid = None;
+                    self.set_error(&reason);
+                    self.entry.state = ProcessState::Failed;
+                    self.publish();
+                    return Err(reason);
+                }
+            }
+        } else {
+            None
+        };
         let now = Timestamp::now();
-        let keep_runs = self.entry.config.keep_runs.map_or(self.shared.keep_runs, |keep| keep as usize);
+        let keep_runs = self.entry.config.keep_runs_or(self.shared.keep_runs);
         let cgroup_dir = self.cgroup_dir();
         let res = self
             .shared
@@ -708,12 +745,14 @@ impl Actor {
                     extra_env: &self.shared.extra_env,
                     owner: &self.shared.owner,
                     cgroup_procs: prepared.as_ref().map(|prepared| prepared.procs.as_raw_fd()),
+                    checked: checked.as_ref(),
                 };
                 // Held across the spawn: the reaper of re-parented strays must not take this child for one.
                 let mut owned = self.shared.owned.lock().expect("owned lock");
                 let res = match &prepared {
-                    // Cloned straight into its cgroup; where the kernel cannot, moved there before it executes.
-                    Some(prepared) => {
+                    // Cloned straight into its cgroup; where the kernel cannot, and for an untrusted registration
+                    // (executed from its checked descriptor), moved there before it executes.
+                    Some(prepared) if ctx.checked.is_none() && !self.entry.config.untrusted => {
                         match spawn::spawn_into_cgroup(&self.entry.config, &ctx, prepared.dir.as_raw_fd()) {
                             Err(err) if err.kind() == std::io::ErrorKind::Unsupported => {
                                 spawn::spawn(&self.entry.config, &ctx).map(Watch::Own)
@@ -721,7 +760,7 @@ impl Actor {
                             res => res.map(Watch::Forked),
                         }
                     }
-                    None => spawn::spawn(&self.entry.config, &ctx).map(Watch::Own),
+                    _ => spawn::spawn(&self.entry.config, &ctx).map(Watch::Own),
                 };
                 let res = res.map(|watch| {
                     let pid = match &watch {
@@ -761,6 +800,7 @@ impl Actor {
                 self.child = Some(Child { pid, watch, run_dir: Some(run_dir), cgroup });
                 self.schedule_rotation();
                 self.schedule_memory();
+                self.watch_logs();
                 self.running_since = Some(std::time::Instant::now());
                 let startup = self.startup_check();
                 match startup {
@@ -776,7 +816,7 @@ impl Actor {
             Err(err) => {
                 tracing::warn!(process = %self.entry.config.id, "{err}");
                 self.entry.pid = None;
-                self.entry.last_error = Some(err.to_string());
+                self.set_error(&err.to_string());
                 self.entry.state = ProcessState::Crashed;
                 self.schedule_restart();
                 // A spawn that failed will not succeed a moment later: whatever the backoff says, wait a little,
@@ -786,6 +826,12 @@ impl Actor {
                 }
             }
         }
+        Ok(())
+    }
+
+    /// Keeps `reason` as `lastError`, with control characters escaped (it reaches logs and terminals).
+    fn set_error(&mut self, reason: &str) {
+        self.entry.last_error = Some(pm_core::escape_control(reason).into_owned());
     }
 
     /// Whether the partner instance `pid` (holding its lock) reports itself stopping on its `/status`.
@@ -811,6 +857,21 @@ impl Actor {
         self.rotate_at = self.entry.config.log_max_bytes.map(|_| Instant::now() + ROTATE_EVERY);
     }
 
+    /// Watches the logs of the child's run folder for writes when `logMaxBytes` is set.
+    fn watch_logs(&mut self) {
+        let run_dir = self.child.as_ref().and_then(|child| child.run_dir.as_deref());
+        self.log_watch = match (self.entry.config.log_max_bytes, run_dir) {
+            (Some(_), Some(dir)) => Some(crate::watch::LogWatch::new(dir)),
+            _ => None,
+        };
+    }
+
+    /// The earliest a rotation pass may run (at most one per [`MIN_ROTATE_GAP`]).
+    fn soonest_rotation(&self) -> Instant {
+        let now = Instant::now();
+        self.last_rotation.map_or(now, |at| (at + MIN_ROTATE_GAP).max(now))
+    }
+
     /// Rotates the current run's logs that grew past `logMaxBytes`.
     async fn rotate_logs(&mut self) {
         self.rotate_at = None;
@@ -833,8 +894,11 @@ impl Actor {
             }
         })
         .await;
+        self.last_rotation = Some(Instant::now());
         if self.child.is_some() {
             self.schedule_rotation();
+        } else {
+            self.log_watch = None;
         }
     }
 
@@ -896,9 +960,9 @@ impl Actor {
             (None, None) => "exited".to_owned(),
         };
         tracing::warn!(process = %self.entry.config.id, pid, "{how}");
-        self.entry.last_error = Some(format!("process {how}"));
+        self.set_error(&format!("process {how}"));
         if let Some(oom) = child.cgroup.as_ref().and_then(ProcCgroup::oom_error) {
-            self.entry.last_error = Some(oom);
+            self.set_error(&oom);
         }
         // Orphans of the crashed leader would otherwise outlive it (and hold its ports).
         if let Some(pgid) = pid {
@@ -970,9 +1034,17 @@ impl Actor {
         self.check_at = Some(Instant::now() + Duration::from_millis(interval.max(1)));
         let http = self.shared.http.clone();
         let timeout = Duration::from_millis(check.timeout_ms.max(1));
+        let untrusted = self.entry.config.untrusted;
         self.check_task = Some(tokio::spawn(async move {
             let started = std::time::Instant::now();
-            let passed = pm_http::check_health(&http, &check.url, timeout).await;
+            // An untrusted registration's check stays on loopback (also when the registry was edited since), and
+            // a failure is reported only once the check's timeout is over, so that when it fails does not tell
+            // a closed port from one that does not answer HTTP.
+            let passed = (!untrusted || pm_core::url_is_loopback(&check.url))
+                && pm_http::check_health(&http, &check.url, timeout).await;
+            if untrusted && !passed {
+                tokio::time::sleep_until(Instant::from_std(started) + timeout).await;
+            }
             (passed, started.elapsed())
         }));
     }
@@ -1001,7 +1073,7 @@ impl Actor {
                     self.terminate().await
                 };
                 self.record_exit(&info);
-                self.entry.last_error = Some(reason);
+                self.set_error(&reason);
                 match startup.fail_action {
                     FailAction::Restart => {
                         self.entry.state = ProcessState::Crashed;
@@ -1044,7 +1116,7 @@ impl Actor {
                     self.terminate().await
                 };
                 self.record_exit(&info);
-                self.entry.last_error = Some(reason);
+                self.set_error(&reason);
                 self.entry.state = ProcessState::Crashed;
                 self.publish();
                 self.schedule_restart();
@@ -1114,6 +1186,13 @@ impl Watch {
                 ExitInfo { code, signal }
             }
         }
+    }
+}
+
+async fn logs_written(watch: Option<&crate::watch::LogWatch>) {
+    match watch {
+        Some(watch) => watch.written().await,
+        None => std::future::pending().await,
     }
 }
 

@@ -43,6 +43,7 @@ pub mod cgroup;
 mod cgroup_spawn;
 mod daemon;
 mod events;
+mod execcheck;
 mod groupwait;
 mod logrotate;
 mod monitor;

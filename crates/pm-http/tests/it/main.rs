@@ -3,6 +3,7 @@
 mod api;
 mod client;
 mod helper;
+mod limits;
 mod metrics;
 mod security;
 mod server;
