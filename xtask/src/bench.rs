@@ -152,6 +152,7 @@ pub(crate) fn run(args: &[String]) -> anyhow::Result<()> {
         rows.extend(scale::run(&ctx, quick)?);
     } else {
         rows.extend(scenarios::restart_and_start(&ctx)?);
+        rows.extend(scenarios::containment(&ctx)?);
         rows.extend(events::events(&ctx)?);
         rows.extend(scenarios::bulk(&ctx)?);
         let (idle_rows, version_ms) = scenarios::idle_and_api(&ctx)?;

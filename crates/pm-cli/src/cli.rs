@@ -206,6 +206,21 @@ pub struct RegisterArgs {
     /// Which exits are restarted: `always` (default), `failure` or `never` (one-shot jobs).
     #[arg(long, value_name = "always|failure|never")]
     pub restart_on: Option<String>,
+    /// Hard memory limit of the process's cgroup in bytes (needs the cgroup v2 memory controller).
+    #[arg(long)]
+    pub memory_max_bytes: Option<u64>,
+    /// CPU limit of the process's cgroup in percent of one core (needs the cgroup v2 cpu controller).
+    #[arg(long)]
+    pub cpu_max_percent: Option<u32>,
+    /// Most processes and threads in the process's cgroup (needs the cgroup v2 pids controller).
+    #[arg(long)]
+    pub pids_max: Option<u64>,
+    /// Restart the process when its memory stays above this many bytes for two samples.
+    #[arg(long)]
+    pub memory_restart_bytes: Option<u64>,
+    /// Keep the process running while its cgroup holds the daemon its leader forked (the leader exited 0).
+    #[arg(long)]
+    pub track_daemonized_children: bool,
     #[command(flatten)]
     pub target: Target,
     /// Arguments of the command (after `--`).

@@ -153,7 +153,12 @@ fn register(cli: &Cli, paths: &Paths, args: &RegisterArgs) -> anyhow::Result<u8>
     let id = config.id.clone();
     match remote(&args.target)? {
         Some(client) => block_on(client.register(config))?,
-        None => local(paths)?.register(config)?,
+        None => {
+            // The limits need their cgroup controllers; the monitor refuses them too, but only when it starts the
+            // process.
+            pm_supervisor::cgroup::Containment::probe(paths).check_limits(&config)?;
+            local(paths)?.register(config)?
+        }
     }
     if cli.json {
         println!("{}", serde_json::json!({"success": true, "processId": id}));
@@ -286,6 +291,11 @@ fn config_from_flags(args: &RegisterArgs) -> anyhow::Result<ProcessConfig> {
         config.aliveness_check = Some(check);
     }
     config.stop_timeout_ms = args.stop_timeout_ms;
+    config.memory_max_bytes = args.memory_max_bytes;
+    config.cpu_max_percent = args.cpu_max_percent;
+    config.pids_max = args.pids_max;
+    config.memory_restart_bytes = args.memory_restart_bytes;
+    config.track_daemonized_children = args.track_daemonized_children;
     config.validate()?;
     Ok(config)
 }
@@ -488,6 +498,9 @@ fn systemd_unit(paths: &Paths, user: bool) -> anyhow::Result<String> {
          [Service]\n\
          Type=simple\n\
          ExecStart={exe} --foreground --instance-id {id} --directory {dir}\n\
+         # A cgroup per managed process below the service's own (see docs/containment.md); the monitor stops\n\
+         # them itself, and after a crash or a self-restart its successor adopts them.\n\
+         Delegate=yes\n\
          KillMode=process\n\
          Restart=on-failure\n\
          RestartSec=2\n\

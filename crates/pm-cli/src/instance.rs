@@ -166,7 +166,8 @@ fn start_detached(cli: &Cli, paths: &Paths, extra_args: &[&str]) -> anyhow::Resu
     let mut child = command.spawn().context("cannot start the monitor process")?;
     let pid = child.id();
     let deadline = Instant::now() + START_TIMEOUT;
-    let alive_url = aliveness_url(cli, paths);
+    // Without an aliveness server, the remote API's status answers instead (so that `--status` right after works).
+    let alive_url = aliveness_url(cli, paths).or_else(|| status_urls(cli, paths).into_iter().next());
     loop {
         if let Some(status) = child.try_wait()? {
             let log = std::fs::read_to_string(&startup_log).unwrap_or_default();
@@ -296,6 +297,12 @@ fn print_status(status: &MonitorStatus) {
     }
     if let Some(port) = status.remote_port {
         println!("  remote API: port {port}");
+    }
+    if let Some(containment) = &status.containment {
+        match &status.containment_reason {
+            Some(reason) => println!("  containment: {containment} ({reason})"),
+            None => println!("  containment: {containment}"),
+        }
     }
 }
 

@@ -74,6 +74,25 @@ pub struct ProcessConfig {
     /// that depend on it and were running (additive, default false).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub restart_dependents: bool,
+    /// Hard memory limit of the process's cgroup in bytes (`memory.max`; additive). Needs the cgroup v2 `memory`
+    /// controller: refused at register time where it is missing.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub memory_max_bytes: Option<u64>,
+    /// CPU limit of the process's cgroup in percent of one core (`cpu.max`; additive, 1 to 100000). Needs the
+    /// cgroup v2 `cpu` controller.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cpu_max_percent: Option<u32>,
+    /// Most processes and threads in the process's cgroup (`pids.max`; additive). Needs the `pids` controller.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pids_max: Option<u64>,
+    /// Soft memory threshold in bytes: the process is restarted when its memory (its cgroup's, else its process
+    /// group's resident memory) stays above it for two samples in a row (additive; no controller needed).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub memory_restart_bytes: Option<u64>,
+    /// Keep the process `running` while its cgroup holds processes after the leader exited with code 0 (a
+    /// program that forks a daemon and returns); additive, default false: leftovers are killed with the leader.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub track_daemonized_children: bool,
     /// Registered by an untrusted peer of the remote API (set by the monitor, never taken from a request;
     /// additive). Such a process runs within the budget of `docs/security-limits.md`: its executable is checked
     /// against the whitelist again at every start, its restarts are at least a second apart, and it does not
@@ -112,6 +131,11 @@ impl ProcessConfig {
             depends_on: BTreeMap::new(),
             dependency_timeout_ms: None,
             restart_dependents: false,
+            memory_max_bytes: None,
+            cpu_max_percent: None,
+            pids_max: None,
+            memory_restart_bytes: None,
+            track_daemonized_children: false,
             untrusted: false,
             on_state_change: None,
         }
@@ -189,6 +213,12 @@ impl ProcessConfig {
         }
         if self.log_max_bytes == Some(0) || self.keep_runs == Some(0) {
             return invalid("logMaxBytes and keepRuns (must be positive)");
+        }
+        if self.memory_max_bytes == Some(0) || self.pids_max == Some(0) || self.memory_restart_bytes == Some(0) {
+            return invalid("memoryMaxBytes, pidsMax and memoryRestartBytes (must be positive)");
+        }
+        if self.cpu_max_percent.is_some_and(|percent| percent == 0 || percent > 100_000) {
+            return invalid("cpuMaxPercent (1 to 100000, percent of one core)");
         }
         if self.log_keep.is_some_and(|keep| keep > 100) {
             return invalid("logKeep (at most 100)");

@@ -191,6 +191,12 @@ pub struct MonitorStatus {
     /// Bound remote API port (additive field).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub remote_port: Option<u16>,
+    /// How managed processes are contained: `cgroup` or `process-group` (additive field).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub containment: Option<String>,
+    /// Why that containment is in force, in words (additive field).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub containment_reason: Option<String>,
 }
 
 #[cfg(test)]
@@ -293,6 +299,8 @@ mod tests {
             version: None,
             aliveness_port: Some(19883),
             remote_port: None,
+            containment: None,
+            containment_reason: None,
         };
         let value = serde_json::to_value(&status).unwrap();
         assert_eq!(

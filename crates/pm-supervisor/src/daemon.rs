@@ -202,7 +202,20 @@ async fn run_locked(config: DaemonConfig, lock: &mut InstanceLock) -> Result<Exi
         .map_err(|err| CoreError::Storage(err.to_string()))??
     };
 
-    let sup = Supervisor::with_owner_secret(
+    let containment = crate::cgroup::Containment::detect(&paths);
+    let containment = match containment {
+        crate::cgroup::Containment::ProcessGroup { reason } => {
+            let reason = match crate::cgroup::become_subreaper() {
+                Ok(()) => format!("{reason}; process groups, a child subreaper and the owner key instead"),
+                Err(err) => format!("{reason}; process groups and the owner key instead (no child subreaper: {err})"),
+            };
+            crate::cgroup::Containment::ProcessGroup { reason }
+        }
+        cgroup => cgroup,
+    };
+    tracing::info!(containment = containment.mode(), "{}", containment.reason());
+    let process_groups = containment.base().is_none();
+    let sup = Supervisor::with_containment(
         SupervisorConfig {
             paths: paths.clone(),
             keep_runs: config.keep_runs,
@@ -210,7 +223,10 @@ async fn run_locked(config: DaemonConfig, lock: &mut InstanceLock) -> Result<Exi
             extra_env: vec![("PROCESS_MONITOR_INSTANCE".to_owned(), paths.instance_id().to_owned())],
         },
         Some(&owner_secret),
+        containment.clone(),
+        process_groups,
     );
+    let reaper = process_groups.then(|| spawn_reaper(sup.clone()));
     let (events_tx, mut events) = mpsc::unbounded_channel();
     let mut registry = registry;
     crate::unusable::report(&registry.unusable);
@@ -231,6 +247,7 @@ async fn run_locked(config: DaemonConfig, lock: &mut InstanceLock) -> Result<Exi
         let sup = sup.clone();
         tokio::task::spawn_blocking(move || sup.orphans()).await.unwrap_or_default()
     };
+    let registered: std::collections::HashSet<String> = registry_processes.keys().cloned().collect();
     for (_, mut entry) in registry_processes {
         // A stop asked for while no monitor ran (or while this one was starting) is honoured, not undone.
         let stop_requested = entry.pending_action == Some(pm_core::PendingAction::Stop);
@@ -270,6 +287,27 @@ async fn run_locked(config: DaemonConfig, lock: &mut InstanceLock) -> Result<Exi
                 stop_stray(pid, found.start_time);
             }
         }
+        if let Some(dir) = containment.dir(&entry.config.id).filter(|dir| !entry.config.partner && dir.is_dir()) {
+            if keep.is_none() {
+                // Its leader is gone. A tracked daemon is adopted through its cgroup's members; otherwise they are
+                // leftovers of an exit like any other, and killed.
+                let member = crate::cgroup::ProcCgroup::existing(dir.clone()).and_then(|cgroup| cgroup.first_member());
+                match member {
+                    Some((pid, start_time)) if entry.config.track_daemonized_children => {
+                        tracing::info!(process = %entry.config.id, pid, "adopting the daemonized children in its cgroup");
+                        entry.pid = Some(pid);
+                        entry.pid_start_time = start_time;
+                        entry.state = pm_core::ProcessState::Running;
+                        keep = Some(pid);
+                    }
+                    _ => {
+                        if crate::cgroup::kill_leftovers(&dir) {
+                            tracing::warn!(process = %entry.config.id, "killed what its exited leader left in its cgroup");
+                        }
+                    }
+                }
+            }
+        }
         if stop_requested {
             if keep.is_some() {
                 entry.state = pm_core::ProcessState::Stopping;
@@ -282,6 +320,11 @@ async fn run_locked(config: DaemonConfig, lock: &mut InstanceLock) -> Result<Exi
         }
         if let Err(err) = sup.resume(entry.clone(), boot && !stop_requested) {
             tracing::warn!(process = %entry.config.id, "cannot supervise: {err}");
+        }
+    }
+    if let Some(base) = containment.base() {
+        for id in crate::cgroup::empty_strays(base, &registered) {
+            tracing::warn!(process = %id, "emptied the cgroup of a process that is no longer registered");
         }
     }
     for (id, strays) in orphans {
@@ -415,12 +458,39 @@ async fn run_locked(config: DaemonConfig, lock: &mut InstanceLock) -> Result<Exi
         tracing::error!("cannot store the final process states: {err}");
     }
     servers.shutdown_aliveness().await;
+    if let Some(reaper) = reaper {
+        reaper.abort();
+    }
+    if let (false, Some(base)) = (restart, containment.base()) {
+        crate::cgroup::remove_base(base);
+    }
     if restart {
         let pid = respawn(&config.restart_command).map_err(Error::Respawn)?;
         tracing::info!(pid, "replacement monitor started");
         return Ok(Exit::Restarted { pid });
     }
     Ok(Exit::Stopped)
+}
+
+/// Reaps re-parented descendants (the monitor is their child subreaper) when a child ends, and every 5 s.
+fn spawn_reaper(sup: Supervisor) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut sigchld = signal(SignalKind::child()).ok();
+        let mut tick = tokio::time::interval(Duration::from_secs(5));
+        loop {
+            match sigchld.as_mut() {
+                Some(sigchld) => tokio::select! {
+                    _ = sigchld.recv() => {}
+                    _ = tick.tick() => {}
+                },
+                None => {
+                    tick.tick().await;
+                }
+            }
+            let sup = sup.clone();
+            let _ = tokio::task::spawn_blocking(move || sup.reap_strays()).await;
+        }
+    })
 }
 
 /// SIGTERM to a stray process group now, SIGKILL to what is left of it 10 s later.

@@ -3,13 +3,11 @@
 #[cfg(test)]
 mod tests {
     use std::mem::size_of;
-    use std::sync::Arc;
 
     use pm_core::{ProcessConfig, ProcessEntry, Timestamp};
-    use tokio::sync::{mpsc, Notify};
+    use tokio::sync::mpsc;
 
     use crate::actor::{Actor, Begin, Cmd, Snapshot};
-    use crate::Shared;
 
     /// Prints the fixed sizes of the parts every supervised process has (run with `--nocapture`); fails only if
     /// the task's future grows past a bound that would make it the largest part of a process's cost.
@@ -17,19 +15,13 @@ mod tests {
     async fn per_process_parts() {
         let dir = std::env::temp_dir().join(format!("pm-footprint-{}", std::process::id()));
         let paths = pm_registry::Paths::new(&dir, "default").unwrap();
-        let (deps, _deps_task) = crate::deps::Coordinator::new();
-        let shared = Arc::new(Shared {
-            deps,
-            owner: "owner".to_owned(),
+        let sup = crate::Supervisor::new(crate::SupervisorConfig {
             paths,
             keep_runs: 1,
             default_cwd: dir.clone(),
             extra_env: Vec::new(),
-            http: pm_http::HttpClient::new(),
-            changed: Notify::new(),
-            exec_policy: Default::default(),
-            events: crate::events::Events::new(Arc::new(pm_http::EventBus::new(16))),
         });
+        let shared = sup.shared().clone();
         let entry = ProcessEntry::new(ProcessConfig::new("job", "job", "/bin/true"), Timestamp::now());
         let (_tx, rx) = mpsc::channel::<Cmd>(64);
         let (actor, _snapshot) = Actor::new(entry, shared, rx);

@@ -39,6 +39,8 @@
 #![deny(missing_docs)]
 
 mod actor;
+pub mod cgroup;
+mod cgroup_spawn;
 mod daemon;
 mod deps;
 mod events;

@@ -49,6 +49,8 @@ pub(crate) struct Monitor {
     pub(crate) events: mpsc::UnboundedSender<DaemonEvent>,
     pub(crate) ports: RwLock<(Option<u16>, Option<u16>)>,
     pub(crate) resources: Arc<crate::resources::Sampler>,
+    /// CPU and memory of processes that have a cgroup, read from the cgroup (no `/proc` scan).
+    pub(crate) cgroup_usage: std::sync::Mutex<crate::cgroup::CpuSampler>,
     /// The registry's top level as this monitor found it (processes left out), to write the file back from
     /// memory if it disappears.
     pub(crate) template: std::sync::Mutex<Registry>,
@@ -93,6 +95,7 @@ impl Monitor {
                     crate::resources::read_groups_proc,
                 )
             },
+            cgroup_usage: Default::default(),
             template: std::sync::Mutex::new(registry),
             commit_requested: AtomicU64::new(0),
             commit_done: AtomicU64::new(0),
@@ -377,6 +380,7 @@ impl Monitor {
     pub(crate) async fn register_entry(&self, entry: ProcessEntry, begin: Begin) -> Result<(), Error> {
         // Nothing the registry would refuse on its next read is stored.
         entry.config.validate()?;
+        self.sup.containment().check_limits(&entry.config)?;
         let mut sync = self.sync.lock().await;
         let id = entry.config.id.clone();
         if self.sup.get(&id).is_some() {
@@ -462,6 +466,8 @@ impl Monitor {
             version: Some(env!("CARGO_PKG_VERSION").to_owned()),
             aliveness_port,
             remote_port,
+            containment: Some(self.sup.containment().mode().to_owned()),
+            containment_reason: Some(self.sup.containment().reason().to_owned()),
         }
     }
 }
@@ -644,9 +650,12 @@ impl Monitor {
             Some(id) => self.sup.snapshot(id).into_iter().collect(),
             None => self.sup.snapshots(),
         };
+        let from_cgroups = self.sup.cgroup_usage(&snapshots, &mut self.cgroup_usage.lock().expect("cgroup usage"));
         let pgids: Vec<u32> = snapshots
             .iter()
-            .filter(|snapshot| snapshot.entry.state.has_child())
+            .filter(|snapshot| {
+                snapshot.entry.state.has_child() && !from_cgroups.contains_key(&snapshot.entry.config.id)
+            })
             .filter_map(|snapshot| snapshot.entry.pid)
             .collect();
         let usage = self.resources.usage(&pgids).await;
@@ -654,7 +663,10 @@ impl Monitor {
             .iter()
             .map(|snapshot| {
                 let mut status = snapshot_status(snapshot);
-                if let Some(usage) = status.pid.and_then(|pid| usage.get(&pid)) {
+                if let Some((cpu_percent, memory_bytes)) = from_cgroups.get(&status.id) {
+                    status.cpu_percent = *cpu_percent;
+                    status.memory_bytes = Some(*memory_bytes);
+                } else if let Some(usage) = status.pid.and_then(|pid| usage.get(&pid)) {
                     status.cpu_percent = usage.cpu_percent;
                     status.memory_bytes = Some(usage.rss_bytes);
                 }

@@ -44,6 +44,13 @@ pub(crate) struct Shared {
     pub(crate) changed: Notify,
     /// Waits for dependencies and restarts of dependents.
     pub(crate) deps: crate::deps::Coordinator,
+    /// How processes are contained (a cgroup each, or process groups).
+    pub(crate) containment: crate::cgroup::Containment,
+    /// In the process-group fallback of a daemon: kill what carries a process's owner key when it stops.
+    pub(crate) kill_carriers: bool,
+    /// PIDs of the children the actors spawned and wait for; held locked across a spawn, so that the reaper of
+    /// re-parented strays never reaps a managed child.
+    pub(crate) owned: Arc<Mutex<std::collections::HashSet<u32>>>,
     /// The whitelist and blacklist an untrusted registration's executable is checked against at each start.
     pub(crate) exec_policy: std::sync::RwLock<crate::execcheck::ExecPolicy>,
     /// The event bus of `GET /events`, and the hooks' bound.
@@ -87,8 +94,25 @@ impl Supervisor {
     /// Like [`Supervisor::new`], with the instance's owner secret in the owner key every child carries (the
     /// daemon's, so that only children it started are found by [`Supervisor::orphans`]).
     pub(crate) fn with_owner_secret(config: SupervisorConfig, secret: Option<&str>) -> Supervisor {
+        let containment = crate::cgroup::Containment::ProcessGroup {
+            reason: "a supervisor embedded in a program uses process groups".to_owned(),
+        };
+        Supervisor::with_containment(config, secret, containment, false)
+    }
+
+    /// Like [`Supervisor::with_owner_secret`], containing its processes as `containment` says; `kill_carriers`
+    /// also kills, at a stop, whatever carries a process's owner key (the daemon's process-group fallback).
+    pub(crate) fn with_containment(
+        config: SupervisorConfig,
+        secret: Option<&str>,
+        containment: crate::cgroup::Containment,
+        kill_carriers: bool,
+    ) -> Supervisor {
         let (deps, deps_task) = crate::deps::Coordinator::new();
         let shared = Shared {
+            containment,
+            kill_carriers,
+            owned: Arc::default(),
             owner: crate::orphans::owner_key(&config.paths, secret),
             paths: config.paths,
             keep_runs: config.keep_runs.max(1),
@@ -103,6 +127,12 @@ impl Supervisor {
         let sup = Supervisor { shared: Arc::new(shared), slots: Arc::new(Mutex::new(BTreeMap::new())) };
         tokio::spawn(deps_task.run(Arc::downgrade(&sup.shared), Arc::downgrade(&sup.slots)));
         sup
+    }
+
+    /// The state the process tasks share (for tests that build a task by hand).
+    #[cfg(test)]
+    pub(crate) fn shared(&self) -> &Arc<Shared> {
+        &self.shared
     }
 
     pub(crate) fn assemble(shared: Arc<Shared>, slots: Arc<Mutex<Slots>>) -> Supervisor {
@@ -278,7 +308,10 @@ impl Supervisor {
             .values()
             .filter_map(|slot| {
                 let snapshot = slot.snapshot.borrow();
-                snapshot.entry.state.has_child().then_some(snapshot.entry.pid).flatten()
+                // Processes in a cgroup of their own are read from it (`cgroup_usage`), not from /proc.
+                let in_cgroup = !snapshot.entry.config.partner
+                    && self.shared.containment.dir(&snapshot.entry.config.id).is_some_and(|dir| dir.is_dir());
+                (snapshot.entry.state.has_child() && !in_cgroup).then_some(snapshot.entry.pid).flatten()
             })
             .collect()
     }
@@ -385,6 +418,37 @@ impl Supervisor {
     /// The HTTP client the checks use (pooled connections), for the daemon's own checks.
     pub(crate) fn http(&self) -> &pm_http::HttpClient {
         &self.shared.http
+    }
+
+    /// How processes are contained.
+    pub fn containment(&self) -> &crate::cgroup::Containment {
+        &self.shared.containment
+    }
+
+    /// CPU percent and memory of the running processes that have a cgroup, by id, from their cgroups.
+    pub(crate) fn cgroup_usage(
+        &self,
+        snapshots: &[Snapshot],
+        sampler: &mut crate::cgroup::CpuSampler,
+    ) -> std::collections::HashMap<String, (Option<f32>, u64)> {
+        let mut res = std::collections::HashMap::new();
+        for snapshot in
+            snapshots.iter().filter(|snapshot| snapshot.entry.state.has_child() && !snapshot.entry.config.partner)
+        {
+            let id = &snapshot.entry.config.id;
+            let Some(dir) = self.shared.containment.dir(id) else { return res };
+            if let Some(usage) = sampler.usage(&dir) {
+                res.insert(id.clone(), usage);
+            }
+        }
+        res
+    }
+
+    /// Reaps ended descendants that were re-parented to this monitor (a child subreaper) and are not managed
+    /// processes.
+    pub(crate) fn reap_strays(&self) {
+        let owned = self.shared.owned.lock().expect("owned lock");
+        crate::cgroup::reap_strays(&owned);
     }
 
     /// The bus every change of these processes is published on (`GET /events`).

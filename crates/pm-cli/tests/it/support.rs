@@ -473,6 +473,8 @@ impl Drop for Env {
             }
             std::thread::sleep(Duration::from_millis(20));
         }
+        // The cgroups its monitors made (pass or fail).
+        pm_supervisor::cgroup::remove_for_home(&self.dir);
         let _ = std::fs::remove_dir_all(&self.root);
     }
 }
