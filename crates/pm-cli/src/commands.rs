@@ -19,7 +19,7 @@ pub(crate) fn run(cli: &Cli, instance_id: &str, command: &Command) -> anyhow::Re
     let paths = Paths::resolve(cli.directory.as_deref(), instance_id)?;
     match command {
         Command::List(target) => {
-            let statuses = match remote(target)? {
+            let statuses = match remote(cli, target)? {
                 Some(client) => block_on(client.get_all_status())?,
                 None => {
                     let mut statuses = local(&paths)?.get_all_status()?;
@@ -30,7 +30,7 @@ pub(crate) fn run(cli: &Cli, instance_id: &str, command: &Command) -> anyhow::Re
             print_list(cli.json, &statuses)
         }
         Command::Status(args) => {
-            let status = match remote(&args.target)? {
+            let status = match remote(cli, &args.target)? {
                 Some(client) => block_on(client.get_status(&args.id))?,
                 None => {
                     let mut status = local(&paths)?.get_status(&args.id)?;
@@ -48,7 +48,8 @@ pub(crate) fn run(cli: &Cli, instance_id: &str, command: &Command) -> anyhow::Re
         Command::Deregister(args) => act(cli, &paths, args, Action::Deregister),
         Command::Register(args) => register(cli, &paths, args),
         Command::Logs(args) => logs(&paths, args),
-        Command::Config(args) => config(&paths, args),
+        Command::Config(args) => config(cli, &paths, args),
+        Command::Token(args) => crate::token::run(cli, &paths, args),
         Command::Completions { shell } => {
             let name = if crate::program_name() == "monitor_watcher" { "monitor_watcher" } else { "process_monitor" };
             let mut command = Cli::command().name(name).bin_name(name);
@@ -74,7 +75,7 @@ enum Action {
 
 fn act(cli: &Cli, paths: &Paths, args: &IdArgs, action: Action) -> anyhow::Result<u8> {
     let id = args.id.as_str();
-    let status = match remote(&args.target)? {
+    let status = match remote(cli, &args.target)? {
         Some(client) => block_on(async {
             match action {
                 Action::Start => client.start(id).await.map(Some),
@@ -134,7 +135,7 @@ fn register(cli: &Cli, paths: &Paths, args: &RegisterArgs) -> anyhow::Result<u8>
         None => config_from_flags(args)?,
     };
     let id = config.id.clone();
-    match remote(&args.target)? {
+    match remote(cli, &args.target)? {
         Some(client) => block_on(client.register(config))?,
         None => local(paths)?.register(config)?,
     }
@@ -147,8 +148,8 @@ fn register(cli: &Cli, paths: &Paths, args: &RegisterArgs) -> anyhow::Result<u8>
 }
 
 /// `config get` / `config set`, locally or through the API; prints JSON either way.
-fn config(paths: &Paths, args: &ConfigArgs) -> anyhow::Result<u8> {
-    let remote = remote(&Target { remote: args.remote.clone() })?;
+fn config(cli: &Cli, paths: &Paths, args: &ConfigArgs) -> anyhow::Result<u8> {
+    let remote = remote(cli, &Target { remote: args.remote.clone() })?;
     if let ConfigAction::Set { key, value } = &args.action {
         let update = settings_update(*key, value)?;
         match &remote {
@@ -280,9 +281,13 @@ fn local(paths: &Paths) -> anyhow::Result<ProcessMonitorClient> {
     Ok(ProcessMonitorClient::in_directory(paths.root(), paths.instance_id())?)
 }
 
-fn remote(target: &Target) -> anyhow::Result<Option<RemoteProcessMonitorClient>> {
+fn remote(cli: &Cli, target: &Target) -> anyhow::Result<Option<RemoteProcessMonitorClient>> {
     match &target.remote {
-        Some(url) => Ok(Some(RemoteProcessMonitorClient::new(url)?)),
+        Some(url) => Ok(Some(RemoteProcessMonitorClient::with_options(pm_client::RemoteClientOptions {
+            base_url: url.clone(),
+            token: cli.token.clone().filter(|token| !token.trim().is_empty()),
+            ..pm_client::RemoteClientOptions::default()
+        })?)),
         None => Ok(None),
     }
 }

@@ -168,11 +168,12 @@ fn start_detached(cli: &Cli, paths: &Paths, extra_args: &[&str]) -> anyhow::Resu
             anyhow::bail!("ProcessMonitor {} did not start ({status}): {reason}", paths.instance_id());
         }
         let holds_lock = InstanceLock::holder(paths)?.is_some_and(|holder| holder.pid == pid);
-        if holds_lock
-            && alive_url
-                .as_deref()
-                .is_none_or(|url| http_get(url, Duration::from_millis(500)).is_ok_and(|(status, _)| status == 200))
-        {
+        // Without an aliveness server, the monitor answers once its local socket (or remote API) does.
+        let answers = || match alive_url.as_deref() {
+            Some(url) => http_get(url, Duration::from_millis(500)).is_ok_and(|(status, _)| status == 200),
+            None => read_status(cli, paths, Duration::from_millis(500)).is_some(),
+        };
+        if holds_lock && answers() {
             break;
         }
         if Instant::now() > deadline {
@@ -226,8 +227,14 @@ fn status(cli: &Cli, paths: &Paths) -> anyhow::Result<u8> {
     Ok(code::OK)
 }
 
-/// The instance's status as it answers it itself (see [`status_urls`]); `None` when nothing answers.
+/// The instance's status as it answers it itself: on its unix socket, else at [`status_urls`]; `None` when
+/// nothing answers.
 fn read_status(cli: &Cli, paths: &Paths, timeout: Duration) -> Option<MonitorStatus> {
+    if let Ok(res) = pm_http::blocking_request(&paths.socket_file(), "GET", "/monitor/status", None, timeout) {
+        if let Some(status) = (res.status == 200).then(|| serde_json::from_slice(&res.body).ok()).flatten() {
+            return Some(status);
+        }
+    }
     status_urls(cli, paths).iter().find_map(|url| {
         let (code, body) = http_get(url, timeout).ok()?;
         (code == 200).then(|| serde_json::from_slice::<MonitorStatus>(&body).ok()).flatten()

@@ -5,6 +5,7 @@ mod cli;
 mod commands;
 mod instance;
 mod logging;
+mod token;
 
 use std::process::ExitCode;
 

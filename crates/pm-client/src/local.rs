@@ -10,12 +10,17 @@ use pm_core::{
 };
 use pm_registry::{InstanceLock, LockInfo, Paths, Store};
 
+use crate::remote::{patch_body, process_path};
+use crate::socket::Socket;
 use crate::Error;
 
 /// How long a registry transaction waits for the lock.
 const LOCK_TIMEOUT: Duration = Duration::from_secs(5);
 /// How often a waiting call re-reads the registry.
 const POLL: Duration = Duration::from_millis(20);
+/// Time a socket call may take beyond the wait timeout (the monitor's own stop waits are bounded by the
+/// process's stop timeout).
+const SOCKET_SLACK: Duration = Duration::from_secs(120);
 
 /// Where a [`ProcessMonitorClient`] finds its monitor.
 #[derive(Debug, Clone)]
@@ -27,6 +32,9 @@ pub struct LocalClientOptions {
     /// How long a call that implies an outcome (start, stop, restart) waits for it, on top of the
     /// process's stop timeout.
     pub wait_timeout: Duration,
+    /// Talk to a running monitor through its unix socket `processes_{id}.sock` (default); the registry is used
+    /// when no monitor listens there, or always when this is false.
+    pub use_socket: bool,
 }
 
 impl Default for LocalClientOptions {
@@ -35,6 +43,7 @@ impl Default for LocalClientOptions {
             directory: None,
             instance_id: pm_core::DEFAULT_INSTANCE.to_owned(),
             wait_timeout: Duration::from_secs(10),
+            use_socket: true,
         }
     }
 }
@@ -50,6 +59,7 @@ impl Default for LocalClientOptions {
 pub struct ProcessMonitorClient {
     store: Store,
     wait_timeout: Duration,
+    socket: Option<Socket>,
 }
 
 impl ProcessMonitorClient {
@@ -61,7 +71,10 @@ impl ProcessMonitorClient {
     /// A client of the given folder and instance.
     pub fn with_options(options: &LocalClientOptions) -> Result<ProcessMonitorClient, Error> {
         let paths = Paths::resolve(options.directory.as_deref(), &options.instance_id)?;
-        Ok(ProcessMonitorClient { store: Store::new(paths), wait_timeout: options.wait_timeout })
+        let socket = options
+            .use_socket
+            .then(|| Socket { path: paths.socket_file(), timeout: options.wait_timeout + SOCKET_SLACK });
+        Ok(ProcessMonitorClient { store: Store::new(paths), wait_timeout: options.wait_timeout, socket })
     }
 
     /// A client of `instance_id` in `directory`.
@@ -89,6 +102,11 @@ impl ProcessMonitorClient {
         config.validate()?;
         let mut config = config;
         config.partner = false;
+        let body = serde_json::to_value(&config)
+            .map_err(|err| Error::Invalid(format!("cannot encode the configuration: {err}")))?;
+        if let Some(res) = self.socket_call::<serde_json::Value>("POST", "/processes", Some(body), Some(&config.id)) {
+            return res.map(drop);
+        }
         self.transaction(|registry| {
             if registry.processes.contains_key(&config.id) {
                 return Err(Error::AlreadyExists(config.id.clone()));
@@ -103,6 +121,9 @@ impl ProcessMonitorClient {
     /// this call stops it.
     pub fn deregister(&self, id: &str) -> Result<(), Error> {
         pm_core::validate_process_id(id)?;
+        if let Some(res) = self.socket_call::<serde_json::Value>("DELETE", &process_path(id, "")?, None, Some(id)) {
+            return res.map(drop);
+        }
         if self.monitor()?.is_none() {
             self.stop_directly(id, ProcessState::Stopped)?;
         }
@@ -122,6 +143,9 @@ impl ProcessMonitorClient {
     /// Starts a process (a no-op when it runs) and waits until the monitor has started it. With no monitor
     /// running, the request is stored and the current status returned.
     pub fn start(&self, id: &str) -> Result<ProcessStatus, Error> {
+        if let Some(res) = self.socket_action(id, "start") {
+            return res;
+        }
         let before = self.request(id, PendingAction::Start)?;
         if before.state.has_child() || self.monitor()?.is_none() {
             return Ok(before.status());
@@ -137,6 +161,9 @@ impl ProcessMonitorClient {
     /// Stops a process and waits until it is stopped (with no monitor, stops it directly).
     pub fn stop(&self, id: &str) -> Result<ProcessStatus, Error> {
         pm_core::validate_process_id(id)?;
+        if let Some(res) = self.socket_action(id, "stop") {
+            return res;
+        }
         if self.monitor()?.is_none() {
             return self.stop_directly(id, ProcessState::Stopped);
         }
@@ -150,6 +177,9 @@ impl ProcessMonitorClient {
     /// Stops then starts a process and waits until the new run has begun.
     pub fn restart(&self, id: &str) -> Result<ProcessStatus, Error> {
         pm_core::validate_process_id(id)?;
+        if let Some(res) = self.socket_action(id, "restart") {
+            return res;
+        }
         if self.monitor()?.is_none() {
             self.stop_directly(id, ProcessState::Stopped)?;
             return self.start(id);
@@ -167,12 +197,22 @@ impl ProcessMonitorClient {
     /// The status of one process, as last stored by the monitor.
     pub fn get_status(&self, id: &str) -> Result<ProcessStatus, Error> {
         pm_core::validate_process_id(id)?;
+        if let Some(res) = self.socket_call("GET", &process_path(id, "")?, None, Some(id)) {
+            return res;
+        }
         let registry = self.load()?;
         registry.processes.get(id).map(ProcessEntry::status).ok_or_else(|| Error::NotFound(id.to_owned()))
     }
 
     /// The status of every process, by id.
     pub fn get_all_status(&self) -> Result<BTreeMap<String, ProcessStatus>, Error> {
+        #[derive(serde::Deserialize)]
+        struct List {
+            processes: Vec<ProcessStatus>,
+        }
+        if let Some(res) = self.socket_call::<List>("GET", "/processes", None, None) {
+            return res.map(|list| list.processes.into_iter().map(|status| (status.id.clone(), status)).collect());
+        }
         let registry = self.load()?;
         Ok(registry.processes.iter().map(|(id, entry)| (id.clone(), entry.status())).collect())
     }
@@ -185,6 +225,11 @@ impl ProcessMonitorClient {
 
     /// Enables a process.
     pub fn enable(&self, id: &str) -> Result<(), Error> {
+        pm_core::validate_process_id(id)?;
+        if let Some(res) = self.socket_call::<serde_json::Value>("POST", &process_path(id, "/enable")?, None, Some(id))
+        {
+            return res.map(drop);
+        }
         self.update_entry(id, |entry| {
             entry.config.enabled = true;
             if entry.state == ProcessState::Disabled {
@@ -195,6 +240,11 @@ impl ProcessMonitorClient {
 
     /// Disables a process; it is stopped (by the monitor, or by this call when no monitor runs).
     pub fn disable(&self, id: &str) -> Result<(), Error> {
+        pm_core::validate_process_id(id)?;
+        if let Some(res) = self.socket_call::<serde_json::Value>("POST", &process_path(id, "/disable")?, None, Some(id))
+        {
+            return res.map(drop);
+        }
         let running = self.monitor()?.is_some();
         if !running {
             self.stop_directly(id, ProcessState::Disabled)?;
@@ -213,6 +263,13 @@ impl ProcessMonitorClient {
 
     /// Changes whether a process starts with the monitor.
     pub fn set_autostart(&self, id: &str, autostart: bool) -> Result<(), Error> {
+        pm_core::validate_process_id(id)?;
+        let body = serde_json::json!({ "autostart": autostart });
+        if let Some(res) =
+            self.socket_call::<serde_json::Value>("PUT", &process_path(id, "/autostart")?, Some(body), Some(id))
+        {
+            return res.map(drop);
+        }
         self.update_entry(id, |entry| entry.config.autostart = autostart)
     }
 
@@ -258,7 +315,50 @@ impl ProcessMonitorClient {
 
     /// Applies one settings change.
     pub fn update_settings(&self, update: SettingsUpdate) -> Result<(), Error> {
+        let (path, body) = match &update {
+            SettingsUpdate::RemoteAccess(patch) => ("/config/remote-access", patch_body(patch)?),
+            SettingsUpdate::TrustedHosts(hosts) => {
+                ("/config/trusted-hosts", serde_json::json!({ "trustedHosts": hosts }))
+            }
+            SettingsUpdate::ExecutableWhitelist(patterns) => {
+                ("/config/executable-whitelist", serde_json::json!({ "patterns": patterns }))
+            }
+            SettingsUpdate::ExecutableBlacklist(patterns) => {
+                ("/config/executable-blacklist", serde_json::json!({ "patterns": patterns }))
+            }
+            SettingsUpdate::StandaloneMode(enabled) => {
+                ("/config/standalone-mode", serde_json::json!({ "enabled": enabled }))
+            }
+            SettingsUpdate::PartnerDiscovery(patch) => ("/config/partner-discovery", patch_body(patch)?),
+        };
+        if let Some(res) = self.socket_call::<serde_json::Value>("PUT", path, Some(body), None) {
+            return res.map(drop);
+        }
         self.transaction(|registry| update.apply(registry).map_err(Error::from))
+    }
+
+    /// One call through the monitor's socket; `None` when no monitor listens there (or the socket is not used).
+    fn socket_call<T: serde::de::DeserializeOwned>(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<serde_json::Value>,
+        id: Option<&str>,
+    ) -> Option<Result<T, Error>> {
+        self.socket.as_ref()?.call(method, path, body, id)
+    }
+
+    /// `start`, `stop` or `restart` through the socket, answering the status afterwards.
+    fn socket_action(&self, id: &str, action: &str) -> Option<Result<ProcessStatus, Error>> {
+        let path = match process_path(id, &format!("/{action}")) {
+            Ok(path) => path,
+            Err(err) => return Some(Err(err)),
+        };
+        let res = self.socket_call::<serde_json::Value>("POST", &path, None, Some(id))?;
+        Some(res.and_then(|_| match self.socket_call("GET", &process_path(id, "")?, None, Some(id)) {
+            Some(res) => res,
+            None => self.get_status(id),
+        }))
     }
 
     fn load(&self) -> Result<Registry, Error> {

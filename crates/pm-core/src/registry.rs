@@ -472,9 +472,21 @@ pub struct RemoteAccessConfig {
     /// Glob patterns it must not match.
     #[serde(default)]
     pub executable_blacklist: Vec<String>,
+    /// TCP peers need a valid bearer token whatever their address (additive; default off, so the guide's
+    /// address-based model stays the default). The address rules then only narrow further.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub require_token: bool,
+    /// Users other than the monitor's own and root that may use the unix socket API, by name or numeric uid
+    /// (additive; default none). Naming any makes the socket file mode 0666; the peer's credentials decide.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub socket_users: Vec<String>,
     /// Keys this version does not know, kept on rewrite.
     #[serde(flatten)]
     pub extra: serde_json::Map<String, serde_json::Value>,
+}
+
+fn is_false(value: &bool) -> bool {
+    !*value
 }
 
 impl RemoteAccessConfig {
@@ -522,11 +534,15 @@ impl RemoteAccessConfig {
             (&mut self.allow_remote_disable, patch.allow_remote_disable),
             (&mut self.allow_remote_autostart, patch.allow_remote_autostart),
             (&mut self.allow_remote_monitor_restart, patch.allow_remote_monitor_restart),
+            (&mut self.require_token, patch.require_token),
         ];
         for (field, value) in pairs {
             if let Some(value) = value {
                 *field = value;
             }
+        }
+        if let Some(users) = &patch.socket_users {
+            self.socket_users = users.clone();
         }
         Ok(())
     }
@@ -548,6 +564,8 @@ impl Default for RemoteAccessConfig {
             allow_remote_monitor_restart: false,
             executable_whitelist: Vec::new(),
             executable_blacklist: Vec::new(),
+            require_token: false,
+            socket_users: Vec::new(),
             extra: serde_json::Map::new(),
         }
     }
@@ -566,6 +584,12 @@ pub struct RemoteAccessPatch {
     pub allow_remote_disable: Option<bool>,
     pub allow_remote_autostart: Option<bool>,
     pub allow_remote_monitor_restart: Option<bool>,
+    /// TCP peers need a bearer token (see [`RemoteAccessConfig::require_token`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub require_token: Option<bool>,
+    /// Other users allowed on the unix socket (see [`RemoteAccessConfig::socket_users`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub socket_users: Option<Vec<String>>,
     /// The keys below are part of what `GET /config/remote-access` answers but are changed elsewhere (their own
     /// endpoints, or the registry for the port and address). They are accepted when they repeat the current value,
     /// so the whole object read by `GET` can be edited and sent back; a different value is refused, naming the

@@ -85,6 +85,28 @@ impl HttpClient {
         body: Option<Vec<u8>>,
         timeout: Duration,
     ) -> Result<HttpResponse, Error> {
+        self.request_with(method, url, body, timeout, &[]).await
+    }
+
+    /// [`HttpClient::request`] with extra request headers (`("authorization", "Bearer ...")`); a header name or
+    /// value that is not valid HTTP is an [`Error::InvalidUrl`] naming it, without its value.
+    pub async fn request_with(
+        &self,
+        method: Method,
+        url: &str,
+        body: Option<Vec<u8>>,
+        timeout: Duration,
+        headers: &[(&str, &str)],
+    ) -> Result<HttpResponse, Error> {
+        let mut extra = Vec::with_capacity(headers.len());
+        for (name, value) in headers {
+            let invalid =
+                || Error::InvalidUrl { url: url.to_owned(), reason: format!("invalid value for header {name}") };
+            let name = hyper::header::HeaderName::from_bytes(name.as_bytes()).map_err(|_| invalid())?;
+            let mut value = HeaderValue::from_str(value).map_err(|_| invalid())?;
+            value.set_sensitive(true);
+            extra.push((name, value));
+        }
         let uri = parse_url(url)?;
         let targets = connect_targets(&uri, url)?;
         let json = body.is_some();
@@ -104,6 +126,9 @@ impl HttpClient {
                 }
                 if json {
                     builder = builder.header(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+                }
+                for (name, value) in &extra {
+                    builder = builder.header(name, value);
                 }
                 let request = builder
                     .body(body.clone())

@@ -14,7 +14,8 @@
 //! - Every socket, server side and client side, has `TCP_NODELAY`, and every response is sent whole with a
 //!   `Content-Length`. Request bodies are size-limited, request heads have a read timeout, connections are
 //!   bounded ([`ServerConfig`]).
-//! - Remote API trust comes from the TCP peer address only, never from a header.
+//! - Remote API trust comes from the TCP peer address (or the unix socket peer's credentials), never from a
+//!   header; a bearer token ([`auth`]) only narrows what an address may do, and another site's page is refused.
 //!
 //! With the `test-support` feature (for test suites only), the module `testing` holds test doubles: a fake
 //! [`ControlPlane`] and a fixed monitor status.
@@ -57,6 +58,7 @@
 
 mod aliveness;
 mod api;
+pub mod auth;
 mod client;
 mod control;
 mod error;
@@ -67,11 +69,13 @@ mod names;
 mod server;
 #[cfg(feature = "test-support")]
 pub mod testing;
+mod unix;
 
 pub use aliveness::spawn_aliveness;
-pub use api::spawn_remote_api;
+pub use api::{spawn_remote_api, spawn_remote_api_with, spawn_unix_api, ApiOptions};
 pub use client::{check_health, HttpClient, HttpResponse};
 pub use control::ControlPlane;
 pub use error::Error;
 pub use helper::{AlivenessCallback, AlivenessServerHelper};
 pub use server::{bind, ServerConfig, ServerHandle};
+pub use unix::{bind_unix, blocking_exchange, blocking_request, connect_unix, UnixResponse, UnixServerHandle};

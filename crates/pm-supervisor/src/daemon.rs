@@ -226,7 +226,11 @@ async fn run_locked(config: DaemonConfig) -> Result<Exit, Error> {
         }
     }
 
-    let mut servers = Servers::default();
+    let mut servers = Servers {
+        tokens_file: Some(paths.tokens_file()),
+        socket_file: Some(paths.socket_file()),
+        ..Servers::default()
+    };
     if aliveness_server.enabled {
         let addr = socket_addr(&aliveness_server.bind_address, aliveness_server.port)?;
         let listener = pm_http::bind(addr).map_err(|source| Error::Bind {
@@ -242,6 +246,7 @@ async fn run_locked(config: DaemonConfig) -> Result<Exit, Error> {
         servers.aliveness = Some(handle);
     }
     servers.ensure_remote(&monitor, config.remote_bind.as_deref()).await?;
+    servers.ensure_socket(&monitor);
 
     let writer = {
         let monitor = monitor.clone();
@@ -302,6 +307,7 @@ async fn run_locked(config: DaemonConfig) -> Result<Exit, Error> {
                     if let Err(err) = servers.ensure_remote(&monitor, config.remote_bind.as_deref()).await {
                         tracing::error!("{err}");
                     }
+                    servers.ensure_socket(&monitor);
                     let every = partner_interval(&monitor);
                     if every != partner_every {
                         partner_every = every;
@@ -321,6 +327,7 @@ async fn run_locked(config: DaemonConfig) -> Result<Exit, Error> {
     tracing::info!(restart, "shutting down");
     writer.abort();
     servers.shutdown_remote().await;
+    servers.shutdown_socket().await;
     let entries = if restart {
         servers.shutdown_aliveness().await;
         sup.shutdown(|_| true).await
@@ -417,6 +424,12 @@ fn socket_addr(bind: &str, port: u16) -> Result<SocketAddr, Error> {
 struct Servers {
     aliveness: Option<ServerHandle>,
     remote: Option<(ServerHandle, SocketAddr)>,
+    /// The unix-socket API and the mode of its file.
+    unix: Option<(pm_http::UnixServerHandle, u32)>,
+    /// `processes_{id}.tokens.json`.
+    tokens_file: Option<PathBuf>,
+    /// `processes_{id}.sock`.
+    socket_file: Option<PathBuf>,
 }
 
 impl Servers {
@@ -446,7 +459,8 @@ impl Servers {
             }
             Err(source) => return Err(Error::Bind { what: "remote API", addr: addr.to_string(), source }),
         };
-        let handle = pm_http::spawn_remote_api(listener, monitor.clone(), ServerConfig::default())
+        let options = pm_http::ApiOptions { tokens: self.tokens_file.clone().map(pm_http::auth::TokenStore::new) };
+        let handle = pm_http::spawn_remote_api_with(listener, monitor.clone(), ServerConfig::default(), options)
             .map_err(|source| Error::Bind { what: "remote API", addr: addr.to_string(), source })?;
         tracing::info!("remote API on {}", handle.local_addr());
         monitor.ports.write().expect("ports").1 = Some(handle.local_addr().port());
@@ -454,8 +468,45 @@ impl Servers {
         Ok(())
     }
 
+    /// Starts the unix-socket API if it does not run, and keeps its file's mode in line with the settings: 0600
+    /// (owner only), or 0666 when `socketUsers` names other users (their credentials then decide). A socket that
+    /// cannot be made is logged, not fatal: clients then use the registry.
+    fn ensure_socket(&mut self, monitor: &Arc<Monitor>) {
+        let Some(path) = self.socket_file.clone() else { return };
+        let others = !monitor.settings.read().expect("settings").remote_access.socket_users.is_empty();
+        let mode = if others { 0o666 } else { 0o600 };
+        match &mut self.unix {
+            Some((_, current)) if *current == mode => {}
+            Some((handle, current)) => {
+                use std::os::unix::fs::PermissionsExt;
+                match std::fs::set_permissions(handle.path(), std::fs::Permissions::from_mode(mode)) {
+                    Ok(()) => *current = mode,
+                    Err(err) => tracing::error!("cannot set the mode of {}: {err}", handle.path().display()),
+                }
+            }
+            None => {
+                let started = pm_http::bind_unix(&path, mode).and_then(|listener| {
+                    pm_http::spawn_unix_api(listener, path.clone(), monitor.clone(), ServerConfig::default())
+                });
+                match started {
+                    Ok(handle) => {
+                        tracing::info!("local API on {}", path.display());
+                        self.unix = Some((handle, mode));
+                    }
+                    Err(err) => tracing::error!("cannot serve the local API on {}: {err}", path.display()),
+                }
+            }
+        }
+    }
+
     async fn shutdown_remote(&mut self) {
         if let Some((handle, _)) = self.remote.take() {
+            handle.shutdown().await;
+        }
+    }
+
+    async fn shutdown_socket(&mut self) {
+        if let Some((handle, _)) = self.unix.take() {
             handle.shutdown().await;
         }
     }
