@@ -89,7 +89,8 @@ fn act(cli: &Cli, paths: &Paths, args: &IdArgs, action: Action) -> anyhow::Resul
         .map(|state| format!("{state}")),
         None => {
             let client = local(paths)?;
-            let not_running = client.monitor()?.is_none();
+            // A lock this user cannot read (another user on the socket) says nothing; the socket call decides.
+            let not_running = matches!(client.monitor(), Ok(None));
             let res = match action {
                 Action::Start => Some(client.start(id)?.state.to_string()),
                 Action::Stop => Some(client.stop(id)?.state.to_string()),

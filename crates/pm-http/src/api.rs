@@ -298,7 +298,12 @@ impl<C: ControlPlane> ApiState<C> {
             }
         }
         let needed = auth::needed_scope(req.method(), matches!(route, Route::Action(..)));
-        if let Err(res) = access.permits(needed, route.process_id()) {
+        let target = match (&route, route.process_id()) {
+            (_, Some(id)) => auth::Target::Process(id),
+            (Route::Processes, None) if req.method() == Method::POST => auth::Target::InBody,
+            _ => auth::Target::Monitor,
+        };
+        if let Err(res) = access.permits(needed, target) {
             return res;
         }
         let ip = match &access {
@@ -466,7 +471,7 @@ impl<C: ControlPlane> Ctx<'_, C> {
         if let Err(Error::InvalidId { reason, .. }) = validate_process_id(&config.id) {
             return json_error(StatusCode::BAD_REQUEST, &format!("Missing or invalid field: id ({reason})"));
         }
-        if let Err(res) = self.peer.access.permits(auth::Scope::Admin, Some(&config.id)) {
+        if let Err(res) = self.peer.access.permits(auth::Scope::Admin, auth::Target::Process(&config.id)) {
             return res;
         }
         if let Err(err) = config.validate() {

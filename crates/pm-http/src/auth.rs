@@ -369,17 +369,18 @@ impl Access {
         self.grant().is_some_and(|grant| !grant.covers(id))
     }
 
-    /// Checks the token's scope against an endpoint needing `needed`, acting on `target` (a process id; `None`
-    /// for endpoints about the monitor as a whole, which a token limited to processes may only read). The error
-    /// is the 403 to send. Requests without a token pass: the address rules decide for them.
+    /// Checks the token's scope against an endpoint needing `needed`, acting on `target` (endpoints about the
+    /// monitor as a whole a token limited to processes may only read). The error is the 403 to send. Requests
+    /// without a token pass: the address rules decide for them.
     // The error is the response to send, made only on refusal; boxing it would cost every caller an unbox.
     #[allow(clippy::result_large_err)]
-    pub(crate) fn permits(&self, needed: Scope, target: Option<&str>) -> Result<(), HttpResponse> {
+    pub(crate) fn permits(&self, needed: Scope, target: Target<'_>) -> Result<(), HttpResponse> {
         let Some(grant) = self.grant() else { return Ok(()) };
         let in_scope = grant.scope >= needed
             && match target {
-                Some(id) => grant.covers(id),
-                None => grant.processes.is_empty() || needed == Scope::Read,
+                Target::Process(id) => grant.covers(id),
+                Target::Monitor => grant.processes.is_empty() || needed == Scope::Read,
+                Target::InBody => true,
             };
         if in_scope {
             Ok(())
@@ -388,6 +389,17 @@ impl Access {
             Err(json_error(StatusCode::FORBIDDEN, "Not permitted for this token"))
         }
     }
+}
+
+/// What a request acts on, for a token limited to processes.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Target<'a> {
+    /// This process.
+    Process(&'a str),
+    /// The monitor as a whole (its status, settings, restart, the list).
+    Monitor,
+    /// A process named in the body (registration): checked again once the body is read.
+    InBody,
 }
 
 /// Users allowed on the socket: the monitor's own (effective) user, root, and the users named in `socketUsers`
