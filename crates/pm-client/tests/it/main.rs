@@ -5,4 +5,5 @@
 mod discover;
 mod remote;
 mod retries;
+mod socket;
 mod support;
