@@ -53,6 +53,14 @@ pub struct Cli {
     #[arg(long, value_name = "ADDR")]
     pub bind: Option<String>,
 
+    /// PEM certificate chain: serve the remote API over TLS (builds with the `tls` feature only).
+    #[arg(long, value_name = "FILE", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+
+    /// PEM private key for `--tls-cert`.
+    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+
     /// Log run folders kept per process, and monitor log files kept.
     #[arg(long, value_name = "N", default_value_t = 10)]
     pub keep_logs: usize,

@@ -91,6 +91,10 @@ fn run_here(cli: &Cli, paths: &Paths) -> anyhow::Result<u8> {
         resume: cli.resume,
         keep_runs: cli.keep_logs,
         lock_timeout: Duration::from_secs(5),
+        tls: match (&cli.tls_cert, &cli.tls_key) {
+            (Some(cert), Some(key)) => Some((cert.clone(), key.clone())),
+            _ => None,
+        },
     };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)

@@ -48,7 +48,12 @@ impl Default for LocalClientOptions {
     }
 }
 
-/// The local, file-based client.
+/// The local client.
+///
+/// While a monitor listens on its unix socket `processes_{id}.sock`, the calls that act (register, deregister,
+/// start, stop, restart, enable, disable, autostart, settings changes) and the status reads go through it, as the
+/// monitor's HTTP API (it answers once the action is done); otherwise (and with
+/// [`LocalClientOptions::use_socket`] off) the registry is used as follows.
 ///
 /// Every call is one short transaction on the registry under its lock. The monitor notices the edit within
 /// a fraction of a second and acts; `start`, `stop` and `restart` wait (bounded) for the outcome. With no

@@ -1221,6 +1221,27 @@ mod tests {
     }
 
     #[test]
+    fn authentication_keys_are_additive() {
+        // Omitted while at their defaults, so files and answers stay as the guide's.
+        let default = serde_json::to_value(RemoteAccessConfig::default()).unwrap();
+        assert!(default.get("requireToken").is_none() && default.get("socketUsers").is_none(), "{default}");
+        let mut remote = RemoteAccessConfig::default();
+        let patch: RemoteAccessPatch =
+            serde_json::from_value(json!({"requireToken": true, "socketUsers": ["alice", "1001"]})).unwrap();
+        remote.apply(&patch).unwrap();
+        assert!(remote.require_token);
+        assert_eq!(remote.socket_users, ["alice", "1001"]);
+        let value = serde_json::to_value(&remote).unwrap();
+        assert_eq!(
+            (value["requireToken"].clone(), value["socketUsers"].clone()),
+            (json!(true), json!(["alice", "1001"]))
+        );
+        let back: RemoteAccessConfig = serde_json::from_value(value).unwrap();
+        assert_eq!(back, remote);
+        assert!(serde_json::from_value::<RemoteAccessPatch>(json!({"requireToken": "yes"})).is_err());
+    }
+
+    #[test]
     fn remote_access_patch_json() {
         let patch: RemoteAccessPatch =
             serde_json::from_value(json!({"allowRemoteStop": false, "allowRemoteMonitorRestart": true})).unwrap();

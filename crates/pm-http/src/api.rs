@@ -92,6 +92,25 @@ pub fn spawn_remote_api_with<C: ControlPlane>(
     server::spawn(listener, Arc::new(RemoteApi { state: Arc::new(state) }), config)
 }
 
+/// [`spawn_remote_api_with`] over TLS (feature `tls`): the same API and rules; a browser's own origin is then
+/// `https://` and the `Host`.
+#[cfg(feature = "tls")]
+pub fn spawn_remote_api_tls<C: ControlPlane>(
+    listener: std::net::TcpListener,
+    control: Arc<C>,
+    config: ServerConfig,
+    options: ApiOptions,
+    tls: crate::tls::TlsConfig,
+) -> std::io::Result<ServerHandle> {
+    let state = ApiState {
+        control,
+        names: NameResolver::new(),
+        body_timeout: config.header_read_timeout,
+        tokens: options.tokens,
+    };
+    crate::tls::spawn_tls(listener, Arc::new(RemoteApi { state: Arc::new(state) }), config, tls)
+}
+
 /// Serves the same API on a unix socket (which [`crate::bind_unix`] can make), driving `control`.
 ///
 /// The peer's credentials (`SO_PEERCRED`) decide: the monitor's own user, root and the users named in
@@ -262,6 +281,13 @@ impl<C: ControlPlane> RemoteApi<C> {
 impl<C: ControlPlane> server::Handler for RemoteApi<C> {
     async fn call(&self, req: HttpRequest, peer: SocketAddr) -> HttpResponse {
         self.call_with(req, Transport::Tcp { ip: normalize_ip(peer.ip()), tls: false }).await
+    }
+}
+
+#[cfg(feature = "tls")]
+impl<C: ControlPlane> crate::tls::TlsHandler for RemoteApi<C> {
+    async fn call_tls(&self, req: HttpRequest, peer: SocketAddr) -> HttpResponse {
+        self.call_with(req, Transport::Tcp { ip: normalize_ip(peer.ip()), tls: true }).await
     }
 }
 

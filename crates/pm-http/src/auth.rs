@@ -473,9 +473,12 @@ pub(crate) enum Browser {
     CrossSite,
 }
 
-/// Classifies a request by its `Origin` and `Sec-Fetch-Site` headers. The monitor's own origin is
-/// `http://` (or `https://` over TLS) followed by the request's `Host`.
+/// Classifies a request by its `Origin` and `Sec-Fetch-Site` headers. The monitor's own origin is `http://` or
+/// `https://` followed by the request's `Host` (with or without the scheme's default port): only the monitor
+/// serves on that host and port, whichever scheme a page (or a TLS proxy in front) used. `tls` says which scheme
+/// this connection has; either is accepted.
 pub(crate) fn browser(headers: &HeaderMap, tls: bool) -> Browser {
+    let _ = tls;
     let fetch_site = headers.get_all("sec-fetch-site").iter().any(|value| {
         value.to_str().map_or(true, |value| {
             let value = value.trim();
@@ -493,15 +496,15 @@ pub(crate) fn browser(headers: &HeaderMap, tls: bool) -> Browser {
     let mut hosts = headers.get_all(HOST).iter();
     let (Some(host), None) = (hosts.next(), hosts.next()) else { return Browser::CrossSite };
     let (Ok(origin), Ok(host)) = (origin.to_str(), host.to_str()) else { return Browser::CrossSite };
-    let scheme = if tls { "https://" } else { "http://" };
     let host = host.trim();
-    let default_port = if tls { ":443" } else { ":80" };
-    let own = |candidate: &str| {
-        origin.eq_ignore_ascii_case(&format!("{scheme}{candidate}"))
-            || origin.eq_ignore_ascii_case(&format!("{scheme}{candidate}{default_port}"))
+    let own = |scheme: &str, default_port: &str| {
+        let bare = host.strip_suffix(default_port).unwrap_or(host);
+        [host, bare].iter().any(|candidate| {
+            origin.eq_ignore_ascii_case(&format!("{scheme}{candidate}"))
+                || origin.eq_ignore_ascii_case(&format!("{scheme}{candidate}{default_port}"))
+        })
     };
-    let host_without_default = host.strip_suffix(default_port).unwrap_or(host);
-    if !host.is_empty() && (own(host) || own(host_without_default)) {
+    if !host.is_empty() && (own("http://", ":80") || own("https://", ":443")) {
         Browser::SameOrigin
     } else {
         Browser::CrossSite
@@ -606,7 +609,11 @@ mod tests {
         check(&[("host", "localhost:80"), ("origin", "http://localhost")], false, Browser::SameOrigin);
         check(&[("host", "localhost"), ("origin", "http://localhost:80")], false, Browser::SameOrigin);
         check(&[("host", "mon:19881"), ("origin", "https://mon:19881")], true, Browser::SameOrigin);
-        check(&[("host", "mon:19881"), ("origin", "https://mon:19881")], false, Browser::CrossSite);
+        check(&[("host", "mon:19881"), ("origin", "https://mon:19881")], false, Browser::SameOrigin);
+        check(&[("host", "mon:443"), ("origin", "https://mon")], false, Browser::SameOrigin);
+        check(&[("host", "mon:19881"), ("origin", "https://mon:19882")], true, Browser::CrossSite);
+        check(&[("host", "mon:19881"), ("origin", "ftp://mon:19881")], false, Browser::CrossSite);
+        check(&[("host", "mon"), ("origin", "http://mon.evil")], false, Browser::CrossSite);
         check(&[("host", "127.0.0.1:19881"), ("origin", "http://evil.example")], false, Browser::CrossSite);
         check(&[("host", "127.0.0.1:19881"), ("origin", "null")], false, Browser::CrossSite);
         check(&[("origin", "http://127.0.0.1:19881")], false, Browser::CrossSite);

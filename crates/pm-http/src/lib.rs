@@ -69,13 +69,19 @@ mod names;
 mod server;
 #[cfg(feature = "test-support")]
 pub mod testing;
+#[cfg(feature = "tls")]
+mod tls;
 mod unix;
 
 pub use aliveness::spawn_aliveness;
+#[cfg(feature = "tls")]
+pub use api::spawn_remote_api_tls;
 pub use api::{spawn_remote_api, spawn_remote_api_with, spawn_unix_api, ApiOptions};
 pub use client::{check_health, HttpClient, HttpResponse};
 pub use control::ControlPlane;
 pub use error::Error;
 pub use helper::{AlivenessCallback, AlivenessServerHelper};
 pub use server::{bind, ServerConfig, ServerHandle};
+#[cfg(feature = "tls")]
+pub use tls::TlsConfig;
 pub use unix::{bind_unix, blocking_exchange, blocking_request, connect_unix, UnixResponse, UnixServerHandle};

@@ -43,6 +43,9 @@ pub struct DaemonConfig {
     pub keep_runs: usize,
     /// How long to wait for the instance lock.
     pub lock_timeout: Duration,
+    /// PEM certificate chain and private key: serve the remote API over TLS (only with the `tls` feature;
+    /// without it the daemon refuses to start when this is set).
+    pub tls: Option<(PathBuf, PathBuf)>,
 }
 
 /// How the daemon ended.
@@ -227,6 +230,7 @@ async fn run_locked(config: DaemonConfig) -> Result<Exit, Error> {
     }
 
     let mut servers = Servers {
+        tls: load_tls(config.tls.as_ref())?,
         tokens_file: Some(paths.tokens_file()),
         socket_file: Some(paths.socket_file()),
         ..Servers::default()
@@ -430,6 +434,33 @@ struct Servers {
     tokens_file: Option<PathBuf>,
     /// `processes_{id}.sock`.
     socket_file: Option<PathBuf>,
+    /// The certificate and key of the remote API, when it serves TLS.
+    tls: Option<Tls>,
+}
+
+#[cfg(feature = "tls")]
+type Tls = pm_http::TlsConfig;
+#[cfg(not(feature = "tls"))]
+type Tls = std::convert::Infallible;
+
+/// Loads the TLS certificate and key; without the `tls` feature, asking for TLS is an error.
+fn load_tls(files: Option<&(PathBuf, PathBuf)>) -> Result<Option<Tls>, Error> {
+    let Some((cert, key)) = files else { return Ok(None) };
+    #[cfg(feature = "tls")]
+    {
+        pm_http::TlsConfig::from_pem_files(cert, key)
+            .map(Some)
+            .map_err(|err| Error::Core(CoreError::InvalidField(format!("TLS: {err}"))))
+    }
+    #[cfg(not(feature = "tls"))]
+    {
+        Err(Error::Core(CoreError::InvalidField(format!(
+            "--tls-cert {} / --tls-key {}: this build has no TLS; build with `--features tls` or put a reverse \
+             proxy in front (see docs/authentication.md)",
+            cert.display(),
+            key.display()
+        ))))
+    }
 }
 
 impl Servers {
@@ -460,8 +491,16 @@ impl Servers {
             Err(source) => return Err(Error::Bind { what: "remote API", addr: addr.to_string(), source }),
         };
         let options = pm_http::ApiOptions { tokens: self.tokens_file.clone().map(pm_http::auth::TokenStore::new) };
-        let handle = pm_http::spawn_remote_api_with(listener, monitor.clone(), ServerConfig::default(), options)
-            .map_err(|source| Error::Bind { what: "remote API", addr: addr.to_string(), source })?;
+        let spawned = match &self.tls {
+            #[cfg(feature = "tls")]
+            Some(tls) => {
+                pm_http::spawn_remote_api_tls(listener, monitor.clone(), ServerConfig::default(), options, tls.clone())
+            }
+            #[cfg(not(feature = "tls"))]
+            Some(never) => match *never {},
+            None => pm_http::spawn_remote_api_with(listener, monitor.clone(), ServerConfig::default(), options),
+        };
+        let handle = spawned.map_err(|source| Error::Bind { what: "remote API", addr: addr.to_string(), source })?;
         tracing::info!("remote API on {}", handle.local_addr());
         monitor.ports.write().expect("ports").1 = Some(handle.local_addr().port());
         self.remote = Some((handle, addr));

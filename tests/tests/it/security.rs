@@ -378,10 +378,11 @@ fn forwarding_headers_and_browsers_do_not_grant_trust() {
         assert_eq!(res.status, 403, "{headers:?}: {}", res.text());
         assert_eq!(snapshot(&site), before, "{headers:?}");
     }
-    // A web page in a browser on a trusted host acts for the page, not for the host's user.
+    // A web page in a browser on a trusted host acts for the page, not for the host's user: another site's page
+    // is refused outright (issue 21 item 1).
     let before = snapshot(&site);
     let res = call_with(&site, TRUSTED, "PUT", "/config/standalone-mode", &[("Origin", "http://evil.example")], &body);
-    assert_eq!((res.status, res.error().as_str()), (403, "Configuration changes require trusted host"));
+    assert_eq!((res.status, res.error().as_str()), (403, "Cross-site requests are refused"));
     assert_eq!(snapshot(&site), before);
     // Trust follows the settings and the TCP peer only: with 10.9.9.9 the only trusted host (a pattern; it is
     // never contacted), 127.0.0.1 is refused as well.

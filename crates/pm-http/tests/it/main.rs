@@ -8,3 +8,4 @@ mod metrics;
 mod security;
 mod server;
 mod support;
+mod tls;
