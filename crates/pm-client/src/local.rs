@@ -18,9 +18,12 @@ use crate::Error;
 const LOCK_TIMEOUT: Duration = Duration::from_secs(5);
 /// How often a waiting call re-reads the registry.
 const POLL: Duration = Duration::from_millis(20);
-/// Time a socket call may take beyond the wait timeout (the monitor's own stop waits are bounded by the
-/// process's stop timeout).
-const SOCKET_SLACK: Duration = Duration::from_secs(120);
+/// Time a socket call may take beyond the wait timeout (and, for calls that stop a process, its stop timeout).
+const SOCKET_SLACK: Duration = Duration::from_secs(5);
+/// Time a read through the socket may take before the registry is read instead.
+const READ_TIMEOUT: Duration = Duration::from_secs(3);
+/// The stop timeout assumed when the registry cannot be read (another user on the socket).
+const UNKNOWN_STOP_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// Where a [`ProcessMonitorClient`] finds its monitor.
 #[derive(Debug, Clone)]
@@ -76,9 +79,7 @@ impl ProcessMonitorClient {
     /// A client of the given folder and instance.
     pub fn with_options(options: &LocalClientOptions) -> Result<ProcessMonitorClient, Error> {
         let paths = Paths::resolve(options.directory.as_deref(), &options.instance_id)?;
-        let socket = options
-            .use_socket
-            .then(|| Socket { path: paths.socket_file(), timeout: options.wait_timeout + SOCKET_SLACK });
+        let socket = options.use_socket.then(|| Socket { path: paths.socket_file() });
         Ok(ProcessMonitorClient { store: Store::new(paths), wait_timeout: options.wait_timeout, socket })
     }
 
@@ -126,7 +127,8 @@ impl ProcessMonitorClient {
     /// this call stops it.
     pub fn deregister(&self, id: &str) -> Result<(), Error> {
         pm_core::validate_process_id(id)?;
-        if let Some(res) = self.socket_call::<serde_json::Value>("DELETE", &process_path(id, "")?, None, Some(id)) {
+        let path = process_path(id, "")?;
+        if let Some(res) = self.socket_call_stopping::<serde_json::Value>("DELETE", &path, Some(id)) {
             return res.map(drop);
         }
         if self.monitor()?.is_none() {
@@ -246,8 +248,8 @@ impl ProcessMonitorClient {
     /// Disables a process; it is stopped (by the monitor, or by this call when no monitor runs).
     pub fn disable(&self, id: &str) -> Result<(), Error> {
         pm_core::validate_process_id(id)?;
-        if let Some(res) = self.socket_call::<serde_json::Value>("POST", &process_path(id, "/disable")?, None, Some(id))
-        {
+        let path = process_path(id, "/disable")?;
+        if let Some(res) = self.socket_call_stopping::<serde_json::Value>("POST", &path, Some(id)) {
             return res.map(drop);
         }
         let running = self.monitor()?.is_some();
@@ -350,7 +352,30 @@ impl ProcessMonitorClient {
         body: Option<serde_json::Value>,
         id: Option<&str>,
     ) -> Option<Result<T, Error>> {
-        self.socket.as_ref()?.call(method, path, body, id)
+        let socket = self.socket.as_ref()?;
+        if method == "GET" {
+            // A read falls back to the registry also when the monitor accepts but does not answer in time (stopped
+            // or stuck): the registry holds what it last stored.
+            return match socket.call(method, path, body, id, READ_TIMEOUT)? {
+                Err(Error::Transport { .. }) => None,
+                other => Some(other),
+            };
+        }
+        socket.call(method, path, body, id, self.wait_timeout + SOCKET_SLACK)
+    }
+
+    /// A socket call that may stop process `id`: it may take the process's stop timeout on top.
+    fn socket_call_stopping<T: serde::de::DeserializeOwned>(
+        &self,
+        method: &str,
+        path: &str,
+        id: Option<&str>,
+    ) -> Option<Result<T, Error>> {
+        let socket = self.socket.as_ref()?;
+        let stop = id
+            .and_then(|id| self.load().ok()?.processes.get(id).map(|entry| entry.config.stop_timeout_ms()))
+            .map_or(UNKNOWN_STOP_TIMEOUT, Duration::from_millis);
+        socket.call(method, path, None, id, self.wait_timeout + stop + SOCKET_SLACK)
     }
 
     /// `start`, `stop` or `restart` through the socket, answering the status afterwards.
@@ -359,7 +384,10 @@ impl ProcessMonitorClient {
             Ok(path) => path,
             Err(err) => return Some(Err(err)),
         };
-        let res = self.socket_call::<serde_json::Value>("POST", &path, None, Some(id))?;
+        let res = match action {
+            "start" => self.socket_call::<serde_json::Value>("POST", &path, None, Some(id))?,
+            _ => self.socket_call_stopping::<serde_json::Value>("POST", &path, Some(id))?,
+        };
         Some(res.and_then(|_| match self.socket_call("GET", &process_path(id, "")?, None, Some(id)) {
             Some(res) => res,
             None => self.get_status(id),

@@ -16,19 +16,19 @@ use crate::Error;
 #[derive(Debug, Clone)]
 pub(crate) struct Socket {
     pub(crate) path: PathBuf,
-    /// Time allowed for each read and write of one call (the monitor bounds its own waits).
-    pub(crate) timeout: Duration,
 }
 
 impl Socket {
     /// One call: `None` when no monitor listens on the socket (nothing was sent; use the registry), else the
-    /// parsed 2xx answer or the error its status maps to. `id` names the process concerned, if any.
+    /// parsed 2xx answer or the error its status maps to. `id` names the process concerned, if any; `timeout`
+    /// bounds each read and write (a monitor that accepts but never answers costs at most that).
     pub(crate) fn call<T: DeserializeOwned>(
         &self,
         method: &str,
         path: &str,
         body: Option<Value>,
         id: Option<&str>,
+        timeout: Duration,
     ) -> Option<Result<T, Error>> {
         let stream = pm_http::connect_unix(&self.path).ok()?;
         let body = body.map(|value| value.to_string().into_bytes());
@@ -36,7 +36,7 @@ impl Socket {
             url: format!("unix:{}{path}", self.path.display()),
             message: err.to_string(),
         };
-        let res = match pm_http::blocking_exchange(stream, method, path, body.as_deref(), self.timeout) {
+        let res = match pm_http::blocking_exchange(stream, method, path, body.as_deref(), timeout) {
             Ok(res) => res,
             Err(err) => return Some(Err(transport(err))),
         };

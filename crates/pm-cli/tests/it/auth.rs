@@ -163,3 +163,18 @@ fn tokens_made_by_the_cli_open_the_remote_api_when_required() {
     assert_eq!(out.code, 1, "{out:?}");
     assert!(out.stderr.contains("--expires"), "{out:?}");
 }
+
+#[test]
+fn reads_do_not_hang_on_a_monitor_that_accepts_but_does_not_answer() {
+    let env = Env::new();
+    let pid = env.start_daemon();
+    env.ok(&["register", "--id", "sl", "--command", "/bin/sleep", "--no-autostart", "--", "600"]);
+    // Stopped: the kernel still accepts connections on its socket, but nothing answers.
+    crate::support::signal(pid, libc::SIGSTOP);
+    let started = Instant::now();
+    let list = env.json(&["list"]);
+    let took = started.elapsed();
+    crate::support::signal(pid, libc::SIGCONT);
+    assert_eq!(list["processes"][0]["id"], "sl", "the registry answered: {list}");
+    assert!(took < Duration::from_secs(10), "took {took:?}");
+}
