@@ -57,9 +57,14 @@ fn the_socket_at_a_path_longer_than_a_socket_address_serves_the_cli() {
     assert_eq!(list["processes"][0]["id"], "sl", "{list}");
 }
 
-/// Runs the CLI as another user.
+/// Runs the CLI as another user, from a copy in the test's folder (the build folder may not be open to others).
 fn run_as_other(env: &Env, args: &[&str]) -> Out {
-    let mut command = std::process::Command::new(BIN);
+    let bin = env.root.join("process_monitor-copy");
+    if !bin.exists() {
+        std::fs::copy(BIN, &bin).unwrap();
+        std::fs::set_permissions(&bin, std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    let mut command = std::process::Command::new(&bin);
     command
         .arg("--directory")
         .arg(&env.dir)
