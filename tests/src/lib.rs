@@ -153,6 +153,18 @@ impl Home {
         });
     }
 
+    /// Registers on `instance` a process that takes `secs` seconds to stop after SIGTERM (it finishes its work,
+    /// then exits 0), with a stop timeout of `stop_ms`; marked like [`Home::add_sleeper`] (not counted in starts).
+    pub fn add_slow_stopper(&self, instance: &str, id: &str, secs: u32, stop_ms: u64) {
+        let mut config = ProcessConfig::new(id, id, "/bin/sh");
+        let script = format!("trap 'sleep {secs}; exit 0' TERM; while :; do sleep 0.2; done");
+        config.args = vec!["-c".to_owned(), script, self.marker(id)];
+        config.stop_timeout_ms = Some(stop_ms);
+        self.edit(instance, |registry| {
+            registry.processes.insert(id.to_owned(), ProcessEntry::new(config, Timestamp::now()));
+        });
+    }
+
     /// The argument that marks the process `id` of this home (to count its copies in /proc).
     pub fn marker(&self, id: &str) -> String {
         format!("pm-e2e-marker-{id}-{}", self.dir.file_name().unwrap().to_string_lossy())

@@ -122,6 +122,18 @@ pub enum Command {
     Config(ConfigArgs),
     /// Make, list or revoke bearer tokens of the remote API (kept as hashes in processes_{id}.tokens.json).
     Token(TokenArgs),
+    /// Print the JSON Schema of stack files (for editor completion; see docs/stack-file.md).
+    Schema,
+    /// Show what applying a stack file would change: processes added, removed, changed key by key, and
+    /// which of them restart.
+    Diff(StackArgs),
+    /// Make the registry match a stack file (restarting only processes whose command, args, environment or
+    /// working directory changed).
+    Apply(ApplyArgs),
+    /// Apply a stack file, then show its processes' output until Ctrl-C, which stops them.
+    Up(UpArgs),
+    /// Stop and remove the processes a stack file created.
+    Down(StackFileArg),
     /// Print a shell completion script.
     Completions {
         /// bash, zsh, fish, elvish or powershell.
@@ -298,4 +310,45 @@ pub enum TokenAction {
         /// Its name.
         name: String,
     },
+}
+
+/// The stack file.
+#[derive(Debug, Args)]
+pub struct StackFileArg {
+    /// The stack file (TOML, or JSON when it ends in .json).
+    #[arg(short = 'f', long = "file", value_name = "FILE", default_value = "stack.toml")]
+    pub file: PathBuf,
+}
+
+/// `diff -f FILE`.
+#[derive(Debug, Args)]
+pub struct StackArgs {
+    #[command(flatten)]
+    pub file: StackFileArg,
+    /// Also remove the processes this file created and no longer lists.
+    #[arg(long)]
+    pub prune: bool,
+    /// Take over processes of the same id registered outside this file (otherwise an error).
+    #[arg(long)]
+    pub adopt: bool,
+}
+
+/// `apply -f FILE`.
+#[derive(Debug, Args)]
+pub struct ApplyArgs {
+    #[command(flatten)]
+    pub stack: StackArgs,
+    /// Show what would change and change nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+}
+
+/// `up -f FILE`.
+#[derive(Debug, Args)]
+pub struct UpArgs {
+    #[command(flatten)]
+    pub stack: StackArgs,
+    /// Leave the processes to the monitor and return once they are started.
+    #[arg(short = 'd', long)]
+    pub detach: bool,
 }

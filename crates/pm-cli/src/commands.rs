@@ -50,6 +50,14 @@ pub(crate) fn run(cli: &Cli, instance_id: &str, command: &Command) -> anyhow::Re
         Command::Logs(args) => logs(&paths, args),
         Command::Config(args) => config(cli, &paths, args),
         Command::Token(args) => crate::token::run(cli, &paths, args),
+        Command::Schema => {
+            println!("{}", serde_json::to_string_pretty(&crate::stack::schema())?);
+            Ok(code::OK)
+        }
+        Command::Diff(args) => crate::stack::diff(cli, &paths, args),
+        Command::Apply(args) => crate::stack::apply(cli, &paths, args),
+        Command::Up(args) => crate::stack::up(cli, &paths, args),
+        Command::Down(args) => crate::stack::down(cli, &paths, args),
         Command::Completions { shell } => {
             let name = if crate::program_name() == "monitor_watcher" { "monitor_watcher" } else { "process_monitor" };
             let mut command = Cli::command().name(name).bin_name(name);
@@ -278,7 +286,7 @@ fn add_local_figures<'a>(statuses: impl Iterator<Item = &'a mut ProcessStatus>) 
     }
 }
 
-fn local(paths: &Paths) -> anyhow::Result<ProcessMonitorClient> {
+pub(crate) fn local(paths: &Paths) -> anyhow::Result<ProcessMonitorClient> {
     Ok(ProcessMonitorClient::in_directory(paths.root(), paths.instance_id())?)
 }
 

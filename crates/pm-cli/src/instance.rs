@@ -289,28 +289,50 @@ fn stop(cli: &Cli, paths: &Paths) -> anyhow::Result<u8> {
         return Ok(code::NOT_RUNNING);
     };
     let registry = load_registry(paths)?;
-    let running = registry.processes.values().filter(|entry| entry.state.has_child() && !entry.config.partner).count();
+    let children = crate::stopping::children(&registry);
+    let running = children.len();
+    // A shutdown already under way (another --stop, a signal) is waited for, not hurried: a second signal
+    // would only cut it short and leave processes running.
+    let already_stopping = read_status(cli, paths, Duration::from_secs(1))
+        .is_some_and(|status| status.pid == holder.pid && status.state == pm_core::MonitorState::Stopping);
     let discovery = &registry.partner_discovery;
     let via_partner = match discovery.partner_instance_id.as_deref() {
+        Some(_) if already_stopping => false,
         Some(partner_id) => stop_through_partner(cli, paths, partner_id, &holder, discovery.check_interval_ms)?,
         None => false,
     };
-    if !via_partner {
+    if already_stopping {
+        eprintln!("ProcessMonitor {} (pid {}) is already stopping; waiting for it", paths.instance_id(), holder.pid);
+    } else if !via_partner {
         signal(holder.pid, libc::SIGTERM)?;
     }
-    wait_released(paths, &holder, Duration::from_secs(90))?;
+    wait_released(paths, &holder, crate::stopping::stop_wait(&registry))?;
+    let left = crate::stopping::left_running(children, load_registry(paths).ok().as_ref());
     if cli.json {
-        println!(
-            "{}",
-            serde_json::json!({"instanceId": paths.instance_id(), "pid": holder.pid, "stopped": true, "processesStopped": running})
-        );
-    } else {
+        let mut out = serde_json::json!({"instanceId": paths.instance_id(), "pid": holder.pid, "stopped": true,
+            "processesStopped": running.saturating_sub(left.len())});
+        if !left.is_empty() {
+            let left_ids: Vec<&str> = left.iter().map(|child| child.id.as_str()).collect();
+            out["processesLeftRunning"] = serde_json::json!(left_ids);
+        }
+        println!("{out}");
+    } else if left.is_empty() {
         println!(
             "ProcessMonitor {} (pid {}) stopped; {running} running process(es) were stopped with it{}",
             paths.instance_id(),
             holder.pid,
             if via_partner { "; its partner will not restart it" } else { "" }
         );
+    }
+    if !left.is_empty() {
+        let list: Vec<String> = left.iter().map(|child| format!("{} (pid {})", child.id, child.pid)).collect();
+        eprintln!(
+            "ProcessMonitor {} (pid {}) exited, but these processes are still running: {}",
+            paths.instance_id(),
+            holder.pid,
+            list.join(", ")
+        );
+        return Ok(code::ERROR);
     }
     Ok(code::OK)
 }

@@ -5,6 +5,8 @@ mod cli;
 mod commands;
 mod instance;
 mod logging;
+mod stack;
+mod stopping;
 mod token;
 
 use std::process::ExitCode;

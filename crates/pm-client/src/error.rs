@@ -29,6 +29,15 @@ pub enum Error {
         /// Why it failed.
         message: String,
     },
+    /// The monitor took the request (or may have) but did not answer in time: it is running but slow, or the
+    /// request is still being carried out (a stop waiting for its process). Not "monitor not running".
+    #[error("ProcessMonitor at {url} did not answer within {}s; it may still be carrying the request out", .after.as_secs_f64())]
+    Timeout {
+        /// What was called.
+        url: String,
+        /// The deadline of the last attempt.
+        after: std::time::Duration,
+    },
     /// The monitor answered with an unexpected status.
     #[error("ProcessMonitor answered {status}: {message}")]
     Server {

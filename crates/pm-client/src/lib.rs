@@ -64,4 +64,4 @@ mod socket;
 pub use discover::{DiscoverOptions, Subnet};
 pub use error::Error;
 pub use local::{LocalClientOptions, ProcessMonitorClient};
-pub use remote::{RemoteClientOptions, RemoteProcessMonitorClient};
+pub use remote::{RemoteClientOptions, RemoteProcessMonitorClient, STOP_MARGIN};

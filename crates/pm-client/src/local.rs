@@ -123,6 +123,61 @@ impl ProcessMonitorClient {
         })
     }
 
+    /// Registers a process like [`ProcessMonitorClient::register`], storing `keys` beside its configuration in
+    /// the entry (additive keys such as a stack file's `stackFile` mark; the monitor keeps them on rewrite).
+    /// Keys that are configuration or runtime fields of the entry are refused.
+    pub fn register_with_keys(
+        &self,
+        config: ProcessConfig,
+        keys: serde_json::Map<String, serde_json::Value>,
+    ) -> Result<(), Error> {
+        config.validate()?;
+        check_extra_keys(&keys)?;
+        let mut config = config;
+        config.partner = false;
+        self.transaction(|registry| {
+            if registry.processes.contains_key(&config.id) {
+                return Err(Error::AlreadyExists(config.id.clone()));
+            }
+            let mut entry = ProcessEntry::new(config.clone(), Timestamp::now());
+            entry.extra = keys;
+            registry.processes.insert(config.id.clone(), entry);
+            Ok(())
+        })
+    }
+
+    /// Replaces the configuration of a registered process, keeping its runtime fields (PID, state, counters),
+    /// and sets the additive entry `keys` (a `null` value removes one). A running monitor takes the new
+    /// configuration up without restarting the process: command, arguments, environment and working directory
+    /// apply from its next start. `enabled` is left as it is (use [`ProcessMonitorClient::enable`] and
+    /// [`ProcessMonitorClient::disable`]); the partner entry cannot be changed this way.
+    pub fn update_config(
+        &self,
+        config: ProcessConfig,
+        keys: serde_json::Map<String, serde_json::Value>,
+    ) -> Result<(), Error> {
+        config.validate()?;
+        check_extra_keys(&keys)?;
+        self.transaction(|registry| {
+            let entry = registry.processes.get_mut(&config.id).ok_or_else(|| Error::NotFound(config.id.clone()))?;
+            if entry.config.partner {
+                return Err(Error::Invalid(format!("{}: the partner entry is managed by the monitor", config.id)));
+            }
+            let enabled = entry.config.enabled;
+            entry.config = config;
+            entry.config.enabled = enabled;
+            entry.config.partner = false;
+            for (key, value) in keys {
+                if value.is_null() {
+                    entry.extra.remove(&key);
+                } else {
+                    entry.extra.insert(key, value);
+                }
+            }
+            Ok(())
+        })
+    }
+
     /// Removes a process and returns once it no longer runs: a running monitor stops it, and with no monitor
     /// this call stops it.
     pub fn deregister(&self, id: &str) -> Result<(), Error> {
@@ -481,5 +536,20 @@ impl ProcessMonitorClient {
             });
         }
         Ok(status)
+    }
+}
+
+/// Refuses additive entry keys that would shadow a field of the entry (configuration or runtime): such a key
+/// does not come back as an additive key when the entry is written and read again.
+fn check_extra_keys(keys: &serde_json::Map<String, serde_json::Value>) -> Result<(), Error> {
+    let mut probe = ProcessEntry::new(ProcessConfig::new("probe", "probe", "probe"), Timestamp::now());
+    probe.extra = keys.clone();
+    let back = serde_json::to_value(&probe).and_then(serde_json::from_value::<ProcessEntry>);
+    match back {
+        Ok(back) if back.extra == *keys => Ok(()),
+        _ => {
+            let names: Vec<&str> = keys.keys().map(String::as_str).collect();
+            Err(Error::Invalid(format!("{} would shadow a field of the entry", names.join(", "))))
+        }
     }
 }

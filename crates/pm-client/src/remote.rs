@@ -26,6 +26,7 @@ pub struct RemoteClientOptions {
     /// `http://host:port` of the monitor's remote API (a trailing `/` is ignored; `https` is not supported).
     pub base_url: String,
     /// Time allowed for one attempt of one call: connecting, sending and reading the whole answer (default 5 s).
+    /// Calls that may stop a process get the process's `stopTimeoutMs` plus [`STOP_MARGIN`] on top.
     pub timeout: Duration,
     /// Further attempts after a transport failure (default 2). See [`RemoteProcessMonitorClient`] for which
     /// failures are retried.
@@ -70,20 +71,27 @@ impl Default for RemoteClientOptions {
 ///
 /// Errors: 404 is [`Error::NotFound`], 400 `Process is disabled` is [`Error::Disabled`], any other 400 is
 /// [`Error::Invalid`], 403 is [`Error::PermissionDenied`], 409 is [`Error::AlreadyExists`], 503 is
-/// [`Error::Busy`], any other non-2xx status (or a 2xx body that does not parse) is [`Error::Server`], and a
-/// monitor that cannot be reached in time is [`Error::Transport`].
+/// [`Error::Busy`], any other non-2xx status (or a 2xx body that does not parse) is [`Error::Server`], a
+/// monitor that cannot be reached is [`Error::Transport`], and one that does not answer in time is
+/// [`Error::Timeout`].
 ///
 /// Retries: only transport failures are retried, up to [`RemoteClientOptions::retries`] times, with
 /// [`RemoteClientOptions::retry_delay`] in between; so one call takes at most
-/// `(retries + 1) * timeout + retries * retry_delay`. `GET`, `PUT` and `DELETE` are retried on any transport
+/// `(retries + 1) * timeout + retries * retry_delay` (with the longer attempt deadline below for calls that may stop
+/// a process, after the `GET` that reads it). `GET`, `PUT` and `DELETE` are retried on any transport
 /// failure (connection refused or reset, timeout, body cut short). A `POST` (register, start, stop, restart,
 /// enable, disable, restart the monitor) is not idempotent, so it is retried only when the TCP connection could
 /// not be opened at all (refused, unreachable, connect timeout), that is when nothing was sent; once a connection
 /// was made, the request may have reached the monitor and is not sent again.
 ///
-/// # Caveats
-/// A `DELETE` whose answer was lost is sent again, and the monitor then answers [`Error::NotFound`] although the
-/// first attempt deregistered the process.
+/// Deadlines: calls that may stop a process (stop, restart, disable, deregister) first read the process's
+/// `stopTimeoutMs` (`GET /processes/{id}`), and their attempt is allowed [`RemoteClientOptions::timeout`] plus
+/// that stop timeout plus [`STOP_MARGIN`], since the monitor answers once the process has stopped. A call whose
+/// answer does not come in time is [`Error::Timeout`] (the monitor is there but slow), not
+/// [`Error::Transport`] (it could not be reached).
+///
+/// A `DELETE` whose answer was lost is sent again; if the retry finds the process gone ([`Error::NotFound`]) the
+/// first attempt deregistered it, and the call succeeds.
 #[derive(Debug, Clone)]
 pub struct RemoteProcessMonitorClient {
     http: pm_http::HttpClient,
@@ -129,6 +137,9 @@ impl Method {
 struct ProcessList {
     processes: Vec<ProcessStatus>,
 }
+
+/// Added to a process's stop timeout in the deadline of a call that may stop it.
+pub const STOP_MARGIN: Duration = Duration::from_secs(5);
 
 #[derive(Deserialize)]
 struct StateReply {
@@ -211,7 +222,13 @@ impl RemoteProcessMonitorClient {
     /// Stops (if needed) and removes a process (`DELETE /processes/{id}`).
     pub async fn deregister(&self, id: &str) -> Result<(), Error> {
         let path = process_path(id, "")?;
-        let _: Value = self.call(Method::Delete, &path, None, Some(id)).await?;
+        let timeout = self.stop_deadline(id).await?;
+        let (res, resent) = self.exchange(Method::Delete, &path, None, timeout).await?;
+        // A retry after an attempt that may have gone through finds the process gone: that attempt removed it.
+        if res.status == 404 && resent {
+            return Ok(());
+        }
+        let _: Value = parse_answer(res, &path, Some(id))?;
         Ok(())
     }
 
@@ -240,7 +257,8 @@ impl RemoteProcessMonitorClient {
     /// Disables (and so stops) a process (`POST /processes/{id}/disable`).
     pub async fn disable(&self, id: &str) -> Result<(), Error> {
         let path = process_path(id, "/disable")?;
-        let _: Value = self.call(Method::Post, &path, None, Some(id)).await?;
+        let timeout = self.stop_deadline(id).await?;
+        let _: Value = self.call_within(Method::Post, &path, None, Some(id), timeout).await?;
         Ok(())
     }
 
@@ -330,8 +348,17 @@ impl RemoteProcessMonitorClient {
 
     async fn act(&self, id: &str, action: &str) -> Result<ProcessState, Error> {
         let path = process_path(id, &format!("/{action}"))?;
-        let res: StateReply = self.call(Method::Post, &path, None, Some(id)).await?;
+        let timeout = if action == "start" { self.timeout } else { self.stop_deadline(id).await? };
+        let res: StateReply = self.call_within(Method::Post, &path, None, Some(id), timeout).await?;
         Ok(res.state)
+    }
+
+    /// The deadline of one attempt of a call that may stop process `id`: the client's timeout plus the process's
+    /// stop timeout (read from the monitor; the default 10 s when it does not say) plus [`STOP_MARGIN`].
+    async fn stop_deadline(&self, id: &str) -> Result<Duration, Error> {
+        let status = self.get_status(id).await?;
+        let stop = Duration::from_millis(status.stop_timeout_ms.unwrap_or(ProcessConfig::DEFAULT_STOP_TIMEOUT_MS));
+        Ok(self.timeout + stop + STOP_MARGIN)
     }
 
     async fn get_patterns(&self, path: &str) -> Result<Vec<String>, Error> {
@@ -354,24 +381,35 @@ impl RemoteProcessMonitorClient {
         body: Option<Value>,
         id: Option<&str>,
     ) -> Result<T, Error> {
-        let body = body.map(|value| value.to_string().into_bytes());
-        let res = self.exchange(method, path, body).await?;
-        if !res.is_success() {
-            return Err(status_error(res.status, &res.body, id));
-        }
-        serde_json::from_slice(&res.body)
-            .map_err(|err| Error::Server { status: res.status, message: format!("unexpected answer to {path}: {err}") })
+        self.call_within(method, path, body, id, self.timeout).await
     }
 
-    /// Sends one request, retrying transport failures as the type's documentation says.
+    /// [`Self::call`] with `timeout` for each attempt.
+    async fn call_within<T: DeserializeOwned>(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<Value>,
+        id: Option<&str>,
+        timeout: Duration,
+    ) -> Result<T, Error> {
+        let body = body.map(|value| value.to_string().into_bytes());
+        let (res, _) = self.exchange(method, path, body, timeout).await?;
+        parse_answer(res, path, id)
+    }
+
+    /// Sends one request, retrying transport failures as the type's documentation says; answers the response
+    /// and whether an earlier attempt may have reached the monitor (it failed after the connection was made).
     async fn exchange(
         &self,
         method: Method,
         path: &str,
         body: Option<Vec<u8>>,
-    ) -> Result<pm_http::HttpResponse, Error> {
+        timeout: Duration,
+    ) -> Result<(pm_http::HttpResponse, bool), Error> {
         let url = format!("{}{path}", self.base_url);
         let mut attempt = 0;
+        let mut resent = false;
         loop {
             // `HttpClient::request` takes hyper's `Method`; parsing the name lets that type be inferred, so this
             // crate needs no dependency on hyper (the four names always parse).
@@ -379,13 +417,14 @@ impl RemoteProcessMonitorClient {
                 method.as_str().parse().map_err(|_| Error::Invalid(format!("HTTP method {}", method.as_str())))?;
             let headers: Vec<(&str, &str)> =
                 self.authorization.as_ref().map(|value| ("authorization", &*value.0)).into_iter().collect();
-            let err = match self.http.request_with(http_method, &url, body.clone(), self.timeout, &headers).await {
-                Ok(res) => return Ok(res),
+            let err = match self.http.request_with(http_method, &url, body.clone(), timeout, &headers).await {
+                Ok(res) => return Ok((res, resent)),
                 Err(err) => err,
             };
             if attempt >= self.retries || !may_retry(method, &err) {
                 return Err(transport_error(&url, err));
             }
+            resent |= !matches!(&err, pm_http::Error::Request { reason, .. } if connect_failed(reason));
             attempt += 1;
             tracing::debug!(%url, attempt, "retrying after a transport failure: {err}");
             tokio::time::sleep(self.retry_delay).await;
@@ -410,9 +449,19 @@ fn connect_failed(reason: &str) -> bool {
     reason.contains("client error (Connect)")
 }
 
+/// A 2xx answer parsed as `T`, or the error of any other status.
+fn parse_answer<T: DeserializeOwned>(res: pm_http::HttpResponse, path: &str, id: Option<&str>) -> Result<T, Error> {
+    if !res.is_success() {
+        return Err(status_error(res.status, &res.body, id));
+    }
+    serde_json::from_slice(&res.body)
+        .map_err(|err| Error::Server { status: res.status, message: format!("unexpected answer to {path}: {err}") })
+}
+
 fn transport_error(url: &str, err: pm_http::Error) -> Error {
     match err {
         pm_http::Error::InvalidUrl { url, reason } => Error::Invalid(format!("URL {url}: {reason}")),
+        pm_http::Error::Timeout { timeout, .. } => Error::Timeout { url: url.to_owned(), after: timeout },
         pm_http::Error::Request { reason, .. } | pm_http::Error::Body { reason, .. } => {
             Error::Transport { url: url.to_owned(), message: reason }
         }

@@ -306,6 +306,7 @@ impl ProcessEntry {
             restarts_total: None,
             check_failures_total: None,
             last_check_ms: None,
+            stop_timeout_ms: Some(self.config.stop_timeout_ms()),
         }
     }
 }

@@ -134,6 +134,10 @@ pub struct ProcessStatus {
     /// Duration of the last aliveness or startup check in milliseconds (additive field).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_check_ms: Option<f64>,
+    /// The stop timeout in force (SIGTERM to SIGKILL), in milliseconds: how long a stop, restart, disable or
+    /// deregister of this process may take; clients size their deadline by it (additive field).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stop_timeout_ms: Option<u64>,
 }
 
 /// Whether the monitor is serving or on its way out.
@@ -257,6 +261,7 @@ mod tests {
             restarts_total: None,
             check_failures_total: None,
             last_check_ms: None,
+            stop_timeout_ms: None,
         };
         let value = serde_json::to_value(&status).unwrap();
         assert_eq!(

@@ -67,8 +67,11 @@ pub(crate) enum Cmd {
     Restart(Reply<ProcessState>),
     SetEnabled(bool, Reply<()>),
     SetAutostart(bool, Reply<()>),
-    /// A configuration read from the registry (a local client's edit); not stored back.
-    UpdateConfig(Box<ProcessConfig>),
+    /// A configuration read from the registry (a local client's edit); not stored back. `base` is the revision
+    /// of the fields the task changes itself that the edit was read against (`None`: apply it whatever came
+    /// since): a field the task changed after that keeps the task's value, so an older reading never undoes a
+    /// newer change.
+    UpdateConfig(Box<ProcessConfig>, Option<ConfigRevs>),
     /// Take over a running process (used for a partner monitor that came up on its own).
     Adopt {
         pid: u32,
@@ -193,6 +196,14 @@ impl Actor {
                         self.record_exit(&info);
                         self.entry.state = ProcessState::Stopped;
                         self.publish();
+                    } else if !leave_running
+                        && matches!(self.entry.state, ProcessState::Retrying | ProcessState::Crashed)
+                    {
+                        // A clean stop ends the wait for a retry as well: the next boot starts the process only if
+                        // it is autostart, like any stopped one.
+                        self.retry_at = None;
+                        self.entry.state = ProcessState::Stopped;
+                        self.publish();
                     }
                     let _ = done.send(self.entry.clone());
                     return;
@@ -201,7 +212,7 @@ impl Actor {
                 Event::Exited(info) => self.on_unrequested_exit(info).await,
                 Event::RetryDue => {
                     self.retry_at = None;
-                    self.spawn_now();
+                    self.spawn_now().await;
                 }
                 Event::ResetDue => {
                     self.reset_at = None;
@@ -261,6 +272,14 @@ impl Actor {
         }
         if let Begin::MonitorStart { boot } = begin {
             if let Some(pid) = pm_registry::pid::live_pid_of(entry) {
+                if entry.config.partner && self.partner_stopping(pid).await {
+                    self.entry.pid = None;
+                    self.entry.last_error = Some(format!("partner (pid {pid}) was shutting down; not adopted"));
+                    self.entry.state = ProcessState::Stopped;
+                    self.publish();
+                    return;
+                }
+                let entry = &self.entry;
                 let was_stopping = entry.state == ProcessState::Stopping;
                 self.adopt(pid, entry.pid_start_time);
                 if was_stopping {
@@ -277,6 +296,9 @@ impl Actor {
                     self.schedule_restart();
                     return;
                 }
+                // At a boot (the last monitor stopped cleanly) a wait for a retry is not carried on: the process
+                // starts only if it is autostart (an older monitor left `retrying` in the file at a clean stop).
+                ProcessState::Retrying if boot => self.entry.state = ProcessState::Stopped,
                 ProcessState::Retrying => {
                     self.entry.pid = None;
                     self.schedule_retry_at_current_attempt();
@@ -295,14 +317,14 @@ impl Actor {
             let never_started = self.entry.last_started_at.is_none() && self.entry.last_stopped_at.is_none();
             if self.entry.config.autostart && (boot || never_started) {
                 self.entry.restart_attempts = 0;
-                self.spawn_now();
+                self.spawn_now().await;
             } else {
                 self.publish();
             }
             return;
         }
         if self.entry.config.autostart {
-            self.spawn_now();
+            self.spawn_now().await;
         } else {
             self.publish();
         }
@@ -311,7 +333,7 @@ impl Actor {
     async fn handle(&mut self, cmd: Cmd) {
         match cmd {
             Cmd::Start(reply) => {
-                let res = self.start();
+                let res = self.start().await;
                 let _ = reply.send(res);
             }
             Cmd::Stop(reply) => {
@@ -324,7 +346,7 @@ impl Actor {
                     return;
                 }
                 self.stop().await;
-                let _ = reply.send(self.start());
+                let _ = reply.send(self.start().await);
             }
             Cmd::SetEnabled(enabled, reply) => {
                 self.set_enabled(enabled).await;
@@ -338,10 +360,20 @@ impl Actor {
                 self.publish();
                 let _ = reply.send(Ok(()));
             }
-            Cmd::UpdateConfig(config) => {
-                let enabled = config.enabled;
+            Cmd::UpdateConfig(config, base) => {
                 let mut config = *config;
+                let base = base.unwrap_or(self.config_rev);
+                let enabled =
+                    if base.enabled == self.config_rev.enabled { config.enabled } else { self.entry.config.enabled };
+                if base.autostart != self.config_rev.autostart {
+                    config.autostart = self.entry.config.autostart;
+                }
                 config.enabled = self.entry.config.enabled;
+                if config.aliveness_check != self.entry.config.aliveness_check {
+                    // Failures of the old check (a partner that moved to another port, say) do not count
+                    // against the new one.
+                    self.entry.consecutive_failures = 0;
+                }
                 self.entry.config = config;
                 if enabled != self.entry.config.enabled {
                     self.set_enabled(enabled).await;
@@ -358,7 +390,7 @@ impl Actor {
         }
     }
 
-    fn start(&mut self) -> Result<ProcessState, Error> {
+    async fn start(&mut self) -> Result<ProcessState, Error> {
         if !self.entry.config.enabled {
             return Err(Error::Disabled(self.entry.config.id.clone()));
         }
@@ -368,7 +400,7 @@ impl Actor {
         self.retry_at = None;
         self.entry.restart_attempts = 0;
         self.entry.last_error = None;
-        self.spawn_now();
+        self.spawn_now().await;
         Ok(self.entry.state)
     }
 
@@ -456,11 +488,7 @@ impl Actor {
             }
         };
         // The leader is gone; give the rest of its group the remaining grace, then kill it.
-        let mut pause = Duration::from_millis(10);
-        while Instant::now() < deadline && pm_registry::pid::group_alive(pgid) {
-            tokio::time::sleep(pause).await;
-            pause = (pause * 2).min(Duration::from_millis(100));
-        }
+        crate::groupwait::wait_group_gone(pgid, deadline).await;
         if os::group_exists(pgid) {
             os::signal_group(pgid, libc::SIGKILL);
         }
@@ -481,9 +509,20 @@ impl Actor {
 
     /// Spawns the process now (state `starting`, or `running` without startup checks); a failure to spawn
     /// goes down the crash path with the reason kept on the entry.
-    fn spawn_now(&mut self) {
+    async fn spawn_now(&mut self) {
         if self.entry.config.partner {
             if let Some((pid, start_time)) = self.shared.live_partner(&self.entry.config.id) {
+                if self.partner_stopping(pid).await {
+                    // Shutting down (a `--stop` or a self-restart): adopting it would take its exit for a crash
+                    // and undo the stop. Left alone; a partner that comes back is adopted by the partner check.
+                    tracing::info!(process = %self.entry.config.id, pid, "the partner is shutting down; not adopted");
+                    self.retry_at = None;
+                    self.entry.pid = None;
+                    self.entry.last_error = Some(format!("partner (pid {pid}) was shutting down; not adopted"));
+                    self.entry.state = ProcessState::Stopped;
+                    self.publish();
+                    return;
+                }
                 self.adopt(pid, start_time);
                 return;
             }
@@ -550,6 +589,20 @@ impl Actor {
                 }
             }
         }
+    }
+
+    /// Whether the partner instance `pid` (holding its lock) reports itself stopping on its `/status`.
+    async fn partner_stopping(&self, pid: u32) -> bool {
+        let Some(url) = self
+            .entry
+            .config
+            .aliveness_check
+            .as_ref()
+            .and_then(|check| crate::partner::status_url_of_check(&check.url))
+        else {
+            return false;
+        };
+        crate::partner::reported_state(&self.shared.http, &url, pid).await == Some(pm_core::MonitorState::Stopping)
     }
 
     /// The newest run folder of this process (where an adopted process is logging).

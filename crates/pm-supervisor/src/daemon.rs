@@ -89,8 +89,8 @@ pub struct Daemon;
 
 impl Daemon {
     /// Runs the monitor until a signal stops it or it restarts itself. Must run on a multi-threaded tokio
-    /// runtime. SIGTERM and SIGINT stop it (a second one forces an exit that leaves the children running);
-    /// SIGHUP restarts it in place.
+    /// runtime. SIGTERM and SIGINT stop it (a further SIGTERM while it stops changes nothing; a second SIGINT
+    /// forces an exit that leaves the children running); SIGHUP restarts it in place.
     pub async fn run(config: DaemonConfig) -> Result<Exit, Error> {
         let paths = config.paths.clone();
         let lock = {
@@ -338,10 +338,15 @@ async fn run_locked(config: DaemonConfig) -> Result<Exit, Error> {
     } else {
         let shutdown = sup.shutdown(|entry| entry.config.partner);
         tokio::pin!(shutdown);
-        tokio::select! {
-            entries = &mut shutdown => entries,
-            _ = sigterm.recv() => force_exit(),
-            _ = sigint.recv() => force_exit(),
+        loop {
+            tokio::select! {
+                entries = &mut shutdown => break entries,
+                // Another `--stop` (or a service manager repeating itself): the same shutdown goes on; cutting it
+                // short would leave the processes still stopping running unsupervised.
+                _ = sigterm.recv() => tracing::info!("SIGTERM during the shutdown: already stopping, carrying on"),
+                // A second Ctrl-C in a terminal is a deliberate "exit now".
+                _ = sigint.recv() => force_exit(),
+            }
         }
     };
     if let Err(err) = monitor.flush_entries(entries, !restart).await {
@@ -384,7 +389,7 @@ fn bind_hint(err: &std::io::Error) -> &'static str {
 }
 
 fn force_exit() -> ! {
-    tracing::warn!("second signal: exiting at once; processes still stopping are left running");
+    tracing::warn!("second SIGINT: exiting at once; processes still stopping are left running");
     std::process::exit(130)
 }
 
@@ -586,11 +591,20 @@ async fn partner_tick_once(monitor: &Arc<Monitor>, config: &DaemonConfig) {
     }
     let Some(partner_id) = partner_id else { return };
     let live = monitor.sup.live_instance(&partner_id);
+    // Where the partner serves and how long it may take to stop, from its own registry, every tick.
+    let facts = {
+        let (paths, id, read) = (monitor.sup.paths().clone(), partner_id.clone(), discovery.clone());
+        match tokio::task::spawn_blocking(move || crate::partner::read_facts(&paths, &id, &read)).await {
+            Ok(facts) => facts,
+            Err(_) => crate::partner::facts_of(None, &partner_id, discovery),
+        }
+    };
     match monitor.sup.get(&partner_id) {
         Some(entry) if entry.config.partner => {
-            // Settings changed since the entry was made (port, interval, threshold): store the new check,
-            // which the reconcile step hands to the process's task.
-            let mut wanted = partner_config(&partner_id, discovery, config, monitor);
+            // Settings changed since the entry was made (interval, threshold), or the partner serves on another
+            // port or has processes that take longer to stop: store the new entry, which the reconcile step
+            // hands to the process's task.
+            let mut wanted = partner_config(&partner_id, discovery, &facts, config, monitor);
             wanted.enabled = entry.config.enabled;
             wanted.autostart = entry.config.autostart;
             if wanted != entry.config {
@@ -612,7 +626,7 @@ async fn partner_tick_once(monitor: &Arc<Monitor>, config: &DaemonConfig) {
                 // A partner that came back on its own is supervised again; one that is shutting down (stopped
                 // by `--stop` without us) is not, or its exit would be taken for a crash and undone.
                 if let Some((pid, start_time)) = live {
-                    if partner_serving(monitor.sup.http(), discovery, pid).await {
+                    if partner_serving(monitor.sup.http(), &facts, pid).await {
                         let _ = monitor.sup.adopt(&partner_id, pid, start_time).await;
                     }
                 }
@@ -624,7 +638,18 @@ async fn partner_tick_once(monitor: &Arc<Monitor>, config: &DaemonConfig) {
                 return;
             }
             let mut entry =
-                ProcessEntry::new(partner_config(&partner_id, discovery, config, monitor), Timestamp::now());
+                ProcessEntry::new(partner_config(&partner_id, discovery, &facts, config, monitor), Timestamp::now());
+            // A partner that is shutting down is not taken over (its exit would read as a crash and be undone).
+            let stopping = match live {
+                Some((pid, _)) => {
+                    crate::partner::reported_state(monitor.sup.http(), &facts.status_url(), pid).await
+                        == Some(pm_core::MonitorState::Stopping)
+                }
+                None => false,
+            };
+            if stopping {
+                return;
+            }
             if let Some((pid, start_time)) = live {
                 entry.pid = Some(pid);
                 entry.pid_start_time = start_time;
@@ -638,13 +663,9 @@ async fn partner_tick_once(monitor: &Arc<Monitor>, config: &DaemonConfig) {
     }
 }
 
-/// Whether the partner instance with lock holder `pid` answers on its aliveness port as running (not stopping).
-async fn partner_serving(http: &pm_http::HttpClient, discovery: &pm_core::PartnerDiscovery, pid: u32) -> bool {
-    let port = discovery.partner_aliveness_port.unwrap_or(19884);
-    let url = format!("http://localhost:{port}/status");
-    let Ok(res) = http.get(&url, Duration::from_secs(1)).await else { return false };
-    let status = res.is_success().then(|| serde_json::from_slice::<pm_core::MonitorStatus>(&res.body).ok()).flatten();
-    status.is_some_and(|status| status.pid == pid && status.state == pm_core::MonitorState::Running)
+/// Whether the partner instance with lock holder `pid` answers on the port it serves as running (not stopping).
+async fn partner_serving(http: &pm_http::HttpClient, facts: &crate::partner::PartnerFacts, pid: u32) -> bool {
+    crate::partner::reported_state(http, &facts.status_url(), pid).await == Some(pm_core::MonitorState::Running)
 }
 
 /// The managed-process entry through which an instance supervises its partner (the guide's "Watcher
@@ -652,11 +673,11 @@ async fn partner_serving(http: &pm_http::HttpClient, discovery: &pm_core::Partne
 fn partner_config(
     partner_id: &str,
     discovery: &pm_core::PartnerDiscovery,
+    facts: &crate::partner::PartnerFacts,
     config: &DaemonConfig,
     monitor: &Monitor,
 ) -> ProcessConfig {
-    let port = discovery.partner_aliveness_port.unwrap_or(19884);
-    let mut check = AlivenessCheck::new(&format!("http://localhost:{port}/alive"));
+    let mut check = AlivenessCheck::new(&facts.alive_url());
     check.interval_ms = discovery.check_interval_ms.max(100);
     check.timeout_ms = check.interval_ms.min(2000);
     check.consecutive_failures_required = discovery.failures_before_restart.max(1);
@@ -690,6 +711,7 @@ fn partner_config(
         extra: serde_json::Map::new(),
     });
     res.aliveness_check = Some(check);
-    res.stop_timeout_ms = Some(30_000);
+    // The partner stops its processes before it exits: never SIGKILLed in the middle of that.
+    res.stop_timeout_ms = Some(facts.stop_grace_ms);
     res
 }

@@ -40,10 +40,12 @@
 
 mod actor;
 mod daemon;
+mod groupwait;
 mod logrotate;
 mod monitor;
 mod orphans;
 mod os;
+mod partner;
 mod resources;
 mod spawn;
 mod supervisor;

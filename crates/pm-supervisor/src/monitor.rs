@@ -13,7 +13,7 @@ use pm_core::{
 use pm_registry::{FileStamp, Store};
 use tokio::sync::mpsc;
 
-use crate::actor::{Begin, ConfigRevs};
+use crate::actor::{Begin, Cmd, ConfigRevs};
 use crate::Supervisor;
 
 /// How long an API call waits for the registry lock before it answers "busy".
@@ -48,10 +48,13 @@ pub(crate) struct Monitor {
     pub(crate) stopping: AtomicBool,
     pub(crate) events: mpsc::UnboundedSender<DaemonEvent>,
     pub(crate) ports: RwLock<(Option<u16>, Option<u16>)>,
-    pub(crate) resources: std::sync::Mutex<crate::resources::Sampler>,
+    pub(crate) resources: Arc<crate::resources::Sampler>,
     /// The registry's top level as this monitor found it (processes left out), to write the file back from
     /// memory if it disappears.
     pub(crate) template: std::sync::Mutex<Registry>,
+    /// Set by the final write of a shutdown (inside its transaction): every transaction of this monitor that
+    /// gets the registry lock after it writes nothing, so the final states are the last word.
+    closed: Arc<AtomicBool>,
 }
 
 impl Monitor {
@@ -70,15 +73,22 @@ impl Monitor {
             started_at: Timestamp::now(),
             started: std::time::Instant::now(),
             store,
-            sup,
+            sup: sup.clone(),
             sync: tokio::sync::Mutex::new(RegistrySync::default()),
             settings: RwLock::new(Settings::of(&registry)),
             standalone_override,
             stopping: Default::default(),
             events,
             ports: RwLock::new((None, None)),
-            resources: Default::default(),
+            resources: {
+                let sup = sup.clone();
+                crate::resources::Sampler::new(
+                    Arc::new(move || sup.running_groups()),
+                    crate::resources::read_groups_proc,
+                )
+            },
             template: std::sync::Mutex::new(registry),
+            closed: Arc::default(),
         }
     }
 
@@ -89,9 +99,19 @@ impl Monitor {
         f: impl FnOnce(&mut Registry) -> Result<T, Error> + Send + 'static,
     ) -> Result<T, Error> {
         let store = self.store.clone();
-        tokio::task::spawn_blocking(move || store.transaction_existing(timeout, f))
-            .await
-            .map_err(|err| Error::Storage(format!("registry task failed: {err}")))?
+        let closed = self.closed.clone();
+        tokio::task::spawn_blocking(move || {
+            store.transaction_existing(timeout, |registry| {
+                // Checked under the registry lock: a transaction that was under way when the monitor wrote its
+                // final states (an aborted flush on the blocking pool) does not overwrite them.
+                if closed.load(Ordering::SeqCst) {
+                    return Err(Error::ShuttingDown);
+                }
+                f(registry)
+            })
+        })
+        .await
+        .map_err(|err| Error::Storage(format!("registry task failed: {err}")))?
     }
 
     pub(crate) fn standalone(&self) -> bool {
@@ -132,7 +152,9 @@ impl Monitor {
     /// shutdown (the next start is a boot, not a resume).
     pub(crate) async fn flush_entries(&self, entries: Vec<ProcessEntry>, clean: bool) -> Result<(), Error> {
         let _sync = self.sync.lock().await;
+        let closed = self.closed.clone();
         self.transaction(Duration::from_secs(10), move |registry| {
+            closed.store(true, Ordering::SeqCst);
             if clean {
                 registry.monitor_running = false;
             }
@@ -162,7 +184,7 @@ impl Monitor {
         }
         // Per process: the configuration in memory and which of its fields the task changed since they were last
         // written (those keep memory's value; the file's edits of every other field are taken up).
-        let memory: BTreeMap<String, (ProcessConfig, bool, bool)> = self
+        let memory: BTreeMap<String, (ProcessConfig, ConfigRevs, bool, bool)> = self
             .sup
             .snapshots()
             .into_iter()
@@ -170,7 +192,8 @@ impl Monitor {
                 let id = snapshot.entry.config.id.clone();
                 let written = sync.written_rev.get(&id).copied().unwrap_or_default();
                 let revs = snapshot.config_rev;
-                (id, (snapshot.entry.config, revs.enabled > written.enabled, revs.autostart > written.autostart))
+                let dirty = (revs.enabled > written.enabled, revs.autostart > written.autostart);
+                (id, (snapshot.entry.config, revs, dirty.0, dirty.1))
             })
             .collect();
         let known: Vec<String> = memory.keys().cloned().collect();
@@ -189,7 +212,7 @@ impl Monitor {
                     }
                     match memory.get(id) {
                         None => plan.added.push(stored.clone()),
-                        Some((config, enabled_dirty, autostart_dirty)) => {
+                        Some((config, revs, enabled_dirty, autostart_dirty)) => {
                             let mut wanted = stored.config.clone();
                             if *enabled_dirty {
                                 wanted.enabled = config.enabled;
@@ -198,7 +221,7 @@ impl Monitor {
                                 wanted.autostart = config.autostart;
                             }
                             if wanted != *config {
-                                plan.changed.push(wanted);
+                                plan.changed.push((wanted, *revs));
                             }
                         }
                     }
@@ -212,11 +235,15 @@ impl Monitor {
         for id in plan.added.iter().map(|entry| &entry.config.id).chain(&plan.removed) {
             sync.written_rev.remove(id);
         }
-        drop(sync);
+        // Applied under the same guard: an API change cannot come between reading the file and handing its edits
+        // to the processes' tasks, and requests reach each task in the order they were decided.
         self.apply_plan(plan).await;
+        drop(sync);
         Ok(())
     }
 
+    /// Hands a reconcile plan over; called with the registry guard held. Nothing here waits on a process:
+    /// requests are queued to the tasks in order, and their outcomes awaited elsewhere.
     async fn apply_plan(self: &Arc<Self>, plan: Plan) {
         let settings_changed = {
             let mut current = self.settings.write().expect("settings");
@@ -233,21 +260,25 @@ impl Monitor {
                 tracing::warn!("cannot take up a new registry entry: {err}");
             }
         }
-        for config in plan.changed {
-            let _ = self.sup.update_config(config).await;
+        for (config, base) in plan.changed {
+            let _ = self.sup.update_config_since(config, base).await;
         }
         for id in plan.removed {
             tracing::info!(process = %id, "deregistered by a local client");
-            let sup = self.sup.clone();
-            tokio::spawn(async move { sup.remove(&id).await });
+            if let Ok(removal) = self.sup.begin_remove(&id) {
+                tokio::spawn(removal);
+            }
         }
         for (id, action) in plan.actions {
-            let sup = self.sup.clone();
+            let queued = match action {
+                PendingAction::Start => self.sup.enqueue(&id, Cmd::Start).await,
+                PendingAction::Stop => self.sup.enqueue(&id, Cmd::Stop).await,
+                PendingAction::Restart => self.sup.enqueue(&id, Cmd::Restart).await,
+            };
             tokio::spawn(async move {
-                let res = match action {
-                    PendingAction::Start => sup.start(&id).await,
-                    PendingAction::Stop => sup.stop(&id).await,
-                    PendingAction::Restart => sup.restart(&id).await,
+                let res = match queued {
+                    Ok(reply) => reply.await.unwrap_or(Err(Error::ShuttingDown)),
+                    Err(err) => Err(err),
                 };
                 if let Err(err) = res {
                     tracing::warn!(process = %id, "local {action:?} request failed: {err}");
@@ -273,8 +304,12 @@ impl Monitor {
             rebuilt.processes.len()
         );
         let store = self.store.clone();
+        let closed = self.closed.clone();
         tokio::task::spawn_blocking(move || {
             store.transaction(Duration::from_secs(10), move |registry| {
+                if closed.load(Ordering::SeqCst) {
+                    return Err(Error::ShuttingDown);
+                }
                 *registry = rebuilt;
                 Ok::<_, Error>(())
             })
@@ -361,7 +396,8 @@ struct Plan {
     settings: Settings,
     actions: Vec<(String, PendingAction)>,
     added: Vec<ProcessEntry>,
-    changed: Vec<ProcessConfig>,
+    /// New configurations, with the revisions of the task's own changes they were read against.
+    changed: Vec<(ProcessConfig, ConfigRevs)>,
     removed: Vec<String>,
 }
 
@@ -381,11 +417,11 @@ fn merge_runtime(stored: &mut ProcessEntry, observed: &ProcessEntry) {
 
 impl pm_http::ControlPlane for Monitor {
     async fn list(&self) -> Vec<ProcessStatus> {
-        self.statuses(None)
+        self.statuses(None).await
     }
 
     async fn get(&self, id: &str) -> Result<ProcessStatus, Error> {
-        self.statuses(Some(id)).pop().ok_or_else(|| Error::NotFound(id.to_owned()))
+        self.statuses(Some(id)).await.pop().ok_or_else(|| Error::NotFound(id.to_owned()))
     }
 
     async fn register(&self, config: ProcessConfig) -> Result<(), Error> {
@@ -401,24 +437,29 @@ impl pm_http::ControlPlane for Monitor {
 
     async fn start(&self, id: &str) -> Result<ProcessState, Error> {
         self.guard()?;
-        self.durable(self.sup.start(id).await).await
+        let res = self.ask_in_order(id, Cmd::Start).await;
+        self.durable(res).await
     }
 
     async fn stop(&self, id: &str) -> Result<ProcessState, Error> {
-        self.durable(self.sup.stop(id).await).await
+        let res = self.ask_in_order(id, Cmd::Stop).await;
+        self.durable(res).await
     }
 
     async fn restart(&self, id: &str) -> Result<ProcessState, Error> {
         self.guard()?;
-        self.durable(self.sup.restart(id).await).await
+        let res = self.ask_in_order(id, Cmd::Restart).await;
+        self.durable(res).await
     }
 
     async fn set_enabled(&self, id: &str, enabled: bool) -> Result<(), Error> {
-        self.durable(self.sup.set_enabled(id, enabled).await).await
+        let res = self.ask_in_order(id, |reply| Cmd::SetEnabled(enabled, reply)).await;
+        self.durable(res).await
     }
 
     async fn set_autostart(&self, id: &str, autostart: bool) -> Result<(), Error> {
-        self.durable(self.sup.set_autostart(id, autostart).await).await
+        let res = self.ask_in_order(id, |reply| Cmd::SetAutostart(autostart, reply)).await;
+        self.durable(res).await
     }
 
     fn monitor_status(&self) -> MonitorStatus {
@@ -463,6 +504,20 @@ impl pm_http::ControlPlane for Monitor {
 }
 
 impl Monitor {
+    /// Hands a request to a process's task under the registry guard (so it is ordered with what a reconcile
+    /// hands over, never overtaken by an older reading of the file), then waits for the outcome without it.
+    async fn ask_in_order<T>(
+        &self,
+        id: &str,
+        make: impl FnOnce(tokio::sync::oneshot::Sender<Result<T, Error>>) -> Cmd,
+    ) -> Result<T, Error> {
+        let reply = {
+            let _sync = self.sync.lock().await;
+            self.sup.enqueue(id, make).await?
+        };
+        reply.await.map_err(|_| Error::ShuttingDown)?
+    }
+
     /// Stores the outcome of an acknowledged action before the answer goes out, so that a monitor killed
     /// right after answering does not undo it.
     async fn durable<T>(&self, res: Result<T, Error>) -> Result<T, Error> {
@@ -475,7 +530,7 @@ impl Monitor {
     }
 
     /// Status of every process (or of `only`), with uptime, counters and the resource use of its group.
-    pub(crate) fn statuses(&self, only: Option<&str>) -> Vec<ProcessStatus> {
+    pub(crate) async fn statuses(&self, only: Option<&str>) -> Vec<ProcessStatus> {
         let snapshots: Vec<crate::Snapshot> = match only {
             Some(id) => self.sup.snapshot(id).into_iter().collect(),
             None => self.sup.snapshots(),
@@ -485,7 +540,7 @@ impl Monitor {
             .filter(|snapshot| snapshot.entry.state.has_child())
             .filter_map(|snapshot| snapshot.entry.pid)
             .collect();
-        let usage = self.resources.lock().expect("resources").usage(&pgids);
+        let usage = self.resources.usage(&pgids).await;
         snapshots
             .iter()
             .map(|snapshot| {
@@ -585,6 +640,59 @@ mod tests {
             tokio::time::sleep(Duration::from_millis(10)).await;
         };
         assert_eq!((held.enabled, held.autostart), (false, false));
+        let _ = std::fs::remove_dir_all(&root);
+    }
+
+    /// A reading of the file taken before an API change (the plan of a reconcile that raced it) does not undo
+    /// that change: the process stays disabled, while the reading's other edits are taken up.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn an_older_reading_of_the_file_never_undoes_a_newer_api_change() {
+        let root = std::env::temp_dir().join(format!("pm-monitor-stale-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&root);
+        let monitor = monitor_with_job(&root).await;
+        let read_at = monitor.sup.snapshot("job").unwrap().config_rev;
+        let mut edited = monitor.sup.get("job").unwrap().config;
+        edited.args = vec!["edited".to_owned()];
+        assert!(edited.enabled && edited.autostart);
+        monitor.set_enabled("job", false).await.unwrap();
+        monitor.set_autostart("job", false).await.unwrap();
+        monitor.sup.update_config_since(edited, read_at).await.unwrap();
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        let held = loop {
+            let held = monitor.sup.get("job").unwrap();
+            if !held.config.args.is_empty() || std::time::Instant::now() > deadline {
+                break held;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        };
+        assert_eq!(held.config.args, vec!["edited".to_owned()], "the reading's own edit is taken up");
+        assert!(!held.config.enabled && !held.config.autostart, "the API's newer changes were undone");
+        assert_eq!(held.state, ProcessState::Disabled);
+        let _ = std::fs::remove_dir_all(&root);
+    }
+
+    /// The final write of a shutdown is the last one: a transaction that gets the registry lock after it (a
+    /// flush still under way on the blocking pool) writes nothing.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn nothing_is_written_after_the_final_states() {
+        let root = std::env::temp_dir().join(format!("pm-monitor-final-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&root);
+        let monitor = monitor_with_job(&root).await;
+        let entries = monitor.sup.shutdown(|_| false).await;
+        monitor.flush_entries(entries, true).await.unwrap();
+        let stamp = monitor.store.stamp();
+        let late = monitor
+            .transaction(Duration::from_secs(5), |registry| {
+                registry.monitor_running = true;
+                registry.processes.get_mut("job").unwrap().state = ProcessState::Running;
+                Ok(())
+            })
+            .await;
+        assert!(matches!(late, Err(Error::ShuttingDown)), "{late:?}");
+        assert_eq!(monitor.store.stamp(), stamp);
+        let stored = monitor.store.load().unwrap();
+        assert!(!stored.monitor_running);
+        assert_eq!(stored.processes["job"].state, ProcessState::Stopped);
         let _ = std::fs::remove_dir_all(&root);
     }
 }

@@ -1,11 +1,28 @@
-//! CPU and memory of managed process groups, read from `/proc` on demand and cached briefly, so asking for
-//! status often costs little and an idle monitor costs nothing.
+//! CPU and memory of managed process groups.
+//!
+//! Requests never read `/proc`: they are answered from the last sample. A sampling task, started by the first
+//! request and ended after [`IDLE_AFTER`] without one (an idle monitor costs nothing), reads every managed group
+//! at most once per [`PERIOD`] on the blocking pool, off the async workers. A request that finds no recent
+//! sample at all (the first one after a quiet spell) waits for the next one, up to [`FIRST_SAMPLE_WAIT`], so a
+//! one-off `status` still shows figures; under steady load no request waits.
+//!
+//! The per-group read is one function ([`GroupReader`], by default [`read_groups_proc`]), so another source of
+//! figures (a cgroup's own counters, say) can be swapped in without touching the sampling.
 
 use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-/// How long one sample serves before `/proc` is read again.
-const MAX_AGE: Duration = Duration::from_secs(1);
+use tokio::sync::watch;
+
+/// The least time between two samples.
+const PERIOD: Duration = Duration::from_secs(1);
+/// The sampling task ends after this long without a request.
+const IDLE_AFTER: Duration = Duration::from_secs(3);
+/// A sample older than this does not serve: a request waits for the next one (see the module documentation).
+const STALE_AFTER: Duration = Duration::from_secs(3);
+/// How long a request waits for a fresh sample when there is none.
+const FIRST_SAMPLE_WAIT: Duration = Duration::from_millis(750);
 
 /// Resource use of one process group.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -16,33 +33,103 @@ pub(crate) struct Usage {
     pub(crate) rss_bytes: u64,
 }
 
-/// Samples process groups on request.
+/// Raw totals of one group as read: CPU time in clock ticks and resident memory in bytes.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct GroupTotals {
+    /// utime + stime of every process of the group, in clock ticks (`sysconf(_SC_CLK_TCK)`).
+    pub(crate) cpu_ticks: u64,
+    /// Resident memory of every process of the group.
+    pub(crate) rss_bytes: u64,
+}
+
+/// Reads the totals of the groups led by `pgids` (blocking; called on the blocking pool). Groups that cannot be
+/// read are left out.
+pub(crate) type GroupReader = fn(&[u32]) -> HashMap<u32, GroupTotals>;
+
+/// Where the sampling task finds the groups to sample.
+pub(crate) type GroupList = Arc<dyn Fn() -> Vec<u32> + Send + Sync>;
+
+/// The last sample and what the next one needs.
 #[derive(Default)]
-pub(crate) struct Sampler {
+struct State {
     taken_at: Option<Instant>,
     usage: HashMap<u32, Usage>,
     /// CPU ticks per group and when they were read, for the next percentage.
     ticks: HashMap<u32, (u64, Instant)>,
+    /// The last request.
+    asked_at: Option<Instant>,
+    /// Whether a sampling task runs.
+    running: bool,
+}
+
+/// Samples process groups in the background while someone asks for figures.
+pub(crate) struct Sampler {
+    state: Mutex<State>,
+    /// Bumped after every sample (requests waiting for a first sample watch it).
+    sampled: watch::Sender<u64>,
+    groups: GroupList,
+    reader: GroupReader,
 }
 
 impl Sampler {
-    /// Usage of the groups led by `pgids` (our children lead their groups), from a sample at most a second
-    /// old; groups not in the last sample trigger a new one.
-    pub(crate) fn usage(&mut self, pgids: &[u32]) -> HashMap<u32, Usage> {
-        let fresh = self.taken_at.is_some_and(|at| at.elapsed() < MAX_AGE);
-        if !fresh || pgids.iter().any(|pgid| !self.usage.contains_key(pgid)) {
-            self.sample(pgids);
-        }
-        pgids.iter().filter_map(|pgid| Some((*pgid, *self.usage.get(pgid)?))).collect()
+    /// A sampler of the groups `groups` lists (called once per sample), read by `reader`.
+    pub(crate) fn new(groups: GroupList, reader: GroupReader) -> Arc<Sampler> {
+        Arc::new(Sampler { state: Mutex::default(), sampled: watch::channel(0).0, groups, reader })
     }
 
-    fn sample(&mut self, pgids: &[u32]) {
-        let now = Instant::now();
-        let totals = read_groups(pgids);
+    /// Usage of the groups led by `pgids` (our children lead their groups) from the last sample; groups not in
+    /// it are left out. Never reads `/proc` itself; waits (briefly) only when there is no recent sample at all.
+    pub(crate) async fn usage(self: &Arc<Self>, pgids: &[u32]) -> HashMap<u32, Usage> {
+        if pgids.is_empty() {
+            return HashMap::new();
+        }
+        let (stale, mut sampled) = {
+            let mut state = self.state.lock().expect("sampler");
+            state.asked_at = Some(Instant::now());
+            if !state.running {
+                state.running = true;
+                let sampler = self.clone();
+                tokio::spawn(async move { sampler.run().await });
+            }
+            (state.taken_at.is_none_or(|at| at.elapsed() > STALE_AFTER), self.sampled.subscribe())
+        };
+        if stale {
+            sampled.mark_unchanged();
+            let _ = tokio::time::timeout(FIRST_SAMPLE_WAIT, sampled.changed()).await;
+        }
+        let state = self.state.lock().expect("sampler");
+        pgids.iter().filter_map(|pgid| Some((*pgid, *state.usage.get(pgid)?))).collect()
+    }
+
+    /// The sampling loop: one sample per period while requests come, then it ends.
+    async fn run(self: Arc<Self>) {
+        loop {
+            let pgids = (self.groups)();
+            let reader = self.reader;
+            let totals = tokio::task::spawn_blocking(move || reader(&pgids)).await.unwrap_or_default();
+            {
+                let mut state = self.state.lock().expect("sampler");
+                state.record(totals, Instant::now());
+                if state.asked_at.is_none_or(|at| at.elapsed() > IDLE_AFTER) {
+                    state.running = false;
+                    state.usage.clear();
+                    state.ticks.clear();
+                    state.taken_at = None;
+                    return;
+                }
+            }
+            self.sampled.send_modify(|n| *n += 1);
+            tokio::time::sleep(PERIOD).await;
+        }
+    }
+}
+
+impl State {
+    fn record(&mut self, totals: HashMap<u32, GroupTotals>, now: Instant) {
         let ticks_per_sec = clock_ticks();
-        let mut usage = HashMap::new();
-        let mut ticks = HashMap::new();
-        for (pgid, (cpu_ticks, rss_bytes)) in totals {
+        let mut usage = HashMap::with_capacity(totals.len());
+        let mut ticks = HashMap::with_capacity(totals.len());
+        for (pgid, GroupTotals { cpu_ticks, rss_bytes }) in totals {
             let cpu_percent = self.ticks.get(&pgid).and_then(|(before, at)| {
                 let wall = now.duration_since(*at).as_secs_f64();
                 (wall > 0.0 && cpu_ticks >= *before)
@@ -60,7 +147,7 @@ impl Sampler {
 /// Resident memory in bytes of each process group led by `pgids` (one `/proc` scan; Linux only, empty
 /// elsewhere). For callers outside a monitor, such as the CLI's local `list`.
 pub fn group_memory(pgids: &[u32]) -> HashMap<u32, u64> {
-    read_groups(pgids).into_iter().map(|(pgid, (_, rss))| (pgid, rss)).collect()
+    read_groups_proc(pgids).into_iter().map(|(pgid, totals)| (pgid, totals.rss_bytes)).collect()
 }
 
 fn clock_ticks() -> f64 {
@@ -73,13 +160,15 @@ fn clock_ticks() -> f64 {
     }
 }
 
-/// (CPU ticks, RSS bytes) summed over the processes of each group in `pgids`.
+/// The default [`GroupReader`]: CPU ticks and RSS summed over the processes of each group in `pgids`, from one
+/// scan of `/proc` (Linux only; empty elsewhere).
 #[cfg(target_os = "linux")]
-fn read_groups(pgids: &[u32]) -> HashMap<u32, (u64, u64)> {
-    let mut res: HashMap<u32, (u64, u64)> = HashMap::new();
+pub(crate) fn read_groups_proc(pgids: &[u32]) -> HashMap<u32, GroupTotals> {
+    let mut res: HashMap<u32, GroupTotals> = HashMap::new();
     if pgids.is_empty() {
         return res;
     }
+    let wanted: std::collections::HashSet<u32> = pgids.iter().copied().collect();
     // SAFETY: sysconf has no memory-safety preconditions.
     let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) }.max(1) as u64;
     let Ok(entries) = std::fs::read_dir("/proc") else { return res };
@@ -88,17 +177,17 @@ fn read_groups(pgids: &[u32]) -> HashMap<u32, (u64, u64)> {
         let Some(pid) = name.to_str().and_then(|name| name.parse::<u32>().ok()) else { continue };
         let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else { continue };
         let Some((pgrp, ticks, rss_pages)) = parse_stat(&stat) else { continue };
-        if pgids.contains(&pgrp) {
+        if wanted.contains(&pgrp) {
             let slot = res.entry(pgrp).or_default();
-            slot.0 += ticks;
-            slot.1 += rss_pages * page;
+            slot.cpu_ticks += ticks;
+            slot.rss_bytes += rss_pages * page;
         }
     }
     res
 }
 
 #[cfg(not(target_os = "linux"))]
-fn read_groups(_pgids: &[u32]) -> HashMap<u32, (u64, u64)> {
+pub(crate) fn read_groups_proc(_pgids: &[u32]) -> HashMap<u32, GroupTotals> {
     HashMap::new()
 }
 
@@ -115,6 +204,8 @@ fn parse_stat(stat: &str) -> Option<(u32, u64, u64)> {
 
 #[cfg(test)]
 mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
     use super::*;
 
     #[test]
@@ -129,15 +220,51 @@ mod tests {
         assert_eq!(parse_stat("1 (x) S 1"), None);
     }
 
-    #[cfg(target_os = "linux")]
-    #[test]
-    fn samples_our_own_group() {
+    fn our_group() -> u32 {
         // SAFETY: getpgrp has no preconditions.
-        let pgid = unsafe { libc::getpgrp() } as u32;
-        let mut sampler = Sampler::default();
-        let usage = sampler.usage(&[pgid]);
+        unsafe { libc::getpgrp() as u32 }
+    }
+
+    #[cfg(target_os = "linux")]
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn samples_our_own_group() {
+        let pgid = our_group();
+        let sampler = Sampler::new(Arc::new(move || vec![pgid]), read_groups_proc);
+        let usage = sampler.usage(&[pgid]).await;
         let ours = usage.get(&pgid).expect("our own group is visible");
         assert!(ours.rss_bytes > 0);
         assert_eq!(ours.cpu_percent, None, "no percentage from a single sample");
+    }
+
+    static READS: AtomicUsize = AtomicUsize::new(0);
+
+    fn counting_reader(pgids: &[u32]) -> HashMap<u32, GroupTotals> {
+        READS.fetch_add(1, Ordering::SeqCst);
+        pgids.iter().map(|pgid| (*pgid, GroupTotals { cpu_ticks: 1, rss_bytes: 4096 })).collect()
+    }
+
+    /// Requests are answered from the last sample: however many come, and for whichever groups, the groups are
+    /// read at most about once per period, and never on the requesting task.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn requests_never_trigger_reads_of_their_own() {
+        let groups: Vec<u32> = (1000..1100).collect();
+        let listed = groups.clone();
+        let sampler = Sampler::new(Arc::new(move || listed.clone()), counting_reader);
+        let started = Instant::now();
+        let first = sampler.usage(&[1000]).await;
+        assert_eq!(first.get(&1000).map(|usage| usage.rss_bytes), Some(4096), "the first request waits for a sample");
+        let mut answered = 0;
+        while started.elapsed() < Duration::from_millis(2500) {
+            // Alternating ids, and one that is in no sample: none of them reads anything.
+            for pgid in [1001, 1050, 99_999] {
+                let usage = sampler.usage(&[pgid]).await;
+                assert_eq!(usage.contains_key(&pgid), pgid != 99_999);
+                answered += 1;
+            }
+            tokio::task::yield_now().await;
+        }
+        let reads = READS.load(Ordering::SeqCst);
+        assert!(answered > 1000, "requests were slow: {answered}");
+        assert!((2..=5).contains(&reads), "{reads} reads in 2.5 s for {answered} requests");
     }
 }

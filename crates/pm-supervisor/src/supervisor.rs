@@ -10,7 +10,7 @@ use pm_registry::Paths;
 use tokio::sync::{mpsc, oneshot, watch, Notify};
 use tokio::task::JoinHandle;
 
-use crate::actor::{Actor, Begin, Cmd, Snapshot};
+use crate::actor::{Actor, Begin, Cmd, ConfigRevs, Snapshot};
 
 /// What a [`Supervisor`] needs to run processes.
 pub struct SupervisorConfig {
@@ -133,7 +133,38 @@ impl Supervisor {
     /// Applies a configuration read from the registry (takes effect at the next start; `enabled` at once).
     pub async fn update_config(&self, config: ProcessConfig) -> Result<(), Error> {
         let tx = self.sender(&config.id)?;
-        tx.send(Cmd::UpdateConfig(Box::new(config))).await.map_err(|_| Error::ShuttingDown)
+        tx.send(Cmd::UpdateConfig(Box::new(config), None)).await.map_err(|_| Error::ShuttingDown)
+    }
+
+    /// Like [`Supervisor::update_config`] for a configuration read while the task's own changes stood at `base`:
+    /// `enabled` and `autostart` changed by the task since then keep the task's value.
+    pub(crate) async fn update_config_since(&self, config: ProcessConfig, base: ConfigRevs) -> Result<(), Error> {
+        let tx = self.sender(&config.id)?;
+        tx.send(Cmd::UpdateConfig(Box::new(config), Some(base))).await.map_err(|_| Error::ShuttingDown)
+    }
+
+    /// Hands a request to the process's task and answers the receiver of its reply: requests handed over in
+    /// some order are carried out in that order, whenever their replies are awaited.
+    pub(crate) async fn enqueue<T>(
+        &self,
+        id: &str,
+        make: impl FnOnce(oneshot::Sender<Result<T, Error>>) -> Cmd,
+    ) -> Result<oneshot::Receiver<Result<T, Error>>, Error> {
+        let tx = self.sender(id)?;
+        let (reply, wait) = oneshot::channel();
+        tx.send(make(reply)).await.map_err(|_| Error::ShuttingDown)?;
+        Ok(wait)
+    }
+
+    /// Forgets a process at once (no request reaches it after this returns) and answers the future that stops
+    /// it and yields its last entry.
+    pub(crate) fn begin_remove(
+        &self,
+        id: &str,
+    ) -> Result<impl std::future::Future<Output = Result<ProcessEntry, Error>> + Send + 'static, Error> {
+        let slot = self.slots.lock().expect("slots lock").remove(id).ok_or_else(|| Error::NotFound(id.to_owned()))?;
+        let shared = self.shared.clone();
+        Ok(async move { finish_end(slot, false, &shared).await })
     }
 
     /// Asks the process's task to adopt a running process (a partner monitor that came up on its own).
@@ -154,14 +185,7 @@ impl Supervisor {
 
     async fn end(&self, id: &str, leave_running: bool) -> Result<ProcessEntry, Error> {
         let slot = self.slots.lock().expect("slots lock").remove(id).ok_or_else(|| Error::NotFound(id.to_owned()))?;
-        let (done, wait) = oneshot::channel();
-        let res = match slot.tx.send(Cmd::Shutdown { leave_running, done }).await {
-            Ok(()) => wait.await.map_err(|_| Error::ShuttingDown),
-            Err(_) => Err(Error::ShuttingDown),
-        };
-        let _ = slot.task.await;
-        self.shared.changed.notify_one();
-        res
+        finish_end(slot, leave_running, &self.shared).await
     }
 
     /// The entry of one process, from memory.
@@ -188,6 +212,18 @@ impl Supervisor {
     /// Every process's entry, from memory, ordered by id.
     pub fn list(&self) -> Vec<ProcessEntry> {
         self.slots.lock().expect("slots lock").values().map(|slot| slot.snapshot.borrow().entry.clone()).collect()
+    }
+
+    /// Leaders of the process groups of every process that has a child (the groups the resource sampler reads).
+    pub(crate) fn running_groups(&self) -> Vec<u32> {
+        let slots = self.slots.lock().expect("slots lock");
+        slots
+            .values()
+            .filter_map(|slot| {
+                let snapshot = slot.snapshot.borrow();
+                snapshot.entry.state.has_child().then_some(snapshot.entry.pid).flatten()
+            })
+            .collect()
     }
 
     /// Ids of every process.
@@ -282,9 +318,18 @@ impl Supervisor {
     }
 
     async fn ask<T>(&self, id: &str, make: impl FnOnce(oneshot::Sender<Result<T, Error>>) -> Cmd) -> Result<T, Error> {
-        let tx = self.sender(id)?;
-        let (reply, wait) = oneshot::channel();
-        tx.send(make(reply)).await.map_err(|_| Error::ShuttingDown)?;
-        wait.await.map_err(|_| Error::ShuttingDown)?
+        self.enqueue(id, make).await?.await.map_err(|_| Error::ShuttingDown)?
     }
+}
+
+/// Ends the task of a slot already taken out of the map: stop the child first, or leave it running.
+async fn finish_end(slot: Slot, leave_running: bool, shared: &Shared) -> Result<ProcessEntry, Error> {
+    let (done, wait) = oneshot::channel();
+    let res = match slot.tx.send(Cmd::Shutdown { leave_running, done }).await {
+        Ok(()) => wait.await.map_err(|_| Error::ShuttingDown),
+        Err(_) => Err(Error::ShuttingDown),
+    };
+    let _ = slot.task.await;
+    shared.changed.notify_one();
+    res
 }

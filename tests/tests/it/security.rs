@@ -742,3 +742,45 @@ fn cross_site_requests_change_nothing_and_required_tokens_are_checked() {
     assert!(site.registry().unwrap().remote_access.require_token);
     report("security: cross-site and tokens", &format!("{n} cross-site requests refused; tokens required"));
 }
+
+/// Issue 21 item 7: a second `--stop` while the first one's shutdown is under way waits for that shutdown
+/// instead of making the monitor exit at once; no child is left running, and both report success.
+#[test]
+fn a_double_stop_leaves_no_child() {
+    let Some(home) = pm_tests::Home::new(3000) else { return };
+    home.add_slow_stopper("default", "slow", 3, 30_000);
+    let (code, out, err) = home.cli(false, &["--standalone"]);
+    assert_eq!(code, 0, "{out}{err}");
+    home.wait_until(Duration::from_secs(30), "the slow process runs", || home.child_pid("default", "slow").is_some());
+    let child = home.child_pid("default", "slow").unwrap();
+    /// The background `--stop`, killed on drop unless it was waited for.
+    struct Background(Option<std::process::Child>);
+    impl Drop for Background {
+        fn drop(&mut self) {
+            if let Some(mut child) = self.0.take() {
+                let _ = child.kill();
+                let _ = child.wait();
+            }
+        }
+    }
+    let mut first = Background(Some(
+        std::process::Command::new(&home.main_bin)
+            .arg("--directory")
+            .arg(&home.dir)
+            .arg("--stop")
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap(),
+    ));
+    home.wait_until(Duration::from_secs(30), "the monitor reports stopping", || {
+        home.get(home.default_ports.alive, "/status").is_some_and(|(_, body)| body.contains("\"state\":\"stopping\""))
+    });
+    let (code, out, err) = home.cli(false, &["--stop"]);
+    assert_eq!(code, 0, "the second --stop: {out}{err}");
+    assert!(!pm_registry::pid::alive(child), "the second --stop left the child running");
+    assert_eq!(home.copies("slow"), 0);
+    let output = first.0.take().unwrap().wait_with_output().unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert_eq!(output.status.code(), Some(0), "the first --stop: {stdout}");
+    assert!(stdout.contains("1 running process(es) were stopped with it"), "{stdout}");
+}

@@ -320,6 +320,8 @@ pub(crate) fn bulk(ctx: &Ctx<'_>) -> anyhow::Result<Vec<Row>> {
     rows.push(Row::median("boot-empty", "monitor start-up, empty registry (launch → answers /alive)", "ms", boot));
 
     let largest = ctx.config.bulk.iter().map(|(n, _)| *n).max().unwrap_or(0);
+    let smallest = ctx.config.bulk.iter().map(|(n, _)| *n).min().unwrap_or(0);
+    let mut get_smallest = None;
     for &(n, reps) in &ctx.config.bulk {
         progress(&format!("bulk start and stop of {n} processes ({reps} repeats)"));
         let (mut starts, mut stops, mut bases, mut lists) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
@@ -352,10 +354,15 @@ pub(crate) fn bulk(ctx: &Ctx<'_>) -> anyhow::Result<Vec<Row>> {
                 anyhow::ensure!(res.status == 200, "GET /processes: {}", res.status);
                 list_bytes = res.body.len();
             }
-            let one = format!("/processes/p{:04}", n / 2);
-            for _ in 0..200 {
+            // Alternating ids: each request is for another group than the one before.
+            let ids: Vec<String> =
+                [n / 2, n / 3, n / 4, n - 1].iter().map(|idx| format!("/processes/p{idx:04}")).collect();
+            // Long enough that the once-a-second background sample (which competes for the same cores) is a
+            // small part of the window, as it is of any second of a busy API.
+            for idx in 0..2000 {
+                let one = &ids[idx % ids.len()];
                 let started = Instant::now();
-                let res = conn.get(&one)?;
+                let res = conn.get(one)?;
                 gets.push(ms(started.elapsed()));
                 anyhow::ensure!(res.status == 200, "GET {one}: {}", res.status);
             }
@@ -401,12 +408,20 @@ pub(crate) fn bulk(ctx: &Ctx<'_>) -> anyhow::Result<Vec<Row>> {
             Row::median(&format!("list-{n}"), &format!("`GET /processes` with {n} entries"), "ms", lists)
                 .note(format!("{} KiB body", list_bytes / 1024)),
         );
-        rows.push(Row::median(
+        let mut get_row = Row::median(
             &format!("get-one-{n}"),
-            &format!("`GET /processes/{{id}}` with {n} entries, one connection"),
+            &format!("`GET /processes/{{id}}` with {n} entries, one connection, alternating ids"),
             "ms",
             gets,
-        ));
+        );
+        match get_smallest {
+            // Served from the last resource sample: the cost does not grow with the number of processes.
+            Some(base) if n > smallest => {
+                get_row = get_row.baseline(&format!("with {smallest} entries"), base).ratio_target(Bound::AtMost(1.5))
+            }
+            _ => get_smallest = Some(get_row.value),
+        }
+        rows.push(get_row);
         if n == largest {
             rows.push(Row::median(&format!("rss-{n}"), &format!("monitor RSS with {n} children"), "MiB", rss));
             rows.push(Row::median(&format!("pss-{n}"), &format!("monitor PSS with {n} children"), "MiB", pss));
@@ -625,6 +640,8 @@ pub(crate) fn idle_and_api(ctx: &Ctx<'_>) -> anyhow::Result<(Vec<Row>, f64)> {
             .note(loaded_note),
     );
 
+    rows.extend(alive_under_api_load(config, plain_daemon.remote_port, plain_daemon.alive_port)?);
+
     let mut version = Vec::new();
     let mut status = Vec::new();
     for _ in 0..config.cli_repeats {
@@ -640,6 +657,59 @@ pub(crate) fn idle_and_api(ctx: &Ctx<'_>) -> anyhow::Result<(Vec<Row>, f64)> {
     rows.push(Row::median("cli-version", "`process_monitor --version` (process spawn and exit)", "ms", version));
     plain_daemon.stop(Duration::from_secs(15));
     Ok((rows, version_ms))
+}
+
+/// `/alive` and `/status` latency on the aliveness port while 3 clients hammer the remote API (alternating
+/// `GET /processes/{id}`, `GET /processes`, `GET /metrics`) of a monitor with 100 running processes.
+fn alive_under_api_load(config: &crate::bench::Config, remote_port: u16, alive_port: u16) -> anyhow::Result<Vec<Row>> {
+    let run = config.api_load * u32::try_from(config.api_load_runs).unwrap_or(1);
+    let deadline = Instant::now() + run;
+    let hammers: Vec<_> = (0..3)
+        .map(|worker: usize| {
+            std::thread::spawn(move || -> anyhow::Result<usize> {
+                let mut conn = Conn::connect(remote_port)?;
+                let mut count = 0;
+                while Instant::now() < deadline {
+                    let path = match count % 6 {
+                        0 => "/processes".to_owned(),
+                        1 => "/metrics".to_owned(),
+                        k => format!("/processes/p{:03}", (worker * 31 + k * 17 + count) % 100),
+                    };
+                    let res = conn.get(&path)?;
+                    anyhow::ensure!(res.status == 200, "GET {path}: {}", res.status);
+                    count += 1;
+                }
+                Ok(count)
+            })
+        })
+        .collect();
+    let mut conn = Conn::connect(alive_port)?;
+    let (mut alive, mut status) = (Vec::new(), Vec::new());
+    while Instant::now() < deadline {
+        for (path, into) in [("/alive", &mut alive), ("/status", &mut status)] {
+            let started = Instant::now();
+            let res = conn.get(path)?;
+            into.push(ms(started.elapsed()));
+            anyhow::ensure!(res.status == 200, "GET {path}: {}", res.status);
+        }
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    let mut hammered = 0;
+    for hammer in hammers {
+        hammered += hammer.join().map_err(|_| anyhow::format_err!("a load thread panicked"))??;
+    }
+    let note = format!("{} + {} probes, {hammered} API requests by 3 clients in {run:?}", alive.len(), status.len());
+    let (alive_p99, status_p99) = (percentile(&alive, 99.0), percentile(&status, 99.0));
+    Ok(vec![
+        Row::median("alive-p99-load", "`/alive` p99 while 3 clients load the API (100 processes)", "ms", alive)
+            .value(alive_p99)
+            .target(Bound::AtMost(10.0))
+            .note(note.clone()),
+        Row::median("status-p99-load", "`/status` p99 while 3 clients load the API (100 processes)", "ms", status)
+            .value(status_p99)
+            .target(Bound::AtMost(10.0))
+            .note(note),
+    ])
 }
 
 /// 6: registry transactions through the CLI (`register` / `deregister`), one client and four at once, with no

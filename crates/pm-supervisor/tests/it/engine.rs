@@ -506,3 +506,42 @@ async fn log_rotation_loses_and_duplicates_no_line_while_the_child_writes() {
     let want: String = (1..=n).map(|i| format!("line-{i}\n")).collect();
     assert!(text == want, "lines lost, duplicated or reordered across {} rotations", generations.len());
 }
+
+/// A process waiting for a retry when the monitor stops cleanly is stopped, not `retrying`; at the next boot it
+/// starts only if it is autostart (also from an entry an older monitor left `retrying`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_process_retrying_at_a_clean_stop_starts_at_boot_only_if_autostart() {
+    let fx = Fixture::new();
+    let starts = fx.file("starts");
+    let mut config = sh("flaky", &format!("echo x >> {}; exit 1", starts.display()));
+    config.restart_policy = Some(policy(5, &[600_000]));
+    fx.sup.register(config).unwrap();
+    fx.wait("flaky", LONG, |e| e.state == ProcessState::Retrying).await;
+    let entries = fx.sup.shutdown(|_| false).await;
+    assert_eq!(entries[0].state, ProcessState::Stopped, "{:#?}", entries[0]);
+    // Booted again without autostart: it stays stopped (its retry was one second away).
+    let mut manual = entries[0].clone();
+    manual.config.autostart = false;
+    manual.config.restart_policy = Some(policy(5, &[1000]));
+    let mut older = manual.clone();
+    fx.sup.resume(manual, true).unwrap();
+    // An older monitor's file: `retrying` after a clean stop.
+    older.config.id = "older".to_owned();
+    older.state = ProcessState::Retrying;
+    older.restart_attempts = 1;
+    fx.sup.resume(older, true).unwrap();
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    for id in ["flaky", "older"] {
+        let entry = fx.sup.get(id).unwrap();
+        assert_eq!(entry.state, ProcessState::Stopped, "{id}: {entry:#?}");
+    }
+    let runs = || std::fs::read_to_string(&starts).unwrap_or_default().lines().count();
+    assert_eq!(runs(), 1, "only the first run before the stop");
+    // With autostart it starts at boot.
+    let mut auto = fx.sup.get("older").unwrap();
+    auto.config.id = "auto".to_owned();
+    auto.config.autostart = true;
+    auto.state = ProcessState::Retrying;
+    fx.sup.resume(auto, true).unwrap();
+    eventually(LONG, "the autostart process starts at boot", || runs() >= 2).await;
+}
