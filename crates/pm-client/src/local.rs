@@ -56,7 +56,9 @@ impl Default for LocalClientOptions {
 /// While a monitor listens on its unix socket `processes_{id}.sock`, the calls that act (register, deregister,
 /// start, stop, restart, enable, disable, autostart, settings changes) and the status reads go through it, as the
 /// monitor's HTTP API (it answers once the action is done); otherwise (and with
-/// [`LocalClientOptions::use_socket`] off) the registry is used as follows.
+/// [`LocalClientOptions::use_socket`] off) the registry is used as follows. A client that has changed the registry
+/// itself (a call made while no monitor listened, or the key-level calls such as [`Self::update_config`]) stays on
+/// the registry from then on, so that its later calls never overtake its own edits.
 ///
 /// Every call is one short transaction on the registry under its lock. The monitor notices the edit within
 /// a fraction of a second and acts; `start`, `stop` and `restart` wait (bounded) for the outcome. With no
@@ -68,6 +70,10 @@ pub struct ProcessMonitorClient {
     store: Store,
     wait_timeout: Duration,
     socket: Option<Socket>,
+    /// Set once this client has changed the registry itself: from then on it stays on the registry, so that its
+    /// later calls see its own edits (a running monitor takes a registry edit up a moment later, and a call through
+    /// the socket could overtake it).
+    wrote_registry: std::sync::atomic::AtomicBool,
 }
 
 impl ProcessMonitorClient {
@@ -80,7 +86,12 @@ impl ProcessMonitorClient {
     pub fn with_options(options: &LocalClientOptions) -> Result<ProcessMonitorClient, Error> {
         let paths = Paths::resolve(options.directory.as_deref(), &options.instance_id)?;
         let socket = options.use_socket.then(|| Socket { path: paths.socket_file() });
-        Ok(ProcessMonitorClient { store: Store::new(paths), wait_timeout: options.wait_timeout, socket })
+        Ok(ProcessMonitorClient {
+            store: Store::new(paths),
+            wait_timeout: options.wait_timeout,
+            socket,
+            wrote_registry: std::sync::atomic::AtomicBool::new(false),
+        })
     }
 
     /// A client of `instance_id` in `directory`.
@@ -407,7 +418,8 @@ impl ProcessMonitorClient {
         body: Option<serde_json::Value>,
         id: Option<&str>,
     ) -> Option<Result<T, Error>> {
-        let socket = self.socket.as_ref()?;
+        let socket =
+            self.socket.as_ref().filter(|_| !self.wrote_registry.load(std::sync::atomic::Ordering::Relaxed))?;
         if method == "GET" {
             // A read falls back to the registry also when the monitor accepts but does not answer in time (stopped
             // or stuck): the registry holds what it last stored.
@@ -426,7 +438,8 @@ impl ProcessMonitorClient {
         path: &str,
         id: Option<&str>,
     ) -> Option<Result<T, Error>> {
-        let socket = self.socket.as_ref()?;
+        let socket =
+            self.socket.as_ref().filter(|_| !self.wrote_registry.load(std::sync::atomic::Ordering::Relaxed))?;
         let stop = id
             .and_then(|id| self.load().ok()?.processes.get(id).map(|entry| entry.config.stop_timeout_ms()))
             .map_or(UNKNOWN_STOP_TIMEOUT, Duration::from_millis);
@@ -458,6 +471,7 @@ impl ProcessMonitorClient {
     }
 
     fn transaction<T>(&self, f: impl FnOnce(&mut Registry) -> Result<T, Error>) -> Result<T, Error> {
+        self.wrote_registry.store(true, std::sync::atomic::Ordering::Relaxed);
         self.store.transaction(LOCK_TIMEOUT, f)
     }
 

@@ -19,7 +19,8 @@ pub(crate) struct Socket {
 }
 
 impl Socket {
-    /// One call: `None` when no monitor listens on the socket (nothing was sent; use the registry), else the
+    /// One call: `None` when no monitor listens on the socket, or it went away before answering (use the
+    /// registry), else the
     /// parsed 2xx answer or the error its status maps to. `id` names the process concerned, if any; `timeout`
     /// bounds each read and write (a monitor that accepts but never answers costs at most that).
     pub(crate) fn call<T: DeserializeOwned>(
@@ -38,6 +39,19 @@ impl Socket {
         };
         let res = match pm_http::blocking_exchange(stream, method, path, body.as_deref(), timeout) {
             Ok(res) => res,
+            // Closed or reset before any answer: the monitor is going away (killed or stopping) or gone. The
+            // registry is then the way, as with no monitor; the registry path does the right thing either way.
+            Err(err)
+                if matches!(
+                    err.kind(),
+                    std::io::ErrorKind::UnexpectedEof
+                        | std::io::ErrorKind::ConnectionReset
+                        | std::io::ErrorKind::ConnectionAborted
+                        | std::io::ErrorKind::BrokenPipe
+                ) =>
+            {
+                return None;
+            }
             Err(err) => return Some(Err(transport(err))),
         };
         if !(200..300).contains(&res.status) {

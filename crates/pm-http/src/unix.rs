@@ -227,7 +227,8 @@ pub struct UnixResponse {
 
 /// One HTTP/1.1 request over the unix socket `socket`, blocking, within `timeout` per read and write: for local
 /// tools that have no async runtime (the local client, the CLI). `path` is the request target (`/processes`);
-/// a `body` is sent as JSON. The connection is closed afterwards.
+/// a `body` is sent as JSON. The connection is closed afterwards. A connection closed or reset before any answer
+/// (the monitor went away) is an error of kind `UnexpectedEof`, `ConnectionReset` or `BrokenPipe`.
 pub fn blocking_request(
     socket: &Path,
     method: &str,
@@ -261,6 +262,9 @@ pub fn blocking_exchange(
     stream.write_all(&request)?;
     let mut raw = Vec::new();
     stream.take(16 * 1024 * 1024).read_to_end(&mut raw)?;
+    if raw.is_empty() {
+        return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "the connection closed without an answer"));
+    }
     parse_response(&raw)
 }
 
