@@ -234,7 +234,8 @@ impl TokenStore {
     /// Writes a temporary file with mode 0600 beside the target, syncs it, and renames it over the target.
     fn write(&self, file: &TokenFile) -> io::Result<()> {
         let dir = self.path.parent().unwrap_or(Path::new("."));
-        std::fs::create_dir_all(dir)?;
+        // A home made here is private, as the monitor makes it.
+        std::os::unix::fs::DirBuilderExt::mode(std::fs::DirBuilder::new().recursive(true), 0o700).create(dir)?;
         let name = self.path.file_name().map(|name| name.to_string_lossy().into_owned()).unwrap_or_default();
         let tmp = dir.join(format!(".{name}.{}.tmp", std::process::id()));
         let body = serde_json::to_vec_pretty(file).map_err(io::Error::other)?;
