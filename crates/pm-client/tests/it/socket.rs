@@ -49,3 +49,39 @@ async fn the_local_client_uses_the_socket_while_a_monitor_listens() {
     assert!(paths.registry_file().exists());
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+#[tokio::test]
+async fn the_remote_client_sends_its_token() {
+    use pm_client::{RemoteClientOptions, RemoteProcessMonitorClient};
+    use pm_http::auth::{Scope, TokenStore};
+    let dir = std::env::temp_dir().join(format!("pm-client-token-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let store = TokenStore::new(dir.join("processes_default.tokens.json"));
+    let token = store.create("c", Scope::Read, None, Vec::new()).unwrap();
+    let fake = FakeControl::new();
+    fake.edit_remote(|remote| remote.require_token = true);
+    fake.insert("x", true, true);
+    let listener = pm_http::bind("127.0.0.1:0".parse().unwrap()).unwrap();
+    let options = pm_http::ApiOptions { tokens: Some(store) };
+    let server = pm_http::spawn_remote_api_with(listener, fake, ServerConfig::default(), options).unwrap();
+    let base_url = format!("http://{}", server.local_addr());
+    let client = |token: Option<String>| {
+        RemoteProcessMonitorClient::with_options(RemoteClientOptions {
+            base_url: base_url.clone(),
+            token,
+            ..RemoteClientOptions::default()
+        })
+        .unwrap()
+    };
+    let err = client(None).get_all_status().await.unwrap_err();
+    assert!(matches!(err, Error::Server { status: 401, .. }), "{err:?}");
+    assert!(client(Some(token.clone())).get_all_status().await.is_ok());
+    // The token is never shown by Debug.
+    let options = RemoteClientOptions { token: Some(token.clone()), ..RemoteClientOptions::default() };
+    assert!(!format!("{options:?}").contains(&token));
+    assert!(!format!("{:?}", client(Some(token.clone()))).contains(&token));
+    // Read scope: a change is refused.
+    let err = client(Some(token)).stop("x").await.unwrap_err();
+    assert!(matches!(err, Error::PermissionDenied(_)), "{err:?}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
