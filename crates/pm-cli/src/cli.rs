@@ -117,6 +117,8 @@ pub enum Command {
     Deregister(IdArgs),
     /// Show a process's log.
     Logs(LogsArgs),
+    /// Watch the monitor's events (state changes, restarts, checks, registrations) as they happen.
+    Events(EventsArgs),
     /// Show or change the monitor-wide settings (remote access, trusted hosts, executable lists, standalone
     /// mode, partner discovery).
     Config(ConfigArgs),
@@ -227,6 +229,25 @@ pub struct LogsArgs {
     /// Keep printing new lines, following into new run folders after restarts.
     #[arg(short = 'f', long)]
     pub follow: bool,
+    /// A run folder (YYYYMMDD_HHMMSS) instead of the newest; with --remote only.
+    #[arg(long, requires = "remote")]
+    pub run: Option<String>,
+    #[command(flatten)]
+    pub target: Target,
+}
+
+/// Which events to watch.
+#[derive(Debug, Args)]
+pub struct EventsArgs {
+    /// Only the events of this process.
+    #[arg(long, value_name = "ID")]
+    pub process: Option<String>,
+    /// Start after this event id (the monitor replays what it still holds).
+    #[arg(long, value_name = "ID")]
+    pub since: Option<String>,
+    /// Use the HTTP API at this URL instead of this instance's own (on loopback, at its remoteAccess port).
+    #[arg(long, value_name = "URL")]
+    pub remote: Option<String>,
 }
 
 /// `config get [KEY]` or `config set KEY VALUE`.

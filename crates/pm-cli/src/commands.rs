@@ -47,7 +47,11 @@ pub(crate) fn run(cli: &Cli, instance_id: &str, command: &Command) -> anyhow::Re
         Command::Disable(args) => act(cli, &paths, args, Action::Disable),
         Command::Deregister(args) => act(cli, &paths, args, Action::Deregister),
         Command::Register(args) => register(cli, &paths, args),
-        Command::Logs(args) => logs(&paths, args),
+        Command::Logs(args) => match &args.target.remote {
+            Some(url) => crate::events::remote_logs(url, args),
+            None => logs(&paths, args),
+        },
+        Command::Events(args) => crate::events::events(cli, &paths, args),
         Command::Config(args) => config(cli, &paths, args),
         Command::Token(args) => crate::token::run(cli, &paths, args),
         Command::Schema => {

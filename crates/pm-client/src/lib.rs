@@ -60,8 +60,10 @@ mod kill;
 mod local;
 mod remote;
 mod socket;
+mod streams;
 
 pub use discover::{DiscoverOptions, Subnet};
 pub use error::Error;
 pub use local::{LocalClientOptions, ProcessMonitorClient};
 pub use remote::{RemoteClientOptions, RemoteProcessMonitorClient, STOP_MARGIN};
+pub use streams::{EventStream, EventsOptions, LogStream, LogsOptions};

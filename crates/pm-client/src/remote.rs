@@ -346,6 +346,21 @@ impl RemoteProcessMonitorClient {
         self.call(Method::Put, "/config/partner-discovery", Some(body), None).await
     }
 
+    /// The HTTP client (for the streams).
+    pub(crate) fn http(&self) -> &pm_http::HttpClient {
+        &self.http
+    }
+
+    /// Time allowed for one attempt of one call.
+    pub(crate) fn timeout(&self) -> Duration {
+        self.timeout
+    }
+
+    /// `GET path` parsed as `T` (errors as for every call).
+    pub(crate) async fn get_json<T: DeserializeOwned>(&self, path: &str, id: Option<&str>) -> Result<T, Error> {
+        self.call(Method::Get, path, None, id).await
+    }
+
     async fn act(&self, id: &str, action: &str) -> Result<ProcessState, Error> {
         let path = process_path(id, &format!("/{action}"))?;
         let timeout = if action == "start" { self.timeout } else { self.stop_deadline(id).await? };
@@ -502,7 +517,7 @@ pub(crate) fn process_path(id: &str, suffix: &str) -> Result<String, Error> {
 }
 
 /// Percent-encodes everything but the unreserved characters of RFC 3986.
-fn percent_encode(text: &str) -> String {
+pub(crate) fn percent_encode(text: &str) -> String {
     let mut res = String::with_capacity(text.len());
     for byte in text.bytes() {
         if byte.is_ascii_alphanumeric() || b"-._~".contains(&byte) {

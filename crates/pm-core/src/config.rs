@@ -60,6 +60,10 @@ pub struct ProcessConfig {
     /// Run folders kept for this process (additive; the monitor's `--keep-logs` when absent).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub keep_runs: Option<u32>,
+    /// A command run on every state change of this process, with the event as JSON on stdin and in `PM_EVENT_*`
+    /// variables (additive; see `docs/events-and-logs.md`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub on_state_change: Option<StateChangeHook>,
 }
 
 impl ProcessConfig {
@@ -85,6 +89,7 @@ impl ProcessConfig {
             log_max_bytes: None,
             log_keep: None,
             keep_runs: None,
+            on_state_change: None,
         }
     }
 
@@ -128,6 +133,17 @@ impl ProcessConfig {
         }
         if self.log_keep.is_some_and(|keep| keep > 100) {
             return invalid("logKeep (at most 100)");
+        }
+        if let Some(hook) = &self.on_state_change {
+            if hook.command.trim().is_empty() || hook.command.len() > 4096 || hook.command.contains('\0') {
+                return invalid("onStateChange.command (must be a non-empty path without NUL)");
+            }
+            if hook.args.len() > 4096 || hook.args.iter().any(|arg| arg.contains('\0')) {
+                return invalid("onStateChange.args (at most 4096, without NUL)");
+            }
+            if hook.timeout_ms.is_some_and(|ms| ms == 0 || ms > StateChangeHook::MAX_TIMEOUT_MS) {
+                return invalid("onStateChange.timeoutMs (1 to 300000)");
+            }
         }
         if let Some(policy) = &self.restart_policy {
             if policy.backoff_intervals_ms.len() > 1000 {
@@ -192,6 +208,28 @@ impl Default for RestartPolicy {
             extra: serde_json::Map::new(),
         }
     }
+}
+
+/// A command run on every state change of a process (wire name `onStateChange`): no shell, the event as JSON on
+/// its stdin and in `PM_EVENT_*` variables, killed after its timeout.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct StateChangeHook {
+    /// The executable, resolved like a process's command (relative to the process's working directory).
+    pub command: String,
+    /// Arguments, passed verbatim.
+    #[serde(default)]
+    pub args: Vec<String>,
+    /// Time the hook may run before its process group is killed (default 10 000 ms, at most 300 000).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout_ms: Option<u64>,
+}
+
+impl StateChangeHook {
+    /// Default run time of a hook.
+    pub const DEFAULT_TIMEOUT_MS: u64 = 10_000;
+    /// Longest run time a hook may ask for.
+    pub const MAX_TIMEOUT_MS: u64 = 300_000;
 }
 
 /// HTTP health check of a running process (wire name `AlivenessCheck`).

@@ -23,6 +23,7 @@
 mod backoff;
 mod config;
 mod error;
+mod event;
 mod exec;
 mod id;
 mod registry;
@@ -31,8 +32,9 @@ mod timestamp;
 mod trust;
 
 pub use backoff::{next_restart, RestartDecision};
-pub use config::{AlivenessCheck, FailAction, ProcessConfig, RestartPolicy, StartupCheck};
+pub use config::{AlivenessCheck, FailAction, ProcessConfig, RestartPolicy, StartupCheck, StateChangeHook};
 pub use error::Error;
+pub use event::{Event, EventKind};
 pub use exec::{executable_permitted, validate_executable_pattern};
 pub use id::{validate_instance_id, validate_process_id};
 pub use registry::{

@@ -83,12 +83,7 @@ pub fn spawn_remote_api_with<C: ControlPlane>(
     config: ServerConfig,
     options: ApiOptions,
 ) -> std::io::Result<ServerHandle> {
-    let state = ApiState {
-        control,
-        names: NameResolver::new(),
-        body_timeout: config.header_read_timeout,
-        tokens: options.tokens,
-    };
+    let state = ApiState::new(control, &config, options.tokens);
     server::spawn(listener, Arc::new(RemoteApi { state: Arc::new(state) }), config)
 }
 
@@ -102,12 +97,7 @@ pub fn spawn_remote_api_tls<C: ControlPlane>(
     options: ApiOptions,
     tls: crate::tls::TlsConfig,
 ) -> std::io::Result<ServerHandle> {
-    let state = ApiState {
-        control,
-        names: NameResolver::new(),
-        body_timeout: config.header_read_timeout,
-        tokens: options.tokens,
-    };
+    let state = ApiState::new(control, &config, options.tokens);
     crate::tls::spawn_tls(listener, Arc::new(RemoteApi { state: Arc::new(state) }), config, tls)
 }
 
@@ -123,8 +113,7 @@ pub fn spawn_unix_api<C: ControlPlane>(
     control: Arc<C>,
     config: ServerConfig,
 ) -> std::io::Result<crate::unix::UnixServerHandle> {
-    let state =
-        ApiState { control, names: NameResolver::new(), body_timeout: config.header_read_timeout, tokens: None };
+    let state = ApiState::new(control, &config, None);
     crate::unix::spawn_unix(listener, path, Arc::new(RemoteApi { state: Arc::new(state) }), config)
 }
 
@@ -137,6 +126,18 @@ struct ApiState<C> {
     names: Arc<NameResolver>,
     body_timeout: Duration,
     tokens: Option<TokenStore>,
+    streams: crate::sse::StreamLimits,
+}
+
+impl<C> ApiState<C> {
+    fn new(control: Arc<C>, config: &ServerConfig, tokens: Option<TokenStore>) -> ApiState<C> {
+        let streams = crate::sse::StreamLimits {
+            permits: Arc::new(tokio::sync::Semaphore::new(config.max_streams)),
+            heartbeat: config.stream_heartbeat,
+            stall_timeout: config.stream_stall_timeout,
+        };
+        ApiState { control, names: NameResolver::new(), body_timeout: config.header_read_timeout, tokens, streams }
+    }
 }
 
 /// One endpoint, with the process id of its path already percent-decoded.
@@ -149,6 +150,9 @@ enum Route {
     MonitorRestart,
     Config(ConfigItem),
     Metrics,
+    Events,
+    Logs(String),
+    Runs(String),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -179,6 +183,9 @@ impl Route {
         let route = match segments.as_slice() {
             ["processes"] => Route::Processes,
             ["processes", id] => Route::Process(percent_decode(id)),
+            ["events"] => Route::Events,
+            ["processes", id, "logs"] => Route::Logs(percent_decode(id)),
+            ["processes", id, "runs"] => Route::Runs(percent_decode(id)),
             ["processes", id, action] => {
                 let action = match *action {
                     "start" => Action::Start,
@@ -215,17 +222,30 @@ impl Route {
             Route::Process(_) => &[Method::GET, Method::DELETE],
             Route::Action(_, Action::Autostart) => &[Method::PUT],
             Route::Action(..) | Route::MonitorRestart => &[Method::POST],
-            Route::MonitorStatus | Route::Metrics => &[Method::GET],
+            Route::MonitorStatus | Route::Metrics | Route::Events | Route::Logs(_) | Route::Runs(_) => &[Method::GET],
             Route::Config(_) => &[Method::GET, Method::PUT],
         }
     }
 
     fn process_id(&self) -> Option<&str> {
         match self {
-            Route::Process(id) | Route::Action(id, _) => Some(id),
+            Route::Process(id) | Route::Action(id, _) | Route::Logs(id) | Route::Runs(id) => Some(id),
             _ => None,
         }
     }
+}
+
+/// The `key=value` pairs of a query string, percent-decoded (`+` is not a space here).
+pub(crate) fn query_pairs(query: Option<&str>) -> Vec<(String, String)> {
+    query
+        .unwrap_or_default()
+        .split('&')
+        .filter(|pair| !pair.is_empty())
+        .map(|pair| {
+            let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
+            (percent_decode(key), percent_decode(value))
+        })
+        .collect()
 }
 
 /// Decodes `%XX` escapes; a malformed escape stays as it is and invalid UTF-8 becomes U+FFFD (both then fail
@@ -406,6 +426,9 @@ impl<C: ControlPlane> Ctx<'_, C> {
                     Err(err) => error_response(&err),
                 }
             }
+            (Route::Events, _) => self.events(req).await,
+            (Route::Logs(id), _) => self.logs(&id, req).await,
+            (Route::Runs(id), _) => self.runs(&id).await,
             (Route::Config(item), Method::GET) => json_response(StatusCode::OK, &config_body(item, &self.settings)),
             (Route::Config(item), _) => self.put_config(item, req).await,
         }
@@ -534,6 +557,32 @@ impl<C: ControlPlane> Ctx<'_, C> {
                     return json_error(StatusCode::FORBIDDEN, "Executable not permitted by whitelist/blacklist");
                 }
             }
+            // The state-change hook is a command as well: the same lists decide, and its canonical path is stored.
+            if let Some(hook) = config.on_state_change.as_mut() {
+                let (command, working_directory) = (hook.command.clone(), config.working_directory.clone());
+                let (whitelist, blacklist) =
+                    (self.remote().executable_whitelist.clone(), self.remote().executable_blacklist.clone());
+                let resolved = tokio::task::spawn_blocking(move || {
+                    let path_var = std::env::var_os("PATH");
+                    crate::exec::permitted_executable(
+                        &command,
+                        working_directory.as_deref(),
+                        path_var.as_deref(),
+                        &whitelist,
+                        &blacklist,
+                    )
+                })
+                .await;
+                match resolved {
+                    Ok(Some(canonical)) => hook.command = canonical,
+                    Ok(None) | Err(_) => {
+                        return json_error(
+                            StatusCode::FORBIDDEN,
+                            "onStateChange executable not permitted by whitelist/blacklist",
+                        );
+                    }
+                }
+            }
         }
         let id = config.id.clone();
         match self.control().register(config).await {
@@ -590,6 +639,119 @@ impl<C: ControlPlane> Ctx<'_, C> {
             Ok(settings) => json_response(StatusCode::OK, &config_body(item, &settings)),
             Err(err) => error_response(&err),
         }
+    }
+
+    /// `GET /events`: the event stream (see `docs/events-and-logs.md`).
+    async fn events(&self, req: HttpRequest) -> HttpResponse {
+        let mut process = None;
+        for (key, value) in query_pairs(req.uri().query()) {
+            match key.as_str() {
+                "process" => {
+                    if let Err(err) = validate_process_id(&value) {
+                        return error_response(&err);
+                    }
+                    process = Some(value);
+                }
+                other => {
+                    return json_error(StatusCode::BAD_REQUEST, &format!("Invalid query: unknown parameter {other:?}"))
+                }
+            }
+        }
+        // A token limited to processes may watch only one of them, named with `?process=`.
+        if self.peer.access.grant().is_some_and(|grant| !grant.processes.is_empty()) {
+            let target = auth::Target::Process(process.as_deref().unwrap_or_default());
+            if let Err(res) = self.peer.access.permits(auth::Scope::Read, target) {
+                return res;
+            }
+        }
+        let trusted = self.trusted().await;
+        if let Some(id) = &process {
+            if !trusted && self.control().is_remote(id) == Some(false) {
+                return json_error(StatusCode::FORBIDDEN, "Cannot watch local process");
+            }
+        }
+        let bus = self.control().event_bus();
+        if bus.is_closed() {
+            return json_error(StatusCode::SERVICE_UNAVAILABLE, "ProcessMonitor is shutting down");
+        }
+        let Some(permit) = self.api.streams.acquire() else {
+            return too_many_streams();
+        };
+        let last_event_id = req.headers().get("last-event-id").and_then(|value| value.to_str().ok());
+        let filter = crate::sse::EventFilter { process, trusted };
+        crate::sse::events_response(bus, filter, last_event_id, permit, &self.api.streams)
+    }
+
+    /// The run folders of a process a peer may read the logs of: untrusted peers only those of processes
+    /// registered remotely.
+    async fn readable_runs(&self, id: &str) -> Result<Vec<std::path::PathBuf>, HttpResponse> {
+        match self.control().is_remote(id) {
+            None => return Err(error_response(&Error::NotFound(id.to_owned()))),
+            Some(false) if !self.trusted().await => {
+                return Err(json_error(StatusCode::FORBIDDEN, "Cannot read logs of local process"));
+            }
+            Some(_) => {}
+        }
+        let (control, key) = (self.api.control.clone(), id.to_owned());
+        match tokio::task::spawn_blocking(move || control.run_dirs(&key)).await {
+            Ok(Ok(dirs)) => Ok(dirs),
+            Ok(Err(err)) => Err(error_response(&err)),
+            Err(err) => Err(json_error(StatusCode::INTERNAL_SERVER_ERROR, &format!("Cannot list runs: {err}"))),
+        }
+    }
+
+    /// `GET /processes/{id}/runs`.
+    async fn runs(&self, id: &str) -> HttpResponse {
+        let dirs = match self.readable_runs(id).await {
+            Ok(it) => it,
+            Err(res) => return res,
+        };
+        let runs = tokio::task::spawn_blocking(move || crate::logs::describe_runs(&dirs)).await.unwrap_or_default();
+        json_response(StatusCode::OK, &json!({ "processId": id, "runs": runs }))
+    }
+
+    /// `GET /processes/{id}/logs`.
+    async fn logs(&self, id: &str, req: HttpRequest) -> HttpResponse {
+        let query = match crate::logs::LogsQuery::parse(&query_pairs(req.uri().query())) {
+            Ok(it) => it,
+            Err(reason) => return json_error(StatusCode::BAD_REQUEST, &format!("Invalid query: {reason}")),
+        };
+        let dirs = match self.readable_runs(id).await {
+            Ok(it) => it,
+            Err(res) => return res,
+        };
+        let Some(dir) = crate::logs::pick_run(&dirs, query.run.as_deref()).cloned() else {
+            let message = if query.run.is_some() { "Run not found" } else { "No logs" };
+            return json_response(StatusCode::NOT_FOUND, &json!({ "error": message, "processId": id }));
+        };
+        let (file_name, tail, follow) = (query.file_name, query.tail, query.follow);
+        // A one-off read goes out in bounded chunks as well, so a large tail never sits in memory whole; only
+        // followers count against the stream cap.
+        let permit = match follow {
+            true => match self.api.streams.acquire() {
+                Some(permit) => Some(permit),
+                None => return too_many_streams(),
+            },
+            false => None,
+        };
+        let started =
+            tokio::task::spawn_blocking(move || crate::logs::Follower::start(dir, file_name, tail, !follow)).await;
+        let follower = match started {
+            Ok(Ok(it)) => it,
+            Ok(Err(err)) => return json_error(StatusCode::INTERNAL_SERVER_ERROR, &format!("Cannot read log: {err}")),
+            Err(err) => return json_error(StatusCode::INTERNAL_SERVER_ERROR, &format!("Cannot read log: {err}")),
+        };
+        let (control, key) = (self.api.control.clone(), id.to_owned());
+        let bus = control.event_bus();
+        let runs: Arc<dyn Fn() -> Vec<std::path::PathBuf> + Send + Sync> =
+            Arc::new(move || control.run_dirs(&key).unwrap_or_default());
+        let (res, tx) = crate::sse::stream_response("text/plain; charset=utf-8", &self.api.streams);
+        tokio::spawn(async move {
+            let _permit = permit;
+            // Followers end with the monitor (see `EventBus::close`).
+            crate::logs::follow(follower, follow, runs, tx, move || bus.is_closed()).await;
+        });
+        res
     }
 
     /// Reads and parses a JSON body: 400 `Invalid JSON: ...` when it does not parse, 400
@@ -674,6 +836,13 @@ fn error_response(err: &Error) -> HttpResponse {
     }
 }
 
+/// The answer when every stream slot is taken.
+fn too_many_streams() -> HttpResponse {
+    let mut res = json_error(StatusCode::SERVICE_UNAVAILABLE, "Too many streams");
+    res.headers_mut().insert(hyper::header::RETRY_AFTER, HeaderValue::from_static("1"));
+    res
+}
+
 fn allow_header(methods: &[Method], with_options: bool) -> String {
     let mut names: Vec<&str> = methods.iter().map(Method::as_str).collect();
     if with_options {
@@ -722,6 +891,9 @@ mod tests {
         check("/monitor/restart", Some(Route::MonitorRestart));
         check("/config/trusted-hosts", Some(Route::Config(ConfigItem::TrustedHosts)));
         check("/config/secrets", None);
+        check("/events", Some(Route::Events));
+        check("/processes/api/logs", Some(Route::Logs("api".to_owned())));
+        check("/processes/api/runs", Some(Route::Runs("api".to_owned())));
         check("/", None);
         check("", None);
     }

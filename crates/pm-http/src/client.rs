@@ -30,7 +30,7 @@ const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(4);
 /// Calls must run inside a tokio runtime.
 #[derive(Clone, Debug)]
 pub struct HttpClient {
-    inner: Client<HttpConnector, Full<Bytes>>,
+    pub(crate) inner: Client<HttpConnector, Full<Bytes>>,
 }
 
 /// A whole response.
@@ -161,7 +161,7 @@ impl HttpClient {
     }
 }
 
-fn parse_url(url: &str) -> Result<Uri, Error> {
+pub(crate) fn parse_url(url: &str) -> Result<Uri, Error> {
     let invalid = |reason: &str| Error::InvalidUrl { url: url.to_owned(), reason: reason.to_owned() };
     let uri: Uri = url.parse().map_err(|err: hyper::http::uri::InvalidUri| invalid(&err.to_string()))?;
     if uri.scheme_str() != Some("http") {
@@ -176,7 +176,7 @@ fn parse_url(url: &str) -> Result<Uri, Error> {
 /// The URIs to try in turn: `localhost` is always loopback (RFC 6761), so it is tried as `127.0.0.1` and then as
 /// `[::1]` whatever the resolver says (many hosts files name only one of them); other hosts are resolved by the
 /// connector, which tries each resolved address.
-fn connect_targets(uri: &Uri, url: &str) -> Result<Vec<Uri>, Error> {
+pub(crate) fn connect_targets(uri: &Uri, url: &str) -> Result<Vec<Uri>, Error> {
     let host = uri.host().unwrap_or_default();
     if !host.eq_ignore_ascii_case("localhost") {
         return Ok(vec![uri.clone()]);

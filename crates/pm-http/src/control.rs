@@ -1,6 +1,8 @@
 //! The control plane the remote API drives: implemented by the supervisor, faked in tests.
 
 use std::future::Future;
+use std::path::PathBuf;
+use std::sync::Arc;
 
 use pm_core::{Error, MonitorStatus, ProcessConfig, ProcessState, ProcessStatus, Settings, SettingsUpdate};
 
@@ -38,4 +40,10 @@ pub trait ControlPlane: Send + Sync + 'static {
     fn update_settings(&self, update: SettingsUpdate) -> impl Future<Output = Result<Settings, Error>> + Send;
     /// Whether a process is registered remotely (`None` when unknown), from memory.
     fn is_remote(&self, id: &str) -> Option<bool>;
+    /// The bus `GET /events` streams from.
+    fn event_bus(&self) -> Arc<crate::EventBus>;
+    /// The kept run folders of a process (`YYYYMMDD_HHMMSS[_N]`, each holding `stdout.log` and `stderr.log`),
+    /// oldest first; `Err(NotFound)` for an unknown process. Called from blocking threads too, so it must not
+    /// wait on anything but the file system.
+    fn run_dirs(&self, id: &str) -> Result<Vec<PathBuf>, Error>;
 }

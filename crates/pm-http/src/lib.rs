@@ -12,7 +12,8 @@
 //!   processes (the supervisor acts behind [`ControlPlane`]).
 //! - Handlers never fail: every error is a JSON `{"error": ...}` response with its status code.
 //! - Every socket, server side and client side, has `TCP_NODELAY`, and every response is sent whole with a
-//!   `Content-Length`. Request bodies are size-limited, request heads have a read timeout, connections are
+//!   `Content-Length`, except the streams (`GET /events`, followed logs), which are chunked, bounded in number
+//!   and in memory. Request bodies are size-limited, request heads have a read timeout, connections are
 //!   bounded ([`ServerConfig`]).
 //! - Remote API trust comes from the TCP peer address (or the unix socket peer's credentials), never from a
 //!   header; a bearer token ([`auth`]) only narrows what an address may do, and another site's page is refused.
@@ -59,14 +60,19 @@
 mod aliveness;
 mod api;
 pub mod auth;
+mod body;
 mod client;
 mod control;
 mod error;
+mod events;
 mod exec;
 mod helper;
+mod logs;
 pub mod metrics;
 mod names;
 mod server;
+mod sse;
+mod stream_client;
 #[cfg(feature = "test-support")]
 pub mod testing;
 #[cfg(feature = "tls")]
@@ -80,8 +86,10 @@ pub use api::{spawn_remote_api, spawn_remote_api_with, spawn_unix_api, ApiOption
 pub use client::{check_health, HttpClient, HttpResponse};
 pub use control::ControlPlane;
 pub use error::Error;
+pub use events::{EventBus, DEFAULT_EVENT_RING};
 pub use helper::{AlivenessCallback, AlivenessServerHelper};
 pub use server::{bind, ServerConfig, ServerHandle};
+pub use stream_client::{HttpStream, SseEvent, SseParser};
 #[cfg(feature = "tls")]
 pub use tls::TlsConfig;
 pub use unix::{bind_unix, blocking_exchange, blocking_request, connect_unix, UnixResponse, UnixServerHandle};

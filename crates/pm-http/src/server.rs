@@ -4,7 +4,7 @@
 //! the open connections, and is served by `hyper::server::conn::http1` with a header read timeout (driven by a
 //! [`TokioTimer`]). Request bodies reach the handler wrapped in [`Limited`]; a request whose `Content-Length` is
 //! already over the limit is answered 413 before the handler runs, without reading the body. Responses are
-//! [`Full`] bodies, so hyper sends each one whole with a `Content-Length`.
+//! whole bodies sent with a `Content-Length`, except the streams of `GET /events` and followed logs (chunked).
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -13,7 +13,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use http_body_util::{BodyExt, Full, Limited};
+use http_body_util::{BodyExt, Limited};
 use hyper::body::{Bytes, Incoming};
 use hyper::header::{HeaderValue, CONNECTION, CONTENT_LENGTH, CONTENT_TYPE};
 use hyper::server::conn::http1;
@@ -25,8 +25,8 @@ use tokio::net::TcpStream;
 use tokio::sync::{oneshot, Semaphore};
 use tokio::task::{JoinHandle, JoinSet};
 
-/// The response type of every handler: a whole body, sent with a `Content-Length`.
-pub(crate) type HttpResponse = Response<Full<Bytes>>;
+/// The response type of every handler: a whole body, sent with a `Content-Length`, or a stream.
+pub(crate) type HttpResponse = Response<crate::body::Body>;
 
 /// The request type every handler gets: the body can be read only up to [`ServerConfig::max_body_bytes`].
 pub(crate) type HttpRequest = Request<Limited<Incoming>>;
@@ -45,6 +45,13 @@ pub struct ServerConfig {
     /// How long [`ServerHandle::shutdown`] lets open connections finish their requests (default 2 s); the
     /// connections still open then are dropped.
     pub shutdown_grace: Duration,
+    /// Streams (`GET /events`, followed logs) open at once (default 64), counted apart from
+    /// `max_connections`; one more is answered 503 `{"error":"Too many streams"}` with `Retry-After`.
+    pub max_streams: usize,
+    /// Time after which an idle event stream gets a heartbeat comment line (default 15 s).
+    pub stream_heartbeat: Duration,
+    /// Time a stream waits for its client to take data before it cuts the stream (default 30 s).
+    pub stream_stall_timeout: Duration,
 }
 
 impl Default for ServerConfig {
@@ -54,6 +61,9 @@ impl Default for ServerConfig {
             header_read_timeout: Duration::from_secs(5),
             max_body_bytes: 1024 * 1024,
             shutdown_grace: Duration::from_secs(2),
+            max_streams: 64,
+            stream_heartbeat: Duration::from_secs(15),
+            stream_stall_timeout: Duration::from_secs(30),
         }
     }
 }
@@ -271,7 +281,7 @@ pub(crate) async fn read_body(body: Limited<Incoming>, timeout: Duration) -> Res
 /// A JSON response with `content-type: application/json`.
 pub(crate) fn json_response(status: StatusCode, value: &serde_json::Value) -> HttpResponse {
     let body = serde_json::to_vec(value).unwrap_or_else(|_| b"{}".to_vec());
-    let mut res = Response::new(Full::new(Bytes::from(body)));
+    let mut res = Response::new(crate::body::Body::full(body));
     *res.status_mut() = status;
     res.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
     res
@@ -293,7 +303,7 @@ pub(crate) fn method_not_allowed(allow: &str) -> HttpResponse {
 
 /// A response with an owned body and the given content type.
 pub(crate) fn text_body(status: StatusCode, text: String, content_type: &'static str) -> HttpResponse {
-    let mut res = Response::new(Full::new(Bytes::from(text)));
+    let mut res = Response::new(crate::body::Body::full(text));
     *res.status_mut() = status;
     res.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
     res
@@ -301,7 +311,7 @@ pub(crate) fn text_body(status: StatusCode, text: String, content_type: &'static
 
 /// A plain-text response.
 pub(crate) fn text_response(status: StatusCode, text: &'static str) -> HttpResponse {
-    let mut res = Response::new(Full::new(Bytes::from_static(text.as_bytes())));
+    let mut res = Response::new(crate::body::Body::full(Bytes::from_static(text.as_bytes())));
     *res.status_mut() = status;
     res.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
     res
@@ -318,6 +328,7 @@ mod tests {
         assert_eq!(config.header_read_timeout, Duration::from_secs(5));
         assert_eq!(config.max_body_bytes, 1024 * 1024);
         assert_eq!(config.shutdown_grace, Duration::from_secs(2));
+        assert_eq!(config.max_streams, 64);
     }
 
     #[test]

@@ -57,6 +57,11 @@ pub struct FakeControl {
     pub panic: AtomicBool,
     /// The instance id that [`ControlPlane::monitor_status`] reports.
     pub instance_id: String,
+    /// The bus `GET /events` streams from (tests publish on it directly).
+    pub events: Arc<crate::EventBus>,
+    /// Where the run folders of each process are (`{logs_root}/{id}/{run}`); a process without a folder there has
+    /// no runs.
+    pub logs_root: Mutex<Option<std::path::PathBuf>>,
 }
 
 impl FakeControl {
@@ -80,6 +85,8 @@ impl FakeControl {
             failure: Mutex::new(None),
             panic: AtomicBool::new(false),
             instance_id: instance_id.to_owned(),
+            events: Arc::new(crate::EventBus::new(crate::DEFAULT_EVENT_RING)),
+            logs_root: Mutex::new(None),
         })
     }
 
@@ -243,5 +250,21 @@ impl ControlPlane for FakeControl {
 
     fn is_remote(&self, id: &str) -> Option<bool> {
         self.processes.lock().unwrap().get(id).map(|entry| entry.config.is_remote)
+    }
+
+    fn event_bus(&self) -> Arc<crate::EventBus> {
+        self.events.clone()
+    }
+
+    fn run_dirs(&self, id: &str) -> Result<Vec<std::path::PathBuf>, Error> {
+        if !self.processes.lock().unwrap().contains_key(id) {
+            return Err(Error::NotFound(id.to_owned()));
+        }
+        let Some(root) = self.logs_root.lock().unwrap().clone() else { return Ok(Vec::new()) };
+        let mut dirs: Vec<std::path::PathBuf> = std::fs::read_dir(root.join(id))
+            .map(|entries| entries.flatten().map(|entry| entry.path()).filter(|path| path.is_dir()).collect())
+            .unwrap_or_default();
+        dirs.sort();
+        Ok(dirs)
     }
 }

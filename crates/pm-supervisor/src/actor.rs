@@ -224,6 +224,7 @@ impl Actor {
                 Event::CheckDue => self.launch_check(),
                 Event::RotateDue => self.rotate_logs().await,
                 Event::CheckDone((passed, took)) => {
+                    crate::events::emit_check(&self.shared, &self.entry, passed, self.check_streak(passed));
                     self.counters.last_check = Some(took);
                     if !passed {
                         self.counters.check_failures += 1;
@@ -823,6 +824,17 @@ impl Actor {
         }
     }
 
+    /// For the check event of a result: failures in a row with this one (`Some(0)` for a pass that ends a streak
+    /// or a startup phase; `None` for a pass of a healthy process, which makes no event).
+    fn check_streak(&self, passed: bool) -> Option<u32> {
+        match (&self.phase, passed) {
+            (Phase::Startup { attempts }, false) => Some(attempts + 1),
+            (Phase::Startup { .. }, true) => Some(0),
+            (_, false) => Some(self.entry.consecutive_failures + 1),
+            (_, true) => (self.entry.consecutive_failures > 0).then_some(0),
+        }
+    }
+
     fn cancel_check(&mut self) {
         if let Some(task) = self.check_task.take() {
             task.abort();
@@ -838,8 +850,11 @@ impl Actor {
             running_since: self.running_since,
             counters: self.counters,
         };
+        let retry_in = self.retry_at.map(|at| at.saturating_duration_since(Instant::now()));
+        let events = crate::events::changes(&self.publish.borrow().entry, &self.entry, retry_in);
         self.publish.send_replace(snapshot);
         self.shared.changed.notify_one();
+        crate::events::emit(&self.shared, &self.entry, events);
     }
 }
 

@@ -327,6 +327,11 @@ async fn run_locked(config: DaemonConfig) -> Result<Exit, Error> {
         }
     };
 
+    if restart {
+        monitor.sup.publish_monitor_event(pm_core::EventKind::MonitorRestart {});
+    }
+    // Open streams end now (with a `cut` event), so that they do not hold up the remote API's shutdown.
+    monitor.sup.event_bus().close();
     monitor.stopping.store(true, Ordering::Relaxed);
     tracing::info!(restart, "shutting down");
     writer.abort();

@@ -40,6 +40,7 @@
 
 mod actor;
 mod daemon;
+mod events;
 mod groupwait;
 mod logrotate;
 mod monitor;

@@ -5,6 +5,10 @@
 //! the live file: on Linux with `fallocate(FALLOC_FL_COLLAPSE_RANGE)` (ext4, xfs), which removes exactly the
 //! copied, block-aligned head atomically, so no line is lost or duplicated; elsewhere by copy-and-truncate,
 //! which can lose what the child writes between the copy and the truncate.
+//!
+//! A rotation holds an exclusive `flock` on the live file from the shift of the generations to the removal of the
+//! head; remote log followers (`pm-http`'s `logs.rs`) hold a shared one while they look, so they see a rotation
+//! whole or not at all and neither lose nor repeat lines.
 
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Seek, SeekFrom, Write};
@@ -24,6 +28,7 @@ pub(crate) enum Rotated {
 /// Rotates `path` when it is larger than `max_bytes`, keeping `keep` generations (`path.1` newest).
 pub(crate) fn rotate_if_needed(path: &Path, max_bytes: u64, keep: u32) -> std::io::Result<Rotated> {
     let mut file = OpenOptions::new().read(true).write(true).open(path)?;
+    rustix::fs::flock(&file, rustix::fs::FlockOperation::LockExclusive)?;
     let meta = file.metadata()?;
     let len = meta.len();
     if len <= max_bytes {

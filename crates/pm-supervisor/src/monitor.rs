@@ -245,6 +245,7 @@ impl Monitor {
     /// Hands a reconcile plan over; called with the registry guard held. Nothing here waits on a process:
     /// requests are queued to the tasks in order, and their outcomes awaited elsewhere.
     async fn apply_plan(self: &Arc<Self>, plan: Plan) {
+        let standalone_before = self.standalone();
         let settings_changed = {
             let mut current = self.settings.write().expect("settings");
             let changed = *current != plan.settings;
@@ -252,6 +253,7 @@ impl Monitor {
             changed
         };
         if settings_changed {
+            self.note_standalone(standalone_before);
             let _ = self.events.send(DaemonEvent::SettingsChanged);
         }
         for entry in plan.added {
@@ -493,13 +495,26 @@ impl pm_http::ControlPlane for Monitor {
                 Ok(Settings::of(registry))
             })
             .await?;
+        let standalone_before = self.standalone();
         *self.settings.write().expect("settings") = settings;
+        self.note_standalone(standalone_before);
         let _ = self.events.send(DaemonEvent::SettingsChanged);
         Ok(pm_http::ControlPlane::settings(self))
     }
 
     fn is_remote(&self, id: &str) -> Option<bool> {
         self.sup.get(id).map(|entry| entry.config.is_remote)
+    }
+
+    fn event_bus(&self) -> Arc<pm_http::EventBus> {
+        self.sup.event_bus()
+    }
+
+    fn run_dirs(&self, id: &str) -> Result<Vec<std::path::PathBuf>, Error> {
+        if self.sup.get(id).is_none() {
+            return Err(Error::NotFound(id.to_owned()));
+        }
+        Ok(self.sup.paths().run_dirs(id))
     }
 }
 
@@ -552,6 +567,14 @@ impl Monitor {
                 status
             })
             .collect()
+    }
+
+    /// Publishes `standaloneChanged` when standalone mode is no longer `before`.
+    fn note_standalone(&self, before: bool) {
+        let now = self.standalone();
+        if now != before {
+            self.sup.publish_monitor_event(pm_core::EventKind::StandaloneChanged { enabled: now });
+        }
     }
 
     fn guard(&self) -> Result<(), Error> {

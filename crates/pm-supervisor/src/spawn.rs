@@ -75,7 +75,7 @@ pub(crate) fn spawn(config: &ProcessConfig, ctx: &SpawnContext<'_>) -> std::io::
 
 /// A command with a `/` is taken relative to the working directory; a bare name is looked up on the child's
 /// `PATH` (its own environment's, else the monitor's) so that the lookup does not depend on the monitor's cwd.
-fn resolve_program(command: &str, cwd: &Path, child_path: Option<&String>) -> PathBuf {
+pub(crate) fn resolve_program(command: &str, cwd: &Path, child_path: Option<&String>) -> PathBuf {
     if command.contains('/') {
         return cwd.join(command);
     }

@@ -24,6 +24,14 @@ pub struct SupervisorConfig {
     pub extra_env: Vec<(String, String)>,
 }
 
+/// Events kept for replay: `PROCESS_MONITOR_EVENT_RING` when set (at least 1,000), else the default.
+fn event_ring() -> usize {
+    std::env::var("PROCESS_MONITOR_EVENT_RING")
+        .ok()
+        .and_then(|value| value.trim().parse().ok())
+        .unwrap_or(pm_http::DEFAULT_EVENT_RING)
+}
+
 /// State shared by the supervisor and its actors.
 pub(crate) struct Shared {
     pub(crate) paths: Paths,
@@ -34,6 +42,8 @@ pub(crate) struct Shared {
     pub(crate) http: pm_http::HttpClient,
     /// Signalled on every published change (the registry writer waits on it).
     pub(crate) changed: Notify,
+    /// The event bus of `GET /events`, and the hooks' bound.
+    pub(crate) events: crate::events::Events,
 }
 
 impl Shared {
@@ -73,6 +83,7 @@ impl Supervisor {
             extra_env: config.extra_env,
             http: pm_http::HttpClient::new(),
             changed: Notify::new(),
+            events: crate::events::Events::new(Arc::new(pm_http::EventBus::new(event_ring()))),
         };
         Supervisor { shared: Arc::new(shared), slots: Arc::new(Mutex::new(BTreeMap::new())) }
     }
@@ -97,6 +108,10 @@ impl Supervisor {
         let mut slots = self.slots.lock().expect("slots lock");
         if slots.contains_key(&id) {
             return Err(Error::AlreadyExists(id));
+        }
+        if begin == Begin::Registered {
+            let kind = pm_core::EventKind::Registered { process_id: id.clone() };
+            self.shared.events.publish(kind, entry.config.is_remote);
         }
         let (tx, rx) = mpsc::channel(64);
         let (actor, snapshot) = Actor::new(entry, self.shared.clone(), rx);
@@ -307,6 +322,16 @@ impl Supervisor {
         &self.shared.http
     }
 
+    /// The bus every change of these processes is published on (`GET /events`).
+    pub fn event_bus(&self) -> Arc<pm_http::EventBus> {
+        self.shared.events.bus.clone()
+    }
+
+    /// Publishes an event about the monitor itself (seen by trusted peers only).
+    pub(crate) fn publish_monitor_event(&self, kind: pm_core::EventKind) {
+        self.shared.events.publish(kind, false);
+    }
+
     /// The layout this supervisor logs into.
     pub fn paths(&self) -> &Paths {
         &self.shared.paths
@@ -331,5 +356,10 @@ async fn finish_end(slot: Slot, leave_running: bool, shared: &Shared) -> Result<
     };
     let _ = slot.task.await;
     shared.changed.notify_one();
+    let (process_id, is_remote) = {
+        let snapshot = slot.snapshot.borrow();
+        (snapshot.entry.config.id.clone(), snapshot.entry.config.is_remote)
+    };
+    shared.events.publish(pm_core::EventKind::Deregistered { process_id }, is_remote);
     res
 }

@@ -20,19 +20,24 @@ const POLL: Duration = Duration::from_micros(200);
 /// Polling period of the bulk timings (each poll reads up to N `/proc` entries).
 const POLL_BULK: Duration = Duration::from_micros(500);
 
-fn ms(duration: Duration) -> f64 {
+pub(crate) fn ms(duration: Duration) -> f64 {
     duration.as_secs_f64() * 1000.0
 }
 
 /// A pause of up to `max`, pseudo-random, so that timings do not lock onto the monitor's 100 ms reconcile tick.
-fn jitter(max: Duration) {
+pub(crate) fn jitter(max: Duration) {
     let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |at| at.subsec_nanos());
     std::thread::sleep(max.mul_f64(f64::from(nanos % 1000) / 1000.0));
 }
 
 /// Waits for a live child of `parent` that runs `sleep <arg>` (exec done, not a zombie) and is not `exclude`;
 /// answers its PID and when it was seen.
-fn wait_sleeper(parent: u32, arg: &str, exclude: Option<u32>, timeout: Duration) -> anyhow::Result<(u32, Instant)> {
+pub(crate) fn wait_sleeper(
+    parent: u32,
+    arg: &str,
+    exclude: Option<u32>,
+    timeout: Duration,
+) -> anyhow::Result<(u32, Instant)> {
     let started = Instant::now();
     loop {
         for pid in sys::children(parent) {
@@ -200,7 +205,7 @@ fn post(conn: &mut Conn, path: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn progress(what: &str) {
+pub(crate) fn progress(what: &str) {
     eprintln!("bench: {what}");
 }
 

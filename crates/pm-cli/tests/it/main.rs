@@ -7,6 +7,7 @@ mod adoption;
 mod auth;
 mod cli;
 mod daemon;
+mod events;
 mod hardening;
 mod health;
 mod local_client;

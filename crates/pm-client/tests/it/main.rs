@@ -6,4 +6,5 @@ mod discover;
 mod remote;
 mod retries;
 mod socket;
+mod streams;
 mod support;

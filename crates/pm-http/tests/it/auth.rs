@@ -67,6 +67,8 @@ fn endpoints() -> Vec<(Method, &'static str, Option<Value>, Needs)> {
         (Method::GET, "/processes/api", None, Needs::Read),
         (Method::GET, "/monitor/status", None, Needs::Read),
         (Method::GET, "/metrics", None, Needs::Read),
+        (Method::GET, "/processes/api/logs", None, Needs::Read),
+        (Method::GET, "/processes/api/runs", None, Needs::Read),
         (Method::POST, "/processes/api/start", None, Needs::Operate),
         (Method::POST, "/processes/api/stop", None, Needs::Operate),
         (Method::POST, "/processes/api/restart", None, Needs::Operate),
@@ -107,7 +109,10 @@ async fn each_scope_allows_exactly_its_endpoints() {
             let token = api.token("t", scope, &[]);
             let res = api.with_token(method.clone(), path, body.as_ref(), &token).await;
             if needs <= level {
-                assert_eq!(res.status, 200, "{scope} {method} {path}: {:?}", res.json);
+                // Allowed: whatever the endpoint answers (the fake monitor has no log files), never 401 or 403.
+                let expected_ok = if path.ends_with("/logs") || path.ends_with("/runs") { res.status } else { 200 };
+                assert_eq!(res.status, expected_ok, "{scope} {method} {path}: {:?}", res.json);
+                assert!(res.status != 401 && res.status != 403, "{scope} {method} {path}: {:?}", res.json);
             } else {
                 assert_eq!((res.status, res.error()), (403, "Not permitted for this token"), "{scope} {method} {path}");
                 assert!(api.fake.calls().is_empty(), "{scope} {method} {path} acted: {:?}", api.fake.calls());
@@ -333,4 +338,35 @@ async fn the_unix_socket_serves_the_owner_at_a_long_path() {
     assert!(!fake.config("mine").unwrap().is_remote, "a socket registration is a local one");
     server.shutdown().await;
     assert!(!path.exists(), "the socket file is removed at shutdown");
+}
+
+/// The status of a streaming answer (`GET /events`), read from its head only.
+async fn stream_status(addr: std::net::SocketAddr, path: &str, token: &str) -> u16 {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let request = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {token}\r\n\r\n");
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut head = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(10), async {
+        let mut byte = [0u8; 1];
+        while !head.ends_with(b"\r\n\r\n") && stream.read(&mut byte).await.unwrap_or(0) == 1 {
+            head.push(byte[0]);
+        }
+    })
+    .await;
+    assert!(read.is_ok(), "no head: {:?}", String::from_utf8_lossy(&head));
+    String::from_utf8_lossy(&head).split(' ').nth(1).and_then(|code| code.parse().ok()).unwrap_or(0)
+}
+
+#[tokio::test]
+async fn the_event_stream_follows_the_token() {
+    let api = AuthApi::start();
+    let addr = api.server.local_addr();
+    let all = api.token("all", Scope::Read, &[]);
+    let limited = api.token("one", Scope::Read, &["api"]);
+    assert_eq!(stream_status(addr, "/events", &all).await, 200);
+    assert_eq!(stream_status(addr, "/events", &limited).await, 403, "all events are beyond a process-limited token");
+    assert_eq!(stream_status(addr, "/events?process=other", &limited).await, 403);
+    assert_eq!(stream_status(addr, "/events?process=api", &limited).await, 200);
+    assert_eq!(stream_status(addr, "/events", "pmt_x").await, 401);
 }

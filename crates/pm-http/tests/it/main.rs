@@ -7,5 +7,6 @@ mod helper;
 mod metrics;
 mod security;
 mod server;
+mod streams;
 mod support;
 mod tls;

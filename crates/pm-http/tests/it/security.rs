@@ -348,3 +348,43 @@ async fn an_authorization_header_never_grants_trust() {
     }
     assert!(api.fake.calls().is_empty(), "{:?}", api.fake.calls());
 }
+
+#[tokio::test]
+async fn untrusted_state_change_hooks_obey_the_executable_lists() {
+    let dir = TempDir::new();
+    let tool = dir.executable("allowed/tool");
+    let hook = dir.executable("allowed/sub/hook");
+    dir.executable("allowed/banned");
+    dir.executable("elsewhere/hook");
+    let api = whitelisted_api(&dir);
+    let register_with_hook = |id: &str, hook: String| json!({"id": id, "name": id, "command": tool.to_str().unwrap(), "onStateChange": {"command": hook, "args": ["a"]}});
+    for refused in [
+        format!("{}/allowed/banned", dir.path().display()),
+        format!("{}/elsewhere/hook", dir.path().display()),
+        format!("{}/allowed/../elsewhere/hook", dir.path().display()),
+        "sh".to_owned(),
+    ] {
+        let res = api.post("/processes", Some(register_with_hook("x", refused.clone()))).await;
+        assert_eq!(res.status, 403, "{refused}: {:?}", res.json);
+        assert_eq!(res.json["error"], "onStateChange executable not permitted by whitelist/blacklist");
+    }
+    assert!(api.fake.calls().is_empty(), "{:?}", api.fake.calls());
+    // A permitted hook is stored by its canonical path.
+    let res = api
+        .post("/processes", Some(register_with_hook("ok", format!("{}/allowed/sub/../sub/hook", dir.path().display()))))
+        .await;
+    assert_eq!(res.status, 200, "{:?}", res.json);
+    let stored = api.fake.config("ok").unwrap().on_state_change.unwrap();
+    assert_eq!(
+        (stored.command.as_str(), stored.args.as_slice()),
+        (hook.to_str().unwrap(), ["a".to_owned()].as_slice())
+    );
+    // Bad hook fields are refused for everybody.
+    let res = api
+        .post(
+            "/processes",
+            Some(json!({"id": "y", "name": "y", "command": tool.to_str().unwrap(), "onStateChange": {"command": ""}})),
+        )
+        .await;
+    assert_eq!(res.status, 400, "{:?}", res.json);
+}
