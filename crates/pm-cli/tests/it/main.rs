@@ -8,6 +8,7 @@ mod auth;
 mod cli;
 mod daemon;
 mod events;
+mod files;
 mod hardening;
 mod health;
 mod local_client;
