@@ -4,6 +4,7 @@ mod api;
 mod auth;
 mod client;
 mod helper;
+mod limits;
 mod metrics;
 mod security;
 mod server;
