@@ -19,7 +19,7 @@ pub(crate) fn run(cli: &Cli, instance_id: &str, command: &Command) -> anyhow::Re
     let paths = Paths::resolve(cli.directory.as_deref(), instance_id)?;
     match command {
         Command::List(target) => {
-            let statuses = match remote(target)? {
+            let statuses = match remote(cli, target)? {
                 Some(client) => block_on(client.get_all_status())?,
                 None => {
                     let mut statuses = local(&paths)?.get_all_status()?;
@@ -30,7 +30,7 @@ pub(crate) fn run(cli: &Cli, instance_id: &str, command: &Command) -> anyhow::Re
             print_list(cli.json, &statuses)
         }
         Command::Status(args) => {
-            let status = match remote(&args.target)? {
+            let status = match remote(cli, &args.target)? {
                 Some(client) => block_on(client.get_status(&args.id))?,
                 None => {
                     let mut status = local(&paths)?.get_status(&args.id)?;
@@ -52,7 +52,8 @@ pub(crate) fn run(cli: &Cli, instance_id: &str, command: &Command) -> anyhow::Re
             None => logs(&paths, args),
         },
         Command::Events(args) => crate::events::events(cli, &paths, args),
-        Command::Config(args) => config(&paths, args),
+        Command::Config(args) => config(cli, &paths, args),
+        Command::Token(args) => crate::token::run(cli, &paths, args),
         Command::Schema => {
             println!("{}", serde_json::to_string_pretty(&crate::stack::schema())?);
             Ok(code::OK)
@@ -86,7 +87,7 @@ enum Action {
 
 fn act(cli: &Cli, paths: &Paths, args: &IdArgs, action: Action) -> anyhow::Result<u8> {
     let id = args.id.as_str();
-    let status = match remote(&args.target)? {
+    let status = match remote(cli, &args.target)? {
         Some(client) => block_on(async {
             match action {
                 Action::Start => client.start(id).await.map(Some),
@@ -105,7 +106,8 @@ fn act(cli: &Cli, paths: &Paths, args: &IdArgs, action: Action) -> anyhow::Resul
         .map(|state| format!("{state}")),
         None => {
             let client = local(paths)?;
-            let not_running = client.monitor()?.is_none();
+            // A lock this user cannot read (another user on the socket) says nothing; the socket call decides.
+            let not_running = matches!(client.monitor(), Ok(None));
             let res = match action {
                 Action::Start => Some(client.start(id)?.state.to_string()),
                 Action::Stop => Some(client.stop(id)?.state.to_string()),
@@ -151,7 +153,7 @@ fn register(cli: &Cli, paths: &Paths, args: &RegisterArgs) -> anyhow::Result<u8>
         None => config_from_flags(args)?,
     };
     let id = config.id.clone();
-    match remote(&args.target)? {
+    match remote(cli, &args.target)? {
         Some(client) => block_on(client.register(config))?,
         None => {
             // The limits need their cgroup controllers; the monitor refuses them too, but only when it starts the
@@ -169,8 +171,8 @@ fn register(cli: &Cli, paths: &Paths, args: &RegisterArgs) -> anyhow::Result<u8>
 }
 
 /// `config get` / `config set`, locally or through the API; prints JSON either way.
-fn config(paths: &Paths, args: &ConfigArgs) -> anyhow::Result<u8> {
-    let remote = remote(&Target { remote: args.remote.clone() })?;
+fn config(cli: &Cli, paths: &Paths, args: &ConfigArgs) -> anyhow::Result<u8> {
+    let remote = remote(cli, &Target { remote: args.remote.clone() })?;
     if let ConfigAction::Set { key, value } = &args.action {
         let update = settings_update(*key, value)?;
         match &remote {
@@ -319,9 +321,13 @@ pub(crate) fn local(paths: &Paths) -> anyhow::Result<ProcessMonitorClient> {
     Ok(ProcessMonitorClient::in_directory(paths.root(), paths.instance_id())?)
 }
 
-fn remote(target: &Target) -> anyhow::Result<Option<RemoteProcessMonitorClient>> {
+fn remote(cli: &Cli, target: &Target) -> anyhow::Result<Option<RemoteProcessMonitorClient>> {
     match &target.remote {
-        Some(url) => Ok(Some(RemoteProcessMonitorClient::new(url)?)),
+        Some(url) => Ok(Some(RemoteProcessMonitorClient::with_options(pm_client::RemoteClientOptions {
+            base_url: url.clone(),
+            token: cli.token.clone().filter(|token| !token.trim().is_empty()),
+            ..pm_client::RemoteClientOptions::default()
+        })?)),
         None => Ok(None),
     }
 }

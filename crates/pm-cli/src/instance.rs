@@ -93,6 +93,10 @@ fn run_here(cli: &Cli, paths: &Paths) -> anyhow::Result<u8> {
         resume: cli.resume,
         keep_runs: cli.keep_logs,
         lock_timeout: Duration::from_secs(5),
+        tls: match (&cli.tls_cert, &cli.tls_key) {
+            (Some(cert), Some(key)) => Some((cert.clone(), key.clone())),
+            _ => None,
+        },
     };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -254,8 +258,14 @@ fn status(cli: &Cli, paths: &Paths) -> anyhow::Result<u8> {
     Ok(res)
 }
 
-/// The instance's status as it answers it itself (see [`status_urls`]); `None` when nothing answers.
+/// The instance's status as it answers it itself: on its unix socket, else at [`status_urls`]; `None` when
+/// nothing answers.
 fn read_status(cli: &Cli, paths: &Paths, timeout: Duration) -> Option<MonitorStatus> {
+    if let Ok(res) = pm_http::blocking_request(&paths.socket_file(), "GET", "/monitor/status", None, timeout) {
+        if let Some(status) = (res.status == 200).then(|| serde_json::from_slice(&res.body).ok()).flatten() {
+            return Some(status);
+        }
+    }
     status_urls(cli, paths).iter().find_map(|url| {
         let (code, body) = http_get(url, timeout).ok()?;
         (code == 200).then(|| serde_json::from_slice::<MonitorStatus>(&body).ok()).flatten()

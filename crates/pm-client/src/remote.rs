@@ -20,8 +20,8 @@ use serde_json::{json, Value};
 
 use crate::Error;
 
-/// How a [`RemoteProcessMonitorClient`] reaches its monitor.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// How a [`RemoteProcessMonitorClient`] reaches its monitor. Its `Debug` output hides the token.
+#[derive(Clone, PartialEq, Eq)]
 pub struct RemoteClientOptions {
     /// `http://host:port` of the monitor's remote API (a trailing `/` is ignored; `https` is not supported).
     pub base_url: String,
@@ -33,6 +33,21 @@ pub struct RemoteClientOptions {
     pub retries: u32,
     /// Pause before each further attempt (default 100 ms).
     pub retry_delay: Duration,
+    /// A bearer token (`process_monitor token create`), sent as `Authorization: Bearer ...` with every call;
+    /// needed when the monitor sets `requireToken` (default `None`).
+    pub token: Option<String>,
+}
+
+impl std::fmt::Debug for RemoteClientOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RemoteClientOptions")
+            .field("base_url", &self.base_url)
+            .field("timeout", &self.timeout)
+            .field("retries", &self.retries)
+            .field("retry_delay", &self.retry_delay)
+            .field("token", &self.token.as_ref().map(|_| "<hidden>"))
+            .finish()
+    }
 }
 
 impl Default for RemoteClientOptions {
@@ -42,6 +57,7 @@ impl Default for RemoteClientOptions {
             timeout: Duration::from_secs(5),
             retries: 2,
             retry_delay: Duration::from_millis(100),
+            token: None,
         }
     }
 }
@@ -84,6 +100,18 @@ pub struct RemoteProcessMonitorClient {
     timeout: Duration,
     retries: u32,
     retry_delay: Duration,
+    /// `Bearer ...`, when a token is set.
+    authorization: Option<Secret>,
+}
+
+/// A header value that `Debug` does not show.
+#[derive(Clone)]
+struct Secret(Arc<str>);
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("<hidden>")
+    }
 }
 
 /// The HTTP methods the API uses.
@@ -161,6 +189,7 @@ impl RemoteProcessMonitorClient {
             timeout: options.timeout,
             retries: options.retries,
             retry_delay: options.retry_delay,
+            authorization: options.token.as_deref().map(|token| Secret(Arc::from(format!("Bearer {}", token.trim())))),
         })
     }
 
@@ -442,7 +471,9 @@ impl RemoteProcessMonitorClient {
             // crate needs no dependency on hyper (the four names always parse).
             let http_method =
                 method.as_str().parse().map_err(|_| Error::Invalid(format!("HTTP method {}", method.as_str())))?;
-            let err = match self.http.request(http_method, &url, body.clone(), timeout).await {
+            let headers: Vec<(&str, &str)> =
+                self.authorization.as_ref().map(|value| ("authorization", &*value.0)).into_iter().collect();
+            let err = match self.http.request_with(http_method, &url, body.clone(), timeout, &headers).await {
                 Ok(res) => return Ok((res, resent)),
                 Err(err) => err,
             };
@@ -541,7 +572,7 @@ pub(crate) fn percent_encode(text: &str) -> String {
 }
 
 /// A patch as a JSON object of the keys it sets (keys left `None` are not sent).
-fn patch_body<T: serde::Serialize>(patch: &T) -> Result<Value, Error> {
+pub(crate) fn patch_body<T: serde::Serialize>(patch: &T) -> Result<Value, Error> {
     let mut value =
         serde_json::to_value(patch).map_err(|err| Error::Invalid(format!("cannot encode the settings: {err}")))?;
     if let Value::Object(map) = &mut value {

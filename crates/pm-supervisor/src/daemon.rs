@@ -43,6 +43,9 @@ pub struct DaemonConfig {
     pub keep_runs: usize,
     /// How long to wait for the instance lock.
     pub lock_timeout: Duration,
+    /// PEM certificate chain and private key: serve the remote API over TLS (only with the `tls` feature;
+    /// without it the daemon refuses to start when this is set).
+    pub tls: Option<(PathBuf, PathBuf)>,
 }
 
 /// How the daemon ended.
@@ -146,6 +149,8 @@ const WRITER_GAP: Duration = Duration::from_millis(250);
 
 async fn run_locked(config: DaemonConfig, lock: &mut InstanceLock) -> Result<Exit, Error> {
     let paths = config.paths.clone();
+    // Before anything is touched: a certificate or key that does not load stops the start.
+    let tls = load_tls(config.tls.as_ref())?;
     // The monitor's transactions start from the registry it last wrote while nobody else changed the file.
     let store = Arc::new(Store::new_cached(paths.clone()));
     let (registry, set_aside) = {
@@ -234,7 +239,12 @@ async fn run_locked(config: DaemonConfig, lock: &mut InstanceLock) -> Result<Exi
     let monitor = Arc::new(Monitor::new(store.clone(), sup.clone(), registry, standalone_override, events_tx));
     // The aliveness server serves from here on; the remote API, bound already, is served once every registered
     // process has its task (a request must not find a registered process missing).
-    let mut servers = Servers::default();
+    let mut servers = Servers {
+        tls,
+        tokens_file: Some(paths.tokens_file()),
+        socket_file: Some(paths.socket_file()),
+        ..Servers::default()
+    };
     let remote_listener = bound.remote;
     if let Err(err) = servers.serve_aliveness(bound.aliveness, &monitor) {
         if !crashed_before {
@@ -351,6 +361,7 @@ async fn run_locked(config: DaemonConfig, lock: &mut InstanceLock) -> Result<Exi
         }
         None => tracing::info!("remote API off"),
     }
+    servers.ensure_socket(&monitor);
     crate::startup::publish_ports(lock, &monitor);
 
     let writer = {
@@ -413,6 +424,7 @@ async fn run_locked(config: DaemonConfig, lock: &mut InstanceLock) -> Result<Exi
                     if let Err(err) = servers.ensure_remote(&monitor, config.remote_bind.as_deref()).await {
                         tracing::error!("{err}");
                     }
+                    servers.ensure_socket(&monitor);
                     let every = partner_interval(&monitor);
                     if every != partner_every {
                         partner_every = every;
@@ -437,6 +449,7 @@ async fn run_locked(config: DaemonConfig, lock: &mut InstanceLock) -> Result<Exi
     tracing::info!(restart, "shutting down");
     writer.abort();
     servers.shutdown_remote().await;
+    servers.shutdown_socket().await;
     let entries = if restart {
         servers.shutdown_aliveness().await;
         sup.shutdown(|_| true).await
@@ -565,6 +578,39 @@ pub(crate) fn socket_addr(bind: &str, port: u16) -> Result<SocketAddr, Error> {
 struct Servers {
     aliveness: Option<ServerHandle>,
     remote: Option<(ServerHandle, SocketAddr)>,
+    /// The unix-socket API and the mode of its file.
+    unix: Option<(pm_http::UnixServerHandle, u32)>,
+    /// `processes_{id}.tokens.json`.
+    tokens_file: Option<PathBuf>,
+    /// `processes_{id}.sock`.
+    socket_file: Option<PathBuf>,
+    /// The certificate and key of the remote API, when it serves TLS.
+    tls: Option<Tls>,
+}
+
+#[cfg(feature = "tls")]
+type Tls = pm_http::TlsConfig;
+#[cfg(not(feature = "tls"))]
+type Tls = std::convert::Infallible;
+
+/// Loads the TLS certificate and key; without the `tls` feature, asking for TLS is an error.
+fn load_tls(files: Option<&(PathBuf, PathBuf)>) -> Result<Option<Tls>, Error> {
+    let Some((cert, key)) = files else { return Ok(None) };
+    #[cfg(feature = "tls")]
+    {
+        pm_http::TlsConfig::from_pem_files(cert, key)
+            .map(Some)
+            .map_err(|err| Error::Core(CoreError::InvalidField(format!("TLS: {err}"))))
+    }
+    #[cfg(not(feature = "tls"))]
+    {
+        Err(Error::Core(CoreError::InvalidField(format!(
+            "--tls-cert {} / --tls-key {}: this build has no TLS; build with `--features tls` or put a reverse \
+             proxy in front (see docs/authentication.md)",
+            cert.display(),
+            key.display()
+        ))))
+    }
 }
 
 impl Servers {
@@ -591,8 +637,17 @@ impl Servers {
         addr: SocketAddr,
         monitor: &Arc<Monitor>,
     ) -> Result<(), Error> {
-        let handle = pm_http::spawn_remote_api(listener, monitor.clone(), ServerConfig::default())
-            .map_err(|source| Error::Bind { what: "remote API", addr: addr.to_string(), source })?;
+        let options = pm_http::ApiOptions { tokens: self.tokens_file.clone().map(pm_http::auth::TokenStore::new) };
+        let spawned = match &self.tls {
+            #[cfg(feature = "tls")]
+            Some(tls) => {
+                pm_http::spawn_remote_api_tls(listener, monitor.clone(), ServerConfig::default(), options, tls.clone())
+            }
+            #[cfg(not(feature = "tls"))]
+            Some(never) => match *never {},
+            None => pm_http::spawn_remote_api_with(listener, monitor.clone(), ServerConfig::default(), options),
+        };
+        let handle = spawned.map_err(|source| Error::Bind { what: "remote API", addr: addr.to_string(), source })?;
         tracing::info!("remote API on {}", handle.local_addr());
         monitor.ports.write().expect("ports").1 = Some(handle.local_addr().port());
         self.remote = Some((handle, addr));
@@ -619,8 +674,45 @@ impl Servers {
         self.serve_remote(listener, addr, monitor)
     }
 
+    /// Starts the unix-socket API if it does not run, and keeps its file's mode in line with the settings: 0600
+    /// (owner only), or 0666 when `socketUsers` names other users (their credentials then decide). A socket that
+    /// cannot be made is logged, not fatal: clients then use the registry.
+    fn ensure_socket(&mut self, monitor: &Arc<Monitor>) {
+        let Some(path) = self.socket_file.clone() else { return };
+        let others = !monitor.settings.read().expect("settings").remote_access.socket_users.is_empty();
+        let mode = if others { 0o666 } else { 0o600 };
+        match &mut self.unix {
+            Some((_, current)) if *current == mode => {}
+            Some((handle, current)) => {
+                use std::os::unix::fs::PermissionsExt;
+                match std::fs::set_permissions(handle.path(), std::fs::Permissions::from_mode(mode)) {
+                    Ok(()) => *current = mode,
+                    Err(err) => tracing::error!("cannot set the mode of {}: {err}", handle.path().display()),
+                }
+            }
+            None => {
+                let started = pm_http::bind_unix(&path, mode).and_then(|listener| {
+                    pm_http::spawn_unix_api(listener, path.clone(), monitor.clone(), ServerConfig::default())
+                });
+                match started {
+                    Ok(handle) => {
+                        tracing::info!("local API on {}", path.display());
+                        self.unix = Some((handle, mode));
+                    }
+                    Err(err) => tracing::error!("cannot serve the local API on {}: {err}", path.display()),
+                }
+            }
+        }
+    }
+
     async fn shutdown_remote(&mut self) {
         if let Some((handle, _)) = self.remote.take() {
+            handle.shutdown().await;
+        }
+    }
+
+    async fn shutdown_socket(&mut self) {
+        if let Some((handle, _)) = self.unix.take() {
             handle.shutdown().await;
         }
     }

@@ -660,8 +660,45 @@ pub(crate) fn idle_and_api(ctx: &Ctx<'_>) -> anyhow::Result<(Vec<Row>, f64)> {
             .target(Bound::AtMost(0.2)),
     );
     rows.push(
-        Row::median("api-get-p99", "`GET /processes/{id}` p99, one keep-alive connection", "ms", latency).value(p99),
+        Row::median("api-get-p99", "`GET /processes/{id}` p99, one keep-alive connection", "ms", latency.clone())
+            .value(p99),
     );
+    let tcp_p50 = median(&latency);
+
+    // The same request over the local unix socket, and over TCP with a bearer token (checked against the token
+    // file on every request).
+    let socket = plain.dir.join("processes_default.sock");
+    let token = {
+        let out = std::process::Command::new(&ctx.bin)
+            .arg("--directory")
+            .arg(&plain.dir)
+            .args(["token", "create", "--name", "bench", "--scope", "read"])
+            .output()
+            .context("cannot run token create")?;
+        anyhow::ensure!(out.status.success(), "token create failed: {}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8_lossy(&out.stdout).trim().to_owned()
+    };
+    for (id, label, conn) in [
+        ("api-get-p50-socket", "`GET /processes/{id}` p50 over the unix socket", Conn::connect_unix(&socket)?),
+        (
+            "api-get-p50-token",
+            "`GET /processes/{id}` p50 over TCP with a bearer token",
+            Conn::connect(plain_daemon.remote_port)?.with_token(&token),
+        ),
+    ] {
+        let mut conn = conn;
+        for _ in 0..200 {
+            conn.get(path)?;
+        }
+        let mut latency = Vec::with_capacity(config.api_requests);
+        for _ in 0..config.api_requests {
+            let started = Instant::now();
+            let res = conn.get(path)?;
+            latency.push(ms(started.elapsed()));
+            anyhow::ensure!(res.status == 200, "{label}: {}", res.status);
+        }
+        rows.push(Row::median(id, label, "ms", latency).baseline("TCP without a token", tcp_p50));
+    }
 
     let mut rps = Vec::new();
     let mut loaded = Vec::new();

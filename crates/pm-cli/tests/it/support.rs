@@ -375,7 +375,9 @@ impl Env {
             let status = self.run(&["status", id, "--json"]);
             if status.code == 0 {
                 last = status.json();
-                if last["state"] == state {
+                // The CLI shows the live state (through the monitor's socket); the registry stores it a moment
+                // later. Both, so that a test may go on to read the stored entry.
+                if last["state"] == state && self.entry(id)["state"] == state {
                     return last;
                 }
             }
