@@ -232,6 +232,10 @@ impl<C: ControlPlane> ApiState<C> {
         if !settings.remote_access.start_remote_access {
             return json_error(StatusCode::SERVICE_UNAVAILABLE, "Remote access disabled");
         }
+        // The dashboard's files hold no data: served to everyone, before any trust or token decision.
+        if crate::ui::is_ui_path(req.uri().path()) {
+            return crate::ui::serve(req.method(), req.uri().path());
+        }
         let Some(route) = Route::parse(req.uri().path()) else {
             return json_error(StatusCode::NOT_FOUND, "Not found");
         };

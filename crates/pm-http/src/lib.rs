@@ -73,6 +73,7 @@ mod sse;
 mod stream_client;
 #[cfg(feature = "test-support")]
 pub mod testing;
+mod ui;
 
 pub use aliveness::spawn_aliveness;
 pub use api::spawn_remote_api;

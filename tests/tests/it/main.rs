@@ -2,6 +2,7 @@
 //! Run by `cargo xtask e2e`, which builds the binaries and passes their paths.
 
 mod chaos;
+mod dashboard;
 mod engine_hardening;
 mod faults;
 mod fuzz;
