@@ -722,6 +722,7 @@
     else if (hash === "#/register") { show("register"); }
     else { show("list"); renderList(); }
     $("main").focus({ preventScroll: true });
+    window.scrollTo(0, 0);
   }
   async function start() {
     const res = await api("GET", "/processes");

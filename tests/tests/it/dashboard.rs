@@ -128,7 +128,6 @@ fn dashboard_in_a_real_browser_shows_and_acts_live() {
         "CPU and memory figures",
         "return document.querySelector('tr[data-id=\"alpha\"] td:nth-child(7)').textContent.includes('iB')",
     );
-    browser.screenshot(&target_dir().join("dashboard-desktop.png"));
 
     // A crash and its restart appear live in the row: every state badge the row shows is recorded.
     browser.eval(
@@ -171,6 +170,7 @@ fn dashboard_in_a_real_browser_shows_and_acts_live() {
     assert_eq!(browser.eval("return window.notReloaded === true", json!([])), json!(true), "the page reloaded");
     assert_eq!(site.statuses().unwrap()["alpha"].state, pm_core::ProcessState::Stopped);
     assert_eq!(state_of(&browser, "beta"), json!("running"));
+    browser.screenshot(&target_dir().join("dashboard-desktop.png"));
 
     // The log tail follows: a line printed after the page opened shows up.
     browser.click(&browser.wait_for("tr[data-id=\"logger\"] .proc-link", LONG));

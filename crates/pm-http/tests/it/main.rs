@@ -2,6 +2,7 @@
 
 mod api;
 mod client;
+mod dashboard;
 mod helper;
 mod metrics;
 mod security;
