@@ -263,7 +263,8 @@
   async function poll() {
     while (app.started) {
       if (document.visibilityState === "visible") {
-        await refresh();
+        // An event may have caused a read just now: the list is never read more often than once a second.
+        if (Date.now() - lastRefresh >= 1000) await refresh();
         sample();
         renderList();
         if (app.view === "monitor") loadMonitor();

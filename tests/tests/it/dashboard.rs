@@ -208,6 +208,20 @@ fn dashboard_in_a_real_browser_shows_and_acts_live() {
     assert_eq!(browser.eval("return document.activeElement.id", json!([])), json!("reg-id"));
     assert!(!site.statuses().unwrap().contains_key("bad id!"));
 
+    // The monitor panel and, for an admin token, editable settings and the monitor restart button.
+    browser.goto(&format!("http://127.0.0.1:{}/#/monitor", site.remote_port));
+    browser.wait_js(
+        LONG,
+        "the monitor panel",
+        "return document.getElementById('mon-fields').textContent.includes('default')",
+    );
+    assert_eq!(browser.eval("return document.getElementById('mon-restart').hidden", json!([])), json!(false));
+    browser.goto(&format!("http://127.0.0.1:{}/#/settings", site.remote_port));
+    browser.wait_js(LONG, "the settings", "return document.querySelectorAll('#settings textarea').length >= 3");
+    let editable = browser
+        .eval("return [...document.querySelectorAll('#settings textarea')].filter(e => !e.readOnly).length", json!([]));
+    assert_eq!(editable, json!(3), "trusted hosts, whitelist and blacklist are editable for admin");
+
     // A phone-sized window: no sideways scrolling, the states still shown.
     browser.resize(375, 780);
     browser.goto(&format!("http://127.0.0.1:{}/#/", site.remote_port));
