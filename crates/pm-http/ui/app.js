@@ -287,8 +287,9 @@
     const points = values.map((v, i) => [i, v]).filter(([, v]) => v !== null);
     if (points.length > 1) {
       const max = Math.max(...points.map(([, v]) => v)) || 1;
-      const step = 64 / (SAMPLES - 1);
-      const offset = 64 - (values.length - 1) * step;
+      // The samples so far span the width (three minutes once the history is full).
+      const step = 63 / Math.max(values.length - 1, 1);
+      const offset = 0.5;
       const line = document.createElementNS(ns, "polyline");
       line.setAttribute("points", points.map(([i, v]) => (offset + i * step).toFixed(1) + "," + (17 - (v / max) * 16).toFixed(1)).join(" "));
       svg.append(line);
