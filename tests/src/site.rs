@@ -242,10 +242,16 @@ impl Site {
         files.get(&pid).and_then(|path| std::fs::read_to_string(path).ok()).unwrap_or_default()
     }
 
-    /// Everything the instance logged (all monitor log files, oldest first).
+    /// Everything the instance logged (all monitor log files in `{id}_logs/_monitor`, oldest first).
     pub fn daemon_log(&self) -> String {
-        let mut files: Vec<PathBuf> = std::fs::read_dir(self.paths().logs_dir())
-            .map(|entries| entries.flatten().map(|entry| entry.path()).filter(|path| path.is_file()).collect())
+        let mut files: Vec<PathBuf> = std::fs::read_dir(self.paths().monitor_dir())
+            .map(|entries| {
+                entries
+                    .flatten()
+                    .map(|entry| entry.path())
+                    .filter(|path| path.is_file() && path.file_name().is_some_and(|name| name != "startup.log"))
+                    .collect()
+            })
             .unwrap_or_default();
         files.sort();
         files.iter().map(|path| std::fs::read_to_string(path).unwrap_or_default()).collect()

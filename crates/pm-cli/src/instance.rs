@@ -70,7 +70,9 @@ fn run_here(cli: &Cli, paths: &Paths) -> anyhow::Result<u8> {
     unsafe {
         libc::mallopt(libc::M_ARENA_MAX, 1);
     }
-    let log_file = crate::logging::init(paths, cli.foreground && !cli.detached, cli.keep_logs)?;
+    // Nothing is written (not even the monitor's log) in a home another user controls.
+    pm_registry::check_home(paths)?;
+    let log_file = crate::logging::init(paths, cli.foreground && !cli.detached, cli.keep_logs);
     let exe = std::env::current_exe().context("cannot find this program's path")?;
     let mut restart_command: Vec<OsString> = vec![exe.clone().into_os_string()];
     restart_command.extend(std::env::args_os().skip(1).map(|arg| {
@@ -99,7 +101,8 @@ fn run_here(cli: &Cli, paths: &Paths) -> anyhow::Result<u8> {
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;
-    tracing::info!(version = env!("CARGO_PKG_VERSION"), log = %log_file.display(), "ProcessMonitor starting");
+    let log = log_file.as_deref().map_or_else(|| "stderr".to_owned(), |path| path.display().to_string());
+    tracing::info!(version = env!("CARGO_PKG_VERSION"), log = %log, "ProcessMonitor starting");
     let res = runtime.block_on(pm_supervisor::Daemon::run(config));
     runtime.shutdown_timeout(Duration::from_millis(500));
     match res {
@@ -131,11 +134,14 @@ fn start_detached(cli: &Cli, paths: &Paths, extra_args: &[&str]) -> anyhow::Resu
         println!("ProcessMonitor {} is already running (pid {})", paths.instance_id(), holder.pid);
         return Ok(code::OK);
     }
-    std::fs::create_dir_all(paths.logs_dir())
-        .with_context(|| format!("cannot create {}", paths.logs_dir().display()))?;
-    let startup_log = paths.logs_dir().join("startup.log");
-    let stderr =
-        std::fs::File::create(&startup_log).with_context(|| format!("cannot create {}", startup_log.display()))?;
+    // Nothing is written into a home another user controls; the folders and startup.log are private whatever the
+    // umask, and startup.log is created afresh (a symlink placed there is replaced, never written through).
+    pm_registry::check_home(paths)?;
+    pm_registry::create_private_dir_all(&paths.monitor_dir())
+        .with_context(|| format!("cannot create {}", paths.monitor_dir().display()))?;
+    let startup_log = paths.startup_log_file();
+    let stderr = pm_registry::create_private_file_fresh(&startup_log)
+        .with_context(|| format!("cannot create {}", startup_log.display()))?;
     let exe = std::env::current_exe().context("cannot find this program's path")?;
     let mut command = std::process::Command::new(exe);
     command
@@ -167,7 +173,9 @@ fn start_detached(cli: &Cli, paths: &Paths, extra_args: &[&str]) -> anyhow::Resu
             let reason = log.lines().rev().find(|line| !line.trim().is_empty()).unwrap_or("no output").to_owned();
             anyhow::bail!("ProcessMonitor {} did not start ({status}): {reason}", paths.instance_id());
         }
-        let holds_lock = InstanceLock::holder(paths)?.is_some_and(|holder| holder.pid == pid);
+        // The lock is taken early in the start-up; the ports it publishes once both servers listen (and the
+        // registry holds the ports of the command line) say the monitor is up.
+        let holds_lock = InstanceLock::holder(paths)?.is_some_and(|holder| holder.pid == pid && serving(&holder));
         if holds_lock
             && alive_url
                 .as_deref()
@@ -202,16 +210,30 @@ fn status(cli: &Cli, paths: &Paths) -> anyhow::Result<u8> {
         }
         return Ok(code::NOT_RUNNING);
     };
+    // A registry that does not parse does not silence the status: the ports come from the defaults (and the
+    // command line), and the status says the registry is unreadable.
+    let unreadable = registry_or_defaults(paths).1;
     let status = read_status(cli, paths, Duration::from_secs(1));
-    match (status, cli.json) {
-        (Some(status), true) => println!("{}", serde_json::to_string_pretty(&status)?),
-        (Some(status), false) => print_status(&status),
+    let res = match (status, cli.json) {
+        (Some(status), true) => {
+            let mut value = serde_json::to_value(&status)?;
+            if let (Some(err), Some(object)) = (&unreadable, value.as_object_mut()) {
+                object.insert("registryError".to_owned(), serde_json::Value::from(err.as_str()));
+            }
+            println!("{}", serde_json::to_string_pretty(&value)?);
+            code::OK
+        }
+        (Some(status), false) => {
+            print_status(&status);
+            code::OK
+        }
         (None, true) => {
-            println!(
-                "{}",
-                serde_json::json!({"instanceId": paths.instance_id(), "running": true, "pid": holder.pid, "answering": false})
-            );
-            return Ok(code::NOT_RUNNING);
+            let mut value = serde_json::json!({"instanceId": paths.instance_id(), "running": true, "pid": holder.pid, "answering": false});
+            if let Some(err) = &unreadable {
+                value["registryError"] = serde_json::Value::from(err.as_str());
+            }
+            println!("{value}");
+            code::NOT_RUNNING
         }
         (None, false) => {
             println!(
@@ -220,10 +242,15 @@ fn status(cli: &Cli, paths: &Paths) -> anyhow::Result<u8> {
                 paths.instance_id(),
                 holder.pid
             );
-            return Ok(code::NOT_RUNNING);
+            code::NOT_RUNNING
         }
+    };
+    if let (Some(err), false) = (&unreadable, cli.json) {
+        println!(
+            "  registry:   UNREADABLE ({err}); ports taken from the instance lock, the command line or the defaults"
+        );
     }
-    Ok(code::OK)
+    Ok(res)
 }
 
 /// The instance's status as it answers it itself (see [`status_urls`]); `None` when nothing answers.
@@ -239,7 +266,8 @@ fn read_status(cli: &Cli, paths: &Paths, timeout: Duration) -> Option<MonitorSta
 fn status_urls(cli: &Cli, paths: &Paths) -> Vec<String> {
     let mut urls: Vec<String> =
         aliveness_url(cli, paths).map(|url| url.replace("/alive", "/status")).into_iter().collect();
-    if let Ok(registry) = load_registry(paths) {
+    {
+        let registry = registry_or_defaults(paths).0;
         let remote = &registry.remote_access;
         if remote.start_remote_access {
             let port = cli.remote_port.unwrap_or(remote.remote_port);
@@ -277,7 +305,10 @@ fn stop(cli: &Cli, paths: &Paths) -> anyhow::Result<u8> {
         println!("ProcessMonitor {} is not running", paths.instance_id());
         return Ok(code::NOT_RUNNING);
     };
-    let registry = load_registry(paths)?;
+    let (registry, unreadable) = registry_or_defaults(paths);
+    if let Some(err) = &unreadable {
+        eprintln!("warning: the registry is unreadable ({err}); stopping with the default partner settings");
+    }
     let children = crate::stopping::children(&registry);
     let running = children.len();
     // A shutdown already under way (another --stop, a signal) is waited for, not hurried: a second signal
@@ -304,10 +335,18 @@ fn stop(cli: &Cli, paths: &Paths) -> anyhow::Result<u8> {
             let left_ids: Vec<&str> = left.iter().map(|child| child.id.as_str()).collect();
             out["processesLeftRunning"] = serde_json::json!(left_ids);
         }
+        if let Some(err) = &unreadable {
+            // What ran is unknown: the count above is 0.
+            out["registryError"] = serde_json::Value::from(err.as_str());
+        }
         println!("{out}");
     } else if left.is_empty() {
+        let stopped = match unreadable {
+            None => format!("{running} running process(es) were stopped with it"),
+            Some(_) => "its processes were stopped with it (how many: unknown, the registry is unreadable)".to_owned(),
+        };
         println!(
-            "ProcessMonitor {} (pid {}) stopped; {running} running process(es) were stopped with it{}",
+            "ProcessMonitor {} (pid {}) stopped; {stopped}{}",
             paths.instance_id(),
             holder.pid,
             if via_partner { "; its partner will not restart it" } else { "" }
@@ -394,6 +433,7 @@ fn restart(cli: &Cli, paths: &Paths) -> anyhow::Result<u8> {
     loop {
         if let Some(new) = InstanceLock::holder(paths)? {
             if new.pid != holder.pid
+                && serving(&new)
                 && alive_url.as_deref().is_none_or(|url| http_get(url, Duration::from_millis(500)).is_ok())
             {
                 println!("ProcessMonitor {} restarted (pid {} -> {})", paths.instance_id(), holder.pid, new.pid);
@@ -409,6 +449,11 @@ fn restart(cli: &Cli, paths: &Paths) -> anyhow::Result<u8> {
         }
         std::thread::sleep(Duration::from_millis(20));
     }
+}
+
+/// Whether the lock holder has published its ports (see `pm_supervisor`'s start-up): it is serving.
+fn serving(holder: &LockInfo) -> bool {
+    holder.extra.contains_key("remotePort")
 }
 
 fn signal(pid: u32, signal: i32) -> anyhow::Result<()> {
@@ -454,9 +499,34 @@ pub(crate) fn load_registry(paths: &Paths) -> anyhow::Result<Registry> {
     }
 }
 
+/// The registry, or the instance's defaults with the ports the running monitor published in its lock, when it
+/// cannot be read (with the reason): for the lifeline commands (`--status`, `--stop`), which must work whatever the
+/// registry's state.
+pub(crate) fn registry_or_defaults(paths: &Paths) -> (Registry, Option<String>) {
+    match load_registry(paths) {
+        Ok(registry) => (registry, None),
+        Err(err) => {
+            // The ports the running monitor published in its lock beat the defaults.
+            let mut registry = Registry::new_default(paths.instance_id());
+            if let Ok(Some(holder)) = InstanceLock::holder(paths) {
+                let port = |key: &str| {
+                    holder.extra.get(key).and_then(|value| value.as_u64()).and_then(|port| u16::try_from(port).ok())
+                };
+                if let Some(port) = port("alivenessPort") {
+                    registry.aliveness_server.port = port;
+                }
+                if let Some(port) = port("remotePort") {
+                    registry.remote_access.remote_port = port;
+                }
+            }
+            (registry, Some(format!("{err:#}")))
+        }
+    }
+}
+
 /// `http://host:port/alive` of the instance's aliveness server, `None` when it is disabled.
 pub(crate) fn aliveness_url(cli: &Cli, paths: &Paths) -> Option<String> {
-    let registry = load_registry(paths).ok()?;
+    let registry = registry_or_defaults(paths).0;
     let server = &registry.aliveness_server;
     if !server.enabled {
         return None;

@@ -1,6 +1,5 @@
 //! The monitor's own log: `{id}_logs/{YYYYMMDD_HHMMSS}_{id}.log`, plus the console in the foreground.
 
-use std::fs::OpenOptions;
 use std::sync::Mutex;
 
 use pm_core::Timestamp;
@@ -10,51 +9,56 @@ use tracing_subscriber::fmt::writer::MakeWriterExt;
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 
-/// Installs the subscriber: `RUST_LOG` (default `info`) filters; output goes to a new log file, and to
-/// stderr when `console`. Keeps the newest `keep` monitor log files.
-pub(crate) fn init(paths: &Paths, console: bool, keep: usize) -> anyhow::Result<std::path::PathBuf> {
-    use std::os::unix::fs::OpenOptionsExt;
-    let dir = paths.logs_dir();
-    {
-        use std::os::unix::fs::DirBuilderExt;
-        std::fs::DirBuilder::new()
-            .recursive(true)
-            .mode(0o700)
-            .create(&dir)
-            .map_err(|err| anyhow::format_err!("cannot create {}: {err}", dir.display()))?;
-    }
+/// Installs the subscriber: `RUST_LOG` (default `info`) filters; output goes to a new log file in
+/// `{id}_logs/_monitor/`, and to stderr when `console`. Keeps the newest `keep` monitor log files.
+///
+/// A log file that cannot be opened never stops the monitor (a monitor that restarts itself must come back
+/// whatever is in its log folder, or its children would run unsupervised): it then logs to stderr only, and the
+/// reason is the first thing it logs. Answers the log file, `None` in that case.
+pub(crate) fn init(paths: &Paths, console: bool, keep: usize) -> Option<std::path::PathBuf> {
     let file_path = paths.monitor_log_file(Timestamp::now());
-    let file = OpenOptions::new()
-        .create(true)
-        .append(true)
-        .mode(0o600)
-        .open(&file_path)
-        .map_err(|err| anyhow::format_err!("cannot open log {}: {err}", file_path.display()))?;
-    prune(paths, keep);
+    let opened = pm_registry::create_private_dir_all(&paths.monitor_dir())
+        .map_err(|err| format!("cannot create {}: {err}", paths.monitor_dir().display()))
+        .and_then(|()| {
+            pm_registry::open_private_append(&file_path)
+                .map_err(|err| format!("cannot open log {}: {err}", file_path.display()))
+        });
+    if opened.is_ok() {
+        prune(paths, keep);
+    }
     // RUST_LOG as `level` or `target=level,...` (no regex-based filter: it would double the daemon's code).
     let filter = std::env::var("RUST_LOG")
         .ok()
         .and_then(|spec| spec.parse::<Targets>().ok())
         .unwrap_or_else(|| Targets::new().with_default(tracing::Level::INFO));
-    let file = Mutex::new(file);
     let layer = tracing_subscriber::fmt::layer().with_target(false).with_ansi(false);
-    if console {
-        tracing_subscriber::registry().with(layer.with_writer(file.and(std::io::stderr))).with(filter).init();
-    } else {
-        tracing_subscriber::registry().with(layer.with_writer(file)).with(filter).init();
+    match opened {
+        Ok(file) => {
+            let file = Mutex::new(file);
+            if console {
+                tracing_subscriber::registry().with(layer.with_writer(file.and(std::io::stderr))).with(filter).init();
+            } else {
+                tracing_subscriber::registry().with(layer.with_writer(file)).with(filter).init();
+            }
+            Some(file_path)
+        }
+        Err(reason) => {
+            tracing_subscriber::registry().with(layer.with_writer(std::io::stderr)).with(filter).init();
+            tracing::error!("{reason}; logging to stderr only");
+            None
+        }
     }
-    Ok(file_path)
 }
 
 /// Deletes all but the newest `keep` monitor log files of this instance.
 fn prune(paths: &Paths, keep: usize) {
     let suffix = format!("_{}.log", paths.instance_id());
-    let Ok(entries) = std::fs::read_dir(paths.logs_dir()) else { return };
+    let Ok(entries) = std::fs::read_dir(paths.monitor_dir()) else { return };
     let mut logs: Vec<_> = entries
         .flatten()
         .map(|entry| entry.path())
         .filter(|path| {
-            path.is_file()
+            std::fs::symlink_metadata(path).is_ok_and(|meta| meta.is_file())
                 && path.file_name().and_then(|name| name.to_str()).is_some_and(|name| {
                     name.ends_with(&suffix) && name.as_bytes().first().is_some_and(u8::is_ascii_digit)
                 })

@@ -223,13 +223,16 @@ impl ProcessMonitorClient {
     pub fn get_status(&self, id: &str) -> Result<ProcessStatus, Error> {
         pm_core::validate_process_id(id)?;
         let registry = self.load()?;
-        registry.processes.get(id).map(ProcessEntry::status).ok_or_else(|| Error::NotFound(id.to_owned()))
+        // An entry that cannot run is reported as `failed` with the reason (see `pm_core::UnusableEntry`).
+        let unusable = registry.unusable.get(id).map(|entry| entry.status(id));
+        registry.processes.get(id).map(ProcessEntry::status).or(unusable).ok_or_else(|| Error::NotFound(id.to_owned()))
     }
 
-    /// The status of every process, by id.
+    /// The status of every process, by id (entries that cannot run as `failed`, with the reason).
     pub fn get_all_status(&self) -> Result<BTreeMap<String, ProcessStatus>, Error> {
         let registry = self.load()?;
-        Ok(registry.processes.iter().map(|(id, entry)| (id.clone(), entry.status())).collect())
+        let unusable = registry.unusable.iter().map(|(id, entry)| (id.clone(), entry.status(id)));
+        Ok(unusable.chain(registry.processes.iter().map(|(id, entry)| (id.clone(), entry.status()))).collect())
     }
 
     /// The whole stored entry of a process (configuration and runtime fields).

@@ -30,6 +30,7 @@ mod registry;
 mod status;
 mod timestamp;
 mod trust;
+mod unusable;
 
 pub use backoff::{next_restart, RestartDecision};
 pub use config::{AlivenessCheck, FailAction, ProcessConfig, RestartPolicy, StartupCheck, StateChangeHook};
@@ -44,3 +45,4 @@ pub use registry::{
 pub use status::{MonitorState, MonitorStatus, ProcessState, ProcessStatus};
 pub use timestamp::Timestamp;
 pub use trust::{host_is_trusted, needs_name_lookup, normalize_ip};
+pub use unusable::UnusableEntry;

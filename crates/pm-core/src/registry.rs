@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
-use crate::{ProcessConfig, ProcessState, ProcessStatus, Timestamp};
+use crate::{ProcessConfig, ProcessState, ProcessStatus, Timestamp, UnusableEntry};
 
 /// Id of the main instance.
 pub const DEFAULT_INSTANCE: &str = "default";
@@ -53,6 +53,10 @@ pub struct Registry {
     /// Keys this version does not know, kept on rewrite.
     #[serde(flatten)]
     pub extra: Map<String, Value>,
+    /// Entries of `processes` that cannot run, by key, kept as they are on disk (see [`UnusableEntry`]): not in
+    /// [`Registry::processes`], written back in place by [`Registry::to_json_pretty`].
+    #[serde(skip)]
+    pub unusable: BTreeMap<String, UnusableEntry>,
 }
 
 impl Registry {
@@ -67,7 +71,24 @@ impl Registry {
     /// defaults of the file's `instanceId` when absent (a watcher registry without `remoteAccess` listens on 19882,
     /// not on the default instance's 19881); everything else defaults as the serde attributes say. Errors carry
     /// serde_json's line and column.
+    ///
+    /// An entry that cannot run does not make the whole file unreadable: it is set aside in
+    /// [`Registry::unusable`] (see [`UnusableEntry`]) and the rest is parsed.
     pub fn from_json(bytes: &[u8]) -> Result<Registry, serde_json::Error> {
+        Registry::from_json_strict(bytes).or_else(|strict| crate::unusable::parse_setting_aside(bytes, strict))
+    }
+
+    /// The registry as the file stores it, pretty-printed: its fields, with the [`Registry::unusable`] entries
+    /// back in `processes` as they were read. Every write of the file goes through this.
+    pub fn to_json_pretty(&self) -> Result<Vec<u8>, serde_json::Error> {
+        if self.unusable.is_empty() {
+            return serde_json::to_vec_pretty(self);
+        }
+        serde_json::to_vec_pretty(&crate::unusable::to_value(self)?)
+    }
+
+    /// [`Registry::from_json`] without setting unusable entries aside: any problem refuses the whole file.
+    pub(crate) fn from_json_strict(bytes: &[u8]) -> Result<Registry, serde_json::Error> {
         let mut registry: Registry = serde_json::from_slice(bytes)?;
         if let Some(id) = &registry.partner_discovery.partner_instance_id {
             if let Err(err) = crate::validate_instance_id(id) {
@@ -130,6 +151,7 @@ impl Registry {
             aliveness_server: AlivenessServerConfig { port: aliveness_port, ..AlivenessServerConfig::default() },
             processes: BTreeMap::new(),
             extra: Map::new(),
+            unusable: BTreeMap::new(),
         }
     }
 }
@@ -892,21 +914,57 @@ mod tests {
     #[test]
     fn process_keys_must_be_valid_ids_equal_to_the_entries_ids() {
         let entry = |id: &str| json!({"id": id, "name": "n", "command": "/bin/true"});
+        // An entry that cannot run is set aside, kept as it is, and the rest of the registry is read.
         let cases = [
-            (json!({"mismatch": entry("other")}), "has id \"other\""),
-            (json!({"../x": entry("../x")}), "invalid id \"../x\""),
-            (json!({"": entry("")}), "invalid id \"\""),
+            ("mismatch", entry("other"), "has id \"other\""),
+            ("../x", entry("../x"), "invalid id \"../x\""),
+            ("", entry(""), "invalid id \"\""),
             (
-                json!({"big": {"id": "big", "name": "n", "command": "/bin/true", "logKeep": 4294967295u64}}),
-                "entry \"big\": Missing or invalid field: logKeep",
+                "big",
+                json!({"id": "big", "name": "n", "command": "/bin/true", "logKeep": 4294967295u64}),
+                "Missing or invalid field: logKeep",
+            ),
+            (
+                "odd-state",
+                json!({"id": "odd-state", "name": "n", "command": "/bin/true", "state": "sleeping"}),
+                "sleeping",
+            ),
+            (
+                "ftp-check",
+                json!({"id": "ftp-check", "name": "n", "command": "/bin/true", "alivenessCheck": {"url": "ftp://h/x"}}),
+                "alivenessCheck.url",
             ),
         ];
-        for (processes, expected) in cases {
-            let text = serde_json::to_string_pretty(&json!({"instanceId": "default", "processes": processes})).unwrap();
-            let err = Registry::from_json(text.as_bytes()).unwrap_err();
-            assert!(err.to_string().contains(expected), "{err}");
-            assert!(err.line() > 1, "the error points into the processes object: {err}");
+        for (key, bad, expected) in cases {
+            let document = json!({"instanceId": "default", "processes": {"good": entry("good"), key: bad.clone()}});
+            let text = serde_json::to_string_pretty(&document).unwrap();
+            let registry = Registry::from_json(text.as_bytes()).unwrap_or_else(|err| panic!("{key:?}: {err}"));
+            assert_eq!(registry.processes.keys().collect::<Vec<_>>(), ["good"], "{key:?}");
+            let unusable = &registry.unusable[key];
+            assert!(unusable.reason.contains(expected), "{key:?}: {}", unusable.reason);
+            assert_eq!(unusable.raw, bad, "{key:?} kept as it is");
+            let status = unusable.status(key);
+            assert_eq!((status.state, status.enabled, status.autostart), (ProcessState::Failed, false, false));
+            assert!(status.last_error.as_deref().is_some_and(|err| err.contains(expected)), "{status:?}");
+            // Written back in place, byte for byte the same value.
+            let written: Value = serde_json::from_slice(&registry.to_json_pretty().unwrap()).unwrap();
+            assert_eq!(written["processes"][key], bad, "{key:?}");
+            assert_eq!(written["processes"]["good"]["id"], "good");
+            assert_eq!(Registry::from_json(&registry.to_json_pretty().unwrap()).unwrap(), registry, "{key:?}");
         }
+        // A new registration under the same id replaces the unusable entry.
+        let text = json!({"instanceId": "default", "processes": {"x": {"id": "x", "state": "sleeping"}}}).to_string();
+        let mut registry = Registry::from_json(text.as_bytes()).unwrap();
+        registry
+            .processes
+            .insert("x".to_owned(), ProcessEntry::new(ProcessConfig::new("x", "n", "/bin/true"), Timestamp::now()));
+        let written: Value = serde_json::from_slice(&registry.to_json_pretty().unwrap()).unwrap();
+        assert_eq!(written["processes"]["x"]["command"], "/bin/true");
+        // A file that is not JSON, or whose problem is not an entry, is still refused as a whole.
+        let err = Registry::from_json(b"{\"instanceId\": \"default\", \"processes\": {\"a\": ").unwrap_err();
+        assert!(err.is_eof(), "{err}");
+        let text = json!({"instanceId": 3, "processes": {"odd": {"id": "odd", "state": "sleeping"}}}).to_string();
+        assert!(Registry::from_json(text.as_bytes()).is_err());
         let text = r#"{"instanceId": "default", "processes": {"a": {"id": "a", "name": "n", "command": "/bin/true"},
                         "a": {"id": "a", "name": "n", "command": "/bin/true"}}}"#;
         let err = Registry::from_json(text.as_bytes()).unwrap_err();

@@ -64,6 +64,17 @@ pub enum Error {
         /// When the holder took the lock.
         since: Timestamp,
     },
+    /// A file or folder of the monitor that another user could control: owned by someone else, writable by
+    /// group or others, or a symbolic link where the monitor keeps its own files.
+    #[error("{path}: {problem}; the monitor refuses to use it (fix: {fix})")]
+    Unsafe {
+        /// The file or folder.
+        path: PathBuf,
+        /// What is wrong with it.
+        problem: String,
+        /// What the operator can do.
+        fix: String,
+    },
     /// The registry could not be turned into JSON (should not happen).
     #[error("{path}: cannot serialize the registry: {message}")]
     Serialize {

@@ -41,26 +41,114 @@ fn dir_builder() -> fs::DirBuilder {
     builder
 }
 
-/// Creates `dir` and its missing parents with mode 0700 (existing folders keep their mode).
+/// Sets the mode of a file or folder this crate just created to exactly `mode`, whatever the umask took away.
+#[cfg(unix)]
+fn fix_mode(file: &File, mode: u32) -> io::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    file.set_permissions(fs::Permissions::from_mode(mode))
+}
+
+/// Sets the mode of the folder `dir` (just created by us) to exactly 0700, without following a symlink.
+#[cfg(unix)]
+fn fix_dir_mode(dir: &Path) -> io::Result<()> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let handle =
+        OpenOptions::new().read(true).custom_flags(libc::O_DIRECTORY | libc::O_NOFOLLOW | libc::O_CLOEXEC).open(dir)?;
+    fix_mode(&handle, DIR_MODE)
+}
+
+/// Creates `dir` and its missing parents with mode 0700 whatever the umask (existing folders keep their mode).
 pub(crate) fn create_dir_all_private(dir: &Path) -> Result<(), Error> {
-    dir_builder().recursive(true).create(dir).map_err(|err| Error::io(dir, "create folder", err))
+    create_dir_all_private_io(dir).map_err(|err| Error::io(dir, "create folder", err))
 }
 
-/// Creates the single folder `dir` with mode 0700; fails with `AlreadyExists` if it is there.
+fn create_dir_all_private_io(dir: &Path) -> io::Result<()> {
+    // A folder given through a symlink of the operator's (a home on another disk) is followed; what is below it
+    // is checked by the ownership check before anything is written.
+    match fs::metadata(dir) {
+        Ok(meta) if meta.is_dir() => return Ok(()),
+        Ok(_) => return Err(io::Error::new(io::ErrorKind::AlreadyExists, "exists and is not a folder")),
+        Err(err) if err.kind() == io::ErrorKind::NotFound => {}
+        Err(err) => return Err(err),
+    }
+    if let Some(parent) = dir.parent().filter(|parent| !parent.as_os_str().is_empty()) {
+        create_dir_all_private_io(parent)?;
+    }
+    match create_dir_private(dir) {
+        Ok(()) => Ok(()),
+        // Created meanwhile by someone else (a concurrent start): fine when it is a folder.
+        Err(err) if err.kind() == io::ErrorKind::AlreadyExists && fs::metadata(dir)?.is_dir() => Ok(()),
+        Err(err) => Err(err),
+    }
+}
+
+/// Creates the single folder `dir` with mode 0700 whatever the umask; fails with `AlreadyExists` if it is there.
 pub(crate) fn create_dir_private(dir: &Path) -> io::Result<()> {
-    dir_builder().create(dir)
+    dir_builder().create(dir)?;
+    #[cfg(unix)]
+    fix_dir_mode(dir)?;
+    Ok(())
 }
 
-/// Opens `path` for writing with mode 0600, truncating it if it exists.
-pub(crate) fn create_private_file(path: &Path) -> Result<File, Error> {
+/// Options that open a file of the monitor: 0600 when created, never through a symlink, close-on-exec.
+fn private_options() -> OpenOptions {
     let mut options = OpenOptions::new();
-    options.write(true).create(true).truncate(true);
     #[cfg(unix)]
     {
         use std::os::unix::fs::OpenOptionsExt;
-        options.mode(FILE_MODE);
+        options.mode(FILE_MODE).custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC);
     }
-    options.open(path).map_err(|err| Error::io(path, "create", err))
+    options
+}
+
+/// Makes a file just opened through [`private_options`] a private regular file: refuses anything else (a FIFO,
+/// a device) and sets mode 0600 whatever the umask.
+fn settle(path: &Path, file: File) -> io::Result<File> {
+    let meta = file.metadata()?;
+    if !meta.is_file() {
+        return Err(io::Error::other(format!("{} is not a regular file", path.display())));
+    }
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        if meta.permissions().mode() & 0o777 != FILE_MODE {
+            fix_mode(&file, FILE_MODE)?;
+        }
+    }
+    Ok(file)
+}
+
+/// Creates the new file `path` for writing with mode 0600 (whatever the umask); a file or symlink already
+/// at `path` is replaced, never followed or written through.
+pub(crate) fn create_private_file(path: &Path) -> Result<File, Error> {
+    remove_if_exists(path)?;
+    let file =
+        private_options().write(true).create_new(true).open(path).map_err(|err| Error::io(path, "create", err))?;
+    settle(path, file).map_err(|err| Error::io(path, "create", err))
+}
+
+/// Opens `path` for appending, creating it with mode 0600 (whatever the umask) if missing; a symlink at `path`
+/// is refused (`O_NOFOLLOW`), and so is anything but a regular file.
+pub fn open_private_append(path: &Path) -> io::Result<File> {
+    let file = private_options().append(true).create(true).open(path)?;
+    settle(path, file)
+}
+
+/// Creates `path` afresh for writing with mode 0600 whatever the umask: whatever is there (a file, a symlink
+/// someone else placed) is removed first, never followed.
+pub fn create_private_file_fresh(path: &Path) -> io::Result<File> {
+    match fs::remove_file(path) {
+        Ok(()) => {}
+        Err(err) if err.kind() == io::ErrorKind::NotFound => {}
+        Err(err) => return Err(err),
+    }
+    let file = private_options().write(true).create_new(true).open(path)?;
+    settle(path, file)
+}
+
+/// Creates `dir` and its missing parents with mode 0700 whatever the umask (existing folders keep their mode).
+pub fn create_private_dir_all(dir: &Path) -> io::Result<()> {
+    create_dir_all_private_io(dir)
 }
 
 /// Writes `bytes` to a new private file at `path` and flushes it to the disk.
@@ -125,14 +213,14 @@ impl Drop for Flock {
 /// Takes an exclusive flock on `path` (created 0600 if missing, in an existing folder), polling with short
 /// sleeps until `timeout` has passed.
 pub(crate) fn lock_exclusive(path: &Path, timeout: Duration) -> Result<Flock, Error> {
-    let mut options = OpenOptions::new();
-    options.read(true).write(true).create(true).truncate(false);
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::OpenOptionsExt;
-        options.mode(FILE_MODE);
-    }
-    let file = options.open(path).map_err(|err| Error::io(path, "open lock file", err))?;
+    let file = private_options()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(path)
+        .and_then(|file| settle(path, file))
+        .map_err(|err| Error::io(path, "open lock file", err))?;
     let started = Instant::now();
     let mut pause = Duration::from_millis(1);
     loop {

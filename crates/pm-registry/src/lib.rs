@@ -44,11 +44,14 @@
 mod error;
 mod fsutil;
 mod lock;
+mod ownership;
 mod paths;
 pub mod pid;
 mod store;
 
 pub use error::Error;
+pub use fsutil::{create_private_dir_all, create_private_file_fresh, open_private_append};
 pub use lock::{InstanceLock, LockInfo};
-pub use paths::Paths;
+pub use ownership::check_home;
+pub use paths::{Paths, MONITOR_DIR};
 pub use store::{FileStamp, Store};

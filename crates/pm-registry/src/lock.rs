@@ -166,6 +166,38 @@ impl InstanceLock {
         &self.info
     }
 
+    /// Adds `keys` to the lock record (the monitor publishes the ports it serves on, `alivenessPort` and
+    /// `remotePort`, so that `--status` and `--stop` find it even when the registry does not parse). The file is
+    /// replaced atomically, under the sidecar flock, and only while it is still ours; readers see the old or the
+    /// new record, never a partial one.
+    pub fn publish(&mut self, keys: Map<String, Value>) -> Result<(), Error> {
+        let _flock = fsutil::lock_exclusive(&self.sidecar, RELEASE_SIDECAR_WAIT)?;
+        match read_lock_file(&self.path)? {
+            LockFile::Holder(info) if info.belongs_to(&self.info) => {}
+            other => {
+                tracing::warn!(lock = %self.path.display(), "instance lock is no longer ours ({}); not updated", other.describe());
+                return Ok(());
+            }
+        }
+        let mut info = self.info.clone();
+        info.extra.extend(keys);
+        let mut bytes = serde_json::to_vec_pretty(&info)
+            .map_err(|err| Error::Serialize { path: self.path.clone(), message: err.to_string() })?;
+        bytes.push(b'\n');
+        let tmp = with_suffix(&self.path, &format!(".tmp-{}", fsutil::unique_suffix()));
+        if let Err(err) = fsutil::write_synced(&tmp, &bytes) {
+            let _ = fs::remove_file(&tmp);
+            return Err(err);
+        }
+        if let Err(err) = fs::rename(&tmp, &self.path) {
+            let _ = fs::remove_file(&tmp);
+            return Err(Error::io(&tmp, &format!("rename to {}", self.path.display()), err));
+        }
+        fsutil::sync_dir(fsutil::parent_of(&self.path))?;
+        self.info = info;
+        Ok(())
+    }
+
     /// Lets go of the lock: removes the lock file if it is still ours (same PID, start time and timestamp),
     /// deciding under the sidecar flock. A lock file that now belongs to someone else is left alone.
     pub fn release(mut self) -> Result<(), Error> {

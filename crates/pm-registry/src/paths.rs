@@ -81,9 +81,20 @@ impl Paths {
         self.root.join(format!("{}_logs", self.instance_id))
     }
 
-    /// `{id}_logs/{YYYYMMDD_HHMMSS}_{id}.log`: the monitor's own log of a run started `at`.
+    /// `{id}_logs/_monitor`: the folder of the monitor's own files (its logs, `startup.log`). Process ids start
+    /// with a letter or digit, so no process folder can take this name, and no id can name one of these files.
+    pub fn monitor_dir(&self) -> PathBuf {
+        self.logs_dir().join(MONITOR_DIR)
+    }
+
+    /// `{id}_logs/_monitor/{YYYYMMDD_HHMMSS}_{id}.log`: the monitor's own log of a run started `at`.
     pub fn monitor_log_file(&self, at: Timestamp) -> PathBuf {
-        self.logs_dir().join(format!("{}_{}.log", at.compact(), self.instance_id))
+        self.monitor_dir().join(format!("{}_{}.log", at.compact(), self.instance_id))
+    }
+
+    /// `{id}_logs/_monitor/startup.log`: stderr of the last detached start.
+    pub fn startup_log_file(&self) -> PathBuf {
+        self.monitor_dir().join("startup.log")
     }
 
     /// `{id}_logs/{process_id}`: the folder of a managed process's run folders.
@@ -126,6 +137,18 @@ impl Paths {
         pm_core::validate_process_id(process_id).map_err(into_invalid_id)?;
         let parent = self.process_logs_dir(process_id);
         fsutil::create_dir_all_private(&parent)?;
+        // Logs are never written through a symlink the monitor did not create: a process folder must be a folder.
+        match fs::symlink_metadata(&parent) {
+            Ok(meta) if meta.is_dir() => {}
+            Ok(_) => {
+                return Err(Error::Unsafe {
+                    path: parent.clone(),
+                    problem: "is a symbolic link, not the process's log folder".to_owned(),
+                    fix: format!("remove it (rm {}); the monitor creates the folder itself", parent.display()),
+                })
+            }
+            Err(err) => return Err(Error::io(&parent, "inspect", err)),
+        }
         // A new folder must sort after every existing one (pruning and `logs` go by that order), even within
         // one second or when the clock went back: continue the newest's numbering in that case.
         let stamp = at.compact();
@@ -145,6 +168,9 @@ impl Paths {
         Ok(created)
     }
 }
+
+/// Name of the folder of the monitor's own files in `{id}_logs` (see [`Paths::monitor_dir`]).
+pub const MONITOR_DIR: &str = "_monitor";
 
 fn into_invalid_id(err: pm_core::Error) -> Error {
     match err {

@@ -225,7 +225,9 @@ impl Store {
     /// (parsed a moment ago) becomes the backup first.
     fn save_locked(&self, registry: &Registry, previous_exists: bool) -> Result<(), Error> {
         let file = self.paths.registry_file();
-        let mut bytes = serde_json::to_vec_pretty(registry)
+        // Entries that cannot run are written back as they were read (see `pm_core::UnusableEntry`).
+        let mut bytes = registry
+            .to_json_pretty()
             .map_err(|err| Error::Serialize { path: file.clone(), message: err.to_string() })?;
         bytes.push(b'\n');
         let tmp = self.temp_file();

@@ -90,7 +90,9 @@ impl Daemon {
     /// forces an exit that leaves the children running); SIGHUP restarts it in place.
     pub async fn run(config: DaemonConfig) -> Result<Exit, Error> {
         let paths = config.paths.clone();
-        let lock = {
+        // Nothing is read or written in a home another user controls.
+        crate::startup::check_home(&paths).await?;
+        let mut lock = {
             let paths = paths.clone();
             let timeout = config.lock_timeout;
             tokio::task::spawn_blocking(move || InstanceLock::acquire(&paths, timeout))
@@ -98,7 +100,7 @@ impl Daemon {
                 .map_err(|err| CoreError::Storage(err.to_string()))??
         };
         tracing::info!(instance = paths.instance_id(), pid = std::process::id(), dir = %paths.root().display(), "instance lock acquired");
-        let res = run_locked(config).await;
+        let res = run_locked(config, &mut lock).await;
         let release = tokio::task::spawn_blocking(move || lock.release()).await;
         if let Ok(Err(err)) = release {
             tracing::warn!("releasing the instance lock failed: {err}");
@@ -107,7 +109,7 @@ impl Daemon {
     }
 }
 
-async fn run_locked(config: DaemonConfig) -> Result<Exit, Error> {
+async fn run_locked(config: DaemonConfig, lock: &mut InstanceLock) -> Result<Exit, Error> {
     let paths = config.paths.clone();
     let store = Arc::new(Store::new(paths.clone()));
     let (registry, set_aside) = {
@@ -129,7 +131,14 @@ async fn run_locked(config: DaemonConfig) -> Result<Exit, Error> {
     // A predecessor that did not shut down cleanly (killed, crashed, or killed while taking over) left
     // `monitorRunning` set: then this start resumes, it does not boot.
     let crashed_before = registry.monitor_running;
-    let registry = {
+    let boot = !config.resume && !crashed_before;
+    // Start-up order: what can refuse the start (the ports, the signal handlers) comes before the registry is
+    // marked and before anything is spawned or adopted, so a refused start leaves no trace (see `startup`).
+    let bound = crate::startup::bind_servers(&registry, &config)?;
+    let mut sigterm = signal(SignalKind::terminate()).map_err(|err| CoreError::Storage(err.to_string()))?;
+    let mut sigint = signal(SignalKind::interrupt()).map_err(|err| CoreError::Storage(err.to_string()))?;
+    let mut sighup = signal(SignalKind::hangup()).map_err(|err| CoreError::Storage(err.to_string()))?;
+    let (registry, owner_secret) = {
         let store = store.clone();
         tokio::task::spawn_blocking(move || {
             store.transaction(Duration::from_secs(10), |registry| {
@@ -143,25 +152,43 @@ async fn run_locked(config: DaemonConfig) -> Result<Exit, Error> {
                 if standalone_override {
                     registry.processes.retain(|_, entry| !entry.config.partner);
                 }
-                Ok::<_, pm_registry::Error>(registry.clone())
+                // Rotated on a clean boot, kept on a resume (the running children carry it).
+                let secret = crate::orphans::ensure_secret(registry, boot).map_err(|err| pm_registry::Error::Io {
+                    path: "/dev/urandom".into(),
+                    action: "read the owner secret".to_owned(),
+                    source: err,
+                })?;
+                Ok::<_, pm_registry::Error>((registry.clone(), secret))
             })
         })
         .await
         .map_err(|err| CoreError::Storage(err.to_string()))??
     };
 
-    let sup = Supervisor::new(SupervisorConfig {
-        paths: paths.clone(),
-        keep_runs: config.keep_runs,
-        default_cwd: Paths::home_dir(),
-        extra_env: vec![("PROCESS_MONITOR_INSTANCE".to_owned(), paths.instance_id().to_owned())],
-    });
+    let sup = Supervisor::with_owner_secret(
+        SupervisorConfig {
+            paths: paths.clone(),
+            keep_runs: config.keep_runs,
+            default_cwd: Paths::home_dir(),
+            extra_env: vec![("PROCESS_MONITOR_INSTANCE".to_owned(), paths.instance_id().to_owned())],
+        },
+        Some(&owner_secret),
+    );
     let (events_tx, mut events) = mpsc::unbounded_channel();
-    let boot = !config.resume && !crashed_before;
-    let aliveness_server = registry.aliveness_server.clone();
     let mut registry = registry;
+    crate::unusable::report(&registry.unusable);
     let registry_processes = std::mem::take(&mut registry.processes);
     let monitor = Arc::new(Monitor::new(store.clone(), sup.clone(), registry, standalone_override, events_tx));
+    // The aliveness server serves from here on; the remote API, bound already, is served once every registered
+    // process has its task (a request must not find a registered process missing).
+    let mut servers = Servers::default();
+    let remote_listener = bound.remote;
+    if let Err(err) = servers.serve_aliveness(bound.aliveness, &monitor) {
+        if !crashed_before {
+            crate::startup::unmark(&store).await;
+        }
+        return Err(err);
+    }
     tracing::info!(boot, processes = registry_processes.len(), "taking over the registry");
     let mut orphans = {
         let sup = sup.clone();
@@ -170,7 +197,16 @@ async fn run_locked(config: DaemonConfig) -> Result<Exit, Error> {
     for (_, mut entry) in registry_processes {
         // A stop asked for while no monitor ran (or while this one was starting) is honoured, not undone.
         let stop_requested = entry.pending_action == Some(pm_core::PendingAction::Stop);
-        let found = orphans.remove(&entry.config.id).unwrap_or_default();
+        let mut found = orphans.remove(&entry.config.id).unwrap_or_default();
+        // Only a process that runs this entry's executable is taken for it (the owner key and uid were checked by
+        // the scan); anything else is neither adopted nor stopped.
+        found.retain(|found| {
+            let runs = sup.runs_registered(found, &entry.config);
+            if !runs {
+                tracing::warn!(process = %entry.config.id, pid = found.pid, exe = ?found.exe, "a process carries this monitor's owner key but does not run the registered executable; not adopted");
+            }
+            runs
+        });
         let known = pm_registry::pid::live_pid_of(&entry);
         let mut keep = known;
         for found in found {
@@ -226,22 +262,16 @@ async fn run_locked(config: DaemonConfig) -> Result<Exit, Error> {
         }
     }
 
-    let mut servers = Servers::default();
-    if aliveness_server.enabled {
-        let addr = socket_addr(&aliveness_server.bind_address, aliveness_server.port)?;
-        let listener = pm_http::bind(addr).map_err(|source| Error::Bind {
-            what: "aliveness server",
-            addr: addr.to_string(),
-            source,
-        })?;
-        let status_source = monitor.clone();
-        let handle = pm_http::spawn_aliveness(listener, move || status_source.status(), ServerConfig::default())
-            .map_err(|source| Error::Bind { what: "aliveness server", addr: addr.to_string(), source })?;
-        monitor.ports.write().expect("ports").0 = Some(handle.local_addr().port());
-        tracing::info!("aliveness server on {}", handle.local_addr());
-        servers.aliveness = Some(handle);
+    match remote_listener {
+        Some((listener, addr)) => {
+            if let Err(err) = servers.serve_remote(listener, addr, &monitor) {
+                // Bound already, so this cannot be a taken port; the processes are supervised: go on without it.
+                tracing::error!("{err}; running without the remote API");
+            }
+        }
+        None => tracing::info!("remote API off"),
     }
-    servers.ensure_remote(&monitor, config.remote_bind.as_deref()).await?;
+    crate::startup::publish_ports(lock, &monitor);
 
     let writer = {
         let monitor = monitor.clone();
@@ -275,9 +305,6 @@ async fn run_locked(config: DaemonConfig) -> Result<Exit, Error> {
     };
     monitor.sup.notify_changed();
 
-    let mut sigterm = signal(SignalKind::terminate()).map_err(|err| CoreError::Storage(err.to_string()))?;
-    let mut sigint = signal(SignalKind::interrupt()).map_err(|err| CoreError::Storage(err.to_string()))?;
-    let mut sighup = signal(SignalKind::hangup()).map_err(|err| CoreError::Storage(err.to_string()))?;
     let mut registry_watch = crate::watch::RegistryWatch::new(paths.root());
     let mut partner_every = partner_interval(&monitor);
     let mut partner_tick = tokio::time::interval(partner_every);
@@ -297,7 +324,7 @@ async fn run_locked(config: DaemonConfig) -> Result<Exit, Error> {
             },
             _ = partner_tick.tick() => partner_tick_once(&monitor, &config).await,
             event = events.recv() => match event {
-                Some(DaemonEvent::RestartMonitor) => break true,
+                Some(DaemonEvent::RestartMonitor) => if crate::startup::may_restart(&paths).await { break true },
                 Some(DaemonEvent::SettingsChanged) => {
                     if let Err(err) = servers.ensure_remote(&monitor, config.remote_bind.as_deref()).await {
                         tracing::error!("{err}");
@@ -313,7 +340,7 @@ async fn run_locked(config: DaemonConfig) -> Result<Exit, Error> {
             },
             _ = sigterm.recv() => break false,
             _ = sigint.recv() => break false,
-            _ = sighup.recv() => break true,
+            _ = sighup.recv() => if crate::startup::may_restart(&paths).await { break true },
         }
     };
 
@@ -416,7 +443,7 @@ fn respawn(command: &[OsString]) -> std::io::Result<u32> {
     Ok(child.id())
 }
 
-fn socket_addr(bind: &str, port: u16) -> Result<SocketAddr, Error> {
+pub(crate) fn socket_addr(bind: &str, port: u16) -> Result<SocketAddr, Error> {
     let ip: std::net::IpAddr =
         bind.parse().map_err(|_| CoreError::InvalidField(format!("bindAddress {bind:?} is not an IP address")))?;
     Ok(SocketAddr::new(ip, port))
@@ -430,6 +457,37 @@ struct Servers {
 }
 
 impl Servers {
+    /// Starts the aliveness server on the socket bound at start-up.
+    fn serve_aliveness(
+        &mut self,
+        bound: Option<(std::net::TcpListener, SocketAddr)>,
+        monitor: &Arc<Monitor>,
+    ) -> Result<(), Error> {
+        if let Some((listener, addr)) = bound {
+            let status_source = monitor.clone();
+            let handle = pm_http::spawn_aliveness(listener, move || status_source.status(), ServerConfig::default())
+                .map_err(|source| Error::Bind { what: "aliveness server", addr: addr.to_string(), source })?;
+            monitor.ports.write().expect("ports").0 = Some(handle.local_addr().port());
+            tracing::info!("aliveness server on {}", handle.local_addr());
+            self.aliveness = Some(handle);
+        }
+        Ok(())
+    }
+
+    fn serve_remote(
+        &mut self,
+        listener: std::net::TcpListener,
+        addr: SocketAddr,
+        monitor: &Arc<Monitor>,
+    ) -> Result<(), Error> {
+        let handle = pm_http::spawn_remote_api(listener, monitor.clone(), ServerConfig::default())
+            .map_err(|source| Error::Bind { what: "remote API", addr: addr.to_string(), source })?;
+        tracing::info!("remote API on {}", handle.local_addr());
+        monitor.ports.write().expect("ports").1 = Some(handle.local_addr().port());
+        self.remote = Some((handle, addr));
+        Ok(())
+    }
+
     /// Starts, stops or moves the remote API server to match the settings.
     async fn ensure_remote(&mut self, monitor: &Arc<Monitor>, bind_override: Option<&str>) -> Result<(), Error> {
         let remote = monitor.settings.read().expect("settings").remote_access.clone();
@@ -442,26 +500,12 @@ impl Servers {
             return Ok(());
         }
         self.shutdown_remote().await;
-        let Some(addr) = wanted else {
+        let Some((listener, addr)) = crate::startup::bind_remote(&remote, bind_override)? else {
             tracing::info!("remote API off");
             monitor.ports.write().expect("ports").1 = None;
             return Ok(());
         };
-        let listener = match pm_http::bind(addr) {
-            Ok(listener) => listener,
-            Err(err) if addr.ip().is_unspecified() && addr.is_ipv6() => {
-                tracing::warn!("cannot bind {addr} ({err}); falling back to IPv4 only");
-                let v4 = SocketAddr::new(std::net::Ipv4Addr::UNSPECIFIED.into(), addr.port());
-                pm_http::bind(v4).map_err(|source| Error::Bind { what: "remote API", addr: v4.to_string(), source })?
-            }
-            Err(source) => return Err(Error::Bind { what: "remote API", addr: addr.to_string(), source }),
-        };
-        let handle = pm_http::spawn_remote_api(listener, monitor.clone(), ServerConfig::default())
-            .map_err(|source| Error::Bind { what: "remote API", addr: addr.to_string(), source })?;
-        tracing::info!("remote API on {}", handle.local_addr());
-        monitor.ports.write().expect("ports").1 = Some(handle.local_addr().port());
-        self.remote = Some((handle, addr));
-        Ok(())
+        self.serve_remote(listener, addr, monitor)
     }
 
     async fn shutdown_remote(&mut self) {

@@ -49,7 +49,9 @@ mod os;
 mod partner;
 mod resources;
 mod spawn;
+mod startup;
 mod supervisor;
+mod unusable;
 mod watch;
 
 pub use actor::{ConfigRevs, Counters, Snapshot};

@@ -75,8 +75,8 @@ fn shift_generations(path: &Path, keep: u32) -> std::io::Result<()> {
 }
 
 fn copy_head(file: &mut File, target: &Path, len: u64) -> std::io::Result<()> {
-    use std::os::unix::fs::OpenOptionsExt;
-    let mut out = OpenOptions::new().create(true).truncate(true).write(true).mode(0o600).open(target)?;
+    // 0600 whatever the umask; a symlink at the target is replaced, never written through.
+    let mut out = pm_registry::create_private_file_fresh(target)?;
     file.seek(SeekFrom::Start(0))?;
     let copied = std::io::copy(&mut Read::by_ref(file).take(len), &mut out)?;
     if copied != len {

@@ -197,8 +197,10 @@ impl Monitor {
             })
             .collect();
         let known: Vec<String> = memory.keys().cloned().collect();
+        let unusable_sink = self.clone();
         let plan = self
             .transaction(Duration::from_secs(10), move |registry| {
+                unusable_sink.template.lock().expect("template").unusable = registry.unusable.clone();
                 let mut plan = Plan {
                     settings: Settings::of(registry),
                     actions: Vec::new(),
@@ -226,7 +228,11 @@ impl Monitor {
                         }
                     }
                 }
-                plan.removed = known.into_iter().filter(|id| !registry.processes.contains_key(id)).collect();
+                // An entry a hand edit made unusable is not a deregistration: its process goes on from memory.
+                plan.removed = known
+                    .into_iter()
+                    .filter(|id| !registry.processes.contains_key(id) && !registry.unusable.contains_key(id))
+                    .collect();
                 Ok(plan)
             })
             .await?;
@@ -556,7 +562,7 @@ impl Monitor {
             .filter_map(|snapshot| snapshot.entry.pid)
             .collect();
         let usage = self.resources.usage(&pgids).await;
-        snapshots
+        let statuses = snapshots
             .iter()
             .map(|snapshot| {
                 let mut status = snapshot_status(snapshot);
@@ -566,7 +572,8 @@ impl Monitor {
                 }
                 status
             })
-            .collect()
+            .collect();
+        crate::unusable::with_unusable(statuses, &self.template.lock().expect("template").unusable, only)
     }
 
     /// Publishes `standaloneChanged` when standalone mode is no longer `before`.

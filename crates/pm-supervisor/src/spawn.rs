@@ -1,7 +1,7 @@
 //! Turning a [`ProcessConfig`] into a running child: no shell, its own process group, stdio into log files.
 
 use std::ffi::OsString;
-use std::fs::{File, OpenOptions};
+use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 
@@ -73,6 +73,15 @@ pub(crate) fn spawn(config: &ProcessConfig, ctx: &SpawnContext<'_>) -> std::io::
     })
 }
 
+/// The program a spawn of `config` runs (see [`resolve_program`]), with `default_cwd` as in [`SpawnContext`].
+pub(crate) fn program_of(config: &ProcessConfig, default_cwd: &Path) -> PathBuf {
+    let cwd = match &config.working_directory {
+        Some(dir) => default_cwd.join(dir),
+        None => default_cwd.to_path_buf(),
+    };
+    resolve_program(&config.command, &cwd, config.environment.as_ref().and_then(|env| env.get("PATH")))
+}
+
 /// A command with a `/` is taken relative to the working directory; a bare name is looked up on the child's
 /// `PATH` (its own environment's, else the monitor's) so that the lookup does not depend on the monitor's cwd.
 pub(crate) fn resolve_program(command: &str, cwd: &Path, child_path: Option<&String>) -> PathBuf {
@@ -94,12 +103,8 @@ fn is_executable(path: &Path) -> bool {
     path.metadata().map(|meta| meta.is_file() && meta.permissions().mode() & 0o111 != 0).unwrap_or(false)
 }
 
+/// Opens a log file of a run for appending: 0600 whatever the umask, never through a symlink.
 fn open_log(path: &Path) -> std::io::Result<File> {
-    use std::os::unix::fs::OpenOptionsExt;
-    OpenOptions::new()
-        .create(true)
-        .append(true)
-        .mode(0o600)
-        .open(path)
+    pm_registry::open_private_append(path)
         .map_err(|err| std::io::Error::new(err.kind(), format!("cannot open log {}: {err}", path.display())))
 }

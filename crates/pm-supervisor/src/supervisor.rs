@@ -75,8 +75,14 @@ pub struct Supervisor {
 impl Supervisor {
     /// A supervisor with no processes. Must be called inside a tokio runtime.
     pub fn new(config: SupervisorConfig) -> Supervisor {
+        Supervisor::with_owner_secret(config, None)
+    }
+
+    /// Like [`Supervisor::new`], with the instance's owner secret in the owner key every child carries (the
+    /// daemon's, so that only children it started are found by [`Supervisor::orphans`]).
+    pub(crate) fn with_owner_secret(config: SupervisorConfig, secret: Option<&str>) -> Supervisor {
         let shared = Shared {
-            owner: crate::orphans::owner_key(&config.paths),
+            owner: crate::orphans::owner_key(&config.paths, secret),
             paths: config.paths,
             keep_runs: config.keep_runs.max(1),
             default_cwd: config.default_cwd,
@@ -304,6 +310,12 @@ impl Supervisor {
     /// that lead a group of their own are left out. Linux only; empty elsewhere.
     pub(crate) fn orphans(&self) -> std::collections::HashMap<String, Vec<crate::orphans::Found>> {
         crate::orphans::scan(&self.shared.owner)
+    }
+
+    /// Whether a process found by [`Supervisor::orphans`] runs the executable `config` names (resolved as a spawn
+    /// resolves it), so that it may be adopted as that process.
+    pub(crate) fn runs_registered(&self, found: &crate::orphans::Found, config: &ProcessConfig) -> bool {
+        found.runs(&crate::spawn::program_of(config, &self.shared.default_cwd))
     }
 
     /// Wakes the registry writer as if a process had changed.

@@ -2,6 +2,7 @@
 //! Run by `cargo xtask e2e`, which builds the binaries and passes their paths.
 
 mod chaos;
+mod daemon_files;
 mod dashboard;
 mod engine_hardening;
 mod faults;

@@ -633,7 +633,7 @@ fn registry_lock_and_logs_are_created_private() {
     wait_until(Duration::from_secs(5), "a backup exists", || paths.registry_file().with_extension("json.bak").exists());
     let mode = |path: &Path| std::fs::metadata(path).unwrap().permissions().mode() & 0o777;
     let run_dir = std::fs::read_dir(paths.process_logs_dir("m")).unwrap().flatten().next().unwrap().path();
-    let monitor_log = std::fs::read_dir(paths.logs_dir())
+    let monitor_log = std::fs::read_dir(paths.monitor_dir())
         .unwrap()
         .flatten()
         .map(|entry| entry.path())
@@ -645,6 +645,7 @@ fn registry_lock_and_logs_are_created_private() {
         (paths.lock_file(), 0o600),
         (paths.transaction_lock_file(), 0o600),
         (paths.logs_dir(), 0o700),
+        (paths.monitor_dir(), 0o700),
         (paths.process_logs_dir("m"), 0o700),
         (run_dir.clone(), 0o700),
         (run_dir.join("stdout.log"), 0o600),

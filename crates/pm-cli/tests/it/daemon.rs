@@ -196,9 +196,23 @@ fn status_without_an_aliveness_server_asks_the_remote_api_and_says_when_nothing_
 
     // A monitor that holds its lock but answers nowhere is reported as such, with exit code 3 in both modes.
     signal(pid, libc::SIGSTOP);
+    // A process-directed SIGSTOP wakes one thread, which then stops the others: on a loaded machine the other
+    // threads may serve a request meanwhile. Wait until every thread is stopped.
+    env.wait_for("every thread of the monitor to stop", || all_threads_stopped(pid).then_some(()));
     let out = env.run(&["--status", "--json"]).code(3);
     assert_eq!(out.json()["answering"], false, "{out:?}");
     let out = env.run(&["--status"]).code(3);
     assert!(out.stdout.contains("answers neither"), "{out:?}");
     signal(pid, libc::SIGCONT);
+}
+
+/// Whether every thread of `pid` is in the stopped state `T`.
+fn all_threads_stopped(pid: u32) -> bool {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else { return false };
+    tasks.flatten().all(|task| {
+        std::fs::read_to_string(task.path().join("stat"))
+            .ok()
+            .and_then(|stat| stat.rsplit_once(')').map(|(_, rest)| rest.trim_start().starts_with('T')))
+            .unwrap_or(false)
+    })
 }

@@ -7,6 +7,7 @@ mod adoption;
 mod cli;
 mod daemon;
 mod events;
+mod files;
 mod hardening;
 mod health;
 mod local_client;

@@ -6,6 +6,7 @@
 mod concurrency;
 mod corrupt;
 mod lock;
+mod ownership;
 mod paths;
 mod pid;
 mod store;

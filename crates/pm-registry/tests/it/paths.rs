@@ -23,8 +23,11 @@ fn layout_follows_the_guide() {
     assert_eq!(paths.logs_dir(), Path::new("/srv/pm/default_logs"));
     assert_eq!(
         paths.monitor_log_file(at("2026-01-24T10:30:00.999Z")),
-        Path::new("/srv/pm/default_logs/20260124_103000_default.log")
+        Path::new("/srv/pm/default_logs/_monitor/20260124_103000_default.log")
     );
+    assert_eq!(paths.startup_log_file(), Path::new("/srv/pm/default_logs/_monitor/startup.log"));
+    // No process id can name the monitor's folder (ids start with a letter or digit).
+    assert!(pm_core::validate_process_id(pm_registry::MONITOR_DIR).is_err());
     assert_eq!(paths.process_logs_dir("my-server"), Path::new("/srv/pm/default_logs/my-server"));
 
     let watcher = paths.for_instance("watcher").unwrap();
