@@ -124,8 +124,8 @@ fn act(cli: &Cli, paths: &Paths, args: &IdArgs, action: Action) -> anyhow::Resul
         println!("{out}");
     } else {
         match status {
-            Some(state) => println!("{id}: {verb} -> {state}"),
-            None => println!("{id}: {verb} done"),
+            Some(state) => println!("{}: {verb} -> {}", esc(id), esc(&state)),
+            None => println!("{}: {verb} done", esc(id)),
         }
     }
     Ok(code::OK)
@@ -153,7 +153,7 @@ fn register(cli: &Cli, paths: &Paths, args: &RegisterArgs) -> anyhow::Result<u8>
     if cli.json {
         println!("{}", serde_json::json!({"success": true, "processId": id}));
     } else {
-        println!("{id}: registered");
+        println!("{}: registered", esc(&id));
     }
     Ok(code::OK)
 }
@@ -319,13 +319,13 @@ fn print_list(json: bool, statuses: &BTreeMap<String, ProcessStatus>) -> anyhow:
         writeln!(
             out,
             "{:<24} {:<9} {:>8} {:>8} {:>9} {:>8}  {}",
-            status.id,
+            esc(&status.id),
             status.state,
             status.pid.map(|pid| pid.to_string()).unwrap_or_else(|| "-".to_owned()),
             status.restart_attempts,
             status.uptime.map(human_duration).unwrap_or_else(|| "-".to_owned()),
             if status.enabled { "yes" } else { "no" },
-            status.command.as_deref().unwrap_or(""),
+            esc(status.command.as_deref().unwrap_or("")),
         )?;
     }
     Ok(code::OK)
@@ -336,7 +336,7 @@ fn print_one(json: bool, status: &ProcessStatus) -> anyhow::Result<u8> {
         println!("{}", serde_json::to_string_pretty(status)?);
         return Ok(code::OK);
     }
-    println!("{} ({})", status.id, status.name);
+    println!("{} ({})", esc(&status.id), esc(&status.name));
     println!("  state:     {}", status.state);
     if let Some(pid) = status.pid {
         println!("  pid:       {pid}");
@@ -365,9 +365,14 @@ fn print_one(json: bool, status: &ProcessStatus) -> anyhow::Result<u8> {
         println!("  signal:    {signal}");
     }
     if let Some(error) = &status.last_error {
-        println!("  error:     {error}");
+        println!("  error:     {}", esc(error));
     }
     Ok(code::OK)
+}
+
+/// Text from the registry or a (possibly remote) monitor, made safe for a terminal: control characters escaped.
+pub(crate) fn esc(text: &str) -> std::borrow::Cow<'_, str> {
+    pm_core::escape_control(text)
 }
 
 fn human_bytes(bytes: u64) -> String {

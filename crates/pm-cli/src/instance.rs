@@ -278,13 +278,14 @@ fn status_urls(cli: &Cli, paths: &Paths) -> Vec<String> {
 }
 
 fn print_status(status: &MonitorStatus) {
-    println!("ProcessMonitor {} is running", status.instance_id);
+    use crate::commands::esc;
+    println!("ProcessMonitor {} is running", esc(&status.instance_id));
     println!("  pid:        {}", status.pid);
     println!("  started:    {} (up {}s)", status.started_at, status.uptime);
     println!("  processes:  {} managed, {} running", status.managed_process_count, status.running_process_count);
     println!("  standalone: {}", status.standalone_mode);
     if let Some(partner) = &status.partner_instance_id {
-        let state = status.partner_status.as_deref().unwrap_or("unknown");
+        let (partner, state) = (esc(partner), esc(status.partner_status.as_deref().unwrap_or("unknown")));
         match status.partner_pid {
             Some(pid) => println!("  partner:    {partner} ({state}, pid {pid})"),
             None => println!("  partner:    {partner} ({state})"),

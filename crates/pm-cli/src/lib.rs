@@ -52,7 +52,8 @@ pub fn main_impl(default_instance: &str) -> ExitCode {
             if is_broken_pipe(&err) {
                 return ExitCode::from(code::OK);
             }
-            eprintln!("{}: {err:#}", program_name());
+            // An error can carry a remote monitor's message or a name from the registry: no control characters.
+            eprintln!("{}: {}", program_name(), pm_core::escape_control(&format!("{err:#}")));
             ExitCode::from(code)
         }
     }

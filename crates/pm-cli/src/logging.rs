@@ -36,18 +36,60 @@ pub(crate) fn init(paths: &Paths, console: bool, keep: usize) -> Option<std::pat
         Ok(file) => {
             let file = Mutex::new(file);
             if console {
-                tracing_subscriber::registry().with(layer.with_writer(file.and(std::io::stderr))).with(filter).init();
+                let writer = Escaping(file.and(std::io::stderr));
+                tracing_subscriber::registry().with(layer.with_writer(writer)).with(filter).init();
             } else {
-                tracing_subscriber::registry().with(layer.with_writer(file)).with(filter).init();
+                tracing_subscriber::registry().with(layer.with_writer(Escaping(file))).with(filter).init();
             }
             Some(file_path)
         }
         Err(reason) => {
-            tracing_subscriber::registry().with(layer.with_writer(std::io::stderr)).with(filter).init();
+            tracing_subscriber::registry().with(layer.with_writer(Escaping(std::io::stderr))).with(filter).init();
             tracing::error!("{reason}; logging to stderr only");
             None
         }
     }
+}
+
+/// Escapes control characters in every log line (a name, command, path or error with a newline or an ESC in it
+/// can neither forge a line of the log nor drive the terminal that shows it); only the newline that ends the
+/// line stays.
+struct Escaping<M>(M);
+
+impl<'a, M: tracing_subscriber::fmt::MakeWriter<'a>> tracing_subscriber::fmt::MakeWriter<'a> for Escaping<M> {
+    type Writer = EscapingWriter<M::Writer>;
+
+    fn make_writer(&'a self) -> Self::Writer {
+        EscapingWriter(self.0.make_writer())
+    }
+
+    fn make_writer_for(&'a self, meta: &tracing::Metadata<'_>) -> Self::Writer {
+        EscapingWriter(self.0.make_writer_for(meta))
+    }
+}
+
+/// Writes each buffer (the formatter hands over one whole event per write) with its control characters escaped.
+struct EscapingWriter<W>(W);
+
+impl<W: std::io::Write> std::io::Write for EscapingWriter<W> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.write_all(escape_line(buf).as_bytes())?;
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.0.flush()
+    }
+}
+
+/// `buf` as one line: control characters escaped, one final newline kept.
+fn escape_line(buf: &[u8]) -> String {
+    let text = String::from_utf8_lossy(buf);
+    let (body, newline) = match text.strip_suffix('\n') {
+        Some(body) => (body, "\n"),
+        None => (&*text, ""),
+    };
+    format!("{}{newline}", pm_core::escape_control(body))
 }
 
 /// Deletes all but the newest `keep` monitor log files of this instance.
@@ -68,5 +110,18 @@ fn prune(paths: &Paths, keep: usize) {
     let excess = logs.len().saturating_sub(keep.max(1));
     for path in logs.into_iter().take(excess) {
         let _ = std::fs::remove_file(path);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn a_log_line_cannot_be_forged() {
+        let line = b"2026-12-07T05:00:00Z  WARN process started name=x\n2026-12-07T05:00:01Z  INFO forged \x1b[2J\n";
+        let escaped = super::escape_line(line);
+        assert_eq!(escaped.matches('\n').count(), 1, "{escaped:?}");
+        assert!(escaped.ends_with("\\e[2J\n"), "{escaped:?}");
+        assert!(!escaped.contains('\x1b'));
+        assert_eq!(super::escape_line(b"plain\n"), "plain\n");
     }
 }

@@ -90,7 +90,11 @@ impl ProcessMonitorClient {
         let mut config = config;
         config.partner = false;
         self.transaction(|registry| {
-            if registry.processes.contains_key(&config.id) {
+            // The partner instance's id is how the two monitors supervise each other.
+            let partner = registry.partner_discovery.partner_instance_id.as_deref();
+            if registry.processes.contains_key(&config.id)
+                || pm_core::is_partner_id(&registry.instance_id, partner, &config.id)
+            {
                 return Err(Error::AlreadyExists(config.id.clone()));
             }
             let entry = ProcessEntry::new(config.clone(), Timestamp::now());

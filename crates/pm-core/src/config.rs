@@ -60,6 +60,12 @@ pub struct ProcessConfig {
     /// Run folders kept for this process (additive; the monitor's `--keep-logs` when absent).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub keep_runs: Option<u32>,
+    /// Registered by an untrusted peer of the remote API (set by the monitor, never taken from a request;
+    /// additive). Such a process runs within the budget of `docs/security-limits.md`: its executable is checked
+    /// against the whitelist again at every start, its restarts are at least a second apart, and it does not
+    /// inherit the monitor's `HOME` or `PROCESS_MONITOR_DIR`.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub untrusted: bool,
     /// A command run on every state change of this process, with the event as JSON on stdin and in `PM_EVENT_*`
     /// variables (additive; see `docs/events-and-logs.md`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -89,26 +95,54 @@ impl ProcessConfig {
             log_max_bytes: None,
             log_keep: None,
             keep_runs: None,
+            untrusted: false,
             on_state_change: None,
         }
     }
 
-    /// The restart policy in force (the default one when none is configured).
+    /// The restart policy in force (the default one when none is configured). For an untrusted registration
+    /// every delay is at least [`crate::UNTRUSTED_MIN_BACKOFF_MS`] (an empty schedule counts as that delay) and
+    /// the attempts are at most [`crate::UNTRUSTED_MAX_ATTEMPTS`].
     pub fn restart_policy(&self) -> RestartPolicy {
-        self.restart_policy.clone().unwrap_or_default()
+        let mut policy = self.restart_policy.clone().unwrap_or_default();
+        if self.untrusted {
+            let floor = crate::UNTRUSTED_MIN_BACKOFF_MS;
+            if policy.backoff_intervals_ms.is_empty() {
+                policy.backoff_intervals_ms.push(floor);
+            }
+            for delay in &mut policy.backoff_intervals_ms {
+                *delay = (*delay).max(floor);
+            }
+            policy.indefinite_interval_ms = policy.indefinite_interval_ms.max(floor);
+            policy.max_attempts = policy.max_attempts.min(crate::UNTRUSTED_MAX_ATTEMPTS);
+        }
+        policy
     }
 
-    /// The stop grace period in milliseconds.
+    /// The stop grace period in milliseconds (at most [`crate::UNTRUSTED_MAX_STOP_TIMEOUT_MS`] for an untrusted
+    /// registration).
     pub fn stop_timeout_ms(&self) -> u64 {
-        self.stop_timeout_ms.unwrap_or(Self::DEFAULT_STOP_TIMEOUT_MS).min(MAX_STOP_TIMEOUT_MS)
+        let cap = if self.untrusted { crate::UNTRUSTED_MAX_STOP_TIMEOUT_MS } else { MAX_STOP_TIMEOUT_MS };
+        self.stop_timeout_ms.unwrap_or(Self::DEFAULT_STOP_TIMEOUT_MS).min(cap)
+    }
+
+    /// Run folders kept: `keepRuns`, else `default` (at most [`crate::UNTRUSTED_MAX_KEEP_RUNS`] for an untrusted
+    /// registration).
+    pub fn keep_runs_or(&self, default: usize) -> usize {
+        let keep = self.keep_runs.map_or(default, |keep| keep as usize);
+        if self.untrusted {
+            keep.min(crate::UNTRUSTED_MAX_KEEP_RUNS as usize)
+        } else {
+            keep
+        }
     }
 
     /// Checks every field a registration must get right, naming the first bad one.
     pub fn validate(&self) -> Result<(), crate::Error> {
         crate::validate_process_id(&self.id)?;
         let invalid = |what: &str| Err(crate::Error::InvalidField(what.to_owned()));
-        if self.name.trim().is_empty() || self.name.len() > 256 {
-            return invalid("name (must be 1 to 256 characters)");
+        if self.name.trim().is_empty() || self.name.len() > 256 || self.name.contains('\0') {
+            return invalid("name (must be 1 to 256 characters without NUL)");
         }
         if self.command.trim().is_empty() || self.command.len() > 4096 || self.command.contains('\0') {
             return invalid("command (must be a non-empty path without NUL)");
@@ -385,6 +419,8 @@ mod tests {
         check(|config| config.name = "  ".to_owned(), Some("name"));
         check(|config| config.name = "n".repeat(257), Some("name"));
         check(|config| config.name = "n".repeat(256), None);
+        check(|config| config.name = "a\0b".to_owned(), Some("name"));
+        check(|config| config.name = "esc \u{1b}[31m".to_owned(), None);
         check(|config| config.command = String::new(), Some("command"));
         check(|config| config.command = " ".to_owned(), Some("command"));
         check(|config| config.command = "/bin/a\0b".to_owned(), Some("command"));

@@ -30,6 +30,7 @@ mod registry;
 mod status;
 mod timestamp;
 mod trust;
+mod untrusted;
 mod unusable;
 
 pub use backoff::{next_restart, RestartDecision};
@@ -45,4 +46,9 @@ pub use registry::{
 pub use status::{MonitorState, MonitorStatus, ProcessState, ProcessStatus};
 pub use timestamp::Timestamp;
 pub use trust::{host_is_trusted, needs_name_lookup, normalize_ip};
+pub use untrusted::{
+    escape_control, is_control, is_partner_id, untrusted_budget, url_is_loopback, UNTRUSTED_MAX_ARGS,
+    UNTRUSTED_MAX_ARGS_BYTES, UNTRUSTED_MAX_ATTEMPTS, UNTRUSTED_MAX_BACKOFF_ENTRIES, UNTRUSTED_MAX_ENV_BYTES,
+    UNTRUSTED_MAX_ENV_VARS, UNTRUSTED_MAX_KEEP_RUNS, UNTRUSTED_MAX_STOP_TIMEOUT_MS, UNTRUSTED_MIN_BACKOFF_MS,
+};
 pub use unusable::UnusableEntry;

@@ -495,6 +495,16 @@ pub struct RemoteAccessConfig {
     /// Glob patterns it must not match.
     #[serde(default)]
     pub executable_blacklist: Vec<String>,
+    /// Names of the environment variables an untrusted registration may set (additive; empty by default, so
+    /// untrusted peers may set none). `LD_*` and `DYLD_*` stay refused even when listed.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub allowed_environment: Vec<String>,
+    /// How many processes registered by untrusted peers may be registered at once (additive; default 50).
+    #[serde(
+        default = "RemoteAccessConfig::default_max_untrusted_processes",
+        skip_serializing_if = "RemoteAccessConfig::is_default_max_untrusted"
+    )]
+    pub max_untrusted_processes: u32,
     /// Keys this version does not know, kept on rewrite.
     #[serde(flatten)]
     pub extra: serde_json::Map<String, serde_json::Value>,
@@ -506,6 +516,13 @@ impl RemoteAccessConfig {
     }
     fn default_bind() -> String {
         "::".to_owned()
+    }
+    /// The default of `maxUntrustedProcesses`.
+    pub fn default_max_untrusted_processes() -> u32 {
+        50
+    }
+    fn is_default_max_untrusted(max: &u32) -> bool {
+        *max == Self::default_max_untrusted_processes()
     }
     /// The guide's default trusted hosts.
     pub fn default_trusted_hosts() -> Vec<String> {
@@ -535,6 +552,17 @@ impl RemoteAccessConfig {
         }
         if patch.executable_blacklist.as_ref().is_some_and(|patterns| *patterns != self.executable_blacklist) {
             return Err(elsewhere("executableBlacklist", "use PUT /config/executable-blacklist"));
+        }
+        if let Some(names) = &patch.allowed_environment {
+            if let Some(bad) = names.iter().find(|name| name.is_empty() || name.contains(['=', '\0'])) {
+                return Err(crate::Error::InvalidField(format!(
+                    "allowedEnvironment: {bad:?} is not a variable name (non-empty, without '=' or NUL)"
+                )));
+            }
+            self.allowed_environment = names.clone();
+        }
+        if let Some(max) = patch.max_untrusted_processes {
+            self.max_untrusted_processes = max;
         }
         let pairs = [
             (&mut self.start_remote_access, patch.start_remote_access),
@@ -571,6 +599,8 @@ impl Default for RemoteAccessConfig {
             allow_remote_monitor_restart: false,
             executable_whitelist: Vec::new(),
             executable_blacklist: Vec::new(),
+            allowed_environment: Vec::new(),
+            max_untrusted_processes: Self::default_max_untrusted_processes(),
             extra: serde_json::Map::new(),
         }
     }
@@ -589,6 +619,10 @@ pub struct RemoteAccessPatch {
     pub allow_remote_disable: Option<bool>,
     pub allow_remote_autostart: Option<bool>,
     pub allow_remote_monitor_restart: Option<bool>,
+    /// Replaces `allowedEnvironment` (additive).
+    pub allowed_environment: Option<Vec<String>>,
+    /// Changes `maxUntrustedProcesses` (additive).
+    pub max_untrusted_processes: Option<u32>,
     /// The keys below are part of what `GET /config/remote-access` answers but are changed elsewhere (their own
     /// endpoints, or the registry for the port and address). They are accepted when they repeat the current value,
     /// so the whole object read by `GET` can be edited and sent back; a different value is refused, naming the

@@ -33,6 +33,11 @@ impl<F> server::Handler for Aliveness<F>
 where
     F: Fn() -> MonitorStatus + Send + Sync + 'static,
 {
+    /// The monitor's own clients (the partner, the command line) connect from the loopback addresses.
+    fn trusted_peer(&self, ip: std::net::IpAddr) -> bool {
+        ip == std::net::Ipv4Addr::LOCALHOST || ip == std::net::Ipv6Addr::LOCALHOST
+    }
+
     async fn call(&self, req: HttpRequest, _peer: SocketAddr) -> HttpResponse {
         let path = req.uri().path();
         if path != "/alive" && path != "/status" {

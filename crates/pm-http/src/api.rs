@@ -43,8 +43,13 @@ use crate::server::{self, json_error, json_response, HttpRequest, HttpResponse, 
 ///   path (`PATH` lookup for a bare name, a relative path only against an absolute
 ///   `workingDirectory`, symlinks and `..` resolved) passes the whitelist and blacklist; the
 ///   registration then stores that canonical path as its command, so the file checked is the file
-///   run. They may not set `LD_*` or `DYLD_*` variables either, which would load code into a
-///   whitelisted program.
+///   run. They may set only the environment variables `allowedEnvironment` lists (never `LD_*` or
+///   `DYLD_*`, which would load code into a whitelisted program), must keep within the budget of
+///   `pm_core::untrusted_budget`, may check only loopback URLs, may not run the monitor's own program,
+///   and are marked `untrusted`, so that the supervisor checks the executable again at every start.
+/// - No registration, trusted or not, may take the partner instance's id (409).
+/// - Connections are capped per peer address, a few slots are kept for peers trusted by address, and a
+///   peer that does not read its answers is cut off by the write timeout ([`ServerConfig`]).
 /// - Hostname patterns among the trusted hosts cost a reverse lookup confirmed by a forward lookup
 ///   (cached per address for a minute, at most a second per request; a timeout means "not
 ///   trusted"). They are looked up only when a request needs a trust decision and no address
@@ -214,6 +219,12 @@ struct Peer {
 }
 
 impl<C: ControlPlane> server::Handler for RemoteApi<C> {
+    /// Trusted by address (a host name pattern would need a lookup for every connection): such peers may take
+    /// the connection slots reserved for trusted peers.
+    fn trusted_peer(&self, ip: IpAddr) -> bool {
+        host_is_trusted(ip, &[], &self.state.control.settings().remote_access.trusted_hosts)
+    }
+
     async fn call(&self, req: HttpRequest, peer: SocketAddr) -> HttpResponse {
         let state = self.state.clone();
         match tokio::spawn(async move { state.handle(req, peer).await }).await {
@@ -418,33 +429,18 @@ impl<C: ControlPlane> Ctx<'_, C> {
         }
         config.is_remote = true;
         config.partner = false;
+        config.untrusted = !trusted;
+        let partner = self.settings.partner_discovery.partner_instance_id.as_deref();
+        if pm_core::is_partner_id(&self.control().monitor_status().instance_id, partner, &config.id) {
+            tracing::info!(peer = %self.peer.ip, id = %config.id, "refused: registration with the partner instance's id");
+            return json_response(
+                StatusCode::CONFLICT,
+                &json!({ "error": "Process ID reserved for the partner instance", "processId": config.id }),
+            );
+        }
         if !trusted {
-            if let Some(name) = config.environment.iter().flatten().map(|(name, _)| name).find(|name| {
-                let upper = name.to_ascii_uppercase();
-                upper.starts_with("LD_") || upper.starts_with("DYLD_")
-            }) {
-                let message = format!("Environment variable {name} not permitted for untrusted hosts");
-                return json_error(StatusCode::FORBIDDEN, &message);
-            }
-            let (command, working_directory) = (config.command.clone(), config.working_directory.clone());
-            let (whitelist, blacklist) =
-                (self.remote().executable_whitelist.clone(), self.remote().executable_blacklist.clone());
-            let resolved = tokio::task::spawn_blocking(move || {
-                let path_var = std::env::var_os("PATH");
-                crate::exec::permitted_executable(
-                    &command,
-                    working_directory.as_deref(),
-                    path_var.as_deref(),
-                    &whitelist,
-                    &blacklist,
-                )
-            })
-            .await;
-            match resolved {
-                Ok(Some(canonical)) => config.command = canonical,
-                Ok(None) | Err(_) => {
-                    return json_error(StatusCode::FORBIDDEN, "Executable not permitted by whitelist/blacklist");
-                }
+            if let Err(res) = self.untrusted_registration(&mut config).await {
+                return res;
             }
             // The state-change hook is a command as well: the same lists decide, and its canonical path is stored.
             if let Some(hook) = config.on_state_change.as_mut() {
@@ -463,8 +459,14 @@ impl<C: ControlPlane> Ctx<'_, C> {
                 })
                 .await;
                 match resolved {
-                    Ok(Some(canonical)) => hook.command = canonical,
-                    Ok(None) | Err(_) => {
+                    Ok(Ok(canonical)) => hook.command = canonical,
+                    Ok(Err(crate::exec::Refusal::OwnExecutable)) => {
+                        return json_error(
+                            StatusCode::FORBIDDEN,
+                            "onStateChange executable not permitted: the monitor's own executable",
+                        );
+                    }
+                    Ok(Err(crate::exec::Refusal::NotPermitted)) | Err(_) => {
                         return json_error(
                             StatusCode::FORBIDDEN,
                             "onStateChange executable not permitted by whitelist/blacklist",
@@ -477,6 +479,62 @@ impl<C: ControlPlane> Ctx<'_, C> {
         match self.control().register(config).await {
             Ok(()) => json_response(StatusCode::OK, &json!({ "success": true, "processId": id })),
             Err(err) => error_response(&err),
+        }
+    }
+
+    /// What an untrusted peer's registration must satisfy (docs/security-limits.md); on success the command is
+    /// replaced by the canonical path that was checked. The error is the 403 to send.
+    async fn untrusted_registration(&self, config: &mut ProcessConfig) -> Result<(), HttpResponse> {
+        let refuse = |message: &str| {
+            tracing::info!(peer = %self.peer.ip, "refused: {}", pm_core::escape_control(message));
+            json_error(StatusCode::FORBIDDEN, message)
+        };
+        if let Err(message) = pm_core::untrusted_budget(config) {
+            return Err(refuse(&message));
+        }
+        let allowed = &self.remote().allowed_environment;
+        if let Some(name) = config.environment.iter().flatten().map(|(name, _)| name).find(|name| {
+            let upper = name.to_ascii_uppercase();
+            upper.starts_with("LD_") || upper.starts_with("DYLD_") || !allowed.contains(name)
+        }) {
+            return Err(refuse(&format!("Environment variable {name} not permitted for untrusted hosts")));
+        }
+        if let Some(check) = &config.aliveness_check {
+            let urls = std::iter::once(("alivenessCheck.url", &check.url))
+                .chain(check.status_url.iter().map(|url| ("alivenessCheck.statusUrl", url)));
+            for (field, url) in urls {
+                if !pm_core::url_is_loopback(url) {
+                    return Err(refuse(&format!(
+                        "{field} must target loopback (localhost, 127.0.0.0/8 or [::1]) for untrusted hosts"
+                    )));
+                }
+            }
+        }
+        let (command, working_directory) = (config.command.clone(), config.working_directory.clone());
+        let (whitelist, blacklist) =
+            (self.remote().executable_whitelist.clone(), self.remote().executable_blacklist.clone());
+        let resolved = tokio::task::spawn_blocking(move || {
+            let path_var = std::env::var_os("PATH");
+            crate::exec::permitted_executable(
+                &command,
+                working_directory.as_deref(),
+                path_var.as_deref(),
+                &whitelist,
+                &blacklist,
+            )
+        })
+        .await;
+        match resolved {
+            Ok(Ok(canonical)) => {
+                config.command = canonical;
+                Ok(())
+            }
+            Ok(Err(crate::exec::Refusal::OwnExecutable)) => {
+                Err(refuse("Executable not permitted: the monitor's own executable"))
+            }
+            Ok(Err(crate::exec::Refusal::NotPermitted)) | Err(_) => {
+                Err(refuse("Executable not permitted by whitelist/blacklist"))
+            }
         }
     }
 
@@ -659,7 +717,11 @@ fn config_body(item: ConfigItem, settings: &Settings) -> Value {
         // Without keys this version does not know (kept in the registry), so that the object can be PUT back.
         ConfigItem::RemoteAccess => {
             let remote = RemoteAccessConfig { extra: serde_json::Map::new(), ..remote.clone() };
-            serde_json::to_value(remote).unwrap_or(Value::Null)
+            let mut value = serde_json::to_value(&remote).unwrap_or(Value::Null);
+            // The registry leaves these out while they have their defaults; the API always shows them.
+            value["allowedEnvironment"] = json!(remote.allowed_environment);
+            value["maxUntrustedProcesses"] = json!(remote.max_untrusted_processes);
+            value
         }
         ConfigItem::TrustedHosts => json!({ "trustedHosts": remote.trusted_hosts }),
         ConfigItem::Whitelist => json!({ "patterns": remote.executable_whitelist }),

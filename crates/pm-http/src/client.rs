@@ -14,6 +14,8 @@ use crate::error::{chain, Error};
 
 /// Largest response body read.
 const MAX_RESPONSE_BYTES: usize = 16 * 1024 * 1024;
+/// Largest part of an aliveness check's response body read, for every check (the rest is never read).
+pub const MAX_CHECK_BODY_BYTES: usize = 64 * 1024;
 /// Time allowed to open one TCP connection (split across the resolved addresses).
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// Pooled connections are dropped after this long unused, before servers (5 s header timeout here) close them.
@@ -85,6 +87,19 @@ impl HttpClient {
         body: Option<Vec<u8>>,
         timeout: Duration,
     ) -> Result<HttpResponse, Error> {
+        self.request_capped(method, url, body, timeout, None).await
+    }
+
+    /// Like [`HttpClient::request`]; with `cap`, at most `cap` bytes of the body are read and the rest is left
+    /// unread (the connection is then dropped, not reused); `body` holds what was read.
+    async fn request_capped(
+        &self,
+        method: Method,
+        url: &str,
+        body: Option<Vec<u8>>,
+        timeout: Duration,
+        cap: Option<usize>,
+    ) -> Result<HttpResponse, Error> {
         let uri = parse_url(url)?;
         let targets = connect_targets(&uri, url)?;
         let json = body.is_some();
@@ -117,6 +132,23 @@ impl HttpClient {
                 }
             };
             let (parts, body) = response.into_parts();
+            if let Some(cap) = cap {
+                let mut body = body;
+                let mut read = Vec::new();
+                while read.len() < cap {
+                    match body.frame().await {
+                        Some(Ok(frame)) => {
+                            if let Ok(data) = frame.into_data() {
+                                let take = data.len().min(cap - read.len());
+                                read.extend_from_slice(&data[..take]);
+                            }
+                        }
+                        Some(Err(err)) => return Err(Error::Body { url: url.to_owned(), reason: chain(&err) }),
+                        None => break,
+                    }
+                }
+                return Ok(HttpResponse { status: parts.status.as_u16(), headers: parts.headers, body: read });
+            }
             let body = Limited::new(body, MAX_RESPONSE_BYTES)
                 .collect()
                 .await
@@ -171,8 +203,11 @@ pub(crate) fn connect_targets(uri: &Uri, url: &str) -> Result<Vec<Uri>, Error> {
 /// An aliveness check of `url`: passes on a 2xx answer within `timeout`, unless the body is a JSON object saying
 /// `"healthy": false` or having a `"status"` other than `"ok"` (compared without regard to case). Connection
 /// errors and timeouts fail it.
+///
+/// At most [`MAX_CHECK_BODY_BYTES`] of the body are read; a longer body is judged on its status (a cut JSON
+/// document does not parse, so it counts as a plain 2xx body).
 pub async fn check_health(client: &HttpClient, url: &str, timeout: Duration) -> bool {
-    match client.get(url, timeout).await {
+    match client.request_capped(Method::GET, url, None, timeout, Some(MAX_CHECK_BODY_BYTES)).await {
         Ok(response) if response.is_success() => body_says_healthy(&response.body),
         Ok(response) => {
             tracing::debug!(%url, status = response.status, "aliveness check failed");

@@ -50,27 +50,72 @@ fn is_executable_file(path: &Path) -> bool {
     std::fs::metadata(path).is_ok_and(|meta| meta.is_file() && meta.permissions().mode() & 0o111 != 0)
 }
 
-/// Whether an untrusted registration may run `command`; `Some(canonical path)` when it may.
+/// Why an untrusted registration may not run a command.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Refusal {
+    /// Not found, not executable, or not permitted by the whitelist and blacklist.
+    NotPermitted,
+    /// The monitor's own program (`process_monitor` or `monitor_watcher`), which would reach the monitor's files.
+    OwnExecutable,
+}
+
+/// Whether an untrusted registration may run `command`; `Ok(canonical path)` when it may.
 pub(crate) fn permitted_executable(
     command: &str,
     working_directory: Option<&str>,
     path_var: Option<&OsStr>,
     whitelist: &[String],
     blacklist: &[String],
-) -> Option<String> {
-    let canonical = resolve_executable(command, working_directory, path_var)?;
-    let canonical = canonical.to_str()?.to_owned();
+) -> Result<String, Refusal> {
+    let canonical = resolve_executable(command, working_directory, path_var).ok_or(Refusal::NotPermitted)?;
+    if is_own_executable(&canonical) {
+        tracing::info!(command = %pm_core::escape_control(command), "the monitor's own executable refused");
+        return Err(Refusal::OwnExecutable);
+    }
+    let canonical = canonical.to_str().ok_or(Refusal::NotPermitted)?.to_owned();
     match pm_core::executable_permitted(&canonical, whitelist, blacklist) {
-        Ok(true) => Some(canonical),
+        Ok(true) => Ok(canonical),
         Ok(false) => {
-            tracing::info!(%command, %canonical, "executable not permitted by whitelist/blacklist");
-            None
+            tracing::info!(
+                command = %pm_core::escape_control(command),
+                canonical = %pm_core::escape_control(&canonical),
+                "executable not permitted by whitelist/blacklist"
+            );
+            Err(Refusal::NotPermitted)
         }
         Err(err) => {
-            tracing::warn!(%command, "stored executable patterns are invalid, refusing: {err}");
-            None
+            tracing::warn!(command = %pm_core::escape_control(command), "stored executable patterns are invalid, refusing: {err}");
+            Err(Refusal::NotPermitted)
         }
     }
+}
+
+/// The monitor's own programs, canonical: the running executable and its siblings `process_monitor` and
+/// `monitor_watcher` (the two names the monitor ships under).
+pub fn own_executables() -> &'static [PathBuf] {
+    static OWN: std::sync::OnceLock<Vec<PathBuf>> = std::sync::OnceLock::new();
+    OWN.get_or_init(|| {
+        let mut own = Vec::new();
+        if let Ok(exe) = std::env::current_exe().and_then(std::fs::canonicalize) {
+            if let Some(dir) = exe.parent() {
+                for name in ["process_monitor", "monitor_watcher"] {
+                    if let Ok(sibling) = std::fs::canonicalize(dir.join(name)) {
+                        own.push(sibling);
+                    }
+                }
+            }
+            own.push(exe);
+        }
+        own
+    })
+}
+
+/// Whether `canonical` is one of [`own_executables`] (compared by path and by file identity).
+pub fn is_own_executable(canonical: &Path) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    let identity = |path: &Path| std::fs::metadata(path).ok().map(|meta| (meta.dev(), meta.ino()));
+    let target = identity(canonical);
+    own_executables().iter().any(|own| own == canonical || (target.is_some() && identity(own) == target))
 }
 
 #[cfg(test)]
@@ -144,11 +189,19 @@ mod tests {
         std::os::unix::fs::symlink("/bin/sh", dir.0.join("shell")).unwrap();
 
         let allowed = permitted_executable("tool", None, Some(OsStr::new(root)), &whitelist, &[]);
-        assert_eq!(allowed.as_deref(), tool.to_str());
-        assert_eq!(permitted_executable(&format!("{root}/shell"), None, None, &whitelist, &[]), None);
-        assert_eq!(permitted_executable(&format!("{root}/../../bin/sh"), None, None, &whitelist, &[]), None);
-        assert_eq!(permitted_executable(tool.to_str().unwrap(), None, None, &[], &[]), None);
-        assert_eq!(permitted_executable(tool.to_str().unwrap(), None, None, &whitelist, &whitelist), None);
-        assert_eq!(permitted_executable(tool.to_str().unwrap(), None, None, &["relative/*".to_owned()], &[]), None);
+        assert_eq!(allowed.as_deref().ok(), tool.to_str());
+        let no = Err(Refusal::NotPermitted);
+        assert_eq!(permitted_executable(&format!("{root}/shell"), None, None, &whitelist, &[]), no);
+        assert_eq!(permitted_executable(&format!("{root}/../../bin/sh"), None, None, &whitelist, &[]), no);
+        assert_eq!(permitted_executable(tool.to_str().unwrap(), None, None, &[], &[]), no);
+        assert_eq!(permitted_executable(tool.to_str().unwrap(), None, None, &whitelist, &whitelist), no);
+        assert_eq!(permitted_executable(tool.to_str().unwrap(), None, None, &["relative/*".to_owned()], &[]), no);
+        // The running program itself (here the test binary) is refused whatever the whitelist says.
+        let exe = std::env::current_exe().unwrap();
+        let everything = vec!["/**".to_owned()];
+        assert_eq!(
+            permitted_executable(exe.to_str().unwrap(), None, None, &everything, &[]),
+            Err(Refusal::OwnExecutable)
+        );
     }
 }

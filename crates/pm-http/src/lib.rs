@@ -77,10 +77,11 @@ mod ui;
 
 pub use aliveness::spawn_aliveness;
 pub use api::spawn_remote_api;
-pub use client::{check_health, HttpClient, HttpResponse};
+pub use client::{check_health, HttpClient, HttpResponse, MAX_CHECK_BODY_BYTES};
 pub use control::ControlPlane;
 pub use error::Error;
 pub use events::{EventBus, DEFAULT_EVENT_RING};
+pub use exec::{is_own_executable, own_executables};
 pub use helper::{AlivenessCallback, AlivenessServerHelper};
 pub use server::{bind, ServerConfig, ServerHandle};
 pub use stream_client::{HttpStream, SseEvent, SseParser};

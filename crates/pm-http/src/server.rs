@@ -1,16 +1,20 @@
 //! Raw hyper 1 HTTP/1 server plumbing shared by every server of this crate.
 //!
 //! One accept loop per server: every accepted socket gets `TCP_NODELAY`, takes a permit of a semaphore that bounds
-//! the open connections, and is served by `hyper::server::conn::http1` with a header read timeout (driven by a
-//! [`TokioTimer`]). Request bodies reach the handler wrapped in [`Limited`]; a request whose `Content-Length` is
+//! the open connections (within a cap per peer address, and with a few slots only trusted peers may take), and is
+//! served by `hyper::server::conn::http1` with a header read timeout (driven by a [`TokioTimer`]) and a write
+//! timeout (a peer that stops reading its answers is cut off). Request bodies reach the handler wrapped in [`Limited`]; a request whose `Content-Length` is
 //! already over the limit is answered 413 before the handler runs, without reading the body. Responses are
 //! whole bodies sent with a `Content-Length`, except the streams of `GET /events` and followed logs (chunked).
 
+use std::collections::HashMap;
 use std::convert::Infallible;
 use std::future::Future;
 use std::io::Write;
-use std::net::SocketAddr;
-use std::sync::Arc;
+use std::net::{IpAddr, SocketAddr};
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use http_body_util::{BodyExt, Limited};
@@ -37,6 +41,19 @@ pub struct ServerConfig {
     /// Connections served at once (default 256). A connection accepted over the limit gets a canned
     /// `503 Service Unavailable` (written without reading its request) and is closed at once.
     pub max_connections: usize,
+    /// Connections served at once from one peer address (default 64); more get the canned 503.
+    pub max_connections_per_ip: usize,
+    /// Of `max_connections`, how many only trusted peers may take (default 4), so that untrusted peers can never
+    /// hold every slot.
+    pub reserved_for_trusted: usize,
+    /// Requests of untrusted peers handled at once (default 16); the others wait, parked, for their turn, so
+    /// that however many connections untrusted peers keep busy, a trusted peer's request is not queued behind
+    /// all of them.
+    pub max_untrusted_in_flight: usize,
+    /// How long the answers already due on a connection may wait for the peer to read them (default 10 s):
+    /// from the moment a write would block until everything pending is written. A peer that does not read in
+    /// that time is disconnected.
+    pub write_timeout: Duration,
     /// Time a client has to send a complete request head, also while a kept-alive connection waits for its next
     /// request (default 5 s). The connection is closed when it runs out; the same time bounds reading a body.
     pub header_read_timeout: Duration,
@@ -58,6 +75,10 @@ impl Default for ServerConfig {
     fn default() -> Self {
         ServerConfig {
             max_connections: 256,
+            max_connections_per_ip: 64,
+            reserved_for_trusted: 4,
+            max_untrusted_in_flight: 16,
+            write_timeout: Duration::from_secs(10),
             header_read_timeout: Duration::from_secs(5),
             max_body_bytes: 1024 * 1024,
             shutdown_grace: Duration::from_secs(2),
@@ -149,6 +170,12 @@ fn set_v6_only(fd: std::os::fd::RawFd, on: bool) -> std::io::Result<()> {
 pub(crate) trait Handler: Send + Sync + 'static {
     /// Answers `req`, which came from the TCP peer `peer`.
     fn call(&self, req: HttpRequest, peer: SocketAddr) -> impl Future<Output = HttpResponse> + Send;
+
+    /// Whether a connection from `ip` (normalised) may take one of the slots reserved for trusted peers.
+    fn trusted_peer(&self, ip: IpAddr) -> bool {
+        let _ = ip;
+        false
+    }
 }
 
 /// Starts serving `listener` with `handler` on the current tokio runtime.
@@ -173,6 +200,9 @@ async fn accept_loop<H: Handler>(
 ) {
     let local_addr = listener.local_addr().ok();
     let permits = Arc::new(Semaphore::new(config.max_connections.max(1)));
+    let per_ip: Arc<Mutex<HashMap<IpAddr, usize>>> = Arc::default();
+    let reserved = config.reserved_for_trusted.min(config.max_connections.saturating_sub(1));
+    let untrusted_turns = Arc::new(Semaphore::new(config.max_untrusted_in_flight.max(1)));
     let graceful = GracefulShutdown::new();
     let mut connections = JoinSet::new();
     let mut builder = http1::Builder::new();
@@ -196,6 +226,25 @@ async fn accept_loop<H: Handler>(
                 if let Err(err) = stream.set_nodelay(true) {
                     tracing::debug!(%peer, "cannot set TCP_NODELAY: {err}");
                 }
+                // A fixed send buffer: answers to a peer that does not read back up after this much, not after
+                // the megabytes that autotuning would allow, so pipelined requests cost little before the
+                // write timeout applies.
+                if let Err(err) = set_send_buffer(&stream, SEND_BUFFER_BYTES) {
+                    tracing::debug!(%peer, "cannot set SO_SNDBUF: {err}");
+                }
+                let ip = pm_core::normalize_ip(peer.ip());
+                let trusted = handler.trusted_peer(ip);
+                // This loop is the only place permits are taken, so the count cannot drop between look and take.
+                if permits.available_permits() <= reserved && !trusted {
+                    tracing::warn!(%peer, ?local_addr, "connection limit for untrusted peers reached; refusing connection");
+                    refuse(stream);
+                    continue;
+                }
+                let Some(slot) = PeerSlot::take(&per_ip, ip, config.max_connections_per_ip.max(1)) else {
+                    tracing::warn!(%peer, ?local_addr, "connection limit per peer reached; refusing connection");
+                    refuse(stream);
+                    continue;
+                };
                 let Ok(permit) = permits.clone().try_acquire_owned() else {
                     tracing::warn!(%peer, ?local_addr, "connection limit reached; refusing connection");
                     refuse(stream);
@@ -204,14 +253,23 @@ async fn accept_loop<H: Handler>(
                 let service = {
                     let handler = handler.clone();
                     let max_body = config.max_body_bytes;
+                    let turns = (!trusted).then(|| untrusted_turns.clone());
                     service_fn(move |req: Request<Incoming>| {
-                        let handler = handler.clone();
-                        async move { Ok::<_, Infallible>(dispatch(&*handler, req, peer, max_body).await) }
+                        let (handler, turns) = (handler.clone(), turns.clone());
+                        async move {
+                            let _turn = match &turns {
+                                Some(turns) => turns.acquire().await.ok(),
+                                None => None,
+                            };
+                            Ok::<_, Infallible>(dispatch(&*handler, req, peer, max_body).await)
+                        }
                     })
                 };
-                let connection = graceful.watch(builder.serve_connection(TokioIo::new(stream), service));
+                let io = WriteTimeout::new(TokioIo::new(stream), config.write_timeout);
+                let connection = graceful.watch(builder.serve_connection(io, service));
                 connections.spawn(async move {
                     let _permit = permit;
+                    let _slot = slot;
                     if let Err(err) = connection.await {
                         tracing::debug!(%peer, "connection ended: {err}");
                     }
@@ -225,6 +283,139 @@ async fn accept_loop<H: Handler>(
         tracing::debug!(?local_addr, n_open = connections.len(), "shutdown grace over; dropping open connections");
     }
     connections.shutdown().await;
+}
+
+/// The send buffer of every accepted connection (the kernel doubles it for its bookkeeping).
+const SEND_BUFFER_BYTES: libc::c_int = 64 * 1024;
+
+fn set_send_buffer(stream: &TcpStream, bytes: libc::c_int) -> std::io::Result<()> {
+    use std::os::fd::AsRawFd;
+    // SAFETY: `bytes` lives across the call and its size is passed; the fd is an open socket.
+    let rc = unsafe {
+        libc::setsockopt(
+            stream.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_SNDBUF,
+            (&bytes as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
+    }
+}
+
+/// One connection counted against its peer address; the count goes down when it is dropped.
+struct PeerSlot {
+    counts: Arc<Mutex<HashMap<IpAddr, usize>>>,
+    ip: IpAddr,
+}
+
+impl PeerSlot {
+    fn take(counts: &Arc<Mutex<HashMap<IpAddr, usize>>>, ip: IpAddr, max: usize) -> Option<PeerSlot> {
+        let mut map = counts.lock().expect("peer counts");
+        let count = map.entry(ip).or_default();
+        if *count >= max {
+            return None;
+        }
+        *count += 1;
+        Some(PeerSlot { counts: counts.clone(), ip })
+    }
+}
+
+impl Drop for PeerSlot {
+    fn drop(&mut self) {
+        let mut map = self.counts.lock().expect("peer counts");
+        if let Some(count) = map.get_mut(&self.ip) {
+            *count -= 1;
+            if *count == 0 {
+                map.remove(&self.ip);
+            }
+        }
+    }
+}
+
+/// The connection's I/O with a write deadline: armed when a write would block, cleared once everything pending
+/// has been written (hyper flushes then); when it passes first, the write fails with `TimedOut` and hyper closes
+/// the connection. So a peer that pipelines requests and never reads the answers holds its slot for at most the
+/// write timeout.
+struct WriteTimeout<T> {
+    inner: T,
+    timeout: Duration,
+    deadline: Option<Pin<Box<tokio::time::Sleep>>>,
+}
+
+impl<T> WriteTimeout<T> {
+    fn new(inner: T, timeout: Duration) -> WriteTimeout<T> {
+        WriteTimeout { inner, timeout, deadline: None }
+    }
+
+    /// After the inner write answered `Pending`: arms the deadline, or fails once it has passed.
+    fn blocked<R>(&mut self, cx: &mut Context<'_>) -> Poll<std::io::Result<R>> {
+        let timeout = self.timeout;
+        let deadline = self.deadline.get_or_insert_with(|| Box::pin(tokio::time::sleep(timeout)));
+        match deadline.as_mut().poll(cx) {
+            Poll::Ready(()) => Poll::Ready(Err(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                "the peer did not read its answers in time",
+            ))),
+            Poll::Pending => Poll::Pending,
+        }
+    }
+}
+
+impl<T: hyper::rt::Read + Unpin> hyper::rt::Read for WriteTimeout<T> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: hyper::rt::ReadBufCursor<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_read(cx, buf)
+    }
+}
+
+impl<T: hyper::rt::Write + Unpin> hyper::rt::Write for WriteTimeout<T> {
+    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<std::io::Result<usize>> {
+        match Pin::new(&mut self.inner).poll_write(cx, buf) {
+            Poll::Pending => self.blocked(cx),
+            ready => ready,
+        }
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        match Pin::new(&mut self.inner).poll_write_vectored(cx, bufs) {
+            Poll::Pending => self.blocked(cx),
+            ready => ready,
+        }
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        match Pin::new(&mut self.inner).poll_flush(cx) {
+            Poll::Ready(Ok(())) => {
+                self.deadline = None;
+                Poll::Ready(Ok(()))
+            }
+            Poll::Pending => self.blocked(cx),
+            ready => ready,
+        }
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        match Pin::new(&mut self.inner).poll_shutdown(cx) {
+            Poll::Pending => self.blocked(cx),
+            ready => ready,
+        }
+    }
 }
 
 /// Answers a connection over the limit with a canned 503 and closes it, without reading its request.
@@ -319,6 +510,9 @@ mod tests {
     fn defaults_match_the_documented_values() {
         let config = ServerConfig::default();
         assert_eq!(config.max_connections, 256);
+        assert_eq!((config.max_connections_per_ip, config.reserved_for_trusted), (64, 4));
+        assert_eq!(config.max_untrusted_in_flight, 16);
+        assert_eq!(config.write_timeout, Duration::from_secs(10));
         assert_eq!(config.header_read_timeout, Duration::from_secs(5));
         assert_eq!(config.max_body_bytes, 1024 * 1024);
         assert_eq!(config.shutdown_grace, Duration::from_secs(2));

@@ -53,8 +53,10 @@ pub struct Counters {
 
 type Reply<T> = oneshot::Sender<Result<T, Error>>;
 
-/// How often log sizes are checked when `logMaxBytes` is set.
+/// How often log sizes are checked when `logMaxBytes` is set (besides every write, through inotify).
 const ROTATE_EVERY: Duration = Duration::from_millis(500);
+/// The least time between two rotation passes of one process's logs, however fast its child writes.
+const MIN_ROTATE_GAP: Duration = Duration::from_millis(10);
 /// How long a process that SIGKILL could not be sent to is waited for before it is given up as unkillable.
 const KILL_WAIT: Duration = Duration::from_secs(10);
 /// The least time between a failed spawn (missing executable, bad working directory) and the next attempt.
@@ -129,6 +131,7 @@ enum Event {
     CheckDue,
     CheckDone((bool, Duration)),
     RotateDue,
+    LogsWritten,
 }
 
 pub(crate) struct Actor {
@@ -146,6 +149,9 @@ pub(crate) struct Actor {
     check_task: Option<JoinHandle<(bool, Duration)>>,
     counters: Counters,
     rotate_at: Option<Instant>,
+    /// Wakes on writes to the current run's logs (only with `logMaxBytes`).
+    log_watch: Option<crate::watch::LogWatch>,
+    last_rotation: Option<Instant>,
 }
 
 impl Actor {
@@ -175,6 +181,8 @@ impl Actor {
             check_task: None,
             counters: Counters::default(),
             rotate_at: None,
+            log_watch: None,
+            last_rotation: None,
         };
         (actor, snapshot)
     }
@@ -212,7 +220,7 @@ impl Actor {
                 Event::Exited(info) => self.on_unrequested_exit(info).await,
                 Event::RetryDue => {
                     self.retry_at = None;
-                    self.spawn_now().await;
+                    let _ = self.spawn_now().await;
                 }
                 Event::ResetDue => {
                     self.reset_at = None;
@@ -223,6 +231,10 @@ impl Actor {
                 }
                 Event::CheckDue => self.launch_check(),
                 Event::RotateDue => self.rotate_logs().await,
+                Event::LogsWritten => {
+                    let soonest = self.soonest_rotation();
+                    self.rotate_at = Some(self.rotate_at.map_or(soonest, |at| at.min(soonest)));
+                }
                 Event::CheckDone((passed, took)) => {
                     crate::events::emit_check(&self.shared, &self.entry, passed, self.check_streak(passed));
                     self.counters.last_check = Some(took);
@@ -241,9 +253,13 @@ impl Actor {
         if self.retry_at.is_some_and(|at| at <= Instant::now()) {
             return Event::RetryDue;
         }
+        let soonest = self.soonest_rotation();
         let child = &mut self.child;
         let check_task = &mut self.check_task;
         let check_at = if check_task.is_none() { self.check_at } else { None };
+        // Writes matter only while no rotation is due sooner than the next one may run.
+        let log_watch =
+            self.log_watch.as_ref().filter(|_| child.is_some() && self.rotate_at.is_some_and(|at| at > soonest));
         tokio::select! {
             cmd = self.rx.recv() => Event::Cmd(cmd),
             info = wait_child(child) => Event::Exited(info),
@@ -252,6 +268,7 @@ impl Actor {
             () = sleep_until(check_at) => Event::CheckDue,
             () = sleep_until(self.rotate_at) => Event::RotateDue,
             passed = join_check(check_task) => Event::CheckDone(passed),
+            () = logs_written(log_watch) => Event::LogsWritten,
         }
     }
 
@@ -318,14 +335,14 @@ impl Actor {
             let never_started = self.entry.last_started_at.is_none() && self.entry.last_stopped_at.is_none();
             if self.entry.config.autostart && (boot || never_started) {
                 self.entry.restart_attempts = 0;
-                self.spawn_now().await;
+                let _ = self.spawn_now().await;
             } else {
                 self.publish();
             }
             return;
         }
         if self.entry.config.autostart {
-            self.spawn_now().await;
+            let _ = self.spawn_now().await;
         } else {
             self.publish();
         }
@@ -401,7 +418,7 @@ impl Actor {
         self.retry_at = None;
         self.entry.restart_attempts = 0;
         self.entry.last_error = None;
-        self.spawn_now().await;
+        self.spawn_now().await.map_err(Error::NotAllowed)?;
         Ok(self.entry.state)
     }
 
@@ -481,7 +498,7 @@ impl Actor {
                         Err(_) => {
                             // Cannot be signalled (another user's process, say): report it rather than wait forever.
                             tracing::error!(process = %self.entry.config.id, pid = pgid, "cannot be killed; no longer supervised");
-                            self.entry.last_error = Some(format!("pid {pgid} could not be killed; left running"));
+                            self.set_error(&format!("pid {pgid} could not be killed; left running"));
                             ExitInfo { code: None, signal: None }
                         }
                     }
@@ -502,6 +519,7 @@ impl Actor {
         let run_dir = self.newest_run_dir();
         self.child = Some(Child { pid, watch: Watch::Adopted(ExitWatch::new(pid, start_time)), run_dir });
         self.schedule_rotation();
+        self.watch_logs();
         self.entry.pid = Some(pid);
         self.entry.pid_start_time = start_time;
         self.running_since = Some(std::time::Instant::now());
@@ -509,8 +527,10 @@ impl Actor {
     }
 
     /// Spawns the process now (state `starting`, or `running` without startup checks); a failure to spawn
-    /// goes down the crash path with the reason kept on the entry.
-    async fn spawn_now(&mut self) {
+    /// goes down the crash path with the reason kept on the entry. An untrusted registration whose executable
+    /// no longer passes the whitelist and blacklist is not started: it is `failed` with the reason in
+    /// `lastError`, which is also the error returned.
+    async fn spawn_now(&mut self) -> Result<(), String> {
         if self.entry.config.partner {
             if let Some((pid, start_time)) = self.shared.live_partner(&self.entry.config.id) {
                 if self.partner_stopping(pid).await {
@@ -522,14 +542,31 @@ impl Actor {
                     self.entry.last_error = Some(format!("partner (pid {pid}) was shutting down; not adopted"));
                     self.entry.state = ProcessState::Stopped;
                     self.publish();
-                    return;
+                    return Ok(());
                 }
                 self.adopt(pid, start_time);
-                return;
+                return Ok(());
             }
         }
+        let checked = if self.entry.config.untrusted {
+            let policy = self.shared.exec_policy.read().expect("exec policy").clone();
+            match crate::execcheck::check(&self.entry.config.command, &policy) {
+                Ok(checked) => Some(checked),
+                Err(reason) => {
+                    tracing::warn!(process = %self.entry.config.id, "not started: {reason}");
+                    self.retry_at = None;
+                    self.entry.pid = None;
+                    self.set_error(&reason);
+                    self.entry.state = ProcessState::Failed;
+                    self.publish();
+                    return Err(reason);
+                }
+            }
+        } else {
+            None
+        };
         let now = Timestamp::now();
-        let keep_runs = self.entry.config.keep_runs.map_or(self.shared.keep_runs, |keep| keep as usize);
+        let keep_runs = self.entry.config.keep_runs_or(self.shared.keep_runs);
         let res = self
             .shared
             .paths
@@ -541,6 +578,7 @@ impl Actor {
                     run_dir: &run_dir,
                     extra_env: &self.shared.extra_env,
                     owner: &self.shared.owner,
+                    checked: checked.as_ref(),
                 };
                 spawn::spawn(&self.entry.config, &ctx).map(|child| (child, run_dir.clone())).inspect_err(|_| {
                     // Nothing ran: the folder (two empty log files) would only push real runs out.
@@ -565,6 +603,7 @@ impl Actor {
                 self.entry.consecutive_failures = 0;
                 self.child = Some(Child { pid, watch: Watch::Own(child), run_dir: Some(run_dir) });
                 self.schedule_rotation();
+                self.watch_logs();
                 self.running_since = Some(std::time::Instant::now());
                 let startup = self.startup_check();
                 match startup {
@@ -580,7 +619,7 @@ impl Actor {
             Err(err) => {
                 tracing::warn!(process = %self.entry.config.id, "{err}");
                 self.entry.pid = None;
-                self.entry.last_error = Some(err.to_string());
+                self.set_error(&err.to_string());
                 self.entry.state = ProcessState::Crashed;
                 self.schedule_restart();
                 // A spawn that failed will not succeed a moment later: whatever the backoff says, wait a little,
@@ -590,6 +629,12 @@ impl Actor {
                 }
             }
         }
+        Ok(())
+    }
+
+    /// Keeps `reason` as `lastError`, with control characters escaped (it reaches logs and terminals).
+    fn set_error(&mut self, reason: &str) {
+        self.entry.last_error = Some(pm_core::escape_control(reason).into_owned());
     }
 
     /// Whether the partner instance `pid` (holding its lock) reports itself stopping on its `/status`.
@@ -615,6 +660,21 @@ impl Actor {
         self.rotate_at = self.entry.config.log_max_bytes.map(|_| Instant::now() + ROTATE_EVERY);
     }
 
+    /// Watches the logs of the child's run folder for writes when `logMaxBytes` is set.
+    fn watch_logs(&mut self) {
+        let run_dir = self.child.as_ref().and_then(|child| child.run_dir.as_deref());
+        self.log_watch = match (self.entry.config.log_max_bytes, run_dir) {
+            (Some(_), Some(dir)) => Some(crate::watch::LogWatch::new(dir)),
+            _ => None,
+        };
+    }
+
+    /// The earliest a rotation pass may run (at most one per [`MIN_ROTATE_GAP`]).
+    fn soonest_rotation(&self) -> Instant {
+        let now = Instant::now();
+        self.last_rotation.map_or(now, |at| (at + MIN_ROTATE_GAP).max(now))
+    }
+
     /// Rotates the current run's logs that grew past `logMaxBytes`.
     async fn rotate_logs(&mut self) {
         self.rotate_at = None;
@@ -637,8 +697,11 @@ impl Actor {
             }
         })
         .await;
+        self.last_rotation = Some(Instant::now());
         if self.child.is_some() {
             self.schedule_rotation();
+        } else {
+            self.log_watch = None;
         }
     }
 
@@ -677,7 +740,7 @@ impl Actor {
             (None, None) => "exited".to_owned(),
         };
         tracing::warn!(process = %self.entry.config.id, pid, "{how}");
-        self.entry.last_error = Some(format!("process {how}"));
+        self.set_error(&format!("process {how}"));
         // Orphans of the crashed leader would otherwise outlive it (and hold its ports).
         if let Some(pgid) = pid {
             if os::group_exists(pgid) {
@@ -742,9 +805,17 @@ impl Actor {
         self.check_at = Some(Instant::now() + Duration::from_millis(interval.max(1)));
         let http = self.shared.http.clone();
         let timeout = Duration::from_millis(check.timeout_ms.max(1));
+        let untrusted = self.entry.config.untrusted;
         self.check_task = Some(tokio::spawn(async move {
             let started = std::time::Instant::now();
-            let passed = pm_http::check_health(&http, &check.url, timeout).await;
+            // An untrusted registration's check stays on loopback (also when the registry was edited since), and
+            // a failure is reported only once the check's timeout is over, so that when it fails does not tell
+            // a closed port from one that does not answer HTTP.
+            let passed = (!untrusted || pm_core::url_is_loopback(&check.url))
+                && pm_http::check_health(&http, &check.url, timeout).await;
+            if untrusted && !passed {
+                tokio::time::sleep_until(Instant::from_std(started) + timeout).await;
+            }
             (passed, started.elapsed())
         }));
     }
@@ -773,7 +844,7 @@ impl Actor {
                     self.terminate().await
                 };
                 self.record_exit(&info);
-                self.entry.last_error = Some(reason);
+                self.set_error(&reason);
                 match startup.fail_action {
                     FailAction::Restart => {
                         self.entry.state = ProcessState::Crashed;
@@ -816,7 +887,7 @@ impl Actor {
                     self.terminate().await
                 };
                 self.record_exit(&info);
-                self.entry.last_error = Some(reason);
+                self.set_error(&reason);
                 self.entry.state = ProcessState::Crashed;
                 self.publish();
                 self.schedule_restart();
@@ -878,6 +949,13 @@ impl Watch {
                 ExitInfo { code: None, signal: None }
             }
         }
+    }
+}
+
+async fn logs_written(watch: Option<&crate::watch::LogWatch>) {
+    match watch {
+        Some(watch) => watch.written().await,
+        None => std::future::pending().await,
     }
 }
 

@@ -146,8 +146,22 @@ fn run_hook(shared: &Shared, config: &ProcessConfig, hook: &StateChangeHook, eve
     };
     let program =
         crate::spawn::resolve_program(&hook.command, &cwd, config.environment.as_ref().and_then(|env| env.get("PATH")));
+    // An untrusted registration's hook is checked like its command, at each run, and run from the checked file.
+    let checked = if config.untrusted {
+        let policy = shared.exec_policy.read().expect("exec policy").clone();
+        match crate::execcheck::check(&hook.command, &policy) {
+            Ok(checked) => Some(checked),
+            Err(reason) => {
+                tracing::warn!(process = %id, event = %event.id, "onStateChange hook not run: {reason}");
+                return;
+            }
+        }
+    } else {
+        None
+    };
+    let program = checked.as_ref().map_or(program, |checked| checked.path.clone());
     let json = serde_json::to_string(&event).unwrap_or_default();
-    let mut command = tokio::process::Command::new(program);
+    let mut command = tokio::process::Command::new(&program);
     command
         .args(&hook.args)
         .current_dir(&cwd)
@@ -162,14 +176,43 @@ fn run_hook(shared: &Shared, config: &ProcessConfig, hook: &StateChangeHook, eve
     for (key, value) in &shared.extra_env {
         command.env(key, value);
     }
+    if config.untrusted {
+        for name in crate::execcheck::HIDDEN_FROM_UNTRUSTED {
+            command.env_remove(name);
+        }
+    }
     for (key, value) in hook_env(&event, &json) {
         command.env(key, value);
+    }
+    if let Some(checked) = &checked {
+        let vars = hook_env(&event, &json);
+        let extra = shared
+            .extra_env
+            .iter()
+            .map(|(name, value)| (name.as_str(), value.as_str()))
+            .chain(vars.iter().map(|(name, value)| (*name, value.as_str())))
+            .map(|(name, value)| (std::ffi::OsStr::new(name), std::ffi::OsStr::new(value)));
+        let mut env = crate::execcheck::child_env(true, extra);
+        env.retain(|(name, _)| name != crate::orphans::OWNER_VAR && name != crate::orphans::PROCESS_VAR);
+        let Some(exec) = crate::execcheck::FdExec::new(checked, &program, hook.args.iter().map(String::as_str), &env)
+        else {
+            tracing::warn!(process = %id, "onStateChange hook not run: an argument or variable holds NUL");
+            return;
+        };
+        // SAFETY: runs after fork, last of the pre-exec steps; only async-signal-safe calls on memory prepared
+        // before the fork.
+        unsafe {
+            command.pre_exec(move || Err(exec.exec()));
+        }
     }
     let timeout = Duration::from_millis(hook.timeout_ms.unwrap_or(StateChangeHook::DEFAULT_TIMEOUT_MS));
     let command_name = hook.command.clone();
     tokio::spawn(async move {
         let _permit = permit;
-        let mut child = match command.spawn() {
+        let spawned = command.spawn();
+        // The checked descriptor must stay open until the child has exec'd from it.
+        drop(checked);
+        let mut child = match spawned {
             Ok(child) => child,
             Err(err) => {
                 tracing::warn!(process = %id, hook = %command_name, "onStateChange hook cannot start: {err}");

@@ -41,6 +41,7 @@
 mod actor;
 mod daemon;
 mod events;
+mod execcheck;
 mod groupwait;
 mod logrotate;
 mod monitor;

@@ -6,6 +6,8 @@
 //! copied, block-aligned head atomically, so no line is lost or duplicated; elsewhere by copy-and-truncate,
 //! which can lose what the child writes between the copy and the truncate.
 //!
+//! Only the newest `max_bytes` of the head are copied to `stdout.log.1`; anything older is dropped with the head,
+//! so a child that wrote gigabytes between two passes never makes the monitor copy gigabytes.
 //! A rotation holds an exclusive `flock` on the live file from the shift of the generations to the removal of the
 //! head; remote log followers (`pm-http`'s `logs.rs`) hold a shared one while they look, so they see a rotation
 //! whole or not at all and neither lose nor repeat lines.
@@ -42,7 +44,7 @@ pub(crate) fn rotate_if_needed(path: &Path, max_bytes: u64, keep: u32) -> std::i
         let block = meta.blksize().max(512);
         let head = len / block * block;
         if head > 0 {
-            copy_head(&mut file, &target, head)?;
+            copy_range(&mut file, &target, head.saturating_sub(max_bytes), head)?;
             if collapse(&file, head).is_ok() {
                 return Ok(Rotated::Collapsed);
             }
@@ -51,7 +53,7 @@ pub(crate) fn rotate_if_needed(path: &Path, max_bytes: u64, keep: u32) -> std::i
         }
     }
     let len = file.metadata()?.len();
-    copy_head(&mut file, &target, len)?;
+    copy_range(&mut file, &target, len.saturating_sub(max_bytes), len)?;
     file.set_len(0)?;
     Ok(Rotated::Truncated)
 }
@@ -74,10 +76,12 @@ fn shift_generations(path: &Path, keep: u32) -> std::io::Result<()> {
     Ok(())
 }
 
-fn copy_head(file: &mut File, target: &Path, len: u64) -> std::io::Result<()> {
+/// Copies bytes `from..to` of `file` to a new `target`.
+fn copy_range(file: &mut File, target: &Path, from: u64, to: u64) -> std::io::Result<()> {
     // 0600 whatever the umask; a symlink at the target is replaced, never written through.
     let mut out = pm_registry::create_private_file_fresh(target)?;
-    file.seek(SeekFrom::Start(0))?;
+    file.seek(SeekFrom::Start(from))?;
+    let len = to - from;
     let copied = std::io::copy(&mut Read::by_ref(file).take(len), &mut out)?;
     if copied != len {
         return Err(std::io::Error::other(format!("copied {copied} of {len} bytes")));
@@ -137,6 +141,23 @@ mod tests {
         let mut tail = std::fs::read(generation(&path, 1)).unwrap();
         tail.extend(std::fs::read(&path).unwrap());
         assert!(expected.ends_with(&tail), "rotation reordered or duplicated bytes");
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn a_huge_head_is_dropped_not_copied() {
+        let dir = temp("huge");
+        let path = dir.join("stdout.log");
+        let mut file = OpenOptions::new().create(true).append(true).open(&path).unwrap();
+        let chunk = vec![b'x'; 1 << 20];
+        for _ in 0..8 {
+            file.write_all(&chunk).unwrap();
+        }
+        file.write_all(b"tail\n").unwrap();
+        assert_ne!(rotate_if_needed(&path, 4096, 2).unwrap(), Rotated::No);
+        let kept = std::fs::metadata(generation(&path, 1)).unwrap().len();
+        assert!(kept <= 4096, "the generation holds {kept} bytes, more than logMaxBytes");
+        assert!(std::fs::metadata(&path).unwrap().len() <= 8192, "the live file was not cut");
         std::fs::remove_dir_all(dir).unwrap();
     }
 }

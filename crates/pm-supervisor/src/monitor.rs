@@ -67,6 +67,8 @@ impl Monitor {
         standalone_override: bool,
         events: mpsc::UnboundedSender<DaemonEvent>,
     ) -> Monitor {
+        let remote = &registry.remote_access;
+        sup.set_exec_policy(&remote.executable_whitelist, &remote.executable_blacklist);
         Monitor {
             instance_id: store.paths().instance_id().to_owned(),
             pid: std::process::id(),
@@ -256,6 +258,8 @@ impl Monitor {
             let mut current = self.settings.write().expect("settings");
             let changed = *current != plan.settings;
             *current = plan.settings;
+            let remote = &current.remote_access;
+            self.sup.set_exec_policy(&remote.executable_whitelist, &remote.executable_blacklist);
             changed
         };
         if settings_changed {
@@ -341,6 +345,16 @@ impl Monitor {
         self.transaction(API_LOCK_TIMEOUT, move |registry| {
             if registry.processes.contains_key(&stored.config.id) {
                 return Err(Error::AlreadyExists(stored.config.id.clone()));
+            }
+            if stored.config.untrusted {
+                let max = registry.remote_access.max_untrusted_processes;
+                let count = registry.processes.values().filter(|entry| entry.config.untrusted).count();
+                if count >= max as usize {
+                    return Err(Error::NotAllowed(format!(
+                        "Too many processes registered by untrusted hosts (limit {max}, \
+                         remoteAccess.maxUntrustedProcesses)"
+                    )));
+                }
             }
             registry.processes.insert(stored.config.id.clone(), stored);
             Ok(())
@@ -435,6 +449,12 @@ impl pm_http::ControlPlane for Monitor {
     async fn register(&self, config: ProcessConfig) -> Result<(), Error> {
         self.guard()?;
         config.validate()?;
+        // The partner's id is how the two monitors supervise each other: an entry of that id taken by another
+        // process would silently end mutual supervision.
+        let partner = self.settings.read().expect("settings").partner_discovery.partner_instance_id.clone();
+        if pm_core::is_partner_id(&self.instance_id, partner.as_deref(), &config.id) {
+            return Err(Error::AlreadyExists(config.id));
+        }
         self.register_entry(ProcessEntry::new(config, Timestamp::now()), Begin::Registered).await
     }
 
@@ -501,6 +521,10 @@ impl pm_http::ControlPlane for Monitor {
                 Ok(Settings::of(registry))
             })
             .await?;
+        self.sup.set_exec_policy(
+            &settings.remote_access.executable_whitelist,
+            &settings.remote_access.executable_blacklist,
+        );
         let standalone_before = self.standalone();
         *self.settings.write().expect("settings") = settings;
         self.note_standalone(standalone_before);
@@ -599,7 +623,11 @@ pub(crate) fn snapshot_status(snapshot: &crate::Snapshot) -> ProcessStatus {
     }
     status.restarts_total = Some(snapshot.counters.restarts);
     status.check_failures_total = Some(snapshot.counters.check_failures);
-    status.last_check_ms = snapshot.counters.last_check.map(|took| took.as_secs_f64() * 1000.0);
+    // An untrusted registration learns pass or fail of its checks, not how long they took (which would tell a
+    // closed port from a filtered one).
+    if !snapshot.entry.config.untrusted {
+        status.last_check_ms = snapshot.counters.last_check.map(|took| took.as_secs_f64() * 1000.0);
+    }
     status
 }
 

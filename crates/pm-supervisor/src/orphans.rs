@@ -83,6 +83,12 @@ impl Found {
         script == Some(true)
             && self.cmdline.split(|byte| *byte == 0).take(3).skip(1).any(|arg| {
                 use std::os::unix::ffi::OsStrExt;
+                // A script of an untrusted registration runs from the descriptor it was checked through
+                // (`execcheck.rs`): its interpreter names it `/dev/fd/N`, which is the process's own descriptor N.
+                if let Some(fd) = arg.strip_prefix(b"/dev/fd/").and_then(|fd| std::str::from_utf8(fd).ok()) {
+                    return fd.parse::<u32>().is_ok()
+                        && std::fs::read_link(format!("/proc/{}/fd/{fd}", self.pid)).is_ok_and(|path| path == program);
+                }
                 std::fs::canonicalize(std::ffi::OsStr::from_bytes(arg)).is_ok_and(|arg| arg == program)
             })
     }

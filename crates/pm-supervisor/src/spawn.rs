@@ -17,6 +17,8 @@ pub(crate) struct SpawnContext<'a> {
     pub(crate) extra_env: &'a [(String, String)],
     /// The monitor's owner key, set in the child's environment to find it again after a crash.
     pub(crate) owner: &'a str,
+    /// For an untrusted registration: the executable checked at this start, which the child is executed from.
+    pub(crate) checked: Option<&'a crate::execcheck::Checked>,
 }
 
 /// Starts the process. The child leads a new process group (its PID is the group id; a partner monitor leads a
@@ -30,7 +32,8 @@ pub(crate) fn spawn(config: &ProcessConfig, ctx: &SpawnContext<'_>) -> std::io::
     let program = resolve_program(&config.command, &cwd, config.environment.as_ref().and_then(|env| env.get("PATH")));
     let stdout = open_log(&ctx.run_dir.join("stdout.log"))?;
     let stderr = open_log(&ctx.run_dir.join("stderr.log"))?;
-    let mut command = tokio::process::Command::new(program);
+    let program = ctx.checked.map_or(program, |checked| checked.path.clone());
+    let mut command = tokio::process::Command::new(&program);
     command
         .args(config.args.iter().map(OsString::from))
         .current_dir(&cwd)
@@ -53,6 +56,12 @@ pub(crate) fn spawn(config: &ProcessConfig, ctx: &SpawnContext<'_>) -> std::io::
     } else {
         command.process_group(0);
     }
+    if config.untrusted {
+        // Would lead the child to the monitor's own files; the registration may set them itself.
+        for name in crate::execcheck::HIDDEN_FROM_UNTRUSTED {
+            command.env_remove(name);
+        }
+    }
     for (key, value) in ctx.extra_env {
         command.env(key, value);
     }
@@ -60,6 +69,24 @@ pub(crate) fn spawn(config: &ProcessConfig, ctx: &SpawnContext<'_>) -> std::io::
         command.envs(env);
     }
     command.env(crate::orphans::OWNER_VAR, ctx.owner).env(crate::orphans::PROCESS_VAR, &config.id);
+    if let Some(checked) = ctx.checked {
+        let own = [(crate::orphans::OWNER_VAR, ctx.owner), (crate::orphans::PROCESS_VAR, config.id.as_str())];
+        let extra = ctx
+            .extra_env
+            .iter()
+            .map(|(name, value)| (name.as_str(), value.as_str()))
+            .chain(config.environment.iter().flatten().map(|(name, value)| (name.as_str(), value.as_str())))
+            .chain(own)
+            .map(|(name, value)| (std::ffi::OsStr::new(name), std::ffi::OsStr::new(value)));
+        let env = crate::execcheck::child_env(config.untrusted, extra);
+        let exec = crate::execcheck::FdExec::new(checked, &program, config.args.iter().map(String::as_str), &env)
+            .ok_or_else(|| std::io::Error::other("an argument or variable holds NUL"))?;
+        // SAFETY: runs after fork, last of the pre-exec steps (stdio, working directory and process group are
+        // set up); it only makes async-signal-safe calls on memory prepared before the fork.
+        unsafe {
+            command.pre_exec(move || Err(exec.exec()));
+        }
+    }
     command.spawn().map_err(|err| {
         let what = match err.kind() {
             std::io::ErrorKind::NotFound if !cwd.is_dir() => {

@@ -42,6 +42,8 @@ pub(crate) struct Shared {
     pub(crate) http: pm_http::HttpClient,
     /// Signalled on every published change (the registry writer waits on it).
     pub(crate) changed: Notify,
+    /// The whitelist and blacklist an untrusted registration's executable is checked against at each start.
+    pub(crate) exec_policy: std::sync::RwLock<crate::execcheck::ExecPolicy>,
     /// The event bus of `GET /events`, and the hooks' bound.
     pub(crate) events: crate::events::Events,
 }
@@ -89,6 +91,7 @@ impl Supervisor {
             extra_env: config.extra_env,
             http: pm_http::HttpClient::new(),
             changed: Notify::new(),
+            exec_policy: Default::default(),
             events: crate::events::Events::new(Arc::new(pm_http::EventBus::new(event_ring()))),
         };
         Supervisor { shared: Arc::new(shared), slots: Arc::new(Mutex::new(BTreeMap::new())) }
@@ -310,6 +313,13 @@ impl Supervisor {
     /// that lead a group of their own are left out. Linux only; empty elsewhere.
     pub(crate) fn orphans(&self) -> std::collections::HashMap<String, Vec<crate::orphans::Found>> {
         crate::orphans::scan(&self.shared.owner)
+    }
+
+    /// Sets the whitelist and blacklist that untrusted registrations are checked against when they start.
+    pub(crate) fn set_exec_policy(&self, whitelist: &[String], blacklist: &[String]) {
+        let mut policy = self.shared.exec_policy.write().expect("exec policy");
+        policy.whitelist = whitelist.to_vec();
+        policy.blacklist = blacklist.to_vec();
     }
 
     /// Whether a process found by [`Supervisor::orphans`] runs the executable `config` names (resolved as a spawn

@@ -63,6 +63,16 @@ impl RegistryWatch {
 
 #[cfg(target_os = "linux")]
 fn open_inotify(dir: &Path) -> std::io::Result<tokio::io::unix::AsyncFd<std::os::fd::OwnedFd>> {
+    let mask = libc::IN_MOVED_TO | libc::IN_CLOSE_WRITE | libc::IN_CREATE | libc::IN_DELETE;
+    open_inotify_on(&[dir], mask)
+}
+
+/// An inotify descriptor watching each of `paths` for the events of `mask`, registered with tokio.
+#[cfg(target_os = "linux")]
+pub(crate) fn open_inotify_on(
+    paths: &[&Path],
+    mask: u32,
+) -> std::io::Result<tokio::io::unix::AsyncFd<std::os::fd::OwnedFd>> {
     use std::os::fd::FromRawFd;
     use std::os::unix::ffi::OsStrExt;
     // SAFETY: inotify_init1 takes flags and returns a new descriptor or -1.
@@ -72,11 +82,12 @@ fn open_inotify(dir: &Path) -> std::io::Result<tokio::io::unix::AsyncFd<std::os:
     }
     // SAFETY: the descriptor is fresh and owned by nothing else.
     let owned = unsafe { std::os::fd::OwnedFd::from_raw_fd(fd) };
-    let path = std::ffi::CString::new(dir.as_os_str().as_bytes()).map_err(std::io::Error::other)?;
-    let mask = libc::IN_MOVED_TO | libc::IN_CLOSE_WRITE | libc::IN_CREATE | libc::IN_DELETE;
-    // SAFETY: a valid descriptor and a NUL-terminated path that outlives the call.
-    if unsafe { libc::inotify_add_watch(fd, path.as_ptr(), mask) } < 0 {
-        return Err(std::io::Error::last_os_error());
+    for path in paths {
+        let path = std::ffi::CString::new(path.as_os_str().as_bytes()).map_err(std::io::Error::other)?;
+        // SAFETY: a valid descriptor and a NUL-terminated path that outlives the call.
+        if unsafe { libc::inotify_add_watch(fd, path.as_ptr(), mask) } < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
     }
     // SAFETY: we own the descriptor and keep it open as long as the AsyncFd lives.
     unsafe { tokio::io::unix::AsyncFd::register_with_interest(owned, tokio::io::Interest::READABLE) }
@@ -85,7 +96,7 @@ fn open_inotify(dir: &Path) -> std::io::Result<tokio::io::unix::AsyncFd<std::os:
 
 /// Reads every queued event; answers whether there was any (WouldBlock when there was none).
 #[cfg(target_os = "linux")]
-fn drain(fd: &std::os::fd::OwnedFd) -> std::io::Result<bool> {
+pub(crate) fn drain(fd: &std::os::fd::OwnedFd) -> std::io::Result<bool> {
     use std::os::fd::AsRawFd;
     let mut buf = [0u8; 4096];
     let mut any = false;
@@ -104,5 +115,47 @@ fn drain(fd: &std::os::fd::OwnedFd) -> std::io::Result<bool> {
             return if any { Ok(true) } else { Err(err) };
         }
         return Err(err);
+    }
+}
+
+/// Wakes when a child's log files are written to (inotify `IN_MODIFY`), so that `logMaxBytes` is enforced by size
+/// and not only by a timer. Never wakes where inotify is not available (the timer still rotates).
+pub(crate) struct LogWatch {
+    #[cfg(target_os = "linux")]
+    inotify: Option<tokio::io::unix::AsyncFd<std::os::fd::OwnedFd>>,
+}
+
+impl LogWatch {
+    /// Watches `stdout.log` and `stderr.log` in `run_dir`.
+    pub(crate) fn new(run_dir: &Path) -> LogWatch {
+        #[cfg(target_os = "linux")]
+        {
+            let (out, err) = (run_dir.join("stdout.log"), run_dir.join("stderr.log"));
+            let inotify = open_inotify_on(&[&out, &err], libc::IN_MODIFY)
+                .inspect_err(|err| tracing::debug!("cannot watch the logs in {}: {err}", run_dir.display()))
+                .ok();
+            LogWatch { inotify }
+        }
+        #[cfg(not(target_os = "linux"))]
+        {
+            let _ = run_dir;
+            LogWatch {}
+        }
+    }
+
+    /// Resolves once a log was written to since the last call.
+    pub(crate) async fn written(&self) {
+        #[cfg(target_os = "linux")]
+        if let Some(fd) = &self.inotify {
+            loop {
+                let Ok(mut guard) = fd.readable().await else { break };
+                match guard.try_io(|inner| drain(inner.get_ref())) {
+                    Ok(Ok(true)) => return,
+                    Ok(Ok(false)) | Err(_) => continue,
+                    Ok(Err(_)) => break,
+                }
+            }
+        }
+        std::future::pending::<()>().await
     }
 }

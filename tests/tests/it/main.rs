@@ -8,4 +8,5 @@ mod engine_hardening;
 mod faults;
 mod fuzz;
 mod security;
+mod security_limits;
 mod watcher;

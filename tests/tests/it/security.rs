@@ -18,22 +18,22 @@ use pm_tests::site::{DaemonOptions, Site};
 use pm_tests::wire::{self, Reply};
 use serde_json::{json, Value};
 
-const UNTRUSTED: Option<IpAddr> = Some(IpAddr::V4(Ipv4Addr::new(127, 0, 0, 2)));
-const TRUSTED: Option<IpAddr> = None;
+pub(crate) const UNTRUSTED: Option<IpAddr> = Some(IpAddr::V4(Ipv4Addr::new(127, 0, 0, 2)));
+pub(crate) const TRUSTED: Option<IpAddr> = None;
 
-fn site(label: &str) -> Option<Site> {
+pub(crate) fn site(label: &str) -> Option<Site> {
     let site = Site::new(label, Path::new(env!("CARGO_BIN_EXE_pm-test-reaper")))?;
     site.edit(|registry| registry.remote_access.trusted_hosts = vec!["127.0.0.1".to_owned()]);
     Some(site)
 }
 
-fn call(site: &Site, from: Option<IpAddr>, method: &str, path: &str, body: Option<&Value>) -> Reply {
+pub(crate) fn call(site: &Site, from: Option<IpAddr>, method: &str, path: &str, body: Option<&Value>) -> Reply {
     let bytes = body.map(Value::to_string).unwrap_or_default();
     wire::request(wire::local(site.remote_port), from, method, path, &[], bytes.as_bytes())
         .unwrap_or_else(|err| panic!("{method} {path}: {err}"))
 }
 
-fn call_with(
+pub(crate) fn call_with(
     site: &Site,
     from: Option<IpAddr>,
     method: &str,
@@ -45,7 +45,7 @@ fn call_with(
         .unwrap_or_else(|err| panic!("{method} {path}: {err}"))
 }
 
-fn wait_until(timeout: Duration, what: &str, check: impl Fn() -> bool) {
+pub(crate) fn wait_until(timeout: Duration, what: &str, check: impl Fn() -> bool) {
     let started = Instant::now();
     while !check() {
         assert!(started.elapsed() < timeout, "timed out after {timeout:?}: {what}");
@@ -56,7 +56,7 @@ fn wait_until(timeout: Duration, what: &str, check: impl Fn() -> bool) {
 /// Everything a refusal must leave alone: stored configurations and settings, runtime states and PIDs, the
 /// files of the home.
 #[derive(Debug, PartialEq)]
-struct Snapshot {
+pub(crate) struct Snapshot {
     configs: BTreeMap<String, pm_core::ProcessConfig>,
     settings: Settings,
     runtime: BTreeMap<String, (ProcessState, Option<u32>)>,
@@ -85,7 +85,7 @@ fn files_under(dir: &Path) -> Vec<PathBuf> {
     res
 }
 
-fn snapshot(site: &Site) -> Snapshot {
+pub(crate) fn snapshot(site: &Site) -> Snapshot {
     let registry: Registry = site.registry().unwrap();
     Snapshot {
         configs: registry.processes.iter().map(|(id, entry)| (id.clone(), entry.config.clone())).collect(),
@@ -119,7 +119,7 @@ fn local_sleeper(site: &Site, id: &str) {
     });
 }
 
-fn set_permissions(site: &Site, patch: Value) {
+pub(crate) fn set_permissions(site: &Site, patch: Value) {
     let res = call(site, TRUSTED, "PUT", "/config/remote-access", Some(&patch));
     assert_eq!(res.status, 200, "{}", res.text());
 }
@@ -134,7 +134,7 @@ const FLAGS: &[&str] = &[
     "allowRemoteMonitorRestart",
 ];
 
-fn all_flags(on: bool) -> Value {
+pub(crate) fn all_flags(on: bool) -> Value {
     Value::Object(FLAGS.iter().map(|flag| (flag.to_string(), Value::Bool(on))).collect())
 }
 
@@ -255,7 +255,7 @@ fn untrusted_peers_may_not_change_the_configuration() {
 }
 
 /// `{dir}/allowed/tool`: an executable script in an allowed folder.
-fn allowed_tool(site: &Site) -> PathBuf {
+pub(crate) fn allowed_tool(site: &Site) -> PathBuf {
     let folder = site.dir.join("allowed");
     std::fs::create_dir_all(&folder).unwrap();
     let tool = folder.join("tool");
@@ -264,7 +264,7 @@ fn allowed_tool(site: &Site) -> PathBuf {
     std::fs::canonicalize(tool).unwrap()
 }
 
-fn whitelist(site: &Site, white: &[&str], black: &[&str]) {
+pub(crate) fn whitelist(site: &Site, white: &[&str], black: &[&str]) {
     let res = call(site, TRUSTED, "PUT", "/config/executable-whitelist", Some(&json!({"patterns": white})));
     assert_eq!(res.status, 200, "{}", res.text());
     let res = call(site, TRUSTED, "PUT", "/config/executable-blacklist", Some(&json!({"patterns": black})));

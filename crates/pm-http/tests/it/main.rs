@@ -4,6 +4,7 @@ mod api;
 mod client;
 mod dashboard;
 mod helper;
+mod limits;
 mod metrics;
 mod security;
 mod server;
