@@ -291,7 +291,7 @@
       const step = 63 / Math.max(values.length - 1, 1);
       const offset = 0.5;
       const line = document.createElementNS(ns, "polyline");
-      line.setAttribute("points", points.map(([i, v]) => (offset + i * step).toFixed(1) + "," + (17 - (v / max) * 16).toFixed(1)).join(" "));
+      line.setAttribute("points", points.map(([i, v]) => (offset + i * step).toFixed(1) + "," + (16 - (v / max) * 14).toFixed(1)).join(" "));
       svg.append(line);
     }
     return svg;
