@@ -649,12 +649,15 @@ fn worker(ctx: WorkerCtx, shared: Arc<Shared>, mut rng: Rng) {
         timeout: Duration::from_secs(3),
         retries: 0,
         retry_delay: Duration::from_millis(10),
+        token: None,
     })
     .unwrap();
     let local = ProcessMonitorClient::with_options(&LocalClientOptions {
         directory: Some(ctx.dir.clone()),
         instance_id: crate::site::INSTANCE.to_owned(),
         wait_timeout: Duration::from_secs(3),
+        // The registry path under chaos; the socket path is what the CLI suites exercise.
+        use_socket: false,
     })
     .unwrap();
     let mut next_id = 0usize;

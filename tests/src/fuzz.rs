@@ -601,6 +601,16 @@ fn header_syntax(rng: &mut Rng) -> Vec<u8> {
         b"Connection: keep-alive, upgrade\r\nUpgrade: h2c",
         b"X-Forwarded-For: 10.9.9.9",
         b"Origin: http://evil.example",
+        b"Sec-Fetch-Site: cross-site",
+        // Bearer tokens: unknown, empty, wrong scheme, not UTF-8, repeated, oversized, in odd case.
+        b"Authorization: Bearer pmt_0000000000000000000000000000000000000000000000000000000000000000",
+        b"Authorization: Bearer ",
+        b"Authorization: Bearer",
+        b"Authorization: Basic YWRtaW46YWRtaW4=",
+        b"Authorization: Bearer \xff\xfe\x80",
+        b"Authorization: Bearer a\r\nAuthorization: Bearer b",
+        b"authorization: bEaReR pmt_zz",
+        b"Authorization: Bearer pmt_aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa",
     ]);
     let mut bytes = format!("GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n").into_bytes();
     bytes.extend_from_slice(line);

@@ -275,8 +275,15 @@ impl Drop for Home {
                 libc::kill(-(*pid as i32), libc::SIGKILL);
             }
         }
+        remove_cgroups(&self.dir);
         let _ = std::fs::remove_dir_all(&self.dir);
     }
+}
+
+/// Removes the cgroups the monitors of home `dir` made (killing what is left in them), pass or fail of the
+/// scenario; only those monitors' own `pm-<instance>-<hash>` folders are touched.
+pub fn remove_cgroups(dir: &std::path::Path) {
+    pm_supervisor::cgroup::remove_for_home(dir);
 }
 
 /// Sends SIGKILL to one process.

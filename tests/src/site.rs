@@ -64,6 +64,7 @@ pub struct Site {
     reapers: Mutex<Vec<Reaper>>,
     stderr_files: Mutex<BTreeMap<u32, PathBuf>>,
     n_daemons: AtomicUsize,
+    daemon_env: Mutex<Vec<(String, String)>>,
 }
 
 impl Site {
@@ -87,6 +88,7 @@ impl Site {
             reapers: Mutex::new(Vec::new()),
             stderr_files: Mutex::new(BTreeMap::new()),
             n_daemons: AtomicUsize::new(0),
+            daemon_env: Mutex::new(Vec::new()),
         };
         let (alive_port, remote_port) = (site.alive_port, site.remote_port);
         site.edit(|registry| {
@@ -140,6 +142,11 @@ impl Site {
         self.store().load()
     }
 
+    /// Sets a variable in the environment of the daemons started from now on.
+    pub fn set_daemon_env(&self, name: &str, value: &str) {
+        self.daemon_env.lock().unwrap().push((name.to_owned(), value.to_owned()));
+    }
+
     /// Starts a daemon and waits until it holds the lock and answers `/alive`; answers its PID.
     pub fn start_daemon(&self) -> u32 {
         let pid = self.spawn_daemon(&DaemonOptions::plain());
@@ -161,6 +168,7 @@ impl Site {
             .args(["--instance-id", INSTANCE, "--standalone", "--detached"])
             .args(&options.extra_args)
             .env("RUST_LOG", "info")
+            .envs(self.daemon_env.lock().unwrap().iter().map(|(name, value)| (name, value)))
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(stderr)
@@ -385,6 +393,7 @@ pub fn sleeper_config(dir: &Path, marker: &str, id: &str) -> ProcessConfig {
         reset_after_ms: 60_000,
         retry_indefinitely: true,
         indefinite_interval_ms: 100,
+        restart_on: Default::default(),
         extra: serde_json::Map::new(),
     });
     config.stop_timeout_ms = Some(3000);
@@ -394,6 +403,7 @@ pub fn sleeper_config(dir: &Path, marker: &str, id: &str) -> ProcessConfig {
 impl Drop for Site {
     fn drop(&mut self) {
         self.kill_everything();
+        crate::remove_cgroups(&self.dir);
         if std::env::var_os("PM_KEEP_SITES").is_none() {
             let _ = std::fs::remove_dir_all(&self.dir);
         }

@@ -9,6 +9,7 @@ mod events;
 mod home;
 mod http;
 mod report;
+mod scale;
 mod scenarios;
 mod sys;
 
@@ -99,13 +100,17 @@ impl Drop for SweepGuard {
 
 pub(crate) fn run(args: &[String]) -> anyhow::Result<()> {
     let mut quick = false;
+    let mut scale = false;
     let mut prebuilt = None;
     let mut args = args.iter();
     while let Some(arg) = args.next() {
         match arg.as_str() {
             "--quick" => quick = true,
+            "--scale" => scale = true,
             "--bin" => prebuilt = Some(PathBuf::from(args.next().context("--bin needs a path")?)),
-            other => anyhow::bail!("unknown argument {other:?} (usage: cargo xtask bench [--quick] [--bin PATH])"),
+            other => {
+                anyhow::bail!("unknown argument {other:?} (usage: cargo xtask bench [--quick] [--scale] [--bin PATH])")
+            }
         }
     }
     anyhow::ensure!(
@@ -143,13 +148,19 @@ pub(crate) fn run(args: &[String]) -> anyhow::Result<()> {
     eprintln!("bench: start timings from {}", ctx.observer.source());
     machine["timingSource"] = json!(ctx.observer.source());
     let mut rows: Vec<Row> = Vec::new();
-    rows.extend(scenarios::restart_and_start(&ctx)?);
-    rows.extend(events::events(&ctx)?);
-    rows.extend(dashboard::dashboard(&ctx)?);
-    rows.extend(scenarios::bulk(&ctx)?);
-    let (idle_rows, version_ms) = scenarios::idle_and_api(&ctx)?;
-    rows.extend(idle_rows);
-    rows.extend(scenarios::registry(&ctx, version_ms)?);
+    if scale {
+        // The scale scenario on its own (issue #19): 1,000 and 10,000 processes.
+        rows.extend(scale::run(&ctx, quick)?);
+    } else {
+        rows.extend(scenarios::restart_and_start(&ctx)?);
+        rows.extend(scenarios::containment(&ctx)?);
+        rows.extend(events::events(&ctx)?);
+        rows.extend(dashboard::dashboard(&ctx)?);
+        rows.extend(scenarios::bulk(&ctx)?);
+        let (idle_rows, version_ms) = scenarios::idle_and_api(&ctx)?;
+        rows.extend(idle_rows);
+        rows.extend(scenarios::registry(&ctx, version_ms)?);
+    }
     let took = started.elapsed();
     machine["loadavgAtEnd"] = json!(std::fs::read_to_string("/proc/loadavg").unwrap_or_default().trim());
 
@@ -163,6 +174,7 @@ pub(crate) fn run(args: &[String]) -> anyhow::Result<()> {
     }
     let results = json!({
         "quick": quick,
+        "scale": scale,
         "binary": ctx_bin.display().to_string(),
         "durationSecs": took.as_secs_f64().round(),
         "machine": machine,
@@ -171,7 +183,7 @@ pub(crate) fn run(args: &[String]) -> anyhow::Result<()> {
     });
     let out_dir = crate::project_root().join("target").join("bench");
     std::fs::create_dir_all(&out_dir)?;
-    let out = out_dir.join("results.json");
+    let out = out_dir.join(if scale { "scale-results.json" } else { "results.json" });
     std::fs::write(&out, serde_json::to_string_pretty(&results)? + "\n")
         .with_context(|| format!("cannot write {}", out.display()))?;
     eprintln!("bench: done in {:.0?}; wrote {}", took, out.display());

@@ -16,7 +16,7 @@ fn main() -> ExitCode {
         Some("chaos") => chaos::run(&args[1..]),
         _ => {
             eprintln!(
-                "usage: cargo xtask <ci | e2e [test filter] | bench [--quick] | chaos [--cycles N] [--fuzz-cases N]>"
+                "usage: cargo xtask <ci | e2e [test filter] | bench [--quick] [--scale] | chaos [--cycles N] [--fuzz-cases N]>"
             );
             return ExitCode::from(2);
         }
@@ -30,12 +30,15 @@ fn main() -> ExitCode {
     }
 }
 
-/// Format check, clippy with warnings denied, every test, then the end-to-end suite.
+/// Format check, clippy with warnings denied, every test (and the `tls` feature's), then the end-to-end suite.
 fn ci() -> anyhow::Result<()> {
     let started = std::time::Instant::now();
     run(cargo().args(["fmt", "--all", "--", "--check"]))?;
     run(cargo().args(["clippy", "--workspace", "--all-targets", "--", "-D", "warnings"]))?;
     run(cargo().args(["test", "--workspace", "--exclude", "pm-tests"]))?;
+    // The optional TLS feature (off in the default build): its code and its test.
+    run(cargo().args(["clippy", "-p", "pm-cli", "--features", "tls", "--all-targets", "--", "-D", "warnings"]))?;
+    run(cargo().args(["test", "-p", "pm-http", "--features", "tls", "--test", "it", "tls"]))?;
     e2e(&[])?;
     eprintln!("xtask ci: all green in {:.0?}", started.elapsed());
     Ok(())

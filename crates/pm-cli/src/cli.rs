@@ -53,6 +53,14 @@ pub struct Cli {
     #[arg(long, value_name = "ADDR")]
     pub bind: Option<String>,
 
+    /// PEM certificate chain: serve the remote API over TLS (builds with the `tls` feature only).
+    #[arg(long, value_name = "FILE", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+
+    /// PEM private key for `--tls-cert`.
+    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+
     /// Log run folders kept per process, and monitor log files kept.
     #[arg(long, value_name = "N", default_value_t = 10)]
     pub keep_logs: usize,
@@ -60,6 +68,10 @@ pub struct Cli {
     /// Print JSON instead of text.
     #[arg(long, global = true)]
     pub json: bool,
+
+    /// Bearer token for `--remote` calls (made with `token create`); sent as `Authorization: Bearer`.
+    #[arg(long, value_name = "TOKEN", global = true, env = "PROCESS_MONITOR_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
 
     /// Print a systemd unit for this instance and exit (same as the `systemd-unit` command).
     #[arg(long)]
@@ -110,6 +122,8 @@ pub enum Command {
     /// Show or change the monitor-wide settings (remote access, trusted hosts, executable lists, standalone
     /// mode, partner discovery).
     Config(ConfigArgs),
+    /// Make, list or revoke bearer tokens of the remote API (kept as hashes in processes_{id}.tokens.json).
+    Token(TokenArgs),
     /// Print the JSON Schema of stack files (for editor completion; see docs/stack-file.md).
     Schema,
     /// Show what applying a stack file would change: processes added, removed, changed key by key, and
@@ -194,6 +208,33 @@ pub struct RegisterArgs {
     /// Stop timeout (SIGTERM to SIGKILL) in ms.
     #[arg(long)]
     pub stop_timeout_ms: Option<u64>,
+    /// A dependency ID:CONDITION, condition `started`, `healthy` or `completedSuccessfully` (repeatable).
+    #[arg(long = "depends-on", value_name = "ID:CONDITION")]
+    pub depends_on: Vec<String>,
+    /// How long a start waits for its dependencies, in ms (default 60000).
+    #[arg(long)]
+    pub dependency_timeout_ms: Option<u64>,
+    /// Restart the processes that depend on this one after it restarts.
+    #[arg(long)]
+    pub restart_dependents: bool,
+    /// Which exits are restarted: `always` (default), `failure` or `never` (one-shot jobs).
+    #[arg(long, value_name = "always|failure|never")]
+    pub restart_on: Option<String>,
+    /// Hard memory limit of the process's cgroup in bytes (needs the cgroup v2 memory controller).
+    #[arg(long)]
+    pub memory_max_bytes: Option<u64>,
+    /// CPU limit of the process's cgroup in percent of one core (needs the cgroup v2 cpu controller).
+    #[arg(long)]
+    pub cpu_max_percent: Option<u32>,
+    /// Most processes and threads in the process's cgroup (needs the cgroup v2 pids controller).
+    #[arg(long)]
+    pub pids_max: Option<u64>,
+    /// Restart the process when its memory stays above this many bytes for two samples.
+    #[arg(long)]
+    pub memory_restart_bytes: Option<u64>,
+    /// Keep the process running while its cgroup holds the daemon its leader forked (the leader exited 0).
+    #[arg(long)]
+    pub track_daemonized_children: bool,
     #[command(flatten)]
     pub target: Target,
     /// Arguments of the command (after `--`).
@@ -283,6 +324,40 @@ pub enum ConfigKey {
     StandaloneMode,
     /// How the partner is found and watched.
     PartnerDiscovery,
+}
+
+/// `token create|list|revoke`.
+#[derive(Debug, Args)]
+pub struct TokenArgs {
+    #[command(subcommand)]
+    pub action: TokenAction,
+}
+
+/// What to do with the tokens.
+#[derive(Debug, Subcommand)]
+pub enum TokenAction {
+    /// Make a token and print it once (only its SHA-256 hash is kept).
+    Create {
+        /// A unique name, for `token list` and `token revoke`.
+        #[arg(long)]
+        name: String,
+        /// read (every GET), operate (also start/stop/restart/enable/disable/autostart) or admin (everything).
+        #[arg(long, value_parser = ["read", "operate", "admin"])]
+        scope: String,
+        /// Lifetime such as 30d, 12h, 90m, 2w (default: no expiry).
+        #[arg(long, value_name = "DURATION")]
+        expires: Option<String>,
+        /// Limit the token to these processes (repeatable).
+        #[arg(long = "process", value_name = "ID", num_args = 1..)]
+        processes: Vec<String>,
+    },
+    /// List the tokens (names, scopes, processes, expiry; never the tokens).
+    List,
+    /// Revoke a token; takes effect on the monitor's next request.
+    Revoke {
+        /// Its name.
+        name: String,
+    },
 }
 
 /// The stack file.

@@ -19,7 +19,7 @@ pub(crate) fn run(cli: &Cli, instance_id: &str, command: &Command) -> anyhow::Re
     let paths = Paths::resolve(cli.directory.as_deref(), instance_id)?;
     match command {
         Command::List(target) => {
-            let statuses = match remote(target)? {
+            let statuses = match remote(cli, target)? {
                 Some(client) => block_on(client.get_all_status())?,
                 None => {
                     let mut statuses = local(&paths)?.get_all_status()?;
@@ -30,7 +30,7 @@ pub(crate) fn run(cli: &Cli, instance_id: &str, command: &Command) -> anyhow::Re
             print_list(cli.json, &statuses)
         }
         Command::Status(args) => {
-            let status = match remote(&args.target)? {
+            let status = match remote(cli, &args.target)? {
                 Some(client) => block_on(client.get_status(&args.id))?,
                 None => {
                     let mut status = local(&paths)?.get_status(&args.id)?;
@@ -52,7 +52,8 @@ pub(crate) fn run(cli: &Cli, instance_id: &str, command: &Command) -> anyhow::Re
             None => logs(&paths, args),
         },
         Command::Events(args) => crate::events::events(cli, &paths, args),
-        Command::Config(args) => config(&paths, args),
+        Command::Config(args) => config(cli, &paths, args),
+        Command::Token(args) => crate::token::run(cli, &paths, args),
         Command::Schema => {
             println!("{}", serde_json::to_string_pretty(&crate::stack::schema())?);
             Ok(code::OK)
@@ -86,11 +87,16 @@ enum Action {
 
 fn act(cli: &Cli, paths: &Paths, args: &IdArgs, action: Action) -> anyhow::Result<u8> {
     let id = args.id.as_str();
-    let status = match remote(&args.target)? {
+    let status = match remote(cli, &args.target)? {
         Some(client) => block_on(async {
             match action {
                 Action::Start => client.start(id).await.map(Some),
-                Action::Stop => client.stop(id).await.map(Some),
+                Action::Stop => client.stop_with_dependents(id).await.map(|(state, dependents)| {
+                    if !dependents.is_empty() && !cli.json {
+                        println!("stopped first (they depend on {id}): {}", dependents.join(", "));
+                    }
+                    Some(state)
+                }),
                 Action::Restart => client.restart(id).await.map(Some),
                 Action::Enable => client.enable(id).await.map(|()| None),
                 Action::Disable => client.disable(id).await.map(|()| None),
@@ -100,7 +106,8 @@ fn act(cli: &Cli, paths: &Paths, args: &IdArgs, action: Action) -> anyhow::Resul
         .map(|state| format!("{state}")),
         None => {
             let client = local(paths)?;
-            let not_running = client.monitor()?.is_none();
+            // A lock this user cannot read (another user on the socket) says nothing; the socket call decides.
+            let not_running = matches!(client.monitor(), Ok(None));
             let res = match action {
                 Action::Start => Some(client.start(id)?.state.to_string()),
                 Action::Stop => Some(client.stop(id)?.state.to_string()),
@@ -146,9 +153,14 @@ fn register(cli: &Cli, paths: &Paths, args: &RegisterArgs) -> anyhow::Result<u8>
         None => config_from_flags(args)?,
     };
     let id = config.id.clone();
-    match remote(&args.target)? {
+    match remote(cli, &args.target)? {
         Some(client) => block_on(client.register(config))?,
-        None => local(paths)?.register(config)?,
+        None => {
+            // The limits need their cgroup controllers; the monitor refuses them too, but only when it starts the
+            // process.
+            pm_supervisor::cgroup::Containment::probe(paths).check_limits(&config)?;
+            local(paths)?.register(config)?
+        }
     }
     if cli.json {
         println!("{}", serde_json::json!({"success": true, "processId": id}));
@@ -159,8 +171,8 @@ fn register(cli: &Cli, paths: &Paths, args: &RegisterArgs) -> anyhow::Result<u8>
 }
 
 /// `config get` / `config set`, locally or through the API; prints JSON either way.
-fn config(paths: &Paths, args: &ConfigArgs) -> anyhow::Result<u8> {
-    let remote = remote(&Target { remote: args.remote.clone() })?;
+fn config(cli: &Cli, paths: &Paths, args: &ConfigArgs) -> anyhow::Result<u8> {
+    let remote = remote(cli, &Target { remote: args.remote.clone() })?;
     if let ConfigAction::Set { key, value } = &args.action {
         let update = settings_update(*key, value)?;
         match &remote {
@@ -250,7 +262,15 @@ fn config_from_flags(args: &RegisterArgs) -> anyhow::Result<ProcessConfig> {
         config.environment = Some(env);
     }
     config.autostart = !args.no_autostart;
-    if args.max_attempts.is_some() || args.backoff_ms.is_some() || args.retry_indefinitely {
+    for pair in &args.depends_on {
+        let (dep, condition) =
+            pair.rsplit_once(':').with_context(|| format!("--depends-on {pair:?} is not ID:CONDITION (db:healthy)"))?;
+        config.depends_on.insert(dep.to_owned(), condition.parse()?);
+    }
+    config.dependency_timeout_ms = args.dependency_timeout_ms;
+    config.restart_dependents = args.restart_dependents;
+    if args.max_attempts.is_some() || args.backoff_ms.is_some() || args.retry_indefinitely || args.restart_on.is_some()
+    {
         let mut policy = RestartPolicy::default();
         if let Some(n) = args.max_attempts {
             policy.max_attempts = n;
@@ -259,6 +279,10 @@ fn config_from_flags(args: &RegisterArgs) -> anyhow::Result<ProcessConfig> {
             policy.backoff_intervals_ms = backoff.clone();
         }
         policy.retry_indefinitely = args.retry_indefinitely;
+        if let Some(restart_on) = &args.restart_on {
+            policy.restart_on = serde_json::from_value(serde_json::Value::String(restart_on.clone()))
+                .with_context(|| format!("--restart-on {restart_on:?} (must be always, failure or never)"))?;
+        }
         config.restart_policy = Some(policy);
     }
     if let Some(url) = &args.check_url {
@@ -269,6 +293,11 @@ fn config_from_flags(args: &RegisterArgs) -> anyhow::Result<ProcessConfig> {
         config.aliveness_check = Some(check);
     }
     config.stop_timeout_ms = args.stop_timeout_ms;
+    config.memory_max_bytes = args.memory_max_bytes;
+    config.cpu_max_percent = args.cpu_max_percent;
+    config.pids_max = args.pids_max;
+    config.memory_restart_bytes = args.memory_restart_bytes;
+    config.track_daemonized_children = args.track_daemonized_children;
     config.validate()?;
     Ok(config)
 }
@@ -292,9 +321,13 @@ pub(crate) fn local(paths: &Paths) -> anyhow::Result<ProcessMonitorClient> {
     Ok(ProcessMonitorClient::in_directory(paths.root(), paths.instance_id())?)
 }
 
-fn remote(target: &Target) -> anyhow::Result<Option<RemoteProcessMonitorClient>> {
+fn remote(cli: &Cli, target: &Target) -> anyhow::Result<Option<RemoteProcessMonitorClient>> {
     match &target.remote {
-        Some(url) => Ok(Some(RemoteProcessMonitorClient::new(url)?)),
+        Some(url) => Ok(Some(RemoteProcessMonitorClient::with_options(pm_client::RemoteClientOptions {
+            base_url: url.clone(),
+            token: cli.token.clone().filter(|token| !token.trim().is_empty()),
+            ..pm_client::RemoteClientOptions::default()
+        })?)),
         None => Ok(None),
     }
 }
@@ -471,6 +504,9 @@ fn systemd_unit(paths: &Paths, user: bool) -> anyhow::Result<String> {
          [Service]\n\
          Type=simple\n\
          ExecStart={exe} --foreground --instance-id {id} --directory {dir}\n\
+         # A cgroup per managed process below the service's own (see docs/containment.md); the monitor stops\n\
+         # them itself, and after a crash or a self-restart its successor adopts them.\n\
+         Delegate=yes\n\
          KillMode=process\n\
          Restart=on-failure\n\
          RestartSec=2\n\

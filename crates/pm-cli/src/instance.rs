@@ -93,6 +93,10 @@ fn run_here(cli: &Cli, paths: &Paths) -> anyhow::Result<u8> {
         resume: cli.resume,
         keep_runs: cli.keep_logs,
         lock_timeout: Duration::from_secs(5),
+        tls: match (&cli.tls_cert, &cli.tls_key) {
+            (Some(cert), Some(key)) => Some((cert.clone(), key.clone())),
+            _ => None,
+        },
     };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -166,7 +170,8 @@ fn start_detached(cli: &Cli, paths: &Paths, extra_args: &[&str]) -> anyhow::Resu
     let mut child = command.spawn().context("cannot start the monitor process")?;
     let pid = child.id();
     let deadline = Instant::now() + START_TIMEOUT;
-    let alive_url = aliveness_url(cli, paths);
+    // Without an aliveness server, the remote API's status answers instead (so that `--status` right after works).
+    let alive_url = aliveness_url(cli, paths).or_else(|| status_urls(cli, paths).into_iter().next());
     loop {
         if let Some(status) = child.try_wait()? {
             let log = std::fs::read_to_string(&startup_log).unwrap_or_default();
@@ -253,8 +258,14 @@ fn status(cli: &Cli, paths: &Paths) -> anyhow::Result<u8> {
     Ok(res)
 }
 
-/// The instance's status as it answers it itself (see [`status_urls`]); `None` when nothing answers.
+/// The instance's status as it answers it itself: on its unix socket, else at [`status_urls`]; `None` when
+/// nothing answers.
 fn read_status(cli: &Cli, paths: &Paths, timeout: Duration) -> Option<MonitorStatus> {
+    if let Ok(res) = pm_http::blocking_request(&paths.socket_file(), "GET", "/monitor/status", None, timeout) {
+        if let Some(status) = (res.status == 200).then(|| serde_json::from_slice(&res.body).ok()).flatten() {
+            return Some(status);
+        }
+    }
     status_urls(cli, paths).iter().find_map(|url| {
         let (code, body) = http_get(url, timeout).ok()?;
         (code == 200).then(|| serde_json::from_slice::<MonitorStatus>(&body).ok()).flatten()
@@ -296,6 +307,12 @@ fn print_status(status: &MonitorStatus) {
     }
     if let Some(port) = status.remote_port {
         println!("  remote API: port {port}");
+    }
+    if let Some(containment) = &status.containment {
+        match &status.containment_reason {
+            Some(reason) => println!("  containment: {containment} ({reason})"),
+            None => println!("  containment: {containment}"),
+        }
     }
 }
 

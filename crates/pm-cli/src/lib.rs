@@ -8,6 +8,7 @@ mod instance;
 mod logging;
 mod stack;
 mod stopping;
+mod token;
 
 use std::process::ExitCode;
 

@@ -21,6 +21,9 @@ pub enum Error {
     /// The registry or the monitor is busy; try again.
     #[error("busy: {0}")]
     Busy(String),
+    /// A dependency rule stands in the way (a dependency that cannot be started, dependents left without it).
+    #[error("conflict: {0}")]
+    Conflict(String),
     /// The monitor could not be reached.
     #[error("cannot reach ProcessMonitor at {url}: {message}")]
     Transport {
@@ -62,6 +65,7 @@ impl From<pm_core::Error> for Error {
             pm_core::Error::AlreadyExists(id) => Error::AlreadyExists(id),
             pm_core::Error::NotAllowed(message) => Error::PermissionDenied(message),
             pm_core::Error::Busy(message) => Error::Busy(message),
+            pm_core::Error::Dependency(message) => Error::Conflict(message),
             other => Error::Invalid(other.to_string()),
         }
     }

@@ -59,6 +59,7 @@ mod error;
 mod kill;
 mod local;
 mod remote;
+mod socket;
 mod streams;
 
 pub use discover::{DiscoverOptions, Subnet};

@@ -10,12 +10,20 @@ use pm_core::{
 };
 use pm_registry::{InstanceLock, LockInfo, Paths, Store};
 
+use crate::remote::{patch_body, process_path};
+use crate::socket::Socket;
 use crate::Error;
 
 /// How long a registry transaction waits for the lock.
 const LOCK_TIMEOUT: Duration = Duration::from_secs(5);
 /// How often a waiting call re-reads the registry.
 const POLL: Duration = Duration::from_millis(20);
+/// Time a socket call may take beyond the wait timeout (and, for calls that stop a process, its stop timeout).
+const SOCKET_SLACK: Duration = Duration::from_secs(5);
+/// Time a read through the socket may take before the registry is read instead.
+const READ_TIMEOUT: Duration = Duration::from_secs(3);
+/// The stop timeout assumed when the registry cannot be read (another user on the socket).
+const UNKNOWN_STOP_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// Where a [`ProcessMonitorClient`] finds its monitor.
 #[derive(Debug, Clone)]
@@ -27,6 +35,9 @@ pub struct LocalClientOptions {
     /// How long a call that implies an outcome (start, stop, restart) waits for it, on top of the
     /// process's stop timeout.
     pub wait_timeout: Duration,
+    /// Talk to a running monitor through its unix socket `processes_{id}.sock` (default); the registry is used
+    /// when no monitor listens there, or always when this is false.
+    pub use_socket: bool,
 }
 
 impl Default for LocalClientOptions {
@@ -35,11 +46,19 @@ impl Default for LocalClientOptions {
             directory: None,
             instance_id: pm_core::DEFAULT_INSTANCE.to_owned(),
             wait_timeout: Duration::from_secs(10),
+            use_socket: true,
         }
     }
 }
 
-/// The local, file-based client.
+/// The local client.
+///
+/// While a monitor listens on its unix socket `processes_{id}.sock`, the calls that act (register, deregister,
+/// start, stop, restart, enable, disable, autostart, settings changes) and the status reads go through it, as the
+/// monitor's HTTP API (it answers once the action is done); otherwise (and with
+/// [`LocalClientOptions::use_socket`] off) the registry is used as follows. A client that has changed the registry
+/// itself (a call made while no monitor listened, or the key-level calls such as [`Self::update_config`]) stays on
+/// the registry from then on, so that its later calls never overtake its own edits.
 ///
 /// Every call is one short transaction on the registry under its lock. The monitor notices the edit within
 /// a fraction of a second and acts; `start`, `stop` and `restart` wait (bounded) for the outcome. With no
@@ -50,6 +69,11 @@ impl Default for LocalClientOptions {
 pub struct ProcessMonitorClient {
     store: Store,
     wait_timeout: Duration,
+    socket: Option<Socket>,
+    /// Set once this client has changed the registry itself: from then on it stays on the registry, so that its
+    /// later calls see its own edits (a running monitor takes a registry edit up a moment later, and a call through
+    /// the socket could overtake it).
+    wrote_registry: std::sync::atomic::AtomicBool,
 }
 
 impl ProcessMonitorClient {
@@ -61,7 +85,13 @@ impl ProcessMonitorClient {
     /// A client of the given folder and instance.
     pub fn with_options(options: &LocalClientOptions) -> Result<ProcessMonitorClient, Error> {
         let paths = Paths::resolve(options.directory.as_deref(), &options.instance_id)?;
-        Ok(ProcessMonitorClient { store: Store::new(paths), wait_timeout: options.wait_timeout })
+        let socket = options.use_socket.then(|| Socket { path: paths.socket_file() });
+        Ok(ProcessMonitorClient {
+            store: Store::new(paths),
+            wait_timeout: options.wait_timeout,
+            socket,
+            wrote_registry: std::sync::atomic::AtomicBool::new(false),
+        })
     }
 
     /// A client of `instance_id` in `directory`.
@@ -89,6 +119,11 @@ impl ProcessMonitorClient {
         config.validate()?;
         let mut config = config;
         config.partner = false;
+        let body = serde_json::to_value(&config)
+            .map_err(|err| Error::Invalid(format!("cannot encode the configuration: {err}")))?;
+        if let Some(res) = self.socket_call::<serde_json::Value>("POST", "/processes", Some(body), Some(&config.id)) {
+            return res.map(drop);
+        }
         self.transaction(|registry| {
             // The partner instance's id is how the two monitors supervise each other.
             let partner = registry.partner_discovery.partner_instance_id.as_deref();
@@ -97,6 +132,7 @@ impl ProcessMonitorClient {
             {
                 return Err(Error::AlreadyExists(config.id.clone()));
             }
+            pm_core::check_new_dependencies(registry, &config)?;
             let entry = ProcessEntry::new(config.clone(), Timestamp::now());
             registry.processes.insert(config.id.clone(), entry);
             Ok(())
@@ -119,6 +155,7 @@ impl ProcessMonitorClient {
             if registry.processes.contains_key(&config.id) {
                 return Err(Error::AlreadyExists(config.id.clone()));
             }
+            pm_core::check_new_dependencies(registry, &config)?;
             let mut entry = ProcessEntry::new(config.clone(), Timestamp::now());
             entry.extra = keys;
             registry.processes.insert(config.id.clone(), entry);
@@ -139,6 +176,9 @@ impl ProcessMonitorClient {
         config.validate()?;
         check_extra_keys(&keys)?;
         self.transaction(|registry| {
+            if registry.processes.contains_key(&config.id) {
+                pm_core::check_new_dependencies(registry, &config)?;
+            }
             let entry = registry.processes.get_mut(&config.id).ok_or_else(|| Error::NotFound(config.id.clone()))?;
             if entry.config.partner {
                 return Err(Error::Invalid(format!("{}: the partner entry is managed by the monitor", config.id)));
@@ -159,9 +199,35 @@ impl ProcessMonitorClient {
     }
 
     /// Removes a process and returns once it no longer runs: a running monitor stops it, and with no monitor
-    /// this call stops it.
+    /// this call stops it. A process others depend on is refused ([`Error::Conflict`] naming them); see
+    /// [`ProcessMonitorClient::deregister_forced`].
     pub fn deregister(&self, id: &str) -> Result<(), Error> {
+        self.deregister_with(id, false)
+    }
+
+    /// Removes a process even when others depend on it (they then wait for it in vain when started).
+    pub fn deregister_forced(&self, id: &str) -> Result<(), Error> {
+        self.deregister_with(id, true)
+    }
+
+    fn deregister_with(&self, id: &str, force: bool) -> Result<(), Error> {
         pm_core::validate_process_id(id)?;
+        let mut path = process_path(id, "")?;
+        if force {
+            path.push_str("?force=true");
+        }
+        if let Some(res) = self.socket_call_stopping::<serde_json::Value>("DELETE", &path, Some(id)) {
+            return res.map(drop);
+        }
+        if !force {
+            let dependents = pm_core::dependents_in(&self.load()?, id);
+            if !dependents.is_empty() {
+                return Err(Error::Conflict(format!(
+                    "Process {id} is a dependency of {}; deregister or change them first, or force it",
+                    dependents.join(", ")
+                )));
+            }
+        }
         if self.monitor()?.is_none() {
             self.stop_directly(id, ProcessState::Stopped)?;
         }
@@ -181,6 +247,19 @@ impl ProcessMonitorClient {
     /// Starts a process (a no-op when it runs) and waits until the monitor has started it. With no monitor
     /// running, the request is stored and the current status returned.
     pub fn start(&self, id: &str) -> Result<ProcessStatus, Error> {
+        if let Some(res) = self.socket_action(id, "start") {
+            return res;
+        }
+        // A dependency that is disabled or failed makes the start fail (the monitor would refuse it too).
+        if pm_core::validate_process_id(id).is_ok() {
+            let registry = self.load()?;
+            let graph = pm_core::graph_of(&registry);
+            let stopped = registry.processes.get(id).is_some_and(|entry| !entry.state.has_child());
+            let blocker = stopped.then(|| pm_core::start_blocker(|dep| registry.processes.get(dep), &graph, id));
+            if let Some(problem) = blocker.flatten() {
+                return Err(Error::Conflict(problem));
+            }
+        }
         let before = self.request(id, PendingAction::Start)?;
         if before.state.has_child() || self.monitor()?.is_none() {
             return Ok(before.status());
@@ -196,6 +275,9 @@ impl ProcessMonitorClient {
     /// Stops a process and waits until it is stopped (with no monitor, stops it directly).
     pub fn stop(&self, id: &str) -> Result<ProcessStatus, Error> {
         pm_core::validate_process_id(id)?;
+        if let Some(res) = self.socket_action(id, "stop") {
+            return res;
+        }
         if self.monitor()?.is_none() {
             return self.stop_directly(id, ProcessState::Stopped);
         }
@@ -209,6 +291,9 @@ impl ProcessMonitorClient {
     /// Stops then starts a process and waits until the new run has begun.
     pub fn restart(&self, id: &str) -> Result<ProcessStatus, Error> {
         pm_core::validate_process_id(id)?;
+        if let Some(res) = self.socket_action(id, "restart") {
+            return res;
+        }
         if self.monitor()?.is_none() {
             self.stop_directly(id, ProcessState::Stopped)?;
             return self.start(id);
@@ -226,6 +311,9 @@ impl ProcessMonitorClient {
     /// The status of one process, as last stored by the monitor.
     pub fn get_status(&self, id: &str) -> Result<ProcessStatus, Error> {
         pm_core::validate_process_id(id)?;
+        if let Some(res) = self.socket_call("GET", &process_path(id, "")?, None, Some(id)) {
+            return res;
+        }
         let registry = self.load()?;
         // An entry that cannot run is reported as `failed` with the reason (see `pm_core::UnusableEntry`).
         let unusable = registry.unusable.get(id).map(|entry| entry.status(id));
@@ -234,6 +322,13 @@ impl ProcessMonitorClient {
 
     /// The status of every process, by id (entries that cannot run as `failed`, with the reason).
     pub fn get_all_status(&self) -> Result<BTreeMap<String, ProcessStatus>, Error> {
+        #[derive(serde::Deserialize)]
+        struct List {
+            processes: Vec<ProcessStatus>,
+        }
+        if let Some(res) = self.socket_call::<List>("GET", "/processes", None, None) {
+            return res.map(|list| list.processes.into_iter().map(|status| (status.id.clone(), status)).collect());
+        }
         let registry = self.load()?;
         let unusable = registry.unusable.iter().map(|(id, entry)| (id.clone(), entry.status(id)));
         Ok(unusable.chain(registry.processes.iter().map(|(id, entry)| (id.clone(), entry.status()))).collect())
@@ -247,6 +342,11 @@ impl ProcessMonitorClient {
 
     /// Enables a process.
     pub fn enable(&self, id: &str) -> Result<(), Error> {
+        pm_core::validate_process_id(id)?;
+        if let Some(res) = self.socket_call::<serde_json::Value>("POST", &process_path(id, "/enable")?, None, Some(id))
+        {
+            return res.map(drop);
+        }
         self.update_entry(id, |entry| {
             entry.config.enabled = true;
             if entry.state == ProcessState::Disabled {
@@ -257,6 +357,11 @@ impl ProcessMonitorClient {
 
     /// Disables a process; it is stopped (by the monitor, or by this call when no monitor runs).
     pub fn disable(&self, id: &str) -> Result<(), Error> {
+        pm_core::validate_process_id(id)?;
+        let path = process_path(id, "/disable")?;
+        if let Some(res) = self.socket_call_stopping::<serde_json::Value>("POST", &path, Some(id)) {
+            return res.map(drop);
+        }
         let running = self.monitor()?.is_some();
         if !running {
             self.stop_directly(id, ProcessState::Disabled)?;
@@ -275,6 +380,13 @@ impl ProcessMonitorClient {
 
     /// Changes whether a process starts with the monitor.
     pub fn set_autostart(&self, id: &str, autostart: bool) -> Result<(), Error> {
+        pm_core::validate_process_id(id)?;
+        let body = serde_json::json!({ "autostart": autostart });
+        if let Some(res) =
+            self.socket_call::<serde_json::Value>("PUT", &process_path(id, "/autostart")?, Some(body), Some(id))
+        {
+            return res.map(drop);
+        }
         self.update_entry(id, |entry| entry.config.autostart = autostart)
     }
 
@@ -320,7 +432,78 @@ impl ProcessMonitorClient {
 
     /// Applies one settings change.
     pub fn update_settings(&self, update: SettingsUpdate) -> Result<(), Error> {
+        let (path, body) = match &update {
+            SettingsUpdate::RemoteAccess(patch) => ("/config/remote-access", patch_body(patch)?),
+            SettingsUpdate::TrustedHosts(hosts) => {
+                ("/config/trusted-hosts", serde_json::json!({ "trustedHosts": hosts }))
+            }
+            SettingsUpdate::ExecutableWhitelist(patterns) => {
+                ("/config/executable-whitelist", serde_json::json!({ "patterns": patterns }))
+            }
+            SettingsUpdate::ExecutableBlacklist(patterns) => {
+                ("/config/executable-blacklist", serde_json::json!({ "patterns": patterns }))
+            }
+            SettingsUpdate::StandaloneMode(enabled) => {
+                ("/config/standalone-mode", serde_json::json!({ "enabled": enabled }))
+            }
+            SettingsUpdate::PartnerDiscovery(patch) => ("/config/partner-discovery", patch_body(patch)?),
+        };
+        if let Some(res) = self.socket_call::<serde_json::Value>("PUT", path, Some(body), None) {
+            return res.map(drop);
+        }
         self.transaction(|registry| update.apply(registry).map_err(Error::from))
+    }
+
+    /// One call through the monitor's socket; `None` when no monitor listens there (or the socket is not used).
+    fn socket_call<T: serde::de::DeserializeOwned>(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<serde_json::Value>,
+        id: Option<&str>,
+    ) -> Option<Result<T, Error>> {
+        let socket =
+            self.socket.as_ref().filter(|_| !self.wrote_registry.load(std::sync::atomic::Ordering::Relaxed))?;
+        if method == "GET" {
+            // A read falls back to the registry also when the monitor accepts but does not answer in time (stopped
+            // or stuck): the registry holds what it last stored.
+            return match socket.call(method, path, body, id, READ_TIMEOUT)? {
+                Err(Error::Transport { .. }) => None,
+                other => Some(other),
+            };
+        }
+        socket.call(method, path, body, id, self.wait_timeout + SOCKET_SLACK)
+    }
+
+    /// A socket call that may stop process `id`: it may take the process's stop timeout on top.
+    fn socket_call_stopping<T: serde::de::DeserializeOwned>(
+        &self,
+        method: &str,
+        path: &str,
+        id: Option<&str>,
+    ) -> Option<Result<T, Error>> {
+        let socket =
+            self.socket.as_ref().filter(|_| !self.wrote_registry.load(std::sync::atomic::Ordering::Relaxed))?;
+        let stop = id
+            .and_then(|id| self.load().ok()?.processes.get(id).map(|entry| entry.config.stop_timeout_ms()))
+            .map_or(UNKNOWN_STOP_TIMEOUT, Duration::from_millis);
+        socket.call(method, path, None, id, self.wait_timeout + stop + SOCKET_SLACK)
+    }
+
+    /// `start`, `stop` or `restart` through the socket, answering the status afterwards.
+    fn socket_action(&self, id: &str, action: &str) -> Option<Result<ProcessStatus, Error>> {
+        let path = match process_path(id, &format!("/{action}")) {
+            Ok(path) => path,
+            Err(err) => return Some(Err(err)),
+        };
+        let res = match action {
+            "start" => self.socket_call::<serde_json::Value>("POST", &path, None, Some(id))?,
+            _ => self.socket_call_stopping::<serde_json::Value>("POST", &path, Some(id))?,
+        };
+        Some(res.and_then(|_| match self.socket_call("GET", &process_path(id, "")?, None, Some(id)) {
+            Some(res) => res,
+            None => self.get_status(id),
+        }))
     }
 
     fn load(&self) -> Result<Registry, Error> {
@@ -332,6 +515,7 @@ impl ProcessMonitorClient {
     }
 
     fn transaction<T>(&self, f: impl FnOnce(&mut Registry) -> Result<T, Error>) -> Result<T, Error> {
+        self.wrote_registry.store(true, std::sync::atomic::Ordering::Relaxed);
         self.store.transaction(LOCK_TIMEOUT, f)
     }
 

@@ -20,8 +20,8 @@ use serde_json::{json, Value};
 
 use crate::Error;
 
-/// How a [`RemoteProcessMonitorClient`] reaches its monitor.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// How a [`RemoteProcessMonitorClient`] reaches its monitor. Its `Debug` output hides the token.
+#[derive(Clone, PartialEq, Eq)]
 pub struct RemoteClientOptions {
     /// `http://host:port` of the monitor's remote API (a trailing `/` is ignored; `https` is not supported).
     pub base_url: String,
@@ -33,6 +33,21 @@ pub struct RemoteClientOptions {
     pub retries: u32,
     /// Pause before each further attempt (default 100 ms).
     pub retry_delay: Duration,
+    /// A bearer token (`process_monitor token create`), sent as `Authorization: Bearer ...` with every call;
+    /// needed when the monitor sets `requireToken` (default `None`).
+    pub token: Option<String>,
+}
+
+impl std::fmt::Debug for RemoteClientOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RemoteClientOptions")
+            .field("base_url", &self.base_url)
+            .field("timeout", &self.timeout)
+            .field("retries", &self.retries)
+            .field("retry_delay", &self.retry_delay)
+            .field("token", &self.token.as_ref().map(|_| "<hidden>"))
+            .finish()
+    }
 }
 
 impl Default for RemoteClientOptions {
@@ -42,6 +57,7 @@ impl Default for RemoteClientOptions {
             timeout: Duration::from_secs(5),
             retries: 2,
             retry_delay: Duration::from_millis(100),
+            token: None,
         }
     }
 }
@@ -54,7 +70,8 @@ impl Default for RemoteClientOptions {
 /// and percent-encoded in the path all the same.
 ///
 /// Errors: 404 is [`Error::NotFound`], 400 `Process is disabled` is [`Error::Disabled`], any other 400 is
-/// [`Error::Invalid`], 403 is [`Error::PermissionDenied`], 409 is [`Error::AlreadyExists`], 503 is
+/// [`Error::Invalid`], 403 is [`Error::PermissionDenied`], 409 is [`Error::AlreadyExists`] (or
+/// [`Error::Conflict`] for a dependency conflict), 503 is
 /// [`Error::Busy`], any other non-2xx status (or a 2xx body that does not parse) is [`Error::Server`], a
 /// monitor that cannot be reached is [`Error::Transport`], and one that does not answer in time is
 /// [`Error::Timeout`].
@@ -83,6 +100,18 @@ pub struct RemoteProcessMonitorClient {
     timeout: Duration,
     retries: u32,
     retry_delay: Duration,
+    /// `Bearer ...`, when a token is set.
+    authorization: Option<Secret>,
+}
+
+/// A header value that `Debug` does not show.
+#[derive(Clone)]
+struct Secret(Arc<str>);
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("<hidden>")
+    }
 }
 
 /// The HTTP methods the API uses.
@@ -120,6 +149,14 @@ struct StateReply {
 
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
+struct StopReply {
+    state: ProcessState,
+    #[serde(default)]
+    stopped_dependents: Vec<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
 struct TrustedHosts {
     trusted_hosts: Vec<String>,
 }
@@ -152,6 +189,7 @@ impl RemoteProcessMonitorClient {
             timeout: options.timeout,
             retries: options.retries,
             retry_delay: options.retry_delay,
+            authorization: options.token.as_deref().map(|token| Secret(Arc::from(format!("Bearer {}", token.trim())))),
         })
     }
 
@@ -211,6 +249,38 @@ impl RemoteProcessMonitorClient {
     /// Stops a process; answers its state afterwards (`POST /processes/{id}/stop`).
     pub async fn stop(&self, id: &str) -> Result<ProcessState, Error> {
         self.act(id, "stop").await
+    }
+
+    /// Stops a process after the processes that depend on it; answers its state and the dependents the monitor
+    /// stopped first, in order (`stoppedDependents` of `POST /processes/{id}/stop`).
+    ///
+    /// The deadline covers the stop timeouts of every process under way (any of them may be a dependent).
+    pub async fn stop_with_dependents(&self, id: &str) -> Result<(ProcessState, Vec<String>), Error> {
+        let path = process_path(id, "/stop")?;
+        let statuses = self.get_all_status().await?;
+        if !statuses.contains_key(id) {
+            return Err(Error::NotFound(id.to_owned()));
+        }
+        let stops: u64 = statuses
+            .values()
+            .filter(|status| status.id == id || status.state.has_child())
+            .map(|status| status.stop_timeout_ms.unwrap_or(ProcessConfig::DEFAULT_STOP_TIMEOUT_MS))
+            .sum();
+        let timeout = self.timeout + Duration::from_millis(stops) + STOP_MARGIN;
+        let res: StopReply = self.call_within(Method::Post, &path, None, Some(id), timeout).await?;
+        Ok((res.state, res.stopped_dependents))
+    }
+
+    /// Deregisters a process even when others depend on it (`DELETE /processes/{id}?force=true`).
+    pub async fn deregister_forced(&self, id: &str) -> Result<(), Error> {
+        let path = process_path(id, "")? + "?force=true";
+        let timeout = self.stop_deadline(id).await?;
+        let (res, resent) = self.exchange(Method::Delete, &path, None, timeout).await?;
+        if res.status == 404 && resent {
+            return Ok(());
+        }
+        let _: Value = parse_answer(res, &path, Some(id))?;
+        Ok(())
     }
 
     /// Restarts a process; answers its state afterwards (`POST /processes/{id}/restart`).
@@ -401,7 +471,9 @@ impl RemoteProcessMonitorClient {
             // crate needs no dependency on hyper (the four names always parse).
             let http_method =
                 method.as_str().parse().map_err(|_| Error::Invalid(format!("HTTP method {}", method.as_str())))?;
-            let err = match self.http.request(http_method, &url, body.clone(), timeout).await {
+            let headers: Vec<(&str, &str)> =
+                self.authorization.as_ref().map(|value| ("authorization", &*value.0)).into_iter().collect();
+            let err = match self.http.request_with(http_method, &url, body.clone(), timeout, &headers).await {
                 Ok(res) => return Ok((res, resent)),
                 Err(err) => err,
             };
@@ -472,6 +544,7 @@ pub(crate) fn status_error(status: u16, body: &[u8], id: Option<&str>) -> Error 
         (400, Some(id)) if message.starts_with("Process is disabled") => Error::Disabled(id),
         (400, _) => Error::Invalid(message),
         (403, _) => Error::PermissionDenied(message),
+        (409, _) if !message.starts_with("Process ID already exists") => Error::Conflict(message),
         (409, Some(id)) => Error::AlreadyExists(id),
         (409, None) => Error::AlreadyExists(message),
         (503, _) => Error::Busy(message),
@@ -499,7 +572,7 @@ pub(crate) fn percent_encode(text: &str) -> String {
 }
 
 /// A patch as a JSON object of the keys it sets (keys left `None` are not sent).
-fn patch_body<T: serde::Serialize>(patch: &T) -> Result<Value, Error> {
+pub(crate) fn patch_body<T: serde::Serialize>(patch: &T) -> Result<Value, Error> {
     let mut value =
         serde_json::to_value(patch).map_err(|err| Error::Invalid(format!("cannot encode the settings: {err}")))?;
     if let Value::Object(map) = &mut value {
@@ -624,6 +697,14 @@ mod tests {
             r#"{"error":"Process ID already exists","processId":"api"}"#,
             Some("api"),
             r#"AlreadyExists("api")"#,
+        );
+        let needed =
+            r#"{"error":"Process db is a dependency of api; deregister or change them first, or use ?force=true"}"#;
+        check_status(
+            409,
+            needed,
+            Some("db"),
+            r#"Conflict("Process db is a dependency of api; deregister or change them first, or use ?force=true")"#,
         );
         check_status(503, r#"{"error":"Registry busy, retry later"}"#, None, r#"Busy("Registry busy, retry later")"#);
         check_status(

@@ -4,6 +4,8 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
+use crate::DependencyCondition;
+
 fn yes() -> bool {
     true
 }
@@ -60,6 +62,37 @@ pub struct ProcessConfig {
     /// Run folders kept for this process (additive; the monitor's `--keep-logs` when absent).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub keep_runs: Option<u32>,
+    /// Processes this one depends on, each with the condition it waits for before it is spawned (additive;
+    /// see `docs/dependencies.md`).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub depends_on: BTreeMap<String, DependencyCondition>,
+    /// How long a start waits for `dependsOn` conditions before the process is `failed` (additive, default
+    /// 60 000 ms).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dependency_timeout_ms: Option<u64>,
+    /// After this process restarts (a restart request, or a restart after a crash), restart the processes
+    /// that depend on it and were running (additive, default false).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub restart_dependents: bool,
+    /// Hard memory limit of the process's cgroup in bytes (`memory.max`; additive). Needs the cgroup v2 `memory`
+    /// controller: refused at register time where it is missing.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub memory_max_bytes: Option<u64>,
+    /// CPU limit of the process's cgroup in percent of one core (`cpu.max`; additive, 1 to 100000). Needs the
+    /// cgroup v2 `cpu` controller.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cpu_max_percent: Option<u32>,
+    /// Most processes and threads in the process's cgroup (`pids.max`; additive). Needs the `pids` controller.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pids_max: Option<u64>,
+    /// Soft memory threshold in bytes: the process is restarted when its memory (its cgroup's, else its process
+    /// group's resident memory) stays above it for two samples in a row (additive; no controller needed).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub memory_restart_bytes: Option<u64>,
+    /// Keep the process `running` while its cgroup holds processes after the leader exited with code 0 (a
+    /// program that forks a daemon and returns); additive, default false: leftovers are killed with the leader.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub track_daemonized_children: bool,
     /// Registered by an untrusted peer of the remote API (set by the monitor, never taken from a request;
     /// additive). Such a process runs within the budget of `docs/security-limits.md`: its executable is checked
     /// against the whitelist again at every start, its restarts are at least a second apart, and it does not
@@ -95,9 +128,25 @@ impl ProcessConfig {
             log_max_bytes: None,
             log_keep: None,
             keep_runs: None,
+            depends_on: BTreeMap::new(),
+            dependency_timeout_ms: None,
+            restart_dependents: false,
+            memory_max_bytes: None,
+            cpu_max_percent: None,
+            pids_max: None,
+            memory_restart_bytes: None,
+            track_daemonized_children: false,
             untrusted: false,
             on_state_change: None,
         }
+    }
+
+    /// Default time a start waits for its dependencies.
+    pub const DEFAULT_DEPENDENCY_TIMEOUT_MS: u64 = 60_000;
+
+    /// The time a start waits for its dependencies, in milliseconds.
+    pub fn dependency_timeout_ms(&self) -> u64 {
+        self.dependency_timeout_ms.unwrap_or(Self::DEFAULT_DEPENDENCY_TIMEOUT_MS)
     }
 
     /// The restart policy in force (the default one when none is configured). For an untrusted registration
@@ -165,6 +214,12 @@ impl ProcessConfig {
         if self.log_max_bytes == Some(0) || self.keep_runs == Some(0) {
             return invalid("logMaxBytes and keepRuns (must be positive)");
         }
+        if self.memory_max_bytes == Some(0) || self.pids_max == Some(0) || self.memory_restart_bytes == Some(0) {
+            return invalid("memoryMaxBytes, pidsMax and memoryRestartBytes (must be positive)");
+        }
+        if self.cpu_max_percent.is_some_and(|percent| percent == 0 || percent > 100_000) {
+            return invalid("cpuMaxPercent (1 to 100000, percent of one core)");
+        }
         if self.log_keep.is_some_and(|keep| keep > 100) {
             return invalid("logKeep (at most 100)");
         }
@@ -184,10 +239,22 @@ impl ProcessConfig {
                 return invalid("restartPolicy.backoffIntervalsMs (at most 1000 entries)");
             }
         }
-        if let Some(check) = &self.aliveness_check {
-            if !(check.url.starts_with("http://")) {
-                return invalid("alivenessCheck.url (must be an http:// URL)");
+        if self.depends_on.len() > 1000 {
+            return invalid("dependsOn (at most 1000 entries)");
+        }
+        for dep in self.depends_on.keys() {
+            if dep == &self.id {
+                return invalid(&format!("dependsOn ({dep:?} cannot depend on itself)"));
             }
+            if let Err(err) = crate::validate_process_id(dep) {
+                return invalid(&format!("dependsOn ({err})"));
+            }
+        }
+        if self.dependency_timeout_ms == Some(0) {
+            return invalid("dependencyTimeoutMs (must be positive)");
+        }
+        if let Some(check) = &self.aliveness_check {
+            check.validate()?;
             if check.interval_ms == 0 {
                 return invalid("alivenessCheck.intervalMs (must be positive)");
             }
@@ -226,6 +293,9 @@ pub struct RestartPolicy {
     pub retry_indefinitely: bool,
     /// Retry interval once the attempts are used up in indefinite mode.
     pub indefinite_interval_ms: u64,
+    /// Which exits lead to a restart (additive, default `always`: the guide's behaviour).
+    #[serde(skip_serializing_if = "RestartOn::is_always")]
+    pub restart_on: RestartOn,
     /// Keys this version does not know, kept on rewrite.
     #[serde(flatten)]
     pub extra: serde_json::Map<String, serde_json::Value>,
@@ -239,8 +309,48 @@ impl Default for RestartPolicy {
             reset_after_ms: 300_000,
             retry_indefinitely: false,
             indefinite_interval_ms: 21_600_000,
+            restart_on: RestartOn::Always,
             extra: serde_json::Map::new(),
         }
+    }
+}
+
+/// Which exits of a process lead to a restart (wire name `RestartOn`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RestartOn {
+    /// Every exit the monitor did not ask for is a crash (the guide's behaviour).
+    #[default]
+    Always,
+    /// Only an exit with a code other than 0, or by a signal; an exit with code 0 ends `stopped` (a job done).
+    Failure,
+    /// No exit is restarted: code 0 ends `stopped`, anything else `failed`.
+    Never,
+}
+
+impl RestartOn {
+    fn is_always(&self) -> bool {
+        *self == RestartOn::Always
+    }
+}
+
+/// How a check reaches the process (wire name `ProbeType`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ProbeType {
+    /// `GET url`; a 2xx answer passes (the guide's check).
+    #[default]
+    Http,
+    /// A TCP connection to `host`:`port`; passes when it opens.
+    Tcp,
+    /// Runs `command` with `args` (no shell) in the process's environment and working directory; passes on
+    /// exit code 0 within `timeoutMs`.
+    Exec,
+}
+
+impl ProbeType {
+    fn is_http(&self) -> bool {
+        *self == ProbeType::Http
     }
 }
 
@@ -266,15 +376,31 @@ impl StateChangeHook {
     pub const MAX_TIMEOUT_MS: u64 = 300_000;
 }
 
-/// HTTP health check of a running process (wire name `AlivenessCheck`).
+/// Health check of a running process (wire name `AlivenessCheck`): HTTP by default, TCP or exec by `type`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct AlivenessCheck {
     /// Whether the check runs.
     #[serde(default = "yes")]
     pub enabled: bool,
-    /// The health URL; a 2xx answer passes.
+    /// How the check probes (additive, default `http`).
+    #[serde(rename = "type", default, skip_serializing_if = "ProbeType::is_http")]
+    pub probe_type: ProbeType,
+    /// The health URL; a 2xx answer passes (required for `http`).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
     pub url: String,
+    /// Host a `tcp` probe connects to (default `127.0.0.1`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host: Option<String>,
+    /// Port a `tcp` probe connects to (required for `tcp`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub port: Option<u16>,
+    /// Executable an `exec` probe runs (required for `exec`; resolved like the process's command).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub command: Option<String>,
+    /// Arguments of an `exec` probe, passed verbatim.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub args: Vec<String>,
     /// Optional URL of a richer status document.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub status_url: Option<String>,
@@ -306,11 +432,59 @@ impl AlivenessCheck {
         2
     }
 
+    /// What the check probes, in words (`http://...`, `tcp 127.0.0.1:5432`, `exec pg_isready`), for messages.
+    pub fn target(&self) -> String {
+        match self.probe_type {
+            ProbeType::Http => self.url.clone(),
+            ProbeType::Tcp => {
+                format!("tcp {}:{}", self.host.as_deref().unwrap_or("127.0.0.1"), self.port.unwrap_or(0))
+            }
+            ProbeType::Exec => format!("exec {}", self.command.as_deref().unwrap_or("")),
+        }
+    }
+
+    /// Checks the fields of the check, naming the first bad one.
+    pub fn validate(&self) -> Result<(), crate::Error> {
+        let invalid = |what: &str| Err(crate::Error::InvalidField(what.to_owned()));
+        match self.probe_type {
+            ProbeType::Http => {
+                if !(self.url.starts_with("http://")) {
+                    return invalid("alivenessCheck.url (must be an http:// URL)");
+                }
+            }
+            ProbeType::Tcp => {
+                if self.port.unwrap_or(0) == 0 {
+                    return invalid("alivenessCheck.port (a tcp check needs a port from 1 to 65535)");
+                }
+                if let Some(host) = &self.host {
+                    if host.trim().is_empty() || host.len() > 253 || host.contains(['\0', '/', ' ']) {
+                        return invalid("alivenessCheck.host (a host name or IP address)");
+                    }
+                }
+            }
+            ProbeType::Exec => {
+                let command = self.command.as_deref().unwrap_or("");
+                if command.trim().is_empty() || command.len() > 4096 || command.contains('\0') {
+                    return invalid("alivenessCheck.command (an exec check needs a non-empty path without NUL)");
+                }
+                if self.args.len() > 4096 || self.args.iter().any(|arg| arg.contains('\0')) {
+                    return invalid("alivenessCheck.args (at most 4096, without NUL)");
+                }
+            }
+        }
+        Ok(())
+    }
+
     /// An enabled check of `url` with every other field at its default.
     pub fn new(url: &str) -> AlivenessCheck {
         AlivenessCheck {
             enabled: true,
+            probe_type: ProbeType::Http,
             url: url.to_owned(),
+            host: None,
+            port: None,
+            command: None,
+            args: Vec::new(),
             status_url: None,
             interval_ms: Self::default_interval_ms(),
             timeout_ms: Self::default_timeout_ms(),
@@ -517,13 +691,136 @@ mod tests {
         assert!(check.enabled);
         assert_eq!((check.interval_ms, check.timeout_ms, check.consecutive_failures_required), (3000, 2000, 2));
         assert_eq!(check.startup_check, None);
-        assert!(serde_json::from_value::<AlivenessCheck>(json!({"enabled": true})).is_err());
+        let no_url: AlivenessCheck = serde_json::from_value(json!({"enabled": true})).unwrap();
+        assert!(no_url.validate().unwrap_err().to_string().contains("alivenessCheck.url"));
         let startup: StartupCheck = serde_json::from_value(json!({})).unwrap();
         assert_eq!(
             serde_json::to_value(startup).unwrap(),
             json!({"enabled": true, "initialDelayMs": 2000, "checkIntervalMs": 1000, "maxAttempts": 30,
                    "failAction": "restart"})
         );
+    }
+
+    #[test]
+    fn dependency_keys_are_checked_and_default_away() {
+        use crate::DependencyCondition::*;
+        let deps = |pairs: &[(&str, crate::DependencyCondition)]| {
+            pairs.iter().map(|(id, condition)| (id.to_string(), *condition)).collect::<BTreeMap<_, _>>()
+        };
+        check(|config| config.depends_on = deps(&[("db", Healthy), ("migrate", CompletedSuccessfully)]), None);
+        check(|config| config.depends_on = deps(&[("not-yet-registered", Started)]), None);
+        check(|config| config.depends_on = deps(&[("api", Started)]), Some("\"api\" cannot depend on itself"));
+        check(|config| config.depends_on = deps(&[("../x", Started)]), Some("dependsOn"));
+        check(|config| config.dependency_timeout_ms = Some(0), Some("dependencyTimeoutMs"));
+        let many: BTreeMap<_, _> = (0..1001).map(|n| (format!("p{n}"), Started)).collect();
+        check(|config| config.depends_on = many, Some("dependsOn (at most 1000"));
+        let config = parse(json!({"id": "a", "name": "A", "command": "/bin/true",
+            "dependsOn": {"db": "healthy", "job": "completedSuccessfully", "x": "started"},
+            "dependencyTimeoutMs": 500, "restartDependents": true, "restartPolicy": {"restartOn": "never"}}))
+        .unwrap();
+        assert_eq!(config.depends_on, deps(&[("db", Healthy), ("job", CompletedSuccessfully), ("x", Started)]));
+        assert_eq!((config.dependency_timeout_ms(), config.restart_dependents), (500, true));
+        assert_eq!(config.restart_policy().restart_on, RestartOn::Never);
+        let err =
+            parse(json!({"id": "a", "name": "A", "command": "/bin/true", "dependsOn": {"db": "up"}})).unwrap_err();
+        assert!(err.contains("dependsOn condition \"up\""), "{err}");
+        assert!(parse(json!({"id": "a", "name": "A", "command": "c", "restartPolicy": {"restartOn": "sometimes"}}))
+            .is_err());
+        // Absent, they take defaults that keep the guide's behaviour, and are left out when written.
+        let plain = ProcessConfig::new("a", "A", "/bin/true");
+        assert_eq!(plain.dependency_timeout_ms(), 60_000);
+        assert_eq!(plain.restart_policy().restart_on, RestartOn::Always);
+        let value = serde_json::to_value(&plain).unwrap();
+        for key in ["dependsOn", "dependencyTimeoutMs", "restartDependents"] {
+            assert!(value.get(key).is_none(), "{key} written");
+        }
+    }
+
+    #[test]
+    fn probe_types_need_their_fields() {
+        fn aliveness(config: &mut ProcessConfig) -> &mut AlivenessCheck {
+            config.aliveness_check.as_mut().unwrap()
+        }
+        let tcp = |config: &mut ProcessConfig| {
+            let check = aliveness(config);
+            check.probe_type = ProbeType::Tcp;
+            check.url = String::new();
+            check.port = Some(5432);
+        };
+        check(tcp, None);
+        check(
+            |config| {
+                tcp(config);
+                aliveness(config).port = None
+            },
+            Some("alivenessCheck.port"),
+        );
+        check(
+            |config| {
+                tcp(config);
+                aliveness(config).port = Some(0)
+            },
+            Some("alivenessCheck.port"),
+        );
+        check(
+            |config| {
+                tcp(config);
+                aliveness(config).host = Some("a b".to_owned())
+            },
+            Some("alivenessCheck.host"),
+        );
+        check(
+            |config| {
+                tcp(config);
+                aliveness(config).host = Some("db.local".to_owned())
+            },
+            None,
+        );
+        let exec = |config: &mut ProcessConfig| {
+            let check = aliveness(config);
+            check.probe_type = ProbeType::Exec;
+            check.url = String::new();
+            check.command = Some("pg_isready".to_owned());
+        };
+        check(exec, None);
+        check(
+            |config| {
+                exec(config);
+                aliveness(config).command = None
+            },
+            Some("alivenessCheck.command"),
+        );
+        check(
+            |config| {
+                exec(config);
+                aliveness(config).command = Some(" ".to_owned())
+            },
+            Some("alivenessCheck.command"),
+        );
+        check(
+            |config| {
+                exec(config);
+                aliveness(config).args = vec!["a\0".to_owned()]
+            },
+            Some("alivenessCheck.args"),
+        );
+        check(|config| aliveness(config).url = String::new(), Some("alivenessCheck.url"));
+        // Wire shape: `type` and the probe's own keys; `http` and an empty url are left out.
+        let check: AlivenessCheck =
+            serde_json::from_value(json!({"type": "exec", "command": "/bin/true", "args": ["-q"]})).unwrap();
+        assert_eq!(
+            (check.probe_type, check.command.as_deref(), check.args.len()),
+            (ProbeType::Exec, Some("/bin/true"), 1)
+        );
+        assert_eq!(check.target(), "exec /bin/true");
+        let value = serde_json::to_value(&check).unwrap();
+        assert_eq!(value["type"], "exec");
+        assert!(value.get("url").is_none());
+        let http = serde_json::to_value(AlivenessCheck::new("http://localhost:1/h")).unwrap();
+        assert!(http.get("type").is_none() && http.get("host").is_none() && http.get("args").is_none());
+        let tcp: AlivenessCheck = serde_json::from_value(json!({"type": "tcp", "port": 5432})).unwrap();
+        assert_eq!(tcp.target(), "tcp 127.0.0.1:5432");
+        assert!(serde_json::from_value::<AlivenessCheck>(json!({"type": "udp", "port": 1})).is_err());
     }
 
     #[test]

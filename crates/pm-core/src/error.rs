@@ -34,6 +34,10 @@ pub enum Error {
     /// The caller may not do this (for example act on a locally registered process from an untrusted host).
     #[error("{0}")]
     NotAllowed(String),
+    /// A dependency rule stands in the way: a dependency that cannot be started, or dependents that would be
+    /// left without it (answered 409).
+    #[error("{0}")]
+    Dependency(String),
     /// The registry could not be locked in time; the caller may retry.
     #[error("registry busy: {0}")]
     Busy(String),

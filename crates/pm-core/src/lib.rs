@@ -22,6 +22,7 @@
 
 mod backoff;
 mod config;
+mod deps;
 mod error;
 mod event;
 mod exec;
@@ -34,7 +35,13 @@ mod untrusted;
 mod unusable;
 
 pub use backoff::{next_restart, RestartDecision};
-pub use config::{AlivenessCheck, FailAction, ProcessConfig, RestartPolicy, StartupCheck, StateChangeHook};
+pub use config::{
+    AlivenessCheck, FailAction, ProbeType, ProcessConfig, RestartOn, RestartPolicy, StartupCheck, StateChangeHook,
+};
+pub use deps::{
+    check_acyclic, check_new_dependencies, dependents_in, dependents_stop_order, direct_dependents, find_cycle,
+    graph_of, layers, shutdown_layers, start_blocker, start_order, DependencyCondition, Graph, Observed,
+};
 pub use error::Error;
 pub use event::{Event, EventKind};
 pub use exec::{executable_permitted, validate_executable_pattern};

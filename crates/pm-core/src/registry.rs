@@ -279,6 +279,14 @@ pub struct ProcessEntry {
     /// A request of a local client that the monitor has not taken up yet.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pending_action: Option<PendingAction>,
+    /// Dependencies whose condition does not hold yet, while the process waits in `starting` before it is
+    /// spawned (additive).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub waiting_for: BTreeMap<String, crate::DependencyCondition>,
+    /// When the start that is waiting for dependencies was requested (additive; `completedSuccessfully` counts
+    /// exits since then, and `dependencyTimeoutMs` runs from it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub waiting_since: Option<Timestamp>,
     /// Keys this version does not know, kept on rewrite.
     #[serde(flatten)]
     pub extra: Map<String, Value>,
@@ -301,6 +309,8 @@ impl ProcessEntry {
             last_signal: None,
             last_error: None,
             pending_action: None,
+            waiting_for: BTreeMap::new(),
+            waiting_since: None,
             extra: Map::new(),
         }
     }
@@ -322,6 +332,7 @@ impl ProcessEntry {
             last_exit_code: self.last_exit_code,
             last_signal: self.last_signal,
             last_error: self.last_error.clone(),
+            waiting_for: (!self.waiting_for.is_empty()).then(|| self.waiting_for.clone()),
             uptime: None,
             cpu_percent: None,
             memory_bytes: None,
@@ -495,6 +506,14 @@ pub struct RemoteAccessConfig {
     /// Glob patterns it must not match.
     #[serde(default)]
     pub executable_blacklist: Vec<String>,
+    /// TCP peers need a valid bearer token whatever their address (additive; default off, so the guide's
+    /// address-based model stays the default). The address rules then only narrow further.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub require_token: bool,
+    /// Users other than the monitor's own and root that may use the unix socket API, by name or numeric uid
+    /// (additive; default none). Naming any makes the socket file mode 0666; the peer's credentials decide.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub socket_users: Vec<String>,
     /// Names of the environment variables an untrusted registration may set (additive; empty by default, so
     /// untrusted peers may set none). `LD_*` and `DYLD_*` stay refused even when listed.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -508,6 +527,10 @@ pub struct RemoteAccessConfig {
     /// Keys this version does not know, kept on rewrite.
     #[serde(flatten)]
     pub extra: serde_json::Map<String, serde_json::Value>,
+}
+
+fn is_false(value: &bool) -> bool {
+    !*value
 }
 
 impl RemoteAccessConfig {
@@ -573,11 +596,15 @@ impl RemoteAccessConfig {
             (&mut self.allow_remote_disable, patch.allow_remote_disable),
             (&mut self.allow_remote_autostart, patch.allow_remote_autostart),
             (&mut self.allow_remote_monitor_restart, patch.allow_remote_monitor_restart),
+            (&mut self.require_token, patch.require_token),
         ];
         for (field, value) in pairs {
             if let Some(value) = value {
                 *field = value;
             }
+        }
+        if let Some(users) = &patch.socket_users {
+            self.socket_users = users.clone();
         }
         Ok(())
     }
@@ -599,6 +626,8 @@ impl Default for RemoteAccessConfig {
             allow_remote_monitor_restart: false,
             executable_whitelist: Vec::new(),
             executable_blacklist: Vec::new(),
+            require_token: false,
+            socket_users: Vec::new(),
             allowed_environment: Vec::new(),
             max_untrusted_processes: Self::default_max_untrusted_processes(),
             extra: serde_json::Map::new(),
@@ -619,6 +648,12 @@ pub struct RemoteAccessPatch {
     pub allow_remote_disable: Option<bool>,
     pub allow_remote_autostart: Option<bool>,
     pub allow_remote_monitor_restart: Option<bool>,
+    /// TCP peers need a bearer token (see [`RemoteAccessConfig::require_token`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub require_token: Option<bool>,
+    /// Other users allowed on the unix socket (see [`RemoteAccessConfig::socket_users`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub socket_users: Option<Vec<String>>,
     /// Replaces `allowedEnvironment` (additive).
     pub allowed_environment: Option<Vec<String>>,
     /// Changes `maxUntrustedProcesses` (additive).
@@ -1287,6 +1322,27 @@ mod tests {
                 access.allow_remote_autostart = false;
             }),
         );
+    }
+
+    #[test]
+    fn authentication_keys_are_additive() {
+        // Omitted while at their defaults, so files and answers stay as the guide's.
+        let default = serde_json::to_value(RemoteAccessConfig::default()).unwrap();
+        assert!(default.get("requireToken").is_none() && default.get("socketUsers").is_none(), "{default}");
+        let mut remote = RemoteAccessConfig::default();
+        let patch: RemoteAccessPatch =
+            serde_json::from_value(json!({"requireToken": true, "socketUsers": ["alice", "1001"]})).unwrap();
+        remote.apply(&patch).unwrap();
+        assert!(remote.require_token);
+        assert_eq!(remote.socket_users, ["alice", "1001"]);
+        let value = serde_json::to_value(&remote).unwrap();
+        assert_eq!(
+            (value["requireToken"].clone(), value["socketUsers"].clone()),
+            (json!(true), json!(["alice", "1001"]))
+        );
+        let back: RemoteAccessConfig = serde_json::from_value(value).unwrap();
+        assert_eq!(back, remote);
+        assert!(serde_json::from_value::<RemoteAccessPatch>(json!({"requireToken": "yes"})).is_err());
     }
 
     #[test]

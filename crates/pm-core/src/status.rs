@@ -116,6 +116,9 @@ pub struct ProcessStatus {
     /// Why the last start or run failed, in words (additive field).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_error: Option<String>,
+    /// Dependencies (id → condition) a `starting` process still waits for before it is spawned (additive field).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub waiting_for: Option<std::collections::BTreeMap<String, crate::DependencyCondition>>,
     /// Seconds since the current run started (additive field).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub uptime: Option<u64>,
@@ -188,6 +191,12 @@ pub struct MonitorStatus {
     /// Bound remote API port (additive field).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub remote_port: Option<u16>,
+    /// How managed processes are contained: `cgroup` or `process-group` (additive field).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub containment: Option<String>,
+    /// Why that containment is in force, in words (additive field).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub containment_reason: Option<String>,
 }
 
 #[cfg(test)]
@@ -255,6 +264,7 @@ mod tests {
             last_exit_code: None,
             last_signal: None,
             last_error: None,
+            waiting_for: None,
             uptime: None,
             cpu_percent: None,
             memory_bytes: None,
@@ -289,6 +299,8 @@ mod tests {
             version: None,
             aliveness_port: Some(19883),
             remote_port: None,
+            containment: None,
+            containment_reason: None,
         };
         let value = serde_json::to_value(&status).unwrap();
         assert_eq!(

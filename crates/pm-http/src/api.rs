@@ -6,7 +6,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
-use hyper::header::{HeaderValue, ALLOW, ORIGIN};
+use hyper::header::{HeaderValue, ALLOW};
 use hyper::{Method, StatusCode};
 use pm_core::{
     host_is_trusted, needs_name_lookup, normalize_ip, validate_process_id, Error, PartnerDiscoveryPatch, ProcessConfig,
@@ -16,6 +16,7 @@ use serde::de::DeserializeOwned;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
+use crate::auth::{self, Access, TokenStore, Transport};
 use crate::control::ControlPlane;
 use crate::names::NameResolver;
 use crate::server::{self, json_error, json_response, HttpRequest, HttpResponse, ServerConfig, ServerHandle};
@@ -31,10 +32,11 @@ use crate::server::{self, json_error, json_response, HttpRequest, HttpResponse, 
 /// - Trust comes from the TCP peer address only (IPv4-mapped IPv6 normalised); headers such as
 ///   `X-Forwarded-For` or `X-Real-IP` are never read. The settings are read on every request, so
 ///   changes apply at once.
-/// - A request carrying an `Origin` header comes from a web page in a browser, which acts for that
-///   page and not for the host's user: it is handled as coming from an untrusted peer even when the
-///   peer address is trusted (so a web page cannot use a browser on a trusted host to register
-///   commands). CORS preflights are answered, but without `Access-Control-Allow-Origin`.
+/// - A request from a web page of another site (an `Origin` that is not the monitor's own, or
+///   `Sec-Fetch-Site: cross-site`/`same-site`) is refused 403, changing nothing; a same-origin page must
+///   send a valid bearer token ([`spawn_remote_api_with`]). Clients that send no `Origin` (curl, the CLI,
+///   pm-client) are judged by their address alone, whatever their `Content-Type`. CORS preflights are
+///   answered, but without `Access-Control-Allow-Origin`.
 /// - Trusted peers may do everything. Untrusted peers need the matching `allowRemote*` permission
 ///   (restart needs both start and stop; enable and disable need `allowRemoteDisable`), may act only
 ///   on processes registered remotely (403 `Cannot modify local process` otherwise), may read but not
@@ -62,13 +64,62 @@ pub fn spawn_remote_api<C: ControlPlane>(
     control: Arc<C>,
     config: ServerConfig,
 ) -> std::io::Result<ServerHandle> {
-    let streams = crate::sse::StreamLimits {
-        permits: Arc::new(tokio::sync::Semaphore::new(config.max_streams)),
-        heartbeat: config.stream_heartbeat,
-        stall_timeout: config.stream_stall_timeout,
-    };
-    let state = ApiState { control, names: NameResolver::new(), body_timeout: config.header_read_timeout, streams };
+    spawn_remote_api_with(listener, control, config, ApiOptions::default())
+}
+
+/// What the remote API authenticates with, beyond the guide's address rules (see `docs/authentication.md`).
+#[derive(Debug, Clone, Default)]
+pub struct ApiOptions {
+    /// The bearer tokens (`processes_{id}.tokens.json`); without a store every token is refused (401).
+    pub tokens: Option<TokenStore>,
+}
+
+/// [`spawn_remote_api`] with bearer tokens, `remoteAccess.requireToken` and the browser rule of
+/// `docs/authentication.md`.
+///
+/// Before the guide's address rules: a request from another site (an `Origin` that is not the monitor's own,
+/// or `Sec-Fetch-Site: cross-site`/`same-site`) is refused 403 whatever it carries; a request with a bad
+/// `Authorization` header, a same-origin browser request without a token, and (with `requireToken`) any request
+/// without a token are refused 401 with `WWW-Authenticate`; a token then limits the request to its scope and its
+/// processes (403 beyond them), and the address rules apply on top.
+pub fn spawn_remote_api_with<C: ControlPlane>(
+    listener: std::net::TcpListener,
+    control: Arc<C>,
+    config: ServerConfig,
+    options: ApiOptions,
+) -> std::io::Result<ServerHandle> {
+    let state = ApiState::new(control, &config, options.tokens);
     server::spawn(listener, Arc::new(RemoteApi { state: Arc::new(state) }), config)
+}
+
+/// [`spawn_remote_api_with`] over TLS (feature `tls`): the same API and rules; a browser's own origin is then
+/// `https://` and the `Host`.
+#[cfg(feature = "tls")]
+pub fn spawn_remote_api_tls<C: ControlPlane>(
+    listener: std::net::TcpListener,
+    control: Arc<C>,
+    config: ServerConfig,
+    options: ApiOptions,
+    tls: crate::tls::TlsConfig,
+) -> std::io::Result<ServerHandle> {
+    let state = ApiState::new(control, &config, options.tokens);
+    crate::tls::spawn_tls(listener, Arc::new(RemoteApi { state: Arc::new(state) }), config, tls)
+}
+
+/// Serves the same API on a unix socket (which [`crate::bind_unix`] can make), driving `control`.
+///
+/// The peer's credentials (`SO_PEERCRED`) decide: the monitor's own user, root and the users named in
+/// `remoteAccess.socketUsers` are trusted peers (tokens and `Origin` are not looked at, and their registrations
+/// count as local, as through the registry); any other user is answered 403. The socket answers even when
+/// `startRemoteAccess` is false: it is the local API.
+pub fn spawn_unix_api<C: ControlPlane>(
+    listener: std::os::unix::net::UnixListener,
+    path: std::path::PathBuf,
+    control: Arc<C>,
+    config: ServerConfig,
+) -> std::io::Result<crate::unix::UnixServerHandle> {
+    let state = ApiState::new(control, &config, None);
+    crate::unix::spawn_unix(listener, path, Arc::new(RemoteApi { state: Arc::new(state) }), config)
 }
 
 struct RemoteApi<C> {
@@ -79,7 +130,19 @@ struct ApiState<C> {
     control: Arc<C>,
     names: Arc<NameResolver>,
     body_timeout: Duration,
+    tokens: Option<TokenStore>,
     streams: crate::sse::StreamLimits,
+}
+
+impl<C> ApiState<C> {
+    fn new(control: Arc<C>, config: &ServerConfig, tokens: Option<TokenStore>) -> ApiState<C> {
+        let streams = crate::sse::StreamLimits {
+            permits: Arc::new(tokio::sync::Semaphore::new(config.max_streams)),
+            heartbeat: config.stream_heartbeat,
+            stall_timeout: config.stream_stall_timeout,
+        };
+        ApiState { control, names: NameResolver::new(), body_timeout: config.header_read_timeout, tokens, streams }
+    }
 }
 
 /// One endpoint, with the process id of its path already percent-decoded.
@@ -212,10 +275,32 @@ fn percent_decode(text: &str) -> String {
 }
 
 /// Who sent a request, as far as trust goes.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 struct Peer {
+    /// The TCP peer's address (`127.0.0.1` for the unix socket, whose peers are [`Access::Local`]).
     ip: IpAddr,
-    from_browser: bool,
+    /// How it authenticated.
+    access: Access,
+}
+
+impl Peer {
+    /// A peer on the unix socket (already known to be permitted).
+    fn local(&self) -> bool {
+        matches!(self.access, Access::Local)
+    }
+}
+
+impl<C: ControlPlane> RemoteApi<C> {
+    async fn call_with(&self, req: HttpRequest, transport: Transport) -> HttpResponse {
+        let state = self.state.clone();
+        match tokio::spawn(async move { state.handle(req, transport).await }).await {
+            Ok(res) => res,
+            Err(err) => {
+                tracing::error!("remote API request handler failed: {err}");
+                json_error(StatusCode::INTERNAL_SERVER_ERROR, "Internal error")
+            }
+        }
+    }
 }
 
 impl<C: ControlPlane> server::Handler for RemoteApi<C> {
@@ -226,27 +311,38 @@ impl<C: ControlPlane> server::Handler for RemoteApi<C> {
     }
 
     async fn call(&self, req: HttpRequest, peer: SocketAddr) -> HttpResponse {
-        let state = self.state.clone();
-        match tokio::spawn(async move { state.handle(req, peer).await }).await {
-            Ok(res) => res,
-            Err(err) => {
-                tracing::error!("remote API request handler failed: {err}");
-                json_error(StatusCode::INTERNAL_SERVER_ERROR, "Internal error")
-            }
-        }
+        self.call_with(req, Transport::Tcp { ip: normalize_ip(peer.ip()), tls: false }).await
+    }
+}
+
+#[cfg(feature = "tls")]
+impl<C: ControlPlane> crate::tls::TlsHandler for RemoteApi<C> {
+    async fn call_tls(&self, req: HttpRequest, peer: SocketAddr) -> HttpResponse {
+        self.call_with(req, Transport::Tcp { ip: normalize_ip(peer.ip()), tls: true }).await
+    }
+}
+
+impl<C: ControlPlane> crate::unix::UnixHandler for RemoteApi<C> {
+    async fn call_unix(&self, req: HttpRequest, uid: u32) -> HttpResponse {
+        self.call_with(req, Transport::Unix { uid }).await
     }
 }
 
 impl<C: ControlPlane> ApiState<C> {
-    async fn handle(&self, req: HttpRequest, peer: SocketAddr) -> HttpResponse {
+    async fn handle(&self, req: HttpRequest, transport: Transport) -> HttpResponse {
         let settings = self.control.settings();
-        if !settings.remote_access.start_remote_access {
+        let is_socket = matches!(transport, Transport::Unix { .. });
+        if !is_socket && !settings.remote_access.start_remote_access {
             return json_error(StatusCode::SERVICE_UNAVAILABLE, "Remote access disabled");
         }
         // The dashboard's files hold no data: served to everyone, before any trust or token decision.
         if crate::ui::is_ui_path(req.uri().path()) {
             return crate::ui::serve(req.method(), req.uri().path());
         }
+        let access = match auth::authenticate(req.headers(), transport, &settings.remote_access, self.tokens.as_ref()) {
+            Ok(access) => access,
+            Err(res) => return res,
+        };
         let Some(route) = Route::parse(req.uri().path()) else {
             return json_error(StatusCode::NOT_FOUND, "Not found");
         };
@@ -262,7 +358,20 @@ impl<C: ControlPlane> ApiState<C> {
                 return error_response(&err);
             }
         }
-        let peer = Peer { ip: normalize_ip(peer.ip()), from_browser: req.headers().contains_key(ORIGIN) };
+        let needed = auth::needed_scope(req.method(), matches!(route, Route::Action(..)));
+        let target = match (&route, route.process_id()) {
+            (_, Some(id)) => auth::Target::Process(id),
+            (Route::Processes, None) if req.method() == Method::POST => auth::Target::InBody,
+            _ => auth::Target::Monitor,
+        };
+        if let Err(res) = access.permits(needed, target) {
+            return res;
+        }
+        let ip = match &access {
+            Access::Remote { ip, .. } => *ip,
+            Access::Local => IpAddr::V4(std::net::Ipv4Addr::LOCALHOST),
+        };
+        let peer = Peer { ip, access };
         let ctx = Ctx { api: self, peer, settings };
         ctx.handle(route, req).await
     }
@@ -288,7 +397,8 @@ impl<C: ControlPlane> Ctx<'_, C> {
         let method = req.method().clone();
         match (route, method) {
             (Route::Processes, Method::GET) => {
-                let processes = self.control().list().await;
+                let mut processes = self.control().list().await;
+                processes.retain(|status| !self.peer.access.hides(&status.id));
                 json_response(StatusCode::OK, &json!({ "processes": processes }))
             }
             (Route::Processes, _) => self.register(req).await,
@@ -303,7 +413,8 @@ impl<C: ControlPlane> Ctx<'_, C> {
                 {
                     return res;
                 }
-                match self.control().deregister(&id).await {
+                let force = req.uri().query().is_some_and(|query| query.split('&').any(|pair| pair == "force=true"));
+                match self.control().deregister_with(&id, force).await {
                     Ok(()) => success(),
                     Err(err) => error_response(&err),
                 }
@@ -311,7 +422,8 @@ impl<C: ControlPlane> Ctx<'_, C> {
             (Route::Action(id, action), _) => self.act(&id, action, req).await,
             (Route::MonitorStatus, _) => ok_json(&self.control().monitor_status()),
             (Route::Metrics, _) => {
-                let processes = self.control().list().await;
+                let mut processes = self.control().list().await;
+                processes.retain(|status| !self.peer.access.hides(&status.id));
                 let text = crate::metrics::render(&self.control().monitor_status(), &processes);
                 server::text_body(StatusCode::OK, text, "text/plain; version=0.0.4; charset=utf-8")
             }
@@ -340,8 +452,8 @@ impl<C: ControlPlane> Ctx<'_, C> {
 
     /// Whether the peer is trusted: by address first, then by confirmed host name when a pattern needs one.
     async fn trusted(&self) -> bool {
-        if self.peer.from_browser {
-            return false;
+        if self.peer.local() {
+            return true;
         }
         let patterns = &self.remote().trusted_hosts;
         if host_is_trusted(self.peer.ip, &[], patterns) {
@@ -387,7 +499,18 @@ impl<C: ControlPlane> Ctx<'_, C> {
         let control = self.control();
         let state = match action {
             Action::Start => control.start(id).await,
-            Action::Stop => control.stop(id).await,
+            Action::Stop => {
+                return match control.stop_reporting(id).await {
+                    Ok((state, dependents)) if dependents.is_empty() => {
+                        json_response(StatusCode::OK, &json!({ "success": true, "state": state }))
+                    }
+                    Ok((state, dependents)) => json_response(
+                        StatusCode::OK,
+                        &json!({ "success": true, "state": state, "stoppedDependents": dependents }),
+                    ),
+                    Err(err) => error_response(&err),
+                };
+            }
             Action::Restart => control.restart(id).await,
             Action::Enable | Action::Disable => {
                 return unit_result(control.set_enabled(id, action == Action::Enable).await);
@@ -424,10 +547,14 @@ impl<C: ControlPlane> Ctx<'_, C> {
         if let Err(Error::InvalidId { reason, .. }) = validate_process_id(&config.id) {
             return json_error(StatusCode::BAD_REQUEST, &format!("Missing or invalid field: id ({reason})"));
         }
+        if let Err(res) = self.peer.access.permits(auth::Scope::Admin, auth::Target::Process(&config.id)) {
+            return res;
+        }
         if let Err(err) = config.validate() {
             return error_response(&err);
         }
-        config.is_remote = true;
+        // Registrations through the unix socket are local ones, as through the registry.
+        config.is_remote = !self.peer.local();
         config.partner = false;
         config.untrusted = !trusted;
         let partner = self.settings.partner_discovery.partner_instance_id.as_deref();
@@ -442,7 +569,8 @@ impl<C: ControlPlane> Ctx<'_, C> {
             if let Err(res) = self.untrusted_registration(&mut config).await {
                 return res;
             }
-            // The state-change hook is a command as well: the same lists decide, and its canonical path is stored.
+            // The state-change hook and an exec probe run programs as well: the same lists decide, and their
+            // canonical paths are stored.
             if let Some(hook) = config.on_state_change.as_mut() {
                 let (command, working_directory) = (hook.command.clone(), config.working_directory.clone());
                 let (whitelist, blacklist) =
@@ -474,6 +602,40 @@ impl<C: ControlPlane> Ctx<'_, C> {
                     }
                 }
             }
+            if let Some(check) =
+                config.aliveness_check.as_mut().filter(|check| check.probe_type == pm_core::ProbeType::Exec)
+            {
+                let (command, working_directory) =
+                    (check.command.clone().unwrap_or_default(), config.working_directory.clone());
+                let (whitelist, blacklist) =
+                    (self.remote().executable_whitelist.clone(), self.remote().executable_blacklist.clone());
+                let resolved = tokio::task::spawn_blocking(move || {
+                    let path_var = std::env::var_os("PATH");
+                    crate::exec::permitted_executable(
+                        &command,
+                        working_directory.as_deref(),
+                        path_var.as_deref(),
+                        &whitelist,
+                        &blacklist,
+                    )
+                })
+                .await;
+                match resolved {
+                    Ok(Ok(canonical)) => check.command = Some(canonical),
+                    Ok(Err(crate::exec::Refusal::OwnExecutable)) => {
+                        return json_error(
+                            StatusCode::FORBIDDEN,
+                            "Probe executable not permitted: the monitor's own executable (alivenessCheck.command)",
+                        );
+                    }
+                    Ok(Err(crate::exec::Refusal::NotPermitted)) | Err(_) => {
+                        return json_error(
+                            StatusCode::FORBIDDEN,
+                            "Probe executable not permitted by whitelist/blacklist (alivenessCheck.command)",
+                        );
+                    }
+                }
+            }
         }
         let id = config.id.clone();
         match self.control().register(config).await {
@@ -500,10 +662,25 @@ impl<C: ControlPlane> Ctx<'_, C> {
             return Err(refuse(&format!("Environment variable {name} not permitted for untrusted hosts")));
         }
         if let Some(check) = &config.aliveness_check {
-            let urls = std::iter::once(("alivenessCheck.url", &check.url))
-                .chain(check.status_url.iter().map(|url| ("alivenessCheck.statusUrl", url)));
+            // What the check connects to: the URL of an http check, the host of a tcp check (an exec check runs
+            // a program, checked against the lists below).
+            let target = match check.probe_type {
+                pm_core::ProbeType::Http => Some(("alivenessCheck.url", check.url.clone())),
+                pm_core::ProbeType::Tcp => {
+                    let host = check.host.as_deref().unwrap_or("127.0.0.1");
+                    let host = if host.contains(':') && !host.starts_with('[') {
+                        format!("[{host}]")
+                    } else {
+                        host.to_owned()
+                    };
+                    Some(("alivenessCheck.host", format!("http://{host}/")))
+                }
+                pm_core::ProbeType::Exec => None,
+            };
+            let urls =
+                target.into_iter().chain(check.status_url.iter().map(|url| ("alivenessCheck.statusUrl", url.clone())));
             for (field, url) in urls {
-                if !pm_core::url_is_loopback(url) {
+                if !pm_core::url_is_loopback(&url) {
                     return Err(refuse(&format!(
                         "{field} must target loopback (localhost, 127.0.0.0/8 or [::1]) for untrusted hosts"
                     )));
@@ -602,6 +779,13 @@ impl<C: ControlPlane> Ctx<'_, C> {
                 other => {
                     return json_error(StatusCode::BAD_REQUEST, &format!("Invalid query: unknown parameter {other:?}"))
                 }
+            }
+        }
+        // A token limited to processes may watch only one of them, named with `?process=`.
+        if self.peer.access.grant().is_some_and(|grant| !grant.processes.is_empty()) {
+            let target = auth::Target::Process(process.as_deref().unwrap_or_default());
+            if let Err(res) = self.peer.access.permits(auth::Scope::Read, target) {
+                return res;
             }
         }
         let trusted = self.trusted().await;
@@ -767,6 +951,7 @@ fn error_response(err: &Error) -> HttpResponse {
         }
         Error::InvalidField(_) | Error::InvalidPattern { .. } => json_error(StatusCode::BAD_REQUEST, &err.to_string()),
         Error::NotAllowed(message) => json_error(StatusCode::FORBIDDEN, message),
+        Error::Dependency(message) => json_error(StatusCode::CONFLICT, message),
         Error::Busy(_) => {
             let mut res = json_error(StatusCode::SERVICE_UNAVAILABLE, "Registry busy, retry later");
             res.headers_mut().insert(hyper::header::RETRY_AFTER, HeaderValue::from_static("1"));
@@ -862,6 +1047,7 @@ mod tests {
         check(Error::InvalidField("f".into()), StatusCode::BAD_REQUEST);
         check(Error::InvalidPattern { pattern: "p".into(), reason: "r".into() }, StatusCode::BAD_REQUEST);
         check(Error::NotAllowed("no".into()), StatusCode::FORBIDDEN);
+        check(Error::Dependency("needed by web".into()), StatusCode::CONFLICT);
         check(Error::Busy("b".into()), StatusCode::SERVICE_UNAVAILABLE);
         check(Error::ShuttingDown, StatusCode::SERVICE_UNAVAILABLE);
         check(Error::Storage("s".into()), StatusCode::INTERNAL_SERVER_ERROR);

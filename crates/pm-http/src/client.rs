@@ -87,10 +87,23 @@ impl HttpClient {
         body: Option<Vec<u8>>,
         timeout: Duration,
     ) -> Result<HttpResponse, Error> {
-        self.request_capped(method, url, body, timeout, None).await
+        self.request_capped(method, url, body, timeout, None, &[]).await
     }
 
-    /// Like [`HttpClient::request`]; with `cap`, at most `cap` bytes of the body are read and the rest is left
+    /// [`HttpClient::request`] with extra request headers (`("authorization", "Bearer ...")`); a header name or
+    /// value that is not valid HTTP is an [`Error::InvalidUrl`] naming it, without its value.
+    pub async fn request_with(
+        &self,
+        method: Method,
+        url: &str,
+        body: Option<Vec<u8>>,
+        timeout: Duration,
+        headers: &[(&str, &str)],
+    ) -> Result<HttpResponse, Error> {
+        self.request_capped(method, url, body, timeout, None, headers).await
+    }
+
+    /// Like [`HttpClient::request_with`]; with `cap`, at most `cap` bytes of the body are read and the rest is left
     /// unread (the connection is then dropped, not reused); `body` holds what was read.
     async fn request_capped(
         &self,
@@ -99,7 +112,17 @@ impl HttpClient {
         body: Option<Vec<u8>>,
         timeout: Duration,
         cap: Option<usize>,
+        headers: &[(&str, &str)],
     ) -> Result<HttpResponse, Error> {
+        let mut extra = Vec::with_capacity(headers.len());
+        for (name, value) in headers {
+            let invalid =
+                || Error::InvalidUrl { url: url.to_owned(), reason: format!("invalid value for header {name}") };
+            let name = hyper::header::HeaderName::from_bytes(name.as_bytes()).map_err(|_| invalid())?;
+            let mut value = HeaderValue::from_str(value).map_err(|_| invalid())?;
+            value.set_sensitive(true);
+            extra.push((name, value));
+        }
         let uri = parse_url(url)?;
         let targets = connect_targets(&uri, url)?;
         let json = body.is_some();
@@ -119,6 +142,9 @@ impl HttpClient {
                 }
                 if json {
                     builder = builder.header(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+                }
+                for (name, value) in &extra {
+                    builder = builder.header(name, value);
                 }
                 let request = builder
                     .body(body.clone())
@@ -207,7 +233,7 @@ pub(crate) fn connect_targets(uri: &Uri, url: &str) -> Result<Vec<Uri>, Error> {
 /// At most [`MAX_CHECK_BODY_BYTES`] of the body are read; a longer body is judged on its status (a cut JSON
 /// document does not parse, so it counts as a plain 2xx body).
 pub async fn check_health(client: &HttpClient, url: &str, timeout: Duration) -> bool {
-    match client.request_capped(Method::GET, url, None, timeout, Some(MAX_CHECK_BODY_BYTES)).await {
+    match client.request_capped(Method::GET, url, None, timeout, Some(MAX_CHECK_BODY_BYTES), &[]).await {
         Ok(response) if response.is_success() => body_says_healthy(&response.body),
         Ok(response) => {
             tracing::debug!(%url, status = response.status, "aliveness check failed");

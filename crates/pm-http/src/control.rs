@@ -20,10 +20,22 @@ pub trait ControlPlane: Send + Sync + 'static {
     fn register(&self, config: ProcessConfig) -> impl Future<Output = Result<(), Error>> + Send;
     /// Stops (if needed) and removes a process.
     fn deregister(&self, id: &str) -> impl Future<Output = Result<(), Error>> + Send;
+    /// Removes a process; unless `force`, refuses (`Error::Dependency`) when other processes depend on it.
+    /// Defaults to [`ControlPlane::deregister`].
+    fn deregister_with(&self, id: &str, force: bool) -> impl Future<Output = Result<(), Error>> + Send {
+        let _ = force;
+        self.deregister(id)
+    }
     /// Starts a process; answers the state it is in afterwards (`starting` or `running`).
     fn start(&self, id: &str) -> impl Future<Output = Result<ProcessState, Error>> + Send;
     /// Stops a process and waits until it is stopped.
     fn stop(&self, id: &str) -> impl Future<Output = Result<ProcessState, Error>> + Send;
+    /// Stops a process after the processes that depend on it; answers its state and the dependents it stopped
+    /// (in order). Defaults to [`ControlPlane::stop`] with no dependents.
+    fn stop_reporting(&self, id: &str) -> impl Future<Output = Result<(ProcessState, Vec<String>), Error>> + Send {
+        let stop = self.stop(id);
+        async move { Ok((stop.await?, Vec::new())) }
+    }
     /// Stops then starts a process.
     fn restart(&self, id: &str) -> impl Future<Output = Result<ProcessState, Error>> + Send;
     /// Enables or disables a process (disabling stops it).

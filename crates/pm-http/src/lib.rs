@@ -15,7 +15,8 @@
 //!   `Content-Length`, except the streams (`GET /events`, followed logs), which are chunked, bounded in number
 //!   and in memory. Request bodies are size-limited, request heads have a read timeout, connections are
 //!   bounded ([`ServerConfig`]).
-//! - Remote API trust comes from the TCP peer address only, never from a header.
+//! - Remote API trust comes from the TCP peer address (or the unix socket peer's credentials), never from a
+//!   header; a bearer token ([`auth`]) only narrows what an address may do, and another site's page is refused.
 //!
 //! With the `test-support` feature (for test suites only), the module `testing` holds test doubles: a fake
 //! [`ControlPlane`] and a fixed monitor status.
@@ -42,6 +43,8 @@
 //!         version: None,
 //!         aliveness_port: None,
 //!         remote_port: None,
+//!         containment: None,
+//!         containment_reason: None,
 //!     };
 //!     let listener = pm_http::bind("127.0.0.1:0".parse().unwrap()).unwrap();
 //!     let server = pm_http::spawn_aliveness(listener, status, pm_http::ServerConfig::default()).unwrap();
@@ -58,6 +61,7 @@
 
 mod aliveness;
 mod api;
+pub mod auth;
 mod body;
 mod client;
 mod control;
@@ -73,10 +77,15 @@ mod sse;
 mod stream_client;
 #[cfg(feature = "test-support")]
 pub mod testing;
+#[cfg(feature = "tls")]
+mod tls;
+mod unix;
 mod ui;
 
 pub use aliveness::spawn_aliveness;
-pub use api::spawn_remote_api;
+#[cfg(feature = "tls")]
+pub use api::spawn_remote_api_tls;
+pub use api::{spawn_remote_api, spawn_remote_api_with, spawn_unix_api, ApiOptions};
 pub use client::{check_health, HttpClient, HttpResponse, MAX_CHECK_BODY_BYTES};
 pub use control::ControlPlane;
 pub use error::Error;
@@ -85,3 +94,6 @@ pub use exec::{is_own_executable, own_executables};
 pub use helper::{AlivenessCallback, AlivenessServerHelper};
 pub use server::{bind, ServerConfig, ServerHandle};
 pub use stream_client::{HttpStream, SseEvent, SseParser};
+#[cfg(feature = "tls")]
+pub use tls::TlsConfig;
+pub use unix::{bind_unix, blocking_exchange, blocking_request, connect_unix, UnixResponse, UnixServerHandle};

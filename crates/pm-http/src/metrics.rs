@@ -23,6 +23,20 @@ pub fn render(monitor: &MonitorStatus, processes: &[ProcessStatus]) -> String {
     let _ = writeln!(out, "pm_monitor_running_processes{{instance=\"{instance}\"}} {}", monitor.running_process_count);
     family(&mut out, "pm_monitor_standalone", "gauge", "1 when partner monitoring is off.");
     let _ = writeln!(out, "pm_monitor_standalone{{instance=\"{instance}\"}} {}", u8::from(monitor.standalone_mode));
+    if let Some(containment) = &monitor.containment {
+        family(
+            &mut out,
+            "pm_monitor_containment",
+            "gauge",
+            "How processes are contained (`cgroup` or `process-group`; always 1).",
+        );
+        let reason = escape(monitor.containment_reason.as_deref().unwrap_or(""));
+        let _ = writeln!(
+            out,
+            "pm_monitor_containment{{instance=\"{instance}\",mode=\"{}\",reason=\"{reason}\"}} 1",
+            escape(containment)
+        );
+    }
     if let Some(partner) = &monitor.partner_instance_id {
         family(&mut out, "pm_monitor_partner_up", "gauge", "1 when the partner instance answers its checks.");
         let up = u8::from(monitor.partner_status.as_deref() == Some("alive"));

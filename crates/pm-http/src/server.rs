@@ -99,6 +99,12 @@ pub struct ServerHandle {
 }
 
 impl ServerHandle {
+    /// A handle of a server run by another accept loop of this crate (TLS).
+    #[cfg_attr(not(feature = "tls"), allow(dead_code))]
+    pub(crate) fn from_parts(local_addr: SocketAddr, stop: oneshot::Sender<()>, task: JoinHandle<()>) -> ServerHandle {
+        ServerHandle { local_addr, stop: Some(stop), task: Some(task) }
+    }
+
     /// The address the server listens on (with the real port when bound to port 0).
     pub fn local_addr(&self) -> SocketAddr {
         self.local_addr

@@ -35,6 +35,8 @@ pub fn monitor_status() -> MonitorStatus {
         version: None,
         aliveness_port: None,
         remote_port: None,
+        containment: None,
+        containment_reason: None,
     }
 }
 

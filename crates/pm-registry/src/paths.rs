@@ -76,6 +76,19 @@ impl Paths {
         self.root.join(format!("processes_{}.json.lock", self.instance_id))
     }
 
+    /// `processes_{id}.sock`: the unix socket of the local HTTP API (mode 0600 unless other users are named).
+    ///
+    /// The path can be longer than the kernel's limit for socket addresses (108 bytes on Linux); bind and connect
+    /// through `pm_http::unix` (relative to the folder) rather than with this path directly.
+    pub fn socket_file(&self) -> PathBuf {
+        self.root.join(format!("processes_{}.sock", self.instance_id))
+    }
+
+    /// `processes_{id}.tokens.json`: the hashes of the bearer tokens of the remote API (mode 0600).
+    pub fn tokens_file(&self) -> PathBuf {
+        self.root.join(format!("processes_{}.tokens.json", self.instance_id))
+    }
+
     /// `{id}_logs`: the log folder of this instance.
     pub fn logs_dir(&self) -> PathBuf {
         self.root.join(format!("{}_logs", self.instance_id))

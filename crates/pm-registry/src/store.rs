@@ -3,6 +3,7 @@
 use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use pm_core::{Registry, Timestamp};
@@ -25,6 +26,16 @@ pub struct FileStamp {
     pub len: u64,
     /// Inode number (0 where the platform has none).
     pub inode: u64,
+    /// Inode change time in nanoseconds since the Unix epoch (0 where the platform has none): it moves with
+    /// every rename and link of the file, so two versions that agree on the rest still tell apart.
+    pub changed_ns: i128,
+}
+
+/// The last registry a caching store read or wrote, with the stamp of the file it came from.
+#[derive(Debug)]
+struct Cached {
+    stamp: FileStamp,
+    registry: Registry,
 }
 
 /// The registry of one instance on disk.
@@ -32,15 +43,27 @@ pub struct FileStamp {
 /// Writers go through [`Store::transaction`], which holds an exclusive flock on the sidecar
 /// [`Paths::transaction_lock_file`] for the read-modify-write only; readers may [`Store::load`] at any time,
 /// because every save is an atomic rename of a complete, flushed file.
+///
+/// A store made with [`Store::new_cached`] (the monitor's) keeps the registry of its last transaction in memory
+/// and, while the file's [`FileStamp`] has not changed since, starts the next transaction from it instead of
+/// reading and parsing the file again; any change of the stamp (a local client's save, a hand edit) makes it
+/// read the file as before. Clones share the cache.
 #[derive(Debug, Clone)]
 pub struct Store {
     paths: Paths,
+    cache: Option<Arc<Mutex<Option<Cached>>>>,
 }
 
 impl Store {
     /// A store for the files at `paths`; touches nothing on disk.
     pub fn new(paths: Paths) -> Store {
-        Store { paths }
+        Store { paths, cache: None }
+    }
+
+    /// Like [`Store::new`], but transactions start from the registry of the previous one while the file has
+    /// not changed on disk since (judged by its [`FileStamp`]), for a long-lived writer such as the monitor.
+    pub fn new_cached(paths: Paths) -> Store {
+        Store { paths, cache: Some(Arc::default()) }
     }
 
     /// The paths of this store.
@@ -142,7 +165,15 @@ impl Store {
         f: impl FnOnce(&mut Registry) -> Result<T, E>,
     ) -> Result<T, E> {
         let flock = self.lock(timeout)?;
-        let (mut registry, existed) = match self.load() {
+        // The stamp is taken before the file is read: a save that slips in between gives a newer registry under
+        // an older stamp, which the next transaction sees as changed and reads again.
+        let stamp = self.cache.as_ref().and_then(|_| self.stamp());
+        let cached = self.take_cached(stamp);
+        let loaded = match cached {
+            Some(registry) => Ok(registry),
+            None => self.load(),
+        };
+        let (mut registry, existed) = match loaded {
             Ok(registry) => (registry, true),
             Err(err @ Error::Missing { .. }) if !create => return Err(err.into()),
             Err(Error::Missing { .. }) => {
@@ -152,6 +183,7 @@ impl Store {
             Err(err) => return Err(err.into()),
         };
         let before = registry.clone();
+        // A failing `f` may have changed the registry half-way: nothing is saved, and the cache stays empty.
         let res = f(&mut registry)?;
         if registry != before {
             // Strictly after the previous write even within one millisecond (the written precision).
@@ -159,9 +191,24 @@ impl Store {
             let after_previous = before.last_modified.map(|previous| previous.plus_millis(1));
             registry.last_modified = Some(after_previous.filter(|next| *next > now).unwrap_or(now));
             self.save_locked(&registry, existed)?;
+            // Still under the flock: the file is the one just written.
+            self.put_cached(self.stamp(), registry);
+        } else if existed {
+            self.put_cached(stamp, registry);
         }
         drop(flock);
         Ok(res)
+    }
+
+    /// The cached registry if the file still has `stamp` (leaving the cache empty either way).
+    fn take_cached(&self, stamp: Option<FileStamp>) -> Option<Registry> {
+        let cached = self.cache.as_ref()?.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).take()?;
+        (Some(cached.stamp) == stamp).then_some(cached.registry)
+    }
+
+    fn put_cached(&self, stamp: Option<FileStamp>, registry: Registry) {
+        let (Some(cache), Some(stamp)) = (&self.cache, stamp) else { return };
+        *cache.lock().unwrap_or_else(|poisoned| poisoned.into_inner()) = Some(Cached { stamp, registry });
     }
 
     /// Modification time, length and inode of the registry file; `None` if it is missing.
@@ -171,7 +218,8 @@ impl Store {
         {
             use std::os::unix::fs::MetadataExt;
             let modified_ns = i128::from(meta.mtime()) * 1_000_000_000 + i128::from(meta.mtime_nsec());
-            Some(FileStamp { modified_ns, len: meta.len(), inode: meta.ino() })
+            let changed_ns = i128::from(meta.ctime()) * 1_000_000_000 + i128::from(meta.ctime_nsec());
+            Some(FileStamp { modified_ns, len: meta.len(), inode: meta.ino(), changed_ns })
         }
         #[cfg(not(unix))]
         {
@@ -180,7 +228,7 @@ impl Store {
                 .ok()
                 .and_then(|at| at.duration_since(std::time::UNIX_EPOCH).ok())
                 .map_or(0, |since| since.as_nanos() as i128);
-            Some(FileStamp { modified_ns, len: meta.len(), inode: 0 })
+            Some(FileStamp { modified_ns, len: meta.len(), inode: 0, changed_ns: 0 })
         }
     }
 

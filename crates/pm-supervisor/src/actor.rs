@@ -6,11 +6,14 @@ use std::os::unix::process::ExitStatusExt;
 use std::sync::Arc;
 use std::time::Duration;
 
-use pm_core::{next_restart, Error, FailAction, ProcessConfig, ProcessEntry, ProcessState, RestartDecision, Timestamp};
+use pm_core::{
+    next_restart, Error, FailAction, ProcessConfig, ProcessEntry, ProcessState, RestartDecision, RestartOn, Timestamp,
+};
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
+use crate::cgroup::ProcCgroup;
 use crate::os::{self, ExitWatch};
 use crate::spawn::{self, SpawnContext};
 use crate::Shared;
@@ -61,6 +64,8 @@ const MIN_ROTATE_GAP: Duration = Duration::from_millis(10);
 const KILL_WAIT: Duration = Duration::from_secs(10);
 /// The least time between a failed spawn (missing executable, bad working directory) and the next attempt.
 const SPAWN_FAILURE_PAUSE: Duration = Duration::from_millis(100);
+/// How often memory is sampled when `memoryRestartBytes` is set.
+const MEMORY_EVERY: Duration = Duration::from_secs(1);
 
 /// A request to the actor.
 pub(crate) enum Cmd {
@@ -78,6 +83,20 @@ pub(crate) enum Cmd {
     Adopt {
         pid: u32,
         start_time: Option<u64>,
+    },
+    /// The dependencies of wait `gen` that do not hold yet (see [`crate::deps`]).
+    DepsPending {
+        gen: u64,
+        waiting_for: std::collections::BTreeMap<String, pm_core::DependencyCondition>,
+    },
+    /// Every dependency of wait `gen` holds: spawn now.
+    DepsReady {
+        gen: u64,
+    },
+    /// Wait `gen` failed (timeout, a dependency that failed): `failed` with this reason.
+    DepsFailed {
+        gen: u64,
+        reason: String,
     },
     /// End the actor: stop the child first, or leave it running for a successor monitor.
     Shutdown {
@@ -101,11 +120,17 @@ struct Child {
     watch: Watch,
     /// The run folder holding its logs (unknown for an adopted process).
     run_dir: Option<std::path::PathBuf>,
+    /// Its cgroup, with cgroup containment.
+    cgroup: Option<ProcCgroup>,
 }
 
 enum Watch {
     Own(tokio::process::Child),
+    /// Our child, cloned straight into its cgroup.
+    Forked(crate::cgroup_spawn::Forked),
     Adopted(ExitWatch),
+    /// The leader exited 0 and `trackDaemonizedChildren` keeps the process running while its cgroup is populated.
+    Daemons(ProcCgroup),
 }
 
 /// How a run ended.
@@ -131,6 +156,7 @@ enum Event {
     CheckDue,
     CheckDone((bool, Duration)),
     RotateDue,
+    MemoryDue,
     LogsWritten,
 }
 
@@ -149,6 +175,13 @@ pub(crate) struct Actor {
     check_task: Option<JoinHandle<(bool, Duration)>>,
     counters: Counters,
     rotate_at: Option<Instant>,
+    /// Number of the current wait for dependencies (a stale answer of an earlier wait is ignored).
+    wait_gen: u64,
+    /// Next memory sample (with `memoryRestartBytes`) and how many samples in a row were above it.
+    memory_at: Option<Instant>,
+    memory_over: u32,
+    /// The process's cgroup was left empty by a leader's exit without a kill: the restart may use it again.
+    cgroup_reusable: bool,
     /// Wakes on writes to the current run's logs (only with `logMaxBytes`).
     log_watch: Option<crate::watch::LogWatch>,
     last_rotation: Option<Instant>,
@@ -181,6 +214,10 @@ impl Actor {
             check_task: None,
             counters: Counters::default(),
             rotate_at: None,
+            wait_gen: 0,
+            memory_at: None,
+            memory_over: 0,
+            cgroup_reusable: false,
             log_watch: None,
             last_rotation: None,
         };
@@ -199,6 +236,11 @@ impl Actor {
                 }
                 Event::Cmd(Some(Cmd::Shutdown { leave_running, done })) => {
                     self.cancel_check();
+                    if !leave_running && self.is_waiting() {
+                        self.cancel_wait();
+                        self.entry.state = ProcessState::Stopped;
+                        self.publish();
+                    }
                     if !leave_running && self.child.is_some() {
                         let info = self.terminate().await;
                         self.record_exit(&info);
@@ -213,6 +255,9 @@ impl Actor {
                         self.entry.state = ProcessState::Stopped;
                         self.publish();
                     }
+                    if self.child.is_none() {
+                        self.remove_idle_cgroup();
+                    }
                     let _ = done.send(self.entry.clone());
                     return;
                 }
@@ -221,6 +266,9 @@ impl Actor {
                 Event::RetryDue => {
                     self.retry_at = None;
                     let _ = self.spawn_now().await;
+                    if self.entry.config.restart_dependents && self.child.is_some() {
+                        self.shared.deps.restarted(&self.entry.config.id);
+                    }
                 }
                 Event::ResetDue => {
                     self.reset_at = None;
@@ -231,6 +279,7 @@ impl Actor {
                 }
                 Event::CheckDue => self.launch_check(),
                 Event::RotateDue => self.rotate_logs().await,
+                Event::MemoryDue => self.check_memory().await,
                 Event::LogsWritten => {
                     let soonest = self.soonest_rotation();
                     self.rotate_at = Some(self.rotate_at.map_or(soonest, |at| at.min(soonest)));
@@ -267,6 +316,7 @@ impl Actor {
             () = sleep_until(self.reset_at) => Event::ResetDue,
             () = sleep_until(check_at) => Event::CheckDue,
             () = sleep_until(self.rotate_at) => Event::RotateDue,
+            () = sleep_until(self.memory_at) => Event::MemoryDue,
             passed = join_check(check_task) => Event::CheckDone(passed),
             () = logs_written(log_watch) => Event::LogsWritten,
         }
@@ -285,6 +335,8 @@ impl Actor {
             }
             self.entry.state = ProcessState::Disabled;
             self.entry.pid = None;
+            self.entry.waiting_for.clear();
+            self.entry.waiting_since = None;
             self.publish();
             return;
         }
@@ -299,17 +351,37 @@ impl Actor {
                 }
                 let entry = &self.entry;
                 let was_stopping = entry.state == ProcessState::Stopping;
-                self.adopt(pid, entry.pid_start_time);
+                // Its startup check had not passed yet: it is not healthy until it does (dependents wait).
+                let resume_startup = entry.state == ProcessState::Starting;
+                self.adopt_with(pid, entry.pid_start_time, resume_startup);
                 if was_stopping {
                     self.stop_child(ProcessState::Stopped).await;
                 }
                 return;
             }
+            if self.entry.state == ProcessState::Starting && self.entry.waiting_since.is_some() {
+                // It was waiting for its dependencies (never spawned): wait on.
+                let since = self.entry.waiting_since;
+                self.entry.pid = None;
+                self.wait_for_dependencies(since);
+                return;
+            }
+            self.entry.waiting_for.clear();
+            self.entry.waiting_since = None;
             match self.entry.state {
                 ProcessState::Starting | ProcessState::Running | ProcessState::Crashed => {
                     self.entry.pid = None;
                     self.entry.last_stopped_at = Some(Timestamp::now());
                     self.entry.last_error = Some("exited while the monitor was not running".to_owned());
+                    if self.entry.config.restart_policy().restart_on != RestartOn::Always {
+                        // A job under `failure`/`never` may have finished: with its exit code unknown, it is not
+                        // run again.
+                        self.entry.last_error =
+                            Some("exited while the monitor was not running (exit code unknown)".to_owned());
+                        self.entry.state = ProcessState::Stopped;
+                        self.publish();
+                        return;
+                    }
                     self.entry.state = ProcessState::Crashed;
                     self.schedule_restart();
                     return;
@@ -335,14 +407,14 @@ impl Actor {
             let never_started = self.entry.last_started_at.is_none() && self.entry.last_stopped_at.is_none();
             if self.entry.config.autostart && (boot || never_started) {
                 self.entry.restart_attempts = 0;
-                let _ = self.spawn_now().await;
+                let _ = self.spawn_or_wait().await;
             } else {
                 self.publish();
             }
             return;
         }
         if self.entry.config.autostart {
-            let _ = self.spawn_now().await;
+            let _ = self.spawn_or_wait().await;
         } else {
             self.publish();
         }
@@ -404,6 +476,30 @@ impl Actor {
                     self.adopt(pid, start_time);
                 }
             }
+            Cmd::DepsPending { gen, waiting_for } => {
+                if gen == self.wait_gen && self.is_waiting() && self.entry.waiting_for != waiting_for {
+                    self.entry.waiting_for = waiting_for;
+                    self.publish();
+                }
+            }
+            Cmd::DepsReady { gen } => {
+                if gen == self.wait_gen && self.is_waiting() {
+                    self.entry.waiting_for.clear();
+                    self.entry.waiting_since = None;
+                    tracing::info!(process = %self.entry.config.id, "dependencies met");
+                    let _ = self.spawn_now().await;
+                }
+            }
+            Cmd::DepsFailed { gen, reason } => {
+                if gen == self.wait_gen && self.is_waiting() {
+                    tracing::warn!(process = %self.entry.config.id, "{reason}");
+                    self.entry.waiting_for.clear();
+                    self.entry.waiting_since = None;
+                    self.entry.last_error = Some(reason);
+                    self.entry.state = ProcessState::Failed;
+                    self.publish();
+                }
+            }
             Cmd::Shutdown { .. } => unreachable!("handled in run"),
         }
     }
@@ -415,24 +511,79 @@ impl Actor {
         if self.child.is_some() {
             return Ok(self.entry.state);
         }
+        if self.is_waiting() {
+            return Ok(self.entry.state);
+        }
         self.retry_at = None;
         self.entry.restart_attempts = 0;
         self.entry.last_error = None;
-        self.spawn_now().await.map_err(Error::NotAllowed)?;
+        self.spawn_or_wait().await.map_err(Error::NotAllowed)?;
         Ok(self.entry.state)
+    }
+
+    /// Spawns now, or first waits in `starting` for the `dependsOn` conditions.
+    async fn spawn_or_wait(&mut self) -> Result<(), String> {
+        if self.entry.config.depends_on.is_empty() {
+            self.spawn_now().await
+        } else {
+            self.wait_for_dependencies(None);
+            Ok(())
+        }
+    }
+
+    /// Waits in `starting` (no child yet) until every dependency's condition holds; `since` is when the start
+    /// was requested (now when `None`; kept across a monitor restart).
+    fn wait_for_dependencies(&mut self, since: Option<Timestamp>) {
+        self.retry_at = None;
+        self.wait_gen += 1;
+        let since = since.unwrap_or_else(Timestamp::now);
+        self.entry.state = ProcessState::Starting;
+        self.entry.waiting_since = Some(since);
+        self.entry.waiting_for = self.entry.config.depends_on.clone();
+        self.publish();
+        self.shared.deps.wait(crate::deps::Wait {
+            id: self.entry.config.id.clone(),
+            gen: self.wait_gen,
+            since,
+            depends_on: self.entry.config.depends_on.clone(),
+            timeout: Duration::from_millis(self.entry.config.dependency_timeout_ms()),
+        });
+    }
+
+    /// Whether it waits for its dependencies (`starting` without a child).
+    fn is_waiting(&self) -> bool {
+        self.child.is_none() && self.entry.state == ProcessState::Starting && self.entry.waiting_since.is_some()
+    }
+
+    /// Ends a wait for dependencies (a stop or disable came first).
+    fn cancel_wait(&mut self) {
+        self.wait_gen += 1;
+        self.entry.waiting_for.clear();
+        self.entry.waiting_since = None;
     }
 
     /// Stops whatever runs or waits; answers the resulting state.
     async fn stop(&mut self) -> ProcessState {
         self.retry_at = None;
+        self.cancel_wait();
         let target = if self.entry.config.enabled { ProcessState::Stopped } else { ProcessState::Disabled };
         if self.child.is_some() {
             self.stop_child(target).await;
-        } else if self.entry.state != target {
-            self.entry.state = target;
-            self.publish();
+        } else {
+            self.remove_idle_cgroup();
+            if self.entry.state != target {
+                self.entry.state = target;
+                self.publish();
+            }
         }
         self.entry.state
+    }
+
+    /// Removes the (empty) cgroup a crashed run left for its restart, once no restart follows.
+    fn remove_idle_cgroup(&self) {
+        if let Some(dir) = self.cgroup_dir() {
+            crate::cgroup::remove_empty(&dir);
+        }
     }
 
     async fn set_enabled(&mut self, enabled: bool) {
@@ -443,8 +594,11 @@ impl Actor {
             }
         } else {
             self.retry_at = None;
+            self.cancel_wait();
             if self.child.is_some() {
                 self.stop_child(ProcessState::Disabled).await;
+            } else {
+                self.remove_idle_cgroup();
             }
             self.entry.state = ProcessState::Disabled;
         }
@@ -474,20 +628,37 @@ impl Actor {
         let Some(mut child) = self.child.take() else {
             return ExitInfo { code: None, signal: None };
         };
+        self.memory_at = None;
         let deadline = Instant::now() + grace;
         let pgid = child.pid;
         let start_time = self.entry.pid_start_time;
+        let cgroup = child.cgroup.clone();
+        let carriers = self.carrier_key();
         if grace.is_zero() {
             os::signal_leader(pgid, start_time, libc::SIGKILL);
         } else {
             os::signal_leader(pgid, start_time, libc::SIGTERM);
             // A stopped (SIGSTOP) process only acts on SIGTERM once continued.
             os::signal_leader(pgid, start_time, libc::SIGCONT);
+            // Processes that left the group (a double fork, setsid) get the same graceful stop.
+            if let Some(cgroup) = &cgroup {
+                cgroup.signal_members_outside(pgid, libc::SIGTERM);
+                cgroup.signal_members_outside(pgid, libc::SIGCONT);
+            }
+            if let Some((owner, id)) = carriers.clone() {
+                let _ = tokio::task::spawn_blocking(move || {
+                    crate::cgroup::signal_carriers_outside(&owner, &id, pgid, libc::SIGTERM)
+                })
+                .await;
+            }
         }
         let info = match tokio::time::timeout_at(deadline, child.watch.wait()).await {
             Ok(info) => info,
             Err(_) => {
                 tracing::warn!(process = %self.entry.config.id, pid = pgid, "did not stop in {grace:?}; killing its process group");
+                if let Some(cgroup) = &cgroup {
+                    cgroup.kill_now();
+                }
                 if os::signal_leader(pgid, start_time, libc::SIGKILL) {
                     // Delivered: it ends (a process in uninterruptible sleep only later); until then it is
                     // still ours, and no second copy may start.
@@ -505,25 +676,139 @@ impl Actor {
                 }
             }
         };
-        // The leader is gone; give the rest of its group the remaining grace, then kill it.
+        self.shared.owned.lock().expect("owned lock").remove(&pgid);
+        // The leader is gone; give the rest of its group (and of its cgroup) the remaining grace, then kill it.
         crate::groupwait::wait_group_gone(pgid, deadline).await;
+        if let Some(cgroup) = &cgroup {
+            let mut pause = Duration::from_millis(10);
+            while Instant::now() < deadline && cgroup.populated() {
+                tokio::time::sleep(pause.min(deadline.saturating_duration_since(Instant::now()))).await;
+                pause = (pause * 2).min(Duration::from_millis(100));
+            }
+        }
         if os::group_exists(pgid) {
             os::signal_group(pgid, libc::SIGKILL);
         }
+        self.kill_leftovers(cgroup.as_ref(), carriers, Some(deadline)).await;
         self.running_since = None;
         info
     }
 
+    /// The owner key and process id whose carriers are killed at a stop (the process-group fallback).
+    fn carrier_key(&self) -> Option<(String, String)> {
+        (self.shared.kill_carriers && !self.entry.config.partner)
+            .then(|| (self.shared.owner.clone(), self.entry.config.id.clone()))
+    }
+
+    /// After the leader is gone: kills whatever is left in its cgroup and removes the cgroup; in the process-group
+    /// fallback, waits for the processes carrying its owner key until `deadline` (if any), then kills them.
+    async fn kill_leftovers(
+        &self,
+        cgroup: Option<&ProcCgroup>,
+        carriers: Option<(String, String)>,
+        deadline: Option<Instant>,
+    ) {
+        if let Some(cgroup) = cgroup {
+            cgroup.kill_and_remove(KILL_WAIT).await;
+        }
+        let Some((owner, id)) = carriers else { return };
+        let mut pause = Duration::from_millis(20);
+        while deadline.is_some_and(|deadline| Instant::now() < deadline) {
+            let (owner, id) = (owner.clone(), id.clone());
+            let left = tokio::task::spawn_blocking(move || crate::cgroup::carriers(&owner, &id)).await;
+            if left.map_or(true, |left| left.is_empty()) {
+                return;
+            }
+            tokio::time::sleep(pause).await;
+            pause = (pause * 2).min(Duration::from_millis(200));
+        }
+        let killed = tokio::task::spawn_blocking(move || crate::cgroup::signal_carriers(&owner, &id, libc::SIGKILL))
+            .await
+            .unwrap_or(0);
+        if killed > 0 {
+            tracing::info!(process = %self.entry.config.id, killed, "killed processes that had left its process group");
+        }
+    }
+
+    /// The cgroup of this process, when it has one (never for a partner monitor).
+    fn cgroup_dir(&self) -> Option<std::path::PathBuf> {
+        if self.entry.config.partner {
+            return None;
+        }
+        self.shared.containment.dir(&self.entry.config.id)
+    }
+
+    fn schedule_memory(&mut self) {
+        self.memory_over = 0;
+        self.memory_at = self.entry.config.memory_restart_bytes.map(|_| Instant::now() + MEMORY_EVERY);
+    }
+
+    /// One memory sample against `memoryRestartBytes`: the second in a row above it restarts the process.
+    async fn check_memory(&mut self) {
+        self.memory_at = None;
+        let (Some(limit), Some(child)) = (self.entry.config.memory_restart_bytes, self.child.as_ref()) else { return };
+        let (cgroup, pgid) = (child.cgroup.clone(), child.pid);
+        let used = tokio::task::spawn_blocking(move || match cgroup {
+            Some(cgroup) => cgroup.memory_bytes(),
+            None => crate::resources::group_memory(&[pgid]).get(&pgid).copied().unwrap_or(0),
+        })
+        .await
+        .unwrap_or(0);
+        let over = if used > limit { self.memory_over + 1 } else { 0 };
+        if over < 2 {
+            self.memory_at = Some(Instant::now() + MEMORY_EVERY);
+            self.memory_over = over;
+            return;
+        }
+        let reason = format!(
+            "memory use {used} bytes stayed above memoryRestartBytes ({limit} bytes) for two samples; restarted"
+        );
+        tracing::warn!(process = %self.entry.config.id, "{reason}");
+        self.entry.state = ProcessState::Stopping;
+        self.publish();
+        let info = self.terminate().await;
+        self.record_exit(&info);
+        self.entry.last_error = Some(reason);
+        self.counters.restarts += 1;
+        let _ = self.spawn_now().await;
+    }
+
     fn adopt(&mut self, pid: u32, start_time: Option<u64>) {
+        self.adopt_with(pid, start_time, false);
+    }
+
+    /// Adopts `pid`; with `resume_startup`, it runs its startup checks (if it has any) before it counts as up,
+    /// without being reported `running` meanwhile.
+    fn adopt_with(&mut self, pid: u32, start_time: Option<u64>, resume_startup: bool) {
         tracing::info!(process = %self.entry.config.id, pid, "adopted running process");
         let run_dir = self.newest_run_dir();
-        self.child = Some(Child { pid, watch: Watch::Adopted(ExitWatch::new(pid, start_time)), run_dir });
+        let cgroup = self.cgroup_dir().and_then(ProcCgroup::existing);
+        let watch = match &cgroup {
+            // A tracked daemon whose leader is long gone: the process lives as long as its cgroup holds any.
+            Some(cgroup)
+                if self.entry.config.track_daemonized_children
+                    && pm_registry::pid::family(pid).is_some_and(|family| family.pgrp != pid) =>
+            {
+                Watch::Daemons(cgroup.clone())
+            }
+            _ => Watch::Adopted(ExitWatch::new(pid, start_time)),
+        };
+        self.child = Some(Child { pid, watch, run_dir, cgroup });
         self.schedule_rotation();
+        self.schedule_memory();
         self.watch_logs();
         self.entry.pid = Some(pid);
         self.entry.pid_start_time = start_time;
         self.running_since = Some(std::time::Instant::now());
-        self.enter_running();
+        match self.startup_check().filter(|_| resume_startup) {
+            Some(initial_delay) => {
+                self.entry.state = ProcessState::Starting;
+                self.phase = Phase::Startup { attempts: 0 };
+                self.check_at = Some(Instant::now() + initial_delay);
+                self.publish();
+            }
+            None => self.enter_running(),
+        }
     }
 
     /// Spawns the process now (state `starting`, or `running` without startup checks); a failure to spawn
@@ -567,28 +852,72 @@ impl Actor {
         };
         let now = Timestamp::now();
         let keep_runs = self.entry.config.keep_runs_or(self.shared.keep_runs);
+        let cgroup_dir = self.cgroup_dir();
         let res = self
             .shared
-            .paths
-            .new_run_dir(&self.entry.config.id, now)
-            .map_err(|err| std::io::Error::other(format!("cannot create log folder: {err}")))
-            .and_then(|run_dir| {
+            .containment
+            .check_limits(&self.entry.config)
+            .map_err(|err| std::io::Error::other(err.to_string()))
+            .and_then(|()| {
+                let reuse = std::mem::take(&mut self.cgroup_reusable);
+                cgroup_dir.as_deref().map(|dir| ProcCgroup::prepare(dir, &self.entry.config, reuse)).transpose()
+            })
+            .and_then(|prepared| {
+                let run_dir = self
+                    .shared
+                    .paths
+                    .new_run_dir(&self.entry.config.id, now)
+                    .map_err(|err| std::io::Error::other(format!("cannot create log folder: {err}")))?;
+                Ok((prepared, run_dir))
+            })
+            .and_then(|(prepared, run_dir)| {
+                use std::os::fd::AsRawFd;
                 let ctx = SpawnContext {
                     default_cwd: &self.shared.default_cwd,
                     run_dir: &run_dir,
                     extra_env: &self.shared.extra_env,
                     owner: &self.shared.owner,
+                    cgroup_procs: prepared.as_ref().map(|prepared| prepared.procs.as_raw_fd()),
                     checked: checked.as_ref(),
                 };
-                spawn::spawn(&self.entry.config, &ctx).map(|child| (child, run_dir.clone())).inspect_err(|_| {
-                    // Nothing ran: the folder (two empty log files) would only push real runs out.
+                // Held across the spawn: the reaper of re-parented strays must not take this child for one.
+                let mut owned = self.shared.owned.lock().expect("owned lock");
+                let res = match &prepared {
+                    // Cloned straight into its cgroup; where the kernel cannot, and for an untrusted registration
+                    // (executed from its checked descriptor), moved there before it executes.
+                    Some(prepared) if ctx.checked.is_none() && !self.entry.config.untrusted => {
+                        match spawn::spawn_into_cgroup(&self.entry.config, &ctx, prepared.dir.as_raw_fd()) {
+                            Err(err) if err.kind() == std::io::ErrorKind::Unsupported => {
+                                spawn::spawn(&self.entry.config, &ctx).map(Watch::Own)
+                            }
+                            res => res.map(Watch::Forked),
+                        }
+                    }
+                    _ => spawn::spawn(&self.entry.config, &ctx).map(Watch::Own),
+                };
+                let res = res.map(|watch| {
+                    let pid = match &watch {
+                        Watch::Own(child) => child.id().unwrap_or(0),
+                        Watch::Forked(forked) => forked.pid,
+                        _ => 0,
+                    };
+                    owned.insert(pid);
+                    (watch, pid)
+                });
+                drop(owned);
+                let cgroup = prepared.map(|prepared| prepared.cgroup);
+                res.map(|(watch, pid)| (watch, pid, run_dir.clone(), cgroup.clone())).inspect_err(|_| {
+                    // Nothing ran: the folder (two empty log files) would only push real runs out, and the cgroup
+                    // would outlive the process.
                     let _ = std::fs::remove_dir_all(&run_dir);
+                    if let Some(cgroup) = &cgroup {
+                        let _ = std::fs::remove_dir(&cgroup.dir);
+                    }
                 })
             });
         self.entry.last_started_at = Some(now);
         match res {
-            Ok((child, run_dir)) => {
-                let pid = child.id().unwrap_or(0);
+            Ok((watch, pid, run_dir, cgroup)) => {
                 // Old run folders go after the child runs, off this task.
                 let paths = self.shared.paths.clone();
                 let (id, newest) = (self.entry.config.id.clone(), run_dir.clone());
@@ -601,8 +930,9 @@ impl Actor {
                 self.entry.pid = Some(pid);
                 self.entry.pid_start_time = pm_registry::pid::start_time(pid);
                 self.entry.consecutive_failures = 0;
-                self.child = Some(Child { pid, watch: Watch::Own(child), run_dir: Some(run_dir) });
+                self.child = Some(Child { pid, watch, run_dir: Some(run_dir), cgroup });
                 self.schedule_rotation();
+                self.schedule_memory();
                 self.watch_logs();
                 self.running_since = Some(std::time::Instant::now());
                 let startup = self.startup_check();
@@ -729,9 +1059,32 @@ impl Actor {
     }
 
     async fn on_unrequested_exit(&mut self, info: ExitInfo) {
-        let pid = self.child.take().map(|child| child.pid);
+        let Some(child) = self.child.take() else { return };
+        let pid = Some(child.pid);
+        self.shared.owned.lock().expect("owned lock").remove(&child.pid);
+        if let Some(cgroup) = child.cgroup.as_ref().filter(|_| self.entry.config.track_daemonized_children) {
+            if info.code == Some(0) && !matches!(child.watch, Watch::Daemons(_)) && cgroup.populated() {
+                // The leader forked a daemon and returned: the process runs on as its cgroup's members.
+                if let Some((member, start_time)) = cgroup.first_member() {
+                    tracing::info!(process = %self.entry.config.id, pid = member, "leader exited 0; tracking its daemonized children");
+                    self.entry.last_exit_code = Some(0);
+                    self.entry.pid = Some(member);
+                    self.entry.pid_start_time = start_time;
+                    let cgroup = cgroup.clone();
+                    self.child = Some(Child {
+                        pid: member,
+                        watch: Watch::Daemons(cgroup.clone()),
+                        run_dir: child.run_dir,
+                        cgroup: Some(cgroup),
+                    });
+                    self.publish();
+                    return;
+                }
+            }
+        }
         self.cancel_check();
         self.reset_at = None;
+        self.memory_at = None;
         self.running_since = None;
         self.record_exit(&info);
         let how = match (info.code, info.signal) {
@@ -739,13 +1092,52 @@ impl Actor {
             (None, Some(signal)) => format!("killed by signal {signal}"),
             (None, None) => "exited".to_owned(),
         };
-        tracing::warn!(process = %self.entry.config.id, pid, "{how}");
-        self.set_error(&format!("process {how}"));
-        // Orphans of the crashed leader would otherwise outlive it (and hold its ports).
+        // Read before the leftovers are killed: the kill does not count as the kernel's OOM kill.
+        let oom = child.cgroup.as_ref().and_then(ProcCgroup::oom_error);
+        // Orphans of the leader would otherwise outlive it (and hold its ports).
         if let Some(pgid) = pid {
             if os::group_exists(pgid) {
                 os::signal_group(pgid, libc::SIGKILL);
             }
+        }
+        // The owner key is for stops only: an exit kills the group (and what is left in the cgroup), as without
+        // containment.
+        if let Some(cgroup) = &child.cgroup {
+            self.cgroup_reusable = cgroup.kill_leftovers(KILL_WAIT).await;
+        }
+        let restart_on = self.entry.config.restart_policy.as_ref().map(|policy| policy.restart_on).unwrap_or_default();
+        match (restart_on, info.code, info.signal) {
+            (RestartOn::Failure | RestartOn::Never, Some(0), _) => {
+                // A job that finished: done, not a crash.
+                tracing::info!(process = %self.entry.config.id, pid, "completed (exit code 0)");
+                self.entry.last_error = None;
+                self.entry.state = ProcessState::Stopped;
+                self.publish();
+                return;
+            }
+            (RestartOn::Failure | RestartOn::Never, None, None) => {
+                // An adopted process: its exit code is not known, so it is neither restarted nor counted as done.
+                self.entry.last_error = Some("exited (exit code unknown: adopted after a monitor restart)".to_owned());
+                self.entry.state = ProcessState::Stopped;
+                self.publish();
+                return;
+            }
+            (RestartOn::Never, _, _) => {
+                tracing::warn!(process = %self.entry.config.id, pid, "{how}; not restarted (restartOn never)");
+                self.set_error(&format!("process {how} (restartOn never)"));
+                if let Some(oom) = &oom {
+                    self.set_error(oom);
+                }
+                self.entry.state = ProcessState::Failed;
+                self.publish();
+                return;
+            }
+            _ => {}
+        }
+        tracing::warn!(process = %self.entry.config.id, pid, "{how}");
+        self.set_error(&format!("process {how}"));
+        if let Some(oom) = &oom {
+            self.set_error(oom);
         }
         self.entry.state = ProcessState::Crashed;
         self.publish();
@@ -773,6 +1165,7 @@ impl Actor {
             RestartDecision::GiveUp => {
                 self.entry.state = ProcessState::Failed;
                 self.retry_at = None;
+                self.remove_idle_cgroup();
             }
         }
         self.publish();
@@ -805,14 +1198,19 @@ impl Actor {
         self.check_at = Some(Instant::now() + Duration::from_millis(interval.max(1)));
         let http = self.shared.http.clone();
         let timeout = Duration::from_millis(check.timeout_ms.max(1));
+        let ctx = crate::probe::ExecContext {
+            default_cwd: self.shared.default_cwd.clone(),
+            extra_env: self.shared.extra_env.clone(),
+            config: self.entry.config.clone(),
+        };
         let untrusted = self.entry.config.untrusted;
         self.check_task = Some(tokio::spawn(async move {
             let started = std::time::Instant::now();
-            // An untrusted registration's check stays on loopback (also when the registry was edited since), and
-            // a failure is reported only once the check's timeout is over, so that when it fails does not tell
-            // a closed port from one that does not answer HTTP.
-            let passed = (!untrusted || pm_core::url_is_loopback(&check.url))
-                && pm_http::check_health(&http, &check.url, timeout).await;
+            // An untrusted registration's HTTP check stays on loopback (also when the registry was edited since),
+            // and a failure is reported only once the check's timeout is over, so that when it fails does not
+            // tell a closed port from one that does not answer HTTP.
+            let loopback = check.probe_type != pm_core::ProbeType::Http || pm_core::url_is_loopback(&check.url);
+            let passed = (!untrusted || loopback) && crate::probe::run(&http, &check, &ctx, timeout).await;
             if untrusted && !passed {
                 tokio::time::sleep_until(Instant::from_std(started) + timeout).await;
             }
@@ -836,7 +1234,7 @@ impl Actor {
                     self.phase = Phase::Startup { attempts };
                     return;
                 }
-                let reason = format!("startup check failed {attempts} times ({})", check.url);
+                let reason = format!("startup check failed {attempts} times ({})", check.target());
                 tracing::warn!(process = %self.entry.config.id, "{reason}; action {:?}", startup.fail_action);
                 let info = if self.entry.config.partner {
                     self.terminate_within(Duration::ZERO).await
@@ -877,7 +1275,7 @@ impl Actor {
                     self.publish();
                     return;
                 }
-                let reason = format!("aliveness check failed {failures} times in a row ({})", check.url);
+                let reason = format!("aliveness check failed {failures} times in a row ({})", check.target());
                 tracing::warn!(process = %self.entry.config.id, "{reason}; killing its process group");
                 // A hung partner monitor is killed outright: a graceful shutdown would stop the processes it
                 // manages, which its replacement adopts instead.
@@ -925,6 +1323,7 @@ impl Actor {
         let events = crate::events::changes(&self.publish.borrow().entry, &self.entry, retry_in);
         self.publish.send_replace(snapshot);
         self.shared.changed.notify_one();
+        self.shared.deps.changed();
         crate::events::emit(&self.shared, &self.entry, events);
     }
 }
@@ -947,6 +1346,14 @@ impl Watch {
             Watch::Adopted(watch) => {
                 watch.wait().await;
                 ExitInfo { code: None, signal: None }
+            }
+            Watch::Daemons(cgroup) => {
+                cgroup.wait_empty().await;
+                ExitInfo { code: None, signal: None }
+            }
+            Watch::Forked(forked) => {
+                let (code, signal) = forked.wait().await;
+                ExitInfo { code, signal }
             }
         }
     }

@@ -43,6 +43,9 @@ pub struct DaemonConfig {
     pub keep_runs: usize,
     /// How long to wait for the instance lock.
     pub lock_timeout: Duration,
+    /// PEM certificate chain and private key: serve the remote API over TLS (only with the `tls` feature;
+    /// without it the daemon refuses to start when this is set).
+    pub tls: Option<(PathBuf, PathBuf)>,
 }
 
 /// How the daemon ended.
@@ -76,6 +79,25 @@ pub enum Error {
     /// The replacement process of a self-restart could not be started.
     #[error("cannot start the replacement monitor")]
     Respawn(#[source] std::io::Error),
+    /// The open-files limit is too low for the registry, even after raising the soft limit to the hard one.
+    #[error(
+        "the open-files limit (RLIMIT_NOFILE) is {soft} (hard limit {hard}), too low for {processes} registered \
+         processes: the monitor needs one descriptor per process plus {reserve}, so at least {needed}; raise the \
+         hard limit (`ulimit -Hn`, LimitNOFILE= of a systemd unit, /etc/security/limits.conf) or register fewer \
+         processes"
+    )]
+    FileLimit {
+        /// The soft limit in force.
+        soft: u64,
+        /// The hard limit.
+        hard: u64,
+        /// Entries of the registry.
+        processes: usize,
+        /// Descriptors kept besides one per process.
+        reserve: u64,
+        /// The least limit that fits.
+        needed: u64,
+    },
     /// Any other failure.
     #[error(transparent)]
     Core(#[from] CoreError),
@@ -109,9 +131,28 @@ impl Daemon {
     }
 }
 
+/// Raises the soft open-files limit to the hard one, and refuses to run when even that leaves no descriptor
+/// for each of `processes` (plus the monitor's own).
+fn check_file_limit(processes: usize) -> Result<(), Error> {
+    let Some((soft, hard)) = crate::os::raise_nofile_limit() else { return Ok(()) };
+    let reserve = crate::os::NOFILE_RESERVE;
+    let needed = processes as u64 + reserve;
+    if soft < needed {
+        return Err(Error::FileLimit { soft, hard, processes, reserve, needed });
+    }
+    tracing::debug!(soft, hard, "open-files limit");
+    Ok(())
+}
+
+/// Least time between two background registry writes of the writer task.
+const WRITER_GAP: Duration = Duration::from_millis(250);
+
 async fn run_locked(config: DaemonConfig, lock: &mut InstanceLock) -> Result<Exit, Error> {
     let paths = config.paths.clone();
-    let store = Arc::new(Store::new(paths.clone()));
+    // Before anything is touched: a certificate or key that does not load stops the start.
+    let tls = load_tls(config.tls.as_ref())?;
+    // The monitor's transactions start from the registry it last wrote while nobody else changed the file.
+    let store = Arc::new(Store::new_cached(paths.clone()));
     let (registry, set_aside) = {
         let store = store.clone();
         tokio::task::spawn_blocking(move || store.init_recovering())
@@ -125,6 +166,7 @@ async fn run_locked(config: DaemonConfig, lock: &mut InstanceLock) -> Result<Exi
             bad.display()
         );
     }
+    check_file_limit(registry.processes.len())?;
     let standalone_override = config.standalone;
     let remote_port = config.remote_port;
     let aliveness_port = config.aliveness_port;
@@ -165,7 +207,20 @@ async fn run_locked(config: DaemonConfig, lock: &mut InstanceLock) -> Result<Exi
         .map_err(|err| CoreError::Storage(err.to_string()))??
     };
 
-    let sup = Supervisor::with_owner_secret(
+    let containment = crate::cgroup::Containment::detect(&paths);
+    let containment = match containment {
+        crate::cgroup::Containment::ProcessGroup { reason } => {
+            let reason = match crate::cgroup::become_subreaper() {
+                Ok(()) => format!("{reason}; process groups, a child subreaper and the owner key instead"),
+                Err(err) => format!("{reason}; process groups and the owner key instead (no child subreaper: {err})"),
+            };
+            crate::cgroup::Containment::ProcessGroup { reason }
+        }
+        cgroup => cgroup,
+    };
+    tracing::info!(containment = containment.mode(), "{}", containment.reason());
+    let process_groups = containment.base().is_none();
+    let sup = Supervisor::with_containment(
         SupervisorConfig {
             paths: paths.clone(),
             keep_runs: config.keep_runs,
@@ -173,7 +228,10 @@ async fn run_locked(config: DaemonConfig, lock: &mut InstanceLock) -> Result<Exi
             extra_env: vec![("PROCESS_MONITOR_INSTANCE".to_owned(), paths.instance_id().to_owned())],
         },
         Some(&owner_secret),
+        containment.clone(),
+        process_groups,
     );
+    let reaper = process_groups.then(|| spawn_reaper(sup.clone()));
     let (events_tx, mut events) = mpsc::unbounded_channel();
     let mut registry = registry;
     crate::unusable::report(&registry.unusable);
@@ -181,7 +239,12 @@ async fn run_locked(config: DaemonConfig, lock: &mut InstanceLock) -> Result<Exi
     let monitor = Arc::new(Monitor::new(store.clone(), sup.clone(), registry, standalone_override, events_tx));
     // The aliveness server serves from here on; the remote API, bound already, is served once every registered
     // process has its task (a request must not find a registered process missing).
-    let mut servers = Servers::default();
+    let mut servers = Servers {
+        tls,
+        tokens_file: Some(paths.tokens_file()),
+        socket_file: Some(paths.socket_file()),
+        ..Servers::default()
+    };
     let remote_listener = bound.remote;
     if let Err(err) = servers.serve_aliveness(bound.aliveness, &monitor) {
         if !crashed_before {
@@ -194,6 +257,7 @@ async fn run_locked(config: DaemonConfig, lock: &mut InstanceLock) -> Result<Exi
         let sup = sup.clone();
         tokio::task::spawn_blocking(move || sup.orphans()).await.unwrap_or_default()
     };
+    let registered: std::collections::HashSet<String> = registry_processes.keys().cloned().collect();
     for (_, mut entry) in registry_processes {
         // A stop asked for while no monitor ran (or while this one was starting) is honoured, not undone.
         let stop_requested = entry.pending_action == Some(pm_core::PendingAction::Stop);
@@ -233,6 +297,27 @@ async fn run_locked(config: DaemonConfig, lock: &mut InstanceLock) -> Result<Exi
                 stop_stray(pid, found.start_time);
             }
         }
+        if let Some(dir) = containment.dir(&entry.config.id).filter(|dir| !entry.config.partner && dir.is_dir()) {
+            if keep.is_none() {
+                // Its leader is gone. A tracked daemon is adopted through its cgroup's members; otherwise they are
+                // leftovers of an exit like any other, and killed.
+                let member = crate::cgroup::ProcCgroup::existing(dir.clone()).and_then(|cgroup| cgroup.first_member());
+                match member {
+                    Some((pid, start_time)) if entry.config.track_daemonized_children => {
+                        tracing::info!(process = %entry.config.id, pid, "adopting the daemonized children in its cgroup");
+                        entry.pid = Some(pid);
+                        entry.pid_start_time = start_time;
+                        entry.state = pm_core::ProcessState::Running;
+                        keep = Some(pid);
+                    }
+                    _ => {
+                        if crate::cgroup::kill_leftovers(&dir) {
+                            tracing::warn!(process = %entry.config.id, "killed what its exited leader left in its cgroup");
+                        }
+                    }
+                }
+            }
+        }
         if stop_requested {
             if keep.is_some() {
                 entry.state = pm_core::ProcessState::Stopping;
@@ -245,6 +330,11 @@ async fn run_locked(config: DaemonConfig, lock: &mut InstanceLock) -> Result<Exi
         }
         if let Err(err) = sup.resume(entry.clone(), boot && !stop_requested) {
             tracing::warn!(process = %entry.config.id, "cannot supervise: {err}");
+        }
+    }
+    if let Some(base) = containment.base() {
+        for id in crate::cgroup::empty_strays(base, &registered) {
+            tracing::warn!(process = %id, "emptied the cgroup of a process that is no longer registered");
         }
     }
     for (id, strays) in orphans {
@@ -271,6 +361,7 @@ async fn run_locked(config: DaemonConfig, lock: &mut InstanceLock) -> Result<Exi
         }
         None => tracing::info!("remote API off"),
     }
+    servers.ensure_socket(&monitor);
     crate::startup::publish_ports(lock, &monitor);
 
     let writer = {
@@ -290,6 +381,10 @@ async fn run_locked(config: DaemonConfig, lock: &mut InstanceLock) -> Result<Exi
                             tracing::info!("registry writes work again");
                         }
                         failing = false;
+                        // Background writes (restarts, exits, a start-up) are rewrites of the whole file: at most
+                        // a few a second, whatever the churn; the changes of the gap go out in the next one.
+                        // Acknowledged API actions do not wait for this (they commit before they answer).
+                        tokio::time::sleep(WRITER_GAP).await;
                     }
                     Err(err) => {
                         if !failing {
@@ -329,6 +424,7 @@ async fn run_locked(config: DaemonConfig, lock: &mut InstanceLock) -> Result<Exi
                     if let Err(err) = servers.ensure_remote(&monitor, config.remote_bind.as_deref()).await {
                         tracing::error!("{err}");
                     }
+                    servers.ensure_socket(&monitor);
                     let every = partner_interval(&monitor);
                     if every != partner_every {
                         partner_every = every;
@@ -353,6 +449,7 @@ async fn run_locked(config: DaemonConfig, lock: &mut InstanceLock) -> Result<Exi
     tracing::info!(restart, "shutting down");
     writer.abort();
     servers.shutdown_remote().await;
+    servers.shutdown_socket().await;
     let entries = if restart {
         servers.shutdown_aliveness().await;
         sup.shutdown(|_| true).await
@@ -374,12 +471,39 @@ async fn run_locked(config: DaemonConfig, lock: &mut InstanceLock) -> Result<Exi
         tracing::error!("cannot store the final process states: {err}");
     }
     servers.shutdown_aliveness().await;
+    if let Some(reaper) = reaper {
+        reaper.abort();
+    }
+    if let (false, Some(base)) = (restart, containment.base()) {
+        crate::cgroup::remove_base(base);
+    }
     if restart {
         let pid = respawn(&config.restart_command).map_err(Error::Respawn)?;
         tracing::info!(pid, "replacement monitor started");
         return Ok(Exit::Restarted { pid });
     }
     Ok(Exit::Stopped)
+}
+
+/// Reaps re-parented descendants (the monitor is their child subreaper) when a child ends, and every 5 s.
+fn spawn_reaper(sup: Supervisor) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut sigchld = signal(SignalKind::child()).ok();
+        let mut tick = tokio::time::interval(Duration::from_secs(5));
+        loop {
+            match sigchld.as_mut() {
+                Some(sigchld) => tokio::select! {
+                    _ = sigchld.recv() => {}
+                    _ = tick.tick() => {}
+                },
+                None => {
+                    tick.tick().await;
+                }
+            }
+            let sup = sup.clone();
+            let _ = tokio::task::spawn_blocking(move || sup.reap_strays()).await;
+        }
+    })
 }
 
 /// SIGTERM to a stray process group now, SIGKILL to what is left of it 10 s later.
@@ -454,6 +578,39 @@ pub(crate) fn socket_addr(bind: &str, port: u16) -> Result<SocketAddr, Error> {
 struct Servers {
     aliveness: Option<ServerHandle>,
     remote: Option<(ServerHandle, SocketAddr)>,
+    /// The unix-socket API and the mode of its file.
+    unix: Option<(pm_http::UnixServerHandle, u32)>,
+    /// `processes_{id}.tokens.json`.
+    tokens_file: Option<PathBuf>,
+    /// `processes_{id}.sock`.
+    socket_file: Option<PathBuf>,
+    /// The certificate and key of the remote API, when it serves TLS.
+    tls: Option<Tls>,
+}
+
+#[cfg(feature = "tls")]
+type Tls = pm_http::TlsConfig;
+#[cfg(not(feature = "tls"))]
+type Tls = std::convert::Infallible;
+
+/// Loads the TLS certificate and key; without the `tls` feature, asking for TLS is an error.
+fn load_tls(files: Option<&(PathBuf, PathBuf)>) -> Result<Option<Tls>, Error> {
+    let Some((cert, key)) = files else { return Ok(None) };
+    #[cfg(feature = "tls")]
+    {
+        pm_http::TlsConfig::from_pem_files(cert, key)
+            .map(Some)
+            .map_err(|err| Error::Core(CoreError::InvalidField(format!("TLS: {err}"))))
+    }
+    #[cfg(not(feature = "tls"))]
+    {
+        Err(Error::Core(CoreError::InvalidField(format!(
+            "--tls-cert {} / --tls-key {}: this build has no TLS; build with `--features tls` or put a reverse \
+             proxy in front (see docs/authentication.md)",
+            cert.display(),
+            key.display()
+        ))))
+    }
 }
 
 impl Servers {
@@ -480,8 +637,17 @@ impl Servers {
         addr: SocketAddr,
         monitor: &Arc<Monitor>,
     ) -> Result<(), Error> {
-        let handle = pm_http::spawn_remote_api(listener, monitor.clone(), ServerConfig::default())
-            .map_err(|source| Error::Bind { what: "remote API", addr: addr.to_string(), source })?;
+        let options = pm_http::ApiOptions { tokens: self.tokens_file.clone().map(pm_http::auth::TokenStore::new) };
+        let spawned = match &self.tls {
+            #[cfg(feature = "tls")]
+            Some(tls) => {
+                pm_http::spawn_remote_api_tls(listener, monitor.clone(), ServerConfig::default(), options, tls.clone())
+            }
+            #[cfg(not(feature = "tls"))]
+            Some(never) => match *never {},
+            None => pm_http::spawn_remote_api_with(listener, monitor.clone(), ServerConfig::default(), options),
+        };
+        let handle = spawned.map_err(|source| Error::Bind { what: "remote API", addr: addr.to_string(), source })?;
         tracing::info!("remote API on {}", handle.local_addr());
         monitor.ports.write().expect("ports").1 = Some(handle.local_addr().port());
         self.remote = Some((handle, addr));
@@ -508,8 +674,45 @@ impl Servers {
         self.serve_remote(listener, addr, monitor)
     }
 
+    /// Starts the unix-socket API if it does not run, and keeps its file's mode in line with the settings: 0600
+    /// (owner only), or 0666 when `socketUsers` names other users (their credentials then decide). A socket that
+    /// cannot be made is logged, not fatal: clients then use the registry.
+    fn ensure_socket(&mut self, monitor: &Arc<Monitor>) {
+        let Some(path) = self.socket_file.clone() else { return };
+        let others = !monitor.settings.read().expect("settings").remote_access.socket_users.is_empty();
+        let mode = if others { 0o666 } else { 0o600 };
+        match &mut self.unix {
+            Some((_, current)) if *current == mode => {}
+            Some((handle, current)) => {
+                use std::os::unix::fs::PermissionsExt;
+                match std::fs::set_permissions(handle.path(), std::fs::Permissions::from_mode(mode)) {
+                    Ok(()) => *current = mode,
+                    Err(err) => tracing::error!("cannot set the mode of {}: {err}", handle.path().display()),
+                }
+            }
+            None => {
+                let started = pm_http::bind_unix(&path, mode).and_then(|listener| {
+                    pm_http::spawn_unix_api(listener, path.clone(), monitor.clone(), ServerConfig::default())
+                });
+                match started {
+                    Ok(handle) => {
+                        tracing::info!("local API on {}", path.display());
+                        self.unix = Some((handle, mode));
+                    }
+                    Err(err) => tracing::error!("cannot serve the local API on {}: {err}", path.display()),
+                }
+            }
+        }
+    }
+
     async fn shutdown_remote(&mut self) {
         if let Some((handle, _)) = self.remote.take() {
+            handle.shutdown().await;
+        }
+    }
+
+    async fn shutdown_socket(&mut self) {
+        if let Some((handle, _)) = self.unix.take() {
             handle.shutdown().await;
         }
     }
@@ -667,6 +870,7 @@ fn partner_config(
         reset_after_ms: 60_000,
         retry_indefinitely: true,
         indefinite_interval_ms: 5_000,
+        restart_on: Default::default(),
         extra: serde_json::Map::new(),
     });
     res.aliveness_check = Some(check);

@@ -207,9 +207,19 @@ fn run_hook(shared: &Shared, config: &ProcessConfig, hook: &StateChangeHook, eve
     }
     let timeout = Duration::from_millis(hook.timeout_ms.unwrap_or(StateChangeHook::DEFAULT_TIMEOUT_MS));
     let command_name = hook.command.clone();
+    let owned = shared.owned.clone();
     tokio::spawn(async move {
         let _permit = permit;
-        let spawned = command.spawn();
+        // Known as ours across the spawn, so that the reaper of re-parented strays (the process-group fallback of
+        // containment) never reaps it.
+        let spawned = {
+            let mut owned = owned.lock().expect("owned lock");
+            let spawned = command.spawn();
+            if let Some(pid) = spawned.as_ref().ok().and_then(|child| child.id()) {
+                owned.insert(pid);
+            }
+            spawned
+        };
         // The checked descriptor must stay open until the child has exec'd from it.
         drop(checked);
         let mut child = match spawned {
@@ -220,6 +230,15 @@ fn run_hook(shared: &Shared, config: &ProcessConfig, hook: &StateChangeHook, eve
             }
         };
         let pid = child.id();
+        struct Forget(Arc<std::sync::Mutex<std::collections::HashSet<u32>>>, Option<u32>);
+        impl Drop for Forget {
+            fn drop(&mut self) {
+                if let Some(pid) = self.1 {
+                    self.0.lock().expect("owned lock").remove(&pid);
+                }
+            }
+        }
+        let _forget = Forget(owned, pid);
         if let Some(mut stdin) = child.stdin.take() {
             // A hook that does not read its stdin must not hold this up: the write is bounded by the timeout too.
             let _ = tokio::time::timeout(timeout, async {

@@ -225,6 +225,7 @@ mod tests {
                 extra_env: &[],
                 owner: "test-owner",
                 checked: Some(&checked),
+                cgroup_procs: None,
             };
             let mut child = crate::spawn::spawn(&config, &ctx).unwrap();
             let pid = child.id().unwrap();

@@ -39,15 +39,20 @@
 #![deny(missing_docs)]
 
 mod actor;
+pub mod cgroup;
+mod cgroup_spawn;
 mod daemon;
+mod deps;
 mod events;
 mod execcheck;
+mod footprint;
 mod groupwait;
 mod logrotate;
 mod monitor;
 mod orphans;
 mod os;
 mod partner;
+mod probe;
 mod resources;
 mod spawn;
 mod startup;

@@ -2,7 +2,7 @@
 //! daemon loop see it. Implements [`pm_http::ControlPlane`].
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
@@ -49,9 +49,15 @@ pub(crate) struct Monitor {
     pub(crate) events: mpsc::UnboundedSender<DaemonEvent>,
     pub(crate) ports: RwLock<(Option<u16>, Option<u16>)>,
     pub(crate) resources: Arc<crate::resources::Sampler>,
+    /// CPU and memory of processes that have a cgroup, read from the cgroup (no `/proc` scan).
+    pub(crate) cgroup_usage: std::sync::Mutex<crate::cgroup::CpuSampler>,
     /// The registry's top level as this monitor found it (processes left out), to write the file back from
     /// memory if it disappears.
     pub(crate) template: std::sync::Mutex<Registry>,
+    /// Group commit: tickets handed to callers that need their outcome stored ([`Monitor::durable`]), and the
+    /// highest ticket a finished flush is known to cover.
+    commit_requested: AtomicU64,
+    commit_done: AtomicU64,
     /// Set by the final write of a shutdown (inside its transaction): every transaction of this monitor that
     /// gets the registry lock after it writes nothing, so the final states are the last word.
     closed: Arc<AtomicBool>,
@@ -89,7 +95,10 @@ impl Monitor {
                     crate::resources::read_groups_proc,
                 )
             },
+            cgroup_usage: Default::default(),
             template: std::sync::Mutex::new(registry),
+            commit_requested: AtomicU64::new(0),
+            commit_done: AtomicU64::new(0),
             closed: Arc::default(),
         }
     }
@@ -121,8 +130,21 @@ impl Monitor {
     }
 
     /// Writes the observed state of every process to the registry in one transaction.
+    ///
+    /// Every outcome in memory when it takes the guard is in what it writes: a caller holding a commit ticket
+    /// taken before then is covered by it ([`Monitor::durable`]).
     pub(crate) async fn flush(&self) -> Result<(), Error> {
+        self.flush_covering(None).await
+    }
+
+    /// [`Monitor::flush`], skipped when a flush that finished while this waited for the guard covers `ticket`.
+    async fn flush_covering(&self, ticket: Option<u64>) -> Result<(), Error> {
         let mut sync = self.sync.lock().await;
+        if ticket.is_some_and(|ticket| self.commit_done.load(Ordering::SeqCst) >= ticket) {
+            return Ok(());
+        }
+        // Read before the snapshots: every ticket up to here belongs to an outcome already in memory.
+        let covers = self.commit_requested.load(Ordering::SeqCst);
         let snapshots = self.sup.snapshots();
         let written = sync.written_rev.clone();
         let revs = self
@@ -147,7 +169,16 @@ impl Monitor {
             })
             .await?;
         sync.written_rev.extend(revs);
+        self.commit_done.fetch_max(covers, Ordering::SeqCst);
         Ok(())
+    }
+
+    /// Stores every outcome in memory now, sharing the write with concurrent callers (group commit): a caller
+    /// takes a ticket, and returns as soon as a flush that began after its ticket has finished, its own or
+    /// another caller's (or the writer's); only when none did, it flushes itself.
+    pub(crate) async fn commit(&self) -> Result<(), Error> {
+        let ticket = self.commit_requested.fetch_add(1, Ordering::SeqCst) + 1;
+        self.flush_covering(Some(ticket)).await
     }
 
     /// Stores final entries (after the supervisor shut down) in one transaction; `clean` marks a clean
@@ -282,6 +313,21 @@ impl Monitor {
             }
         }
         for (id, action) in plan.actions {
+            if self.needs_dependency_steps(&id, action) {
+                // Dependencies to start or dependents to stop first: not a single hand-over to one task.
+                let monitor = self.clone();
+                tokio::spawn(async move {
+                    let res = match action {
+                        PendingAction::Start => monitor.start_after_dependencies(&id).await,
+                        PendingAction::Stop => monitor.stop_after_dependents(&id).await.map(|(state, _)| state),
+                        PendingAction::Restart => monitor.restart_with_dependencies(&id).await,
+                    };
+                    if let Err(err) = res {
+                        tracing::warn!(process = %id, "local {action:?} request failed: {err}");
+                    }
+                });
+                continue;
+            }
             let queued = match action {
                 PendingAction::Start => self.sup.enqueue(&id, Cmd::Start).await,
                 PendingAction::Stop => self.sup.enqueue(&id, Cmd::Stop).await,
@@ -334,6 +380,7 @@ impl Monitor {
     pub(crate) async fn register_entry(&self, entry: ProcessEntry, begin: Begin) -> Result<(), Error> {
         // Nothing the registry would refuse on its next read is stored.
         entry.config.validate()?;
+        self.sup.containment().check_limits(&entry.config)?;
         let mut sync = self.sync.lock().await;
         let id = entry.config.id.clone();
         if self.sup.get(&id).is_some() {
@@ -356,6 +403,8 @@ impl Monitor {
                     )));
                 }
             }
+            // A cycle is refused before anything is stored.
+            pm_core::check_new_dependencies(registry, &stored.config)?;
             registry.processes.insert(stored.config.id.clone(), stored);
             Ok(())
         })
@@ -363,8 +412,15 @@ impl Monitor {
         self.sup.insert(entry, begin)
     }
 
-    /// Removes a process from the registry, then stops it (outside the registry lock).
-    pub(crate) async fn deregister_entry(&self, id: &str) -> Result<(), Error> {
+    /// Removes a process from the registry, then stops it (outside the registry lock). Unless `force`, a process
+    /// others depend on is refused, naming them.
+    pub(crate) async fn deregister_entry(&self, id: &str, force: bool) -> Result<(), Error> {
+        if !force {
+            let dependents = self.sup.dependents_of(id);
+            if !dependents.is_empty() {
+                return Err(crate::deps::needed_by(id, &dependents));
+            }
+        }
         {
             let mut sync = self.sync.lock().await;
             sync.written_rev.remove(id);
@@ -410,6 +466,8 @@ impl Monitor {
             version: Some(env!("CARGO_PKG_VERSION").to_owned()),
             aliveness_port,
             remote_port,
+            containment: Some(self.sup.containment().mode().to_owned()),
+            containment_reason: Some(self.sup.containment().reason().to_owned()),
         }
     }
 }
@@ -435,6 +493,8 @@ fn merge_runtime(stored: &mut ProcessEntry, observed: &ProcessEntry) {
     stored.last_exit_code = observed.last_exit_code;
     stored.last_signal = observed.last_signal;
     stored.last_error = observed.last_error.clone();
+    stored.waiting_for = observed.waiting_for.clone();
+    stored.waiting_since = observed.waiting_since;
 }
 
 impl pm_http::ControlPlane for Monitor {
@@ -460,23 +520,33 @@ impl pm_http::ControlPlane for Monitor {
 
     async fn deregister(&self, id: &str) -> Result<(), Error> {
         self.guard()?;
-        self.deregister_entry(id).await
+        self.deregister_entry(id, false).await
+    }
+
+    async fn deregister_with(&self, id: &str, force: bool) -> Result<(), Error> {
+        self.guard()?;
+        self.deregister_entry(id, force).await
+    }
+
+    async fn stop_reporting(&self, id: &str) -> Result<(ProcessState, Vec<String>), Error> {
+        let res = self.stop_after_dependents(id).await;
+        self.durable(res).await
     }
 
     async fn start(&self, id: &str) -> Result<ProcessState, Error> {
         self.guard()?;
-        let res = self.ask_in_order(id, Cmd::Start).await;
+        let res = self.start_after_dependencies(id).await;
         self.durable(res).await
     }
 
     async fn stop(&self, id: &str) -> Result<ProcessState, Error> {
-        let res = self.ask_in_order(id, Cmd::Stop).await;
+        let res = self.stop_after_dependents(id).await.map(|(state, _)| state);
         self.durable(res).await
     }
 
     async fn restart(&self, id: &str) -> Result<ProcessState, Error> {
         self.guard()?;
-        let res = self.ask_in_order(id, Cmd::Restart).await;
+        let res = self.restart_with_dependencies(id).await;
         self.durable(res).await
     }
 
@@ -551,7 +621,7 @@ impl pm_http::ControlPlane for Monitor {
 impl Monitor {
     /// Hands a request to a process's task under the registry guard (so it is ordered with what a reconcile
     /// hands over, never overtaken by an older reading of the file), then waits for the outcome without it.
-    async fn ask_in_order<T>(
+    pub(crate) async fn ask_in_order<T>(
         &self,
         id: &str,
         make: impl FnOnce(tokio::sync::oneshot::Sender<Result<T, Error>>) -> Cmd,
@@ -567,7 +637,7 @@ impl Monitor {
     /// right after answering does not undo it.
     async fn durable<T>(&self, res: Result<T, Error>) -> Result<T, Error> {
         if res.is_ok() {
-            if let Err(err) = self.flush().await {
+            if let Err(err) = self.commit().await {
                 tracing::warn!("cannot store the outcome before answering: {err}");
             }
         }
@@ -580,9 +650,12 @@ impl Monitor {
             Some(id) => self.sup.snapshot(id).into_iter().collect(),
             None => self.sup.snapshots(),
         };
+        let from_cgroups = self.sup.cgroup_usage(&snapshots, &mut self.cgroup_usage.lock().expect("cgroup usage"));
         let pgids: Vec<u32> = snapshots
             .iter()
-            .filter(|snapshot| snapshot.entry.state.has_child())
+            .filter(|snapshot| {
+                snapshot.entry.state.has_child() && !from_cgroups.contains_key(&snapshot.entry.config.id)
+            })
             .filter_map(|snapshot| snapshot.entry.pid)
             .collect();
         let usage = self.resources.usage(&pgids).await;
@@ -590,7 +663,10 @@ impl Monitor {
             .iter()
             .map(|snapshot| {
                 let mut status = snapshot_status(snapshot);
-                if let Some(usage) = status.pid.and_then(|pid| usage.get(&pid)) {
+                if let Some((cpu_percent, memory_bytes)) = from_cgroups.get(&status.id) {
+                    status.cpu_percent = *cpu_percent;
+                    status.memory_bytes = Some(*memory_bytes);
+                } else if let Some(usage) = status.pid.and_then(|pid| usage.get(&pid)) {
                     status.cpu_percent = usage.cpu_percent;
                     status.memory_bytes = Some(usage.rss_bytes);
                 }

@@ -28,6 +28,30 @@ pub(crate) fn signal_leader(pid: u32, start_time: Option<u64>, signal: i32) -> b
     unsafe { libc::kill(raw, signal) == 0 }
 }
 
+/// Descriptors the monitor keeps for itself besides one per process (servers, connections, log files being
+/// rotated, the registry and its locks, a check's socket).
+pub(crate) const NOFILE_RESERVE: u64 = 256;
+
+/// Raises this process's soft `RLIMIT_NOFILE` to its hard limit (a monitor holds a descriptor per running
+/// process: its pidfd). Answers the (soft, hard) limits in force afterwards; `None` where they cannot be read.
+pub(crate) fn raise_nofile_limit() -> Option<(u64, u64)> {
+    let mut limit = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    // SAFETY: getrlimit writes one rlimit into the struct it is given.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } != 0 {
+        return None;
+    }
+    if limit.rlim_cur < limit.rlim_max {
+        let raised = libc::rlimit { rlim_cur: limit.rlim_max, rlim_max: limit.rlim_max };
+        // SAFETY: setrlimit reads one rlimit; raising the soft limit up to the hard one needs no privilege.
+        if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &raised) } == 0 {
+            limit = raised;
+        }
+    }
+    // rlim_t is u64 on Linux and the BSDs.
+    let finite = |value: libc::rlim_t| if value == libc::RLIM_INFINITY { u64::MAX } else { value };
+    Some((finite(limit.rlim_cur), finite(limit.rlim_max)))
+}
+
 /// Returns the free memory of the heap to the system (glibc's `malloc_trim`; nothing elsewhere).
 pub(crate) fn trim_heap() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]

@@ -17,6 +17,8 @@ pub(crate) struct SpawnContext<'a> {
     pub(crate) extra_env: &'a [(String, String)],
     /// The monitor's owner key, set in the child's environment to find it again after a crash.
     pub(crate) owner: &'a str,
+    /// The open `cgroup.procs` of the process's cgroup: the child moves itself there before it executes.
+    pub(crate) cgroup_procs: Option<std::os::fd::RawFd>,
     /// For an untrusted registration: the executable checked at this start, which the child is executed from.
     pub(crate) checked: Option<&'a crate::execcheck::Checked>,
 }
@@ -56,6 +58,12 @@ pub(crate) fn spawn(config: &ProcessConfig, ctx: &SpawnContext<'_>) -> std::io::
     } else {
         command.process_group(0);
     }
+    if let Some(fd) = ctx.cgroup_procs {
+        // SAFETY: join_in_child makes one write(2) of a constant buffer to a descriptor opened before the fork.
+        unsafe {
+            command.pre_exec(move || crate::cgroup::join_in_child(fd));
+        }
+    }
     if config.untrusted {
         // Would lead the child to the monitor's own files; the registration may set them itself.
         for name in crate::execcheck::HIDDEN_FROM_UNTRUSTED {
@@ -87,17 +95,57 @@ pub(crate) fn spawn(config: &ProcessConfig, ctx: &SpawnContext<'_>) -> std::io::
             command.pre_exec(move || Err(exec.exec()));
         }
     }
-    command.spawn().map_err(|err| {
-        let what = match err.kind() {
-            std::io::ErrorKind::NotFound if !cwd.is_dir() => {
-                format!("working directory {} does not exist", cwd.display())
-            }
-            std::io::ErrorKind::NotFound => format!("executable {:?} not found", config.command),
-            std::io::ErrorKind::PermissionDenied => format!("executable {:?} is not executable", config.command),
-            _ => format!("cannot start {:?}", config.command),
-        };
-        std::io::Error::new(err.kind(), format!("{what}: {err}"))
-    })
+    command.spawn().map_err(|err| describe(err, config, &cwd))
+}
+
+/// Starts the process like [`spawn`], but directly inside the cgroup whose folder is open as `cgroup`
+/// (`clone3` with `CLONE_INTO_CGROUP`): the same program, arguments, environment, working directory, log files
+/// and process group.
+pub(crate) fn spawn_into_cgroup(
+    config: &ProcessConfig,
+    ctx: &SpawnContext<'_>,
+    cgroup: std::os::fd::RawFd,
+) -> std::io::Result<crate::cgroup_spawn::Forked> {
+    let cwd = match &config.working_directory {
+        Some(dir) => ctx.default_cwd.join(dir),
+        None => ctx.default_cwd.to_path_buf(),
+    };
+    let program = resolve_program(&config.command, &cwd, config.environment.as_ref().and_then(|env| env.get("PATH")));
+    let stdout = open_log(&ctx.run_dir.join("stdout.log"))?;
+    let stderr = open_log(&ctx.run_dir.join("stderr.log"))?;
+    let stdin = File::open("/dev/null")?;
+    let mut env: std::collections::BTreeMap<OsString, OsString> = std::env::vars_os().collect();
+    for (key, value) in ctx.extra_env {
+        env.insert(key.into(), value.into());
+    }
+    if let Some(vars) = &config.environment {
+        env.extend(vars.iter().map(|(key, value)| (key.into(), value.into())));
+    }
+    env.insert(crate::orphans::OWNER_VAR.into(), ctx.owner.into());
+    env.insert(crate::orphans::PROCESS_VAR.into(), config.id.clone().into());
+    let launch = crate::cgroup_spawn::Launch {
+        program: program.into_os_string(),
+        args: config.args.iter().map(OsString::from).collect(),
+        env: env.into_iter().collect(),
+        cwd: cwd.clone(),
+        stdin: stdin.into(),
+        stdout: stdout.into(),
+        stderr: stderr.into(),
+    };
+    crate::cgroup_spawn::spawn_into(launch, cgroup).map_err(|err| describe(err, config, &cwd))
+}
+
+/// A spawn error in words: what is missing or wrong, then the system's message.
+fn describe(err: std::io::Error, config: &ProcessConfig, cwd: &Path) -> std::io::Error {
+    let what = match err.kind() {
+        std::io::ErrorKind::NotFound if !cwd.is_dir() => {
+            format!("working directory {} does not exist", cwd.display())
+        }
+        std::io::ErrorKind::NotFound => format!("executable {:?} not found", config.command),
+        std::io::ErrorKind::PermissionDenied => format!("executable {:?} is not executable", config.command),
+        _ => format!("cannot start {:?}", config.command),
+    };
+    std::io::Error::new(err.kind(), format!("{what}: {err}"))
 }
 
 /// The program a spawn of `config` runs (see [`resolve_program`]), with `default_cwd` as in [`SpawnContext`].

@@ -42,6 +42,15 @@ pub(crate) struct Shared {
     pub(crate) http: pm_http::HttpClient,
     /// Signalled on every published change (the registry writer waits on it).
     pub(crate) changed: Notify,
+    /// Waits for dependencies and restarts of dependents.
+    pub(crate) deps: crate::deps::Coordinator,
+    /// How processes are contained (a cgroup each, or process groups).
+    pub(crate) containment: crate::cgroup::Containment,
+    /// In the process-group fallback of a daemon: kill what carries a process's owner key when it stops.
+    pub(crate) kill_carriers: bool,
+    /// PIDs of the children the actors spawned and wait for; held locked across a spawn, so that the reaper of
+    /// re-parented strays never reaps a managed child.
+    pub(crate) owned: Arc<Mutex<std::collections::HashSet<u32>>>,
     /// The whitelist and blacklist an untrusted registration's executable is checked against at each start.
     pub(crate) exec_policy: std::sync::RwLock<crate::execcheck::ExecPolicy>,
     /// The event bus of `GET /events`, and the hooks' bound.
@@ -57,7 +66,9 @@ impl Shared {
     }
 }
 
-struct Slot {
+pub(crate) type Slots = BTreeMap<String, Slot>;
+
+pub(crate) struct Slot {
     tx: mpsc::Sender<Cmd>,
     snapshot: watch::Receiver<Snapshot>,
     task: JoinHandle<()>,
@@ -71,7 +82,7 @@ struct Slot {
 #[derive(Clone)]
 pub struct Supervisor {
     shared: Arc<Shared>,
-    slots: Arc<Mutex<BTreeMap<String, Slot>>>,
+    slots: Arc<Mutex<Slots>>,
 }
 
 impl Supervisor {
@@ -83,7 +94,25 @@ impl Supervisor {
     /// Like [`Supervisor::new`], with the instance's owner secret in the owner key every child carries (the
     /// daemon's, so that only children it started are found by [`Supervisor::orphans`]).
     pub(crate) fn with_owner_secret(config: SupervisorConfig, secret: Option<&str>) -> Supervisor {
+        let containment = crate::cgroup::Containment::ProcessGroup {
+            reason: "a supervisor embedded in a program uses process groups".to_owned(),
+        };
+        Supervisor::with_containment(config, secret, containment, false)
+    }
+
+    /// Like [`Supervisor::with_owner_secret`], containing its processes as `containment` says; `kill_carriers`
+    /// also kills, at a stop, whatever carries a process's owner key (the daemon's process-group fallback).
+    pub(crate) fn with_containment(
+        config: SupervisorConfig,
+        secret: Option<&str>,
+        containment: crate::cgroup::Containment,
+        kill_carriers: bool,
+    ) -> Supervisor {
+        let (deps, deps_task) = crate::deps::Coordinator::new();
         let shared = Shared {
+            containment,
+            kill_carriers,
+            owned: Arc::default(),
             owner: crate::orphans::owner_key(&config.paths, secret),
             paths: config.paths,
             keep_runs: config.keep_runs.max(1),
@@ -91,10 +120,23 @@ impl Supervisor {
             extra_env: config.extra_env,
             http: pm_http::HttpClient::new(),
             changed: Notify::new(),
+            deps,
             exec_policy: Default::default(),
             events: crate::events::Events::new(Arc::new(pm_http::EventBus::new(event_ring()))),
         };
-        Supervisor { shared: Arc::new(shared), slots: Arc::new(Mutex::new(BTreeMap::new())) }
+        let sup = Supervisor { shared: Arc::new(shared), slots: Arc::new(Mutex::new(BTreeMap::new())) };
+        tokio::spawn(deps_task.run(Arc::downgrade(&sup.shared), Arc::downgrade(&sup.slots)));
+        sup
+    }
+
+    /// The state the process tasks share (for tests that build a task by hand).
+    #[cfg(test)]
+    pub(crate) fn shared(&self) -> &Arc<Shared> {
+        &self.shared
+    }
+
+    pub(crate) fn assemble(shared: Arc<Shared>, slots: Arc<Mutex<Slots>>) -> Supervisor {
+        Supervisor { shared, slots }
     }
 
     /// Registers a new process and starts it when it is enabled and has `autostart`.
@@ -129,19 +171,40 @@ impl Supervisor {
         Ok(())
     }
 
-    /// Starts a process (a no-op when it runs); answers its state afterwards.
+    /// Starts a process (a no-op when it runs); answers its state afterwards. Its stopped dependencies are
+    /// started first, and it waits in `starting` until its `dependsOn` conditions hold.
     pub async fn start(&self, id: &str) -> Result<ProcessState, Error> {
-        self.ask(id, Cmd::Start).await
+        self.start_with_dependencies(id).await
     }
 
     /// Stops a process: SIGTERM to its process group, SIGKILL after its stop timeout. Returns once stopped.
+    /// The processes that depend on it are stopped first.
     pub async fn stop(&self, id: &str) -> Result<ProcessState, Error> {
+        Ok(self.stop_with_dependents(id).await?.0)
+    }
+
+    /// Stops, then starts a process (and its dependents with `restartDependents`).
+    pub async fn restart(&self, id: &str) -> Result<ProcessState, Error> {
+        self.restart_with_dependents(id).await
+    }
+
+    pub(crate) async fn start_one(&self, id: &str) -> Result<ProcessState, Error> {
+        self.ask(id, Cmd::Start).await
+    }
+
+    pub(crate) async fn stop_one(&self, id: &str) -> Result<ProcessState, Error> {
         self.ask(id, Cmd::Stop).await
     }
 
-    /// Stops, then starts a process.
-    pub async fn restart(&self, id: &str) -> Result<ProcessState, Error> {
+    pub(crate) async fn restart_one(&self, id: &str) -> Result<ProcessState, Error> {
         self.ask(id, Cmd::Restart).await
+    }
+
+    /// Sends a command that needs no answer (dropped when the process is gone).
+    pub(crate) async fn tell(&self, id: &str, cmd: Cmd) {
+        if let Ok(tx) = self.sender(id) {
+            let _ = tx.send(cmd).await;
+        }
     }
 
     /// Enables or disables a process; disabling stops it.
@@ -245,7 +308,10 @@ impl Supervisor {
             .values()
             .filter_map(|slot| {
                 let snapshot = slot.snapshot.borrow();
-                snapshot.entry.state.has_child().then_some(snapshot.entry.pid).flatten()
+                // Processes in a cgroup of their own are read from it (`cgroup_usage`), not from /proc.
+                let in_cgroup = !snapshot.entry.config.partner
+                    && self.shared.containment.dir(&snapshot.entry.config.id).is_some_and(|dir| dir.is_dir());
+                (snapshot.entry.state.has_child() && !in_cgroup).then_some(snapshot.entry.pid).flatten()
             })
             .collect()
     }
@@ -284,21 +350,31 @@ impl Supervisor {
 
     /// Ends every process task: processes for which `leave_running` answers true keep running (for a
     /// successor monitor), the others are stopped, all at once. Answers the final entries.
+    ///
+    /// With dependencies, it goes in groups in reverse dependency order: a process is stopped only after every
+    /// process that depends on it; processes of one group stop at once.
     pub async fn shutdown(&self, leave_running: impl Fn(&ProcessEntry) -> bool) -> Vec<ProcessEntry> {
-        let slots = std::mem::take(&mut *self.slots.lock().expect("slots lock"));
-        let mut waits = Vec::new();
-        for (_, slot) in slots {
-            let leave = leave_running(&slot.snapshot.borrow().entry);
-            let (done, wait) = oneshot::channel();
-            if slot.tx.send(Cmd::Shutdown { leave_running: leave, done }).await.is_ok() {
-                waits.push((wait, slot.task, slot.snapshot));
-            }
-        }
+        let mut slots = std::mem::take(&mut *self.slots.lock().expect("slots lock"));
+        let graph: pm_core::Graph = slots
+            .iter()
+            .map(|(id, slot)| (id.clone(), slot.snapshot.borrow().entry.config.depends_on.keys().cloned().collect()))
+            .collect();
         let mut res = Vec::new();
-        for (wait, task, snapshot) in waits {
-            let entry = wait.await.unwrap_or_else(|_| snapshot.borrow().entry.clone());
-            let _ = task.await;
-            res.push(entry);
+        for group in pm_core::shutdown_layers(&graph) {
+            let mut waits = Vec::new();
+            for id in group {
+                let Some(slot) = slots.remove(&id) else { continue };
+                let leave = leave_running(&slot.snapshot.borrow().entry);
+                let (done, wait) = oneshot::channel();
+                if slot.tx.send(Cmd::Shutdown { leave_running: leave, done }).await.is_ok() {
+                    waits.push((wait, slot.task, slot.snapshot));
+                }
+            }
+            for (wait, task, snapshot) in waits {
+                let entry = wait.await.unwrap_or_else(|_| snapshot.borrow().entry.clone());
+                let _ = task.await;
+                res.push(entry);
+            }
         }
         res
     }
@@ -342,6 +418,37 @@ impl Supervisor {
     /// The HTTP client the checks use (pooled connections), for the daemon's own checks.
     pub(crate) fn http(&self) -> &pm_http::HttpClient {
         &self.shared.http
+    }
+
+    /// How processes are contained.
+    pub fn containment(&self) -> &crate::cgroup::Containment {
+        &self.shared.containment
+    }
+
+    /// CPU percent and memory of the running processes that have a cgroup, by id, from their cgroups.
+    pub(crate) fn cgroup_usage(
+        &self,
+        snapshots: &[Snapshot],
+        sampler: &mut crate::cgroup::CpuSampler,
+    ) -> std::collections::HashMap<String, (Option<f32>, u64)> {
+        let mut res = std::collections::HashMap::new();
+        for snapshot in
+            snapshots.iter().filter(|snapshot| snapshot.entry.state.has_child() && !snapshot.entry.config.partner)
+        {
+            let id = &snapshot.entry.config.id;
+            let Some(dir) = self.shared.containment.dir(id) else { return res };
+            if let Some(usage) = sampler.usage(&dir) {
+                res.insert(id.clone(), usage);
+            }
+        }
+        res
+    }
+
+    /// Reaps ended descendants that were re-parented to this monitor (a child subreaper) and are not managed
+    /// processes.
+    pub(crate) fn reap_strays(&self) {
+        let owned = self.shared.owned.lock().expect("owned lock");
+        crate::cgroup::reap_strays(&owned);
     }
 
     /// The bus every change of these processes is published on (`GET /events`).

@@ -378,10 +378,11 @@ fn forwarding_headers_and_browsers_do_not_grant_trust() {
         assert_eq!(res.status, 403, "{headers:?}: {}", res.text());
         assert_eq!(snapshot(&site), before, "{headers:?}");
     }
-    // A web page in a browser on a trusted host acts for the page, not for the host's user.
+    // A web page in a browser on a trusted host acts for the page, not for the host's user: another site's page
+    // is refused outright (issue 21 item 1).
     let before = snapshot(&site);
     let res = call_with(&site, TRUSTED, "PUT", "/config/standalone-mode", &[("Origin", "http://evil.example")], &body);
-    assert_eq!((res.status, res.error().as_str()), (403, "Configuration changes require trusted host"));
+    assert_eq!((res.status, res.error().as_str()), (403, "Cross-site requests are refused"));
     assert_eq!(snapshot(&site), before);
     // Trust follows the settings and the TCP peer only: with 10.9.9.9 the only trusted host (a pattern; it is
     // never contacted), 127.0.0.1 is refused as well.
@@ -659,6 +660,88 @@ fn registry_lock_and_logs_are_created_private() {
         assert_eq!(got, *want, "{} is {got:o}, expected {want:o}", path.display());
     }
     report("security: file modes (umask 0)", &lines.join(", "));
+}
+
+/// Sends a request as a web page can without a CORS preflight: `text/plain` body, the given extra headers.
+fn simple_post(site: &Site, from: Option<IpAddr>, path: &str, headers: &[(&str, &str)]) -> Reply {
+    let mut head = format!("POST {path} HTTP/1.1\r\nHost: 127.0.0.1:{}\r\nConnection: close\r\n", site.remote_port);
+    for (name, value) in headers {
+        head.push_str(&format!("{name}: {value}\r\n"));
+    }
+    head.push_str("Content-Type: text/plain\r\nContent-Length: 5\r\n\r\nhello");
+    let mut stream = wire::connect(wire::local(site.remote_port), from).unwrap();
+    stream.write_all(head.as_bytes()).unwrap();
+    wire::read_reply(&mut stream, Duration::from_secs(10)).unwrap().expect("an answer")
+}
+
+#[test]
+fn cross_site_requests_change_nothing_and_required_tokens_are_checked() {
+    let Some(site) = site("sec-auth") else { return };
+    site.start_daemon();
+    let pid = remote_sleeper(&site, "victim");
+    let own_origin = format!("http://127.0.0.1:{}", site.remote_port);
+    let foreign: &[&[(&str, &str)]] = &[
+        &[("Origin", "http://evil.example")],
+        &[("Origin", "null")],
+        &[("Origin", "http://127.0.0.1")],
+        &[("Sec-Fetch-Site", "cross-site")],
+        &[("Sec-Fetch-Site", "same-site")],
+        &[("Origin", &own_origin), ("Sec-Fetch-Site", "cross-site")],
+    ];
+    let mut n = 0;
+    for from in [TRUSTED, UNTRUSTED] {
+        for action in ["stop", "disable", "restart", "start"] {
+            for headers in foreign {
+                let before = snapshot(&site);
+                let res = simple_post(&site, from, &format!("/processes/victim/{action}"), headers);
+                assert_eq!(res.status, 403, "{from:?} {action} {headers:?}: {}", res.text());
+                assert_eq!(snapshot(&site), before, "{from:?} {action} {headers:?}");
+                assert_eq!(site.copies("victim"), [pid], "{from:?} {action} {headers:?}");
+                n += 1;
+            }
+        }
+    }
+    // A command-line client sends no Origin: a text/plain POST from the trusted peer still works.
+    let res = simple_post(&site, TRUSTED, "/processes/victim/stop", &[]);
+    assert_eq!(res.status, 200, "{}", res.text());
+    wait_until(Duration::from_secs(20), "the victim stops", || site.copies("victim").is_empty());
+
+    // requireToken: the trusted peer needs a token too, never taken from the query string.
+    set_permissions(&site, json!({"requireToken": true}));
+    let registry_before = site.registry().unwrap();
+    let res = call(&site, TRUSTED, "POST", "/processes/victim/start", None);
+    assert_eq!(res.status, 401, "{}", res.text());
+    assert!(res.head.to_ascii_lowercase().contains("www-authenticate: bearer"), "{}", res.head);
+    let out = std::process::Command::new(&site.bin)
+        .arg("--directory")
+        .arg(&site.dir)
+        .args(["token", "create", "--name", "e2e", "--scope", "operate"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let token = String::from_utf8(out.stdout).unwrap().trim().to_owned();
+    for query in ["token", "access_token"] {
+        let res = call(&site, TRUSTED, "POST", &format!("/processes/victim/start?{query}={token}"), None);
+        assert_eq!(res.status, 401, "{query}: {}", res.text());
+    }
+    assert_eq!(site.registry().unwrap().processes["victim"].config, registry_before.processes["victim"].config);
+    assert!(site.copies("victim").is_empty(), "nothing started without a valid token");
+    let bearer = format!("Bearer {token}");
+    let res = call_with(&site, TRUSTED, "POST", "/processes/victim/start", &[("Authorization", &bearer)], &json!({}));
+    assert_eq!(res.status, 200, "{}", res.text());
+    wait_until(Duration::from_secs(20), "the victim runs again", || site.copies("victim").len() == 1);
+    // An operate token cannot change the configuration, even from the trusted peer.
+    let res = call_with(
+        &site,
+        TRUSTED,
+        "PUT",
+        "/config/remote-access",
+        &[("Authorization", &bearer)],
+        &json!({"requireToken": false}),
+    );
+    assert_eq!(res.status, 403, "{}", res.text());
+    assert!(site.registry().unwrap().remote_access.require_token);
+    report("security: cross-site and tokens", &format!("{n} cross-site requests refused; tokens required"));
 }
 
 /// Issue 21 item 7: a second `--stop` while the first one's shutdown is under way waits for that shutdown

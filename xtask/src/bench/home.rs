@@ -150,12 +150,18 @@ pub(crate) struct Daemon {
 
 impl Daemon {
     pub(crate) fn launch(bin: &Path, home: &Home) -> anyhow::Result<Daemon> {
+        Daemon::launch_with_env(bin, home, &[])
+    }
+
+    /// As [`Daemon::launch`], with variables added to the monitor's environment.
+    pub(crate) fn launch_with_env(bin: &Path, home: &Home, env: &[(&str, &Path)]) -> anyhow::Result<Daemon> {
         use std::os::unix::process::CommandExt;
         let launched = sys::Mark::now();
         let child = Command::new(bin)
             .arg("--directory")
             .arg(&home.dir)
             .args(["--foreground", "--standalone"])
+            .envs(env.iter().copied())
             .env(sys::TAG_VAR, sys::tag())
             .env_remove("PROCESS_MONITOR_DIR")
             .env("RUST_LOG", "info")

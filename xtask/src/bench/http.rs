@@ -9,11 +9,17 @@ use std::time::Duration;
 
 use anyhow::Context;
 
-/// One keep-alive connection to `127.0.0.1:port`.
+/// A connected byte stream: TCP or the monitor's unix socket.
+trait Stream: Read + Write + Send {}
+impl<T: Read + Write + Send> Stream for T {}
+
+/// One keep-alive connection to `127.0.0.1:port` (or to a unix socket).
 pub(crate) struct Conn {
-    stream: TcpStream,
+    stream: Box<dyn Stream>,
     buf: Vec<u8>,
     port: u16,
+    /// Extra header lines sent with every request (`Authorization: Bearer ...\r\n`).
+    extra: String,
 }
 
 /// A response: status and body.
@@ -24,20 +30,39 @@ pub(crate) struct Response {
 
 impl Conn {
     pub(crate) fn connect(port: u16) -> anyhow::Result<Conn> {
+        Conn::connect_with(port, Duration::from_secs(10))
+    }
+
+    fn connect_with(port: u16, read_timeout: Duration) -> anyhow::Result<Conn> {
         let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
         let stream = TcpStream::connect_timeout(&addr, Duration::from_secs(2))
             .with_context(|| format!("cannot connect to {addr}"))?;
         stream.set_nodelay(true)?;
+        stream.set_read_timeout(Some(read_timeout))?;
+        Ok(Conn { stream: Box::new(stream), buf: Vec::with_capacity(64 * 1024), port, extra: String::new() })
+    }
+
+    /// A keep-alive connection to the monitor's unix socket `path` (short enough for a socket address).
+    pub(crate) fn connect_unix(path: &std::path::Path) -> anyhow::Result<Conn> {
+        let stream = std::os::unix::net::UnixStream::connect(path)
+            .with_context(|| format!("cannot connect to {}", path.display()))?;
         stream.set_read_timeout(Some(Duration::from_secs(10)))?;
-        Ok(Conn { stream, buf: Vec::with_capacity(64 * 1024), port })
+        Ok(Conn { stream: Box::new(stream), buf: Vec::with_capacity(64 * 1024), port: 0, extra: String::new() })
+    }
+
+    /// Sends `Authorization: Bearer token` with every request from now on.
+    pub(crate) fn with_token(mut self, token: &str) -> Conn {
+        self.extra = format!("Authorization: Bearer {token}\r\n");
+        self
     }
 
     /// Sends a request without waiting for the answer (pair with [`Conn::read_response`]).
     pub(crate) fn send(&mut self, method: &str, path: &str, body: Option<&str>) -> anyhow::Result<()> {
         let body = body.unwrap_or("");
         let request = format!(
-            "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1:{}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+            "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1:{}\r\n{}Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
             self.port,
+            self.extra,
             body.len()
         );
         self.stream.write_all(request.as_bytes()).context("cannot send the request")?;
@@ -128,8 +153,7 @@ fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
 
 /// One GET on a fresh connection; `None` when nothing answers.
 pub(crate) fn get_once(port: u16, path: &str) -> Option<Response> {
-    let mut conn = Conn::connect(port).ok()?;
-    conn.stream.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
+    let mut conn = Conn::connect_with(port, Duration::from_secs(2)).ok()?;
     conn.get(path).ok()
 }
 

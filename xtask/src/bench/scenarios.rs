@@ -309,6 +309,108 @@ pub(crate) fn restart_and_start(ctx: &Ctx<'_>) -> anyhow::Result<Vec<Row>> {
     ])
 }
 
+/// The cost of containment: a start over the API and a crash → restart with a cgroup per process, side by side
+/// with the process-group fallback (forced with the monitor's test-only `PROCESS_MONITOR_CGROUP_ROOT`). Both
+/// monitors run at once and the measurements alternate between them, so that both see the same machine load.
+pub(crate) fn containment(ctx: &Ctx<'_>) -> anyhow::Result<Vec<Row>> {
+    let repeats = ctx.config.repeats * 2;
+    progress(&format!(
+        "start and restart, cgroup against process-group containment ({repeats} repeats each, alternating)"
+    ));
+    struct Side {
+        daemon: Daemon,
+        conn: Conn,
+        pid: u32,
+        start: Vec<f64>,
+        restart: Vec<f64>,
+    }
+    let mut sides = Vec::new();
+    for mode in ["process-group", "cgroup"] {
+        let home = Home::new(ctx.root, &format!("contain-{mode}"))?;
+        home.write_registry(vec![sleeper("crash", "3611", true), sleeper("api", "3612", false)])?;
+        let not_a_cgroup = home.dir.join("not-a-cgroup");
+        std::fs::create_dir_all(&not_a_cgroup)?;
+        let env: Vec<(&str, &Path)> =
+            if mode == "cgroup" { Vec::new() } else { vec![("PROCESS_MONITOR_CGROUP_ROOT", &not_a_cgroup)] };
+        let mut daemon = Daemon::launch_with_env(&ctx.bin, &home, &env)?;
+        daemon.wait_ready(Duration::from_secs(15))?;
+        let mut conn = Conn::connect(daemon.remote_port)?;
+        let status = conn.get("/monitor/status")?;
+        let status: serde_json::Value = serde_json::from_slice(&status.body).unwrap_or_default();
+        if status["containment"] != mode {
+            let reason = status["containmentReason"].as_str().unwrap_or("not reported").to_owned();
+            return Ok(vec![Row::median(
+                "start-api-cgroup",
+                "start over the API with cgroup containment",
+                "ms",
+                Vec::new(),
+            )
+            .note(format!("not measured: the monitor runs with {} containment ({reason})", status["containment"]))]);
+        }
+        let (pid, _) = wait_sleeper(daemon.pid, "3611", None, Duration::from_secs(10))?;
+        sides.push(Side { daemon, conn, pid, start: Vec::new(), restart: Vec::new() });
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    for round in 0..repeats {
+        // Which side goes first alternates too.
+        for n in 0..sides.len() {
+            let side = &mut sides[(n + round) % 2];
+            let mark = sys::Mark::now();
+            anyhow::ensure!(sys::send(side.pid, sys::SIGKILL), "cannot kill the managed child {}", side.pid);
+            let (new_pid, seen) = wait_sleeper(side.daemon.pid, "3611", Some(side.pid), Duration::from_secs(5))?;
+            side.restart.push(ctx.observer.since(mark, new_pid, seen));
+            side.pid = new_pid;
+            std::thread::sleep(Duration::from_millis(40));
+
+            let mark = sys::Mark::now();
+            side.conn.send("POST", "/processes/api/start", Some(""))?;
+            let (child, seen) = wait_sleeper(side.daemon.pid, "3612", None, Duration::from_secs(5))?;
+            let res = side.conn.read_response()?;
+            anyhow::ensure!(res.status == 200, "start over the API: {}", res.status);
+            side.start.push(ctx.observer.since(mark, child, seen));
+            post(&mut side.conn, "/processes/api/stop")?;
+            wait_no_sleeper(side.daemon.pid, "3612", Duration::from_secs(5))?;
+            jitter(Duration::from_millis(30));
+        }
+    }
+    let mut cgroup = sides.pop().context("two monitors")?;
+    let mut group = sides.pop().context("two monitors")?;
+    for side in [&mut group, &mut cgroup] {
+        side.daemon.stop(Duration::from_secs(15));
+    }
+    let (group_start_ms, group_restart_ms) = (median(&group.start), median(&group.restart));
+    Ok(vec![
+        Row::median(
+            "start-api-pgroup",
+            "start over the API, process-group containment (request → child alive)",
+            "ms",
+            group.start,
+        ),
+        Row::median(
+            "start-api-cgroup",
+            "start over the API, cgroup containment (request → child alive)",
+            "ms",
+            cgroup.start,
+        )
+        .baseline("process-group", group_start_ms)
+        .ratio_target(Bound::AtMost(1.3)),
+        Row::median(
+            "restart-pgroup",
+            "crash → restart, process-group containment (SIGKILL → new child alive)",
+            "ms",
+            group.restart,
+        ),
+        Row::median(
+            "restart-cgroup",
+            "crash → restart, cgroup containment (SIGKILL → new child alive)",
+            "ms",
+            cgroup.restart,
+        )
+        .baseline("process-group", group_restart_ms)
+        .ratio_target(Bound::AtMost(1.3)),
+    ])
+}
+
 /// 3: bulk start and stop of N registered `sleep`s; footprint and `GET /processes` with N entries.
 pub(crate) fn bulk(ctx: &Ctx<'_>) -> anyhow::Result<Vec<Row>> {
     let mut rows = Vec::new();
@@ -558,8 +660,45 @@ pub(crate) fn idle_and_api(ctx: &Ctx<'_>) -> anyhow::Result<(Vec<Row>, f64)> {
             .target(Bound::AtMost(0.2)),
     );
     rows.push(
-        Row::median("api-get-p99", "`GET /processes/{id}` p99, one keep-alive connection", "ms", latency).value(p99),
+        Row::median("api-get-p99", "`GET /processes/{id}` p99, one keep-alive connection", "ms", latency.clone())
+            .value(p99),
     );
+    let tcp_p50 = median(&latency);
+
+    // The same request over the local unix socket, and over TCP with a bearer token (checked against the token
+    // file on every request).
+    let socket = plain.dir.join("processes_default.sock");
+    let token = {
+        let out = std::process::Command::new(&ctx.bin)
+            .arg("--directory")
+            .arg(&plain.dir)
+            .args(["token", "create", "--name", "bench", "--scope", "read"])
+            .output()
+            .context("cannot run token create")?;
+        anyhow::ensure!(out.status.success(), "token create failed: {}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8_lossy(&out.stdout).trim().to_owned()
+    };
+    for (id, label, conn) in [
+        ("api-get-p50-socket", "`GET /processes/{id}` p50 over the unix socket", Conn::connect_unix(&socket)?),
+        (
+            "api-get-p50-token",
+            "`GET /processes/{id}` p50 over TCP with a bearer token",
+            Conn::connect(plain_daemon.remote_port)?.with_token(&token),
+        ),
+    ] {
+        let mut conn = conn;
+        for _ in 0..200 {
+            conn.get(path)?;
+        }
+        let mut latency = Vec::with_capacity(config.api_requests);
+        for _ in 0..config.api_requests {
+            let started = Instant::now();
+            let res = conn.get(path)?;
+            latency.push(ms(started.elapsed()));
+            anyhow::ensure!(res.status == 200, "{label}: {}", res.status);
+        }
+        rows.push(Row::median(id, label, "ms", latency).baseline("TCP without a token", tcp_p50));
+    }
 
     let mut rps = Vec::new();
     let mut loaded = Vec::new();

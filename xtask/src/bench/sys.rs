@@ -33,7 +33,34 @@ mod ffi {
         pub(super) fn socket(domain: i32, kind: i32, protocol: i32) -> i32;
         pub(super) fn bind(fd: i32, addr: *const u8, len: u32) -> i32;
         pub(super) fn setsockopt(fd: i32, level: i32, name: i32, value: *const u8, len: u32) -> i32;
+        pub(super) fn getrlimit(resource: i32, limit: *mut Rlimit) -> i32;
+        pub(super) fn setrlimit(resource: i32, limit: *const Rlimit) -> i32;
     }
+
+    #[repr(C)]
+    pub(super) struct Rlimit {
+        pub(super) cur: u64,
+        pub(super) max: u64,
+    }
+}
+
+/// Raises this process's soft `RLIMIT_NOFILE` to its hard limit (children inherit it); answers the soft limit
+/// in force afterwards.
+pub(crate) fn raise_nofile_limit() -> u64 {
+    const RLIMIT_NOFILE: i32 = 7;
+    let mut limit = ffi::Rlimit { cur: 0, max: 0 };
+    // SAFETY: getrlimit writes one rlimit (two 64-bit fields on 64-bit Linux) into `limit`.
+    if unsafe { ffi::getrlimit(RLIMIT_NOFILE, &mut limit) } != 0 {
+        return 0;
+    }
+    if limit.cur < limit.max {
+        let raised = ffi::Rlimit { cur: limit.max, max: limit.max };
+        // SAFETY: setrlimit reads one rlimit; raising the soft limit up to the hard one needs no privilege.
+        if unsafe { ffi::setrlimit(RLIMIT_NOFILE, &raised) } == 0 {
+            limit.cur = raised.cur;
+        }
+    }
+    limit.cur
 }
 
 /// `CLOCK_MONOTONIC` in nanoseconds: the clock of the kernel's process-event timestamps.

@@ -351,6 +351,9 @@ fn help_completions_and_systemd_unit() {
     let exec = format!("ExecStart=\"{BIN}\" --foreground --instance-id default --directory \"{}\"", env.dir_str());
     assert!(unit.lines().any(|line| line == exec), "{unit}");
     assert!(unit.contains("[Service]") && unit.contains("WantedBy=multi-user.target"), "{unit}");
+    // Containment: the service's cgroup subtree is the monitor's, and systemd signals only the monitor.
+    assert!(unit.lines().any(|line| line == "Delegate=yes"), "{unit}");
+    assert!(unit.lines().any(|line| line == "KillMode=process"), "{unit}");
     let user_unit = env.ok(&["systemd-unit", "--user"]).stdout;
     assert!(user_unit.contains("WantedBy=default.target"), "{user_unit}");
     assert_eq!(env.ok(&["--print-systemd-unit"]).stdout, unit);

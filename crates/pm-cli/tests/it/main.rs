@@ -4,6 +4,7 @@
 mod support;
 
 mod adoption;
+mod auth;
 mod cli;
 mod daemon;
 mod events;

@@ -375,7 +375,9 @@ impl Env {
             let status = self.run(&["status", id, "--json"]);
             if status.code == 0 {
                 last = status.json();
-                if last["state"] == state {
+                // The CLI shows the live state (through the monitor's socket); the registry stores it a moment
+                // later. Both, so that a test may go on to read the stored entry.
+                if last["state"] == state && self.entry(id)["state"] == state {
                     return last;
                 }
             }
@@ -473,6 +475,8 @@ impl Drop for Env {
             }
             std::thread::sleep(Duration::from_millis(20));
         }
+        // The cgroups its monitors made (pass or fail).
+        pm_supervisor::cgroup::remove_for_home(&self.dir);
         let _ = std::fs::remove_dir_all(&self.root);
     }
 }

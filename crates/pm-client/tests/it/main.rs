@@ -5,5 +5,6 @@
 mod discover;
 mod remote;
 mod retries;
+mod socket;
 mod streams;
 mod support;

@@ -40,7 +40,13 @@ impl Monitor {
 
 /// Client options for `addr` with short timeouts.
 pub fn options(addr: SocketAddr, timeout: Duration, retries: u32) -> RemoteClientOptions {
-    RemoteClientOptions { base_url: format!("http://{addr}"), timeout, retries, retry_delay: Duration::from_millis(50) }
+    RemoteClientOptions {
+        base_url: format!("http://{addr}"),
+        timeout,
+        retries,
+        retry_delay: Duration::from_millis(50),
+        ..RemoteClientOptions::default()
+    }
 }
 
 /// A port on 127.0.0.1 that nothing listens on (bound, then released).

@@ -328,6 +328,28 @@ async fn untrusted_peers_cannot_set_loader_variables() {
 }
 
 #[tokio::test]
+async fn an_authorization_header_never_grants_trust() {
+    // Without a token store every token is unknown: 401, never ignored and never a way around the address rules.
+    let api = Api::start();
+    api.fake.insert("local", false, true);
+    for header in [
+        "Bearer pmt_0000000000000000000000000000000000000000000000000000000000000000",
+        "Bearer admin",
+        "Basic YWRtaW46YWRtaW4=",
+        "Bearer ",
+    ] {
+        let request = format!(
+            "POST /processes/local/stop HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: {header}\r\n\
+             Content-Length: 0\r\nConnection: close\r\n\r\n"
+        );
+        let res = raw(api.addr(), request.as_bytes()).await;
+        assert_eq!(res.status, 401, "{header}: {}", res.head);
+        assert!(res.head.to_ascii_lowercase().contains("www-authenticate: bearer"), "{}", res.head);
+    }
+    assert!(api.fake.calls().is_empty(), "{:?}", api.fake.calls());
+}
+
+#[tokio::test]
 async fn untrusted_state_change_hooks_obey_the_executable_lists() {
     let dir = TempDir::new();
     let tool = dir.executable("allowed/tool");

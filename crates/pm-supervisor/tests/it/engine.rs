@@ -18,6 +18,7 @@ fn policy(max_attempts: u32, backoff: &[u64]) -> RestartPolicy {
         reset_after_ms: 300_000,
         retry_indefinitely: false,
         indefinite_interval_ms: 21_600_000,
+        restart_on: Default::default(),
         extra: serde_json::Map::new(),
     }
 }

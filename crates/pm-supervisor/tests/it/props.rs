@@ -328,6 +328,7 @@ fn process_config(case: &Case, starts: &Path, marker: &str, url: &str) -> Proces
         reset_after_ms: if case.reset_quick { 1 } else { 600_000 },
         retry_indefinitely: case.retry_indefinitely,
         indefinite_interval_ms: BACKOFF_MS,
+        restart_on: Default::default(),
         extra: serde_json::Map::new(),
     });
     if let Some(startup) = case.check {

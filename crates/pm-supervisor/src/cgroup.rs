@@ -1,0 +1,820 @@
+//! Containment: a cgroup v2 per managed process where the host lets the monitor write to the cgroup tree, else
+//! process groups plus a child subreaper and the owner key every child carries in its environment.
+//!
+//! Layout: `<the monitor's cgroup>/pm-<instance>-<hash of the home folder>/<process id>/`. The hash keeps the
+//! monitors of different homes (tests run many at once) from ever sharing a cgroup; a monitor only touches the
+//! cgroups below its own `pm-…` folder. A child is moved into its cgroup between fork and exec (a write of `0`
+//! to the cgroup's `cgroup.procs`, opened before the fork), so nothing it forks can escape it.
+//!
+//! The test-only setting `PROCESS_MONITOR_CGROUP_ROOT` names the folder in which the `pm-…` folder is made
+//! instead of the monitor's own cgroup (pointing it at a folder that is not a cgroup v2 file system forces the
+//! process-group fallback).
+
+use std::collections::{HashMap, HashSet};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+/// Environment variable (for tests) naming the folder that holds the monitor's `pm-…` cgroup.
+pub const ROOT_VAR: &str = "PROCESS_MONITOR_CGROUP_ROOT";
+
+/// `statfs` magic of a cgroup v2 file system.
+const CGROUP2_SUPER_MAGIC: u64 = 0x6367_7270;
+
+/// The controllers the per-process options use.
+const CONTROLLERS: [&str; 3] = ["memory", "cpu", "pids"];
+
+/// How the monitor contains its processes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Containment {
+    /// A cgroup per process below `base`.
+    Cgroup {
+        /// The monitor's `pm-<instance>-<hash>` folder.
+        base: PathBuf,
+        /// Controllers enabled for the per-process cgroups (of `memory`, `cpu`, `pids`).
+        controllers: Vec<String>,
+        /// Why, in words.
+        reason: String,
+    },
+    /// Process groups, a child subreaper and the owner key.
+    ProcessGroup {
+        /// Why, in words.
+        reason: String,
+    },
+}
+
+impl Containment {
+    /// The wire name: `cgroup` or `process-group`.
+    pub fn mode(&self) -> &'static str {
+        match self {
+            Containment::Cgroup { .. } => "cgroup",
+            Containment::ProcessGroup { .. } => "process-group",
+        }
+    }
+
+    /// Why this containment is in force.
+    pub fn reason(&self) -> &str {
+        match self {
+            Containment::Cgroup { reason, .. } | Containment::ProcessGroup { reason } => reason,
+        }
+    }
+
+    /// The cgroup folder of process `id` (which may not exist yet); `None` without cgroup containment.
+    pub(crate) fn dir(&self, id: &str) -> Option<PathBuf> {
+        match self {
+            Containment::Cgroup { base, .. } => Some(base.join(id)),
+            Containment::ProcessGroup { .. } => None,
+        }
+    }
+
+    /// The base folder, with cgroup containment.
+    pub(crate) fn base(&self) -> Option<&Path> {
+        match self {
+            Containment::Cgroup { base, .. } => Some(base),
+            Containment::ProcessGroup { .. } => None,
+        }
+    }
+
+    fn has(&self, controller: &str) -> bool {
+        matches!(self, Containment::Cgroup { controllers, .. } if controllers.iter().any(|c| c == controller))
+    }
+
+    /// Refuses limits whose controller is not available, naming it.
+    pub fn check_limits(&self, config: &pm_core::ProcessConfig) -> Result<(), pm_core::Error> {
+        let wanted = [
+            ("memoryMaxBytes", "memory", config.memory_max_bytes.is_some()),
+            ("cpuMaxPercent", "cpu", config.cpu_max_percent.is_some()),
+            ("pidsMax", "pids", config.pids_max.is_some()),
+        ];
+        for (key, controller, set) in wanted {
+            if set && config.partner {
+                return Err(pm_core::Error::InvalidField(format!("{key} (not for a partner monitor)")));
+            }
+            if set && !self.has(controller) {
+                let why = match self {
+                    Containment::Cgroup { .. } => "is not available in this monitor's cgroup v2 tree".to_owned(),
+                    Containment::ProcessGroup { reason } => {
+                        format!("is not available: no cgroup containment ({reason})")
+                    }
+                };
+                return Err(pm_core::Error::InvalidField(format!(
+                    "{key} needs the cgroup v2 {controller} controller, which {why}"
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    /// Finds the cgroup v2 tree and makes the monitor's folder in it, or says why the fallback is in force.
+    pub fn detect(paths: &pm_registry::Paths) -> Containment {
+        #[cfg(target_os = "linux")]
+        {
+            let parent = match parent_dir() {
+                Ok(parent) => parent,
+                Err(reason) => return Containment::ProcessGroup { reason },
+            };
+            let base = parent.join(base_name(paths.root(), paths.instance_id()));
+            match make_base(&parent, &base) {
+                Ok(controllers) => {
+                    let reason = if std::env::var_os(ROOT_VAR).is_some() {
+                        format!("cgroup v2 at {} ({ROOT_VAR})", base.display())
+                    } else {
+                        format!("cgroup v2 at {}", base.display())
+                    };
+                    Containment::Cgroup { base, controllers, reason }
+                }
+                Err(reason) => Containment::ProcessGroup { reason },
+            }
+        }
+        #[cfg(not(target_os = "linux"))]
+        {
+            let _ = paths;
+            Containment::ProcessGroup { reason: "cgroups are Linux only".to_owned() }
+        }
+    }
+}
+
+impl Containment {
+    /// What [`Containment::detect`] would find, without making anything (for a local client that refuses
+    /// limits up front): the controllers are those the monitor's folder has, or else could get.
+    pub fn probe(paths: &pm_registry::Paths) -> Containment {
+        #[cfg(target_os = "linux")]
+        {
+            let parent = match parent_dir() {
+                Ok(parent) => parent,
+                Err(reason) => return Containment::ProcessGroup { reason },
+            };
+            match rustix::fs::statfs(&parent) {
+                #[allow(clippy::unnecessary_cast)]
+                Ok(fs) if fs.f_type as u64 == CGROUP2_SUPER_MAGIC => {}
+                _ => {
+                    return Containment::ProcessGroup {
+                        reason: format!("{} is not a cgroup v2 file system", parent.display()),
+                    }
+                }
+            }
+            let base = parent.join(base_name(paths.root(), paths.instance_id()));
+            let listed = match std::fs::read_to_string(base.join("cgroup.subtree_control")) {
+                Ok(text) => text,
+                Err(_) => std::fs::read_to_string(parent.join("cgroup.controllers")).unwrap_or_default(),
+            };
+            let controllers =
+                listed.split_whitespace().filter(|c| CONTROLLERS.contains(c)).map(str::to_owned).collect();
+            Containment::Cgroup { reason: format!("cgroup v2 at {}", base.display()), base, controllers }
+        }
+        #[cfg(not(target_os = "linux"))]
+        {
+            let _ = paths;
+            Containment::ProcessGroup { reason: "cgroups are Linux only".to_owned() }
+        }
+    }
+}
+
+/// `pm-<instance>-<12 hex digits of a hash of the home folder>`.
+fn base_name(root: &Path, instance: &str) -> String {
+    use std::os::unix::ffi::OsStrExt;
+    // FNV-1a: stable across builds and platforms, unlike the standard library's hasher.
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for byte in root.as_os_str().as_bytes() {
+        hash ^= u64::from(*byte);
+        hash = hash.wrapping_mul(0x0100_0000_01b3);
+    }
+    format!("pm-{instance}-{:012x}", hash & 0xffff_ffff_ffff)
+}
+
+/// The folder a monitor of home `root` and `instance` started from this process's cgroup would use (for tests
+/// that clean up after the monitors they ran); `None` where no cgroup v2 tree is found.
+pub fn base_for(root: &Path, instance: &str) -> Option<PathBuf> {
+    Some(parent_dir().ok()?.join(base_name(root, instance)))
+}
+
+/// Removes every cgroup folder that monitors of the home `root` (any instance) started from this process's
+/// cgroup made, killing what is left in them; for tests and tools that clean up after the monitors they ran.
+/// Touches only `pm-<instance>-<hash of root>` folders.
+pub fn remove_for_home(root: &Path) {
+    let Ok(parent) = parent_dir() else { return };
+    let suffix = base_name(root, "x").split_off("pm-x".len());
+    let Ok(entries) = std::fs::read_dir(&parent) else { return };
+    for entry in entries.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if name.starts_with("pm-") && name.ends_with(&suffix) {
+            remove_tree(&entry.path());
+        }
+    }
+}
+
+/// Kills the members of the cgroup `dir` and of the cgroups below it, waits (up to 5 s) for them to empty, and
+/// removes them all.
+pub fn remove_tree(dir: &Path) {
+    if !dir.join("cgroup.procs").exists() {
+        return;
+    }
+    if let Ok(entries) = std::fs::read_dir(dir) {
+        for entry in entries.flatten() {
+            if entry.file_type().is_ok_and(|kind| kind.is_dir()) {
+                remove_tree(&entry.path());
+            }
+        }
+    }
+    if populated(dir) {
+        kill_members(dir);
+        wait_empty_blocking(dir, Duration::from_secs(5));
+    }
+    let _ = std::fs::remove_dir(dir);
+}
+
+/// Where the monitor's folder goes: the test override, else this process's cgroup in the v2 hierarchy.
+fn parent_dir() -> Result<PathBuf, String> {
+    if let Some(root) = std::env::var_os(ROOT_VAR).filter(|root| !root.is_empty()) {
+        return Ok(PathBuf::from(root));
+    }
+    let mountinfo = std::fs::read_to_string("/proc/self/mountinfo")
+        .map_err(|err| format!("cannot read /proc/self/mountinfo: {err}"))?;
+    let mount = mountinfo
+        .lines()
+        .find_map(|line| {
+            let (left, right) = line.split_once(" - ")?;
+            let mount = left.split_whitespace().nth(4)?;
+            (right.split_whitespace().next()? == "cgroup2").then(|| unescape(mount))
+        })
+        .ok_or_else(|| "no cgroup v2 file system is mounted".to_owned())?;
+    let own =
+        std::fs::read_to_string("/proc/self/cgroup").map_err(|err| format!("cannot read /proc/self/cgroup: {err}"))?;
+    let path = own
+        .lines()
+        .find_map(|line| line.strip_prefix("0::"))
+        .ok_or_else(|| "this process has no cgroup v2 membership".to_owned())?;
+    let path = path.trim_start_matches('/');
+    if path.contains(" (deleted)") {
+        return Err("this process's cgroup was removed".to_owned());
+    }
+    Ok(PathBuf::from(mount).join(path))
+}
+
+/// A mountinfo field with its octal escapes (`\040` for a space) undone.
+fn unescape(field: &str) -> String {
+    let bytes = field.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'\\' && i + 3 < bytes.len() && bytes[i + 1..i + 4].iter().all(|b| (b'0'..=b'7').contains(b)) {
+            let value = (bytes[i + 1] - b'0') * 64 + (bytes[i + 2] - b'0') * 8 + (bytes[i + 3] - b'0');
+            out.push(value);
+            i += 4;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// Makes the monitor's folder below `parent` and enables what it can of the controllers; answers the
+/// controllers the per-process cgroups get.
+#[cfg(target_os = "linux")]
+fn make_base(parent: &Path, base: &Path) -> Result<Vec<String>, String> {
+    let fs = rustix::fs::statfs(parent).map_err(|err| format!("cannot use {}: {err}", parent.display()))?;
+    #[allow(clippy::unnecessary_cast)]
+    if fs.f_type as u64 != CGROUP2_SUPER_MAGIC {
+        return Err(format!("{} is not a cgroup v2 file system", parent.display()));
+    }
+    match std::fs::create_dir(base) {
+        Ok(()) => {}
+        Err(err) if err.kind() == std::io::ErrorKind::AlreadyExists => {}
+        Err(err) => return Err(format!("cannot create the cgroup {}: {err}", base.display())),
+    }
+    if let Err(err) = rustix::fs::access(base.join("cgroup.procs"), rustix::fs::Access::WRITE_OK) {
+        return Err(format!("cannot move processes into {}: {err}", base.display()));
+    }
+    // Controllers reach a cgroup only when its parent enables them for its children. The parent's write fails
+    // when the monitor shares its cgroup with processes (no internal processes where controllers are enabled):
+    // then only what is already enabled is used.
+    let available = |dir: &Path| -> Vec<String> {
+        let text = std::fs::read_to_string(dir.join("cgroup.controllers")).unwrap_or_default();
+        text.split_whitespace().filter(|c| CONTROLLERS.contains(c)).map(str::to_owned).collect()
+    };
+    let enable = |dir: &Path, controllers: &[String]| {
+        for controller in controllers {
+            let _ = std::fs::write(dir.join("cgroup.subtree_control"), format!("+{controller}"));
+        }
+    };
+    enable(parent, &available(parent));
+    enable(base, &available(base));
+    let enabled = std::fs::read_to_string(base.join("cgroup.subtree_control")).unwrap_or_default();
+    Ok(enabled.split_whitespace().filter(|c| CONTROLLERS.contains(c)).map(str::to_owned).collect())
+}
+
+/// The cgroup of one run of a managed process.
+#[derive(Debug, Clone)]
+pub(crate) struct ProcCgroup {
+    pub(crate) dir: PathBuf,
+    /// `oom_kill` of `memory.events` when the run started.
+    oom_base: u64,
+}
+
+/// A cgroup made ready for a child: its folder, open for `clone3(CLONE_INTO_CGROUP)`, and its `cgroup.procs`,
+/// open for the child to write itself into before it executes where `clone3` is missing.
+pub(crate) struct Prepared {
+    pub(crate) cgroup: ProcCgroup,
+    pub(crate) dir: std::fs::File,
+    pub(crate) procs: std::fs::File,
+}
+
+impl ProcCgroup {
+    /// The cgroup at `dir`, for a process found running in it.
+    pub(crate) fn existing(dir: PathBuf) -> Option<ProcCgroup> {
+        dir.is_dir().then(|| {
+            let oom_base = read_key(&dir.join("memory.events"), "oom_kill").unwrap_or(0);
+            ProcCgroup { dir, oom_base }
+        })
+    }
+
+    /// Makes the cgroup at `dir`, applies the limits of `config`, and opens it and its `cgroup.procs`. An existing
+    /// cgroup is used again only when `reuse` says the last run left it empty without a kill; otherwise it is
+    /// emptied, removed and made afresh, since a child cloned into a cgroup that `cgroup.kill` emptied may be
+    /// killed at once (its kill count differs from the parent's on some kernels).
+    pub(crate) fn prepare(dir: &Path, config: &pm_core::ProcessConfig, reuse: bool) -> std::io::Result<Prepared> {
+        let annotate = |what: &str, err: std::io::Error| {
+            std::io::Error::new(err.kind(), format!("cannot {what} cgroup {}: {err}", dir.display()))
+        };
+        let fresh = match std::fs::create_dir(dir) {
+            Ok(()) => true,
+            Err(err) if err.kind() == std::io::ErrorKind::AlreadyExists => {
+                if !reuse || populated(dir) {
+                    if populated(dir) {
+                        kill_members(dir);
+                        wait_empty_blocking(dir, Duration::from_secs(2));
+                    }
+                    remove(dir);
+                    std::fs::create_dir(dir).map_err(|err| annotate("create", err))?;
+                    true
+                } else {
+                    false
+                }
+            }
+            Err(err) => return Err(annotate("create", err)),
+        };
+        let mut limits: Vec<(&str, String)> = Vec::new();
+        if let Some(bytes) = config.memory_max_bytes {
+            limits.push(("memory.max", bytes.to_string()));
+        }
+        if let Some(percent) = config.cpu_max_percent {
+            limits.push(("cpu.max", format!("{} 100000", u64::from(percent) * 1000)));
+        }
+        if let Some(max) = config.pids_max {
+            limits.push(("pids.max", max.to_string()));
+        }
+        for (file, value) in limits {
+            std::fs::write(dir.join(file), &value).map_err(|err| annotate(&format!("set {file} {value} in"), err))?;
+        }
+        // Unset limits go back to "max" (the folder may be an earlier run's, with other limits).
+        for (file, set) in [
+            ("memory.max", config.memory_max_bytes.is_some()),
+            ("cpu.max", config.cpu_max_percent.is_some()),
+            ("pids.max", config.pids_max.is_some()),
+        ] {
+            if !fresh && !set && dir.join(file).exists() {
+                let _ = std::fs::write(dir.join(file), "max");
+            }
+        }
+        let procs = std::fs::OpenOptions::new()
+            .write(true)
+            .open(dir.join("cgroup.procs"))
+            .map_err(|err| annotate("open cgroup.procs of", err))?;
+        let dir_fd = std::fs::File::open(dir).map_err(|err| annotate("open", err))?;
+        let oom_base = read_key(&dir.join("memory.events"), "oom_kill").unwrap_or(0);
+        Ok(Prepared { cgroup: ProcCgroup { dir: dir.to_path_buf(), oom_base }, dir: dir_fd, procs })
+    }
+
+    pub(crate) fn populated(&self) -> bool {
+        populated(&self.dir)
+    }
+
+    /// Sends `signal` to every member outside the process group `pgid` (which the caller signals itself, so
+    /// that no process gets the signal twice).
+    pub(crate) fn signal_members_outside(&self, pgid: u32, signal: i32) {
+        for pid in members(&self.dir) {
+            if pm_registry::pid::family(pid).is_some_and(|family| family.pgrp != pgid) {
+                signal_pid(pid, signal);
+            }
+        }
+    }
+
+    /// Kills every member at once (without waiting).
+    pub(crate) fn kill_now(&self) {
+        kill_members(&self.dir);
+    }
+
+    /// After the leader's exit: an empty cgroup stays for the restart (making one costs more than the rest of a
+    /// restart) and true is answered; one with leftovers is killed, waited for (up to `wait`) and removed.
+    pub(crate) async fn kill_leftovers(&self, wait: Duration) -> bool {
+        if populated(&self.dir) {
+            self.kill_and_remove(wait).await;
+            return false;
+        }
+        true
+    }
+
+    /// Kills every member and removes the cgroup once it is empty (waiting up to `wait`).
+    pub(crate) async fn kill_and_remove(&self, wait: Duration) {
+        if !populated(&self.dir) {
+            // Nothing to wait for (the common case after a stop or a crash): no trip to the blocking pool.
+            remove(&self.dir);
+            return;
+        }
+        let dir = self.dir.clone();
+        let _ = tokio::task::spawn_blocking(move || {
+            if populated(&dir) {
+                kill_members(&dir);
+            }
+            wait_empty_blocking(&dir, wait);
+            remove(&dir);
+        })
+        .await;
+    }
+
+    /// The kernel's OOM killer acted in this run: "killed by the kernel's OOM killer (memory.max …)".
+    pub(crate) fn oom_error(&self) -> Option<String> {
+        let kills = read_key(&self.dir.join("memory.events"), "oom_kill")?;
+        (kills > self.oom_base).then(|| {
+            let max = std::fs::read_to_string(self.dir.join("memory.max")).unwrap_or_default();
+            let max = max.trim();
+            if max.is_empty() || max == "max" {
+                "killed by the kernel's OOM killer (memory.max max)".to_owned()
+            } else {
+                format!("killed by the kernel's OOM killer (memory.max {max} bytes)")
+            }
+        })
+    }
+
+    /// Memory of the cgroup: `memory.current`, else the summed resident memory of its members.
+    pub(crate) fn memory_bytes(&self) -> u64 {
+        memory_of(&self.dir)
+    }
+
+    /// Resolves when the cgroup holds no process any more (for a tracked daemon whose leader exited).
+    pub(crate) async fn wait_empty(&self) {
+        let mut pause = Duration::from_millis(20);
+        while populated(&self.dir) {
+            tokio::time::sleep(pause).await;
+            pause = (pause * 2).min(Duration::from_millis(250));
+        }
+    }
+
+    /// The member to adopt as the process: the earliest started (the leader, when it still runs).
+    pub(crate) fn first_member(&self) -> Option<(u32, Option<u64>)> {
+        members(&self.dir)
+            .into_iter()
+            .filter_map(|pid| Some((pid, pm_registry::pid::family(pid)?.start_time)))
+            .min_by_key(|(pid, start)| (*start, *pid))
+            .map(|(pid, start)| (pid, Some(start)))
+    }
+}
+
+fn populated(dir: &Path) -> bool {
+    match read_key(&dir.join("cgroup.events"), "populated") {
+        Some(value) => value != 0,
+        // No cgroup.events (an old kernel): look at the members.
+        None => !members(dir).is_empty(),
+    }
+}
+
+fn members(dir: &Path) -> Vec<u32> {
+    let text = std::fs::read_to_string(dir.join("cgroup.procs")).unwrap_or_default();
+    text.lines().filter_map(|line| line.trim().parse().ok()).collect()
+}
+
+/// `cgroup.kill`, or where it is missing: freeze, SIGKILL every member, thaw.
+fn kill_members(dir: &Path) {
+    if std::fs::write(dir.join("cgroup.kill"), "1").is_ok() {
+        return;
+    }
+    let frozen = std::fs::write(dir.join("cgroup.freeze"), "1").is_ok();
+    // Frozen, nothing can fork meanwhile; without a freezer, repeat until no new member shows up.
+    for _ in 0..if frozen { 1 } else { 20 } {
+        let pids = members(dir);
+        if pids.is_empty() {
+            break;
+        }
+        for pid in pids {
+            signal_pid(pid, libc::SIGKILL);
+        }
+    }
+    if frozen {
+        let _ = std::fs::write(dir.join("cgroup.freeze"), "0");
+    }
+}
+
+fn wait_empty_blocking(dir: &Path, wait: Duration) {
+    let deadline = Instant::now() + wait;
+    let mut pause = Duration::from_millis(1);
+    while populated(dir) && Instant::now() < deadline {
+        std::thread::sleep(pause);
+        pause = (pause * 2).min(Duration::from_millis(50));
+    }
+}
+
+/// Removes an empty cgroup (and its empty child cgroups, which a managed process may have made).
+fn remove(dir: &Path) {
+    if let Ok(entries) = std::fs::read_dir(dir) {
+        for entry in entries.flatten() {
+            if entry.file_type().is_ok_and(|kind| kind.is_dir()) {
+                remove(&entry.path());
+            }
+        }
+    }
+    let _ = std::fs::remove_dir(dir);
+}
+
+fn signal_pid(pid: u32, signal: i32) {
+    let Ok(raw) = i32::try_from(pid) else { return };
+    if raw <= 1 || pid == std::process::id() {
+        return;
+    }
+    // SAFETY: kill(2) has no memory-safety preconditions; the pid is a member of a cgroup this monitor made.
+    unsafe {
+        libc::kill(raw, signal);
+    }
+}
+
+fn read_key(file: &Path, key: &str) -> Option<u64> {
+    let text = std::fs::read_to_string(file).ok()?;
+    text.lines().find_map(|line| {
+        let (name, value) = line.split_once(' ')?;
+        (name == key).then(|| value.trim().parse().ok()).flatten()
+    })
+}
+
+fn memory_of(dir: &Path) -> u64 {
+    if let Some(bytes) = std::fs::read_to_string(dir.join("memory.current")).ok().and_then(|t| t.trim().parse().ok()) {
+        return bytes;
+    }
+    // SAFETY: sysconf has no memory-safety preconditions.
+    let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) }.max(1) as u64;
+    members(dir)
+        .into_iter()
+        .filter_map(|pid| {
+            let statm = std::fs::read_to_string(format!("/proc/{pid}/statm")).ok()?;
+            statm.split_whitespace().nth(1)?.parse::<u64>().ok()
+        })
+        .sum::<u64>()
+        * page
+}
+
+/// CPU time of the cgroup in microseconds (`usage_usec` of `cpu.stat`).
+fn cpu_usec(dir: &Path) -> Option<u64> {
+    read_key(&dir.join("cpu.stat"), "usage_usec")
+}
+
+/// CPU percentages of cgroups from the difference of `cpu.stat` between two looks.
+#[derive(Default)]
+pub(crate) struct CpuSampler {
+    last: HashMap<PathBuf, (u64, Instant)>,
+}
+
+impl CpuSampler {
+    /// (CPU percent of one core since the last look, memory bytes) of the cgroup `dir`; O(1) files per process.
+    pub(crate) fn usage(&mut self, dir: &Path) -> Option<(Option<f32>, u64)> {
+        let usec = cpu_usec(dir)?;
+        let now = Instant::now();
+        let percent = self.last.get(dir).and_then(|(before, at)| {
+            let wall = now.duration_since(*at).as_secs_f64();
+            (wall > 0.05 && usec >= *before).then(|| ((usec - before) as f64 / 1e6 / wall * 100.0) as f32)
+        });
+        // Keep the older reading while it is fresh, so two looks in quick succession still give a percentage.
+        if self.last.get(dir).is_none_or(|(_, at)| now.duration_since(*at) >= Duration::from_secs(1)) {
+            self.last.insert(dir.to_path_buf(), (usec, now));
+        }
+        if self.last.len() > 4096 {
+            self.last.retain(|dir, _| dir.is_dir());
+        }
+        Some((percent, memory_of(dir)))
+    }
+}
+
+/// Empties and removes the cgroups below `base` whose process is not registered (its registration went while
+/// no monitor ran); answers their ids.
+pub(crate) fn empty_strays(base: &Path, registered: &HashSet<String>) -> Vec<String> {
+    let mut res = Vec::new();
+    let Ok(entries) = std::fs::read_dir(base) else { return res };
+    for entry in entries.flatten() {
+        let Some(name) = entry.file_name().to_str().map(str::to_owned) else { continue };
+        if !entry.file_type().is_ok_and(|kind| kind.is_dir()) || registered.contains(&name) {
+            continue;
+        }
+        let dir = entry.path();
+        if populated(&dir) {
+            kill_members(&dir);
+        }
+        res.push(name);
+        let dir = dir.clone();
+        std::thread::spawn(move || {
+            wait_empty_blocking(&dir, Duration::from_secs(10));
+            remove(&dir);
+        });
+    }
+    res
+}
+
+/// Kills what is left in the cgroup `dir` of a process (its leader is gone and no one tracks the rest), waits
+/// (up to 2 s) for it to empty, and removes it; answers whether anything was killed.
+pub(crate) fn kill_leftovers(dir: &Path) -> bool {
+    if dir.is_dir() && populated(dir) {
+        kill_members(dir);
+        wait_empty_blocking(dir, Duration::from_secs(2));
+        remove(dir);
+        return true;
+    }
+    false
+}
+
+/// Removes the cgroup `dir` (and its child cgroups) where it exists and is empty.
+pub(crate) fn remove_empty(dir: &Path) {
+    if dir.is_dir() {
+        remove(dir);
+    }
+}
+
+/// Removes the monitor's folder at a clean shutdown (only when every process cgroup in it is gone).
+pub(crate) fn remove_base(base: &Path) {
+    remove(base);
+}
+
+/// Writes `0` (the calling process) into the open `cgroup.procs` `fd`: run in the child between fork and exec,
+/// so it allocates nothing and makes one system call.
+pub(crate) fn join_in_child(fd: std::os::fd::RawFd) -> std::io::Result<()> {
+    // SAFETY: the descriptor was opened by the parent before the fork and stays open until after exec.
+    let fd = unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) };
+    match rustix::io::write(fd, b"0") {
+        Ok(_) => Ok(()),
+        Err(errno) => Err(std::io::Error::from_raw_os_error(errno.raw_os_error())),
+    }
+}
+
+/// Without cgroup access: become a child subreaper, so that descendants which leave their process group (a
+/// double fork, `setsid`) are re-parented to the monitor, not to init. Linux only.
+pub(crate) fn become_subreaper() -> Result<(), String> {
+    #[cfg(target_os = "linux")]
+    {
+        rustix::process::set_child_subreaper(rustix::process::Pid::from_raw(1)).map_err(|err| err.to_string())
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        Err("no child subreaper on this platform".to_owned())
+    }
+}
+
+/// Reaps children that are not managed processes (descendants re-parented to this subreaper once they end):
+/// every zombie child whose PID is not in `owned`. The caller holds `owned` locked.
+pub(crate) fn reap_strays(owned: &HashSet<u32>) {
+    #[cfg(target_os = "linux")]
+    {
+        let me = std::process::id();
+        let Ok(tasks) = std::fs::read_dir("/proc/self/task") else { return };
+        let mut children = Vec::new();
+        for task in tasks.flatten() {
+            if let Ok(text) = std::fs::read_to_string(task.path().join("children")) {
+                children.extend(text.split_whitespace().filter_map(|pid| pid.parse::<u32>().ok()));
+            }
+        }
+        for pid in children {
+            if owned.contains(&pid) || pid == me {
+                continue;
+            }
+            let zombie = std::fs::read_to_string(format!("/proc/{pid}/stat"))
+                .ok()
+                .and_then(|stat| stat.rfind(')').map(|at| stat[at + 1..].trim_start().starts_with('Z')))
+                .unwrap_or(false);
+            if zombie {
+                let mut status = 0;
+                // SAFETY: waitpid on one zombie child that no other part of the program waits for.
+                unsafe {
+                    libc::waitpid(pid as i32, &mut status, libc::WNOHANG);
+                }
+            }
+        }
+    }
+    #[cfg(not(target_os = "linux"))]
+    let _ = owned;
+}
+
+/// Processes (other than this one) whose environment carries the owner key `owner` and the process id `id`.
+pub(crate) fn carriers(owner: &str, id: &str) -> Vec<u32> {
+    let owner_entry = format!("{}={owner}", crate::orphans::OWNER_VAR);
+    let id_entry = format!("{}={id}", crate::orphans::PROCESS_VAR);
+    let me = std::process::id();
+    let Ok(entries) = std::fs::read_dir("/proc") else { return Vec::new() };
+    let mut res = Vec::new();
+    for entry in entries.flatten() {
+        let Some(pid) = entry.file_name().to_str().and_then(|name| name.parse::<u32>().ok()) else { continue };
+        if pid == me {
+            continue;
+        }
+        let Ok(environ) = std::fs::read(format!("/proc/{pid}/environ")) else { continue };
+        let (mut owned, mut same_id) = (false, false);
+        for var in environ.split(|b| *b == 0) {
+            owned |= var == owner_entry.as_bytes();
+            same_id |= var == id_entry.as_bytes();
+        }
+        if owned && same_id {
+            res.push(pid);
+        }
+    }
+    res
+}
+
+/// Sends `signal` to the carriers of the owner key and process id outside the process group `pgid`.
+pub(crate) fn signal_carriers_outside(owner: &str, id: &str, pgid: u32, signal: i32) {
+    for pid in carriers(owner, id) {
+        if pm_registry::pid::family(pid).is_some_and(|family| family.pgrp != pgid) {
+            signal_pid(pid, signal);
+        }
+    }
+}
+
+/// Sends `signal` to every process carrying the owner key and process id (the process-group fallback's way to
+/// reach children that left the group); answers how many were signalled.
+pub(crate) fn signal_carriers(owner: &str, id: &str, signal: i32) -> usize {
+    let pids = carriers(owner, id);
+    for pid in &pids {
+        signal_pid(*pid, signal);
+    }
+    pids.len()
+}
+
+/// Writes a line to a file opened for appending (test helper for the module's own tests).
+#[cfg(test)]
+fn append(path: &Path, line: &str) {
+    use std::io::Write;
+    let mut file = std::fs::OpenOptions::new().create(true).append(true).open(path).unwrap();
+    writeln!(file, "{line}").unwrap();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn base_names_differ_per_home_and_instance() {
+        let a = base_name(Path::new("/tmp/home-a"), "default");
+        assert!(a.starts_with("pm-default-") && a.len() == "pm-default-".len() + 12, "{a}");
+        assert_ne!(a, base_name(Path::new("/tmp/home-b"), "default"));
+        assert_ne!(a, base_name(Path::new("/tmp/home-a"), "watcher"));
+        assert_eq!(a, base_name(Path::new("/tmp/home-a"), "default"));
+    }
+
+    #[test]
+    fn the_home_suffix_matches_every_instance() {
+        let suffix = base_name(Path::new("/tmp/h"), "x").split_off("pm-x".len());
+        assert!(base_name(Path::new("/tmp/h"), "default").ends_with(&suffix));
+        assert!(base_name(Path::new("/tmp/h"), "blue").ends_with(&suffix));
+        assert!(!base_name(Path::new("/tmp/other"), "default").ends_with(&suffix));
+    }
+
+    #[test]
+    fn mountinfo_escapes() {
+        assert_eq!(unescape(r"/sys/fs/cgroup/a\040b"), "/sys/fs/cgroup/a b");
+        assert_eq!(unescape("/plain"), "/plain");
+        assert_eq!(unescape(r"/end\04"), r"/end\04");
+    }
+
+    #[test]
+    fn keys_of_flat_keyed_files() {
+        let dir = std::env::temp_dir().join(format!("pm-cgroup-keys-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("memory.events");
+        let _ = std::fs::remove_file(&file);
+        append(&file, "low 0");
+        append(&file, "oom_kill 3");
+        assert_eq!(read_key(&file, "oom_kill"), Some(3));
+        assert_eq!(read_key(&file, "oom"), None);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn limits_need_their_controller() {
+        let mut config = pm_core::ProcessConfig::new("job", "job", "/bin/true");
+        let none = Containment::ProcessGroup { reason: "test".to_owned() };
+        assert!(none.check_limits(&config).is_ok());
+        config.memory_restart_bytes = Some(1 << 20);
+        assert!(none.check_limits(&config).is_ok(), "memoryRestartBytes needs no controller");
+        config.memory_max_bytes = Some(1 << 20);
+        let err = none.check_limits(&config).unwrap_err().to_string();
+        assert!(err.contains("memoryMaxBytes") && err.contains("memory controller"), "{err}");
+        let cg = Containment::Cgroup { base: "/x".into(), controllers: vec!["pids".to_owned()], reason: String::new() };
+        let err = cg.check_limits(&config).unwrap_err().to_string();
+        assert!(err.contains("memory controller") && err.contains("cgroup v2 tree"), "{err}");
+        config.memory_max_bytes = None;
+        config.pids_max = Some(10);
+        assert!(cg.check_limits(&config).is_ok());
+        config.cpu_max_percent = Some(50);
+        assert!(cg.check_limits(&config).unwrap_err().to_string().contains("cpu controller"));
+    }
+
+    #[test]
+    fn a_folder_that_is_not_a_cgroup_is_refused() {
+        let dir = std::env::temp_dir();
+        let err = make_base(&dir, &dir.join("pm-never-made")).unwrap_err();
+        assert!(err.contains("not a cgroup v2 file system"), "{err}");
+        assert!(!dir.join("pm-never-made").exists());
+    }
+}

@@ -1,0 +1,351 @@
+//! Service dependencies at run time: waiting for `dependsOn` conditions before a spawn, and restarting
+//! dependents after a dependency restarted. The graph rules themselves are pure functions in `pm_core`.
+//!
+//! A process that must wait is `starting` without a child; its actor hands a [`Wait`] to the coordinator, whose
+//! waiter task watches the other processes' snapshots (woken by every published change) and answers the actor
+//! with `DepsPending`, `DepsReady` or `DepsFailed`. The actor ignores answers of a wait it has given up (a stop,
+//! a disable), by the wait's number.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex, Weak};
+use std::time::Duration;
+
+use pm_core::{DependencyCondition, Observed, ProcessState, Timestamp};
+use tokio::sync::{mpsc, watch};
+
+use crate::actor::Cmd;
+use crate::supervisor::Slots;
+use crate::{Shared, Supervisor};
+
+/// One wait for dependencies.
+#[derive(Debug, Clone)]
+pub(crate) struct Wait {
+    /// The waiting process.
+    pub(crate) id: String,
+    /// Number of the wait, echoed in the answers.
+    pub(crate) gen: u64,
+    /// When the start was requested (`completedSuccessfully` counts exits from then on).
+    pub(crate) since: Timestamp,
+    /// The conditions.
+    pub(crate) depends_on: BTreeMap<String, DependencyCondition>,
+    /// How long to wait before the process fails.
+    pub(crate) timeout: Duration,
+}
+
+enum Request {
+    Wait(Wait),
+    Restarted(String),
+}
+
+/// The actors' handle to the coordinator.
+pub(crate) struct Coordinator {
+    tx: mpsc::UnboundedSender<Request>,
+    changes: watch::Sender<u64>,
+}
+
+impl Coordinator {
+    /// A coordinator whose task [`Coordinator::run`] must be spawned with the receiver.
+    pub(crate) fn new() -> (Coordinator, CoordinatorTask) {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let (changes, _) = watch::channel(0);
+        (Coordinator { tx, changes }, CoordinatorTask { rx })
+    }
+
+    /// Starts waiting for the conditions of `wait`.
+    pub(crate) fn wait(&self, wait: Wait) {
+        let _ = self.tx.send(Request::Wait(wait));
+    }
+
+    /// `id` was restarted after a crash and has `restartDependents`.
+    pub(crate) fn restarted(&self, id: &str) {
+        let _ = self.tx.send(Request::Restarted(id.to_owned()));
+    }
+
+    /// Some process published a change.
+    pub(crate) fn changed(&self) {
+        self.changes.send_modify(|n| *n = n.wrapping_add(1));
+    }
+}
+
+/// The receiving side, run by [`CoordinatorTask::run`].
+pub(crate) struct CoordinatorTask {
+    rx: mpsc::UnboundedReceiver<Request>,
+}
+
+impl CoordinatorTask {
+    /// Serves requests until every actor and the supervisor are gone.
+    pub(crate) async fn run(mut self, shared: Weak<Shared>, slots: Weak<Mutex<Slots>>) {
+        while let Some(request) = self.rx.recv().await {
+            let (Some(strong_shared), Some(strong_slots)) = (shared.upgrade(), slots.upgrade()) else { return };
+            match request {
+                Request::Wait(wait) => {
+                    let changes = strong_shared.deps.changes.subscribe();
+                    tokio::spawn(waiter(wait, changes, shared.clone(), slots.clone()));
+                }
+                Request::Restarted(id) => {
+                    let sup = Supervisor::from_parts(strong_shared, strong_slots);
+                    tokio::spawn(async move { sup.restart_dependents_of(&id).await });
+                }
+            }
+        }
+    }
+}
+
+/// What a condition looks at of process `id`, when it is registered.
+pub(crate) fn observe(sup: &Supervisor, id: &str) -> Option<Observed> {
+    let entry = sup.get(id)?;
+    Some(Observed {
+        state: entry.state,
+        spawned: entry.pid.is_some() && entry.state.has_child(),
+        last_exit_code: entry.last_exit_code,
+        last_stopped_at: entry.last_stopped_at,
+    })
+}
+
+/// Watches the dependencies of `wait` until they hold, one has failed, or the time is up, and tells the actor.
+async fn waiter(wait: Wait, mut changes: watch::Receiver<u64>, shared: Weak<Shared>, slots: Weak<Mutex<Slots>>) {
+    let deadline = tokio::time::Instant::now() + wait.timeout;
+    let mut reported: Option<BTreeMap<String, DependencyCondition>> = None;
+    loop {
+        changes.borrow_and_update();
+        let (Some(strong_shared), Some(strong_slots)) = (shared.upgrade(), slots.upgrade()) else { return };
+        let sup = Supervisor::from_parts(strong_shared, strong_slots);
+        // The process gave the wait up (stopped, disabled, deregistered, spawned): nothing more to do.
+        match sup.get(&wait.id) {
+            Some(entry) if entry.state == ProcessState::Starting && entry.waiting_since == Some(wait.since) => {}
+            _ => return,
+        }
+        let mut pending = BTreeMap::new();
+        let mut broken = None;
+        for (dep, condition) in &wait.depends_on {
+            let observed = observe(&sup, dep);
+            if observed.is_some_and(|observed| condition.holds(&observed, wait.since)) {
+                continue;
+            }
+            if let Some(observed) = observed {
+                if matches!(observed.state, ProcessState::Failed | ProcessState::Disabled) && broken.is_none() {
+                    broken = Some(format!(
+                        "dependency {dep:?} is {} ({condition} needed); {:?} not started",
+                        observed.state, wait.id
+                    ));
+                }
+            }
+            pending.insert(dep.clone(), *condition);
+        }
+        let answer = if pending.is_empty() {
+            Some(Cmd::DepsReady { gen: wait.gen })
+        } else if let Some(reason) = broken {
+            Some(Cmd::DepsFailed { gen: wait.gen, reason })
+        } else if tokio::time::Instant::now() >= deadline {
+            Some(Cmd::DepsFailed { gen: wait.gen, reason: timeout_reason(&sup, &wait, &pending) })
+        } else {
+            None
+        };
+        if let Some(answer) = answer {
+            sup.tell(&wait.id, answer).await;
+            return;
+        }
+        if reported.as_ref() != Some(&pending) {
+            sup.tell(&wait.id, Cmd::DepsPending { gen: wait.gen, waiting_for: pending.clone() }).await;
+            reported = Some(pending);
+        }
+        drop(sup);
+        tokio::select! {
+            res = changes.changed() => if res.is_err() { return },
+            () = tokio::time::sleep_until(deadline) => {}
+        }
+    }
+}
+
+/// `dependencies not met after 2000 ms (dependencyTimeoutMs): "db" healthy (it is starting)`.
+fn timeout_reason(sup: &Supervisor, wait: &Wait, pending: &BTreeMap<String, DependencyCondition>) -> String {
+    let what: Vec<String> = pending
+        .iter()
+        .map(|(dep, condition)| match sup.get(dep) {
+            Some(entry) => format!("{dep:?} {condition} (it is {})", entry.state),
+            None => format!("{dep:?} {condition} (not registered)"),
+        })
+        .collect();
+    format!("dependencies not met within {} ms (dependencyTimeoutMs): {}", wait.timeout.as_millis(), what.join(", "))
+}
+
+impl Supervisor {
+    /// The dependency graph of the registered processes.
+    pub fn graph(&self) -> pm_core::Graph {
+        self.list().into_iter().map(|entry| (entry.config.id, entry.config.depends_on.into_keys().collect())).collect()
+    }
+
+    /// Ids of the processes that depend on `id` directly.
+    pub fn dependents_of(&self, id: &str) -> Vec<String> {
+        pm_core::direct_dependents(&self.graph(), id)
+    }
+
+    /// Starts what `id` depends on (transitively) and is not under way, then `id`; refuses when a dependency is
+    /// disabled or failed. Each process then waits for its own conditions.
+    pub(crate) async fn start_with_dependencies(&self, id: &str) -> Result<ProcessState, pm_core::Error> {
+        let under_way_already = self.get(id).is_some_and(|entry| entry.state.has_child());
+        if !under_way_already {
+            // (A start of a running process is a no-op, and must not rerun its finished jobs.)
+            self.start_dependencies_of(id).await?;
+        }
+        self.start_one(id).await
+    }
+
+    /// Starts the stopped dependencies of `id` (transitively, dependencies first); refuses when one is disabled
+    /// or failed.
+    pub(crate) async fn start_dependencies_of(&self, id: &str) -> Result<(), pm_core::Error> {
+        let graph = self.graph();
+        if graph.get(id).is_none_or(|deps| deps.is_empty()) {
+            return Ok(());
+        }
+        let entries: BTreeMap<String, pm_core::ProcessEntry> =
+            self.list().into_iter().map(|entry| (entry.config.id.clone(), entry)).collect();
+        if let Some(problem) = pm_core::start_blocker(|dep| entries.get(dep), &graph, id) {
+            return Err(pm_core::Error::Dependency(problem));
+        }
+        for dep in pm_core::start_order(&graph, &[id.to_owned()]) {
+            let Some(entry) = entries.get(&dep).filter(|_| dep != id) else { continue };
+            if matches!(entry.state, ProcessState::Stopped | ProcessState::Crashed) {
+                tracing::info!(process = %id, "starting its dependency {dep}");
+                self.start_one(&dep).await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Stops the processes that depend on `id` and are under way (dependents first), then `id`; answers its
+    /// state and the dependents stopped, in the order they were stopped.
+    pub async fn stop_with_dependents(&self, id: &str) -> Result<(ProcessState, Vec<String>), pm_core::Error> {
+        if self.get(id).is_none() {
+            return Err(pm_core::Error::NotFound(id.to_owned()));
+        }
+        let mut stopped = Vec::new();
+        for dependent in pm_core::dependents_stop_order(&self.graph(), id) {
+            if self.get(&dependent).is_some_and(|entry| under_way(entry.state)) {
+                tracing::info!(process = %id, "stopping its dependent {dependent} first");
+                match self.stop_one(&dependent).await {
+                    Ok(_) => stopped.push(dependent),
+                    Err(pm_core::Error::NotFound(_)) => {}
+                    Err(err) => return Err(err),
+                }
+            }
+        }
+        Ok((self.stop_one(id).await?, stopped))
+    }
+
+    /// Restarts `id`; with `restartDependents`, its dependents under way are stopped first and started again
+    /// afterwards (they wait for it as usual).
+    pub(crate) async fn restart_with_dependents(&self, id: &str) -> Result<ProcessState, pm_core::Error> {
+        let restart_dependents = self.get(id).is_some_and(|entry| entry.config.restart_dependents);
+        if self.get(id).is_some_and(|entry| entry.config.enabled) {
+            self.start_dependencies_of(id).await?;
+        }
+        if !restart_dependents {
+            return self.restart_one(id).await;
+        }
+        let stopped = self.stop_dependents(id).await;
+        let state = self.restart_one(id).await;
+        for dependent in stopped.iter().rev() {
+            if let Err(err) = self.start_one(dependent).await {
+                tracing::warn!(process = %dependent, "cannot start again after {id} restarted: {err}");
+            }
+        }
+        state
+    }
+
+    /// After `id` restarted on its own (a crash): restart its dependents under way.
+    pub(crate) async fn restart_dependents_of(&self, id: &str) {
+        let stopped = self.stop_dependents(id).await;
+        for dependent in stopped.iter().rev() {
+            tracing::info!(process = %dependent, "restarting after its dependency {id} restarted");
+            if let Err(err) = self.start_one(dependent).await {
+                tracing::warn!(process = %dependent, "cannot start again after {id} restarted: {err}");
+            }
+        }
+    }
+
+    /// Stops the dependents of `id` that are under way, dependents first; answers them in that order.
+    pub(crate) async fn stop_dependents(&self, id: &str) -> Vec<String> {
+        let mut stopped = Vec::new();
+        for dependent in pm_core::dependents_stop_order(&self.graph(), id) {
+            if self.get(&dependent).is_some_and(|entry| under_way(entry.state))
+                && self.stop_one(&dependent).await.is_ok()
+            {
+                stopped.push(dependent);
+            }
+        }
+        stopped
+    }
+}
+
+/// The monitor's requests with their dependency steps: the steps on other processes first, then the request
+/// itself handed to the process's task in order with the registry (see `Monitor::ask_in_order`).
+impl crate::monitor::Monitor {
+    /// Whether a local client's `action` on `id` involves other processes.
+    pub(crate) fn needs_dependency_steps(&self, id: &str, action: pm_core::PendingAction) -> bool {
+        let Some(entry) = self.sup.get(id) else { return false };
+        match action {
+            pm_core::PendingAction::Start => !entry.config.depends_on.is_empty(),
+            pm_core::PendingAction::Stop => !self.sup.dependents_of(id).is_empty(),
+            pm_core::PendingAction::Restart => {
+                !entry.config.depends_on.is_empty()
+                    || (entry.config.restart_dependents && !self.sup.dependents_of(id).is_empty())
+            }
+        }
+    }
+
+    /// Starts the stopped dependencies of `id` (refusing a disabled or failed one), then `id`.
+    pub(crate) async fn start_after_dependencies(&self, id: &str) -> Result<ProcessState, pm_core::Error> {
+        let under_way = self.sup.get(id).ok_or_else(|| pm_core::Error::NotFound(id.to_owned()))?.state.has_child();
+        if !under_way {
+            self.sup.start_dependencies_of(id).await?;
+        }
+        self.ask_in_order(id, Cmd::Start).await
+    }
+
+    /// Stops the dependents of `id` under way (dependents first), then `id`; answers its state and them.
+    pub(crate) async fn stop_after_dependents(&self, id: &str) -> Result<(ProcessState, Vec<String>), pm_core::Error> {
+        if self.sup.get(id).is_none() {
+            return Err(pm_core::Error::NotFound(id.to_owned()));
+        }
+        let stopped = self.sup.stop_dependents(id).await;
+        Ok((self.ask_in_order(id, Cmd::Stop).await?, stopped))
+    }
+
+    /// Restarts `id` after starting its stopped dependencies; with `restartDependents`, its dependents under way
+    /// are stopped first and started again after it.
+    pub(crate) async fn restart_with_dependencies(&self, id: &str) -> Result<ProcessState, pm_core::Error> {
+        let entry = self.sup.get(id).ok_or_else(|| pm_core::Error::NotFound(id.to_owned()))?;
+        if entry.config.enabled {
+            self.sup.start_dependencies_of(id).await?;
+        }
+        let stopped = if entry.config.restart_dependents { self.sup.stop_dependents(id).await } else { Vec::new() };
+        let state = self.ask_in_order(id, Cmd::Restart).await;
+        for dependent in stopped.iter().rev() {
+            if let Err(err) = self.sup.start_one(dependent).await {
+                tracing::warn!(process = %dependent, "cannot start again after {id} restarted: {err}");
+            }
+        }
+        state
+    }
+}
+
+/// The refusal of a deregistration that would leave `dependents` without `id`.
+pub(crate) fn needed_by(id: &str, dependents: &[String]) -> pm_core::Error {
+    pm_core::Error::Dependency(format!(
+        "Process {id} is a dependency of {}; deregister or change them first, or use ?force=true",
+        dependents.join(", ")
+    ))
+}
+
+/// Whether a process is running or on its way to run (what a stop of a dependency must stop first).
+fn under_way(state: ProcessState) -> bool {
+    matches!(state, ProcessState::Starting | ProcessState::Running | ProcessState::Retrying | ProcessState::Crashed)
+}
+
+/// `Arc` helpers so the coordinator can act like the supervisor without owning it.
+impl Supervisor {
+    pub(crate) fn from_parts(shared: Arc<Shared>, slots: Arc<Mutex<Slots>>) -> Supervisor {
+        Supervisor::assemble(shared, slots)
+    }
+}

@@ -1,0 +1,40 @@
+//! What one process costs in memory: sizes of the per-process parts (a measurement, printed; see issue 19).
+
+#[cfg(test)]
+mod tests {
+    use std::mem::size_of;
+
+    use pm_core::{ProcessConfig, ProcessEntry, Timestamp};
+    use tokio::sync::mpsc;
+
+    use crate::actor::{Actor, Begin, Cmd, Snapshot};
+
+    /// Prints the fixed sizes of the parts every supervised process has (run with `--nocapture`); fails only if
+    /// the task's future grows past a bound that would make it the largest part of a process's cost.
+    #[tokio::test]
+    async fn per_process_parts() {
+        let dir = std::env::temp_dir().join(format!("pm-footprint-{}", std::process::id()));
+        let paths = pm_registry::Paths::new(&dir, "default").unwrap();
+        let sup = crate::Supervisor::new(crate::SupervisorConfig {
+            paths,
+            keep_runs: 1,
+            default_cwd: dir.clone(),
+            extra_env: Vec::new(),
+        });
+        let shared = sup.shared().clone();
+        let entry = ProcessEntry::new(ProcessConfig::new("job", "job", "/bin/true"), Timestamp::now());
+        let (_tx, rx) = mpsc::channel::<Cmd>(64);
+        let (actor, _snapshot) = Actor::new(entry, shared, rx);
+        let future = actor.run(Begin::Registered);
+        let task = size_of_val(&future);
+        eprintln!(
+            "per process: task future {task} B, ProcessEntry {} B, ProcessConfig {} B, Snapshot {} B, Cmd {} B",
+            size_of::<ProcessEntry>(),
+            size_of::<ProcessConfig>(),
+            size_of::<Snapshot>(),
+            size_of::<Cmd>(),
+        );
+        drop(future);
+        assert!(task < 64 * 1024, "the task's future is {task} B");
+    }
+}

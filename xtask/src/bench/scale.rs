@@ -1,0 +1,588 @@
+//! `cargo xtask bench --scale`: the cost of each process at 1,000 and 10,000 (issue #19).
+//!
+//! Per size N: a monitor with N registered `sleep`s (not started) for the footprint per registered entry and
+//! the request times against N; a monitor with N autostart `sleep`s for the start of all N (against the
+//! bench's own spawn of N on two threads), the footprint per running process, idle CPU and the stop of all N;
+//! and at 1,000 a crash storm (each process exits after 50 ms and is restarted after 1 s, indefinitely).
+
+use std::os::unix::process::CommandExt;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use serde_json::json;
+
+use crate::bench::home::{sleeper, Daemon, Home};
+use crate::bench::http::{get_once, Conn};
+use crate::bench::report::{median, percentile, Bound, Row};
+use crate::bench::{sys, Ctx};
+
+/// The `sleep` argument of every scale process (tells them apart from other scenarios' children).
+const ARG: &str = "3700";
+
+fn ms(duration: Duration) -> f64 {
+    duration.as_secs_f64() * 1000.0
+}
+
+fn progress(what: &str) {
+    eprintln!("bench: {what}");
+}
+
+fn loadavg() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .unwrap_or_default()
+        .split_whitespace()
+        .take(3)
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// How much the scale run measures.
+struct Plan {
+    sizes: Vec<usize>,
+    /// Sequential API calls per kind (start, stop, register) at each size.
+    calls: usize,
+    /// Sequential `GET /processes/{id}`.
+    gets: usize,
+    /// Idle CPU window.
+    idle: Duration,
+    /// Crash storm: processes and length.
+    storm: (usize, Duration),
+}
+
+/// Children of `pid` that run `sleep ARG` and are not zombies.
+fn live_sleepers(pid: u32) -> Vec<u32> {
+    sys::children(pid)
+        .into_iter()
+        .filter(|child| sys::stat(*child).is_some_and(|stat| stat.comm == "sleep" && stat.state != 'Z'))
+        .collect()
+}
+
+/// Waits until `daemon` has `n` live `sleep` children; answers when the last one was seen.
+fn wait_count(daemon: &mut Daemon, n: usize, timeout: Duration) -> anyhow::Result<Vec<u32>> {
+    let started = Instant::now();
+    loop {
+        let live = live_sleepers(daemon.pid);
+        if live.len() >= n {
+            return Ok(live);
+        }
+        anyhow::ensure!(!daemon.exited(), "the monitor exited while starting its processes");
+        anyhow::ensure!(started.elapsed() < timeout, "only {} of {n} processes running after {timeout:?}", live.len());
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+/// The bench's own spawn of `n` `sleep`s on two threads (what bounds the monitor's start of all of them), in ms.
+fn spawn_two_threads(n: usize) -> anyhow::Result<f64> {
+    let started = Instant::now();
+    let halves: Vec<std::thread::JoinHandle<anyhow::Result<Vec<Child>>>> = (0..2)
+        .map(|half| {
+            std::thread::spawn(move || {
+                let count = n / 2 + if half == 0 { n % 2 } else { 0 };
+                let mut children = Vec::with_capacity(count);
+                for _ in 0..count {
+                    let child = Command::new("sleep")
+                        .arg(ARG)
+                        .env(sys::TAG_VAR, sys::tag())
+                        .stdin(Stdio::null())
+                        .stdout(Stdio::null())
+                        .stderr(Stdio::null())
+                        .process_group(0)
+                        .spawn();
+                    match child {
+                        Ok(child) => children.push(child),
+                        Err(err) => {
+                            kill_all(children);
+                            return Err(err).context("cannot spawn sleep");
+                        }
+                    }
+                }
+                Ok(children)
+            })
+        })
+        .collect();
+    let mut all = Vec::new();
+    let mut failed = None;
+    for half in halves {
+        match half.join().map_err(|_| anyhow::format_err!("a spawner thread panicked"))? {
+            Ok(children) => all.extend(children),
+            Err(err) => failed = Some(err),
+        }
+    }
+    let took = ms(started.elapsed());
+    kill_all(all);
+    match failed {
+        Some(err) => Err(err),
+        None => Ok(took),
+    }
+}
+
+fn kill_all(mut children: Vec<Child>) {
+    for child in &mut children {
+        let _ = child.kill();
+    }
+    for child in &mut children {
+        let _ = child.wait();
+    }
+}
+
+/// Runs the CLI against `home`; answers how long it took.
+fn cli(ctx: &Ctx<'_>, home: &Home, args: &[&str]) -> anyhow::Result<f64> {
+    let started = Instant::now();
+    let out = Command::new(&ctx.bin)
+        .arg("--directory")
+        .arg(&home.dir)
+        .args(args)
+        .env(sys::TAG_VAR, sys::tag())
+        .env_remove("PROCESS_MONITOR_DIR")
+        .stdin(Stdio::null())
+        .output()?;
+    let took = ms(started.elapsed());
+    anyhow::ensure!(
+        out.status.success(),
+        "`process_monitor {}` failed: {}",
+        args.join(" "),
+        String::from_utf8_lossy(&out.stderr).trim()
+    );
+    Ok(took)
+}
+
+fn timed_post(conn: &mut Conn, path: &str, body: &str) -> anyhow::Result<f64> {
+    let started = Instant::now();
+    let res = conn.request("POST", path, Some(body))?;
+    let took = ms(started.elapsed());
+    anyhow::ensure!(
+        res.status == 200 || res.status == 201,
+        "POST {path}: {} {}",
+        res.status,
+        String::from_utf8_lossy(&res.body)
+    );
+    Ok(took)
+}
+
+/// Request times against a monitor with `n` registered, stopped entries; also its RSS (KiB).
+struct Calls {
+    rss_kib: f64,
+    start: Vec<f64>,
+    stop: Vec<f64>,
+    register: Vec<f64>,
+    get_one: Vec<f64>,
+    list: Vec<f64>,
+    status: Vec<f64>,
+    status_one: Vec<f64>,
+}
+
+fn calls(ctx: &Ctx<'_>, plan: &Plan, n: usize) -> anyhow::Result<Calls> {
+    progress(&format!("scale: {n} registered processes, request times (load {})", loadavg()));
+    let home = Home::new(ctx.root, &format!("scale-registered-{n}"))?;
+    home.write_registry((0..n).map(|idx| sleeper(&format!("p{idx:05}"), ARG, false)).collect())?;
+    let mut daemon = Daemon::launch(&ctx.bin, &home)?;
+    daemon.wait_ready(Duration::from_secs(120))?;
+    std::thread::sleep(Duration::from_secs(2));
+    let rss_kib = sys::memory(daemon.pid).context("cannot read the monitor's smaps_rollup")?.rss_kib as f64;
+    let mut conn = Conn::connect(daemon.remote_port)?;
+    let k = plan.calls.min(n);
+    let ids: Vec<String> = (0..k).map(|idx| format!("p{:05}", idx * (n / k))).collect();
+    let mut out = Calls {
+        rss_kib,
+        start: Vec::new(),
+        stop: Vec::new(),
+        register: Vec::new(),
+        get_one: Vec::new(),
+        list: Vec::new(),
+        status: Vec::new(),
+        status_one: Vec::new(),
+    };
+    for id in &ids {
+        out.start.push(timed_post(&mut conn, &format!("/processes/{id}/start"), "")?);
+    }
+    for id in &ids {
+        out.stop.push(timed_post(&mut conn, &format!("/processes/{id}/stop"), "")?);
+    }
+    for idx in 0..k {
+        let entry = sleeper(&format!("r{idx:05}"), ARG, false);
+        out.register.push(timed_post(&mut conn, "/processes", &entry.to_string())?);
+    }
+    for idx in 0..plan.gets {
+        let id = &ids[idx % ids.len()];
+        let started = Instant::now();
+        let res = conn.get(&format!("/processes/{id}"))?;
+        out.get_one.push(ms(started.elapsed()));
+        anyhow::ensure!(res.status == 200, "GET /processes/{id}: {}", res.status);
+    }
+    for _ in 0..5 {
+        let started = Instant::now();
+        let res = conn.get("/processes")?;
+        out.list.push(ms(started.elapsed()));
+        anyhow::ensure!(res.status == 200, "GET /processes: {}", res.status);
+    }
+    drop(conn);
+    for _ in 0..5 {
+        out.status.push(cli(ctx, &home, &["--status"])?);
+        out.status_one.push(cli(ctx, &home, &["status", &ids[0]])?);
+    }
+    daemon.stop(Duration::from_secs(60));
+    Ok(out)
+}
+
+/// Start, footprint, idle CPU and stop of `n` autostart processes.
+struct Fleet {
+    baseline_ms: f64,
+    start_ms: f64,
+    rss_kib: f64,
+    idle_cpu_ms_per_30s: f64,
+    stop_ms: f64,
+}
+
+fn fleet(ctx: &Ctx<'_>, plan: &Plan, n: usize) -> anyhow::Result<Fleet> {
+    progress(&format!("scale: bench spawns {n} sleeps on two threads (load {})", loadavg()));
+    let baseline_ms = spawn_two_threads(n)?;
+    progress(&format!("scale: {n} autostart processes (load {})", loadavg()));
+    let home = Home::new(ctx.root, &format!("scale-running-{n}"))?;
+    home.write_registry((0..n).map(|idx| sleeper(&format!("p{idx:05}"), ARG, true)).collect())?;
+    let mut daemon = Daemon::launch(&ctx.bin, &home)?;
+    let launched = daemon.launched.at;
+    let pids = wait_count(&mut daemon, n, Duration::from_secs(300))?;
+    let start_ms = ms(launched.elapsed());
+    daemon.wait_ready(Duration::from_secs(60))?;
+    // Let the start-up's registry writes and heap trim settle.
+    std::thread::sleep(Duration::from_secs(3));
+    let rss_kib = sys::memory(daemon.pid).context("cannot read the monitor's smaps_rollup")?.rss_kib as f64;
+    let before = sys::cpu(daemon.pid).context("cannot read the monitor's CPU")?;
+    std::thread::sleep(plan.idle);
+    let after = sys::cpu(daemon.pid).context("cannot read the monitor's CPU")?;
+    let idle_cpu_ms_per_30s = sys::cpu_ms_between(&before, &after).0 * 30.0 / plan.idle.as_secs_f64();
+    let started = Instant::now();
+    sys::send(daemon.pid, sys::SIGTERM);
+    let mut remaining = pids;
+    while !remaining.is_empty() {
+        remaining.retain(|pid| sys::alive(*pid));
+        anyhow::ensure!(started.elapsed() < Duration::from_secs(120), "{} processes still run", remaining.len());
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    let stop_ms = ms(started.elapsed());
+    daemon.wait_exit(Duration::from_secs(60));
+    Ok(Fleet { baseline_ms, start_ms, rss_kib, idle_cpu_ms_per_30s, stop_ms })
+}
+
+/// What the crash storm measured.
+struct Storm {
+    cpu_percent: f64,
+    alive_p99: f64,
+    alive_p50: f64,
+    alive_failed: usize,
+    alive_count: usize,
+    writes_per_s: f64,
+    registry_bytes_per_s: f64,
+    written_bytes_per_s: f64,
+    exits_per_s: f64,
+}
+
+/// `/proc/<pid>/io` `wchar`: bytes this process passed to write calls.
+fn wchar(pid: u32) -> Option<u64> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/io")).ok()?;
+    text.lines().find_map(|line| line.strip_prefix("wchar:")).and_then(|value| value.trim().parse().ok())
+}
+
+fn storm(ctx: &Ctx<'_>, plan: &Plan) -> anyhow::Result<Storm> {
+    let (n, length) = plan.storm;
+    progress(&format!(
+        "scale: crash storm, {n} processes crashing about once a second for {length:?} (load {})",
+        loadavg()
+    ));
+    let home = Home::new(ctx.root, &format!("scale-storm-{n}"))?;
+    let entries = (0..n)
+        .map(|idx| {
+            let mut entry = sleeper(&format!("c{idx:05}"), "0.05", true);
+            entry["restartPolicy"] = json!({
+                "maxAttempts": 3,
+                "backoffIntervalsMs": [1000],
+                "resetAfterMs": 3_600_000,
+                "retryIndefinitely": true,
+                "indefiniteIntervalMs": 1000,
+            });
+            entry
+        })
+        .collect();
+    home.write_registry(entries)?;
+    let mut daemon = Daemon::launch(&ctx.bin, &home)?;
+    daemon.wait_ready(Duration::from_secs(60))?;
+    std::thread::sleep(Duration::from_secs(3));
+    let file = home.registry_file();
+    let stamp = |path: &std::path::Path| {
+        use std::os::unix::fs::MetadataExt;
+        std::fs::metadata(path).ok().map(|meta| (meta.ino(), meta.len()))
+    };
+    let cpu_before = sys::cpu(daemon.pid).context("cannot read the monitor's CPU")?;
+    let wchar_before = wchar(daemon.pid).unwrap_or(0);
+    let exits_before = storm_exits(daemon.remote_port);
+    let started = Instant::now();
+    let (mut alive, mut writes, mut registry_bytes, mut alive_failed) = (Vec::new(), 0u64, 0u64, 0usize);
+    let mut last = stamp(&file);
+    let mut next_alive = Instant::now();
+    while started.elapsed() < length {
+        let now = stamp(&file);
+        if now.is_some() && now != last {
+            writes += 1;
+            registry_bytes += now.map_or(0, |(_, len)| len);
+            last = now;
+        }
+        if Instant::now() >= next_alive {
+            let asked = Instant::now();
+            // An answer that does not come within the client's 2 s counts as a failure, with the time waited.
+            if get_once(daemon.alive_port, "/alive").is_none_or(|res| res.status != 200) {
+                alive_failed += 1;
+            }
+            alive.push(ms(asked.elapsed()));
+            next_alive = asked + Duration::from_millis(50);
+        }
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    let took = started.elapsed().as_secs_f64();
+    let cpu_after = sys::cpu(daemon.pid).context("cannot read the monitor's CPU")?;
+    let wchar_after = wchar(daemon.pid).unwrap_or(0);
+    let exits = storm_exits(daemon.remote_port).saturating_sub(exits_before);
+    daemon.stop(Duration::from_secs(60));
+    Ok(Storm {
+        cpu_percent: sys::cpu_ms_between(&cpu_before, &cpu_after).0 / (took * 1000.0) * 100.0,
+        alive_p99: percentile(&alive, 99.0),
+        alive_p50: median(&alive),
+        alive_failed,
+        alive_count: alive.len(),
+        writes_per_s: writes as f64 / took,
+        registry_bytes_per_s: registry_bytes as f64 / took,
+        written_bytes_per_s: wchar_after.saturating_sub(wchar_before) as f64 / took,
+        exits_per_s: exits as f64 / took,
+    })
+}
+
+/// Restarts of every process so far, summed from `GET /processes` (`restartsTotal`).
+fn storm_exits(port: u16) -> u64 {
+    // The connection's own 10 s read timeout: a monitor busy with a storm may take seconds to answer.
+    let Some(res) = Conn::connect(port).ok().and_then(|mut conn| conn.get("/processes").ok()) else { return 0 };
+    let Ok(list) = serde_json::from_slice::<serde_json::Value>(&res.body) else { return 0 };
+    list["processes"]
+        .as_array()
+        .map(|items| items.iter().filter_map(|item| item["restartsTotal"].as_u64()).sum())
+        .unwrap_or(0)
+}
+
+pub(crate) fn run(ctx: &Ctx<'_>, quick: bool) -> anyhow::Result<Vec<Row>> {
+    let limit = sys::raise_nofile_limit();
+    progress(&format!("scale: open-files limit {limit} (load {})", loadavg()));
+    let plan = if quick {
+        Plan {
+            sizes: vec![1000, 10_000],
+            calls: 50,
+            gets: 500,
+            idle: Duration::from_secs(10),
+            storm: (1000, Duration::from_secs(20)),
+        }
+    } else {
+        Plan {
+            sizes: vec![1000, 10_000],
+            calls: 200,
+            gets: 2000,
+            idle: Duration::from_secs(30),
+            storm: (1000, Duration::from_secs(60)),
+        }
+    };
+    let mut rows = Vec::new();
+    let small = calls(ctx, &plan, 100)?;
+    let p50 = |samples: &[f64]| median(samples);
+    rows.push(
+        Row::median(
+            "scale-start-call-100",
+            "`POST /processes/{id}/start` p50 with 100 entries",
+            "ms",
+            small.start.clone(),
+        )
+        .target(Bound::AtMost(2.0)),
+    );
+    rows.push(
+        Row::median(
+            "scale-stop-call-100",
+            "`POST /processes/{id}/stop` p50 with 100 entries",
+            "ms",
+            small.stop.clone(),
+        )
+        .target(Bound::AtMost(2.0)),
+    );
+    rows.push(
+        Row::median("scale-register-call-100", "`POST /processes` p50 with 100 entries", "ms", small.register.clone())
+            .target(Bound::AtMost(2.0)),
+    );
+    rows.push(Row::median(
+        "scale-get-one-100",
+        "`GET /processes/{id}` p50 with 100 entries",
+        "ms",
+        small.get_one.clone(),
+    ));
+    for &n in &plan.sizes {
+        let load = loadavg();
+        let calls = calls(ctx, &plan, n)?;
+        let note = format!("load average {load}");
+        rows.push(
+            Row::median(
+                &format!("scale-rss-registered-{n}"),
+                &format!("monitor RSS with {n} registered, not started"),
+                "MiB",
+                vec![calls.rss_kib / 1024.0],
+            )
+            .target(Bound::AtMost(5.0 + 3.0 * n as f64 / 1024.0))
+            .note(format!(
+                "{:.1} KiB per entry above the 5 MiB idle budget; {note}",
+                (calls.rss_kib - 5120.0) / n as f64
+            )),
+        );
+        rows.push(
+            Row::median(
+                &format!("scale-start-call-{n}"),
+                &format!("`POST /processes/{{id}}/start` p50 with {n} entries"),
+                "ms",
+                calls.start.clone(),
+            )
+            .target(Bound::AtMost(2.0))
+            .note(format!("p99 {:.1} ms; {note}", percentile(&calls.start, 99.0))),
+        );
+        rows.push(
+            Row::median(
+                &format!("scale-stop-call-{n}"),
+                &format!("`POST /processes/{{id}}/stop` p50 with {n} entries"),
+                "ms",
+                calls.stop.clone(),
+            )
+            .target(Bound::AtMost(2.0)),
+        );
+        rows.push(
+            Row::median(
+                &format!("scale-register-call-{n}"),
+                &format!("`POST /processes` p50 with {n} entries"),
+                "ms",
+                calls.register.clone(),
+            )
+            .target(Bound::AtMost(2.0)),
+        );
+        rows.push(
+            Row::median(
+                &format!("scale-get-one-{n}"),
+                &format!("`GET /processes/{{id}}` p50 with {n} entries"),
+                "ms",
+                calls.get_one.clone(),
+            )
+            .baseline("with 100 entries", p50(&small.get_one))
+            .ratio_target(Bound::AtMost(1.5)),
+        );
+        rows.push(
+            Row::median(
+                &format!("scale-list-{n}"),
+                &format!("`GET /processes` with {n} entries"),
+                "ms",
+                calls.list.clone(),
+            )
+            .target(Bound::AtMost(30.0)),
+        );
+        rows.push(
+            Row::median(
+                &format!("scale-cli-status-{n}"),
+                &format!("`process_monitor --status` with {n} entries"),
+                "ms",
+                calls.status.clone(),
+            )
+            .target(Bound::AtMost(10.0)),
+        );
+        rows.push(
+            Row::median(
+                &format!("scale-cli-status-one-{n}"),
+                &format!("`process_monitor status ID` with {n} entries"),
+                "ms",
+                calls.status_one.clone(),
+            )
+            .target(Bound::AtMost(10.0)),
+        );
+
+        let load = loadavg();
+        let fleet = fleet(ctx, &plan, n)?;
+        let note = format!("load average {load}");
+        rows.push(
+            Row::median(
+                &format!("scale-start-all-{n}"),
+                &format!("{n} autostart processes running (launch → all alive)"),
+                "ms",
+                vec![fleet.start_ms],
+            )
+            .baseline(&format!("bench spawns {n} on two threads"), fleet.baseline_ms)
+            .ratio_target(Bound::AtMost(1.5))
+            .note(format!("{:.0} µs per process; {note}", fleet.start_ms * 1000.0 / n as f64)),
+        );
+        rows.push(
+            Row::median(
+                &format!("scale-rss-running-{n}"),
+                &format!("monitor RSS with {n} running"),
+                "MiB",
+                vec![fleet.rss_kib / 1024.0],
+            )
+            .target(Bound::AtMost(5.0 + 3.0 * n as f64 / 1024.0))
+            .note(format!("{:.1} KiB per process above the 5 MiB idle budget", (fleet.rss_kib - 5120.0) / n as f64)),
+        );
+        rows.push(
+            Row::median(
+                &format!("scale-idle-cpu-{n}"),
+                &format!("monitor CPU with {n} children, no checks"),
+                "ms/30s",
+                vec![fleet.idle_cpu_ms_per_30s],
+            )
+            .target(Bound::AtMost(20.0))
+            .note(format!("{:?} window scaled to 30 s", plan.idle)),
+        );
+        rows.push(
+            Row::median(
+                &format!("scale-stop-all-{n}"),
+                &format!("stop of all {n} (SIGTERM to the monitor → last child gone)"),
+                "ms",
+                vec![fleet.stop_ms],
+            )
+            .target(Bound::AtMost(2000.0)),
+        );
+    }
+    let load = loadavg();
+    let storm = match storm(ctx, &plan) {
+        Ok(storm) => storm,
+        Err(err) => {
+            eprintln!("bench: the crash storm failed: {err:#}");
+            return Ok(rows);
+        }
+    };
+    let (n, length) = plan.storm;
+    let note = format!("{n} processes, {length:?}, load average {load}");
+    rows.push(
+        Row::median("storm-cpu", "crash storm: monitor CPU", "% of a core", vec![storm.cpu_percent])
+            .target(Bound::AtMost(25.0))
+            .note(format!("{:.0} restarts a second; {note}", storm.exits_per_s)),
+    );
+    rows.push(
+        Row::median("storm-alive-p99", "crash storm: `GET /alive` p99 (every 50 ms)", "ms", vec![storm.alive_p99])
+            .target(Bound::AtMost(10.0))
+            .note(format!(
+                "p50 {:.2} ms; {} of {} unanswered within 2 s",
+                storm.alive_p50, storm.alive_failed, storm.alive_count
+            )),
+    );
+    rows.push(
+        Row::median("storm-registry-writes", "crash storm: registry rewrites", "per s", vec![storm.writes_per_s])
+            .target(Bound::AtMost(5.0)),
+    );
+    rows.push(
+        Row::median(
+            "storm-registry-bytes",
+            "crash storm: registry bytes written",
+            "KiB/s",
+            vec![storm.registry_bytes_per_s / 1024.0],
+        )
+        .note(format!(
+            "{:.0} KiB/s written by the monitor in all (registry and its own log)",
+            storm.written_bytes_per_s / 1024.0
+        )),
+    );
+    Ok(rows)
+}
