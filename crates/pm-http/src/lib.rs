@@ -79,8 +79,8 @@ mod stream_client;
 pub mod testing;
 #[cfg(feature = "tls")]
 mod tls;
-mod unix;
 mod ui;
+mod unix;
 
 pub use aliveness::spawn_aliveness;
 #[cfg(feature = "tls")]

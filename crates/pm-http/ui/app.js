@@ -561,7 +561,7 @@
     field(dl, "Partner", m.partnerInstanceId);
     field(dl, "Partner status", m.partnerStatus);
     field(dl, "Partner PID", m.partnerPid);
-    field(dl, "Containment", m.containment);
+    field(dl, "Containment", m.containment ? m.containment + (m.containmentReason ? " (" + m.containmentReason + ")" : "") : "");
     field(dl, "Processes", m.managedProcessCount + " managed, " + m.runningProcessCount + " running");
     field(dl, "Aliveness port", m.alivenessPort);
     field(dl, "Remote API port", m.remotePort);
