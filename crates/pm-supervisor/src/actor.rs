@@ -110,9 +110,9 @@ pub(crate) enum Cmd {
 pub(crate) enum Begin {
     /// A new registration: start when enabled and autostart.
     Registered,
-    /// The monitor is starting: adopt what still runs, carry on what was under way; `boot` also starts
-    /// autostart processes that are stopped (a clean start, not a resume after a crash or self-restart).
-    MonitorStart { boot: bool },
+    /// The monitor is starting: adopt what still runs, carry on what was under way; a
+    /// [`StartKind::Boot`](crate::StartKind::Boot) also starts autostart processes that are stopped.
+    MonitorStart(crate::StartKind),
 }
 
 struct Child {
@@ -327,7 +327,7 @@ impl Actor {
         if !entry.config.enabled {
             // Disabled while a monitor was stopping it (and was killed meanwhile): finish the stop rather than
             // leave it running unsupervised.
-            let live = matches!(begin, Begin::MonitorStart { .. }).then(|| pm_registry::pid::live_pid_of(entry));
+            let live = matches!(begin, Begin::MonitorStart(_)).then(|| pm_registry::pid::live_pid_of(entry));
             if let Some(pid) = live.flatten() {
                 self.adopt(pid, self.entry.pid_start_time);
                 self.stop_child(ProcessState::Disabled).await;
@@ -340,7 +340,7 @@ impl Actor {
             self.publish();
             return;
         }
-        if let Begin::MonitorStart { boot } = begin {
+        if let Begin::MonitorStart(start) = begin {
             if let Some(pid) = pm_registry::pid::live_pid_of(entry) {
                 if entry.config.partner && self.partner_stopping(pid).await {
                     self.entry.pid = None;
@@ -388,7 +388,7 @@ impl Actor {
                 }
                 // At a boot (the last monitor stopped cleanly) a wait for a retry is not carried on: the process
                 // starts only if it is autostart (an older monitor left `retrying` in the file at a clean stop).
-                ProcessState::Retrying if boot => self.entry.state = ProcessState::Stopped,
+                ProcessState::Retrying if start.is_boot() => self.entry.state = ProcessState::Stopped,
                 ProcessState::Retrying => {
                     self.entry.pid = None;
                     self.schedule_retry_at_current_attempt();
@@ -405,7 +405,7 @@ impl Actor {
             // Registered while no monitor ran and never run since. An adopted process (a partner found running)
             // has no start time of ours, but once it ran and stopped here it has a stop time: stopped stays stopped.
             let never_started = self.entry.last_started_at.is_none() && self.entry.last_stopped_at.is_none();
-            if self.entry.config.autostart && (boot || never_started) {
+            if self.entry.config.autostart && (start.is_boot() || never_started) {
                 self.entry.restart_attempts = 0;
                 let _ = self.spawn_or_wait().await;
             } else {

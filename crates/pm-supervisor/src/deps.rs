@@ -283,46 +283,48 @@ impl Supervisor {
 impl crate::monitor::Monitor {
     /// Whether a local client's `action` on `id` involves other processes.
     pub(crate) fn needs_dependency_steps(&self, id: &str, action: pm_core::PendingAction) -> bool {
-        let Some(entry) = self.sup.get(id) else { return false };
+        let Some(entry) = self.supervisor().get(id) else { return false };
         match action {
             pm_core::PendingAction::Start => !entry.config.depends_on.is_empty(),
-            pm_core::PendingAction::Stop => !self.sup.dependents_of(id).is_empty(),
+            pm_core::PendingAction::Stop => !self.supervisor().dependents_of(id).is_empty(),
             pm_core::PendingAction::Restart => {
                 !entry.config.depends_on.is_empty()
-                    || (entry.config.restart_dependents && !self.sup.dependents_of(id).is_empty())
+                    || (entry.config.restart_dependents && !self.supervisor().dependents_of(id).is_empty())
             }
         }
     }
 
     /// Starts the stopped dependencies of `id` (refusing a disabled or failed one), then `id`.
     pub(crate) async fn start_after_dependencies(&self, id: &str) -> Result<ProcessState, pm_core::Error> {
-        let under_way = self.sup.get(id).ok_or_else(|| pm_core::Error::NotFound(id.to_owned()))?.state.has_child();
+        let under_way =
+            self.supervisor().get(id).ok_or_else(|| pm_core::Error::NotFound(id.to_owned()))?.state.has_child();
         if !under_way {
-            self.sup.start_dependencies_of(id).await?;
+            self.supervisor().start_dependencies_of(id).await?;
         }
         self.ask_in_order(id, Cmd::Start).await
     }
 
     /// Stops the dependents of `id` under way (dependents first), then `id`; answers its state and them.
     pub(crate) async fn stop_after_dependents(&self, id: &str) -> Result<(ProcessState, Vec<String>), pm_core::Error> {
-        if self.sup.get(id).is_none() {
+        if self.supervisor().get(id).is_none() {
             return Err(pm_core::Error::NotFound(id.to_owned()));
         }
-        let stopped = self.sup.stop_dependents(id).await;
+        let stopped = self.supervisor().stop_dependents(id).await;
         Ok((self.ask_in_order(id, Cmd::Stop).await?, stopped))
     }
 
     /// Restarts `id` after starting its stopped dependencies; with `restartDependents`, its dependents under way
     /// are stopped first and started again after it.
     pub(crate) async fn restart_with_dependencies(&self, id: &str) -> Result<ProcessState, pm_core::Error> {
-        let entry = self.sup.get(id).ok_or_else(|| pm_core::Error::NotFound(id.to_owned()))?;
+        let entry = self.supervisor().get(id).ok_or_else(|| pm_core::Error::NotFound(id.to_owned()))?;
         if entry.config.enabled {
-            self.sup.start_dependencies_of(id).await?;
+            self.supervisor().start_dependencies_of(id).await?;
         }
-        let stopped = if entry.config.restart_dependents { self.sup.stop_dependents(id).await } else { Vec::new() };
+        let stopped =
+            if entry.config.restart_dependents { self.supervisor().stop_dependents(id).await } else { Vec::new() };
         let state = self.ask_in_order(id, Cmd::Restart).await;
         for dependent in stopped.iter().rev() {
-            if let Err(err) = self.sup.start_one(dependent).await {
+            if let Err(err) = self.supervisor().start_one(dependent).await {
                 tracing::warn!(process = %dependent, "cannot start again after {id} restarted: {err}");
             }
         }

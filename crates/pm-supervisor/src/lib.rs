@@ -42,6 +42,7 @@ mod actor;
 pub mod cgroup;
 mod cgroup_spawn;
 mod daemon;
+mod decide;
 mod deps;
 mod events;
 mod execcheck;
@@ -52,16 +53,20 @@ mod monitor;
 mod orphans;
 mod os;
 mod partner;
+mod partner_tick;
 mod probe;
 mod resources;
+mod servers;
 mod spawn;
 mod startup;
 mod supervisor;
 mod unusable;
 mod watch;
+mod writer;
 
 pub use actor::{ConfigRevs, Counters, Snapshot};
 pub use daemon::{Daemon, DaemonConfig, Error, Exit};
+pub use decide::StartKind;
 pub use resources::group_memory;
 pub use supervisor::{Supervisor, SupervisorConfig};
 

@@ -14,17 +14,12 @@ use pm_registry::{FileStamp, Store};
 use tokio::sync::mpsc;
 
 use crate::actor::{Begin, Cmd, ConfigRevs};
+use crate::daemon::DaemonEvent;
+use crate::decide::{Held, Plan};
 use crate::Supervisor;
 
 /// How long an API call waits for the registry lock before it answers "busy".
 const API_LOCK_TIMEOUT: Duration = Duration::from_secs(2);
-
-/// Requests from the API and the registry to the daemon loop.
-#[derive(Debug)]
-pub(crate) enum DaemonEvent {
-    RestartMonitor,
-    SettingsChanged,
-}
 
 /// What the daemon knows about the registry file.
 #[derive(Default)]
@@ -35,25 +30,53 @@ pub(crate) struct RegistrySync {
     last_stamp: Option<FileStamp>,
 }
 
+/// The registry-sync lock, held: what the daemon knows of the file, and the right to change it.
+/// [`Monitor::transaction`] takes one, so the lock order (this guard, then the registry file's lock) cannot be
+/// skipped: a change decided under the guard reaches the file before any later one.
+pub(crate) struct SyncGuard<'a>(tokio::sync::MutexGuard<'a, RegistrySync>);
+
+impl std::ops::Deref for SyncGuard<'_> {
+    type Target = RegistrySync;
+    fn deref(&self) -> &RegistrySync {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for SyncGuard<'_> {
+    fn deref_mut(&mut self) -> &mut RegistrySync {
+        &mut self.0
+    }
+}
+
+/// The ports the monitor's servers listen on (`None` for a server that is off).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct Ports {
+    /// The aliveness server's.
+    pub(crate) aliveness: Option<u16>,
+    /// The remote API's.
+    pub(crate) remote: Option<u16>,
+}
+
+/// The running monitor. Its fields are its own: the daemon and the API change them through its methods.
 pub(crate) struct Monitor {
-    pub(crate) instance_id: String,
-    pub(crate) pid: u32,
-    pub(crate) started_at: Timestamp,
-    pub(crate) started: std::time::Instant,
-    pub(crate) store: Arc<Store>,
-    pub(crate) sup: Supervisor,
-    pub(crate) sync: tokio::sync::Mutex<RegistrySync>,
-    pub(crate) settings: RwLock<Settings>,
-    pub(crate) standalone_override: bool,
-    pub(crate) stopping: AtomicBool,
-    pub(crate) events: mpsc::UnboundedSender<DaemonEvent>,
-    pub(crate) ports: RwLock<(Option<u16>, Option<u16>)>,
-    pub(crate) resources: Arc<crate::resources::Sampler>,
+    instance_id: String,
+    pid: u32,
+    started_at: Timestamp,
+    started: std::time::Instant,
+    store: Arc<Store>,
+    sup: Supervisor,
+    sync: tokio::sync::Mutex<RegistrySync>,
+    settings: RwLock<Settings>,
+    standalone_override: bool,
+    stopping: AtomicBool,
+    events: mpsc::UnboundedSender<DaemonEvent>,
+    ports: RwLock<Ports>,
+    resources: Arc<crate::resources::Sampler>,
     /// CPU and memory of processes that have a cgroup, read from the cgroup (no `/proc` scan).
-    pub(crate) cgroup_usage: std::sync::Mutex<crate::cgroup::CpuSampler>,
+    cgroup_usage: std::sync::Mutex<crate::cgroup::CpuSampler>,
     /// The registry's top level as this monitor found it (processes left out), to write the file back from
     /// memory if it disappears.
-    pub(crate) template: std::sync::Mutex<Registry>,
+    template: std::sync::Mutex<Registry>,
     /// Group commit: tickets handed to callers that need their outcome stored ([`Monitor::durable`]), and the
     /// highest ticket a finished flush is known to cover.
     commit_requested: AtomicU64,
@@ -87,7 +110,7 @@ impl Monitor {
             standalone_override,
             stopping: Default::default(),
             events,
-            ports: RwLock::new((None, None)),
+            ports: RwLock::default(),
             resources: {
                 let sup = sup.clone();
                 crate::resources::Sampler::new(
@@ -103,9 +126,15 @@ impl Monitor {
         }
     }
 
-    /// Runs a registry transaction on the blocking pool.
+    /// Takes the registry-sync guard, which every transaction needs (see [`SyncGuard`]).
+    pub(crate) async fn sync(&self) -> SyncGuard<'_> {
+        SyncGuard(self.sync.lock().await)
+    }
+
+    /// Runs a registry transaction on the blocking pool, under the registry-sync guard `_held`.
     pub(crate) async fn transaction<T: Send + 'static>(
         &self,
+        _held: &SyncGuard<'_>,
         timeout: Duration,
         f: impl FnOnce(&mut Registry) -> Result<T, Error> + Send + 'static,
     ) -> Result<T, Error> {
@@ -129,6 +158,83 @@ impl Monitor {
         self.standalone_override || self.settings.read().expect("settings").standalone_mode
     }
 
+    /// This monitor's instance id.
+    pub(crate) fn instance_id(&self) -> &str {
+        &self.instance_id
+    }
+
+    /// The supervisor that runs the processes (a shared handle).
+    pub(crate) fn supervisor(&self) -> &Supervisor {
+        &self.sup
+    }
+
+    /// The remote-access settings in force.
+    pub(crate) fn remote_access(&self) -> pm_core::RemoteAccessConfig {
+        self.settings.read().expect("settings").remote_access.clone()
+    }
+
+    /// The partner-discovery settings in force.
+    pub(crate) fn partner_discovery(&self) -> pm_core::PartnerDiscovery {
+        self.settings.read().expect("settings").partner_discovery.clone()
+    }
+
+    /// The ports the servers listen on.
+    pub(crate) fn ports(&self) -> Ports {
+        *self.ports.read().expect("ports")
+    }
+
+    /// Records the port of the aliveness server (`None`: off).
+    pub(crate) fn set_aliveness_port(&self, port: Option<u16>) {
+        self.ports.write().expect("ports").aliveness = port;
+    }
+
+    /// Records the port of the remote API (`None`: off).
+    pub(crate) fn set_remote_port(&self, port: Option<u16>) {
+        self.ports.write().expect("ports").remote = port;
+    }
+
+    /// Hands `event` to the daemon loop (a no-op once the loop has ended).
+    pub(crate) fn request(&self, event: DaemonEvent) {
+        let _ = self.events.send(event);
+    }
+
+    /// Enters the shutdown: the API refuses changes from now on, the status says `stopping`, and open event
+    /// streams end (with a `cut` event) so that they do not hold up the servers' shutdown. A `restart` is
+    /// announced first.
+    pub(crate) fn begin_shutdown(&self, restart: bool) {
+        if restart {
+            self.sup.publish_monitor_event(pm_core::EventKind::MonitorRestart {});
+        }
+        self.sup.event_bus().close();
+        self.stopping.store(true, Ordering::Relaxed);
+    }
+
+    /// Drops the entry `id` from supervision and from the registry, leaving its process running (a partner no
+    /// longer supervised).
+    pub(crate) async fn forget(&self, id: &str) -> Result<(), Error> {
+        let _ = self.sup.detach(id).await;
+        let sync = self.sync().await;
+        let id = id.to_owned();
+        self.transaction(&sync, API_LOCK_TIMEOUT, move |registry| {
+            registry.processes.remove(&id);
+            Ok(())
+        })
+        .await
+    }
+
+    /// Stores a new configuration of the entry `id` in the registry; the next reconcile hands it to the
+    /// process's task.
+    pub(crate) async fn store_config(&self, config: ProcessConfig) -> Result<(), Error> {
+        let sync = self.sync().await;
+        self.transaction(&sync, API_LOCK_TIMEOUT, move |registry| {
+            if let Some(stored) = registry.processes.get_mut(&config.id) {
+                stored.config = config;
+            }
+            Ok(())
+        })
+        .await
+    }
+
     /// Writes the observed state of every process to the registry in one transaction.
     ///
     /// Every outcome in memory when it takes the guard is in what it writes: a caller holding a commit ticket
@@ -139,7 +245,7 @@ impl Monitor {
 
     /// [`Monitor::flush`], skipped when a flush that finished while this waited for the guard covers `ticket`.
     async fn flush_covering(&self, ticket: Option<u64>) -> Result<(), Error> {
-        let mut sync = self.sync.lock().await;
+        let mut sync = self.sync().await;
         if ticket.is_some_and(|ticket| self.commit_done.load(Ordering::SeqCst) >= ticket) {
             return Ok(());
         }
@@ -148,7 +254,7 @@ impl Monitor {
         let snapshots = self.sup.snapshots();
         let written = sync.written_rev.clone();
         let revs = self
-            .transaction(Duration::from_secs(10), move |registry| {
+            .transaction(&sync, Duration::from_secs(10), move |registry| {
                 let mut revs = Vec::new();
                 for snapshot in snapshots {
                     let id = &snapshot.entry.config.id;
@@ -184,9 +290,9 @@ impl Monitor {
     /// Stores final entries (after the supervisor shut down) in one transaction; `clean` marks a clean
     /// shutdown (the next start is a boot, not a resume).
     pub(crate) async fn flush_entries(&self, entries: Vec<ProcessEntry>, clean: bool) -> Result<(), Error> {
-        let _sync = self.sync.lock().await;
+        let sync = self.sync().await;
         let closed = self.closed.clone();
-        self.transaction(Duration::from_secs(10), move |registry| {
+        self.transaction(&sync, Duration::from_secs(10), move |registry| {
             closed.store(true, Ordering::SeqCst);
             if clean {
                 registry.monitor_running = false;
@@ -207,7 +313,7 @@ impl Monitor {
     /// settings. Cheap when the file did not change (one `stat`).
     pub(crate) async fn reconcile(self: &Arc<Self>) -> Result<(), Error> {
         let stamp = self.store.stamp();
-        let mut sync = self.sync.lock().await;
+        let mut sync = self.sync().await;
         if stamp.is_none() {
             drop(sync);
             return self.restore_registry().await;
@@ -217,56 +323,21 @@ impl Monitor {
         }
         // Per process: the configuration in memory and which of its fields the task changed since they were last
         // written (those keep memory's value; the file's edits of every other field are taken up).
-        let memory: BTreeMap<String, (ProcessConfig, ConfigRevs, bool, bool)> = self
+        let memory: BTreeMap<String, Held> = self
             .sup
             .snapshots()
             .into_iter()
             .map(|snapshot| {
                 let id = snapshot.entry.config.id.clone();
                 let written = sync.written_rev.get(&id).copied().unwrap_or_default();
-                let revs = snapshot.config_rev;
-                let dirty = (revs.enabled > written.enabled, revs.autostart > written.autostart);
-                (id, (snapshot.entry.config, revs, dirty.0, dirty.1))
+                (id, Held::of(snapshot.entry.config, snapshot.config_rev, written))
             })
             .collect();
-        let known: Vec<String> = memory.keys().cloned().collect();
         let unusable_sink = self.clone();
         let plan = self
-            .transaction(Duration::from_secs(10), move |registry| {
+            .transaction(&sync, Duration::from_secs(10), move |registry| {
                 unusable_sink.template.lock().expect("template").unusable = registry.unusable.clone();
-                let mut plan = Plan {
-                    settings: Settings::of(registry),
-                    actions: Vec::new(),
-                    added: Vec::new(),
-                    changed: Vec::new(),
-                    removed: Vec::new(),
-                };
-                for (id, stored) in registry.processes.iter_mut() {
-                    if let Some(action) = stored.pending_action.take() {
-                        plan.actions.push((id.clone(), action));
-                    }
-                    match memory.get(id) {
-                        None => plan.added.push(stored.clone()),
-                        Some((config, revs, enabled_dirty, autostart_dirty)) => {
-                            let mut wanted = stored.config.clone();
-                            if *enabled_dirty {
-                                wanted.enabled = config.enabled;
-                            }
-                            if *autostart_dirty {
-                                wanted.autostart = config.autostart;
-                            }
-                            if wanted != *config {
-                                plan.changed.push((wanted, *revs));
-                            }
-                        }
-                    }
-                }
-                // An entry a hand edit made unusable is not a deregistration: its process goes on from memory.
-                plan.removed = known
-                    .into_iter()
-                    .filter(|id| !registry.processes.contains_key(id) && !registry.unusable.contains_key(id))
-                    .collect();
-                Ok(plan)
+                Ok(crate::decide::reconcile_plan(registry, &memory))
             })
             .await?;
         sync.last_stamp = stamp;
@@ -295,7 +366,7 @@ impl Monitor {
         };
         if settings_changed {
             self.note_standalone(standalone_before);
-            let _ = self.events.send(DaemonEvent::SettingsChanged);
+            self.request(DaemonEvent::SettingsChanged);
         }
         for entry in plan.added {
             tracing::info!(process = %entry.config.id, "registered by a local client");
@@ -348,7 +419,7 @@ impl Monitor {
     /// Writes the registry back from memory after it disappeared (deleted by hand, say): every process with
     /// its configuration and state, and the settings in force. Nothing is stopped meanwhile.
     pub(crate) async fn restore_registry(&self) -> Result<(), Error> {
-        let _sync = self.sync.lock().await;
+        let _sync = self.sync().await;
         let mut rebuilt = self.template.lock().expect("template").clone();
         let settings = self.settings.read().expect("settings").clone();
         rebuilt.standalone_mode = settings.standalone_mode;
@@ -381,7 +452,7 @@ impl Monitor {
         // Nothing the registry would refuse on its next read is stored.
         entry.config.validate()?;
         self.sup.containment().check_limits(&entry.config)?;
-        let mut sync = self.sync.lock().await;
+        let mut sync = self.sync().await;
         let id = entry.config.id.clone();
         if self.sup.get(&id).is_some() {
             return Err(Error::AlreadyExists(id));
@@ -389,7 +460,7 @@ impl Monitor {
         // A new process starts its revisions afresh; an earlier one of the same id wrote its own.
         sync.written_rev.remove(&id);
         let stored = entry.clone();
-        self.transaction(API_LOCK_TIMEOUT, move |registry| {
+        self.transaction(&sync, API_LOCK_TIMEOUT, move |registry| {
             if registry.processes.contains_key(&stored.config.id) {
                 return Err(Error::AlreadyExists(stored.config.id.clone()));
             }
@@ -422,12 +493,12 @@ impl Monitor {
             }
         }
         {
-            let mut sync = self.sync.lock().await;
+            let mut sync = self.sync().await;
             sync.written_rev.remove(id);
             let known = self.sup.get(id).is_some();
             let key = id.to_owned();
             let removed = self
-                .transaction(API_LOCK_TIMEOUT, move |registry| Ok(registry.processes.remove(&key).is_some()))
+                .transaction(&sync, API_LOCK_TIMEOUT, move |registry| Ok(registry.processes.remove(&key).is_some()))
                 .await?;
             if !known && !removed {
                 return Err(Error::NotFound(id.to_owned()));
@@ -450,7 +521,7 @@ impl Monitor {
             Some(_) => "unreachable".to_owned(),
             None => "unknown".to_owned(),
         });
-        let (aliveness_port, remote_port) = *self.ports.read().expect("ports");
+        let Ports { aliveness: aliveness_port, remote: remote_port } = self.ports();
         MonitorStatus {
             instance_id: self.instance_id.clone(),
             pid: self.pid,
@@ -470,15 +541,6 @@ impl Monitor {
             containment_reason: Some(self.sup.containment().reason().to_owned()),
         }
     }
-}
-
-struct Plan {
-    settings: Settings,
-    actions: Vec<(String, PendingAction)>,
-    added: Vec<ProcessEntry>,
-    /// New configurations, with the revisions of the task's own changes they were read against.
-    changed: Vec<(ProcessConfig, ConfigRevs)>,
-    removed: Vec<String>,
 }
 
 /// Copies what the monitor observes (never the configuration, never a pending request) onto a stored entry.
@@ -584,9 +646,9 @@ impl pm_http::ControlPlane for Monitor {
                     .to_owned(),
             ));
         }
-        let _sync = self.sync.lock().await;
+        let sync = self.sync().await;
         let settings = self
-            .transaction(API_LOCK_TIMEOUT, move |registry| {
+            .transaction(&sync, API_LOCK_TIMEOUT, move |registry| {
                 update.apply(registry)?;
                 Ok(Settings::of(registry))
             })
@@ -598,7 +660,7 @@ impl pm_http::ControlPlane for Monitor {
         let standalone_before = self.standalone();
         *self.settings.write().expect("settings") = settings;
         self.note_standalone(standalone_before);
-        let _ = self.events.send(DaemonEvent::SettingsChanged);
+        self.request(DaemonEvent::SettingsChanged);
         Ok(pm_http::ControlPlane::settings(self))
     }
 
@@ -627,7 +689,7 @@ impl Monitor {
         make: impl FnOnce(tokio::sync::oneshot::Sender<Result<T, Error>>) -> Cmd,
     ) -> Result<T, Error> {
         let reply = {
-            let _sync = self.sync.lock().await;
+            let _sync = self.sync().await;
             self.sup.enqueue(id, make).await?
         };
         reply.await.map_err(|_| Error::ShuttingDown)?
@@ -737,7 +799,7 @@ mod tests {
             default_cwd: root.to_path_buf(),
             extra_env: Vec::new(),
         });
-        sup.resume(entry, false).unwrap();
+        sup.resume(entry, crate::StartKind::Resume).unwrap();
         let (events, _) = mpsc::unbounded_channel();
         let registry = store.load().unwrap();
         let monitor = Arc::new(Monitor::new(store, sup, registry, true, events));
@@ -815,8 +877,9 @@ mod tests {
         let entries = monitor.sup.shutdown(|_| false).await;
         monitor.flush_entries(entries, true).await.unwrap();
         let stamp = monitor.store.stamp();
+        let sync = monitor.sync().await;
         let late = monitor
-            .transaction(Duration::from_secs(5), |registry| {
+            .transaction(&sync, Duration::from_secs(5), |registry| {
                 registry.monitor_running = true;
                 registry.processes.get_mut("job").unwrap().state = ProcessState::Running;
                 Ok(())

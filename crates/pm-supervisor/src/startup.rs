@@ -96,7 +96,7 @@ pub(crate) async fn unmark(store: &Arc<Store>) {
 /// lifeline commands when the registry does not parse and for a detached start waiting for the monitor to serve.
 /// A failure is logged, never fatal.
 pub(crate) fn publish_ports(lock: &mut pm_registry::InstanceLock, monitor: &crate::monitor::Monitor) {
-    let (aliveness, remote) = *monitor.ports.read().expect("ports");
+    let crate::monitor::Ports { aliveness, remote } = monitor.ports();
     // Both keys are written (`null` for a server that is off): their presence tells a detached start that the
     // monitor is past its start-up checks and serving.
     let mut keys = serde_json::Map::new();

@@ -147,10 +147,10 @@ impl Supervisor {
     }
 
     /// Takes over an entry from a registry when the monitor starts: processes that still run (same PID and
-    /// start time) are adopted, not started again; ones that died meanwhile go down the crash path. With
-    /// `boot`, stopped autostart processes are started as well.
-    pub fn resume(&self, entry: ProcessEntry, boot: bool) -> Result<(), Error> {
-        self.insert(entry, Begin::MonitorStart { boot })
+    /// start time) are adopted, not started again; ones that died meanwhile go down the crash path. At a
+    /// [`StartKind::Boot`](crate::StartKind::Boot), stopped autostart processes are started as well.
+    pub fn resume(&self, entry: ProcessEntry, start: crate::StartKind) -> Result<(), Error> {
+        self.insert(entry, Begin::MonitorStart(start))
     }
 
     pub(crate) fn insert(&self, entry: ProcessEntry, begin: Begin) -> Result<(), Error> {

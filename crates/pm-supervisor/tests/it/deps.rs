@@ -414,7 +414,7 @@ async fn a_job_found_gone_at_monitor_start_is_not_run_again_unless_it_restarts_a
         entry.state = ProcessState::Running;
         entry.pid = Some(std::process::id());
         entry.pid_start_time = Some(1);
-        fx.sup.resume(entry, false).unwrap();
+        fx.sup.resume(entry, pm_supervisor::StartKind::Resume).unwrap();
         let seen = fx.wait(id, LONG, |e| e.state == want).await;
         assert!(seen.last_error.unwrap().contains("exited while the monitor was not running"), "{id}");
     }

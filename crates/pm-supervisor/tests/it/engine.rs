@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use pm_core::{AlivenessCheck, FailAction, ProcessEntry, ProcessState, RestartPolicy, StartupCheck, Timestamp};
 use pm_http::{AlivenessCallback, AlivenessServerHelper};
+use pm_supervisor::StartKind;
 
 use crate::support::{alive, eventually, read_numbers, sh, ChildGuard, Fixture};
 
@@ -360,7 +361,7 @@ async fn monitor_start_adopts_a_running_process_instead_of_starting_another() {
     entry.state = ProcessState::Running;
     entry.pid = Some(pid);
     entry.pid_start_time = pm_registry::pid::start_time(pid);
-    fx.sup.resume(entry, true).unwrap();
+    fx.sup.resume(entry, StartKind::Boot).unwrap();
     let adopted = fx.wait("kept", LONG, |e| e.state == ProcessState::Running).await;
     assert_eq!(adopted.pid, Some(pid));
     tokio::time::sleep(Duration::from_millis(300)).await;
@@ -389,7 +390,7 @@ async fn a_disabled_entry_whose_process_still_runs_is_stopped_at_monitor_start()
     entry.state = ProcessState::Stopping;
     entry.pid = Some(pid);
     entry.pid_start_time = pm_registry::pid::start_time(pid);
-    fx.sup.resume(entry, false).unwrap();
+    fx.sup.resume(entry, StartKind::Resume).unwrap();
     let entry = fx.wait("off", LONG, |e| e.state == ProcessState::Disabled && e.pid.is_none()).await;
     assert_eq!(entry.pid, None);
     let status = orphan.0.wait().unwrap();
@@ -407,7 +408,7 @@ async fn an_adopted_process_that_leads_no_group_is_still_stopped() {
     entry.pid = Some(pid);
     entry.pid_start_time = pm_registry::pid::start_time(pid);
     entry.config.autostart = false;
-    fx.sup.resume(entry, false).unwrap();
+    fx.sup.resume(entry, StartKind::Resume).unwrap();
     fx.wait("grouped", LONG, |e| e.state == ProcessState::Running && e.pid == Some(pid)).await;
     let stopped = tokio::time::timeout(Duration::from_secs(15), fx.sup.stop("grouped")).await;
     assert_eq!(stopped.expect("the stop finished").unwrap(), ProcessState::Stopped);
@@ -430,7 +431,7 @@ async fn monitor_start_does_not_adopt_a_reused_pid() {
     // A start time that is not this process's: the PID now belongs to someone else.
     entry.pid_start_time = pm_registry::pid::start_time(pid).map(|t| t + 12345);
     entry.config.restart_policy = Some(policy(3, &[10]));
-    fx.sup.resume(entry, true).unwrap();
+    fx.sup.resume(entry, StartKind::Boot).unwrap();
     let running =
         fx.wait("reused", LONG, |e| e.state == ProcessState::Running && e.pid.is_some_and(|p| p != pid)).await;
     assert_ne!(running.pid, Some(pid));
@@ -445,11 +446,11 @@ async fn resume_keeps_stopped_processes_stopped_but_boot_starts_autostart() {
     let fx = Fixture::new();
     let mut entry = ProcessEntry::new(sh("resumed", "sleep 300"), Timestamp::now());
     entry.last_started_at = Some(Timestamp::now());
-    fx.sup.resume(entry.clone(), false).unwrap();
+    fx.sup.resume(entry.clone(), StartKind::Resume).unwrap();
     tokio::time::sleep(Duration::from_millis(200)).await;
     assert_eq!(fx.sup.get("resumed").unwrap().state, ProcessState::Stopped);
     entry.config.id = "booted".to_owned();
-    fx.sup.resume(entry, true).unwrap();
+    fx.sup.resume(entry, StartKind::Boot).unwrap();
     fx.wait("booted", LONG, |e| e.state == ProcessState::Running).await;
 }
 
@@ -525,12 +526,12 @@ async fn a_process_retrying_at_a_clean_stop_starts_at_boot_only_if_autostart() {
     manual.config.autostart = false;
     manual.config.restart_policy = Some(policy(5, &[1000]));
     let mut older = manual.clone();
-    fx.sup.resume(manual, true).unwrap();
+    fx.sup.resume(manual, StartKind::Boot).unwrap();
     // An older monitor's file: `retrying` after a clean stop.
     older.config.id = "older".to_owned();
     older.state = ProcessState::Retrying;
     older.restart_attempts = 1;
-    fx.sup.resume(older, true).unwrap();
+    fx.sup.resume(older, StartKind::Boot).unwrap();
     tokio::time::sleep(Duration::from_millis(2500)).await;
     for id in ["flaky", "older"] {
         let entry = fx.sup.get(id).unwrap();
@@ -543,6 +544,6 @@ async fn a_process_retrying_at_a_clean_stop_starts_at_boot_only_if_autostart() {
     auto.config.id = "auto".to_owned();
     auto.config.autostart = true;
     auto.state = ProcessState::Retrying;
-    fx.sup.resume(auto, true).unwrap();
+    fx.sup.resume(auto, StartKind::Boot).unwrap();
     eventually(LONG, "the autostart process starts at boot", || runs() >= 2).await;
 }

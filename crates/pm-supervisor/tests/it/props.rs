@@ -486,7 +486,7 @@ impl Run {
                     let entries = self.sup.shutdown(|_| true).await;
                     let entry = entries.into_iter().next().ok_or("shutdown answered no entry")?;
                     self.sup = supervisor(&self.dir);
-                    self.sup.resume(entry, false).map_err(|err| format!("{what}: {err}"))?;
+                    self.sup.resume(entry, pm_supervisor::StartKind::Resume).map_err(|err| format!("{what}: {err}"))?;
                     self.observe();
                     if model.state == Settled::Running {
                         model.adopted = true;

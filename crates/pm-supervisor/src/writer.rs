@@ -1,0 +1,73 @@
+//! The registry writer: the task that stores what the processes' tasks observe (states, PIDs, exits, restart
+//! counts) in the registry file, coalescing bursts of changes into at most a few whole-file writes a second.
+//!
+//! Acknowledged API actions do not wait for it: they store their outcome before they answer
+//! ([`Monitor::commit`]); the writer covers everything else (restarts, exits, a start-up).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::monitor::Monitor;
+
+/// Least time between two background registry writes.
+pub(crate) const WRITER_GAP: Duration = Duration::from_millis(250);
+/// How long the writer waits after a failed write before it tries again.
+const RETRY_AFTER: Duration = Duration::from_millis(500);
+/// How long changes must have settled before the heap a burst freed goes back to the system.
+const SETTLED: Duration = Duration::from_secs(1);
+
+/// The running writer task; stopped by [`Writer::stop`] (or on drop).
+pub(crate) struct Writer(tokio::task::JoinHandle<()>);
+
+impl Writer {
+    /// Starts the writer of `monitor`'s registry, and has it write once now.
+    pub(crate) fn start(monitor: Arc<Monitor>) -> Writer {
+        let sup = monitor.supervisor().clone();
+        let writer = Writer(tokio::spawn(write_changes(monitor)));
+        sup.notify_changed();
+        writer
+    }
+
+    /// Stops the writer (a write under way on the blocking pool finishes; the final states are written by the
+    /// shutdown, after which nothing else is).
+    pub(crate) fn stop(self) {}
+}
+
+impl Drop for Writer {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// Waits for a change, writes every process's state, then keeps [`WRITER_GAP`] before the next write: the
+/// changes of the gap go out together in the next one. A failed write is retried; the daemon supervises from
+/// memory meanwhile.
+async fn write_changes(monitor: Arc<Monitor>) {
+    let sup = monitor.supervisor().clone();
+    let mut failing = false;
+    loop {
+        // Once a burst of changes (a start-up, many restarts) has settled for a second, the heap it freed goes
+        // back to the system instead of staying resident; then wait for the next change.
+        if tokio::time::timeout(SETTLED, sup.changed()).await.is_err() {
+            crate::os::trim_heap();
+            sup.changed().await;
+        }
+        match monitor.flush().await {
+            Ok(()) => {
+                if failing {
+                    tracing::info!("registry writes work again");
+                }
+                failing = false;
+                tokio::time::sleep(WRITER_GAP).await;
+            }
+            Err(err) => {
+                if !failing {
+                    tracing::error!("cannot write the registry: {err}; supervising from memory and retrying");
+                }
+                failing = true;
+                tokio::time::sleep(RETRY_AFTER).await;
+                sup.notify_changed();
+            }
+        }
+    }
+}
