@@ -48,6 +48,8 @@ mod events;
 mod execcheck;
 mod footprint;
 mod groupwait;
+#[cfg(test)]
+mod inproc;
 mod logrotate;
 mod monitor;
 mod orphans;

@@ -1,0 +1,304 @@
+//! An in-process daemon for tests: [`Daemon::run`]'s whole path (`tokio::spawn`ed on the test's runtime) on a
+//! temporary home and free loopback ports, with tests of its reconcile, its registry writer and its partner
+//! tick. Torn down on drop: the daemon task is stopped and every process it reported is killed by process group,
+//! pass or fail.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use pm_core::{ProcessConfig, ProcessEntry, ProcessState, Registry};
+use pm_registry::{Paths, Store};
+
+use crate::daemon::{DaemonEvent, Hooks};
+use crate::monitor::Monitor;
+use crate::{Daemon, DaemonConfig, Error, Exit};
+
+static COUNTER: AtomicUsize = AtomicUsize::new(0);
+
+/// A free TCP port on 127.0.0.1 (free when asked: the OS hands out ephemeral ports in turn).
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// A daemon running in this process on its own temporary home.
+pub(crate) struct DaemonFixture {
+    pub(crate) home: PathBuf,
+    pub(crate) paths: Paths,
+    pub(crate) monitor: Arc<Monitor>,
+    task: Option<tokio::task::JoinHandle<Result<Exit, Error>>>,
+    /// Process groups seen, killed on drop.
+    seen: Mutex<Vec<u32>>,
+}
+
+impl DaemonFixture {
+    /// Starts a daemon on a fresh home whose registry `prepare` edits first (both servers on free loopback
+    /// ports); `partner_program` is what it starts as its partner.
+    pub(crate) async fn start(prepare: impl FnOnce(&mut Registry), partner_program: &Path) -> DaemonFixture {
+        let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+        let home = std::env::temp_dir().join(format!("pm-inproc-{}-{n}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&home);
+        std::fs::create_dir_all(&home).unwrap();
+        let paths = Paths::new(&home, "default").unwrap();
+        Store::new(paths.clone())
+            .transaction(Duration::from_secs(5), |registry: &mut Registry| {
+                registry.partner_discovery.partner_instance_id = None;
+                prepare(registry);
+                Ok::<_, pm_registry::Error>(())
+            })
+            .unwrap();
+        let config = DaemonConfig {
+            paths: paths.clone(),
+            standalone: false,
+            remote_port: Some(free_port()),
+            aliveness_port: Some(free_port()),
+            remote_bind: Some("127.0.0.1".to_owned()),
+            restart_command: Vec::new(),
+            partner_program: partner_program.to_path_buf(),
+            resume: false,
+            keep_runs: 5,
+            lock_timeout: Duration::from_secs(5),
+            tls: None,
+        };
+        let (serving, served) = tokio::sync::oneshot::channel();
+        let task = tokio::spawn(Daemon::run_with(config, Hooks { serving: Some(serving) }));
+        let monitor = match tokio::time::timeout(Duration::from_secs(30), served).await {
+            Ok(Ok(monitor)) => monitor,
+            _ => panic!("the daemon did not start: {:?}", task.await),
+        };
+        DaemonFixture { home, paths, monitor, task: Some(task), seen: Mutex::default() }
+    }
+
+    /// The registry file as it is now.
+    pub(crate) fn stored(&self) -> Registry {
+        Store::new(self.paths.clone()).load().unwrap()
+    }
+
+    /// Edits the registry file as a local client does.
+    pub(crate) fn edit(&self, edit: impl FnOnce(&mut Registry)) {
+        Store::new(self.paths.clone())
+            .transaction(Duration::from_secs(5), |registry: &mut Registry| {
+                edit(registry);
+                Ok::<_, pm_registry::Error>(())
+            })
+            .unwrap();
+    }
+
+    /// Remembers the process groups of every process the daemon reports, for the cleanup.
+    pub(crate) fn track(&self) {
+        let mut seen = self.seen.lock().unwrap();
+        for pid in self.monitor.supervisor().list().into_iter().filter_map(|entry| entry.pid) {
+            if !seen.contains(&pid) {
+                seen.push(pid);
+            }
+        }
+    }
+
+    /// Polls the registry file until `done` holds (tracking processes on the way); panics after `timeout`.
+    pub(crate) async fn stored_when(&self, timeout: Duration, done: impl Fn(&Registry) -> bool) -> Registry {
+        let deadline = Instant::now() + timeout;
+        loop {
+            self.track();
+            let stored = self.stored();
+            if done(&stored) {
+                return stored;
+            }
+            assert!(Instant::now() < deadline, "timed out; the registry holds {:#?}", stored.processes);
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Stops the daemon as SIGTERM does and waits for its end.
+    pub(crate) async fn stop(mut self) -> Exit {
+        self.track();
+        self.monitor.request(DaemonEvent::Stop);
+        let task = self.task.take().unwrap();
+        tokio::time::timeout(Duration::from_secs(60), task).await.expect("daemon stops").unwrap().unwrap()
+    }
+}
+
+impl Drop for DaemonFixture {
+    fn drop(&mut self) {
+        self.track();
+        if let Some(task) = self.task.take() {
+            task.abort();
+        }
+        for pgid in self.seen.lock().unwrap().drain(..) {
+            crate::os::signal_group(pgid, libc::SIGKILL);
+        }
+        let _ = std::fs::remove_dir_all(&self.home);
+    }
+}
+
+/// A registered process running `sleep 60`, enabled with autostart.
+fn sleeper(id: &str) -> ProcessEntry {
+    let mut config = ProcessConfig::new(id, id, "sleep");
+    config.args = vec!["60".to_owned()];
+    ProcessEntry::new(config, pm_core::Timestamp::now())
+}
+
+fn state_of(registry: &Registry, id: &str) -> Option<ProcessState> {
+    registry.processes.get(id).map(|entry| entry.state)
+}
+
+/// The register → running → saved path through a local client: an entry the client adds to the file is taken
+/// up by the reconcile, started, and its run stored by the writer; a pending stop is handed over once and its
+/// outcome stored; a removed entry is stopped.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reconcile_takes_up_a_local_client_s_edits_and_the_writer_stores_their_outcome() {
+    let fx = DaemonFixture::start(|_| {}, Path::new("/bin/false")).await;
+    fx.edit(|registry| {
+        registry.processes.insert("job".to_owned(), sleeper("job"));
+    });
+    let stored = fx
+        .stored_when(Duration::from_secs(20), |registry| {
+            registry.processes.get("job").is_some_and(|job| job.state == ProcessState::Running && job.pid.is_some())
+        })
+        .await;
+    let pid = stored.processes["job"].pid.unwrap();
+    assert!(stored.monitor_running);
+    assert_eq!(fx.monitor.supervisor().get("job").unwrap().pid, Some(pid), "the file holds the run memory holds");
+    fx.edit(|registry| registry.processes.get_mut("job").unwrap().pending_action = Some(pm_core::PendingAction::Stop));
+    let stored = fx
+        .stored_when(Duration::from_secs(20), |registry| state_of(registry, "job") == Some(ProcessState::Stopped))
+        .await;
+    assert_eq!(stored.processes["job"].pending_action, None, "the request is handed over once");
+    assert_eq!(stored.processes["job"].pid, None);
+    fx.edit(|registry| {
+        registry.processes.remove("job");
+    });
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while fx.monitor.supervisor().get("job").is_some() {
+        assert!(Instant::now() < deadline, "the deregistered process is still supervised");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(fx.stop().await, Exit::Stopped);
+}
+
+/// An action the API acknowledged is in the file when the answer comes, without waiting for the writer's gap.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_writer_stores_acknowledged_actions_before_they_are_answered() {
+    use pm_http::ControlPlane;
+    let fx = DaemonFixture::start(
+        |registry| {
+            registry.processes.insert("job".to_owned(), sleeper("job"));
+        },
+        Path::new("/bin/false"),
+    )
+    .await;
+    fx.stored_when(Duration::from_secs(20), |registry| state_of(registry, "job") == Some(ProcessState::Running)).await;
+    for round in 0..3 {
+        assert_eq!(fx.monitor.stop("job").await.unwrap(), ProcessState::Stopped);
+        let stored = fx.stored();
+        assert_eq!(state_of(&stored, "job"), Some(ProcessState::Stopped), "round {round}: stop answered before stored");
+        assert_eq!(stored.processes["job"].pid, None);
+        let state = fx.monitor.start("job").await.unwrap();
+        fx.track();
+        let stored = fx.stored();
+        assert_eq!(state_of(&stored, "job"), Some(state), "round {round}: start answered before stored");
+        assert_eq!(stored.processes["job"].pid, fx.monitor.supervisor().get("job").unwrap().pid);
+    }
+    fx.monitor.set_enabled("job", false).await.unwrap();
+    let stored = fx.stored();
+    assert!(!stored.processes["job"].config.enabled);
+    assert_eq!(state_of(&stored, "job"), Some(ProcessState::Disabled));
+    assert_eq!(fx.stop().await, Exit::Stopped);
+}
+
+/// Processes that crash and restart many times a second are written a few times a second, not once per change.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_writer_coalesces_a_burst_of_changes_into_a_few_writes() {
+    use std::os::unix::fs::MetadataExt;
+    let crasher = |id: &str| {
+        let mut config = ProcessConfig::new(id, id, "/bin/sh");
+        config.args = vec!["-c".to_owned(), "exit 3".to_owned()];
+        config.restart_policy = Some(pm_core::RestartPolicy {
+            max_attempts: 100_000,
+            backoff_intervals_ms: vec![5],
+            reset_after_ms: 600_000,
+            retry_indefinitely: true,
+            indefinite_interval_ms: 5,
+            restart_on: Default::default(),
+            extra: serde_json::Map::new(),
+        });
+        ProcessEntry::new(config, pm_core::Timestamp::now())
+    };
+    let fx = DaemonFixture::start(
+        |registry| {
+            for id in ["c1", "c2", "c3"] {
+                registry.processes.insert(id.to_owned(), crasher(id));
+            }
+        },
+        Path::new("/bin/false"),
+    )
+    .await;
+    let restarts = || -> u64 { fx.monitor.supervisor().snapshots().iter().map(|s| s.counters.restarts).sum() };
+    let identity = || std::fs::metadata(fx.paths.registry_file()).map(|meta| (meta.ino(), meta.mtime_nsec())).ok();
+    let (began, restarts_before) = (Instant::now(), restarts());
+    let (mut last, mut writes) = (identity(), 0u32);
+    while began.elapsed() < Duration::from_secs(3) {
+        let now = identity();
+        if now != last {
+            writes += 1;
+            last = now;
+        }
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    let (took, churn) = (began.elapsed(), restarts() - restarts_before);
+    let most = (took.as_millis() / crate::writer::WRITER_GAP.as_millis()) as u32 + 2;
+    eprintln!("{writes} writes in {took:?} for {churn} restarts");
+    assert!(writes >= 2, "the writer did not write ({churn} restarts)");
+    assert!(writes <= most, "{writes} writes in {took:?} (at most {most}) for {churn} restarts");
+    assert!(u64::from(writes) < churn, "{writes} writes for only {churn} restarts: nothing to coalesce");
+    // What the last write stored is what memory held then: the restart counts keep growing in the file too.
+    let stored = fx.stored();
+    assert!(stored.processes.values().map(|entry| u64::from(entry.restart_attempts)).sum::<u64>() > 0);
+    assert_eq!(fx.stop().await, Exit::Stopped);
+}
+
+/// The partner tick registers and starts the partner when `startPartnerIfMissing`, with the entry the guide
+/// describes, and drops it (leaving it running) once standalone mode is turned on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_partner_tick_supervises_the_partner_and_lets_go_of_it_in_standalone_mode() {
+    use pm_http::ControlPlane;
+    let script_dir = std::env::temp_dir().join(format!("pm-inproc-partner-{}", std::process::id()));
+    std::fs::create_dir_all(&script_dir).unwrap();
+    let program = script_dir.join("partner.sh");
+    std::fs::write(&program, "#!/bin/sh\nexec sleep 60\n").unwrap();
+    std::fs::set_permissions(&program, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let partner_port = free_port();
+    let fx = DaemonFixture::start(
+        |registry| {
+            let discovery = &mut registry.partner_discovery;
+            discovery.partner_instance_id = Some("watcher".to_owned());
+            discovery.partner_aliveness_port = Some(partner_port);
+            discovery.start_partner_if_missing = true;
+            discovery.check_interval_ms = 200;
+            registry.standalone_mode = false;
+        },
+        &program,
+    )
+    .await;
+    let stored = fx
+        .stored_when(Duration::from_secs(20), |registry| {
+            registry.processes.get("watcher").is_some_and(|entry| entry.pid.is_some())
+        })
+        .await;
+    let partner = &stored.processes["watcher"];
+    assert!(partner.config.partner);
+    assert_eq!(partner.config.command, program.to_string_lossy());
+    let home = fx.home.to_string_lossy().into_owned();
+    assert_eq!(partner.config.args, ["--instance-id", "watcher", "--directory", home.as_str(), "--detached"]);
+    let check = partner.config.aliveness_check.as_ref().unwrap();
+    assert_eq!(check.url, format!("http://localhost:{partner_port}/alive"));
+    let pid = partner.pid.unwrap();
+    fx.monitor.update_settings(pm_core::SettingsUpdate::StandaloneMode(true)).await.unwrap();
+    fx.stored_when(Duration::from_secs(20), |registry| !registry.processes.contains_key("watcher")).await;
+    assert!(fx.monitor.supervisor().get("watcher").is_none());
+    assert!(pm_registry::pid::alive(pid), "the partner is left running");
+    assert_eq!(fx.stop().await, Exit::Stopped);
+    assert!(pm_registry::pid::alive(pid), "a stop leaves the partner running");
+    crate::os::signal_group(pid, libc::SIGKILL);
+    let _ = std::fs::remove_dir_all(&script_dir);
+}
