@@ -14,6 +14,7 @@ use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
 use crate::cgroup::ProcCgroup;
+use crate::decide::{self, AtStart};
 use crate::os::{self, ExitWatch};
 use crate::spawn::{self, SpawnContext};
 use crate::Shared;
@@ -341,82 +342,76 @@ impl Actor {
             return;
         }
         if let Begin::MonitorStart(start) = begin {
-            if let Some(pid) = pm_registry::pid::live_pid_of(entry) {
-                if entry.config.partner && self.partner_stopping(pid).await {
-                    self.entry.pid = None;
-                    self.entry.last_error = Some(format!("partner (pid {pid}) was shutting down; not adopted"));
-                    self.entry.state = ProcessState::Stopped;
-                    self.publish();
-                    return;
-                }
-                let entry = &self.entry;
-                let was_stopping = entry.state == ProcessState::Stopping;
-                // Its startup check had not passed yet: it is not healthy until it does (dependents wait).
-                let resume_startup = entry.state == ProcessState::Starting;
-                self.adopt_with(pid, entry.pid_start_time, resume_startup);
-                if was_stopping {
-                    self.stop_child(ProcessState::Stopped).await;
-                }
-                return;
-            }
-            if self.entry.state == ProcessState::Starting && self.entry.waiting_since.is_some() {
-                // It was waiting for its dependencies (never spawned): wait on.
-                let since = self.entry.waiting_since;
-                self.entry.pid = None;
-                self.wait_for_dependencies(since);
-                return;
-            }
-            self.entry.waiting_for.clear();
-            self.entry.waiting_since = None;
-            match self.entry.state {
-                ProcessState::Starting | ProcessState::Running | ProcessState::Crashed => {
-                    self.entry.pid = None;
-                    self.entry.last_stopped_at = Some(Timestamp::now());
-                    self.entry.last_error = Some("exited while the monitor was not running".to_owned());
-                    if self.entry.config.restart_policy().restart_on != RestartOn::Always {
-                        // A job under `failure`/`never` may have finished: with its exit code unknown, it is not
-                        // run again.
-                        self.entry.last_error =
-                            Some("exited while the monitor was not running (exit code unknown)".to_owned());
-                        self.entry.state = ProcessState::Stopped;
-                        self.publish();
-                        return;
-                    }
-                    self.entry.state = ProcessState::Crashed;
-                    self.schedule_restart();
-                    return;
-                }
-                // At a boot (the last monitor stopped cleanly) a wait for a retry is not carried on: the process
-                // starts only if it is autostart (an older monitor left `retrying` in the file at a clean stop).
-                ProcessState::Retrying if start.is_boot() => self.entry.state = ProcessState::Stopped,
-                ProcessState::Retrying => {
-                    self.entry.pid = None;
-                    self.schedule_retry_at_current_attempt();
-                    return;
-                }
-                ProcessState::Stopping => {
-                    self.entry.pid = None;
-                    self.entry.state = ProcessState::Stopped;
-                }
-                ProcessState::Disabled => self.entry.state = ProcessState::Stopped,
-                ProcessState::Stopped | ProcessState::Failed => {}
-            }
-            self.entry.pid = None;
-            // Registered while no monitor ran and never run since. An adopted process (a partner found running)
-            // has no start time of ours, but once it ran and stopped here it has a stop time: stopped stays stopped.
-            let never_started = self.entry.last_started_at.is_none() && self.entry.last_stopped_at.is_none();
-            if self.entry.config.autostart && (start.is_boot() || never_started) {
-                self.entry.restart_attempts = 0;
-                let _ = self.spawn_or_wait().await;
-            } else {
-                self.publish();
-            }
+            self.begin_at_monitor_start(start).await;
             return;
         }
         if self.entry.config.autostart {
             let _ = self.spawn_or_wait().await;
         } else {
             self.publish();
+        }
+    }
+
+    /// The monitor is starting: does what [`decide::at_start`] says of this entry (adopt what still runs, carry on
+    /// what was under way, start or leave stopped the rest).
+    async fn begin_at_monitor_start(&mut self, start: crate::StartKind) {
+        let live = pm_registry::pid::live_pid_of(&self.entry);
+        let partner_stopping = match live {
+            Some(pid) if self.entry.config.partner => self.partner_stopping(pid).await,
+            _ => false,
+        };
+        let decision = decide::at_start(&self.entry, live.is_some(), partner_stopping, start);
+        if !matches!(decision, AtStart::Adopt { .. } | AtStart::LeavePartner | AtStart::WaitForDependencies) {
+            self.entry.waiting_for.clear();
+            self.entry.waiting_since = None;
+        }
+        match decision {
+            AtStart::LeavePartner => {
+                let pid = live.unwrap_or_default();
+                self.entry.pid = None;
+                self.entry.last_error = Some(format!("partner (pid {pid}) was shutting down; not adopted"));
+                self.entry.state = ProcessState::Stopped;
+                self.publish();
+            }
+            AtStart::Adopt { resume_startup, then_stop } => {
+                self.adopt_with(live.unwrap_or_default(), self.entry.pid_start_time, resume_startup);
+                if then_stop {
+                    self.stop_child(ProcessState::Stopped).await;
+                }
+            }
+            AtStart::WaitForDependencies => {
+                let since = self.entry.waiting_since;
+                self.entry.pid = None;
+                self.wait_for_dependencies(since);
+            }
+            AtStart::Restart | AtStart::StopUnknownExit => {
+                self.entry.pid = None;
+                self.entry.last_stopped_at = Some(Timestamp::now());
+                if decision == AtStart::Restart {
+                    self.entry.last_error = Some("exited while the monitor was not running".to_owned());
+                    self.entry.state = ProcessState::Crashed;
+                    self.schedule_restart();
+                } else {
+                    self.entry.last_error =
+                        Some("exited while the monitor was not running (exit code unknown)".to_owned());
+                    self.entry.state = ProcessState::Stopped;
+                    self.publish();
+                }
+            }
+            AtStart::RetryAtCurrentAttempt => {
+                self.entry.pid = None;
+                self.schedule_retry_at_current_attempt();
+            }
+            AtStart::Settle { state, start } => {
+                self.entry.pid = None;
+                self.entry.state = state;
+                if start {
+                    self.entry.restart_attempts = 0;
+                    let _ = self.spawn_or_wait().await;
+                } else {
+                    self.publish();
+                }
+            }
         }
     }
 

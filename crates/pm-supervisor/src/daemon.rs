@@ -213,7 +213,8 @@ async fn run_locked(config: DaemonConfig, lock: &mut InstanceLock, hooks: Hooks)
     if let Some(serving) = hooks.serving {
         let _ = serving.send(monitor.clone());
     }
-    let mut running = Running::new(config, monitor, sup, events, signals, servers);
+    let watch = Watch::new(&monitor, config.paths.root());
+    let mut running = Running { config, monitor, sup, events, signals, servers, watch };
     let restart = running.run_loop().await;
     running.shut_down(restart, writer, reaper, &containment).await
 }
@@ -439,39 +440,33 @@ struct Running {
     events: mpsc::UnboundedReceiver<DaemonEvent>,
     signals: Signals,
     servers: Servers,
-    registry_watch: crate::watch::RegistryWatch,
+    watch: Watch,
+}
+
+/// What the loop watches besides its channel and the signals: the registry file and the partner tick's clock.
+struct Watch {
+    registry: crate::watch::RegistryWatch,
     partner_every: Duration,
     partner_tick: tokio::time::Interval,
+    /// A reconcile failed and said so; said again only after one worked.
     reconcile_failing: bool,
 }
 
-impl Running {
-    fn new(
-        config: DaemonConfig,
-        monitor: Arc<Monitor>,
-        sup: Supervisor,
-        events: mpsc::UnboundedReceiver<DaemonEvent>,
-        signals: Signals,
-        servers: Servers,
-    ) -> Running {
-        let registry_watch = crate::watch::RegistryWatch::new(config.paths.root());
-        let partner_every = partner_interval(&monitor);
+impl Watch {
+    fn new(monitor: &Monitor, home: &std::path::Path) -> Watch {
+        let partner_every = partner_interval(monitor);
         let mut partner_tick = tokio::time::interval(partner_every);
         partner_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        Running {
-            config,
-            monitor,
-            sup,
-            events,
-            signals,
-            servers,
-            registry_watch,
+        Watch {
+            registry: crate::watch::RegistryWatch::new(home),
             partner_every,
             partner_tick,
             reconcile_failing: false,
         }
     }
+}
 
+impl Running {
     /// Handles events until one ends the loop; true for a restart in place.
     async fn run_loop(&mut self) -> bool {
         loop {
@@ -484,8 +479,8 @@ impl Running {
 
     async fn next_event(&mut self) -> DaemonEvent {
         tokio::select! {
-            () = self.registry_watch.changed() => DaemonEvent::RegistryChanged,
-            _ = self.partner_tick.tick() => DaemonEvent::PartnerTick,
+            () = self.watch.registry.changed() => DaemonEvent::RegistryChanged,
+            _ = self.watch.partner_tick.tick() => DaemonEvent::PartnerTick,
             event = self.events.recv() => event.unwrap_or(DaemonEvent::Stop),
             _ = self.signals.term.recv() => DaemonEvent::Stop,
             _ = self.signals.int.recv() => DaemonEvent::Stop,
@@ -512,12 +507,12 @@ impl Running {
     /// Takes up the edits of local clients; a registry that cannot be read is said once, not at every event.
     async fn reconcile(&mut self) {
         match self.monitor.reconcile().await {
-            Ok(()) => self.reconcile_failing = false,
+            Ok(()) => self.watch.reconcile_failing = false,
             Err(err) => {
-                if !self.reconcile_failing {
+                if !self.watch.reconcile_failing {
                     tracing::error!("cannot read the registry: {err}; supervising from memory");
                 }
-                self.reconcile_failing = true;
+                self.watch.reconcile_failing = true;
             }
         }
     }
@@ -529,9 +524,9 @@ impl Running {
         }
         self.servers.ensure_socket(&self.monitor);
         let every = partner_interval(&self.monitor);
-        if every != self.partner_every {
-            self.partner_every = every;
-            self.partner_tick = tokio::time::interval(every);
+        if every != self.watch.partner_every {
+            self.watch.partner_every = every;
+            self.watch.partner_tick = tokio::time::interval(every);
         }
         partner_tick_once(&self.monitor, &self.config.partner_program).await;
     }

@@ -38,6 +38,64 @@ impl StartKind {
     }
 }
 
+/// What a process's task does with its (enabled) entry when the monitor starts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum AtStart {
+    /// Its partner instance runs but is shutting down: not adopted (its exit would read as a crash and be
+    /// undone); `stopped`.
+    LeavePartner,
+    /// It still runs: adopted. `resume_startup`: its startup check had not passed yet (it is not healthy until it
+    /// does); `then_stop`: a stop was under way, and is finished.
+    Adopt { resume_startup: bool, then_stop: bool },
+    /// It was waiting for its dependencies (never spawned): it waits on.
+    WaitForDependencies,
+    /// It was running and exited while no monitor ran: a crash, restarted as its policy says.
+    Restart,
+    /// The same for a job under `restartOn: failure`/`never`: it may have finished, and with its exit code
+    /// unknown it is not run again; `stopped`.
+    StopUnknownExit,
+    /// It was waiting for a retry (at a resume): the wait goes on at the attempt it had reached.
+    RetryAtCurrentAttempt,
+    /// It settles in `state` (stopped, failed), and is started when `start`: an autostart process at a boot, or
+    /// one registered while no monitor ran and never run since.
+    Settle { state: ProcessState, start: bool },
+}
+
+/// Decides what [`AtStart`] is for `entry` as the registry has it: `live` whether its recorded process still
+/// runs (same PID and start time), `partner_stopping` whether that process is a partner saying it is stopping.
+pub(crate) fn at_start(entry: &ProcessEntry, live: bool, partner_stopping: bool, start: StartKind) -> AtStart {
+    if live {
+        if entry.config.partner && partner_stopping {
+            return AtStart::LeavePartner;
+        }
+        return AtStart::Adopt {
+            resume_startup: entry.state == ProcessState::Starting,
+            then_stop: entry.state == ProcessState::Stopping,
+        };
+    }
+    if entry.state == ProcessState::Starting && entry.waiting_since.is_some() {
+        return AtStart::WaitForDependencies;
+    }
+    let state = match entry.state {
+        ProcessState::Starting | ProcessState::Running | ProcessState::Crashed => {
+            if entry.config.restart_policy().restart_on != pm_core::RestartOn::Always {
+                return AtStart::StopUnknownExit;
+            }
+            return AtStart::Restart;
+        }
+        // At a boot (the last monitor stopped cleanly) a wait for a retry is not carried on: the process starts
+        // only if it is autostart (an older monitor left `retrying` in the file at a clean stop).
+        ProcessState::Retrying if start.is_boot() => ProcessState::Stopped,
+        ProcessState::Retrying => return AtStart::RetryAtCurrentAttempt,
+        ProcessState::Stopping | ProcessState::Disabled => ProcessState::Stopped,
+        state @ (ProcessState::Stopped | ProcessState::Failed) => state,
+    };
+    // Registered while no monitor ran and never run since. An adopted process (a partner found running) has no
+    // start time of ours, but once it ran and stopped here it has a stop time: stopped stays stopped.
+    let never_started = entry.last_started_at.is_none() && entry.last_stopped_at.is_none();
+    AtStart::Settle { state, start: entry.config.autostart && (start.is_boot() || never_started) }
+}
+
 /// What to do with the copies of one registered process found running at the start (each carries this
 /// monitor's owner key and runs the registered executable).
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
@@ -235,6 +293,96 @@ mod tests {
             );
             assert_eq!(expected.is_boot(), expected == StartKind::Boot);
         }
+    }
+
+    #[test]
+    fn what_a_task_does_with_its_entry_at_the_start() {
+        use ProcessState::*;
+        use StartKind::{Boot, Resume};
+        let settle = |state, start| AtStart::Settle { state, start };
+        // (state in the file, live, partner stopping, autostart, ran before, restartOn, waiting, start) → decision
+        let always = pm_core::RestartOn::Always;
+        let cases = [
+            (
+                Running,
+                true,
+                false,
+                true,
+                true,
+                always,
+                false,
+                Boot,
+                AtStart::Adopt { resume_startup: false, then_stop: false },
+            ),
+            (
+                Starting,
+                true,
+                false,
+                true,
+                true,
+                always,
+                false,
+                Resume,
+                AtStart::Adopt { resume_startup: true, then_stop: false },
+            ),
+            (
+                Stopping,
+                true,
+                false,
+                true,
+                true,
+                always,
+                false,
+                Resume,
+                AtStart::Adopt { resume_startup: false, then_stop: true },
+            ),
+            (Starting, false, false, true, false, always, true, Resume, AtStart::WaitForDependencies),
+            (Running, false, false, true, true, always, false, Boot, AtStart::Restart),
+            (Crashed, false, false, false, true, always, false, Resume, AtStart::Restart),
+            (Running, false, false, true, true, pm_core::RestartOn::Failure, false, Resume, AtStart::StopUnknownExit),
+            (Starting, false, false, true, true, pm_core::RestartOn::Never, false, Boot, AtStart::StopUnknownExit),
+            (Retrying, false, false, true, true, always, false, Resume, AtStart::RetryAtCurrentAttempt),
+            (Retrying, false, false, true, true, always, false, Boot, settle(Stopped, true)),
+            (Retrying, false, false, false, true, always, false, Boot, settle(Stopped, false)),
+            (Stopped, false, false, true, true, always, false, Boot, settle(Stopped, true)),
+            (Stopped, false, false, true, true, always, false, Resume, settle(Stopped, false)),
+            (Stopped, false, false, true, false, always, false, Resume, settle(Stopped, true)),
+            (Stopped, false, false, false, false, always, false, Boot, settle(Stopped, false)),
+            (Failed, false, false, true, true, always, false, Resume, settle(Failed, false)),
+            (Failed, false, false, true, true, always, false, Boot, settle(Failed, true)),
+            (Stopping, false, false, true, true, always, false, Resume, settle(Stopped, false)),
+            (Disabled, false, false, true, true, always, false, Resume, settle(Stopped, false)),
+        ];
+        for (state, live, partner_stopping, autostart, ran, restart_on, waiting, start, expected) in cases {
+            let mut entry = ProcessEntry::new(ProcessConfig::new("job", "job", "/bin/true"), Timestamp::now());
+            entry.state = state;
+            entry.config.autostart = autostart;
+            entry.config.restart_policy = Some(pm_core::RestartPolicy { restart_on, ..Default::default() });
+            entry.last_started_at = ran.then(Timestamp::now);
+            entry.waiting_since = waiting.then(Timestamp::now);
+            let decided = at_start(&entry, live, partner_stopping, start);
+            assert_eq!(
+                decided, expected,
+                "{state:?}, live {live}, autostart {autostart}, ran {ran}, {restart_on:?}, {start:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_partner_that_is_shutting_down_is_not_adopted() {
+        let mut entry = ProcessEntry::new(ProcessConfig::new("watcher", "watcher", "/bin/true"), Timestamp::now());
+        entry.state = ProcessState::Running;
+        entry.config.partner = true;
+        assert_eq!(at_start(&entry, true, true, StartKind::Resume), AtStart::LeavePartner);
+        assert_eq!(
+            at_start(&entry, true, false, StartKind::Resume),
+            AtStart::Adopt { resume_startup: false, then_stop: false }
+        );
+        entry.config.partner = false;
+        assert_eq!(
+            at_start(&entry, true, true, StartKind::Resume),
+            AtStart::Adopt { resume_startup: false, then_stop: false }
+        );
     }
 
     #[test]

@@ -109,8 +109,8 @@ impl DaemonFixture {
         }
     }
 
-    /// Stops the daemon as SIGTERM does and waits for its end.
-    pub(crate) async fn stop(mut self) -> Exit {
+    /// Stops the daemon as SIGTERM does and waits for its end (what it leaves running is killed on drop).
+    pub(crate) async fn stop(&mut self) -> Exit {
         self.track();
         self.monitor.request(DaemonEvent::Stop);
         let task = self.task.take().unwrap();
@@ -147,7 +147,7 @@ fn state_of(registry: &Registry, id: &str) -> Option<ProcessState> {
 /// outcome stored; a removed entry is stopped.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reconcile_takes_up_a_local_client_s_edits_and_the_writer_stores_their_outcome() {
-    let fx = DaemonFixture::start(|_| {}, Path::new("/bin/false")).await;
+    let mut fx = DaemonFixture::start(|_| {}, Path::new("/bin/false")).await;
     fx.edit(|registry| {
         registry.processes.insert("job".to_owned(), sleeper("job"));
     });
@@ -180,7 +180,7 @@ async fn reconcile_takes_up_a_local_client_s_edits_and_the_writer_stores_their_o
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_writer_stores_acknowledged_actions_before_they_are_answered() {
     use pm_http::ControlPlane;
-    let fx = DaemonFixture::start(
+    let mut fx = DaemonFixture::start(
         |registry| {
             registry.processes.insert("job".to_owned(), sleeper("job"));
         },
@@ -224,7 +224,7 @@ async fn the_writer_coalesces_a_burst_of_changes_into_a_few_writes() {
         });
         ProcessEntry::new(config, pm_core::Timestamp::now())
     };
-    let fx = DaemonFixture::start(
+    let mut fx = DaemonFixture::start(
         |registry| {
             for id in ["c1", "c2", "c3"] {
                 registry.processes.insert(id.to_owned(), crasher(id));
@@ -268,7 +268,7 @@ async fn the_partner_tick_supervises_the_partner_and_lets_go_of_it_in_standalone
     std::fs::write(&program, "#!/bin/sh\nexec sleep 60\n").unwrap();
     std::fs::set_permissions(&program, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
     let partner_port = free_port();
-    let fx = DaemonFixture::start(
+    let mut fx = DaemonFixture::start(
         |registry| {
             let discovery = &mut registry.partner_discovery;
             discovery.partner_instance_id = Some("watcher".to_owned());
@@ -299,6 +299,6 @@ async fn the_partner_tick_supervises_the_partner_and_lets_go_of_it_in_standalone
     assert!(pm_registry::pid::alive(pid), "the partner is left running");
     assert_eq!(fx.stop().await, Exit::Stopped);
     assert!(pm_registry::pid::alive(pid), "a stop leaves the partner running");
-    crate::os::signal_group(pid, libc::SIGKILL);
+    drop(fx);
     let _ = std::fs::remove_dir_all(&script_dir);
 }
