@@ -300,71 +300,45 @@ mod tests {
         use ProcessState::*;
         use StartKind::{Boot, Resume};
         let settle = |state, start| AtStart::Settle { state, start };
-        // (state in the file, live, partner stopping, autostart, ran before, restartOn, waiting, start) → decision
-        let always = pm_core::RestartOn::Always;
+        let adopt = |resume_startup, then_stop| AtStart::Adopt { resume_startup, then_stop };
+        // (state in the file, facts, start) → decision. Facts: `live` (its process still runs), `auto`
+        // (autostart), `ran` (started before), `waiting` (for dependencies), `failure`/`never` (its restartOn).
         let cases = [
-            (
-                Running,
-                true,
-                false,
-                true,
-                true,
-                always,
-                false,
-                Boot,
-                AtStart::Adopt { resume_startup: false, then_stop: false },
-            ),
-            (
-                Starting,
-                true,
-                false,
-                true,
-                true,
-                always,
-                false,
-                Resume,
-                AtStart::Adopt { resume_startup: true, then_stop: false },
-            ),
-            (
-                Stopping,
-                true,
-                false,
-                true,
-                true,
-                always,
-                false,
-                Resume,
-                AtStart::Adopt { resume_startup: false, then_stop: true },
-            ),
-            (Starting, false, false, true, false, always, true, Resume, AtStart::WaitForDependencies),
-            (Running, false, false, true, true, always, false, Boot, AtStart::Restart),
-            (Crashed, false, false, false, true, always, false, Resume, AtStart::Restart),
-            (Running, false, false, true, true, pm_core::RestartOn::Failure, false, Resume, AtStart::StopUnknownExit),
-            (Starting, false, false, true, true, pm_core::RestartOn::Never, false, Boot, AtStart::StopUnknownExit),
-            (Retrying, false, false, true, true, always, false, Resume, AtStart::RetryAtCurrentAttempt),
-            (Retrying, false, false, true, true, always, false, Boot, settle(Stopped, true)),
-            (Retrying, false, false, false, true, always, false, Boot, settle(Stopped, false)),
-            (Stopped, false, false, true, true, always, false, Boot, settle(Stopped, true)),
-            (Stopped, false, false, true, true, always, false, Resume, settle(Stopped, false)),
-            (Stopped, false, false, true, false, always, false, Resume, settle(Stopped, true)),
-            (Stopped, false, false, false, false, always, false, Boot, settle(Stopped, false)),
-            (Failed, false, false, true, true, always, false, Resume, settle(Failed, false)),
-            (Failed, false, false, true, true, always, false, Boot, settle(Failed, true)),
-            (Stopping, false, false, true, true, always, false, Resume, settle(Stopped, false)),
-            (Disabled, false, false, true, true, always, false, Resume, settle(Stopped, false)),
+            (Running, "live auto ran", Boot, adopt(false, false)),
+            (Starting, "live auto ran", Resume, adopt(true, false)),
+            (Stopping, "live auto ran", Resume, adopt(false, true)),
+            (Starting, "auto waiting", Resume, AtStart::WaitForDependencies),
+            (Running, "auto ran", Boot, AtStart::Restart),
+            (Crashed, "ran", Resume, AtStart::Restart),
+            (Running, "auto ran failure", Resume, AtStart::StopUnknownExit),
+            (Starting, "auto ran never", Boot, AtStart::StopUnknownExit),
+            (Retrying, "auto ran", Resume, AtStart::RetryAtCurrentAttempt),
+            (Retrying, "auto ran", Boot, settle(Stopped, true)),
+            (Retrying, "ran", Boot, settle(Stopped, false)),
+            (Stopped, "auto ran", Boot, settle(Stopped, true)),
+            (Stopped, "auto ran", Resume, settle(Stopped, false)),
+            (Stopped, "auto", Resume, settle(Stopped, true)),
+            (Stopped, "", Boot, settle(Stopped, false)),
+            (Failed, "auto ran", Resume, settle(Failed, false)),
+            (Failed, "auto ran", Boot, settle(Failed, true)),
+            (Stopping, "auto ran", Resume, settle(Stopped, false)),
+            (Disabled, "auto ran", Resume, settle(Stopped, false)),
         ];
-        for (state, live, partner_stopping, autostart, ran, restart_on, waiting, start, expected) in cases {
+        for (state, facts, start, expected) in cases {
+            let has = |fact: &str| facts.split(' ').any(|it| it == fact);
+            let restart_on = match () {
+                () if has("failure") => pm_core::RestartOn::Failure,
+                () if has("never") => pm_core::RestartOn::Never,
+                () => pm_core::RestartOn::Always,
+            };
             let mut entry = ProcessEntry::new(ProcessConfig::new("job", "job", "/bin/true"), Timestamp::now());
             entry.state = state;
-            entry.config.autostart = autostart;
+            entry.config.autostart = has("auto");
             entry.config.restart_policy = Some(pm_core::RestartPolicy { restart_on, ..Default::default() });
-            entry.last_started_at = ran.then(Timestamp::now);
-            entry.waiting_since = waiting.then(Timestamp::now);
-            let decided = at_start(&entry, live, partner_stopping, start);
-            assert_eq!(
-                decided, expected,
-                "{state:?}, live {live}, autostart {autostart}, ran {ran}, {restart_on:?}, {start:?}"
-            );
+            entry.last_started_at = has("ran").then(Timestamp::now);
+            entry.waiting_since = has("waiting").then(Timestamp::now);
+            let decided = at_start(&entry, has("live"), false, start);
+            assert_eq!(decided, expected, "{state:?} with \"{facts}\" at {start:?}");
         }
     }
 
