@@ -1,7 +1,7 @@
 //! Raw hyper 1 HTTP/1 server plumbing shared by every server of this crate.
 //!
-//! One accept loop per server: every accepted socket gets `TCP_NODELAY`, takes a permit of a semaphore that bounds
-//! the open connections (within a cap per peer address, and with a few slots only trusted peers may take), and is
+//! One accept loop per server, plain or TLS (see [`Upgrade`]): every accepted socket gets `TCP_NODELAY`, takes a
+//! permit of a semaphore that bounds the open connections (within a cap per peer address, and with a few slots only trusted peers may take), and is
 //! served by `hyper::server::conn::http1` with a header read timeout (driven by a [`TokioTimer`]) and a write
 //! timeout (a peer that stops reading its answers is cut off). Request bodies reach the handler wrapped in [`Limited`]; a request whose `Content-Length` is
 //! already over the limit is answered 413 before the handler runs, without reading the body. Responses are
@@ -99,12 +99,6 @@ pub struct ServerHandle {
 }
 
 impl ServerHandle {
-    /// A handle of a server run by another accept loop of this crate (TLS).
-    #[cfg_attr(not(feature = "tls"), allow(dead_code))]
-    pub(crate) fn from_parts(local_addr: SocketAddr, stop: oneshot::Sender<()>, task: JoinHandle<()>) -> ServerHandle {
-        ServerHandle { local_addr, stop: Some(stop), task: Some(task) }
-    }
-
     /// The address the server listens on (with the real port when bound to port 0).
     pub fn local_addr(&self) -> SocketAddr {
         self.local_addr
@@ -184,24 +178,68 @@ pub(crate) trait Handler: Send + Sync + 'static {
     }
 }
 
+/// What a server does with an accepted TCP connection before it serves HTTP on it: nothing ([`Plain`]), or a TLS
+/// handshake. Every limit of the accept loop applies before it; the connection's slots are held while it runs.
+pub(crate) trait Upgrade: Send + Sync + 'static {
+    /// The stream HTTP is served on.
+    type Stream: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static;
+
+    /// The stream to serve, or `None` when the connection is to be dropped (the reason is logged). `timeout` is the
+    /// header read timeout, which bounds a handshake.
+    fn upgrade(
+        &self,
+        stream: TcpStream,
+        peer: SocketAddr,
+        timeout: Duration,
+    ) -> impl Future<Output = Option<Self::Stream>> + Send;
+
+    /// Answers a connection over a limit before it is closed: the canned 503 by default.
+    fn refuse(&self, stream: TcpStream) {
+        refuse(stream);
+    }
+}
+
+/// Plain HTTP: the accepted stream is served as it is.
+pub(crate) struct Plain;
+
+impl Upgrade for Plain {
+    type Stream = TcpStream;
+
+    async fn upgrade(&self, stream: TcpStream, _peer: SocketAddr, _timeout: Duration) -> Option<TcpStream> {
+        Some(stream)
+    }
+}
+
 /// Starts serving `listener` with `handler` on the current tokio runtime.
 pub(crate) fn spawn<H: Handler>(
     listener: std::net::TcpListener,
     handler: Arc<H>,
     config: ServerConfig,
 ) -> std::io::Result<ServerHandle> {
+    spawn_with(listener, handler, config, Plain)
+}
+
+/// Starts serving `listener` with `handler` on the current tokio runtime, each connection upgraded by `upgrade`
+/// first.
+pub(crate) fn spawn_with<H: Handler, U: Upgrade>(
+    listener: std::net::TcpListener,
+    handler: Arc<H>,
+    config: ServerConfig,
+    upgrade: U,
+) -> std::io::Result<ServerHandle> {
     listener.set_nonblocking(true)?;
     let listener = tokio::net::TcpListener::from_std(listener)?;
     let local_addr = listener.local_addr()?;
     let (stop_tx, stop_rx) = oneshot::channel();
-    let task = tokio::spawn(accept_loop(listener, handler, config, stop_rx));
+    let task = tokio::spawn(accept_loop(listener, handler, config, Arc::new(upgrade), stop_rx));
     Ok(ServerHandle { local_addr, stop: Some(stop_tx), task: Some(task) })
 }
 
-async fn accept_loop<H: Handler>(
+async fn accept_loop<H: Handler, U: Upgrade>(
     listener: tokio::net::TcpListener,
     handler: Arc<H>,
     config: ServerConfig,
+    upgrade: Arc<U>,
     mut stop: oneshot::Receiver<()>,
 ) {
     let local_addr = listener.local_addr().ok();
@@ -243,17 +281,17 @@ async fn accept_loop<H: Handler>(
                 // This loop is the only place permits are taken, so the count cannot drop between look and take.
                 if permits.available_permits() <= reserved && !trusted {
                     tracing::warn!(%peer, ?local_addr, "connection limit for untrusted peers reached; refusing connection");
-                    refuse(stream);
+                    upgrade.refuse(stream);
                     continue;
                 }
                 let Some(slot) = PeerSlot::take(&per_ip, ip, config.max_connections_per_ip.max(1)) else {
                     tracing::warn!(%peer, ?local_addr, "connection limit per peer reached; refusing connection");
-                    refuse(stream);
+                    upgrade.refuse(stream);
                     continue;
                 };
                 let Ok(permit) = permits.clone().try_acquire_owned() else {
                     tracing::warn!(%peer, ?local_addr, "connection limit reached; refusing connection");
-                    refuse(stream);
+                    upgrade.refuse(stream);
                     continue;
                 };
                 let service = {
@@ -271,12 +309,16 @@ async fn accept_loop<H: Handler>(
                         }
                     })
                 };
-                let io = WriteTimeout::new(TokioIo::new(stream), config.write_timeout);
-                let connection = graceful.watch(builder.serve_connection(io, service));
+                let (upgrade, builder, watcher) = (upgrade.clone(), builder.clone(), graceful.watcher());
+                let (write_timeout, handshake_timeout) = (config.write_timeout, config.header_read_timeout);
                 connections.spawn(async move {
                     let _permit = permit;
                     let _slot = slot;
-                    if let Err(err) = connection.await {
+                    let Some(stream) = upgrade.upgrade(stream, peer, handshake_timeout).await else {
+                        return;
+                    };
+                    let io = WriteTimeout::new(TokioIo::new(stream), write_timeout);
+                    if let Err(err) = watcher.watch(builder.serve_connection(io, service)).await {
                         tracing::debug!(%peer, "connection ended: {err}");
                     }
                 });
