@@ -249,8 +249,7 @@ async fn accept_loop<H: Handler, U: Upgrade>(
     let untrusted_turns = Arc::new(Semaphore::new(config.max_untrusted_in_flight.max(1)));
     let graceful = GracefulShutdown::new();
     let mut connections = JoinSet::new();
-    let mut builder = http1::Builder::new();
-    builder.timer(TokioTimer::new()).header_read_timeout(config.header_read_timeout).keep_alive(true);
+    let builder = http1_builder(&config);
 
     loop {
         tokio::select! {
@@ -327,8 +326,21 @@ async fn accept_loop<H: Handler, U: Upgrade>(
     }
 
     drop(listener);
-    if tokio::time::timeout(config.shutdown_grace, graceful.shutdown()).await.is_err() {
-        tracing::debug!(?local_addr, n_open = connections.len(), "shutdown grace over; dropping open connections");
+    drain(graceful, connections, config.shutdown_grace).await;
+}
+
+/// The HTTP/1 connection builder of every server: keep-alive, and the header read timeout of `config`.
+pub(crate) fn http1_builder(config: &ServerConfig) -> http1::Builder {
+    let mut builder = http1::Builder::new();
+    builder.timer(TokioTimer::new()).header_read_timeout(config.header_read_timeout).keep_alive(true);
+    builder
+}
+
+/// After an accept loop stopped: lets the open connections finish their current request within `grace`, then
+/// drops the rest.
+pub(crate) async fn drain(graceful: GracefulShutdown, mut connections: JoinSet<()>, grace: Duration) {
+    if tokio::time::timeout(grace, graceful.shutdown()).await.is_err() {
+        tracing::debug!(n_open = connections.len(), "shutdown grace over; dropping open connections");
     }
     connections.shutdown().await;
 }
@@ -483,11 +495,21 @@ fn refuse(stream: TcpStream) {
 }
 
 async fn dispatch<H: Handler>(handler: &H, req: Request<Incoming>, peer: SocketAddr, max_body: usize) -> HttpResponse {
+    limit_body(req, max_body, |req| handler.call(req, peer)).await
+}
+
+/// Hands `req` to `call` with its body limited to `max_body` bytes; one whose `Content-Length` is already over is
+/// answered 413 without reading it.
+pub(crate) async fn limit_body<F: Future<Output = HttpResponse>>(
+    req: Request<Incoming>,
+    max_body: usize,
+    call: impl FnOnce(HttpRequest) -> F,
+) -> HttpResponse {
     let declared = req.headers().get(CONTENT_LENGTH).and_then(|value| value.to_str().ok()?.trim().parse::<u64>().ok());
     if declared.is_some_and(|len| len > max_body as u64) {
         return body_too_large();
     }
-    handler.call(req.map(|body| Limited::new(body, max_body)), peer).await
+    call(req.map(|body| Limited::new(body, max_body))).await
 }
 
 /// The 413 answer; it also closes the connection, since the rest of the body is not read.
