@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 use pm_core::{ProcessConfig, ProcessEntry, ProcessState, Registry, Timestamp};
 use pm_registry::{InstanceLock, Paths, Store};
 
+pub mod browser;
 pub mod chaos;
 pub mod fuzz;
 pub mod procs;

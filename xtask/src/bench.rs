@@ -4,6 +4,7 @@
 //! process the bench starts carries `PM_BENCH_RUN=<tag>` in its environment (monitors pass it on to their
 //! children), so whatever is left over is found and killed at the end, on an error, and on Ctrl-C.
 
+mod dashboard;
 mod events;
 mod home;
 mod http;
@@ -154,6 +155,7 @@ pub(crate) fn run(args: &[String]) -> anyhow::Result<()> {
         rows.extend(scenarios::restart_and_start(&ctx)?);
         rows.extend(scenarios::containment(&ctx)?);
         rows.extend(events::events(&ctx)?);
+        rows.extend(dashboard::dashboard(&ctx)?);
         rows.extend(scenarios::bulk(&ctx)?);
         let (idle_rows, version_ms) = scenarios::idle_and_api(&ctx)?;
         rows.extend(idle_rows);

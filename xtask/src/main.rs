@@ -47,7 +47,9 @@ fn ci() -> anyhow::Result<()> {
 /// Builds the binaries and runs the end-to-end package against them.
 fn e2e(filter: &[String]) -> anyhow::Result<()> {
     let bins = build_bins(false)?;
+    let (chromium, driver) = browser()?;
     let mut cmd = cargo();
+    cmd.env("PM_CHROMIUM", chromium).env("PM_CHROMEDRIVER", driver);
     cmd.args(["test", "-p", "pm-tests", "--"]).args(filter).args(["--nocapture", "--test-threads=2"]);
     for (name, path) in &bins {
         cmd.env(format!("PM_BIN_{}", name.to_uppercase()), path);
@@ -78,6 +80,46 @@ pub(crate) fn build_bins(release: bool) -> anyhow::Result<Vec<(String, PathBuf)>
     }
     anyhow::ensure!(bins.len() == 2, "expected two binaries from pm-cli, got {bins:?}");
     Ok(bins)
+}
+
+/// The headless browser of the dashboard scenarios: Debian's `chromium` and `chromium-driver`. Installed with
+/// apt when missing and running as root; otherwise a missing browser is an error naming the install command
+/// (the scenarios are never skipped silently).
+fn browser() -> anyhow::Result<(PathBuf, PathBuf)> {
+    const INSTALL: &str = "apt-get update && apt-get install -y chromium chromium-driver";
+    let find = || {
+        let chromium =
+            ["/usr/bin/chromium", "/usr/bin/chromium-browser"].map(PathBuf::from).into_iter().find(|p| p.exists());
+        let driver = ["/usr/bin/chromedriver", "/usr/lib/chromium/chromedriver"]
+            .map(PathBuf::from)
+            .into_iter()
+            .find(|p| p.exists());
+        chromium.zip(driver)
+    };
+    if let Some(found) = find() {
+        return Ok(found);
+    }
+    anyhow::ensure!(
+        is_root(),
+        "the dashboard scenarios need a headless Chromium and its WebDriver; install them with `sudo sh -c '{INSTALL}'`"
+    );
+    eprintln!("xtask: installing chromium and chromium-driver for the dashboard scenarios");
+    run(Command::new("apt-get").arg("update"))?;
+    run(Command::new("apt-get")
+        .args(["install", "-y", "chromium", "chromium-driver"])
+        .env("DEBIAN_FRONTEND", "noninteractive"))?;
+    find().ok_or_else(|| anyhow::anyhow!("chromium or chromedriver still missing after `{INSTALL}`"))
+}
+
+/// Whether this process runs as root (effective uid 0, from /proc).
+fn is_root() -> bool {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|status| {
+            let line = status.lines().find(|line| line.starts_with("Uid:"))?;
+            line.split_whitespace().nth(2)?.parse::<u32>().ok()
+        })
+        .is_some_and(|euid| euid == 0)
 }
 
 pub(crate) fn cargo() -> Command {

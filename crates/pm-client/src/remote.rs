@@ -541,6 +541,9 @@ pub(crate) fn status_error(status: u16, body: &[u8], id: Option<&str>) -> Error 
         (400, Some(id)) if message.starts_with("Process is disabled") => Error::Disabled(id),
         (400, _) => Error::Invalid(message),
         (403, _) => Error::PermissionDenied(message),
+        (409, Some(id)) if !message.starts_with("Process ID already exists") && !message.contains(id.as_str()) => {
+            Error::Conflict(format!("{message}: {id}"))
+        }
         (409, _) if !message.starts_with("Process ID already exists") => Error::Conflict(message),
         (409, Some(id)) => Error::AlreadyExists(id),
         (409, None) => Error::AlreadyExists(message),
@@ -702,6 +705,13 @@ mod tests {
             needed,
             Some("db"),
             r#"Conflict("Process db is a dependency of api; deregister or change them first, or use ?force=true")"#,
+        );
+        // A conflict whose message does not name the process gets its id appended, so the CLI's error names it.
+        check_status(
+            409,
+            r#"{"error":"Process ID reserved for the partner instance","processId":"watcher"}"#,
+            None,
+            r#"Conflict("Process ID reserved for the partner instance: watcher")"#,
         );
         check_status(503, r#"{"error":"Registry busy, retry later"}"#, None, r#"Busy("Registry busy, retry later")"#);
         check_status(

@@ -335,6 +335,10 @@ impl<C: ControlPlane> ApiState<C> {
         if !is_socket && !settings.remote_access.start_remote_access {
             return json_error(StatusCode::SERVICE_UNAVAILABLE, "Remote access disabled");
         }
+        // The dashboard's files hold no data: served to everyone, before any trust or token decision.
+        if crate::ui::is_ui_path(req.uri().path()) {
+            return crate::ui::serve(req.method(), req.uri().path());
+        }
         let access = match auth::authenticate(req.headers(), transport, &settings.remote_access, self.tokens.as_ref()) {
             Ok(access) => access,
             Err(res) => return res,

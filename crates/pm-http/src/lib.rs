@@ -79,6 +79,7 @@ mod stream_client;
 pub mod testing;
 #[cfg(feature = "tls")]
 mod tls;
+mod ui;
 mod unix;
 
 pub use aliveness::spawn_aliveness;

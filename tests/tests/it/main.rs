@@ -4,6 +4,7 @@
 mod chaos;
 mod containment;
 mod daemon_files;
+mod dashboard;
 mod deps;
 mod engine_hardening;
 mod faults;

@@ -141,10 +141,13 @@ fn instance_id_and_monitor_watcher_use_their_own_registry() {
     });
     env.remember(status["pid"].as_u64().unwrap() as u32);
     assert_eq!(env.copies("watched"), 1);
-    let registry: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(env.dir.join("processes_watcher.json")).unwrap()).unwrap();
+    // The status came from the monitor's memory (through its socket); its writer stores it within moments.
+    let registry = env.wait_for("the watcher's registry to record the running process", || {
+        let text = std::fs::read_to_string(env.dir.join("processes_watcher.json")).ok()?;
+        let registry: serde_json::Value = serde_json::from_str(&text).ok()?;
+        (registry["processes"]["watched"]["state"] == "running").then_some(registry)
+    });
     assert_eq!(registry["instanceId"], "watcher");
-    assert_eq!(registry["processes"]["watched"]["state"], "running", "{registry:#}");
     // The default instance is a different one: not running, and it knows nothing of that process.
     env.run(&["--status"]).code(3);
     env.run(&["status", "watched"]).code(4);

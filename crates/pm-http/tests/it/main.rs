@@ -3,6 +3,7 @@
 mod api;
 mod auth;
 mod client;
+mod dashboard;
 mod helper;
 mod limits;
 mod metrics;
