@@ -26,7 +26,7 @@ use hyper::{Request, Response, StatusCode};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpStream;
-use tokio::sync::{oneshot, Semaphore};
+use tokio::sync::{oneshot, OwnedSemaphorePermit, Semaphore};
 use tokio::task::{JoinHandle, JoinSet};
 
 /// The response type of every handler: a whole body, sent with a `Content-Length`, or a stream.
@@ -243,9 +243,7 @@ async fn accept_loop<H: Handler, U: Upgrade>(
     mut stop: oneshot::Receiver<()>,
 ) {
     let local_addr = listener.local_addr().ok();
-    let permits = Arc::new(Semaphore::new(config.max_connections.max(1)));
-    let per_ip: Arc<Mutex<HashMap<IpAddr, usize>>> = Arc::default();
-    let reserved = config.reserved_for_trusted.min(config.max_connections.saturating_sub(1));
+    let limits = Limits::new(&config);
     let untrusted_turns = Arc::new(Semaphore::new(config.max_untrusted_in_flight.max(1)));
     let graceful = GracefulShutdown::new();
     let mut connections = JoinSet::new();
@@ -266,53 +264,23 @@ async fn accept_loop<H: Handler, U: Upgrade>(
                         continue;
                     }
                 };
-                if let Err(err) = stream.set_nodelay(true) {
-                    tracing::debug!(%peer, "cannot set TCP_NODELAY: {err}");
-                }
-                // A fixed send buffer: answers to a peer that does not read back up after this much, not after
-                // the megabytes that autotuning would allow, so pipelined requests cost little before the
-                // write timeout applies.
-                if let Err(err) = set_send_buffer(&stream, SEND_BUFFER_BYTES) {
-                    tracing::debug!(%peer, "cannot set SO_SNDBUF: {err}");
-                }
+                tune(&stream, peer);
                 let ip = pm_core::normalize_ip(peer.ip());
                 let trusted = handler.trusted_peer(ip);
-                // This loop is the only place permits are taken, so the count cannot drop between look and take.
-                if permits.available_permits() <= reserved && !trusted {
-                    tracing::warn!(%peer, ?local_addr, "connection limit for untrusted peers reached; refusing connection");
-                    upgrade.refuse(stream);
-                    continue;
-                }
-                let Some(slot) = PeerSlot::take(&per_ip, ip, config.max_connections_per_ip.max(1)) else {
-                    tracing::warn!(%peer, ?local_addr, "connection limit per peer reached; refusing connection");
-                    upgrade.refuse(stream);
-                    continue;
+                let slots = match limits.admit(ip, trusted) {
+                    Ok(slots) => slots,
+                    Err(limit) => {
+                        tracing::warn!(%peer, ?local_addr, "{limit}; refusing connection");
+                        upgrade.refuse(stream);
+                        continue;
+                    }
                 };
-                let Ok(permit) = permits.clone().try_acquire_owned() else {
-                    tracing::warn!(%peer, ?local_addr, "connection limit reached; refusing connection");
-                    upgrade.refuse(stream);
-                    continue;
-                };
-                let service = {
-                    let handler = handler.clone();
-                    let max_body = config.max_body_bytes;
-                    let turns = (!trusted).then(|| untrusted_turns.clone());
-                    service_fn(move |req: Request<Incoming>| {
-                        let (handler, turns) = (handler.clone(), turns.clone());
-                        async move {
-                            let _turn = match &turns {
-                                Some(turns) => turns.acquire().await.ok(),
-                                None => None,
-                            };
-                            Ok::<_, Infallible>(dispatch(&*handler, req, peer, max_body).await)
-                        }
-                    })
-                };
+                let turns = (!trusted).then(|| untrusted_turns.clone());
+                let service = connection_service(handler.clone(), peer, config.max_body_bytes, turns);
                 let (upgrade, builder, watcher) = (upgrade.clone(), builder.clone(), graceful.watcher());
                 let (write_timeout, handshake_timeout) = (config.write_timeout, config.header_read_timeout);
                 connections.spawn(async move {
-                    let _permit = permit;
-                    let _slot = slot;
+                    let _slots = slots;
                     let Some(stream) = upgrade.upgrade(stream, peer, handshake_timeout).await else {
                         return;
                     };
@@ -327,6 +295,78 @@ async fn accept_loop<H: Handler, U: Upgrade>(
 
     drop(listener);
     drain(graceful, connections, config.shutdown_grace).await;
+}
+
+/// Socket options of every accepted connection: `TCP_NODELAY`, and a fixed send buffer (answers to a peer that
+/// does not read back up after this much, not after the megabytes that autotuning would allow, so pipelined
+/// requests cost little before the write timeout applies).
+fn tune(stream: &TcpStream, peer: SocketAddr) {
+    if let Err(err) = stream.set_nodelay(true) {
+        tracing::debug!(%peer, "cannot set TCP_NODELAY: {err}");
+    }
+    if let Err(err) = set_send_buffer(stream, SEND_BUFFER_BYTES) {
+        tracing::debug!(%peer, "cannot set SO_SNDBUF: {err}");
+    }
+}
+
+/// The connection limits of one accept loop: slots in all (a few of them only for trusted peers) and per peer.
+struct Limits {
+    /// One permit a connection served.
+    permits: Arc<Semaphore>,
+    /// Connections served a peer address.
+    per_ip: Arc<Mutex<HashMap<IpAddr, usize>>>,
+    /// Permits that only trusted peers may take.
+    reserved: usize,
+    /// Connections served at once from one peer address.
+    max_per_ip: usize,
+}
+
+impl Limits {
+    fn new(config: &ServerConfig) -> Limits {
+        Limits {
+            permits: Arc::new(Semaphore::new(config.max_connections.max(1))),
+            per_ip: Arc::default(),
+            reserved: config.reserved_for_trusted.min(config.max_connections.saturating_sub(1)),
+            max_per_ip: config.max_connections_per_ip.max(1),
+        }
+    }
+
+    /// The slots of a connection from `ip`, held until the connection ends, or the limit that refuses it.
+    /// Only the accept loop takes permits, so the count cannot drop between look and take.
+    fn admit(&self, ip: IpAddr, trusted: bool) -> Result<(OwnedSemaphorePermit, PeerSlot), &'static str> {
+        if self.permits.available_permits() <= self.reserved && !trusted {
+            return Err("connection limit for untrusted peers reached");
+        }
+        let Some(slot) = PeerSlot::take(&self.per_ip, ip, self.max_per_ip) else {
+            return Err("connection limit per peer reached");
+        };
+        let Ok(permit) = self.permits.clone().try_acquire_owned() else {
+            return Err("connection limit reached");
+        };
+        Ok((permit, slot))
+    }
+}
+
+/// The hyper service of one connection from `peer`: each request waits for one of `turns` (an untrusted peer's),
+/// then goes to `handler`.
+fn connection_service<H: Handler>(
+    handler: Arc<H>,
+    peer: SocketAddr,
+    max_body: usize,
+    turns: Option<Arc<Semaphore>>,
+) -> impl hyper::service::Service<Request<Incoming>, Response = HttpResponse, Error = Infallible, Future: Send>
+       + Send
+       + 'static {
+    service_fn(move |req: Request<Incoming>| {
+        let (handler, turns) = (handler.clone(), turns.clone());
+        async move {
+            let _turn = match &turns {
+                Some(turns) => turns.acquire().await.ok(),
+                None => None,
+            };
+            Ok::<_, Infallible>(dispatch(&*handler, req, peer, max_body).await)
+        }
+    })
 }
 
 /// The HTTP/1 connection builder of every server: keep-alive, and the header read timeout of `config`.
