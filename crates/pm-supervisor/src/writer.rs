@@ -30,7 +30,9 @@ impl Writer {
 
     /// Stops the writer (a write under way on the blocking pool finishes; the final states are written by the
     /// shutdown, after which nothing else is).
-    pub(crate) fn stop(self) {}
+    pub(crate) fn stop(self) {
+        self.0.abort();
+    }
 }
 
 impl Drop for Writer {
