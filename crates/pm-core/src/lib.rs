@@ -45,7 +45,7 @@ pub use deps::{
     graph_of, layers, shutdown_layers, start_blocker, start_order, DependencyCondition, Graph, Observed,
 };
 pub use entry::{PendingAction, ProcessEntry};
-pub use error::Error;
+pub use error::{Cause, Error};
 pub use event::{Event, EventKind};
 pub use exec::{executable_permitted, validate_executable_pattern};
 pub use id::{validate_instance_id, validate_process_id};

@@ -962,6 +962,14 @@ fn error_response(err: &Error) -> HttpResponse {
             tracing::error!("storage error while serving the remote API: {message}");
             json_error(StatusCode::INTERNAL_SERVER_ERROR, &format!("Storage error: {message}"))
         }
+        Error::Internal { context, source } => {
+            tracing::error!("internal error while serving the remote API: {err}");
+            json_error(StatusCode::INTERNAL_SERVER_ERROR, &format!("Internal error: {context}: {source}"))
+        }
+        Error::Io { .. } => {
+            tracing::error!("system error while serving the remote API: {err}");
+            json_error(StatusCode::INTERNAL_SERVER_ERROR, &err.to_string())
+        }
     }
 }
 
@@ -1050,7 +1058,9 @@ mod tests {
         check(Error::Dependency("needed by web".into()), StatusCode::CONFLICT);
         check(Error::Busy("b".into()), StatusCode::SERVICE_UNAVAILABLE);
         check(Error::ShuttingDown, StatusCode::SERVICE_UNAVAILABLE);
-        check(Error::Storage("s".into()), StatusCode::INTERNAL_SERVER_ERROR);
+        check(Error::Storage(pm_core::Cause::message("s")), StatusCode::INTERNAL_SERVER_ERROR);
+        check(Error::internal("task", pm_core::Cause::message("panicked")), StatusCode::INTERNAL_SERVER_ERROR);
+        check(Error::io("signal", std::io::Error::other("no")), StatusCode::INTERNAL_SERVER_ERROR);
         assert_eq!(error_response(&Error::Busy("b".into())).headers()[hyper::header::RETRY_AFTER], "1");
     }
 
