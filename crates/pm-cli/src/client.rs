@@ -8,7 +8,7 @@ use pm_client::{ProcessMonitorClient, RemoteProcessMonitorClient};
 use pm_core::{ProcessConfig, ProcessStatus, Settings, SettingsUpdate};
 use pm_registry::Paths;
 
-use crate::cli::Cli;
+use crate::cli::{Cli, LogsArgs};
 
 /// Where a command sends its calls.
 pub(crate) enum Client {
@@ -106,6 +106,15 @@ impl Client {
                 })
             })??,
         })
+    }
+
+    /// Prints the tail of a process's log, following it with `-f`: from the run folders on this host, or streamed
+    /// from the monitor.
+    pub(crate) fn print_logs(&self, args: &LogsArgs) -> anyhow::Result<u8> {
+        match self {
+            Client::Local(client) => crate::commands::local_logs(client.paths(), args),
+            Client::Remote(client) => crate::events::remote_logs(client, args),
+        }
     }
 
     /// Applies one change to the monitor-wide settings.

@@ -12,7 +12,7 @@ use pm_core::{AlivenessCheck, ProcessConfig, ProcessStatus, RestartPolicy};
 use pm_registry::Paths;
 
 use crate::cli::{Cli, Command, ConfigAction, ConfigArgs, ConfigKey, IdArgs, LogsArgs, RegisterArgs, Target};
-use crate::client::{remote_client, Action, Client};
+use crate::client::{Action, Client};
 use crate::code;
 
 pub(crate) fn run(cli: &Cli, instance_id: &str, command: &Command) -> anyhow::Result<u8> {
@@ -28,10 +28,7 @@ pub(crate) fn run(cli: &Cli, instance_id: &str, command: &Command) -> anyhow::Re
         Command::Disable(args) => act(cli, &target(&args.target)?, args, Action::Disable),
         Command::Deregister(args) => act(cli, &target(&args.target)?, args, Action::Deregister),
         Command::Register(args) => register(cli, &paths, args),
-        Command::Logs(args) => match &args.target.remote {
-            Some(url) => crate::events::remote_logs(&remote_client(cli, url)?, args),
-            None => logs(&paths, args),
-        },
+        Command::Logs(args) => target(&args.target)?.print_logs(args),
         Command::Events(args) => crate::events::events(cli, &paths, args),
         Command::Config(args) => config(&Client::resolve(cli, &paths, args.remote.as_deref())?, args),
         Command::Token(args) => crate::token::run(cli, &paths, args),
@@ -305,7 +302,7 @@ fn newest_run(paths: &Paths, id: &str) -> Option<PathBuf> {
 
 /// Prints the last lines of the newest run's log; with `follow`, keeps printing, moving on to the next run
 /// folder when the process restarts.
-fn logs(paths: &Paths, args: &LogsArgs) -> anyhow::Result<u8> {
+pub(crate) fn local_logs(paths: &Paths, args: &LogsArgs) -> anyhow::Result<u8> {
     pm_core::validate_process_id(&args.id)?;
     let file_name = if args.stderr { "stderr.log" } else { "stdout.log" };
     let Some(mut run) = newest_run(paths, &args.id) else {
