@@ -125,7 +125,7 @@ impl Daemon {
             let timeout = config.lock_timeout;
             tokio::task::spawn_blocking(move || InstanceLock::acquire(&paths, timeout))
                 .await
-                .map_err(|err| CoreError::Storage(err.to_string()))??
+                .map_err(|err| CoreError::internal("instance lock task failed", err))??
         };
         tracing::info!(instance = paths.instance_id(), pid = std::process::id(), dir = %paths.root().display(), "instance lock acquired");
         let res = run_locked(config, &mut lock, hooks).await;
@@ -225,7 +225,7 @@ async fn read_registry(store: &Arc<Store>) -> Result<pm_core::Registry, Error> {
         let store = store.clone();
         tokio::task::spawn_blocking(move || store.init_recovering())
             .await
-            .map_err(|err| CoreError::Storage(err.to_string()))??
+            .map_err(|err| CoreError::internal("registry task failed", err))??
     };
     if let Some(bad) = set_aside {
         tracing::error!(
@@ -246,9 +246,12 @@ struct Signals {
 
 impl Signals {
     fn install() -> Result<Signals, Error> {
-        let term = signal(SignalKind::terminate()).map_err(|err| CoreError::Storage(err.to_string()))?;
-        let int = signal(SignalKind::interrupt()).map_err(|err| CoreError::Storage(err.to_string()))?;
-        let hup = signal(SignalKind::hangup()).map_err(|err| CoreError::Storage(err.to_string()))?;
+        let term =
+            signal(SignalKind::terminate()).map_err(|err| CoreError::io("cannot install the SIGTERM handler", err))?;
+        let int =
+            signal(SignalKind::interrupt()).map_err(|err| CoreError::io("cannot install the SIGINT handler", err))?;
+        let hup =
+            signal(SignalKind::hangup()).map_err(|err| CoreError::io("cannot install the SIGHUP handler", err))?;
         Ok(Signals { term, int, hup })
     }
 }
@@ -285,7 +288,7 @@ async fn take_over_registry(
         })
     })
     .await
-    .map_err(|err| CoreError::Storage(err.to_string()))??;
+    .map_err(|err| CoreError::internal("registry task failed", err))??;
     Ok(taken)
 }
 
