@@ -101,15 +101,17 @@ impl Drop for SweepGuard {
 pub(crate) fn run(args: &[String]) -> anyhow::Result<()> {
     let mut quick = false;
     let mut scale = false;
+    let mut only = None;
     let mut prebuilt = None;
     let mut args = args.iter();
     while let Some(arg) = args.next() {
         match arg.as_str() {
             "--quick" => quick = true,
             "--scale" => scale = true,
+            "--only" => only = Some(args.next().context("--only needs storm or rss")?.parse::<scale::Only>()?),
             "--bin" => prebuilt = Some(PathBuf::from(args.next().context("--bin needs a path")?)),
             other => {
-                anyhow::bail!("unknown argument {other:?} (usage: cargo xtask bench [--quick] [--scale] [--bin PATH])")
+                anyhow::bail!("unknown argument {other:?} (usage: cargo xtask bench [--quick] [--scale [--only storm|rss]] [--bin PATH])")
             }
         }
     }
@@ -117,6 +119,7 @@ pub(crate) fn run(args: &[String]) -> anyhow::Result<()> {
         cfg!(target_os = "linux") && sys::has_children_files(),
         "the bench reads /proc/<pid>/task/<tid>/children and smaps_rollup; it runs on Linux only"
     );
+    anyhow::ensure!(only.is_none() || scale, "--only is a part of the scale scenario: add --scale");
     let config = Config::new(quick);
     let bin = match prebuilt {
         // A binary built some other way (another profile, say), to compare builds.
@@ -150,7 +153,7 @@ pub(crate) fn run(args: &[String]) -> anyhow::Result<()> {
     let mut rows: Vec<Row> = Vec::new();
     if scale {
         // The scale scenario on its own (issue #19): 1,000 and 10,000 processes.
-        rows.extend(scale::run(&ctx, quick)?);
+        rows.extend(scale::run(&ctx, quick, only)?);
     } else {
         rows.extend(scenarios::restart_and_start(&ctx)?);
         rows.extend(scenarios::containment(&ctx)?);
@@ -175,6 +178,7 @@ pub(crate) fn run(args: &[String]) -> anyhow::Result<()> {
     let results = json!({
         "quick": quick,
         "scale": scale,
+        "only": only.map(scale::Only::name),
         "binary": ctx_bin.display().to_string(),
         "durationSecs": took.as_secs_f64().round(),
         "machine": machine,
@@ -183,11 +187,21 @@ pub(crate) fn run(args: &[String]) -> anyhow::Result<()> {
     });
     let out_dir = crate::project_root().join("target").join("bench");
     std::fs::create_dir_all(&out_dir)?;
-    let out = out_dir.join(if scale { "scale-results.json" } else { "results.json" });
+    let out = out_dir.join(results_file(scale, only));
     std::fs::write(&out, serde_json::to_string_pretty(&results)? + "\n")
         .with_context(|| format!("cannot write {}", out.display()))?;
     eprintln!("bench: done in {:.0?}; wrote {}", took, out.display());
     Ok(())
+}
+
+/// The file the figures go to: `results.json`, `scale-results.json`, or `scale-storm-results.json` and
+/// `scale-rss-results.json` for one part of the scale run.
+fn results_file(scale: bool, only: Option<scale::Only>) -> String {
+    match (scale, only) {
+        (true, Some(only)) => format!("scale-{}-results.json", only.name()),
+        (true, None) => "scale-results.json".to_owned(),
+        (false, _) => "results.json".to_owned(),
+    }
 }
 
 /// The commit the figures belong to, with `-dirty` when the product crates have uncommitted changes.

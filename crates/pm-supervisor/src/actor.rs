@@ -15,7 +15,6 @@ use tokio::time::Instant;
 
 use crate::cgroup::ProcCgroup;
 use crate::os::{self, ExitWatch};
-use crate::spawn::{self, SpawnContext};
 use crate::Shared;
 
 /// Revisions of the configuration fields a process's task changes itself; the registry writer stores a field
@@ -124,7 +123,7 @@ struct Child {
     cgroup: Option<ProcCgroup>,
 }
 
-enum Watch {
+pub(crate) enum Watch {
     Own(tokio::process::Child),
     /// Our child, cloned straight into its cgroup.
     Forked(crate::cgroup_spawn::Forked),
@@ -845,68 +844,9 @@ impl Actor {
         let now = Timestamp::now();
         let keep_runs = self.entry.config.keep_runs_or(self.shared.keep_runs);
         let cgroup_dir = self.cgroup_dir();
-        let res = self
-            .shared
-            .containment
-            .check_limits(&self.entry.config)
-            .map_err(|err| std::io::Error::other(err.to_string()))
-            .and_then(|()| {
-                let reuse = std::mem::take(&mut self.cgroup_reusable);
-                cgroup_dir.as_deref().map(|dir| ProcCgroup::prepare(dir, &self.entry.config, reuse)).transpose()
-            })
-            .and_then(|prepared| {
-                let run_dir = self
-                    .shared
-                    .paths
-                    .new_run_dir(&self.entry.config.id, now)
-                    .map_err(|err| std::io::Error::other(format!("cannot create log folder: {err}")))?;
-                Ok((prepared, run_dir))
-            })
-            .and_then(|(prepared, run_dir)| {
-                use std::os::fd::AsRawFd;
-                let ctx = SpawnContext {
-                    default_cwd: &self.shared.default_cwd,
-                    run_dir: &run_dir,
-                    extra_env: &self.shared.extra_env,
-                    owner: &self.shared.owner,
-                    cgroup_procs: prepared.as_ref().map(|prepared| prepared.procs.as_raw_fd()),
-                    checked: checked.as_ref(),
-                };
-                // Held across the spawn: the reaper of re-parented strays must not take this child for one.
-                let mut owned = self.shared.owned.lock().expect("owned lock");
-                let res = match &prepared {
-                    // Cloned straight into its cgroup; where the kernel cannot, and for an untrusted registration
-                    // (executed from its checked descriptor), moved there before it executes.
-                    Some(prepared) if ctx.checked.is_none() && !self.entry.config.untrusted => {
-                        match spawn::spawn_into_cgroup(&self.entry.config, &ctx, prepared.dir.as_raw_fd()) {
-                            Err(err) if err.kind() == std::io::ErrorKind::Unsupported => {
-                                spawn::spawn(&self.entry.config, &ctx).map(Watch::Own)
-                            }
-                            res => res.map(Watch::Forked),
-                        }
-                    }
-                    _ => spawn::spawn(&self.entry.config, &ctx).map(Watch::Own),
-                };
-                let res = res.map(|watch| {
-                    let pid = match &watch {
-                        Watch::Own(child) => child.id().unwrap_or(0),
-                        Watch::Forked(forked) => forked.pid,
-                        _ => 0,
-                    };
-                    owned.insert(pid);
-                    (watch, pid)
-                });
-                drop(owned);
-                let cgroup = prepared.map(|prepared| prepared.cgroup);
-                res.map(|(watch, pid)| (watch, pid, run_dir.clone(), cgroup.clone())).inspect_err(|_| {
-                    // Nothing ran: the folder (two empty log files) would only push real runs out, and the cgroup
-                    // would outlive the process.
-                    let _ = std::fs::remove_dir_all(&run_dir);
-                    if let Some(cgroup) = &cgroup {
-                        let _ = std::fs::remove_dir(&cgroup.dir);
-                    }
-                })
-            });
+        let (shared, config) = (&self.shared, &self.entry.config);
+        let launch = crate::launch::launch(shared, config, checked, cgroup_dir, &mut self.cgroup_reusable, now);
+        let res = Box::pin(launch).await.map(|run| (run.watch, run.pid, run.run_dir, run.cgroup));
         self.entry.last_started_at = Some(now);
         match res {
             Ok((watch, pid, run_dir, cgroup)) => {

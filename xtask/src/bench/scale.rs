@@ -367,7 +367,7 @@ fn storm_exits(port: u16) -> u64 {
         .unwrap_or(0)
 }
 
-pub(crate) fn run(ctx: &Ctx<'_>, quick: bool) -> anyhow::Result<Vec<Row>> {
+pub(crate) fn run(ctx: &Ctx<'_>, quick: bool, only: Option<Only>) -> anyhow::Result<Vec<Row>> {
     let limit = sys::raise_nofile_limit();
     progress(&format!("scale: open-files limit {limit} (load {})", loadavg()));
     let plan = if quick {
@@ -387,6 +387,9 @@ pub(crate) fn run(ctx: &Ctx<'_>, quick: bool) -> anyhow::Result<Vec<Row>> {
             storm: (1000, Duration::from_secs(60)),
         }
     };
+    if let Some(only) = only {
+        return run_only(ctx, &plan, only);
+    }
     let mut rows = Vec::new();
     let small = calls(ctx, &plan, 100)?;
     let p50 = |samples: &[f64]| median(samples);
@@ -553,26 +556,25 @@ pub(crate) fn run(ctx: &Ctx<'_>, quick: bool) -> anyhow::Result<Vec<Row>> {
             return Ok(rows);
         }
     };
+    rows.extend(storm_rows(&storm, &plan, &load));
+    Ok(rows)
+}
+
+fn storm_rows(storm: &Storm, plan: &Plan, load: &str) -> Vec<Row> {
     let (n, length) = plan.storm;
     let note = format!("{n} processes, {length:?}, load average {load}");
-    rows.push(
+    vec![
         Row::median("storm-cpu", "crash storm: monitor CPU", "% of a core", vec![storm.cpu_percent])
             .target(Bound::AtMost(25.0))
             .note(format!("{:.0} restarts a second; {note}", storm.exits_per_s)),
-    );
-    rows.push(
         Row::median("storm-alive-p99", "crash storm: `GET /alive` p99 (every 50 ms)", "ms", vec![storm.alive_p99])
             .target(Bound::AtMost(10.0))
             .note(format!(
                 "p50 {:.2} ms; {} of {} unanswered within 2 s",
                 storm.alive_p50, storm.alive_failed, storm.alive_count
             )),
-    );
-    rows.push(
         Row::median("storm-registry-writes", "crash storm: registry rewrites", "per s", vec![storm.writes_per_s])
             .target(Bound::AtMost(5.0)),
-    );
-    rows.push(
         Row::median(
             "storm-registry-bytes",
             "crash storm: registry bytes written",
@@ -583,6 +585,87 @@ pub(crate) fn run(ctx: &Ctx<'_>, quick: bool) -> anyhow::Result<Vec<Row>> {
             "{:.0} KiB/s written by the monitor in all (registry and its own log)",
             storm.written_bytes_per_s / 1024.0
         )),
-    );
-    Ok(rows)
+    ]
+}
+
+/// One part of the scale run on its own (`--only storm|rss`), to compare two builds back to back without the
+/// whole run (which starts 10,000 processes twice).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Only {
+    /// The crash storm.
+    Storm,
+    /// The monitor's RSS with [`RSS_ONLY_N`] processes registered and not started, then with as many running.
+    Rss,
+}
+
+/// The size of `--only rss`.
+const RSS_ONLY_N: usize = 1000;
+
+impl Only {
+    /// Its name on the command line.
+    pub(crate) fn name(self) -> &'static str {
+        match self {
+            Only::Storm => "storm",
+            Only::Rss => "rss",
+        }
+    }
+}
+
+impl std::str::FromStr for Only {
+    type Err = anyhow::Error;
+
+    fn from_str(text: &str) -> anyhow::Result<Only> {
+        match text {
+            "storm" => Ok(Only::Storm),
+            "rss" => Ok(Only::Rss),
+            other => anyhow::bail!("--only {other:?}: expected storm or rss"),
+        }
+    }
+}
+
+fn run_only(ctx: &Ctx<'_>, plan: &Plan, only: Only) -> anyhow::Result<Vec<Row>> {
+    let load = loadavg();
+    match only {
+        Only::Storm => Ok(storm_rows(&storm(ctx, plan)?, plan, &load)),
+        Only::Rss => {
+            let n = RSS_ONLY_N;
+            let registered = idle_rss_kib(ctx, n, false)?;
+            let running = idle_rss_kib(ctx, n, true)?;
+            let row = |id: &str, what: String, kib: f64, each: &str| {
+                Row::median(&format!("{id}-{n}"), &what, "MiB", vec![kib / 1024.0])
+                    .target(Bound::AtMost(5.0 + 3.0 * n as f64 / 1024.0))
+                    .note(format!(
+                        "{:.1} KiB per {each} above the 5 MiB idle budget; load average {load}",
+                        (kib - 5120.0) / n as f64
+                    ))
+            };
+            Ok(vec![
+                row(
+                    "scale-rss-registered",
+                    format!("monitor RSS with {n} registered, not started"),
+                    registered,
+                    "entry",
+                ),
+                row("scale-rss-running", format!("monitor RSS with {n} running"), running, "process"),
+            ])
+        }
+    }
+}
+
+/// The RSS (KiB) of a monitor with `n` `sleep`s, registered only or (`autostart`) all running, once it settled.
+fn idle_rss_kib(ctx: &Ctx<'_>, n: usize, autostart: bool) -> anyhow::Result<f64> {
+    let what = if autostart { "running" } else { "registered" };
+    progress(&format!("scale: RSS with {n} {what} processes (load {})", loadavg()));
+    let home = Home::new(ctx.root, &format!("scale-rss-{what}-{n}"))?;
+    home.write_registry((0..n).map(|idx| sleeper(&format!("p{idx:05}"), ARG, autostart)).collect())?;
+    let mut daemon = Daemon::launch(&ctx.bin, &home)?;
+    if autostart {
+        wait_count(&mut daemon, n, Duration::from_secs(300))?;
+    }
+    daemon.wait_ready(Duration::from_secs(120))?;
+    // Let the start-up's registry writes and heap trim settle, as the full run does.
+    std::thread::sleep(Duration::from_secs(3));
+    let rss_kib = sys::memory(daemon.pid).context("cannot read the monitor's smaps_rollup")?.rss_kib as f64;
+    daemon.stop(Duration::from_secs(60));
+    Ok(rss_kib)
 }
