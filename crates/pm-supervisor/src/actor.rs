@@ -223,8 +223,15 @@ impl Actor {
         (actor, snapshot)
     }
 
-    pub(crate) async fn run(mut self, begin: Begin) {
-        self.begin(begin).await;
+    /// The task of the process. The actor lives in a box of its own and the rare long steps (a start, a stop,
+    /// an exit) in boxes made when they run: the task's future, which every process keeps for its whole life,
+    /// holds little more than the wait for the next event (issue 19, memory per process).
+    pub(crate) fn run(self, begin: Begin) -> impl std::future::Future<Output = ()> + Send {
+        Box::new(self).run_boxed(begin)
+    }
+
+    async fn run_boxed(mut self: Box<Self>, begin: Begin) {
+        Box::pin(self.begin(begin)).await;
         loop {
             let event = self.next_event().await;
             match event {
@@ -241,7 +248,7 @@ impl Actor {
                         self.publish();
                     }
                     if !leave_running && self.child.is_some() {
-                        let info = self.terminate().await;
+                        let info = Box::pin(self.terminate()).await;
                         self.record_exit(&info);
                         self.entry.state = ProcessState::Stopped;
                         self.publish();
@@ -260,11 +267,11 @@ impl Actor {
                     let _ = done.send(self.entry.clone());
                     return;
                 }
-                Event::Cmd(Some(cmd)) => self.handle(cmd).await,
-                Event::Exited(info) => self.on_unrequested_exit(info).await,
+                Event::Cmd(Some(cmd)) => Box::pin(self.handle(cmd)).await,
+                Event::Exited(info) => Box::pin(self.on_unrequested_exit(info)).await,
                 Event::RetryDue => {
                     self.retry_at = None;
-                    let _ = self.spawn_now().await;
+                    let _ = Box::pin(self.spawn_now()).await;
                     if self.entry.config.restart_dependents && self.child.is_some() {
                         self.shared.deps.restarted(&self.entry.config.id);
                     }
@@ -277,8 +284,8 @@ impl Actor {
                     }
                 }
                 Event::CheckDue => self.launch_check(),
-                Event::RotateDue => self.rotate_logs().await,
-                Event::MemoryDue => self.check_memory().await,
+                Event::RotateDue => Box::pin(self.rotate_logs()).await,
+                Event::MemoryDue => Box::pin(self.check_memory()).await,
                 Event::LogsWritten => {
                     let soonest = self.soonest_rotation();
                     self.rotate_at = Some(self.rotate_at.map_or(soonest, |at| at.min(soonest)));
@@ -289,7 +296,7 @@ impl Actor {
                     if !passed {
                         self.counters.check_failures += 1;
                     }
-                    self.on_check(passed).await
+                    Box::pin(self.on_check(passed)).await
                 }
             }
         }
@@ -308,14 +315,19 @@ impl Actor {
         // Writes matter only while no rotation is due sooner than the next one may run.
         let log_watch =
             self.log_watch.as_ref().filter(|_| child.is_some() && self.rotate_at.is_some_and(|at| at > soonest));
+        // One timer, at the soonest deadline (each timer is about 110 bytes that every process would hold).
+        let timers = [self.retry_at, self.reset_at, check_at, self.rotate_at, self.memory_at];
+        let soonest_timer = crate::timers::soonest(timers);
         tokio::select! {
             cmd = self.rx.recv() => Event::Cmd(cmd),
             info = wait_child(child) => Event::Exited(info),
-            () = sleep_until(self.retry_at) => Event::RetryDue,
-            () = sleep_until(self.reset_at) => Event::ResetDue,
-            () = sleep_until(check_at) => Event::CheckDue,
-            () = sleep_until(self.rotate_at) => Event::RotateDue,
-            () = sleep_until(self.memory_at) => Event::MemoryDue,
+            () = sleep_until(soonest_timer.map(|(at, _)| at)) => match soonest_timer.map(|(_, which)| which) {
+                Some(1) => Event::ResetDue,
+                Some(2) => Event::CheckDue,
+                Some(3) => Event::RotateDue,
+                Some(4) => Event::MemoryDue,
+                _ => Event::RetryDue,
+            },
             passed = join_check(check_task) => Event::CheckDone(passed),
             () = logs_written(log_watch) => Event::LogsWritten,
         }

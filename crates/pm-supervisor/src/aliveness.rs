@@ -6,22 +6,19 @@
 //! runs a current-thread tokio runtime that serves only this listener; `/status` answers from the monitor's memory
 //! as before. The thread ends once the server has shut down.
 
-use pm_core::MonitorStatus;
+use std::net::TcpListener;
+use std::sync::Arc;
+
 use pm_http::{ServerConfig, ServerHandle};
+
+use crate::monitor::Monitor;
 
 /// The aliveness thread's stack: one small HTTP server (its connections live on the heap).
 const ALIVENESS_STACK: usize = 256 * 1024;
 
-/// Starts the aliveness server on `listener` on its own thread; [`ServerHandle::shutdown`] (awaited on any
-/// runtime) stops it as before, and the thread then ends.
-pub(crate) fn spawn_aliveness<F>(
-    listener: std::net::TcpListener,
-    status: F,
-    config: ServerConfig,
-) -> std::io::Result<ServerHandle>
-where
-    F: Fn() -> MonitorStatus + Send + Sync + 'static,
-{
+/// Starts the aliveness server of `monitor` on `listener` on its own thread; [`ServerHandle::shutdown`] (awaited
+/// on any runtime) stops it as before, and the thread then ends.
+pub(crate) fn serve_on_own_thread(listener: TcpListener, monitor: Arc<Monitor>) -> std::io::Result<ServerHandle> {
     let (served_tx, served_rx) = std::sync::mpsc::sync_channel(1);
     std::thread::Builder::new().name("pm-aliveness".to_owned()).stack_size(ALIVENESS_STACK).spawn(move || {
         let runtime = match tokio::runtime::Builder::new_current_thread().enable_io().enable_time().build() {
@@ -35,9 +32,9 @@ where
         let (done_tx, done_rx) = tokio::sync::oneshot::channel::<()>();
         let status = move || {
             let _until_done = &done_tx;
-            status()
+            monitor.status()
         };
-        let served = runtime.block_on(async { pm_http::spawn_aliveness(listener, status, config) });
+        let served = runtime.block_on(async { pm_http::spawn_aliveness(listener, status, ServerConfig::default()) });
         let serving = served.is_ok();
         let _ = served_tx.send(served);
         if serving {

@@ -621,10 +621,8 @@ impl Servers {
         monitor: &Arc<Monitor>,
     ) -> Result<(), Error> {
         if let Some((listener, addr)) = bound {
-            let status_source = monitor.clone();
-            let handle =
-                crate::aliveness::spawn_aliveness(listener, move || status_source.status(), ServerConfig::default())
-                    .map_err(|source| Error::Bind { what: "aliveness server", addr: addr.to_string(), source })?;
+            let handle = crate::aliveness::serve_on_own_thread(listener, monitor.clone())
+                .map_err(|source| Error::Bind { what: "aliveness server", addr: addr.to_string(), source })?;
             monitor.ports.write().expect("ports").0 = Some(handle.local_addr().port());
             tracing::info!("aliveness server on {}", handle.local_addr());
             self.aliveness = Some(handle);

@@ -59,6 +59,7 @@ mod resources;
 mod spawn;
 mod startup;
 mod supervisor;
+mod timers;
 mod unusable;
 mod watch;
 
