@@ -22,8 +22,10 @@ use crate::execcheck::Checked;
 use crate::spawn::{self, SpawnContext};
 use crate::Shared;
 
-/// The spawner thread's stack: a launch needs little (the child of `posix_spawn` gets a stack of its own).
+/// The spawner threads' stacks: a launch needs little (the child of `posix_spawn` gets a stack of its own).
 const SPAWNER_STACK: usize = 256 * 1024;
+/// Spawner threads: one prepares a run (its cgroup, its run folder) while the other waits for its child's `exec`.
+const SPAWNERS: usize = 2;
 
 /// What one launch needs, owned: it runs on another thread.
 struct Launch {
@@ -169,20 +171,13 @@ fn submit(job: Job) {
     static QUEUE: OnceLock<Option<mpsc::Sender<Job>>> = OnceLock::new();
     let queue = QUEUE.get_or_init(|| {
         let (tx, rx) = mpsc::channel::<Job>();
-        let started =
-            std::thread::Builder::new().name("pm-spawner".to_owned()).stack_size(SPAWNER_STACK).spawn(move || {
-                for job in rx {
-                    // A panicking launch drops its reply (its task reports it); the thread serves the next one.
-                    let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(job));
-                }
-            });
-        match started {
-            Ok(_) => Some(tx),
-            Err(err) => {
-                tracing::warn!("cannot start the spawner thread ({err}); processes are spawned on the async workers");
-                None
-            }
+        let rx = Arc::new(std::sync::Mutex::new(rx));
+        let started = (0..SPAWNERS).filter(|_| start_spawner(rx.clone())).count();
+        if started == 0 {
+            tracing::warn!("cannot start a spawner thread; processes are spawned on the async workers");
+            return None;
         }
+        Some(tx)
     });
     match queue {
         Some(queue) => {
@@ -192,4 +187,18 @@ fn submit(job: Job) {
         }
         None => job(),
     }
+}
+
+/// Starts one spawner thread taking its jobs from `queue`; answers whether it runs.
+fn start_spawner(queue: Arc<std::sync::Mutex<mpsc::Receiver<Job>>>) -> bool {
+    let serve = move || loop {
+        let Ok(job) = queue.lock().map_err(drop).and_then(|queue| queue.recv().map_err(drop)) else { return };
+        // A panicking launch drops its reply (its task reports it); the thread serves the next one.
+        let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(job));
+    };
+    let started = std::thread::Builder::new().name("pm-spawner".to_owned()).stack_size(SPAWNER_STACK).spawn(serve);
+    if let Err(err) = &started {
+        tracing::warn!("cannot start a spawner thread: {err}");
+    }
+    started.is_ok()
 }
