@@ -45,3 +45,46 @@ pub(crate) fn serve_on_own_thread(listener: TcpListener, monitor: Arc<Monitor>) 
     })?;
     served_rx.recv().map_err(|_| std::io::Error::other("the aliveness thread ended before it served"))?
 }
+
+#[cfg(test)]
+mod tests {
+    use std::io::{Read, Write};
+    use std::time::Duration;
+
+    /// `GET /alive` on `port` over a plain blocking socket (the engine's runtime may be stuck): the status line.
+    fn get_alive(port: u16) -> std::io::Result<String> {
+        let mut stream = std::net::TcpStream::connect(("127.0.0.1", port))?;
+        stream.set_read_timeout(Some(Duration::from_secs(20)))?;
+        stream.write_all(b"GET /alive HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")?;
+        let mut answer = String::new();
+        stream.read_to_string(&mut answer)?;
+        Ok(answer.lines().next().unwrap_or_default().to_owned())
+    }
+
+    /// The engine's only worker is blocked (as a `vfork` on an async worker blocked it): `/alive` still answers,
+    /// and the usual shutdown closes the port.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 1)]
+    async fn alive_answers_while_the_engine_runtime_is_stuck() {
+        let root = std::env::temp_dir().join(format!("pm-aliveness-thread-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&root);
+        let monitor = crate::monitor::tests::monitor_with_job(&root).await;
+        let listener = pm_http::bind("127.0.0.1:0".parse().unwrap()).unwrap();
+        let handle = super::serve_on_own_thread(listener, monitor).unwrap();
+        let port = handle.local_addr().port();
+        let (release, stuck) = std::sync::mpsc::channel::<()>();
+        let (blocked, is_blocked) = std::sync::mpsc::channel::<()>();
+        let worker = tokio::spawn(async move {
+            blocked.send(()).unwrap();
+            // Blocks the worker thread itself, bounded in case the test fails before it releases it.
+            let _ = stuck.recv_timeout(Duration::from_secs(60));
+        });
+        is_blocked.recv_timeout(Duration::from_secs(20)).expect("the worker took the blocking task");
+        let answer = get_alive(port);
+        release.send(()).unwrap();
+        worker.await.unwrap();
+        assert_eq!(answer.unwrap(), "HTTP/1.1 200 OK");
+        handle.shutdown().await;
+        assert!(std::net::TcpStream::connect(("127.0.0.1", port)).is_err(), "the port is closed after the shutdown");
+        let _ = std::fs::remove_dir_all(&root);
+    }
+}

@@ -202,3 +202,19 @@ fn start_spawner(queue: Arc<std::sync::Mutex<mpsc::Receiver<Job>>>) -> bool {
     }
     started.is_ok()
 }
+
+#[cfg(test)]
+mod tests {
+    /// Launches run on the spawner threads, never on the async worker that asked (a spawn there stalled the
+    /// worker until the child's exec).
+    #[tokio::test(flavor = "multi_thread", worker_threads = 1)]
+    async fn launches_run_on_a_spawner_thread() {
+        for _ in 0..3 {
+            let (tx, rx) = tokio::sync::oneshot::channel();
+            super::submit(Box::new(move || {
+                let _ = tx.send(std::thread::current().name().map(str::to_owned));
+            }));
+            assert_eq!(rx.await.unwrap().as_deref(), Some("pm-spawner"));
+        }
+    }
+}
