@@ -66,7 +66,8 @@ const SPAWN_FAILURE_PAUSE: Duration = Duration::from_millis(100);
 /// How often memory is sampled when `memoryRestartBytes` is set.
 const MEMORY_EVERY: Duration = Duration::from_secs(1);
 
-/// A request to the actor.
+/// A request to the actor. The rare large payloads are boxed, so that a command is 16 bytes: every process's
+/// channel holds a block of 32 of them for its whole life (issue 19, memory per process).
 pub(crate) enum Cmd {
     Start(Reply<ProcessState>),
     Stop(Reply<ProcessState>),
@@ -77,26 +78,20 @@ pub(crate) enum Cmd {
     /// of the fields the task changes itself that the edit was read against (`None`: apply it whatever came
     /// since): a field the task changed after that keeps the task's value, so an older reading never undoes a
     /// newer change.
-    UpdateConfig(Box<ProcessConfig>, Option<ConfigRevs>),
+    UpdateConfig(Box<(ProcessConfig, Option<ConfigRevs>)>),
     /// Take over a running process (used for a partner monitor that came up on its own).
     Adopt {
         pid: u32,
-        start_time: Option<u64>,
+        start_time: Box<Option<u64>>,
     },
-    /// The dependencies of wait `gen` that do not hold yet (see [`crate::deps`]).
-    DepsPending {
-        gen: u64,
-        waiting_for: std::collections::BTreeMap<String, pm_core::DependencyCondition>,
-    },
+    /// The dependencies of wait `gen` (first) that do not hold yet (see [`crate::deps`]).
+    DepsPending(Box<(u64, std::collections::BTreeMap<String, pm_core::DependencyCondition>)>),
     /// Every dependency of wait `gen` holds: spawn now.
     DepsReady {
         gen: u64,
     },
-    /// Wait `gen` failed (timeout, a dependency that failed): `failed` with this reason.
-    DepsFailed {
-        gen: u64,
-        reason: String,
-    },
+    /// Wait `gen` (first) failed (timeout, a dependency that failed): `failed` with this reason.
+    DepsFailed(Box<(u64, String)>),
     /// End the actor: stop the child first, or leave it running for a successor monitor.
     Shutdown {
         leave_running: bool,
@@ -461,8 +456,8 @@ impl Actor {
                 self.publish();
                 let _ = reply.send(Ok(()));
             }
-            Cmd::UpdateConfig(config, base) => {
-                let mut config = *config;
+            Cmd::UpdateConfig(update) => {
+                let (mut config, base) = *update;
                 let base = base.unwrap_or(self.config_rev);
                 let enabled =
                     if base.enabled == self.config_rev.enabled { config.enabled } else { self.entry.config.enabled };
@@ -482,12 +477,14 @@ impl Actor {
                 self.publish();
             }
             Cmd::Adopt { pid, start_time } => {
+                let start_time = *start_time;
                 if self.child.is_none() && pm_registry::pid::is_same_process(pid, start_time) {
                     self.retry_at = None;
                     self.adopt(pid, start_time);
                 }
             }
-            Cmd::DepsPending { gen, waiting_for } => {
+            Cmd::DepsPending(pending) => {
+                let (gen, waiting_for) = *pending;
                 if gen == self.wait_gen && self.is_waiting() && self.entry.waiting_for != waiting_for {
                     self.entry.waiting_for = waiting_for;
                     self.publish();
@@ -501,7 +498,8 @@ impl Actor {
                     let _ = self.spawn_now().await;
                 }
             }
-            Cmd::DepsFailed { gen, reason } => {
+            Cmd::DepsFailed(failed) => {
+                let (gen, reason) = *failed;
                 if gen == self.wait_gen && self.is_waiting() {
                     tracing::warn!(process = %self.entry.config.id, "{reason}");
                     self.entry.waiting_for.clear();

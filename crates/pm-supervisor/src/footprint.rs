@@ -10,8 +10,9 @@ mod tests {
     use crate::actor::{Actor, Begin, Cmd, Snapshot};
 
     /// Prints the fixed sizes of the parts every supervised process has (run with `--nocapture`); fails if the
-    /// task's future grows past 2 KiB: it holds the wait for the next event only (the actor is boxed, and so are
-    /// the long steps while they run), and was 4.9 KiB when it held them all.
+    /// task's future grows past 2 KiB (it holds the wait for the next event only: the actor is boxed, and so are
+    /// the long steps while they run; it was 4.9 KiB when it held them all) or a command past 16 B (every
+    /// process's channel holds a block of 32 commands; they were 40 B).
     #[tokio::test]
     async fn per_process_parts() {
         let dir = std::env::temp_dir().join(format!("pm-footprint-{}", std::process::id()));
@@ -39,5 +40,6 @@ mod tests {
         );
         drop(future);
         assert!(task <= 2048, "the task's future is {task} B");
+        assert!(size_of::<Cmd>() <= 16, "a command is {} B (each process's channel holds 32)", size_of::<Cmd>());
     }
 }
