@@ -39,6 +39,7 @@
 #![deny(missing_docs)]
 
 mod actor;
+mod aliveness;
 pub mod cgroup;
 mod cgroup_spawn;
 mod daemon;
@@ -50,6 +51,7 @@ mod footprint;
 mod groupwait;
 #[cfg(test)]
 mod inproc;
+mod launch;
 mod logrotate;
 mod monitor;
 mod orphans;
@@ -62,6 +64,7 @@ mod servers;
 mod spawn;
 mod startup;
 mod supervisor;
+mod timers;
 mod unusable;
 mod watch;
 mod writer;
