@@ -327,7 +327,7 @@ impl Actor {
         if !entry.config.enabled {
             // Disabled while a monitor was stopping it (and was killed meanwhile): finish the stop rather than
             // leave it running unsupervised.
-            let live = matches!(begin, Begin::MonitorStart { .. }).then(|| pm_registry::pid::live_pid_of(entry));
+            let live = matches!(begin, Begin::MonitorStart { .. }).then(|| pm_registry::proc::live_pid_of(entry));
             if let Some(pid) = live.flatten() {
                 self.adopt(pid, self.entry.pid_start_time);
                 self.stop_child(ProcessState::Disabled).await;
@@ -341,7 +341,7 @@ impl Actor {
             return;
         }
         if let Begin::MonitorStart { boot } = begin {
-            if let Some(pid) = pm_registry::pid::live_pid_of(entry) {
+            if let Some(pid) = pm_registry::proc::live_pid_of(entry) {
                 if entry.config.partner && self.partner_stopping(pid).await {
                     self.entry.pid = None;
                     self.entry.last_error = Some(format!("partner (pid {pid}) was shutting down; not adopted"));
@@ -471,7 +471,7 @@ impl Actor {
                 self.publish();
             }
             Cmd::Adopt { pid, start_time } => {
-                if self.child.is_none() && pm_registry::pid::is_same_process(pid, start_time) {
+                if self.child.is_none() && pm_registry::proc::is_same_process(pid, start_time) {
                     self.retry_at = None;
                     self.adopt(pid, start_time);
                 }
@@ -787,7 +787,7 @@ impl Actor {
             // A tracked daemon whose leader is long gone: the process lives as long as its cgroup holds any.
             Some(cgroup)
                 if self.entry.config.track_daemonized_children
-                    && pm_registry::pid::family(pid).is_some_and(|family| family.pgrp != pid) =>
+                    && pm_registry::proc::family(pid).is_some_and(|family| family.pgrp != pid) =>
             {
                 Watch::Daemons(cgroup.clone())
             }
@@ -928,7 +928,7 @@ impl Actor {
                 });
                 tracing::info!(process = %self.entry.config.id, pid, "started");
                 self.entry.pid = Some(pid);
-                self.entry.pid_start_time = pm_registry::pid::start_time(pid);
+                self.entry.pid_start_time = pm_registry::proc::start_time(pid);
                 self.entry.consecutive_failures = 0;
                 self.child = Some(Child { pid, watch, run_dir: Some(run_dir), cgroup });
                 self.schedule_rotation();

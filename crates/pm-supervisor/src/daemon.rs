@@ -271,7 +271,7 @@ async fn run_locked(config: DaemonConfig, lock: &mut InstanceLock) -> Result<Exi
             }
             runs
         });
-        let known = pm_registry::pid::live_pid_of(&entry);
+        let known = pm_registry::proc::live_pid_of(&entry);
         let mut keep = known;
         for found in found {
             let pid = found.pid;
@@ -514,8 +514,8 @@ fn stop_stray(pgid: u32, start_time: Option<u64>) {
         tokio::time::sleep(Duration::from_secs(10)).await;
         // Still the group it was: its leader, or members left after the leader ended. A live leader with
         // another start time is a new process that reuses the PID (and so leads a new group): left alone.
-        let leader_alive = pm_registry::pid::alive(pgid);
-        let same = if leader_alive { pm_registry::pid::is_same_process(pgid, start_time) } else { true };
+        let leader_alive = pm_registry::proc::alive(pgid);
+        let same = if leader_alive { pm_registry::proc::is_same_process(pgid, start_time) } else { true };
         if same && crate::os::group_exists(pgid) {
             crate::os::signal_group(pgid, libc::SIGKILL);
         }
@@ -546,7 +546,6 @@ fn partner_interval(monitor: &Monitor) -> Duration {
 /// Starts the replacement of this monitor: same program and arguments (plus `--resume`), a new session,
 /// stdio on /dev/null (it logs to its own file).
 fn respawn(command: &[OsString]) -> std::io::Result<u32> {
-    use std::os::unix::process::CommandExt;
     let (program, args) = command.split_first().ok_or_else(|| std::io::Error::other("no restart command"))?;
     let mut cmd = std::process::Command::new(program);
     cmd.args(args.iter().filter(|arg| *arg != "--resume"))
@@ -554,15 +553,7 @@ fn respawn(command: &[OsString]) -> std::io::Result<u32> {
         .stdin(std::process::Stdio::null())
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null());
-    // SAFETY: setsid is async-signal-safe and touches no memory of the parent.
-    unsafe {
-        cmd.pre_exec(|| {
-            if libc::setsid() < 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            Ok(())
-        });
-    }
+    pm_registry::proc::detach(&mut cmd);
     let child = cmd.spawn()?;
     Ok(child.id())
 }

@@ -199,11 +199,7 @@ fn run_hook(shared: &Shared, config: &ProcessConfig, hook: &StateChangeHook, eve
             tracing::warn!(process = %id, "onStateChange hook not run: an argument or variable holds NUL");
             return;
         };
-        // SAFETY: runs after fork, last of the pre-exec steps; only async-signal-safe calls on memory prepared
-        // before the fork.
-        unsafe {
-            command.pre_exec(move || Err(exec.exec()));
-        }
+        crate::execcheck::before_exec(command.as_std_mut(), None, Some(exec));
     }
     let timeout = Duration::from_millis(hook.timeout_ms.unwrap_or(StateChangeHook::DEFAULT_TIMEOUT_MS));
     let command_name = hook.command.clone();

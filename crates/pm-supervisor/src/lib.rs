@@ -62,6 +62,7 @@ mod watch;
 
 pub use actor::{ConfigRevs, Counters, Snapshot};
 pub use daemon::{Daemon, DaemonConfig, Error, Exit};
+pub use os::{tune_heap, Heap};
 pub use resources::group_memory;
 pub use supervisor::{Supervisor, SupervisorConfig};
 

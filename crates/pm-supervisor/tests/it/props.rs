@@ -173,10 +173,8 @@ struct Cleanup {
 impl Drop for Cleanup {
     fn drop(&mut self) {
         for pid in read_pids(&self.starts).into_iter().chain(copies(&self.marker)) {
-            // SAFETY: kill(2) on process groups this case started (each child leads its own group).
-            unsafe {
-                libc::kill(-(pid as i32), libc::SIGKILL);
-            }
+            // Process groups this case started (each child leads its own group).
+            pm_registry::proc::signal_group(pid, libc::SIGKILL);
         }
         let _ = std::fs::remove_dir_all(&self.dir);
     }
@@ -208,10 +206,8 @@ fn copies(marker: &str) -> Vec<u32> {
 }
 
 fn signal(pid: u32, signal: i32) {
-    // SAFETY: kill(2) on a process this case started; no memory-safety preconditions.
-    unsafe {
-        libc::kill(pid as i32, signal);
-    }
+    // A process this case started.
+    let _ = pm_registry::proc::signal_process(pid, signal);
 }
 
 /// What the observers collected.
@@ -443,7 +439,9 @@ impl Run {
                     match step {
                         Step::Exit => signal(pid, libc::SIGUSR1),
                         Step::Kill => signal(pid, libc::SIGKILL),
-                        _ => signal(pid.wrapping_neg(), libc::SIGKILL),
+                        _ => {
+                            pm_registry::proc::signal_group(pid, libc::SIGKILL);
+                        }
                     }
                     let adopted = model.adopted;
                     model.crash(&self.case);
