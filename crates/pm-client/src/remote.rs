@@ -230,7 +230,11 @@ impl RemoteProcessMonitorClient {
 
     /// Stops (if needed) and removes a process (`DELETE /processes/{id}`).
     pub async fn deregister(&self, id: &str) -> Result<(), Error> {
-        let path = process_path(id, "")?;
+        self.delete(id, process_path(id, "")?).await
+    }
+
+    /// `DELETE path` of the process `id`, waiting as long as stopping it may take.
+    async fn delete(&self, id: &str, path: String) -> Result<(), Error> {
         let timeout = self.stop_deadline(id).await?;
         let (res, resent) = self.exchange(Method::Delete, &path, None, timeout).await?;
         // A retry after an attempt that may have gone through finds the process gone: that attempt removed it.
@@ -273,14 +277,7 @@ impl RemoteProcessMonitorClient {
 
     /// Deregisters a process even when others depend on it (`DELETE /processes/{id}?force=true`).
     pub async fn deregister_forced(&self, id: &str) -> Result<(), Error> {
-        let path = process_path(id, "")? + "?force=true";
-        let timeout = self.stop_deadline(id).await?;
-        let (res, resent) = self.exchange(Method::Delete, &path, None, timeout).await?;
-        if res.status == 404 && resent {
-            return Ok(());
-        }
-        let _: Value = parse_answer(res, &path, Some(id))?;
-        Ok(())
+        self.delete(id, process_path(id, "")? + "?force=true").await
     }
 
     /// Restarts a process; answers its state afterwards (`POST /processes/{id}/restart`).

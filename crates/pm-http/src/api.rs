@@ -393,6 +393,29 @@ impl<C: ControlPlane> Ctx<'_, C> {
         &self.settings.remote_access
     }
 
+    /// Resolves `command` (run in `working_directory`) against the executable lists for untrusted peers, off the
+    /// runtime: the canonical path, or why it is refused (a lookup that failed to run counts as not permitted).
+    async fn permitted_executable(
+        &self,
+        command: String,
+        working_directory: Option<String>,
+    ) -> Result<String, crate::exec::Refusal> {
+        let (whitelist, blacklist) =
+            (self.remote().executable_whitelist.clone(), self.remote().executable_blacklist.clone());
+        tokio::task::spawn_blocking(move || {
+            let path_var = std::env::var_os("PATH");
+            crate::exec::permitted_executable(
+                &command,
+                working_directory.as_deref(),
+                path_var.as_deref(),
+                &whitelist,
+                &blacklist,
+            )
+        })
+        .await
+        .unwrap_or(Err(crate::exec::Refusal::NotPermitted))
+    }
+
     async fn handle(&self, route: Route, req: HttpRequest) -> HttpResponse {
         let method = req.method().clone();
         match (route, method) {
@@ -572,29 +595,16 @@ impl<C: ControlPlane> Ctx<'_, C> {
             // The state-change hook and an exec probe run programs as well: the same lists decide, and their
             // canonical paths are stored.
             if let Some(hook) = config.on_state_change.as_mut() {
-                let (command, working_directory) = (hook.command.clone(), config.working_directory.clone());
-                let (whitelist, blacklist) =
-                    (self.remote().executable_whitelist.clone(), self.remote().executable_blacklist.clone());
-                let resolved = tokio::task::spawn_blocking(move || {
-                    let path_var = std::env::var_os("PATH");
-                    crate::exec::permitted_executable(
-                        &command,
-                        working_directory.as_deref(),
-                        path_var.as_deref(),
-                        &whitelist,
-                        &blacklist,
-                    )
-                })
-                .await;
+                let resolved = self.permitted_executable(hook.command.clone(), config.working_directory.clone()).await;
                 match resolved {
-                    Ok(Ok(canonical)) => hook.command = canonical,
-                    Ok(Err(crate::exec::Refusal::OwnExecutable)) => {
+                    Ok(canonical) => hook.command = canonical,
+                    Err(crate::exec::Refusal::OwnExecutable) => {
                         return json_error(
                             StatusCode::FORBIDDEN,
                             "onStateChange executable not permitted: the monitor's own executable",
                         );
                     }
-                    Ok(Err(crate::exec::Refusal::NotPermitted)) | Err(_) => {
+                    Err(crate::exec::Refusal::NotPermitted) => {
                         return json_error(
                             StatusCode::FORBIDDEN,
                             "onStateChange executable not permitted by whitelist/blacklist",
@@ -605,30 +615,18 @@ impl<C: ControlPlane> Ctx<'_, C> {
             if let Some(check) =
                 config.aliveness_check.as_mut().filter(|check| check.probe_type == pm_core::ProbeType::Exec)
             {
-                let (command, working_directory) =
-                    (check.command.clone().unwrap_or_default(), config.working_directory.clone());
-                let (whitelist, blacklist) =
-                    (self.remote().executable_whitelist.clone(), self.remote().executable_blacklist.clone());
-                let resolved = tokio::task::spawn_blocking(move || {
-                    let path_var = std::env::var_os("PATH");
-                    crate::exec::permitted_executable(
-                        &command,
-                        working_directory.as_deref(),
-                        path_var.as_deref(),
-                        &whitelist,
-                        &blacklist,
-                    )
-                })
-                .await;
+                let resolved = self
+                    .permitted_executable(check.command.clone().unwrap_or_default(), config.working_directory.clone())
+                    .await;
                 match resolved {
-                    Ok(Ok(canonical)) => check.command = Some(canonical),
-                    Ok(Err(crate::exec::Refusal::OwnExecutable)) => {
+                    Ok(canonical) => check.command = Some(canonical),
+                    Err(crate::exec::Refusal::OwnExecutable) => {
                         return json_error(
                             StatusCode::FORBIDDEN,
                             "Probe executable not permitted: the monitor's own executable (alivenessCheck.command)",
                         );
                     }
-                    Ok(Err(crate::exec::Refusal::NotPermitted)) | Err(_) => {
+                    Err(crate::exec::Refusal::NotPermitted) => {
                         return json_error(
                             StatusCode::FORBIDDEN,
                             "Probe executable not permitted by whitelist/blacklist (alivenessCheck.command)",
@@ -687,31 +685,16 @@ impl<C: ControlPlane> Ctx<'_, C> {
                 }
             }
         }
-        let (command, working_directory) = (config.command.clone(), config.working_directory.clone());
-        let (whitelist, blacklist) =
-            (self.remote().executable_whitelist.clone(), self.remote().executable_blacklist.clone());
-        let resolved = tokio::task::spawn_blocking(move || {
-            let path_var = std::env::var_os("PATH");
-            crate::exec::permitted_executable(
-                &command,
-                working_directory.as_deref(),
-                path_var.as_deref(),
-                &whitelist,
-                &blacklist,
-            )
-        })
-        .await;
+        let resolved = self.permitted_executable(config.command.clone(), config.working_directory.clone()).await;
         match resolved {
-            Ok(Ok(canonical)) => {
+            Ok(canonical) => {
                 config.command = canonical;
                 Ok(())
             }
-            Ok(Err(crate::exec::Refusal::OwnExecutable)) => {
+            Err(crate::exec::Refusal::OwnExecutable) => {
                 Err(refuse("Executable not permitted: the monitor's own executable"))
             }
-            Ok(Err(crate::exec::Refusal::NotPermitted)) | Err(_) => {
-                Err(refuse("Executable not permitted by whitelist/blacklist"))
-            }
+            Err(crate::exec::Refusal::NotPermitted) => Err(refuse("Executable not permitted by whitelist/blacklist")),
         }
     }
 

@@ -1,7 +1,7 @@
 //! Raw hyper 1 HTTP/1 server plumbing shared by every server of this crate.
 //!
-//! One accept loop per server: every accepted socket gets `TCP_NODELAY`, takes a permit of a semaphore that bounds
-//! the open connections (within a cap per peer address, and with a few slots only trusted peers may take), and is
+//! One accept loop per server, plain or TLS (see [`Upgrade`]): every accepted socket gets `TCP_NODELAY`, takes a
+//! permit of a semaphore that bounds the open connections (within a cap per peer address, and with a few slots only trusted peers may take), and is
 //! served by `hyper::server::conn::http1` with a header read timeout (driven by a [`TokioTimer`]) and a write
 //! timeout (a peer that stops reading its answers is cut off). Request bodies reach the handler wrapped in [`Limited`]; a request whose `Content-Length` is
 //! already over the limit is answered 413 before the handler runs, without reading the body. Responses are
@@ -26,7 +26,7 @@ use hyper::{Request, Response, StatusCode};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpStream;
-use tokio::sync::{oneshot, Semaphore};
+use tokio::sync::{oneshot, OwnedSemaphorePermit, Semaphore};
 use tokio::task::{JoinHandle, JoinSet};
 
 /// The response type of every handler: a whole body, sent with a `Content-Length`, or a stream.
@@ -99,12 +99,6 @@ pub struct ServerHandle {
 }
 
 impl ServerHandle {
-    /// A handle of a server run by another accept loop of this crate (TLS).
-    #[cfg_attr(not(feature = "tls"), allow(dead_code))]
-    pub(crate) fn from_parts(local_addr: SocketAddr, stop: oneshot::Sender<()>, task: JoinHandle<()>) -> ServerHandle {
-        ServerHandle { local_addr, stop: Some(stop), task: Some(task) }
-    }
-
     /// The address the server listens on (with the real port when bound to port 0).
     pub fn local_addr(&self) -> SocketAddr {
         self.local_addr
@@ -159,35 +153,76 @@ pub(crate) trait Handler: Send + Sync + 'static {
     }
 }
 
+/// What a server does with an accepted TCP connection before it serves HTTP on it: nothing ([`Plain`]), or a TLS
+/// handshake. Every limit of the accept loop applies before it; the connection's slots are held while it runs.
+pub(crate) trait Upgrade: Send + Sync + 'static {
+    /// The stream HTTP is served on.
+    type Stream: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static;
+
+    /// The stream to serve, or `None` when the connection is to be dropped (the reason is logged). `timeout` is the
+    /// header read timeout, which bounds a handshake.
+    fn upgrade(
+        &self,
+        stream: TcpStream,
+        peer: SocketAddr,
+        timeout: Duration,
+    ) -> impl Future<Output = Option<Self::Stream>> + Send;
+
+    /// Answers a connection over a limit before it is closed: the canned 503 by default.
+    fn refuse(&self, stream: TcpStream) {
+        refuse(stream);
+    }
+}
+
+/// Plain HTTP: the accepted stream is served as it is.
+pub(crate) struct Plain;
+
+impl Upgrade for Plain {
+    type Stream = TcpStream;
+
+    async fn upgrade(&self, stream: TcpStream, _peer: SocketAddr, _timeout: Duration) -> Option<TcpStream> {
+        Some(stream)
+    }
+}
+
 /// Starts serving `listener` with `handler` on the current tokio runtime.
 pub(crate) fn spawn<H: Handler>(
     listener: std::net::TcpListener,
     handler: Arc<H>,
     config: ServerConfig,
 ) -> std::io::Result<ServerHandle> {
+    spawn_with(listener, handler, config, Plain)
+}
+
+/// Starts serving `listener` with `handler` on the current tokio runtime, each connection upgraded by `upgrade`
+/// first.
+pub(crate) fn spawn_with<H: Handler, U: Upgrade>(
+    listener: std::net::TcpListener,
+    handler: Arc<H>,
+    config: ServerConfig,
+    upgrade: U,
+) -> std::io::Result<ServerHandle> {
     listener.set_nonblocking(true)?;
     let listener = tokio::net::TcpListener::from_std(listener)?;
     let local_addr = listener.local_addr()?;
     let (stop_tx, stop_rx) = oneshot::channel();
-    let task = tokio::spawn(accept_loop(listener, handler, config, stop_rx));
+    let task = tokio::spawn(accept_loop(listener, handler, config, Arc::new(upgrade), stop_rx));
     Ok(ServerHandle { local_addr, stop: Some(stop_tx), task: Some(task) })
 }
 
-async fn accept_loop<H: Handler>(
+async fn accept_loop<H: Handler, U: Upgrade>(
     listener: tokio::net::TcpListener,
     handler: Arc<H>,
     config: ServerConfig,
+    upgrade: Arc<U>,
     mut stop: oneshot::Receiver<()>,
 ) {
     let local_addr = listener.local_addr().ok();
-    let permits = Arc::new(Semaphore::new(config.max_connections.max(1)));
-    let per_ip: Arc<Mutex<HashMap<IpAddr, usize>>> = Arc::default();
-    let reserved = config.reserved_for_trusted.min(config.max_connections.saturating_sub(1));
+    let limits = Limits::new(&config);
     let untrusted_turns = Arc::new(Semaphore::new(config.max_untrusted_in_flight.max(1)));
     let graceful = GracefulShutdown::new();
     let mut connections = JoinSet::new();
-    let mut builder = http1::Builder::new();
-    builder.timer(TokioTimer::new()).header_read_timeout(config.header_read_timeout).keep_alive(true);
+    let builder = http1_builder(&config);
 
     loop {
         tokio::select! {
@@ -204,54 +239,28 @@ async fn accept_loop<H: Handler>(
                         continue;
                     }
                 };
-                if let Err(err) = stream.set_nodelay(true) {
-                    tracing::debug!(%peer, "cannot set TCP_NODELAY: {err}");
-                }
-                // A fixed send buffer: answers to a peer that does not read back up after this much, not after
-                // the megabytes that autotuning would allow, so pipelined requests cost little before the
-                // write timeout applies.
-                if let Err(err) = set_send_buffer(&stream, SEND_BUFFER_BYTES) {
-                    tracing::debug!(%peer, "cannot set SO_SNDBUF: {err}");
-                }
+                tune(&stream, peer);
                 let ip = pm_core::normalize_ip(peer.ip());
                 let trusted = handler.trusted_peer(ip);
-                // This loop is the only place permits are taken, so the count cannot drop between look and take.
-                if permits.available_permits() <= reserved && !trusted {
-                    tracing::warn!(%peer, ?local_addr, "connection limit for untrusted peers reached; refusing connection");
-                    refuse(stream);
-                    continue;
-                }
-                let Some(slot) = PeerSlot::take(&per_ip, ip, config.max_connections_per_ip.max(1)) else {
-                    tracing::warn!(%peer, ?local_addr, "connection limit per peer reached; refusing connection");
-                    refuse(stream);
-                    continue;
+                let slots = match limits.admit(ip, trusted) {
+                    Ok(slots) => slots,
+                    Err(limit) => {
+                        tracing::warn!(%peer, ?local_addr, "{limit}; refusing connection");
+                        upgrade.refuse(stream);
+                        continue;
+                    }
                 };
-                let Ok(permit) = permits.clone().try_acquire_owned() else {
-                    tracing::warn!(%peer, ?local_addr, "connection limit reached; refusing connection");
-                    refuse(stream);
-                    continue;
-                };
-                let service = {
-                    let handler = handler.clone();
-                    let max_body = config.max_body_bytes;
-                    let turns = (!trusted).then(|| untrusted_turns.clone());
-                    service_fn(move |req: Request<Incoming>| {
-                        let (handler, turns) = (handler.clone(), turns.clone());
-                        async move {
-                            let _turn = match &turns {
-                                Some(turns) => turns.acquire().await.ok(),
-                                None => None,
-                            };
-                            Ok::<_, Infallible>(dispatch(&*handler, req, peer, max_body).await)
-                        }
-                    })
-                };
-                let io = WriteTimeout::new(TokioIo::new(stream), config.write_timeout);
-                let connection = graceful.watch(builder.serve_connection(io, service));
+                let turns = (!trusted).then(|| untrusted_turns.clone());
+                let service = connection_service(handler.clone(), peer, config.max_body_bytes, turns);
+                let (upgrade, builder, watcher) = (upgrade.clone(), builder.clone(), graceful.watcher());
+                let (write_timeout, handshake_timeout) = (config.write_timeout, config.header_read_timeout);
                 connections.spawn(async move {
-                    let _permit = permit;
-                    let _slot = slot;
-                    if let Err(err) = connection.await {
+                    let _slots = slots;
+                    let Some(stream) = upgrade.upgrade(stream, peer, handshake_timeout).await else {
+                        return;
+                    };
+                    let io = WriteTimeout::new(TokioIo::new(stream), write_timeout);
+                    if let Err(err) = watcher.watch(builder.serve_connection(io, service)).await {
                         tracing::debug!(%peer, "connection ended: {err}");
                     }
                 });
@@ -260,8 +269,93 @@ async fn accept_loop<H: Handler>(
     }
 
     drop(listener);
-    if tokio::time::timeout(config.shutdown_grace, graceful.shutdown()).await.is_err() {
-        tracing::debug!(?local_addr, n_open = connections.len(), "shutdown grace over; dropping open connections");
+    drain(graceful, connections, config.shutdown_grace).await;
+}
+
+/// Socket options of every accepted connection: `TCP_NODELAY`, and a fixed send buffer (answers to a peer that
+/// does not read back up after this much, not after the megabytes that autotuning would allow, so pipelined
+/// requests cost little before the write timeout applies).
+fn tune(stream: &TcpStream, peer: SocketAddr) {
+    if let Err(err) = stream.set_nodelay(true) {
+        tracing::debug!(%peer, "cannot set TCP_NODELAY: {err}");
+    }
+    if let Err(err) = set_send_buffer(stream, SEND_BUFFER_BYTES) {
+        tracing::debug!(%peer, "cannot set SO_SNDBUF: {err}");
+    }
+}
+
+/// The connection limits of one accept loop: slots in all (a few of them only for trusted peers) and per peer.
+struct Limits {
+    /// One permit a connection served.
+    permits: Arc<Semaphore>,
+    /// Connections served a peer address.
+    per_ip: Arc<Mutex<HashMap<IpAddr, usize>>>,
+    /// Permits that only trusted peers may take.
+    reserved: usize,
+    /// Connections served at once from one peer address.
+    max_per_ip: usize,
+}
+
+impl Limits {
+    fn new(config: &ServerConfig) -> Limits {
+        Limits {
+            permits: Arc::new(Semaphore::new(config.max_connections.max(1))),
+            per_ip: Arc::default(),
+            reserved: config.reserved_for_trusted.min(config.max_connections.saturating_sub(1)),
+            max_per_ip: config.max_connections_per_ip.max(1),
+        }
+    }
+
+    /// The slots of a connection from `ip`, held until the connection ends, or the limit that refuses it.
+    /// Only the accept loop takes permits, so the count cannot drop between look and take.
+    fn admit(&self, ip: IpAddr, trusted: bool) -> Result<(OwnedSemaphorePermit, PeerSlot), &'static str> {
+        if self.permits.available_permits() <= self.reserved && !trusted {
+            return Err("connection limit for untrusted peers reached");
+        }
+        let Some(slot) = PeerSlot::take(&self.per_ip, ip, self.max_per_ip) else {
+            return Err("connection limit per peer reached");
+        };
+        let Ok(permit) = self.permits.clone().try_acquire_owned() else {
+            return Err("connection limit reached");
+        };
+        Ok((permit, slot))
+    }
+}
+
+/// The hyper service of one connection from `peer`: each request waits for one of `turns` (an untrusted peer's),
+/// then goes to `handler`.
+fn connection_service<H: Handler>(
+    handler: Arc<H>,
+    peer: SocketAddr,
+    max_body: usize,
+    turns: Option<Arc<Semaphore>>,
+) -> impl hyper::service::Service<Request<Incoming>, Response = HttpResponse, Error = Infallible, Future: Send>
+       + Send
+       + 'static {
+    service_fn(move |req: Request<Incoming>| {
+        let (handler, turns) = (handler.clone(), turns.clone());
+        async move {
+            let _turn = match &turns {
+                Some(turns) => turns.acquire().await.ok(),
+                None => None,
+            };
+            Ok::<_, Infallible>(dispatch(&*handler, req, peer, max_body).await)
+        }
+    })
+}
+
+/// The HTTP/1 connection builder of every server: keep-alive, and the header read timeout of `config`.
+pub(crate) fn http1_builder(config: &ServerConfig) -> http1::Builder {
+    let mut builder = http1::Builder::new();
+    builder.timer(TokioTimer::new()).header_read_timeout(config.header_read_timeout).keep_alive(true);
+    builder
+}
+
+/// After an accept loop stopped: lets the open connections finish their current request within `grace`, then
+/// drops the rest.
+pub(crate) async fn drain(graceful: GracefulShutdown, mut connections: JoinSet<()>, grace: Duration) {
+    if tokio::time::timeout(grace, graceful.shutdown()).await.is_err() {
+        tracing::debug!(n_open = connections.len(), "shutdown grace over; dropping open connections");
     }
     connections.shutdown().await;
 }
@@ -401,11 +495,21 @@ fn refuse(stream: TcpStream) {
 }
 
 async fn dispatch<H: Handler>(handler: &H, req: Request<Incoming>, peer: SocketAddr, max_body: usize) -> HttpResponse {
+    limit_body(req, max_body, |req| handler.call(req, peer)).await
+}
+
+/// Hands `req` to `call` with its body limited to `max_body` bytes; one whose `Content-Length` is already over is
+/// answered 413 without reading it.
+pub(crate) async fn limit_body<F: Future<Output = HttpResponse>>(
+    req: Request<Incoming>,
+    max_body: usize,
+    call: impl FnOnce(HttpRequest) -> F,
+) -> HttpResponse {
     let declared = req.headers().get(CONTENT_LENGTH).and_then(|value| value.to_str().ok()?.trim().parse::<u64>().ok());
     if declared.is_some_and(|len| len > max_body as u64) {
         return body_too_large();
     }
-    handler.call(req.map(|body| Limited::new(body, max_body)), peer).await
+    call(req.map(|body| Limited::new(body, max_body))).await
 }
 
 /// The 413 answer; it also closes the connection, since the rest of the body is not read.

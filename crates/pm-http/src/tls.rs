@@ -1,30 +1,21 @@
 //! TLS for the remote API (feature `tls`): rustls with the ring provider, certificate chain and key from PEM files.
 //!
-//! The accept loop mirrors the plain one of `server.rs` (connection limit, header read timeout, graceful
-//! shutdown); the TLS handshake must complete within the header read timeout.
+//! Served by the accept loop of `server.rs` (connection limits per peer and overall, slots reserved for trusted
+//! peers, header read and write timeouts, graceful shutdown), with the TLS handshake as the connection's
+//! [`Upgrade`]; the handshake must complete within the header read timeout.
 
-use std::convert::Infallible;
 use std::future::Future;
 use std::io;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use http_body_util::Limited;
-use hyper::body::Incoming;
-use hyper::header::CONTENT_LENGTH;
-use hyper::server::conn::http1;
-use hyper::service::service_fn;
-use hyper::Request;
-use hyper_util::rt::{TokioIo, TokioTimer};
-use hyper_util::server::graceful::GracefulShutdown;
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
-use tokio::sync::{oneshot, Semaphore};
-use tokio::task::JoinSet;
+use tokio::net::TcpStream;
 
-use crate::server::{body_too_large, HttpRequest, HttpResponse, ServerConfig, ServerHandle};
+use crate::server::{Handler, HttpRequest, HttpResponse, ServerConfig, ServerHandle, Upgrade};
 
 /// A loaded certificate chain and key, ready to serve.
 #[derive(Clone)]
@@ -74,90 +65,49 @@ pub(crate) trait TlsHandler: Send + Sync + 'static {
     fn call_tls(&self, req: HttpRequest, peer: SocketAddr) -> impl Future<Output = HttpResponse> + Send;
 }
 
-pub(crate) fn spawn_tls<H: TlsHandler>(
+/// Serves `listener` over TLS with the accept loop of `server.rs`: `handler`'s trust decides the reserved slots,
+/// its [`TlsHandler::call_tls`] answers the requests.
+pub(crate) fn spawn_tls<H: TlsHandler + Handler>(
     listener: std::net::TcpListener,
     handler: Arc<H>,
     config: ServerConfig,
     tls: TlsConfig,
 ) -> io::Result<ServerHandle> {
-    listener.set_nonblocking(true)?;
-    let listener = tokio::net::TcpListener::from_std(listener)?;
-    let local_addr = listener.local_addr()?;
-    let (stop_tx, stop_rx) = oneshot::channel();
-    let task = tokio::spawn(accept_loop(listener, handler, config, tls, stop_rx));
-    Ok(ServerHandle::from_parts(local_addr, stop_tx, task))
+    crate::server::spawn_with(listener, Arc::new(OverTls(handler)), config, tls)
 }
 
-async fn accept_loop<H: TlsHandler>(
-    listener: tokio::net::TcpListener,
-    handler: Arc<H>,
-    config: ServerConfig,
-    tls: TlsConfig,
-    mut stop: oneshot::Receiver<()>,
-) {
-    let permits = Arc::new(Semaphore::new(config.max_connections.max(1)));
-    let graceful = GracefulShutdown::new();
-    let mut connections = JoinSet::new();
-    let mut builder = http1::Builder::new();
-    builder.timer(TokioTimer::new()).header_read_timeout(config.header_read_timeout).keep_alive(true);
-    loop {
-        tokio::select! {
-            biased;
-            _ = &mut stop => break,
-            Some(_) = connections.join_next(), if !connections.is_empty() => {}
-            accepted = listener.accept() => {
-                let (stream, peer) = match accepted {
-                    Ok(it) => it,
-                    Err(err) => {
-                        tracing::warn!("TLS accept failed: {err}");
-                        tokio::time::sleep(Duration::from_millis(50)).await;
-                        continue;
-                    }
-                };
-                let _ = stream.set_nodelay(true);
-                let Ok(permit) = permits.clone().try_acquire_owned() else {
-                    tracing::warn!(%peer, "connection limit reached; refusing TLS connection");
-                    continue;
-                };
-                let handler = handler.clone();
-                let acceptor = tls.acceptor.clone();
-                let builder = builder.clone();
-                let watcher = graceful.watcher();
-                let (handshake_timeout, max_body) = (config.header_read_timeout, config.max_body_bytes);
-                connections.spawn(async move {
-                    let _permit = permit;
-                    let stream = match tokio::time::timeout(handshake_timeout, acceptor.accept(stream)).await {
-                        Ok(Ok(stream)) => stream,
-                        Ok(Err(err)) => {
-                            tracing::debug!(%peer, "TLS handshake failed: {err}");
-                            return;
-                        }
-                        Err(_) => {
-                            tracing::debug!(%peer, "TLS handshake timed out");
-                            return;
-                        }
-                    };
-                    let service = service_fn(move |req: Request<Incoming>| {
-                        let handler = handler.clone();
-                        async move {
-                            let declared = req
-                                .headers()
-                                .get(CONTENT_LENGTH)
-                                .and_then(|value| value.to_str().ok()?.trim().parse::<u64>().ok());
-                            if declared.is_some_and(|len| len > max_body as u64) {
-                                return Ok::<_, Infallible>(body_too_large());
-                            }
-                            Ok(handler.call_tls(req.map(|body| Limited::new(body, max_body)), peer).await)
-                        }
-                    });
-                    if let Err(err) = watcher.watch(builder.serve_connection(TokioIo::new(stream), service)).await {
-                        tracing::debug!(%peer, "TLS connection ended: {err}");
-                    }
-                });
+/// A handler's TLS side, as the plain accept loop calls it.
+struct OverTls<H>(Arc<H>);
+
+impl<H: TlsHandler + Handler> Handler for OverTls<H> {
+    async fn call(&self, req: HttpRequest, peer: SocketAddr) -> HttpResponse {
+        self.0.call_tls(req, peer).await
+    }
+
+    fn trusted_peer(&self, ip: IpAddr) -> bool {
+        self.0.trusted_peer(ip)
+    }
+}
+
+impl Upgrade for TlsConfig {
+    type Stream = tokio_rustls::server::TlsStream<TcpStream>;
+
+    async fn upgrade(&self, stream: TcpStream, peer: SocketAddr, timeout: Duration) -> Option<Self::Stream> {
+        match tokio::time::timeout(timeout, self.acceptor.accept(stream)).await {
+            Ok(Ok(stream)) => Some(stream),
+            Ok(Err(err)) => {
+                tracing::debug!(%peer, "TLS handshake failed: {err}");
+                None
+            }
+            Err(_) => {
+                tracing::debug!(%peer, "TLS handshake timed out");
+                None
             }
         }
     }
-    drop(listener);
-    let _ = tokio::time::timeout(config.shutdown_grace, graceful.shutdown()).await;
-    connections.shutdown().await;
+
+    /// A plain-text 503 means nothing to a TLS client: the connection is just closed.
+    fn refuse(&self, stream: TcpStream) {
+        drop(stream);
+    }
 }

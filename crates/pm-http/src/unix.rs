@@ -17,18 +17,16 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use http_body_util::Limited;
 use hyper::body::Incoming;
 use hyper::header::{HeaderMap, HeaderName, HeaderValue, CONTENT_LENGTH};
-use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper::Request;
-use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::rt::TokioIo;
 use hyper_util::server::graceful::GracefulShutdown;
 use tokio::sync::{oneshot, Semaphore};
 use tokio::task::{JoinHandle, JoinSet};
 
-use crate::server::{body_too_large, HttpRequest, HttpResponse, ServerConfig};
+use crate::server::{drain, http1_builder, limit_body, HttpRequest, HttpResponse, ServerConfig};
 
 /// Longest path a `sockaddr_un` takes (with its terminating NUL it is 108 bytes on Linux).
 const MAX_SUN_PATH: usize = 107;
@@ -154,8 +152,7 @@ async fn accept_loop<H: UnixHandler>(
     let permits = Arc::new(Semaphore::new(config.max_connections.max(1)));
     let graceful = GracefulShutdown::new();
     let mut connections = JoinSet::new();
-    let mut builder = http1::Builder::new();
-    builder.timer(TokioTimer::new()).header_read_timeout(config.header_read_timeout).keep_alive(true);
+    let builder = http1_builder(&config);
     loop {
         tokio::select! {
             biased;
@@ -187,14 +184,7 @@ async fn accept_loop<H: UnixHandler>(
                     service_fn(move |req: Request<Incoming>| {
                         let handler = handler.clone();
                         async move {
-                            let declared = req
-                                .headers()
-                                .get(CONTENT_LENGTH)
-                                .and_then(|value| value.to_str().ok()?.trim().parse::<u64>().ok());
-                            if declared.is_some_and(|len| len > max_body as u64) {
-                                return Ok::<_, Infallible>(body_too_large());
-                            }
-                            Ok(handler.call_unix(req.map(|body| Limited::new(body, max_body)), uid).await)
+                            Ok::<_, Infallible>(limit_body(req, max_body, |req| handler.call_unix(req, uid)).await)
                         }
                     })
                 };
@@ -210,8 +200,7 @@ async fn accept_loop<H: UnixHandler>(
     }
     drop(listener);
     let _ = std::fs::remove_file(&path);
-    let _ = tokio::time::timeout(config.shutdown_grace, graceful.shutdown()).await;
-    connections.shutdown().await;
+    drain(graceful, connections, config.shutdown_grace).await;
 }
 
 /// A response read by [`blocking_request`].

@@ -800,15 +800,7 @@ impl Actor {
         self.entry.pid = Some(pid);
         self.entry.pid_start_time = start_time;
         self.running_since = Some(std::time::Instant::now());
-        match self.startup_check().filter(|_| resume_startup) {
-            Some(initial_delay) => {
-                self.entry.state = ProcessState::Starting;
-                self.phase = Phase::Startup { attempts: 0 };
-                self.check_at = Some(Instant::now() + initial_delay);
-                self.publish();
-            }
-            None => self.enter_running(),
-        }
+        self.enter_startup_or_running(self.startup_check().filter(|_| resume_startup));
     }
 
     /// Spawns the process now (state `starting`, or `running` without startup checks); a failure to spawn
@@ -935,16 +927,7 @@ impl Actor {
                 self.schedule_memory();
                 self.watch_logs();
                 self.running_since = Some(std::time::Instant::now());
-                let startup = self.startup_check();
-                match startup {
-                    Some(initial_delay) => {
-                        self.entry.state = ProcessState::Starting;
-                        self.phase = Phase::Startup { attempts: 0 };
-                        self.check_at = Some(Instant::now() + initial_delay);
-                        self.publish();
-                    }
-                    None => self.enter_running(),
-                }
+                self.enter_startup_or_running(self.startup_check());
             }
             Err(err) => {
                 tracing::warn!(process = %self.entry.config.id, "{err}");
@@ -1039,6 +1022,20 @@ impl Actor {
         let check = self.entry.config.aliveness_check.as_ref().filter(|check| check.enabled)?;
         let startup = check.startup_check.as_ref().filter(|startup| startup.enabled)?;
         Some(Duration::from_millis(startup.initial_delay_ms))
+    }
+
+    /// A process just started: state `starting` with the first startup check after `startup` (its initial delay),
+    /// or `running` when there are no startup checks.
+    fn enter_startup_or_running(&mut self, startup: Option<Duration>) {
+        match startup {
+            Some(initial_delay) => {
+                self.entry.state = ProcessState::Starting;
+                self.phase = Phase::Startup { attempts: 0 };
+                self.check_at = Some(Instant::now() + initial_delay);
+                self.publish();
+            }
+            None => self.enter_running(),
+        }
     }
 
     fn enter_running(&mut self) {

@@ -27,13 +27,7 @@ pub(crate) struct SpawnContext<'a> {
 /// new session as well), its stdin is `/dev/null`, and its stdout and stderr are the run folder's log files,
 /// opened here and handed over so the child keeps logging while the monitor restarts.
 pub(crate) fn spawn(config: &ProcessConfig, ctx: &SpawnContext<'_>) -> std::io::Result<tokio::process::Child> {
-    let cwd = match &config.working_directory {
-        Some(dir) => ctx.default_cwd.join(dir),
-        None => ctx.default_cwd.to_path_buf(),
-    };
-    let program = resolve_program(&config.command, &cwd, config.environment.as_ref().and_then(|env| env.get("PATH")));
-    let stdout = open_log(&ctx.run_dir.join("stdout.log"))?;
-    let stderr = open_log(&ctx.run_dir.join("stderr.log"))?;
+    let Prepared { cwd, program, stdout, stderr } = prepare(config, ctx)?;
     let program = ctx.checked.map_or(program, |checked| checked.path.clone());
     let mut command = tokio::process::Command::new(&program);
     command
@@ -92,13 +86,7 @@ pub(crate) fn spawn_into_cgroup(
     ctx: &SpawnContext<'_>,
     cgroup: std::os::fd::RawFd,
 ) -> std::io::Result<crate::cgroup_spawn::Forked> {
-    let cwd = match &config.working_directory {
-        Some(dir) => ctx.default_cwd.join(dir),
-        None => ctx.default_cwd.to_path_buf(),
-    };
-    let program = resolve_program(&config.command, &cwd, config.environment.as_ref().and_then(|env| env.get("PATH")));
-    let stdout = open_log(&ctx.run_dir.join("stdout.log"))?;
-    let stderr = open_log(&ctx.run_dir.join("stderr.log"))?;
+    let Prepared { cwd, program, stdout, stderr } = prepare(config, ctx)?;
     let stdin = File::open("/dev/null")?;
     let mut env: std::collections::BTreeMap<OsString, OsString> = std::env::vars_os().collect();
     for (key, value) in ctx.extra_env {
@@ -119,6 +107,30 @@ pub(crate) fn spawn_into_cgroup(
         stderr: stderr.into(),
     };
     crate::cgroup_spawn::spawn_into(launch, cgroup).map_err(|err| describe(err, config, &cwd))
+}
+
+/// What both ways of starting a process need first.
+struct Prepared {
+    /// The working directory.
+    cwd: PathBuf,
+    /// The program, as `resolve_program` finds it.
+    program: PathBuf,
+    /// The run folder's `stdout.log`, opened for appending.
+    stdout: File,
+    /// The run folder's `stderr.log`, opened for appending.
+    stderr: File,
+}
+
+/// Finds the working directory and the program, and opens the log files.
+fn prepare(config: &ProcessConfig, ctx: &SpawnContext<'_>) -> std::io::Result<Prepared> {
+    let cwd = match &config.working_directory {
+        Some(dir) => ctx.default_cwd.join(dir),
+        None => ctx.default_cwd.to_path_buf(),
+    };
+    let program = resolve_program(&config.command, &cwd, config.environment.as_ref().and_then(|env| env.get("PATH")));
+    let stdout = open_log(&ctx.run_dir.join("stdout.log"))?;
+    let stderr = open_log(&ctx.run_dir.join("stderr.log"))?;
+    Ok(Prepared { cwd, program, stdout, stderr })
 }
 
 /// A spawn error in words: what is missing or wrong, then the system's message.

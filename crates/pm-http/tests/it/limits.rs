@@ -139,14 +139,14 @@ async fn remote_access_keys_round_trip() {
 }
 
 /// A connection from the loopback source address `from`.
-async fn connect_from(addr: std::net::SocketAddr, from: [u8; 4]) -> tokio::net::TcpStream {
+pub(crate) async fn connect_from(addr: std::net::SocketAddr, from: [u8; 4]) -> tokio::net::TcpStream {
     let socket = tokio::net::TcpSocket::new_v4().unwrap();
     socket.bind((std::net::Ipv4Addr::from(from), 0).into()).unwrap();
     socket.connect(addr).await.unwrap()
 }
 
 /// Whether the server answered `stream` with the canned 503 (or closed it) rather than holding it.
-async fn refused(stream: &mut tokio::net::TcpStream) -> bool {
+pub(crate) async fn refused(stream: &mut tokio::net::TcpStream) -> bool {
     use tokio::io::AsyncReadExt;
     let mut buf = [0u8; 64];
     match tokio::time::timeout(std::time::Duration::from_millis(300), stream.read(&mut buf)).await {
