@@ -9,6 +9,7 @@ use std::time::Duration;
 use pm_core::{
     next_restart, Error, FailAction, ProcessConfig, ProcessEntry, ProcessState, RestartDecision, RestartOn, Timestamp,
 };
+use pm_registry::proc::Process;
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
@@ -80,10 +81,7 @@ pub(crate) enum Cmd {
     /// newer change.
     UpdateConfig(Box<ProcessConfig>, Option<ConfigRevs>),
     /// Take over a running process (used for a partner monitor that came up on its own).
-    Adopt {
-        pid: u32,
-        start_time: Option<u64>,
-    },
+    Adopt(Process),
     /// The dependencies of wait `gen` that do not hold yet (see [`crate::deps`]).
     DepsPending {
         gen: u64,
@@ -329,7 +327,7 @@ impl Actor {
             // leave it running unsupervised.
             let live = matches!(begin, Begin::MonitorStart { .. }).then(|| pm_registry::proc::live_pid_of(entry));
             if let Some(pid) = live.flatten() {
-                self.adopt(pid, self.entry.pid_start_time);
+                self.adopt(Process::new(pid, self.entry.pid_start_time));
                 self.stop_child(ProcessState::Disabled).await;
                 return;
             }
@@ -353,7 +351,7 @@ impl Actor {
                 let was_stopping = entry.state == ProcessState::Stopping;
                 // Its startup check had not passed yet: it is not healthy until it does (dependents wait).
                 let resume_startup = entry.state == ProcessState::Starting;
-                self.adopt_with(pid, entry.pid_start_time, resume_startup);
+                self.adopt_with(Process::new(pid, entry.pid_start_time), resume_startup);
                 if was_stopping {
                     self.stop_child(ProcessState::Stopped).await;
                 }
@@ -470,10 +468,10 @@ impl Actor {
                 }
                 self.publish();
             }
-            Cmd::Adopt { pid, start_time } => {
-                if self.child.is_none() && pm_registry::proc::is_same_process(pid, start_time) {
+            Cmd::Adopt(process) => {
+                if self.child.is_none() && process.is_running() {
                     self.retry_at = None;
-                    self.adopt(pid, start_time);
+                    self.adopt(process);
                 }
             }
             Cmd::DepsPending { gen, waiting_for } => {
@@ -631,15 +629,15 @@ impl Actor {
         self.memory_at = None;
         let deadline = Instant::now() + grace;
         let pgid = child.pid;
-        let start_time = self.entry.pid_start_time;
+        let leader = Process::new(pgid, self.entry.pid_start_time);
         let cgroup = child.cgroup.clone();
         let carriers = self.carrier_key();
         if grace.is_zero() {
-            os::signal_leader(pgid, start_time, libc::SIGKILL);
+            os::signal_leader(leader, libc::SIGKILL);
         } else {
-            os::signal_leader(pgid, start_time, libc::SIGTERM);
+            os::signal_leader(leader, libc::SIGTERM);
             // A stopped (SIGSTOP) process only acts on SIGTERM once continued.
-            os::signal_leader(pgid, start_time, libc::SIGCONT);
+            os::signal_leader(leader, libc::SIGCONT);
             // Processes that left the group (a double fork, setsid) get the same graceful stop.
             if let Some(cgroup) = &cgroup {
                 cgroup.signal_members_outside(pgid, libc::SIGTERM);
@@ -659,7 +657,7 @@ impl Actor {
                 if let Some(cgroup) = &cgroup {
                     cgroup.kill_now();
                 }
-                if os::signal_leader(pgid, start_time, libc::SIGKILL) {
+                if os::signal_leader(leader, libc::SIGKILL) {
                     // Delivered: it ends (a process in uninterruptible sleep only later); until then it is
                     // still ours, and no second copy may start.
                     child.watch.wait().await
@@ -773,13 +771,14 @@ impl Actor {
         let _ = self.spawn_now().await;
     }
 
-    fn adopt(&mut self, pid: u32, start_time: Option<u64>) {
-        self.adopt_with(pid, start_time, false);
+    fn adopt(&mut self, process: Process) {
+        self.adopt_with(process, false);
     }
 
     /// Adopts `pid`; with `resume_startup`, it runs its startup checks (if it has any) before it counts as up,
     /// without being reported `running` meanwhile.
-    fn adopt_with(&mut self, pid: u32, start_time: Option<u64>, resume_startup: bool) {
+    fn adopt_with(&mut self, process: Process, resume_startup: bool) {
+        let Process { pid, start_time } = process;
         tracing::info!(process = %self.entry.config.id, pid, "adopted running process");
         let run_dir = self.newest_run_dir();
         let cgroup = self.cgroup_dir().and_then(ProcCgroup::existing);
@@ -791,7 +790,7 @@ impl Actor {
             {
                 Watch::Daemons(cgroup.clone())
             }
-            _ => Watch::Adopted(ExitWatch::new(pid, start_time)),
+            _ => Watch::Adopted(ExitWatch::new(process)),
         };
         self.child = Some(Child { pid, watch, run_dir, cgroup });
         self.schedule_rotation();
@@ -809,7 +808,8 @@ impl Actor {
     /// `lastError`, which is also the error returned.
     async fn spawn_now(&mut self) -> Result<(), String> {
         if self.entry.config.partner {
-            if let Some((pid, start_time)) = self.shared.live_partner(&self.entry.config.id) {
+            if let Some(partner) = self.shared.live_partner(&self.entry.config.id) {
+                let pid = partner.pid;
                 if self.partner_stopping(pid).await {
                     // Shutting down (a `--stop` or a self-restart): adopting it would take its exit for a crash
                     // and undo the stop. Left alone; a partner that comes back is adopted by the partner check.
@@ -821,7 +821,7 @@ impl Actor {
                     self.publish();
                     return Ok(());
                 }
-                self.adopt(pid, start_time);
+                self.adopt(partner);
                 return Ok(());
             }
         }
@@ -1062,7 +1062,7 @@ impl Actor {
         if let Some(cgroup) = child.cgroup.as_ref().filter(|_| self.entry.config.track_daemonized_children) {
             if info.code == Some(0) && !matches!(child.watch, Watch::Daemons(_)) && cgroup.populated() {
                 // The leader forked a daemon and returned: the process runs on as its cgroup's members.
-                if let Some((member, start_time)) = cgroup.first_member() {
+                if let Some(Process { pid: member, start_time }) = cgroup.first_member() {
                     tracing::info!(process = %self.entry.config.id, pid = member, "leader exited 0; tracking its daemonized children");
                     self.entry.last_exit_code = Some(0);
                     self.entry.pid = Some(member);

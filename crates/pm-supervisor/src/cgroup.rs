@@ -461,12 +461,12 @@ impl ProcCgroup {
     }
 
     /// The member to adopt as the process: the earliest started (the leader, when it still runs).
-    pub(crate) fn first_member(&self) -> Option<(u32, Option<u64>)> {
+    pub(crate) fn first_member(&self) -> Option<pm_registry::proc::Process> {
         members(&self.dir)
             .into_iter()
             .filter_map(|pid| Some((pid, pm_registry::proc::family(pid)?.start_time)))
             .min_by_key(|(pid, start)| (*start, *pid))
-            .map(|(pid, start)| (pid, Some(start)))
+            .map(|(pid, start)| pm_registry::proc::Process::new(pid, Some(start)))
     }
 }
 

@@ -13,6 +13,7 @@ use pm_core::{
     Timestamp,
 };
 use pm_http::{ServerConfig, ServerHandle};
+use pm_registry::proc::Process;
 use pm_registry::{InstanceLock, Paths, Store};
 use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::mpsc;
@@ -294,7 +295,7 @@ async fn run_locked(config: DaemonConfig, lock: &mut InstanceLock) -> Result<Exi
                 tracing::info!(process = %entry.config.id, pid, "leaving running a detached process of this id");
             } else {
                 tracing::warn!(process = %entry.config.id, pid, "stopping a duplicate copy started by an earlier monitor");
-                stop_stray(pid, found.start_time);
+                stop_stray(Process::new(pid, found.start_time));
             }
         }
         if let Some(dir) = containment.dir(&entry.config.id).filter(|dir| !entry.config.partner && dir.is_dir()) {
@@ -303,7 +304,7 @@ async fn run_locked(config: DaemonConfig, lock: &mut InstanceLock) -> Result<Exi
                 // leftovers of an exit like any other, and killed.
                 let member = crate::cgroup::ProcCgroup::existing(dir.clone()).and_then(|cgroup| cgroup.first_member());
                 match member {
-                    Some((pid, start_time)) if entry.config.track_daemonized_children => {
+                    Some(Process { pid, start_time }) if entry.config.track_daemonized_children => {
                         tracing::info!(process = %entry.config.id, pid, "adopting the daemonized children in its cgroup");
                         entry.pid = Some(pid);
                         entry.pid_start_time = start_time;
@@ -341,13 +342,13 @@ async fn run_locked(config: DaemonConfig, lock: &mut InstanceLock) -> Result<Exi
         // Started by this instance, but its registration is gone: deregistered while the monitor that should have
         // stopped it was killed. Nothing supervises it any more, so it is stopped, unless it is a monitor of this
         // home (a partner dropped by standalone mode keeps running: it holds its instance lock).
-        let monitor = sup.live_instance(&id).map(|(pid, _)| pid);
+        let monitor = sup.live_instance(&id).map(|monitor| monitor.pid);
         for crate::orphans::Found { pid, start_time, .. } in strays {
             if Some(pid) == monitor {
                 tracing::info!(instance = %id, pid, "a monitor started by an earlier one runs unsupervised; left running");
             } else {
                 tracing::warn!(process = %id, pid, "stopping a process started by an earlier monitor that is no longer registered");
-                stop_stray(pid, start_time);
+                stop_stray(Process::new(pid, start_time));
             }
         }
     }
@@ -507,7 +508,8 @@ fn spawn_reaper(sup: Supervisor) -> tokio::task::JoinHandle<()> {
 }
 
 /// SIGTERM to a stray process group now, SIGKILL to what is left of it 10 s later.
-fn stop_stray(pgid: u32, start_time: Option<u64>) {
+fn stop_stray(leader: Process) {
+    let Process { pid: pgid, start_time } = leader;
     crate::os::signal_group(pgid, libc::SIGTERM);
     crate::os::signal_group(pgid, libc::SIGCONT);
     tokio::spawn(async move {
@@ -778,9 +780,9 @@ async fn partner_tick_once(monitor: &Arc<Monitor>, config: &DaemonConfig) {
             if matches!(entry.state, ProcessState::Stopped | ProcessState::Failed) {
                 // A partner that came back on its own is supervised again; one that is shutting down (stopped
                 // by `--stop` without us) is not, or its exit would be taken for a crash and undone.
-                if let Some((pid, start_time)) = live {
-                    if partner_serving(monitor.sup.http(), &facts, pid).await {
-                        let _ = monitor.sup.adopt(&partner_id, pid, start_time).await;
+                if let Some(partner) = live {
+                    if partner_serving(monitor.sup.http(), &facts, partner.pid).await {
+                        let _ = monitor.sup.adopt(&partner_id, partner).await;
                     }
                 }
             }
@@ -794,8 +796,8 @@ async fn partner_tick_once(monitor: &Arc<Monitor>, config: &DaemonConfig) {
                 ProcessEntry::new(partner_config(&partner_id, discovery, &facts, config, monitor), Timestamp::now());
             // A partner that is shutting down is not taken over (its exit would read as a crash and be undone).
             let stopping = match live {
-                Some((pid, _)) => {
-                    crate::partner::reported_state(monitor.sup.http(), &facts.status_url(), pid).await
+                Some(partner) => {
+                    crate::partner::reported_state(monitor.sup.http(), &facts.status_url(), partner.pid).await
                         == Some(pm_core::MonitorState::Stopping)
                 }
                 None => false,
@@ -803,12 +805,12 @@ async fn partner_tick_once(monitor: &Arc<Monitor>, config: &DaemonConfig) {
             if stopping {
                 return;
             }
-            if let Some((pid, start_time)) = live {
-                entry.pid = Some(pid);
-                entry.pid_start_time = start_time;
+            if let Some(partner) = live {
+                entry.pid = Some(partner.pid);
+                entry.pid_start_time = partner.start_time;
                 entry.state = ProcessState::Running;
             }
-            tracing::info!(partner = %partner_id, running = ?live.map(|(pid, _)| pid), "supervising the partner instance");
+            tracing::info!(partner = %partner_id, running = ?live.map(|partner| partner.pid), "supervising the partner instance");
             if let Err(err) = monitor.register_entry(entry, Begin::MonitorStart { boot: true }).await {
                 tracing::warn!(partner = %partner_id, "cannot register the partner: {err}");
             }

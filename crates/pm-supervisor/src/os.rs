@@ -5,14 +5,7 @@ use std::os::fd::OwnedFd;
 use std::time::Duration;
 
 use pm_registry::proc::Process;
-pub(crate) use pm_registry::proc::{group_exists, signal_group};
-
-/// Sends `signal` to the process group led by `pid`, or to `pid` alone when it leads none, if it is still the
-/// process that started at `start_time` (see [`pm_registry::proc::signal_leader`]). Returns false when nothing
-/// was signalled.
-pub(crate) fn signal_leader(pid: u32, start_time: Option<u64>, signal: i32) -> bool {
-    pm_registry::proc::signal_leader(Process::new(pid, start_time), signal)
-}
+pub(crate) use pm_registry::proc::{group_exists, signal_group, signal_leader};
 
 /// Descriptors the monitor keeps for itself besides one per process (servers, connections, log files being
 /// rotated, the registry and its locks, a check's socket).
@@ -79,19 +72,17 @@ pub(crate) fn watch_readable(fd: OwnedFd) -> std::io::Result<tokio::io::unix::As
 /// On Linux this uses a pidfd, which becomes readable the moment the process exits; elsewhere (or on kernels
 /// without pidfd) it polls every 250 ms.
 pub(crate) struct ExitWatch {
-    pid: u32,
-    start_time: Option<u64>,
+    process: Process,
     #[cfg(target_os = "linux")]
     pidfd: Option<tokio::io::unix::AsyncFd<OwnedFd>>,
 }
 
 impl ExitWatch {
-    pub(crate) fn new(pid: u32, start_time: Option<u64>) -> ExitWatch {
+    pub(crate) fn new(process: Process) -> ExitWatch {
         ExitWatch {
-            pid,
-            start_time,
+            process,
             #[cfg(target_os = "linux")]
-            pidfd: open_pidfd(pid).ok(),
+            pidfd: open_pidfd(process.pid).ok(),
         }
     }
 
@@ -101,14 +92,14 @@ impl ExitWatch {
         if let Some(fd) = &self.pidfd {
             while let Ok(mut guard) = fd.readable().await {
                 guard.retain_ready();
-                if !Process::new(self.pid, self.start_time).is_running() {
+                if !self.process.is_running() {
                     return;
                 }
                 // Readable but still the same live process: spurious; look again shortly.
                 tokio::time::sleep(Duration::from_millis(50)).await;
             }
         }
-        while Process::new(self.pid, self.start_time).is_running() {
+        while self.process.is_running() {
             tokio::time::sleep(Duration::from_millis(250)).await;
         }
     }
