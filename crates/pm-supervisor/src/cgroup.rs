@@ -688,10 +688,9 @@ pub(crate) fn carriers(owner: &str, id: &str) -> Vec<u32> {
     let owner_entry = format!("{}={owner}", crate::orphans::OWNER_VAR);
     let id_entry = format!("{}={id}", crate::orphans::PROCESS_VAR);
     let me = std::process::id();
-    let Ok(entries) = std::fs::read_dir("/proc") else { return Vec::new() };
+    let Ok(pids) = pm_registry::proc::all_pids() else { return Vec::new() };
     let mut res = Vec::new();
-    for entry in entries.flatten() {
-        let Some(pid) = entry.file_name().to_str().and_then(|name| name.parse::<u32>().ok()) else { continue };
+    for pid in pids {
         if pid == me {
             continue;
         }

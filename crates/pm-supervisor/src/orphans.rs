@@ -102,14 +102,13 @@ impl Found {
 /// process id is such a descendant and is left out.
 #[cfg(target_os = "linux")]
 pub(crate) fn scan(owner: &str) -> HashMap<String, Vec<Found>> {
-    let Ok(entries) = std::fs::read_dir("/proc") else { return HashMap::new() };
+    let Ok(pids) = pm_registry::proc::all_pids() else { return HashMap::new() };
     let owner_entry = format!("{OWNER_VAR}={owner}");
     let id_prefix = format!("{PROCESS_VAR}=");
     let me = rustix::process::geteuid().as_raw();
     // Every process carrying the owner key, with its process id.
     let mut carriers: HashMap<u32, String> = HashMap::new();
-    for entry in entries.flatten() {
-        let Some(pid) = entry.file_name().to_str().and_then(|name| name.parse::<u32>().ok()) else { continue };
+    for pid in pids {
         let Ok(environ) = std::fs::read(format!("/proc/{pid}/environ")) else { continue };
         let mut owned = false;
         let mut id = None;

@@ -187,22 +187,16 @@ fn read_pids(path: &Path) -> Vec<u32> {
 /// Live process-group leaders with `marker` in their argv (a forked child that has not exec'd yet shows the
 /// same argv but does not lead a group).
 fn copies(marker: &str) -> Vec<u32> {
-    let Ok(entries) = std::fs::read_dir("/proc") else { return Vec::new() };
-    entries
-        .flatten()
-        .filter_map(|entry| entry.file_name().to_str()?.parse::<u32>().ok())
-        .filter(|pid| {
-            let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else { return false };
-            let Some((_, after)) = stat.rsplit_once(')') else { return false };
-            let fields: Vec<&str> = after.split_whitespace().collect();
-            let leads = fields.get(2).and_then(|pgrp| pgrp.parse::<u32>().ok()) == Some(*pid);
-            if fields.first() == Some(&"Z") || !leads {
-                return false;
-            }
-            let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
-            cmdline.split(|byte| *byte == 0).any(|arg| arg == marker.as_bytes())
-        })
-        .collect()
+    let Ok(pids) = pm_registry::proc::all_pids() else { return Vec::new() };
+    pids.filter(|pid| {
+        let Some(stat) = pm_registry::proc::stat(*pid) else { return false };
+        if stat.state == 'Z' || stat.pgrp != *pid {
+            return false;
+        }
+        let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+        cmdline.split(|byte| *byte == 0).any(|arg| arg == marker.as_bytes())
+    })
+    .collect()
 }
 
 fn signal(pid: u32, signal: i32) {
