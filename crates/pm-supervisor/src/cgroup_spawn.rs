@@ -85,30 +85,78 @@ fn cstring(bytes: &[u8]) -> std::io::Result<CString> {
     CString::new(bytes).map_err(|_| std::io::Error::new(std::io::ErrorKind::InvalidInput, "NUL in an argument"))
 }
 
+/// What the child execs: C strings and the NULL-terminated pointer arrays `execve` takes, all made before the
+/// clone (the child must not allocate).
+struct ExecImage {
+    program: CString,
+    cwd: CString,
+    argv: Vec<*const libc::c_char>,
+    envp: Vec<*const libc::c_char>,
+    /// The strings `argv` and `envp` point into.
+    _strings: (Vec<CString>, Vec<CString>),
+}
+
+impl ExecImage {
+    fn new(launch: &Launch) -> std::io::Result<ExecImage> {
+        let program = cstring(launch.program.as_bytes())?;
+        let mut argv_owned = vec![program.clone()];
+        for arg in &launch.args {
+            argv_owned.push(cstring(arg.as_bytes())?);
+        }
+        let mut envp_owned = Vec::with_capacity(launch.env.len());
+        for (key, value) in &launch.env {
+            let mut entry = key.clone().into_vec();
+            entry.push(b'=');
+            entry.extend_from_slice(value.as_bytes());
+            envp_owned.push(cstring(&entry)?);
+        }
+        let cwd = cstring(launch.cwd.as_os_str().as_bytes())?;
+        let mut argv: Vec<*const libc::c_char> = argv_owned.iter().map(|arg| arg.as_ptr()).collect();
+        argv.push(std::ptr::null());
+        let mut envp: Vec<*const libc::c_char> = envp_owned.iter().map(|var| var.as_ptr()).collect();
+        envp.push(std::ptr::null());
+        Ok(ExecImage { program, cwd, argv, envp, _strings: (argv_owned, envp_owned) })
+    }
+}
+
+/// The descriptors the child takes as its stdin, stdout and stderr, and the pipe it reports a failed exec on.
+struct ChildFds {
+    stdio: [RawFd; 3],
+    report: RawFd,
+}
+
 /// Starts `launch` as a new process-group leader inside the cgroup whose directory is open as `cgroup`.
 pub(crate) fn spawn_into(launch: Launch, cgroup: RawFd) -> std::io::Result<Forked> {
-    let program = cstring(launch.program.as_bytes())?;
-    let mut argv_owned = vec![program.clone()];
-    for arg in &launch.args {
-        argv_owned.push(cstring(arg.as_bytes())?);
-    }
-    let mut envp_owned = Vec::with_capacity(launch.env.len());
-    for (key, value) in &launch.env {
-        let mut entry = key.clone().into_vec();
-        entry.push(b'=');
-        entry.extend_from_slice(value.as_bytes());
-        envp_owned.push(cstring(&entry)?);
-    }
-    let cwd = cstring(launch.cwd.as_os_str().as_bytes())?;
-    let mut argv: Vec<*const libc::c_char> = argv_owned.iter().map(|arg| arg.as_ptr()).collect();
-    argv.push(std::ptr::null());
-    let mut envp: Vec<*const libc::c_char> = envp_owned.iter().map(|var| var.as_ptr()).collect();
-    envp.push(std::ptr::null());
-    let (stdin, stdout, stderr) = (launch.stdin.as_raw_fd(), launch.stdout.as_raw_fd(), launch.stderr.as_raw_fd());
-
+    let image = ExecImage::new(&launch)?;
     // The child reports a failed exec through this pipe (closed on a successful exec).
     let (read_end, write_end) = rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC)?;
-    let report = write_end.as_raw_fd();
+    let fds = ChildFds {
+        stdio: [launch.stdin.as_raw_fd(), launch.stdout.as_raw_fd(), launch.stderr.as_raw_fd()],
+        report: write_end.as_raw_fd(),
+    };
+    let (pid, pidfd) = clone_into(cgroup, &image, &fds)?;
+    drop(write_end);
+    if let Some(errno) = exec_error(&read_end) {
+        // Reap the child that failed to exec.
+        let _ = waitpid(pid, WaitOptions::empty());
+        return Err(std::io::Error::from_raw_os_error(errno));
+    }
+    match crate::os::watch_readable(pidfd) {
+        Ok(pidfd) => Ok(Forked { pid, pidfd }),
+        Err(err) => {
+            // Unwatchable: not left running unsupervised (our own child, not reaped yet: the PID is still its own).
+            let _ = pm_registry::proc::signal_process(pid, libc::SIGKILL);
+            let _ = waitpid(pid, WaitOptions::empty());
+            Err(err)
+        }
+    }
+}
+
+/// `clone3` into the cgroup open as `cgroup`, the child becoming `image` (a new process group, `fds` as its stdio,
+/// the signal mask and SIGPIPE reset); answers the child's PID and pidfd. A child that cannot exec writes its errno
+/// into `fds.report` and exits 127.
+fn clone_into(cgroup: RawFd, image: &ExecImage, fds: &ChildFds) -> std::io::Result<(u32, OwnedFd)> {
+    let (report, [stdin, stdout, stderr]) = (fds.report, fds.stdio);
     let mut pidfd: libc::c_int = -1;
     let args = CloneArgs {
         flags: CLONE_PIDFD | CLONE_INTO_CGROUP,
@@ -118,7 +166,7 @@ pub(crate) fn spawn_into(launch: Launch, cgroup: RawFd) -> std::io::Result<Forke
         ..CloneArgs::default()
     };
     // SAFETY: clone3 without CLONE_VM duplicates the process like fork. The child (pid 0) makes only
-    // async-signal-safe system calls, allocates nothing, on descriptors and buffers prepared above (which the
+    // async-signal-safe system calls, allocates nothing, on descriptors and buffers prepared before (which the
     // parent keeps alive), and ends in execve or _exit. In the parent, a successful clone3 with CLONE_PIDFD stored
     // a fresh pidfd of the child in `pidfd`, which nothing else owns.
     let (pid, pidfd) = unsafe {
@@ -138,12 +186,12 @@ pub(crate) fn spawn_into(launch: Launch, cgroup: RawFd) -> std::io::Result<Forke
             if libc::setpgid(0, 0) != 0 {
                 fail(report);
             }
-            if libc::chdir(cwd.as_ptr()) != 0 {
+            if libc::chdir(image.cwd.as_ptr()) != 0 {
                 fail(report);
             }
             libc::signal(libc::SIGPIPE, libc::SIG_DFL);
             libc::sigprocmask(libc::SIG_SETMASK, &empty_set, std::ptr::null_mut());
-            libc::execve(program.as_ptr(), argv.as_ptr(), envp.as_ptr());
+            libc::execve(image.program.as_ptr(), image.argv.as_ptr(), image.envp.as_ptr());
             fail(report);
         }
         (pid, (pid > 0).then(|| OwnedFd::from_raw_fd(pidfd)))
@@ -156,30 +204,20 @@ pub(crate) fn spawn_into(launch: Launch, cgroup: RawFd) -> std::io::Result<Forke
         }
         return Err(err);
     };
-    drop(write_end);
-    let pid = pid as u32;
+    Ok((pid as u32, pidfd))
+}
+
+/// The errno a child that could not exec wrote into the pipe; `None` when the pipe closed on a successful exec.
+fn exec_error(read_end: &OwnedFd) -> Option<i32> {
     let mut errno = [0u8; 4];
     let mut got = 0;
     while got < errno.len() {
-        match rustix::io::read(&read_end, &mut errno[got..]) {
+        match rustix::io::read(read_end, &mut errno[got..]) {
             Ok(0) => break,
             Ok(n) => got += n,
             Err(rustix::io::Errno::INTR) => continue,
             Err(_) => break,
         }
     }
-    if got == errno.len() {
-        // Reap the child that failed to exec.
-        let _ = waitpid(pid, WaitOptions::empty());
-        return Err(std::io::Error::from_raw_os_error(i32::from_ne_bytes(errno)));
-    }
-    match crate::os::watch_readable(pidfd) {
-        Ok(pidfd) => Ok(Forked { pid, pidfd }),
-        Err(err) => {
-            // Unwatchable: not left running unsupervised (our own child, not reaped yet: the PID is still its own).
-            let _ = pm_registry::proc::signal_process(pid, libc::SIGKILL);
-            let _ = waitpid(pid, WaitOptions::empty());
-            Err(err)
-        }
-    }
+    (got == errno.len()).then(|| i32::from_ne_bytes(errno))
 }
