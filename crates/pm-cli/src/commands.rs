@@ -8,51 +8,29 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::CommandFactory;
-use pm_client::{ProcessMonitorClient, RemoteProcessMonitorClient};
 use pm_core::{AlivenessCheck, ProcessConfig, ProcessStatus, RestartPolicy};
 use pm_registry::Paths;
 
 use crate::cli::{Cli, Command, ConfigAction, ConfigArgs, ConfigKey, IdArgs, LogsArgs, RegisterArgs, Target};
+use crate::client::{Action, Client};
 use crate::code;
 
 pub(crate) fn run(cli: &Cli, instance_id: &str, command: &Command) -> anyhow::Result<u8> {
     let paths = Paths::resolve(cli.directory.as_deref(), instance_id)?;
+    let target = |target: &Target| Client::resolve(cli, &paths, target.remote.as_deref());
     match command {
-        Command::List(target) => {
-            let statuses = match remote(cli, target)? {
-                Some(client) => block_on(client.get_all_status())?,
-                None => {
-                    let mut statuses = local(&paths)?.get_all_status()?;
-                    add_local_figures(statuses.values_mut());
-                    statuses
-                }
-            };
-            print_list(cli.json, &statuses)
-        }
-        Command::Status(args) => {
-            let status = match remote(cli, &args.target)? {
-                Some(client) => block_on(client.get_status(&args.id))?,
-                None => {
-                    let mut status = local(&paths)?.get_status(&args.id)?;
-                    add_local_figures(std::iter::once(&mut status));
-                    status
-                }
-            };
-            print_one(cli.json, &status)
-        }
-        Command::Start(args) => act(cli, &paths, args, Action::Start),
-        Command::Stop(args) => act(cli, &paths, args, Action::Stop),
-        Command::Restart(args) => act(cli, &paths, args, Action::Restart),
-        Command::Enable(args) => act(cli, &paths, args, Action::Enable),
-        Command::Disable(args) => act(cli, &paths, args, Action::Disable),
-        Command::Deregister(args) => act(cli, &paths, args, Action::Deregister),
+        Command::List(list) => print_list(cli.json, &target(list)?.all_status()?),
+        Command::Status(args) => print_one(cli.json, &target(&args.target)?.status(&args.id)?),
+        Command::Start(args) => act(cli, &target(&args.target)?, args, Action::Start),
+        Command::Stop(args) => act(cli, &target(&args.target)?, args, Action::Stop),
+        Command::Restart(args) => act(cli, &target(&args.target)?, args, Action::Restart),
+        Command::Enable(args) => act(cli, &target(&args.target)?, args, Action::Enable),
+        Command::Disable(args) => act(cli, &target(&args.target)?, args, Action::Disable),
+        Command::Deregister(args) => act(cli, &target(&args.target)?, args, Action::Deregister),
         Command::Register(args) => register(cli, &paths, args),
-        Command::Logs(args) => match &args.target.remote {
-            Some(url) => crate::events::remote_logs(url, args),
-            None => logs(&paths, args),
-        },
+        Command::Logs(args) => target(&args.target)?.print_logs(args),
         Command::Events(args) => crate::events::events(cli, &paths, args),
-        Command::Config(args) => config(cli, &paths, args),
+        Command::Config(args) => config(&Client::resolve(cli, &paths, args.remote.as_deref())?, args),
         Command::Token(args) => crate::token::run(cli, &paths, args),
         Command::Schema => {
             println!("{}", serde_json::to_string_pretty(&crate::stack::schema())?);
@@ -75,62 +53,24 @@ pub(crate) fn run(cli: &Cli, instance_id: &str, command: &Command) -> anyhow::Re
     }
 }
 
-#[derive(Debug, Clone, Copy)]
-enum Action {
-    Start,
-    Stop,
-    Restart,
-    Enable,
-    Disable,
-    Deregister,
-}
-
-fn act(cli: &Cli, paths: &Paths, args: &IdArgs, action: Action) -> anyhow::Result<u8> {
+fn act(cli: &Cli, client: &Client, args: &IdArgs, action: Action) -> anyhow::Result<u8> {
     let id = args.id.as_str();
-    let status = match remote(cli, &args.target)? {
-        Some(client) => block_on(async {
-            match action {
-                Action::Start => client.start(id).await.map(Some),
-                Action::Stop => client.stop_with_dependents(id).await.map(|(state, dependents)| {
-                    if !dependents.is_empty() && !cli.json {
-                        println!("stopped first (they depend on {id}): {}", dependents.join(", "));
-                    }
-                    Some(state)
-                }),
-                Action::Restart => client.restart(id).await.map(Some),
-                Action::Enable => client.enable(id).await.map(|()| None),
-                Action::Disable => client.disable(id).await.map(|()| None),
-                Action::Deregister => client.deregister(id).await.map(|()| None),
-            }
-        })?
-        .map(|state| format!("{state}")),
-        None => {
-            let client = local(paths)?;
-            // A lock this user cannot read (another user on the socket) says nothing; the socket call decides.
-            let not_running = matches!(client.monitor(), Ok(None));
-            let res = match action {
-                Action::Start => Some(client.start(id)?.state.to_string()),
-                Action::Stop => Some(client.stop(id)?.state.to_string()),
-                Action::Restart => Some(client.restart(id)?.state.to_string()),
-                Action::Enable => client.enable(id).map(|()| None)?,
-                Action::Disable => client.disable(id).map(|()| None)?,
-                Action::Deregister => client.deregister(id).map(|()| None)?,
-            };
-            if not_running && matches!(action, Action::Start | Action::Restart | Action::Enable) && !cli.json {
-                eprintln!("note: ProcessMonitor {} is not running; the request is stored", paths.instance_id());
-            }
-            res
-        }
-    };
+    let outcome = client.act(id, action)?;
+    if !outcome.stopped_first.is_empty() && !cli.json {
+        println!("stopped first (they depend on {id}): {}", outcome.stopped_first.join(", "));
+    }
+    if let Some(instance) = outcome.stored_in.as_deref().filter(|_| !cli.json) {
+        eprintln!("note: ProcessMonitor {instance} is not running; the request is stored");
+    }
     let verb = format!("{action:?}").to_lowercase();
     if cli.json {
         let mut out = serde_json::json!({"success": true, "processId": id, "action": verb});
-        if let Some(state) = &status {
+        if let Some(state) = &outcome.state {
             out["state"] = serde_json::Value::String(state.clone());
         }
         println!("{out}");
     } else {
-        match status {
+        match outcome.state {
             Some(state) => println!("{}: {verb} -> {}", esc(id), esc(&state)),
             None => println!("{}: {verb} done", esc(id)),
         }
@@ -153,15 +93,7 @@ fn register(cli: &Cli, paths: &Paths, args: &RegisterArgs) -> anyhow::Result<u8>
         None => config_from_flags(args)?,
     };
     let id = config.id.clone();
-    match remote(cli, &args.target)? {
-        Some(client) => block_on(client.register(config))?,
-        None => {
-            // The limits need their cgroup controllers; the monitor refuses them too, but only when it starts the
-            // process.
-            pm_supervisor::cgroup::Containment::probe(paths).check_limits(&config)?;
-            local(paths)?.register(config)?
-        }
-    }
+    Client::resolve(cli, paths, args.target.remote.as_deref())?.register(config)?;
     if cli.json {
         println!("{}", serde_json::json!({"success": true, "processId": id}));
     } else {
@@ -171,25 +103,11 @@ fn register(cli: &Cli, paths: &Paths, args: &RegisterArgs) -> anyhow::Result<u8>
 }
 
 /// `config get` / `config set`, locally or through the API; prints JSON either way.
-fn config(cli: &Cli, paths: &Paths, args: &ConfigArgs) -> anyhow::Result<u8> {
-    let remote = remote(cli, &Target { remote: args.remote.clone() })?;
+fn config(client: &Client, args: &ConfigArgs) -> anyhow::Result<u8> {
     if let ConfigAction::Set { key, value } = &args.action {
-        let update = settings_update(*key, value)?;
-        match &remote {
-            Some(client) => block_on(apply_remote(client, update))?,
-            None => local(paths)?.update_settings(update)?,
-        }
+        client.update_settings(settings_update(*key, value)?)?;
     }
-    let settings = match &remote {
-        Some(client) => block_on(async {
-            Ok::<_, pm_client::Error>(pm_core::Settings {
-                standalone_mode: client.is_standalone_mode().await?,
-                remote_access: client.get_remote_access().await?,
-                partner_discovery: client.get_partner_discovery().await?,
-            })
-        })?,
-        None => local(paths)?.settings()?,
-    };
+    let settings = client.settings()?;
     let key = match &args.action {
         ConfigAction::Get { key } => *key,
         ConfigAction::Set { key, .. } => Some(*key),
@@ -230,21 +148,6 @@ fn settings_update(key: ConfigKey, value: &str) -> anyhow::Result<pm_core::Setti
             serde_json::from_str(value).context("partner-discovery takes a JSON object of its keys")?,
         ),
     })
-}
-
-async fn apply_remote(
-    client: &RemoteProcessMonitorClient,
-    update: pm_core::SettingsUpdate,
-) -> Result<(), pm_client::Error> {
-    use pm_core::SettingsUpdate;
-    match update {
-        SettingsUpdate::RemoteAccess(patch) => client.set_remote_access_permissions(patch).await.map(drop),
-        SettingsUpdate::TrustedHosts(hosts) => client.set_trusted_hosts(hosts).await,
-        SettingsUpdate::ExecutableWhitelist(patterns) => client.set_remote_executable_whitelist(patterns).await,
-        SettingsUpdate::ExecutableBlacklist(patterns) => client.set_remote_executable_blacklist(patterns).await,
-        SettingsUpdate::StandaloneMode(on) => client.set_standalone_mode(on).await,
-        SettingsUpdate::PartnerDiscovery(patch) => client.set_partner_discovery(patch).await.map(drop),
-    }
 }
 
 fn config_from_flags(args: &RegisterArgs) -> anyhow::Result<ProcessConfig> {
@@ -300,40 +203,6 @@ fn config_from_flags(args: &RegisterArgs) -> anyhow::Result<ProcessConfig> {
     config.track_daemonized_children = args.track_daemonized_children;
     config.validate()?;
     Ok(config)
-}
-
-/// Uptime (from the stored start) and resident memory (from /proc) of running processes, which the registry
-/// does not hold.
-fn add_local_figures<'a>(statuses: impl Iterator<Item = &'a mut ProcessStatus>) {
-    let statuses: Vec<&mut ProcessStatus> = statuses.collect();
-    let pgids: Vec<u32> = statuses.iter().filter_map(|status| status.pid).collect();
-    let memory = pm_supervisor::group_memory(&pgids);
-    let now = pm_core::Timestamp::now().unix_millis();
-    for status in statuses {
-        let Some(pid) = status.pid else { continue };
-        status.memory_bytes = memory.get(&pid).copied();
-        status.uptime =
-            status.last_started_at.map(|at| u64::try_from((now - at.unix_millis()).max(0) / 1000).unwrap_or(0));
-    }
-}
-
-pub(crate) fn local(paths: &Paths) -> anyhow::Result<ProcessMonitorClient> {
-    Ok(ProcessMonitorClient::in_directory(paths.root(), paths.instance_id())?)
-}
-
-fn remote(cli: &Cli, target: &Target) -> anyhow::Result<Option<RemoteProcessMonitorClient>> {
-    match &target.remote {
-        Some(url) => Ok(Some(RemoteProcessMonitorClient::with_options(pm_client::RemoteClientOptions {
-            base_url: url.clone(),
-            token: cli.token.clone().filter(|token| !token.trim().is_empty()),
-            ..pm_client::RemoteClientOptions::default()
-        })?)),
-        None => Ok(None),
-    }
-}
-
-fn block_on<T>(future: impl std::future::Future<Output = T>) -> T {
-    tokio::runtime::Builder::new_current_thread().enable_all().build().expect("tokio runtime").block_on(future)
 }
 
 fn print_list(json: bool, statuses: &BTreeMap<String, ProcessStatus>) -> anyhow::Result<u8> {
@@ -433,7 +302,7 @@ fn newest_run(paths: &Paths, id: &str) -> Option<PathBuf> {
 
 /// Prints the last lines of the newest run's log; with `follow`, keeps printing, moving on to the next run
 /// folder when the process restarts.
-fn logs(paths: &Paths, args: &LogsArgs) -> anyhow::Result<u8> {
+pub(crate) fn local_logs(paths: &Paths, args: &LogsArgs) -> anyhow::Result<u8> {
     pm_core::validate_process_id(&args.id)?;
     let file_name = if args.stderr { "stderr.log" } else { "stdout.log" };
     let Some(mut run) = newest_run(paths, &args.id) else {

@@ -22,11 +22,11 @@ pub(crate) fn events(cli: &Cli, paths: &Paths, args: &EventsArgs) -> anyhow::Res
             format!("http://127.0.0.1:{}", settings.remote_access.remote_port)
         }
     };
-    let client = RemoteProcessMonitorClient::new(&url)?;
+    let client = crate::client::remote_client(cli, &url)?;
     let options =
         EventsOptions { process: args.process.clone(), last_event_id: args.since.clone(), ..Default::default() };
     let json = cli.json;
-    block_on(async move {
+    crate::block_on(async move {
         let mut stream = client.events(options)?;
         let mut out = std::io::stdout();
         while let Some(event) = stream.next().await {
@@ -36,16 +36,15 @@ pub(crate) fn events(cli: &Cli, paths: &Paths, args: &EventsArgs) -> anyhow::Res
             out.flush()?;
         }
         Ok::<_, anyhow::Error>(code::OK)
-    })
+    })?
 }
 
 /// `logs --remote`: the tail of a log, followed with `-f`.
-pub(crate) fn remote_logs(url: &str, args: &LogsArgs) -> anyhow::Result<u8> {
-    let client = RemoteProcessMonitorClient::new(url)?;
+pub(crate) fn remote_logs(client: &RemoteProcessMonitorClient, args: &LogsArgs) -> anyhow::Result<u8> {
     let options =
         LogsOptions { stderr: args.stderr, tail: Some(args.lines), follow: args.follow, run: args.run.clone() };
     let id = args.id.clone();
-    block_on(async move {
+    crate::block_on(async move {
         let mut stream = client.logs(&id, options).await?;
         let mut out = std::io::stdout();
         while let Some(chunk) = stream.next().await {
@@ -53,11 +52,7 @@ pub(crate) fn remote_logs(url: &str, args: &LogsArgs) -> anyhow::Result<u8> {
             out.flush()?;
         }
         Ok::<_, anyhow::Error>(code::OK)
-    })
-}
-
-fn block_on<T>(future: impl std::future::Future<Output = T>) -> T {
-    tokio::runtime::Builder::new_current_thread().enable_all().build().expect("tokio runtime").block_on(future)
+    })?
 }
 
 /// One line for a person: time, subject, what happened. Control characters in texts from the monitor are escaped.

@@ -550,8 +550,7 @@ pub(crate) fn connect_host(bind: &str) -> String {
 
 /// A blocking GET on loopback: status and body.
 pub(crate) fn http_get(url: &str, timeout: Duration) -> anyhow::Result<(u16, Vec<u8>)> {
-    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     let client = pm_http::HttpClient::new();
-    let response = runtime.block_on(client.get(url, timeout))?;
+    let response = crate::block_on(client.get(url, timeout))??;
     Ok((response.status, response.body))
 }

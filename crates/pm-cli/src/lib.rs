@@ -2,6 +2,7 @@
 //! print, and exit with a meaningful code. The binaries only call [`main_impl`].
 
 mod cli;
+mod client;
 mod commands;
 mod events;
 mod instance;
@@ -12,6 +13,7 @@ mod token;
 
 use std::process::ExitCode;
 
+use anyhow::Context;
 use clap::{CommandFactory, FromArgMatches};
 
 pub use cli::Cli;
@@ -74,6 +76,23 @@ pub(crate) fn program_name() -> String {
         .next()
         .and_then(|arg0| std::path::Path::new(&arg0).file_name().map(|name| name.to_string_lossy().into_owned()))
         .unwrap_or_else(|| "process_monitor".to_owned())
+}
+
+/// The program's one async runtime (current-thread), built on first use: the remote client, the event and log
+/// streams, loopback HTTP probes and signal waits of a command all run on it, however many calls it makes.
+pub(crate) fn runtime() -> anyhow::Result<&'static tokio::runtime::Runtime> {
+    static RUNTIME: std::sync::OnceLock<tokio::runtime::Runtime> = std::sync::OnceLock::new();
+    if let Some(runtime) = RUNTIME.get() {
+        return Ok(runtime);
+    }
+    let runtime =
+        tokio::runtime::Builder::new_current_thread().enable_all().build().context("cannot start the async runtime")?;
+    Ok(RUNTIME.get_or_init(|| runtime))
+}
+
+/// Runs `future` to completion on [`runtime`].
+pub(crate) fn block_on<F: std::future::Future>(future: F) -> anyhow::Result<F::Output> {
+    Ok(runtime()?.block_on(future))
 }
 
 fn exit_code_of(err: &anyhow::Error) -> u8 {

@@ -389,6 +389,11 @@ impl RemoteProcessMonitorClient {
         &self.http
     }
 
+    /// The `Authorization` header of every request (the streams' too), when a token is set.
+    pub(crate) fn authorization(&self) -> Option<(&'static str, String)> {
+        self.authorization.as_ref().map(|value| ("authorization", value.0.to_string()))
+    }
+
     /// Time allowed for one attempt of one call.
     pub(crate) fn timeout(&self) -> Duration {
         self.timeout

@@ -135,7 +135,9 @@ impl RemoteProcessMonitorClient {
         let mut last_event_id = options.last_event_id.clone();
         let mut failures = 0u32;
         loop {
-            let headers: Vec<(&str, String)> = last_event_id.iter().map(|id| ("last-event-id", id.clone())).collect();
+            let mut headers: Vec<(&str, String)> =
+                last_event_id.iter().map(|id| ("last-event-id", id.clone())).collect();
+            headers.extend(self.authorization());
             let failure = match self.http().get_stream(&url, &headers, self.timeout()).await {
                 Err(err) => Error::Transport { url: url.clone(), message: err.to_string() },
                 Ok(stream) if stream.status != 200 => {
@@ -219,7 +221,7 @@ impl RemoteProcessMonitorClient {
         let url = format!("{}{path}", self.base_url());
         let stream = self
             .http()
-            .get_stream(&url, &[], self.timeout())
+            .get_stream(&url, &Vec::from_iter(self.authorization()), self.timeout())
             .await
             .map_err(|err| Error::Transport { url: url.clone(), message: err.to_string() })?;
         if stream.status != 200 {

@@ -23,11 +23,13 @@
 mod backoff;
 mod config;
 mod deps;
+mod entry;
 mod error;
 mod event;
 mod exec;
 mod id;
 mod registry;
+mod settings;
 mod status;
 mod timestamp;
 mod trust;
@@ -42,13 +44,15 @@ pub use deps::{
     check_acyclic, check_new_dependencies, dependents_in, dependents_stop_order, direct_dependents, find_cycle,
     graph_of, layers, shutdown_layers, start_blocker, start_order, DependencyCondition, Graph, Observed,
 };
-pub use error::Error;
+pub use entry::{PendingAction, ProcessEntry};
+pub use error::{Cause, Error};
 pub use event::{Event, EventKind};
 pub use exec::{executable_permitted, validate_executable_pattern};
 pub use id::{validate_instance_id, validate_process_id};
-pub use registry::{
-    AlivenessServerConfig, PartnerDiscovery, PartnerDiscoveryPatch, PendingAction, ProcessEntry, Registry,
-    RemoteAccessConfig, RemoteAccessPatch, Settings, SettingsUpdate, DEFAULT_INSTANCE, WATCHER_INSTANCE,
+pub use registry::{Registry, DEFAULT_INSTANCE, WATCHER_INSTANCE};
+pub use settings::{
+    AlivenessServerConfig, PartnerDiscovery, PartnerDiscoveryPatch, RemoteAccessConfig, RemoteAccessPatch, Settings,
+    SettingsUpdate,
 };
 pub use status::{MonitorState, MonitorStatus, ProcessState, ProcessStatus};
 pub use timestamp::Timestamp;

@@ -945,6 +945,14 @@ fn error_response(err: &Error) -> HttpResponse {
             tracing::error!("storage error while serving the remote API: {message}");
             json_error(StatusCode::INTERNAL_SERVER_ERROR, &format!("Storage error: {message}"))
         }
+        Error::Internal { context, source } => {
+            tracing::error!("internal error while serving the remote API: {err}");
+            json_error(StatusCode::INTERNAL_SERVER_ERROR, &format!("Internal error: {context}: {source}"))
+        }
+        Error::Io { .. } => {
+            tracing::error!("system error while serving the remote API: {err}");
+            json_error(StatusCode::INTERNAL_SERVER_ERROR, &err.to_string())
+        }
     }
 }
 
@@ -1033,7 +1041,21 @@ mod tests {
         check(Error::Dependency("needed by web".into()), StatusCode::CONFLICT);
         check(Error::Busy("b".into()), StatusCode::SERVICE_UNAVAILABLE);
         check(Error::ShuttingDown, StatusCode::SERVICE_UNAVAILABLE);
-        check(Error::Storage("s".into()), StatusCode::INTERNAL_SERVER_ERROR);
+        check(Error::Storage(pm_core::Cause::message("s")), StatusCode::INTERNAL_SERVER_ERROR);
+        check(Error::internal("task", pm_core::Cause::message("panicked")), StatusCode::INTERNAL_SERVER_ERROR);
+        check(Error::io("signal", std::io::Error::other("no")), StatusCode::INTERNAL_SERVER_ERROR);
+        // A storage error's body reads as it always has; a failed task is not called one.
+        let body = |err: Error| match error_response(&err).into_body() {
+            crate::body::Body::Full(bytes) => serde_json::from_slice::<serde_json::Value>(&bytes).unwrap(),
+            other => panic!("not a whole body: {other:?}"),
+        };
+        let storage = Error::storage(std::io::Error::other("/x/a.json: cannot read: disk full"));
+        assert_eq!(body(storage), serde_json::json!({"error": "Storage error: /x/a.json: cannot read: disk full"}));
+        let internal = Error::internal("registry task failed", pm_core::Cause::message("task 3 panicked"));
+        assert_eq!(
+            body(internal),
+            serde_json::json!({"error": "Internal error: registry task failed: task 3 panicked"})
+        );
         assert_eq!(error_response(&Error::Busy("b".into())).headers()[hyper::header::RETRY_AFTER], "1");
     }
 

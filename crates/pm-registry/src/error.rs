@@ -106,7 +106,7 @@ impl From<Error> for pm_core::Error {
         match err {
             Error::LockTimeout { .. } => pm_core::Error::Busy(err.to_string()),
             Error::InvalidId { id, reason } => pm_core::Error::InvalidId { id, reason },
-            other => pm_core::Error::Storage(other.to_string()),
+            other => pm_core::Error::storage(other),
         }
     }
 }
@@ -134,6 +134,8 @@ mod tests {
         assert!(message.contains("/x/a.json.lock") && message.contains("250 ms"), "{message}");
 
         let missing: pm_core::Error = Error::Missing { path: "/x/a.json".into() }.into();
-        assert_eq!(missing, pm_core::Error::Storage("/x/a.json: registry file is missing".to_owned()));
+        assert_eq!(missing.to_string(), "storage error: /x/a.json: registry file is missing");
+        let pm_core::Error::Storage(cause) = &missing else { panic!("not Storage: {missing:?}") };
+        assert!(matches!(cause.downcast_ref::<Error>(), Some(Error::Missing { .. })), "the source is kept: {cause:?}");
     }
 }

@@ -120,7 +120,7 @@ impl Daemon {
             let timeout = config.lock_timeout;
             tokio::task::spawn_blocking(move || InstanceLock::acquire(&paths, timeout))
                 .await
-                .map_err(|err| CoreError::Storage(err.to_string()))??
+                .map_err(|err| CoreError::internal("instance lock task failed", err))??
         };
         tracing::info!(instance = paths.instance_id(), pid = std::process::id(), dir = %paths.root().display(), "instance lock acquired");
         let res = run_locked(config, &mut lock).await;
@@ -158,7 +158,7 @@ async fn run_locked(config: DaemonConfig, lock: &mut InstanceLock) -> Result<Exi
         let store = store.clone();
         tokio::task::spawn_blocking(move || store.init_recovering())
             .await
-            .map_err(|err| CoreError::Storage(err.to_string()))??
+            .map_err(|err| CoreError::internal("registry task failed", err))??
     };
     if let Some(bad) = set_aside {
         tracing::error!(
@@ -178,9 +178,12 @@ async fn run_locked(config: DaemonConfig, lock: &mut InstanceLock) -> Result<Exi
     // Start-up order: what can refuse the start (the ports, the signal handlers) comes before the registry is
     // marked and before anything is spawned or adopted, so a refused start leaves no trace (see `startup`).
     let bound = crate::startup::bind_servers(&registry, &config)?;
-    let mut sigterm = signal(SignalKind::terminate()).map_err(|err| CoreError::Storage(err.to_string()))?;
-    let mut sigint = signal(SignalKind::interrupt()).map_err(|err| CoreError::Storage(err.to_string()))?;
-    let mut sighup = signal(SignalKind::hangup()).map_err(|err| CoreError::Storage(err.to_string()))?;
+    let mut sigterm =
+        signal(SignalKind::terminate()).map_err(|err| CoreError::io("cannot install the SIGTERM handler", err))?;
+    let mut sigint =
+        signal(SignalKind::interrupt()).map_err(|err| CoreError::io("cannot install the SIGINT handler", err))?;
+    let mut sighup =
+        signal(SignalKind::hangup()).map_err(|err| CoreError::io("cannot install the SIGHUP handler", err))?;
     let (registry, owner_secret) = {
         let store = store.clone();
         tokio::task::spawn_blocking(move || {
@@ -205,7 +208,7 @@ async fn run_locked(config: DaemonConfig, lock: &mut InstanceLock) -> Result<Exi
             })
         })
         .await
-        .map_err(|err| CoreError::Storage(err.to_string()))??
+        .map_err(|err| CoreError::internal("registry task failed", err))??
     };
 
     let containment = crate::cgroup::Containment::detect(&paths);

@@ -122,7 +122,7 @@ impl Monitor {
             })
         })
         .await
-        .map_err(|err| Error::Storage(format!("registry task failed: {err}")))?
+        .map_err(|err| Error::internal("registry task failed", err))?
     }
 
     pub(crate) fn standalone(&self) -> bool {
@@ -373,7 +373,7 @@ impl Monitor {
             })
         })
         .await
-        .map_err(|err| Error::Storage(format!("registry task failed: {err}")))?
+        .map_err(|err| Error::internal("registry task failed", err))?
     }
 
     /// Registers a process: stored in the registry first, then supervised (started when it has autostart).

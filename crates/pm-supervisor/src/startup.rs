@@ -20,7 +20,7 @@ pub(crate) async fn check_home(paths: &Paths) -> Result<(), Error> {
     let paths = paths.clone();
     tokio::task::spawn_blocking(move || pm_registry::check_home(&paths))
         .await
-        .map_err(|err| CoreError::Storage(err.to_string()))??;
+        .map_err(|err| CoreError::internal("home check task failed", err))??;
     Ok(())
 }
 

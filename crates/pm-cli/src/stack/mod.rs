@@ -50,7 +50,7 @@ pub(crate) fn diff(cli: &Cli, paths: &Paths, args: &StackArgs) -> anyhow::Result
 /// `apply -f FILE [--prune] [--dry-run]`.
 pub(crate) fn apply(cli: &Cli, paths: &Paths, args: &ApplyArgs) -> anyhow::Result<u8> {
     let stack = load(&args.stack.file.file)?;
-    let client = crate::commands::local(paths)?;
+    let client = crate::client::local(paths)?;
     let plan = plan_for(&stack, paths, &args.stack)?;
     if args.dry_run {
         if cli.json {
@@ -103,7 +103,7 @@ pub(crate) fn down(cli: &Cli, paths: &Paths, args: &StackFileArg) -> anyhow::Res
             Vec::new()
         }
     };
-    let client = crate::commands::local(paths)?;
+    let client = crate::client::local(paths)?;
     let registry = crate::instance::load_registry(paths)?;
     let mut ids: Vec<String> = order
         .into_iter()

@@ -35,7 +35,7 @@ pub(crate) fn stop_order(stack: &Stack) -> Vec<String> {
 pub(crate) fn up(cli: &Cli, paths: &Paths, args: &UpArgs) -> anyhow::Result<u8> {
     // The whole file is checked before anything happens, the monitor's start included.
     let stack = load(&args.stack.file.file)?;
-    let client = crate::commands::local(paths)?;
+    let client = crate::client::local(paths)?;
     let plan = plan_for(&stack, paths, &args.stack)?;
     // From here on Ctrl-C does not end the program: it ends the start-up (once the step under way is done) and
     // then stops the stack.
@@ -62,7 +62,7 @@ fn run(
     started_monitor: bool,
     stop: &AtomicBool,
 ) -> anyhow::Result<u8> {
-    let client = crate::commands::local(paths)?;
+    let client = crate::client::local(paths)?;
     // Which processes run (and so restart on a change) is known only once the monitor runs.
     let plan = if started_monitor { plan_for(stack, paths, &args.stack)? } else { plan };
     let before: BTreeMap<String, Option<PathBuf>> =
@@ -128,7 +128,7 @@ fn run(
 fn on_signal() -> anyhow::Result<Arc<AtomicBool>> {
     use tokio::signal::unix::{signal, SignalKind};
     let flag = Arc::new(AtomicBool::new(false));
-    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let runtime = crate::runtime()?;
     let (mut interrupt, mut terminate) = {
         let _guard = runtime.enter();
         (signal(SignalKind::interrupt())?, signal(SignalKind::terminate())?)

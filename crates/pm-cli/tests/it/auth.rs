@@ -149,6 +149,11 @@ fn tokens_made_by_the_cli_open_the_remote_api_when_required() {
     assert_ne!(out.code, 0, "{out:?}");
     assert!(out.stderr.contains("401"), "{out:?}");
     env.ok(&["list", "--remote", &url, "--token", &token]);
+    // Logs through the API take the token too: an unknown process is then not found rather than unauthorised.
+    let out = env.run(&["logs", "nothing", "--remote", &url]);
+    assert!(out.stderr.contains("401"), "{out:?}");
+    let out = env.run(&["logs", "nothing", "--remote", &url, "--token", &token]);
+    assert_eq!(out.code, 4, "{out:?}");
     let mut command = env.command(&["list", "--remote", &url]);
     command.env("PROCESS_MONITOR_TOKEN", &token);
     let out = env.run_command(command, &["list"], None);

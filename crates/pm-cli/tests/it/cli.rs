@@ -321,6 +321,23 @@ fn exit_codes_without_a_monitor() {
 }
 
 #[test]
+fn a_request_without_a_monitor_is_stored_and_said_so() {
+    let env = Env::new();
+    env.ok(&["register", "--id", "later", "--command", "/bin/true", "--no-autostart"]);
+    for (args, noted) in [(&["start", "later"][..], true), (&["enable", "later"], true), (&["disable", "later"], false)]
+    {
+        let out = env.ok(args);
+        let note = "note: ProcessMonitor default is not running; the request is stored";
+        assert_eq!(out.stderr.contains(note), noted, "{args:?}: {out:?}");
+        let mut with_json = vec!["--json"];
+        with_json.extend_from_slice(args);
+        let out = env.ok(&with_json);
+        assert!(!out.stderr.contains("note:"), "--json {args:?} prints JSON only: {out:?}");
+        assert_eq!(out.json()["success"], true, "{out:?}");
+    }
+}
+
+#[test]
 fn help_completions_and_systemd_unit() {
     let env = Env::new();
     for bin in [BIN, WATCHER_BIN] {

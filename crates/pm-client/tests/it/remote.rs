@@ -197,7 +197,7 @@ async fn busy_and_other_server_errors_are_typed_and_not_retried() {
     assert!(matches!(res, Err(Error::Busy(_))), "{res:?}");
     assert_eq!(monitor.fake.call_count(), calls + 2, "an HTTP answer is never retried");
 
-    monitor.fake.fail_with(Some(pm_core::Error::Storage("disk full".to_owned())));
+    monitor.fake.fail_with(Some(pm_core::Error::Storage(pm_core::Cause::message("disk full"))));
     let res = client.set_standalone_mode(true).await;
     match res {
         Err(Error::Server { status: 500, message }) => assert!(message.contains("disk full"), "{message}"),

@@ -76,6 +76,22 @@ async fn the_remote_client_sends_its_token() {
     let err = client(None).get_all_status().await.unwrap_err();
     assert!(matches!(err, Error::Server { status: 401, .. }), "{err:?}");
     assert!(client(Some(token.clone())).get_all_status().await.is_ok());
+    // The streams send it as well: without it the event and log streams are refused, with it they are not.
+    let first_event = |token: Option<String>| {
+        let mut stream = client(token).events(pm_client::EventsOptions::default()).unwrap();
+        async move { tokio::time::timeout(std::time::Duration::from_secs(2), stream.next()).await }
+    };
+    fn unauthorised<T>(res: &Result<T, Error>) -> bool {
+        matches!(res, Err(Error::Server { status: 401, .. }))
+    }
+    let res = first_event(None).await;
+    assert!(matches!(&res, Ok(Some(got)) if unauthorised(got)), "{res:?}");
+    let res = first_event(Some(token.clone())).await;
+    assert!(!matches!(&res, Ok(Some(got)) if unauthorised(got)), "{res:?}");
+    let res = client(None).logs("x", pm_client::LogsOptions::default()).await.map(drop);
+    assert!(unauthorised(&res), "{res:?}");
+    let res = client(Some(token.clone())).logs("x", pm_client::LogsOptions::default()).await.map(drop);
+    assert!(!unauthorised(&res), "{res:?}");
     // The token is never shown by Debug.
     let options = RemoteClientOptions { token: Some(token.clone()), ..RemoteClientOptions::default() };
     assert!(!format!("{options:?}").contains(&token));

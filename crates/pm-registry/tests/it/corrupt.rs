@@ -45,7 +45,9 @@ fn garbage_is_reported_and_left_on_disk() {
     assert_eq!(names, ["default_logs", "processes_default.json", "processes_default.json.lock"]);
 
     let as_domain = pm_core::Error::from(store.load().unwrap_err());
-    assert!(matches!(&as_domain, pm_core::Error::Storage(text) if text.contains("processes_default.json")));
+    let pm_core::Error::Storage(cause) = &as_domain else { panic!("not Storage: {as_domain:?}") };
+    assert!(cause.to_string().contains("processes_default.json"), "{cause}");
+    assert!(matches!(cause.downcast_ref::<Error>(), Some(Error::Corrupt { .. })), "{cause:?}");
 }
 
 #[test]
