@@ -99,34 +99,13 @@ impl Drop for SweepGuard {
 }
 
 pub(crate) fn run(args: &[String]) -> anyhow::Result<()> {
-    let mut quick = false;
-    let mut scale = false;
-    let mut prebuilt = None;
-    let mut args = args.iter();
-    while let Some(arg) = args.next() {
-        match arg.as_str() {
-            "--quick" => quick = true,
-            "--scale" => scale = true,
-            "--bin" => prebuilt = Some(PathBuf::from(args.next().context("--bin needs a path")?)),
-            other => {
-                anyhow::bail!("unknown argument {other:?} (usage: cargo xtask bench [--quick] [--scale] [--bin PATH])")
-            }
-        }
-    }
+    let args = Args::parse(args)?;
     anyhow::ensure!(
         cfg!(target_os = "linux") && sys::has_children_files(),
         "the bench reads /proc/<pid>/task/<tid>/children and smaps_rollup; it runs on Linux only"
     );
-    let config = Config::new(quick);
-    let bin = match prebuilt {
-        // A binary built some other way (another profile, say), to compare builds.
-        Some(path) => std::fs::canonicalize(&path).with_context(|| format!("no binary at {}", path.display()))?,
-        None => crate::build_bins(true)?
-            .into_iter()
-            .find(|(name, _)| name == "process_monitor")
-            .map(|(_, path)| path)
-            .context("cargo did not report the process_monitor binary")?,
-    };
+    let config = Config::new(args.quick);
+    let bin = bench_binary(args.prebuilt.as_deref())?;
 
     let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |at| at.subsec_nanos());
     sys::set_tag(&format!("{}-{nanos}", std::process::id()));
@@ -144,27 +123,84 @@ pub(crate) fn run(args: &[String]) -> anyhow::Result<()> {
     let started = Instant::now();
     let ctx_bin = bin.clone();
     let ctx = Ctx { bin, root: &root, config: &config, observer: sys::Observer::new() };
-    eprintln!("bench: {} run, homes in {}", if quick { "quick" } else { "full" }, root.dir.display());
+    eprintln!("bench: {} run, homes in {}", if args.quick { "quick" } else { "full" }, root.dir.display());
     eprintln!("bench: start timings from {}", ctx.observer.source());
     machine["timingSource"] = json!(ctx.observer.source());
-    let mut rows: Vec<Row> = Vec::new();
-    if scale {
-        // The scale scenario on its own (issue #19): 1,000 and 10,000 processes.
-        rows.extend(scale::run(&ctx, quick)?);
-    } else {
-        rows.extend(scenarios::restart_and_start(&ctx)?);
-        rows.extend(scenarios::containment(&ctx)?);
-        rows.extend(events::events(&ctx)?);
-        rows.extend(dashboard::dashboard(&ctx)?);
-        rows.extend(scenarios::bulk(&ctx)?);
-        let (idle_rows, version_ms) = scenarios::idle_and_api(&ctx)?;
-        rows.extend(idle_rows);
-        rows.extend(scenarios::registry(&ctx, version_ms)?);
-    }
+    let rows = run_scenarios(&ctx, &args)?;
     let took = started.elapsed();
     machine["loadavgAtEnd"] = json!(std::fs::read_to_string("/proc/loadavg").unwrap_or_default().trim());
+    report_results(&args, &ctx_bin, took, machine, &rows)
+}
 
-    let table = report::table(&rows);
+/// The command line of `cargo xtask bench`.
+struct Args {
+    quick: bool,
+    scale: bool,
+    /// `--bin PATH`: a binary built some other way, instead of a release build.
+    prebuilt: Option<PathBuf>,
+}
+
+impl Args {
+    fn parse(args: &[String]) -> anyhow::Result<Args> {
+        let mut res = Args { quick: false, scale: false, prebuilt: None };
+        let mut args = args.iter();
+        while let Some(arg) = args.next() {
+            match arg.as_str() {
+                "--quick" => res.quick = true,
+                "--scale" => res.scale = true,
+                "--bin" => res.prebuilt = Some(PathBuf::from(args.next().context("--bin needs a path")?)),
+                other => {
+                    anyhow::bail!(
+                        "unknown argument {other:?} (usage: cargo xtask bench [--quick] [--scale] [--bin PATH])"
+                    )
+                }
+            }
+        }
+        Ok(res)
+    }
+}
+
+/// The `process_monitor` binary measured: `prebuilt`, or a fresh release build.
+fn bench_binary(prebuilt: Option<&std::path::Path>) -> anyhow::Result<PathBuf> {
+    match prebuilt {
+        // A binary built some other way (another profile, say), to compare builds.
+        Some(path) => std::fs::canonicalize(path).with_context(|| format!("no binary at {}", path.display())),
+        None => crate::build_bins(true)?
+            .into_iter()
+            .find(|(name, _)| name == "process_monitor")
+            .map(|(_, path)| path)
+            .context("cargo did not report the process_monitor binary"),
+    }
+}
+
+/// Every scenario in turn (or the scale scenario alone), their rows in table order.
+fn run_scenarios(ctx: &Ctx, args: &Args) -> anyhow::Result<Vec<Row>> {
+    let mut rows: Vec<Row> = Vec::new();
+    if args.scale {
+        // The scale scenario on its own (issue #19): 1,000 and 10,000 processes.
+        rows.extend(scale::run(ctx, args.quick)?);
+    } else {
+        rows.extend(scenarios::restart_and_start(ctx)?);
+        rows.extend(scenarios::containment(ctx)?);
+        rows.extend(events::events(ctx)?);
+        rows.extend(dashboard::dashboard(ctx)?);
+        rows.extend(scenarios::bulk(ctx)?);
+        let (idle_rows, version_ms) = scenarios::idle_and_api(ctx)?;
+        rows.extend(idle_rows);
+        rows.extend(scenarios::registry(ctx, version_ms)?);
+    }
+    Ok(rows)
+}
+
+/// Prints the table and the missed targets, and writes the results file under `target/bench`.
+fn report_results(
+    args: &Args,
+    bin: &std::path::Path,
+    took: Duration,
+    machine: serde_json::Value,
+    rows: &[Row],
+) -> anyhow::Result<()> {
+    let table = report::table(rows);
     println!("\n{table}");
     let missed: Vec<&str> = rows.iter().filter(|row| row.met() == Some(false)).map(|row| row.metric.as_str()).collect();
     if missed.is_empty() {
@@ -173,9 +209,9 @@ pub(crate) fn run(args: &[String]) -> anyhow::Result<()> {
         println!("targets missed ({}): {}", missed.len(), missed.join("; "));
     }
     let results = json!({
-        "quick": quick,
-        "scale": scale,
-        "binary": ctx_bin.display().to_string(),
+        "quick": args.quick,
+        "scale": args.scale,
+        "binary": bin.display().to_string(),
         "durationSecs": took.as_secs_f64().round(),
         "machine": machine,
         "results": rows.iter().map(Row::to_json).collect::<Vec<_>>(),
@@ -183,7 +219,7 @@ pub(crate) fn run(args: &[String]) -> anyhow::Result<()> {
     });
     let out_dir = crate::project_root().join("target").join("bench");
     std::fs::create_dir_all(&out_dir)?;
-    let out = out_dir.join(if scale { "scale-results.json" } else { "results.json" });
+    let out = out_dir.join(if args.scale { "scale-results.json" } else { "results.json" });
     std::fs::write(&out, serde_json::to_string_pretty(&results)? + "\n")
         .with_context(|| format!("cannot write {}", out.display()))?;
     eprintln!("bench: done in {:.0?}; wrote {}", took, out.display());

@@ -189,7 +189,26 @@ impl ProcessConfig {
     /// Checks every field a registration must get right, naming the first bad one.
     pub fn validate(&self) -> Result<(), crate::Error> {
         crate::validate_process_id(&self.id)?;
-        let invalid = |what: &str| Err(crate::Error::InvalidField(what.to_owned()));
+        self.validate_launch()?;
+        self.validate_limits()?;
+        if let Some(hook) = &self.on_state_change {
+            hook.validate()?;
+        }
+        if let Some(policy) = &self.restart_policy {
+            if policy.backoff_intervals_ms.len() > 1000 {
+                return invalid("restartPolicy.backoffIntervalsMs (at most 1000 entries)");
+            }
+        }
+        self.validate_dependencies()?;
+        if let Some(check) = &self.aliveness_check {
+            check.validate()?;
+            check.validate_timing()?;
+        }
+        Ok(())
+    }
+
+    /// What is run and how: name, command, args, working directory and environment.
+    fn validate_launch(&self) -> Result<(), crate::Error> {
         if self.name.trim().is_empty() || self.name.len() > 256 || self.name.contains('\0') {
             return invalid("name (must be 1 to 256 characters without NUL)");
         }
@@ -211,6 +230,11 @@ impl ProcessConfig {
                 return invalid("environment (names must be non-empty without '=' or NUL)");
             }
         }
+        Ok(())
+    }
+
+    /// Log retention and resource limits.
+    fn validate_limits(&self) -> Result<(), crate::Error> {
         if self.log_max_bytes == Some(0) || self.keep_runs == Some(0) {
             return invalid("logMaxBytes and keepRuns (must be positive)");
         }
@@ -223,22 +247,11 @@ impl ProcessConfig {
         if self.log_keep.is_some_and(|keep| keep > 100) {
             return invalid("logKeep (at most 100)");
         }
-        if let Some(hook) = &self.on_state_change {
-            if hook.command.trim().is_empty() || hook.command.len() > 4096 || hook.command.contains('\0') {
-                return invalid("onStateChange.command (must be a non-empty path without NUL)");
-            }
-            if hook.args.len() > 4096 || hook.args.iter().any(|arg| arg.contains('\0')) {
-                return invalid("onStateChange.args (at most 4096, without NUL)");
-            }
-            if hook.timeout_ms.is_some_and(|ms| ms == 0 || ms > StateChangeHook::MAX_TIMEOUT_MS) {
-                return invalid("onStateChange.timeoutMs (1 to 300000)");
-            }
-        }
-        if let Some(policy) = &self.restart_policy {
-            if policy.backoff_intervals_ms.len() > 1000 {
-                return invalid("restartPolicy.backoffIntervalsMs (at most 1000 entries)");
-            }
-        }
+        Ok(())
+    }
+
+    /// `dependsOn` and `dependencyTimeoutMs`.
+    fn validate_dependencies(&self) -> Result<(), crate::Error> {
         if self.depends_on.len() > 1000 {
             return invalid("dependsOn (at most 1000 entries)");
         }
@@ -253,25 +266,13 @@ impl ProcessConfig {
         if self.dependency_timeout_ms == Some(0) {
             return invalid("dependencyTimeoutMs (must be positive)");
         }
-        if let Some(check) = &self.aliveness_check {
-            check.validate()?;
-            if check.interval_ms == 0 {
-                return invalid("alivenessCheck.intervalMs (must be positive)");
-            }
-            if check.timeout_ms == 0 {
-                return invalid("alivenessCheck.timeoutMs (must be positive)");
-            }
-            if check.consecutive_failures_required == 0 {
-                return invalid("alivenessCheck.consecutiveFailuresRequired (must be positive)");
-            }
-            if let Some(startup) = &check.startup_check {
-                if startup.check_interval_ms == 0 {
-                    return invalid("alivenessCheck.startupCheck.checkIntervalMs (must be positive)");
-                }
-            }
-        }
         Ok(())
     }
+}
+
+/// The error for a bad field, `what` naming it and saying what it must be.
+fn invalid(what: &str) -> Result<(), crate::Error> {
+    Err(crate::Error::InvalidField(what.to_owned()))
 }
 
 /// The longest stop timeout used (a larger `stopTimeoutMs` counts as one hour): beyond it a stop that never
@@ -374,6 +375,20 @@ impl StateChangeHook {
     pub const DEFAULT_TIMEOUT_MS: u64 = 10_000;
     /// Longest run time a hook may ask for.
     pub const MAX_TIMEOUT_MS: u64 = 300_000;
+
+    /// Checks the fields of the hook, naming the first bad one.
+    fn validate(&self) -> Result<(), crate::Error> {
+        if self.command.trim().is_empty() || self.command.len() > 4096 || self.command.contains('\0') {
+            return invalid("onStateChange.command (must be a non-empty path without NUL)");
+        }
+        if self.args.len() > 4096 || self.args.iter().any(|arg| arg.contains('\0')) {
+            return invalid("onStateChange.args (at most 4096, without NUL)");
+        }
+        if self.timeout_ms.is_some_and(|ms| ms == 0 || ms > Self::MAX_TIMEOUT_MS) {
+            return invalid("onStateChange.timeoutMs (1 to 300000)");
+        }
+        Ok(())
+    }
 }
 
 /// Health check of a running process (wire name `AlivenessCheck`): HTTP by default, TCP or exec by `type`.
@@ -445,7 +460,6 @@ impl AlivenessCheck {
 
     /// Checks the fields of the check, naming the first bad one.
     pub fn validate(&self) -> Result<(), crate::Error> {
-        let invalid = |what: &str| Err(crate::Error::InvalidField(what.to_owned()));
         match self.probe_type {
             ProbeType::Http => {
                 if !(self.url.starts_with("http://")) {
@@ -470,6 +484,26 @@ impl AlivenessCheck {
                 if self.args.len() > 4096 || self.args.iter().any(|arg| arg.contains('\0')) {
                     return invalid("alivenessCheck.args (at most 4096, without NUL)");
                 }
+            }
+        }
+        Ok(())
+    }
+
+    /// Checks the timing fields of a registered check (interval, timeout, failures, startup interval), naming the
+    /// first that is zero.
+    fn validate_timing(&self) -> Result<(), crate::Error> {
+        if self.interval_ms == 0 {
+            return invalid("alivenessCheck.intervalMs (must be positive)");
+        }
+        if self.timeout_ms == 0 {
+            return invalid("alivenessCheck.timeoutMs (must be positive)");
+        }
+        if self.consecutive_failures_required == 0 {
+            return invalid("alivenessCheck.consecutiveFailuresRequired (must be positive)");
+        }
+        if let Some(startup) = &self.startup_check {
+            if startup.check_interval_ms == 0 {
+                return invalid("alivenessCheck.startupCheck.checkIntervalMs (must be positive)");
             }
         }
         Ok(())

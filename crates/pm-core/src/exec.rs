@@ -14,95 +14,121 @@ use crate::Error;
 /// - escape with `\` only glob metacharacters (`\*`, `\?`, `\[`, `\]`, `\{`, `\}`, `\,`, `\!`, `\\`);
 ///   glob-match reads `\b` as a backspace and `\n` as a newline.
 pub fn validate_executable_pattern(pattern: &str) -> Result<(), Error> {
-    let refuse = |reason: &str| Err(Error::InvalidPattern { pattern: pattern.to_owned(), reason: reason.to_owned() });
+    check_pattern(pattern)
+        .map_err(|reason| Error::InvalidPattern { pattern: pattern.to_owned(), reason: reason.to_owned() })
+}
+
+/// The checks of [`validate_executable_pattern`]: the whole pattern first, then token by token (an escape, a run
+/// of `*`, a character class or a single byte), with the reason for the first that fails.
+fn check_pattern(pattern: &str) -> Result<(), &'static str> {
     if pattern.is_empty() {
-        return refuse("must not be empty");
+        return Err("must not be empty");
     }
     if pattern.len() > 1024 || pattern.contains('\0') {
-        return refuse("must be at most 1024 bytes without NUL");
+        return Err("must be at most 1024 bytes without NUL");
     }
     if !(pattern.starts_with('/') || pattern.starts_with("**")) {
-        return refuse("must be an absolute path pattern (start with '/' or '**')");
+        return Err("must be an absolute path pattern (start with '/' or '**')");
     }
     let bytes = pattern.as_bytes();
-    let mut in_braces = false;
-    let mut alternative_len = 0usize;
+    let mut braces = Braces::default();
     let mut idx = 0;
     while idx < bytes.len() {
-        let byte = bytes[idx];
-        alternative_len += 1;
-        match byte {
-            b'\\' => {
-                match bytes.get(idx + 1) {
-                    None => return refuse("ends with a lone backslash"),
-                    Some(next) if b"*?[]{},!\\".contains(next) => {}
-                    Some(_) => return refuse("backslash may only escape a glob metacharacter"),
-                }
-                idx += 2;
-                continue;
+        braces.alternative_len += 1;
+        idx = match bytes[idx] {
+            b'\\' => after_escape(bytes, idx)?,
+            b'*' => after_stars(bytes, idx, braces.open)?,
+            b'[' => after_class(bytes, idx)?,
+            b']' => return Err("']' without '['"),
+            byte @ (b'{' | b',' | b'}') => {
+                braces.step(byte)?;
+                idx + 1
             }
-            b'*' => {
-                let run = bytes[idx..].iter().take_while(|&&b| b == b'*').count();
-                if run >= 2 {
-                    let starts_segment = idx == 0 || bytes[idx - 1] == b'/';
-                    let ends_segment = bytes.get(idx + run).is_none_or(|&b| b == b'/');
-                    if run > 2 || !starts_segment || !ends_segment {
-                        return refuse("'**' must be a whole path segment");
-                    }
-                    if in_braces {
-                        return refuse("'**' inside braces is not supported");
-                    }
-                }
-                idx += run;
-                continue;
-            }
-            b'[' => {
-                idx += 1;
-                if matches!(bytes.get(idx), Some(b'!' | b'^')) {
-                    idx += 1;
-                }
-                if bytes.get(idx) == Some(&b']') {
-                    return refuse("empty character class (write a literal ']' as '\\]')");
-                }
-                loop {
-                    match bytes.get(idx) {
-                        None => return refuse("unclosed '['"),
-                        Some(b']') => break,
-                        Some(b'\\') => match bytes.get(idx + 1) {
-                            Some(next) if b"*?[]{},!\\-^".contains(next) => idx += 2,
-                            _ => return refuse("backslash may only escape a glob metacharacter"),
-                        },
-                        Some(_) => idx += 1,
-                    }
-                }
-            }
-            b']' => return refuse("']' without '['"),
-            b'{' if in_braces => return refuse("nested braces are not supported"),
-            b'{' => {
-                in_braces = true;
-                alternative_len = 0;
-            }
-            b',' if in_braces => {
-                if alternative_len == 1 {
-                    return refuse("empty alternative in braces");
-                }
-                alternative_len = 0;
-            }
-            b'}' if in_braces => {
-                if alternative_len == 1 {
-                    return refuse("empty alternative in braces");
-                }
-                in_braces = false;
-            }
-            b'}' => return refuse("'}' without '{'"),
-            _ => {}
-        }
-        idx += 1;
+            _ => idx + 1,
+        };
     }
-    if in_braces {
-        return refuse("unclosed '{'");
+    if braces.open {
+        return Err("unclosed '{'");
     }
     Ok(())
+}
+
+/// The index after the escape `\x` at `idx`; `x` must be a glob metacharacter.
+fn after_escape(bytes: &[u8], idx: usize) -> Result<usize, &'static str> {
+    match bytes.get(idx + 1) {
+        None => Err("ends with a lone backslash"),
+        Some(next) if b"*?[]{},!\\".contains(next) => Ok(idx + 2),
+        Some(_) => Err("backslash may only escape a glob metacharacter"),
+    }
+}
+
+/// The index after the run of `*` at `idx`; a `**` must be a whole path segment outside braces.
+fn after_stars(bytes: &[u8], idx: usize, in_braces: bool) -> Result<usize, &'static str> {
+    let run = bytes[idx..].iter().take_while(|&&b| b == b'*').count();
+    if run >= 2 {
+        let starts_segment = idx == 0 || bytes[idx - 1] == b'/';
+        let ends_segment = bytes.get(idx + run).is_none_or(|&b| b == b'/');
+        if run > 2 || !starts_segment || !ends_segment {
+            return Err("'**' must be a whole path segment");
+        }
+        if in_braces {
+            return Err("'**' inside braces is not supported");
+        }
+    }
+    Ok(idx + run)
+}
+
+/// The index after the character class `[…]` opening at `idx`; it must be closed and not empty.
+fn after_class(bytes: &[u8], mut idx: usize) -> Result<usize, &'static str> {
+    idx += 1;
+    if matches!(bytes.get(idx), Some(b'!' | b'^')) {
+        idx += 1;
+    }
+    if bytes.get(idx) == Some(&b']') {
+        return Err("empty character class (write a literal ']' as '\\]')");
+    }
+    loop {
+        match bytes.get(idx) {
+            None => return Err("unclosed '['"),
+            Some(b']') => return Ok(idx + 1),
+            Some(b'\\') => match bytes.get(idx + 1) {
+                Some(next) if b"*?[]{},!\\-^".contains(next) => idx += 2,
+                _ => return Err("backslash may only escape a glob metacharacter"),
+            },
+            Some(_) => idx += 1,
+        }
+    }
+}
+
+/// Where the scan stands with respect to `{a,b}`: inside or not, and the tokens seen in the current alternative
+/// (counting the `{` or `,` that opened it).
+#[derive(Default)]
+struct Braces {
+    open: bool,
+    alternative_len: usize,
+}
+
+impl Braces {
+    /// Takes `{`, `,` or `}`: braces do not nest, and no alternative is empty.
+    fn step(&mut self, byte: u8) -> Result<(), &'static str> {
+        match byte {
+            b'{' if self.open => return Err("nested braces are not supported"),
+            b'{' => {
+                self.open = true;
+                self.alternative_len = 0;
+            }
+            b',' | b'}' if self.open => {
+                if self.alternative_len == 1 {
+                    return Err("empty alternative in braces");
+                }
+                self.alternative_len = 0;
+                self.open = byte == b',';
+            }
+            b'}' => return Err("'}' without '{'"),
+            _ => {}
+        }
+        Ok(())
+    }
 }
 
 /// Whether an untrusted peer may register `canonical_path`: it must match at least one whitelist pattern and no

@@ -384,6 +384,14 @@ struct Ctx<'a, C> {
     settings: Settings,
 }
 
+/// The messages of the 403 for a program of an untrusted registration that the executable lists refuse.
+struct Refusals {
+    /// It is the monitor's own executable.
+    own_executable: &'static str,
+    /// The whitelist or the blacklist refuses it.
+    not_permitted: &'static str,
+}
+
 impl<C: ControlPlane> Ctx<'_, C> {
     fn control(&self) -> &C {
         &self.api.control
@@ -563,19 +571,10 @@ impl<C: ControlPlane> Ctx<'_, C> {
             tracing::info!(peer = %self.peer.ip, "refused: remote registration not allowed");
             return json_error(StatusCode::FORBIDDEN, "Remote registration not allowed");
         }
-        let mut config: ProcessConfig = match self.json_body(req).await {
+        let mut config = match self.parse_registration(req).await {
             Ok(it) => it,
             Err(res) => return res,
         };
-        if let Err(Error::InvalidId { reason, .. }) = validate_process_id(&config.id) {
-            return json_error(StatusCode::BAD_REQUEST, &format!("Missing or invalid field: id ({reason})"));
-        }
-        if let Err(res) = self.peer.access.permits(auth::Scope::Admin, auth::Target::Process(&config.id)) {
-            return res;
-        }
-        if let Err(err) = config.validate() {
-            return error_response(&err);
-        }
         // Registrations through the unix socket are local ones, as through the registry.
         config.is_remote = !self.peer.local();
         config.partner = false;
@@ -592,53 +591,68 @@ impl<C: ControlPlane> Ctx<'_, C> {
             if let Err(res) = self.untrusted_registration(&mut config).await {
                 return res;
             }
-            // The state-change hook and an exec probe run programs as well: the same lists decide, and their
-            // canonical paths are stored.
-            if let Some(hook) = config.on_state_change.as_mut() {
-                let resolved = self.permitted_executable(hook.command.clone(), config.working_directory.clone()).await;
-                match resolved {
-                    Ok(canonical) => hook.command = canonical,
-                    Err(crate::exec::Refusal::OwnExecutable) => {
-                        return json_error(
-                            StatusCode::FORBIDDEN,
-                            "onStateChange executable not permitted: the monitor's own executable",
-                        );
-                    }
-                    Err(crate::exec::Refusal::NotPermitted) => {
-                        return json_error(
-                            StatusCode::FORBIDDEN,
-                            "onStateChange executable not permitted by whitelist/blacklist",
-                        );
-                    }
-                }
-            }
-            if let Some(check) =
-                config.aliveness_check.as_mut().filter(|check| check.probe_type == pm_core::ProbeType::Exec)
-            {
-                let resolved = self
-                    .permitted_executable(check.command.clone().unwrap_or_default(), config.working_directory.clone())
-                    .await;
-                match resolved {
-                    Ok(canonical) => check.command = Some(canonical),
-                    Err(crate::exec::Refusal::OwnExecutable) => {
-                        return json_error(
-                            StatusCode::FORBIDDEN,
-                            "Probe executable not permitted: the monitor's own executable (alivenessCheck.command)",
-                        );
-                    }
-                    Err(crate::exec::Refusal::NotPermitted) => {
-                        return json_error(
-                            StatusCode::FORBIDDEN,
-                            "Probe executable not permitted by whitelist/blacklist (alivenessCheck.command)",
-                        );
-                    }
-                }
+            if let Err(res) = self.untrusted_programs(&mut config).await {
+                return res;
             }
         }
         let id = config.id.clone();
         match self.control().register(config).await {
             Ok(()) => json_response(StatusCode::OK, &json!({ "success": true, "processId": id })),
             Err(err) => error_response(&err),
+        }
+    }
+
+    /// The registration in the body, with a valid id the peer may act on and valid fields; the error is the
+    /// response to send.
+    async fn parse_registration(&self, req: HttpRequest) -> Result<ProcessConfig, HttpResponse> {
+        let config: ProcessConfig = self.json_body(req).await?;
+        if let Err(Error::InvalidId { reason, .. }) = validate_process_id(&config.id) {
+            return Err(json_error(StatusCode::BAD_REQUEST, &format!("Missing or invalid field: id ({reason})")));
+        }
+        self.peer.access.permits(auth::Scope::Admin, auth::Target::Process(&config.id))?;
+        if let Err(err) = config.validate() {
+            return Err(error_response(&err));
+        }
+        Ok(config)
+    }
+
+    /// The other programs an untrusted registration runs, its `onStateChange` hook and an exec probe: the
+    /// executable lists decide for them too. On success their commands are replaced by the canonical paths that
+    /// were checked. The error is the 403 to send.
+    async fn untrusted_programs(&self, config: &mut ProcessConfig) -> Result<(), HttpResponse> {
+        if let Some(hook) = config.on_state_change.as_mut() {
+            let refusals = Refusals {
+                own_executable: "onStateChange executable not permitted: the monitor's own executable",
+                not_permitted: "onStateChange executable not permitted by whitelist/blacklist",
+            };
+            let working_directory = config.working_directory.clone();
+            hook.command = self.permitted_program(hook.command.clone(), working_directory, refusals).await?;
+        }
+        if let Some(check) =
+            config.aliveness_check.as_mut().filter(|check| check.probe_type == pm_core::ProbeType::Exec)
+        {
+            let refusals = Refusals {
+                own_executable: "Probe executable not permitted: the monitor's own executable (alivenessCheck.command)",
+                not_permitted: "Probe executable not permitted by whitelist/blacklist (alivenessCheck.command)",
+            };
+            let (command, working_directory) =
+                (check.command.clone().unwrap_or_default(), config.working_directory.clone());
+            check.command = Some(self.permitted_program(command, working_directory, refusals).await?);
+        }
+        Ok(())
+    }
+
+    /// [`Ctx::permitted_executable`] with the 403 to send when it refuses, its message from `refusals`.
+    async fn permitted_program(
+        &self,
+        command: String,
+        working_directory: Option<String>,
+        refusals: Refusals,
+    ) -> Result<String, HttpResponse> {
+        match self.permitted_executable(command, working_directory).await {
+            Ok(canonical) => Ok(canonical),
+            Err(crate::exec::Refusal::OwnExecutable) => Err(json_error(StatusCode::FORBIDDEN, refusals.own_executable)),
+            Err(crate::exec::Refusal::NotPermitted) => Err(json_error(StatusCode::FORBIDDEN, refusals.not_permitted)),
         }
     }
 

@@ -3,9 +3,10 @@
 use std::time::Duration;
 
 use http_body_util::{BodyExt, Full, Limited};
-use hyper::body::Bytes;
-use hyper::header::{HeaderValue, ACCEPT, CONTENT_TYPE, HOST};
-use hyper::{HeaderMap, Method, Request, Uri};
+use hyper::body::{Bytes, Incoming};
+use hyper::header::{HeaderName, HeaderValue, ACCEPT, CONTENT_TYPE, HOST};
+use hyper::http::uri::Authority;
+use hyper::{HeaderMap, Method, Request, Response, Uri};
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
@@ -114,73 +115,22 @@ impl HttpClient {
         cap: Option<usize>,
         headers: &[(&str, &str)],
     ) -> Result<HttpResponse, Error> {
-        let mut extra = Vec::with_capacity(headers.len());
-        for (name, value) in headers {
-            let invalid =
-                || Error::InvalidUrl { url: url.to_owned(), reason: format!("invalid value for header {name}") };
-            let name = hyper::header::HeaderName::from_bytes(name.as_bytes()).map_err(|_| invalid())?;
-            let mut value = HeaderValue::from_str(value).map_err(|_| invalid())?;
-            value.set_sensitive(true);
-            extra.push((name, value));
-        }
+        let headers = parse_headers(url, headers)?;
         let uri = parse_url(url)?;
         let targets = connect_targets(&uri, url)?;
-        let json = body.is_some();
-        let body = Full::new(body.map(Bytes::from).unwrap_or_default());
+        let outgoing = Outgoing {
+            url,
+            method,
+            authority: uri.authority(),
+            json: body.is_some(),
+            body: Full::new(body.map(Bytes::from).unwrap_or_default()),
+            headers,
+        };
         let exchange = async {
-            let mut targets = targets.into_iter().peekable();
-            let response = loop {
-                let Some(target) = targets.next() else {
-                    return Err(Error::Request { url: url.to_owned(), reason: "no address to connect to".to_owned() });
-                };
-                let mut builder = Request::builder()
-                    .method(method.clone())
-                    .uri(target)
-                    .header(ACCEPT, HeaderValue::from_static("application/json, */*"));
-                if let Some(authority) = uri.authority() {
-                    builder = builder.header(HOST, authority.as_str());
-                }
-                if json {
-                    builder = builder.header(CONTENT_TYPE, HeaderValue::from_static("application/json"));
-                }
-                for (name, value) in &extra {
-                    builder = builder.header(name, value);
-                }
-                let request = builder
-                    .body(body.clone())
-                    .map_err(|err| Error::InvalidUrl { url: url.to_owned(), reason: err.to_string() })?;
-                match self.inner.request(request).await {
-                    Ok(response) => break response,
-                    Err(err) if err.is_connect() && targets.peek().is_some() => {
-                        tracing::trace!(%url, "connect failed, trying the next address: {}", chain(&err));
-                    }
-                    Err(err) => return Err(Error::Request { url: url.to_owned(), reason: chain(&err) }),
-                }
-            };
+            let response = self.send_to_first_reachable(&outgoing, targets).await?;
             let (parts, body) = response.into_parts();
-            if let Some(cap) = cap {
-                let mut body = body;
-                let mut read = Vec::new();
-                while read.len() < cap {
-                    match body.frame().await {
-                        Some(Ok(frame)) => {
-                            if let Ok(data) = frame.into_data() {
-                                let take = data.len().min(cap - read.len());
-                                read.extend_from_slice(&data[..take]);
-                            }
-                        }
-                        Some(Err(err)) => return Err(Error::Body { url: url.to_owned(), reason: chain(&err) }),
-                        None => break,
-                    }
-                }
-                return Ok(HttpResponse { status: parts.status.as_u16(), headers: parts.headers, body: read });
-            }
-            let body = Limited::new(body, MAX_RESPONSE_BYTES)
-                .collect()
-                .await
-                .map_err(|err| Error::Body { url: url.to_owned(), reason: chain(&*err) })?
-                .to_bytes();
-            Ok(HttpResponse { status: parts.status.as_u16(), headers: parts.headers, body: body.to_vec() })
+            let body = read_body(url, body, cap).await?;
+            Ok(HttpResponse { status: parts.status.as_u16(), headers: parts.headers, body })
         };
         match tokio::time::timeout(timeout, exchange).await {
             Ok(res) => res,
@@ -188,10 +138,113 @@ impl HttpClient {
         }
     }
 
+    /// Sends `outgoing` to each of `targets` in turn until one accepts the connection; a failure other than a
+    /// refused connection, or one at the last target, is the error.
+    async fn send_to_first_reachable(
+        &self,
+        outgoing: &Outgoing<'_>,
+        targets: Vec<Uri>,
+    ) -> Result<Response<Incoming>, Error> {
+        let url = outgoing.url;
+        let mut targets = targets.into_iter().peekable();
+        loop {
+            let Some(target) = targets.next() else {
+                return Err(Error::Request { url: url.to_owned(), reason: "no address to connect to".to_owned() });
+            };
+            match self.inner.request(outgoing.to(target)?).await {
+                Ok(response) => return Ok(response),
+                Err(err) if err.is_connect() && targets.peek().is_some() => {
+                    tracing::trace!(%url, "connect failed, trying the next address: {}", chain(&err));
+                }
+                Err(err) => return Err(Error::Request { url: url.to_owned(), reason: chain(&err) }),
+            }
+        }
+    }
+
     /// `GET url` within `timeout`.
     pub async fn get(&self, url: &str, timeout: Duration) -> Result<HttpResponse, Error> {
         self.request(Method::GET, url, None, timeout).await
     }
+}
+
+/// One request as the caller gave it, before it is addressed to a connect target.
+struct Outgoing<'a> {
+    url: &'a str,
+    method: Method,
+    /// The `host` header (the URL's authority, whichever address is connected to).
+    authority: Option<&'a Authority>,
+    /// Whether the body is JSON (the caller gave one).
+    json: bool,
+    body: Full<Bytes>,
+    headers: Vec<(HeaderName, HeaderValue)>,
+}
+
+impl Outgoing<'_> {
+    /// The request addressed to `target`.
+    fn to(&self, target: Uri) -> Result<Request<Full<Bytes>>, Error> {
+        let mut builder = Request::builder()
+            .method(self.method.clone())
+            .uri(target)
+            .header(ACCEPT, HeaderValue::from_static("application/json, */*"));
+        if let Some(authority) = self.authority {
+            builder = builder.header(HOST, authority.as_str());
+        }
+        if self.json {
+            builder = builder.header(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        }
+        for (name, value) in &self.headers {
+            builder = builder.header(name, value);
+        }
+        builder
+            .body(self.body.clone())
+            .map_err(|err| Error::InvalidUrl { url: self.url.to_owned(), reason: err.to_string() })
+    }
+}
+
+/// The caller's extra headers as sensitive header values; a name or value that is not valid HTTP is an
+/// [`Error::InvalidUrl`] naming the header, without its value.
+fn parse_headers(url: &str, headers: &[(&str, &str)]) -> Result<Vec<(HeaderName, HeaderValue)>, Error> {
+    let mut res = Vec::with_capacity(headers.len());
+    for (name, value) in headers {
+        let invalid = || Error::InvalidUrl { url: url.to_owned(), reason: format!("invalid value for header {name}") };
+        let name = HeaderName::from_bytes(name.as_bytes()).map_err(|_| invalid())?;
+        let mut value = HeaderValue::from_str(value).map_err(|_| invalid())?;
+        value.set_sensitive(true);
+        res.push((name, value));
+    }
+    Ok(res)
+}
+
+/// The response body: with `cap`, its first `cap` bytes (the rest is left unread); without, all of it up to
+/// [`MAX_RESPONSE_BYTES`].
+async fn read_body(url: &str, body: Incoming, cap: Option<usize>) -> Result<Vec<u8>, Error> {
+    if let Some(cap) = cap {
+        return read_prefix(url, body, cap).await;
+    }
+    let body = Limited::new(body, MAX_RESPONSE_BYTES)
+        .collect()
+        .await
+        .map_err(|err| Error::Body { url: url.to_owned(), reason: chain(&*err) })?
+        .to_bytes();
+    Ok(body.to_vec())
+}
+
+/// At most the first `cap` bytes of `body`, reading no further frame once they are in.
+async fn read_prefix(url: &str, mut body: Incoming, cap: usize) -> Result<Vec<u8>, Error> {
+    let mut read = Vec::new();
+    while read.len() < cap {
+        match body.frame().await {
+            Some(Ok(frame)) => {
+                if let Ok(data) = frame.into_data() {
+                    let take = data.len().min(cap - read.len());
+                    read.extend_from_slice(&data[..take]);
+                }
+            }
+            Some(Err(err)) => return Err(Error::Body { url: url.to_owned(), reason: chain(&err) }),
+            None => break,
+        }
+    }
+    Ok(read)
 }
 
 pub(crate) fn parse_url(url: &str) -> Result<Uri, Error> {

@@ -131,6 +131,14 @@ enum Watch {
     Daemons(ProcCgroup),
 }
 
+/// A child just spawned, before the actor takes it on.
+struct Spawned {
+    watch: Watch,
+    pid: u32,
+    run_dir: std::path::PathBuf,
+    cgroup: Option<ProcCgroup>,
+}
+
 /// How a run ended.
 struct ExitInfo {
     code: Option<i32>,
@@ -321,94 +329,12 @@ impl Actor {
     }
 
     async fn begin(&mut self, begin: Begin) {
-        let entry = &self.entry;
-        if !entry.config.enabled {
-            // Disabled while a monitor was stopping it (and was killed meanwhile): finish the stop rather than
-            // leave it running unsupervised.
-            let live = matches!(begin, Begin::MonitorStart { .. }).then(|| pm_registry::proc::live_pid_of(entry));
-            if let Some(pid) = live.flatten() {
-                self.adopt(Process::new(pid, self.entry.pid_start_time));
-                self.stop_child(ProcessState::Disabled).await;
-                return;
-            }
-            self.entry.state = ProcessState::Disabled;
-            self.entry.pid = None;
-            self.entry.waiting_for.clear();
-            self.entry.waiting_since = None;
-            self.publish();
+        if !self.entry.config.enabled {
+            self.begin_disabled(begin).await;
             return;
         }
         if let Begin::MonitorStart { boot } = begin {
-            if let Some(pid) = pm_registry::proc::live_pid_of(entry) {
-                if entry.config.partner && self.partner_stopping(pid).await {
-                    self.entry.pid = None;
-                    self.entry.last_error = Some(format!("partner (pid {pid}) was shutting down; not adopted"));
-                    self.entry.state = ProcessState::Stopped;
-                    self.publish();
-                    return;
-                }
-                let entry = &self.entry;
-                let was_stopping = entry.state == ProcessState::Stopping;
-                // Its startup check had not passed yet: it is not healthy until it does (dependents wait).
-                let resume_startup = entry.state == ProcessState::Starting;
-                self.adopt_with(Process::new(pid, entry.pid_start_time), resume_startup);
-                if was_stopping {
-                    self.stop_child(ProcessState::Stopped).await;
-                }
-                return;
-            }
-            if self.entry.state == ProcessState::Starting && self.entry.waiting_since.is_some() {
-                // It was waiting for its dependencies (never spawned): wait on.
-                let since = self.entry.waiting_since;
-                self.entry.pid = None;
-                self.wait_for_dependencies(since);
-                return;
-            }
-            self.entry.waiting_for.clear();
-            self.entry.waiting_since = None;
-            match self.entry.state {
-                ProcessState::Starting | ProcessState::Running | ProcessState::Crashed => {
-                    self.entry.pid = None;
-                    self.entry.last_stopped_at = Some(Timestamp::now());
-                    self.entry.last_error = Some("exited while the monitor was not running".to_owned());
-                    if self.entry.config.restart_policy().restart_on != RestartOn::Always {
-                        // A job under `failure`/`never` may have finished: with its exit code unknown, it is not
-                        // run again.
-                        self.entry.last_error =
-                            Some("exited while the monitor was not running (exit code unknown)".to_owned());
-                        self.entry.state = ProcessState::Stopped;
-                        self.publish();
-                        return;
-                    }
-                    self.entry.state = ProcessState::Crashed;
-                    self.schedule_restart();
-                    return;
-                }
-                // At a boot (the last monitor stopped cleanly) a wait for a retry is not carried on: the process
-                // starts only if it is autostart (an older monitor left `retrying` in the file at a clean stop).
-                ProcessState::Retrying if boot => self.entry.state = ProcessState::Stopped,
-                ProcessState::Retrying => {
-                    self.entry.pid = None;
-                    self.schedule_retry_at_current_attempt();
-                    return;
-                }
-                ProcessState::Stopping => {
-                    self.entry.pid = None;
-                    self.entry.state = ProcessState::Stopped;
-                }
-                ProcessState::Disabled => self.entry.state = ProcessState::Stopped,
-                ProcessState::Stopped | ProcessState::Failed => {}
-            }
-            self.entry.pid = None;
-            // Registered while no monitor ran and never run since. An adopted process (a partner found running)
-            // has no start time of ours, but once it ran and stopped here it has a stop time: stopped stays stopped.
-            let never_started = self.entry.last_started_at.is_none() && self.entry.last_stopped_at.is_none();
-            if self.entry.config.autostart && (boot || never_started) {
-                self.entry.restart_attempts = 0;
-                let _ = self.spawn_or_wait().await;
-            } else {
-                self.publish();
-            }
+            self.begin_at_monitor_start(boot).await;
             return;
         }
         if self.entry.config.autostart {
@@ -416,6 +342,116 @@ impl Actor {
         } else {
             self.publish();
         }
+    }
+
+    /// A disabled process is `disabled`. One that still runs at monitor start was disabled while a monitor was
+    /// stopping it (and that monitor was killed meanwhile): the stop is finished rather than the process left
+    /// running unsupervised.
+    async fn begin_disabled(&mut self, begin: Begin) {
+        let entry = &self.entry;
+        let live = matches!(begin, Begin::MonitorStart { .. }).then(|| pm_registry::proc::live_pid_of(entry));
+        if let Some(pid) = live.flatten() {
+            self.adopt(Process::new(pid, self.entry.pid_start_time));
+            self.stop_child(ProcessState::Disabled).await;
+            return;
+        }
+        self.entry.state = ProcessState::Disabled;
+        self.entry.pid = None;
+        self.entry.waiting_for.clear();
+        self.entry.waiting_since = None;
+        self.publish();
+    }
+
+    /// The monitor is starting (`boot`: after a clean stop): a process still running is adopted, a wait for
+    /// dependencies goes on, the state recorded for one that no longer runs is carried on, and one at rest is
+    /// started if it is autostart and this is a boot or it never ran.
+    async fn begin_at_monitor_start(&mut self, boot: bool) {
+        if let Some(pid) = pm_registry::proc::live_pid_of(&self.entry) {
+            self.resume_live(pid).await;
+            return;
+        }
+        if self.entry.state == ProcessState::Starting && self.entry.waiting_since.is_some() {
+            // It was waiting for its dependencies (never spawned): wait on.
+            let since = self.entry.waiting_since;
+            self.entry.pid = None;
+            self.wait_for_dependencies(since);
+            return;
+        }
+        self.entry.waiting_for.clear();
+        self.entry.waiting_since = None;
+        if !self.carry_on_recorded_state(boot) {
+            return;
+        }
+        self.entry.pid = None;
+        // Registered while no monitor ran and never run since. An adopted process (a partner found running)
+        // has no start time of ours, but once it ran and stopped here it has a stop time: stopped stays stopped.
+        let never_started = self.entry.last_started_at.is_none() && self.entry.last_stopped_at.is_none();
+        if self.entry.config.autostart && (boot || never_started) {
+            self.entry.restart_attempts = 0;
+            let _ = self.spawn_or_wait().await;
+        } else {
+            self.publish();
+        }
+    }
+
+    /// The process `pid` still runs at monitor start: adopted (and its stop finished if one was under way), unless
+    /// it is a partner monitor shutting down.
+    async fn resume_live(&mut self, pid: u32) {
+        if self.entry.config.partner && self.partner_stopping(pid).await {
+            self.entry.pid = None;
+            self.entry.last_error = Some(format!("partner (pid {pid}) was shutting down; not adopted"));
+            self.entry.state = ProcessState::Stopped;
+            self.publish();
+            return;
+        }
+        let entry = &self.entry;
+        let was_stopping = entry.state == ProcessState::Stopping;
+        // Its startup check had not passed yet: it is not healthy until it does (dependents wait).
+        let resume_startup = entry.state == ProcessState::Starting;
+        self.adopt_with(Process::new(pid, entry.pid_start_time), resume_startup);
+        if was_stopping {
+            self.stop_child(ProcessState::Stopped).await;
+        }
+    }
+
+    /// Carries on the state recorded for a process that no longer runs at monitor start: a run cut short is a
+    /// crash (restarted only under `restartOn: always`), a wait for a retry goes on (not at a `boot`), a stop
+    /// under way is done. `true` when the process is now at rest and autostart decides.
+    fn carry_on_recorded_state(&mut self, boot: bool) -> bool {
+        match self.entry.state {
+            ProcessState::Starting | ProcessState::Running | ProcessState::Crashed => {
+                self.entry.pid = None;
+                self.entry.last_stopped_at = Some(Timestamp::now());
+                self.entry.last_error = Some("exited while the monitor was not running".to_owned());
+                if self.entry.config.restart_policy().restart_on != RestartOn::Always {
+                    // A job under `failure`/`never` may have finished: with its exit code unknown, it is not
+                    // run again.
+                    self.entry.last_error =
+                        Some("exited while the monitor was not running (exit code unknown)".to_owned());
+                    self.entry.state = ProcessState::Stopped;
+                    self.publish();
+                    return false;
+                }
+                self.entry.state = ProcessState::Crashed;
+                self.schedule_restart();
+                return false;
+            }
+            // At a boot (the last monitor stopped cleanly) a wait for a retry is not carried on: the process
+            // starts only if it is autostart (an older monitor left `retrying` in the file at a clean stop).
+            ProcessState::Retrying if boot => self.entry.state = ProcessState::Stopped,
+            ProcessState::Retrying => {
+                self.entry.pid = None;
+                self.schedule_retry_at_current_attempt();
+                return false;
+            }
+            ProcessState::Stopping => {
+                self.entry.pid = None;
+                self.entry.state = ProcessState::Stopped;
+            }
+            ProcessState::Disabled => self.entry.state = ProcessState::Stopped,
+            ProcessState::Stopped | ProcessState::Failed => {}
+        }
+        true
     }
 
     async fn handle(&mut self, cmd: Cmd) {
@@ -448,26 +484,7 @@ impl Actor {
                 self.publish();
                 let _ = reply.send(Ok(()));
             }
-            Cmd::UpdateConfig(config, base) => {
-                let mut config = *config;
-                let base = base.unwrap_or(self.config_rev);
-                let enabled =
-                    if base.enabled == self.config_rev.enabled { config.enabled } else { self.entry.config.enabled };
-                if base.autostart != self.config_rev.autostart {
-                    config.autostart = self.entry.config.autostart;
-                }
-                config.enabled = self.entry.config.enabled;
-                if config.aliveness_check != self.entry.config.aliveness_check {
-                    // Failures of the old check (a partner that moved to another port, say) do not count
-                    // against the new one.
-                    self.entry.consecutive_failures = 0;
-                }
-                self.entry.config = config;
-                if enabled != self.entry.config.enabled {
-                    self.set_enabled(enabled).await;
-                }
-                self.publish();
-            }
+            Cmd::UpdateConfig(config, base) => self.update_config(*config, base).await,
             Cmd::Adopt(process) => {
                 if self.child.is_none() && process.is_running() {
                     self.retry_at = None;
@@ -488,17 +505,41 @@ impl Actor {
                     let _ = self.spawn_now().await;
                 }
             }
-            Cmd::DepsFailed { gen, reason } => {
-                if gen == self.wait_gen && self.is_waiting() {
-                    tracing::warn!(process = %self.entry.config.id, "{reason}");
-                    self.entry.waiting_for.clear();
-                    self.entry.waiting_since = None;
-                    self.entry.last_error = Some(reason);
-                    self.entry.state = ProcessState::Failed;
-                    self.publish();
-                }
-            }
+            Cmd::DepsFailed { gen, reason } => self.on_dependencies_failed(gen, reason),
             Cmd::Shutdown { .. } => unreachable!("handled in run"),
+        }
+    }
+
+    /// A configuration read from the registry (see [`Cmd::UpdateConfig`]): `enabled` and `autostart` keep the
+    /// task's value where the task changed them after `base`; a change of `enabled` takes effect at once.
+    async fn update_config(&mut self, mut config: ProcessConfig, base: Option<ConfigRevs>) {
+        let base = base.unwrap_or(self.config_rev);
+        let enabled = if base.enabled == self.config_rev.enabled { config.enabled } else { self.entry.config.enabled };
+        if base.autostart != self.config_rev.autostart {
+            config.autostart = self.entry.config.autostart;
+        }
+        config.enabled = self.entry.config.enabled;
+        if config.aliveness_check != self.entry.config.aliveness_check {
+            // Failures of the old check (a partner that moved to another port, say) do not count
+            // against the new one.
+            self.entry.consecutive_failures = 0;
+        }
+        self.entry.config = config;
+        if enabled != self.entry.config.enabled {
+            self.set_enabled(enabled).await;
+        }
+        self.publish();
+    }
+
+    /// Wait `gen` for dependencies failed: `failed` with `reason` (a stale wait is ignored).
+    fn on_dependencies_failed(&mut self, gen: u64, reason: String) {
+        if gen == self.wait_gen && self.is_waiting() {
+            tracing::warn!(process = %self.entry.config.id, "{reason}");
+            self.entry.waiting_for.clear();
+            self.entry.waiting_since = None;
+            self.entry.last_error = Some(reason);
+            self.entry.state = ProcessState::Failed;
+            self.publish();
         }
     }
 
@@ -809,140 +850,177 @@ impl Actor {
     async fn spawn_now(&mut self) -> Result<(), String> {
         if self.entry.config.partner {
             if let Some(partner) = self.shared.live_partner(&self.entry.config.id) {
-                let pid = partner.pid;
-                if self.partner_stopping(pid).await {
-                    // Shutting down (a `--stop` or a self-restart): adopting it would take its exit for a crash
-                    // and undo the stop. Left alone; a partner that comes back is adopted by the partner check.
-                    tracing::info!(process = %self.entry.config.id, pid, "the partner is shutting down; not adopted");
-                    self.retry_at = None;
-                    self.entry.pid = None;
-                    self.entry.last_error = Some(format!("partner (pid {pid}) was shutting down; not adopted"));
-                    self.entry.state = ProcessState::Stopped;
-                    self.publish();
-                    return Ok(());
-                }
-                self.adopt(partner);
+                self.adopt_live_partner(partner).await;
                 return Ok(());
             }
         }
-        let checked = if self.entry.config.untrusted {
-            let policy = self.shared.exec_policy.read().expect("exec policy").clone();
-            match crate::execcheck::check(&self.entry.config.command, &policy) {
-                Ok(checked) => Some(checked),
-                Err(reason) => {
-                    tracing::warn!(process = %self.entry.config.id, "not started: {reason}");
-                    self.retry_at = None;
-                    self.entry.pid = None;
-                    self.set_error(&reason);
-                    self.entry.state = ProcessState::Failed;
-                    self.publish();
-                    return Err(reason);
-                }
-            }
-        } else {
-            None
-        };
+        let checked = self.check_untrusted_executable()?;
         let now = Timestamp::now();
         let keep_runs = self.entry.config.keep_runs_or(self.shared.keep_runs);
-        let cgroup_dir = self.cgroup_dir();
-        let res = self
-            .shared
-            .containment
-            .check_limits(&self.entry.config)
-            .map_err(|err| std::io::Error::other(err.to_string()))
-            .and_then(|()| {
-                let reuse = std::mem::take(&mut self.cgroup_reusable);
-                cgroup_dir.as_deref().map(|dir| ProcCgroup::prepare(dir, &self.entry.config, reuse)).transpose()
-            })
-            .and_then(|prepared| {
-                let run_dir = self
-                    .shared
-                    .paths
-                    .new_run_dir(&self.entry.config.id, now)
-                    .map_err(|err| std::io::Error::other(format!("cannot create log folder: {err}")))?;
-                Ok((prepared, run_dir))
-            })
-            .and_then(|(prepared, run_dir)| {
-                use std::os::fd::AsRawFd;
-                let ctx = SpawnContext {
-                    default_cwd: &self.shared.default_cwd,
-                    run_dir: &run_dir,
-                    extra_env: &self.shared.extra_env,
-                    owner: &self.shared.owner,
-                    cgroup_procs: prepared.as_ref().map(|prepared| prepared.procs.as_raw_fd()),
-                    checked: checked.as_ref(),
-                };
-                // Held across the spawn: the reaper of re-parented strays must not take this child for one.
-                let mut owned = self.shared.owned.lock().expect("owned lock");
-                let res = match &prepared {
-                    // Cloned straight into its cgroup; where the kernel cannot, and for an untrusted registration
-                    // (executed from its checked descriptor), moved there before it executes.
-                    Some(prepared) if ctx.checked.is_none() && !self.entry.config.untrusted => {
-                        match spawn::spawn_into_cgroup(&self.entry.config, &ctx, prepared.dir.as_raw_fd()) {
-                            Err(err) if err.kind() == std::io::ErrorKind::Unsupported => {
-                                spawn::spawn(&self.entry.config, &ctx).map(Watch::Own)
-                            }
-                            res => res.map(Watch::Forked),
-                        }
-                    }
-                    _ => spawn::spawn(&self.entry.config, &ctx).map(Watch::Own),
-                };
-                let res = res.map(|watch| {
-                    let pid = match &watch {
-                        Watch::Own(child) => child.id().unwrap_or(0),
-                        Watch::Forked(forked) => forked.pid,
-                        _ => 0,
-                    };
-                    owned.insert(pid);
-                    (watch, pid)
-                });
-                drop(owned);
-                let cgroup = prepared.map(|prepared| prepared.cgroup);
-                res.map(|(watch, pid)| (watch, pid, run_dir.clone(), cgroup.clone())).inspect_err(|_| {
-                    // Nothing ran: the folder (two empty log files) would only push real runs out, and the cgroup
-                    // would outlive the process.
-                    let _ = std::fs::remove_dir_all(&run_dir);
-                    if let Some(cgroup) = &cgroup {
-                        let _ = std::fs::remove_dir(&cgroup.dir);
-                    }
-                })
-            });
+        let res = self.launch(now, checked.as_ref());
         self.entry.last_started_at = Some(now);
         match res {
-            Ok((watch, pid, run_dir, cgroup)) => {
-                // Old run folders go after the child runs, off this task.
-                let paths = self.shared.paths.clone();
-                let (id, newest) = (self.entry.config.id.clone(), run_dir.clone());
-                tokio::task::spawn_blocking(move || {
-                    if let Err(err) = paths.prune_run_dirs(&id, keep_runs, &newest) {
-                        tracing::warn!(process = %id, "cannot remove old log folders: {err}");
-                    }
-                });
-                tracing::info!(process = %self.entry.config.id, pid, "started");
-                self.entry.pid = Some(pid);
-                self.entry.pid_start_time = pm_registry::proc::start_time(pid);
-                self.entry.consecutive_failures = 0;
-                self.child = Some(Child { pid, watch, run_dir: Some(run_dir), cgroup });
-                self.schedule_rotation();
-                self.schedule_memory();
-                self.watch_logs();
-                self.running_since = Some(std::time::Instant::now());
-                self.enter_startup_or_running(self.startup_check());
-            }
-            Err(err) => {
-                tracing::warn!(process = %self.entry.config.id, "{err}");
-                self.entry.pid = None;
-                self.set_error(&err.to_string());
-                self.entry.state = ProcessState::Crashed;
-                self.schedule_restart();
-                // A spawn that failed will not succeed a moment later: whatever the backoff says, wait a little,
-                // so that a zero delay cannot turn into a busy loop.
-                if let Some(at) = self.retry_at.as_mut() {
-                    *at = (*at).max(Instant::now() + SPAWN_FAILURE_PAUSE);
-                }
-            }
+            Ok(spawned) => self.on_spawned(spawned, keep_runs),
+            Err(err) => self.on_spawn_failed(&err),
         }
         Ok(())
+    }
+
+    /// A partner monitor found running instead of spawned: adopted, unless it is shutting down.
+    async fn adopt_live_partner(&mut self, partner: Process) {
+        let pid = partner.pid;
+        if self.partner_stopping(pid).await {
+            // Shutting down (a `--stop` or a self-restart): adopting it would take its exit for a crash
+            // and undo the stop. Left alone; a partner that comes back is adopted by the partner check.
+            tracing::info!(process = %self.entry.config.id, pid, "the partner is shutting down; not adopted");
+            self.retry_at = None;
+            self.entry.pid = None;
+            self.entry.last_error = Some(format!("partner (pid {pid}) was shutting down; not adopted"));
+            self.entry.state = ProcessState::Stopped;
+            self.publish();
+            return;
+        }
+        self.adopt(partner);
+    }
+
+    /// For an untrusted registration, its executable checked against the whitelist and blacklist now (the file
+    /// to run from); one that no longer passes leaves the process `failed` with the reason, which is the error.
+    fn check_untrusted_executable(&mut self) -> Result<Option<crate::execcheck::Checked>, String> {
+        if !self.entry.config.untrusted {
+            return Ok(None);
+        }
+        let policy = self.shared.exec_policy.read().expect("exec policy").clone();
+        match crate::execcheck::check(&self.entry.config.command, &policy) {
+            Ok(checked) => Ok(Some(checked)),
+            Err(reason) => {
+                tracing::warn!(process = %self.entry.config.id, "not started: {reason}");
+                self.retry_at = None;
+                self.entry.pid = None;
+                self.set_error(&reason);
+                self.entry.state = ProcessState::Failed;
+                self.publish();
+                Err(reason)
+            }
+        }
+    }
+
+    /// Makes the child's cgroup (with containment) and its run folder for a run started `now`, and spawns it.
+    fn launch(&mut self, now: Timestamp, checked: Option<&crate::execcheck::Checked>) -> std::io::Result<Spawned> {
+        let cgroup_dir = self.cgroup_dir();
+        self.shared
+            .containment
+            .check_limits(&self.entry.config)
+            .map_err(|err| std::io::Error::other(err.to_string()))?;
+        let reuse = std::mem::take(&mut self.cgroup_reusable);
+        let prepared =
+            cgroup_dir.as_deref().map(|dir| ProcCgroup::prepare(dir, &self.entry.config, reuse)).transpose()?;
+        let run_dir = self
+            .shared
+            .paths
+            .new_run_dir(&self.entry.config.id, now)
+            .map_err(|err| std::io::Error::other(format!("cannot create log folder: {err}")))?;
+        self.spawn_child(prepared, run_dir, checked)
+    }
+
+    /// Spawns the child logging into `run_dir`, in its `prepared` cgroup if any, known as ours across the spawn;
+    /// when it cannot start, the run folder and the cgroup are removed again.
+    fn spawn_child(
+        &self,
+        prepared: Option<crate::cgroup::Prepared>,
+        run_dir: std::path::PathBuf,
+        checked: Option<&crate::execcheck::Checked>,
+    ) -> std::io::Result<Spawned> {
+        use std::os::fd::AsRawFd;
+        let ctx = SpawnContext {
+            default_cwd: &self.shared.default_cwd,
+            run_dir: &run_dir,
+            extra_env: &self.shared.extra_env,
+            owner: &self.shared.owner,
+            cgroup_procs: prepared.as_ref().map(|prepared| prepared.procs.as_raw_fd()),
+            checked,
+        };
+        // Held across the spawn: the reaper of re-parented strays must not take this child for one.
+        let mut owned = self.shared.owned.lock().expect("owned lock");
+        let res = self.spawn_watch(&ctx, prepared.as_ref()).map(|watch| {
+            let pid = match &watch {
+                Watch::Own(child) => child.id().unwrap_or(0),
+                Watch::Forked(forked) => forked.pid,
+                _ => 0,
+            };
+            owned.insert(pid);
+            (watch, pid)
+        });
+        drop(owned);
+        let cgroup = prepared.map(|prepared| prepared.cgroup);
+        res.map(|(watch, pid)| Spawned { watch, pid, run_dir: run_dir.clone(), cgroup: cgroup.clone() }).inspect_err(
+            |_| {
+                // Nothing ran: the folder (two empty log files) would only push real runs out, and the cgroup
+                // would outlive the process.
+                let _ = std::fs::remove_dir_all(&run_dir);
+                if let Some(cgroup) = &cgroup {
+                    let _ = std::fs::remove_dir(&cgroup.dir);
+                }
+            },
+        )
+    }
+
+    /// The spawn itself: cloned straight into its cgroup; where the kernel cannot, and for an untrusted
+    /// registration (executed from its checked descriptor), moved there before it executes.
+    fn spawn_watch(
+        &self,
+        ctx: &SpawnContext<'_>,
+        prepared: Option<&crate::cgroup::Prepared>,
+    ) -> std::io::Result<Watch> {
+        use std::os::fd::AsRawFd;
+        match prepared {
+            Some(prepared) if ctx.checked.is_none() && !self.entry.config.untrusted => {
+                match spawn::spawn_into_cgroup(&self.entry.config, ctx, prepared.dir.as_raw_fd()) {
+                    Err(err) if err.kind() == std::io::ErrorKind::Unsupported => {
+                        spawn::spawn(&self.entry.config, ctx).map(Watch::Own)
+                    }
+                    res => res.map(Watch::Forked),
+                }
+            }
+            _ => spawn::spawn(&self.entry.config, ctx).map(Watch::Own),
+        }
+    }
+
+    /// The child runs: old run folders go (beyond `keep_runs`), and it is `starting` or `running`.
+    fn on_spawned(&mut self, spawned: Spawned, keep_runs: usize) {
+        let Spawned { watch, pid, run_dir, cgroup } = spawned;
+        // Old run folders go after the child runs, off this task.
+        let paths = self.shared.paths.clone();
+        let (id, newest) = (self.entry.config.id.clone(), run_dir.clone());
+        tokio::task::spawn_blocking(move || {
+            if let Err(err) = paths.prune_run_dirs(&id, keep_runs, &newest) {
+                tracing::warn!(process = %id, "cannot remove old log folders: {err}");
+            }
+        });
+        tracing::info!(process = %self.entry.config.id, pid, "started");
+        self.entry.pid = Some(pid);
+        self.entry.pid_start_time = pm_registry::proc::start_time(pid);
+        self.entry.consecutive_failures = 0;
+        self.child = Some(Child { pid, watch, run_dir: Some(run_dir), cgroup });
+        self.schedule_rotation();
+        self.schedule_memory();
+        self.watch_logs();
+        self.running_since = Some(std::time::Instant::now());
+        self.enter_startup_or_running(self.startup_check());
+    }
+
+    /// The child could not start: a crash, with the reason kept and at least [`SPAWN_FAILURE_PAUSE`] before the
+    /// next attempt.
+    fn on_spawn_failed(&mut self, err: &std::io::Error) {
+        tracing::warn!(process = %self.entry.config.id, "{err}");
+        self.entry.pid = None;
+        self.set_error(&err.to_string());
+        self.entry.state = ProcessState::Crashed;
+        self.schedule_restart();
+        // A spawn that failed will not succeed a moment later: whatever the backoff says, wait a little,
+        // so that a zero delay cannot turn into a busy loop.
+        if let Some(at) = self.retry_at.as_mut() {
+            *at = (*at).max(Instant::now() + SPAWN_FAILURE_PAUSE);
+        }
     }
 
     /// Keeps `reason` as `lastError`, with control characters escaped (it reaches logs and terminals).
@@ -1059,26 +1137,7 @@ impl Actor {
         let Some(child) = self.child.take() else { return };
         let pid = Some(child.pid);
         self.shared.owned.lock().expect("owned lock").remove(&child.pid);
-        if let Some(cgroup) = child.cgroup.as_ref().filter(|_| self.entry.config.track_daemonized_children) {
-            if info.code == Some(0) && !matches!(child.watch, Watch::Daemons(_)) && cgroup.populated() {
-                // The leader forked a daemon and returned: the process runs on as its cgroup's members.
-                if let Some(Process { pid: member, start_time }) = cgroup.first_member() {
-                    tracing::info!(process = %self.entry.config.id, pid = member, "leader exited 0; tracking its daemonized children");
-                    self.entry.last_exit_code = Some(0);
-                    self.entry.pid = Some(member);
-                    self.entry.pid_start_time = start_time;
-                    let cgroup = cgroup.clone();
-                    self.child = Some(Child {
-                        pid: member,
-                        watch: Watch::Daemons(cgroup.clone()),
-                        run_dir: child.run_dir,
-                        cgroup: Some(cgroup),
-                    });
-                    self.publish();
-                    return;
-                }
-            }
-        }
+        let Some(child) = self.follow_daemonized_children(child, &info) else { return };
         self.cancel_check();
         self.reset_at = None;
         self.memory_at = None;
@@ -1091,45 +1150,9 @@ impl Actor {
         };
         // Read before the leftovers are killed: the kill does not count as the kernel's OOM kill.
         let oom = child.cgroup.as_ref().and_then(ProcCgroup::oom_error);
-        // Orphans of the leader would otherwise outlive it (and hold its ports).
-        if let Some(pgid) = pid {
-            if os::group_exists(pgid) {
-                os::signal_group(pgid, libc::SIGKILL);
-            }
-        }
-        // The owner key is for stops only: an exit kills the group (and what is left in the cgroup), as without
-        // containment.
-        if let Some(cgroup) = &child.cgroup {
-            self.cgroup_reusable = cgroup.kill_leftovers(KILL_WAIT).await;
-        }
-        let restart_on = self.entry.config.restart_policy.as_ref().map(|policy| policy.restart_on).unwrap_or_default();
-        match (restart_on, info.code, info.signal) {
-            (RestartOn::Failure | RestartOn::Never, Some(0), _) => {
-                // A job that finished: done, not a crash.
-                tracing::info!(process = %self.entry.config.id, pid, "completed (exit code 0)");
-                self.entry.last_error = None;
-                self.entry.state = ProcessState::Stopped;
-                self.publish();
-                return;
-            }
-            (RestartOn::Failure | RestartOn::Never, None, None) => {
-                // An adopted process: its exit code is not known, so it is neither restarted nor counted as done.
-                self.entry.last_error = Some("exited (exit code unknown: adopted after a monitor restart)".to_owned());
-                self.entry.state = ProcessState::Stopped;
-                self.publish();
-                return;
-            }
-            (RestartOn::Never, _, _) => {
-                tracing::warn!(process = %self.entry.config.id, pid, "{how}; not restarted (restartOn never)");
-                self.set_error(&format!("process {how} (restartOn never)"));
-                if let Some(oom) = &oom {
-                    self.set_error(oom);
-                }
-                self.entry.state = ProcessState::Failed;
-                self.publish();
-                return;
-            }
-            _ => {}
+        self.kill_remains_of(&child).await;
+        if self.ended_without_restart(&info, pid, &how, oom.as_deref()) {
+            return;
         }
         tracing::warn!(process = %self.entry.config.id, pid, "{how}");
         self.set_error(&format!("process {how}"));
@@ -1139,6 +1162,76 @@ impl Actor {
         self.entry.state = ProcessState::Crashed;
         self.publish();
         self.schedule_restart();
+    }
+
+    /// With `trackDaemonizedChildren`, a leader that exited 0 leaving members in its cgroup forked a daemon and
+    /// returned: the process runs on as those members, now watched (`None`). Otherwise the exited `child` back.
+    fn follow_daemonized_children(&mut self, child: Child, info: &ExitInfo) -> Option<Child> {
+        let Some(cgroup) = child.cgroup.as_ref().filter(|_| self.entry.config.track_daemonized_children) else {
+            return Some(child);
+        };
+        if info.code != Some(0) || matches!(child.watch, Watch::Daemons(_)) || !cgroup.populated() {
+            return Some(child);
+        }
+        let Some(Process { pid: member, start_time }) = cgroup.first_member() else { return Some(child) };
+        tracing::info!(process = %self.entry.config.id, pid = member, "leader exited 0; tracking its daemonized children");
+        self.entry.last_exit_code = Some(0);
+        self.entry.pid = Some(member);
+        self.entry.pid_start_time = start_time;
+        let cgroup = cgroup.clone();
+        self.child = Some(Child {
+            pid: member,
+            watch: Watch::Daemons(cgroup.clone()),
+            run_dir: child.run_dir,
+            cgroup: Some(cgroup),
+        });
+        self.publish();
+        None
+    }
+
+    /// Kills what is left of an exited child: its process group, and whatever remains in its cgroup.
+    async fn kill_remains_of(&mut self, child: &Child) {
+        // Orphans of the leader would otherwise outlive it (and hold its ports).
+        let pgid = child.pid;
+        if os::group_exists(pgid) {
+            os::signal_group(pgid, libc::SIGKILL);
+        }
+        // The owner key is for stops only: an exit kills the group (and what is left in the cgroup), as without
+        // containment.
+        if let Some(cgroup) = &child.cgroup {
+            self.cgroup_reusable = cgroup.kill_leftovers(KILL_WAIT).await;
+        }
+    }
+
+    /// Ends the process without a restart where `restartOn` says an exit is not a crash: a job done (`stopped`), an
+    /// adopted process with its exit code unknown (`stopped`), or any exit under `never` (`failed`). `how` says how
+    /// it exited, `oom` the out-of-memory kill if there was one (`pid`: the leader, for the log). `false` when the exit is a crash.
+    fn ended_without_restart(&mut self, info: &ExitInfo, pid: Option<u32>, how: &str, oom: Option<&str>) -> bool {
+        let restart_on = self.entry.config.restart_policy.as_ref().map(|policy| policy.restart_on).unwrap_or_default();
+        match (restart_on, info.code, info.signal) {
+            (RestartOn::Failure | RestartOn::Never, Some(0), _) => {
+                // A job that finished: done, not a crash.
+                tracing::info!(process = %self.entry.config.id, pid, "completed (exit code 0)");
+                self.entry.last_error = None;
+                self.entry.state = ProcessState::Stopped;
+            }
+            (RestartOn::Failure | RestartOn::Never, None, None) => {
+                // An adopted process: its exit code is not known, so it is neither restarted nor counted as done.
+                self.entry.last_error = Some("exited (exit code unknown: adopted after a monitor restart)".to_owned());
+                self.entry.state = ProcessState::Stopped;
+            }
+            (RestartOn::Never, _, _) => {
+                tracing::warn!(process = %self.entry.config.id, pid, "{how}; not restarted (restartOn never)");
+                self.set_error(&format!("process {how} (restartOn never)"));
+                if let Some(oom) = oom {
+                    self.set_error(oom);
+                }
+                self.entry.state = ProcessState::Failed;
+            }
+            _ => return false,
+        }
+        self.publish();
+        true
     }
 
     fn record_exit(&mut self, info: &ExitInfo) {

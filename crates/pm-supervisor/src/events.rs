@@ -4,6 +4,7 @@
 //! The actor calls [`changes`] from its one publishing point, so every state it publishes yields its event in
 //! order; publishing never waits (the bus is a ring, hooks run on tasks of their own).
 
+use std::collections::HashSet;
 use std::process::Stdio;
 use std::sync::Arc;
 use std::time::Duration;
@@ -161,10 +162,54 @@ fn run_hook(shared: &Shared, config: &ProcessConfig, hook: &StateChangeHook, eve
     };
     let program = checked.as_ref().map_or(program, |checked| checked.path.clone());
     let json = serde_json::to_string(&event).unwrap_or_default();
-    let mut command = tokio::process::Command::new(&program);
+    let mut command = hook_command(shared, config, hook, &program, &cwd);
+    for (key, value) in hook_env(&event, &json) {
+        command.env(key, value);
+    }
+    if let Some(checked) = &checked {
+        if exec_from_checked(&mut command, shared, checked, &program, hook, &hook_env(&event, &json)).is_none() {
+            tracing::warn!(process = %id, "onStateChange hook not run: an argument or variable holds NUL");
+            return;
+        }
+    }
+    let run = HookRun {
+        id,
+        command_name: hook.command.clone(),
+        timeout: Duration::from_millis(hook.timeout_ms.unwrap_or(StateChangeHook::DEFAULT_TIMEOUT_MS)),
+        json,
+    };
+    let owned = shared.owned.clone();
+    tokio::spawn(async move {
+        let _permit = permit;
+        let spawned = spawn_owned(&owned, &mut command);
+        // The checked descriptor must stay open until the child has exec'd from it.
+        drop(checked);
+        let child = match spawned {
+            Ok(child) => child,
+            Err(err) => {
+                tracing::warn!(process = %run.id, hook = %run.command_name, "onStateChange hook cannot start: {err}");
+                return;
+            }
+        };
+        let _forget = ForgetOwned(owned, child.id());
+        run.supervise(child).await;
+    });
+}
+
+/// The hook's command before its `PM_EVENT_*` variables: no stdin/stdout/stderr inherited, a process group of its
+/// own, killed on drop, and the monitor's extra variables without the markers of a managed process (and without
+/// those hidden from untrusted registrations).
+fn hook_command(
+    shared: &Shared,
+    config: &ProcessConfig,
+    hook: &StateChangeHook,
+    program: &std::path::Path,
+    cwd: &std::path::Path,
+) -> tokio::process::Command {
+    let mut command = tokio::process::Command::new(program);
     command
         .args(&hook.args)
-        .current_dir(&cwd)
+        .current_dir(cwd)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -181,64 +226,78 @@ fn run_hook(shared: &Shared, config: &ProcessConfig, hook: &StateChangeHook, eve
             command.env_remove(name);
         }
     }
-    for (key, value) in hook_env(&event, &json) {
-        command.env(key, value);
+    command
+}
+
+/// Makes `command` exec the checked file of an untrusted hook, with the environment of an untrusted child plus the
+/// monitor's extra variables and the hook's `vars`. `None` when an argument or variable holds NUL.
+fn exec_from_checked(
+    command: &mut tokio::process::Command,
+    shared: &Shared,
+    checked: &crate::execcheck::Checked,
+    program: &std::path::Path,
+    hook: &StateChangeHook,
+    vars: &[(&'static str, String)],
+) -> Option<()> {
+    let extra = shared
+        .extra_env
+        .iter()
+        .map(|(name, value)| (name.as_str(), value.as_str()))
+        .chain(vars.iter().map(|(name, value)| (*name, value.as_str())))
+        .map(|(name, value)| (std::ffi::OsStr::new(name), std::ffi::OsStr::new(value)));
+    let mut env = crate::execcheck::child_env(true, extra);
+    env.retain(|(name, _)| name != crate::orphans::OWNER_VAR && name != crate::orphans::PROCESS_VAR);
+    let exec = crate::execcheck::FdExec::new(checked, program, hook.args.iter().map(String::as_str), &env)?;
+    crate::execcheck::before_exec(command.as_std_mut(), None, Some(exec));
+    Some(())
+}
+
+/// Spawns `command`, its pid known as ours (in `owned`) across the spawn, so that the reaper of re-parented strays
+/// (the process-group fallback of containment) never reaps it.
+fn spawn_owned(
+    owned: &std::sync::Mutex<HashSet<u32>>,
+    command: &mut tokio::process::Command,
+) -> std::io::Result<tokio::process::Child> {
+    let mut owned = owned.lock().expect("owned lock");
+    let spawned = command.spawn();
+    if let Some(pid) = spawned.as_ref().ok().and_then(|child| child.id()) {
+        owned.insert(pid);
     }
-    if let Some(checked) = &checked {
-        let vars = hook_env(&event, &json);
-        let extra = shared
-            .extra_env
-            .iter()
-            .map(|(name, value)| (name.as_str(), value.as_str()))
-            .chain(vars.iter().map(|(name, value)| (*name, value.as_str())))
-            .map(|(name, value)| (std::ffi::OsStr::new(name), std::ffi::OsStr::new(value)));
-        let mut env = crate::execcheck::child_env(true, extra);
-        env.retain(|(name, _)| name != crate::orphans::OWNER_VAR && name != crate::orphans::PROCESS_VAR);
-        let Some(exec) = crate::execcheck::FdExec::new(checked, &program, hook.args.iter().map(String::as_str), &env)
-        else {
-            tracing::warn!(process = %id, "onStateChange hook not run: an argument or variable holds NUL");
-            return;
-        };
-        crate::execcheck::before_exec(command.as_std_mut(), None, Some(exec));
-    }
-    let timeout = Duration::from_millis(hook.timeout_ms.unwrap_or(StateChangeHook::DEFAULT_TIMEOUT_MS));
-    let command_name = hook.command.clone();
-    let owned = shared.owned.clone();
-    tokio::spawn(async move {
-        let _permit = permit;
-        // Known as ours across the spawn, so that the reaper of re-parented strays (the process-group fallback of
-        // containment) never reaps it.
-        let spawned = {
-            let mut owned = owned.lock().expect("owned lock");
-            let spawned = command.spawn();
-            if let Some(pid) = spawned.as_ref().ok().and_then(|child| child.id()) {
-                owned.insert(pid);
-            }
-            spawned
-        };
-        // The checked descriptor must stay open until the child has exec'd from it.
-        drop(checked);
-        let mut child = match spawned {
-            Ok(child) => child,
-            Err(err) => {
-                tracing::warn!(process = %id, hook = %command_name, "onStateChange hook cannot start: {err}");
-                return;
-            }
-        };
-        let pid = child.id();
-        struct Forget(Arc<std::sync::Mutex<std::collections::HashSet<u32>>>, Option<u32>);
-        impl Drop for Forget {
-            fn drop(&mut self) {
-                if let Some(pid) = self.1 {
-                    self.0.lock().expect("owned lock").remove(&pid);
-                }
-            }
+    spawned
+}
+
+/// Takes a hook's pid out of the monitor's own processes when the hook is done.
+struct ForgetOwned(Arc<std::sync::Mutex<HashSet<u32>>>, Option<u32>);
+
+impl Drop for ForgetOwned {
+    fn drop(&mut self) {
+        if let Some(pid) = self.1 {
+            self.0.lock().expect("owned lock").remove(&pid);
         }
-        let _forget = Forget(owned, pid);
+    }
+}
+
+/// A started hook as its task sees it.
+struct HookRun {
+    /// The process the hook is about.
+    id: String,
+    /// The hook's command as configured, for messages.
+    command_name: String,
+    timeout: Duration,
+    /// The event, written to the hook's stdin.
+    json: String,
+}
+
+impl HookRun {
+    /// Writes the event to the hook's stdin and waits for it to exit, both within the timeout; logs how it ended,
+    /// and kills its process group when it ran too long.
+    async fn supervise(&self, mut child: tokio::process::Child) {
+        let (id, command_name, timeout) = (&self.id, &self.command_name, self.timeout);
+        let pid = child.id();
         if let Some(mut stdin) = child.stdin.take() {
             // A hook that does not read its stdin must not hold this up: the write is bounded by the timeout too.
             let _ = tokio::time::timeout(timeout, async {
-                let _ = stdin.write_all(json.as_bytes()).await;
+                let _ = stdin.write_all(self.json.as_bytes()).await;
                 let _ = stdin.write_all(b"\n").await;
             })
             .await;
@@ -261,7 +320,7 @@ fn run_hook(shared: &Shared, config: &ProcessConfig, hook: &StateChangeHook, eve
                 }
             }
         }
-    });
+    }
 }
 
 /// The `PM_EVENT_*` variables of a hook.

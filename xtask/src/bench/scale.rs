@@ -370,180 +370,16 @@ fn storm_exits(port: u16) -> u64 {
 pub(crate) fn run(ctx: &Ctx<'_>, quick: bool) -> anyhow::Result<Vec<Row>> {
     let limit = sys::raise_nofile_limit();
     progress(&format!("scale: open-files limit {limit} (load {})", loadavg()));
-    let plan = if quick {
-        Plan {
-            sizes: vec![1000, 10_000],
-            calls: 50,
-            gets: 500,
-            idle: Duration::from_secs(10),
-            storm: (1000, Duration::from_secs(20)),
-        }
-    } else {
-        Plan {
-            sizes: vec![1000, 10_000],
-            calls: 200,
-            gets: 2000,
-            idle: Duration::from_secs(30),
-            storm: (1000, Duration::from_secs(60)),
-        }
-    };
-    let mut rows = Vec::new();
+    let plan = Plan::new(quick);
     let small = calls(ctx, &plan, 100)?;
-    let p50 = |samples: &[f64]| median(samples);
-    rows.push(
-        Row::median(
-            "scale-start-call-100",
-            "`POST /processes/{id}/start` p50 with 100 entries",
-            "ms",
-            small.start.clone(),
-        )
-        .target(Bound::AtMost(2.0)),
-    );
-    rows.push(
-        Row::median(
-            "scale-stop-call-100",
-            "`POST /processes/{id}/stop` p50 with 100 entries",
-            "ms",
-            small.stop.clone(),
-        )
-        .target(Bound::AtMost(2.0)),
-    );
-    rows.push(
-        Row::median("scale-register-call-100", "`POST /processes` p50 with 100 entries", "ms", small.register.clone())
-            .target(Bound::AtMost(2.0)),
-    );
-    rows.push(Row::median(
-        "scale-get-one-100",
-        "`GET /processes/{id}` p50 with 100 entries",
-        "ms",
-        small.get_one.clone(),
-    ));
+    let mut rows = small_call_rows(&small);
     for &n in &plan.sizes {
         let load = loadavg();
         let calls = calls(ctx, &plan, n)?;
-        let note = format!("load average {load}");
-        rows.push(
-            Row::median(
-                &format!("scale-rss-registered-{n}"),
-                &format!("monitor RSS with {n} registered, not started"),
-                "MiB",
-                vec![calls.rss_kib / 1024.0],
-            )
-            .target(Bound::AtMost(5.0 + 3.0 * n as f64 / 1024.0))
-            .note(format!(
-                "{:.1} KiB per entry above the 5 MiB idle budget; {note}",
-                (calls.rss_kib - 5120.0) / n as f64
-            )),
-        );
-        rows.push(
-            Row::median(
-                &format!("scale-start-call-{n}"),
-                &format!("`POST /processes/{{id}}/start` p50 with {n} entries"),
-                "ms",
-                calls.start.clone(),
-            )
-            .target(Bound::AtMost(2.0))
-            .note(format!("p99 {:.1} ms; {note}", percentile(&calls.start, 99.0))),
-        );
-        rows.push(
-            Row::median(
-                &format!("scale-stop-call-{n}"),
-                &format!("`POST /processes/{{id}}/stop` p50 with {n} entries"),
-                "ms",
-                calls.stop.clone(),
-            )
-            .target(Bound::AtMost(2.0)),
-        );
-        rows.push(
-            Row::median(
-                &format!("scale-register-call-{n}"),
-                &format!("`POST /processes` p50 with {n} entries"),
-                "ms",
-                calls.register.clone(),
-            )
-            .target(Bound::AtMost(2.0)),
-        );
-        rows.push(
-            Row::median(
-                &format!("scale-get-one-{n}"),
-                &format!("`GET /processes/{{id}}` p50 with {n} entries"),
-                "ms",
-                calls.get_one.clone(),
-            )
-            .baseline("with 100 entries", p50(&small.get_one))
-            .ratio_target(Bound::AtMost(1.5)),
-        );
-        rows.push(
-            Row::median(
-                &format!("scale-list-{n}"),
-                &format!("`GET /processes` with {n} entries"),
-                "ms",
-                calls.list.clone(),
-            )
-            .target(Bound::AtMost(30.0)),
-        );
-        rows.push(
-            Row::median(
-                &format!("scale-cli-status-{n}"),
-                &format!("`process_monitor --status` with {n} entries"),
-                "ms",
-                calls.status.clone(),
-            )
-            .target(Bound::AtMost(10.0)),
-        );
-        rows.push(
-            Row::median(
-                &format!("scale-cli-status-one-{n}"),
-                &format!("`process_monitor status ID` with {n} entries"),
-                "ms",
-                calls.status_one.clone(),
-            )
-            .target(Bound::AtMost(10.0)),
-        );
-
+        rows.extend(call_rows(n, &calls, &small, &format!("load average {load}")));
         let load = loadavg();
         let fleet = fleet(ctx, &plan, n)?;
-        let note = format!("load average {load}");
-        rows.push(
-            Row::median(
-                &format!("scale-start-all-{n}"),
-                &format!("{n} autostart processes running (launch → all alive)"),
-                "ms",
-                vec![fleet.start_ms],
-            )
-            .baseline(&format!("bench spawns {n} on two threads"), fleet.baseline_ms)
-            .ratio_target(Bound::AtMost(1.5))
-            .note(format!("{:.0} µs per process; {note}", fleet.start_ms * 1000.0 / n as f64)),
-        );
-        rows.push(
-            Row::median(
-                &format!("scale-rss-running-{n}"),
-                &format!("monitor RSS with {n} running"),
-                "MiB",
-                vec![fleet.rss_kib / 1024.0],
-            )
-            .target(Bound::AtMost(5.0 + 3.0 * n as f64 / 1024.0))
-            .note(format!("{:.1} KiB per process above the 5 MiB idle budget", (fleet.rss_kib - 5120.0) / n as f64)),
-        );
-        rows.push(
-            Row::median(
-                &format!("scale-idle-cpu-{n}"),
-                &format!("monitor CPU with {n} children, no checks"),
-                "ms/30s",
-                vec![fleet.idle_cpu_ms_per_30s],
-            )
-            .target(Bound::AtMost(20.0))
-            .note(format!("{:?} window scaled to 30 s", plan.idle)),
-        );
-        rows.push(
-            Row::median(
-                &format!("scale-stop-all-{n}"),
-                &format!("stop of all {n} (SIGTERM to the monitor → last child gone)"),
-                "ms",
-                vec![fleet.stop_ms],
-            )
-            .target(Bound::AtMost(2000.0)),
-        );
+        rows.extend(fleet_rows(n, &fleet, &plan, &format!("load average {load}")));
     }
     let load = loadavg();
     let storm = match storm(ctx, &plan) {
@@ -553,26 +389,126 @@ pub(crate) fn run(ctx: &Ctx<'_>, quick: bool) -> anyhow::Result<Vec<Row>> {
             return Ok(rows);
         }
     };
+    rows.extend(storm_rows(&storm, &plan, &load));
+    Ok(rows)
+}
+
+impl Plan {
+    /// The sizes and lengths of a full run, or of `--quick`.
+    fn new(quick: bool) -> Plan {
+        let (calls, gets, idle_secs, storm_secs) = if quick { (50, 500, 10, 20) } else { (200, 2000, 30, 60) };
+        Plan {
+            sizes: vec![1000, 10_000],
+            calls,
+            gets,
+            idle: Duration::from_secs(idle_secs),
+            storm: (1000, Duration::from_secs(storm_secs)),
+        }
+    }
+}
+
+/// The API calls with 100 entries, the baseline of the larger sizes.
+fn small_call_rows(small: &Calls) -> Vec<Row> {
+    let n = 100;
+    vec![
+        calls_row(n, "scale-start-call", "`POST /processes/{id}/start` p50", &small.start).target(Bound::AtMost(2.0)),
+        calls_row(n, "scale-stop-call", "`POST /processes/{id}/stop` p50", &small.stop).target(Bound::AtMost(2.0)),
+        calls_row(n, "scale-register-call", "`POST /processes` p50", &small.register).target(Bound::AtMost(2.0)),
+        calls_row(n, "scale-get-one", "`GET /processes/{id}` p50", &small.get_one),
+    ]
+}
+
+/// The API and CLI calls with `n` registered entries, none started (`small`: the same with 100).
+fn call_rows(n: usize, calls: &Calls, small: &Calls, note: &str) -> Vec<Row> {
+    vec![
+        rss_row(
+            n,
+            "scale-rss-registered",
+            &format!("monitor RSS with {n} registered, not started"),
+            calls.rss_kib,
+            "entry",
+        )
+        .note(format!("{}; {note}", above_idle_budget(n, calls.rss_kib, "entry"))),
+        calls_row(n, "scale-start-call", "`POST /processes/{id}/start` p50", &calls.start)
+            .target(Bound::AtMost(2.0))
+            .note(format!("p99 {:.1} ms; {note}", percentile(&calls.start, 99.0))),
+        calls_row(n, "scale-stop-call", "`POST /processes/{id}/stop` p50", &calls.stop).target(Bound::AtMost(2.0)),
+        calls_row(n, "scale-register-call", "`POST /processes` p50", &calls.register).target(Bound::AtMost(2.0)),
+        calls_row(n, "scale-get-one", "`GET /processes/{id}` p50", &calls.get_one)
+            .baseline("with 100 entries", median(&small.get_one))
+            .ratio_target(Bound::AtMost(1.5)),
+        calls_row(n, "scale-list", "`GET /processes`", &calls.list).target(Bound::AtMost(30.0)),
+        calls_row(n, "scale-cli-status", "`process_monitor --status`", &calls.status).target(Bound::AtMost(10.0)),
+        calls_row(n, "scale-cli-status-one", "`process_monitor status ID`", &calls.status_one)
+            .target(Bound::AtMost(10.0)),
+    ]
+}
+
+/// The row `{id}-{n}` of the call timings `samples` (ms), described as "`what` with `n` entries".
+fn calls_row(n: usize, id: &str, what: &str, samples: &[f64]) -> Row {
+    Row::median(&format!("{id}-{n}"), &format!("{what} with {n} entries"), "ms", samples.to_vec())
+}
+
+/// The RSS row `{id}-{n}` (`rss_kib` with `n` entries) against its budget, 5 MiB idle and 3 KiB for each entry;
+/// its note says how much each `entry` (an entry, a process) takes above the idle budget.
+fn rss_row(n: usize, id: &str, description: &str, rss_kib: f64, entry: &str) -> Row {
+    Row::median(&format!("{id}-{n}"), description, "MiB", vec![rss_kib / 1024.0])
+        .target(Bound::AtMost(5.0 + 3.0 * n as f64 / 1024.0))
+        .note(above_idle_budget(n, rss_kib, entry))
+}
+
+/// "x KiB per `entry` above the 5 MiB idle budget", for `rss_kib` with `n` entries.
+fn above_idle_budget(n: usize, rss_kib: f64, entry: &str) -> String {
+    format!("{:.1} KiB per {entry} above the 5 MiB idle budget", (rss_kib - 5120.0) / n as f64)
+}
+
+/// Start, footprint, idle CPU and stop of `n` running processes.
+fn fleet_rows(n: usize, fleet: &Fleet, plan: &Plan, note: &str) -> Vec<Row> {
+    vec![
+        Row::median(
+            &format!("scale-start-all-{n}"),
+            &format!("{n} autostart processes running (launch → all alive)"),
+            "ms",
+            vec![fleet.start_ms],
+        )
+        .baseline(&format!("bench spawns {n} on two threads"), fleet.baseline_ms)
+        .ratio_target(Bound::AtMost(1.5))
+        .note(format!("{:.0} µs per process; {note}", fleet.start_ms * 1000.0 / n as f64)),
+        rss_row(n, "scale-rss-running", &format!("monitor RSS with {n} running"), fleet.rss_kib, "process"),
+        Row::median(
+            &format!("scale-idle-cpu-{n}"),
+            &format!("monitor CPU with {n} children, no checks"),
+            "ms/30s",
+            vec![fleet.idle_cpu_ms_per_30s],
+        )
+        .target(Bound::AtMost(20.0))
+        .note(format!("{:?} window scaled to 30 s", plan.idle)),
+        Row::median(
+            &format!("scale-stop-all-{n}"),
+            &format!("stop of all {n} (SIGTERM to the monitor → last child gone)"),
+            "ms",
+            vec![fleet.stop_ms],
+        )
+        .target(Bound::AtMost(2000.0)),
+    ]
+}
+
+/// The crash storm's figures (`load`: the load average before it).
+fn storm_rows(storm: &Storm, plan: &Plan, load: &str) -> Vec<Row> {
     let (n, length) = plan.storm;
     let note = format!("{n} processes, {length:?}, load average {load}");
-    rows.push(
+    vec![
         Row::median("storm-cpu", "crash storm: monitor CPU", "% of a core", vec![storm.cpu_percent])
             .target(Bound::AtMost(25.0))
             .note(format!("{:.0} restarts a second; {note}", storm.exits_per_s)),
-    );
-    rows.push(
         Row::median("storm-alive-p99", "crash storm: `GET /alive` p99 (every 50 ms)", "ms", vec![storm.alive_p99])
             .target(Bound::AtMost(10.0))
             .note(format!(
                 "p50 {:.2} ms; {} of {} unanswered within 2 s",
                 storm.alive_p50, storm.alive_failed, storm.alive_count
             )),
-    );
-    rows.push(
         Row::median("storm-registry-writes", "crash storm: registry rewrites", "per s", vec![storm.writes_per_s])
             .target(Bound::AtMost(5.0)),
-    );
-    rows.push(
         Row::median(
             "storm-registry-bytes",
             "crash storm: registry bytes written",
@@ -583,6 +519,5 @@ pub(crate) fn run(ctx: &Ctx<'_>, quick: bool) -> anyhow::Result<Vec<Row>> {
             "{:.0} KiB/s written by the monitor in all (registry and its own log)",
             storm.written_bytes_per_s / 1024.0
         )),
-    );
-    Ok(rows)
+    ]
 }

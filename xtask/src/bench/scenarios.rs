@@ -221,62 +221,16 @@ pub(crate) fn restart_and_start(ctx: &Ctx<'_>) -> anyhow::Result<Vec<Row>> {
     ])?;
     let mut daemon = Daemon::launch(&ctx.bin, &home)?;
     daemon.wait_ready(Duration::from_secs(15))?;
-    let (mut pid, _) = wait_sleeper(daemon.pid, "3601", None, Duration::from_secs(10))?;
+    let (pid, _) = wait_sleeper(daemon.pid, "3601", None, Duration::from_secs(10))?;
     std::thread::sleep(Duration::from_millis(300));
 
     let observer = &ctx.observer;
     let spawns = bare_spawns(observer, repeats)?;
-    let spawn: Vec<f64> = spawns.iter().map(|(observed, _)| *observed).collect();
-    let spawn_call: Vec<f64> = spawns.iter().map(|(_, call)| *call).collect();
-    let spawn_ms = median(&spawn);
     let floor = minimal_restarts(observer, repeats)?;
-    let floor_ms = median(&floor);
-
-    let mut crash = Vec::new();
-    for _ in 0..repeats {
-        let mark = sys::Mark::now();
-        anyhow::ensure!(sys::send(pid, sys::SIGKILL), "cannot kill the managed child {pid}");
-        let (new_pid, seen) = wait_sleeper(daemon.pid, "3601", Some(pid), Duration::from_secs(5))?;
-        crash.push(observer.since(mark, new_pid, seen));
-        pid = new_pid;
-        std::thread::sleep(Duration::from_millis(80));
-        jitter(Duration::from_millis(40));
-    }
-
+    let crash = crash_restarts(observer, daemon.pid, pid, repeats)?;
     let mut conn = Conn::connect(daemon.remote_port)?;
-    let mut api = Vec::new();
-    let mut api_reply = Vec::new();
-    for _ in 0..repeats {
-        let mark = sys::Mark::now();
-        conn.send("POST", "/processes/api/start", Some(""))?;
-        let (child, seen) = wait_sleeper(daemon.pid, "3602", None, Duration::from_secs(5))?;
-        let res = conn.read_response()?;
-        anyhow::ensure!(res.status == 200, "start over the API: {}", res.status);
-        api.push(observer.since(mark, child, seen));
-        post(&mut conn, "/processes/api/stop")?;
-        wait_no_sleeper(daemon.pid, "3602", Duration::from_secs(5))?;
-        // The reply on its own: the child exists when it arrives (the actor answers after the spawn).
-        std::thread::sleep(Duration::from_millis(20));
-        let started = Instant::now();
-        post(&mut conn, "/processes/api/start")?;
-        api_reply.push(ms(started.elapsed()));
-        post(&mut conn, "/processes/api/stop")?;
-        jitter(Duration::from_millis(30));
-    }
-
-    let mut local = Vec::new();
-    for _ in 0..repeats {
-        jitter(Duration::from_millis(100));
-        let mark = sys::Mark::now();
-        home.edit_registry(|registry| registry["processes"]["local"]["pendingAction"] = json!("start"))?;
-        let (child, seen) = wait_sleeper(daemon.pid, "3603", None, Duration::from_secs(5))?;
-        local.push(observer.since(mark, child, seen));
-        post(&mut conn, "/processes/local/stop")?;
-        wait_no_sleeper(daemon.pid, "3603", Duration::from_secs(5))?;
-        std::thread::sleep(Duration::from_millis(150));
-    }
-
-    let crash_ms = median(&crash);
+    let (api, api_reply) = api_starts(observer, &mut conn, daemon.pid, repeats)?;
+    let local = local_starts(observer, &home, &mut conn, daemon.pid, repeats)?;
     let mut local_cli = Vec::new();
     for _ in 0..ctx.config.cli_repeats {
         jitter(Duration::from_millis(100));
@@ -287,26 +241,126 @@ pub(crate) fn restart_and_start(ctx: &Ctx<'_>) -> anyhow::Result<Vec<Row>> {
     }
     drop(conn);
     daemon.stop(Duration::from_secs(15));
+    Ok(StartTimings { spawns, floor, crash, api, api_reply, local, local_cli }.rows())
+}
 
-    Ok(vec![
-        Row::median("spawn-bare", "bare spawn of `sleep` by the bench (baseline)", "ms", spawn)
-            .note(format!("spawn() itself returns after {:.3} ms (median)", median(&spawn_call))),
-        Row::median("restart-floor", "kill → reap → respawn by the bench itself (what bounds a restart)", "ms", floor)
+/// SIGKILL of the managed child `pid` (`sleep 3601`) until the monitor `daemon_pid` has a new one alive, `repeats`
+/// times.
+fn crash_restarts(observer: &sys::Observer, daemon_pid: u32, mut pid: u32, repeats: usize) -> anyhow::Result<Vec<f64>> {
+    let mut crash = Vec::new();
+    for _ in 0..repeats {
+        let mark = sys::Mark::now();
+        anyhow::ensure!(sys::send(pid, sys::SIGKILL), "cannot kill the managed child {pid}");
+        let (new_pid, seen) = wait_sleeper(daemon_pid, "3601", Some(pid), Duration::from_secs(5))?;
+        crash.push(observer.since(mark, new_pid, seen));
+        pid = new_pid;
+        std::thread::sleep(Duration::from_millis(80));
+        jitter(Duration::from_millis(40));
+    }
+    Ok(crash)
+}
+
+/// Starts of `api` (`sleep 3602`) over the remote API: request sent → child alive, and request → 200 reply.
+fn api_starts(
+    observer: &sys::Observer,
+    conn: &mut Conn,
+    daemon_pid: u32,
+    repeats: usize,
+) -> anyhow::Result<(Vec<f64>, Vec<f64>)> {
+    let mut api = Vec::new();
+    let mut api_reply = Vec::new();
+    for _ in 0..repeats {
+        let mark = sys::Mark::now();
+        conn.send("POST", "/processes/api/start", Some(""))?;
+        let (child, seen) = wait_sleeper(daemon_pid, "3602", None, Duration::from_secs(5))?;
+        let res = conn.read_response()?;
+        anyhow::ensure!(res.status == 200, "start over the API: {}", res.status);
+        api.push(observer.since(mark, child, seen));
+        post(conn, "/processes/api/stop")?;
+        wait_no_sleeper(daemon_pid, "3602", Duration::from_secs(5))?;
+        // The reply on its own: the child exists when it arrives (the actor answers after the spawn).
+        std::thread::sleep(Duration::from_millis(20));
+        let started = Instant::now();
+        post(conn, "/processes/api/start")?;
+        api_reply.push(ms(started.elapsed()));
+        post(conn, "/processes/api/stop")?;
+        jitter(Duration::from_millis(30));
+    }
+    Ok((api, api_reply))
+}
+
+/// Starts of `local` (`sleep 3603`) by a `pendingAction` written into the registry: edit → child alive.
+fn local_starts(
+    observer: &sys::Observer,
+    home: &Home,
+    conn: &mut Conn,
+    daemon_pid: u32,
+    repeats: usize,
+) -> anyhow::Result<Vec<f64>> {
+    let mut local = Vec::new();
+    for _ in 0..repeats {
+        jitter(Duration::from_millis(100));
+        let mark = sys::Mark::now();
+        home.edit_registry(|registry| registry["processes"]["local"]["pendingAction"] = json!("start"))?;
+        let (child, seen) = wait_sleeper(daemon_pid, "3603", None, Duration::from_secs(5))?;
+        local.push(observer.since(mark, child, seen));
+        post(conn, "/processes/local/stop")?;
+        wait_no_sleeper(daemon_pid, "3603", Duration::from_secs(5))?;
+        std::thread::sleep(Duration::from_millis(150));
+    }
+    Ok(local)
+}
+
+/// The samples of [`restart_and_start`], in ms.
+struct StartTimings {
+    /// Bare spawns by the bench: (child observed alive, `spawn()` returned).
+    spawns: Vec<(f64, f64)>,
+    /// Kill → reap → respawn by the bench itself.
+    floor: Vec<f64>,
+    crash: Vec<f64>,
+    api: Vec<f64>,
+    api_reply: Vec<f64>,
+    local: Vec<f64>,
+    local_cli: Vec<f64>,
+}
+
+impl StartTimings {
+    fn rows(self) -> Vec<Row> {
+        let spawn: Vec<f64> = self.spawns.iter().map(|(observed, _)| *observed).collect();
+        let spawn_call: Vec<f64> = self.spawns.iter().map(|(_, call)| *call).collect();
+        let spawn_ms = median(&spawn);
+        let floor_ms = median(&self.floor);
+        let crash_ms = median(&self.crash);
+        vec![
+            Row::median("spawn-bare", "bare spawn of `sleep` by the bench (baseline)", "ms", spawn)
+                .note(format!("spawn() itself returns after {:.3} ms (median)", median(&spawn_call))),
+            Row::median(
+                "restart-floor",
+                "kill → reap → respawn by the bench itself (what bounds a restart)",
+                "ms",
+                self.floor,
+            )
             .baseline("bare spawn", spawn_ms),
-        Row::median("crash-restart", "crash → restart, backoff [0] (SIGKILL → new child alive)", "ms", crash)
-            .target(Bound::AtMost(3.0))
-            .baseline("bare spawn", spawn_ms)
-            .ratio_target(Bound::AtMost(2.0))
-            .note(format!("{:.2}× the bench's own kill → reap → respawn ({floor_ms:.3} ms)", crash_ms / floor_ms)),
-        Row::median("start-api", "start over the remote API (request sent → child alive)", "ms", api)
-            .baseline("bare spawn", spawn_ms),
-        Row::median("start-api-reply", "start over the remote API (request → 200 reply)", "ms", api_reply)
-            .baseline("bare spawn", spawn_ms),
-        Row::median("start-local", "start over the local client (registry edit → child alive)", "ms", local)
-            .target(Bound::AtMost(250.0))
-            .note("the monitor learns of registry edits through inotify on its folder"),
-        Row::median("start-local-cli", "`process_monitor start` CLI call (returns once started)", "ms", local_cli),
-    ])
+            Row::median("crash-restart", "crash → restart, backoff [0] (SIGKILL → new child alive)", "ms", self.crash)
+                .target(Bound::AtMost(3.0))
+                .baseline("bare spawn", spawn_ms)
+                .ratio_target(Bound::AtMost(2.0))
+                .note(format!("{:.2}× the bench's own kill → reap → respawn ({floor_ms:.3} ms)", crash_ms / floor_ms)),
+            Row::median("start-api", "start over the remote API (request sent → child alive)", "ms", self.api)
+                .baseline("bare spawn", spawn_ms),
+            Row::median("start-api-reply", "start over the remote API (request → 200 reply)", "ms", self.api_reply)
+                .baseline("bare spawn", spawn_ms),
+            Row::median("start-local", "start over the local client (registry edit → child alive)", "ms", self.local)
+                .target(Bound::AtMost(250.0))
+                .note("the monitor learns of registry edits through inotify on its folder"),
+            Row::median(
+                "start-local-cli",
+                "`process_monitor start` CLI call (returns once started)",
+                "ms",
+                self.local_cli,
+            ),
+        ]
+    }
 }
 
 /// The cost of containment: a start over the API and a crash → restart with a cgroup per process, side by side
@@ -317,15 +371,42 @@ pub(crate) fn containment(ctx: &Ctx<'_>) -> anyhow::Result<Vec<Row>> {
     progress(&format!(
         "start and restart, cgroup against process-group containment ({repeats} repeats each, alternating)"
     ));
-    struct Side {
-        daemon: Daemon,
-        conn: Conn,
-        pid: u32,
-        start: Vec<f64>,
-        restart: Vec<f64>,
-    }
     let mut sides = Vec::new();
     for mode in ["process-group", "cgroup"] {
+        match ContainmentSide::launch(ctx, mode)? {
+            Ok(side) => sides.push(side),
+            Err(not_measured) => return Ok(vec![not_measured]),
+        }
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    for round in 0..repeats {
+        // Which side goes first alternates too.
+        for n in 0..sides.len() {
+            sides[(n + round) % 2].measure_once(&ctx.observer)?;
+        }
+    }
+    let mut cgroup = sides.pop().context("two monitors")?;
+    let mut group = sides.pop().context("two monitors")?;
+    for side in [&mut group, &mut cgroup] {
+        side.daemon.stop(Duration::from_secs(15));
+    }
+    Ok(containment_rows(group, cgroup))
+}
+
+/// One monitor of [`containment`] with its samples.
+struct ContainmentSide {
+    daemon: Daemon,
+    conn: Conn,
+    /// The managed child `crash` (`sleep 3611`).
+    pid: u32,
+    start: Vec<f64>,
+    restart: Vec<f64>,
+}
+
+impl ContainmentSide {
+    /// A monitor with `crash` and `api` registered, running with `mode` containment (`process-group` is forced by
+    /// pointing the cgroup root elsewhere); `Err` holds the row that says why it does not run with `mode`.
+    fn launch(ctx: &Ctx<'_>, mode: &str) -> anyhow::Result<Result<ContainmentSide, Row>> {
         let home = Home::new(ctx.root, &format!("contain-{mode}"))?;
         home.write_registry(vec![sleeper("crash", "3611", true), sleeper("api", "3612", false)])?;
         let not_a_cgroup = home.dir.join("not-a-cgroup");
@@ -339,47 +420,44 @@ pub(crate) fn containment(ctx: &Ctx<'_>) -> anyhow::Result<Vec<Row>> {
         let status: serde_json::Value = serde_json::from_slice(&status.body).unwrap_or_default();
         if status["containment"] != mode {
             let reason = status["containmentReason"].as_str().unwrap_or("not reported").to_owned();
-            return Ok(vec![Row::median(
+            return Ok(Err(Row::median(
                 "start-api-cgroup",
                 "start over the API with cgroup containment",
                 "ms",
                 Vec::new(),
             )
-            .note(format!("not measured: the monitor runs with {} containment ({reason})", status["containment"]))]);
+            .note(format!("not measured: the monitor runs with {} containment ({reason})", status["containment"]))));
         }
         let (pid, _) = wait_sleeper(daemon.pid, "3611", None, Duration::from_secs(10))?;
-        sides.push(Side { daemon, conn, pid, start: Vec::new(), restart: Vec::new() });
+        Ok(Ok(ContainmentSide { daemon, conn, pid, start: Vec::new(), restart: Vec::new() }))
     }
-    std::thread::sleep(Duration::from_millis(300));
-    for round in 0..repeats {
-        // Which side goes first alternates too.
-        for n in 0..sides.len() {
-            let side = &mut sides[(n + round) % 2];
-            let mark = sys::Mark::now();
-            anyhow::ensure!(sys::send(side.pid, sys::SIGKILL), "cannot kill the managed child {}", side.pid);
-            let (new_pid, seen) = wait_sleeper(side.daemon.pid, "3611", Some(side.pid), Duration::from_secs(5))?;
-            side.restart.push(ctx.observer.since(mark, new_pid, seen));
-            side.pid = new_pid;
-            std::thread::sleep(Duration::from_millis(40));
 
-            let mark = sys::Mark::now();
-            side.conn.send("POST", "/processes/api/start", Some(""))?;
-            let (child, seen) = wait_sleeper(side.daemon.pid, "3612", None, Duration::from_secs(5))?;
-            let res = side.conn.read_response()?;
-            anyhow::ensure!(res.status == 200, "start over the API: {}", res.status);
-            side.start.push(ctx.observer.since(mark, child, seen));
-            post(&mut side.conn, "/processes/api/stop")?;
-            wait_no_sleeper(side.daemon.pid, "3612", Duration::from_secs(5))?;
-            jitter(Duration::from_millis(30));
-        }
+    /// One crash → restart of `crash` and one start (and stop) of `api` over the API.
+    fn measure_once(&mut self, observer: &sys::Observer) -> anyhow::Result<()> {
+        let mark = sys::Mark::now();
+        anyhow::ensure!(sys::send(self.pid, sys::SIGKILL), "cannot kill the managed child {}", self.pid);
+        let (new_pid, seen) = wait_sleeper(self.daemon.pid, "3611", Some(self.pid), Duration::from_secs(5))?;
+        self.restart.push(observer.since(mark, new_pid, seen));
+        self.pid = new_pid;
+        std::thread::sleep(Duration::from_millis(40));
+
+        let mark = sys::Mark::now();
+        self.conn.send("POST", "/processes/api/start", Some(""))?;
+        let (child, seen) = wait_sleeper(self.daemon.pid, "3612", None, Duration::from_secs(5))?;
+        let res = self.conn.read_response()?;
+        anyhow::ensure!(res.status == 200, "start over the API: {}", res.status);
+        self.start.push(observer.since(mark, child, seen));
+        post(&mut self.conn, "/processes/api/stop")?;
+        wait_no_sleeper(self.daemon.pid, "3612", Duration::from_secs(5))?;
+        jitter(Duration::from_millis(30));
+        Ok(())
     }
-    let mut cgroup = sides.pop().context("two monitors")?;
-    let mut group = sides.pop().context("two monitors")?;
-    for side in [&mut group, &mut cgroup] {
-        side.daemon.stop(Duration::from_secs(15));
-    }
+}
+
+/// The start and restart rows of both sides, cgroup against process-group.
+fn containment_rows(group: ContainmentSide, cgroup: ContainmentSide) -> Vec<Row> {
     let (group_start_ms, group_restart_ms) = (median(&group.start), median(&group.restart));
-    Ok(vec![
+    vec![
         Row::median(
             "start-api-pgroup",
             "start over the API, process-group containment (request → child alive)",
@@ -408,14 +486,28 @@ pub(crate) fn containment(ctx: &Ctx<'_>) -> anyhow::Result<Vec<Row>> {
         )
         .baseline("process-group", group_restart_ms)
         .ratio_target(Bound::AtMost(1.3)),
-    ])
+    ]
 }
 
 /// 3: bulk start and stop of N registered `sleep`s; footprint and `GET /processes` with N entries.
 pub(crate) fn bulk(ctx: &Ctx<'_>) -> anyhow::Result<Vec<Row>> {
-    let mut rows = Vec::new();
+    let mut rows = vec![boot_empty(ctx)?];
+    let largest = ctx.config.bulk.iter().map(|(n, _)| *n).max().unwrap_or(0);
+    let smallest = ctx.config.bulk.iter().map(|(n, _)| *n).min().unwrap_or(0);
+    let mut get_smallest = None;
+    for &(n, reps) in &ctx.config.bulk {
+        progress(&format!("bulk start and stop of {n} processes ({reps} repeats)"));
+        let mut samples = BulkSamples::default();
+        for rep in 0..reps {
+            samples.measure(ctx, n, rep, n == largest)?;
+        }
+        rows.extend(samples.rows(n, n == largest, smallest, &mut get_smallest));
+    }
+    Ok(rows)
+}
 
-    // The monitor's own start-up with nothing to start: part of every bulk figure below.
+/// The monitor's own start-up with nothing to start: part of every bulk figure.
+fn boot_empty(ctx: &Ctx<'_>) -> anyhow::Result<Row> {
     let mut boot = Vec::new();
     for rep in 0..ctx.config.bulk.first().map_or(3, |(_, reps)| (*reps).max(3)) {
         let home = Home::new(ctx.root, &format!("boot-{rep}"))?;
@@ -424,68 +516,86 @@ pub(crate) fn bulk(ctx: &Ctx<'_>) -> anyhow::Result<Vec<Row>> {
         boot.push(ms(daemon.wait_ready(Duration::from_secs(15))?));
         daemon.stop(Duration::from_secs(10));
     }
-    rows.push(Row::median("boot-empty", "monitor start-up, empty registry (launch → answers /alive)", "ms", boot));
+    Ok(Row::median("boot-empty", "monitor start-up, empty registry (launch → answers /alive)", "ms", boot))
+}
 
-    let largest = ctx.config.bulk.iter().map(|(n, _)| *n).max().unwrap_or(0);
-    let smallest = ctx.config.bulk.iter().map(|(n, _)| *n).min().unwrap_or(0);
-    let mut get_smallest = None;
-    for &(n, reps) in &ctx.config.bulk {
-        progress(&format!("bulk start and stop of {n} processes ({reps} repeats)"));
-        let (mut starts, mut stops, mut bases, mut lists) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
-        let mut gets = Vec::new();
-        let (mut rss, mut pss) = (Vec::new(), Vec::new());
-        let mut list_bytes = 0;
-        for rep in 0..reps {
-            bases.push(serial_spawn(n)?);
-            let home = Home::new(ctx.root, &format!("bulk-{n}-{rep}"))?;
-            home.write_registry((0..n).map(|idx| sleeper(&format!("p{idx:04}"), "3600", true)).collect())?;
-            let mut daemon = Daemon::launch(&ctx.bin, &home)?;
-            let pids = wait_sleepers(&mut daemon, n, Duration::from_secs(60))?;
-            let seen = Instant::now();
-            let last = pids.iter().map(|pid| ctx.observer.since(daemon.launched, *pid, seen)).fold(0.0, f64::max);
-            starts.push(last);
+/// The samples of [`bulk`] at one size, over its repeats.
+#[derive(Default)]
+struct BulkSamples {
+    starts: Vec<f64>,
+    stops: Vec<f64>,
+    /// The bench's own serial spawns of as many children.
+    bases: Vec<f64>,
+    lists: Vec<f64>,
+    gets: Vec<f64>,
+    /// Footprint, at the largest size only.
+    rss: Vec<f64>,
+    pss: Vec<f64>,
+    list_bytes: usize,
+}
 
-            daemon.wait_ready(Duration::from_secs(15))?;
-            std::thread::sleep(if ctx.config.quick { Duration::from_secs(1) } else { Duration::from_secs(2) });
-            if n == largest {
-                let memory = sys::memory(daemon.pid).context("cannot read the monitor's smaps_rollup")?;
-                rss.push(memory.rss_kib as f64 / 1024.0);
-                pss.push(memory.pss_kib as f64 / 1024.0);
-            }
-            let mut conn = Conn::connect(daemon.remote_port)?;
-            conn.get("/processes")?;
-            for _ in 0..10 {
-                let started = Instant::now();
-                let res = conn.get("/processes")?;
-                lists.push(ms(started.elapsed()));
-                anyhow::ensure!(res.status == 200, "GET /processes: {}", res.status);
-                list_bytes = res.body.len();
-            }
-            // Alternating ids: each request is for another group than the one before.
-            let ids: Vec<String> =
-                [n / 2, n / 3, n / 4, n - 1].iter().map(|idx| format!("/processes/p{idx:04}")).collect();
-            // Long enough that the once-a-second background sample (which competes for the same cores) is a
-            // small part of the window, as it is of any second of a busy API.
-            for idx in 0..2000 {
-                let one = &ids[idx % ids.len()];
-                let started = Instant::now();
-                let res = conn.get(one)?;
-                gets.push(ms(started.elapsed()));
-                anyhow::ensure!(res.status == 200, "GET {one}: {}", res.status);
-            }
-            drop(conn);
+impl BulkSamples {
+    /// One repeat with `n` autostart processes: start all, footprint (when `largest`), reads, stop all.
+    fn measure(&mut self, ctx: &Ctx<'_>, n: usize, rep: usize, largest: bool) -> anyhow::Result<()> {
+        self.bases.push(serial_spawn(n)?);
+        let home = Home::new(ctx.root, &format!("bulk-{n}-{rep}"))?;
+        home.write_registry((0..n).map(|idx| sleeper(&format!("p{idx:04}"), "3600", true)).collect())?;
+        let mut daemon = Daemon::launch(&ctx.bin, &home)?;
+        let pids = wait_sleepers(&mut daemon, n, Duration::from_secs(60))?;
+        let seen = Instant::now();
+        let last = pids.iter().map(|pid| ctx.observer.since(daemon.launched, *pid, seen)).fold(0.0, f64::max);
+        self.starts.push(last);
 
-            let started = Instant::now();
-            sys::send(daemon.pid, sys::SIGTERM);
-            let mut remaining: Vec<u32> = pids.into_iter().collect();
-            while !remaining.is_empty() {
-                remaining.retain(|pid| sys::alive(*pid));
-                anyhow::ensure!(started.elapsed() < Duration::from_secs(60), "{} processes still run", remaining.len());
-                std::thread::sleep(POLL_BULK);
-            }
-            stops.push(ms(started.elapsed()));
-            daemon.wait_exit(Duration::from_secs(15));
+        daemon.wait_ready(Duration::from_secs(15))?;
+        std::thread::sleep(if ctx.config.quick { Duration::from_secs(1) } else { Duration::from_secs(2) });
+        if largest {
+            let memory = sys::memory(daemon.pid).context("cannot read the monitor's smaps_rollup")?;
+            self.rss.push(memory.rss_kib as f64 / 1024.0);
+            self.pss.push(memory.pss_kib as f64 / 1024.0);
         }
+        self.measure_reads(&mut Conn::connect(daemon.remote_port)?, n)?;
+
+        let started = Instant::now();
+        sys::send(daemon.pid, sys::SIGTERM);
+        let mut remaining: Vec<u32> = pids.into_iter().collect();
+        while !remaining.is_empty() {
+            remaining.retain(|pid| sys::alive(*pid));
+            anyhow::ensure!(started.elapsed() < Duration::from_secs(60), "{} processes still run", remaining.len());
+            std::thread::sleep(POLL_BULK);
+        }
+        self.stops.push(ms(started.elapsed()));
+        daemon.wait_exit(Duration::from_secs(15));
+        Ok(())
+    }
+
+    /// `GET /processes` 10 times and `GET /processes/{id}` 2000 times over `conn`, with `n` entries.
+    fn measure_reads(&mut self, conn: &mut Conn, n: usize) -> anyhow::Result<()> {
+        conn.get("/processes")?;
+        for _ in 0..10 {
+            let started = Instant::now();
+            let res = conn.get("/processes")?;
+            self.lists.push(ms(started.elapsed()));
+            anyhow::ensure!(res.status == 200, "GET /processes: {}", res.status);
+            self.list_bytes = res.body.len();
+        }
+        // Alternating ids: each request is for another group than the one before.
+        let ids: Vec<String> = [n / 2, n / 3, n / 4, n - 1].iter().map(|idx| format!("/processes/p{idx:04}")).collect();
+        // Long enough that the once-a-second background sample (which competes for the same cores) is a
+        // small part of the window, as it is of any second of a busy API.
+        for idx in 0..2000 {
+            let one = &ids[idx % ids.len()];
+            let started = Instant::now();
+            let res = conn.get(one)?;
+            self.gets.push(ms(started.elapsed()));
+            anyhow::ensure!(res.status == 200, "GET {one}: {}", res.status);
+        }
+        Ok(())
+    }
+
+    /// The rows of size `n`; `get_smallest` is the single-read figure at the `smallest` size, the baseline of the
+    /// larger ones (set when `n` is the smallest).
+    fn rows(self, n: usize, largest: bool, smallest: usize, get_smallest: &mut Option<f64>) -> Vec<Row> {
+        let mut rows = Vec::new();
         let target = match n {
             100 => Some(50.0),
             1000 => Some(500.0),
@@ -495,9 +605,9 @@ pub(crate) fn bulk(ctx: &Ctx<'_>) -> anyhow::Result<Vec<Row>> {
             &format!("bulk-start-{n}"),
             &format!("{n} processes running (monitor launch → all alive)"),
             "ms",
-            starts,
+            self.starts,
         )
-        .baseline(&format!("bench spawns {n} serially"), median(&bases));
+        .baseline(&format!("bench spawns {n} serially"), median(&self.bases));
         if let Some(target) = target {
             start_row = start_row.target(Bound::AtMost(target));
         }
@@ -507,34 +617,34 @@ pub(crate) fn bulk(ctx: &Ctx<'_>) -> anyhow::Result<Vec<Row>> {
                 &format!("bulk-stop-{n}"),
                 &format!("stop of all {n} (SIGTERM to the monitor → last child gone)"),
                 "ms",
-                stops,
+                self.stops,
             )
             .note("a stopping monitor stops all its processes at once"),
         );
         rows.push(
-            Row::median(&format!("list-{n}"), &format!("`GET /processes` with {n} entries"), "ms", lists)
-                .note(format!("{} KiB body", list_bytes / 1024)),
+            Row::median(&format!("list-{n}"), &format!("`GET /processes` with {n} entries"), "ms", self.lists)
+                .note(format!("{} KiB body", self.list_bytes / 1024)),
         );
         let mut get_row = Row::median(
             &format!("get-one-{n}"),
             &format!("`GET /processes/{{id}}` with {n} entries, one connection, alternating ids"),
             "ms",
-            gets,
+            self.gets,
         );
-        match get_smallest {
+        match *get_smallest {
             // Served from the last resource sample: the cost does not grow with the number of processes.
             Some(base) if n > smallest => {
                 get_row = get_row.baseline(&format!("with {smallest} entries"), base).ratio_target(Bound::AtMost(1.5))
             }
-            _ => get_smallest = Some(get_row.value),
+            _ => *get_smallest = Some(get_row.value),
         }
         rows.push(get_row);
-        if n == largest {
-            rows.push(Row::median(&format!("rss-{n}"), &format!("monitor RSS with {n} children"), "MiB", rss));
-            rows.push(Row::median(&format!("pss-{n}"), &format!("monitor PSS with {n} children"), "MiB", pss));
+        if largest {
+            rows.push(Row::median(&format!("rss-{n}"), &format!("monitor RSS with {n} children"), "MiB", self.rss));
+            rows.push(Row::median(&format!("pss-{n}"), &format!("monitor PSS with {n} children"), "MiB", self.pss));
         }
+        rows
     }
-    Ok(rows)
 }
 
 /// 4 and 5: idle footprint and CPU (no processes, 100, 100 with aliveness checks every 3 s), then the API and
@@ -574,138 +684,177 @@ pub(crate) fn idle_and_api(ctx: &Ctx<'_>) -> anyhow::Result<(Vec<Row>, f64)> {
     wait_sleepers(&mut daemons[2], 100, Duration::from_secs(30))?;
     std::thread::sleep(config.idle_settle);
 
-    let scale = 30.0 / config.idle_window.as_secs_f64();
-    let mut cpu: [Vec<f64>; 3] = Default::default();
-    let mut how: [&str; 3] = [""; 3];
-    let mut rss: [Vec<f64>; 3] = Default::default();
-    let mut pss: [Vec<f64>; 3] = Default::default();
-    let mut anon = [0u64; 3];
     let hits_before = health.hits.load(std::sync::atomic::Ordering::Relaxed);
     let window_started = Instant::now();
-    for _ in 0..config.idle_windows {
-        let before: Vec<sys::Cpu> = daemons
-            .iter()
-            .map(|daemon| sys::cpu(daemon.pid).context("cannot read the monitor's CPU"))
-            .collect::<Result<_, _>>()?;
-        std::thread::sleep(config.idle_window);
-        for (idx, daemon) in daemons.iter().enumerate() {
-            let after = sys::cpu(daemon.pid).context("cannot read the monitor's CPU")?;
-            let (used, method) = sys::cpu_ms_between(&before[idx], &after);
-            cpu[idx].push(used * scale);
-            how[idx] = method;
-            let memory = sys::memory(daemon.pid).context("cannot read the monitor's smaps_rollup")?;
-            rss[idx].push(memory.rss_kib as f64 / 1024.0);
-            pss[idx].push(memory.pss_kib as f64 / 1024.0);
-            anon[idx] = memory.anon_kib;
-        }
-    }
+    let idle = IdleSamples::measure(config, &daemons)?;
     let hits = health.hits.load(std::sync::atomic::Ordering::Relaxed) - hits_before;
     let checks_per_30s = hits as f64 * 30.0 / window_started.elapsed().as_secs_f64();
     let [mut empty_daemon, mut plain_daemon, mut checked_daemon] = daemons;
     empty_daemon.stop(Duration::from_secs(10));
     checked_daemon.stop(Duration::from_secs(15));
     drop(health);
-
-    let per_window = format!("{:?} windows scaled to 30 s", config.idle_window);
-    let cpu_plain = median(&cpu[1]);
-    let [cpu_empty_samples, cpu_plain_samples, cpu_checked_samples] = cpu;
-    let [rss_empty, rss_plain, rss_checked] = rss;
-    let [pss_empty, pss_plain, _] = pss;
-    let anon_note = |kib: u64| format!("{:.2} MiB of it anonymous (heap, stacks)", kib as f64 / 1024.0);
-    let mut rows = vec![
-        Row::median("rss-idle", "monitor RSS, idle (no processes)", "MiB", rss_empty)
-            .target(Bound::AtMost(5.0))
-            .note(anon_note(anon[0])),
-        Row::median("pss-idle", "monitor PSS, idle (no processes)", "MiB", pss_empty)
-            .note("three monitors of the same binary ran side by side, sharing its pages"),
-        Row::median("rss-100", "monitor RSS with 100 children", "MiB", rss_plain)
-            .target(Bound::AtMost(6.0))
-            .note(anon_note(anon[1])),
-        Row::median("pss-100", "monitor PSS with 100 children", "MiB", pss_plain)
-            .note("three monitors of the same binary ran side by side, sharing its pages"),
-        Row::median("rss-100-checks", "monitor RSS with 100 children, checks every 3 s", "MiB", rss_checked)
-            .note(anon_note(anon[2])),
-        Row::median("cpu-idle-empty", "monitor CPU per 30 s idle, no processes", "ms", cpu_empty_samples)
-            .note(format!("{per_window}; {}", how[0])),
-        Row::median("cpu-idle-100", "monitor CPU per 30 s idle, 100 children, no checks", "ms", cpu_plain_samples)
-            .target(Bound::AtMost(5.0))
-            .note(format!("{per_window}; {}", how[1])),
-        Row::median(
-            "cpu-idle-100-checks",
-            "monitor CPU per 30 s idle, 100 children, checks every 3 s",
-            "ms",
-            cpu_checked_samples,
-        )
-        .baseline("no checks", cpu_plain)
-        .note(format!("{per_window}; {}; {checks_per_30s:.0} checks answered per 30 s", how[2])),
-    ];
+    let mut rows = idle.rows(config, checks_per_30s);
 
     progress("API latency and throughput, CLI --status");
-    let path = "/processes/p050";
-    let mut conn = Conn::connect(plain_daemon.remote_port)?;
-    for _ in 0..200 {
-        conn.get(path)?;
+    rows.extend(api_latency(ctx, &plain, &plain_daemon)?);
+    rows.extend(api_load(config, plain_daemon.remote_port)?);
+    rows.extend(alive_under_api_load(config, plain_daemon.remote_port, plain_daemon.alive_port)?);
+    let (cli_rows, version_ms) = cli_status_and_version(ctx, &plain)?;
+    rows.extend(cli_rows);
+    plain_daemon.stop(Duration::from_secs(15));
+    Ok((rows, version_ms))
+}
+
+/// CPU and memory of the three idle monitors of [`idle_and_api`] (no processes, 100, 100 with checks), per window.
+#[derive(Default)]
+struct IdleSamples {
+    /// CPU ms, scaled to 30 s.
+    cpu: [Vec<f64>; 3],
+    /// How the CPU time was read.
+    how: [&'static str; 3],
+    rss: [Vec<f64>; 3],
+    pss: [Vec<f64>; 3],
+    /// Anonymous memory in the last window, KiB.
+    anon: [u64; 3],
+}
+
+impl IdleSamples {
+    fn measure(config: &crate::bench::Config, daemons: &[Daemon; 3]) -> anyhow::Result<IdleSamples> {
+        let scale = 30.0 / config.idle_window.as_secs_f64();
+        let mut res = IdleSamples::default();
+        for _ in 0..config.idle_windows {
+            let before: Vec<sys::Cpu> = daemons
+                .iter()
+                .map(|daemon| sys::cpu(daemon.pid).context("cannot read the monitor's CPU"))
+                .collect::<Result<_, _>>()?;
+            std::thread::sleep(config.idle_window);
+            for (idx, daemon) in daemons.iter().enumerate() {
+                let after = sys::cpu(daemon.pid).context("cannot read the monitor's CPU")?;
+                let (used, method) = sys::cpu_ms_between(&before[idx], &after);
+                res.cpu[idx].push(used * scale);
+                res.how[idx] = method;
+                let memory = sys::memory(daemon.pid).context("cannot read the monitor's smaps_rollup")?;
+                res.rss[idx].push(memory.rss_kib as f64 / 1024.0);
+                res.pss[idx].push(memory.pss_kib as f64 / 1024.0);
+                res.anon[idx] = memory.anon_kib;
+            }
+        }
+        Ok(res)
     }
-    let mut latency = Vec::with_capacity(config.api_requests);
-    for _ in 0..config.api_requests {
-        let started = Instant::now();
-        let res = conn.get(path)?;
-        latency.push(ms(started.elapsed()));
-        anyhow::ensure!(res.status == 200, "GET {path}: {}", res.status);
+
+    fn rows(self, config: &crate::bench::Config, checks_per_30s: f64) -> Vec<Row> {
+        let IdleSamples { cpu, how, rss, pss, anon } = self;
+        let per_window = format!("{:?} windows scaled to 30 s", config.idle_window);
+        let cpu_plain = median(&cpu[1]);
+        let [cpu_empty_samples, cpu_plain_samples, cpu_checked_samples] = cpu;
+        let [rss_empty, rss_plain, rss_checked] = rss;
+        let [pss_empty, pss_plain, _] = pss;
+        let anon_note = |kib: u64| format!("{:.2} MiB of it anonymous (heap, stacks)", kib as f64 / 1024.0);
+        vec![
+            Row::median("rss-idle", "monitor RSS, idle (no processes)", "MiB", rss_empty)
+                .target(Bound::AtMost(5.0))
+                .note(anon_note(anon[0])),
+            Row::median("pss-idle", "monitor PSS, idle (no processes)", "MiB", pss_empty)
+                .note("three monitors of the same binary ran side by side, sharing its pages"),
+            Row::median("rss-100", "monitor RSS with 100 children", "MiB", rss_plain)
+                .target(Bound::AtMost(6.0))
+                .note(anon_note(anon[1])),
+            Row::median("pss-100", "monitor PSS with 100 children", "MiB", pss_plain)
+                .note("three monitors of the same binary ran side by side, sharing its pages"),
+            Row::median("rss-100-checks", "monitor RSS with 100 children, checks every 3 s", "MiB", rss_checked)
+                .note(anon_note(anon[2])),
+            Row::median("cpu-idle-empty", "monitor CPU per 30 s idle, no processes", "ms", cpu_empty_samples)
+                .note(format!("{per_window}; {}", how[0])),
+            Row::median("cpu-idle-100", "monitor CPU per 30 s idle, 100 children, no checks", "ms", cpu_plain_samples)
+                .target(Bound::AtMost(5.0))
+                .note(format!("{per_window}; {}", how[1])),
+            Row::median(
+                "cpu-idle-100-checks",
+                "monitor CPU per 30 s idle, 100 children, checks every 3 s",
+                "ms",
+                cpu_checked_samples,
+            )
+            .baseline("no checks", cpu_plain)
+            .note(format!("{per_window}; {}; {checks_per_30s:.0} checks answered per 30 s", how[2])),
+        ]
     }
-    drop(conn);
+}
+
+/// `GET /processes/{id}` p50 and p99 over one keep-alive TCP connection to `daemon` (home `home`), then p50 over
+/// the unix socket and over TCP with a bearer token.
+fn api_latency(ctx: &Ctx<'_>, home: &Home, daemon: &Daemon) -> anyhow::Result<Vec<Row>> {
+    let config = ctx.config;
+    let latency = keepalive_latency(
+        Conn::connect(daemon.remote_port)?,
+        IDLE_API_PATH,
+        config.api_requests,
+        &format!("GET {IDLE_API_PATH}"),
+    )?;
     let p99 = percentile(&latency, 99.0);
-    rows.push(
+    let mut rows = vec![
         Row::median("api-get-p50", "`GET /processes/{id}` p50, one keep-alive connection", "ms", latency.clone())
             .target(Bound::AtMost(0.2)),
-    );
-    rows.push(
         Row::median("api-get-p99", "`GET /processes/{id}` p99, one keep-alive connection", "ms", latency.clone())
             .value(p99),
-    );
+    ];
     let tcp_p50 = median(&latency);
 
     // The same request over the local unix socket, and over TCP with a bearer token (checked against the token
     // file on every request).
-    let socket = plain.dir.join("processes_default.sock");
-    let token = {
-        let out = std::process::Command::new(&ctx.bin)
-            .arg("--directory")
-            .arg(&plain.dir)
-            .args(["token", "create", "--name", "bench", "--scope", "read"])
-            .output()
-            .context("cannot run token create")?;
-        anyhow::ensure!(out.status.success(), "token create failed: {}", String::from_utf8_lossy(&out.stderr));
-        String::from_utf8_lossy(&out.stdout).trim().to_owned()
-    };
+    let socket = home.dir.join("processes_default.sock");
+    let token = read_token(ctx, home)?;
     for (id, label, conn) in [
         ("api-get-p50-socket", "`GET /processes/{id}` p50 over the unix socket", Conn::connect_unix(&socket)?),
         (
             "api-get-p50-token",
             "`GET /processes/{id}` p50 over TCP with a bearer token",
-            Conn::connect(plain_daemon.remote_port)?.with_token(&token),
+            Conn::connect(daemon.remote_port)?.with_token(&token),
         ),
     ] {
-        let mut conn = conn;
-        for _ in 0..200 {
-            conn.get(path)?;
-        }
-        let mut latency = Vec::with_capacity(config.api_requests);
-        for _ in 0..config.api_requests {
-            let started = Instant::now();
-            let res = conn.get(path)?;
-            latency.push(ms(started.elapsed()));
-            anyhow::ensure!(res.status == 200, "{label}: {}", res.status);
-        }
+        let latency = keepalive_latency(conn, IDLE_API_PATH, config.api_requests, label)?;
         rows.push(Row::median(id, label, "ms", latency).baseline("TCP without a token", tcp_p50));
     }
+    Ok(rows)
+}
 
+/// The process whose `GET /processes/{id}` the API figures time.
+const IDLE_API_PATH: &str = "/processes/p050";
+
+/// `requests` timed `GET path` over `conn` after 200 untimed ones; `what` names the request in an error.
+fn keepalive_latency(mut conn: Conn, path: &str, requests: usize, what: &str) -> anyhow::Result<Vec<f64>> {
+    for _ in 0..200 {
+        conn.get(path)?;
+    }
+    let mut latency = Vec::with_capacity(requests);
+    for _ in 0..requests {
+        let started = Instant::now();
+        let res = conn.get(path)?;
+        latency.push(ms(started.elapsed()));
+        anyhow::ensure!(res.status == 200, "{what}: {}", res.status);
+    }
+    Ok(latency)
+}
+
+/// A new read-scoped token of the monitor in `home`, made by the CLI.
+fn read_token(ctx: &Ctx<'_>, home: &Home) -> anyhow::Result<String> {
+    let out = std::process::Command::new(&ctx.bin)
+        .arg("--directory")
+        .arg(&home.dir)
+        .args(["token", "create", "--name", "bench", "--scope", "read"])
+        .output()
+        .context("cannot run token create")?;
+    anyhow::ensure!(out.status.success(), "token create failed: {}", String::from_utf8_lossy(&out.stderr));
+    Ok(String::from_utf8_lossy(&out.stdout).trim().to_owned())
+}
+
+/// Throughput of `GET /processes/{id}` over 4 keep-alive connections to `port`, and its latency under that load.
+fn api_load(config: &crate::bench::Config, port: u16) -> anyhow::Result<Vec<Row>> {
+    let path = IDLE_API_PATH;
     let mut rps = Vec::new();
     let mut loaded = Vec::new();
     for _ in 0..config.api_load_runs {
         let deadline = Instant::now() + config.api_load;
         let started = Instant::now();
-        let port = plain_daemon.remote_port;
         let workers: Vec<_> = (0..4)
             .map(|_| {
                 std::thread::spawn(move || -> anyhow::Result<Vec<f64>> {
@@ -729,40 +878,38 @@ pub(crate) fn idle_and_api(ctx: &Ctx<'_>) -> anyhow::Result<(Vec<Row>, f64)> {
         }
         rps.push(count as f64 / started.elapsed().as_secs_f64());
     }
-    rows.push(
+    let (loaded_p50, loaded_p99) = (median(&loaded), percentile(&loaded, 99.0));
+    let loaded_note = format!("{} requests", loaded.len());
+
+    Ok(vec![
         Row::median("api-rps", "`GET /processes/{id}` throughput, 4 keep-alive connections", "req/s", rps)
             .target(Bound::AtLeast(5000.0))
             .note(format!("{:?} per run", config.api_load)),
-    );
-    let (loaded_p50, loaded_p99) = (median(&loaded), percentile(&loaded, 99.0));
-    let loaded_note = format!("{} requests", loaded.len());
-    rows.push(
         Row::median("api-get-p50-load", "`GET /processes/{id}` p50 under that load", "ms", Vec::new())
             .value(loaded_p50)
             .note(loaded_note.clone()),
-    );
-    rows.push(
         Row::median("api-get-p99-load", "`GET /processes/{id}` p99 under that load", "ms", Vec::new())
             .value(loaded_p99)
             .note(loaded_note),
-    );
+    ])
+}
 
-    rows.extend(alive_under_api_load(config, plain_daemon.remote_port, plain_daemon.alive_port)?);
-
+/// `--status` against the monitor in `home` (100 processes) next to `--version`; also answers the `--version`
+/// spawn cost (ms).
+fn cli_status_and_version(ctx: &Ctx<'_>, home: &Home) -> anyhow::Result<(Vec<Row>, f64)> {
     let mut version = Vec::new();
     let mut status = Vec::new();
-    for _ in 0..config.cli_repeats {
+    for _ in 0..ctx.config.cli_repeats {
         version.push(ms(cli(&ctx.bin, None, &["--version"])?));
-        status.push(ms(cli(&ctx.bin, Some(&plain.dir), &["--status"])?));
+        status.push(ms(cli(&ctx.bin, Some(&home.dir), &["--status"])?));
     }
     let version_ms = median(&version);
-    rows.push(
+    let rows = vec![
         Row::median("cli-status", "`process_monitor --status` (100 processes)", "ms", status)
             .target(Bound::AtMost(10.0))
             .baseline("`process_monitor --version`", version_ms),
-    );
-    rows.push(Row::median("cli-version", "`process_monitor --version` (process spawn and exit)", "ms", version));
-    plain_daemon.stop(Duration::from_secs(15));
+        Row::median("cli-version", "`process_monitor --version` (process spawn and exit)", "ms", version),
+    ];
     Ok((rows, version_ms))
 }
 

@@ -274,8 +274,25 @@ const DESCRIBED: &[&str] = &[
 
 /// Type and description of a key, for the schema. Keys the types have that are missing here accept any value.
 fn describe(key: &str) -> Option<(Value, &'static str)> {
-    let int = |min: u64| json!({"type": "integer", "minimum": min});
-    let strings = json!({"type": "array", "items": {"type": "string"}});
+    describe_process_key(key)
+        .or_else(|| describe_restart_key(key))
+        .or_else(|| describe_check_key(key))
+        .or_else(|| describe_dependency_key(key))
+        .or_else(|| describe_settings_key(key))
+}
+
+/// An integer schema with a minimum.
+fn int(min: u64) -> Value {
+    json!({"type": "integer", "minimum": min})
+}
+
+/// A list-of-strings schema.
+fn strings() -> Value {
+    json!({"type": "array", "items": {"type": "string"}})
+}
+
+/// A key of a process table: what runs, how, and its logs.
+fn describe_process_key(key: &str) -> Option<(Value, &'static str)> {
     Some(match key {
         "id" => (
             json!({"type": "string", "pattern": "^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"}),
@@ -286,7 +303,7 @@ fn describe(key: &str) -> Option<(Value, &'static str)> {
             json!({"type": "string"}),
             "The executable: a path, or a bare name looked up on PATH; never run through a shell",
         ),
-        "args" => (strings, "Arguments, passed verbatim"),
+        "args" => (strings(), "Arguments, passed verbatim"),
         "workingDirectory" => (
             json!({"type": "string"}),
             "Working directory of the child (relative paths are taken against the stack file's folder)",
@@ -312,6 +329,13 @@ fn describe(key: &str) -> Option<(Value, &'static str)> {
             (json!({"type": "integer", "minimum": 0, "maximum": 100}), "Rotated log generations kept (default 3)")
         }
         "keepRuns" => (int(1), "Run folders kept for this process"),
+        _ => return None,
+    })
+}
+
+/// A key of `restartPolicy`, or `restartOn`.
+fn describe_restart_key(key: &str) -> Option<(Value, &'static str)> {
+    Some(match key {
         "maxAttempts" => (int(0), "Attempts before giving up"),
         "backoffIntervalsMs" => (
             json!({"type": "array", "items": {"type": "integer", "minimum": 0}}),
@@ -322,6 +346,16 @@ fn describe(key: &str) -> Option<(Value, &'static str)> {
             (json!({"type": "boolean"}), "Keep retrying every indefiniteIntervalMs once the attempts are used up")
         }
         "indefiniteIntervalMs" => (int(0), "Retry interval in indefinite mode"),
+        "restartOn" => {
+            (json!({"enum": ["always", "failure", "never"]}), "Which exits lead to a restart (default always)")
+        }
+        _ => return None,
+    })
+}
+
+/// A key of `alivenessCheck` or its `startupCheck`.
+fn describe_check_key(key: &str) -> Option<(Value, &'static str)> {
+    Some(match key {
         "url" => (json!({"type": "string", "pattern": "^http://"}), "Health URL; a 2xx answer passes"),
         "statusUrl" => (json!({"type": "string"}), "Optional URL of a richer status document"),
         "intervalMs" => (int(1), "Time between checks"),
@@ -333,6 +367,16 @@ fn describe(key: &str) -> Option<(Value, &'static str)> {
         "initialDelayMs" => (int(0), "Wait before the first startup check"),
         "checkIntervalMs" => (int(1), "Time between startup checks"),
         "failAction" => (json!({"enum": ["restart", "disable", "fail"]}), "What a failed startup leads to"),
+        "type" => (json!({"enum": ["http", "tcp", "exec"]}), "How the check probes (default http)"),
+        "host" => (json!({"type": "string"}), "Host a tcp probe connects to (default 127.0.0.1)"),
+        "port" => (json!({"type": "integer", "minimum": 1, "maximum": 65535}), "Port a tcp probe connects to"),
+        _ => return None,
+    })
+}
+
+/// A key of the dependencies between processes.
+fn describe_dependency_key(key: &str) -> Option<(Value, &'static str)> {
+    Some(match key {
         // Keys of the dependencies issue (#14); described here ahead of it, used once the types have them.
         "dependsOn" => (
             json!({"type": "object", "additionalProperties": {"enum": ["started", "healthy", "completedSuccessfully"]}}),
@@ -342,18 +386,20 @@ fn describe(key: &str) -> Option<(Value, &'static str)> {
         "restartDependents" => {
             (json!({"type": "boolean"}), "Restart the running processes that depend on this one after it restarts")
         }
-        "restartOn" => {
-            (json!({"enum": ["always", "failure", "never"]}), "Which exits lead to a restart (default always)")
-        }
-        "type" => (json!({"enum": ["http", "tcp", "exec"]}), "How the check probes (default http)"),
-        "host" => (json!({"type": "string"}), "Host a tcp probe connects to (default 127.0.0.1)"),
-        "port" => (json!({"type": "integer", "minimum": 1, "maximum": 65535}), "Port a tcp probe connects to"),
-        "trustedHosts" => (strings, "Peers that bypass the remote-access permissions"),
-        "executableWhitelist" => (strings, "Executables untrusted peers may register (glob patterns)"),
-        "executableBlacklist" => (strings, "Executables untrusted peers may not register (glob patterns)"),
+        _ => return None,
+    })
+}
+
+/// A key of the monitor settings, or `processes`.
+fn describe_settings_key(key: &str) -> Option<(Value, &'static str)> {
+    Some(match key {
+        "trustedHosts" => (strings(), "Peers that bypass the remote-access permissions"),
+        "executableWhitelist" => (strings(), "Executables untrusted peers may register (glob patterns)"),
+        "executableBlacklist" => (strings(), "Executables untrusted peers may not register (glob patterns)"),
         "remoteAccess" => (json!({"type": "object"}), "The allowRemote* permissions and startRemoteAccess"),
         "standaloneMode" => (json!({"type": "boolean"}), "No partner (watcher) supervision"),
         "processes" => (json!({"type": "object"}), "One table per process, named by its id"),
+
         _ => return None,
     })
 }
