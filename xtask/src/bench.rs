@@ -104,6 +104,7 @@ pub(crate) fn run(args: &[String]) -> anyhow::Result<()> {
         cfg!(target_os = "linux") && sys::has_children_files(),
         "the bench reads /proc/<pid>/task/<tid>/children and smaps_rollup; it runs on Linux only"
     );
+    anyhow::ensure!(args.only.is_none() || args.scale, "--only is a part of the scale scenario: add --scale");
     let config = Config::new(args.quick);
     let bin = bench_binary(args.prebuilt.as_deref())?;
 
@@ -136,22 +137,27 @@ pub(crate) fn run(args: &[String]) -> anyhow::Result<()> {
 struct Args {
     quick: bool,
     scale: bool,
+    /// `--only storm|rss`: one part of the scale scenario.
+    only: Option<scale::Only>,
     /// `--bin PATH`: a binary built some other way, instead of a release build.
     prebuilt: Option<PathBuf>,
 }
 
 impl Args {
     fn parse(args: &[String]) -> anyhow::Result<Args> {
-        let mut res = Args { quick: false, scale: false, prebuilt: None };
+        let mut res = Args { quick: false, scale: false, only: None, prebuilt: None };
         let mut args = args.iter();
         while let Some(arg) = args.next() {
             match arg.as_str() {
                 "--quick" => res.quick = true,
                 "--scale" => res.scale = true,
+                "--only" => {
+                    res.only = Some(args.next().context("--only needs storm or rss")?.parse::<scale::Only>()?);
+                }
                 "--bin" => res.prebuilt = Some(PathBuf::from(args.next().context("--bin needs a path")?)),
                 other => {
                     anyhow::bail!(
-                        "unknown argument {other:?} (usage: cargo xtask bench [--quick] [--scale] [--bin PATH])"
+                        "unknown argument {other:?} (usage: cargo xtask bench [--quick] [--scale [--only storm|rss]] [--bin PATH])"
                     )
                 }
             }
@@ -178,7 +184,7 @@ fn run_scenarios(ctx: &Ctx, args: &Args) -> anyhow::Result<Vec<Row>> {
     let mut rows: Vec<Row> = Vec::new();
     if args.scale {
         // The scale scenario on its own (issue #19): 1,000 and 10,000 processes.
-        rows.extend(scale::run(ctx, args.quick)?);
+        rows.extend(scale::run(ctx, args.quick, args.only)?);
     } else {
         rows.extend(scenarios::restart_and_start(ctx)?);
         rows.extend(scenarios::containment(ctx)?);
@@ -211,6 +217,7 @@ fn report_results(
     let results = json!({
         "quick": args.quick,
         "scale": args.scale,
+        "only": args.only.map(scale::Only::name),
         "binary": bin.display().to_string(),
         "durationSecs": took.as_secs_f64().round(),
         "machine": machine,
@@ -219,11 +226,21 @@ fn report_results(
     });
     let out_dir = crate::project_root().join("target").join("bench");
     std::fs::create_dir_all(&out_dir)?;
-    let out = out_dir.join(if args.scale { "scale-results.json" } else { "results.json" });
+    let out = out_dir.join(results_file(args.scale, args.only));
     std::fs::write(&out, serde_json::to_string_pretty(&results)? + "\n")
         .with_context(|| format!("cannot write {}", out.display()))?;
     eprintln!("bench: done in {:.0?}; wrote {}", took, out.display());
     Ok(())
+}
+
+/// The file the figures go to: `results.json`, `scale-results.json`, or `scale-storm-results.json` and
+/// `scale-rss-results.json` for one part of the scale run.
+fn results_file(scale: bool, only: Option<scale::Only>) -> String {
+    match (scale, only) {
+        (true, Some(only)) => format!("scale-{}-results.json", only.name()),
+        (true, None) => "scale-results.json".to_owned(),
+        (false, _) => "results.json".to_owned(),
+    }
 }
 
 /// The commit the figures belong to, with `-dirty` when the product crates have uncommitted changes.

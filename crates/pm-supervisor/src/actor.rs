@@ -16,7 +16,6 @@ use tokio::time::Instant;
 
 use crate::cgroup::ProcCgroup;
 use crate::os::{self, ExitWatch};
-use crate::spawn::{self, SpawnContext};
 use crate::Shared;
 
 /// Revisions of the configuration fields a process's task changes itself; the registry writer stores a field
@@ -68,7 +67,8 @@ const SPAWN_FAILURE_PAUSE: Duration = Duration::from_millis(100);
 /// How often memory is sampled when `memoryRestartBytes` is set.
 const MEMORY_EVERY: Duration = Duration::from_secs(1);
 
-/// A request to the actor.
+/// A request to the actor. The rare large payloads are boxed, so that a command is 16 bytes: every process's
+/// channel holds a block of 32 of them for its whole life (issue 19, memory per process).
 pub(crate) enum Cmd {
     Start(Reply<ProcessState>),
     Stop(Reply<ProcessState>),
@@ -79,23 +79,17 @@ pub(crate) enum Cmd {
     /// of the fields the task changes itself that the edit was read against (`None`: apply it whatever came
     /// since): a field the task changed after that keeps the task's value, so an older reading never undoes a
     /// newer change.
-    UpdateConfig(Box<ProcessConfig>, Option<ConfigRevs>),
+    UpdateConfig(Box<(ProcessConfig, Option<ConfigRevs>)>),
     /// Take over a running process (used for a partner monitor that came up on its own).
-    Adopt(Process),
-    /// The dependencies of wait `gen` that do not hold yet (see [`crate::deps`]).
-    DepsPending {
-        gen: u64,
-        waiting_for: std::collections::BTreeMap<String, pm_core::DependencyCondition>,
-    },
+    Adopt(Box<Process>),
+    /// The dependencies of wait `gen` (first) that do not hold yet (see [`crate::deps`]).
+    DepsPending(Box<(u64, std::collections::BTreeMap<String, pm_core::DependencyCondition>)>),
     /// Every dependency of wait `gen` holds: spawn now.
     DepsReady {
         gen: u64,
     },
-    /// Wait `gen` failed (timeout, a dependency that failed): `failed` with this reason.
-    DepsFailed {
-        gen: u64,
-        reason: String,
-    },
+    /// Wait `gen` (first) failed (timeout, a dependency that failed): `failed` with this reason.
+    DepsFailed(Box<(u64, String)>),
     /// End the actor: stop the child first, or leave it running for a successor monitor.
     Shutdown {
         leave_running: bool,
@@ -122,21 +116,13 @@ struct Child {
     cgroup: Option<ProcCgroup>,
 }
 
-enum Watch {
+pub(crate) enum Watch {
     Own(tokio::process::Child),
     /// Our child, cloned straight into its cgroup.
     Forked(crate::cgroup_spawn::Forked),
     Adopted(ExitWatch),
     /// The leader exited 0 and `trackDaemonizedChildren` keeps the process running while its cgroup is populated.
     Daemons(ProcCgroup),
-}
-
-/// A child just spawned, before the actor takes it on.
-struct Spawned {
-    watch: Watch,
-    pid: u32,
-    run_dir: std::path::PathBuf,
-    cgroup: Option<ProcCgroup>,
 }
 
 /// How a run ended.
@@ -230,8 +216,15 @@ impl Actor {
         (actor, snapshot)
     }
 
-    pub(crate) async fn run(mut self, begin: Begin) {
-        self.begin(begin).await;
+    /// The task of the process. The actor lives in a box of its own and the rare long steps (a start, a stop,
+    /// an exit) in boxes made when they run: the task's future, which every process keeps for its whole life,
+    /// holds little more than the wait for the next event (issue 19, memory per process).
+    pub(crate) fn run(self, begin: Begin) -> impl std::future::Future<Output = ()> + Send {
+        Box::new(self).run_boxed(begin)
+    }
+
+    async fn run_boxed(mut self: Box<Self>, begin: Begin) {
+        Box::pin(self.begin(begin)).await;
         loop {
             let event = self.next_event().await;
             match event {
@@ -248,7 +241,7 @@ impl Actor {
                         self.publish();
                     }
                     if !leave_running && self.child.is_some() {
-                        let info = self.terminate().await;
+                        let info = Box::pin(self.terminate()).await;
                         self.record_exit(&info);
                         self.entry.state = ProcessState::Stopped;
                         self.publish();
@@ -267,11 +260,11 @@ impl Actor {
                     let _ = done.send(self.entry.clone());
                     return;
                 }
-                Event::Cmd(Some(cmd)) => self.handle(cmd).await,
-                Event::Exited(info) => self.on_unrequested_exit(info).await,
+                Event::Cmd(Some(cmd)) => Box::pin(self.handle(cmd)).await,
+                Event::Exited(info) => Box::pin(self.on_unrequested_exit(info)).await,
                 Event::RetryDue => {
                     self.retry_at = None;
-                    let _ = self.spawn_now().await;
+                    let _ = Box::pin(self.spawn_now()).await;
                     if self.entry.config.restart_dependents && self.child.is_some() {
                         self.shared.deps.restarted(&self.entry.config.id);
                     }
@@ -284,8 +277,8 @@ impl Actor {
                     }
                 }
                 Event::CheckDue => self.launch_check(),
-                Event::RotateDue => self.rotate_logs().await,
-                Event::MemoryDue => self.check_memory().await,
+                Event::RotateDue => Box::pin(self.rotate_logs()).await,
+                Event::MemoryDue => Box::pin(self.check_memory()).await,
                 Event::LogsWritten => {
                     let soonest = self.soonest_rotation();
                     self.rotate_at = Some(self.rotate_at.map_or(soonest, |at| at.min(soonest)));
@@ -296,7 +289,7 @@ impl Actor {
                     if !passed {
                         self.counters.check_failures += 1;
                     }
-                    self.on_check(passed).await
+                    Box::pin(self.on_check(passed)).await
                 }
             }
         }
@@ -315,14 +308,19 @@ impl Actor {
         // Writes matter only while no rotation is due sooner than the next one may run.
         let log_watch =
             self.log_watch.as_ref().filter(|_| child.is_some() && self.rotate_at.is_some_and(|at| at > soonest));
+        // One timer, at the soonest deadline (each timer is about 110 bytes that every process would hold).
+        let timers = [self.retry_at, self.reset_at, check_at, self.rotate_at, self.memory_at];
+        let soonest_timer = crate::timers::soonest(timers);
         tokio::select! {
             cmd = self.rx.recv() => Event::Cmd(cmd),
             info = wait_child(child) => Event::Exited(info),
-            () = sleep_until(self.retry_at) => Event::RetryDue,
-            () = sleep_until(self.reset_at) => Event::ResetDue,
-            () = sleep_until(check_at) => Event::CheckDue,
-            () = sleep_until(self.rotate_at) => Event::RotateDue,
-            () = sleep_until(self.memory_at) => Event::MemoryDue,
+            () = sleep_until(soonest_timer.map(|(at, _)| at)) => match soonest_timer.map(|(_, which)| which) {
+                Some(1) => Event::ResetDue,
+                Some(2) => Event::CheckDue,
+                Some(3) => Event::RotateDue,
+                Some(4) => Event::MemoryDue,
+                _ => Event::RetryDue,
+            },
             passed = join_check(check_task) => Event::CheckDone(passed),
             () = logs_written(log_watch) => Event::LogsWritten,
         }
@@ -484,14 +482,19 @@ impl Actor {
                 self.publish();
                 let _ = reply.send(Ok(()));
             }
-            Cmd::UpdateConfig(config, base) => self.update_config(*config, base).await,
+            Cmd::UpdateConfig(update) => {
+                let (config, base) = *update;
+                self.update_config(config, base).await;
+            }
             Cmd::Adopt(process) => {
+                let process = *process;
                 if self.child.is_none() && process.is_running() {
                     self.retry_at = None;
                     self.adopt(process);
                 }
             }
-            Cmd::DepsPending { gen, waiting_for } => {
+            Cmd::DepsPending(pending) => {
+                let (gen, waiting_for) = *pending;
                 if gen == self.wait_gen && self.is_waiting() && self.entry.waiting_for != waiting_for {
                     self.entry.waiting_for = waiting_for;
                     self.publish();
@@ -505,7 +508,10 @@ impl Actor {
                     let _ = self.spawn_now().await;
                 }
             }
-            Cmd::DepsFailed { gen, reason } => self.on_dependencies_failed(gen, reason),
+            Cmd::DepsFailed(failed) => {
+                let (gen, reason) = *failed;
+                self.on_dependencies_failed(gen, reason);
+            }
             Cmd::Shutdown { .. } => unreachable!("handled in run"),
         }
     }
@@ -857,7 +863,10 @@ impl Actor {
         let checked = self.check_untrusted_executable()?;
         let now = Timestamp::now();
         let keep_runs = self.entry.config.keep_runs_or(self.shared.keep_runs);
-        let res = self.launch(now, checked.as_ref());
+        let cgroup_dir = self.cgroup_dir();
+        let (shared, config) = (&self.shared, &self.entry.config);
+        let launch = crate::launch::launch(shared, config, checked, cgroup_dir, &mut self.cgroup_reusable, now);
+        let res = Box::pin(launch).await;
         self.entry.last_started_at = Some(now);
         match res {
             Ok(spawned) => self.on_spawned(spawned, keep_runs),
@@ -904,90 +913,9 @@ impl Actor {
         }
     }
 
-    /// Makes the child's cgroup (with containment) and its run folder for a run started `now`, and spawns it.
-    fn launch(&mut self, now: Timestamp, checked: Option<&crate::execcheck::Checked>) -> std::io::Result<Spawned> {
-        let cgroup_dir = self.cgroup_dir();
-        self.shared
-            .containment
-            .check_limits(&self.entry.config)
-            .map_err(|err| std::io::Error::other(err.to_string()))?;
-        let reuse = std::mem::take(&mut self.cgroup_reusable);
-        let prepared =
-            cgroup_dir.as_deref().map(|dir| ProcCgroup::prepare(dir, &self.entry.config, reuse)).transpose()?;
-        let run_dir = self
-            .shared
-            .paths
-            .new_run_dir(&self.entry.config.id, now)
-            .map_err(|err| std::io::Error::other(format!("cannot create log folder: {err}")))?;
-        self.spawn_child(prepared, run_dir, checked)
-    }
-
-    /// Spawns the child logging into `run_dir`, in its `prepared` cgroup if any, known as ours across the spawn;
-    /// when it cannot start, the run folder and the cgroup are removed again.
-    fn spawn_child(
-        &self,
-        prepared: Option<crate::cgroup::Prepared>,
-        run_dir: std::path::PathBuf,
-        checked: Option<&crate::execcheck::Checked>,
-    ) -> std::io::Result<Spawned> {
-        use std::os::fd::AsRawFd;
-        let ctx = SpawnContext {
-            default_cwd: &self.shared.default_cwd,
-            run_dir: &run_dir,
-            extra_env: &self.shared.extra_env,
-            owner: &self.shared.owner,
-            cgroup_procs: prepared.as_ref().map(|prepared| prepared.procs.as_raw_fd()),
-            checked,
-        };
-        // Held across the spawn: the reaper of re-parented strays must not take this child for one.
-        let mut owned = self.shared.owned.lock().expect("owned lock");
-        let res = self.spawn_watch(&ctx, prepared.as_ref()).map(|watch| {
-            let pid = match &watch {
-                Watch::Own(child) => child.id().unwrap_or(0),
-                Watch::Forked(forked) => forked.pid,
-                _ => 0,
-            };
-            owned.insert(pid);
-            (watch, pid)
-        });
-        drop(owned);
-        let cgroup = prepared.map(|prepared| prepared.cgroup);
-        res.map(|(watch, pid)| Spawned { watch, pid, run_dir: run_dir.clone(), cgroup: cgroup.clone() }).inspect_err(
-            |_| {
-                // Nothing ran: the folder (two empty log files) would only push real runs out, and the cgroup
-                // would outlive the process.
-                let _ = std::fs::remove_dir_all(&run_dir);
-                if let Some(cgroup) = &cgroup {
-                    let _ = std::fs::remove_dir(&cgroup.dir);
-                }
-            },
-        )
-    }
-
-    /// The spawn itself: cloned straight into its cgroup; where the kernel cannot, and for an untrusted
-    /// registration (executed from its checked descriptor), moved there before it executes.
-    fn spawn_watch(
-        &self,
-        ctx: &SpawnContext<'_>,
-        prepared: Option<&crate::cgroup::Prepared>,
-    ) -> std::io::Result<Watch> {
-        use std::os::fd::AsRawFd;
-        match prepared {
-            Some(prepared) if ctx.checked.is_none() && !self.entry.config.untrusted => {
-                match spawn::spawn_into_cgroup(&self.entry.config, ctx, prepared.dir.as_raw_fd()) {
-                    Err(err) if err.kind() == std::io::ErrorKind::Unsupported => {
-                        spawn::spawn(&self.entry.config, ctx).map(Watch::Own)
-                    }
-                    res => res.map(Watch::Forked),
-                }
-            }
-            _ => spawn::spawn(&self.entry.config, ctx).map(Watch::Own),
-        }
-    }
-
     /// The child runs: old run folders go (beyond `keep_runs`), and it is `starting` or `running`.
-    fn on_spawned(&mut self, spawned: Spawned, keep_runs: usize) {
-        let Spawned { watch, pid, run_dir, cgroup } = spawned;
+    fn on_spawned(&mut self, spawned: crate::launch::Launched, keep_runs: usize) {
+        let crate::launch::Launched { watch, pid, run_dir, cgroup } = spawned;
         // Old run folders go after the child runs, off this task.
         let paths = self.shared.paths.clone();
         let (id, newest) = (self.entry.config.id.clone(), run_dir.clone());

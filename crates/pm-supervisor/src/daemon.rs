@@ -617,8 +617,7 @@ impl Servers {
         monitor: &Arc<Monitor>,
     ) -> Result<(), Error> {
         if let Some((listener, addr)) = bound {
-            let status_source = monitor.clone();
-            let handle = pm_http::spawn_aliveness(listener, move || status_source.status(), ServerConfig::default())
+            let handle = crate::aliveness::serve_on_own_thread(listener, monitor.clone())
                 .map_err(|source| Error::Bind { what: "aliveness server", addr: addr.to_string(), source })?;
             monitor.ports.write().expect("ports").0 = Some(handle.local_addr().port());
             tracing::info!("aliveness server on {}", handle.local_addr());

@@ -135,9 +135,9 @@ async fn waiter(wait: Wait, mut changes: watch::Receiver<u64>, shared: Weak<Shar
         let answer = if pending.is_empty() {
             Some(Cmd::DepsReady { gen: wait.gen })
         } else if let Some(reason) = broken {
-            Some(Cmd::DepsFailed { gen: wait.gen, reason })
+            Some(Cmd::DepsFailed(Box::new((wait.gen, reason))))
         } else if tokio::time::Instant::now() >= deadline {
-            Some(Cmd::DepsFailed { gen: wait.gen, reason: timeout_reason(&sup, &wait, &pending) })
+            Some(Cmd::DepsFailed(Box::new((wait.gen, timeout_reason(&sup, &wait, &pending)))))
         } else {
             None
         };
@@ -146,7 +146,7 @@ async fn waiter(wait: Wait, mut changes: watch::Receiver<u64>, shared: Weak<Shar
             return;
         }
         if reported.as_ref() != Some(&pending) {
-            sup.tell(&wait.id, Cmd::DepsPending { gen: wait.gen, waiting_for: pending.clone() }).await;
+            sup.tell(&wait.id, Cmd::DepsPending(Box::new((wait.gen, pending.clone())))).await;
             reported = Some(pending);
         }
         drop(sup);

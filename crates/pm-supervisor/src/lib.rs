@@ -39,6 +39,7 @@
 #![deny(missing_docs)]
 
 mod actor;
+mod aliveness;
 pub mod cgroup;
 mod cgroup_spawn;
 mod daemon;
@@ -47,6 +48,7 @@ mod events;
 mod execcheck;
 mod footprint;
 mod groupwait;
+mod launch;
 mod logrotate;
 mod monitor;
 mod orphans;
@@ -57,6 +59,7 @@ mod resources;
 mod spawn;
 mod startup;
 mod supervisor;
+mod timers;
 mod unusable;
 mod watch;
 

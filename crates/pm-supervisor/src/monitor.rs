@@ -708,7 +708,7 @@ pub(crate) fn snapshot_status(snapshot: &crate::Snapshot) -> ProcessStatus {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use pm_core::{ProcessConfig, ProcessEntry, ProcessState, Registry, Timestamp};
     use pm_http::ControlPlane;
     use pm_registry::{Paths, Store};
@@ -717,7 +717,7 @@ mod tests {
     use crate::SupervisorConfig;
 
     /// A monitor over a fresh registry holding one stopped process `job` (enabled, autostart), not started.
-    async fn monitor_with_job(root: &std::path::Path) -> Arc<Monitor> {
+    pub(crate) async fn monitor_with_job(root: &std::path::Path) -> Arc<Monitor> {
         let paths = Paths::new(root, "default").unwrap();
         let store = Arc::new(Store::new(paths.clone()));
         let mut entry = ProcessEntry::new(ProcessConfig::new("job", "job", "/bin/true"), Timestamp::now());

@@ -221,14 +221,14 @@ impl Supervisor {
     /// Applies a configuration read from the registry (takes effect at the next start; `enabled` at once).
     pub async fn update_config(&self, config: ProcessConfig) -> Result<(), Error> {
         let tx = self.sender(&config.id)?;
-        tx.send(Cmd::UpdateConfig(Box::new(config), None)).await.map_err(|_| Error::ShuttingDown)
+        tx.send(Cmd::UpdateConfig(Box::new((config, None)))).await.map_err(|_| Error::ShuttingDown)
     }
 
     /// Like [`Supervisor::update_config`] for a configuration read while the task's own changes stood at `base`:
     /// `enabled` and `autostart` changed by the task since then keep the task's value.
     pub(crate) async fn update_config_since(&self, config: ProcessConfig, base: ConfigRevs) -> Result<(), Error> {
         let tx = self.sender(&config.id)?;
-        tx.send(Cmd::UpdateConfig(Box::new(config), Some(base))).await.map_err(|_| Error::ShuttingDown)
+        tx.send(Cmd::UpdateConfig(Box::new((config, Some(base))))).await.map_err(|_| Error::ShuttingDown)
     }
 
     /// Hands a request to the process's task and answers the receiver of its reply: requests handed over in
@@ -258,7 +258,7 @@ impl Supervisor {
     /// Asks the process's task to adopt a running process (a partner monitor that came up on its own).
     pub async fn adopt(&self, id: &str, process: Process) -> Result<(), Error> {
         let tx = self.sender(id)?;
-        tx.send(Cmd::Adopt(process)).await.map_err(|_| Error::ShuttingDown)
+        tx.send(Cmd::Adopt(Box::new(process))).await.map_err(|_| Error::ShuttingDown)
     }
 
     /// Stops a process and forgets it; answers its last entry.

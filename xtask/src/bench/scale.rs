@@ -367,10 +367,13 @@ fn storm_exits(port: u16) -> u64 {
         .unwrap_or(0)
 }
 
-pub(crate) fn run(ctx: &Ctx<'_>, quick: bool) -> anyhow::Result<Vec<Row>> {
+pub(crate) fn run(ctx: &Ctx<'_>, quick: bool, only: Option<Only>) -> anyhow::Result<Vec<Row>> {
     let limit = sys::raise_nofile_limit();
     progress(&format!("scale: open-files limit {limit} (load {})", loadavg()));
     let plan = Plan::new(quick);
+    if let Some(only) = only {
+        return run_only(ctx, &plan, only);
+    }
     let small = calls(ctx, &plan, 100)?;
     let mut rows = small_call_rows(&small);
     for &n in &plan.sizes {
@@ -520,4 +523,82 @@ fn storm_rows(storm: &Storm, plan: &Plan, load: &str) -> Vec<Row> {
             storm.written_bytes_per_s / 1024.0
         )),
     ]
+}
+
+/// One part of the scale run on its own (`--only storm|rss`), to compare two builds back to back without the
+/// whole run (which starts 10,000 processes twice).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Only {
+    /// The crash storm.
+    Storm,
+    /// The monitor's RSS with [`RSS_ONLY_N`] processes registered and not started, then with as many running.
+    Rss,
+}
+
+/// The size of `--only rss`.
+const RSS_ONLY_N: usize = 1000;
+
+impl Only {
+    /// Its name on the command line.
+    pub(crate) fn name(self) -> &'static str {
+        match self {
+            Only::Storm => "storm",
+            Only::Rss => "rss",
+        }
+    }
+}
+
+impl std::str::FromStr for Only {
+    type Err = anyhow::Error;
+
+    fn from_str(text: &str) -> anyhow::Result<Only> {
+        match text {
+            "storm" => Ok(Only::Storm),
+            "rss" => Ok(Only::Rss),
+            other => anyhow::bail!("--only {other:?}: expected storm or rss"),
+        }
+    }
+}
+
+fn run_only(ctx: &Ctx<'_>, plan: &Plan, only: Only) -> anyhow::Result<Vec<Row>> {
+    let load = loadavg();
+    match only {
+        Only::Storm => Ok(storm_rows(&storm(ctx, plan)?, plan, &load)),
+        Only::Rss => {
+            let n = RSS_ONLY_N;
+            let registered = idle_rss_kib(ctx, n, false)?;
+            let running = idle_rss_kib(ctx, n, true)?;
+            let note = format!("load average {load}");
+            Ok(vec![
+                rss_row(
+                    n,
+                    "scale-rss-registered",
+                    &format!("monitor RSS with {n} registered, not started"),
+                    registered,
+                    "entry",
+                )
+                .note(format!("{}; {note}", above_idle_budget(n, registered, "entry"))),
+                rss_row(n, "scale-rss-running", &format!("monitor RSS with {n} running"), running, "process")
+                    .note(format!("{}; {note}", above_idle_budget(n, running, "process"))),
+            ])
+        }
+    }
+}
+
+/// The RSS (KiB) of a monitor with `n` `sleep`s, registered only or (`autostart`) all running, once it settled.
+fn idle_rss_kib(ctx: &Ctx<'_>, n: usize, autostart: bool) -> anyhow::Result<f64> {
+    let what = if autostart { "running" } else { "registered" };
+    progress(&format!("scale: RSS with {n} {what} processes (load {})", loadavg()));
+    let home = Home::new(ctx.root, &format!("scale-rss-{what}-{n}"))?;
+    home.write_registry((0..n).map(|idx| sleeper(&format!("p{idx:05}"), ARG, autostart)).collect())?;
+    let mut daemon = Daemon::launch(&ctx.bin, &home)?;
+    if autostart {
+        wait_count(&mut daemon, n, Duration::from_secs(300))?;
+    }
+    daemon.wait_ready(Duration::from_secs(120))?;
+    // Let the start-up's registry writes and heap trim settle, as the full run does.
+    std::thread::sleep(Duration::from_secs(3));
+    let rss_kib = sys::memory(daemon.pid).context("cannot read the monitor's smaps_rollup")?.rss_kib as f64;
+    daemon.stop(Duration::from_secs(60));
+    Ok(rss_kib)
 }

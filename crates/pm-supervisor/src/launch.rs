@@ -1,0 +1,220 @@
+//! A run's launch (its cgroup, its run folder, the spawn) on the spawner thread, never on an async worker.
+//!
+//! A spawn does not return before the child has executed its program: `posix_spawn` is a `vfork`, and the other
+//! ways wait on a pipe or a `clone` until the `exec`. On a loaded machine that wait is long (the child must be
+//! scheduled first), and a tokio worker stuck in it serves nothing else: with both workers in it, `/alive` and
+//! every API call waited behind a crash storm's restarts (issue 19, BENCHMARKS.md "Scale"). The launch's blocking
+//! steps therefore run on one thread of their own, started at the first launch, one launch after the other (the
+//! spawns were one after the other before as well: each holds the `owned` lock); the process's task awaits the
+//! outcome and the workers carry on meanwhile.
+
+use std::os::fd::AsRawFd;
+use std::path::PathBuf;
+use std::sync::mpsc;
+use std::sync::{Arc, OnceLock};
+
+use pm_core::{ProcessConfig, Timestamp};
+use tokio::sync::oneshot;
+
+use crate::actor::Watch;
+use crate::cgroup::{Prepared, ProcCgroup};
+use crate::execcheck::Checked;
+use crate::spawn::{self, SpawnContext};
+use crate::Shared;
+
+/// The spawner threads' stacks: a launch needs little (the child of `posix_spawn` gets a stack of its own).
+const SPAWNER_STACK: usize = 256 * 1024;
+/// Spawner threads: one prepares a run (its cgroup, its run folder) while the other waits for its child's `exec`.
+const SPAWNERS: usize = 2;
+
+/// What one launch needs, owned: it runs on another thread.
+struct Launch {
+    shared: Arc<Shared>,
+    config: ProcessConfig,
+    checked: Option<Checked>,
+    /// The process's cgroup folder, with cgroup containment.
+    cgroup_dir: Option<PathBuf>,
+    /// The cgroup was left empty by the last run and may be used again.
+    reuse_cgroup: bool,
+    /// The start of the run (names its run folder).
+    now: Timestamp,
+}
+
+/// A child that runs.
+pub(crate) struct Launched {
+    pub(crate) watch: Watch,
+    pub(crate) pid: u32,
+    /// Its run folder (logs).
+    pub(crate) run_dir: PathBuf,
+    /// Its cgroup, with cgroup containment.
+    pub(crate) cgroup: Option<ProcCgroup>,
+}
+
+/// Makes the child's cgroup (with containment) and its run folder for a run started `now`, and spawns it; all of
+/// it on the spawner thread. `reuse_cgroup` is taken (cleared) once the configuration's limits are known to apply.
+pub(crate) async fn launch(
+    shared: &Arc<Shared>,
+    config: &ProcessConfig,
+    checked: Option<Checked>,
+    cgroup_dir: Option<PathBuf>,
+    reuse_cgroup: &mut bool,
+    now: Timestamp,
+) -> std::io::Result<Launched> {
+    shared.containment.check_limits(config).map_err(|err| std::io::Error::other(err.to_string()))?;
+    let launch = Launch {
+        shared: shared.clone(),
+        config: config.clone(),
+        checked,
+        cgroup_dir,
+        reuse_cgroup: std::mem::take(reuse_cgroup),
+        now,
+    };
+    let runtime = tokio::runtime::Handle::current();
+    let (tx, rx) = oneshot::channel();
+    submit(Box::new(move || {
+        // The child's exit watch (tokio's child, a pidfd) registers with the runtime of the task.
+        let _in_runtime = runtime.enter();
+        let shared = launch.shared.clone();
+        if let Err(Ok(launched)) = tx.send(launch.run()) {
+            // The task is gone (its runtime shut down meanwhile): nothing would ever wait for this child.
+            launched.abandon(&shared);
+        }
+    }));
+    rx.await
+        .unwrap_or_else(|_| Err(std::io::Error::other("the launch ended abnormally (a panic on the spawner thread)")))
+}
+
+impl Launch {
+    fn run(self) -> std::io::Result<Launched> {
+        let prepared = self
+            .cgroup_dir
+            .as_deref()
+            .map(|dir| ProcCgroup::prepare(dir, &self.config, self.reuse_cgroup))
+            .transpose()?;
+        let run_dir = self
+            .shared
+            .paths
+            .new_run_dir(&self.config.id, self.now)
+            .map_err(|err| std::io::Error::other(format!("cannot create log folder: {err}")))?;
+        self.spawn_child(prepared, run_dir)
+    }
+
+    /// Spawns the child logging into `run_dir`, in its `prepared` cgroup if any, known as ours across the spawn;
+    /// when it cannot start, the run folder and the cgroup are removed again.
+    fn spawn_child(&self, prepared: Option<Prepared>, run_dir: PathBuf) -> std::io::Result<Launched> {
+        let ctx = SpawnContext {
+            default_cwd: &self.shared.default_cwd,
+            run_dir: &run_dir,
+            extra_env: &self.shared.extra_env,
+            owner: &self.shared.owner,
+            cgroup_procs: prepared.as_ref().map(|prepared| prepared.procs.as_raw_fd()),
+            checked: self.checked.as_ref(),
+        };
+        // Held across the spawn: the reaper of re-parented strays must not take this child for one.
+        let mut owned = self.shared.owned.lock().expect("owned lock");
+        let res = self.spawn_watch(&ctx, prepared.as_ref()).map(|watch| {
+            let pid = match &watch {
+                Watch::Own(child) => child.id().unwrap_or(0),
+                Watch::Forked(forked) => forked.pid,
+                _ => 0,
+            };
+            owned.insert(pid);
+            (watch, pid)
+        });
+        drop(owned);
+        let cgroup = prepared.map(|prepared| prepared.cgroup);
+        match res {
+            Ok((watch, pid)) => Ok(Launched { watch, pid, run_dir, cgroup }),
+            Err(err) => {
+                // Nothing ran: the folder (two empty log files) would only push real runs out, and the cgroup
+                // would outlive the process.
+                let _ = std::fs::remove_dir_all(&run_dir);
+                if let Some(cgroup) = &cgroup {
+                    let _ = std::fs::remove_dir(&cgroup.dir);
+                }
+                Err(err)
+            }
+        }
+    }
+
+    /// The spawn itself: cloned straight into its cgroup; where the kernel cannot, and for an untrusted
+    /// registration (executed from its checked descriptor), moved there before it executes.
+    fn spawn_watch(&self, ctx: &SpawnContext<'_>, prepared: Option<&Prepared>) -> std::io::Result<Watch> {
+        match prepared {
+            Some(prepared) if ctx.checked.is_none() && !self.config.untrusted => {
+                match spawn::spawn_into_cgroup(&self.config, ctx, prepared.dir.as_raw_fd()) {
+                    Err(err) if err.kind() == std::io::ErrorKind::Unsupported => {
+                        spawn::spawn(&self.config, ctx).map(Watch::Own)
+                    }
+                    res => res.map(Watch::Forked),
+                }
+            }
+            _ => spawn::spawn(&self.config, ctx).map(Watch::Own),
+        }
+    }
+}
+
+impl Launched {
+    /// Kills a child whose task went away during its launch, so that it does not run on unsupervised.
+    fn abandon(self, shared: &Shared) {
+        tracing::warn!(pid = self.pid, "started while its monitor was shutting down; killed");
+        crate::os::signal_group(self.pid, libc::SIGKILL);
+        shared.owned.lock().expect("owned lock").remove(&self.pid);
+    }
+}
+
+/// Work for the spawner thread.
+type Job = Box<dyn FnOnce() + Send>;
+
+/// Runs `job` on the spawner thread (started on first use); here, when that thread cannot be started or is gone.
+fn submit(job: Job) {
+    static QUEUE: OnceLock<Option<mpsc::Sender<Job>>> = OnceLock::new();
+    let queue = QUEUE.get_or_init(|| {
+        let (tx, rx) = mpsc::channel::<Job>();
+        let rx = Arc::new(std::sync::Mutex::new(rx));
+        let started = (0..SPAWNERS).filter(|_| start_spawner(rx.clone())).count();
+        if started == 0 {
+            tracing::warn!("cannot start a spawner thread; processes are spawned on the async workers");
+            return None;
+        }
+        Some(tx)
+    });
+    match queue {
+        Some(queue) => {
+            if let Err(mpsc::SendError(job)) = queue.send(job) {
+                job();
+            }
+        }
+        None => job(),
+    }
+}
+
+/// Starts one spawner thread taking its jobs from `queue`; answers whether it runs.
+fn start_spawner(queue: Arc<std::sync::Mutex<mpsc::Receiver<Job>>>) -> bool {
+    let serve = move || loop {
+        let Ok(job) = queue.lock().map_err(drop).and_then(|queue| queue.recv().map_err(drop)) else { return };
+        // A panicking launch drops its reply (its task reports it); the thread serves the next one.
+        let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(job));
+    };
+    let started = std::thread::Builder::new().name("pm-spawner".to_owned()).stack_size(SPAWNER_STACK).spawn(serve);
+    if let Err(err) = &started {
+        tracing::warn!("cannot start a spawner thread: {err}");
+    }
+    started.is_ok()
+}
+
+#[cfg(test)]
+mod tests {
+    /// Launches run on the spawner threads, never on the async worker that asked (a spawn there stalled the
+    /// worker until the child's exec).
+    #[tokio::test(flavor = "multi_thread", worker_threads = 1)]
+    async fn launches_run_on_a_spawner_thread() {
+        for _ in 0..3 {
+            let (tx, rx) = tokio::sync::oneshot::channel();
+            super::submit(Box::new(move || {
+                let _ = tx.send(std::thread::current().name().map(str::to_owned));
+            }));
+            assert_eq!(rx.await.unwrap().as_deref(), Some("pm-spawner"));
+        }
+    }
+}
