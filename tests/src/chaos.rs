@@ -589,7 +589,7 @@ fn sample_copies(prefix: &str, stop: &AtomicBool, shared: &Shared) -> Vec<String
         for (id, pids) in copies {
             // A PID that is gone by now was already exiting (a zombie a moment later); count only copies that are
             // still alive after the scan.
-            let live: Vec<u32> = pids.into_iter().filter(|pid| pm_registry::pid::alive(*pid)).collect();
+            let live: Vec<u32> = pids.into_iter().filter(|pid| pm_registry::proc::alive(*pid)).collect();
             if live.len() > 1 {
                 let line = format!("{id}: {} live copies at once: {live:?}", live.len());
                 if incidents.insert(line.clone()) {

@@ -212,7 +212,7 @@ impl Home {
         entries
             .flatten()
             .filter_map(|entry| entry.file_name().to_str()?.parse::<u32>().ok())
-            .filter(|pid| pm_registry::pid::alive(*pid))
+            .filter(|pid| pm_registry::proc::alive(*pid))
             .filter(|pid| {
                 let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
                 let args: Vec<String> =

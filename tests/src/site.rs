@@ -211,7 +211,7 @@ impl Site {
             if holds && self.alive() && socket {
                 return Ok(started.elapsed());
             }
-            if !pm_registry::pid::alive(pid) {
+            if !pm_registry::proc::alive(pid) {
                 return Err(format!("daemon {pid} exited: {}", self.daemon_stderr(pid)));
             }
             if started.elapsed() > timeout {

@@ -49,9 +49,12 @@ fn stop_fd_inheritance() {
     let Ok(entries) = std::fs::read_dir("/proc/self/fd").or_else(|_| std::fs::read_dir("/dev/fd")) else { return };
     let fds: Vec<i32> =
         entries.flatten().filter_map(|entry| entry.file_name().to_str()?.parse().ok()).filter(|fd| *fd > 2).collect();
-    for fd in fds {
-        // SAFETY: fcntl on descriptors of this process; setting FD_CLOEXEC changes nothing else about them.
-        unsafe {
+    // SAFETY: fcntl on descriptor numbers of this process touches no memory; setting FD_CLOEXEC changes nothing
+    // else about a descriptor, and on a number no longer open (the listing's own) both calls fail with EBADF. No
+    // safe call takes a bare descriptor number: rustix's needs a `BorrowedFd`, whose promise (open for its whole
+    // life) this loop cannot make.
+    unsafe {
+        for fd in fds {
             let flags = libc::fcntl(fd, libc::F_GETFD);
             if flags >= 0 {
                 libc::fcntl(fd, libc::F_SETFD, flags | libc::FD_CLOEXEC);
@@ -65,11 +68,7 @@ fn run_here(cli: &Cli, paths: &Paths) -> anyhow::Result<u8> {
     stop_fd_inheritance();
     // One malloc arena for all threads: the daemon allocates little, and per-thread arenas cost resident
     // memory for nothing.
-    #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    // SAFETY: mallopt only changes allocator tuning; called before other threads exist.
-    unsafe {
-        libc::mallopt(libc::M_ARENA_MAX, 1);
-    }
+    pm_supervisor::tune_heap(pm_supervisor::Heap::OneArena);
     // Nothing is written (not even the monitor's log) in a home another user controls.
     pm_registry::check_home(paths)?;
     let log_file = crate::logging::init(paths, cli.foreground && !cli.detached, cli.keep_logs);
@@ -133,7 +132,6 @@ fn run_here(cli: &Cli, paths: &Paths) -> anyhow::Result<u8> {
 /// Starts the monitor as a detached process (new session, stdio away from this terminal) and returns once
 /// it holds the instance lock and answers `/alive`.
 fn start_detached(cli: &Cli, paths: &Paths, extra_args: &[&str]) -> anyhow::Result<u8> {
-    use std::os::unix::process::CommandExt;
     if let Some(holder) = InstanceLock::holder(paths)? {
         println!("ProcessMonitor {} is already running (pid {})", paths.instance_id(), holder.pid);
         return Ok(code::OK);
@@ -158,15 +156,7 @@ fn start_detached(cli: &Cli, paths: &Paths, extra_args: &[&str]) -> anyhow::Resu
     if cli.instance_id.is_none() {
         command.arg("--instance-id").arg(paths.instance_id());
     }
-    // SAFETY: setsid is async-signal-safe and touches no memory of the parent.
-    unsafe {
-        command.pre_exec(|| {
-            if libc::setsid() < 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            Ok(())
-        });
-    }
+    pm_registry::proc::detach(&mut command);
     let mut child = command.spawn().context("cannot start the monitor process")?;
     let pid = child.id();
     let deadline = Instant::now() + START_TIMEOUT;
@@ -425,7 +415,7 @@ fn stop_through_partner(
     // last moment and stops it, or its processes take long to stop), where a second SIGTERM would make it exit
     // at once and abandon them. If it still serves as running, or answers nowhere, it is signalled directly.
     let state = read_status(cli, paths, Duration::from_secs(2)).filter(|status| status.pid == holder.pid);
-    let shutting_down = !pm_registry::pid::is_same_process(holder.pid, holder.start_time)
+    let shutting_down = !pm_registry::proc::is_same_process(holder.pid, holder.start_time)
         || state.is_some_and(|status| status.state == pm_core::MonitorState::Stopping);
     if tracked && !shutting_down {
         eprintln!("the partner {partner_id} did not stop {id}; stopping it directly");
@@ -478,13 +468,8 @@ fn signal(pid: u32, signal: i32) -> anyhow::Result<()> {
     if pid <= 1 || pid == std::process::id() {
         anyhow::bail!("refusing to signal pid {pid}: not a monitor this command may stop");
     }
-    let pid = i32::try_from(pid).context("pid out of range")?;
-    // SAFETY: kill(2) has no memory-safety preconditions.
-    if unsafe { libc::kill(pid, signal) } != 0 {
-        let err = std::io::Error::last_os_error();
-        anyhow::bail!("cannot signal pid {pid}: {err}");
-    }
-    Ok(())
+    i32::try_from(pid).context("pid out of range")?;
+    pm_registry::proc::signal_process(pid, signal).map_err(|err| anyhow::anyhow!("cannot signal pid {pid}: {err}"))
 }
 
 fn wait_released(paths: &Paths, holder: &LockInfo, timeout: Duration) -> anyhow::Result<()> {
@@ -493,7 +478,7 @@ fn wait_released(paths: &Paths, holder: &LockInfo, timeout: Duration) -> anyhow:
     // after finds the process gone.
     let holds = || -> anyhow::Result<bool> {
         Ok(InstanceLock::holder(paths)?.is_some_and(|now| now.pid == holder.pid)
-            || pm_registry::pid::is_same_process(holder.pid, holder.start_time))
+            || pm_registry::proc::is_same_process(holder.pid, holder.start_time))
     };
     while holds()? {
         if Instant::now() > deadline {

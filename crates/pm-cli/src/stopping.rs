@@ -48,8 +48,8 @@ pub(crate) fn left_running(mut children: Vec<Child>, after: Option<&Registry>) -
         }
     }
     children.retain(|child| {
-        pm_registry::pid::is_same_process(child.pid, child.start_time)
-            || (!pm_registry::pid::alive(child.pid) && pm_registry::pid::group_alive(child.pid))
+        pm_registry::proc::is_same_process(child.pid, child.start_time)
+            || (!pm_registry::proc::alive(child.pid) && pm_registry::proc::group_alive(child.pid))
     });
     children
 }
@@ -69,7 +69,7 @@ mod tests {
         let mut entry = ProcessEntry::new(slow, Timestamp::now());
         entry.state = ProcessState::Running;
         entry.pid = Some(std::process::id());
-        entry.pid_start_time = pm_registry::pid::start_time(std::process::id());
+        entry.pid_start_time = pm_registry::proc::start_time(std::process::id());
         registry.processes.insert("slow".to_owned(), entry);
         assert_eq!(stop_wait(&registry), Duration::from_secs(180));
         let left = left_running(children(&registry), None);

@@ -88,38 +88,10 @@ impl Subnet {
     /// loopback, leaving out link-local addresses; `None` when there is none. Read from the interface list
     /// (`getifaddrs`); nothing is sent anywhere.
     pub fn of_this_host() -> Option<Subnet> {
-        let mut list: *mut libc::ifaddrs = std::ptr::null_mut();
-        // SAFETY: getifaddrs fills `list` with a list that freeifaddrs below releases.
-        if unsafe { libc::getifaddrs(&mut list) } != 0 {
-            return None;
-        }
-        let mut found = None;
-        let mut cursor = list;
-        while !cursor.is_null() {
-            // SAFETY: `cursor` is an element of the list, which stays valid until freeifaddrs.
-            let entry = unsafe { &*cursor };
-            cursor = entry.ifa_next;
-            let flags = entry.ifa_flags;
-            let usable = flags & libc::IFF_UP as u32 != 0 && flags & libc::IFF_RUNNING as u32 != 0;
-            if !usable || flags & libc::IFF_LOOPBACK as u32 != 0 || entry.ifa_addr.is_null() {
-                continue;
-            }
-            // SAFETY: a non-null address of the list; for AF_INET it is a sockaddr_in.
-            let ip = unsafe {
-                if i32::from((*entry.ifa_addr).sa_family) != libc::AF_INET {
-                    continue;
-                }
-                let addr = &*(entry.ifa_addr as *const libc::sockaddr_in);
-                Ipv4Addr::from(u32::from_be(addr.sin_addr.s_addr))
-            };
-            if !(ip.is_loopback() || ip.is_unspecified() || ip.is_link_local()) {
-                found = Some(Subnet::from_ip(ip));
-                break;
-            }
-        }
-        // SAFETY: the list getifaddrs returned, released once.
-        unsafe { libc::freeifaddrs(list) };
-        found
+        interface_ipv4s()
+            .into_iter()
+            .find(|ip| !(ip.is_loopback() || ip.is_unspecified() || ip.is_link_local()))
+            .map(Subnet::from_ip)
     }
 
     /// The network address (`a.b.c.0`).
@@ -265,6 +237,36 @@ async fn scan(
     // Aborts the probes still in flight and waits until they are gone.
     probes.shutdown().await;
     res
+}
+
+/// The IPv4 addresses of the interfaces that are up, running and not loopback, in the order `getifaddrs` lists
+/// them (no safe crate in the build reads the interface list).
+fn interface_ipv4s() -> Vec<Ipv4Addr> {
+    let mut found = Vec::new();
+    let mut list: *mut libc::ifaddrs = std::ptr::null_mut();
+    // SAFETY: getifaddrs fills `list` with a linked list that stays valid until the freeifaddrs below, which
+    // releases it once; only non-null elements and addresses are read, and an address is read as a sockaddr_in
+    // only when its family says AF_INET.
+    unsafe {
+        if libc::getifaddrs(&mut list) != 0 {
+            return found;
+        }
+        let mut cursor = list;
+        while let Some(entry) = cursor.as_ref() {
+            cursor = entry.ifa_next;
+            let flags = entry.ifa_flags;
+            let usable = flags & libc::IFF_UP as u32 != 0 && flags & libc::IFF_RUNNING as u32 != 0;
+            if !usable || flags & libc::IFF_LOOPBACK as u32 != 0 || entry.ifa_addr.is_null() {
+                continue;
+            }
+            if i32::from((*entry.ifa_addr).sa_family) == libc::AF_INET {
+                let addr = &*(entry.ifa_addr as *const libc::sockaddr_in);
+                found.push(Ipv4Addr::from(u32::from_be(addr.sin_addr.s_addr)));
+            }
+        }
+        libc::freeifaddrs(list);
+    }
+    found
 }
 
 #[cfg(test)]

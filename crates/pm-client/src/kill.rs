@@ -2,26 +2,23 @@
 
 use std::time::{Duration, Instant};
 
-/// SIGTERM to the group led by `pid`, up to `grace` for it to exit, then SIGKILL to what is left.
-pub(crate) fn stop_group(pid: u32, start_time: Option<u64>, grace: Duration) {
-    let Ok(pgid) = i32::try_from(pid) else { return };
-    if pgid <= 1 {
+use pm_registry::proc::{self, Process};
+
+/// SIGTERM to the group led by `leader`, up to `grace` for it to exit, then SIGKILL to what is left.
+pub(crate) fn stop_group(leader: Process, grace: Duration) {
+    let pgid = leader.pid;
+    if pgid <= 1 || i32::try_from(pgid).is_err() {
         return;
     }
-    // SAFETY: kill(2) has no memory-safety preconditions; a negative pid addresses the process group.
-    unsafe { libc::kill(-pgid, libc::SIGTERM) };
-    // SAFETY: as above; a stopped process acts on SIGTERM only once continued.
-    unsafe { libc::kill(-pgid, libc::SIGCONT) };
+    proc::signal_group(pgid, libc::SIGTERM);
+    // A stopped process acts on SIGTERM only once continued.
+    proc::signal_group(pgid, libc::SIGCONT);
     let deadline = Instant::now() + grace;
-    // SAFETY: as above; signal 0 only checks that the group exists.
-    let group_exists = || unsafe { libc::kill(-pgid, 0) == 0 };
-    while Instant::now() < deadline
-        && (pm_registry::pid::is_same_process(pid, start_time) || pm_registry::pid::group_alive(pid))
-    {
+    while Instant::now() < deadline && (leader.is_running() || proc::group_alive(pgid)) {
         std::thread::sleep(Duration::from_millis(20));
     }
-    if pm_registry::pid::group_alive(pid) && group_exists() {
-        // SAFETY: as above.
-        unsafe { libc::kill(-pgid, libc::SIGKILL) };
+    // Signal 0 only checks that the group exists (and may be signalled).
+    if proc::group_alive(pgid) && proc::signal_group(pgid, 0) {
+        proc::signal_group(pgid, libc::SIGKILL);
     }
 }

@@ -235,9 +235,9 @@ impl ProcessMonitorClient {
             Some(entry) => Ok(entry),
             None => Err(Error::NotFound(id.to_owned())),
         })?;
-        if let Some(pid) = pm_registry::pid::live_pid_of(&removed) {
+        if let Some(pid) = pm_registry::proc::live_pid_of(&removed) {
             let deadline = Instant::now() + self.wait_timeout + Duration::from_millis(removed.config.stop_timeout_ms());
-            while pm_registry::pid::is_same_process(pid, removed.pid_start_time) && Instant::now() < deadline {
+            while pm_registry::proc::is_same_process(pid, removed.pid_start_time) && Instant::now() < deadline {
                 std::thread::sleep(POLL);
             }
         }
@@ -571,8 +571,11 @@ impl ProcessMonitorClient {
             stored.pending_action = Some(PendingAction::Stop);
             Ok(stored.clone())
         })?;
-        if let Some(pid) = pm_registry::pid::live_pid_of(&entry) {
-            crate::kill::stop_group(pid, entry.pid_start_time, Duration::from_millis(entry.config.stop_timeout_ms()));
+        if let Some(pid) = pm_registry::proc::live_pid_of(&entry) {
+            crate::kill::stop_group(
+                pm_registry::proc::Process::new(pid, entry.pid_start_time),
+                Duration::from_millis(entry.config.stop_timeout_ms()),
+            );
         }
         let status = self.transaction(|registry| {
             let stored = registry.processes.get_mut(id).ok_or_else(|| Error::NotFound(id.to_owned()))?;

@@ -264,16 +264,11 @@ fn new_token() -> io::Result<String> {
     let mut bytes = [0u8; 32];
     let mut filled = 0;
     while filled < bytes.len() {
-        // SAFETY: the pointer and length describe the unfilled tail of `bytes`, which lives across the call.
-        let n = unsafe { libc::getrandom(bytes[filled..].as_mut_ptr().cast(), bytes.len() - filled, 0) };
-        if n < 0 {
-            let err = io::Error::last_os_error();
-            if err.kind() == io::ErrorKind::Interrupted {
-                continue;
-            }
-            return Err(err);
+        match rustix::rand::getrandom(&mut bytes[filled..], rustix::rand::GetRandomFlags::empty()) {
+            Ok(n) => filled += n,
+            Err(rustix::io::Errno::INTR) => continue,
+            Err(errno) => return Err(errno.into()),
         }
-        filled += n as usize;
     }
     Ok(format!("{TOKEN_PREFIX}{}", hex(&bytes)))
 }
@@ -406,8 +401,7 @@ pub(crate) enum Target<'a> {
 /// Users allowed on the socket: the monitor's own (effective) user, root, and the users named in `socketUsers`
 /// (by name or numeric uid).
 pub(crate) fn socket_peer_allowed(uid: u32, remote: &RemoteAccessConfig) -> bool {
-    // SAFETY: geteuid has no preconditions and cannot fail.
-    let own = unsafe { libc::geteuid() };
+    let own = rustix::process::geteuid().as_raw();
     if uid == 0 || uid == own {
         return true;
     }
@@ -420,20 +414,22 @@ pub(crate) fn socket_peer_allowed(uid: u32, remote: &RemoteAccessConfig) -> bool
     })
 }
 
-/// The login name of `uid` (`getpwuid_r`), `None` when it has none.
+/// The login name of `uid` (`getpwuid_r`, which asks NSS as well as `/etc/passwd`; no safe crate in the build
+/// has it), `None` when it has none.
 fn user_name(uid: u32) -> Option<String> {
     let mut buf = vec![0u8; 4096];
-    // SAFETY: all-zero is a valid `passwd` (null pointers, zero ids); it is only read after a successful call.
-    let mut pwd: libc::passwd = unsafe { std::mem::zeroed() };
     let mut result: *mut libc::passwd = std::ptr::null_mut();
-    // SAFETY: every pointer is valid for the call; `buf` outlives the use of the strings it holds.
-    let rc = unsafe { libc::getpwuid_r(uid, &mut pwd, buf.as_mut_ptr().cast(), buf.len(), &mut result) };
-    if rc != 0 || result.is_null() || pwd.pw_name.is_null() {
-        return None;
+    // SAFETY: all-zero is a valid `passwd` (null pointers, zero ids), only read after a successful call; every
+    // pointer passed is valid for the call; on success `pw_name` is null or points at a NUL-terminated string
+    // inside `buf`, which outlives its copy here.
+    unsafe {
+        let mut pwd: libc::passwd = std::mem::zeroed();
+        let rc = libc::getpwuid_r(uid, &mut pwd, buf.as_mut_ptr().cast(), buf.len(), &mut result);
+        if rc != 0 || result.is_null() || pwd.pw_name.is_null() {
+            return None;
+        }
+        Some(std::ffi::CStr::from_ptr(pwd.pw_name).to_string_lossy().into_owned())
     }
-    // SAFETY: on success `pw_name` points at a NUL-terminated string inside `buf`.
-    let name = unsafe { std::ffi::CStr::from_ptr(pwd.pw_name) };
-    Some(name.to_string_lossy().into_owned())
 }
 
 /// The `Authorization` header, as far as a bearer token goes.

@@ -99,39 +99,39 @@ fn confirmed_names_blocking(ip: IpAddr) -> Vec<String> {
     }
 }
 
-/// `getnameinfo(NI_NAMEREQD)`: the host name of `ip`, or `None` when it has none.
+/// `getnameinfo(NI_NAMEREQD)`: the host name of `ip`, or `None` when it has none (the system resolver, with
+/// `/etc/hosts` and NSS; no safe crate in the build has it).
 fn reverse_lookup(ip: IpAddr) -> Option<String> {
-    // SAFETY: an all-zero sockaddr_storage is a valid value of the type.
-    let mut storage: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
-    let len = match ip {
-        IpAddr::V4(v4) => {
-            // SAFETY: sockaddr_storage is large and aligned enough for any sockaddr type.
-            let sin = unsafe { &mut *(&mut storage as *mut libc::sockaddr_storage).cast::<libc::sockaddr_in>() };
-            sin.sin_family = libc::AF_INET as libc::sa_family_t;
-            sin.sin_addr = libc::in_addr { s_addr: u32::from_ne_bytes(v4.octets()) };
-            #[cfg(any(target_os = "macos", target_os = "ios", target_os = "freebsd", target_os = "openbsd"))]
-            {
-                sin.sin_len = std::mem::size_of::<libc::sockaddr_in>() as u8;
-            }
-            std::mem::size_of::<libc::sockaddr_in>()
-        }
-        IpAddr::V6(v6) => {
-            // SAFETY: as above.
-            let sin6 = unsafe { &mut *(&mut storage as *mut libc::sockaddr_storage).cast::<libc::sockaddr_in6>() };
-            sin6.sin6_family = libc::AF_INET6 as libc::sa_family_t;
-            sin6.sin6_addr = libc::in6_addr { s6_addr: v6.octets() };
-            #[cfg(any(target_os = "macos", target_os = "ios", target_os = "freebsd", target_os = "openbsd"))]
-            {
-                sin6.sin6_len = std::mem::size_of::<libc::sockaddr_in6>() as u8;
-            }
-            std::mem::size_of::<libc::sockaddr_in6>()
-        }
-    };
     let mut host = [0 as libc::c_char; 1025];
-    // SAFETY: the address points at `len` initialised bytes; `host` is writable for its whole length, which is
-    // passed; no service buffer is requested.
-    let rc = unsafe {
-        libc::getnameinfo(
+    // SAFETY: an all-zero sockaddr_storage is a valid value, large and aligned enough for any sockaddr type, so
+    // it may be written as a sockaddr_in or sockaddr_in6; getnameinfo reads `len` initialised bytes of it and
+    // writes at most `host.len()` bytes into `host` (no service buffer is requested); on success it wrote a
+    // NUL-terminated string there, which is copied before `host` goes away.
+    unsafe {
+        let mut storage: libc::sockaddr_storage = std::mem::zeroed();
+        let len = match ip {
+            IpAddr::V4(v4) => {
+                let sin = &mut *(&mut storage as *mut libc::sockaddr_storage).cast::<libc::sockaddr_in>();
+                sin.sin_family = libc::AF_INET as libc::sa_family_t;
+                sin.sin_addr = libc::in_addr { s_addr: u32::from_ne_bytes(v4.octets()) };
+                #[cfg(any(target_os = "macos", target_os = "ios", target_os = "freebsd", target_os = "openbsd"))]
+                {
+                    sin.sin_len = std::mem::size_of::<libc::sockaddr_in>() as u8;
+                }
+                std::mem::size_of::<libc::sockaddr_in>()
+            }
+            IpAddr::V6(v6) => {
+                let sin6 = &mut *(&mut storage as *mut libc::sockaddr_storage).cast::<libc::sockaddr_in6>();
+                sin6.sin6_family = libc::AF_INET6 as libc::sa_family_t;
+                sin6.sin6_addr = libc::in6_addr { s6_addr: v6.octets() };
+                #[cfg(any(target_os = "macos", target_os = "ios", target_os = "freebsd", target_os = "openbsd"))]
+                {
+                    sin6.sin6_len = std::mem::size_of::<libc::sockaddr_in6>() as u8;
+                }
+                std::mem::size_of::<libc::sockaddr_in6>()
+            }
+        };
+        let rc = libc::getnameinfo(
             (&storage as *const libc::sockaddr_storage).cast::<libc::sockaddr>(),
             len as libc::socklen_t,
             host.as_mut_ptr(),
@@ -139,15 +139,14 @@ fn reverse_lookup(ip: IpAddr) -> Option<String> {
             std::ptr::null_mut(),
             0,
             libc::NI_NAMEREQD,
-        )
-    };
-    if rc != 0 {
-        return None;
+        );
+        if rc != 0 {
+            return None;
+        }
+        let name = std::ffi::CStr::from_ptr(host.as_ptr());
+        let name = name.to_str().ok()?.trim_end_matches('.').to_owned();
+        (!name.is_empty()).then_some(name)
     }
-    // SAFETY: on success getnameinfo wrote a NUL-terminated string into `host`.
-    let name = unsafe { std::ffi::CStr::from_ptr(host.as_ptr()) };
-    let name = name.to_str().ok()?.trim_end_matches('.').to_owned();
-    (!name.is_empty()).then_some(name)
 }
 
 #[cfg(test)]

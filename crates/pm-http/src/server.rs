@@ -124,46 +124,21 @@ impl ServerHandle {
 /// `::ffff:a.b.c.d` (the servers normalise that back to IPv4). Port 0 picks a free port; ask the listener's
 /// `local_addr` for it. Works outside a tokio runtime.
 pub fn bind(addr: SocketAddr) -> std::io::Result<std::net::TcpListener> {
-    use std::os::fd::{AsRawFd, FromRawFd, IntoRawFd};
+    use rustix::net::{sockopt, AddressFamily, SocketFlags, SocketType};
 
-    let socket = match addr {
-        SocketAddr::V4(_) => tokio::net::TcpSocket::new_v4()?,
-        SocketAddr::V6(_) => tokio::net::TcpSocket::new_v6()?,
-    };
-    socket.set_reuseaddr(true)?;
+    let family = if addr.is_ipv4() { AddressFamily::INET } else { AddressFamily::INET6 };
+    let socket = rustix::net::socket_with(family, SocketType::STREAM, SocketFlags::CLOEXEC, None)?;
+    sockopt::set_socket_reuseaddr(&socket, true)?;
     if let SocketAddr::V6(v6) = addr {
         if v6.ip().is_unspecified() {
-            set_v6_only(socket.as_raw_fd(), false)?;
+            sockopt::set_ipv6_v6only(&socket, false)?;
         }
     }
-    socket.bind(addr)?;
-    // SAFETY: `into_raw_fd` hands over ownership of an open socket; the listener now owns (and closes) it.
-    let listener = unsafe { std::net::TcpListener::from_raw_fd(socket.into_raw_fd()) };
-    // SAFETY: plain syscall on a socket we own.
-    if unsafe { libc::listen(listener.as_raw_fd(), 1024) } != 0 {
-        return Err(std::io::Error::last_os_error());
-    }
+    rustix::net::bind(&socket, &addr)?;
+    rustix::net::listen(&socket, 1024)?;
+    let listener = std::net::TcpListener::from(socket);
     listener.set_nonblocking(true)?;
     Ok(listener)
-}
-
-fn set_v6_only(fd: std::os::fd::RawFd, on: bool) -> std::io::Result<()> {
-    let value: libc::c_int = on.into();
-    // SAFETY: `value` lives across the call and its size is passed; the fd is an open IPv6 socket.
-    let rc = unsafe {
-        libc::setsockopt(
-            fd,
-            libc::IPPROTO_IPV6,
-            libc::IPV6_V6ONLY,
-            (&value as *const libc::c_int).cast(),
-            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-        )
-    };
-    if rc == 0 {
-        Ok(())
-    } else {
-        Err(std::io::Error::last_os_error())
-    }
 }
 
 /// What a server does with one request. Never fails: every error is a response.
@@ -386,25 +361,10 @@ pub(crate) async fn drain(graceful: GracefulShutdown, mut connections: JoinSet<(
 }
 
 /// The send buffer of every accepted connection (the kernel doubles it for its bookkeeping).
-const SEND_BUFFER_BYTES: libc::c_int = 64 * 1024;
+const SEND_BUFFER_BYTES: usize = 64 * 1024;
 
-fn set_send_buffer(stream: &TcpStream, bytes: libc::c_int) -> std::io::Result<()> {
-    use std::os::fd::AsRawFd;
-    // SAFETY: `bytes` lives across the call and its size is passed; the fd is an open socket.
-    let rc = unsafe {
-        libc::setsockopt(
-            stream.as_raw_fd(),
-            libc::SOL_SOCKET,
-            libc::SO_SNDBUF,
-            (&bytes as *const libc::c_int).cast(),
-            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-        )
-    };
-    if rc == 0 {
-        Ok(())
-    } else {
-        Err(std::io::Error::last_os_error())
-    }
+fn set_send_buffer(stream: &TcpStream, bytes: usize) -> std::io::Result<()> {
+    Ok(rustix::net::sockopt::set_socket_send_buffer_size(stream, bytes)?)
 }
 
 /// One connection counted against its peer address; the count goes down when it is dropped.

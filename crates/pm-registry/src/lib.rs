@@ -3,7 +3,7 @@
 //! Everything an instance keeps lives in one root folder (`~/.tom/process_monitor` unless a directory is
 //! given): the registry `processes_{id}.json`, the instance lock `processes_{id}.lock`, and the logs under
 //! `{id}_logs/`. [`Paths`] names those files, [`Store`] reads and writes the registry, [`InstanceLock`]
-//! keeps one monitor per instance id, and [`pid`] tells live processes from dead or reused PIDs.
+//! keeps one monitor per instance id, and [`proc`] tells live processes from dead or reused PIDs.
 //!
 //! Invariants:
 //! - The registry file is never missing once created, and never seen half-written: a save writes a temporary
@@ -46,7 +46,7 @@ mod fsutil;
 mod lock;
 mod ownership;
 mod paths;
-pub mod pid;
+pub mod proc;
 mod store;
 
 pub use error::Error;

@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
 use crate::fsutil::{self, with_suffix};
-use crate::{pid, Error, Paths};
+use crate::{proc, Error, Paths};
 
 /// Pause between two looks at a lock held by a live process.
 const POLL: Duration = Duration::from_millis(50);
@@ -30,7 +30,7 @@ pub struct LockInfo {
     pub pid: u32,
     /// When the lock was taken.
     pub timestamp: Timestamp,
-    /// Start time of the holder (see [`pid::start_time`]), to tell it from a later process with the same PID.
+    /// Start time of the holder (see [`proc::start_time`]), to tell it from a later process with the same PID.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub start_time: Option<u64>,
     /// Keys this version does not know.
@@ -42,7 +42,7 @@ impl LockInfo {
     /// Whether the holder described is still running: same PID and start time, or, for a lock without a start
     /// time (the guide's format), a live PID that started no later than the lock was taken.
     pub fn is_live(&self) -> bool {
-        pid::matches_record(self.pid, self.start_time, self.timestamp.to_system_time())
+        proc::matches_record(self.pid, self.start_time, self.timestamp.to_system_time())
     }
 
     fn belongs_to(&self, other: &LockInfo) -> bool {
@@ -112,7 +112,7 @@ impl InstanceLock {
         fsutil::create_dir_all_private(paths.root())?;
         let path = paths.lock_file();
         let sidecar = paths.transaction_lock_file();
-        let (own_pid, own_start_time) = pid::current();
+        let proc::Process { pid: own_pid, start_time: own_start_time } = proc::Process::current();
         let started = Instant::now();
         loop {
             let info =

@@ -47,8 +47,7 @@ fn check(path: &Path, follow: bool) -> Result<(), Error> {
             format!("remove it (rm {}); the monitor creates its files itself", path.display()),
         );
     }
-    // SAFETY: geteuid has no preconditions.
-    let me = unsafe { libc::geteuid() };
+    let me = rustix::process::geteuid().as_raw();
     if meta.uid() != me {
         return unsafe_path(
             format!("is owned by uid {}, not by the monitor's user (uid {me})", meta.uid()),

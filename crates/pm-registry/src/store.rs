@@ -9,7 +9,7 @@ use std::time::Duration;
 use pm_core::{Registry, Timestamp};
 
 use crate::fsutil::{self, with_suffix};
-use crate::{pid, Error, Paths};
+use crate::{proc, Error, Paths};
 
 /// How long `init` and `init_recovering` wait for the transaction lock.
 const INIT_LOCK_TIMEOUT: Duration = Duration::from_secs(10);
@@ -347,7 +347,7 @@ impl Store {
                 continue;
             };
             if let Some(writer) = temp_file_writer(tail) {
-                if writer != std::process::id() && !pid::alive(writer) {
+                if writer != std::process::id() && !proc::alive(writer) {
                     let _ = fs::remove_file(entry.path());
                 }
             }

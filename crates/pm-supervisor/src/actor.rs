@@ -9,6 +9,7 @@ use std::time::Duration;
 use pm_core::{
     next_restart, Error, FailAction, ProcessConfig, ProcessEntry, ProcessState, RestartDecision, RestartOn, Timestamp,
 };
+use pm_registry::proc::Process;
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
@@ -81,10 +82,7 @@ pub(crate) enum Cmd {
     /// newer change.
     UpdateConfig(Box<(ProcessConfig, Option<ConfigRevs>)>),
     /// Take over a running process (used for a partner monitor that came up on its own).
-    Adopt {
-        pid: u32,
-        start_time: Box<Option<u64>>,
-    },
+    Adopt(Box<Process>),
     /// The dependencies of wait `gen` (first) that do not hold yet (see [`crate::deps`]).
     DepsPending(Box<(u64, std::collections::BTreeMap<String, pm_core::DependencyCondition>)>),
     /// Every dependency of wait `gen` holds: spawn now.
@@ -350,9 +348,9 @@ impl Actor {
     /// running unsupervised.
     async fn begin_disabled(&mut self, begin: Begin) {
         let entry = &self.entry;
-        let live = matches!(begin, Begin::MonitorStart(_)).then(|| pm_registry::pid::live_pid_of(entry));
+        let live = matches!(begin, Begin::MonitorStart(_)).then(|| pm_registry::proc::live_pid_of(entry));
         if let Some(pid) = live.flatten() {
-            self.adopt(pid, self.entry.pid_start_time);
+            self.adopt(Process::new(pid, self.entry.pid_start_time));
             self.stop_child(ProcessState::Disabled).await;
             return;
         }
@@ -366,7 +364,7 @@ impl Actor {
     /// The monitor is starting: does what [`decide::at_start`] says of this entry (adopt what still runs, carry on
     /// what was under way, start or leave stopped the rest).
     async fn begin_at_monitor_start(&mut self, start: crate::StartKind) {
-        let live = pm_registry::pid::live_pid_of(&self.entry);
+        let live = pm_registry::proc::live_pid_of(&self.entry);
         let partner_stopping = match live {
             Some(pid) if self.entry.config.partner => self.partner_stopping(pid).await,
             _ => false,
@@ -385,7 +383,7 @@ impl Actor {
                 self.publish();
             }
             AtStart::Adopt { resume_startup, then_stop } => {
-                self.adopt_with(live.unwrap_or_default(), self.entry.pid_start_time, resume_startup);
+                self.adopt_with(Process::new(live.unwrap_or_default(), self.entry.pid_start_time), resume_startup);
                 if then_stop {
                     self.stop_child(ProcessState::Stopped).await;
                 }
@@ -460,11 +458,11 @@ impl Actor {
                 let (config, base) = *update;
                 self.update_config(config, base).await;
             }
-            Cmd::Adopt { pid, start_time } => {
-                let start_time = *start_time;
-                if self.child.is_none() && pm_registry::pid::is_same_process(pid, start_time) {
+            Cmd::Adopt(process) => {
+                let process = *process;
+                if self.child.is_none() && process.is_running() {
                     self.retry_at = None;
-                    self.adopt(pid, start_time);
+                    self.adopt(process);
                 }
             }
             Cmd::DepsPending(pending) => {
@@ -650,15 +648,15 @@ impl Actor {
         self.memory_at = None;
         let deadline = Instant::now() + grace;
         let pgid = child.pid;
-        let start_time = self.entry.pid_start_time;
+        let leader = Process::new(pgid, self.entry.pid_start_time);
         let cgroup = child.cgroup.clone();
         let carriers = self.carrier_key();
         if grace.is_zero() {
-            os::signal_leader(pgid, start_time, libc::SIGKILL);
+            os::signal_leader(leader, libc::SIGKILL);
         } else {
-            os::signal_leader(pgid, start_time, libc::SIGTERM);
+            os::signal_leader(leader, libc::SIGTERM);
             // A stopped (SIGSTOP) process only acts on SIGTERM once continued.
-            os::signal_leader(pgid, start_time, libc::SIGCONT);
+            os::signal_leader(leader, libc::SIGCONT);
             // Processes that left the group (a double fork, setsid) get the same graceful stop.
             if let Some(cgroup) = &cgroup {
                 cgroup.signal_members_outside(pgid, libc::SIGTERM);
@@ -678,7 +676,7 @@ impl Actor {
                 if let Some(cgroup) = &cgroup {
                     cgroup.kill_now();
                 }
-                if os::signal_leader(pgid, start_time, libc::SIGKILL) {
+                if os::signal_leader(leader, libc::SIGKILL) {
                     // Delivered: it ends (a process in uninterruptible sleep only later); until then it is
                     // still ours, and no second copy may start.
                     child.watch.wait().await
@@ -792,13 +790,14 @@ impl Actor {
         let _ = self.spawn_now().await;
     }
 
-    fn adopt(&mut self, pid: u32, start_time: Option<u64>) {
-        self.adopt_with(pid, start_time, false);
+    fn adopt(&mut self, process: Process) {
+        self.adopt_with(process, false);
     }
 
     /// Adopts `pid`; with `resume_startup`, it runs its startup checks (if it has any) before it counts as up,
     /// without being reported `running` meanwhile.
-    fn adopt_with(&mut self, pid: u32, start_time: Option<u64>, resume_startup: bool) {
+    fn adopt_with(&mut self, process: Process, resume_startup: bool) {
+        let Process { pid, start_time } = process;
         tracing::info!(process = %self.entry.config.id, pid, "adopted running process");
         let run_dir = self.newest_run_dir();
         let cgroup = self.cgroup_dir().and_then(ProcCgroup::existing);
@@ -806,11 +805,11 @@ impl Actor {
             // A tracked daemon whose leader is long gone: the process lives as long as its cgroup holds any.
             Some(cgroup)
                 if self.entry.config.track_daemonized_children
-                    && pm_registry::pid::family(pid).is_some_and(|family| family.pgrp != pid) =>
+                    && pm_registry::proc::family(pid).is_some_and(|family| family.pgrp != pid) =>
             {
                 Watch::Daemons(cgroup.clone())
             }
-            _ => Watch::Adopted(ExitWatch::new(pid, start_time)),
+            _ => Watch::Adopted(ExitWatch::new(process)),
         };
         self.child = Some(Child { pid, watch, run_dir, cgroup });
         self.schedule_rotation();
@@ -828,8 +827,8 @@ impl Actor {
     /// `lastError`, which is also the error returned.
     async fn spawn_now(&mut self) -> Result<(), String> {
         if self.entry.config.partner {
-            if let Some((pid, start_time)) = self.shared.live_partner(&self.entry.config.id) {
-                self.adopt_live_partner(pid, start_time).await;
+            if let Some(partner) = self.shared.live_partner(&self.entry.config.id) {
+                self.adopt_live_partner(partner).await;
                 return Ok(());
             }
         }
@@ -849,7 +848,8 @@ impl Actor {
     }
 
     /// A partner monitor found running instead of spawned: adopted, unless it is shutting down.
-    async fn adopt_live_partner(&mut self, pid: u32, start_time: Option<u64>) {
+    async fn adopt_live_partner(&mut self, partner: Process) {
+        let pid = partner.pid;
         if self.partner_stopping(pid).await {
             // Shutting down (a `--stop` or a self-restart): adopting it would take its exit for a crash
             // and undo the stop. Left alone; a partner that comes back is adopted by the partner check.
@@ -861,7 +861,7 @@ impl Actor {
             self.publish();
             return;
         }
-        self.adopt(pid, start_time);
+        self.adopt(partner);
     }
 
     /// For an untrusted registration, its executable checked against the whitelist and blacklist now (the file
@@ -898,7 +898,7 @@ impl Actor {
         });
         tracing::info!(process = %self.entry.config.id, pid, "started");
         self.entry.pid = Some(pid);
-        self.entry.pid_start_time = pm_registry::pid::start_time(pid);
+        self.entry.pid_start_time = pm_registry::proc::start_time(pid);
         self.entry.consecutive_failures = 0;
         self.child = Some(Child { pid, watch, run_dir: Some(run_dir), cgroup });
         self.schedule_rotation();
@@ -1073,7 +1073,7 @@ impl Actor {
         if info.code != Some(0) || matches!(child.watch, Watch::Daemons(_)) || !cgroup.populated() {
             return Some(child);
         }
-        let Some((member, start_time)) = cgroup.first_member() else { return Some(child) };
+        let Some(Process { pid: member, start_time }) = cgroup.first_member() else { return Some(child) };
         tracing::info!(process = %self.entry.config.id, pid = member, "leader exited 0; tracking its daemonized children");
         self.entry.last_exit_code = Some(0);
         self.entry.pid = Some(member);

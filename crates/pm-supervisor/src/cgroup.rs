@@ -393,7 +393,7 @@ impl ProcCgroup {
     /// that no process gets the signal twice).
     pub(crate) fn signal_members_outside(&self, pgid: u32, signal: i32) {
         for pid in members(&self.dir) {
-            if pm_registry::pid::family(pid).is_some_and(|family| family.pgrp != pgid) {
+            if pm_registry::proc::family(pid).is_some_and(|family| family.pgrp != pgid) {
                 signal_pid(pid, signal);
             }
         }
@@ -461,12 +461,12 @@ impl ProcCgroup {
     }
 
     /// The member to adopt as the process: the earliest started (the leader, when it still runs).
-    pub(crate) fn first_member(&self) -> Option<(u32, Option<u64>)> {
+    pub(crate) fn first_member(&self) -> Option<pm_registry::proc::Process> {
         members(&self.dir)
             .into_iter()
-            .filter_map(|pid| Some((pid, pm_registry::pid::family(pid)?.start_time)))
+            .filter_map(|pid| Some((pid, pm_registry::proc::family(pid)?.start_time)))
             .min_by_key(|(pid, start)| (*start, *pid))
-            .map(|(pid, start)| (pid, Some(start)))
+            .map(|(pid, start)| pm_registry::proc::Process::new(pid, Some(start)))
     }
 }
 
@@ -525,15 +525,9 @@ fn remove(dir: &Path) {
     let _ = std::fs::remove_dir(dir);
 }
 
+/// Signals one member of a cgroup this monitor made (never PID 0, 1 or this process).
 fn signal_pid(pid: u32, signal: i32) {
-    let Ok(raw) = i32::try_from(pid) else { return };
-    if raw <= 1 || pid == std::process::id() {
-        return;
-    }
-    // SAFETY: kill(2) has no memory-safety preconditions; the pid is a member of a cgroup this monitor made.
-    unsafe {
-        libc::kill(raw, signal);
-    }
+    let _ = pm_registry::proc::signal_process(pid, signal);
 }
 
 fn read_key(file: &Path, key: &str) -> Option<u64> {
@@ -548,8 +542,7 @@ fn memory_of(dir: &Path) -> u64 {
     if let Some(bytes) = std::fs::read_to_string(dir.join("memory.current")).ok().and_then(|t| t.trim().parse().ok()) {
         return bytes;
     }
-    // SAFETY: sysconf has no memory-safety preconditions.
-    let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) }.max(1) as u64;
+    let page = pm_registry::proc::page_size();
     members(dir)
         .into_iter()
         .filter_map(|pid| {
@@ -641,9 +634,7 @@ pub(crate) fn remove_base(base: &Path) {
 
 /// Writes `0` (the calling process) into the open `cgroup.procs` `fd`: run in the child between fork and exec,
 /// so it allocates nothing and makes one system call.
-pub(crate) fn join_in_child(fd: std::os::fd::RawFd) -> std::io::Result<()> {
-    // SAFETY: the descriptor was opened by the parent before the fork and stays open until after exec.
-    let fd = unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) };
+pub(crate) fn join_in_child(fd: std::os::fd::BorrowedFd<'_>) -> std::io::Result<()> {
     match rustix::io::write(fd, b"0") {
         Ok(_) => Ok(()),
         Err(errno) => Err(std::io::Error::from_raw_os_error(errno.raw_os_error())),
@@ -680,16 +671,11 @@ pub(crate) fn reap_strays(owned: &HashSet<u32>) {
             if owned.contains(&pid) || pid == me {
                 continue;
             }
-            let zombie = std::fs::read_to_string(format!("/proc/{pid}/stat"))
-                .ok()
-                .and_then(|stat| stat.rfind(')').map(|at| stat[at + 1..].trim_start().starts_with('Z')))
-                .unwrap_or(false);
-            if zombie {
-                let mut status = 0;
-                // SAFETY: waitpid on one zombie child that no other part of the program waits for.
-                unsafe {
-                    libc::waitpid(pid as i32, &mut status, libc::WNOHANG);
-                }
+            let zombie = pm_registry::proc::stat(pid).is_some_and(|stat| stat.state == 'Z');
+            // One zombie child that no other part of the program waits for.
+            let pid = i32::try_from(pid).ok().and_then(rustix::process::Pid::from_raw);
+            if let (true, Some(pid)) = (zombie, pid) {
+                let _ = rustix::process::waitpid(Some(pid), rustix::process::WaitOptions::NOHANG);
             }
         }
     }
@@ -702,10 +688,9 @@ pub(crate) fn carriers(owner: &str, id: &str) -> Vec<u32> {
     let owner_entry = format!("{}={owner}", crate::orphans::OWNER_VAR);
     let id_entry = format!("{}={id}", crate::orphans::PROCESS_VAR);
     let me = std::process::id();
-    let Ok(entries) = std::fs::read_dir("/proc") else { return Vec::new() };
+    let Ok(pids) = pm_registry::proc::all_pids() else { return Vec::new() };
     let mut res = Vec::new();
-    for entry in entries.flatten() {
-        let Some(pid) = entry.file_name().to_str().and_then(|name| name.parse::<u32>().ok()) else { continue };
+    for pid in pids {
         if pid == me {
             continue;
         }
@@ -725,7 +710,7 @@ pub(crate) fn carriers(owner: &str, id: &str) -> Vec<u32> {
 /// Sends `signal` to the carriers of the owner key and process id outside the process group `pgid`.
 pub(crate) fn signal_carriers_outside(owner: &str, id: &str, pgid: u32, signal: i32) {
     for pid in carriers(owner, id) {
-        if pm_registry::pid::family(pid).is_some_and(|family| family.pgrp != pgid) {
+        if pm_registry::proc::family(pid).is_some_and(|family| family.pgrp != pgid) {
             signal_pid(pid, signal);
         }
     }

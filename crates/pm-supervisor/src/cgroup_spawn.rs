@@ -9,6 +9,8 @@ use std::ffi::{CString, OsString};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
 
+use rustix::process::{Pid, WaitOptions, WaitStatus};
+
 /// `CLONE_PIDFD`: the kernel returns a pidfd of the child.
 const CLONE_PIDFD: u64 = 0x1000;
 /// `CLONE_INTO_CGROUP` (Linux 5.7): the child starts in the cgroup of the directory fd in `cgroup`.
@@ -53,82 +55,108 @@ impl Forked {
     pub(crate) async fn wait(&mut self) -> (Option<i32>, Option<i32>) {
         loop {
             let Ok(mut guard) = self.pidfd.readable().await else { return self.wait_blocking() };
-            let mut status = 0;
-            // SAFETY: waitpid on our own child, writing into a local integer.
-            let res = unsafe { libc::waitpid(self.pid as i32, &mut status, libc::WNOHANG) };
-            if res == self.pid as i32 {
-                return decode(status);
+            match waitpid(self.pid, WaitOptions::NOHANG) {
+                Ok(Some(status)) => return decode(status),
+                Ok(None) => guard.clear_ready(),
+                Err(_) => return (None, None),
             }
-            if res < 0 {
-                return (None, None);
-            }
-            guard.clear_ready();
         }
     }
 
     fn wait_blocking(&mut self) -> (Option<i32>, Option<i32>) {
-        let mut status = 0;
-        // SAFETY: waitpid on our own child, writing into a local integer.
-        let res = unsafe { libc::waitpid(self.pid as i32, &mut status, 0) };
-        if res == self.pid as i32 {
-            decode(status)
-        } else {
-            (None, None)
+        match waitpid(self.pid, WaitOptions::empty()) {
+            Ok(Some(status)) => decode(status),
+            _ => (None, None),
         }
     }
 }
 
-fn decode(status: i32) -> (Option<i32>, Option<i32>) {
-    if libc::WIFEXITED(status) {
-        (Some(libc::WEXITSTATUS(status)), None)
-    } else if libc::WIFSIGNALED(status) {
-        (None, Some(libc::WTERMSIG(status)))
-    } else {
-        (None, None)
-    }
+/// `waitpid` on our own child `pid`: its status once it has ended, `None` while it runs (with `NOHANG`).
+fn waitpid(pid: u32, options: WaitOptions) -> std::io::Result<Option<WaitStatus>> {
+    let pid = i32::try_from(pid).ok().and_then(Pid::from_raw).ok_or(std::io::ErrorKind::InvalidInput)?;
+    Ok(rustix::process::waitpid(Some(pid), options)?.map(|(_, status)| status))
+}
+
+fn decode(status: WaitStatus) -> (Option<i32>, Option<i32>) {
+    (status.exit_status(), status.terminating_signal())
 }
 
 fn cstring(bytes: &[u8]) -> std::io::Result<CString> {
     CString::new(bytes).map_err(|_| std::io::Error::new(std::io::ErrorKind::InvalidInput, "NUL in an argument"))
 }
 
+/// What the child execs: C strings and the NULL-terminated pointer arrays `execve` takes, all made before the
+/// clone (the child must not allocate).
+struct ExecImage {
+    program: CString,
+    cwd: CString,
+    argv: Vec<*const libc::c_char>,
+    envp: Vec<*const libc::c_char>,
+    /// The strings `argv` and `envp` point into.
+    _strings: (Vec<CString>, Vec<CString>),
+}
+
+impl ExecImage {
+    fn new(launch: &Launch) -> std::io::Result<ExecImage> {
+        let program = cstring(launch.program.as_bytes())?;
+        let mut argv_owned = vec![program.clone()];
+        for arg in &launch.args {
+            argv_owned.push(cstring(arg.as_bytes())?);
+        }
+        let mut envp_owned = Vec::with_capacity(launch.env.len());
+        for (key, value) in &launch.env {
+            let mut entry = key.clone().into_vec();
+            entry.push(b'=');
+            entry.extend_from_slice(value.as_bytes());
+            envp_owned.push(cstring(&entry)?);
+        }
+        let cwd = cstring(launch.cwd.as_os_str().as_bytes())?;
+        let mut argv: Vec<*const libc::c_char> = argv_owned.iter().map(|arg| arg.as_ptr()).collect();
+        argv.push(std::ptr::null());
+        let mut envp: Vec<*const libc::c_char> = envp_owned.iter().map(|var| var.as_ptr()).collect();
+        envp.push(std::ptr::null());
+        Ok(ExecImage { program, cwd, argv, envp, _strings: (argv_owned, envp_owned) })
+    }
+}
+
+/// The descriptors the child takes as its stdin, stdout and stderr, and the pipe it reports a failed exec on.
+struct ChildFds {
+    stdio: [RawFd; 3],
+    report: RawFd,
+}
+
 /// Starts `launch` as a new process-group leader inside the cgroup whose directory is open as `cgroup`.
 pub(crate) fn spawn_into(launch: Launch, cgroup: RawFd) -> std::io::Result<Forked> {
-    let program = cstring(launch.program.as_bytes())?;
-    let mut argv_owned = vec![program.clone()];
-    for arg in &launch.args {
-        argv_owned.push(cstring(arg.as_bytes())?);
-    }
-    let mut envp_owned = Vec::with_capacity(launch.env.len());
-    for (key, value) in &launch.env {
-        let mut entry = key.clone().into_vec();
-        entry.push(b'=');
-        entry.extend_from_slice(value.as_bytes());
-        envp_owned.push(cstring(&entry)?);
-    }
-    let cwd = cstring(launch.cwd.as_os_str().as_bytes())?;
-    let mut argv: Vec<*const libc::c_char> = argv_owned.iter().map(|arg| arg.as_ptr()).collect();
-    argv.push(std::ptr::null());
-    let mut envp: Vec<*const libc::c_char> = envp_owned.iter().map(|var| var.as_ptr()).collect();
-    envp.push(std::ptr::null());
-    let (stdin, stdout, stderr) = (launch.stdin.as_raw_fd(), launch.stdout.as_raw_fd(), launch.stderr.as_raw_fd());
-
+    let image = ExecImage::new(&launch)?;
     // The child reports a failed exec through this pipe (closed on a successful exec).
-    let mut pipe = [0; 2];
-    // SAFETY: pipe2 writes two descriptors into the array.
-    if unsafe { libc::pipe2(pipe.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    // SAFETY: both descriptors are fresh and ours.
-    let (read_end, write_end) = unsafe { (OwnedFd::from_raw_fd(pipe[0]), OwnedFd::from_raw_fd(pipe[1])) };
-    let report = write_end.as_raw_fd();
-    // SAFETY: sigemptyset initialises the set.
-    let empty_set = unsafe {
-        let mut set = std::mem::zeroed::<libc::sigset_t>();
-        libc::sigemptyset(&mut set);
-        set
+    let (read_end, write_end) = rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC)?;
+    let fds = ChildFds {
+        stdio: [launch.stdin.as_raw_fd(), launch.stdout.as_raw_fd(), launch.stderr.as_raw_fd()],
+        report: write_end.as_raw_fd(),
     };
+    let (pid, pidfd) = clone_into(cgroup, &image, &fds)?;
+    drop(write_end);
+    if let Some(errno) = exec_error(&read_end) {
+        // Reap the child that failed to exec.
+        let _ = waitpid(pid, WaitOptions::empty());
+        return Err(std::io::Error::from_raw_os_error(errno));
+    }
+    match crate::os::watch_readable(pidfd) {
+        Ok(pidfd) => Ok(Forked { pid, pidfd }),
+        Err(err) => {
+            // Unwatchable: not left running unsupervised (our own child, not reaped yet: the PID is still its own).
+            let _ = pm_registry::proc::signal_process(pid, libc::SIGKILL);
+            let _ = waitpid(pid, WaitOptions::empty());
+            Err(err)
+        }
+    }
+}
 
+/// `clone3` into the cgroup open as `cgroup`, the child becoming `image` (a new process group, `fds` as its stdio,
+/// the signal mask and SIGPIPE reset); answers the child's PID and pidfd. A child that cannot exec writes its errno
+/// into `fds.report` and exits 127.
+fn clone_into(cgroup: RawFd, image: &ExecImage, fds: &ChildFds) -> std::io::Result<(u32, OwnedFd)> {
+    let (report, [stdin, stdout, stderr]) = (fds.report, fds.stdio);
     let mut pidfd: libc::c_int = -1;
     let args = CloneArgs {
         flags: CLONE_PIDFD | CLONE_INTO_CGROUP,
@@ -137,21 +165,15 @@ pub(crate) fn spawn_into(launch: Launch, cgroup: RawFd) -> std::io::Result<Forke
         cgroup: cgroup as u64,
         ..CloneArgs::default()
     };
-    // SAFETY: clone3 without CLONE_VM duplicates the process like fork; the child below only makes system calls
-    // on memory prepared above and ends in execve or _exit.
-    let pid = unsafe { libc::syscall(libc::SYS_clone3, &args as *const CloneArgs, std::mem::size_of::<CloneArgs>()) };
-    if pid < 0 {
-        let err = std::io::Error::last_os_error();
-        // A kernel without clone3 (ENOSYS) or without its `cgroup` field (E2BIG): the caller falls back.
-        if matches!(err.raw_os_error(), Some(libc::ENOSYS) | Some(libc::E2BIG)) {
-            return Err(std::io::Error::new(std::io::ErrorKind::Unsupported, format!("clone3 into a cgroup: {err}")));
-        }
-        return Err(err);
-    }
-    if pid == 0 {
-        // The child.
-        // SAFETY: async-signal-safe system calls on descriptors and buffers prepared before the clone.
-        unsafe {
+    // SAFETY: clone3 without CLONE_VM duplicates the process like fork. The child (pid 0) makes only
+    // async-signal-safe system calls, allocates nothing, on descriptors and buffers prepared before (which the
+    // parent keeps alive), and ends in execve or _exit. In the parent, a successful clone3 with CLONE_PIDFD stored
+    // a fresh pidfd of the child in `pidfd`, which nothing else owns.
+    let (pid, pidfd) = unsafe {
+        let mut empty_set = std::mem::zeroed::<libc::sigset_t>();
+        libc::sigemptyset(&mut empty_set);
+        let pid = libc::syscall(libc::SYS_clone3, &args as *const CloneArgs, std::mem::size_of::<CloneArgs>());
+        if pid == 0 {
             let fail = |report: RawFd| -> ! {
                 let errno = *libc::__errno_location();
                 let bytes = errno.to_ne_bytes();
@@ -164,53 +186,38 @@ pub(crate) fn spawn_into(launch: Launch, cgroup: RawFd) -> std::io::Result<Forke
             if libc::setpgid(0, 0) != 0 {
                 fail(report);
             }
-            if libc::chdir(cwd.as_ptr()) != 0 {
+            if libc::chdir(image.cwd.as_ptr()) != 0 {
                 fail(report);
             }
             libc::signal(libc::SIGPIPE, libc::SIG_DFL);
             libc::sigprocmask(libc::SIG_SETMASK, &empty_set, std::ptr::null_mut());
-            libc::execve(program.as_ptr(), argv.as_ptr(), envp.as_ptr());
+            libc::execve(image.program.as_ptr(), image.argv.as_ptr(), image.envp.as_ptr());
             fail(report);
         }
-    }
-    drop(write_end);
-    let pid = pid as u32;
-    // SAFETY: the kernel stored a fresh pidfd of the child.
-    let pidfd = unsafe { OwnedFd::from_raw_fd(pidfd) };
+        (pid, (pid > 0).then(|| OwnedFd::from_raw_fd(pidfd)))
+    };
+    let Some(pidfd) = pidfd else {
+        let err = std::io::Error::last_os_error();
+        // A kernel without clone3 (ENOSYS) or without its `cgroup` field (E2BIG): the caller falls back.
+        if matches!(err.raw_os_error(), Some(libc::ENOSYS) | Some(libc::E2BIG)) {
+            return Err(std::io::Error::new(std::io::ErrorKind::Unsupported, format!("clone3 into a cgroup: {err}")));
+        }
+        return Err(err);
+    };
+    Ok((pid as u32, pidfd))
+}
+
+/// The errno a child that could not exec wrote into the pipe; `None` when the pipe closed on a successful exec.
+fn exec_error(read_end: &OwnedFd) -> Option<i32> {
     let mut errno = [0u8; 4];
     let mut got = 0;
     while got < errno.len() {
-        // SAFETY: read into a local buffer from the pipe we own.
-        let n = unsafe { libc::read(read_end.as_raw_fd(), errno[got..].as_mut_ptr().cast(), errno.len() - got) };
-        if n == 0 {
-            break;
-        }
-        if n < 0 {
-            if std::io::Error::last_os_error().kind() == std::io::ErrorKind::Interrupted {
-                continue;
-            }
-            break;
-        }
-        got += n as usize;
-    }
-    if got == errno.len() {
-        let mut status = 0;
-        // SAFETY: reap the child that failed to exec.
-        unsafe { libc::waitpid(pid as i32, &mut status, 0) };
-        return Err(std::io::Error::from_raw_os_error(i32::from_ne_bytes(errno)));
-    }
-    // SAFETY: we own the pidfd and keep it open for as long as the AsyncFd lives.
-    let registered = unsafe { tokio::io::unix::AsyncFd::register_with_interest(pidfd, tokio::io::Interest::READABLE) };
-    match registered {
-        Ok(pidfd) => Ok(Forked { pid, pidfd }),
-        Err(err) => {
-            // Unwatchable: not left running unsupervised.
-            // SAFETY: kill and reap our own child.
-            unsafe {
-                libc::kill(pid as i32, libc::SIGKILL);
-                libc::waitpid(pid as i32, &mut 0, 0);
-            }
-            Err(std::io::Error::other(err.to_string()))
+        match rustix::io::read(read_end, &mut errno[got..]) {
+            Ok(0) => break,
+            Ok(n) => got += n,
+            Err(rustix::io::Errno::INTR) => continue,
+            Err(_) => break,
         }
     }
+    (got == errno.len()).then(|| i32::from_ne_bytes(errno))
 }

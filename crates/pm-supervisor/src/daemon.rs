@@ -9,6 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use pm_core::{Error as CoreError, ProcessEntry, ProcessState};
+use pm_registry::proc::Process;
 use pm_registry::{InstanceLock, Paths, Store};
 use tokio::signal::unix::{signal, Signal, SignalKind};
 use tokio::sync::mpsc;
@@ -359,14 +360,14 @@ async fn adopt(
     // Started by this instance, but its registration is gone: deregistered while the monitor that should have
     // stopped it was killed. Nothing supervises it any more, so it is stopped, unless it is a monitor of this
     // home (a partner dropped by standalone mode keeps running: it holds its instance lock).
-    for stray in decide::strays(orphans, |id| sup.live_instance(id).map(|(pid, _)| pid)) {
+    for stray in decide::strays(orphans, |id| sup.live_instance(id).map(|process| process.pid)) {
         match stray {
             Stray::LeaveMonitor { id, pid } => {
                 tracing::info!(instance = %id, pid, "a monitor started by an earlier one runs unsupervised; left running");
             }
             Stray::Stop { id, pid, start_time } => {
                 tracing::warn!(process = %id, pid, "stopping a process started by an earlier monitor that is no longer registered");
-                stop_stray(pid, start_time);
+                stop_stray(Process::new(pid, start_time));
             }
         }
     }
@@ -390,7 +391,7 @@ fn adopt_copies(
         }
         runs
     });
-    let known = pm_registry::pid::live_pid_of(&entry);
+    let known = pm_registry::proc::live_pid_of(&entry);
     let copies = decide::sort_copies(known, entry.config.partner, &found, crate::orphans::cmdline);
     if let Some((pid, start_time)) = copies.adopt {
         tracing::warn!(process = %id, pid, "found a running copy the registry did not record; adopting it");
@@ -404,7 +405,7 @@ fn adopt_copies(
     }
     for (pid, start_time) in copies.stop {
         tracing::warn!(process = %id, pid, "stopping a duplicate copy started by an earlier monitor");
-        stop_stray(pid, start_time);
+        stop_stray(Process::new(pid, start_time));
     }
     let runs = known.is_some() || copies.adopt.is_some() || adopt_from_cgroup(containment, &mut entry);
     decide::honour_pending_stop(&mut entry, runs);
@@ -419,7 +420,7 @@ fn adopt_from_cgroup(containment: &Containment, entry: &mut ProcessEntry) -> boo
     };
     let member = crate::cgroup::ProcCgroup::existing(dir.clone()).and_then(|cgroup| cgroup.first_member());
     match member {
-        Some((pid, start_time)) if entry.config.track_daemonized_children => {
+        Some(Process { pid, start_time }) if entry.config.track_daemonized_children => {
             tracing::info!(process = %entry.config.id, pid, "adopting the daemonized children in its cgroup");
             entry.pid = Some(pid);
             entry.pid_start_time = start_time;
@@ -612,15 +613,16 @@ fn spawn_reaper(sup: Supervisor) -> tokio::task::JoinHandle<()> {
 }
 
 /// SIGTERM to a stray process group now, SIGKILL to what is left of it 10 s later.
-fn stop_stray(pgid: u32, start_time: Option<u64>) {
+fn stop_stray(leader: Process) {
+    let Process { pid: pgid, start_time } = leader;
     crate::os::signal_group(pgid, libc::SIGTERM);
     crate::os::signal_group(pgid, libc::SIGCONT);
     tokio::spawn(async move {
         tokio::time::sleep(Duration::from_secs(10)).await;
         // Still the group it was: its leader, or members left after the leader ended. A live leader with
         // another start time is a new process that reuses the PID (and so leads a new group): left alone.
-        let leader_alive = pm_registry::pid::alive(pgid);
-        let same = if leader_alive { pm_registry::pid::is_same_process(pgid, start_time) } else { true };
+        let leader_alive = pm_registry::proc::alive(pgid);
+        let same = if leader_alive { pm_registry::proc::is_same_process(pgid, start_time) } else { true };
         if same && crate::os::group_exists(pgid) {
             crate::os::signal_group(pgid, libc::SIGKILL);
         }
@@ -651,7 +653,6 @@ fn partner_interval(monitor: &Monitor) -> Duration {
 /// Starts the replacement of this monitor: same program and arguments (plus `--resume`), a new session,
 /// stdio on /dev/null (it logs to its own file).
 fn respawn(command: &[OsString]) -> std::io::Result<u32> {
-    use std::os::unix::process::CommandExt;
     let (program, args) = command.split_first().ok_or_else(|| std::io::Error::other("no restart command"))?;
     let mut cmd = std::process::Command::new(program);
     cmd.args(args.iter().filter(|arg| *arg != "--resume"))
@@ -659,15 +660,7 @@ fn respawn(command: &[OsString]) -> std::io::Result<u32> {
         .stdin(std::process::Stdio::null())
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null());
-    // SAFETY: setsid is async-signal-safe and touches no memory of the parent.
-    unsafe {
-        cmd.pre_exec(|| {
-            if libc::setsid() < 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            Ok(())
-        });
-    }
+    pm_registry::proc::detach(&mut cmd);
     let child = cmd.spawn()?;
     Ok(child.id())
 }

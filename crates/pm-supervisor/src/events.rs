@@ -248,11 +248,7 @@ fn exec_from_checked(
     let mut env = crate::execcheck::child_env(true, extra);
     env.retain(|(name, _)| name != crate::orphans::OWNER_VAR && name != crate::orphans::PROCESS_VAR);
     let exec = crate::execcheck::FdExec::new(checked, program, hook.args.iter().map(String::as_str), &env)?;
-    // SAFETY: runs after fork, last of the pre-exec steps; only async-signal-safe calls on memory prepared
-    // before the fork.
-    unsafe {
-        command.pre_exec(move || Err(exec.exec()));
-    }
+    crate::execcheck::before_exec(command.as_std_mut(), None, Some(exec));
     Some(())
 }
 

@@ -7,7 +7,7 @@
 //! `AT_EMPTY_PATH`), so a symlink or rename swapped in between the check and the exec runs nothing else.
 
 use std::ffi::{CString, OsStr, OsString};
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
@@ -60,15 +60,11 @@ pub(crate) fn check(command: &str, policy: &ExecPolicy) -> Result<Checked, Strin
 /// `open(path, O_PATH | O_CLOEXEC)`: a descriptor that names the file without reading it (an executable need
 /// not be readable).
 fn open_path(path: &str) -> std::io::Result<OwnedFd> {
-    use std::os::fd::FromRawFd;
-    let path = CString::new(path).map_err(|_| std::io::Error::from(std::io::ErrorKind::InvalidInput))?;
-    // SAFETY: a NUL-terminated path; the descriptor returned is owned by the OwnedFd below.
-    let fd = unsafe { libc::open(path.as_ptr(), libc::O_PATH | libc::O_CLOEXEC) };
-    if fd < 0 {
-        return Err(std::io::Error::last_os_error());
+    use rustix::fs::{Mode, OFlags};
+    if path.contains('\0') {
+        return Err(std::io::Error::from(std::io::ErrorKind::InvalidInput));
     }
-    // SAFETY: a descriptor just opened, owned by nobody else.
-    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+    Ok(rustix::fs::open(path, OFlags::PATH | OFlags::CLOEXEC, Mode::empty())?)
 }
 
 /// What the child of an untrusted registration execs: argv and envp made before the fork (the child must not
@@ -110,36 +106,47 @@ impl FdExec {
         let envp_ptrs = envp.iter().map(|var| var.as_ptr()).chain(std::iter::once(std::ptr::null())).collect();
         Some(FdExec { fd: checked.fd.as_raw_fd(), _argv: argv, _envp: envp, argv_ptrs, envp_ptrs })
     }
+}
 
-    /// Runs in the forked child: execs the descriptor; returns only on failure.
-    ///
-    /// A script (`#!`) is run by its interpreter through `/dev/fd/N`, which needs the descriptor to stay open
-    /// across the exec: the first attempt keeps it close-on-exec (so a binary does not inherit it), and only when
-    /// the kernel answers `ENOENT` for that reason is the flag cleared and the exec tried again.
-    pub(crate) fn exec(&self) -> std::io::Error {
-        let attempt = || {
-            // SAFETY: execveat with NUL-terminated argv/envp arrays that live as long as `self`; async-signal-safe.
-            unsafe {
+/// What a child does between fork and exec, after the standard library's own steps (stdio, working directory,
+/// process group, a detach): join its cgroup by writing to `cgroup.procs`, open as `cgroup_procs`; then, for an
+/// untrusted registration, exec from the checked descriptor (`exec`).
+///
+/// A script (`#!`) is run by its interpreter through `/dev/fd/N`, which needs the descriptor to stay open across
+/// the exec: the first attempt keeps it close-on-exec (so a binary does not inherit it), and only when the kernel
+/// answers `ENOENT` for that reason is the flag cleared and the exec tried again.
+pub(crate) fn before_exec(command: &mut std::process::Command, cgroup_procs: Option<RawFd>, exec: Option<FdExec>) {
+    use std::os::unix::process::CommandExt;
+    if cgroup_procs.is_none() && exec.is_none() {
+        return;
+    }
+    // SAFETY: the hook runs between fork and exec, where only async-signal-safe calls are allowed and nothing may
+    // allocate: it makes system calls only (one write, execveat, fcntl), on descriptors the parent keeps open until
+    // the spawn returns (`cgroup.procs`, the checked executable) and on the argv/envp arrays `exec` prepared before
+    // the fork and owns for as long as the command lives.
+    unsafe {
+        command.pre_exec(move || {
+            if let Some(fd) = cgroup_procs {
+                crate::cgroup::join_in_child(std::os::fd::BorrowedFd::borrow_raw(fd))?;
+            }
+            let Some(exec) = &exec else { return Ok(()) };
+            let attempt = || {
                 libc::syscall(
                     libc::SYS_execveat,
-                    self.fd,
+                    exec.fd,
                     c"".as_ptr(),
-                    self.argv_ptrs.as_ptr(),
-                    self.envp_ptrs.as_ptr(),
+                    exec.argv_ptrs.as_ptr(),
+                    exec.envp_ptrs.as_ptr(),
                     libc::AT_EMPTY_PATH,
-                )
+                );
+                std::io::Error::last_os_error()
             };
-            std::io::Error::last_os_error()
-        };
-        let err = attempt();
-        if err.raw_os_error() != Some(libc::ENOENT) {
-            return err;
-        }
-        // SAFETY: fcntl on a descriptor this process holds; async-signal-safe.
-        if unsafe { libc::fcntl(self.fd, libc::F_SETFD, 0) } != 0 {
-            return err;
-        }
-        attempt()
+            let err = attempt();
+            if err.raw_os_error() != Some(libc::ENOENT) || libc::fcntl(exec.fd, libc::F_SETFD, 0) != 0 {
+                return Err(err);
+            }
+            Err(attempt())
+        });
     }
 }
 

@@ -9,6 +9,7 @@
 
 use std::time::Duration;
 
+use pm_registry::proc::{group_exists, is_group_member, proc_mounted};
 use tokio::time::Instant;
 
 /// The least time between two full scans of `/proc` for one group.
@@ -23,13 +24,13 @@ pub(crate) async fn wait_group_gone(pgid: u32, deadline: Instant) -> bool {
     let readable = cfg!(target_os = "linux") && proc_mounted();
     let mut pause = Duration::from_millis(10);
     loop {
-        if !group_present(pgid) {
+        if !group_exists(pgid) {
             return true;
         }
         if Instant::now() >= deadline {
             return false;
         }
-        members.retain(|pid| member_alive(*pid, pgid));
+        members.retain(|pid| is_group_member(*pid, pgid));
         if readable && members.is_empty() && scanned_at.is_none_or(|at| at.elapsed() >= RESCAN_EVERY) {
             scanned_at = Some(Instant::now());
             members = tokio::task::spawn_blocking(move || scan_members(pgid)).await.unwrap_or_default();
@@ -47,28 +48,6 @@ pub(crate) async fn wait_group_gone(pgid: u32, deadline: Instant) -> bool {
     }
 }
 
-/// Whether any process (zombies included) is in the group; a group we may not signal exists all the same.
-fn group_present(pgid: u32) -> bool {
-    let Ok(group) = libc::pid_t::try_from(pgid) else { return false };
-    if group <= 1 {
-        return false;
-    }
-    // SAFETY: signal 0 to a process group only checks that it exists.
-    unsafe { libc::kill(-group, 0) == 0 || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM) }
-}
-
-fn proc_mounted() -> bool {
-    std::path::Path::new("/proc/self/stat").exists()
-}
-
-/// Whether `pid` is a live (non-zombie) member of the group `pgid`, from its own `/proc/{pid}/stat`.
-fn member_alive(pid: u32, pgid: u32) -> bool {
-    std::fs::read_to_string(format!("/proc/{pid}/stat"))
-        .ok()
-        .and_then(|stat| parse_member(&stat))
-        .is_some_and(|(state, pgrp)| pgrp == pgid && !matches!(state, 'Z' | 'X' | 'x'))
-}
-
 #[cfg(test)]
 static SCANS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
 
@@ -76,20 +55,8 @@ static SCANS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::n
 fn scan_members(pgid: u32) -> Vec<u32> {
     #[cfg(test)]
     SCANS.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-    let Ok(entries) = std::fs::read_dir("/proc") else { return Vec::new() };
-    entries
-        .flatten()
-        .filter_map(|entry| entry.file_name().to_str()?.parse::<u32>().ok())
-        .filter(|pid| member_alive(*pid, pgid))
-        .collect()
-}
-
-/// (state, process group) from a `/proc/{pid}/stat` line.
-fn parse_member(stat: &str) -> Option<(char, u32)> {
-    let mut fields = stat[stat.rfind(')')? + 1..].split_whitespace();
-    let state = fields.next()?.chars().next()?;
-    let pgrp = fields.nth(1)?.parse().ok()?;
-    Some((state, pgrp))
+    let Ok(pids) = pm_registry::proc::all_pids() else { return Vec::new() };
+    pids.filter(|pid| is_group_member(*pid, pgid)).collect()
 }
 
 #[cfg(test)]
@@ -122,8 +89,8 @@ mod tests {
         let _guard = Group(pgid);
         let mut line = String::new();
         std::io::BufRead::read_line(&mut std::io::BufReader::new(leader.stdout.take().unwrap()), &mut line).unwrap();
-        // SAFETY: kill(2) on the leader we spawned.
-        unsafe { libc::kill(pgid as i32, libc::SIGKILL) };
+        // The leader we spawned.
+        pm_registry::proc::signal_process(pgid, libc::SIGKILL).unwrap();
         leader.wait().unwrap();
         let before = SCANS.load(Ordering::SeqCst);
         let started = Instant::now();
@@ -134,11 +101,5 @@ mod tests {
         let started = Instant::now();
         assert!(wait_group_gone(pgid, Instant::now() + Duration::from_secs(10)).await);
         assert!(started.elapsed() < Duration::from_secs(2), "took {:?}", started.elapsed());
-    }
-
-    #[test]
-    fn parses_state_and_group() {
-        assert_eq!(parse_member("42 (a) b) Z 1 77 77 0"), Some(('Z', 77)));
-        assert_eq!(parse_member("garbage"), None);
     }
 }

@@ -296,9 +296,9 @@ async fn the_partner_tick_supervises_the_partner_and_lets_go_of_it_in_standalone
     fx.monitor.update_settings(pm_core::SettingsUpdate::StandaloneMode(true)).await.unwrap();
     fx.stored_when(Duration::from_secs(20), |registry| !registry.processes.contains_key("watcher")).await;
     assert!(fx.monitor.supervisor().get("watcher").is_none());
-    assert!(pm_registry::pid::alive(pid), "the partner is left running");
+    assert!(pm_registry::proc::alive(pid), "the partner is left running");
     assert_eq!(fx.stop().await, Exit::Stopped);
-    assert!(pm_registry::pid::alive(pid), "a stop leaves the partner running");
+    assert!(pm_registry::proc::alive(pid), "a stop leaves the partner running");
     drop(fx);
     let _ = std::fs::remove_dir_all(&script_dir);
 }

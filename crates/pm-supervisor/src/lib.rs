@@ -72,6 +72,7 @@ mod writer;
 pub use actor::{ConfigRevs, Counters, Snapshot};
 pub use daemon::{Daemon, DaemonConfig, Error, Exit};
 pub use decide::StartKind;
+pub use os::{tune_heap, Heap};
 pub use resources::group_memory;
 pub use supervisor::{Supervisor, SupervisorConfig};
 

@@ -91,15 +91,9 @@ fn copy_range(file: &mut File, target: &Path, from: u64, to: u64) -> std::io::Re
 
 #[cfg(target_os = "linux")]
 fn collapse(file: &File, len: u64) -> std::io::Result<()> {
-    use std::os::fd::AsRawFd;
-    let len = libc::off_t::try_from(len).map_err(std::io::Error::other)?;
-    // SAFETY: fallocate on a descriptor we own; no memory is passed.
-    let res = unsafe { libc::fallocate(file.as_raw_fd(), libc::FALLOC_FL_COLLAPSE_RANGE, 0, len) };
-    if res == 0 {
-        Ok(())
-    } else {
-        Err(std::io::Error::last_os_error())
-    }
+    // `off_t` is signed: a length past its range is refused as before, not wrapped.
+    i64::try_from(len).map_err(std::io::Error::other)?;
+    Ok(rustix::fs::fallocate(file, rustix::fs::FallocateFlags::COLLAPSE_RANGE, 0, len)?)
 }
 
 #[cfg(test)]

@@ -102,15 +102,13 @@ impl Found {
 /// process id is such a descendant and is left out.
 #[cfg(target_os = "linux")]
 pub(crate) fn scan(owner: &str) -> HashMap<String, Vec<Found>> {
-    let Ok(entries) = std::fs::read_dir("/proc") else { return HashMap::new() };
+    let Ok(pids) = pm_registry::proc::all_pids() else { return HashMap::new() };
     let owner_entry = format!("{OWNER_VAR}={owner}");
     let id_prefix = format!("{PROCESS_VAR}=");
-    // SAFETY: geteuid has no preconditions.
-    let me = unsafe { libc::geteuid() };
+    let me = rustix::process::geteuid().as_raw();
     // Every process carrying the owner key, with its process id.
     let mut carriers: HashMap<u32, String> = HashMap::new();
-    for entry in entries.flatten() {
-        let Some(pid) = entry.file_name().to_str().and_then(|name| name.parse::<u32>().ok()) else { continue };
+    for pid in pids {
         let Ok(environ) = std::fs::read(format!("/proc/{pid}/environ")) else { continue };
         let mut owned = false;
         let mut id = None;
@@ -129,7 +127,7 @@ pub(crate) fn scan(owner: &str) -> HashMap<String, Vec<Found>> {
     }
     let mut res: HashMap<String, Vec<Found>> = HashMap::new();
     for (&pid, id) in &carriers {
-        let Some(family) = pm_registry::pid::family(pid) else { continue };
+        let Some(family) = pm_registry::proc::family(pid) else { continue };
         let descendant = carriers.get(&family.ppid).is_some_and(|parent_id| parent_id == id);
         if family.pgrp != pid || descendant {
             continue;

@@ -1,69 +1,70 @@
-//! Thin wrappers over the POSIX calls the engine needs: signalling process groups and watching processes that
-//! are not our children.
+//! The engine's side of the OS: signalling process groups (through `pm_registry::proc`), its own limits and heap,
+//! and watching processes that are not our children.
 
+use std::os::fd::OwnedFd;
 use std::time::Duration;
 
-/// Sends `signal` to every process in the group `pgid`. Returns false when the group no longer exists.
-pub(crate) fn signal_group(pgid: u32, signal: i32) -> bool {
-    let Ok(pgid) = i32::try_from(pgid) else { return false };
-    if pgid <= 1 {
-        return false;
-    }
-    // SAFETY: kill(2) has no memory-safety preconditions; a negative pid addresses the process group.
-    unsafe { libc::kill(-pgid, signal) == 0 }
-}
-
-/// Sends `signal` to the process group led by `pid`, or, when `pid` leads no group (an adopted monitor started
-/// from a script without job control shares its parent's group), to `pid` alone, if it is still the process
-/// that started at `start_time`. Never to PID 0, 1 or this process. Returns false when nothing was signalled.
-pub(crate) fn signal_leader(pid: u32, start_time: Option<u64>, signal: i32) -> bool {
-    if signal_group(pid, signal) {
-        return true;
-    }
-    let Ok(raw) = i32::try_from(pid) else { return false };
-    if raw <= 1 || pid == std::process::id() || !pm_registry::pid::is_same_process(pid, start_time) {
-        return false;
-    }
-    // SAFETY: kill(2) has no memory-safety preconditions; a positive pid addresses that one process.
-    unsafe { libc::kill(raw, signal) == 0 }
-}
+use pm_registry::proc::Process;
+pub(crate) use pm_registry::proc::{group_exists, signal_group, signal_leader};
 
 /// Descriptors the monitor keeps for itself besides one per process (servers, connections, log files being
 /// rotated, the registry and its locks, a check's socket).
 pub(crate) const NOFILE_RESERVE: u64 = 256;
 
 /// Raises this process's soft `RLIMIT_NOFILE` to its hard limit (a monitor holds a descriptor per running
-/// process: its pidfd). Answers the (soft, hard) limits in force afterwards; `None` where they cannot be read.
+/// process: its pidfd). Answers the (soft, hard) limits in force afterwards (`u64::MAX` for unlimited).
 pub(crate) fn raise_nofile_limit() -> Option<(u64, u64)> {
-    let mut limit = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
-    // SAFETY: getrlimit writes one rlimit into the struct it is given.
-    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } != 0 {
-        return None;
+    use rustix::process::{getrlimit, setrlimit, Resource, Rlimit};
+    let limit = getrlimit(Resource::Nofile);
+    // `None` is unlimited.
+    let (mut soft, hard) = (limit.current.unwrap_or(u64::MAX), limit.maximum.unwrap_or(u64::MAX));
+    // Raising the soft limit up to the hard one needs no privilege.
+    if soft < hard && setrlimit(Resource::Nofile, Rlimit { current: limit.maximum, maximum: limit.maximum }).is_ok() {
+        soft = hard;
     }
-    if limit.rlim_cur < limit.rlim_max {
-        let raised = libc::rlimit { rlim_cur: limit.rlim_max, rlim_max: limit.rlim_max };
-        // SAFETY: setrlimit reads one rlimit; raising the soft limit up to the hard one needs no privilege.
-        if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &raised) } == 0 {
-            limit = raised;
+    Some((soft, hard))
+}
+
+/// What the monitor asks of glibc's allocator (nothing happens elsewhere).
+#[derive(Debug, Clone, Copy)]
+pub enum Heap {
+    /// One malloc arena for all threads (`mallopt(M_ARENA_MAX, 1)`): the daemon allocates little, and per-thread
+    /// arenas cost resident memory for nothing. Asked before other threads exist.
+    OneArena,
+    /// Returns the free memory of the heap to the system (`malloc_trim(0)`).
+    Trim,
+}
+
+/// Tunes the allocator (see [`Heap`]); no safe crate offers these two glibc calls.
+pub fn tune_heap(what: Heap) {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: mallopt only changes allocator tuning and malloc_trim only releases free memory held by the
+    // allocator; neither touches memory of ours.
+    unsafe {
+        match what {
+            Heap::OneArena => {
+                libc::mallopt(libc::M_ARENA_MAX, 1);
+            }
+            Heap::Trim => {
+                libc::malloc_trim(0);
+            }
         }
     }
-    // rlim_t is u64 on Linux and the BSDs.
-    let finite = |value: libc::rlim_t| if value == libc::RLIM_INFINITY { u64::MAX } else { value };
-    Some((finite(limit.rlim_cur), finite(limit.rlim_max)))
+    #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+    let _ = what;
 }
 
 /// Returns the free memory of the heap to the system (glibc's `malloc_trim`; nothing elsewhere).
 pub(crate) fn trim_heap() {
-    #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    // SAFETY: malloc_trim only releases free memory held by the allocator.
-    unsafe {
-        libc::malloc_trim(0);
-    }
+    tune_heap(Heap::Trim);
 }
 
-/// Whether any process (including a zombie) is still in the group `pgid`.
-pub(crate) fn group_exists(pgid: u32) -> bool {
-    signal_group(pgid, 0)
+/// Registers `fd` with tokio's reactor, to wait until it is readable (a pidfd, an inotify descriptor).
+pub(crate) fn watch_readable(fd: OwnedFd) -> std::io::Result<tokio::io::unix::AsyncFd<OwnedFd>> {
+    // SAFETY: an `OwnedFd` is open and names the same descriptor until it is dropped, and the `AsyncFd` owns it
+    // for its whole life: the conditions `register_with_interest` asks of its caller.
+    unsafe { tokio::io::unix::AsyncFd::register_with_interest(fd, tokio::io::Interest::READABLE) }
+        .map_err(|err| std::io::Error::other(err.to_string()))
 }
 
 /// Waits until a process that is not our child exits.
@@ -71,19 +72,17 @@ pub(crate) fn group_exists(pgid: u32) -> bool {
 /// On Linux this uses a pidfd, which becomes readable the moment the process exits; elsewhere (or on kernels
 /// without pidfd) it polls every 250 ms.
 pub(crate) struct ExitWatch {
-    pid: u32,
-    start_time: Option<u64>,
+    process: Process,
     #[cfg(target_os = "linux")]
-    pidfd: Option<tokio::io::unix::AsyncFd<std::os::fd::OwnedFd>>,
+    pidfd: Option<tokio::io::unix::AsyncFd<OwnedFd>>,
 }
 
 impl ExitWatch {
-    pub(crate) fn new(pid: u32, start_time: Option<u64>) -> ExitWatch {
+    pub(crate) fn new(process: Process) -> ExitWatch {
         ExitWatch {
-            pid,
-            start_time,
+            process,
             #[cfg(target_os = "linux")]
-            pidfd: open_pidfd(pid).ok(),
+            pidfd: open_pidfd(process.pid).ok(),
         }
     }
 
@@ -93,30 +92,22 @@ impl ExitWatch {
         if let Some(fd) = &self.pidfd {
             while let Ok(mut guard) = fd.readable().await {
                 guard.retain_ready();
-                if !pm_registry::pid::is_same_process(self.pid, self.start_time) {
+                if !self.process.is_running() {
                     return;
                 }
                 // Readable but still the same live process: spurious; look again shortly.
                 tokio::time::sleep(Duration::from_millis(50)).await;
             }
         }
-        while pm_registry::pid::is_same_process(self.pid, self.start_time) {
+        while self.process.is_running() {
             tokio::time::sleep(Duration::from_millis(250)).await;
         }
     }
 }
 
 #[cfg(target_os = "linux")]
-fn open_pidfd(pid: u32) -> std::io::Result<tokio::io::unix::AsyncFd<std::os::fd::OwnedFd>> {
-    use std::os::fd::FromRawFd;
-    // SAFETY: pidfd_open takes a pid and flags and returns a new file descriptor or -1.
-    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid as libc::pid_t, 0) };
-    if fd < 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    // SAFETY: the syscall returned a fresh descriptor that nothing else owns.
-    let owned = unsafe { std::os::fd::OwnedFd::from_raw_fd(fd as i32) };
-    // SAFETY: we own the descriptor and keep it open for as long as the AsyncFd lives.
-    unsafe { tokio::io::unix::AsyncFd::register_with_interest(owned, tokio::io::Interest::READABLE) }
-        .map_err(|err| std::io::Error::other(err.to_string()))
+fn open_pidfd(pid: u32) -> std::io::Result<tokio::io::unix::AsyncFd<OwnedFd>> {
+    let pid = rustix::process::Pid::from_raw(i32::try_from(pid).map_err(std::io::Error::other)?)
+        .ok_or_else(|| std::io::Error::from(std::io::ErrorKind::InvalidInput))?;
+    watch_readable(rustix::process::pidfd_open(pid, rustix::process::PidfdFlags::empty())?)
 }

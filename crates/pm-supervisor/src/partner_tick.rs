@@ -13,6 +13,7 @@ use crate::actor::Begin;
 use crate::monitor::Monitor;
 use crate::partner::PartnerFacts;
 use crate::StartKind;
+use pm_registry::proc::Process;
 
 /// Keeps the partner entry in line with the settings: registers it (adopting a running partner, or starting
 /// one `program` when `startPartnerIfMissing`), re-adopts a partner that came back on its own, and drops it in
@@ -61,7 +62,7 @@ async fn keep_partner(
     monitor: &Monitor,
     entry: ProcessEntry,
     mut wanted: ProcessConfig,
-    live: Option<(u32, Option<u64>)>,
+    live: Option<Process>,
     facts: &PartnerFacts,
 ) {
     let sup = monitor.supervisor();
@@ -79,9 +80,9 @@ async fn keep_partner(
     if matches!(entry.state, ProcessState::Stopped | ProcessState::Failed) {
         // A partner that came back on its own is supervised again; one that is shutting down (stopped by
         // `--stop` without us) is not, or its exit would be taken for a crash and undone.
-        if let Some((pid, start_time)) = live {
-            if reported_state(monitor, facts, pid).await == Some(MonitorState::Running) {
-                let _ = sup.adopt(&id, pid, start_time).await;
+        if let Some(process) = live {
+            if reported_state(monitor, facts, process.pid).await == Some(MonitorState::Running) {
+                let _ = sup.adopt(&id, process).await;
             }
         }
     }
@@ -89,15 +90,10 @@ async fn keep_partner(
 
 /// No partner entry yet: one is registered, adopting the partner that runs (unless it is shutting down: its exit
 /// would read as a crash and be undone), or starting one.
-async fn take_up_partner(
-    monitor: &Monitor,
-    config: ProcessConfig,
-    live: Option<(u32, Option<u64>)>,
-    facts: &PartnerFacts,
-) {
+async fn take_up_partner(monitor: &Monitor, config: ProcessConfig, live: Option<Process>, facts: &PartnerFacts) {
     let id = config.id.clone();
     let mut entry = ProcessEntry::new(config, Timestamp::now());
-    if let Some((pid, start_time)) = live {
+    if let Some(Process { pid, start_time }) = live {
         if reported_state(monitor, facts, pid).await == Some(MonitorState::Stopping) {
             return;
         }
@@ -105,7 +101,7 @@ async fn take_up_partner(
         entry.pid_start_time = start_time;
         entry.state = ProcessState::Running;
     }
-    tracing::info!(partner = %id, running = ?live.map(|(pid, _)| pid), "supervising the partner instance");
+    tracing::info!(partner = %id, running = ?live.map(|process| process.pid), "supervising the partner instance");
     if let Err(err) = monitor.register_entry(entry, Begin::MonitorStart(StartKind::Boot)).await {
         tracing::warn!(partner = %id, "cannot register the partner: {err}");
     }

@@ -151,13 +151,7 @@ pub fn group_memory(pgids: &[u32]) -> HashMap<u32, u64> {
 }
 
 fn clock_ticks() -> f64 {
-    // SAFETY: sysconf has no memory-safety preconditions.
-    let ticks = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
-    if ticks > 0 {
-        ticks as f64
-    } else {
-        100.0
-    }
+    pm_registry::proc::clock_ticks_per_second() as f64
 }
 
 /// The default [`GroupReader`]: CPU ticks and RSS summed over the processes of each group in `pgids`, from one
@@ -169,18 +163,14 @@ pub(crate) fn read_groups_proc(pgids: &[u32]) -> HashMap<u32, GroupTotals> {
         return res;
     }
     let wanted: std::collections::HashSet<u32> = pgids.iter().copied().collect();
-    // SAFETY: sysconf has no memory-safety preconditions.
-    let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) }.max(1) as u64;
-    let Ok(entries) = std::fs::read_dir("/proc") else { return res };
-    for entry in entries.flatten() {
-        let name = entry.file_name();
-        let Some(pid) = name.to_str().and_then(|name| name.parse::<u32>().ok()) else { continue };
-        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else { continue };
-        let Some((pgrp, ticks, rss_pages)) = parse_stat(&stat) else { continue };
-        if wanted.contains(&pgrp) {
-            let slot = res.entry(pgrp).or_default();
-            slot.cpu_ticks += ticks;
-            slot.rss_bytes += rss_pages * page;
+    let page = pm_registry::proc::page_size();
+    let Ok(pids) = pm_registry::proc::all_pids() else { return res };
+    for pid in pids {
+        let Some(stat) = pm_registry::proc::stat(pid) else { continue };
+        if wanted.contains(&stat.pgrp) {
+            let slot = res.entry(stat.pgrp).or_default();
+            slot.cpu_ticks += stat.cpu_ticks;
+            slot.rss_bytes += stat.rss_pages * page;
         }
     }
     res
@@ -191,38 +181,14 @@ pub(crate) fn read_groups_proc(_pgids: &[u32]) -> HashMap<u32, GroupTotals> {
     HashMap::new()
 }
 
-/// (process group, utime + stime, rss pages) from a `/proc/{pid}/stat` line.
-#[cfg_attr(not(target_os = "linux"), allow(dead_code))]
-fn parse_stat(stat: &str) -> Option<(u32, u64, u64)> {
-    // The command name is in parentheses and may contain anything; fields resume after the last ')'.
-    let rest = &stat[stat.rfind(')')? + 1..];
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    // fields[0] is the state (field 3 of the line); pgrp is field 5, utime 14, stime 15, rss 24.
-    let field = |n: usize| fields.get(n - 3)?.parse::<u64>().ok();
-    Some((u32::try_from(field(5)?).ok()?, field(14)? + field(15)?, field(24)?))
-}
-
 #[cfg(test)]
 mod tests {
     use std::sync::atomic::{AtomicUsize, Ordering};
 
     use super::*;
 
-    #[test]
-    fn parses_stat_with_a_tricky_command_name() {
-        let line = "1234 (my) (proc 1) S 1 1234 1234 0 -1 4194560 100 0 0 0 7 3 0 0 20 0 1 0 555 1000000 250 1844 0";
-        assert_eq!(parse_stat(line), Some((1234, 10, 250)));
-    }
-
-    #[test]
-    fn garbage_stat_is_none() {
-        assert_eq!(parse_stat("no parens here"), None);
-        assert_eq!(parse_stat("1 (x) S 1"), None);
-    }
-
     fn our_group() -> u32 {
-        // SAFETY: getpgrp has no preconditions.
-        unsafe { libc::getpgrp() as u32 }
+        rustix::process::getpgrp().as_raw_nonzero().get() as u32
     }
 
     #[cfg(target_os = "linux")]

@@ -40,23 +40,9 @@ pub(crate) fn spawn(config: &ProcessConfig, ctx: &SpawnContext<'_>) -> std::io::
     if config.partner {
         // The partner monitor runs detached, as a start from the command line does: a session of its own (and
         // so a process group of its own), no controlling terminal shared with this monitor.
-        // SAFETY: setsid(2) is async-signal-safe; nothing else runs between fork and exec.
-        unsafe {
-            command.pre_exec(|| {
-                if libc::setsid() == -1 {
-                    return Err(std::io::Error::last_os_error());
-                }
-                Ok(())
-            });
-        }
+        pm_registry::proc::detach(command.as_std_mut());
     } else {
         command.process_group(0);
-    }
-    if let Some(fd) = ctx.cgroup_procs {
-        // SAFETY: join_in_child makes one write(2) of a constant buffer to a descriptor opened before the fork.
-        unsafe {
-            command.pre_exec(move || crate::cgroup::join_in_child(fd));
-        }
     }
     if config.untrusted {
         // Would lead the child to the monitor's own files; the registration may set them itself.
@@ -71,6 +57,7 @@ pub(crate) fn spawn(config: &ProcessConfig, ctx: &SpawnContext<'_>) -> std::io::
         command.envs(env);
     }
     command.env(crate::orphans::OWNER_VAR, ctx.owner).env(crate::orphans::PROCESS_VAR, &config.id);
+    let mut exec = None;
     if let Some(checked) = ctx.checked {
         let own = [(crate::orphans::OWNER_VAR, ctx.owner), (crate::orphans::PROCESS_VAR, config.id.as_str())];
         let extra = ctx
@@ -81,14 +68,13 @@ pub(crate) fn spawn(config: &ProcessConfig, ctx: &SpawnContext<'_>) -> std::io::
             .chain(own)
             .map(|(name, value)| (std::ffi::OsStr::new(name), std::ffi::OsStr::new(value)));
         let env = crate::execcheck::child_env(config.untrusted, extra);
-        let exec = crate::execcheck::FdExec::new(checked, &program, config.args.iter().map(String::as_str), &env)
-            .ok_or_else(|| std::io::Error::other("an argument or variable holds NUL"))?;
-        // SAFETY: runs after fork, last of the pre-exec steps (stdio, working directory and process group are
-        // set up); it only makes async-signal-safe calls on memory prepared before the fork.
-        unsafe {
-            command.pre_exec(move || Err(exec.exec()));
-        }
+        exec = Some(
+            crate::execcheck::FdExec::new(checked, &program, config.args.iter().map(String::as_str), &env)
+                .ok_or_else(|| std::io::Error::other("an argument or variable holds NUL"))?,
+        );
     }
+    // Last of the steps between fork and exec: join the cgroup, then exec the checked descriptor.
+    crate::execcheck::before_exec(command.as_std_mut(), ctx.cgroup_procs, exec);
     command.spawn().map_err(|err| describe(err, config, &cwd))
 }
 

@@ -6,6 +6,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use pm_core::{Error, ProcessConfig, ProcessEntry, ProcessState, Timestamp};
+use pm_registry::proc::Process;
 use pm_registry::Paths;
 use tokio::sync::{mpsc, oneshot, watch, Notify};
 use tokio::task::JoinHandle;
@@ -59,10 +60,10 @@ pub(crate) struct Shared {
 
 impl Shared {
     /// The live monitor instance `instance_id` in the same home, if its lock is held by a running process.
-    pub(crate) fn live_partner(&self, instance_id: &str) -> Option<(u32, Option<u64>)> {
+    pub(crate) fn live_partner(&self, instance_id: &str) -> Option<Process> {
         let paths = self.paths.for_instance(instance_id).ok()?;
         let holder = pm_registry::InstanceLock::holder(&paths).ok()??;
-        (holder.pid != std::process::id()).then_some((holder.pid, holder.start_time))
+        (holder.pid != std::process::id()).then_some(Process::new(holder.pid, holder.start_time))
     }
 }
 
@@ -255,9 +256,9 @@ impl Supervisor {
     }
 
     /// Asks the process's task to adopt a running process (a partner monitor that came up on its own).
-    pub async fn adopt(&self, id: &str, pid: u32, start_time: Option<u64>) -> Result<(), Error> {
+    pub async fn adopt(&self, id: &str, process: Process) -> Result<(), Error> {
         let tx = self.sender(id)?;
-        tx.send(Cmd::Adopt { pid, start_time: Box::new(start_time) }).await.map_err(|_| Error::ShuttingDown)
+        tx.send(Cmd::Adopt(Box::new(process))).await.map_err(|_| Error::ShuttingDown)
     }
 
     /// Stops a process and forgets it; answers its last entry.
@@ -411,7 +412,7 @@ impl Supervisor {
 
     /// The live monitor instance `instance_id` in the same home (PID and start time), if its lock is held by
     /// another running process.
-    pub fn live_instance(&self, instance_id: &str) -> Option<(u32, Option<u64>)> {
+    pub fn live_instance(&self, instance_id: &str) -> Option<Process> {
         self.shared.live_partner(instance_id)
     }
 

@@ -73,48 +73,26 @@ pub(crate) fn open_inotify_on(
     paths: &[&Path],
     mask: u32,
 ) -> std::io::Result<tokio::io::unix::AsyncFd<std::os::fd::OwnedFd>> {
-    use std::os::fd::FromRawFd;
-    use std::os::unix::ffi::OsStrExt;
-    // SAFETY: inotify_init1 takes flags and returns a new descriptor or -1.
-    let fd = unsafe { libc::inotify_init1(libc::IN_NONBLOCK | libc::IN_CLOEXEC) };
-    if fd < 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    // SAFETY: the descriptor is fresh and owned by nothing else.
-    let owned = unsafe { std::os::fd::OwnedFd::from_raw_fd(fd) };
+    use rustix::fs::inotify;
+    let fd = inotify::init(inotify::CreateFlags::NONBLOCK | inotify::CreateFlags::CLOEXEC)?;
     for path in paths {
-        let path = std::ffi::CString::new(path.as_os_str().as_bytes()).map_err(std::io::Error::other)?;
-        // SAFETY: a valid descriptor and a NUL-terminated path that outlives the call.
-        if unsafe { libc::inotify_add_watch(fd, path.as_ptr(), mask) } < 0 {
-            return Err(std::io::Error::last_os_error());
-        }
+        inotify::add_watch(&fd, *path, inotify::WatchFlags::from_bits_retain(mask))?;
     }
-    // SAFETY: we own the descriptor and keep it open as long as the AsyncFd lives.
-    unsafe { tokio::io::unix::AsyncFd::register_with_interest(owned, tokio::io::Interest::READABLE) }
-        .map_err(|err| std::io::Error::other(err.to_string()))
+    crate::os::watch_readable(fd)
 }
 
 /// Reads every queued event; answers whether there was any (WouldBlock when there was none).
 #[cfg(target_os = "linux")]
 pub(crate) fn drain(fd: &std::os::fd::OwnedFd) -> std::io::Result<bool> {
-    use std::os::fd::AsRawFd;
     let mut buf = [0u8; 4096];
     let mut any = false;
     loop {
-        // SAFETY: reading into a buffer we own, with its true length.
-        let n = unsafe { libc::read(fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len()) };
-        if n > 0 {
-            any = true;
-            continue;
+        match rustix::io::read(fd, &mut buf) {
+            Ok(0) => return Ok(any),
+            Ok(_) => any = true,
+            Err(rustix::io::Errno::AGAIN) if any => return Ok(true),
+            Err(errno) => return Err(errno.into()),
         }
-        if n == 0 {
-            return Ok(any);
-        }
-        let err = std::io::Error::last_os_error();
-        if err.kind() == std::io::ErrorKind::WouldBlock {
-            return if any { Ok(true) } else { Err(err) };
-        }
-        return Err(err);
     }
 }
 

@@ -105,7 +105,7 @@ fn a_local_stop_while_the_daemon_starts_is_not_undone() {
     let client = pm_client::ProcessMonitorClient::in_directory(&dir, pm_tests::site::INSTANCE).unwrap();
     let told = client.stop("a").expect("the local stop failed");
     assert_eq!(told.state, pm_core::ProcessState::Stopped);
-    assert!(!pm_registry::pid::alive(pid));
+    assert!(!pm_registry::proc::alive(pid));
     let stored = site.registry().unwrap().processes["a"].clone();
     assert_eq!(stored.pending_action, Some(pm_core::PendingAction::Stop), "the request stays for the next monitor");
 

@@ -121,7 +121,7 @@ fn a_refused_start_leaves_no_child_and_the_registry_as_found() {
     assert!(site.starts("auto").is_empty(), "the refused start started a child");
     assert_eq!(std::fs::read(site.paths().registry_file()).unwrap(), before, "the registry was changed");
     assert!(!site.registry().unwrap().monitor_running);
-    assert!(!pm_registry::pid::alive(pid));
+    assert!(!pm_registry::proc::alive(pid));
 
     // Once the port is free, the next start boots as if the refused one had never happened.
     drop(squatter);
@@ -321,7 +321,7 @@ fn a_spoofed_adoption_environment_is_not_adopted_and_the_real_service_starts() {
     let svc = statuses["svc"].pid.unwrap();
     for (what, pid) in &spoofs {
         assert_ne!(svc, *pid, "the spoof with {what} was adopted as svc");
-        assert!(pm_registry::pid::alive(*pid), "the spoof with {what} was signalled");
+        assert!(pm_registry::proc::alive(*pid), "the spoof with {what} was signalled");
     }
     assert_eq!(site.copies("svc"), vec![svc], "the real service is not the one running");
     assert_eq!(site.starts("svc").len(), 1, "the real service started once");

@@ -75,7 +75,7 @@ fn the_partner_stop_grace_covers_the_partner_slowest_process() {
     let (code, out, err) = home.cli(false, &["--stop"]);
     assert_eq!(code, 0, "{out}{err}");
     assert!(out.contains("1 running process(es) were stopped with it"), "{out}");
-    assert!(!pm_registry::pid::alive(slow));
+    assert!(!pm_registry::proc::alive(slow));
     assert_eq!(home.copies("slow"), 0);
 }
 

@@ -172,7 +172,7 @@ fn garbage_registry_while_running_gives_clear_errors_and_is_never_overwritten() 
     // A clean stop stops the processes; the next start restores the last good copy and keeps the bad one aside.
     site.stop_daemon(daemon);
     assert!(site.copies("a").is_empty() && site.copies("b").is_empty(), "a clean stop left processes running");
-    assert!(!pm_registry::pid::alive(restarted));
+    assert!(!pm_registry::proc::alive(restarted));
     let daemon = site.start_daemon();
     let aside: Vec<PathBuf> = std::fs::read_dir(&site.dir)
         .unwrap()
@@ -472,6 +472,6 @@ fn a_full_disk_keeps_the_last_good_registry() {
     assert!(site.alive());
     assert_eq!(site.copies("a"), a, "a was disturbed");
     let restarted = crash_and_wait_restart(&site, "a");
-    assert!(pm_registry::pid::alive(restarted));
+    assert!(pm_registry::proc::alive(restarted));
     report("faults: full disk (RLIMIT_FSIZE)", &format!("limit {limit} B: {error}"));
 }

@@ -102,7 +102,7 @@ fn after_a_crash_storm_the_registry_agrees_with_what_runs() {
         assert_eq!(entry.state, ProcessState::Running, "{id}");
         let pid = entry.pid.unwrap_or_else(|| panic!("{id} runs without a stored PID"));
         assert_eq!(copies, vec![pid], "{id}: the live copies are not the stored PID");
-        let family = pm_registry::pid::family(pid).unwrap_or_else(|| panic!("{id}: stored PID {pid} is not alive"));
+        let family = pm_registry::proc::family(pid).unwrap_or_else(|| panic!("{id}: stored PID {pid} is not alive"));
         assert_eq!(family.ppid, monitor, "{id}: PID {pid} is not the monitor's child");
         assert_eq!(family.pgrp, pid, "{id}: PID {pid} does not lead its process group");
         assert_eq!(entry.pid_start_time, Some(family.start_time), "{id}: stored start time is not PID {pid}'s");

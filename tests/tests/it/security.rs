@@ -778,7 +778,7 @@ fn a_double_stop_leaves_no_child() {
     });
     let (code, out, err) = home.cli(false, &["--stop"]);
     assert_eq!(code, 0, "the second --stop: {out}{err}");
-    assert!(!pm_registry::pid::alive(child), "the second --stop left the child running");
+    assert!(!pm_registry::proc::alive(child), "the second --stop left the child running");
     assert_eq!(home.copies("slow"), 0);
     let output = first.0.take().unwrap().wait_with_output().unwrap();
     let stdout = String::from_utf8_lossy(&output.stdout);

@@ -113,7 +113,7 @@ fn faster_intervals_recover_faster_from_a_hung_partner() {
     });
     report("SIGSTOP watcher (500 ms x 2) -> replaced", &format!("{took:.2?}"));
     assert!(took < Duration::from_secs(10), "replacing a hung watcher took {took:?}");
-    assert!(!pm_registry::pid::alive(old) || home.holder("watcher") != Some(old));
+    assert!(!pm_registry::proc::alive(old) || home.holder("watcher") != Some(old));
     assert_one_of_each(&home);
 }
 
@@ -196,7 +196,7 @@ fn stop_of_default_through_the_cli_is_not_undone_by_the_watcher() {
     assert_eq!(code, 0, "{out}{err}");
     assert!(out.contains("stopped"), "{out}");
     assert_eq!(home.holder("default"), None);
-    home.wait_until(LONG, "sleeper stopped with its monitor", || !pm_registry::pid::alive(sleeper));
+    home.wait_until(LONG, "sleeper stopped with its monitor", || !pm_registry::proc::alive(sleeper));
     std::thread::sleep(Duration::from_secs(2));
     assert_eq!(home.holder("default"), None, "the watcher must not bring a stopped default back");
     assert!(home.answers(home.watcher_ports));
@@ -243,7 +243,7 @@ fn a_hung_default_is_killed_and_replaced_and_its_children_adopted() {
         home.holder("default").is_some_and(|pid| pid != old) && home.answers(home.default_ports)
     });
     report("SIGSTOP default (500 ms x 2) -> replaced", &format!("{took:.2?}"));
-    home.wait_until(LONG, "the hung default is gone", || !pm_registry::pid::alive(old));
+    home.wait_until(LONG, "the hung default is gone", || !pm_registry::proc::alive(old));
     home.wait_until(LONG, "sleeper adopted", || home.child_pid("default", "sleeper") == Some(sleeper));
     assert_eq!(home.starts("sleeper"), 1, "the managed child must survive its monitor's replacement");
     assert_one_of_each(&home);
@@ -267,15 +267,15 @@ fn a_child_whose_registration_is_gone_is_stopped_at_start_not_left_running() {
     home.edit("default", |registry| {
         registry.processes.remove("sleeper");
     });
-    assert!(pm_registry::pid::alive(sleeper));
+    assert!(pm_registry::proc::alive(sleeper));
     let (code, out, err) = home.cli(false, &["--standalone"]);
     assert_eq!(code, 0, "{out}{err}");
-    home.wait_until(LONG, "the unregistered sleeper is stopped", || !pm_registry::pid::alive(sleeper));
+    home.wait_until(LONG, "the unregistered sleeper is stopped", || !pm_registry::proc::alive(sleeper));
     assert_eq!(home.copies("sleeper"), 0);
     assert!(!home.registry("default").processes.contains_key("sleeper"), "registered again");
     // The registered one is adopted, untouched.
     assert_eq!(home.child_pid("default", "other"), Some(other));
-    assert!(pm_registry::pid::alive(other));
+    assert!(pm_registry::proc::alive(other));
 }
 
 #[test]
@@ -329,7 +329,7 @@ fn stop_after_a_self_restart_with_the_watcher_gone_stops_directly() {
     let took = started.elapsed();
     assert_eq!(code, 0, "{out}{err}");
     assert_eq!(home.holder("default"), None);
-    assert!(!pm_registry::pid::alive(sleeper), "its process was stopped with it");
+    assert!(!pm_registry::proc::alive(sleeper), "its process was stopped with it");
     assert!(took < Duration::from_secs(20), "--stop took {took:?}");
     report("--stop after --restart, watcher gone", &format!("{took:.2?}"));
 }
@@ -378,7 +378,7 @@ fn a_detached_helper_of_a_managed_process_is_not_taken_for_a_copy() {
     let helper: u32 = std::fs::read_to_string(&helper_file).unwrap().trim().parse().unwrap();
     let _helper = KillOnDrop(helper);
     let server = home.child_pid("default", "server").unwrap();
-    assert!(pm_registry::pid::alive(helper));
+    assert!(pm_registry::proc::alive(helper));
 
     kill9(home.holder("default").unwrap());
     home.wait_until(LONG, "lock stale", || home.holder("default").is_none());
@@ -386,6 +386,6 @@ fn a_detached_helper_of_a_managed_process_is_not_taken_for_a_copy() {
     assert_eq!(code, 0, "{out}{err}");
     home.wait_until(LONG, "the server adopted", || home.child_pid("default", "server") == Some(server));
     std::thread::sleep(Duration::from_millis(500));
-    assert!(pm_registry::pid::alive(helper), "the helper was taken for a second copy and stopped");
-    assert!(pm_registry::pid::alive(server));
+    assert!(pm_registry::proc::alive(helper), "the helper was taken for a second copy and stopped");
+    assert!(pm_registry::proc::alive(server));
 }

@@ -3,7 +3,6 @@
 //! (issue 12, item 7; issue 21, item 2), and process ids named like the monitor's own files (issue 21, item 5).
 
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
-use std::os::unix::process::CommandExt;
 
 use serde_json::json;
 
@@ -60,14 +59,17 @@ fn a_detached_start_writes_a_private_startup_log_never_through_a_symlink_whateve
     std::os::unix::fs::symlink(&victim, monitor_dir.join("startup.log")).unwrap();
     let args = env.daemon_args();
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    let mut command = env.command(&args);
-    // SAFETY: umask is async-signal-safe.
-    unsafe {
-        command.pre_exec(|| {
-            libc::umask(0);
-            Ok(())
-        });
+    // The CLI starts with umask 0: a shell sets it, then execs the CLI in its place (same PID).
+    let cli = env.command(&args);
+    let mut command = std::process::Command::new("sh");
+    command.arg("-c").arg("umask 0 && exec \"$0\" \"$@\"").arg(cli.get_program()).args(cli.get_args());
+    for (name, value) in cli.get_envs() {
+        match value {
+            Some(value) => command.env(name, value),
+            None => command.env_remove(name),
+        };
     }
+    command.stdin(std::process::Stdio::null());
     let out = env.run_command(command, &args, None).ok();
     assert!(out.stdout.contains("started (pid"), "{out:?}");
     env.remember(env.daemon_pid().unwrap());

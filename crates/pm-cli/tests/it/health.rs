@@ -23,10 +23,8 @@ fn hung_process_is_killed_and_restarted() {
     assert!(first.running(), "a healthy process was killed");
 
     // Hang it: stopped by SIGSTOP and its endpoint failing twice in a row.
-    // SAFETY: kill(2) on the process group the monitor started for this test.
-    unsafe {
-        libc::kill(-(first.pid as i32), libc::SIGSTOP);
-    }
+    // The process group the monitor started for this test.
+    pm_registry::proc::signal_group(first.pid, libc::SIGSTOP);
     health.fail_next(2);
     env.wait_for("the hung process to be killed", || (!first.running()).then_some(()));
     let status = env.wait_for("a new run", || {

@@ -42,26 +42,23 @@ pub struct Proc {
 impl Proc {
     /// The process now running as `pid`.
     pub fn of(pid: u32) -> Proc {
-        Proc { pid, start: pm_registry::pid::start_time(pid) }
+        Proc { pid, start: pm_registry::proc::start_time(pid) }
     }
 
     /// Whether this very process still runs (a zombie does not).
     pub fn running(&self) -> bool {
-        self.start.is_some() && pm_registry::pid::is_same_process(self.pid, self.start)
+        self.start.is_some() && pm_registry::proc::is_same_process(self.pid, self.start)
     }
 }
 
 /// Sends `signal` to one process.
 pub fn signal(pid: u32, signal: i32) {
-    // SAFETY: kill(2) has no memory-safety preconditions.
-    unsafe {
-        libc::kill(pid as i32, signal);
-    }
+    let _ = pm_registry::proc::signal_process(pid, signal);
 }
 
 /// Live (non-zombie) processes with their command lines.
 fn processes() -> Vec<ProcInfo> {
-    procs::scan().into_iter().filter(|info| pm_registry::pid::alive(info.pid)).collect()
+    procs::scan().into_iter().filter(|info| pm_registry::proc::alive(info.pid)).collect()
 }
 
 /// Live processes that have `arg` as one of their arguments.
@@ -304,7 +301,7 @@ impl Env {
         let text = std::fs::read_to_string(self.dir.join("processes_default.lock")).ok()?;
         let lock: Value = serde_json::from_str(&text).ok()?;
         let pid = u32::try_from(lock["pid"].as_u64()?).ok()?;
-        pm_registry::pid::alive(pid).then_some(pid)
+        pm_registry::proc::alive(pid).then_some(pid)
     }
 
     /// The registry file as JSON (`Null` when there is none yet).
@@ -459,10 +456,8 @@ impl Drop for Env {
             }
             // A group outlives its leader only while it has members; its id is not reused meanwhile.
             if proc.running() || !exists {
-                // SAFETY: kill(2) on a process group this test started.
-                unsafe {
-                    libc::kill(-(proc.pid as i32), libc::SIGKILL);
-                }
+                // A process group this test started.
+                pm_registry::proc::signal_group(proc.pid, libc::SIGKILL);
             }
         }
         for _ in 0..3 {

@@ -222,19 +222,7 @@ async fn a_peer_that_does_not_read_its_answers_is_cut_off() {
 
 /// A small receive buffer, so that the server's answers back up fast.
 fn small_receive_buffer(stream: &tokio::net::TcpStream) {
-    use std::os::fd::AsRawFd;
-    let size: libc::c_int = 4096;
-    // SAFETY: setsockopt on an open socket with a value that lives across the call.
-    let rc = unsafe {
-        libc::setsockopt(
-            stream.as_raw_fd(),
-            libc::SOL_SOCKET,
-            libc::SO_RCVBUF,
-            (&size as *const libc::c_int).cast(),
-            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-        )
-    };
-    assert_eq!(rc, 0);
+    rustix::net::sockopt::set_socket_recv_buffer_size(stream, 4096).unwrap();
 }
 
 /// Issue 21 item 8: an aliveness check reads at most 64 KiB of a body, for everyone: a 2xx whose body never

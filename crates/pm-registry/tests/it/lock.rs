@@ -7,7 +7,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use pm_core::Timestamp;
-use pm_registry::{pid, Error, InstanceLock, Paths};
+use pm_registry::{proc, Error, InstanceLock, Paths};
 use serde_json::{json, Value};
 
 use crate::support::{mode_of, spawn_worker, wait_for, worker_dir, ChildGuard, TempDir};
@@ -59,7 +59,7 @@ fn the_lock_file_has_the_guide_format() {
     assert_eq!(record["pid"], std::process::id());
     let stamp = record["timestamp"].as_str().unwrap();
     assert!(stamp.ends_with('Z') && Timestamp::parse(stamp).is_some(), "{stamp}");
-    assert_eq!(record["startTime"].as_u64(), pid::current().1);
+    assert_eq!(record["startTime"].as_u64(), proc::Process::current().start_time);
     assert_eq!(mode_of(&paths.lock_file()), 0o600);
     assert_eq!(InstanceLock::holder(&paths).unwrap().as_ref(), Some(lock.info()));
     let names: Vec<_> = fs::read_dir(paths.root()).unwrap().map(|e| e.unwrap().file_name()).collect();
@@ -160,7 +160,7 @@ fn empty_and_garbage_lock_files_are_taken_over() {
 
 #[test]
 fn our_own_pid_is_stale_only_with_another_start_time() {
-    let (own_pid, own_start) = pid::current();
+    let proc::Process { pid: own_pid, start_time: own_start } = proc::Process::current();
     let own_start = own_start.expect("start time of this process");
     let dir = TempDir::new();
     let paths = paths(dir.path());
@@ -192,7 +192,7 @@ fn release_leaves_a_lock_that_is_no_longer_ours() {
     let dir = TempDir::new();
     let paths = paths(dir.path());
     let other = ChildGuard::spawn(Command::new("sleep").arg("30").stdout(Stdio::null()));
-    let other_start = pid::start_time(other.pid()).expect("start time of the child");
+    let other_start = proc::start_time(other.pid()).expect("start time of the child");
     let foreign = json!({"pid": other.pid(), "timestamp": "2026-01-24T10:30:00.000Z", "startTime": other_start});
 
     let lock = InstanceLock::acquire(&paths, SHORT).unwrap();

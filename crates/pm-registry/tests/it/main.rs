@@ -8,6 +8,6 @@ mod corrupt;
 mod lock;
 mod ownership;
 mod paths;
-mod pid;
+mod proc;
 mod store;
 mod support;

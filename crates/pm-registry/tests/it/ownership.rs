@@ -13,16 +13,13 @@ use crate::support::TempDir;
 const OTHER_UID: u32 = 65534;
 
 fn is_root() -> bool {
-    // SAFETY: geteuid has no preconditions.
-    unsafe { libc::geteuid() == 0 }
+    rustix::process::geteuid().is_root()
 }
 
 fn chown(path: &Path, uid: u32) {
-    use std::os::unix::ffi::OsStrExt;
-    let c = std::ffi::CString::new(path.as_os_str().as_bytes()).unwrap();
-    // SAFETY: lchown on a NUL-terminated path; -1 keeps the group.
-    let rc = unsafe { libc::lchown(c.as_ptr(), uid, u32::MAX) };
-    assert_eq!(rc, 0, "lchown {}: {}", path.display(), std::io::Error::last_os_error());
+    // The group is kept.
+    let res = std::os::unix::fs::lchown(path, Some(uid), None);
+    assert!(res.is_ok(), "lchown {}: {res:?}", path.display());
 }
 
 fn refused(paths: &Paths, path: &Path, what: &str) -> String {
@@ -138,9 +135,7 @@ fn private_helpers_never_write_through_a_symlink_and_fix_the_mode() {
     assert_eq!(meta.mode() & 0o777, 0o600);
     // A FIFO is not a log file: refused instead of blocking.
     let fifo = dir.path().join("fifo.log");
-    let c = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
-    // SAFETY: mkfifo on a NUL-terminated path.
-    assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+    rustix::fs::mkfifoat(rustix::fs::CWD, &fifo, rustix::fs::Mode::from_raw_mode(0o600)).unwrap();
     // Opening a FIFO for writing blocks until a reader comes unless O_NONBLOCK: open it from a reader first.
     let reader = std::thread::spawn({
         let fifo = fifo.clone();

@@ -70,9 +70,8 @@ impl ChildGuard {
 
     /// Sends SIGKILL and reaps the child.
     pub fn kill_hard(&mut self) {
-        let pid = libc::pid_t::try_from(self.pid()).unwrap();
-        // SAFETY: plain signal delivery to our own child, which has not been reaped yet.
-        assert_eq!(unsafe { libc::kill(pid, libc::SIGKILL) }, 0);
+        // Our own child, not reaped yet: its PID is still its own.
+        pm_registry::proc::signal_process(self.pid(), libc::SIGKILL).unwrap();
         self.child.wait().unwrap();
     }
 }

@@ -247,8 +247,8 @@ async fn restart_dependents_restarts_what_depends_on_a_restarted_process() {
     eventually(LONG, "api ran twice", || read_numbers(&fx.file("api.t")).len() == 2).await;
     // A crash restart of db restarts api too.
     let db_pid = fx.sup.get("db").unwrap().pid.unwrap();
-    // SAFETY: kill(2) on a process the supervisor started.
-    unsafe { libc::kill(db_pid as i32, libc::SIGKILL) };
+    // A process the supervisor started.
+    pm_registry::proc::signal_process(db_pid, libc::SIGKILL).unwrap();
     eventually(LONG, "api ran a third time", || read_numbers(&fx.file("api.t")).len() == 3).await;
     fx.wait("api", LONG, |e| e.state == ProcessState::Running).await;
 }
@@ -295,7 +295,7 @@ fn count_with(needle: &str) -> usize {
         .unwrap()
         .flatten()
         .filter_map(|entry| entry.file_name().to_str()?.parse::<u32>().ok())
-        .filter(|pid| pm_registry::pid::alive(*pid))
+        .filter(|pid| pm_registry::proc::alive(*pid))
         .filter(|pid| {
             let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
             cmdline.split(|b| *b == 0).any(|arg| arg == needle.as_bytes())

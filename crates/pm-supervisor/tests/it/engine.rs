@@ -210,7 +210,7 @@ async fn stop_escalates_to_sigkill_for_a_process_ignoring_sigterm() {
     assert!(started.elapsed() < Duration::from_secs(10), "stop took {:?}", started.elapsed());
     let entry = fx.sup.get("stubborn").unwrap();
     assert_eq!(entry.last_signal, Some(libc::SIGKILL), "{entry:?}");
-    eventually(LONG, "group gone", || unsafe { libc::kill(-(pid as i32), 0) } != 0).await;
+    eventually(LONG, "group gone", || !pm_registry::proc::signal_group(pid, 0)).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -360,15 +360,15 @@ async fn monitor_start_adopts_a_running_process_instead_of_starting_another() {
     );
     entry.state = ProcessState::Running;
     entry.pid = Some(pid);
-    entry.pid_start_time = pm_registry::pid::start_time(pid);
+    entry.pid_start_time = pm_registry::proc::start_time(pid);
     fx.sup.resume(entry, StartKind::Boot).unwrap();
     let adopted = fx.wait("kept", LONG, |e| e.state == ProcessState::Running).await;
     assert_eq!(adopted.pid, Some(pid));
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(std::fs::read_to_string(&marker).unwrap().lines().count(), 1, "a second copy was started");
     // An adopted process that dies is noticed at once and restarted.
-    // SAFETY: killing the process we spawned.
-    unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+    // The process we spawned.
+    pm_registry::proc::signal_process(pid, libc::SIGKILL).unwrap();
     let _ = orphan.wait();
     let restarted =
         fx.wait("kept", LONG, |e| e.pid.is_some_and(|p| p != pid) && e.state == ProcessState::Running).await;
@@ -389,7 +389,7 @@ async fn a_disabled_entry_whose_process_still_runs_is_stopped_at_monitor_start()
     entry.config.enabled = false;
     entry.state = ProcessState::Stopping;
     entry.pid = Some(pid);
-    entry.pid_start_time = pm_registry::pid::start_time(pid);
+    entry.pid_start_time = pm_registry::proc::start_time(pid);
     fx.sup.resume(entry, StartKind::Resume).unwrap();
     let entry = fx.wait("off", LONG, |e| e.state == ProcessState::Disabled && e.pid.is_none()).await;
     assert_eq!(entry.pid, None);
@@ -406,7 +406,7 @@ async fn an_adopted_process_that_leads_no_group_is_still_stopped() {
     let mut entry = ProcessEntry::new(sh("grouped", "exec sleep 300"), Timestamp::now());
     entry.state = ProcessState::Running;
     entry.pid = Some(pid);
-    entry.pid_start_time = pm_registry::pid::start_time(pid);
+    entry.pid_start_time = pm_registry::proc::start_time(pid);
     entry.config.autostart = false;
     fx.sup.resume(entry, StartKind::Resume).unwrap();
     fx.wait("grouped", LONG, |e| e.state == ProcessState::Running && e.pid == Some(pid)).await;
@@ -429,15 +429,15 @@ async fn monitor_start_does_not_adopt_a_reused_pid() {
     entry.state = ProcessState::Running;
     entry.pid = Some(pid);
     // A start time that is not this process's: the PID now belongs to someone else.
-    entry.pid_start_time = pm_registry::pid::start_time(pid).map(|t| t + 12345);
+    entry.pid_start_time = pm_registry::proc::start_time(pid).map(|t| t + 12345);
     entry.config.restart_policy = Some(policy(3, &[10]));
     fx.sup.resume(entry, StartKind::Boot).unwrap();
     let running =
         fx.wait("reused", LONG, |e| e.state == ProcessState::Running && e.pid.is_some_and(|p| p != pid)).await;
     assert_ne!(running.pid, Some(pid));
     assert!(alive(pid), "the unrelated process must not be touched");
-    // SAFETY: killing the process we spawned.
-    unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+    // The process we spawned.
+    pm_registry::proc::signal_process(pid, libc::SIGKILL).unwrap();
     let _ = orphan.wait();
 }
 
@@ -464,8 +464,8 @@ async fn shutdown_can_leave_processes_running_for_a_successor() {
     assert_eq!(entries[0].pid, Some(pid));
     tokio::time::sleep(Duration::from_millis(100)).await;
     assert!(alive(pid));
-    // SAFETY: cleanup of the group we started.
-    unsafe { libc::kill(-(pid as i32), libc::SIGKILL) };
+    // Cleanup of the group we started.
+    pm_registry::proc::signal_group(pid, libc::SIGKILL);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -173,10 +173,8 @@ struct Cleanup {
 impl Drop for Cleanup {
     fn drop(&mut self) {
         for pid in read_pids(&self.starts).into_iter().chain(copies(&self.marker)) {
-            // SAFETY: kill(2) on process groups this case started (each child leads its own group).
-            unsafe {
-                libc::kill(-(pid as i32), libc::SIGKILL);
-            }
+            // Process groups this case started (each child leads its own group).
+            pm_registry::proc::signal_group(pid, libc::SIGKILL);
         }
         let _ = std::fs::remove_dir_all(&self.dir);
     }
@@ -189,29 +187,21 @@ fn read_pids(path: &Path) -> Vec<u32> {
 /// Live process-group leaders with `marker` in their argv (a forked child that has not exec'd yet shows the
 /// same argv but does not lead a group).
 fn copies(marker: &str) -> Vec<u32> {
-    let Ok(entries) = std::fs::read_dir("/proc") else { return Vec::new() };
-    entries
-        .flatten()
-        .filter_map(|entry| entry.file_name().to_str()?.parse::<u32>().ok())
-        .filter(|pid| {
-            let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else { return false };
-            let Some((_, after)) = stat.rsplit_once(')') else { return false };
-            let fields: Vec<&str> = after.split_whitespace().collect();
-            let leads = fields.get(2).and_then(|pgrp| pgrp.parse::<u32>().ok()) == Some(*pid);
-            if fields.first() == Some(&"Z") || !leads {
-                return false;
-            }
-            let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
-            cmdline.split(|byte| *byte == 0).any(|arg| arg == marker.as_bytes())
-        })
-        .collect()
+    let Ok(pids) = pm_registry::proc::all_pids() else { return Vec::new() };
+    pids.filter(|pid| {
+        let Some(stat) = pm_registry::proc::stat(*pid) else { return false };
+        if stat.state == 'Z' || stat.pgrp != *pid {
+            return false;
+        }
+        let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+        cmdline.split(|byte| *byte == 0).any(|arg| arg == marker.as_bytes())
+    })
+    .collect()
 }
 
 fn signal(pid: u32, signal: i32) {
-    // SAFETY: kill(2) on a process this case started; no memory-safety preconditions.
-    unsafe {
-        libc::kill(pid as i32, signal);
-    }
+    // A process this case started.
+    let _ = pm_registry::proc::signal_process(pid, signal);
 }
 
 /// What the observers collected.
@@ -443,7 +433,9 @@ impl Run {
                     match step {
                         Step::Exit => signal(pid, libc::SIGUSR1),
                         Step::Kill => signal(pid, libc::SIGKILL),
-                        _ => signal(pid.wrapping_neg(), libc::SIGKILL),
+                        _ => {
+                            pm_registry::proc::signal_group(pid, libc::SIGKILL);
+                        }
                     }
                     let adopted = model.adopted;
                     model.crash(&self.case);

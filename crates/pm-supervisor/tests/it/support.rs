@@ -88,10 +88,8 @@ impl Drop for Fixture {
     fn drop(&mut self) {
         self.track();
         for pid in self.seen.lock().unwrap().iter() {
-            // SAFETY: kill(2) on a process group we started.
-            unsafe {
-                libc::kill(-(*pid as i32), libc::SIGKILL);
-            }
+            // A process group we started.
+            pm_registry::proc::signal_group(*pid, libc::SIGKILL);
         }
     }
 }
@@ -105,12 +103,10 @@ impl Drop for ChildGuard {
         if matches!(self.0.try_wait(), Ok(Some(_))) {
             return;
         }
-        let pid = self.0.id() as i32;
-        // SAFETY: kill(2) on a process we started and have not reaped (so its PID is still ours).
-        unsafe {
-            libc::kill(-pid, libc::SIGKILL);
-            libc::kill(pid, libc::SIGKILL);
-        }
+        // A process we started and have not reaped (so its PID is still ours).
+        let pid = self.0.id();
+        pm_registry::proc::signal_group(pid, libc::SIGKILL);
+        let _ = pm_registry::proc::signal_process(pid, libc::SIGKILL);
         let _ = self.0.wait();
     }
 }
@@ -124,7 +120,7 @@ pub fn sh(id: &str, script: &str) -> ProcessConfig {
 
 /// Whether a process exists and is not a zombie.
 pub fn alive(pid: u32) -> bool {
-    pm_registry::pid::alive(pid)
+    pm_registry::proc::alive(pid)
 }
 
 /// Reads a file of one integer per line.
