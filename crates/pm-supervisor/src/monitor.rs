@@ -492,20 +492,29 @@ impl Monitor {
                 return Err(crate::deps::needed_by(id, &dependents));
             }
         }
-        {
+        let known = {
             let mut sync = self.sync().await;
             sync.written_rev.remove(id);
-            let known = self.sup.get(id).is_some();
+            let known = self.sup.get(id);
             let key = id.to_owned();
             let removed = self
                 .transaction(&sync, API_LOCK_TIMEOUT, move |registry| Ok(registry.processes.remove(&key).is_some()))
                 .await?;
-            if !known && !removed {
+            if known.is_none() && !removed {
                 return Err(Error::NotFound(id.to_owned()));
             }
-        }
+            known
+        };
         match self.sup.remove(id).await {
-            Ok(_) | Err(Error::NotFound(_)) => Ok(()),
+            Ok(_) => Ok(()),
+            Err(Error::NotFound(_)) => {
+                // The registry watch saw the entry go and the reconcile is ending the process: the answer still
+                // waits until it has ended, as a deregister's does.
+                if let Some(entry) = known {
+                    wait_until_ended(&entry).await;
+                }
+                Ok(())
+            }
             Err(err) => Err(err),
         }
     }
@@ -767,6 +776,16 @@ pub(crate) fn snapshot_status(snapshot: &crate::Snapshot) -> ProcessStatus {
         status.last_check_ms = snapshot.counters.last_check.map(|took| took.as_secs_f64() * 1000.0);
     }
     status
+}
+
+/// Waits until the process `entry` recorded has ended (its stop timeout plus a margin at most).
+async fn wait_until_ended(entry: &ProcessEntry) {
+    let Some(pid) = entry.pid else { return };
+    let deadline =
+        tokio::time::Instant::now() + Duration::from_millis(entry.config.stop_timeout_ms()) + Duration::from_secs(5);
+    while pm_registry::proc::is_same_process(pid, entry.pid_start_time) && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }
 
 #[cfg(test)]
