@@ -24,7 +24,7 @@ fn kill_9_then_start_adopts_the_same_child() {
     let child = sleeper(&env, "kept");
 
     signal(first_monitor.pid, libc::SIGKILL);
-    env.wait_for("the monitor to die", || (!first_monitor.running()).then_some(()));
+    env.wait_for("the monitor to die", || first_monitor.gone().then_some(()));
     assert!(child.running(), "the child died with its monitor");
 
     let second_monitor = env.start_daemon();

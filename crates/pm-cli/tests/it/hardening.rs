@@ -115,7 +115,7 @@ fn a_second_stop_waits_for_the_same_shutdown() {
     std::thread::sleep(Duration::from_millis(500));
     signal(monitor.pid, libc::SIGTERM);
     let deadline = Instant::now() + DEADLINE;
-    while monitor.running() {
+    while !monitor.gone() {
         assert!(Instant::now() < deadline, "the monitor did not stop");
         std::thread::sleep(Duration::from_millis(20));
     }

@@ -127,7 +127,7 @@ fn stop_disable_deregister_without_a_monitor_end_the_processes() {
         procs.push(env.running_pid(id));
     }
     signal(monitor.pid, libc::SIGKILL);
-    env.wait_for("the monitor to die", || (!monitor.running()).then_some(()));
+    env.wait_for("the monitor to die", || monitor.gone().then_some(()));
     assert!(procs.iter().all(Proc::running), "the children died with their monitor");
     env.run(&["--status"]).code(3);
 

@@ -49,6 +49,14 @@ impl Proc {
     pub fn running(&self) -> bool {
         self.start.is_some() && pm_registry::proc::is_same_process(self.pid, self.start)
     }
+
+    /// Whether it has ended with all its threads: a killed monitor's leader is a zombie (not `running`) while
+    /// its other threads are still exiting and still hold its listening sockets, so a new monitor on the same
+    /// ports waits for this.
+    pub fn gone(&self) -> bool {
+        let threads = std::fs::read_dir(format!("/proc/{}/task", self.pid)).map_or(0, Iterator::count);
+        !self.running() && threads <= 1
+    }
 }
 
 /// Sends `signal` to one process.
