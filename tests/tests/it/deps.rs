@@ -167,6 +167,7 @@ fn starting_web_brings_the_chain_up_in_order_and_stopping_db_takes_api_and_web_d
     let cli = |args: &[&str]| {
         let out = std::process::Command::new(&site.bin).arg("--directory").arg(&site.dir).args(args).output().unwrap();
         assert!(out.status.success(), "{args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8_lossy(&out.stdout).into_owned()
     };
     cli(&["start", "web"]);
     wait_until(LONG, "the chain is up again", || {
@@ -178,7 +179,10 @@ fn starting_web_brings_the_chain_up_in_order_and_stopping_db_takes_api_and_web_d
     let second = |id: &str| stamps(&site, id)[1];
     assert!(second("migrate") >= second("db") + 900_000_000 && second("api") > second("migrate"));
     assert!(second("web") > second("api"));
-    cli(&["stop", "db"]);
+    // The local stop (through the monitor's socket) says which dependents went first.
+    let out = cli(&["stop", "db"]);
+    assert!(out.contains("stopped first (they depend on db): web, api"), "{out}");
+    assert!(out.contains("db: stop -> stopped"), "{out}");
     let statuses = site.statuses().unwrap();
     for id in ["db", "api", "web"] {
         assert_eq!(statuses[id].state, ProcessState::Stopped, "{id}");
@@ -273,6 +277,7 @@ fn bad_graphs_are_refused_at_the_door_and_nothing_is_stored() {
         assert_eq!(code, 400, "{body}");
         assert!(error.contains(fragment), "{error:?} lacks {fragment:?}");
         assert!(error.contains("dependsOn"), "{error:?} names the field");
+        assert_eq!(error.matches("Missing or invalid field").count(), 1, "{error:?}");
     }
     assert_eq!(site.registry().unwrap().processes, before_c.processes, "nothing stored");
     assert!(site.statuses().unwrap().keys().eq(["b", "c"]));
@@ -289,6 +294,30 @@ fn bad_graphs_are_refused_at_the_door_and_nothing_is_stored() {
         Err(pm_client::Error::Conflict(message)) => assert!(message.contains("dependency of c"), "{message}"),
         other => panic!("expected a conflict, got {other:?}"),
     }
+    // The CLI through the running monitor's socket: refused, then forced.
+    let cli = |args: &[&str]| {
+        let out = std::process::Command::new(&site.bin)
+            .arg("--directory")
+            .arg(&site.dir)
+            .args(["--instance-id", "default"])
+            .args(args)
+            .output()
+            .unwrap();
+        (out.status.code(), String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr))
+    };
+    let (code, out) = cli(&["deregister", "b"]);
+    assert_eq!(code, Some(1), "{out}");
+    assert!(out.contains("Process b is a dependency of c") && out.contains("or use --force"), "{out}");
+    assert!(site.registry().unwrap().processes.contains_key("b"));
+    let (code, out) = cli(&["deregister", "--force", "b"]);
+    assert_eq!(code, Some(0), "{out}");
+    assert!(out.contains("b: deregister done"), "{out}");
+    assert!(!site.registry().unwrap().processes.contains_key("b"));
+    assert!(site.statuses().unwrap().keys().eq(["c"]));
+    // The remote client forces it too.
+    let mut again = shell(&site, "b", "sleep 600 & wait");
+    again["dependsOn"] = json!({"a": "started"});
+    assert_eq!(call(&site, "POST", "/processes", Some(&again)).0, 200);
     runtime.block_on(client.deregister_forced("b")).unwrap();
     assert!(!site.registry().unwrap().processes.contains_key("b"));
 }
@@ -345,13 +374,28 @@ fn the_cli_registers_dependencies_and_refuses_an_unknown_condition() {
     assert!(out.contains("Cannot start api: its dependency db is disabled"), "{out}");
     assert_eq!(cli(&["enable", "db"]).0, Some(0));
     let (code, out) = cli(&["deregister", "db"]);
-    assert_ne!(code, Some(0));
+    assert_eq!(code, Some(1));
     assert!(out.contains("Process db is a dependency of api"), "{out}");
+    assert!(out.contains("--force"), "names the way round it: {out}");
     assert!(site.registry().unwrap().processes.contains_key("db"));
     let (code, out) = cli(&["deregister", "api"]);
     assert_eq!(code, Some(0), "nothing depends on api: {out}");
     let (code, out) = cli(&["deregister", "db"]);
     assert_eq!(code, Some(0), "nothing depends on db any more: {out}");
+    // `deregister --force` removes a process others depend on; they keep their dependsOn.
+    for args in [
+        &["register", "--id", "db", "--command", "/bin/true", "--no-autostart"][..],
+        &["register", "--id", "api", "--command", "/bin/true", "--no-autostart", "--depends-on", "db:healthy"],
+    ] {
+        assert_eq!(cli(args).0, Some(0));
+    }
+    let (code, out) = cli(&["--json", "deregister", "--force", "db"]);
+    assert_eq!(code, Some(0), "{out}");
+    let answer: Value = serde_json::from_str(out.trim()).unwrap();
+    assert_eq!(answer, json!({"success": true, "processId": "db", "action": "deregister"}));
+    let registry = site.registry().unwrap();
+    assert!(!registry.processes.contains_key("db"));
+    assert_eq!(registry.processes["api"].config.depends_on["db"], DependencyCondition::Healthy);
 }
 
 #[test]
