@@ -246,19 +246,21 @@ impl Supervisor {
         let stopped = self.stop_dependents(id).await;
         let state = self.restart_one(id).await;
         for dependent in stopped.iter().rev() {
-            if let Err(err) = self.start_one(dependent).await {
+            if let Err(err) = self.start_with_dependencies(dependent).await {
                 tracing::warn!(process = %dependent, "cannot start again after {id} restarted: {err}");
             }
         }
         state
     }
 
-    /// After `id` restarted on its own (a crash): restart its dependents under way.
+    /// After `id` restarted on its own (a crash): restart its dependents under way. They are started as a start
+    /// does, their stopped dependencies first: a one-shot job a dependent needs (`completedSuccessfully`) runs
+    /// again, rather than the dependent waiting for a job that nobody starts.
     pub(crate) async fn restart_dependents_of(&self, id: &str) {
         let stopped = self.stop_dependents(id).await;
         for dependent in stopped.iter().rev() {
             tracing::info!(process = %dependent, "restarting after its dependency {id} restarted");
-            if let Err(err) = self.start_one(dependent).await {
+            if let Err(err) = self.start_with_dependencies(dependent).await {
                 tracing::warn!(process = %dependent, "cannot start again after {id} restarted: {err}");
             }
         }
@@ -324,7 +326,7 @@ impl crate::monitor::Monitor {
             if entry.config.restart_dependents { self.supervisor().stop_dependents(id).await } else { Vec::new() };
         let state = self.ask_in_order(id, Cmd::Restart).await;
         for dependent in stopped.iter().rev() {
-            if let Err(err) = self.supervisor().start_one(dependent).await {
+            if let Err(err) = self.supervisor().start_with_dependencies(dependent).await {
                 tracing::warn!(process = %dependent, "cannot start again after {id} restarted: {err}");
             }
         }

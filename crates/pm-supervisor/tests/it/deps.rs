@@ -526,3 +526,45 @@ async fn a_crash_restart_wait_resumed_by_a_successor_does_not_ask_for_the_job_ag
     assert_eq!(read_numbers(&fx.file("api.t")).len(), 1);
     assert_eq!(fx.sup.get("migrate").unwrap().state, ProcessState::Stopped);
 }
+
+/// `restartDependents` starts the dependents again as a start does: a dependent that also needs a one-shot job
+/// gets it run again, rather than waiting in vain for a job nobody starts.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn restarted_dependents_get_their_one_shot_job_run_again() {
+    use DependencyCondition::*;
+    let fx = Fixture::new();
+    let mut db = sh("db", &format!("{}; exec sleep 600", stamp(&fx.file("db.t"))));
+    db.restart_dependents = true;
+    let mut migrate = sh("migrate", &format!("{}; exit 0", stamp(&fx.file("migrate.t"))));
+    migrate.restart_policy = one_shot(RestartOn::Never);
+    needs(&mut migrate, &[("db", Healthy)]);
+    let mut api = sh("api", &format!("{}; exec sleep 600", stamp(&fx.file("api.t"))));
+    needs(&mut api, &[("db", Healthy), ("migrate", CompletedSuccessfully)]);
+    api.dependency_timeout_ms = Some(5000);
+    for mut config in [db, migrate, api] {
+        config.autostart = false;
+        config.stop_timeout_ms = Some(2000);
+        fx.sup.register(config).unwrap();
+    }
+    fx.sup.start("api").await.unwrap();
+    let first = fx.wait("api", LONG, |e| e.state == ProcessState::Running).await;
+    eventually(LONG, "db and api ran", || {
+        read_numbers(&fx.file("db.t")).len() == 1 && read_numbers(&fx.file("api.t")).len() == 1
+    })
+    .await;
+    fx.sup.restart("db").await.unwrap();
+    let again = fx.wait("api", LONG, |e| e.pid != first.pid && e.state != ProcessState::Starting).await;
+    assert_eq!(again.state, ProcessState::Running, "{again:?}");
+    eventually(LONG, "api ran again", || read_numbers(&fx.file("api.t")).len() == 2).await;
+    let (migrate_runs, api_runs) = (read_numbers(&fx.file("migrate.t")), read_numbers(&fx.file("api.t")));
+    assert_eq!(migrate_runs.len(), 2, "the job ran again for the restarted api");
+    assert!(api_runs[1] > migrate_runs[1]);
+    // The same after a crash restart of db.
+    let db_pid = fx.sup.get("db").unwrap().pid.unwrap();
+    // A process the supervisor started.
+    pm_registry::proc::signal_process(db_pid, libc::SIGKILL).unwrap();
+    eventually(LONG, "api ran a third time", || read_numbers(&fx.file("api.t")).len() == 3).await;
+    let third = fx.wait("api", LONG, |e| e.state != ProcessState::Starting).await;
+    assert_eq!(third.state, ProcessState::Running, "{third:?}");
+    assert_eq!(read_numbers(&fx.file("migrate.t")).len(), 3);
+}
