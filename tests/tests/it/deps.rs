@@ -531,3 +531,28 @@ fn an_exec_probe_from_an_untrusted_peer_obeys_the_whitelist_and_blacklist() {
     let stored = site.registry().unwrap().processes["good"].config.aliveness_check.clone().unwrap();
     assert_eq!(stored.command.as_deref(), Some(truthy.to_str().unwrap()), "stored as the canonical path");
 }
+
+/// Disabling a dependency through the API stops the processes that depend on it first.
+#[test]
+fn disabling_a_dependency_through_the_api_stops_its_dependents_first() {
+    let Some(site) = site("deps-disable") else { return };
+    start_daemon(&site);
+    let db = shell(&site, "db", "sleep 600 & wait");
+    let mut api = shell(&site, "api", "sleep 600 & wait");
+    api["dependsOn"] = json!({"db": "started"});
+    for config in [&db, &api] {
+        assert_eq!(call(&site, "POST", "/processes", Some(config)).0, 200);
+    }
+    assert_eq!(call(&site, "POST", "/processes/api/start", None).0, 200);
+    wait_until(LONG, "api runs", || state(&site, "api") == Some(ProcessState::Running));
+    let (code, body) = call(&site, "POST", "/processes/db/disable", None);
+    assert_eq!(code, 200, "{body}");
+    let statuses = site.statuses().unwrap();
+    assert_eq!(statuses["db"].state, ProcessState::Disabled);
+    assert_eq!(statuses["api"].state, ProcessState::Stopped);
+    assert!(statuses["api"].enabled);
+    assert!(statuses["api"].last_stopped_at <= statuses["db"].last_stopped_at);
+    for id in ["db", "api"] {
+        assert!(site.copies(id).is_empty(), "{id} still runs");
+    }
+}

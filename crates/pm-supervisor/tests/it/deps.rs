@@ -568,3 +568,25 @@ async fn restarted_dependents_get_their_one_shot_job_run_again() {
     assert_eq!(third.state, ProcessState::Running, "{third:?}");
     assert_eq!(read_numbers(&fx.file("migrate.t")).len(), 3);
 }
+
+/// Disabling a process stops it as a stop does: the processes that depend on it stop first.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn disabling_a_dependency_stops_its_dependents_first() {
+    let fx = Fixture::new();
+    let mut db = sh("db", "exec sleep 600");
+    db.autostart = false;
+    db.stop_timeout_ms = Some(2000);
+    fx.sup.register(db).unwrap();
+    let mut api = sh("api", "exec sleep 600");
+    needs(&mut api, &[("db", DependencyCondition::Started)]);
+    api.autostart = false;
+    api.stop_timeout_ms = Some(2000);
+    fx.sup.register(api).unwrap();
+    fx.sup.start("api").await.unwrap();
+    fx.wait("api", LONG, |e| e.state == ProcessState::Running).await;
+    fx.sup.set_enabled("db", false).await.unwrap();
+    let (db, api) = (fx.sup.get("db").unwrap(), fx.sup.get("api").unwrap());
+    assert_eq!((db.state, api.state), (ProcessState::Disabled, ProcessState::Stopped));
+    assert!(api.last_stopped_at <= db.last_stopped_at, "{api:?} {db:?}");
+    assert!(api.config.enabled, "only the process named is disabled");
+}
