@@ -155,8 +155,10 @@ fn read(
                 let Value::Object(map) = value.clone() else { anyhow::bail!("{key}: must be a table") };
                 let known: Vec<String> = keys::REMOTE_ACCESS.iter().map(|key| (*key).to_owned()).collect();
                 let map = normalise(map, &known, None, "remoteAccess.", &[])?;
-                let patch: RemoteAccessPatch =
-                    serde_json::from_value(Value::Object(map)).context("remoteAccess: each key takes true or false")?;
+                let patch: RemoteAccessPatch = serde_json::from_value(Value::Object(map)).context(
+                    "remoteAccess: allowRemote*, startRemoteAccess and requireToken take true or false, socketUsers \
+                     and allowedEnvironment a list of strings, maxUntrustedProcesses a number",
+                )?;
                 SettingsUpdate::RemoteAccess(patch)
             }
             _ => continue,
