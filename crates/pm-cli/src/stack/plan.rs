@@ -92,6 +92,15 @@ pub(crate) fn plan(stack: &Stack, registry: &Registry, options: &PlanOptions) ->
             }
         }
     }
+    // Nor with the processes registered otherwise: the monitor would refuse the registration that closes the
+    // cycle half-way through applying.
+    let mut graph = pm_core::graph_of(registry);
+    for config in &stack.processes {
+        graph.insert(config.id.clone(), config.depends_on.keys().cloned().collect());
+    }
+    if let Some(cycle) = pm_core::find_cycle(&graph) {
+        anyhow::bail!("dependsOn would form a cycle with the registered processes: {}", cycle.join(" -> "));
+    }
     for config in &stack.processes {
         let Some(entry) = registry.processes.get(&config.id) else {
             res.added.push(config.clone());

@@ -447,6 +447,8 @@ fn a_broken_file_changes_nothing() {
     );
     let file = write(&env, "stack.toml", &good);
     env.ok(&["apply", "-f", &file]);
+    // Registered otherwise, depending on the file's `two`.
+    env.ok(&["register", "--id", "outside", "--command", "/bin/true", "--no-autostart", "--depends-on", "two:started"]);
     let registry = std::fs::read(env.dir.join("processes_default.json")).unwrap();
     // Each broken file also changes `one` and adds `three`, ahead of the problem.
     let changed_first = |broken: &str| {
@@ -472,6 +474,11 @@ fn a_broken_file_changes_nothing() {
             "",
             "[processes.two]\ncommand = \"/bin/sh\"\nstop_timeout_ms = \"soon\"\n",
             "processes.two.stopTimeoutMs: invalid type",
+        ),
+        (
+            "",
+            "[processes.two]\ncommand = \"/bin/sh\"\ndepends_on = { outside = \"started\" }\n",
+            "dependsOn would form a cycle with the registered processes: outside -> two -> outside",
         ),
         ("trusted_hosts = [\"\"]\n", "", "trustedHosts"),
         ("standalone_mod = true\n", "", "standalone_mod: unknown key; did you mean standalone_mode?"),
