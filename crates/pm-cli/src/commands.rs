@@ -246,6 +246,11 @@ fn print_one(json: bool, status: &ProcessStatus) -> anyhow::Result<u8> {
     }
     println!("{} ({})", esc(&status.id), esc(&status.name));
     println!("  state:     {}", status.state);
+    if let Some(waiting_for) = status.waiting_for.as_ref().filter(|waiting_for| !waiting_for.is_empty()) {
+        let what: Vec<String> =
+            waiting_for.iter().map(|(dep, condition)| format!("{} ({condition})", esc(dep))).collect();
+        println!("  waiting:   for {}", what.join(", "));
+    }
     if let Some(pid) = status.pid {
         println!("  pid:       {pid}");
     }

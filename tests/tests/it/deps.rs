@@ -244,6 +244,21 @@ fn a_dependency_that_never_gets_healthy_fails_the_dependent_after_its_timeout() 
     assert_eq!(api.pid, None);
     assert!(site.copies("api").is_empty(), "api was never spawned");
     assert_eq!(state(&site, "db"), Some(ProcessState::Starting));
+    // The CLI's status says what a waiting process waits for.
+    let mut web = shell(&site, "web", "sleep 600 & wait");
+    web["dependsOn"] = json!({"db": "healthy"});
+    assert_eq!(call(&site, "POST", "/processes", Some(&web)).0, 200);
+    assert_eq!(call(&site, "POST", "/processes/web/start", None).0, 200);
+    let cli = |args: &[&str]| {
+        let out = std::process::Command::new(&site.bin).arg("--directory").arg(&site.dir).args(args).output().unwrap();
+        assert!(out.status.success(), "{args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let text = cli(&["status", "web"]);
+    assert!(text.contains("state:     starting") && text.contains("waiting:   for db (healthy)"), "{text}");
+    let json: Value = serde_json::from_str(&cli(&["--json", "status", "web"])).unwrap();
+    assert_eq!(json["waitingFor"], json!({"db": "healthy"}));
+    assert_eq!(call(&site, "POST", "/processes/web/stop", None).0, 200);
 }
 
 #[test]
