@@ -351,6 +351,17 @@ fn prune_and_down_spare_processes_registered_otherwise() {
     assert!(out.stdout.contains("b: no longer listed (apply --prune removes it)"), "{out:?}");
     assert!(!env.entry("b").is_null(), "removed without --prune");
 
+    // A process registered otherwise that depends on b: neither --prune nor down removes anything.
+    env.ok(&["register", "--id", "needs-b", "--command", "/bin/true", "--no-autostart", "--depends-on", "b:started"]);
+    let out = env.run(&["apply", "-f", &file, "--prune"]).code(1);
+    assert!(out.stderr.contains("b: cannot be pruned: needs-b depend(s) on it"), "{out:?}");
+    let out = env.run(&["down", "-f", &file]).code(1);
+    assert!(out.stderr.contains("b is a dependency of needs-b, which was not created from"), "{out:?}");
+    assert!(out.stderr.contains("(nothing was removed)"), "{out:?}");
+    assert!(!env.entry("a").is_null() && !env.entry("b").is_null());
+    assert_eq!(pid_of(&env, "a"), a);
+    env.ok(&["deregister", "needs-b"]);
+
     let out = env.ok(&["apply", "-f", &file, "--prune"]);
     assert!(out.stdout.contains("b: removed"), "{out:?}");
     assert!(!out.stdout.contains("by-api"), "{out:?}");
