@@ -571,3 +571,46 @@ fn disabling_a_dependency_through_the_api_stops_its_dependents_first() {
         assert!(site.copies(id).is_empty(), "{id} still runs");
     }
 }
+
+/// A restart after a crash waits for a `healthy` dependency that went down meanwhile (in `starting`, with
+/// `waitingFor`), and goes ahead once it is healthy again.
+#[test]
+fn a_crash_restart_waits_for_a_dependency_that_went_down() {
+    let Some(site) = site("deps-crash-wait") else { return };
+    start_daemon(&site);
+    let up = site.dir.join("db.up");
+    std::fs::write(&up, "").unwrap();
+    let mut db = shell(&site, "db", &format!("{}; sleep 600 & wait", stamp(&site, "db")));
+    db["alivenessCheck"] = json!({
+        "type": "exec", "command": "/bin/sh", "args": ["-c", format!("test -f '{}'", up.display())],
+        "intervalMs": 60000, "timeoutMs": 2000,
+        "startupCheck": {"initialDelayMs": 0, "checkIntervalMs": 50, "maxAttempts": 100000}
+    });
+    db["restartPolicy"] = json!({"backoffIntervalsMs": [300]});
+    let mut api = shell(&site, "api", &format!("{}; sleep 600 & wait", stamp(&site, "api")));
+    api["dependsOn"] = json!({"db": "healthy"});
+    api["restartPolicy"] = json!({"backoffIntervalsMs": [100]});
+    for config in [&db, &api] {
+        assert_eq!(call(&site, "POST", "/processes", Some(config)).0, 200);
+    }
+    assert_eq!(call(&site, "POST", "/processes/api/start", None).0, 200);
+    wait_until(LONG, "api runs", || state(&site, "api") == Some(ProcessState::Running));
+    wait_until(LONG, "api's shell ran", || stamps(&site, "api").len() == 1);
+    // db goes down and does not get healthy again; then api crashes.
+    std::fs::remove_file(&up).unwrap();
+    pm_tests::kill9(status(&site, "db").unwrap().pid.unwrap());
+    wait_until(LONG, "db restarted", || stamps(&site, "db").len() == 2);
+    pm_tests::kill9(status(&site, "api").unwrap().pid.unwrap());
+    wait_until(LONG, "api waits for db", || status(&site, "api").is_some_and(|api| api.waiting_for.is_some()));
+    let waiting = status(&site, "api").unwrap();
+    assert_eq!(waiting.state, ProcessState::Starting);
+    assert_eq!(waiting.pid, None);
+    assert_eq!(waiting.waiting_for, Some(BTreeMap::from([("db".to_owned(), DependencyCondition::Healthy)])));
+    assert_eq!(stamps(&site, "api").len(), 1, "api was spawned while db was not healthy");
+    // db healthy again: api is spawned.
+    std::fs::write(&up, "").unwrap();
+    wait_until(LONG, "api runs again", || state(&site, "api") == Some(ProcessState::Running));
+    wait_until(LONG, "api's shell ran again", || stamps(&site, "api").len() == 2);
+    assert_eq!(status(&site, "api").unwrap().waiting_for, None);
+    assert_eq!(site.copies("api").len(), 1);
+}
