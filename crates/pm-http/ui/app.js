@@ -227,6 +227,7 @@
     if (app.view === "process" && ev.processId === app.current) {
       renderProcessHeader();
       appendTimeline($("proc-events"), ev, false);
+      if (ev.type === "configChanged") loadConfig(ev.processId);
     }
     if (app.view === "monitor" && ev.type.startsWith("partner")) loadMonitor();
   }
@@ -444,7 +445,8 @@
     stateBox.className = "state " + (status ? status.state : "");
     stateBox.textContent = status ? status.state : "not registered";
     const actions = $("proc-actions");
-    const key = status ? [status.state, status.enabled, status.autostart, app.caps.operate, app.caps.admin].join("/") : "";
+    // The id is part of the key: another process in the same state must not keep the buttons of the last one.
+    const key = status ? [status.id, status.state, status.enabled, status.autostart, app.caps.operate, app.caps.admin].join("/") : "";
     if (actions.dataset.key !== key) {
       actions.dataset.key = key;
       clear(actions);
@@ -473,9 +475,25 @@
     field(dl, "Last error", status.lastError);
     field(dl, "Check failures", status.checkFailuresTotal);
   }
+  // The whole ProcessConfig (GET /processes/{id}/config), key by key in the API's own names; nested values as JSON.
+  async function loadConfig(id) {
+    const dl = $("proc-config");
+    const res = await api("GET", "/processes/" + encodeURIComponent(id) + "/config");
+    if (app.current !== id) return;
+    clear(dl);
+    if (res.status !== 200) { dl.append(el("dd", { class: "error", text: errorText(res) })); return; }
+    for (const [key, value] of Object.entries(res.data)) {
+      const text = value !== null && typeof value === "object" ? JSON.stringify(value) : String(value);
+      const dd = el("dd", { "data-key": key });
+      dd.append(typeof value === "object" && value !== null ? el("code", { text }) : document.createTextNode(text));
+      dl.append(el("dt", { text: key }), dd);
+    }
+  }
   async function showProcess(id) {
     app.current = id;
     renderProcessHeader();
+    clear($("proc-config"));
+    loadConfig(id);
     const list = $("proc-events");
     clear(list);
     for (const ev of app.events.get(id) || []) appendTimeline(list, ev, false);
@@ -691,15 +709,13 @@
   }
 
   // ---------- scope ----------
-  // The API says what a token may do only by answering; these two probes change nothing: the autostart body is
-  // empty (refused 400 after the scope check) and so is the registration.
-  async function probeScope() {
-    const first = [...app.procs.keys()][0] || "pm-dashboard-probe";
-    const operate = await api("PUT", "/processes/" + encodeURIComponent(first) + "/autostart", {});
-    const admin = await api("POST", "/processes", {});
-    const refused = (res) => res.status === 403 && /token/i.test(errorText(res));
-    app.caps = { operate: !refused(operate), admin: !refused(admin) };
-    document.body.dataset.scope = app.caps.admin ? "admin" : app.caps.operate ? "operate" : "read";
+  // `GET /auth/whoami` says what the token may do; the page only hides what it cannot (the API still decides).
+  async function loadScope() {
+    const res = await api("GET", "/auth/whoami");
+    const scope = res.status === 200 ? res.data.scope : "read";
+    app.whoami = res.status === 200 ? res.data : null;
+    app.caps = { operate: scope === "operate" || scope === "admin", admin: scope === "admin" };
+    document.body.dataset.scope = scope;
     $("nav-register").hidden = !app.caps.admin;
   }
 
@@ -732,7 +748,7 @@
     for (const status of res.data.processes || []) app.procs.set(status.id, status);
     app.started = true;
     $("nav").hidden = false;
-    await probeScope();
+    await loadScope();
     sample();
     renderList();
     loadMonitor();
