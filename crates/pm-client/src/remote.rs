@@ -102,6 +102,9 @@ pub struct RemoteProcessMonitorClient {
     retry_delay: Duration,
     /// `Bearer ...`, when a token is set.
     authorization: Option<Secret>,
+    /// Streams go over this unix socket instead of TCP (the local client's streams, see
+    /// [`crate::ProcessMonitorClient::events`]).
+    stream_socket: Option<Arc<std::path::Path>>,
 }
 
 /// A header value that `Debug` does not show.
@@ -190,7 +193,16 @@ impl RemoteProcessMonitorClient {
             retries: options.retries,
             retry_delay: options.retry_delay,
             authorization: options.token.as_deref().map(|token| Secret(Arc::from(format!("Bearer {}", token.trim())))),
+            stream_socket: None,
         })
+    }
+
+    /// A client whose streams (`events`, `logs`) go to the monitor's unix socket `socket`; for the local client.
+    /// (Its base URL is only a placeholder that error messages show; nothing connects to it.)
+    pub(crate) fn streams_over_socket(socket: &std::path::Path) -> RemoteProcessMonitorClient {
+        let mut client = RemoteProcessMonitorClient::new("http://localhost:1").expect("a valid base URL");
+        client.stream_socket = Some(Arc::from(socket));
+        client
     }
 
     /// The monitor's URL, `http://host:port` without a trailing `/`.
@@ -385,8 +397,20 @@ impl RemoteProcessMonitorClient {
     }
 
     /// The HTTP client (for the streams).
-    pub(crate) fn http(&self) -> &pm_http::HttpClient {
-        &self.http
+    /// Opens a stream: `GET url` (a URL under [`RemoteProcessMonitorClient::base_url`]) over TCP, or over the unix
+    /// socket for a client made by [`RemoteProcessMonitorClient::streams_over_socket`].
+    pub(crate) async fn open_stream(
+        &self,
+        url: &str,
+        headers: &[(&str, String)],
+    ) -> Result<pm_http::HttpStream, pm_http::Error> {
+        match &self.stream_socket {
+            None => self.http.get_stream(url, headers, self.timeout).await,
+            Some(socket) => {
+                let path = url.strip_prefix(&*self.base_url).unwrap_or(url);
+                pm_http::get_stream_unix(socket, path, headers, self.timeout).await
+            }
+        }
     }
 
     /// The `Authorization` header of every request (the streams' too), when a token is set.
