@@ -198,9 +198,10 @@ impl RemoteProcessMonitorClient {
     }
 
     /// A client whose streams (`events`, `logs`) go to the monitor's unix socket `socket`; for the local client.
-    /// (Its base URL is only a placeholder that error messages show; nothing connects to it.)
+    /// Its base URL is `unix:{socket}`, which error messages show; only the streams may be used.
     pub(crate) fn streams_over_socket(socket: &std::path::Path) -> RemoteProcessMonitorClient {
         let mut client = RemoteProcessMonitorClient::new("http://localhost:1").expect("a valid base URL");
+        client.base_url = format!("unix:{}", socket.display()).into();
         client.stream_socket = Some(Arc::from(socket));
         client
     }
