@@ -219,6 +219,19 @@ impl RemoteProcessMonitorClient {
         self.call(Method::Get, "/monitor/status", None, None).await
     }
 
+    /// How the monitor sees this client (`GET /auth/whoami`): `transport`, `trusted`, `token`, `scope`, and when
+    /// they apply `address`, `processes` and `permissions` (see `docs/authentication.md`).
+    pub async fn whoami(&self) -> Result<serde_json::Value, Error> {
+        self.call(Method::Get, "/auth/whoami", None, None).await
+    }
+
+    /// The whole configuration of a process (`GET /processes/{id}/config`); `environment` values are
+    /// `"(hidden)"` unless this client could change the configuration (see `docs/dashboard.md`).
+    pub async fn get_process_config(&self, id: &str) -> Result<pm_core::ProcessConfig, Error> {
+        let path = process_path(id, "/config")?;
+        self.call(Method::Get, &path, None, Some(id)).await
+    }
+
     /// Every registered process by id (`GET /processes`).
     pub async fn get_all_status(&self) -> Result<BTreeMap<String, ProcessStatus>, Error> {
         let list: ProcessList = self.call(Method::Get, "/processes", None, None).await?;
