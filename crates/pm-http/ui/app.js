@@ -10,6 +10,8 @@
   const SAMPLES = 90; // sparkline: the last three minutes at one sample per POLL_MS
   const LOG_LINES = 3000;
   const TIMELINE = 200;
+  const RESUME_LINES = 50; // lines kept to line a followed log's reconnection up
+  const RESUME_TAIL = 1000; // lines asked for again on a reconnection
   const $ = (id) => document.getElementById(id);
 
   const app = {
@@ -131,13 +133,13 @@
       err.status = res.status;
       throw err;
     }
-    onOpen();
+    onOpen(res);
     const reader = res.body.getReader();
     const decoder = new TextDecoder();
     for (;;) {
       const { value, done } = await reader.read();
       if (done) break;
-      onChunk(decoder.decode(value, { stream: true }));
+      onChunk(decoder.decode(value, { stream: true }), value.length);
     }
   }
 
@@ -538,11 +540,49 @@
       }
       if (atBottom) pre.scrollTop = pre.scrollHeight;
     };
+    // The last lines shown, to line a reconnection's tail up with them (X-Log-Tail-Bytes says where it ends).
+    let recent = [], partial = "", resume = null;
+    const show = (text) => {
+      append(text);
+      const parts = (partial + text).split("\n");
+      partial = parts.pop();
+      recent.push(...parts);
+      if (recent.length > RESUME_LINES) recent = recent.slice(-RESUME_LINES);
+    };
+    const onOpen = (res) => {
+      status.textContent = follow ? "following" : "loaded";
+      const tailBytes = Number(res.headers.get("x-log-tail-bytes"));
+      if (resume && res.headers.has("x-log-tail-bytes") && Number.isFinite(tailBytes)) {
+        resume = { left: tailBytes, text: "" };
+        partial = "";
+        if (tailBytes === 0) onChunk("", 0);
+      } else if (resume) {
+        resume = null;
+        clear(pre);
+        lines = 0;
+        recent = [];
+      }
+    };
+    const onChunk = (text, bytes) => {
+      if (!resume) { show(text); return; }
+      resume.text += text;
+      resume.left -= bytes;
+      if (resume.left > 0) return;
+      const tail = resume.text.split("\n");
+      const rest = tail.pop();
+      let skip = lineUp(tail, recent);
+      if (skip === null) {
+        show("\u2014 reconnected; lines written meanwhile may be missing \u2014\n");
+        skip = 0;
+      }
+      resume = null;
+      show(tail.slice(skip).map((line) => line + "\n").join("") + rest);
+    };
     for (;;) {
       status.textContent = "connecting";
       try {
         await readStream("/processes/" + encodeURIComponent(id) + "/logs?" + params, {}, controller.signal,
-          () => (status.textContent = follow ? "following" : "loaded"), append);
+          onOpen, onChunk);
         if (!follow) { status.textContent = "end of log"; return; }
         status.textContent = "log stream ended \u2014 reconnecting";
       } catch (err) {
@@ -554,10 +594,25 @@
       if (controller.signal.aborted || app.current !== id) return;
       await new Promise((resolve) => setTimeout(resolve, 2000));
       if (controller.signal.aborted) return;
-      // Logs have no ids to resume from: read the tail afresh instead of appending a repeat.
-      clear(pre);
-      lines = 0;
+      // Go on where the page stood: the newest run's last lines, skipped up to those already shown.
+      params.delete("run");
+      params.set("tail", String(RESUME_TAIL));
+      resume = recent.length ? {} : null;
+      if (!resume) { clear(pre); lines = 0; }
     }
+  }
+  // How many lines of `tail` were shown already: the end of the last place where it holds the last lines shown
+  // (all of them, or as many as precede that place near its start); null when there is none.
+  function lineUp(tail, recent) {
+    const m = recent.length;
+    if (m === 0) return 0;
+    for (let p = tail.length; p >= 1; p--) {
+      const k = Math.min(m, p);
+      let same = true;
+      for (let i = 0; i < k && same; i++) same = tail[p - k + i] === recent[m - k + i];
+      if (same) return p;
+    }
+    return null;
   }
 
   // ---------- monitor panel ----------

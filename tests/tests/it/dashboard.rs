@@ -186,6 +186,40 @@ fn dashboard_in_a_real_browser_shows_and_acts_live() {
         &format!("return document.getElementById('log').textContent.includes('{line}')"),
     );
     report("dashboard: log line shown", &format!("{took:.0?}"));
+    // The monitor restarts in place (the logger is adopted): the followed log reconnects by itself and goes on
+    // where it stood, showing no line twice and none missing.
+    browser.eval(
+        "window.logSeen = []; window.firstLogNode = document.getElementById('log').firstChild; \
+         const st = document.getElementById('log-status'); \
+         new MutationObserver(() => window.logSeen.push(st.textContent)) \
+         .observe(st, {childList: true, characterData: true, subtree: true}); return true",
+        json!([]),
+    );
+    let monitor = site.daemon_pid().expect("the monitor runs");
+    let (status, answer) = site.api("POST", "/monitor/restart", None).expect("the API answers");
+    assert_eq!(status, 200, "monitor restart: {answer}");
+    browser.wait_js(
+        LONG,
+        "the log followed again after the restart",
+        "return window.logSeen.some(t => t !== 'following') \
+         && document.getElementById('log-status').textContent === 'following'",
+    );
+    assert!(site.daemon_pid().is_some_and(|pid| pid != monitor), "the monitor restarted");
+    let after = format!("printed-after-restart-{}", std::process::id());
+    std::fs::write(&trigger, format!("{after}\n")).unwrap();
+    browser.wait_js(
+        LONG,
+        "the line printed after the restart",
+        &format!("return document.getElementById('log').textContent.includes('{after}')"),
+    );
+    let text = browser.eval("return document.getElementById('log').textContent", json!([]));
+    let text = text.as_str().unwrap();
+    for once in ["logger started", line.as_str(), after.as_str()] {
+        assert_eq!(text.matches(once).count(), 1, "{once:?} shown once: {text}");
+    }
+    assert!(!text.contains("may be missing"), "{text}");
+    let kept = browser.eval("return window.firstLogNode.isConnected", json!([]));
+    assert_eq!(kept, json!(true), "the lines shown before the reconnection were kept, not shown afresh");
     let timeline = browser.eval("return document.getElementById('proc-events').textContent", json!([]));
     assert!(timeline.as_str().unwrap_or_default().contains("running"), "events timeline: {timeline}");
 
