@@ -295,7 +295,8 @@ impl RemoteProcessMonitorClient {
                         .get("x-log-tail-bytes")
                         .and_then(|value| value.to_str().ok()?.parse::<u64>().ok());
                     let mut resume = lines.resume(tail_bytes);
-                    let end = loop {
+                    // `None` at the body's end, else how it failed.
+                    let failed = loop {
                         match answer.chunk().await {
                             Ok(Some(chunk)) => {
                                 let out = lines.push(&chunk, &mut resume);
@@ -303,27 +304,25 @@ impl RemoteProcessMonitorClient {
                                     return;
                                 }
                             }
-                            Ok(None) => {
-                                break Error::Transport { url: url.clone(), message: "stream ended".to_owned() }
-                            }
-                            Err(err) => break Error::Transport { url: url.clone(), message: err.to_string() },
+                            Ok(None) => break None,
+                            Err(err) => break Some(Error::Transport { url: url.clone(), message: err.to_string() }),
                         }
                     };
                     if !options.follow {
                         // A one-off read: its end is the end of the log (a failure is the error).
-                        let rest = lines.finish();
-                        if matches!(&end, Error::Transport { message, .. } if message == "stream ended") {
-                            if !rest.is_empty() {
-                                let _ = tx.send(Ok(rest)).await;
-                            }
-                        } else {
-                            let _ = tx.send(Err(end)).await;
+                        let last = match failed {
+                            None => Ok(lines.finish()),
+                            Some(err) => Err(err),
+                        };
+                        if last.as_ref().is_ok_and(Vec::is_empty) {
+                            return;
                         }
+                        let _ = tx.send(last).await;
                         return;
                     }
                     // A tail cut short is dropped whole: the next connection lines up again from what was yielded.
                     drop(resume);
-                    end
+                    failed.unwrap_or_else(|| Error::Transport { url: url.clone(), message: "stream ended".to_owned() })
                 }
                 None => {
                     // Reconnect: the newest run's tail, lined up with what was yielded.
