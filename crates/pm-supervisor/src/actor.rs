@@ -586,6 +586,8 @@ impl Actor {
     /// Waits in `starting` (no child yet) until every dependency's condition holds; `since` is when the start
     /// was requested (now when `None`; kept across a monitor restart).
     fn wait_for_dependencies(&mut self, since: Option<Timestamp>) {
+        // A start with dependencies notes when it was requested, before it started them (see `deps`).
+        let since = since.or_else(|| self.shared.deps.take_requested(&self.entry.config.id));
         self.wait_for(since, self.entry.config.depends_on.clone(), false);
     }
 

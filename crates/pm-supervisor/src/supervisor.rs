@@ -136,6 +136,11 @@ impl Supervisor {
         &self.shared
     }
 
+    /// The dependency coordinator (see [`crate::deps`]).
+    pub(crate) fn deps(&self) -> &crate::deps::Coordinator {
+        &self.shared.deps
+    }
+
     pub(crate) fn assemble(shared: Arc<Shared>, slots: Arc<Mutex<Slots>>) -> Supervisor {
         Supervisor { shared, slots }
     }

@@ -614,3 +614,29 @@ fn a_crash_restart_waits_for_a_dependency_that_went_down() {
     assert_eq!(status(&site, "api").unwrap().waiting_for, None);
     assert_eq!(site.copies("api").len(), 1);
 }
+
+/// Fast jobs started for a dependent through the API count as completed for it, even when they finished before
+/// its own wait began.
+#[test]
+fn fast_jobs_started_for_a_dependent_through_the_api_count_as_completed() {
+    let Some(site) = site("deps-fast-jobs") else { return };
+    start_daemon(&site);
+    let mut needs = serde_json::Map::new();
+    for n in 1..=4 {
+        let id = format!("job{n}");
+        let job = json!({"id": id, "name": id, "command": "/bin/true", "autostart": false,
+                         "restartPolicy": {"restartOn": "never"}});
+        assert_eq!(call(&site, "POST", "/processes", Some(&job)).0, 200);
+        needs.insert(id, json!("completedSuccessfully"));
+    }
+    let mut api = shell(&site, "api", "sleep 600 & wait");
+    api["dependsOn"] = Value::Object(needs);
+    api["dependencyTimeoutMs"] = json!(5000);
+    assert_eq!(call(&site, "POST", "/processes", Some(&api)).0, 200);
+    assert_eq!(call(&site, "POST", "/processes/api/start", None).0, 200);
+    wait_until(LONG, "api runs or fails", || {
+        matches!(state(&site, "api"), Some(ProcessState::Running | ProcessState::Failed))
+    });
+    let api = status(&site, "api").unwrap();
+    assert_eq!(api.state, ProcessState::Running, "{:?}", api.last_error);
+}

@@ -523,7 +523,7 @@ async fn a_crash_restart_wait_resumed_by_a_successor_does_not_ask_for_the_job_ag
     fx.sup.resume(entry, pm_supervisor::StartKind::Resume).unwrap();
     let running = fx.wait("api", LONG, |e| e.state != ProcessState::Starting).await;
     assert_eq!(running.state, ProcessState::Running, "{running:?}");
-    assert_eq!(read_numbers(&fx.file("api.t")).len(), 1);
+    eventually(LONG, "api's shell ran", || read_numbers(&fx.file("api.t")).len() == 1).await;
     assert_eq!(fx.sup.get("migrate").unwrap().state, ProcessState::Stopped);
 }
 
@@ -589,4 +589,30 @@ async fn disabling_a_dependency_stops_its_dependents_first() {
     assert_eq!((db.state, api.state), (ProcessState::Disabled, ProcessState::Stopped));
     assert!(api.last_stopped_at <= db.last_stopped_at, "{api:?} {db:?}");
     assert!(api.config.enabled, "only the process named is disabled");
+}
+
+/// Jobs started for a dependent count from when the dependent's start was requested, before they were started:
+/// one that finished before the dependent's own wait began (a fast job) still counts as completed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fast_jobs_started_for_a_dependent_count_as_completed() {
+    let fx = Fixture::new();
+    let jobs: Vec<String> = (1..=5).map(|n| format!("job{n}")).collect();
+    for id in &jobs {
+        let mut job = ProcessConfig::new(id, id, "/bin/true");
+        job.restart_policy = one_shot(RestartOn::Never);
+        job.autostart = false;
+        fx.sup.register(job).unwrap();
+    }
+    let mut api = sh("api", "exec sleep 600");
+    api.depends_on = jobs.iter().map(|id| (id.clone(), DependencyCondition::CompletedSuccessfully)).collect();
+    api.dependency_timeout_ms = Some(5000);
+    api.autostart = false;
+    api.stop_timeout_ms = Some(2000);
+    fx.sup.register(api).unwrap();
+    fx.sup.start("api").await.unwrap();
+    let api = fx.wait("api", LONG, |e| matches!(e.state, ProcessState::Running | ProcessState::Failed)).await;
+    assert_eq!(api.state, ProcessState::Running, "{:?}", api.last_error);
+    for id in &jobs {
+        assert_eq!(fx.sup.get(id).unwrap().last_exit_code, Some(0), "{id}");
+    }
 }
