@@ -422,7 +422,13 @@ impl Actor {
                 self.entry.state = state;
                 if start {
                     self.entry.restart_attempts = 0;
-                    let _ = self.spawn_or_wait().await;
+                    if self.entry.config.depends_on.is_empty() {
+                        let _ = self.spawn_now().await;
+                    } else {
+                        // The boot requested this start when the monitor started: a job that finished since
+                        // (before this task's turn came) counts for `completedSuccessfully`.
+                        self.wait_for_dependencies(Some(self.shared.deps.started_at()));
+                    }
                 } else {
                     self.publish();
                 }

@@ -45,6 +45,8 @@ pub(crate) struct Coordinator {
     /// waits count `completedSuccessfully` exits from then on, not from when each one's turn came, so a job
     /// started (and finished) for a dependent before the dependent's own wait began still counts.
     requested: Mutex<BTreeMap<String, Timestamp>>,
+    /// When the supervisor was made (the monitor's start): a boot requests the autostart processes' starts then.
+    started_at: Timestamp,
 }
 
 impl Coordinator {
@@ -52,7 +54,14 @@ impl Coordinator {
     pub(crate) fn new() -> (Coordinator, CoordinatorTask) {
         let (tx, rx) = mpsc::unbounded_channel();
         let (changes, _) = watch::channel(0);
-        (Coordinator { tx, changes, requested: Mutex::new(BTreeMap::new()) }, CoordinatorTask { rx })
+        let coordinator =
+            Coordinator { tx, changes, requested: Mutex::new(BTreeMap::new()), started_at: Timestamp::now() };
+        (coordinator, CoordinatorTask { rx })
+    }
+
+    /// When the monitor started (see `started_at`).
+    pub(crate) fn started_at(&self) -> Timestamp {
+        self.started_at
     }
 
     /// The start of `ids` was requested `at` (see `requested`).

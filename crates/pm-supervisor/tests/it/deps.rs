@@ -616,3 +616,25 @@ async fn fast_jobs_started_for_a_dependent_count_as_completed() {
         assert_eq!(fx.sup.get(id).unwrap().last_exit_code, Some(0), "{id}");
     }
 }
+
+/// At a boot, a job that finished before its dependent's task came to start counts: the boot requested both
+/// starts when the monitor started.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn at_boot_a_job_that_finished_before_its_dependent_began_counts() {
+    let fx = Fixture::new();
+    let mut job = ProcessConfig::new("job", "job", "/bin/true");
+    job.restart_policy = one_shot(RestartOn::Never);
+    let mut entry = pm_core::ProcessEntry::new(job, pm_core::Timestamp::now());
+    entry.state = ProcessState::Stopped;
+    fx.sup.resume(entry, pm_supervisor::StartKind::Boot).unwrap();
+    fx.wait("job", LONG, |e| e.state == ProcessState::Stopped && e.last_exit_code == Some(0)).await;
+    let mut web = sh("web", "exec sleep 600");
+    needs(&mut web, &[("job", DependencyCondition::CompletedSuccessfully)]);
+    web.dependency_timeout_ms = Some(3000);
+    web.stop_timeout_ms = Some(2000);
+    let mut entry = pm_core::ProcessEntry::new(web, pm_core::Timestamp::now());
+    entry.state = ProcessState::Stopped;
+    fx.sup.resume(entry, pm_supervisor::StartKind::Boot).unwrap();
+    let web = fx.wait("web", LONG, |e| matches!(e.state, ProcessState::Running | ProcessState::Failed)).await;
+    assert_eq!(web.state, ProcessState::Running, "{:?}", web.last_error);
+}
