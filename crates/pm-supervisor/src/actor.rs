@@ -33,8 +33,9 @@ pub struct ConfigRevs {
 /// What a status query or the registry writer sees of one process.
 #[derive(Debug, Clone)]
 pub struct Snapshot {
-    /// The entry as the actor holds it.
-    pub entry: ProcessEntry,
+    /// The entry as the actor holds it: the same allocation as the task's own copy until the task changes it (one
+    /// copy of each entry in memory, not two; issue 19, memory per process).
+    pub entry: Arc<ProcessEntry>,
     /// Bumped whenever the actor itself changed a field of the configuration (enable, disable, autostart, a
     /// startup check that disabled the process), so the writer knows to store that field.
     pub config_rev: ConfigRevs,
@@ -56,6 +57,25 @@ pub struct Counters {
 }
 
 type Reply<T> = oneshot::Sender<Result<T, Error>>;
+
+/// The task's entry, shared with the published [`Snapshot`] and copied on the first change after a publish
+/// (`Arc::make_mut` behind `DerefMut`), so that a process keeps one entry in memory, not two.
+#[derive(Debug, Clone)]
+pub(crate) struct SharedEntry(Arc<ProcessEntry>);
+
+impl std::ops::Deref for SharedEntry {
+    type Target = ProcessEntry;
+
+    fn deref(&self) -> &ProcessEntry {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for SharedEntry {
+    fn deref_mut(&mut self) -> &mut ProcessEntry {
+        Arc::make_mut(&mut self.0)
+    }
+}
 
 /// How often log sizes are checked when `logMaxBytes` is set (besides every write, through inotify).
 const ROTATE_EVERY: Duration = Duration::from_millis(500);
@@ -154,7 +174,7 @@ enum Event {
 }
 
 pub(crate) struct Actor {
-    entry: ProcessEntry,
+    entry: SharedEntry,
     config_rev: ConfigRevs,
     shared: Arc<Shared>,
     publish: watch::Sender<Snapshot>,
@@ -186,6 +206,7 @@ impl Actor {
         shared: Arc<Shared>,
         rx: mpsc::Receiver<Cmd>,
     ) -> (Actor, watch::Receiver<Snapshot>) {
+        let entry = Arc::new(entry);
         let (publish, snapshot) = watch::channel(Snapshot {
             entry: entry.clone(),
             config_rev: ConfigRevs::default(),
@@ -193,7 +214,7 @@ impl Actor {
             counters: Counters::default(),
         });
         let actor = Actor {
-            entry,
+            entry: SharedEntry(entry),
             config_rev: ConfigRevs::default(),
             shared,
             publish,
@@ -258,7 +279,7 @@ impl Actor {
                     if self.child.is_none() {
                         self.remove_idle_cgroup();
                     }
-                    let _ = done.send(self.entry.clone());
+                    let _ = done.send(ProcessEntry::clone(&self.entry));
                     return;
                 }
                 Event::Cmd(Some(cmd)) => Box::pin(self.handle(cmd)).await,
@@ -1304,7 +1325,7 @@ impl Actor {
 
     fn publish(&mut self) {
         let snapshot = Snapshot {
-            entry: self.entry.clone(),
+            entry: self.entry.0.clone(),
             config_rev: self.config_rev,
             running_since: self.running_since,
             counters: self.counters,
