@@ -1323,6 +1323,19 @@ impl Actor {
         self.phase = Phase::Idle;
     }
 
+    /// Whether the task's entry and `snapshot`'s are one allocation (for the footprint test).
+    #[cfg(test)]
+    pub(crate) fn shares_entry_with(&self, snapshot: &Snapshot) -> bool {
+        Arc::ptr_eq(&self.entry.0, &snapshot.entry)
+    }
+
+    /// Changes the entry's state and publishes it (for the footprint test).
+    #[cfg(test)]
+    pub(crate) fn publish_state(&mut self, state: ProcessState) {
+        self.entry.state = state;
+        self.publish();
+    }
+
     fn publish(&mut self) {
         let snapshot = Snapshot {
             entry: self.entry.0.clone(),

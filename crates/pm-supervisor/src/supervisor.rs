@@ -299,7 +299,12 @@ impl Supervisor {
 
     /// Every process's entry, from memory, ordered by id.
     pub fn list(&self) -> Vec<ProcessEntry> {
-        self.slots.lock().expect("slots lock").values().map(|slot| ProcessEntry::clone(&slot.snapshot.borrow().entry)).collect()
+        self.slots
+            .lock()
+            .expect("slots lock")
+            .values()
+            .map(|slot| ProcessEntry::clone(&slot.snapshot.borrow().entry))
+            .collect()
     }
 
     /// Leaders of the process groups of every process that has a child (the groups the resource sampler reads).
