@@ -1,5 +1,5 @@
 //! One task per managed process: it owns the child, runs its timers and checks, and is the only writer of its
-//! state. Commands arrive over an mpsc channel with oneshot replies; every change is published on a watch
+//! state. Commands arrive through its inbox (`crate::inbox`) with oneshot replies; every change is published on a watch
 //! channel that status queries and the registry writer read.
 
 use std::os::unix::process::ExitStatusExt;
@@ -10,7 +10,7 @@ use pm_core::{
     next_restart, Error, FailAction, ProcessConfig, ProcessEntry, ProcessState, RestartDecision, RestartOn, Timestamp,
 };
 use pm_registry::proc::Process;
-use tokio::sync::{mpsc, oneshot, watch};
+use tokio::sync::{oneshot, watch};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
@@ -89,7 +89,7 @@ const SPAWN_FAILURE_PAUSE: Duration = Duration::from_millis(100);
 const MEMORY_EVERY: Duration = Duration::from_secs(1);
 
 /// A request to the actor. The rare large payloads are boxed, so that a command is 16 bytes: every process's
-/// channel holds a block of 32 of them for its whole life (issue 19, memory per process).
+/// queue holds the ones waiting (issue 19, memory per process).
 pub(crate) enum Cmd {
     Start(Reply<ProcessState>),
     Stop(Reply<ProcessState>),
@@ -178,7 +178,7 @@ pub(crate) struct Actor {
     config_rev: ConfigRevs,
     shared: Arc<Shared>,
     publish: watch::Sender<Snapshot>,
-    rx: mpsc::Receiver<Cmd>,
+    rx: crate::inbox::Receiver<Cmd>,
     child: Option<Child>,
     running_since: Option<std::time::Instant>,
     retry_at: Option<Instant>,
@@ -204,7 +204,7 @@ impl Actor {
     pub(crate) fn new(
         entry: ProcessEntry,
         shared: Arc<Shared>,
-        rx: mpsc::Receiver<Cmd>,
+        rx: crate::inbox::Receiver<Cmd>,
     ) -> (Actor, watch::Receiver<Snapshot>) {
         let entry = Arc::new(entry);
         let (publish, snapshot) = watch::channel(Snapshot {

@@ -8,7 +8,7 @@ use std::time::Duration;
 use pm_core::{Error, ProcessConfig, ProcessEntry, ProcessState, Timestamp};
 use pm_registry::proc::Process;
 use pm_registry::Paths;
-use tokio::sync::{mpsc, oneshot, watch, Notify};
+use tokio::sync::{oneshot, watch, Notify};
 use tokio::task::JoinHandle;
 
 use crate::actor::{Actor, Begin, Cmd, ConfigRevs, Snapshot};
@@ -70,7 +70,7 @@ impl Shared {
 pub(crate) type Slots = BTreeMap<String, Slot>;
 
 pub(crate) struct Slot {
-    tx: mpsc::Sender<Cmd>,
+    tx: crate::inbox::Sender<Cmd>,
     snapshot: watch::Receiver<Snapshot>,
     task: JoinHandle<()>,
 }
@@ -165,7 +165,7 @@ impl Supervisor {
             let kind = pm_core::EventKind::Registered { process_id: id.clone() };
             self.shared.events.publish(kind, entry.config.is_remote);
         }
-        let (tx, rx) = mpsc::channel(64);
+        let (tx, rx) = crate::inbox::inbox();
         let (actor, snapshot) = Actor::new(entry, self.shared.clone(), rx);
         let task = tokio::spawn(actor.run(begin));
         slots.insert(id, Slot { tx, snapshot, task });
@@ -472,7 +472,7 @@ impl Supervisor {
         &self.shared.paths
     }
 
-    fn sender(&self, id: &str) -> Result<mpsc::Sender<Cmd>, Error> {
+    fn sender(&self, id: &str) -> Result<crate::inbox::Sender<Cmd>, Error> {
         let slots = self.slots.lock().expect("slots lock");
         Ok(slots.get(id).ok_or_else(|| Error::NotFound(id.to_owned()))?.tx.clone())
     }
