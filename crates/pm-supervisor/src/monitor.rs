@@ -330,7 +330,7 @@ impl Monitor {
             .map(|snapshot| {
                 let id = snapshot.entry.config.id.clone();
                 let written = sync.written_rev.get(&id).copied().unwrap_or_default();
-                (id, Held::of(snapshot.entry.config, snapshot.config_rev, written))
+                (id, Held::of(snapshot.entry.config.clone(), snapshot.config_rev, written))
             })
             .collect();
         let unusable_sink = self.clone();
