@@ -43,6 +43,7 @@
 
 mod error;
 mod fsutil;
+mod journal;
 mod lock;
 mod ownership;
 mod paths;
@@ -51,6 +52,7 @@ mod store;
 
 pub use error::Error;
 pub use fsutil::{create_private_dir_all, create_private_file_fresh, open_private_append};
+pub use journal::{Change, EntryUpdate, Record};
 pub use lock::{InstanceLock, LockInfo};
 pub use ownership::check_home;
 pub use paths::{Paths, MONITOR_DIR};

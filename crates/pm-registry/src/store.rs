@@ -9,6 +9,7 @@ use std::time::Duration;
 use pm_core::{Registry, Timestamp};
 
 use crate::fsutil::{self, with_suffix};
+use crate::journal::{self, Change};
 use crate::{proc, Error, Paths};
 
 /// How long `init` and `init_recovering` wait for the transaction lock.
@@ -31,11 +32,23 @@ pub struct FileStamp {
     pub changed_ns: i128,
 }
 
-/// The last registry a caching store read or wrote, with the stamp of the file it came from.
+/// The last registry a caching store read or wrote (with the journal's lines applied), with the stamps of the
+/// registry file and of the journal it came from, and the `journalSeq` of the file itself.
 #[derive(Debug)]
 struct Cached {
     stamp: FileStamp,
+    journal: Option<FileStamp>,
+    file_seq: u64,
     registry: Registry,
+}
+
+/// The stamps of the registry file and of the journal (`None`: missing, or not taken).
+type Stamps = (Option<FileStamp>, Option<FileStamp>);
+
+/// A registry as read: the file with the journal's newer lines applied, and the file's own `journalSeq`.
+struct Loaded {
+    registry: Registry,
+    file_seq: u64,
 }
 
 /// The registry of one instance on disk.
@@ -122,13 +135,29 @@ impl Store {
         Ok((registry, Some(aside)))
     }
 
-    /// Reads and parses the registry without locking. A missing file is [`Error::Missing`].
+    /// Reads and parses the registry without locking, with the changes of the journal
+    /// (`processes_{id}.journal`) that the file does not hold yet applied. A missing file is [`Error::Missing`];
+    /// a corrupt journal line is [`Error::CorruptJournal`].
     pub fn load(&self) -> Result<Registry, Error> {
+        self.load_with_journal().map(|loaded| loaded.registry)
+    }
+
+    /// [`Store::load`], with the file's own `journalSeq`.
+    ///
+    /// The journal is read before the registry: a fold that runs in between writes a registry that holds every
+    /// line read (they are skipped by their numbers), and replaces the journal by a rename, so the lines read
+    /// are a whole file's.
+    fn load_with_journal(&self) -> Result<Loaded, Error> {
+        let journal_file = self.paths.journal_file();
+        let records = journal::read(&journal_file)?;
         let file = self.paths.registry_file();
-        match fsutil::read_optional(&file)? {
-            Some(bytes) => parse(&file, &bytes),
-            None => Err(Error::Missing { path: file }),
-        }
+        let mut registry = match fsutil::read_optional(&file)? {
+            Some(bytes) => parse(&file, &bytes)?,
+            None => return Err(Error::Missing { path: file }),
+        };
+        let file_seq = registry.journal_seq;
+        journal::apply_newer(&journal_file, &mut registry, &records)?;
+        Ok(Loaded { registry, file_seq })
     }
 
     /// An exclusive read-modify-write of the registry.
@@ -165,71 +194,118 @@ impl Store {
         f: impl FnOnce(&mut Registry) -> Result<T, E>,
     ) -> Result<T, E> {
         let flock = self.lock(timeout)?;
-        // The stamp is taken before the file is read: a save that slips in between gives a newer registry under
-        // an older stamp, which the next transaction sees as changed and reads again.
-        let stamp = self.cache.as_ref().and_then(|_| self.stamp());
-        let cached = self.take_cached(stamp);
-        let loaded = match cached {
-            Some(registry) => Ok(registry),
-            None => self.load(),
-        };
-        let (mut registry, existed) = match loaded {
-            Ok(registry) => (registry, true),
+        let (stamps, Loaded { mut registry, file_seq }, existed) = match self.view() {
+            Ok((stamps, loaded)) => (stamps, loaded, true),
             Err(err @ Error::Missing { .. }) if !create => return Err(err.into()),
             Err(Error::Missing { .. }) => {
                 fsutil::create_dir_all_private(&self.paths.logs_dir())?;
-                (Registry::new_default(self.paths.instance_id()), false)
+                let registry = Registry::new_default(self.paths.instance_id());
+                ((None, None), Loaded { registry, file_seq: 0 }, false)
             }
             Err(err) => return Err(err.into()),
         };
         let before = registry.clone();
         // A failing `f` may have changed the registry half-way: nothing is saved, and the cache stays empty.
         let res = f(&mut registry)?;
-        if registry != before {
+        // Journal lines the file does not hold yet are folded into it by any write, and a write is due for them.
+        let unfolded = registry.journal_seq > file_seq;
+        if registry != before || unfolded {
             // Strictly after the previous write even within one millisecond (the written precision).
             let now = Timestamp::now();
             let after_previous = before.last_modified.map(|previous| previous.plus_millis(1));
             registry.last_modified = Some(after_previous.filter(|next| *next > now).unwrap_or(now));
             self.save_locked(&registry, existed)?;
-            // Still under the flock: the file is the one just written.
-            self.put_cached(self.stamp(), registry);
+            // The registry on disk (its folder flushed) holds every journal line now: the journal starts afresh.
+            let journal_file = self.paths.journal_file();
+            if self.journal_stamp().is_some_and(|journal| journal.len > 0) {
+                journal::reset(&journal_file)?;
+            }
+            // Still under the flock: the files are the ones just written.
+            let file_seq = registry.journal_seq;
+            self.put_cached(self.stamp(), self.journal_stamp(), file_seq, registry);
         } else if existed {
-            self.put_cached(stamp, registry);
+            self.put_cached(stamps.0, stamps.1, file_seq, registry);
         }
         drop(flock);
         Ok(res)
     }
 
-    /// The cached registry if the file still has `stamp` (leaving the cache empty either way).
-    fn take_cached(&self, stamp: Option<FileStamp>) -> Option<Registry> {
-        let cached = self.cache.as_ref()?.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).take()?;
-        (Some(cached.stamp) == stamp).then_some(cached.registry)
+    /// Records `f`'s changes in the journal instead of rewriting the registry: under the flock, `f` looks at the
+    /// registry as it is (the file with the journal applied) and answers a value and the changes to store; these
+    /// are appended as journal lines and flushed to the disk (`fdatasync`) before this returns. Costs one small
+    /// append whatever the number of entries when the store caches ([`Store::new_cached`]) and no other writer
+    /// changed the files since its last transaction. A missing registry is [`Error::Missing`]; if `f` fails
+    /// nothing is stored.
+    pub fn journal<T, E: From<Error>>(
+        &self,
+        timeout: Duration,
+        f: impl FnOnce(&Registry) -> Result<(T, Vec<Change>), E>,
+    ) -> Result<T, E> {
+        let flock = self.lock(timeout)?;
+        let ((stamp, journal_stamp), Loaded { mut registry, file_seq }) = self.view()?;
+        let (res, changes) = match f(&registry) {
+            Ok(answer) => answer,
+            Err(err) => {
+                self.put_cached(stamp, journal_stamp, file_seq, registry);
+                return Err(err);
+            }
+        };
+        if !changes.is_empty() {
+            let first = registry.journal_seq + 1;
+            let journal_file = self.paths.journal_file();
+            let bytes = journal::lines(first, &changes).map_err(|err| Error::Serialize {
+                path: journal_file.clone(),
+                message: err.to_string(),
+            })?;
+            journal::append(&journal_file, &bytes)?;
+            for change in &changes {
+                change.apply(&mut registry);
+            }
+            registry.journal_seq = first + changes.len() as u64 - 1;
+        }
+        self.put_cached(stamp, self.journal_stamp(), file_seq, registry);
+        drop(flock);
+        Ok(res)
     }
 
-    fn put_cached(&self, stamp: Option<FileStamp>, registry: Registry) {
+    /// The registry as it is now, under the flock: the cached one while neither the registry file nor the journal
+    /// changed since the last transaction, else read. Answers the stamps of both (a caching store's only) taken
+    /// before reading.
+    fn view(&self) -> Result<(Stamps, Loaded), Error> {
+        // The stamps are taken before the files are read: a save that slips in between gives a newer registry
+        // under older stamps, which the next transaction sees as changed and reads again.
+        let stamps = match self.cache {
+            Some(_) => (self.stamp(), self.journal_stamp()),
+            None => (None, None),
+        };
+        if let Some(cached) = self.take_cached(stamps) {
+            return Ok((stamps, cached));
+        }
+        Ok((stamps, self.load_with_journal()?))
+    }
+
+    /// The cached registry if the registry file and the journal still have `stamps` (leaving the cache empty
+    /// either way).
+    fn take_cached(&self, stamps: Stamps) -> Option<Loaded> {
+        let cached = self.cache.as_ref()?.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).take()?;
+        (Some(cached.stamp) == stamps.0 && cached.journal == stamps.1)
+            .then_some(Loaded { registry: cached.registry, file_seq: cached.file_seq })
+    }
+
+    fn put_cached(&self, stamp: Option<FileStamp>, journal: Option<FileStamp>, file_seq: u64, registry: Registry) {
         let (Some(cache), Some(stamp)) = (&self.cache, stamp) else { return };
-        *cache.lock().unwrap_or_else(|poisoned| poisoned.into_inner()) = Some(Cached { stamp, registry });
+        *cache.lock().unwrap_or_else(|poisoned| poisoned.into_inner()) =
+            Some(Cached { stamp, journal, file_seq, registry });
     }
 
     /// Modification time, length and inode of the registry file; `None` if it is missing.
     pub fn stamp(&self) -> Option<FileStamp> {
-        let meta = fs::metadata(self.paths.registry_file()).ok()?;
-        #[cfg(unix)]
-        {
-            use std::os::unix::fs::MetadataExt;
-            let modified_ns = i128::from(meta.mtime()) * 1_000_000_000 + i128::from(meta.mtime_nsec());
-            let changed_ns = i128::from(meta.ctime()) * 1_000_000_000 + i128::from(meta.ctime_nsec());
-            Some(FileStamp { modified_ns, len: meta.len(), inode: meta.ino(), changed_ns })
-        }
-        #[cfg(not(unix))]
-        {
-            let modified_ns = meta
-                .modified()
-                .ok()
-                .and_then(|at| at.duration_since(std::time::UNIX_EPOCH).ok())
-                .map_or(0, |since| since.as_nanos() as i128);
-            Some(FileStamp { modified_ns, len: meta.len(), inode: 0, changed_ns: 0 })
-        }
+        stamp_of(&self.paths.registry_file())
+    }
+
+    /// [`Store::stamp`] of the journal.
+    fn journal_stamp(&self) -> Option<FileStamp> {
+        stamp_of(&self.paths.journal_file())
     }
 
     /// `processes_{id}.json.bak`: the version before the last save.
@@ -372,6 +448,27 @@ fn exists(path: &Path) -> Result<bool, Error> {
         Err(err) => Err(Error::io(path, "inspect", err)),
     }
 }
+
+fn stamp_of(path: &Path) -> Option<FileStamp> {
+    let meta = fs::metadata(path).ok()?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::MetadataExt;
+        let modified_ns = i128::from(meta.mtime()) * 1_000_000_000 + i128::from(meta.mtime_nsec());
+        let changed_ns = i128::from(meta.ctime()) * 1_000_000_000 + i128::from(meta.ctime_nsec());
+        Some(FileStamp { modified_ns, len: meta.len(), inode: meta.ino(), changed_ns })
+    }
+    #[cfg(not(unix))]
+    {
+        let modified_ns = meta
+            .modified()
+            .ok()
+            .and_then(|at| at.duration_since(std::time::UNIX_EPOCH).ok())
+            .map_or(0, |since| since.as_nanos() as i128);
+        Some(FileStamp { modified_ns, len: meta.len(), inode: 0, changed_ns: 0 })
+    }
+}
+
 
 fn parse(path: &Path, bytes: &[u8]) -> Result<Registry, Error> {
     Registry::from_json(bytes).map_err(|err| Error::corrupt(path, &err))
