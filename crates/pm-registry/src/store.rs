@@ -253,10 +253,8 @@ impl Store {
         if !changes.is_empty() {
             let first = registry.journal_seq + 1;
             let journal_file = self.paths.journal_file();
-            let bytes = journal::lines(first, &changes).map_err(|err| Error::Serialize {
-                path: journal_file.clone(),
-                message: err.to_string(),
-            })?;
+            let bytes = journal::lines(first, &changes)
+                .map_err(|err| Error::Serialize { path: journal_file.clone(), message: err.to_string() })?;
             journal::append(&journal_file, &bytes)?;
             for change in &changes {
                 change.apply(&mut registry);
@@ -415,6 +413,7 @@ impl Store {
             format!("processes_{id}.json.tmp-"),
             format!("processes_{id}.json.bak.tmp-"),
             format!("processes_{id}.lock.tmp-"),
+            format!("processes_{id}.journal.tmp-"),
         ];
         for entry in entries.flatten() {
             let name = entry.file_name();
@@ -468,7 +467,6 @@ fn stamp_of(path: &Path) -> Option<FileStamp> {
         Some(FileStamp { modified_ns, len: meta.len(), inode: 0, changed_ns: 0 })
     }
 }
-
 
 fn parse(path: &Path, bytes: &[u8]) -> Result<Registry, Error> {
     Registry::from_json(bytes).map_err(|err| Error::corrupt(path, &err))

@@ -10,7 +10,7 @@ use pm_core::{
     Error, MonitorState, MonitorStatus, PendingAction, ProcessConfig, ProcessEntry, ProcessState, ProcessStatus,
     Registry, Settings, SettingsUpdate, Timestamp,
 };
-use pm_registry::{FileStamp, Store};
+use pm_registry::{Change, EntryUpdate, FileStamp, Store};
 use tokio::sync::mpsc;
 
 use crate::actor::{Begin, Cmd, ConfigRevs};
@@ -78,9 +78,16 @@ pub(crate) struct Monitor {
     /// memory if it disappears.
     template: std::sync::Mutex<Registry>,
     /// Group commit: tickets handed to callers that need their outcome stored ([`Monitor::durable`]), and the
-    /// highest ticket a finished flush is known to cover.
+    /// highest ticket a finished commit or flush is known to cover.
     commit_requested: AtomicU64,
     commit_done: AtomicU64,
+    /// The processes whose outcomes the tickets handed out since the last commit or flush wait for; taken
+    /// together with the ticket count, under this lock.
+    commit_pending: std::sync::Mutex<std::collections::BTreeSet<String>>,
+    /// Tests: the registry writer's flushes write nothing (so that a test can look at the journal before any
+    /// fold).
+    #[cfg(test)]
+    pub(crate) folds_held: AtomicBool,
     /// Set by the final write of a shutdown (inside its transaction): every transaction of this monitor that
     /// gets the registry lock after it writes nothing, so the final states are the last word.
     closed: Arc<AtomicBool>,
@@ -122,6 +129,9 @@ impl Monitor {
             template: std::sync::Mutex::new(registry),
             commit_requested: AtomicU64::new(0),
             commit_done: AtomicU64::new(0),
+            commit_pending: Default::default(),
+            #[cfg(test)]
+            folds_held: AtomicBool::new(false),
             closed: Arc::default(),
         }
     }
@@ -235,22 +245,19 @@ impl Monitor {
         .await
     }
 
-    /// Writes the observed state of every process to the registry in one transaction.
+    /// Writes the observed state of every process to the registry in one transaction (the registry writer's
+    /// write, which also folds the journal into the file).
     ///
     /// Every outcome in memory when it takes the guard is in what it writes: a caller holding a commit ticket
     /// taken before then is covered by it ([`Monitor::durable`]).
     pub(crate) async fn flush(&self) -> Result<(), Error> {
-        self.flush_covering(None).await
-    }
-
-    /// [`Monitor::flush`], skipped when a flush that finished while this waited for the guard covers `ticket`.
-    async fn flush_covering(&self, ticket: Option<u64>) -> Result<(), Error> {
-        let mut sync = self.sync().await;
-        if ticket.is_some_and(|ticket| self.commit_done.load(Ordering::SeqCst) >= ticket) {
+        #[cfg(test)]
+        if self.folds_held.load(Ordering::SeqCst) {
             return Ok(());
         }
-        // Read before the snapshots: every ticket up to here belongs to an outcome already in memory.
-        let covers = self.commit_requested.load(Ordering::SeqCst);
+        let mut sync = self.sync().await;
+        // Taken before the snapshots: every ticket up to here belongs to an outcome already in memory.
+        let (covers, pending) = self.take_pending();
         let snapshots = self.sup.snapshots();
         let written = sync.written_rev.clone();
         let revs = self
@@ -273,18 +280,98 @@ impl Monitor {
                 }
                 Ok(revs)
             })
-            .await?;
+            .await;
+        let revs = match revs {
+            Ok(revs) => revs,
+            Err(err) => {
+                self.put_back_pending(pending);
+                return Err(err);
+            }
+        };
         sync.written_rev.extend(revs);
         self.commit_done.fetch_max(covers, Ordering::SeqCst);
         Ok(())
     }
 
-    /// Stores every outcome in memory now, sharing the write with concurrent callers (group commit): a caller
-    /// takes a ticket, and returns as soon as a flush that began after its ticket has finished, its own or
-    /// another caller's (or the writer's); only when none did, it flushes itself.
-    pub(crate) async fn commit(&self) -> Result<(), Error> {
-        let ticket = self.commit_requested.fetch_add(1, Ordering::SeqCst) + 1;
-        self.flush_covering(Some(ticket)).await
+    /// Stores the outcomes of `ids` now in memory before the caller answers, as journal lines (one small append
+    /// and `fdatasync`, whatever the number of processes), sharing the append with concurrent callers (group
+    /// commit): a caller takes a ticket, and returns as soon as a commit or flush that began after its ticket
+    /// has finished, its own or another caller's (or the writer's); only when none did, it commits itself, for
+    /// every caller waiting then.
+    pub(crate) async fn commit(&self, ids: impl IntoIterator<Item = String>) -> Result<(), Error> {
+        let ticket = {
+            let mut pending = self.commit_pending.lock().expect("commit pending");
+            pending.extend(ids);
+            self.commit_requested.fetch_add(1, Ordering::SeqCst) + 1
+        };
+        let mut sync = self.sync().await;
+        if self.commit_done.load(Ordering::SeqCst) >= ticket {
+            return Ok(());
+        }
+        let (covers, pending) = self.take_pending();
+        let mut changes = Vec::with_capacity(pending.len());
+        let mut revs = Vec::new();
+        for id in &pending {
+            let Some(snapshot) = self.sup.snapshot(id) else { continue };
+            let before = sync.written_rev.get(id).copied().unwrap_or_default();
+            let now = snapshot.config_rev;
+            let update =
+                EntryUpdate::of(&snapshot.entry, now.enabled > before.enabled, now.autostart > before.autostart);
+            changes.push(Change::Update(update));
+            if now != before {
+                revs.push((id.clone(), now));
+            }
+        }
+        let res = self
+            .journal(&sync, Duration::from_secs(10), move |registry| {
+                // An entry that is gone from the registry (deregistered meanwhile) has nothing to update.
+                changes.retain(|change| match change {
+                    Change::Update(update) => registry.processes.contains_key(&update.id),
+                    _ => true,
+                });
+                Ok(((), changes))
+            })
+            .await;
+        if let Err(err) = res {
+            self.put_back_pending(pending);
+            return Err(err);
+        }
+        sync.written_rev.extend(revs);
+        self.commit_done.fetch_max(covers, Ordering::SeqCst);
+        Ok(())
+    }
+
+    /// The tickets handed out so far and the processes they wait for (taken: the next commit starts afresh).
+    fn take_pending(&self) -> (u64, std::collections::BTreeSet<String>) {
+        let mut pending = self.commit_pending.lock().expect("commit pending");
+        (self.commit_requested.load(Ordering::SeqCst), std::mem::take(&mut *pending))
+    }
+
+    /// Hands the processes of a commit or flush that failed back to the next one.
+    fn put_back_pending(&self, ids: std::collections::BTreeSet<String>) {
+        self.commit_pending.lock().expect("commit pending").extend(ids);
+    }
+
+    /// Stores changes as journal lines on the blocking pool, under the registry-sync guard `_held` (see
+    /// [`Store::journal`]); nothing once the final states are written.
+    pub(crate) async fn journal<T: Send + 'static>(
+        &self,
+        _held: &SyncGuard<'_>,
+        timeout: Duration,
+        f: impl FnOnce(&Registry) -> Result<(T, Vec<Change>), Error> + Send + 'static,
+    ) -> Result<T, Error> {
+        let store = self.store.clone();
+        let closed = self.closed.clone();
+        tokio::task::spawn_blocking(move || {
+            store.journal(timeout, |registry| {
+                if closed.load(Ordering::SeqCst) {
+                    return Err(Error::ShuttingDown);
+                }
+                f(registry)
+            })
+        })
+        .await
+        .map_err(|err| Error::internal("registry task failed", err))?
     }
 
     /// Stores final entries (after the supervisor shut down) in one transaction; `clean` marks a clean
@@ -460,7 +547,9 @@ impl Monitor {
         // A new process starts its revisions afresh; an earlier one of the same id wrote its own.
         sync.written_rev.remove(&id);
         let stored = entry.clone();
-        self.transaction(&sync, API_LOCK_TIMEOUT, move |registry| {
+        // One journal line, not a rewrite of the registry: the answer costs the same whatever the number of
+        // processes.
+        self.journal(&sync, API_LOCK_TIMEOUT, move |registry| {
             if registry.processes.contains_key(&stored.config.id) {
                 return Err(Error::AlreadyExists(stored.config.id.clone()));
             }
@@ -474,10 +563,11 @@ impl Monitor {
                     )));
                 }
             }
-            // A cycle is refused before anything is stored.
-            pm_core::check_new_dependencies(registry, &stored.config)?;
-            registry.processes.insert(stored.config.id.clone(), stored);
-            Ok(())
+            // A cycle is refused before anything is stored (a new entry without dependencies closes none).
+            if !stored.config.depends_on.is_empty() {
+                pm_core::check_new_dependencies(registry, &stored.config)?;
+            }
+            Ok(((), vec![Change::Add(Box::new(stored))]))
         })
         .await?;
         self.sup.insert(entry, begin)
@@ -498,7 +588,10 @@ impl Monitor {
             let known = self.sup.get(id);
             let key = id.to_owned();
             let removed = self
-                .transaction(&sync, API_LOCK_TIMEOUT, move |registry| Ok(registry.processes.remove(&key).is_some()))
+                .journal(&sync, API_LOCK_TIMEOUT, move |registry| {
+                    let removed = registry.processes.contains_key(&key);
+                    Ok((removed, if removed { vec![Change::Remove(key)] } else { Vec::new() }))
+                })
                 .await?;
             if known.is_none() && !removed {
                 return Err(Error::NotFound(id.to_owned()));
@@ -552,7 +645,8 @@ impl Monitor {
     }
 }
 
-/// Copies what the monitor observes (never the configuration, never a pending request) onto a stored entry.
+/// Copies what the monitor observes (never the configuration, never a pending request) onto a stored entry:
+/// the fields a journal line's `update` holds.
 fn merge_runtime(stored: &mut ProcessEntry, observed: &ProcessEntry) {
     stored.state = observed.state;
     stored.pid = observed.pid;
@@ -563,8 +657,8 @@ fn merge_runtime(stored: &mut ProcessEntry, observed: &ProcessEntry) {
     stored.consecutive_failures = observed.consecutive_failures;
     stored.last_exit_code = observed.last_exit_code;
     stored.last_signal = observed.last_signal;
-    stored.last_error = observed.last_error.clone();
-    stored.waiting_for = observed.waiting_for.clone();
+    stored.last_error.clone_from(&observed.last_error);
+    stored.waiting_for.clone_from(&observed.waiting_for);
     stored.waiting_since = observed.waiting_since;
 }
 
@@ -601,34 +695,40 @@ impl pm_http::ControlPlane for Monitor {
 
     async fn stop_reporting(&self, id: &str) -> Result<(ProcessState, Vec<String>), Error> {
         let res = self.stop_after_dependents(id).await;
-        self.durable(res).await
+        let touched = res.as_ref().map(|(_, stopped)| stopped.clone()).unwrap_or_default();
+        self.durable(res, std::iter::once(id.to_owned()).chain(touched)).await
     }
 
     async fn start(&self, id: &str) -> Result<ProcessState, Error> {
         self.guard()?;
         let res = self.start_after_dependencies(id).await;
-        self.durable(res).await
+        self.durable(res, self.with_dependencies(id)).await
     }
 
     async fn stop(&self, id: &str) -> Result<ProcessState, Error> {
-        let res = self.stop_after_dependents(id).await.map(|(state, _)| state);
-        self.durable(res).await
+        let res = self.stop_after_dependents(id).await;
+        let touched = res.as_ref().map(|(_, stopped)| stopped.clone()).unwrap_or_default();
+        self.durable(res.map(|(state, _)| state), std::iter::once(id.to_owned()).chain(touched)).await
     }
 
     async fn restart(&self, id: &str) -> Result<ProcessState, Error> {
         self.guard()?;
         let res = self.restart_with_dependencies(id).await;
-        self.durable(res).await
+        let mut touched = self.with_dependencies(id);
+        if self.sup.get(id).is_some_and(|entry| entry.config.restart_dependents) {
+            touched.extend(self.with_dependents(id));
+        }
+        self.durable(res, touched).await
     }
 
     async fn set_enabled(&self, id: &str, enabled: bool) -> Result<(), Error> {
         let res = self.ask_in_order(id, |reply| Cmd::SetEnabled(enabled, reply)).await;
-        self.durable(res).await
+        self.durable(res, [id.to_owned()]).await
     }
 
     async fn set_autostart(&self, id: &str, autostart: bool) -> Result<(), Error> {
         let res = self.ask_in_order(id, |reply| Cmd::SetAutostart(autostart, reply)).await;
-        self.durable(res).await
+        self.durable(res, [id.to_owned()]).await
     }
 
     fn monitor_status(&self) -> MonitorStatus {
@@ -704,15 +804,46 @@ impl Monitor {
         reply.await.map_err(|_| Error::ShuttingDown)?
     }
 
-    /// Stores the outcome of an acknowledged action before the answer goes out, so that a monitor killed
-    /// right after answering does not undo it.
-    async fn durable<T>(&self, res: Result<T, Error>) -> Result<T, Error> {
+    /// Stores the outcome of an acknowledged action on the processes `touched` before the answer goes out, so
+    /// that a monitor killed right after answering does not undo it.
+    async fn durable<T>(&self, res: Result<T, Error>, touched: impl IntoIterator<Item = String>) -> Result<T, Error> {
         if res.is_ok() {
-            if let Err(err) = self.commit().await {
+            if let Err(err) = self.commit(touched).await {
                 tracing::warn!("cannot store the outcome before answering: {err}");
             }
         }
         res
+    }
+
+    /// `id` and what it depends on, transitively (the processes a start of `id` may start).
+    fn with_dependencies(&self, id: &str) -> Vec<String> {
+        let mut found = vec![id.to_owned()];
+        let mut next = 0;
+        while let Some(current) = found.get(next).cloned() {
+            next += 1;
+            let Some(entry) = self.sup.get(&current) else { continue };
+            for dep in entry.config.depends_on.into_keys() {
+                if !found.contains(&dep) {
+                    found.push(dep);
+                }
+            }
+        }
+        found
+    }
+
+    /// What depends on `id`, transitively (the processes a restart of `id` may stop and start again).
+    fn with_dependents(&self, id: &str) -> Vec<String> {
+        let mut found = vec![id.to_owned()];
+        let mut next = 0;
+        while let Some(current) = found.get(next).cloned() {
+            next += 1;
+            for dependent in self.sup.ids_where(|entry| entry.config.depends_on.contains_key(&current)) {
+                if !found.contains(&dependent) {
+                    found.push(dependent);
+                }
+            }
+        }
+        found
     }
 
     /// Status of every process (or of `only`), with uptime, counters and the resource use of its group.

@@ -227,8 +227,11 @@ fn calls(ctx: &Ctx<'_>, plan: &Plan, n: usize) -> anyhow::Result<Calls> {
     daemon.stop(Duration::from_secs(60));
     for idx in 0..5 {
         let id = format!("l{idx:05}");
-        out.local_register
-            .push(cli(ctx, &home, &["register", "--id", &id, "--command", "sleep", "--no-autostart", "--", ARG])?);
+        out.local_register.push(cli(
+            ctx,
+            &home,
+            &["register", "--id", &id, "--command", "sleep", "--no-autostart", "--", ARG],
+        )?);
         out.local_register.push(cli(ctx, &home, &["deregister", &id])?);
     }
     Ok(out)
@@ -584,8 +587,10 @@ fn run_only(ctx: &Ctx<'_>, plan: &Plan, only: Only) -> anyhow::Result<Vec<Row>> 
             let n = 10_000;
             let large = calls(ctx, plan, n)?;
             rows.extend(call_rows(n, &large, &small, &format!("load average {load}")));
-            rows.push(calls_row(n, "scale-local-register", "local `register` (no monitor) time", &large.local_register)
-                .target(Bound::AtMost(50.0)));
+            rows.push(
+                calls_row(n, "scale-local-register", "local `register` (no monitor) time", &large.local_register)
+                    .target(Bound::AtMost(50.0)),
+            );
             Ok(rows)
         }
         Only::Rss => {

@@ -125,7 +125,12 @@ fn a_torn_last_line_is_ignored_and_cut_off_by_the_next_append() {
     append(&store, vec![change]);
     let journal = store.paths().journal_file();
     // An append that never finished (the monitor killed while writing): half a line, no newline.
-    fs::OpenOptions::new().append(true).open(&journal).unwrap().write_all(br#"{"seq":2,"update":{"id":"b","st"#).unwrap();
+    fs::OpenOptions::new()
+        .append(true)
+        .open(&journal)
+        .unwrap()
+        .write_all(br#"{"seq":2,"update":{"id":"b","st"#)
+        .unwrap();
     let seen = store.load().unwrap();
     assert_eq!(seen.processes["a"].pid, Some(7));
     assert_eq!(seen.processes["b"].state, ProcessState::Stopped);
