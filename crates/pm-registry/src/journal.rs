@@ -286,11 +286,12 @@ fn whole_length(file: &mut File, len: u64) -> io::Result<u64> {
     Ok(bytes.iter().rposition(|byte| *byte == b'\n').map_or(0, |at| at as u64 + 1))
 }
 
-/// Replaces the journal at `path` by an empty one (a rename, so readers of the old one keep a whole file); the
-/// caller holds the flock and has flushed the registry that holds its lines.
-pub(crate) fn reset(path: &Path) -> Result<(), Error> {
+/// Replaces the journal at `path` by one holding `bytes` (whole lines, maybe none) through a rename, so that a
+/// reader of the old one keeps a whole file; the caller holds the flock and has flushed the registry that holds
+/// the lines left out.
+pub(crate) fn replace(path: &Path, bytes: &[u8]) -> Result<(), Error> {
     let tmp = with_suffix(path, &format!(".tmp-{}", std::process::id()));
-    if let Err(err) = fsutil::write_synced(&tmp, b"") {
+    if let Err(err) = fsutil::write_synced(&tmp, bytes) {
         let _ = fs::remove_file(&tmp);
         return Err(err);
     }

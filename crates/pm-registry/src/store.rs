@@ -9,7 +9,7 @@ use std::time::Duration;
 use pm_core::{Registry, Timestamp};
 
 use crate::fsutil::{self, with_suffix};
-use crate::journal::{self, Change};
+use crate::journal::{self, Change, Record};
 use crate::{proc, Error, Paths};
 
 /// How long `init` and `init_recovering` wait for the transaction lock.
@@ -32,18 +32,23 @@ pub struct FileStamp {
     pub changed_ns: i128,
 }
 
-/// The last registry a caching store read or wrote (with the journal's lines applied), with the stamps of the
-/// registry file and of the journal it came from, and the `journalSeq` of the file itself.
+/// The last registry a caching store read or wrote (with journal lines applied), with the stamp of the
+/// registry file it came from and the `journalSeq` of the file itself.
 #[derive(Debug)]
 struct Cached {
     stamp: FileStamp,
-    journal: Option<FileStamp>,
     file_seq: u64,
     registry: Registry,
 }
 
-/// The stamps of the registry file and of the journal (`None`: missing, or not taken).
-type Stamps = (Option<FileStamp>, Option<FileStamp>);
+/// What a store knows of the journal it appends to (shared by clones).
+#[derive(Debug, Default)]
+struct JournalState {
+    /// The next sequence number to append (0: not known yet).
+    next_seq: u64,
+    /// The lines this store appended that the registry file may not hold yet, in order.
+    unfolded: Vec<Record>,
+}
 
 /// A registry as read: the file with the journal's newer lines applied, and the file's own `journalSeq`.
 struct Loaded {
@@ -65,18 +70,19 @@ struct Loaded {
 pub struct Store {
     paths: Paths,
     cache: Option<Arc<Mutex<Option<Cached>>>>,
+    journal: Arc<Mutex<JournalState>>,
 }
 
 impl Store {
     /// A store for the files at `paths`; touches nothing on disk.
     pub fn new(paths: Paths) -> Store {
-        Store { paths, cache: None }
+        Store { paths, cache: None, journal: Arc::default() }
     }
 
     /// Like [`Store::new`], but transactions start from the registry of the previous one while the file has
     /// not changed on disk since (judged by its [`FileStamp`]), for a long-lived writer such as the monitor.
     pub fn new_cached(paths: Paths) -> Store {
-        Store { paths, cache: Some(Arc::default()) }
+        Store { paths, cache: Some(Arc::default()), journal: Arc::default() }
     }
 
     /// The paths of this store.
@@ -194,19 +200,25 @@ impl Store {
         f: impl FnOnce(&mut Registry) -> Result<T, E>,
     ) -> Result<T, E> {
         let flock = self.lock(timeout)?;
-        let (stamps, Loaded { mut registry, file_seq }, existed) = match self.view() {
-            Ok((stamps, loaded)) => (stamps, loaded, true),
+        let (stamp, Loaded { mut registry, file_seq }, existed) = match self.view() {
+            Ok((stamp, loaded)) => (stamp, loaded, true),
             Err(err @ Error::Missing { .. }) if !create => return Err(err.into()),
             Err(Error::Missing { .. }) => {
                 fsutil::create_dir_all_private(&self.paths.logs_dir())?;
                 let registry = Registry::new_default(self.paths.instance_id());
-                ((None, None), Loaded { registry, file_seq: 0 }, false)
+                (None, Loaded { registry, file_seq: 0 }, false)
             }
             Err(err) => return Err(err.into()),
         };
         let before = registry.clone();
-        // A failing `f` may have changed the registry half-way: nothing is saved, and the cache stays empty.
-        let res = f(&mut registry)?;
+        let res = {
+            // `f` runs with this store's appends held: it sees every line appended so far, and what it reads
+            // from elsewhere (the monitor's memory) is older than every line appended after it.
+            let mut journal = self.journal_state();
+            apply_unfolded(&mut journal, &mut registry);
+            // A failing `f` may have changed the registry half-way: nothing is saved, and the cache stays empty.
+            f(&mut registry)?
+        };
         // Journal lines the file does not hold yet are folded into it by any write, and a write is due for them.
         let unfolded = registry.journal_seq > file_seq;
         if registry != before || unfolded {
@@ -215,16 +227,13 @@ impl Store {
             let after_previous = before.last_modified.map(|previous| previous.plus_millis(1));
             registry.last_modified = Some(after_previous.filter(|next| *next > now).unwrap_or(now));
             self.save_locked(&registry, existed)?;
-            // The registry on disk (its folder flushed) holds every journal line now: the journal starts afresh.
-            let journal_file = self.paths.journal_file();
-            if self.journal_stamp().is_some_and(|journal| journal.len > 0) {
-                journal::reset(&journal_file)?;
-            }
-            // Still under the flock: the files are the ones just written.
+            // The registry on disk (its folder flushed) holds every journal line up to its `journalSeq` now.
+            self.drop_folded(registry.journal_seq)?;
+            // Still under the flock: the file is the one just written.
             let file_seq = registry.journal_seq;
-            self.put_cached(self.stamp(), self.journal_stamp(), file_seq, registry);
+            self.put_cached(self.stamp(), file_seq, registry);
         } else if existed {
-            self.put_cached(stamps.0, stamps.1, file_seq, registry);
+            self.put_cached(stamp, file_seq, registry);
         }
         drop(flock);
         Ok(res)
@@ -234,7 +243,7 @@ impl Store {
     /// registry as it is (the file with the journal applied) and answers a value and the changes to store; these
     /// are appended as journal lines and flushed to the disk (`fdatasync`) before this returns. Costs one small
     /// append whatever the number of entries when the store caches ([`Store::new_cached`]) and no other writer
-    /// changed the files since its last transaction. A missing registry is [`Error::Missing`]; if `f` fails
+    /// changed the file since its last transaction. A missing registry is [`Error::Missing`]; if `f` fails
     /// nothing is stored.
     pub fn journal<T, E: From<Error>>(
         &self,
@@ -242,68 +251,114 @@ impl Store {
         f: impl FnOnce(&Registry) -> Result<(T, Vec<Change>), E>,
     ) -> Result<T, E> {
         let flock = self.lock(timeout)?;
-        let ((stamp, journal_stamp), Loaded { mut registry, file_seq }) = self.view()?;
-        let (res, changes) = match f(&registry) {
-            Ok(answer) => answer,
-            Err(err) => {
-                self.put_cached(stamp, journal_stamp, file_seq, registry);
-                return Err(err);
+        let (stamp, Loaded { mut registry, file_seq }) = self.view()?;
+        let mut journal = self.journal_state();
+        apply_unfolded(&mut journal, &mut registry);
+        let res = f(&registry).and_then(|(res, changes)| {
+            let records = self.append_locked(&mut journal, changes)?;
+            for record in &records {
+                record.change.apply(&mut registry);
+                registry.journal_seq = record.seq;
             }
-        };
-        if !changes.is_empty() {
-            let first = registry.journal_seq + 1;
-            let journal_file = self.paths.journal_file();
-            let bytes = journal::lines(first, &changes)
-                .map_err(|err| Error::Serialize { path: journal_file.clone(), message: err.to_string() })?;
-            journal::append(&journal_file, &bytes)?;
-            for change in &changes {
-                change.apply(&mut registry);
-            }
-            registry.journal_seq = first + changes.len() as u64 - 1;
-        }
-        self.put_cached(stamp, self.journal_stamp(), file_seq, registry);
+            Ok(res)
+        });
+        drop(journal);
+        // `f` only looked, and the lines are applied only once appended.
+        self.put_cached(stamp, file_seq, registry);
         drop(flock);
+        res
+    }
+
+    /// Appends the changes `f` answers as journal lines (flushed to the disk before this returns) without the
+    /// transaction flock: for changes that need no look at the registry (an entry's runtime fields), so that they
+    /// never wait for a rewrite of the registry under way. `f` runs with this store's appends and the start of its
+    /// transactions held: what it reads from elsewhere is newer than what any transaction before it saw.
+    ///
+    /// Only the one store that appends to the journal (the monitor's) may use this. Its first call takes the
+    /// flock once to learn the journal's next number.
+    pub fn append<T, E: From<Error>>(
+        &self,
+        timeout: Duration,
+        f: impl FnOnce() -> Result<(T, Vec<Change>), E>,
+    ) -> Result<T, E> {
+        if self.journal_state().next_seq == 0 {
+            let _flock = self.lock(timeout)?;
+            let (stamp, Loaded { mut registry, file_seq }) = self.view()?;
+            apply_unfolded(&mut self.journal_state(), &mut registry);
+            self.put_cached(stamp, file_seq, registry);
+        }
+        let mut journal = self.journal_state();
+        let (res, changes) = f()?;
+        self.append_locked(&mut journal, changes)?;
         Ok(res)
     }
 
-    /// The registry as it is now, under the flock: the cached one while neither the registry file nor the journal
-    /// changed since the last transaction, else read. Answers the stamps of both (a caching store's only) taken
-    /// before reading.
-    fn view(&self) -> Result<(Stamps, Loaded), Error> {
-        // The stamps are taken before the files are read: a save that slips in between gives a newer registry
-        // under older stamps, which the next transaction sees as changed and reads again.
-        let stamps = match self.cache {
-            Some(_) => (self.stamp(), self.journal_stamp()),
-            None => (None, None),
-        };
-        if let Some(cached) = self.take_cached(stamps) {
-            return Ok((stamps, cached));
+    /// Appends `changes` numbered from the next sequence number; the caller holds the journal state.
+    fn append_locked(&self, journal: &mut JournalState, changes: Vec<Change>) -> Result<Vec<Record>, Error> {
+        if changes.is_empty() {
+            return Ok(Vec::new());
         }
-        Ok((stamps, self.load_with_journal()?))
+        let journal_file = self.paths.journal_file();
+        let first = journal.next_seq.max(1);
+        let bytes = journal::lines(first, &changes)
+            .map_err(|err| Error::Serialize { path: journal_file.clone(), message: err.to_string() })?;
+        journal::append(&journal_file, &bytes)?;
+        let records: Vec<Record> =
+            changes.into_iter().enumerate().map(|(at, change)| Record { seq: first + at as u64, change }).collect();
+        journal.next_seq = first + records.len() as u64;
+        journal.unfolded.extend(records.iter().cloned());
+        Ok(records)
     }
 
-    /// The cached registry if the registry file and the journal still have `stamps` (leaving the cache empty
-    /// either way).
-    fn take_cached(&self, stamps: Stamps) -> Option<Loaded> {
+    /// After a write of the registry that holds every line up to `folded`: forgets those lines and, for the
+    /// store that appends (the one whose lines these are), replaces the journal by one with only the newer lines
+    /// (a rename, so a reader of the old one still reads a whole file). Other stores leave the journal alone: the
+    /// monitor may be appending to it.
+    fn drop_folded(&self, folded: u64) -> Result<(), Error> {
+        let mut journal = self.journal_state();
+        journal.unfolded.retain(|record| record.seq > folded);
+        if self.cache.is_none() || stamp_of(&self.paths.journal_file()).is_none_or(|journal| journal.len == 0) {
+            return Ok(());
+        }
+        let rest = journal.unfolded.first().map_or(0, |first| first.seq);
+        let changes: Vec<Change> = journal.unfolded.iter().map(|record| record.change.clone()).collect();
+        let bytes = journal::lines(rest, &changes)
+            .map_err(|err| Error::Serialize { path: self.paths.journal_file(), message: err.to_string() })?;
+        journal::replace(&self.paths.journal_file(), &bytes)
+    }
+
+    fn journal_state(&self) -> std::sync::MutexGuard<'_, JournalState> {
+        self.journal.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// The registry as it is now, under the flock: the cached one while the registry file did not change since
+    /// the last transaction, else read (the journal's lines applied). Answers the stamp of the file (a caching
+    /// store's only) taken before reading.
+    fn view(&self) -> Result<(Option<FileStamp>, Loaded), Error> {
+        // The stamp is taken before the file is read: a save that slips in between gives a newer registry under
+        // an older stamp, which the next transaction sees as changed and reads again. Only the caching store
+        // appends to the journal, so the journal changes under its cache by its own appends only.
+        let stamp = self.cache.as_ref().and_then(|_| self.stamp());
+        if let Some(cached) = self.take_cached(stamp) {
+            return Ok((stamp, cached));
+        }
+        Ok((stamp, self.load_with_journal()?))
+    }
+
+    /// The cached registry if the registry file still has `stamp` (leaving the cache empty either way).
+    fn take_cached(&self, stamp: Option<FileStamp>) -> Option<Loaded> {
         let cached = self.cache.as_ref()?.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).take()?;
-        (Some(cached.stamp) == stamps.0 && cached.journal == stamps.1)
-            .then_some(Loaded { registry: cached.registry, file_seq: cached.file_seq })
+        (Some(cached.stamp) == stamp).then_some(Loaded { registry: cached.registry, file_seq: cached.file_seq })
     }
 
-    fn put_cached(&self, stamp: Option<FileStamp>, journal: Option<FileStamp>, file_seq: u64, registry: Registry) {
+    fn put_cached(&self, stamp: Option<FileStamp>, file_seq: u64, registry: Registry) {
         let (Some(cache), Some(stamp)) = (&self.cache, stamp) else { return };
-        *cache.lock().unwrap_or_else(|poisoned| poisoned.into_inner()) =
-            Some(Cached { stamp, journal, file_seq, registry });
+        *cache.lock().unwrap_or_else(|poisoned| poisoned.into_inner()) = Some(Cached { stamp, file_seq, registry });
     }
 
     /// Modification time, length and inode of the registry file; `None` if it is missing.
     pub fn stamp(&self) -> Option<FileStamp> {
         stamp_of(&self.paths.registry_file())
-    }
-
-    /// [`Store::stamp`] of the journal.
-    fn journal_stamp(&self) -> Option<FileStamp> {
-        stamp_of(&self.paths.journal_file())
     }
 
     /// `processes_{id}.json.bak`: the version before the last save.
@@ -466,6 +521,17 @@ fn stamp_of(path: &Path) -> Option<FileStamp> {
             .map_or(0, |since| since.as_nanos() as i128);
         Some(FileStamp { modified_ns, len: meta.len(), inode: 0, changed_ns: 0 })
     }
+}
+
+/// Applies this store's appended lines that `registry` does not hold yet, and makes sure the next number
+/// follows them.
+fn apply_unfolded(journal: &mut JournalState, registry: &mut Registry) {
+    let held = registry.journal_seq;
+    for record in journal.unfolded.iter().filter(|record| record.seq > held) {
+        record.change.apply(registry);
+        registry.journal_seq = record.seq;
+    }
+    journal.next_seq = journal.next_seq.max(registry.journal_seq + 1);
 }
 
 fn parse(path: &Path, bytes: &[u8]) -> Result<Registry, Error> {

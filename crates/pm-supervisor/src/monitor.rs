@@ -24,8 +24,6 @@ const API_LOCK_TIMEOUT: Duration = Duration::from_secs(2);
 /// What the daemon knows about the registry file.
 #[derive(Default)]
 pub(crate) struct RegistrySync {
-    /// Config revisions of each process last written to the file.
-    written_rev: HashMap<String, ConfigRevs>,
     /// Stamp of the file at the last reconcile.
     last_stamp: Option<FileStamp>,
 }
@@ -84,6 +82,11 @@ pub(crate) struct Monitor {
     /// The processes whose outcomes the tickets handed out since the last commit or flush wait for; taken
     /// together with the ticket count, under this lock.
     commit_pending: std::sync::Mutex<std::collections::BTreeSet<String>>,
+    /// Held by the commit under way: the callers that arrive meanwhile wait for it, then one of them commits
+    /// for all (never the registry guard, which a rewrite of the registry holds for long).
+    commit_lock: tokio::sync::Mutex<()>,
+    /// Config revisions of each process last stored (in the registry file or the journal).
+    written_rev: Arc<std::sync::Mutex<HashMap<String, ConfigRevs>>>,
     /// Tests: the registry writer's flushes write nothing (so that a test can look at the journal before any
     /// fold).
     #[cfg(test)]
@@ -130,6 +133,8 @@ impl Monitor {
             commit_requested: AtomicU64::new(0),
             commit_done: AtomicU64::new(0),
             commit_pending: Default::default(),
+            commit_lock: Default::default(),
+            written_rev: Default::default(),
             #[cfg(test)]
             folds_held: AtomicBool::new(false),
             closed: Arc::default(),
@@ -255,13 +260,16 @@ impl Monitor {
         if self.folds_held.load(Ordering::SeqCst) {
             return Ok(());
         }
-        let mut sync = self.sync().await;
-        // Taken before the snapshots: every ticket up to here belongs to an outcome already in memory.
-        let (covers, pending) = self.take_pending();
-        let snapshots = self.sup.snapshots();
-        let written = sync.written_rev.clone();
+        let sync = self.sync().await;
+        // Read before the snapshots: every ticket up to here belongs to an outcome already in memory.
+        let covers = self.commit_requested.load(Ordering::SeqCst);
+        let (sup, written) = (self.sup.clone(), self.written_rev.clone());
         let revs = self
             .transaction(&sync, Duration::from_secs(10), move |registry| {
+                // Taken here, with the journal's appends held: every line appended before is older than these
+                // snapshots (and is in `registry`), every line appended after is newer.
+                let snapshots = sup.snapshots();
+                let written = written.lock().expect("written revisions");
                 let mut revs = Vec::new();
                 for snapshot in snapshots {
                     let id = &snapshot.entry.config.id;
@@ -280,15 +288,8 @@ impl Monitor {
                 }
                 Ok(revs)
             })
-            .await;
-        let revs = match revs {
-            Ok(revs) => revs,
-            Err(err) => {
-                self.put_back_pending(pending);
-                return Err(err);
-            }
-        };
-        sync.written_rev.extend(revs);
+            .await?;
+        self.note_written(revs);
         self.commit_done.fetch_max(covers, Ordering::SeqCst);
         Ok(())
     }
@@ -297,59 +298,77 @@ impl Monitor {
     /// and `fdatasync`, whatever the number of processes), sharing the append with concurrent callers (group
     /// commit): a caller takes a ticket, and returns as soon as a commit or flush that began after its ticket
     /// has finished, its own or another caller's (or the writer's); only when none did, it commits itself, for
-    /// every caller waiting then.
+    /// every caller waiting then. It never waits for a rewrite of the registry under way (see
+    /// [`Store::append`]).
     pub(crate) async fn commit(&self, ids: impl IntoIterator<Item = String>) -> Result<(), Error> {
         let ticket = {
             let mut pending = self.commit_pending.lock().expect("commit pending");
             pending.extend(ids);
             self.commit_requested.fetch_add(1, Ordering::SeqCst) + 1
         };
-        let mut sync = self.sync().await;
+        let _commit = self.commit_lock.lock().await;
         if self.commit_done.load(Ordering::SeqCst) >= ticket {
             return Ok(());
         }
-        let (covers, pending) = self.take_pending();
-        let mut changes = Vec::with_capacity(pending.len());
-        let mut revs = Vec::new();
-        for id in &pending {
-            let Some(snapshot) = self.sup.snapshot(id) else { continue };
-            let before = sync.written_rev.get(id).copied().unwrap_or_default();
-            let now = snapshot.config_rev;
-            let update =
-                EntryUpdate::of(&snapshot.entry, now.enabled > before.enabled, now.autostart > before.autostart);
-            changes.push(Change::Update(update));
-            if now != before {
-                revs.push((id.clone(), now));
+        let (covers, pending) = {
+            let mut pending = self.commit_pending.lock().expect("commit pending");
+            (self.commit_requested.load(Ordering::SeqCst), std::mem::take(&mut *pending))
+        };
+        let (store, closed, sup, written) =
+            (self.store.clone(), self.closed.clone(), self.sup.clone(), self.written_rev.clone());
+        let ids = pending.clone();
+        let res = tokio::task::spawn_blocking(move || {
+            store.append(Duration::from_secs(10), move || {
+                // Checked with the appends held: nothing is stored after the final states.
+                if closed.load(Ordering::SeqCst) {
+                    return Err(Error::ShuttingDown);
+                }
+                let written = written.lock().expect("written revisions");
+                let mut changes = Vec::with_capacity(ids.len());
+                let mut revs = Vec::new();
+                for id in ids {
+                    let Some(snapshot) = sup.snapshot(&id) else { continue };
+                    let before = written.get(&id).copied().unwrap_or_default();
+                    let now = snapshot.config_rev;
+                    let (enabled, autostart) = (now.enabled > before.enabled, now.autostart > before.autostart);
+                    changes.push(Change::Update(EntryUpdate::of(&snapshot.entry, enabled, autostart)));
+                    if now != before {
+                        revs.push((id, now));
+                    }
+                }
+                Ok((revs, changes))
+            })
+        })
+        .await
+        .map_err(|err| Error::internal("registry task failed", err))
+        .and_then(|res| res);
+        match res {
+            Ok(revs) => {
+                self.note_written(revs);
+                self.commit_done.fetch_max(covers, Ordering::SeqCst);
+                Ok(())
+            }
+            Err(err) => {
+                // Handed back to the next commit.
+                self.commit_pending.lock().expect("commit pending").extend(pending);
+                Err(err)
             }
         }
-        let res = self
-            .journal(&sync, Duration::from_secs(10), move |registry| {
-                // An entry that is gone from the registry (deregistered meanwhile) has nothing to update.
-                changes.retain(|change| match change {
-                    Change::Update(update) => registry.processes.contains_key(&update.id),
-                    _ => true,
-                });
-                Ok(((), changes))
-            })
-            .await;
-        if let Err(err) = res {
-            self.put_back_pending(pending);
-            return Err(err);
+    }
+
+    /// Records config revisions stored (each field's highest: a commit and a rewrite may finish in any order).
+    fn note_written(&self, revs: Vec<(String, ConfigRevs)>) {
+        let mut written = self.written_rev.lock().expect("written revisions");
+        for (id, revs) in revs {
+            let held = written.entry(id).or_default();
+            held.enabled = held.enabled.max(revs.enabled);
+            held.autostart = held.autostart.max(revs.autostart);
         }
-        sync.written_rev.extend(revs);
-        self.commit_done.fetch_max(covers, Ordering::SeqCst);
-        Ok(())
     }
 
-    /// The tickets handed out so far and the processes they wait for (taken: the next commit starts afresh).
-    fn take_pending(&self) -> (u64, std::collections::BTreeSet<String>) {
-        let mut pending = self.commit_pending.lock().expect("commit pending");
-        (self.commit_requested.load(Ordering::SeqCst), std::mem::take(&mut *pending))
-    }
-
-    /// Hands the processes of a commit or flush that failed back to the next one.
-    fn put_back_pending(&self, ids: std::collections::BTreeSet<String>) {
-        self.commit_pending.lock().expect("commit pending").extend(ids);
+    /// Forgets the stored revisions of `id` (a process that comes or goes starts its revisions afresh).
+    fn forget_written(&self, id: &str) {
+        self.written_rev.lock().expect("written revisions").remove(id);
     }
 
     /// Stores changes as journal lines on the blocking pool, under the registry-sync guard `_held` (see
@@ -416,7 +435,7 @@ impl Monitor {
             .into_iter()
             .map(|snapshot| {
                 let id = snapshot.entry.config.id.clone();
-                let written = sync.written_rev.get(&id).copied().unwrap_or_default();
+                let written = self.written_rev.lock().expect("written revisions").get(&id).copied().unwrap_or_default();
                 (id, Held::of(snapshot.entry.config, snapshot.config_rev, written))
             })
             .collect();
@@ -430,7 +449,7 @@ impl Monitor {
         sync.last_stamp = stamp;
         // Processes that come or go start their revisions afresh.
         for id in plan.added.iter().map(|entry| &entry.config.id).chain(&plan.removed) {
-            sync.written_rev.remove(id);
+            self.forget_written(id);
         }
         // Applied under the same guard: an API change cannot come between reading the file and handing its edits
         // to the processes' tasks, and requests reach each task in the order they were decided.
@@ -539,13 +558,13 @@ impl Monitor {
         // Nothing the registry would refuse on its next read is stored.
         entry.config.validate()?;
         self.sup.containment().check_limits(&entry.config)?;
-        let mut sync = self.sync().await;
+        let sync = self.sync().await;
         let id = entry.config.id.clone();
         if self.sup.get(&id).is_some() {
             return Err(Error::AlreadyExists(id));
         }
         // A new process starts its revisions afresh; an earlier one of the same id wrote its own.
-        sync.written_rev.remove(&id);
+        self.forget_written(&id);
         let stored = entry.clone();
         // One journal line, not a rewrite of the registry: the answer costs the same whatever the number of
         // processes.
@@ -583,8 +602,8 @@ impl Monitor {
             }
         }
         let known = {
-            let mut sync = self.sync().await;
-            sync.written_rev.remove(id);
+            let sync = self.sync().await;
+            self.forget_written(id);
             let known = self.sup.get(id);
             let key = id.to_owned();
             let removed = self
@@ -1014,6 +1033,33 @@ pub(crate) mod tests {
         assert_eq!(held.config.args, vec!["edited".to_owned()], "the reading's own edit is taken up");
         assert!(!held.config.enabled && !held.config.autostart, "the API's newer changes were undone");
         assert_eq!(held.state, ProcessState::Disabled);
+        let _ = std::fs::remove_dir_all(&root);
+    }
+
+    /// Concurrent callers share a commit: sixteen callers that want their outcome stored at the same moment cost
+    /// two appends (the one under way when the others arrive, then one for all of them), not sixteen.
+    #[tokio::test(flavor = "current_thread")]
+    async fn concurrent_callers_share_one_journal_append() {
+        let root = std::env::temp_dir().join(format!("pm-monitor-group-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&root);
+        let monitor = monitor_with_job(&root).await;
+        let journal = monitor.store.paths().journal_file();
+        let lines = || std::fs::read_to_string(&journal).unwrap_or_default().lines().count();
+        let before = lines();
+        // On this one-thread runtime the callers all take their tickets before the first append has finished.
+        let callers: Vec<_> = (0..16)
+            .map(|_| {
+                let monitor = monitor.clone();
+                tokio::spawn(async move { monitor.commit(["job".to_owned()]).await })
+            })
+            .collect();
+        for caller in callers {
+            caller.await.unwrap().unwrap();
+        }
+        assert_eq!(lines() - before, 2, "{}", std::fs::read_to_string(&journal).unwrap_or_default());
+        // What they stored is what memory holds.
+        let stored = monitor.store.load().unwrap().processes["job"].clone();
+        assert_eq!(stored.state, monitor.sup.get("job").unwrap().state);
         let _ = std::fs::remove_dir_all(&root);
     }
 

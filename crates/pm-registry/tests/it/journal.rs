@@ -106,15 +106,64 @@ fn adds_and_removes_are_journaled_and_folded() {
     append(&store, vec![Change::Add(Box::new(entry)), Change::Remove("b".to_owned())]);
     let seen = Store::new(store.paths().clone()).load().unwrap();
     assert_eq!(seen.processes.keys().collect::<Vec<_>>(), ["a", "c"]);
-    // A local client's transaction (a store that does not cache) folds it as well.
+    // A local client's transaction (a store that does not cache) folds it as well, and leaves the journal to
+    // the monitor (which may be appending to it): its lines are skipped by their numbers.
     Store::new(store.paths().clone()).transaction(TIMEOUT, |_| Ok::<_, Error>(())).unwrap();
     let file = registry_json(store.paths());
     assert_eq!(file["processes"].as_object().unwrap().keys().collect::<Vec<_>>(), ["a", "c"]);
     assert_eq!(file["journalSeq"], 2);
-    // The caching store sees that someone else folded, and numbers on from there.
+    assert_eq!(Store::new(store.paths().clone()).load().unwrap().processes.keys().collect::<Vec<_>>(), ["a", "c"]);
+    // The caching store sees that someone else folded, and numbers on from there; its own next write empties the
+    // journal.
     let update = running(&store, "c", 9);
-    append(&store, vec![update]);
-    assert_eq!(journal_lines(store.paths())[0]["seq"], 3);
+    store.append(TIMEOUT, move || Ok::<_, Error>(((), vec![update]))).unwrap();
+    let seqs: Vec<u64> = journal_lines(store.paths()).iter().map(|line| line["seq"].as_u64().unwrap()).collect();
+    assert_eq!(seqs, [1, 2, 3]);
+    assert_eq!(Store::new(store.paths().clone()).load().unwrap().processes["c"].pid, Some(9));
+    store.transaction(TIMEOUT, |_| Ok::<_, Error>(())).unwrap();
+    assert_eq!(registry_json(store.paths())["journalSeq"], 3);
+    assert_eq!(registry_json(store.paths())["processes"]["c"]["pid"], 9);
+    assert!(journal_lines(store.paths()).is_empty());
+}
+
+#[test]
+fn lines_appended_without_the_flock_during_a_rewrite_are_kept() {
+    let dir = TempDir::new();
+    let store = two_entries(&dir, true);
+    let first = running(&store, "a", 1);
+    store.append(TIMEOUT, move || Ok::<_, Error>(((), vec![first]))).unwrap();
+    // A rewrite that is under way (its closure runs) while another thread appends: the append waits for the
+    // closure only, and its line outlives the rewrite.
+    let (entered, proceed) = (std::sync::mpsc::channel::<()>(), std::sync::mpsc::channel::<()>());
+    let writer = {
+        let store = store.clone();
+        let (entered, proceed) = (entered.0, proceed.1);
+        std::thread::spawn(move || {
+            store
+                .transaction(TIMEOUT, move |registry| {
+                    registry.processes.get_mut("b").unwrap().config.args = vec!["x".to_owned()];
+                    entered.send(()).unwrap();
+                    proceed.recv().unwrap();
+                    Ok::<_, Error>(())
+                })
+                .unwrap()
+        })
+    };
+    entered.1.recv().unwrap();
+    let appender = {
+        let store = store.clone();
+        let second = running(&store, "b", 2);
+        std::thread::spawn(move || store.append(TIMEOUT, move || Ok::<_, Error>(((), vec![second]))).unwrap())
+    };
+    proceed.0.send(()).unwrap();
+    writer.join().unwrap();
+    appender.join().unwrap();
+    let seen = Store::new(store.paths().clone()).load().unwrap();
+    assert_eq!((seen.processes["a"].pid, seen.processes["b"].pid), (Some(1), Some(2)));
+    assert_eq!(seen.processes["b"].config.args, ["x"]);
+    store.transaction(TIMEOUT, |_| Ok::<_, Error>(())).unwrap();
+    let file = registry_json(store.paths());
+    assert_eq!((file["processes"]["b"]["pid"].clone(), file["journalSeq"].clone()), (2.into(), 2.into()));
 }
 
 #[test]
