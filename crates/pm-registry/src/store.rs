@@ -180,7 +180,7 @@ impl Store {
         timeout: Duration,
         f: impl FnOnce(&mut Registry) -> Result<T, E>,
     ) -> Result<T, E> {
-        self.transaction_inner(timeout, true, f)
+        self.transaction_inner(timeout, true, false, f)
     }
 
     /// Like [`Store::transaction`], but a missing registry is an error ([`Error::Missing`]) instead of a first
@@ -190,13 +190,25 @@ impl Store {
         timeout: Duration,
         f: impl FnOnce(&mut Registry) -> Result<T, E>,
     ) -> Result<T, E> {
-        self.transaction_inner(timeout, false, f)
+        self.transaction_inner(timeout, false, false, f)
+    }
+
+    /// Like [`Store::transaction_existing`], but `f` runs with this store's [`Store::append`]s held: for a
+    /// writer that stores what it reads from elsewhere (the monitor's memory), so that every journal line
+    /// appended before `f` is older than what `f` reads, and every line appended after it newer.
+    pub fn transaction_existing_ordered<T, E: From<Error>>(
+        &self,
+        timeout: Duration,
+        f: impl FnOnce(&mut Registry) -> Result<T, E>,
+    ) -> Result<T, E> {
+        self.transaction_inner(timeout, false, true, f)
     }
 
     fn transaction_inner<T, E: From<Error>>(
         &self,
         timeout: Duration,
         create: bool,
+        ordered: bool,
         f: impl FnOnce(&mut Registry) -> Result<T, E>,
     ) -> Result<T, E> {
         let flock = self.lock(timeout)?;
@@ -210,18 +222,25 @@ impl Store {
             }
             Err(err) => return Err(err.into()),
         };
-        let before = registry.clone();
-        let res = {
-            // `f` runs with this store's appends held: it sees every line appended so far, and what it reads
-            // from elsewhere (the monitor's memory) is older than every line appended after it.
+        let (before, res) = if ordered {
+            // `f` runs with the appends held; the copy is taken first, so that appends wait for `f` only.
+            let before = registry.clone();
             let mut journal = self.journal_state();
             apply_unfolded(&mut journal, &mut registry);
             // A failing `f` may have changed the registry half-way: nothing is saved, and the cache stays empty.
-            f(&mut registry)?
+            let res = f(&mut registry)?;
+            drop(journal);
+            (before, res)
+        } else {
+            // Lines appended while `f` runs are newer than the registry it writes, and stay in the journal.
+            apply_unfolded(&mut self.journal_state(), &mut registry);
+            let before = registry.clone();
+            (before, f(&mut registry)?)
         };
-        // Journal lines the file does not hold yet are folded into it by any write, and a write is due for them.
+        // Journal lines the file does not hold yet are written into it by any write; the ordered writer (the
+        // monitor's background writer) writes for them alone as well.
         let unfolded = registry.journal_seq > file_seq;
-        if registry != before || unfolded {
+        if registry != before || (ordered && unfolded) {
             // Strictly after the previous write even within one millisecond (the written precision).
             let now = Timestamp::now();
             let after_previous = before.last_modified.map(|previous| previous.plus_millis(1));

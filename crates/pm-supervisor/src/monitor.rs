@@ -146,24 +146,50 @@ impl Monitor {
         SyncGuard(self.sync.lock().await)
     }
 
-    /// Runs a registry transaction on the blocking pool, under the registry-sync guard `_held`.
+    /// Runs a registry transaction on the blocking pool, under the registry-sync guard `held`.
     pub(crate) async fn transaction<T: Send + 'static>(
+        &self,
+        held: &SyncGuard<'_>,
+        timeout: Duration,
+        f: impl FnOnce(&mut Registry) -> Result<T, Error> + Send + 'static,
+    ) -> Result<T, Error> {
+        self.transaction_of(held, timeout, false, f).await
+    }
+
+    /// [`Monitor::transaction`] for a write of what memory holds: `f` runs with the journal's appends held (see
+    /// [`Store::transaction_existing_ordered`]).
+    async fn transaction_ordered<T: Send + 'static>(
+        &self,
+        held: &SyncGuard<'_>,
+        timeout: Duration,
+        f: impl FnOnce(&mut Registry) -> Result<T, Error> + Send + 'static,
+    ) -> Result<T, Error> {
+        self.transaction_of(held, timeout, true, f).await
+    }
+
+    async fn transaction_of<T: Send + 'static>(
         &self,
         _held: &SyncGuard<'_>,
         timeout: Duration,
+        ordered: bool,
         f: impl FnOnce(&mut Registry) -> Result<T, Error> + Send + 'static,
     ) -> Result<T, Error> {
         let store = self.store.clone();
         let closed = self.closed.clone();
         tokio::task::spawn_blocking(move || {
-            store.transaction_existing(timeout, |registry| {
+            let run = |registry: &mut Registry| {
                 // Checked under the registry lock: a transaction that was under way when the monitor wrote its
                 // final states (an aborted flush on the blocking pool) does not overwrite them.
                 if closed.load(Ordering::SeqCst) {
                     return Err(Error::ShuttingDown);
                 }
                 f(registry)
-            })
+            };
+            if ordered {
+                store.transaction_existing_ordered(timeout, run)
+            } else {
+                store.transaction_existing(timeout, run)
+            }
         })
         .await
         .map_err(|err| Error::internal("registry task failed", err))?
@@ -265,7 +291,7 @@ impl Monitor {
         let covers = self.commit_requested.load(Ordering::SeqCst);
         let (sup, written) = (self.sup.clone(), self.written_rev.clone());
         let revs = self
-            .transaction(&sync, Duration::from_secs(10), move |registry| {
+            .transaction_ordered(&sync, Duration::from_secs(10), move |registry| {
                 // Taken here, with the journal's appends held: every line appended before is older than these
                 // snapshots (and is in `registry`), every line appended after is newer.
                 let snapshots = sup.snapshots();
@@ -398,7 +424,8 @@ impl Monitor {
     pub(crate) async fn flush_entries(&self, entries: Vec<ProcessEntry>, clean: bool) -> Result<(), Error> {
         let sync = self.sync().await;
         let closed = self.closed.clone();
-        self.transaction(&sync, Duration::from_secs(10), move |registry| {
+        // With the appends held: no acknowledged outcome is appended after the final states.
+        self.transaction_ordered(&sync, Duration::from_secs(10), move |registry| {
             closed.store(true, Ordering::SeqCst);
             if clean {
                 registry.monitor_running = false;

@@ -67,8 +67,8 @@ fn an_append_is_one_line_that_readers_apply_and_the_registry_file_is_not_rewritt
             assert_eq!((seen.processes["a"].state, seen.processes["a"].pid), (ProcessState::Running, Some(4242)));
             assert_eq!(seen.processes["b"].state, ProcessState::Stopped);
         }
-        // A fold (the next transaction that writes) empties it again.
-        store.transaction(TIMEOUT, |_| Ok::<_, Error>(())).unwrap();
+        // A fold (the monitor's ordered write) empties it again.
+        store.transaction_existing_ordered(TIMEOUT, |_| Ok::<_, Error>(())).unwrap();
     }
 }
 
@@ -83,8 +83,12 @@ fn sequence_numbers_follow_each_other_across_folds_and_the_registry_records_the_
     assert_eq!(seqs, [1, 2]);
     assert!(registry_json(store.paths()).get("journalSeq").is_none(), "nothing folded yet");
 
-    // A transaction that changes nothing still folds the journal: the file holds both changes and their number.
+    // A plain transaction that changes nothing does not write.
     store.transaction(TIMEOUT, |_| Ok::<_, Error>(())).unwrap();
+    assert!(registry_json(store.paths()).get("journalSeq").is_none(), "written for nothing");
+    // The ordered writer's transaction folds the journal even when it changes nothing else: the file holds both
+    // changes and their number.
+    store.transaction_existing_ordered(TIMEOUT, |_| Ok::<_, Error>(())).unwrap();
     let file = registry_json(store.paths());
     assert_eq!(file["journalSeq"], 2);
     assert_eq!(file["processes"]["a"]["pid"], 1);
@@ -106,9 +110,14 @@ fn adds_and_removes_are_journaled_and_folded() {
     append(&store, vec![Change::Add(Box::new(entry)), Change::Remove("b".to_owned())]);
     let seen = Store::new(store.paths().clone()).load().unwrap();
     assert_eq!(seen.processes.keys().collect::<Vec<_>>(), ["a", "c"]);
-    // A local client's transaction (a store that does not cache) folds it as well, and leaves the journal to
-    // the monitor (which may be appending to it): its lines are skipped by their numbers.
-    Store::new(store.paths().clone()).transaction(TIMEOUT, |_| Ok::<_, Error>(())).unwrap();
+    // A local client's write (a store that does not cache) holds them as well, and leaves the journal to the
+    // monitor (which may be appending to it): its lines are skipped by their numbers.
+    Store::new(store.paths().clone())
+        .transaction(TIMEOUT, |registry| {
+            registry.processes.get_mut("a").unwrap().config.args = vec!["y".to_owned()];
+            Ok::<_, Error>(())
+        })
+        .unwrap();
     let file = registry_json(store.paths());
     assert_eq!(file["processes"].as_object().unwrap().keys().collect::<Vec<_>>(), ["a", "c"]);
     assert_eq!(file["journalSeq"], 2);
@@ -120,14 +129,14 @@ fn adds_and_removes_are_journaled_and_folded() {
     let seqs: Vec<u64> = journal_lines(store.paths()).iter().map(|line| line["seq"].as_u64().unwrap()).collect();
     assert_eq!(seqs, [1, 2, 3]);
     assert_eq!(Store::new(store.paths().clone()).load().unwrap().processes["c"].pid, Some(9));
-    store.transaction(TIMEOUT, |_| Ok::<_, Error>(())).unwrap();
+    store.transaction_existing_ordered(TIMEOUT, |_| Ok::<_, Error>(())).unwrap();
     assert_eq!(registry_json(store.paths())["journalSeq"], 3);
     assert_eq!(registry_json(store.paths())["processes"]["c"]["pid"], 9);
     assert!(journal_lines(store.paths()).is_empty());
 }
 
 #[test]
-fn lines_appended_without_the_flock_during_a_rewrite_are_kept() {
+fn lines_appended_without_the_flock_during_a_fold_are_kept() {
     let dir = TempDir::new();
     let store = two_entries(&dir, true);
     let first = running(&store, "a", 1);
@@ -140,7 +149,7 @@ fn lines_appended_without_the_flock_during_a_rewrite_are_kept() {
         let (entered, proceed) = (entered.0, proceed.1);
         std::thread::spawn(move || {
             store
-                .transaction(TIMEOUT, move |registry| {
+                .transaction_existing_ordered(TIMEOUT, move |registry| {
                     registry.processes.get_mut("b").unwrap().config.args = vec!["x".to_owned()];
                     entered.send(()).unwrap();
                     proceed.recv().unwrap();
@@ -161,7 +170,7 @@ fn lines_appended_without_the_flock_during_a_rewrite_are_kept() {
     let seen = Store::new(store.paths().clone()).load().unwrap();
     assert_eq!((seen.processes["a"].pid, seen.processes["b"].pid), (Some(1), Some(2)));
     assert_eq!(seen.processes["b"].config.args, ["x"]);
-    store.transaction(TIMEOUT, |_| Ok::<_, Error>(())).unwrap();
+    store.transaction_existing_ordered(TIMEOUT, |_| Ok::<_, Error>(())).unwrap();
     let file = registry_json(store.paths());
     assert_eq!((file["processes"]["b"]["pid"].clone(), file["journalSeq"].clone()), (2.into(), 2.into()));
 }
@@ -204,7 +213,7 @@ fn a_corrupt_line_before_the_last_is_an_error_naming_the_file_and_the_line() {
     lines.insert(1, "{not json");
     fs::write(&journal, lines.join("\n") + "\n").unwrap();
     let registry_before = fs::read(store.paths().registry_file()).unwrap();
-    for res in [store.load().map(|_| ()), store.transaction(TIMEOUT, |_| Ok::<_, Error>(()))] {
+    for res in [store.load().map(|_| ()), store.transaction_existing_ordered(TIMEOUT, |_| Ok::<_, Error>(()))] {
         let err = res.unwrap_err();
         let Error::CorruptJournal { path, line, .. } = &err else { panic!("not CorruptJournal: {err:?}") };
         assert_eq!((path, *line), (&journal, 2));
