@@ -12,6 +12,16 @@ use crate::code;
 
 /// Prints events as they come until interrupted (or the stream fails for good).
 pub(crate) fn events(cli: &Cli, paths: &Paths, args: &EventsArgs) -> anyhow::Result<u8> {
+    let options =
+        EventsOptions { process: args.process.clone(), last_event_id: args.since.clone(), ..Default::default() };
+    if args.remote.is_none() {
+        // This instance's own monitor: through its unix socket while it listens there (no port, no token needed,
+        // works with remote access off), else its TCP port below.
+        let local = pm_client::ProcessMonitorClient::in_directory(paths.root(), paths.instance_id())?;
+        if local.socket_listens() {
+            return print_events(cli.json, move || local.events(options));
+        }
+    }
     let url = match &args.remote {
         Some(url) => url.clone(),
         None => {
@@ -23,11 +33,16 @@ pub(crate) fn events(cli: &Cli, paths: &Paths, args: &EventsArgs) -> anyhow::Res
         }
     };
     let client = crate::client::remote_client(cli, &url)?;
-    let options =
-        EventsOptions { process: args.process.clone(), last_event_id: args.since.clone(), ..Default::default() };
-    let json = cli.json;
+    print_events(cli.json, move || client.events(options))
+}
+
+/// Prints the events of the stream `open` makes (inside the runtime) until it ends.
+fn print_events(
+    json: bool,
+    open: impl FnOnce() -> Result<pm_client::EventStream, pm_client::Error> + Send + 'static,
+) -> anyhow::Result<u8> {
     crate::block_on(async move {
-        let mut stream = client.events(options)?;
+        let mut stream = open()?;
         let mut out = std::io::stdout();
         while let Some(event) = stream.next().await {
             let event = event?;
@@ -41,8 +56,14 @@ pub(crate) fn events(cli: &Cli, paths: &Paths, args: &EventsArgs) -> anyhow::Res
 
 /// `logs --remote`: the tail of a log, followed with `-f`.
 pub(crate) fn remote_logs(client: &RemoteProcessMonitorClient, args: &LogsArgs) -> anyhow::Result<u8> {
-    let options =
-        LogsOptions { stderr: args.stderr, tail: Some(args.lines), follow: args.follow, run: args.run.clone() };
+    // A followed log reconnects by itself (as `events` does) and skips what it already printed.
+    let options = LogsOptions {
+        stderr: args.stderr,
+        tail: Some(args.lines),
+        follow: args.follow,
+        run: args.run.clone(),
+        ..LogsOptions::default()
+    };
     let id = args.id.clone();
     crate::block_on(async move {
         let mut stream = client.logs(&id, options).await?;

@@ -57,8 +57,9 @@ pub(crate) fn run(cli: &Cli, paths: &Paths, args: &TokenArgs) -> anyhow::Result<
                     println!(
                         "{:<24} {:<8} {:<26} {:<26} {}",
                         record.name.escape_debug().to_string(),
-                        record.scope,
-                        record.created_at,
+                        // As strings: the width pads strings, not every Display type.
+                        record.scope.to_string(),
+                        record.created_at.to_string(),
                         expires,
                         processes
                     );

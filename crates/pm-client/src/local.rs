@@ -77,6 +77,25 @@ pub struct ProcessMonitorClient {
 }
 
 impl ProcessMonitorClient {
+    /// Streams the monitor's events (`GET /events`) through its unix socket, as
+    /// [`crate::RemoteProcessMonitorClient::events`] does over TCP (reconnecting with `Last-Event-ID`, also to a
+    /// monitor that restarted): no port, no token, and it works while `startRemoteAccess` is false. Must be called
+    /// inside a tokio runtime. [`Error::Invalid`] when this client does not use the socket
+    /// ([`LocalClientOptions::use_socket`] off); a monitor that does not listen shows as the stream's error, after
+    /// [`crate::EventsOptions::max_failures`] attempts.
+    pub fn events(&self, options: crate::EventsOptions) -> Result<crate::EventStream, Error> {
+        let socket = self.socket.as_ref().ok_or_else(|| {
+            Error::Invalid("this client does not use the monitor's socket (LocalClientOptions::use_socket)".to_owned())
+        })?;
+        crate::RemoteProcessMonitorClient::streams_over_socket(&socket.path).events(options)
+    }
+
+    /// Whether a monitor listens on this instance's unix socket now (always false without
+    /// [`LocalClientOptions::use_socket`]).
+    pub fn socket_listens(&self) -> bool {
+        self.socket.as_ref().is_some_and(|socket| pm_http::connect_unix(&socket.path).is_ok())
+    }
+
     /// A client of the default instance in `~/.tom/process_monitor`.
     pub fn new() -> Result<ProcessMonitorClient, Error> {
         ProcessMonitorClient::with_options(&LocalClientOptions::default())

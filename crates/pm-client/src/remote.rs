@@ -102,6 +102,9 @@ pub struct RemoteProcessMonitorClient {
     retry_delay: Duration,
     /// `Bearer ...`, when a token is set.
     authorization: Option<Secret>,
+    /// Streams go over this unix socket instead of TCP (the local client's streams, see
+    /// [`crate::ProcessMonitorClient::events`]).
+    stream_socket: Option<Arc<std::path::Path>>,
 }
 
 /// A header value that `Debug` does not show.
@@ -190,7 +193,17 @@ impl RemoteProcessMonitorClient {
             retries: options.retries,
             retry_delay: options.retry_delay,
             authorization: options.token.as_deref().map(|token| Secret(Arc::from(format!("Bearer {}", token.trim())))),
+            stream_socket: None,
         })
+    }
+
+    /// A client whose streams (`events`, `logs`) go to the monitor's unix socket `socket`; for the local client.
+    /// Its base URL is `unix:{socket}`, which error messages show; only the streams may be used.
+    pub(crate) fn streams_over_socket(socket: &std::path::Path) -> RemoteProcessMonitorClient {
+        let mut client = RemoteProcessMonitorClient::new("http://localhost:1").expect("a valid base URL");
+        client.base_url = format!("unix:{}", socket.display()).into();
+        client.stream_socket = Some(Arc::from(socket));
+        client
     }
 
     /// The monitor's URL, `http://host:port` without a trailing `/`.
@@ -204,6 +217,19 @@ impl RemoteProcessMonitorClient {
     /// The monitor's status (`GET /monitor/status`).
     pub async fn get_monitor_status(&self) -> Result<MonitorStatus, Error> {
         self.call(Method::Get, "/monitor/status", None, None).await
+    }
+
+    /// How the monitor sees this client (`GET /auth/whoami`): `transport`, `trusted`, `token`, `scope`, and when
+    /// they apply `address`, `processes` and `permissions` (see `docs/authentication.md`).
+    pub async fn whoami(&self) -> Result<serde_json::Value, Error> {
+        self.call(Method::Get, "/auth/whoami", None, None).await
+    }
+
+    /// The whole configuration of a process (`GET /processes/{id}/config`); `environment` values are
+    /// `"(hidden)"` unless this client could change the configuration (see `docs/dashboard.md`).
+    pub async fn get_process_config(&self, id: &str) -> Result<pm_core::ProcessConfig, Error> {
+        let path = process_path(id, "/config")?;
+        self.call(Method::Get, &path, None, Some(id)).await
     }
 
     /// Every registered process by id (`GET /processes`).
@@ -385,8 +411,20 @@ impl RemoteProcessMonitorClient {
     }
 
     /// The HTTP client (for the streams).
-    pub(crate) fn http(&self) -> &pm_http::HttpClient {
-        &self.http
+    /// Opens a stream: `GET url` (a URL under [`RemoteProcessMonitorClient::base_url`]) over TCP, or over the unix
+    /// socket for a client made by [`RemoteProcessMonitorClient::streams_over_socket`].
+    pub(crate) async fn open_stream(
+        &self,
+        url: &str,
+        headers: &[(&str, String)],
+    ) -> Result<pm_http::HttpStream, pm_http::Error> {
+        match &self.stream_socket {
+            None => self.http.get_stream(url, headers, self.timeout).await,
+            Some(socket) => {
+                let path = url.strip_prefix(&*self.base_url).unwrap_or(url);
+                pm_http::get_stream_unix(socket, path, headers, self.timeout).await
+            }
+        }
     }
 
     /// The `Authorization` header of every request (the streams' too), when a token is set.

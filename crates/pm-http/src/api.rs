@@ -158,6 +158,10 @@ enum Route {
     Events,
     Logs(String),
     Runs(String),
+    /// `GET /processes/{id}/config`: the process's whole `ProcessConfig`.
+    ProcessConfig(String),
+    /// `GET /auth/whoami`: what the caller is, as the monitor sees it.
+    WhoAmI,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -191,6 +195,8 @@ impl Route {
             ["events"] => Route::Events,
             ["processes", id, "logs"] => Route::Logs(percent_decode(id)),
             ["processes", id, "runs"] => Route::Runs(percent_decode(id)),
+            ["processes", id, "config"] => Route::ProcessConfig(percent_decode(id)),
+            ["auth", "whoami"] => Route::WhoAmI,
             ["processes", id, action] => {
                 let action = match *action {
                     "start" => Action::Start,
@@ -227,14 +233,24 @@ impl Route {
             Route::Process(_) => &[Method::GET, Method::DELETE],
             Route::Action(_, Action::Autostart) => &[Method::PUT],
             Route::Action(..) | Route::MonitorRestart => &[Method::POST],
-            Route::MonitorStatus | Route::Metrics | Route::Events | Route::Logs(_) | Route::Runs(_) => &[Method::GET],
+            Route::MonitorStatus
+            | Route::Metrics
+            | Route::Events
+            | Route::Logs(_)
+            | Route::Runs(_)
+            | Route::ProcessConfig(_)
+            | Route::WhoAmI => &[Method::GET],
             Route::Config(_) => &[Method::GET, Method::PUT],
         }
     }
 
     fn process_id(&self) -> Option<&str> {
         match self {
-            Route::Process(id) | Route::Action(id, _) | Route::Logs(id) | Route::Runs(id) => Some(id),
+            Route::Process(id)
+            | Route::Action(id, _)
+            | Route::Logs(id)
+            | Route::Runs(id)
+            | Route::ProcessConfig(id) => Some(id),
             _ => None,
         }
     }
@@ -487,6 +503,8 @@ impl<C: ControlPlane> Ctx<'_, C> {
             (Route::Events, _) => self.events(req).await,
             (Route::Logs(id), _) => self.logs(&id, req).await,
             (Route::Runs(id), _) => self.runs(&id).await,
+            (Route::ProcessConfig(id), _) => self.process_config(&id).await,
+            (Route::WhoAmI, _) => self.whoami().await,
             (Route::Config(item), Method::GET) => json_response(StatusCode::OK, &config_body(item, &self.settings)),
             (Route::Config(item), _) => self.put_config(item, req).await,
         }
@@ -832,6 +850,63 @@ impl<C: ControlPlane> Ctx<'_, C> {
         }
     }
 
+    /// `GET /processes/{id}/config`: the whole configuration, as `GET /processes/{id}` is readable by every peer.
+    /// `environment` values (often secrets) are shown only to peers that could also change the configuration
+    /// (trusted ones, with no token or an `admin` one); everyone else gets the names with the value `"(hidden)"`.
+    async fn process_config(&self, id: &str) -> HttpResponse {
+        let config = match self.control().process_config(id) {
+            Ok(config) => config,
+            Err(err) => return error_response(&err),
+        };
+        let mut value = match serde_json::to_value(&config) {
+            Ok(value) => value,
+            Err(err) => {
+                return json_error(StatusCode::INTERNAL_SERVER_ERROR, &format!("Cannot encode response: {err}"))
+            }
+        };
+        let sees_secrets =
+            self.peer.access.grant().is_none_or(|grant| grant.scope == auth::Scope::Admin) && self.trusted().await;
+        if !sees_secrets {
+            if let Some(Value::Object(environment)) = value.get_mut("environment") {
+                for entry in environment.values_mut() {
+                    *entry = json!(HIDDEN_VALUE);
+                }
+            }
+        }
+        json_response(StatusCode::OK, &value)
+    }
+
+    /// `GET /auth/whoami`: how the monitor sees the caller (the dashboard hides what its token cannot do).
+    async fn whoami(&self) -> HttpResponse {
+        let trusted = self.trusted().await;
+        let grant = self.peer.access.grant();
+        let mut body = json!({
+            "transport": if self.peer.local() { "socket" } else { "tcp" },
+            "trusted": trusted,
+            "token": grant.is_some(),
+            "scope": grant.map_or(auth::Scope::Admin, |grant| grant.scope).as_str(),
+        });
+        if !self.peer.local() {
+            body["address"] = json!(self.peer.ip.to_string());
+        }
+        if let Some(grant) = grant.filter(|grant| !grant.processes.is_empty()) {
+            body["processes"] = json!(grant.processes);
+        }
+        if !trusted {
+            let remote = self.remote();
+            body["permissions"] = json!({
+                "allowRemoteRegister": remote.allow_remote_register,
+                "allowRemoteDeregister": remote.allow_remote_deregister,
+                "allowRemoteStart": remote.allow_remote_start,
+                "allowRemoteStop": remote.allow_remote_stop,
+                "allowRemoteDisable": remote.allow_remote_disable,
+                "allowRemoteAutostart": remote.allow_remote_autostart,
+                "allowRemoteMonitorRestart": remote.allow_remote_monitor_restart,
+            });
+        }
+        json_response(StatusCode::OK, &body)
+    }
+
     /// `GET /processes/{id}/runs`.
     async fn runs(&self, id: &str) -> HttpResponse {
         let dirs = match self.readable_runs(id).await {
@@ -877,7 +952,12 @@ impl<C: ControlPlane> Ctx<'_, C> {
         let bus = control.event_bus();
         let runs: Arc<dyn Fn() -> Vec<std::path::PathBuf> + Send + Sync> =
             Arc::new(move || control.run_dirs(&key).unwrap_or_default());
-        let (res, tx) = crate::sse::stream_response("text/plain; charset=utf-8", &self.api.streams);
+        let (mut res, tx) = crate::sse::stream_response("text/plain; charset=utf-8", &self.api.streams);
+        // Where the answer stands, so that a client that reconnects can skip what it already has.
+        res.headers_mut().insert("x-log-tail-bytes", hyper::header::HeaderValue::from(follower.tail_bytes()));
+        if let Some(run) = follower.run_name().and_then(|run| hyper::header::HeaderValue::from_str(run).ok()) {
+            res.headers_mut().insert("x-log-run", run);
+        }
         tokio::spawn(async move {
             let _permit = permit;
             // Followers end with the monitor (see `EventBus::close`).
@@ -901,6 +981,9 @@ impl<C: ControlPlane> Ctx<'_, C> {
             .map_err(|err| json_error(StatusCode::BAD_REQUEST, &format!("Missing or invalid field: {err}")))
     }
 }
+
+/// What `GET /processes/{id}/config` shows instead of an `environment` value to peers that may not see it.
+const HIDDEN_VALUE: &str = "(hidden)";
 
 /// The body of `GET /config/{item}` (and of a successful `PUT`).
 fn config_body(item: ConfigItem, settings: &Settings) -> Value {

@@ -59,7 +59,8 @@ impl Scope {
 
 impl std::fmt::Display for Scope {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.as_str())
+        // `pad`, not `write_str`: the `token list` table aligns the scope column with a width.
+        f.pad(self.as_str())
     }
 }
 
@@ -633,6 +634,8 @@ mod tests {
             assert_eq!(Scope::parse(scope.as_str()), Some(scope));
         }
         assert_eq!(Scope::parse("root"), None);
+        // The `token list` table pads the column.
+        assert_eq!(format!("{:<8}|", Scope::Read), "read    |");
     }
 
     #[test]

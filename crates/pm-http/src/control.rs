@@ -14,6 +14,8 @@ use pm_core::{Error, MonitorStatus, ProcessConfig, ProcessState, ProcessStatus, 
 pub trait ControlPlane: Send + Sync + 'static {
     /// Every registered process.
     fn list(&self) -> impl Future<Output = Vec<ProcessStatus>> + Send;
+    /// The whole configuration of one process, from memory (`Err(NotFound)` for an unknown process).
+    fn process_config(&self, id: &str) -> Result<ProcessConfig, Error>;
     /// One process.
     fn get(&self, id: &str) -> impl Future<Output = Result<ProcessStatus, Error>> + Send;
     /// Registers a new process (already validated; `is_remote` already set by the router).

@@ -93,7 +93,7 @@ pub use events::{EventBus, DEFAULT_EVENT_RING};
 pub use exec::{is_own_executable, own_executables};
 pub use helper::{AlivenessCallback, AlivenessServerHelper};
 pub use server::{bind, ServerConfig, ServerHandle};
-pub use stream_client::{HttpStream, SseEvent, SseParser};
+pub use stream_client::{get_stream_unix, HttpStream, SseEvent, SseParser};
 #[cfg(feature = "tls")]
 pub use tls::TlsConfig;
 pub use unix::{bind_unix, blocking_exchange, blocking_request, connect_unix, UnixResponse, UnixServerHandle};

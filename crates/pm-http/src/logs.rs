@@ -168,6 +168,20 @@ fn tail_start(file: &mut File, len: u64, lines: usize) -> std::io::Result<u64> {
     Ok(floor)
 }
 
+/// Where the last whole line between `start` and `len` ends (looked for in the last chunk only: a longer partial
+/// line is sent in pieces anyway); `len` when there is no newline there.
+fn last_line_end(file: &mut File, start: u64, len: u64) -> std::io::Result<u64> {
+    let from = len.saturating_sub(CHUNK as u64).max(start);
+    let mut buf = vec![0u8; (len - from) as usize];
+    file.seek(SeekFrom::Start(from))?;
+    file.read_exact(&mut buf)?;
+    Ok(match buf.iter().rposition(|byte| *byte == b'\n') {
+        Some(at) => from + at as u64 + 1,
+        None if len - start > CHUNK as u64 => len,
+        None => start,
+    })
+}
+
 /// The identity of a file, to notice a rotation: device, inode and modification time (an inode freed by a shift of
 /// the generations is often reused at once for the next `.1`; its modification time tells the two apart, and unlike
 /// the change time it stays the same when a generation is renamed to the next).
@@ -198,6 +212,8 @@ pub(crate) struct Follower {
     partial: Vec<u8>,
     /// For a one-off read: the length of the live file when it began (what is written later is not sent).
     until: Option<u64>,
+    /// The length of the tail it starts with (the live file's end when it began, less the start offset).
+    tail_bytes: u64,
 }
 
 /// What one step of a follower found.
@@ -226,14 +242,31 @@ impl Follower {
             rotated: Vec::new(),
             partial: Vec::new(),
             until: snapshot.then_some(0),
+            tail_bytes: 0,
         };
         if let Some(mut file) = open_locked(&path)? {
             follower.generation_one = identity(&generation(&path, 1));
             let len = file.metadata()?.len();
             follower.offset = tail_start(&mut file, len, tail)?;
             follower.until = snapshot.then_some(len);
+            // A follower sends whole lines only: its tail ends after the last newline.
+            follower.tail_bytes = match snapshot {
+                true => len - follower.offset,
+                false => last_line_end(&mut file, follower.offset, len)? - follower.offset,
+            };
         }
         Ok(follower)
+    }
+
+    /// The length in bytes of the tail the answer begins with (the `X-Log-Tail-Bytes` header): what follows it
+    /// was written after the request came.
+    pub(crate) fn tail_bytes(&self) -> u64 {
+        self.tail_bytes
+    }
+
+    /// The name of the run folder the answer begins in (the `X-Log-Run` header).
+    pub(crate) fn run_name(&self) -> Option<&str> {
+        self.dir.file_name().and_then(|name| name.to_str())
     }
 
     /// The bytes after the last complete line (at the end of a one-off read).
@@ -475,6 +508,20 @@ mod tests {
         let mut res = drain(&mut follower, None).into_bytes();
         res.extend(follower.take_partial());
         res
+    }
+
+    #[test]
+    fn the_tail_length_counts_whole_lines_for_a_follower() {
+        let dir = scratch("tail-bytes");
+        append(&dir.join("stdout.log"), "a\nbb\npart");
+        // The partial line counts as one of the lines asked for, but a follower does not send it yet.
+        let follower = Follower::start(dir.clone(), "stdout.log", 3, false).unwrap();
+        assert_eq!(follower.tail_bytes(), 5, "a, bb");
+        let follower = Follower::start(dir.clone(), "stdout.log", 2, true).unwrap();
+        assert_eq!(follower.tail_bytes(), 7, "a one-off read sends the partial line at its end");
+        let follower = Follower::start(dir.clone(), "stdout.log", 0, false).unwrap();
+        assert_eq!(follower.tail_bytes(), 0);
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]

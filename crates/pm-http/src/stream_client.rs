@@ -111,6 +111,54 @@ impl HttpClient {
     }
 }
 
+/// Sends `GET path` (a path and query, such as `/events?process=api`) over the unix socket `socket` (the
+/// monitor's local API, [`crate::spawn_unix_api`]) with the extra `headers`, and answers once the response head
+/// arrived (within `timeout`), as [`HttpClient::get_stream`] does over TCP.
+pub async fn get_stream_unix(
+    socket: &std::path::Path,
+    path: &str,
+    headers: &[(&str, String)],
+    timeout: Duration,
+) -> Result<HttpStream, Error> {
+    let url = format!("unix:{}{path}", socket.display());
+    let request_error = |reason: String| Error::Request { url: url.clone(), reason };
+    let exchange = async {
+        let stream = crate::unix::connect_unix(socket).map_err(|err| request_error(err.to_string()))?;
+        stream.set_nonblocking(true).map_err(|err| request_error(err.to_string()))?;
+        let stream = tokio::net::UnixStream::from_std(stream).map_err(|err| request_error(err.to_string()))?;
+        let (mut sender, connection) =
+            hyper::client::conn::http1::handshake::<_, Full<Bytes>>(hyper_util::rt::TokioIo::new(stream))
+                .await
+                .map_err(|err| request_error(chain(&err)))?;
+        // The connection is driven by a task of its own until the response body ends or is dropped.
+        tokio::spawn(async move {
+            let _ = connection.await;
+        });
+        let mut builder = Request::builder()
+            .method(Method::GET)
+            .uri(path)
+            .header(HOST, HeaderValue::from_static("localhost"))
+            .header(ACCEPT, HeaderValue::from_static("*/*"));
+        for (name, value) in headers {
+            let name = HeaderName::from_bytes(name.as_bytes())
+                .map_err(|err| Error::InvalidUrl { url: url.clone(), reason: err.to_string() })?;
+            let value = HeaderValue::from_str(value)
+                .map_err(|err| Error::InvalidUrl { url: url.clone(), reason: err.to_string() })?;
+            builder = builder.header(name, value);
+        }
+        let request = builder
+            .body(Full::new(Bytes::new()))
+            .map_err(|err| Error::InvalidUrl { url: url.clone(), reason: err.to_string() })?;
+        let response = sender.send_request(request).await.map_err(|err| request_error(chain(&err)))?;
+        let (parts, body) = response.into_parts();
+        Ok(HttpStream { status: parts.status.as_u16(), headers: parts.headers, url: url.clone(), body })
+    };
+    match tokio::time::timeout(timeout, exchange).await {
+        Ok(res) => res,
+        Err(_) => Err(Error::Timeout { url: url.clone(), timeout }),
+    }
+}
+
 /// One Server-Sent Event.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct SseEvent {

@@ -176,6 +176,10 @@ impl ControlPlane for FakeControl {
         self.with(format!("get:{id}"), id, |entry| Ok(entry.status()))
     }
 
+    fn process_config(&self, id: &str) -> Result<ProcessConfig, Error> {
+        self.config(id).ok_or_else(|| Error::NotFound(id.to_owned()))
+    }
+
     async fn register(&self, config: ProcessConfig) -> Result<(), Error> {
         self.record(format!("register:{}", config.id))?;
         let mut processes = self.processes.lock().unwrap();

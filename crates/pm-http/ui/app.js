@@ -10,6 +10,8 @@
   const SAMPLES = 90; // sparkline: the last three minutes at one sample per POLL_MS
   const LOG_LINES = 3000;
   const TIMELINE = 200;
+  const RESUME_LINES = 50; // lines kept to line a followed log's reconnection up
+  const RESUME_TAIL = 1000; // lines asked for again on a reconnection
   const $ = (id) => document.getElementById(id);
 
   const app = {
@@ -131,13 +133,13 @@
       err.status = res.status;
       throw err;
     }
-    onOpen();
+    onOpen(res);
     const reader = res.body.getReader();
     const decoder = new TextDecoder();
     for (;;) {
       const { value, done } = await reader.read();
       if (done) break;
-      onChunk(decoder.decode(value, { stream: true }));
+      onChunk(decoder.decode(value, { stream: true }), value.length);
     }
   }
 
@@ -227,6 +229,7 @@
     if (app.view === "process" && ev.processId === app.current) {
       renderProcessHeader();
       appendTimeline($("proc-events"), ev, false);
+      if (ev.type === "configChanged") loadConfig(ev.processId);
     }
     if (app.view === "monitor" && ev.type.startsWith("partner")) loadMonitor();
   }
@@ -444,7 +447,8 @@
     stateBox.className = "state " + (status ? status.state : "");
     stateBox.textContent = status ? status.state : "not registered";
     const actions = $("proc-actions");
-    const key = status ? [status.state, status.enabled, status.autostart, app.caps.operate, app.caps.admin].join("/") : "";
+    // The id is part of the key: another process in the same state must not keep the buttons of the last one.
+    const key = status ? [status.id, status.state, status.enabled, status.autostart, app.caps.operate, app.caps.admin].join("/") : "";
     if (actions.dataset.key !== key) {
       actions.dataset.key = key;
       clear(actions);
@@ -473,9 +477,25 @@
     field(dl, "Last error", status.lastError);
     field(dl, "Check failures", status.checkFailuresTotal);
   }
+  // The whole ProcessConfig (GET /processes/{id}/config), key by key in the API's own names; nested values as JSON.
+  async function loadConfig(id) {
+    const dl = $("proc-config");
+    const res = await api("GET", "/processes/" + encodeURIComponent(id) + "/config");
+    if (app.current !== id) return;
+    clear(dl);
+    if (res.status !== 200) { dl.append(el("dd", { class: "error", text: errorText(res) })); return; }
+    for (const [key, value] of Object.entries(res.data)) {
+      const text = value !== null && typeof value === "object" ? JSON.stringify(value) : String(value);
+      const dd = el("dd", { "data-key": key });
+      dd.append(typeof value === "object" && value !== null ? el("code", { text }) : document.createTextNode(text));
+      dl.append(el("dt", { text: key }), dd);
+    }
+  }
   async function showProcess(id) {
     app.current = id;
     renderProcessHeader();
+    clear($("proc-config"));
+    loadConfig(id);
     const list = $("proc-events");
     clear(list);
     for (const ev of app.events.get(id) || []) appendTimeline(list, ev, false);
@@ -520,11 +540,49 @@
       }
       if (atBottom) pre.scrollTop = pre.scrollHeight;
     };
+    // The last lines shown, to line a reconnection's tail up with them (X-Log-Tail-Bytes says where it ends).
+    let recent = [], partial = "", resume = null;
+    const show = (text) => {
+      append(text);
+      const parts = (partial + text).split("\n");
+      partial = parts.pop();
+      recent.push(...parts);
+      if (recent.length > RESUME_LINES) recent = recent.slice(-RESUME_LINES);
+    };
+    const onOpen = (res) => {
+      status.textContent = follow ? "following" : "loaded";
+      const tailBytes = Number(res.headers.get("x-log-tail-bytes"));
+      if (resume && res.headers.has("x-log-tail-bytes") && Number.isFinite(tailBytes)) {
+        resume = { left: tailBytes, text: "" };
+        partial = "";
+        if (tailBytes === 0) onChunk("", 0);
+      } else if (resume) {
+        resume = null;
+        clear(pre);
+        lines = 0;
+        recent = [];
+      }
+    };
+    const onChunk = (text, bytes) => {
+      if (!resume) { show(text); return; }
+      resume.text += text;
+      resume.left -= bytes;
+      if (resume.left > 0) return;
+      const tail = resume.text.split("\n");
+      const rest = tail.pop();
+      let skip = lineUp(tail, recent);
+      if (skip === null) {
+        show("\u2014 reconnected; lines written meanwhile may be missing \u2014\n");
+        skip = 0;
+      }
+      resume = null;
+      show(tail.slice(skip).map((line) => line + "\n").join("") + rest);
+    };
     for (;;) {
       status.textContent = "connecting";
       try {
         await readStream("/processes/" + encodeURIComponent(id) + "/logs?" + params, {}, controller.signal,
-          () => (status.textContent = follow ? "following" : "loaded"), append);
+          onOpen, onChunk);
         if (!follow) { status.textContent = "end of log"; return; }
         status.textContent = "log stream ended \u2014 reconnecting";
       } catch (err) {
@@ -536,10 +594,25 @@
       if (controller.signal.aborted || app.current !== id) return;
       await new Promise((resolve) => setTimeout(resolve, 2000));
       if (controller.signal.aborted) return;
-      // Logs have no ids to resume from: read the tail afresh instead of appending a repeat.
-      clear(pre);
-      lines = 0;
+      // Go on where the page stood: the newest run's last lines, skipped up to those already shown.
+      params.delete("run");
+      params.set("tail", String(RESUME_TAIL));
+      resume = recent.length ? {} : null;
+      if (!resume) { clear(pre); lines = 0; }
     }
+  }
+  // How many lines of `tail` were shown already: the end of the last place where it holds the last lines shown
+  // (all of them, or as many as precede that place near its start); null when there is none.
+  function lineUp(tail, recent) {
+    const m = recent.length;
+    if (m === 0) return 0;
+    for (let p = tail.length; p >= 1; p--) {
+      const k = Math.min(m, p);
+      let same = true;
+      for (let i = 0; i < k && same; i++) same = tail[p - k + i] === recent[m - k + i];
+      if (same) return p;
+    }
+    return null;
   }
 
   // ---------- monitor panel ----------
@@ -691,15 +764,13 @@
   }
 
   // ---------- scope ----------
-  // The API says what a token may do only by answering; these two probes change nothing: the autostart body is
-  // empty (refused 400 after the scope check) and so is the registration.
-  async function probeScope() {
-    const first = [...app.procs.keys()][0] || "pm-dashboard-probe";
-    const operate = await api("PUT", "/processes/" + encodeURIComponent(first) + "/autostart", {});
-    const admin = await api("POST", "/processes", {});
-    const refused = (res) => res.status === 403 && /token/i.test(errorText(res));
-    app.caps = { operate: !refused(operate), admin: !refused(admin) };
-    document.body.dataset.scope = app.caps.admin ? "admin" : app.caps.operate ? "operate" : "read";
+  // `GET /auth/whoami` says what the token may do; the page only hides what it cannot (the API still decides).
+  async function loadScope() {
+    const res = await api("GET", "/auth/whoami");
+    const scope = res.status === 200 ? res.data.scope : "read";
+    app.whoami = res.status === 200 ? res.data : null;
+    app.caps = { operate: scope === "operate" || scope === "admin", admin: scope === "admin" };
+    document.body.dataset.scope = scope;
     $("nav-register").hidden = !app.caps.admin;
   }
 
@@ -732,7 +803,7 @@
     for (const status of res.data.processes || []) app.procs.set(status.id, status);
     app.started = true;
     $("nav").hidden = false;
-    await probeScope();
+    await loadScope();
     sample();
     renderList();
     loadMonitor();

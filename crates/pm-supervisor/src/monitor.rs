@@ -717,6 +717,10 @@ impl pm_http::ControlPlane for Monitor {
         self.statuses(Some(id)).await.pop().ok_or_else(|| Error::NotFound(id.to_owned()))
     }
 
+    fn process_config(&self, id: &str) -> Result<ProcessConfig, Error> {
+        self.sup.get(id).map(|entry| entry.config).ok_or_else(|| Error::NotFound(id.to_owned()))
+    }
+
     async fn register(&self, config: ProcessConfig) -> Result<(), Error> {
         self.guard()?;
         config.validate()?;

@@ -186,6 +186,40 @@ fn dashboard_in_a_real_browser_shows_and_acts_live() {
         &format!("return document.getElementById('log').textContent.includes('{line}')"),
     );
     report("dashboard: log line shown", &format!("{took:.0?}"));
+    // The monitor restarts in place (the logger is adopted): the followed log reconnects by itself and goes on
+    // where it stood, showing no line twice and none missing.
+    browser.eval(
+        "window.logSeen = []; window.firstLogNode = document.getElementById('log').firstChild; \
+         const st = document.getElementById('log-status'); \
+         new MutationObserver(() => window.logSeen.push(st.textContent)) \
+         .observe(st, {childList: true, characterData: true, subtree: true}); return true",
+        json!([]),
+    );
+    let monitor = site.daemon_pid().expect("the monitor runs");
+    let (status, answer) = site.api("POST", "/monitor/restart", None).expect("the API answers");
+    assert_eq!(status, 200, "monitor restart: {answer}");
+    browser.wait_js(
+        LONG,
+        "the log followed again after the restart",
+        "return window.logSeen.some(t => t !== 'following') \
+         && document.getElementById('log-status').textContent === 'following'",
+    );
+    assert!(site.daemon_pid().is_some_and(|pid| pid != monitor), "the monitor restarted");
+    let after = format!("printed-after-restart-{}", std::process::id());
+    std::fs::write(&trigger, format!("{after}\n")).unwrap();
+    browser.wait_js(
+        LONG,
+        "the line printed after the restart",
+        &format!("return document.getElementById('log').textContent.includes('{after}')"),
+    );
+    let text = browser.eval("return document.getElementById('log').textContent", json!([]));
+    let text = text.as_str().unwrap();
+    for once in ["logger started", line.as_str(), after.as_str()] {
+        assert_eq!(text.matches(once).count(), 1, "{once:?} shown once: {text}");
+    }
+    assert!(!text.contains("may be missing"), "{text}");
+    let kept = browser.eval("return window.firstLogNode.isConnected", json!([]));
+    assert_eq!(kept, json!(true), "the lines shown before the reconnection were kept, not shown afresh");
     let timeline = browser.eval("return document.getElementById('proc-events').textContent", json!([]));
     assert!(timeline.as_str().unwrap_or_default().contains("running"), "events timeline: {timeline}");
 
@@ -257,4 +291,152 @@ fn dashboard_with_a_read_token_offers_no_actions_and_a_forged_post_is_refused() 
     );
     assert_eq!(answer, json!([403, "Not permitted for this token"]));
     assert_eq!(site.statuses().unwrap()["alpha"].state, pm_core::ProcessState::Running);
+}
+
+/// Clicks the action button `action` of process `id` (in its list row, or on its page when `on_page`).
+fn click_action(browser: &Browser, id: &str, action: &str, on_page: bool) {
+    let css = if on_page {
+        format!("#proc-actions button[data-action=\"{action}\"]")
+    } else {
+        format!("tr[data-id=\"{id}\"] button[data-action=\"{action}\"]")
+    };
+    browser.click(&browser.wait_for(&css, LONG));
+}
+
+/// Waits until the monitor reports `check` of process `id` true.
+fn wait_status(site: &Site, id: &str, what: &str, check: impl Fn(&pm_core::ProcessStatus) -> bool) {
+    let started = Instant::now();
+    while !site.statuses().is_some_and(|statuses| statuses.get(id).is_some_and(&check)) {
+        assert!(
+            started.elapsed() < LONG,
+            "{id}: {what} not reached: {:?}",
+            site.statuses().and_then(|s| s.get(id).cloned())
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn dashboard_every_action_goes_through_the_api() {
+    let Some(site) = site("dash-actions") else { return };
+    let mut alpha = site.sleeper("alpha");
+    alpha.environment = Some([("SECRET_KEY".to_owned(), "visible-to-admin".to_owned())].into());
+    register(&site, &alpha);
+    wait_running(&site, &["alpha"]);
+    let admin = token(&site, "dash-admin", "admin");
+    let browser = Browser::start(1366, 860);
+    sign_in(&browser, &site, &admin, 1);
+    assert_eq!(browser.eval("return document.body.dataset.scope", json!([])), json!("admin"));
+
+    // The process page shows the whole configuration (GET /processes/{id}/config).
+    browser.click(&browser.wait_for("tr[data-id=\"alpha\"] .proc-link", LONG));
+    browser.wait_js(
+        LONG,
+        "the configuration",
+        "const dd = document.querySelector('#proc-config dd[data-key=\"command\"]'); return dd && dd.textContent === '/bin/sh'",
+    );
+    let config = browser.eval("return document.getElementById('proc-config').textContent", json!([]));
+    let config = config.as_str().unwrap();
+    for part in ["restartPolicy", "backoffIntervalsMs", "args", "SECRET_KEY", "visible-to-admin", "stopTimeoutMs"] {
+        assert!(config.contains(part), "{part} missing from the configuration: {config}");
+    }
+
+    // Restart: a new child.
+    let pid = site.statuses().unwrap()["alpha"].pid.unwrap();
+    click_action(&browser, "alpha", "restart", true);
+    wait_status(&site, "alpha", "a new pid", |status| status.pid.is_some_and(|new| new != pid));
+    // Disable, then enable: the page follows each change live.
+    click_action(&browser, "alpha", "disable", true);
+    wait_status(&site, "alpha", "disabled", |status| !status.enabled);
+    browser.wait_js(LONG, "shown disabled", "return document.getElementById('proc-state').textContent === 'disabled'");
+    click_action(&browser, "alpha", "enable", true);
+    wait_status(&site, "alpha", "enabled", |status| status.enabled);
+    // Start (the button is offered once it is enabled and not running).
+    click_action(&browser, "alpha", "start", true);
+    wait_status(&site, "alpha", "running", |status| status.state == pm_core::ProcessState::Running);
+    browser.wait_js(LONG, "shown running", "return document.getElementById('proc-state').textContent === 'running'");
+    // Autostart off and on.
+    let autostart = site.statuses().unwrap()["alpha"].autostart;
+    let (first, second) = if autostart { ("autostart-off", "autostart-on") } else { ("autostart-on", "autostart-off") };
+    click_action(&browser, "alpha", first, true);
+    wait_status(&site, "alpha", "autostart toggled", |status| status.autostart != autostart);
+    click_action(&browser, "alpha", second, true);
+    wait_status(&site, "alpha", "autostart back", |status| status.autostart == autostart);
+
+    // Register through the form: it appears in the list and its page opens.
+    browser.goto(&format!("http://127.0.0.1:{}/#/register", site.remote_port));
+    browser.wait_js(LONG, "the register form", "return !document.getElementById('view-register').hidden");
+    browser.type_text(&browser.wait_for("#reg-id", LONG), "gamma");
+    browser.type_text(&browser.wait_for("#reg-command", LONG), "/bin/sleep");
+    browser.type_text(&browser.wait_for("#reg-args", LONG), "600");
+    browser.click(&browser.wait_for("#reg-form button[type=submit]", LONG));
+    wait_status(&site, "gamma", "registered", |_| true);
+    browser.wait_js(LONG, "gamma's page", "return document.getElementById('proc-title').textContent === 'gamma'");
+    // gamma now runs like alpha (enabled, autostart): its page's buttons must be its own, not those left from
+    // alpha's page (they once were, when the buttons were kept by state alone).
+    wait_status(&site, "gamma", "running", |status| status.state == pm_core::ProcessState::Running);
+    // Within the page (no reload): alpha's page, the list, then gamma's page.
+    for id in ["alpha", "gamma"] {
+        browser.click(&browser.wait_for("#nav a[href=\"#/\"]", LONG));
+        browser.click(&browser.wait_for(&format!("tr[data-id=\"{id}\"] .proc-link"), LONG));
+        browser.wait_js(
+            LONG,
+            "the process page, running",
+            &format!(
+                "return document.getElementById('proc-title').textContent === '{id}' \
+                 && document.getElementById('proc-state').textContent === 'running'"
+            ),
+        );
+    }
+    let label = browser.eval(
+        "return document.querySelector('#proc-actions button[data-action=\"deregister\"]').getAttribute('aria-label')",
+        json!([]),
+    );
+    assert_eq!(label, json!("Deregister gamma"));
+
+    // Deregister asks first: Cancel keeps it, Confirm removes it.
+    click_action(&browser, "gamma", "deregister", true);
+    browser.click(&browser.wait_for("#confirm[open] #confirm-cancel", LONG));
+    browser.wait_js(LONG, "the dialog closed", "return !document.getElementById('confirm').open");
+    assert!(site.statuses().unwrap().contains_key("gamma"), "a cancelled deregister removed gamma");
+    click_action(&browser, "gamma", "deregister", true);
+    browser.click(&browser.wait_for("#confirm[open] #confirm-ok", LONG));
+    let started = Instant::now();
+    while site.statuses().unwrap().contains_key("gamma") {
+        if started.elapsed() > LONG {
+            let page = browser.eval(
+                "return [document.getElementById('toast').textContent, document.getElementById('confirm').open, \
+                 location.hash, document.getElementById('proc-actions').innerHTML]",
+                json!([]),
+            );
+            panic!("gamma still registered; the page: {page}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    browser.wait_js(LONG, "gamma gone from the list", "return !document.querySelector('tr[data-id=\"gamma\"]')");
+    assert!(site.statuses().unwrap().contains_key("alpha"), "alpha was deregistered instead of gamma");
+
+    // Monitor self-restart (confirmed): a new monitor process, alpha adopted, the page live again by itself.
+    let monitor = site.daemon_pid().expect("the monitor runs");
+    let alpha_pid = site.statuses().unwrap()["alpha"].pid;
+    browser.goto(&format!("http://127.0.0.1:{}/#/monitor", site.remote_port));
+    browser.eval(
+        "window.connSeen = []; const conn = document.getElementById('conn'); \
+         new MutationObserver(() => window.connSeen.push(conn.textContent)) \
+         .observe(conn, {childList: true, characterData: true, subtree: true}); return true",
+        json!([]),
+    );
+    browser.click(&browser.wait_for("#mon-restart:not([hidden])", LONG));
+    browser.click(&browser.wait_for("#confirm[open] #confirm-ok", LONG));
+    let started = Instant::now();
+    while site.daemon_pid().is_none_or(|pid| pid == monitor) {
+        assert!(started.elapsed() < LONG, "the monitor did not restart");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    browser.wait_js(
+        LONG,
+        "disconnected, then live again",
+        "return window.connSeen.some(t => t !== 'live') && document.getElementById('conn').textContent === 'live'",
+    );
+    wait_status(&site, "alpha", "adopted", |status| status.pid == alpha_pid);
 }

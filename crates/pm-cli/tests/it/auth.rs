@@ -140,6 +140,14 @@ fn tokens_made_by_the_cli_open_the_remote_api_when_required() {
     let list = env.json(&["token", "list"]);
     assert_eq!((list["tokens"][0]["name"].clone(), list["tokens"][0]["scope"].clone()), ("ci".into(), "read".into()));
     assert!(!list.to_string().contains(&token[4..]), "{list}");
+    // The table's columns line up under their headings (the scope and dates were once left unpadded).
+    let table = env.ok(&["token", "list"]).stdout;
+    let lines: Vec<&str> = table.lines().collect();
+    for heading in ["SCOPE", "CREATED", "EXPIRES", "PROCESSES"] {
+        let at = lines[0].find(heading).unwrap();
+        assert!(lines[1].len() > at && lines[1].as_bytes()[at - 1] == b' ', "{heading}: {table}");
+        assert!(lines[1].as_bytes()[at] != b' ', "{heading} column: {table}");
+    }
     let out = env.run(&["token", "create", "--name", "ci", "--scope", "admin"]);
     assert_eq!(out.code, 1, "a name is unique: {out:?}");
 

@@ -405,3 +405,31 @@ fn the_events_command_prints_json_lines_and_people_lines() {
     let line = next(&text_lines);
     assert!(line.contains("watched: stopped -> running (started) pid "), "{line}");
 }
+
+#[test]
+fn the_events_command_of_this_instance_goes_through_the_socket_with_remote_access_off() {
+    let env = Env::new();
+    env.start_daemon();
+    let rt = runtime();
+    wait_api(&env, &rt);
+    // Neither a token nor the TCP port is needed: the monitor's own user on its socket is trusted.
+    let status = env
+        .command(&["config", "set", "remote-access", r#"{"requireToken":true,"startRemoteAccess":false}"#])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    env.wait_for("remote access off", || rt.block_on(client(&env).get_monitor_status()).err());
+    let mut command = env.command(&["--json", "events", "--process", "quiet", "--since", "0-0"]);
+    command.stdout(Stdio::piped()).stderr(Stdio::null());
+    let mut child = Guarded(command.spawn().unwrap());
+    env.remember(child.0.id());
+    let lines = line_reader(child.0.stdout.take().unwrap());
+    let mut config = env.shell("quiet", "sleep 600");
+    config["autostart"] = json!(true);
+    env.register(&config);
+    let next =
+        || -> serde_json::Value { serde_json::from_str(&lines.recv_timeout(DEADLINE).expect("no line")).unwrap() };
+    assert_eq!(next()["type"], json!("gap"));
+    let registered = next();
+    assert_eq!((registered["type"].as_str(), registered["processId"].as_str()), (Some("registered"), Some("quiet")));
+}

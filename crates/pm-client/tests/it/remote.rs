@@ -238,3 +238,20 @@ async fn bad_ids_are_refused_before_any_request() {
     assert!(matches!(&res, Err(Error::Invalid(message)) if message.contains("name")), "{res:?}");
     assert_eq!(listener.accepted(), 0, "nothing was sent");
 }
+
+#[tokio::test]
+async fn whoami_and_a_process_configuration() {
+    let monitor = Monitor::start();
+    monitor.fake.insert("job", true, true);
+    let client = monitor.client();
+    let me = client.whoami().await.unwrap();
+    assert_eq!(
+        (me["transport"].as_str(), me["trusted"].as_bool(), me["scope"].as_str()),
+        (Some("tcp"), Some(true), Some("admin"))
+    );
+    let config = client.get_process_config("job").await.unwrap();
+    assert_eq!((config.id.as_str(), config.command.as_str()), ("job", "/bin/true"));
+    let missing = client.get_process_config("nope").await.unwrap_err();
+    assert!(matches!(missing, pm_client::Error::NotFound(_)), "{missing:?}");
+    assert!(matches!(client.get_process_config("a/b").await, Err(pm_client::Error::Invalid(_))));
+}

@@ -99,3 +99,59 @@ async fn logs_are_read_and_followed() {
     assert_eq!(client.runs("job").await.unwrap()[0]["run"], "20250101_120000");
     let _ = std::fs::remove_dir_all(&root);
 }
+
+/// Reads a log stream into `seen` until it ends with `end`.
+async fn read_until(follow: &mut pm_client::LogStream, seen: &mut Vec<u8>, end: &[u8]) {
+    while !seen.ends_with(end) {
+        let chunk = tokio::time::timeout(Duration::from_secs(10), follow.next()).await;
+        let chunk = chunk.expect("no line in 10 s").expect("stream ended").expect("stream failed");
+        seen.extend(chunk);
+    }
+}
+
+#[tokio::test]
+async fn a_followed_log_reconnects_and_neither_repeats_nor_loses_a_line() {
+    use std::io::Write;
+    let monitor = Monitor::start();
+    let addr = monitor.addr();
+    let root = std::env::temp_dir().join(format!("pm-client-logs-resume-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&root);
+    let run = root.join("job").join("20250101_120000");
+    std::fs::create_dir_all(&run).unwrap();
+    let path = run.join("stdout.log");
+    // Repeated lines make the lining up non-trivial: only the last place where the seen lines stand counts.
+    std::fs::write(&path, "tick\ntick\nold\n").unwrap();
+    *monitor.fake.logs_root.lock().unwrap() = Some(root.clone());
+    monitor.fake.insert("job", true, true);
+    let append = |text: &str| {
+        let mut file = std::fs::OpenOptions::new().append(true).open(&path).unwrap();
+        file.write_all(text.as_bytes()).unwrap();
+    };
+    let options = LogsOptions {
+        follow: true,
+        tail: Some(10),
+        reconnect_delay: Duration::from_millis(50),
+        ..LogsOptions::default()
+    };
+    let mut follow = monitor.client().logs("job", options).await.unwrap();
+    let mut seen = Vec::new();
+    append("tick\na1\n");
+    read_until(&mut follow, &mut seen, b"a1\n").await;
+    // The monitor goes away; lines written meanwhile (one still without its newline) come after the
+    // reconnection, once each.
+    let Monitor { fake, server } = monitor;
+    server.shutdown().await;
+    append("tick\nb1\ntick\nb2\npart");
+    let listener = pm_http::bind(addr).unwrap();
+    let config = ServerConfig { shutdown_grace: Duration::from_millis(100), ..ServerConfig::default() };
+    let server: ServerHandle = pm_http::spawn_remote_api(listener, fake.clone(), config).unwrap();
+    append("ial\nc1\n");
+    read_until(&mut follow, &mut seen, b"c1\n").await;
+    assert_eq!(String::from_utf8_lossy(&seen), "tick\ntick\nold\ntick\na1\ntick\nb1\ntick\nb2\npartial\nc1\n");
+    append("d1\n");
+    read_until(&mut follow, &mut seen, b"d1\n").await;
+    assert!(seen.ends_with(b"c1\nd1\n"));
+    drop(follow);
+    server.shutdown().await;
+    let _ = std::fs::remove_dir_all(&root);
+}

@@ -69,6 +69,8 @@ fn endpoints() -> Vec<(Method, &'static str, Option<Value>, Needs)> {
         (Method::GET, "/metrics", None, Needs::Read),
         (Method::GET, "/processes/api/logs", None, Needs::Read),
         (Method::GET, "/processes/api/runs", None, Needs::Read),
+        (Method::GET, "/processes/api/config", None, Needs::Read),
+        (Method::GET, "/auth/whoami", None, Needs::Read),
         (Method::POST, "/processes/api/start", None, Needs::Operate),
         (Method::POST, "/processes/api/stop", None, Needs::Operate),
         (Method::POST, "/processes/api/restart", None, Needs::Operate),
@@ -242,6 +244,76 @@ async fn an_admin_token_from_an_untrusted_address_is_still_bound_by_the_address_
     assert_eq!((res.status, res.error()), (403, "Remote start not allowed"));
     let res = api.with_token(Method::POST, "/processes/api/stop", None, &token).await;
     assert_eq!(res.status, 200, "{:?}", res.json);
+}
+
+#[tokio::test]
+async fn whoami_says_the_scope_the_processes_and_the_trust_of_the_caller() {
+    let api = AuthApi::start();
+    let res = api.call(Method::GET, "/auth/whoami", None, &[]).await;
+    assert_eq!(res.status, 200);
+    assert_eq!(
+        res.json,
+        json!({"transport": "tcp", "trusted": true, "token": false, "scope": "admin", "address": "127.0.0.1"})
+    );
+    for scope in [Scope::Read, Scope::Operate, Scope::Admin] {
+        let token = api.token(&format!("t-{scope}"), scope, &[]);
+        let res = api.with_token(Method::GET, "/auth/whoami", None, &token).await;
+        assert_eq!(
+            (res.status, res.json["scope"].as_str(), res.json["token"].as_bool()),
+            (200, Some(scope.as_str()), Some(true))
+        );
+        assert!(res.json.get("processes").is_none(), "{:?}", res.json);
+        // The token's name is never sent back.
+        assert!(!res.json.to_string().contains("t-"), "{:?}", res.json);
+    }
+    let limited = api.token("limited", Scope::Operate, &["api"]);
+    let res = api.with_token(Method::GET, "/auth/whoami", None, &limited).await;
+    assert_eq!((res.json["scope"].as_str(), &res.json["processes"]), (Some("operate"), &json!(["api"])));
+    // An untrusted peer is told so, with the flags that bind it.
+    api.fake.untrust_loopback();
+    api.fake.edit_remote(|remote| remote.allow_remote_stop = false);
+    let res = api.with_token(Method::GET, "/auth/whoami", None, &limited).await;
+    assert_eq!(res.json["trusted"], json!(false), "{:?}", res.json);
+    assert_eq!(res.json["permissions"]["allowRemoteStop"], json!(false), "{:?}", res.json);
+    assert_eq!(res.json["permissions"]["allowRemoteStart"], json!(true), "{:?}", res.json);
+    // Same origin (the dashboard) with its token; a bad token is 401 as everywhere.
+    let bearer = format!("Bearer {limited}");
+    let host = api.server.local_addr().to_string();
+    let origin = format!("http://{host}");
+    let res = api.call(Method::GET, "/auth/whoami", None, &[("authorization", &bearer), ("origin", &origin)]).await;
+    assert_eq!((res.status, res.json["scope"].as_str()), (200, Some("operate")));
+    assert_eq!(api.with_token(Method::GET, "/auth/whoami", None, "pmt_nope").await.status, 401);
+    assert_eq!(api.call(Method::POST, "/auth/whoami", None, &[]).await.status, 405);
+}
+
+#[tokio::test]
+async fn a_process_config_shows_environment_values_only_to_those_who_could_change_it() {
+    let api = AuthApi::start();
+    let body = json!({"id": "env", "name": "Env", "command": "/bin/true", "args": ["-x"],
+        "environment": {"API_KEY": "s3cret"}, "stopTimeoutMs": 1234});
+    assert_eq!(api.call(Method::POST, "/processes", Some(&body), &[]).await.status, 200);
+    let res = api.call(Method::GET, "/processes/env/config", None, &[]).await;
+    assert_eq!(res.status, 200, "{:?}", res.json);
+    assert_eq!(
+        (&res.json["id"], &res.json["command"], &res.json["args"]),
+        (&json!("env"), &json!("/bin/true"), &json!(["-x"]))
+    );
+    assert_eq!(res.json["stopTimeoutMs"], json!(1234));
+    assert_eq!(res.json["environment"], json!({"API_KEY": "s3cret"}), "a trusted peer without a token sees it all");
+    let admin = api.token("adm", Scope::Admin, &[]);
+    let res = api.with_token(Method::GET, "/processes/env/config", None, &admin).await;
+    assert_eq!(res.json["environment"], json!({"API_KEY": "s3cret"}));
+    for scope in [Scope::Read, Scope::Operate] {
+        let token = api.token(&format!("t-{scope}"), scope, &[]);
+        let res = api.with_token(Method::GET, "/processes/env/config", None, &token).await;
+        assert_eq!(res.json["environment"], json!({"API_KEY": "(hidden)"}), "{scope}");
+    }
+    api.fake.untrust_loopback();
+    let res = api.with_token(Method::GET, "/processes/env/config", None, &admin).await;
+    assert_eq!(res.json["environment"], json!({"API_KEY": "(hidden)"}), "an untrusted admin token");
+    assert!(!res.json.to_string().contains("s3cret"));
+    let res = api.call(Method::GET, "/processes/nope/config", None, &[]).await;
+    assert_eq!((res.status, res.error()), (404, "Process not found"));
 }
 
 #[tokio::test]
