@@ -1,8 +1,9 @@
 //! The on-disk home of ProcessMonitor: path layout, the instance lock, and atomic registry transactions.
 //!
 //! Everything an instance keeps lives in one root folder (`~/.tom/process_monitor` unless a directory is
-//! given): the registry `processes_{id}.json`, the instance lock `processes_{id}.lock`, and the logs under
-//! `{id}_logs/`. [`Paths`] names those files, [`Store`] reads and writes the registry, [`InstanceLock`]
+//! given): the registry `processes_{id}.json` with its journal `processes_{id}.journal` (the changes acknowledged
+//! since the registry was last rewritten, one JSON line each), the instance lock `processes_{id}.lock`, and the
+//! logs under `{id}_logs/`. [`Paths`] names those files, [`Store`] reads and writes the registry, [`InstanceLock`]
 //! keeps one monitor per instance id, and [`proc`] tells live processes from dead or reused PIDs.
 //!
 //! Invariants:

@@ -66,6 +66,12 @@ struct Loaded {
 /// and, while the file's [`FileStamp`] has not changed since, starts the next transaction from it instead of
 /// reading and parsing the file again; any change of the stamp (a local client's save, a hand edit) makes it
 /// read the file as before. Clones share the cache.
+///
+/// The registry's journal `processes_{id}.journal` holds changes stored since the file was last rewritten
+/// ([`Store::journal`], [`Store::append`]: one appended line each, flushed before they return); every read
+/// applies them, every write of the file holds them, and the monitor's ordered writes
+/// ([`Store::transaction_existing_ordered`]) fold them and start the journal afresh. Only one store (the
+/// monitor's) appends; clones share what it knows of the journal.
 #[derive(Debug, Clone)]
 pub struct Store {
     paths: Paths,

@@ -273,6 +273,43 @@ async fn an_acknowledged_start_survives_a_kill_before_the_journal_is_folded() {
     assert_eq!(again.stop().await, Exit::Stopped);
 }
 
+/// A registry deleted by hand is written back from memory with the journal's lines counted in: the file and the
+/// journal read together again (no gap in the sequence numbers), with the acknowledged start in them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_registry_written_back_after_a_deletion_reads_with_the_journal() {
+    use pm_http::ControlPlane;
+    let mut fx = DaemonFixture::start(
+        |registry| {
+            let mut job = sleeper("job");
+            job.config.autostart = false;
+            registry.processes.insert("job".to_owned(), job);
+        },
+        Path::new("/bin/false"),
+    )
+    .await;
+    fx.stored_when(Duration::from_secs(20), |registry| registry.monitor_running).await;
+    // A start folded into the file (its `journalSeq` moves past what the monitor read at its start), then a
+    // restart stored in the journal only.
+    assert_eq!(fx.monitor.start("job").await.unwrap(), ProcessState::Running);
+    fx.track();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !std::fs::read_to_string(fx.paths.registry_file()).unwrap().contains("\"journalSeq\"") {
+        assert!(Instant::now() < deadline, "the writer did not fold the journal");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    fx.monitor.folds_held.store(true, std::sync::atomic::Ordering::SeqCst);
+    assert_eq!(fx.monitor.restart("job").await.unwrap(), ProcessState::Running);
+    fx.track();
+    let pid = fx.monitor.supervisor().get("job").unwrap().pid;
+    assert!(!std::fs::read_to_string(fx.paths.journal_file()).unwrap().is_empty());
+    std::fs::remove_file(fx.paths.registry_file()).unwrap();
+    fx.monitor.reconcile().await.unwrap();
+    let stored = Store::new(fx.paths.clone()).load().expect("the written-back registry reads with its journal");
+    assert_eq!((state_of(&stored, "job"), stored.processes["job"].pid), (Some(ProcessState::Running), pid));
+    fx.monitor.folds_held.store(false, std::sync::atomic::Ordering::SeqCst);
+    assert_eq!(fx.stop().await, Exit::Stopped);
+}
+
 /// Processes that crash and restart many times a second are written a few times a second, not once per change.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_writer_coalesces_a_burst_of_changes_into_a_few_writes() {

@@ -572,7 +572,10 @@ impl Monitor {
                 if closed.load(Ordering::SeqCst) {
                     return Err(Error::ShuttingDown);
                 }
+                // Memory holds every journal line this monitor appended: the rebuilt file holds them all.
+                let folded = registry.journal_seq;
                 *registry = rebuilt;
+                registry.journal_seq = folded;
                 Ok::<_, Error>(())
             })
         })
