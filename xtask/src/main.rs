@@ -1,8 +1,10 @@
 //! `cargo xtask`: the project's automation — `ci` (everything CI runs), `e2e` (the real binaries, both
-//! instances, fault scenarios) and `bench` (speed and footprint figures).
+//! instances, fault scenarios), `bench` (speed and footprint figures) and `hot-code` (the release link's list of the
+//! functions an idle monitor runs).
 
 mod bench;
 mod chaos;
+mod hotcode;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};
@@ -14,9 +16,10 @@ fn main() -> ExitCode {
         Some("e2e") => e2e(&args[1..]),
         Some("bench") => bench::run(&args[1..]),
         Some("chaos") => chaos::run(&args[1..]),
+        Some("hot-code") => hotcode::run(&args[1..]),
         _ => {
             eprintln!(
-                "usage: cargo xtask <ci | e2e [test filter] | bench [--quick] [--scale] | chaos [--cycles N] [--fuzz-cases N]>"
+                "usage: cargo xtask <ci | e2e [test filter] | bench [--quick] [--scale] | chaos [--cycles N] [--fuzz-cases N] | hot-code>"
             );
             return ExitCode::from(2);
         }

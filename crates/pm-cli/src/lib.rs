@@ -7,6 +7,8 @@ mod commands;
 mod events;
 mod instance;
 mod logging;
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+mod nolibm;
 mod stack;
 mod stopping;
 mod token;

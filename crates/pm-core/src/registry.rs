@@ -35,6 +35,10 @@ pub struct Registry {
     /// finds it set knows its predecessor died: it resumes what ran and starts nothing that was stopped.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub monitor_running: bool,
+    /// Sequence number of the last line of the journal `processes_{id}.journal` whose change this file holds
+    /// (additive; 0, left out, before any): readers apply the journal's later lines on top.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub journal_seq: u64,
     /// How the partner instance is found and watched.
     #[serde(default)]
     pub partner_discovery: PartnerDiscovery,
@@ -143,6 +147,7 @@ impl Registry {
             monitor_interval_ms: Self::monitor_interval_ms(),
             standalone_mode: false,
             monitor_running: false,
+            journal_seq: 0,
             partner_discovery,
             remote_access: RemoteAccessConfig { remote_port, ..RemoteAccessConfig::default() },
             aliveness_server: AlivenessServerConfig { port: aliveness_port, ..AlivenessServerConfig::default() },
@@ -151,6 +156,10 @@ impl Registry {
             unusable: BTreeMap::new(),
         }
     }
+}
+
+fn is_zero(value: &u64) -> bool {
+    *value == 0
 }
 
 /// The `processes` object, refusing a key that is not a valid process id or differs from its entry's `id` (the

@@ -535,7 +535,11 @@ pub(crate) async fn read_body(body: Limited<Incoming>, timeout: Duration) -> Res
 
 /// A JSON response with `content-type: application/json`.
 pub(crate) fn json_response(status: StatusCode, value: &serde_json::Value) -> HttpResponse {
-    let body = serde_json::to_vec(value).unwrap_or_else(|_| b"{}".to_vec());
+    json_bytes(status, serde_json::to_vec(value).unwrap_or_else(|_| b"{}".to_vec()))
+}
+
+/// A JSON response whose body is serialised already.
+pub(crate) fn json_bytes(status: StatusCode, body: Vec<u8>) -> HttpResponse {
     let mut res = Response::new(crate::body::Body::full(body));
     *res.status_mut() = status;
     res.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));

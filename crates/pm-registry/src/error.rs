@@ -46,6 +46,17 @@ pub enum Error {
         /// What the parser said.
         message: String,
     },
+    /// A line of the registry journal (other than an unfinished last one) does not parse or does not follow the
+    /// line before it; the journal and the registry are left untouched.
+    #[error("{path}: registry journal is corrupt at line {line}: {message}")]
+    CorruptJournal {
+        /// The journal file.
+        path: PathBuf,
+        /// The line (1-based).
+        line: usize,
+        /// What is wrong with it.
+        message: String,
+    },
     /// The registry lock could not be taken in time.
     #[error("{path}: could not lock the registry within {} ms (held by another writer)", waited.as_millis())]
     LockTimeout {

@@ -134,6 +134,13 @@ pub fn open_private_append(path: &Path) -> io::Result<File> {
     settle(path, file)
 }
 
+/// Opens the existing file `path` for reading and appending (refusing a symlink or anything but a regular file);
+/// a missing file is `NotFound`.
+pub(crate) fn open_append_existing(path: &Path) -> io::Result<File> {
+    let file = private_options().read(true).append(true).open(path)?;
+    settle(path, file)
+}
+
 /// Creates `path` afresh for writing with mode 0600 whatever the umask: whatever is there (a file, a symlink
 /// someone else placed) is removed first, never followed.
 pub fn create_private_file_fresh(path: &Path) -> io::Result<File> {

@@ -1,8 +1,9 @@
 //! The on-disk home of ProcessMonitor: path layout, the instance lock, and atomic registry transactions.
 //!
 //! Everything an instance keeps lives in one root folder (`~/.tom/process_monitor` unless a directory is
-//! given): the registry `processes_{id}.json`, the instance lock `processes_{id}.lock`, and the logs under
-//! `{id}_logs/`. [`Paths`] names those files, [`Store`] reads and writes the registry, [`InstanceLock`]
+//! given): the registry `processes_{id}.json` with its journal `processes_{id}.journal` (the changes acknowledged
+//! since the registry was last rewritten, one JSON line each), the instance lock `processes_{id}.lock`, and the
+//! logs under `{id}_logs/`. [`Paths`] names those files, [`Store`] reads and writes the registry, [`InstanceLock`]
 //! keeps one monitor per instance id, and [`proc`] tells live processes from dead or reused PIDs.
 //!
 //! Invariants:
@@ -43,6 +44,7 @@
 
 mod error;
 mod fsutil;
+mod journal;
 mod lock;
 mod ownership;
 mod paths;
@@ -51,6 +53,7 @@ mod store;
 
 pub use error::Error;
 pub use fsutil::{create_private_dir_all, create_private_file_fresh, open_private_append};
+pub use journal::{Change, EntryUpdate, Record};
 pub use lock::{InstanceLock, LockInfo};
 pub use ownership::check_home;
 pub use paths::{Paths, MONITOR_DIR};

@@ -66,6 +66,12 @@ impl Paths {
         self.root.join(format!("processes_{}.json", self.instance_id))
     }
 
+    /// `processes_{id}.journal`: the changes acknowledged since the registry was last rewritten, one JSON line
+    /// each (see `docs/daemon-files.md`).
+    pub fn journal_file(&self) -> PathBuf {
+        self.root.join(format!("processes_{}.journal", self.instance_id))
+    }
+
     /// `processes_{id}.lock`: the instance lock of the guide's lock protocol.
     pub fn lock_file(&self) -> PathBuf {
         self.root.join(format!("processes_{}.lock", self.instance_id))

@@ -9,6 +9,7 @@ use std::time::Duration;
 use pm_core::{Registry, Timestamp};
 
 use crate::fsutil::{self, with_suffix};
+use crate::journal::{self, Change, Record};
 use crate::{proc, Error, Paths};
 
 /// How long `init` and `init_recovering` wait for the transaction lock.
@@ -31,11 +32,28 @@ pub struct FileStamp {
     pub changed_ns: i128,
 }
 
-/// The last registry a caching store read or wrote, with the stamp of the file it came from.
+/// The last registry a caching store read or wrote (with journal lines applied), with the stamp of the
+/// registry file it came from and the `journalSeq` of the file itself.
 #[derive(Debug)]
 struct Cached {
     stamp: FileStamp,
+    file_seq: u64,
     registry: Registry,
+}
+
+/// What a store knows of the journal it appends to (shared by clones).
+#[derive(Debug, Default)]
+struct JournalState {
+    /// The next sequence number to append (0: not known yet).
+    next_seq: u64,
+    /// The lines this store appended that the registry file may not hold yet, in order.
+    unfolded: Vec<Record>,
+}
+
+/// A registry as read: the file with the journal's newer lines applied, and the file's own `journalSeq`.
+struct Loaded {
+    registry: Registry,
+    file_seq: u64,
 }
 
 /// The registry of one instance on disk.
@@ -48,22 +66,29 @@ struct Cached {
 /// and, while the file's [`FileStamp`] has not changed since, starts the next transaction from it instead of
 /// reading and parsing the file again; any change of the stamp (a local client's save, a hand edit) makes it
 /// read the file as before. Clones share the cache.
+///
+/// The registry's journal `processes_{id}.journal` holds changes stored since the file was last rewritten
+/// ([`Store::journal`], [`Store::append`]: one appended line each, flushed before they return); every read
+/// applies them, every write of the file holds them, and the monitor's ordered writes
+/// ([`Store::transaction_existing_ordered`]) fold them and start the journal afresh. Only one store (the
+/// monitor's) appends; clones share what it knows of the journal.
 #[derive(Debug, Clone)]
 pub struct Store {
     paths: Paths,
     cache: Option<Arc<Mutex<Option<Cached>>>>,
+    journal: Arc<Mutex<JournalState>>,
 }
 
 impl Store {
     /// A store for the files at `paths`; touches nothing on disk.
     pub fn new(paths: Paths) -> Store {
-        Store { paths, cache: None }
+        Store { paths, cache: None, journal: Arc::default() }
     }
 
     /// Like [`Store::new`], but transactions start from the registry of the previous one while the file has
     /// not changed on disk since (judged by its [`FileStamp`]), for a long-lived writer such as the monitor.
     pub fn new_cached(paths: Paths) -> Store {
-        Store { paths, cache: Some(Arc::default()) }
+        Store { paths, cache: Some(Arc::default()), journal: Arc::default() }
     }
 
     /// The paths of this store.
@@ -122,13 +147,29 @@ impl Store {
         Ok((registry, Some(aside)))
     }
 
-    /// Reads and parses the registry without locking. A missing file is [`Error::Missing`].
+    /// Reads and parses the registry without locking, with the changes of the journal
+    /// (`processes_{id}.journal`) that the file does not hold yet applied. A missing file is [`Error::Missing`];
+    /// a corrupt journal line is [`Error::CorruptJournal`].
     pub fn load(&self) -> Result<Registry, Error> {
+        self.load_with_journal().map(|loaded| loaded.registry)
+    }
+
+    /// [`Store::load`], with the file's own `journalSeq`.
+    ///
+    /// The journal is read before the registry: a fold that runs in between writes a registry that holds every
+    /// line read (they are skipped by their numbers), and replaces the journal by a rename, so the lines read
+    /// are a whole file's.
+    fn load_with_journal(&self) -> Result<Loaded, Error> {
+        let journal_file = self.paths.journal_file();
+        let records = journal::read(&journal_file)?;
         let file = self.paths.registry_file();
-        match fsutil::read_optional(&file)? {
-            Some(bytes) => parse(&file, &bytes),
-            None => Err(Error::Missing { path: file }),
-        }
+        let mut registry = match fsutil::read_optional(&file)? {
+            Some(bytes) => parse(&file, &bytes)?,
+            None => return Err(Error::Missing { path: file }),
+        };
+        let file_seq = registry.journal_seq;
+        journal::apply_newer(&journal_file, &mut registry, &records)?;
+        Ok(Loaded { registry, file_seq })
     }
 
     /// An exclusive read-modify-write of the registry.
@@ -145,7 +186,7 @@ impl Store {
         timeout: Duration,
         f: impl FnOnce(&mut Registry) -> Result<T, E>,
     ) -> Result<T, E> {
-        self.transaction_inner(timeout, true, f)
+        self.transaction_inner(timeout, true, false, f)
     }
 
     /// Like [`Store::transaction`], but a missing registry is an error ([`Error::Missing`]) instead of a first
@@ -155,81 +196,194 @@ impl Store {
         timeout: Duration,
         f: impl FnOnce(&mut Registry) -> Result<T, E>,
     ) -> Result<T, E> {
-        self.transaction_inner(timeout, false, f)
+        self.transaction_inner(timeout, false, false, f)
+    }
+
+    /// Like [`Store::transaction_existing`], but `f` runs with this store's [`Store::append`]s held: for a
+    /// writer that stores what it reads from elsewhere (the monitor's memory), so that every journal line
+    /// appended before `f` is older than what `f` reads, and every line appended after it newer.
+    pub fn transaction_existing_ordered<T, E: From<Error>>(
+        &self,
+        timeout: Duration,
+        f: impl FnOnce(&mut Registry) -> Result<T, E>,
+    ) -> Result<T, E> {
+        self.transaction_inner(timeout, false, true, f)
     }
 
     fn transaction_inner<T, E: From<Error>>(
         &self,
         timeout: Duration,
         create: bool,
+        ordered: bool,
         f: impl FnOnce(&mut Registry) -> Result<T, E>,
     ) -> Result<T, E> {
         let flock = self.lock(timeout)?;
-        // The stamp is taken before the file is read: a save that slips in between gives a newer registry under
-        // an older stamp, which the next transaction sees as changed and reads again.
-        let stamp = self.cache.as_ref().and_then(|_| self.stamp());
-        let cached = self.take_cached(stamp);
-        let loaded = match cached {
-            Some(registry) => Ok(registry),
-            None => self.load(),
-        };
-        let (mut registry, existed) = match loaded {
-            Ok(registry) => (registry, true),
+        let (stamp, Loaded { mut registry, file_seq }, existed) = match self.view() {
+            Ok((stamp, loaded)) => (stamp, loaded, true),
             Err(err @ Error::Missing { .. }) if !create => return Err(err.into()),
             Err(Error::Missing { .. }) => {
                 fsutil::create_dir_all_private(&self.paths.logs_dir())?;
-                (Registry::new_default(self.paths.instance_id()), false)
+                let registry = Registry::new_default(self.paths.instance_id());
+                (None, Loaded { registry, file_seq: 0 }, false)
             }
             Err(err) => return Err(err.into()),
         };
-        let before = registry.clone();
-        // A failing `f` may have changed the registry half-way: nothing is saved, and the cache stays empty.
-        let res = f(&mut registry)?;
-        if registry != before {
+        let (before, res) = if ordered {
+            // `f` runs with the appends held; the copy is taken first, so that appends wait for `f` only.
+            let before = registry.clone();
+            let mut journal = self.journal_state();
+            apply_unfolded(&mut journal, &mut registry);
+            // A failing `f` may have changed the registry half-way: nothing is saved, and the cache stays empty.
+            let res = f(&mut registry)?;
+            drop(journal);
+            (before, res)
+        } else {
+            // Lines appended while `f` runs are newer than the registry it writes, and stay in the journal.
+            apply_unfolded(&mut self.journal_state(), &mut registry);
+            let before = registry.clone();
+            (before, f(&mut registry)?)
+        };
+        // Journal lines the file does not hold yet are written into it by any write; the ordered writer (the
+        // monitor's background writer) writes for them alone as well.
+        let unfolded = registry.journal_seq > file_seq;
+        if registry != before || (ordered && unfolded) {
             // Strictly after the previous write even within one millisecond (the written precision).
             let now = Timestamp::now();
             let after_previous = before.last_modified.map(|previous| previous.plus_millis(1));
             registry.last_modified = Some(after_previous.filter(|next| *next > now).unwrap_or(now));
             self.save_locked(&registry, existed)?;
+            // The registry on disk (its folder flushed) holds every journal line up to its `journalSeq` now.
+            self.drop_folded(registry.journal_seq)?;
             // Still under the flock: the file is the one just written.
-            self.put_cached(self.stamp(), registry);
+            let file_seq = registry.journal_seq;
+            self.put_cached(self.stamp(), file_seq, registry);
         } else if existed {
-            self.put_cached(stamp, registry);
+            self.put_cached(stamp, file_seq, registry);
         }
         drop(flock);
         Ok(res)
     }
 
-    /// The cached registry if the file still has `stamp` (leaving the cache empty either way).
-    fn take_cached(&self, stamp: Option<FileStamp>) -> Option<Registry> {
-        let cached = self.cache.as_ref()?.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).take()?;
-        (Some(cached.stamp) == stamp).then_some(cached.registry)
+    /// Records `f`'s changes in the journal instead of rewriting the registry: under the flock, `f` looks at the
+    /// registry as it is (the file with the journal applied) and answers a value and the changes to store; these
+    /// are appended as journal lines and flushed to the disk (`fdatasync`) before this returns. Costs one small
+    /// append whatever the number of entries when the store caches ([`Store::new_cached`]) and no other writer
+    /// changed the file since its last transaction. A missing registry is [`Error::Missing`]; if `f` fails
+    /// nothing is stored.
+    pub fn journal<T, E: From<Error>>(
+        &self,
+        timeout: Duration,
+        f: impl FnOnce(&Registry) -> Result<(T, Vec<Change>), E>,
+    ) -> Result<T, E> {
+        let flock = self.lock(timeout)?;
+        let (stamp, Loaded { mut registry, file_seq }) = self.view()?;
+        let mut journal = self.journal_state();
+        apply_unfolded(&mut journal, &mut registry);
+        let res = f(&registry).and_then(|(res, changes)| {
+            let records = self.append_locked(&mut journal, changes)?;
+            for record in &records {
+                record.change.apply(&mut registry);
+                registry.journal_seq = record.seq;
+            }
+            Ok(res)
+        });
+        drop(journal);
+        // `f` only looked, and the lines are applied only once appended.
+        self.put_cached(stamp, file_seq, registry);
+        drop(flock);
+        res
     }
 
-    fn put_cached(&self, stamp: Option<FileStamp>, registry: Registry) {
+    /// Appends the changes `f` answers as journal lines (flushed to the disk before this returns) without the
+    /// transaction flock: for changes that need no look at the registry (an entry's runtime fields), so that they
+    /// never wait for a rewrite of the registry under way. `f` runs with this store's appends and the start of its
+    /// transactions held: what it reads from elsewhere is newer than what any transaction before it saw.
+    ///
+    /// Only the one store that appends to the journal (the monitor's) may use this. Its first call takes the
+    /// flock once to learn the journal's next number.
+    pub fn append<T, E: From<Error>>(
+        &self,
+        timeout: Duration,
+        f: impl FnOnce() -> Result<(T, Vec<Change>), E>,
+    ) -> Result<T, E> {
+        if self.journal_state().next_seq == 0 {
+            let _flock = self.lock(timeout)?;
+            let (stamp, Loaded { mut registry, file_seq }) = self.view()?;
+            apply_unfolded(&mut self.journal_state(), &mut registry);
+            self.put_cached(stamp, file_seq, registry);
+        }
+        let mut journal = self.journal_state();
+        let (res, changes) = f()?;
+        self.append_locked(&mut journal, changes)?;
+        Ok(res)
+    }
+
+    /// Appends `changes` numbered from the next sequence number; the caller holds the journal state.
+    fn append_locked(&self, journal: &mut JournalState, changes: Vec<Change>) -> Result<Vec<Record>, Error> {
+        if changes.is_empty() {
+            return Ok(Vec::new());
+        }
+        let journal_file = self.paths.journal_file();
+        let first = journal.next_seq.max(1);
+        let bytes = journal::lines(first, &changes)
+            .map_err(|err| Error::Serialize { path: journal_file.clone(), message: err.to_string() })?;
+        journal::append(&journal_file, &bytes)?;
+        let records: Vec<Record> =
+            changes.into_iter().enumerate().map(|(at, change)| Record { seq: first + at as u64, change }).collect();
+        journal.next_seq = first + records.len() as u64;
+        journal.unfolded.extend(records.iter().cloned());
+        Ok(records)
+    }
+
+    /// After a write of the registry that holds every line up to `folded`: forgets those lines and, for the
+    /// store that appends (the one whose lines these are), replaces the journal by one with only the newer lines
+    /// (a rename, so a reader of the old one still reads a whole file). Other stores leave the journal alone: the
+    /// monitor may be appending to it.
+    fn drop_folded(&self, folded: u64) -> Result<(), Error> {
+        let mut journal = self.journal_state();
+        journal.unfolded.retain(|record| record.seq > folded);
+        if self.cache.is_none() || stamp_of(&self.paths.journal_file()).is_none_or(|journal| journal.len == 0) {
+            return Ok(());
+        }
+        let rest = journal.unfolded.first().map_or(0, |first| first.seq);
+        let changes: Vec<Change> = journal.unfolded.iter().map(|record| record.change.clone()).collect();
+        let bytes = journal::lines(rest, &changes)
+            .map_err(|err| Error::Serialize { path: self.paths.journal_file(), message: err.to_string() })?;
+        journal::replace(&self.paths.journal_file(), &bytes)
+    }
+
+    fn journal_state(&self) -> std::sync::MutexGuard<'_, JournalState> {
+        self.journal.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// The registry as it is now, under the flock: the cached one while the registry file did not change since
+    /// the last transaction, else read (the journal's lines applied). Answers the stamp of the file (a caching
+    /// store's only) taken before reading.
+    fn view(&self) -> Result<(Option<FileStamp>, Loaded), Error> {
+        // The stamp is taken before the file is read: a save that slips in between gives a newer registry under
+        // an older stamp, which the next transaction sees as changed and reads again. Only the caching store
+        // appends to the journal, so the journal changes under its cache by its own appends only.
+        let stamp = self.cache.as_ref().and_then(|_| self.stamp());
+        if let Some(cached) = self.take_cached(stamp) {
+            return Ok((stamp, cached));
+        }
+        Ok((stamp, self.load_with_journal()?))
+    }
+
+    /// The cached registry if the registry file still has `stamp` (leaving the cache empty either way).
+    fn take_cached(&self, stamp: Option<FileStamp>) -> Option<Loaded> {
+        let cached = self.cache.as_ref()?.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).take()?;
+        (Some(cached.stamp) == stamp).then_some(Loaded { registry: cached.registry, file_seq: cached.file_seq })
+    }
+
+    fn put_cached(&self, stamp: Option<FileStamp>, file_seq: u64, registry: Registry) {
         let (Some(cache), Some(stamp)) = (&self.cache, stamp) else { return };
-        *cache.lock().unwrap_or_else(|poisoned| poisoned.into_inner()) = Some(Cached { stamp, registry });
+        *cache.lock().unwrap_or_else(|poisoned| poisoned.into_inner()) = Some(Cached { stamp, file_seq, registry });
     }
 
     /// Modification time, length and inode of the registry file; `None` if it is missing.
     pub fn stamp(&self) -> Option<FileStamp> {
-        let meta = fs::metadata(self.paths.registry_file()).ok()?;
-        #[cfg(unix)]
-        {
-            use std::os::unix::fs::MetadataExt;
-            let modified_ns = i128::from(meta.mtime()) * 1_000_000_000 + i128::from(meta.mtime_nsec());
-            let changed_ns = i128::from(meta.ctime()) * 1_000_000_000 + i128::from(meta.ctime_nsec());
-            Some(FileStamp { modified_ns, len: meta.len(), inode: meta.ino(), changed_ns })
-        }
-        #[cfg(not(unix))]
-        {
-            let modified_ns = meta
-                .modified()
-                .ok()
-                .and_then(|at| at.duration_since(std::time::UNIX_EPOCH).ok())
-                .map_or(0, |since| since.as_nanos() as i128);
-            Some(FileStamp { modified_ns, len: meta.len(), inode: 0, changed_ns: 0 })
-        }
+        stamp_of(&self.paths.registry_file())
     }
 
     /// `processes_{id}.json.bak`: the version before the last save.
@@ -339,6 +493,7 @@ impl Store {
             format!("processes_{id}.json.tmp-"),
             format!("processes_{id}.json.bak.tmp-"),
             format!("processes_{id}.lock.tmp-"),
+            format!("processes_{id}.journal.tmp-"),
         ];
         for entry in entries.flatten() {
             let name = entry.file_name();
@@ -371,6 +526,37 @@ fn exists(path: &Path) -> Result<bool, Error> {
         Err(err) if err.kind() == io::ErrorKind::NotFound => Ok(false),
         Err(err) => Err(Error::io(path, "inspect", err)),
     }
+}
+
+fn stamp_of(path: &Path) -> Option<FileStamp> {
+    let meta = fs::metadata(path).ok()?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::MetadataExt;
+        let modified_ns = i128::from(meta.mtime()) * 1_000_000_000 + i128::from(meta.mtime_nsec());
+        let changed_ns = i128::from(meta.ctime()) * 1_000_000_000 + i128::from(meta.ctime_nsec());
+        Some(FileStamp { modified_ns, len: meta.len(), inode: meta.ino(), changed_ns })
+    }
+    #[cfg(not(unix))]
+    {
+        let modified_ns = meta
+            .modified()
+            .ok()
+            .and_then(|at| at.duration_since(std::time::UNIX_EPOCH).ok())
+            .map_or(0, |since| since.as_nanos() as i128);
+        Some(FileStamp { modified_ns, len: meta.len(), inode: 0, changed_ns: 0 })
+    }
+}
+
+/// Applies this store's appended lines that `registry` does not hold yet, and makes sure the next number
+/// follows them.
+fn apply_unfolded(journal: &mut JournalState, registry: &mut Registry) {
+    let held = registry.journal_seq;
+    for record in journal.unfolded.iter().filter(|record| record.seq > held) {
+        record.change.apply(registry);
+        registry.journal_seq = record.seq;
+    }
+    journal.next_seq = journal.next_seq.max(registry.journal_seq + 1);
 }
 
 fn parse(path: &Path, bytes: &[u8]) -> Result<Registry, Error> {

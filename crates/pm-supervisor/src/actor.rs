@@ -1,5 +1,5 @@
 //! One task per managed process: it owns the child, runs its timers and checks, and is the only writer of its
-//! state. Commands arrive over an mpsc channel with oneshot replies; every change is published on a watch
+//! state. Commands arrive through its inbox (`crate::inbox`) with oneshot replies; every change is published on a watch
 //! channel that status queries and the registry writer read.
 
 use std::os::unix::process::ExitStatusExt;
@@ -10,7 +10,7 @@ use pm_core::{
     next_restart, Error, FailAction, ProcessConfig, ProcessEntry, ProcessState, RestartDecision, RestartOn, Timestamp,
 };
 use pm_registry::proc::Process;
-use tokio::sync::{mpsc, oneshot, watch};
+use tokio::sync::{oneshot, watch};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
@@ -33,8 +33,9 @@ pub struct ConfigRevs {
 /// What a status query or the registry writer sees of one process.
 #[derive(Debug, Clone)]
 pub struct Snapshot {
-    /// The entry as the actor holds it.
-    pub entry: ProcessEntry,
+    /// The entry as the actor holds it: the same allocation as the task's own copy until the task changes it (one
+    /// copy of each entry in memory, not two; issue 19, memory per process).
+    pub entry: Arc<ProcessEntry>,
     /// Bumped whenever the actor itself changed a field of the configuration (enable, disable, autostart, a
     /// startup check that disabled the process), so the writer knows to store that field.
     pub config_rev: ConfigRevs,
@@ -57,6 +58,25 @@ pub struct Counters {
 
 type Reply<T> = oneshot::Sender<Result<T, Error>>;
 
+/// The task's entry, shared with the published [`Snapshot`] and copied on the first change after a publish
+/// (`Arc::make_mut` behind `DerefMut`), so that a process keeps one entry in memory, not two.
+#[derive(Debug, Clone)]
+pub(crate) struct SharedEntry(Arc<ProcessEntry>);
+
+impl std::ops::Deref for SharedEntry {
+    type Target = ProcessEntry;
+
+    fn deref(&self) -> &ProcessEntry {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for SharedEntry {
+    fn deref_mut(&mut self) -> &mut ProcessEntry {
+        Arc::make_mut(&mut self.0)
+    }
+}
+
 /// How often log sizes are checked when `logMaxBytes` is set (besides every write, through inotify).
 const ROTATE_EVERY: Duration = Duration::from_millis(500);
 /// The least time between two rotation passes of one process's logs, however fast its child writes.
@@ -69,7 +89,7 @@ const SPAWN_FAILURE_PAUSE: Duration = Duration::from_millis(100);
 const MEMORY_EVERY: Duration = Duration::from_secs(1);
 
 /// A request to the actor. The rare large payloads are boxed, so that a command is 16 bytes: every process's
-/// channel holds a block of 32 of them for its whole life (issue 19, memory per process).
+/// queue holds the ones waiting (issue 19, memory per process).
 pub(crate) enum Cmd {
     Start(Reply<ProcessState>),
     Stop(Reply<ProcessState>),
@@ -154,11 +174,11 @@ enum Event {
 }
 
 pub(crate) struct Actor {
-    entry: ProcessEntry,
+    entry: SharedEntry,
     config_rev: ConfigRevs,
     shared: Arc<Shared>,
     publish: watch::Sender<Snapshot>,
-    rx: mpsc::Receiver<Cmd>,
+    rx: crate::inbox::Receiver<Cmd>,
     child: Option<Child>,
     running_since: Option<std::time::Instant>,
     retry_at: Option<Instant>,
@@ -186,8 +206,9 @@ impl Actor {
     pub(crate) fn new(
         entry: ProcessEntry,
         shared: Arc<Shared>,
-        rx: mpsc::Receiver<Cmd>,
+        rx: crate::inbox::Receiver<Cmd>,
     ) -> (Actor, watch::Receiver<Snapshot>) {
+        let entry = Arc::new(entry);
         let (publish, snapshot) = watch::channel(Snapshot {
             entry: entry.clone(),
             config_rev: ConfigRevs::default(),
@@ -195,7 +216,7 @@ impl Actor {
             counters: Counters::default(),
         });
         let actor = Actor {
-            entry,
+            entry: SharedEntry(entry),
             config_rev: ConfigRevs::default(),
             shared,
             publish,
@@ -261,7 +282,7 @@ impl Actor {
                     if self.child.is_none() {
                         self.remove_idle_cgroup();
                     }
-                    let _ = done.send(self.entry.clone());
+                    let _ = done.send(ProcessEntry::clone(&self.entry));
                     return;
                 }
                 Event::Cmd(Some(cmd)) => Box::pin(self.handle(cmd)).await,
@@ -1357,9 +1378,22 @@ impl Actor {
         self.phase = Phase::Idle;
     }
 
+    /// Whether the task's entry and `snapshot`'s are one allocation (for the footprint test).
+    #[cfg(test)]
+    pub(crate) fn shares_entry_with(&self, snapshot: &Snapshot) -> bool {
+        Arc::ptr_eq(&self.entry.0, &snapshot.entry)
+    }
+
+    /// Changes the entry's state and publishes it (for the footprint test).
+    #[cfg(test)]
+    pub(crate) fn publish_state(&mut self, state: ProcessState) {
+        self.entry.state = state;
+        self.publish();
+    }
+
     fn publish(&mut self) {
         let snapshot = Snapshot {
-            entry: self.entry.clone(),
+            entry: self.entry.0.clone(),
             config_rev: self.config_rev,
             running_since: self.running_since,
             counters: self.counters,

@@ -189,6 +189,9 @@ async fn run_locked(config: DaemonConfig, lock: &mut InstanceLock, hooks: Hooks)
     // Start-up order: what can refuse the start (the ports, the signal handlers) comes before the registry is
     // marked and before anything is spawned or adopted, so a refused start leaves no trace (see `startup`).
     let bound = crate::startup::bind_servers(&registry, &config)?;
+    // The take-over below reads the registry again; this copy (about 2 KiB per entry) is not kept for the
+    // daemon's life.
+    drop(registry);
     let signals = Signals::install()?;
     let (mut registry, owner_secret) = take_over_registry(&store, &config, start).await?;
     let containment = contain(&config.paths);

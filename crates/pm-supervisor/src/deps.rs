@@ -209,9 +209,9 @@ impl Supervisor {
         self.list().into_iter().map(|entry| (entry.config.id, entry.config.depends_on.into_keys().collect())).collect()
     }
 
-    /// Ids of the processes that depend on `id` directly.
+    /// Ids of the processes that depend on `id` directly (looked at in place: no copy of every entry).
     pub fn dependents_of(&self, id: &str) -> Vec<String> {
-        pm_core::direct_dependents(&self.graph(), id)
+        self.ids_where(|entry| entry.config.id != id && entry.config.depends_on.contains_key(id))
     }
 
     /// Starts what `id` depends on (transitively) and is not under way, then `id`; refuses when a dependency is
@@ -232,6 +232,10 @@ impl Supervisor {
     /// or failed. Notes the time of the request for `id` and its dependencies (see `Coordinator::requested`) and
     /// answers their ids: the caller clears what is left of the note once `id` has been told to start.
     pub(crate) async fn start_dependencies_of(&self, id: &str) -> Result<Vec<String>, pm_core::Error> {
+        // Most processes depend on nothing: no graph of every entry for them.
+        if self.get(id).is_some_and(|entry| entry.config.depends_on.is_empty()) {
+            return Ok(Vec::new());
+        }
         let graph = self.graph();
         if graph.get(id).is_none_or(|deps| deps.is_empty()) {
             return Ok(Vec::new());
@@ -263,7 +267,8 @@ impl Supervisor {
             return Err(pm_core::Error::NotFound(id.to_owned()));
         }
         let mut stopped = Vec::new();
-        for dependent in pm_core::dependents_stop_order(&self.graph(), id) {
+        let graph = if self.dependents_of(id).is_empty() { pm_core::Graph::default() } else { self.graph() };
+        for dependent in pm_core::dependents_stop_order(&graph, id) {
             if self.get(&dependent).is_some_and(|entry| under_way(entry.state)) {
                 tracing::info!(process = %id, "stopping its dependent {dependent} first");
                 match self.stop_one(&dependent).await {
@@ -316,6 +321,10 @@ impl Supervisor {
     /// Stops the dependents of `id` that are under way, dependents first; answers them in that order.
     pub(crate) async fn stop_dependents(&self, id: &str) -> Vec<String> {
         let mut stopped = Vec::new();
+        // Most processes have no dependents: no graph of every entry for them.
+        if self.dependents_of(id).is_empty() {
+            return stopped;
+        }
         for dependent in pm_core::dependents_stop_order(&self.graph(), id) {
             if self.get(&dependent).is_some_and(|entry| under_way(entry.state))
                 && self.stop_one(&dependent).await.is_ok()

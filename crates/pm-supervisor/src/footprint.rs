@@ -5,14 +5,15 @@ mod tests {
     use std::mem::size_of;
 
     use pm_core::{ProcessConfig, ProcessEntry, Timestamp};
-    use tokio::sync::mpsc;
 
     use crate::actor::{Actor, Begin, Cmd, Snapshot};
 
     /// Prints the fixed sizes of the parts every supervised process has (run with `--nocapture`); fails if the
     /// task's future grows past 2 KiB (it holds the wait for the next event only: the actor is boxed, and so are
-    /// the long steps while they run; it was 4.9 KiB when it held them all) or a command past 16 B (every
-    /// process's channel holds a block of 32 commands; they were 40 B).
+    /// the long steps while they run; it was 4.9 KiB when it held them all), a command past 16 B (every
+    /// process's tokio channel held a block of 32 commands; they were 40 B), the boxed actor past 640 B or a snapshot
+    /// past 128 B (both hold the entry through one shared `Arc`: they were 1,552 B and 1,112 B when each held a
+    /// copy of its own), or if the task's entry and its published snapshot stop sharing one allocation.
     #[tokio::test]
     async fn per_process_parts() {
         let dir = std::env::temp_dir().join(format!("pm-footprint-{}", std::process::id()));
@@ -25,8 +26,14 @@ mod tests {
         });
         let shared = sup.shared().clone();
         let entry = ProcessEntry::new(ProcessConfig::new("job", "job", "/bin/true"), Timestamp::now());
-        let (_tx, rx) = mpsc::channel::<Cmd>(64);
-        let (actor, _snapshot) = Actor::new(entry, shared, rx);
+        let (_tx, rx) = crate::inbox::inbox::<Cmd>();
+        let (mut actor, snapshot) = Actor::new(entry, shared, rx);
+        // One entry per process: the snapshot shares the task's, a change copies it once and the publish of the
+        // change shares the new one again.
+        assert!(actor.shares_entry_with(&snapshot.borrow()), "a new process holds its entry twice");
+        actor.publish_state(pm_core::ProcessState::Crashed);
+        assert!(actor.shares_entry_with(&snapshot.borrow()), "a published change left two copies of the entry");
+        assert_eq!(snapshot.borrow().entry.state, pm_core::ProcessState::Crashed);
         let future = actor.run(Begin::Registered);
         let task = size_of_val(&future);
         eprintln!(
@@ -40,6 +47,12 @@ mod tests {
         );
         drop(future);
         assert!(task <= 2048, "the task's future is {task} B");
-        assert!(size_of::<Cmd>() <= 16, "a command is {} B (each process's channel holds 32)", size_of::<Cmd>());
+        assert!(size_of::<Cmd>() <= 16, "a command is {} B", size_of::<Cmd>());
+        assert!(size_of::<Actor>() <= 640, "the boxed actor is {} B", size_of::<Actor>());
+        assert!(
+            size_of::<Snapshot>() <= 128,
+            "a snapshot is {} B: does it hold a copy of the entry?",
+            size_of::<Snapshot>()
+        );
     }
 }

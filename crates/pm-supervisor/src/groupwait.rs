@@ -48,13 +48,15 @@ pub(crate) async fn wait_group_gone(pgid: u32, deadline: Instant) -> bool {
     }
 }
 
+/// The groups scanned so far, one element per scan (tests count their own group's: other tests of the same binary
+/// wait for groups of their own at the same time).
 #[cfg(test)]
-static SCANS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+static SCANS: std::sync::Mutex<Vec<u32>> = std::sync::Mutex::new(Vec::new());
 
 /// Live (non-zombie) members of the group `pgid`, from one scan of `/proc` (blocking).
 fn scan_members(pgid: u32) -> Vec<u32> {
     #[cfg(test)]
-    SCANS.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    SCANS.lock().expect("scans").push(pgid);
     let Ok(pids) = pm_registry::proc::all_pids() else { return Vec::new() };
     pids.filter(|pid| is_group_member(*pid, pgid)).collect()
 }
@@ -78,7 +80,6 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn waits_for_the_rest_of_a_group_without_rescanning() {
         use std::os::unix::process::CommandExt;
-        use std::sync::atomic::Ordering;
         let mut leader = std::process::Command::new("sh")
             .args(["-c", "sleep 60 & echo started; wait"])
             .stdout(std::process::Stdio::piped())
@@ -92,11 +93,12 @@ mod tests {
         // The leader we spawned.
         pm_registry::proc::signal_process(pgid, libc::SIGKILL).unwrap();
         leader.wait().unwrap();
-        let before = SCANS.load(Ordering::SeqCst);
+        let scans_of_this_group = || SCANS.lock().unwrap().iter().filter(|scanned| **scanned == pgid).count();
+        let before = scans_of_this_group();
         let started = Instant::now();
         assert!(!wait_group_gone(pgid, Instant::now() + Duration::from_millis(1500)).await, "the member still runs");
         assert!(started.elapsed() >= Duration::from_millis(1400));
-        assert_eq!(SCANS.load(Ordering::SeqCst) - before, 1, "one full scan, then only the member's own file");
+        assert_eq!(scans_of_this_group() - before, 1, "one full scan, then only the member's own file");
         crate::os::signal_group(pgid, libc::SIGKILL);
         let started = Instant::now();
         assert!(wait_group_gone(pgid, Instant::now() + Duration::from_secs(10)).await);

@@ -48,6 +48,11 @@ impl DaemonFixture {
                 Ok::<_, pm_registry::Error>(())
             })
             .unwrap();
+        DaemonFixture::launch(home, paths, partner_program).await
+    }
+
+    /// Starts a daemon on the existing home `home` (the registry as it is there).
+    async fn launch(home: PathBuf, paths: Paths, partner_program: &Path) -> DaemonFixture {
         let config = DaemonConfig {
             paths: paths.clone(),
             standalone: false,
@@ -107,6 +112,17 @@ impl DaemonFixture {
             assert!(Instant::now() < deadline, "timed out; the registry holds {:#?}", stored.processes);
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
+    }
+
+    /// Ends the daemon as `kill -9` would its process, as far as its files go: its task is dropped where it is,
+    /// without the final write (its processes keep running, as a killed monitor's do). Then starts a new daemon
+    /// on the same home, which takes over as after a crash.
+    pub(crate) async fn crash_and_restart(&mut self) -> DaemonFixture {
+        self.track();
+        let task = self.task.take().unwrap();
+        task.abort();
+        let _ = task.await;
+        DaemonFixture::launch(self.home.clone(), self.paths.clone(), Path::new("/bin/false")).await
     }
 
     /// Stops the daemon as SIGTERM does and waits for its end (what it leaves running is killed on drop).
@@ -203,6 +219,94 @@ async fn the_writer_stores_acknowledged_actions_before_they_are_answered() {
     let stored = fx.stored();
     assert!(!stored.processes["job"].config.enabled);
     assert_eq!(state_of(&stored, "job"), Some(ProcessState::Disabled));
+    assert_eq!(fx.stop().await, Exit::Stopped);
+}
+
+/// An acknowledged start is durable before its answer through the journal alone: with the registry writer
+/// held (no fold), the registry file does not hold it yet, the journal does, and a monitor killed right after
+/// the answer finds the started process again when it comes back (the journal folded at its start).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_acknowledged_start_survives_a_kill_before_the_journal_is_folded() {
+    use pm_http::ControlPlane;
+    let mut fx = DaemonFixture::start(
+        |registry| {
+            let mut job = sleeper("job");
+            job.config.autostart = false;
+            registry.processes.insert("job".to_owned(), job);
+        },
+        Path::new("/bin/false"),
+    )
+    .await;
+    fx.stored_when(Duration::from_secs(20), |registry| {
+        registry.monitor_running && state_of(registry, "job") == Some(ProcessState::Stopped)
+    })
+    .await;
+    fx.monitor.folds_held.store(true, std::sync::atomic::Ordering::SeqCst);
+    let file_before = std::fs::read(fx.paths.registry_file()).unwrap();
+    assert_eq!(fx.monitor.start("job").await.unwrap(), ProcessState::Running);
+    fx.track();
+    let pid = fx.monitor.supervisor().get("job").unwrap().pid.expect("a running job has a PID");
+    // Stored before the answer, in the journal only.
+    assert_eq!(std::fs::read(fx.paths.registry_file()).unwrap(), file_before, "the registry was rewritten");
+    let journal = std::fs::read_to_string(fx.paths.journal_file()).unwrap();
+    assert!(journal.contains(&format!("\"pid\":{pid}")), "the journal lacks the start: {journal}");
+    let seen = fx.stored();
+    assert_eq!((state_of(&seen, "job"), seen.processes["job"].pid), (Some(ProcessState::Running), Some(pid)));
+
+    let mut again = fx.crash_and_restart().await;
+    let held = again.monitor.supervisor().get("job").unwrap();
+    assert_eq!((held.state, held.pid), (ProcessState::Running, Some(pid)), "the new monitor lost the start");
+    // Its first write folds the journal into the registry file.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let file = loop {
+        let file: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(again.paths.registry_file()).unwrap()).unwrap();
+        if file["journalSeq"].as_u64().is_some_and(|seq| seq >= 1) {
+            break file;
+        }
+        assert!(Instant::now() < deadline, "the journal was not folded: {}", file["journalSeq"]);
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert_eq!(file["processes"]["job"]["pid"], pid);
+    assert_eq!(file["processes"]["job"]["state"], "running");
+    assert_eq!(std::fs::read(again.paths.journal_file()).unwrap(), b"", "the journal was not emptied");
+    assert_eq!(again.stop().await, Exit::Stopped);
+}
+
+/// A registry deleted by hand is written back from memory with the journal's lines counted in: the file and the
+/// journal read together again (no gap in the sequence numbers), with the acknowledged start in them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_registry_written_back_after_a_deletion_reads_with_the_journal() {
+    use pm_http::ControlPlane;
+    let mut fx = DaemonFixture::start(
+        |registry| {
+            let mut job = sleeper("job");
+            job.config.autostart = false;
+            registry.processes.insert("job".to_owned(), job);
+        },
+        Path::new("/bin/false"),
+    )
+    .await;
+    fx.stored_when(Duration::from_secs(20), |registry| registry.monitor_running).await;
+    // A start folded into the file (its `journalSeq` moves past what the monitor read at its start), then a
+    // restart stored in the journal only.
+    assert_eq!(fx.monitor.start("job").await.unwrap(), ProcessState::Running);
+    fx.track();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !std::fs::read_to_string(fx.paths.registry_file()).unwrap().contains("\"journalSeq\"") {
+        assert!(Instant::now() < deadline, "the writer did not fold the journal");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    fx.monitor.folds_held.store(true, std::sync::atomic::Ordering::SeqCst);
+    assert_eq!(fx.monitor.restart("job").await.unwrap(), ProcessState::Running);
+    fx.track();
+    let pid = fx.monitor.supervisor().get("job").unwrap().pid;
+    assert!(!std::fs::read_to_string(fx.paths.journal_file()).unwrap().is_empty());
+    std::fs::remove_file(fx.paths.registry_file()).unwrap();
+    fx.monitor.reconcile().await.unwrap();
+    let stored = Store::new(fx.paths.clone()).load().expect("the written-back registry reads with its journal");
+    assert_eq!((state_of(&stored, "job"), stored.processes["job"].pid), (Some(ProcessState::Running), pid));
+    fx.monitor.folds_held.store(false, std::sync::atomic::Ordering::SeqCst);
     assert_eq!(fx.stop().await, Exit::Stopped);
 }
 

@@ -49,6 +49,7 @@ mod events;
 mod execcheck;
 mod footprint;
 mod groupwait;
+mod inbox;
 #[cfg(test)]
 mod inproc;
 mod launch;

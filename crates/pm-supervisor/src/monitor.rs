@@ -10,7 +10,7 @@ use pm_core::{
     Error, MonitorState, MonitorStatus, PendingAction, ProcessConfig, ProcessEntry, ProcessState, ProcessStatus,
     Registry, Settings, SettingsUpdate, Timestamp,
 };
-use pm_registry::{FileStamp, Store};
+use pm_registry::{Change, EntryUpdate, FileStamp, Store};
 use tokio::sync::mpsc;
 
 use crate::actor::{Begin, Cmd, ConfigRevs};
@@ -24,8 +24,6 @@ const API_LOCK_TIMEOUT: Duration = Duration::from_secs(2);
 /// What the daemon knows about the registry file.
 #[derive(Default)]
 pub(crate) struct RegistrySync {
-    /// Config revisions of each process last written to the file.
-    written_rev: HashMap<String, ConfigRevs>,
     /// Stamp of the file at the last reconcile.
     last_stamp: Option<FileStamp>,
 }
@@ -78,9 +76,21 @@ pub(crate) struct Monitor {
     /// memory if it disappears.
     template: std::sync::Mutex<Registry>,
     /// Group commit: tickets handed to callers that need their outcome stored ([`Monitor::durable`]), and the
-    /// highest ticket a finished flush is known to cover.
+    /// highest ticket a finished commit or flush is known to cover.
     commit_requested: AtomicU64,
     commit_done: AtomicU64,
+    /// The processes whose outcomes the tickets handed out since the last commit or flush wait for; taken
+    /// together with the ticket count, under this lock.
+    commit_pending: std::sync::Mutex<std::collections::BTreeSet<String>>,
+    /// Held by the commit under way: the callers that arrive meanwhile wait for it, then one of them commits
+    /// for all (never the registry guard, which a rewrite of the registry holds for long).
+    commit_lock: tokio::sync::Mutex<()>,
+    /// Config revisions of each process last stored (in the registry file or the journal).
+    written_rev: Arc<std::sync::Mutex<HashMap<String, ConfigRevs>>>,
+    /// Tests: the registry writer's flushes write nothing (so that a test can look at the journal before any
+    /// fold).
+    #[cfg(test)]
+    pub(crate) folds_held: AtomicBool,
     /// Set by the final write of a shutdown (inside its transaction): every transaction of this monitor that
     /// gets the registry lock after it writes nothing, so the final states are the last word.
     closed: Arc<AtomicBool>,
@@ -122,6 +132,11 @@ impl Monitor {
             template: std::sync::Mutex::new(registry),
             commit_requested: AtomicU64::new(0),
             commit_done: AtomicU64::new(0),
+            commit_pending: Default::default(),
+            commit_lock: Default::default(),
+            written_rev: Default::default(),
+            #[cfg(test)]
+            folds_held: AtomicBool::new(false),
             closed: Arc::default(),
         }
     }
@@ -131,24 +146,50 @@ impl Monitor {
         SyncGuard(self.sync.lock().await)
     }
 
-    /// Runs a registry transaction on the blocking pool, under the registry-sync guard `_held`.
+    /// Runs a registry transaction on the blocking pool, under the registry-sync guard `held`.
     pub(crate) async fn transaction<T: Send + 'static>(
+        &self,
+        held: &SyncGuard<'_>,
+        timeout: Duration,
+        f: impl FnOnce(&mut Registry) -> Result<T, Error> + Send + 'static,
+    ) -> Result<T, Error> {
+        self.transaction_of(held, timeout, false, f).await
+    }
+
+    /// [`Monitor::transaction`] for a write of what memory holds: `f` runs with the journal's appends held (see
+    /// [`Store::transaction_existing_ordered`]).
+    async fn transaction_ordered<T: Send + 'static>(
+        &self,
+        held: &SyncGuard<'_>,
+        timeout: Duration,
+        f: impl FnOnce(&mut Registry) -> Result<T, Error> + Send + 'static,
+    ) -> Result<T, Error> {
+        self.transaction_of(held, timeout, true, f).await
+    }
+
+    async fn transaction_of<T: Send + 'static>(
         &self,
         _held: &SyncGuard<'_>,
         timeout: Duration,
+        ordered: bool,
         f: impl FnOnce(&mut Registry) -> Result<T, Error> + Send + 'static,
     ) -> Result<T, Error> {
         let store = self.store.clone();
         let closed = self.closed.clone();
         tokio::task::spawn_blocking(move || {
-            store.transaction_existing(timeout, |registry| {
+            let run = |registry: &mut Registry| {
                 // Checked under the registry lock: a transaction that was under way when the monitor wrote its
                 // final states (an aborted flush on the blocking pool) does not overwrite them.
                 if closed.load(Ordering::SeqCst) {
                     return Err(Error::ShuttingDown);
                 }
                 f(registry)
-            })
+            };
+            if ordered {
+                store.transaction_existing_ordered(timeout, run)
+            } else {
+                store.transaction_existing(timeout, run)
+            }
         })
         .await
         .map_err(|err| Error::internal("registry task failed", err))?
@@ -235,26 +276,26 @@ impl Monitor {
         .await
     }
 
-    /// Writes the observed state of every process to the registry in one transaction.
+    /// Writes the observed state of every process to the registry in one transaction (the registry writer's
+    /// write, which also folds the journal into the file).
     ///
     /// Every outcome in memory when it takes the guard is in what it writes: a caller holding a commit ticket
     /// taken before then is covered by it ([`Monitor::durable`]).
     pub(crate) async fn flush(&self) -> Result<(), Error> {
-        self.flush_covering(None).await
-    }
-
-    /// [`Monitor::flush`], skipped when a flush that finished while this waited for the guard covers `ticket`.
-    async fn flush_covering(&self, ticket: Option<u64>) -> Result<(), Error> {
-        let mut sync = self.sync().await;
-        if ticket.is_some_and(|ticket| self.commit_done.load(Ordering::SeqCst) >= ticket) {
+        #[cfg(test)]
+        if self.folds_held.load(Ordering::SeqCst) {
             return Ok(());
         }
+        let sync = self.sync().await;
         // Read before the snapshots: every ticket up to here belongs to an outcome already in memory.
         let covers = self.commit_requested.load(Ordering::SeqCst);
-        let snapshots = self.sup.snapshots();
-        let written = sync.written_rev.clone();
+        let (sup, written) = (self.sup.clone(), self.written_rev.clone());
         let revs = self
-            .transaction(&sync, Duration::from_secs(10), move |registry| {
+            .transaction_ordered(&sync, Duration::from_secs(10), move |registry| {
+                // Taken here, with the journal's appends held: every line appended before is older than these
+                // snapshots (and is in `registry`), every line appended after is newer.
+                let snapshots = sup.snapshots();
+                let written = written.lock().expect("written revisions");
                 let mut revs = Vec::new();
                 for snapshot in snapshots {
                     let id = &snapshot.entry.config.id;
@@ -274,17 +315,108 @@ impl Monitor {
                 Ok(revs)
             })
             .await?;
-        sync.written_rev.extend(revs);
+        self.note_written(revs);
         self.commit_done.fetch_max(covers, Ordering::SeqCst);
         Ok(())
     }
 
-    /// Stores every outcome in memory now, sharing the write with concurrent callers (group commit): a caller
-    /// takes a ticket, and returns as soon as a flush that began after its ticket has finished, its own or
-    /// another caller's (or the writer's); only when none did, it flushes itself.
-    pub(crate) async fn commit(&self) -> Result<(), Error> {
-        let ticket = self.commit_requested.fetch_add(1, Ordering::SeqCst) + 1;
-        self.flush_covering(Some(ticket)).await
+    /// Stores the outcomes of `ids` now in memory before the caller answers, as journal lines (one small append
+    /// and `fdatasync`, whatever the number of processes), sharing the append with concurrent callers (group
+    /// commit): a caller takes a ticket, and returns as soon as a commit or flush that began after its ticket
+    /// has finished, its own or another caller's (or the writer's); only when none did, it commits itself, for
+    /// every caller waiting then. It never waits for a rewrite of the registry under way (see
+    /// [`Store::append`]).
+    pub(crate) async fn commit(&self, ids: impl IntoIterator<Item = String>) -> Result<(), Error> {
+        let ticket = {
+            let mut pending = self.commit_pending.lock().expect("commit pending");
+            pending.extend(ids);
+            self.commit_requested.fetch_add(1, Ordering::SeqCst) + 1
+        };
+        let _commit = self.commit_lock.lock().await;
+        if self.commit_done.load(Ordering::SeqCst) >= ticket {
+            return Ok(());
+        }
+        let (covers, pending) = {
+            let mut pending = self.commit_pending.lock().expect("commit pending");
+            (self.commit_requested.load(Ordering::SeqCst), std::mem::take(&mut *pending))
+        };
+        let (store, closed, sup, written) =
+            (self.store.clone(), self.closed.clone(), self.sup.clone(), self.written_rev.clone());
+        let ids = pending.clone();
+        let res = tokio::task::spawn_blocking(move || {
+            store.append(Duration::from_secs(10), move || {
+                // Checked with the appends held: nothing is stored after the final states.
+                if closed.load(Ordering::SeqCst) {
+                    return Err(Error::ShuttingDown);
+                }
+                let written = written.lock().expect("written revisions");
+                let mut changes = Vec::with_capacity(ids.len());
+                let mut revs = Vec::new();
+                for id in ids {
+                    let Some(snapshot) = sup.snapshot(&id) else { continue };
+                    let before = written.get(&id).copied().unwrap_or_default();
+                    let now = snapshot.config_rev;
+                    let (enabled, autostart) = (now.enabled > before.enabled, now.autostart > before.autostart);
+                    changes.push(Change::Update(EntryUpdate::of(&snapshot.entry, enabled, autostart)));
+                    if now != before {
+                        revs.push((id, now));
+                    }
+                }
+                Ok((revs, changes))
+            })
+        })
+        .await
+        .map_err(|err| Error::internal("registry task failed", err))
+        .and_then(|res| res);
+        match res {
+            Ok(revs) => {
+                self.note_written(revs);
+                self.commit_done.fetch_max(covers, Ordering::SeqCst);
+                Ok(())
+            }
+            Err(err) => {
+                // Handed back to the next commit.
+                self.commit_pending.lock().expect("commit pending").extend(pending);
+                Err(err)
+            }
+        }
+    }
+
+    /// Records config revisions stored (each field's highest: a commit and a rewrite may finish in any order).
+    fn note_written(&self, revs: Vec<(String, ConfigRevs)>) {
+        let mut written = self.written_rev.lock().expect("written revisions");
+        for (id, revs) in revs {
+            let held = written.entry(id).or_default();
+            held.enabled = held.enabled.max(revs.enabled);
+            held.autostart = held.autostart.max(revs.autostart);
+        }
+    }
+
+    /// Forgets the stored revisions of `id` (a process that comes or goes starts its revisions afresh).
+    fn forget_written(&self, id: &str) {
+        self.written_rev.lock().expect("written revisions").remove(id);
+    }
+
+    /// Stores changes as journal lines on the blocking pool, under the registry-sync guard `_held` (see
+    /// [`Store::journal`]); nothing once the final states are written.
+    pub(crate) async fn journal<T: Send + 'static>(
+        &self,
+        _held: &SyncGuard<'_>,
+        timeout: Duration,
+        f: impl FnOnce(&Registry) -> Result<(T, Vec<Change>), Error> + Send + 'static,
+    ) -> Result<T, Error> {
+        let store = self.store.clone();
+        let closed = self.closed.clone();
+        tokio::task::spawn_blocking(move || {
+            store.journal(timeout, |registry| {
+                if closed.load(Ordering::SeqCst) {
+                    return Err(Error::ShuttingDown);
+                }
+                f(registry)
+            })
+        })
+        .await
+        .map_err(|err| Error::internal("registry task failed", err))?
     }
 
     /// Stores final entries (after the supervisor shut down) in one transaction; `clean` marks a clean
@@ -292,7 +424,8 @@ impl Monitor {
     pub(crate) async fn flush_entries(&self, entries: Vec<ProcessEntry>, clean: bool) -> Result<(), Error> {
         let sync = self.sync().await;
         let closed = self.closed.clone();
-        self.transaction(&sync, Duration::from_secs(10), move |registry| {
+        // With the appends held: no acknowledged outcome is appended after the final states.
+        self.transaction_ordered(&sync, Duration::from_secs(10), move |registry| {
             closed.store(true, Ordering::SeqCst);
             if clean {
                 registry.monitor_running = false;
@@ -329,8 +462,8 @@ impl Monitor {
             .into_iter()
             .map(|snapshot| {
                 let id = snapshot.entry.config.id.clone();
-                let written = sync.written_rev.get(&id).copied().unwrap_or_default();
-                (id, Held::of(snapshot.entry.config, snapshot.config_rev, written))
+                let written = self.written_rev.lock().expect("written revisions").get(&id).copied().unwrap_or_default();
+                (id, Held::of(snapshot.entry.config.clone(), snapshot.config_rev, written))
             })
             .collect();
         let unusable_sink = self.clone();
@@ -343,7 +476,7 @@ impl Monitor {
         sync.last_stamp = stamp;
         // Processes that come or go start their revisions afresh.
         for id in plan.added.iter().map(|entry| &entry.config.id).chain(&plan.removed) {
-            sync.written_rev.remove(id);
+            self.forget_written(id);
         }
         // Applied under the same guard: an API change cannot come between reading the file and handing its edits
         // to the processes' tasks, and requests reach each task in the order they were decided.
@@ -439,7 +572,10 @@ impl Monitor {
                 if closed.load(Ordering::SeqCst) {
                     return Err(Error::ShuttingDown);
                 }
+                // Memory holds every journal line this monitor appended: the rebuilt file holds them all.
+                let folded = registry.journal_seq;
                 *registry = rebuilt;
+                registry.journal_seq = folded;
                 Ok::<_, Error>(())
             })
         })
@@ -452,15 +588,17 @@ impl Monitor {
         // Nothing the registry would refuse on its next read is stored.
         entry.config.validate()?;
         self.sup.containment().check_limits(&entry.config)?;
-        let mut sync = self.sync().await;
+        let sync = self.sync().await;
         let id = entry.config.id.clone();
         if self.sup.get(&id).is_some() {
             return Err(Error::AlreadyExists(id));
         }
         // A new process starts its revisions afresh; an earlier one of the same id wrote its own.
-        sync.written_rev.remove(&id);
+        self.forget_written(&id);
         let stored = entry.clone();
-        self.transaction(&sync, API_LOCK_TIMEOUT, move |registry| {
+        // One journal line, not a rewrite of the registry: the answer costs the same whatever the number of
+        // processes.
+        self.journal(&sync, API_LOCK_TIMEOUT, move |registry| {
             if registry.processes.contains_key(&stored.config.id) {
                 return Err(Error::AlreadyExists(stored.config.id.clone()));
             }
@@ -474,10 +612,11 @@ impl Monitor {
                     )));
                 }
             }
-            // A cycle is refused before anything is stored.
-            pm_core::check_new_dependencies(registry, &stored.config)?;
-            registry.processes.insert(stored.config.id.clone(), stored);
-            Ok(())
+            // A cycle is refused before anything is stored (a new entry without dependencies closes none).
+            if !stored.config.depends_on.is_empty() {
+                pm_core::check_new_dependencies(registry, &stored.config)?;
+            }
+            Ok(((), vec![Change::Add(Box::new(stored))]))
         })
         .await?;
         self.sup.insert(entry, begin)
@@ -493,12 +632,15 @@ impl Monitor {
             }
         }
         let known = {
-            let mut sync = self.sync().await;
-            sync.written_rev.remove(id);
+            let sync = self.sync().await;
+            self.forget_written(id);
             let known = self.sup.get(id);
             let key = id.to_owned();
             let removed = self
-                .transaction(&sync, API_LOCK_TIMEOUT, move |registry| Ok(registry.processes.remove(&key).is_some()))
+                .journal(&sync, API_LOCK_TIMEOUT, move |registry| {
+                    let removed = registry.processes.contains_key(&key);
+                    Ok((removed, if removed { vec![Change::Remove(key)] } else { Vec::new() }))
+                })
                 .await?;
             if known.is_none() && !removed {
                 return Err(Error::NotFound(id.to_owned()));
@@ -552,7 +694,8 @@ impl Monitor {
     }
 }
 
-/// Copies what the monitor observes (never the configuration, never a pending request) onto a stored entry.
+/// Copies what the monitor observes (never the configuration, never a pending request) onto a stored entry:
+/// the fields a journal line's `update` holds.
 fn merge_runtime(stored: &mut ProcessEntry, observed: &ProcessEntry) {
     stored.state = observed.state;
     stored.pid = observed.pid;
@@ -563,8 +706,8 @@ fn merge_runtime(stored: &mut ProcessEntry, observed: &ProcessEntry) {
     stored.consecutive_failures = observed.consecutive_failures;
     stored.last_exit_code = observed.last_exit_code;
     stored.last_signal = observed.last_signal;
-    stored.last_error = observed.last_error.clone();
-    stored.waiting_for = observed.waiting_for.clone();
+    stored.last_error.clone_from(&observed.last_error);
+    stored.waiting_for.clone_from(&observed.waiting_for);
     stored.waiting_since = observed.waiting_since;
 }
 
@@ -605,24 +748,30 @@ impl pm_http::ControlPlane for Monitor {
 
     async fn stop_reporting(&self, id: &str) -> Result<(ProcessState, Vec<String>), Error> {
         let res = self.stop_after_dependents(id).await;
-        self.durable(res).await
+        let touched = res.as_ref().map(|(_, stopped)| stopped.clone()).unwrap_or_default();
+        self.durable(res, std::iter::once(id.to_owned()).chain(touched)).await
     }
 
     async fn start(&self, id: &str) -> Result<ProcessState, Error> {
         self.guard()?;
         let res = self.start_after_dependencies(id).await;
-        self.durable(res).await
+        self.durable(res, self.with_dependencies(id)).await
     }
 
     async fn stop(&self, id: &str) -> Result<ProcessState, Error> {
-        let res = self.stop_after_dependents(id).await.map(|(state, _)| state);
-        self.durable(res).await
+        let res = self.stop_after_dependents(id).await;
+        let touched = res.as_ref().map(|(_, stopped)| stopped.clone()).unwrap_or_default();
+        self.durable(res.map(|(state, _)| state), std::iter::once(id.to_owned()).chain(touched)).await
     }
 
     async fn restart(&self, id: &str) -> Result<ProcessState, Error> {
         self.guard()?;
         let res = self.restart_with_dependencies(id).await;
-        self.durable(res).await
+        let mut touched = self.with_dependencies(id);
+        if self.sup.get(id).is_some_and(|entry| entry.config.restart_dependents) {
+            touched.extend(self.with_dependents(id));
+        }
+        self.durable(res, touched).await
     }
 
     async fn set_enabled(&self, id: &str, enabled: bool) -> Result<(), Error> {
@@ -631,12 +780,12 @@ impl pm_http::ControlPlane for Monitor {
             self.supervisor().stop_dependents(id).await;
         }
         let res = self.ask_in_order(id, |reply| Cmd::SetEnabled(enabled, reply)).await;
-        self.durable(res).await
+        self.durable(res, [id.to_owned()]).await
     }
 
     async fn set_autostart(&self, id: &str, autostart: bool) -> Result<(), Error> {
         let res = self.ask_in_order(id, |reply| Cmd::SetAutostart(autostart, reply)).await;
-        self.durable(res).await
+        self.durable(res, [id.to_owned()]).await
     }
 
     fn monitor_status(&self) -> MonitorStatus {
@@ -712,15 +861,46 @@ impl Monitor {
         reply.await.map_err(|_| Error::ShuttingDown)?
     }
 
-    /// Stores the outcome of an acknowledged action before the answer goes out, so that a monitor killed
-    /// right after answering does not undo it.
-    async fn durable<T>(&self, res: Result<T, Error>) -> Result<T, Error> {
+    /// Stores the outcome of an acknowledged action on the processes `touched` before the answer goes out, so
+    /// that a monitor killed right after answering does not undo it.
+    async fn durable<T>(&self, res: Result<T, Error>, touched: impl IntoIterator<Item = String>) -> Result<T, Error> {
         if res.is_ok() {
-            if let Err(err) = self.commit().await {
+            if let Err(err) = self.commit(touched).await {
                 tracing::warn!("cannot store the outcome before answering: {err}");
             }
         }
         res
+    }
+
+    /// `id` and what it depends on, transitively (the processes a start of `id` may start).
+    fn with_dependencies(&self, id: &str) -> Vec<String> {
+        let mut found = vec![id.to_owned()];
+        let mut next = 0;
+        while let Some(current) = found.get(next).cloned() {
+            next += 1;
+            let Some(entry) = self.sup.get(&current) else { continue };
+            for dep in entry.config.depends_on.into_keys() {
+                if !found.contains(&dep) {
+                    found.push(dep);
+                }
+            }
+        }
+        found
+    }
+
+    /// What depends on `id`, transitively (the processes a restart of `id` may stop and start again).
+    fn with_dependents(&self, id: &str) -> Vec<String> {
+        let mut found = vec![id.to_owned()];
+        let mut next = 0;
+        while let Some(current) = found.get(next).cloned() {
+            next += 1;
+            for dependent in self.sup.ids_where(|entry| entry.config.depends_on.contains_key(&current)) {
+                if !found.contains(&dependent) {
+                    found.push(dependent);
+                }
+            }
+        }
+        found
     }
 
     /// Status of every process (or of `only`), with uptime, counters and the resource use of its group.
@@ -891,6 +1071,33 @@ pub(crate) mod tests {
         assert_eq!(held.config.args, vec!["edited".to_owned()], "the reading's own edit is taken up");
         assert!(!held.config.enabled && !held.config.autostart, "the API's newer changes were undone");
         assert_eq!(held.state, ProcessState::Disabled);
+        let _ = std::fs::remove_dir_all(&root);
+    }
+
+    /// Concurrent callers share a commit: sixteen callers that want their outcome stored at the same moment cost
+    /// two appends (the one under way when the others arrive, then one for all of them), not sixteen.
+    #[tokio::test(flavor = "current_thread")]
+    async fn concurrent_callers_share_one_journal_append() {
+        let root = std::env::temp_dir().join(format!("pm-monitor-group-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&root);
+        let monitor = monitor_with_job(&root).await;
+        let journal = monitor.store.paths().journal_file();
+        let lines = || std::fs::read_to_string(&journal).unwrap_or_default().lines().count();
+        let before = lines();
+        // On this one-thread runtime the callers all take their tickets before the first append has finished.
+        let callers: Vec<_> = (0..16)
+            .map(|_| {
+                let monitor = monitor.clone();
+                tokio::spawn(async move { monitor.commit(["job".to_owned()]).await })
+            })
+            .collect();
+        for caller in callers {
+            caller.await.unwrap().unwrap();
+        }
+        assert_eq!(lines() - before, 2, "{}", std::fs::read_to_string(&journal).unwrap_or_default());
+        // What they stored is what memory holds.
+        let stored = monitor.store.load().unwrap().processes["job"].clone();
+        assert_eq!(stored.state, monitor.sup.get("job").unwrap().state);
         let _ = std::fs::remove_dir_all(&root);
     }
 

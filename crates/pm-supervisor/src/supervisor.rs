@@ -8,7 +8,7 @@ use std::time::Duration;
 use pm_core::{Error, ProcessConfig, ProcessEntry, ProcessState, Timestamp};
 use pm_registry::proc::Process;
 use pm_registry::Paths;
-use tokio::sync::{mpsc, oneshot, watch, Notify};
+use tokio::sync::{oneshot, watch, Notify};
 use tokio::task::JoinHandle;
 
 use crate::actor::{Actor, Begin, Cmd, ConfigRevs, Snapshot};
@@ -70,7 +70,7 @@ impl Shared {
 pub(crate) type Slots = BTreeMap<String, Slot>;
 
 pub(crate) struct Slot {
-    tx: mpsc::Sender<Cmd>,
+    tx: crate::inbox::Sender<Cmd>,
     snapshot: watch::Receiver<Snapshot>,
     task: JoinHandle<()>,
 }
@@ -170,7 +170,7 @@ impl Supervisor {
             let kind = pm_core::EventKind::Registered { process_id: id.clone() };
             self.shared.events.publish(kind, entry.config.is_remote);
         }
-        let (tx, rx) = mpsc::channel(64);
+        let (tx, rx) = crate::inbox::inbox();
         let (actor, snapshot) = Actor::new(entry, self.shared.clone(), rx);
         let task = tokio::spawn(actor.run(begin));
         slots.insert(id, Slot { tx, snapshot, task });
@@ -286,7 +286,7 @@ impl Supervisor {
 
     /// The entry of one process, from memory.
     pub fn get(&self, id: &str) -> Option<ProcessEntry> {
-        self.slots.lock().expect("slots lock").get(id).map(|slot| slot.snapshot.borrow().entry.clone())
+        self.slots.lock().expect("slots lock").get(id).map(|slot| ProcessEntry::clone(&slot.snapshot.borrow().entry))
     }
 
     /// One process's snapshot, from memory.
@@ -307,7 +307,12 @@ impl Supervisor {
 
     /// Every process's entry, from memory, ordered by id.
     pub fn list(&self) -> Vec<ProcessEntry> {
-        self.slots.lock().expect("slots lock").values().map(|slot| slot.snapshot.borrow().entry.clone()).collect()
+        self.slots
+            .lock()
+            .expect("slots lock")
+            .values()
+            .map(|slot| ProcessEntry::clone(&slot.snapshot.borrow().entry))
+            .collect()
     }
 
     /// Leaders of the process groups of every process that has a child (the groups the resource sampler reads).
@@ -350,11 +355,11 @@ impl Supervisor {
             slots.get(id).ok_or_else(|| Error::NotFound(id.to_owned()))?.snapshot.clone()
         };
         let res = match tokio::time::timeout(timeout, rx.wait_for(|snapshot| done(&snapshot.entry))).await {
-            Ok(Ok(snapshot)) => Some(Ok(snapshot.entry.clone())),
+            Ok(Ok(snapshot)) => Some(Ok(ProcessEntry::clone(&snapshot.entry))),
             Ok(Err(_)) => Some(Err(Error::NotFound(id.to_owned()))),
             Err(_) => None,
         };
-        res.unwrap_or_else(|| Ok(rx.borrow().entry.clone()))
+        res.unwrap_or_else(|| Ok(ProcessEntry::clone(&rx.borrow().entry)))
     }
 
     /// Ends every process task: processes for which `leave_running` answers true keep running (for a
@@ -380,7 +385,7 @@ impl Supervisor {
                 }
             }
             for (wait, task, snapshot) in waits {
-                let entry = wait.await.unwrap_or_else(|_| snapshot.borrow().entry.clone());
+                let entry = wait.await.unwrap_or_else(|_| ProcessEntry::clone(&snapshot.borrow().entry));
                 let _ = task.await;
                 res.push(entry);
             }
@@ -475,7 +480,7 @@ impl Supervisor {
         &self.shared.paths
     }
 
-    fn sender(&self, id: &str) -> Result<mpsc::Sender<Cmd>, Error> {
+    fn sender(&self, id: &str) -> Result<crate::inbox::Sender<Cmd>, Error> {
         let slots = self.slots.lock().expect("slots lock");
         Ok(slots.get(id).ok_or_else(|| Error::NotFound(id.to_owned()))?.tx.clone())
     }

@@ -11,6 +11,9 @@ use crate::monitor::Monitor;
 
 /// Least time between two background registry writes.
 pub(crate) const WRITER_GAP: Duration = Duration::from_millis(250);
+/// How long the writer lets a change settle before it writes: the acknowledged action that made it has stored its
+/// outcome in the journal by then (a few milliseconds), so the rewrite does not hold up its answer.
+const SETTLE: Duration = Duration::from_millis(50);
 /// How long the writer waits after a failed write before it tries again.
 const RETRY_AFTER: Duration = Duration::from_millis(500);
 /// How long changes must have settled before the heap a burst freed goes back to the system.
@@ -41,8 +44,8 @@ impl Drop for Writer {
     }
 }
 
-/// Waits for a change, writes every process's state, then keeps [`WRITER_GAP`] before the next write: the
-/// changes of the gap go out together in the next one. A failed write is retried; the daemon supervises from
+/// Waits for a change, lets it settle for [`SETTLE`], writes every process's state (folding the journal), then
+/// keeps [`WRITER_GAP`] before the next write: the changes of the gap go out together in the next one. A failed write is retried; the daemon supervises from
 /// memory meanwhile.
 async fn write_changes(monitor: Arc<Monitor>) {
     let sup = monitor.supervisor().clone();
@@ -54,6 +57,7 @@ async fn write_changes(monitor: Arc<Monitor>) {
             crate::os::trim_heap();
             sup.changed().await;
         }
+        tokio::time::sleep(SETTLE).await;
         match monitor.flush().await {
             Ok(()) => {
                 if failing {

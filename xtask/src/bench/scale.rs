@@ -170,6 +170,8 @@ struct Calls {
     list: Vec<f64>,
     status: Vec<f64>,
     status_one: Vec<f64>,
+    /// A local client's `register` (and its `deregister`) once the monitor has stopped.
+    local_register: Vec<f64>,
 }
 
 fn calls(ctx: &Ctx<'_>, plan: &Plan, n: usize) -> anyhow::Result<Calls> {
@@ -192,6 +194,7 @@ fn calls(ctx: &Ctx<'_>, plan: &Plan, n: usize) -> anyhow::Result<Calls> {
         list: Vec::new(),
         status: Vec::new(),
         status_one: Vec::new(),
+        local_register: Vec::new(),
     };
     for id in &ids {
         out.start.push(timed_post(&mut conn, &format!("/processes/{id}/start"), "")?);
@@ -222,6 +225,15 @@ fn calls(ctx: &Ctx<'_>, plan: &Plan, n: usize) -> anyhow::Result<Calls> {
         out.status_one.push(cli(ctx, &home, &["status", &ids[0]])?);
     }
     daemon.stop(Duration::from_secs(60));
+    for idx in 0..5 {
+        let id = format!("l{idx:05}");
+        out.local_register.push(cli(
+            ctx,
+            &home,
+            &["register", "--id", &id, "--command", "sleep", "--no-autostart", "--", ARG],
+        )?);
+        out.local_register.push(cli(ctx, &home, &["deregister", &id])?);
+    }
     Ok(out)
 }
 
@@ -533,6 +545,9 @@ pub(crate) enum Only {
     Storm,
     /// The monitor's RSS with [`RSS_ONLY_N`] processes registered and not started, then with as many running.
     Rss,
+    /// The request times with 100 and 10,000 registered entries, and a local client's `register` (no monitor)
+    /// with 10,000.
+    Calls,
 }
 
 /// The size of `--only rss`.
@@ -544,6 +559,7 @@ impl Only {
         match self {
             Only::Storm => "storm",
             Only::Rss => "rss",
+            Only::Calls => "calls",
         }
     }
 }
@@ -555,7 +571,8 @@ impl std::str::FromStr for Only {
         match text {
             "storm" => Ok(Only::Storm),
             "rss" => Ok(Only::Rss),
-            other => anyhow::bail!("--only {other:?}: expected storm or rss"),
+            "calls" => Ok(Only::Calls),
+            other => anyhow::bail!("--only {other:?}: expected storm, rss or calls"),
         }
     }
 }
@@ -564,6 +581,18 @@ fn run_only(ctx: &Ctx<'_>, plan: &Plan, only: Only) -> anyhow::Result<Vec<Row>> 
     let load = loadavg();
     match only {
         Only::Storm => Ok(storm_rows(&storm(ctx, plan)?, plan, &load)),
+        Only::Calls => {
+            let small = calls(ctx, plan, 100)?;
+            let mut rows = small_call_rows(&small);
+            let n = 10_000;
+            let large = calls(ctx, plan, n)?;
+            rows.extend(call_rows(n, &large, &small, &format!("load average {load}")));
+            rows.push(
+                calls_row(n, "scale-local-register", "local `register` (no monitor) time", &large.local_register)
+                    .target(Bound::AtMost(50.0)),
+            );
+            Ok(rows)
+        }
         Only::Rss => {
             let n = RSS_ONLY_N;
             let registered = idle_rss_kib(ctx, n, false)?;

@@ -312,11 +312,15 @@ impl Env {
         pm_registry::proc::alive(pid).then_some(pid)
     }
 
-    /// The registry file as JSON (`Null` when there is none yet).
+    /// The registry as JSON, the journal applied (`Null` when there is none yet, or it does not parse).
     pub fn registry(&self) -> Value {
-        std::fs::read_to_string(self.dir.join("processes_default.json"))
+        // As every reader sees it: the file with the journal's newer lines applied (see docs/daemon-files.md).
+        let Ok(paths) = pm_registry::Paths::new(&self.dir, "default") else { return Value::Null };
+        pm_registry::Store::new(paths)
+            .load()
             .ok()
-            .and_then(|text| serde_json::from_str(&text).ok())
+            .and_then(|registry| registry.to_json_pretty().ok())
+            .and_then(|bytes| serde_json::from_slice(&bytes).ok())
             .unwrap_or(Value::Null)
     }
 

@@ -1,0 +1,157 @@
+//! `cargo xtask hot-code`: records which functions of the release `process_monitor` a monitor runs from its
+//! start until it idles, and writes them to `crates/pm-cli/daemon-hot-code.txt`, the symbol ordering file the
+//! release link uses to put them next to each other (see `crates/pm-cli/build.rs` and BENCHMARKS.md, "Daemon RSS
+//! ≤ 5 MiB idle").
+//!
+//! Two monitors run in turn under `valgrind --tool=callgrind` (needs `valgrind`), each in a temporary home on free
+//! loopback ports: one with no process (the idle budget), then one with three `sleep`s (the code a process's task
+//! and its spawn run). The functions of the first come first in the file, then those only the second ran, each
+//! group in the order of the current binary. Rerun it after changes to what the monitor runs at start-up or idle;
+//! a stale file only costs memory (names the build no longer has are skipped), never correctness.
+
+use std::net::{Ipv4Addr, TcpListener};
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+
+/// How long each recorded monitor runs (valgrind makes its start-up about 50 times slower).
+const RECORD_FOR: Duration = Duration::from_secs(25);
+
+pub(crate) fn run(args: &[String]) -> anyhow::Result<()> {
+    anyhow::ensure!(args.is_empty(), "usage: cargo xtask hot-code");
+    let bins = crate::build_bins(true)?;
+    let bin = bins
+        .iter()
+        .find(|(name, _)| name == "process_monitor")
+        .map(|(_, path)| path.clone())
+        .context("no process_monitor binary")?;
+    let root = std::env::temp_dir().join(format!("pm-hot-code-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&root);
+    std::fs::create_dir_all(&root).with_context(|| format!("cannot create {}", root.display()))?;
+    let recorded = record(&bin, &root, 0).and_then(|idle| Ok((idle, record(&bin, &root, 3)?)));
+    let _ = std::fs::remove_dir_all(&root);
+    let (idle, with_processes) = recorded?;
+    let symbols = Command::new("nm").args(["-n", "--defined-only"]).arg(&bin).output().context("cannot run nm")?;
+    anyhow::ensure!(symbols.status.success(), "nm failed on {}", bin.display());
+    let functions: Vec<String> = String::from_utf8_lossy(&symbols.stdout)
+        .lines()
+        .filter_map(|line| match line.split_whitespace().collect::<Vec<_>>()[..] {
+            [_, "t" | "T" | "w" | "W", name] => Some(name.to_owned()),
+            _ => None,
+        })
+        .collect();
+    let mut listed: Vec<&str> = functions.iter().filter(|name| idle.contains(*name)).map(String::as_str).collect();
+    let first = listed.len();
+    listed.extend(
+        functions.iter().filter(|name| with_processes.contains(*name) && !idle.contains(*name)).map(String::as_str),
+    );
+    let out = Path::new(env!("CARGO_MANIFEST_DIR")).join("../crates/pm-cli/daemon-hot-code.txt");
+    std::fs::write(&out, listed.join("\n") + "\n").with_context(|| format!("cannot write {}", out.display()))?;
+    eprintln!(
+        "hot-code: {first} functions run by an idle monitor, {} more with processes; wrote {}",
+        listed.len() - first,
+        out.display()
+    );
+    Ok(())
+}
+
+/// Runs `bin` under callgrind in a new home with `sleepers` autostart `sleep`s for [`RECORD_FOR`], stops it with
+/// SIGTERM, and answers the names of the binary's own functions it executed.
+fn record(bin: &Path, root: &Path, sleepers: usize) -> anyhow::Result<std::collections::HashSet<String>> {
+    let home = root.join(format!("home-{sleepers}"));
+    std::fs::create_dir_all(&home)?;
+    let port = || -> anyhow::Result<u16> { Ok(TcpListener::bind((Ipv4Addr::LOCALHOST, 0))?.local_addr()?.port()) };
+    let processes: serde_json::Map<String, serde_json::Value> = (0..sleepers)
+        .map(|idx| {
+            let id = format!("s{idx}");
+            let entry =
+                serde_json::json!({"id": id, "name": id, "command": "sleep", "args": ["60"], "autostart": true});
+            (id, entry)
+        })
+        .collect();
+    let registry = serde_json::json!({
+        "version": 1,
+        "instanceId": "default",
+        "standaloneMode": true,
+        "remoteAccess": {"startRemoteAccess": true, "remotePort": port()?, "bindAddress": "127.0.0.1", "trustedHosts": ["127.0.0.1"]},
+        "alivenessServer": {"enabled": true, "port": port()?, "bindAddress": "127.0.0.1"},
+        "processes": processes,
+    });
+    std::fs::write(home.join("processes_default.json"), serde_json::to_vec_pretty(&registry)?)?;
+    let out = root.join(format!("callgrind-{sleepers}.out"));
+    let mut child = Command::new("valgrind")
+        .args(["--tool=callgrind", "--dump-instr=no", "--demangle=no"])
+        .arg(format!("--callgrind-out-file={}", out.display()))
+        .arg(bin)
+        .arg("--directory")
+        .arg(&home)
+        .args(["--foreground", "--standalone"])
+        .env("RUST_LOG", "info")
+        .env_remove("PROCESS_MONITOR_DIR")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .context("cannot run valgrind (apt-get install valgrind)")?;
+    std::thread::sleep(RECORD_FOR);
+    // By its PID, with kill(1): the monitor stops as at any SIGTERM and callgrind writes its file.
+    let _ = Command::new("kill").args(["-TERM", &child.id().to_string()]).status();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while child.try_wait()?.is_none() {
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            anyhow::bail!("the recorded monitor did not stop within 60 s of SIGTERM");
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let text = std::fs::read_to_string(&out).with_context(|| format!("callgrind wrote no {}", out.display()))?;
+    Ok(executed(&text, &bin.file_name().unwrap_or_default().to_string_lossy()))
+}
+
+/// The functions callgrind saw executing in the object named `object` (its `ob=` and `fn=` lines; names are
+/// given once with their number, then by number alone).
+fn executed(callgrind: &str, object: &str) -> std::collections::HashSet<String> {
+    let (mut objects, mut functions) = (std::collections::HashMap::new(), std::collections::HashMap::new());
+    let mut in_object = false;
+    let mut res = std::collections::HashSet::new();
+    for line in callgrind.lines() {
+        let Some((key, value)) = line.split_once('=') else { continue };
+        let Some(rest) = value.strip_prefix('(') else { continue };
+        let Some((number, name)) = rest.split_once(')') else { continue };
+        let name = name.trim();
+        let table = match key {
+            "ob" | "cob" => &mut objects,
+            "fn" | "cfn" => &mut functions,
+            _ => continue,
+        };
+        if !name.is_empty() {
+            table.insert(number.to_owned(), name.to_owned());
+        }
+        let Some(name) = table.get(number) else { continue };
+        match key {
+            "ob" => in_object = Path::new(name).file_name().is_some_and(|file| file.to_string_lossy() == object),
+            // Callgrind marks recursion levels as `name'2`.
+            "fn" if in_object => {
+                res.insert(name.split('\'').next().unwrap_or(name).to_owned());
+            }
+            _ => {}
+        }
+    }
+    res
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn reads_the_functions_of_one_object() {
+        let text = "ob=(1) /x/process_monitor\nfn=(1) _ZN3foo\ncob=(2) /lib/libc.so.6\ncfn=(2) malloc\n\
+                    ob=(2)\nfn=(2)\nob=(1)\nfn=(3) _ZN3bar'2\nfn=(1)\n";
+        let found = super::executed(text, "process_monitor");
+        let mut found: Vec<_> = found.into_iter().collect();
+        found.sort();
+        assert_eq!(found, ["_ZN3bar", "_ZN3foo"]);
+    }
+}
