@@ -113,8 +113,8 @@ pub enum Command {
     Disable(IdArgs),
     /// Register a process from a JSON file or from flags.
     Register(Box<RegisterArgs>),
-    /// Remove a process (stopping it).
-    Deregister(IdArgs),
+    /// Remove a process (stopping it); refused while others depend on it, unless `--force`.
+    Deregister(DeregisterArgs),
     /// Show a process's log.
     Logs(LogsArgs),
     /// Watch the monitor's events (state changes, restarts, checks, registrations) as they happen.
@@ -162,6 +162,18 @@ pub struct Target {
 pub struct IdArgs {
     /// The process id.
     pub id: String,
+    #[command(flatten)]
+    pub target: Target,
+}
+
+/// `deregister ID [--force]`.
+#[derive(Debug, Args)]
+pub struct DeregisterArgs {
+    /// The process id.
+    pub id: String,
+    /// Remove it even when other processes depend on it (they then wait for it in vain when started).
+    #[arg(long)]
+    pub force: bool,
     #[command(flatten)]
     pub target: Target,
 }

@@ -27,13 +27,29 @@ pub(crate) enum Action {
     Enable,
     Disable,
     Deregister,
+    /// `deregister --force`: even when others depend on it.
+    DeregisterForced,
+}
+
+impl Action {
+    /// The command's name, as its answer prints it.
+    pub(crate) fn verb(self) -> &'static str {
+        match self {
+            Action::Start => "start",
+            Action::Stop => "stop",
+            Action::Restart => "restart",
+            Action::Enable => "enable",
+            Action::Disable => "disable",
+            Action::Deregister | Action::DeregisterForced => "deregister",
+        }
+    }
 }
 
 /// What an action did, as the command reports it.
 pub(crate) struct Outcome {
     /// The process's state after it (start, stop, restart).
     pub(crate) state: Option<String>,
-    /// Processes stopped first because they depend on the stopped one (said by a remote monitor).
+    /// Processes stopped first because they depend on the stopped one (said by the running monitor).
     pub(crate) stopped_first: Vec<String>,
     /// The instance whose monitor is not running, when the request is stored for when it starts (start, restart,
     /// enable on this host).
@@ -130,17 +146,23 @@ impl Client {
 fn act_locally(client: &ProcessMonitorClient, id: &str, action: Action) -> anyhow::Result<Outcome> {
     // A lock this user cannot read (another user on the socket) says nothing; the socket call decides.
     let not_running = matches!(client.monitor(), Ok(None));
+    let mut stopped_first = Vec::new();
     let state = match action {
         Action::Start => Some(client.start(id)?.state.to_string()),
-        Action::Stop => Some(client.stop(id)?.state.to_string()),
+        Action::Stop => {
+            let (status, dependents) = client.stop_with_dependents(id)?;
+            stopped_first = dependents;
+            Some(status.state.to_string())
+        }
         Action::Restart => Some(client.restart(id)?.state.to_string()),
         Action::Enable => client.enable(id).map(|()| None)?,
         Action::Disable => client.disable(id).map(|()| None)?,
-        Action::Deregister => client.deregister(id).map(|()| None)?,
+        Action::Deregister => client.deregister(id).map(|()| None).map_err(force_hint)?,
+        Action::DeregisterForced => client.deregister_forced(id).map(|()| None)?,
     };
     let stored = not_running && matches!(action, Action::Start | Action::Restart | Action::Enable);
     let stored_in = stored.then(|| client.paths().instance_id().to_owned());
-    Ok(Outcome { state, stopped_first: Vec::new(), stored_in })
+    Ok(Outcome { state, stopped_first, stored_in })
 }
 
 async fn act_remotely(client: &RemoteProcessMonitorClient, id: &str, action: Action) -> anyhow::Result<Outcome> {
@@ -155,9 +177,20 @@ async fn act_remotely(client: &RemoteProcessMonitorClient, id: &str, action: Act
         Action::Restart => Some(client.restart(id).await?),
         Action::Enable => client.enable(id).await.map(|()| None)?,
         Action::Disable => client.disable(id).await.map(|()| None)?,
-        Action::Deregister => client.deregister(id).await.map(|()| None)?,
+        Action::Deregister => client.deregister(id).await.map(|()| None).map_err(force_hint)?,
+        Action::DeregisterForced => client.deregister_forced(id).await.map(|()| None)?,
     };
     Ok(Outcome { state: state.map(|state| state.to_string()), stopped_first, stored_in: None })
+}
+
+/// A refused deregistration names the command line's way round it (the monitor names its API's).
+fn force_hint(err: pm_client::Error) -> pm_client::Error {
+    match err {
+        pm_client::Error::Conflict(message) => pm_client::Error::Conflict(
+            message.replace("or use ?force=true", "or use --force").replace("or force it", "or use --force"),
+        ),
+        other => other,
+    }
 }
 
 async fn update_remotely(client: &RemoteProcessMonitorClient, update: SettingsUpdate) -> Result<(), pm_client::Error> {

@@ -11,7 +11,7 @@ use clap::CommandFactory;
 use pm_core::{AlivenessCheck, ProcessConfig, ProcessStatus, RestartPolicy};
 use pm_registry::Paths;
 
-use crate::cli::{Cli, Command, ConfigAction, ConfigArgs, ConfigKey, IdArgs, LogsArgs, RegisterArgs, Target};
+use crate::cli::{Cli, Command, ConfigAction, ConfigArgs, ConfigKey, LogsArgs, RegisterArgs, Target};
 use crate::client::{Action, Client};
 use crate::code;
 
@@ -21,12 +21,15 @@ pub(crate) fn run(cli: &Cli, instance_id: &str, command: &Command) -> anyhow::Re
     match command {
         Command::List(list) => print_list(cli.json, &target(list)?.all_status()?),
         Command::Status(args) => print_one(cli.json, &target(&args.target)?.status(&args.id)?),
-        Command::Start(args) => act(cli, &target(&args.target)?, args, Action::Start),
-        Command::Stop(args) => act(cli, &target(&args.target)?, args, Action::Stop),
-        Command::Restart(args) => act(cli, &target(&args.target)?, args, Action::Restart),
-        Command::Enable(args) => act(cli, &target(&args.target)?, args, Action::Enable),
-        Command::Disable(args) => act(cli, &target(&args.target)?, args, Action::Disable),
-        Command::Deregister(args) => act(cli, &target(&args.target)?, args, Action::Deregister),
+        Command::Start(args) => act(cli, &target(&args.target)?, &args.id, Action::Start),
+        Command::Stop(args) => act(cli, &target(&args.target)?, &args.id, Action::Stop),
+        Command::Restart(args) => act(cli, &target(&args.target)?, &args.id, Action::Restart),
+        Command::Enable(args) => act(cli, &target(&args.target)?, &args.id, Action::Enable),
+        Command::Disable(args) => act(cli, &target(&args.target)?, &args.id, Action::Disable),
+        Command::Deregister(args) => {
+            let action = if args.force { Action::DeregisterForced } else { Action::Deregister };
+            act(cli, &target(&args.target)?, &args.id, action)
+        }
         Command::Register(args) => register(cli, &paths, args),
         Command::Logs(args) => target(&args.target)?.print_logs(args),
         Command::Events(args) => crate::events::events(cli, &paths, args),
@@ -53,8 +56,7 @@ pub(crate) fn run(cli: &Cli, instance_id: &str, command: &Command) -> anyhow::Re
     }
 }
 
-fn act(cli: &Cli, client: &Client, args: &IdArgs, action: Action) -> anyhow::Result<u8> {
-    let id = args.id.as_str();
+fn act(cli: &Cli, client: &Client, id: &str, action: Action) -> anyhow::Result<u8> {
     let outcome = client.act(id, action)?;
     if !outcome.stopped_first.is_empty() && !cli.json {
         println!("stopped first (they depend on {id}): {}", outcome.stopped_first.join(", "));
@@ -62,11 +64,14 @@ fn act(cli: &Cli, client: &Client, args: &IdArgs, action: Action) -> anyhow::Res
     if let Some(instance) = outcome.stored_in.as_deref().filter(|_| !cli.json) {
         eprintln!("note: ProcessMonitor {instance} is not running; the request is stored");
     }
-    let verb = format!("{action:?}").to_lowercase();
+    let verb = action.verb();
     if cli.json {
         let mut out = serde_json::json!({"success": true, "processId": id, "action": verb});
         if let Some(state) = &outcome.state {
             out["state"] = serde_json::Value::String(state.clone());
+        }
+        if !outcome.stopped_first.is_empty() {
+            out["stoppedDependents"] = serde_json::json!(outcome.stopped_first);
         }
         println!("{out}");
     } else {
@@ -222,7 +227,8 @@ fn print_list(json: bool, statuses: &BTreeMap<String, ProcessStatus>) -> anyhow:
             out,
             "{:<24} {:<9} {:>8} {:>8} {:>9} {:>8}  {}",
             esc(&status.id),
-            status.state,
+            // (The state's Display ignores widths.)
+            status.state.to_string(),
             status.pid.map(|pid| pid.to_string()).unwrap_or_else(|| "-".to_owned()),
             status.restart_attempts,
             status.uptime.map(human_duration).unwrap_or_else(|| "-".to_owned()),
@@ -240,6 +246,11 @@ fn print_one(json: bool, status: &ProcessStatus) -> anyhow::Result<u8> {
     }
     println!("{} ({})", esc(&status.id), esc(&status.name));
     println!("  state:     {}", status.state);
+    if let Some(waiting_for) = status.waiting_for.as_ref().filter(|waiting_for| !waiting_for.is_empty()) {
+        let what: Vec<String> =
+            waiting_for.iter().map(|(dep, condition)| format!("{} ({condition})", esc(dep))).collect();
+        println!("  waiting:   for {}", what.join(", "));
+    }
     if let Some(pid) = status.pid {
         println!("  pid:       {pid}");
     }

@@ -307,6 +307,26 @@ impl ProcessMonitorClient {
         })
     }
 
+    /// Stops a process like [`ProcessMonitorClient::stop`], and answers also the processes that depend on it
+    /// which the running monitor stopped first (in that order; none without a monitor on the socket).
+    pub fn stop_with_dependents(&self, id: &str) -> Result<(ProcessStatus, Vec<String>), Error> {
+        pm_core::validate_process_id(id)?;
+        if let Some(res) = self.socket_call_stopping::<serde_json::Value>("POST", &process_path(id, "/stop")?, Some(id))
+        {
+            let reply = res?;
+            let dependents = reply["stoppedDependents"]
+                .as_array()
+                .map(|ids| ids.iter().filter_map(|id| id.as_str().map(str::to_owned)).collect())
+                .unwrap_or_default();
+            let status = match self.socket_call("GET", &process_path(id, "")?, None, Some(id)) {
+                Some(res) => res?,
+                None => self.get_status(id)?,
+            };
+            return Ok((status, dependents));
+        }
+        Ok((self.stop(id)?, Vec::new()))
+    }
+
     /// Stops then starts a process and waits until the new run has begun.
     pub fn restart(&self, id: &str) -> Result<ProcessStatus, Error> {
         pm_core::validate_process_id(id)?;
@@ -503,9 +523,7 @@ impl ProcessMonitorClient {
     ) -> Option<Result<T, Error>> {
         let socket =
             self.socket.as_ref().filter(|_| !self.wrote_registry.load(std::sync::atomic::Ordering::Relaxed))?;
-        let stop = id
-            .and_then(|id| self.load().ok()?.processes.get(id).map(|entry| entry.config.stop_timeout_ms()))
-            .map_or(UNKNOWN_STOP_TIMEOUT, Duration::from_millis);
+        let stop = id.and_then(|id| stop_budget(&self.load().ok()?, id)).unwrap_or(UNKNOWN_STOP_TIMEOUT);
         socket.call(method, path, None, id, self.wait_timeout + stop + SOCKET_SLACK)
     }
 
@@ -632,4 +650,16 @@ fn check_extra_keys(keys: &serde_json::Map<String, serde_json::Value>) -> Result
             Err(Error::Invalid(format!("{} would shadow a field of the entry", names.join(", "))))
         }
     }
+}
+
+/// How long stopping `id` may take at most: its stop timeout, plus those of the processes that depend on it
+/// (the monitor stops them first, one after the other); `None` when it is not registered.
+fn stop_budget(registry: &Registry, id: &str) -> Option<Duration> {
+    let own = registry.processes.get(id)?.config.stop_timeout_ms();
+    let dependents: u64 = pm_core::dependents_stop_order(&pm_core::graph_of(registry), id)
+        .iter()
+        .filter_map(|dependent| registry.processes.get(dependent))
+        .map(|entry| entry.config.stop_timeout_ms())
+        .sum();
+    Some(Duration::from_millis(own.saturating_add(dependents)))
 }

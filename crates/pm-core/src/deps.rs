@@ -74,7 +74,11 @@ impl std::str::FromStr for DependencyCondition {
 impl<'de> Deserialize<'de> for DependencyCondition {
     fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
         let text = String::deserialize(deserializer)?;
-        text.parse().map_err(|err: crate::Error| serde::de::Error::custom(err.to_string()))
+        // The bare reason: whoever reports the parse error adds its own "Missing or invalid field" prefix.
+        text.parse().map_err(|err: crate::Error| match err {
+            crate::Error::InvalidField(reason) => serde::de::Error::custom(reason),
+            other => serde::de::Error::custom(other.to_string()),
+        })
     }
 }
 
@@ -406,6 +410,8 @@ mod tests {
         }
         let err = serde_json::from_value::<DependencyCondition>(serde_json::json!("ready")).unwrap_err().to_string();
         assert!(err.contains("ready") && err.contains("completedSuccessfully"), "{err}");
+        // The reason alone: the API adds "Missing or invalid field: " once (it said it twice).
+        assert!(err.starts_with("dependsOn condition \"ready\""), "{err}");
         assert!("ready".parse::<DependencyCondition>().unwrap_err().to_string().contains("\"ready\""));
     }
 

@@ -190,6 +190,8 @@ pub(crate) struct Actor {
     rotate_at: Option<Instant>,
     /// Number of the current wait for dependencies (a stale answer of an earlier wait is ignored).
     wait_gen: u64,
+    /// The current wait for dependencies is a restart after a crash (see [`Actor::restart_after_crash`]).
+    crash_wait: bool,
     /// Next memory sample (with `memoryRestartBytes`) and how many samples in a row were above it.
     memory_at: Option<Instant>,
     memory_over: u32,
@@ -229,6 +231,7 @@ impl Actor {
             counters: Counters::default(),
             rotate_at: None,
             wait_gen: 0,
+            crash_wait: false,
             memory_at: None,
             memory_over: 0,
             cgroup_reusable: false,
@@ -286,10 +289,7 @@ impl Actor {
                 Event::Exited(info) => Box::pin(self.on_unrequested_exit(info)).await,
                 Event::RetryDue => {
                     self.retry_at = None;
-                    let _ = Box::pin(self.spawn_now()).await;
-                    if self.entry.config.restart_dependents && self.child.is_some() {
-                        self.shared.deps.restarted(&self.entry.config.id);
-                    }
+                    Box::pin(self.restart_after_crash()).await;
                 }
                 Event::ResetDue => {
                     self.reset_at = None;
@@ -412,7 +412,13 @@ impl Actor {
             AtStart::WaitForDependencies => {
                 let since = self.entry.waiting_since;
                 self.entry.pid = None;
-                self.wait_for_dependencies(since);
+                // Restart attempts are counted only by crashes (a requested start and a boot reset them): the
+                // wait was one of a restart after a crash, and goes on as such.
+                if self.entry.restart_attempts > 0 {
+                    self.wait_for(since, live_conditions(&self.entry.config.depends_on), true);
+                } else {
+                    self.wait_for_dependencies(since);
+                }
             }
             AtStart::Restart | AtStart::StopUnknownExit => {
                 self.entry.pid = None;
@@ -437,7 +443,13 @@ impl Actor {
                 self.entry.state = state;
                 if start {
                     self.entry.restart_attempts = 0;
-                    let _ = self.spawn_or_wait().await;
+                    if self.entry.config.depends_on.is_empty() {
+                        let _ = self.spawn_now().await;
+                    } else {
+                        // The boot requested this start when the monitor started: a job that finished since
+                        // (before this task's turn came) counts for `completedSuccessfully`.
+                        self.wait_for_dependencies(Some(self.shared.deps.started_at()));
+                    }
                 } else {
                     self.publish();
                 }
@@ -498,7 +510,11 @@ impl Actor {
                     self.entry.waiting_for.clear();
                     self.entry.waiting_since = None;
                     tracing::info!(process = %self.entry.config.id, "dependencies met");
+                    let after_crash = std::mem::take(&mut self.crash_wait);
                     let _ = self.spawn_now().await;
+                    if after_crash {
+                        self.restarted_after_crash();
+                    }
                 }
             }
             Cmd::DepsFailed(failed) => {
@@ -538,7 +554,32 @@ impl Actor {
             self.entry.waiting_since = None;
             self.entry.last_error = Some(reason);
             self.entry.state = ProcessState::Failed;
+            if std::mem::take(&mut self.crash_wait) {
+                // No restart follows: the cgroup the crashed run left for it goes.
+                self.remove_idle_cgroup();
+            }
             self.publish();
+        }
+    }
+
+    /// The restart policy's restart after a crash (its backoff is over). A process whose `started` or `healthy`
+    /// dependencies do not hold (a database that went down with it, say) waits for them in `starting`, as a
+    /// requested start does, bounded by `dependencyTimeoutMs`; `completedSuccessfully` ones are not asked again
+    /// (a one-shot job that ran before the first start is not rerun for a crash of its dependent).
+    async fn restart_after_crash(&mut self) {
+        let live = live_conditions(&self.entry.config.depends_on);
+        if live.is_empty() {
+            let _ = self.spawn_now().await;
+            self.restarted_after_crash();
+        } else {
+            self.wait_for(None, live, true);
+        }
+    }
+
+    /// After a restart after a crash: with `restartDependents`, its dependents under way restart too.
+    fn restarted_after_crash(&self) {
+        if self.entry.config.restart_dependents && self.child.is_some() {
+            self.shared.deps.restarted(&self.entry.config.id);
         }
     }
 
@@ -572,18 +613,31 @@ impl Actor {
     /// Waits in `starting` (no child yet) until every dependency's condition holds; `since` is when the start
     /// was requested (now when `None`; kept across a monitor restart).
     fn wait_for_dependencies(&mut self, since: Option<Timestamp>) {
+        // A start with dependencies notes when it was requested, before it started them (see `deps`).
+        let since = since.or_else(|| self.shared.deps.take_requested(&self.entry.config.id));
+        self.wait_for(since, self.entry.config.depends_on.clone(), false);
+    }
+
+    /// Waits in `starting` until `conditions` hold; `after_crash`: the wait of a restart after a crash.
+    fn wait_for(
+        &mut self,
+        since: Option<Timestamp>,
+        conditions: std::collections::BTreeMap<String, pm_core::DependencyCondition>,
+        after_crash: bool,
+    ) {
         self.retry_at = None;
         self.wait_gen += 1;
+        self.crash_wait = after_crash;
         let since = since.unwrap_or_else(Timestamp::now);
         self.entry.state = ProcessState::Starting;
         self.entry.waiting_since = Some(since);
-        self.entry.waiting_for = self.entry.config.depends_on.clone();
+        self.entry.waiting_for = conditions.clone();
         self.publish();
         self.shared.deps.wait(crate::deps::Wait {
             id: self.entry.config.id.clone(),
             gen: self.wait_gen,
             since,
-            depends_on: self.entry.config.depends_on.clone(),
+            depends_on: conditions,
             timeout: Duration::from_millis(self.entry.config.dependency_timeout_ms()),
         });
     }
@@ -596,6 +650,7 @@ impl Actor {
     /// Ends a wait for dependencies (a stop or disable came first).
     fn cancel_wait(&mut self) {
         self.wait_gen += 1;
+        self.crash_wait = false;
         self.entry.waiting_for.clear();
         self.entry.waiting_since = None;
     }
@@ -1402,4 +1457,15 @@ async fn join_check(task: &mut Option<JoinHandle<(bool, Duration)>>) -> (bool, D
     let passed = handle.await.unwrap_or((false, Duration::ZERO));
     *task = None;
     passed
+}
+
+/// The `started` and `healthy` conditions of `depends_on`: what a restart after a crash waits for.
+fn live_conditions(
+    depends_on: &std::collections::BTreeMap<String, pm_core::DependencyCondition>,
+) -> std::collections::BTreeMap<String, pm_core::DependencyCondition> {
+    depends_on
+        .iter()
+        .filter(|(_, condition)| **condition != pm_core::DependencyCondition::CompletedSuccessfully)
+        .map(|(id, condition)| (id.clone(), *condition))
+        .collect()
 }

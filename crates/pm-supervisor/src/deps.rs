@@ -41,6 +41,12 @@ enum Request {
 pub(crate) struct Coordinator {
     tx: mpsc::UnboundedSender<Request>,
     changes: watch::Sender<u64>,
+    /// When the start that is starting these processes (a process and its dependencies) was requested: their
+    /// waits count `completedSuccessfully` exits from then on, not from when each one's turn came, so a job
+    /// started (and finished) for a dependent before the dependent's own wait began still counts.
+    requested: Mutex<BTreeMap<String, Timestamp>>,
+    /// When the supervisor was made (the monitor's start): a boot requests the autostart processes' starts then.
+    started_at: Timestamp,
 }
 
 impl Coordinator {
@@ -48,7 +54,35 @@ impl Coordinator {
     pub(crate) fn new() -> (Coordinator, CoordinatorTask) {
         let (tx, rx) = mpsc::unbounded_channel();
         let (changes, _) = watch::channel(0);
-        (Coordinator { tx, changes }, CoordinatorTask { rx })
+        let coordinator =
+            Coordinator { tx, changes, requested: Mutex::new(BTreeMap::new()), started_at: Timestamp::now() };
+        (coordinator, CoordinatorTask { rx })
+    }
+
+    /// When the monitor started (see `started_at`).
+    pub(crate) fn started_at(&self) -> Timestamp {
+        self.started_at
+    }
+
+    /// The start of `ids` was requested `at` (see `requested`).
+    fn mark_requested(&self, ids: &[String], at: Timestamp) {
+        let mut requested = self.requested.lock().expect("requested lock");
+        for id in ids {
+            requested.insert(id.clone(), at);
+        }
+    }
+
+    /// When the start of `id` was requested, if a start with dependencies is under way (taken: used once).
+    pub(crate) fn take_requested(&self, id: &str) -> Option<Timestamp> {
+        self.requested.lock().expect("requested lock").remove(id)
+    }
+
+    /// Forgets what [`Coordinator::mark_requested`] noted of `ids` and was not used.
+    fn clear_requested(&self, ids: &[String]) {
+        let mut requested = self.requested.lock().expect("requested lock");
+        for id in ids {
+            requested.remove(id);
+        }
     }
 
     /// Starts waiting for the conditions of `wait`.
@@ -184,37 +218,46 @@ impl Supervisor {
     /// disabled or failed. Each process then waits for its own conditions.
     pub(crate) async fn start_with_dependencies(&self, id: &str) -> Result<ProcessState, pm_core::Error> {
         let under_way_already = self.get(id).is_some_and(|entry| entry.state.has_child());
+        let mut marked = Vec::new();
         if !under_way_already {
             // (A start of a running process is a no-op, and must not rerun its finished jobs.)
-            self.start_dependencies_of(id).await?;
+            marked = self.start_dependencies_of(id).await?;
         }
-        self.start_one(id).await
+        let res = self.start_one(id).await;
+        self.deps().clear_requested(&marked);
+        res
     }
 
     /// Starts the stopped dependencies of `id` (transitively, dependencies first); refuses when one is disabled
-    /// or failed.
-    pub(crate) async fn start_dependencies_of(&self, id: &str) -> Result<(), pm_core::Error> {
+    /// or failed. Notes the time of the request for `id` and its dependencies (see `Coordinator::requested`) and
+    /// answers their ids: the caller clears what is left of the note once `id` has been told to start.
+    pub(crate) async fn start_dependencies_of(&self, id: &str) -> Result<Vec<String>, pm_core::Error> {
         // Most processes depend on nothing: no graph of every entry for them.
         if self.get(id).is_some_and(|entry| entry.config.depends_on.is_empty()) {
-            return Ok(());
+            return Ok(Vec::new());
         }
         let graph = self.graph();
         if graph.get(id).is_none_or(|deps| deps.is_empty()) {
-            return Ok(());
+            return Ok(Vec::new());
         }
         let entries: BTreeMap<String, pm_core::ProcessEntry> =
             self.list().into_iter().map(|entry| (entry.config.id.clone(), entry)).collect();
         if let Some(problem) = pm_core::start_blocker(|dep| entries.get(dep), &graph, id) {
             return Err(pm_core::Error::Dependency(problem));
         }
-        for dep in pm_core::start_order(&graph, &[id.to_owned()]) {
-            let Some(entry) = entries.get(&dep).filter(|_| dep != id) else { continue };
+        let order = pm_core::start_order(&graph, &[id.to_owned()]);
+        self.deps().mark_requested(&order, Timestamp::now());
+        for dep in &order {
+            let Some(entry) = entries.get(dep).filter(|_| dep != id) else { continue };
             if matches!(entry.state, ProcessState::Stopped | ProcessState::Crashed) {
                 tracing::info!(process = %id, "starting its dependency {dep}");
-                self.start_one(&dep).await?;
+                if let Err(err) = self.start_one(dep).await {
+                    self.deps().clear_requested(&order);
+                    return Err(err);
+                }
             }
         }
-        Ok(())
+        Ok(order)
     }
 
     /// Stops the processes that depend on `id` and are under way (dependents first), then `id`; answers its
@@ -242,28 +285,34 @@ impl Supervisor {
     /// afterwards (they wait for it as usual).
     pub(crate) async fn restart_with_dependents(&self, id: &str) -> Result<ProcessState, pm_core::Error> {
         let restart_dependents = self.get(id).is_some_and(|entry| entry.config.restart_dependents);
+        let mut marked = Vec::new();
         if self.get(id).is_some_and(|entry| entry.config.enabled) {
-            self.start_dependencies_of(id).await?;
+            marked = self.start_dependencies_of(id).await?;
         }
         if !restart_dependents {
-            return self.restart_one(id).await;
+            let state = self.restart_one(id).await;
+            self.deps().clear_requested(&marked);
+            return state;
         }
         let stopped = self.stop_dependents(id).await;
         let state = self.restart_one(id).await;
+        self.deps().clear_requested(&marked);
         for dependent in stopped.iter().rev() {
-            if let Err(err) = self.start_one(dependent).await {
+            if let Err(err) = self.start_with_dependencies(dependent).await {
                 tracing::warn!(process = %dependent, "cannot start again after {id} restarted: {err}");
             }
         }
         state
     }
 
-    /// After `id` restarted on its own (a crash): restart its dependents under way.
+    /// After `id` restarted on its own (a crash): restart its dependents under way. They are started as a start
+    /// does, their stopped dependencies first: a one-shot job a dependent needs (`completedSuccessfully`) runs
+    /// again, rather than the dependent waiting for a job that nobody starts.
     pub(crate) async fn restart_dependents_of(&self, id: &str) {
         let stopped = self.stop_dependents(id).await;
         for dependent in stopped.iter().rev() {
             tracing::info!(process = %dependent, "restarting after its dependency {id} restarted");
-            if let Err(err) = self.start_one(dependent).await {
+            if let Err(err) = self.start_with_dependencies(dependent).await {
                 tracing::warn!(process = %dependent, "cannot start again after {id} restarted: {err}");
             }
         }
@@ -307,10 +356,13 @@ impl crate::monitor::Monitor {
     pub(crate) async fn start_after_dependencies(&self, id: &str) -> Result<ProcessState, pm_core::Error> {
         let under_way =
             self.supervisor().get(id).ok_or_else(|| pm_core::Error::NotFound(id.to_owned()))?.state.has_child();
+        let mut marked = Vec::new();
         if !under_way {
-            self.supervisor().start_dependencies_of(id).await?;
+            marked = self.supervisor().start_dependencies_of(id).await?;
         }
-        self.ask_in_order(id, Cmd::Start).await
+        let res = self.ask_in_order(id, Cmd::Start).await;
+        self.supervisor().deps().clear_requested(&marked);
+        res
     }
 
     /// Stops the dependents of `id` under way (dependents first), then `id`; answers its state and them.
@@ -326,14 +378,16 @@ impl crate::monitor::Monitor {
     /// are stopped first and started again after it.
     pub(crate) async fn restart_with_dependencies(&self, id: &str) -> Result<ProcessState, pm_core::Error> {
         let entry = self.supervisor().get(id).ok_or_else(|| pm_core::Error::NotFound(id.to_owned()))?;
+        let mut marked = Vec::new();
         if entry.config.enabled {
-            self.supervisor().start_dependencies_of(id).await?;
+            marked = self.supervisor().start_dependencies_of(id).await?;
         }
         let stopped =
             if entry.config.restart_dependents { self.supervisor().stop_dependents(id).await } else { Vec::new() };
         let state = self.ask_in_order(id, Cmd::Restart).await;
+        self.supervisor().deps().clear_requested(&marked);
         for dependent in stopped.iter().rev() {
-            if let Err(err) = self.supervisor().start_one(dependent).await {
+            if let Err(err) = self.supervisor().start_with_dependencies(dependent).await {
                 tracing::warn!(process = %dependent, "cannot start again after {id} restarted: {err}");
             }
         }

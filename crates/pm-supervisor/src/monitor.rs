@@ -775,6 +775,10 @@ impl pm_http::ControlPlane for Monitor {
     }
 
     async fn set_enabled(&self, id: &str, enabled: bool) -> Result<(), Error> {
+        if !enabled && self.supervisor().get(id).is_some() {
+            // Disabling stops it: the processes that depend on it stop first, as for a stop.
+            self.supervisor().stop_dependents(id).await;
+        }
         let res = self.ask_in_order(id, |reply| Cmd::SetEnabled(enabled, reply)).await;
         self.durable(res, [id.to_owned()]).await
     }

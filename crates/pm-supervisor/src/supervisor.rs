@@ -136,6 +136,11 @@ impl Supervisor {
         &self.shared
     }
 
+    /// The dependency coordinator (see [`crate::deps`]).
+    pub(crate) fn deps(&self) -> &crate::deps::Coordinator {
+        &self.shared.deps
+    }
+
     pub(crate) fn assemble(shared: Arc<Shared>, slots: Arc<Mutex<Slots>>) -> Supervisor {
         Supervisor { shared, slots }
     }
@@ -208,8 +213,11 @@ impl Supervisor {
         }
     }
 
-    /// Enables or disables a process; disabling stops it.
+    /// Enables or disables a process; disabling stops it, after the processes that depend on it (as a stop does).
     pub async fn set_enabled(&self, id: &str, enabled: bool) -> Result<(), Error> {
+        if !enabled && self.get(id).is_some() {
+            self.stop_dependents(id).await;
+        }
         self.ask(id, |reply| Cmd::SetEnabled(enabled, reply)).await
     }
 

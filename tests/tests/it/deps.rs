@@ -167,6 +167,7 @@ fn starting_web_brings_the_chain_up_in_order_and_stopping_db_takes_api_and_web_d
     let cli = |args: &[&str]| {
         let out = std::process::Command::new(&site.bin).arg("--directory").arg(&site.dir).args(args).output().unwrap();
         assert!(out.status.success(), "{args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8_lossy(&out.stdout).into_owned()
     };
     cli(&["start", "web"]);
     wait_until(LONG, "the chain is up again", || {
@@ -178,7 +179,10 @@ fn starting_web_brings_the_chain_up_in_order_and_stopping_db_takes_api_and_web_d
     let second = |id: &str| stamps(&site, id)[1];
     assert!(second("migrate") >= second("db") + 900_000_000 && second("api") > second("migrate"));
     assert!(second("web") > second("api"));
-    cli(&["stop", "db"]);
+    // The local stop (through the monitor's socket) says which dependents went first.
+    let out = cli(&["stop", "db"]);
+    assert!(out.contains("stopped first (they depend on db): web, api"), "{out}");
+    assert!(out.contains("db: stop -> stopped"), "{out}");
     let statuses = site.statuses().unwrap();
     for id in ["db", "api", "web"] {
         assert_eq!(statuses[id].state, ProcessState::Stopped, "{id}");
@@ -240,6 +244,21 @@ fn a_dependency_that_never_gets_healthy_fails_the_dependent_after_its_timeout() 
     assert_eq!(api.pid, None);
     assert!(site.copies("api").is_empty(), "api was never spawned");
     assert_eq!(state(&site, "db"), Some(ProcessState::Starting));
+    // The CLI's status says what a waiting process waits for.
+    let mut web = shell(&site, "web", "sleep 600 & wait");
+    web["dependsOn"] = json!({"db": "healthy"});
+    assert_eq!(call(&site, "POST", "/processes", Some(&web)).0, 200);
+    assert_eq!(call(&site, "POST", "/processes/web/start", None).0, 200);
+    let cli = |args: &[&str]| {
+        let out = std::process::Command::new(&site.bin).arg("--directory").arg(&site.dir).args(args).output().unwrap();
+        assert!(out.status.success(), "{args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let text = cli(&["status", "web"]);
+    assert!(text.contains("state:     starting") && text.contains("waiting:   for db (healthy)"), "{text}");
+    let json: Value = serde_json::from_str(&cli(&["--json", "status", "web"])).unwrap();
+    assert_eq!(json["waitingFor"], json!({"db": "healthy"}));
+    assert_eq!(call(&site, "POST", "/processes/web/stop", None).0, 200);
 }
 
 #[test]
@@ -273,6 +292,7 @@ fn bad_graphs_are_refused_at_the_door_and_nothing_is_stored() {
         assert_eq!(code, 400, "{body}");
         assert!(error.contains(fragment), "{error:?} lacks {fragment:?}");
         assert!(error.contains("dependsOn"), "{error:?} names the field");
+        assert_eq!(error.matches("Missing or invalid field").count(), 1, "{error:?}");
     }
     assert_eq!(site.registry().unwrap().processes, before_c.processes, "nothing stored");
     assert!(site.statuses().unwrap().keys().eq(["b", "c"]));
@@ -289,6 +309,30 @@ fn bad_graphs_are_refused_at_the_door_and_nothing_is_stored() {
         Err(pm_client::Error::Conflict(message)) => assert!(message.contains("dependency of c"), "{message}"),
         other => panic!("expected a conflict, got {other:?}"),
     }
+    // The CLI through the running monitor's socket: refused, then forced.
+    let cli = |args: &[&str]| {
+        let out = std::process::Command::new(&site.bin)
+            .arg("--directory")
+            .arg(&site.dir)
+            .args(["--instance-id", "default"])
+            .args(args)
+            .output()
+            .unwrap();
+        (out.status.code(), String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr))
+    };
+    let (code, out) = cli(&["deregister", "b"]);
+    assert_eq!(code, Some(1), "{out}");
+    assert!(out.contains("Process b is a dependency of c") && out.contains("or use --force"), "{out}");
+    assert!(site.registry().unwrap().processes.contains_key("b"));
+    let (code, out) = cli(&["deregister", "--force", "b"]);
+    assert_eq!(code, Some(0), "{out}");
+    assert!(out.contains("b: deregister done"), "{out}");
+    assert!(!site.registry().unwrap().processes.contains_key("b"));
+    assert!(site.statuses().unwrap().keys().eq(["c"]));
+    // The remote client forces it too.
+    let mut again = shell(&site, "b", "sleep 600 & wait");
+    again["dependsOn"] = json!({"a": "started"});
+    assert_eq!(call(&site, "POST", "/processes", Some(&again)).0, 200);
     runtime.block_on(client.deregister_forced("b")).unwrap();
     assert!(!site.registry().unwrap().processes.contains_key("b"));
 }
@@ -345,13 +389,28 @@ fn the_cli_registers_dependencies_and_refuses_an_unknown_condition() {
     assert!(out.contains("Cannot start api: its dependency db is disabled"), "{out}");
     assert_eq!(cli(&["enable", "db"]).0, Some(0));
     let (code, out) = cli(&["deregister", "db"]);
-    assert_ne!(code, Some(0));
+    assert_eq!(code, Some(1));
     assert!(out.contains("Process db is a dependency of api"), "{out}");
+    assert!(out.contains("--force"), "names the way round it: {out}");
     assert!(site.registry().unwrap().processes.contains_key("db"));
     let (code, out) = cli(&["deregister", "api"]);
     assert_eq!(code, Some(0), "nothing depends on api: {out}");
     let (code, out) = cli(&["deregister", "db"]);
     assert_eq!(code, Some(0), "nothing depends on db any more: {out}");
+    // `deregister --force` removes a process others depend on; they keep their dependsOn.
+    for args in [
+        &["register", "--id", "db", "--command", "/bin/true", "--no-autostart"][..],
+        &["register", "--id", "api", "--command", "/bin/true", "--no-autostart", "--depends-on", "db:healthy"],
+    ] {
+        assert_eq!(cli(args).0, Some(0));
+    }
+    let (code, out) = cli(&["--json", "deregister", "--force", "db"]);
+    assert_eq!(code, Some(0), "{out}");
+    let answer: Value = serde_json::from_str(out.trim()).unwrap();
+    assert_eq!(answer, json!({"success": true, "processId": "db", "action": "deregister"}));
+    let registry = site.registry().unwrap();
+    assert!(!registry.processes.contains_key("db"));
+    assert_eq!(registry.processes["api"].config.depends_on["db"], DependencyCondition::Healthy);
 }
 
 #[test]
@@ -486,4 +545,98 @@ fn an_exec_probe_from_an_untrusted_peer_obeys_the_whitelist_and_blacklist() {
     assert_eq!(allowed.status, 200, "{}", allowed.text());
     let stored = site.registry().unwrap().processes["good"].config.aliveness_check.clone().unwrap();
     assert_eq!(stored.command.as_deref(), Some(truthy.to_str().unwrap()), "stored as the canonical path");
+}
+
+/// Disabling a dependency through the API stops the processes that depend on it first.
+#[test]
+fn disabling_a_dependency_through_the_api_stops_its_dependents_first() {
+    let Some(site) = site("deps-disable") else { return };
+    start_daemon(&site);
+    let db = shell(&site, "db", "sleep 600 & wait");
+    let mut api = shell(&site, "api", "sleep 600 & wait");
+    api["dependsOn"] = json!({"db": "started"});
+    for config in [&db, &api] {
+        assert_eq!(call(&site, "POST", "/processes", Some(config)).0, 200);
+    }
+    assert_eq!(call(&site, "POST", "/processes/api/start", None).0, 200);
+    wait_until(LONG, "api runs", || state(&site, "api") == Some(ProcessState::Running));
+    let (code, body) = call(&site, "POST", "/processes/db/disable", None);
+    assert_eq!(code, 200, "{body}");
+    let statuses = site.statuses().unwrap();
+    assert_eq!(statuses["db"].state, ProcessState::Disabled);
+    assert_eq!(statuses["api"].state, ProcessState::Stopped);
+    assert!(statuses["api"].enabled);
+    assert!(statuses["api"].last_stopped_at <= statuses["db"].last_stopped_at);
+    for id in ["db", "api"] {
+        assert!(site.copies(id).is_empty(), "{id} still runs");
+    }
+}
+
+/// A restart after a crash waits for a `healthy` dependency that went down meanwhile (in `starting`, with
+/// `waitingFor`), and goes ahead once it is healthy again.
+#[test]
+fn a_crash_restart_waits_for_a_dependency_that_went_down() {
+    let Some(site) = site("deps-crash-wait") else { return };
+    start_daemon(&site);
+    let up = site.dir.join("db.up");
+    std::fs::write(&up, "").unwrap();
+    let mut db = shell(&site, "db", &format!("{}; sleep 600 & wait", stamp(&site, "db")));
+    db["alivenessCheck"] = json!({
+        "type": "exec", "command": "/bin/sh", "args": ["-c", format!("test -f '{}'", up.display())],
+        "intervalMs": 60000, "timeoutMs": 2000,
+        "startupCheck": {"initialDelayMs": 0, "checkIntervalMs": 50, "maxAttempts": 100000}
+    });
+    db["restartPolicy"] = json!({"backoffIntervalsMs": [300]});
+    let mut api = shell(&site, "api", &format!("{}; sleep 600 & wait", stamp(&site, "api")));
+    api["dependsOn"] = json!({"db": "healthy"});
+    api["restartPolicy"] = json!({"backoffIntervalsMs": [100]});
+    for config in [&db, &api] {
+        assert_eq!(call(&site, "POST", "/processes", Some(config)).0, 200);
+    }
+    assert_eq!(call(&site, "POST", "/processes/api/start", None).0, 200);
+    wait_until(LONG, "api runs", || state(&site, "api") == Some(ProcessState::Running));
+    wait_until(LONG, "api's shell ran", || stamps(&site, "api").len() == 1);
+    // db goes down and does not get healthy again; then api crashes.
+    std::fs::remove_file(&up).unwrap();
+    pm_tests::kill9(status(&site, "db").unwrap().pid.unwrap());
+    wait_until(LONG, "db restarted", || stamps(&site, "db").len() == 2);
+    pm_tests::kill9(status(&site, "api").unwrap().pid.unwrap());
+    wait_until(LONG, "api waits for db", || status(&site, "api").is_some_and(|api| api.waiting_for.is_some()));
+    let waiting = status(&site, "api").unwrap();
+    assert_eq!(waiting.state, ProcessState::Starting);
+    assert_eq!(waiting.pid, None);
+    assert_eq!(waiting.waiting_for, Some(BTreeMap::from([("db".to_owned(), DependencyCondition::Healthy)])));
+    assert_eq!(stamps(&site, "api").len(), 1, "api was spawned while db was not healthy");
+    // db healthy again: api is spawned.
+    std::fs::write(&up, "").unwrap();
+    wait_until(LONG, "api runs again", || state(&site, "api") == Some(ProcessState::Running));
+    wait_until(LONG, "api's shell ran again", || stamps(&site, "api").len() == 2);
+    assert_eq!(status(&site, "api").unwrap().waiting_for, None);
+    assert_eq!(site.copies("api").len(), 1);
+}
+
+/// Fast jobs started for a dependent through the API count as completed for it, even when they finished before
+/// its own wait began.
+#[test]
+fn fast_jobs_started_for_a_dependent_through_the_api_count_as_completed() {
+    let Some(site) = site("deps-fast-jobs") else { return };
+    start_daemon(&site);
+    let mut needs = serde_json::Map::new();
+    for n in 1..=4 {
+        let id = format!("job{n}");
+        let job = json!({"id": id, "name": id, "command": "/bin/true", "autostart": false,
+                         "restartPolicy": {"restartOn": "never"}});
+        assert_eq!(call(&site, "POST", "/processes", Some(&job)).0, 200);
+        needs.insert(id, json!("completedSuccessfully"));
+    }
+    let mut api = shell(&site, "api", "sleep 600 & wait");
+    api["dependsOn"] = Value::Object(needs);
+    api["dependencyTimeoutMs"] = json!(5000);
+    assert_eq!(call(&site, "POST", "/processes", Some(&api)).0, 200);
+    assert_eq!(call(&site, "POST", "/processes/api/start", None).0, 200);
+    wait_until(LONG, "api runs or fails", || {
+        matches!(state(&site, "api"), Some(ProcessState::Running | ProcessState::Failed))
+    });
+    let api = status(&site, "api").unwrap();
+    assert_eq!(api.state, ProcessState::Running, "{:?}", api.last_error);
 }

@@ -44,7 +44,15 @@ pub(crate) fn load(path: &Path, vars: &dyn Fn(&str) -> Option<String>) -> anyhow
     let shown = path.display().to_string();
     let value = parse(&text, &path).with_context(|| format!("{shown} does not parse"))?;
     let base = path.parent().map(Path::to_path_buf).unwrap_or_default();
-    let stack = read(value, &base, vars).with_context(|| format!("{shown} is not a valid stack file"))?;
+    let stack = read(value, &base, vars).map_err(|err| {
+        // The error names the key path; the place of that key in the file is said after it.
+        let message = format!("{err:#}");
+        match locate(&text, &path, &message) {
+            Some((line, column)) => anyhow::format_err!("{message} (line {line}, column {column})"),
+            None => err,
+        }
+        .context(format!("{shown} is not a valid stack file"))
+    })?;
     Ok(Stack { path, processes: stack.0, settings: stack.1 })
 }
 
@@ -65,6 +73,50 @@ fn parse(text: &str, path: &Path) -> anyhow::Result<Value> {
         };
         anyhow::format_err!("line {line}, column {column}: {}", err.message().trim_end())
     })
+}
+
+/// Line and column of the key an error message begins with (`processes.web.comand: unknown key`), as far as it
+/// is found in the file; `None` when the message names no key, or the key is not written there.
+fn locate(text: &str, path: &Path, message: &str) -> Option<(usize, usize)> {
+    let (key_path, _) = message.split_once(": ")?;
+    if key_path.is_empty() || key_path.contains(char::is_whitespace) {
+        return None;
+    }
+    // `args[1]` is found as `args`.
+    let segments: Vec<&str> = key_path.split('.').map(|segment| segment.split('[').next().unwrap_or(segment)).collect();
+    let spelled = |written: &str, segment: &str| written == segment || keys::camel(written) == segment;
+    if path.extension().is_some_and(|ext| ext.eq_ignore_ascii_case("json")) {
+        // Each key after the one before it: good enough for a file serde_json has parsed already.
+        let mut from = 0;
+        for segment in &segments {
+            let found = [segment.to_string(), keys::snake(segment)]
+                .iter()
+                .filter_map(|name| {
+                    let quoted = format!("\"{name}\"");
+                    text[from..]
+                        .match_indices(&quoted)
+                        .map(|(at, _)| from + at)
+                        .find(|at| text[at + quoted.len()..].trim_start().starts_with(':'))
+                })
+                .min()?;
+            from = found;
+        }
+        return Some(line_column(text, from));
+    }
+    let document = toml::de::DeTable::parse(text).ok()?;
+    let mut table = document.get_ref();
+    let mut found = None;
+    for (idx, segment) in segments.iter().enumerate() {
+        let (key, value) = table.iter().find(|(key, _)| spelled(key.get_ref(), segment))?;
+        found = Some(key.span().start);
+        if idx + 1 < segments.len() {
+            match value.get_ref() {
+                toml::de::DeValue::Table(inner) => table = inner,
+                _ => break,
+            }
+        }
+    }
+    found.map(|offset| line_column(text, offset))
 }
 
 /// 1-based line and column of a byte offset.
@@ -103,8 +155,10 @@ fn read(
                 let Value::Object(map) = value.clone() else { anyhow::bail!("{key}: must be a table") };
                 let known: Vec<String> = keys::REMOTE_ACCESS.iter().map(|key| (*key).to_owned()).collect();
                 let map = normalise(map, &known, None, "remoteAccess.", &[])?;
-                let patch: RemoteAccessPatch =
-                    serde_json::from_value(Value::Object(map)).context("remoteAccess: each key takes true or false")?;
+                let patch: RemoteAccessPatch = serde_json::from_value(Value::Object(map)).context(
+                    "remoteAccess: allowRemote*, startRemoteAccess and requireToken take true or false, socketUsers \
+                     and allowedEnvironment a list of strings, maxUntrustedProcesses a number",
+                )?;
                 SettingsUpdate::RemoteAccess(patch)
             }
             _ => continue,
@@ -439,6 +493,26 @@ mod tests {
         assert!(message.contains("did you mean trusted_hosts?"), "{message}");
         let message = err("l.toml", "[processes.api]\ncommand = \"x\"\npartner = true\n");
         assert!(message.contains("partner"), "{message}");
+        // Errors about a key say where it is written too.
+        let message =
+            err("m.toml", "[processes.api]\ncommand = \"x\"\n\n[processes.web]\ncommand = \"y\"\n  comand = \"z\"\n");
+        assert!(
+            message.contains("processes.web.comand: unknown key; did you mean command? (line 6, column 3)"),
+            "{message}"
+        );
+        let message =
+            err("n.toml", "[processes.api]\ncommand = \"x\"\n[processes.api.aliveness_check]\nurl = \"\"\nprot = 1\n");
+        assert!(
+            message.contains("processes.api.alivenessCheck.prot: unknown key; did you mean port? (line 5, column 1)"),
+            "{message}"
+        );
+        let message = err("o.toml", "[processes.api]\ncommand = \"x\"\nenv_file = \"missing.env\"\n");
+        assert!(message.contains("processes.api.envFile: ") && message.ends_with("(line 3, column 1)"), "{message}");
+        let message = err("p.json", "{\"processes\": {\"api\": {\"command\": \"x\"},\n  \"web\": {\"command\": \"y\",\n    \"stopTimeoutMs\": \"soon\"}}}");
+        assert!(message.contains("processes.web.stopTimeoutMs: invalid type"), "{message}");
+        assert!(message.ends_with("(line 3, column 5)"), "{message}");
+        let message = err("q.toml", "[processes.api]\ncommand = \"x\"\nargs = [\"a\", \"${NOPE}\"]\n");
+        assert!(message.contains("processes.api.args[1]: ") && message.ends_with("(line 3, column 1)"), "{message}");
     }
 
     #[test]

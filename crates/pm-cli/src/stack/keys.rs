@@ -23,7 +23,8 @@ pub(crate) const ENV_FILE: &str = "envFile";
 pub(crate) const TOP_LEVEL: &[&str] =
     &["processes", "trustedHosts", "executableWhitelist", "executableBlacklist", "remoteAccess", "standaloneMode"];
 
-/// Keys of `remoteAccess` a stack file may set (the permissions; the lists are top-level keys).
+/// Keys of `remoteAccess` a stack file may set (the permissions and limits of `PUT /config/remote-access`; the
+/// host and executable lists are top-level keys).
 pub(crate) const REMOTE_ACCESS: &[&str] = &[
     "startRemoteAccess",
     "allowRemoteRegister",
@@ -33,7 +34,22 @@ pub(crate) const REMOTE_ACCESS: &[&str] = &[
     "allowRemoteDisable",
     "allowRemoteAutostart",
     "allowRemoteMonitorRestart",
+    "requireToken",
+    "socketUsers",
+    "allowedEnvironment",
+    "maxUntrustedProcesses",
 ];
+
+/// Schema type and description of a `remoteAccess` key.
+fn describe_remote_access_key(key: &str) -> (Value, &'static str) {
+    match key {
+        "requireToken" => (json!({"type": "boolean"}), "TCP peers need a bearer token (see docs/authentication.md)"),
+        "socketUsers" => (strings(), "Other users allowed on the unix socket"),
+        "allowedEnvironment" => (strings(), "The only environment variable names untrusted registrations may set"),
+        "maxUntrustedProcesses" => (int(0), "How many processes untrusted peers may have registered at once"),
+        _ => (json!({"type": "boolean"}), "A remote-access permission"),
+    }
+}
 
 /// Where a nested object sits and the keys it takes.
 pub(crate) struct Nested {
@@ -396,7 +412,11 @@ fn describe_settings_key(key: &str) -> Option<(Value, &'static str)> {
         "trustedHosts" => (strings(), "Peers that bypass the remote-access permissions"),
         "executableWhitelist" => (strings(), "Executables untrusted peers may register (glob patterns)"),
         "executableBlacklist" => (strings(), "Executables untrusted peers may not register (glob patterns)"),
-        "remoteAccess" => (json!({"type": "object"}), "The allowRemote* permissions and startRemoteAccess"),
+        "remoteAccess" => (
+            json!({"type": "object"}),
+            "The allowRemote* permissions, startRemoteAccess, requireToken, socketUsers, allowedEnvironment and \
+             maxUntrustedProcesses",
+        ),
         "standaloneMode" => (json!({"type": "boolean"}), "No partner (watcher) supervision"),
         "processes" => (json!({"type": "object"}), "One table per process, named by its id"),
 
@@ -439,7 +459,9 @@ pub(crate) fn schema() -> Value {
         &json_of(&AlivenessCheck::new("http://localhost/health")),
         &[("startupCheck", startup)],
     );
-    check["required"] = json!(["url"]);
+    // `url` is needed by the http probe only (the default type); tcp and exec probes have none.
+    check["if"] = json!({"properties": {"type": {"enum": ["tcp", "exec"]}}, "required": ["type"]});
+    check["else"] = json!({"required": ["url"]});
     let policy = object_schema(&keys_of(&["restartPolicy"]), &json_of(&RestartPolicy::default()), &[]);
     let mut defaults = json_of(&ProcessConfig::new("a", "a", "a"));
     if let Value::Object(map) = &mut defaults {
@@ -453,8 +475,14 @@ pub(crate) fn schema() -> Value {
     let remote: Vec<String> = REMOTE_ACCESS.iter().map(|key| (*key).to_owned()).collect();
     let mut remote_access = object_schema(&remote, &Value::Null, &[]);
     for key in REMOTE_ACCESS {
-        remote_access["properties"][*key]["type"] = json!("boolean");
-        remote_access["properties"][snake(key)]["type"] = json!("boolean");
+        let (schema, description) = describe_remote_access_key(key);
+        for (name, text) in
+            [((*key).to_owned(), description.to_owned()), (snake(key), format!("{description} (alias of {key})"))]
+        {
+            let mut entry = schema.clone();
+            entry["description"] = Value::String(text);
+            remote_access["properties"][name] = entry;
+        }
     }
     let processes = json!({
         "type": "object",
@@ -591,5 +619,14 @@ mod tests {
         let startup = &process["properties"]["alivenessCheck"]["properties"]["startupCheck"];
         assert_eq!(startup["properties"]["failAction"]["enum"], json!(["restart", "disable", "fail"]));
         assert_eq!(schema["properties"]["remoteAccess"]["properties"]["allow_remote_start"]["type"], "boolean");
+        let access = &schema["properties"]["remoteAccess"]["properties"];
+        assert_eq!(access["allowedEnvironment"]["type"], "array");
+        assert_eq!(access["max_untrusted_processes"]["type"], "integer");
+        assert_eq!(access["requireToken"]["type"], "boolean");
+        // A tcp or exec probe has no url: only an http one (the default type) needs it.
+        let check = &process["properties"]["alivenessCheck"];
+        assert_eq!(check.get("required"), None);
+        assert_eq!(check["else"]["required"], json!(["url"]));
+        assert_eq!(check["if"]["properties"]["type"]["enum"], json!(["tcp", "exec"]));
     }
 }

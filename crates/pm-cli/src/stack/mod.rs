@@ -114,6 +114,20 @@ pub(crate) fn down(cli: &Cli, paths: &Paths, args: &StackFileArg) -> anyhow::Res
             ids.push(entry.config.id.clone());
         }
     }
+    // Refused before anything is removed when a process that stays depends on one of them (the monitor would
+    // refuse that removal half-way through).
+    for id in &ids {
+        let kept: Vec<String> =
+            pm_core::dependents_in(&registry, id).into_iter().filter(|dependent| !ids.contains(dependent)).collect();
+        if !kept.is_empty() {
+            anyhow::bail!(
+                "{id} is a dependency of {}, which {} not created from {mark}; deregister or change them first \
+                 (nothing was removed)",
+                kept.join(", "),
+                if kept.len() == 1 { "was" } else { "were" }
+            );
+        }
+    }
     let mut removed = Vec::new();
     for id in &ids {
         client.deregister(id).with_context(|| format!("{id}: cannot remove"))?;

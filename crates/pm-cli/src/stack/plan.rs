@@ -92,6 +92,15 @@ pub(crate) fn plan(stack: &Stack, registry: &Registry, options: &PlanOptions) ->
             }
         }
     }
+    // Nor with the processes registered otherwise: the monitor would refuse the registration that closes the
+    // cycle half-way through applying.
+    let mut graph = pm_core::graph_of(registry);
+    for config in &stack.processes {
+        graph.insert(config.id.clone(), config.depends_on.keys().cloned().collect());
+    }
+    if let Some(cycle) = pm_core::find_cycle(&graph) {
+        anyhow::bail!("dependsOn would form a cycle with the registered processes: {}", cycle.join(" -> "));
+    }
     for config in &stack.processes {
         let Some(entry) = registry.processes.get(&config.id) else {
             res.added.push(config.clone());
@@ -136,6 +145,22 @@ pub(crate) fn plan(stack: &Stack, registry: &Registry, options: &PlanOptions) ->
     let order = start_order_of(removed.iter().copied())
         .unwrap_or_else(|_| removed.iter().map(|config| config.id.clone()).collect());
     res.removed = order.into_iter().rev().collect();
+    if options.prune {
+        // A process that stays (in the file or registered otherwise) and depends on one to prune would make the
+        // monitor refuse the removal half-way through.
+        for id in &res.removed {
+            let kept: Vec<String> = pm_core::direct_dependents(&graph, id)
+                .into_iter()
+                .filter(|dependent| !res.removed.contains(dependent))
+                .collect();
+            if !kept.is_empty() {
+                anyhow::bail!(
+                    "{id}: cannot be pruned: {} depend(s) on it; change or remove them first",
+                    kept.join(", ")
+                );
+            }
+        }
+    }
     // Settings: checked on a copy (all or nothing), listed where they differ.
     let mut scratch = registry.clone();
     for (key, update) in &stack.settings {

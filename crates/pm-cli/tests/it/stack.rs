@@ -59,6 +59,8 @@ standalone_mode = true
 [remote_access]
 allow_remote_start = false
 allowRemoteMonitorRestart = true
+allowed_environment = ["APP_MODE", "TZ"]
+maxUntrustedProcesses = 7
 
 [processes.api]
 id = "api"
@@ -122,6 +124,10 @@ fail_action = "disable"
     assert_eq!(access["executableWhitelist"], json!(["/usr/bin/*"]));
     assert_eq!(access["executableBlacklist"], json!(["/usr/bin/rm"]));
     assert_eq!((&access["allowRemoteStart"], &access["allowRemoteMonitorRestart"]), (&json!(false), &json!(true)));
+    assert_eq!(
+        (&access["allowedEnvironment"], &access["maxUntrustedProcesses"]),
+        (&json!(["APP_MODE", "TZ"]), &json!(7))
+    );
     assert_eq!(env.registry()["standaloneMode"], true);
     // Read back: nothing to change, in either spelling or format.
     assert_eq!(env.ok(&["diff", "-f", &file]).stdout, "= api (unchanged)\nno changes\n");
@@ -148,6 +154,62 @@ fail_action = "disable"
     {
         assert!(process.get(key).is_some(), "{key} missing from the schema");
     }
+}
+
+/// The keys of the dependencies (#14) and containment (#13) issues read from a stack file as well, in either
+/// spelling, and read back unchanged.
+#[test]
+fn dependency_probe_and_containment_keys_round_trip() {
+    let env = Env::new();
+    let toml = r#"
+[processes.db]
+command = "/bin/sleep"
+args = ["600"]
+autostart = false
+memory_restart_bytes = 104857600
+track_daemonized_children = true
+restart_policy = { restart_on = "never" }
+[processes.db.aliveness_check]
+type = "exec"
+command = "/bin/true"
+args = ["-x"]
+[processes.db.aliveness_check.startup_check]
+check_interval_ms = 50
+
+[processes.api]
+command = "/bin/sleep"
+args = ["600"]
+autostart = false
+depends_on = { db = "healthy" }
+dependencyTimeoutMs = 5000
+restart_dependents = true
+aliveness_check = { type = "tcp", host = "127.0.0.1", port = 9 }
+"#;
+    let file = write(&env, "stack.toml", toml);
+    let out = env.ok(&["apply", "-f", &file]);
+    assert!(out.stdout.contains("db: registered") && out.stdout.contains("api: registered"), "{out:?}");
+    let db = config_of(&env.entry("db"));
+    assert_eq!(db["memoryRestartBytes"], 104857600);
+    assert_eq!(db["trackDaemonizedChildren"], true);
+    assert_eq!(db["restartPolicy"]["restartOn"], "never");
+    let check = &db["alivenessCheck"];
+    assert_eq!(
+        (&check["type"], &check["command"], &check["args"]),
+        (&json!("exec"), &json!("/bin/true"), &json!(["-x"]))
+    );
+    assert_eq!(check["startupCheck"]["checkIntervalMs"], 50);
+    let api = config_of(&env.entry("api"));
+    assert_eq!(api["dependsOn"], json!({"db": "healthy"}));
+    assert_eq!((&api["dependencyTimeoutMs"], &api["restartDependents"]), (&json!(5000), &json!(true)));
+    let check = &api["alivenessCheck"];
+    assert_eq!((&check["type"], &check["host"], &check["port"]), (&json!("tcp"), &json!("127.0.0.1"), &json!(9)));
+    assert_eq!(env.ok(&["diff", "-f", &file]).stdout, "= db (unchanged)\n= api (unchanged)\nno changes\n");
+    // A condition the monitor does not know is refused, naming the key and where it is written.
+    let bad = write(&env, "bad.toml", &toml.replace("\"healthy\"", "\"ready\""));
+    let out = env.run(&["apply", "-f", &bad]);
+    assert_eq!(out.code, 1, "{out:?}");
+    assert!(out.stderr.contains("processes.api.dependsOn") && out.stderr.contains("\"ready\""), "{out:?}");
+    assert!(out.stderr.contains("(line 20, column 1)"), "{out:?}");
 }
 
 #[test]
@@ -289,6 +351,17 @@ fn prune_and_down_spare_processes_registered_otherwise() {
     assert!(out.stdout.contains("b: no longer listed (apply --prune removes it)"), "{out:?}");
     assert!(!env.entry("b").is_null(), "removed without --prune");
 
+    // A process registered otherwise that depends on b: neither --prune nor down removes anything.
+    env.ok(&["register", "--id", "needs-b", "--command", "/bin/true", "--no-autostart", "--depends-on", "b:started"]);
+    let out = env.run(&["apply", "-f", &file, "--prune"]).code(1);
+    assert!(out.stderr.contains("b: cannot be pruned: needs-b depend(s) on it"), "{out:?}");
+    let out = env.run(&["down", "-f", &file]).code(1);
+    assert!(out.stderr.contains("b is a dependency of needs-b, which was not created from"), "{out:?}");
+    assert!(out.stderr.contains("(nothing was removed)"), "{out:?}");
+    assert!(!env.entry("a").is_null() && !env.entry("b").is_null());
+    assert_eq!(pid_of(&env, "a"), a);
+    env.ok(&["deregister", "needs-b"]);
+
     let out = env.ok(&["apply", "-f", &file, "--prune"]);
     assert!(out.stdout.contains("b: removed"), "{out:?}");
     assert!(!out.stdout.contains("by-api"), "{out:?}");
@@ -385,6 +458,8 @@ fn a_broken_file_changes_nothing() {
     );
     let file = write(&env, "stack.toml", &good);
     env.ok(&["apply", "-f", &file]);
+    // Registered otherwise, depending on the file's `two`.
+    env.ok(&["register", "--id", "outside", "--command", "/bin/true", "--no-autostart", "--depends-on", "two:started"]);
     let registry = std::fs::read(env.dir.join("processes_default.json")).unwrap();
     // Each broken file also changes `one` and adds `three`, ahead of the problem.
     let changed_first = |broken: &str| {
@@ -410,6 +485,11 @@ fn a_broken_file_changes_nothing() {
             "",
             "[processes.two]\ncommand = \"/bin/sh\"\nstop_timeout_ms = \"soon\"\n",
             "processes.two.stopTimeoutMs: invalid type",
+        ),
+        (
+            "",
+            "[processes.two]\ncommand = \"/bin/sh\"\ndepends_on = { outside = \"started\" }\n",
+            "dependsOn would form a cycle with the registered processes: outside -> two -> outside",
         ),
         ("trusted_hosts = [\"\"]\n", "", "trustedHosts"),
         ("standalone_mod = true\n", "", "standalone_mod: unknown key; did you mean standalone_mode?"),

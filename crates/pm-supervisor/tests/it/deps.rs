@@ -424,3 +424,217 @@ async fn a_job_found_gone_at_monitor_start_is_not_run_again_unless_it_restarts_a
         assert!(read_numbers(&fx.file(&format!("{id}.t"))).is_empty(), "{id} was run again");
     }
 }
+
+/// A restart after a crash waits for the `started`/`healthy` dependencies that do not hold (here db, down at the
+/// same time), in `starting` with `waitingFor`, bounded by `dependencyTimeoutMs`; it does not ask again for a
+/// one-shot job that completed before the first start.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restart_after_a_crash_waits_for_dependencies_that_went_down() {
+    use DependencyCondition::*;
+    let fx = Fixture::new();
+    let up = fx.file("db.up");
+    std::fs::write(&up, "").unwrap();
+    let mut db = sh("db", &format!("{}; exec sleep 600", stamp(&fx.file("db.t"))));
+    db.aliveness_check = Some(exec_check(&format!("test -f '{}'", up.display()), true));
+    db.restart_policy = Some(RestartPolicy { backoff_intervals_ms: vec![1000], ..RestartPolicy::default() });
+    let mut migrate = sh("migrate", &format!("{}; exit 0", stamp(&fx.file("migrate.t"))));
+    migrate.restart_policy = one_shot(RestartOn::Never);
+    let mut api = sh("api", &format!("{}; exec sleep 600", stamp(&fx.file("api.t"))));
+    needs(&mut api, &[("db", Healthy), ("migrate", CompletedSuccessfully)]);
+    api.restart_policy = Some(RestartPolicy { backoff_intervals_ms: vec![50], ..RestartPolicy::default() });
+    api.dependency_timeout_ms = Some(60_000);
+    let mut quick = sh("quick", "exec sleep 600");
+    needs(&mut quick, &[("db", Healthy)]);
+    quick.restart_policy = api.restart_policy.clone();
+    quick.dependency_timeout_ms = Some(1000);
+    for mut config in [db, migrate, api, quick] {
+        config.autostart = false;
+        config.stop_timeout_ms = Some(2000);
+        fx.sup.register(config).unwrap();
+    }
+    fx.sup.start("api").await.unwrap();
+    fx.sup.start("quick").await.unwrap();
+    fx.wait("api", LONG, |e| e.state == ProcessState::Running).await;
+    fx.wait("quick", LONG, |e| e.state == ProcessState::Running).await;
+    eventually(LONG, "api ran", || read_numbers(&fx.file("api.t")).len() == 1).await;
+
+    // db goes down and stays unhealthy; api and quick crash meanwhile.
+    std::fs::remove_file(&up).unwrap();
+    let kill = |id: &str| {
+        let pid = fx.sup.get(id).unwrap().pid.unwrap();
+        // A process the supervisor started.
+        pm_registry::proc::signal_process(pid, libc::SIGKILL).unwrap();
+    };
+    kill("db");
+    fx.wait("db", LONG, |e| e.state != ProcessState::Running).await;
+    kill("api");
+    kill("quick");
+    let waiting = fx.wait("api", LONG, |e| e.state == ProcessState::Starting && !e.waiting_for.is_empty()).await;
+    assert_eq!(waiting.pid, None, "not spawned while db is down");
+    assert_eq!(waiting.waiting_for, BTreeMap::from([("db".to_owned(), Healthy)]), "the job is not asked again");
+    assert_eq!(waiting.restart_attempts, 1, "still a crash restart");
+    assert_eq!(waiting.status().waiting_for.unwrap().len(), 1);
+    // The wait is bounded by dependencyTimeoutMs.
+    let failed = fx.wait("quick", LONG, |e| e.state == ProcessState::Failed).await;
+    let error = failed.last_error.unwrap();
+    assert!(error.contains("dependencies not met within 1000 ms") && error.contains("\"db\" healthy"), "{error}");
+    assert_eq!(failed.pid, None);
+    assert_eq!(read_numbers(&fx.file("api.t")).len(), 1, "api waits");
+
+    // db healthy again: api is spawned, after it; the job is not run again.
+    std::fs::write(&up, "").unwrap();
+    let running = fx.wait("api", LONG, |e| e.state == ProcessState::Running).await;
+    assert!(running.waiting_for.is_empty() && running.pid.is_some());
+    eventually(LONG, "api ran again", || read_numbers(&fx.file("api.t")).len() == 2).await;
+    let (db_runs, api_runs) = (read_numbers(&fx.file("db.t")), read_numbers(&fx.file("api.t")));
+    assert!(api_runs[1] > db_runs[1], "api restarted before db came back: {db_runs:?} {api_runs:?}");
+    assert_eq!(read_numbers(&fx.file("migrate.t")).len(), 1);
+    assert_eq!(fx.sup.get("quick").unwrap().state, ProcessState::Failed, "a failed wait stays failed");
+}
+
+/// A successor monitor resumes the wait of a restart after a crash as such: a job that completed before the
+/// dependent's first start is not waited for again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_crash_restart_wait_resumed_by_a_successor_does_not_ask_for_the_job_again() {
+    use DependencyCondition::*;
+    let fx = Fixture::new();
+    let mut db = sh("db", "exec sleep 600");
+    db.stop_timeout_ms = Some(2000);
+    fx.sup.register(db).unwrap();
+    fx.wait("db", LONG, |e| e.state == ProcessState::Running).await;
+    let mut migrate = sh("migrate", "exit 0");
+    migrate.restart_policy = one_shot(RestartOn::Never);
+    migrate.autostart = false;
+    let mut entry = pm_core::ProcessEntry::new(migrate, pm_core::Timestamp::now());
+    entry.state = ProcessState::Stopped;
+    entry.last_exit_code = Some(0);
+    entry.last_stopped_at = Some(pm_core::Timestamp::now().plus_millis(-60_000));
+    fx.sup.resume(entry, pm_supervisor::StartKind::Resume).unwrap();
+    let mut api = sh("api", &format!("{}; exec sleep 600", stamp(&fx.file("api.t"))));
+    needs(&mut api, &[("db", Healthy), ("migrate", CompletedSuccessfully)]);
+    api.dependency_timeout_ms = Some(3000);
+    api.stop_timeout_ms = Some(2000);
+    let mut entry = pm_core::ProcessEntry::new(api, pm_core::Timestamp::now());
+    // It was waiting to restart after its first crash when the last monitor went.
+    entry.state = ProcessState::Starting;
+    entry.restart_attempts = 1;
+    entry.waiting_since = Some(pm_core::Timestamp::now());
+    entry.waiting_for = BTreeMap::from([("db".to_owned(), Healthy)]);
+    fx.sup.resume(entry, pm_supervisor::StartKind::Resume).unwrap();
+    let running = fx.wait("api", LONG, |e| e.state != ProcessState::Starting).await;
+    assert_eq!(running.state, ProcessState::Running, "{running:?}");
+    eventually(LONG, "api's shell ran", || read_numbers(&fx.file("api.t")).len() == 1).await;
+    assert_eq!(fx.sup.get("migrate").unwrap().state, ProcessState::Stopped);
+}
+
+/// `restartDependents` starts the dependents again as a start does: a dependent that also needs a one-shot job
+/// gets it run again, rather than waiting in vain for a job nobody starts.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn restarted_dependents_get_their_one_shot_job_run_again() {
+    use DependencyCondition::*;
+    let fx = Fixture::new();
+    let mut db = sh("db", &format!("{}; exec sleep 600", stamp(&fx.file("db.t"))));
+    db.restart_dependents = true;
+    let mut migrate = sh("migrate", &format!("{}; exit 0", stamp(&fx.file("migrate.t"))));
+    migrate.restart_policy = one_shot(RestartOn::Never);
+    needs(&mut migrate, &[("db", Healthy)]);
+    let mut api = sh("api", &format!("{}; exec sleep 600", stamp(&fx.file("api.t"))));
+    needs(&mut api, &[("db", Healthy), ("migrate", CompletedSuccessfully)]);
+    api.dependency_timeout_ms = Some(5000);
+    for mut config in [db, migrate, api] {
+        config.autostart = false;
+        config.stop_timeout_ms = Some(2000);
+        fx.sup.register(config).unwrap();
+    }
+    fx.sup.start("api").await.unwrap();
+    let first = fx.wait("api", LONG, |e| e.state == ProcessState::Running).await;
+    eventually(LONG, "db and api ran", || {
+        read_numbers(&fx.file("db.t")).len() == 1 && read_numbers(&fx.file("api.t")).len() == 1
+    })
+    .await;
+    fx.sup.restart("db").await.unwrap();
+    let again = fx.wait("api", LONG, |e| e.pid != first.pid && e.state != ProcessState::Starting).await;
+    assert_eq!(again.state, ProcessState::Running, "{again:?}");
+    eventually(LONG, "api ran again", || read_numbers(&fx.file("api.t")).len() == 2).await;
+    let (migrate_runs, api_runs) = (read_numbers(&fx.file("migrate.t")), read_numbers(&fx.file("api.t")));
+    assert_eq!(migrate_runs.len(), 2, "the job ran again for the restarted api");
+    assert!(api_runs[1] > migrate_runs[1]);
+    // The same after a crash restart of db.
+    let db_pid = fx.sup.get("db").unwrap().pid.unwrap();
+    // A process the supervisor started.
+    pm_registry::proc::signal_process(db_pid, libc::SIGKILL).unwrap();
+    eventually(LONG, "api ran a third time", || read_numbers(&fx.file("api.t")).len() == 3).await;
+    let third = fx.wait("api", LONG, |e| e.state != ProcessState::Starting).await;
+    assert_eq!(third.state, ProcessState::Running, "{third:?}");
+    assert_eq!(read_numbers(&fx.file("migrate.t")).len(), 3);
+}
+
+/// Disabling a process stops it as a stop does: the processes that depend on it stop first.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn disabling_a_dependency_stops_its_dependents_first() {
+    let fx = Fixture::new();
+    let mut db = sh("db", "exec sleep 600");
+    db.autostart = false;
+    db.stop_timeout_ms = Some(2000);
+    fx.sup.register(db).unwrap();
+    let mut api = sh("api", "exec sleep 600");
+    needs(&mut api, &[("db", DependencyCondition::Started)]);
+    api.autostart = false;
+    api.stop_timeout_ms = Some(2000);
+    fx.sup.register(api).unwrap();
+    fx.sup.start("api").await.unwrap();
+    fx.wait("api", LONG, |e| e.state == ProcessState::Running).await;
+    fx.sup.set_enabled("db", false).await.unwrap();
+    let (db, api) = (fx.sup.get("db").unwrap(), fx.sup.get("api").unwrap());
+    assert_eq!((db.state, api.state), (ProcessState::Disabled, ProcessState::Stopped));
+    assert!(api.last_stopped_at <= db.last_stopped_at, "{api:?} {db:?}");
+    assert!(api.config.enabled, "only the process named is disabled");
+}
+
+/// Jobs started for a dependent count from when the dependent's start was requested, before they were started:
+/// one that finished before the dependent's own wait began (a fast job) still counts as completed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fast_jobs_started_for_a_dependent_count_as_completed() {
+    let fx = Fixture::new();
+    let jobs: Vec<String> = (1..=5).map(|n| format!("job{n}")).collect();
+    for id in &jobs {
+        let mut job = ProcessConfig::new(id, id, "/bin/true");
+        job.restart_policy = one_shot(RestartOn::Never);
+        job.autostart = false;
+        fx.sup.register(job).unwrap();
+    }
+    let mut api = sh("api", "exec sleep 600");
+    api.depends_on = jobs.iter().map(|id| (id.clone(), DependencyCondition::CompletedSuccessfully)).collect();
+    api.dependency_timeout_ms = Some(5000);
+    api.autostart = false;
+    api.stop_timeout_ms = Some(2000);
+    fx.sup.register(api).unwrap();
+    fx.sup.start("api").await.unwrap();
+    let api = fx.wait("api", LONG, |e| matches!(e.state, ProcessState::Running | ProcessState::Failed)).await;
+    assert_eq!(api.state, ProcessState::Running, "{:?}", api.last_error);
+    for id in &jobs {
+        assert_eq!(fx.sup.get(id).unwrap().last_exit_code, Some(0), "{id}");
+    }
+}
+
+/// At a boot, a job that finished before its dependent's task came to start counts: the boot requested both
+/// starts when the monitor started.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn at_boot_a_job_that_finished_before_its_dependent_began_counts() {
+    let fx = Fixture::new();
+    let mut job = ProcessConfig::new("job", "job", "/bin/true");
+    job.restart_policy = one_shot(RestartOn::Never);
+    let mut entry = pm_core::ProcessEntry::new(job, pm_core::Timestamp::now());
+    entry.state = ProcessState::Stopped;
+    fx.sup.resume(entry, pm_supervisor::StartKind::Boot).unwrap();
+    fx.wait("job", LONG, |e| e.state == ProcessState::Stopped && e.last_exit_code == Some(0)).await;
+    let mut web = sh("web", "exec sleep 600");
+    needs(&mut web, &[("job", DependencyCondition::CompletedSuccessfully)]);
+    web.dependency_timeout_ms = Some(3000);
+    web.stop_timeout_ms = Some(2000);
+    let mut entry = pm_core::ProcessEntry::new(web, pm_core::Timestamp::now());
+    entry.state = ProcessState::Stopped;
+    fx.sup.resume(entry, pm_supervisor::StartKind::Boot).unwrap();
+    let web = fx.wait("web", LONG, |e| matches!(e.state, ProcessState::Running | ProcessState::Failed)).await;
+    assert_eq!(web.state, ProcessState::Running, "{:?}", web.last_error);
+}
