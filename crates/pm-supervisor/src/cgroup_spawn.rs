@@ -157,8 +157,9 @@ const CLONE_VM: u64 = 0x100;
 /// `CLONE_VFORK`: the parent is suspended until the child executes or exits.
 const CLONE_VFORK: u64 = 0x4000;
 
-/// The size of the stack the child runs on between the clone and the exec (it calls a handful of functions).
-const CHILD_STACK_WORDS: usize = 4096;
+/// The size of the stack the child runs on between the clone and the exec, in 16-byte words (16 KiB: it calls a
+/// handful of system call wrappers).
+const CHILD_STACK_WORDS: usize = 1024;
 
 /// What the child reads, in the parent's memory, between the clone and the exec.
 struct ChildPlan<'a> {
