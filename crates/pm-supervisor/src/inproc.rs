@@ -222,13 +222,9 @@ async fn the_writer_stores_acknowledged_actions_before_they_are_answered() {
     assert_eq!(fx.stop().await, Exit::Stopped);
 }
 
-/// An acknowledged start is durable before its answer through the journal alone: with the registry writer
-/// held (no fold), the registry file does not hold it yet, the journal does, and a monitor killed right after
-/// the answer finds the started process again when it comes back (the journal folded at its start).
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_acknowledged_start_survives_a_kill_before_the_journal_is_folded() {
-    use pm_http::ControlPlane;
-    let mut fx = DaemonFixture::start(
+/// A daemon whose registry holds one process, `job`, a `sleep` without autostart.
+async fn with_a_stopped_job() -> DaemonFixture {
+    DaemonFixture::start(
         |registry| {
             let mut job = sleeper("job");
             job.config.autostart = false;
@@ -236,7 +232,16 @@ async fn an_acknowledged_start_survives_a_kill_before_the_journal_is_folded() {
         },
         Path::new("/bin/false"),
     )
-    .await;
+    .await
+}
+
+/// An acknowledged start is durable before its answer through the journal alone: with the registry writer
+/// held (no fold), the registry file does not hold it yet, the journal does, and a monitor killed right after
+/// the answer finds the started process again when it comes back (the journal folded at its start).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_acknowledged_start_survives_a_kill_before_the_journal_is_folded() {
+    use pm_http::ControlPlane;
+    let mut fx = with_a_stopped_job().await;
     fx.stored_when(Duration::from_secs(20), |registry| {
         registry.monitor_running && state_of(registry, "job") == Some(ProcessState::Stopped)
     })
@@ -278,15 +283,7 @@ async fn an_acknowledged_start_survives_a_kill_before_the_journal_is_folded() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_registry_written_back_after_a_deletion_reads_with_the_journal() {
     use pm_http::ControlPlane;
-    let mut fx = DaemonFixture::start(
-        |registry| {
-            let mut job = sleeper("job");
-            job.config.autostart = false;
-            registry.processes.insert("job".to_owned(), job);
-        },
-        Path::new("/bin/false"),
-    )
-    .await;
+    let mut fx = with_a_stopped_job().await;
     fx.stored_when(Duration::from_secs(20), |registry| registry.monitor_running).await;
     // A start folded into the file (its `journalSeq` moves past what the monitor read at its start), then a
     // restart stored in the journal only.

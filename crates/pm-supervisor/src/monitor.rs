@@ -697,18 +697,7 @@ impl Monitor {
 /// Copies what the monitor observes (never the configuration, never a pending request) onto a stored entry:
 /// the fields a journal line's `update` holds.
 fn merge_runtime(stored: &mut ProcessEntry, observed: &ProcessEntry) {
-    stored.state = observed.state;
-    stored.pid = observed.pid;
-    stored.pid_start_time = observed.pid_start_time;
-    stored.last_started_at = observed.last_started_at;
-    stored.last_stopped_at = observed.last_stopped_at;
-    stored.restart_attempts = observed.restart_attempts;
-    stored.consecutive_failures = observed.consecutive_failures;
-    stored.last_exit_code = observed.last_exit_code;
-    stored.last_signal = observed.last_signal;
-    stored.last_error.clone_from(&observed.last_error);
-    stored.waiting_for.clone_from(&observed.waiting_for);
-    stored.waiting_since = observed.waiting_since;
+    pm_registry::EntryUpdate::of(observed, false, false).apply(stored);
 }
 
 impl pm_http::ControlPlane for Monitor {

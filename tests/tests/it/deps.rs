@@ -61,6 +61,25 @@ fn state(site: &Site, id: &str) -> Option<ProcessState> {
     status(site, id).map(|status| status.state)
 }
 
+/// Runs the CLI on the site's home: its exit code and its stdout followed by its stderr.
+fn run_cli(site: &Site, args: &[&str]) -> (Option<i32>, String) {
+    let out = std::process::Command::new(&site.bin)
+        .arg("--directory")
+        .arg(&site.dir)
+        .args(["--instance-id", "default"])
+        .args(args)
+        .output()
+        .unwrap();
+    (out.status.code(), String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr))
+}
+
+/// Runs the CLI on the site's home, asserts that it succeeded, and answers its stdout.
+fn cli_ok(site: &Site, args: &[&str]) -> String {
+    let out = std::process::Command::new(&site.bin).arg("--directory").arg(&site.dir).args(args).output().unwrap();
+    assert!(out.status.success(), "{args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
 /// A `/bin/sh -c script` process with the site's marker of `id` as `$0` (to count its copies), no autostart.
 fn shell(site: &Site, id: &str, script: &str) -> Value {
     json!({"id": id, "name": id, "command": "/bin/sh", "args": ["-c", script, site.marker(id)], "autostart": false,
@@ -164,11 +183,7 @@ fn starting_web_brings_the_chain_up_in_order_and_stopping_db_takes_api_and_web_d
     // The same through the local client (the CLI without --remote): a start of web brings the chain up again,
     // the job included, and a stop of db takes web and api down first.
     std::fs::remove_file(site.dir.join("db.ready")).unwrap();
-    let cli = |args: &[&str]| {
-        let out = std::process::Command::new(&site.bin).arg("--directory").arg(&site.dir).args(args).output().unwrap();
-        assert!(out.status.success(), "{args:?}: {}", String::from_utf8_lossy(&out.stderr));
-        String::from_utf8_lossy(&out.stdout).into_owned()
-    };
+    let cli = |args: &[&str]| cli_ok(&site, args);
     cli(&["start", "web"]);
     wait_until(LONG, "the chain is up again", || {
         state(&site, "web") == Some(ProcessState::Running) && state(&site, "api") == Some(ProcessState::Running)
@@ -249,11 +264,7 @@ fn a_dependency_that_never_gets_healthy_fails_the_dependent_after_its_timeout() 
     web["dependsOn"] = json!({"db": "healthy"});
     assert_eq!(call(&site, "POST", "/processes", Some(&web)).0, 200);
     assert_eq!(call(&site, "POST", "/processes/web/start", None).0, 200);
-    let cli = |args: &[&str]| {
-        let out = std::process::Command::new(&site.bin).arg("--directory").arg(&site.dir).args(args).output().unwrap();
-        assert!(out.status.success(), "{args:?}: {}", String::from_utf8_lossy(&out.stderr));
-        String::from_utf8_lossy(&out.stdout).into_owned()
-    };
+    let cli = |args: &[&str]| cli_ok(&site, args);
     let text = cli(&["status", "web"]);
     assert!(text.contains("state:     starting") && text.contains("waiting:   for db (healthy)"), "{text}");
     let json: Value = serde_json::from_str(&cli(&["--json", "status", "web"])).unwrap();
@@ -310,16 +321,7 @@ fn bad_graphs_are_refused_at_the_door_and_nothing_is_stored() {
         other => panic!("expected a conflict, got {other:?}"),
     }
     // The CLI through the running monitor's socket: refused, then forced.
-    let cli = |args: &[&str]| {
-        let out = std::process::Command::new(&site.bin)
-            .arg("--directory")
-            .arg(&site.dir)
-            .args(["--instance-id", "default"])
-            .args(args)
-            .output()
-            .unwrap();
-        (out.status.code(), String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr))
-    };
+    let cli = |args: &[&str]| run_cli(&site, args);
     let (code, out) = cli(&["deregister", "b"]);
     assert_eq!(code, Some(1), "{out}");
     assert!(out.contains("Process b is a dependency of c") && out.contains("or use --force"), "{out}");
@@ -340,16 +342,7 @@ fn bad_graphs_are_refused_at_the_door_and_nothing_is_stored() {
 #[test]
 fn the_cli_registers_dependencies_and_refuses_an_unknown_condition() {
     let Some(site) = site("deps-cli") else { return };
-    let cli = |args: &[&str]| {
-        let out = std::process::Command::new(&site.bin)
-            .arg("--directory")
-            .arg(&site.dir)
-            .args(["--instance-id", "default"])
-            .args(args)
-            .output()
-            .unwrap();
-        (out.status.code(), String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr))
-    };
+    let cli = |args: &[&str]| run_cli(&site, args);
     let (code, out) = cli(&[
         "register",
         "--id",
