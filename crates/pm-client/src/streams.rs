@@ -288,70 +288,19 @@ impl RemoteProcessMonitorClient {
         let mut failures = 0u32;
         loop {
             let failure = match stream.take() {
-                Some(mut answer) => {
-                    // What a reconnection must skip: the tail up to the lines already yielded.
-                    let tail_bytes = answer
-                        .headers
-                        .get("x-log-tail-bytes")
-                        .and_then(|value| value.to_str().ok()?.parse::<u64>().ok());
-                    let mut resume = lines.resume(tail_bytes);
-                    // `None` at the body's end, else how it failed.
-                    let failed = loop {
-                        match answer.chunk().await {
-                            Ok(Some(chunk)) => {
-                                let out = lines.push(&chunk, &mut resume);
-                                if !out.is_empty() && tx.send(Ok(out)).await.is_err() {
-                                    return;
-                                }
-                            }
-                            Ok(None) => break None,
-                            Err(err) => break Some(Error::Transport { url: url.clone(), message: err.to_string() }),
-                        }
-                    };
-                    if !options.follow {
-                        // A one-off read: its end is the end of the log (a failure is the error).
-                        let last = match failed {
-                            None => Ok(lines.finish()),
-                            Some(err) => Err(err),
-                        };
-                        if last.as_ref().is_ok_and(Vec::is_empty) {
-                            return;
-                        }
-                        let _ = tx.send(last).await;
-                        return;
+                Some(answer) => match read_logs_answer(answer, &url, &mut lines, &options, &tx).await {
+                    Some(failure) => failure,
+                    None => return,
+                },
+                None => match self.reopen_logs(&id, &options, &mut url, &tx).await {
+                    Reopened::Stream(answer) => {
+                        failures = 0;
+                        stream = Some(answer);
+                        continue;
                     }
-                    // A tail cut short is dropped whole: the next connection lines up again from what was yielded.
-                    drop(resume);
-                    failed.unwrap_or_else(|| Error::Transport { url: url.clone(), message: "stream ended".to_owned() })
-                }
-                None => {
-                    // Reconnect: the newest run's tail, lined up with what was yielded.
-                    url = match self.logs_url(&id, &options, Some(RESUME_TAIL_LINES), None) {
-                        Ok(url) => url,
-                        Err(err) => {
-                            let _ = tx.send(Err(err)).await;
-                            return;
-                        }
-                    };
-                    match self.open_stream(&url, &Vec::from_iter(self.authorization())).await {
-                        Err(err) => Error::Transport { url: url.clone(), message: err.to_string() },
-                        Ok(answer) if answer.status == 200 => {
-                            failures = 0;
-                            stream = Some(answer);
-                            continue;
-                        }
-                        Ok(answer) => {
-                            let status = answer.status;
-                            let body = answer.text(self.timeout()).await;
-                            let err = status_error(status, body.as_bytes(), Some(&id));
-                            if status != 503 {
-                                let _ = tx.send(Err(err)).await;
-                                return;
-                            }
-                            err
-                        }
-                    }
-                }
+                    Reopened::Failed(failure) => failure,
+                    Reopened::Given => return,
+                },
             };
             failures += 1;
             if failures > options.max_failures {
@@ -362,6 +311,38 @@ impl RemoteProcessMonitorClient {
             tokio::select! {
                 () = tokio::time::sleep(options.reconnect_delay) => {}
                 () = tx.closed() => return,
+            }
+        }
+    }
+
+    /// Reconnects a followed logs stream: the newest run's tail (`url` becomes its address), to be lined up with
+    /// what was yielded.
+    async fn reopen_logs(
+        &self,
+        id: &str,
+        options: &LogsOptions,
+        url: &mut String,
+        tx: &mpsc::Sender<Result<Vec<u8>, Error>>,
+    ) -> Reopened {
+        *url = match self.logs_url(id, options, Some(RESUME_TAIL_LINES), None) {
+            Ok(url) => url,
+            Err(err) => {
+                let _ = tx.send(Err(err)).await;
+                return Reopened::Given;
+            }
+        };
+        match self.open_stream(url, &Vec::from_iter(self.authorization())).await {
+            Err(err) => Reopened::Failed(Error::Transport { url: url.clone(), message: err.to_string() }),
+            Ok(answer) if answer.status == 200 => Reopened::Stream(answer),
+            Ok(answer) => {
+                let status = answer.status;
+                let body = answer.text(self.timeout()).await;
+                let err = status_error(status, body.as_bytes(), Some(id));
+                if status != 503 {
+                    let _ = tx.send(Err(err)).await;
+                    return Reopened::Given;
+                }
+                Reopened::Failed(err)
             }
         }
     }
@@ -382,6 +363,58 @@ impl RemoteProcessMonitorClient {
 /// Longest piece without a newline a log stream holds back; a longer one is yielded as it is (the monitor sends
 /// such lines in pieces too).
 const MAX_PARTIAL: usize = 64 * 1024;
+
+/// What a reconnection of a followed logs stream came to.
+enum Reopened {
+    /// A new answer to read.
+    Stream(pm_http::HttpStream),
+    /// A failure that counts towards `max_failures`.
+    Failed(Error),
+    /// A final error, already given to the reader: the stream ends.
+    Given,
+}
+
+/// Reads one answer of a logs stream into `tx`, lined up with what was yielded. Answers the failure to count
+/// when a followed stream must reconnect, `None` when the stream is over (a one-off read ended, or the reader
+/// went away).
+async fn read_logs_answer(
+    mut answer: pm_http::HttpStream,
+    url: &str,
+    lines: &mut LineTracker,
+    options: &LogsOptions,
+    tx: &mpsc::Sender<Result<Vec<u8>, Error>>,
+) -> Option<Error> {
+    // What a reconnection must skip: the tail up to the lines already yielded.
+    let tail_bytes = answer.headers.get("x-log-tail-bytes").and_then(|value| value.to_str().ok()?.parse::<u64>().ok());
+    let mut resume = lines.resume(tail_bytes);
+    // `None` at the body's end, else how it failed.
+    let failed = loop {
+        match answer.chunk().await {
+            Ok(Some(chunk)) => {
+                let out = lines.push(&chunk, &mut resume);
+                if !out.is_empty() && tx.send(Ok(out)).await.is_err() {
+                    return None;
+                }
+            }
+            Ok(None) => break None,
+            Err(err) => break Some(Error::Transport { url: url.to_owned(), message: err.to_string() }),
+        }
+    };
+    if !options.follow {
+        // A one-off read: its end is the end of the log (a failure is the error).
+        let last = match failed {
+            None => Ok(lines.finish()),
+            Some(err) => Err(err),
+        };
+        if !last.as_ref().is_ok_and(Vec::is_empty) {
+            let _ = tx.send(last).await;
+        }
+        return None;
+    }
+    // A tail cut short is dropped whole: the next connection lines up again from what was yielded.
+    drop(resume);
+    Some(failed.unwrap_or_else(|| Error::Transport { url: url.to_owned(), message: "stream ended".to_owned() }))
+}
 
 /// The lines a log stream yielded: it yields whole lines only, and keeps the last few to line a reconnection up.
 #[derive(Debug, Default)]

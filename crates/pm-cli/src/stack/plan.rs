@@ -82,8 +82,24 @@ pub(crate) struct PlanOptions {
 /// applied.
 pub(crate) fn plan(stack: &Stack, registry: &Registry, options: &PlanOptions) -> anyhow::Result<Plan> {
     let mark = stack.mark();
-    start_order_of(stack.processes.iter())?;
+    let graph = check_dependencies(stack, registry)?;
     let mut res = Plan { prune: options.prune, ..Plan::default() };
+    for config in &stack.processes {
+        compare(&mut res, config, registry, &mark, options)?;
+    }
+    res.removed = removed_in_order(stack, registry, &mark);
+    if options.prune {
+        check_prune(&res.removed, &graph)?;
+    }
+    plan_settings(&mut res, stack, registry)?;
+    Ok(res)
+}
+
+/// Checks the file's `dependsOn`: in start order within the file, every dependency listed or registered, and no
+/// cycle with the processes registered otherwise (the monitor would refuse the registration that closes it
+/// half-way through applying). Answers the dependency graph with the file applied.
+fn check_dependencies(stack: &Stack, registry: &Registry) -> anyhow::Result<pm_core::Graph> {
+    start_order_of(stack.processes.iter())?;
     let listed: BTreeSet<&str> = stack.processes.iter().map(|config| config.id.as_str()).collect();
     for config in &stack.processes {
         for dep in dependencies(config) {
@@ -92,8 +108,6 @@ pub(crate) fn plan(stack: &Stack, registry: &Registry, options: &PlanOptions) ->
             }
         }
     }
-    // Nor with the processes registered otherwise: the monitor would refuse the registration that closes the
-    // cycle half-way through applying.
     let mut graph = pm_core::graph_of(registry);
     for config in &stack.processes {
         graph.insert(config.id.clone(), config.depends_on.keys().cloned().collect());
@@ -101,67 +115,84 @@ pub(crate) fn plan(stack: &Stack, registry: &Registry, options: &PlanOptions) ->
     if let Some(cycle) = pm_core::find_cycle(&graph) {
         anyhow::bail!("dependsOn would form a cycle with the registered processes: {}", cycle.join(" -> "));
     }
-    for config in &stack.processes {
-        let Some(entry) = registry.processes.get(&config.id) else {
-            res.added.push(config.clone());
-            continue;
-        };
-        if entry.config.partner {
-            anyhow::bail!("{}: is the partner monitor's entry; a stack file cannot declare it", config.id);
-        }
-        let adopted = provenance(entry) != Some(mark.as_str());
-        if adopted && !options.adopt {
-            let by = match provenance(entry) {
-                Some(other) => format!("by the stack file {other}"),
-                None => "outside a stack file".to_owned(),
-            };
-            anyhow::bail!(
-                "{}: already registered {by}; deregister it first, or pass --adopt to manage it from this file",
-                config.id
-            );
-        }
-        let keys = key_changes(&entry.config, config);
-        if keys.is_empty() && !adopted {
-            res.unchanged.push(config.id.clone());
-            continue;
-        }
-        let needs_restart = keys.iter().any(|change| RESTART_KEYS.contains(&change.key.as_str()));
-        res.changed.push(Changed {
-            id: config.id.clone(),
-            restarts: needs_restart && entry.state.has_child(),
-            needs_restart,
-            keys,
-            adopted,
-            config: config.clone(),
-        });
+    Ok(graph)
+}
+
+/// Files one process of the file under added, unchanged or changed.
+fn compare(
+    res: &mut Plan,
+    config: &ProcessConfig,
+    registry: &Registry,
+    mark: &str,
+    options: &PlanOptions,
+) -> anyhow::Result<()> {
+    let Some(entry) = registry.processes.get(&config.id) else {
+        res.added.push(config.clone());
+        return Ok(());
+    };
+    if entry.config.partner {
+        anyhow::bail!("{}: is the partner monitor's entry; a stack file cannot declare it", config.id);
     }
+    let adopted = provenance(entry) != Some(mark);
+    if adopted && !options.adopt {
+        let by = match provenance(entry) {
+            Some(other) => format!("by the stack file {other}"),
+            None => "outside a stack file".to_owned(),
+        };
+        anyhow::bail!(
+            "{}: already registered {by}; deregister it first, or pass --adopt to manage it from this file",
+            config.id
+        );
+    }
+    let keys = key_changes(&entry.config, config);
+    if keys.is_empty() && !adopted {
+        res.unchanged.push(config.id.clone());
+        return Ok(());
+    }
+    let needs_restart = keys.iter().any(|change| RESTART_KEYS.contains(&change.key.as_str()));
+    res.changed.push(Changed {
+        id: config.id.clone(),
+        restarts: needs_restart && entry.state.has_child(),
+        needs_restart,
+        keys,
+        adopted,
+        config: config.clone(),
+    });
+    Ok(())
+}
+
+/// The processes this file created and no longer lists, dependents first (registry order should the stored
+/// entries form a cycle).
+fn removed_in_order(stack: &Stack, registry: &Registry, mark: &str) -> Vec<String> {
+    let listed: BTreeSet<&str> = stack.processes.iter().map(|config| config.id.as_str()).collect();
     let removed: Vec<&ProcessConfig> = registry
         .processes
         .values()
-        .filter(|entry| provenance(entry) == Some(mark.as_str()) && !listed.contains(entry.config.id.as_str()))
+        .filter(|entry| provenance(entry) == Some(mark) && !listed.contains(entry.config.id.as_str()))
         .map(|entry| &entry.config)
         .collect();
-    // Dependents first (registry order should the stored entries form a cycle).
     let order = start_order_of(removed.iter().copied())
         .unwrap_or_else(|_| removed.iter().map(|config| config.id.clone()).collect());
-    res.removed = order.into_iter().rev().collect();
-    if options.prune {
-        // A process that stays (in the file or registered otherwise) and depends on one to prune would make the
-        // monitor refuse the removal half-way through.
-        for id in &res.removed {
-            let kept: Vec<String> = pm_core::direct_dependents(&graph, id)
-                .into_iter()
-                .filter(|dependent| !res.removed.contains(dependent))
-                .collect();
-            if !kept.is_empty() {
-                anyhow::bail!(
-                    "{id}: cannot be pruned: {} depend(s) on it; change or remove them first",
-                    kept.join(", ")
-                );
-            }
+    order.into_iter().rev().collect()
+}
+
+/// A process that stays (in the file or registered otherwise) and depends on one to prune would make the monitor
+/// refuse the removal half-way through: refused up front.
+fn check_prune(removed: &[String], graph: &pm_core::Graph) -> anyhow::Result<()> {
+    for id in removed {
+        let kept: Vec<String> = pm_core::direct_dependents(graph, id)
+            .into_iter()
+            .filter(|dependent| !removed.contains(dependent))
+            .collect();
+        if !kept.is_empty() {
+            anyhow::bail!("{id}: cannot be pruned: {} depend(s) on it; change or remove them first", kept.join(", "));
         }
     }
-    // Settings: checked on a copy (all or nothing), listed where they differ.
+    Ok(())
+}
+
+/// Settings: checked on a copy (all or nothing), listed where they differ.
+fn plan_settings(res: &mut Plan, stack: &Stack, registry: &Registry) -> anyhow::Result<()> {
     let mut scratch = registry.clone();
     for (key, update) in &stack.settings {
         let before = setting_value(&scratch, key);
@@ -172,7 +203,7 @@ pub(crate) fn plan(stack: &Stack, registry: &Registry, options: &PlanOptions) ->
             res.updates.push(update.clone());
         }
     }
-    Ok(res)
+    Ok(())
 }
 
 /// The stack file a process was created from.
