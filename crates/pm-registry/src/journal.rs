@@ -225,17 +225,22 @@ pub(crate) fn apply_newer(path: &Path, registry: &mut Registry, records: &[Recor
     Ok(true)
 }
 
-/// Serialises `changes` as journal lines numbered from `first`.
-pub(crate) fn lines(first: u64, changes: &[Change]) -> Result<Vec<u8>, serde_json::Error> {
+/// Serialises `changes` as lines of the journal at `path`, numbered from `first`.
+pub(crate) fn lines<'a>(
+    path: &Path,
+    first: u64,
+    changes: impl ExactSizeIterator<Item = &'a Change>,
+) -> Result<Vec<u8>, Error> {
+    let serialize = |err: serde_json::Error| Error::Serialize { path: path.to_path_buf(), message: err.to_string() };
     let mut out = Vec::with_capacity(256 * changes.len());
-    for (offset, change) in changes.iter().enumerate() {
+    for (offset, change) in changes.enumerate() {
         let mut line = Line { seq: first + offset as u64, update: None, add: None, remove: None };
         match change {
             Change::Update(update) => line.update = Some(update.clone()),
             Change::Add(entry) => line.add = Some(entry.clone()),
             Change::Remove(id) => line.remove = Some(id.clone()),
         }
-        serde_json::to_writer(&mut out, &line)?;
+        serde_json::to_writer(&mut out, &line).map_err(serialize)?;
         out.push(b'\n');
     }
     Ok(out)

@@ -325,8 +325,7 @@ impl Store {
         }
         let journal_file = self.paths.journal_file();
         let first = journal.next_seq.max(1);
-        let bytes = journal::lines(first, &changes)
-            .map_err(|err| Error::Serialize { path: journal_file.clone(), message: err.to_string() })?;
+        let bytes = journal::lines(&journal_file, first, changes.iter())?;
         journal::append(&journal_file, &bytes)?;
         let records: Vec<Record> =
             changes.into_iter().enumerate().map(|(at, change)| Record { seq: first + at as u64, change }).collect();
@@ -346,10 +345,9 @@ impl Store {
             return Ok(());
         }
         let rest = journal.unfolded.first().map_or(0, |first| first.seq);
-        let changes: Vec<Change> = journal.unfolded.iter().map(|record| record.change.clone()).collect();
-        let bytes = journal::lines(rest, &changes)
-            .map_err(|err| Error::Serialize { path: self.paths.journal_file(), message: err.to_string() })?;
-        journal::replace(&self.paths.journal_file(), &bytes)
+        let journal_file = self.paths.journal_file();
+        let bytes = journal::lines(&journal_file, rest, journal.unfolded.iter().map(|record| &record.change))?;
+        journal::replace(&journal_file, &bytes)
     }
 
     fn journal_state(&self) -> std::sync::MutexGuard<'_, JournalState> {

@@ -176,13 +176,11 @@ impl Monitor {
     ) -> Result<T, Error> {
         let store = self.store.clone();
         let closed = self.closed.clone();
-        tokio::task::spawn_blocking(move || {
+        on_blocking_pool(move || {
             let run = |registry: &mut Registry| {
                 // Checked under the registry lock: a transaction that was under way when the monitor wrote its
                 // final states (an aborted flush on the blocking pool) does not overwrite them.
-                if closed.load(Ordering::SeqCst) {
-                    return Err(Error::ShuttingDown);
-                }
+                not_closed(&closed)?;
                 f(registry)
             };
             if ordered {
@@ -192,7 +190,6 @@ impl Monitor {
             }
         })
         .await
-        .map_err(|err| Error::internal("registry task failed", err))?
     }
 
     pub(crate) fn standalone(&self) -> bool {
@@ -343,12 +340,10 @@ impl Monitor {
         let (store, closed, sup, written) =
             (self.store.clone(), self.closed.clone(), self.sup.clone(), self.written_rev.clone());
         let ids = pending.clone();
-        let res = tokio::task::spawn_blocking(move || {
+        let res = on_blocking_pool(move || {
             store.append(Duration::from_secs(10), move || {
                 // Checked with the appends held: nothing is stored after the final states.
-                if closed.load(Ordering::SeqCst) {
-                    return Err(Error::ShuttingDown);
-                }
+                not_closed(&closed)?;
                 let written = written.lock().expect("written revisions");
                 let mut changes = Vec::with_capacity(ids.len());
                 let mut revs = Vec::new();
@@ -365,9 +360,7 @@ impl Monitor {
                 Ok((revs, changes))
             })
         })
-        .await
-        .map_err(|err| Error::internal("registry task failed", err))
-        .and_then(|res| res);
+        .await;
         match res {
             Ok(revs) => {
                 self.note_written(revs);
@@ -407,16 +400,13 @@ impl Monitor {
     ) -> Result<T, Error> {
         let store = self.store.clone();
         let closed = self.closed.clone();
-        tokio::task::spawn_blocking(move || {
+        on_blocking_pool(move || {
             store.journal(timeout, |registry| {
-                if closed.load(Ordering::SeqCst) {
-                    return Err(Error::ShuttingDown);
-                }
+                not_closed(&closed)?;
                 f(registry)
             })
         })
         .await
-        .map_err(|err| Error::internal("registry task failed", err))?
     }
 
     /// Stores final entries (after the supervisor shut down) in one transaction; `clean` marks a clean
@@ -456,16 +446,18 @@ impl Monitor {
         }
         // Per process: the configuration in memory and which of its fields the task changed since they were last
         // written (those keep memory's value; the file's edits of every other field are taken up).
-        let memory: BTreeMap<String, Held> = self
-            .sup
-            .snapshots()
-            .into_iter()
-            .map(|snapshot| {
-                let id = snapshot.entry.config.id.clone();
-                let written = self.written_rev.lock().expect("written revisions").get(&id).copied().unwrap_or_default();
-                (id, Held::of(snapshot.entry.config.clone(), snapshot.config_rev, written))
-            })
-            .collect();
+        let memory: BTreeMap<String, Held> = {
+            let written_rev = self.written_rev.lock().expect("written revisions");
+            self.sup
+                .snapshots()
+                .into_iter()
+                .map(|snapshot| {
+                    let id = snapshot.entry.config.id.clone();
+                    let written = written_rev.get(&id).copied().unwrap_or_default();
+                    (id, Held::of(snapshot.entry.config.clone(), snapshot.config_rev, written))
+                })
+                .collect()
+        };
         let unusable_sink = self.clone();
         let plan = self
             .transaction(&sync, Duration::from_secs(10), move |registry| {
@@ -567,11 +559,9 @@ impl Monitor {
         );
         let store = self.store.clone();
         let closed = self.closed.clone();
-        tokio::task::spawn_blocking(move || {
+        on_blocking_pool(move || {
             store.transaction(Duration::from_secs(10), move |registry| {
-                if closed.load(Ordering::SeqCst) {
-                    return Err(Error::ShuttingDown);
-                }
+                not_closed(&closed)?;
                 // Memory holds every journal line this monitor appended: the rebuilt file holds them all.
                 let folded = registry.journal_seq;
                 *registry = rebuilt;
@@ -580,7 +570,6 @@ impl Monitor {
             })
         })
         .await
-        .map_err(|err| Error::internal("registry task failed", err))?
     }
 
     /// Registers a process: stored in the registry first, then supervised (started when it has autostart).
@@ -692,6 +681,21 @@ impl Monitor {
             containment_reason: Some(self.sup.containment().reason().to_owned()),
         }
     }
+}
+
+/// Runs a registry file operation on the blocking pool.
+async fn on_blocking_pool<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, Error> + Send + 'static,
+) -> Result<T, Error> {
+    tokio::task::spawn_blocking(f).await.map_err(|err| Error::internal("registry task failed", err))?
+}
+
+/// Refuses to store anything once the final states of a shutdown are written.
+fn not_closed(closed: &AtomicBool) -> Result<(), Error> {
+    if closed.load(Ordering::SeqCst) {
+        return Err(Error::ShuttingDown);
+    }
+    Ok(())
 }
 
 /// Copies what the monitor observes (never the configuration, never a pending request) onto a stored entry:
