@@ -61,7 +61,11 @@ fn the_socket_at_a_path_longer_than_a_socket_address_serves_the_cli() {
 fn run_as_other(env: &Env, args: &[&str]) -> Out {
     let bin = env.root.join("process_monitor-copy");
     if !bin.exists() {
-        std::fs::copy(BIN, &bin).unwrap();
+        // Copied by `cp`, not by this process: a child that another test thread forks while this process holds
+        // the copy open for writing would keep it open until it executes, and running the copy would then fail
+        // with "Text file busy" (ETXTBSY).
+        let copied = std::process::Command::new("cp").arg(BIN).arg(&bin).status().unwrap();
+        assert!(copied.success(), "cp {BIN} {}: {copied}", bin.display());
         std::fs::set_permissions(&bin, std::fs::Permissions::from_mode(0o755)).unwrap();
     }
     let mut command = std::process::Command::new(&bin);
