@@ -733,10 +733,12 @@ impl Actor {
             os::signal_leader(leader, libc::SIGTERM);
             // A stopped (SIGSTOP) process only acts on SIGTERM once continued.
             os::signal_leader(leader, libc::SIGCONT);
+            // When many processes stop at once (the monitor's shutdown), every group gets its SIGTERM before any
+            // task reads its cgroup or `/proc` for the rest.
+            tokio::task::yield_now().await;
             // Processes that left the group (a double fork, setsid) get the same graceful stop.
             if let Some(cgroup) = &cgroup {
-                cgroup.signal_members_outside(pgid, libc::SIGTERM);
-                cgroup.signal_members_outside(pgid, libc::SIGCONT);
+                cgroup.signal_members_outside(pgid, &[libc::SIGTERM, libc::SIGCONT]);
             }
             if let Some((owner, id)) = carriers.clone() {
                 let _ = tokio::task::spawn_blocking(move || {
