@@ -13,7 +13,9 @@ mod tests {
     /// the long steps while they run; it was 4.9 KiB when it held them all), a command past 16 B (every
     /// process's tokio channel held a block of 32 commands; they were 40 B), the boxed actor past 640 B or a snapshot
     /// past 128 B (both hold the entry through one shared `Arc`: they were 1,552 B and 1,112 B when each held a
-    /// copy of its own), or if the task's entry and its published snapshot stop sharing one allocation.
+    /// copy of its own), a `ProcessEntry` past 704 B or a `ProcessConfig` past 464 B (1,048 B and 808 B before
+    /// their rare large options were boxed), or if the task's entry and its published snapshot stop sharing one
+    /// allocation.
     #[tokio::test]
     async fn per_process_parts() {
         let dir = std::env::temp_dir().join(format!("pm-footprint-{}", std::process::id()));
@@ -47,6 +49,10 @@ mod tests {
         );
         drop(future);
         assert!(task <= 2048, "the task's future is {task} B");
+        // Every process's entry is held by its task and by the monitor's cached registry; the rare large options
+        // (an aliveness check, a state-change hook) are boxed (they were 1,048 B and 808 B inline).
+        assert!(size_of::<ProcessEntry>() <= 704, "a ProcessEntry is {} B", size_of::<ProcessEntry>());
+        assert!(size_of::<ProcessConfig>() <= 464, "a ProcessConfig is {} B", size_of::<ProcessConfig>());
         assert!(size_of::<Cmd>() <= 16, "a command is {} B", size_of::<Cmd>());
         assert!(size_of::<Actor>() <= 640, "the boxed actor is {} B", size_of::<Actor>());
         assert!(
