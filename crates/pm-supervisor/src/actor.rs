@@ -734,8 +734,8 @@ impl Actor {
             os::signal_leader(leader, libc::SIGTERM);
             // A stopped (SIGSTOP) process only acts on SIGTERM once continued.
             os::signal_leader(leader, libc::SIGCONT);
-            // When many processes stop at once (the monitor's shutdown), every group gets its SIGTERM before any
-            // task reads its cgroup or `/proc` for the rest.
+            // When many processes stop at once (the monitor's shutdown), the groups get their SIGTERM first and the
+            // tasks read their cgroups and `/proc` for the rest after.
             tokio::task::yield_now().await;
             // Processes that left the group (a double fork, setsid) get the same graceful stop.
             if let Some(cgroup) = &cgroup {
