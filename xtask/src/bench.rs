@@ -137,7 +137,7 @@ pub(crate) fn run(args: &[String]) -> anyhow::Result<()> {
 struct Args {
     quick: bool,
     scale: bool,
-    /// `--only storm|rss|calls`: one part of the scale scenario.
+    /// `--only storm|rss|calls|fleet|checks`: one part of the scale scenario.
     only: Option<scale::Only>,
     /// `--bin PATH`: a binary built some other way, instead of a release build.
     prebuilt: Option<PathBuf>,
@@ -152,12 +152,16 @@ impl Args {
                 "--quick" => res.quick = true,
                 "--scale" => res.scale = true,
                 "--only" => {
-                    res.only = Some(args.next().context("--only needs storm, rss or calls")?.parse::<scale::Only>()?);
+                    res.only = Some(
+                        args.next()
+                            .context("--only needs storm, rss, calls, fleet or checks")?
+                            .parse::<scale::Only>()?,
+                    );
                 }
                 "--bin" => res.prebuilt = Some(PathBuf::from(args.next().context("--bin needs a path")?)),
                 other => {
                     anyhow::bail!(
-                        "unknown argument {other:?} (usage: cargo xtask bench [--quick] [--scale [--only storm|rss|calls]] [--bin PATH])"
+                        "unknown argument {other:?} (usage: cargo xtask bench [--quick] [--scale [--only storm|rss|calls|fleet|checks]] [--bin PATH])"
                     )
                 }
             }

@@ -734,10 +734,12 @@ impl Actor {
             os::signal_leader(leader, libc::SIGTERM);
             // A stopped (SIGSTOP) process only acts on SIGTERM once continued.
             os::signal_leader(leader, libc::SIGCONT);
+            // When many processes stop at once (the monitor's shutdown), the groups get their SIGTERM first and the
+            // tasks read their cgroups and `/proc` for the rest after.
+            tokio::task::yield_now().await;
             // Processes that left the group (a double fork, setsid) get the same graceful stop.
             if let Some(cgroup) = &cgroup {
-                cgroup.signal_members_outside(pgid, libc::SIGTERM);
-                cgroup.signal_members_outside(pgid, libc::SIGCONT);
+                cgroup.signal_members_outside(pgid, &[libc::SIGTERM, libc::SIGCONT]);
             }
             if let Some((owner, id)) = carriers.clone() {
                 let _ = tokio::task::spawn_blocking(move || {

@@ -389,12 +389,14 @@ impl ProcCgroup {
         populated(&self.dir)
     }
 
-    /// Sends `signal` to every member outside the process group `pgid` (which the caller signals itself, so
-    /// that no process gets the signal twice).
-    pub(crate) fn signal_members_outside(&self, pgid: u32, signal: i32) {
+    /// Sends `signals`, in turn, to every member outside the process group `pgid` (which the caller signals
+    /// itself, so that no process gets a signal twice).
+    pub(crate) fn signal_members_outside(&self, pgid: u32, signals: &[i32]) {
         for pid in members(&self.dir) {
             if pm_registry::proc::family(pid).is_some_and(|family| family.pgrp != pgid) {
-                signal_pid(pid, signal);
+                for signal in signals {
+                    signal_pid(pid, *signal);
+                }
             }
         }
     }

@@ -125,6 +125,15 @@ struct ChildFds {
     report: RawFd,
 }
 
+impl ChildFds {
+    /// The lowest descriptor above every one the child needs: with a shared descriptor table, the child copies
+    /// only the descriptors below it into a table of its own (see [`child_main`]).
+    fn keep_below(&self) -> u32 {
+        let highest = self.stdio.iter().copied().chain([self.report]).max().unwrap_or(2);
+        u32::try_from(highest).map_or(u32::MAX, |fd| fd.saturating_add(1))
+    }
+}
+
 /// Starts `launch` as a new process-group leader inside the cgroup whose directory is open as `cgroup`.
 pub(crate) fn spawn_into(launch: Launch, cgroup: RawFd) -> std::io::Result<Forked> {
     let image = ExecImage::new(&launch)?;
@@ -136,6 +145,7 @@ pub(crate) fn spawn_into(launch: Launch, cgroup: RawFd) -> std::io::Result<Forke
     };
     let (pid, pidfd) = clone_into(cgroup, &image, &fds)?;
     drop(write_end);
+    let pidfd = crate::os::park_fd(pidfd);
     if let Some(errno) = exec_error(&read_end) {
         // Reap the child that failed to exec.
         let _ = waitpid(pid, WaitOptions::empty());
@@ -156,6 +166,11 @@ pub(crate) fn spawn_into(launch: Launch, cgroup: RawFd) -> std::io::Result<Forke
 const CLONE_VM: u64 = 0x100;
 /// `CLONE_VFORK`: the parent is suspended until the child executes or exits.
 const CLONE_VFORK: u64 = 0x4000;
+/// `CLONE_FILES`: the child starts on the parent's descriptor table (it takes a small copy of its own first).
+const CLONE_FILES: u64 = 0x400;
+/// `close_range` flag: give the caller a table of its own first, copying only the descriptors below the range
+/// when the range reaches the top of the table (Linux 5.9).
+const CLOSE_RANGE_UNSHARE: libc::c_uint = 1 << 1;
 
 /// The size of the stack the child runs on between the clone and the exec, in 16-byte words (16 KiB: it calls a
 /// handful of system call wrappers).
@@ -165,6 +180,9 @@ const CHILD_STACK_WORDS: usize = 1024;
 struct ChildPlan<'a> {
     image: &'a ExecImage,
     fds: &'a ChildFds,
+    /// The child starts on the parent's descriptor table (`CLONE_FILES`) and must take one of its own first,
+    /// with the descriptors below this one ([`ChildFds::keep_below`]).
+    shared_files: Option<u32>,
 }
 
 /// `clone3` into the cgroup open as `cgroup`, the child becoming `image` (a new process group, `fds` as its stdio,
@@ -175,13 +193,17 @@ struct ChildPlan<'a> {
 /// thread waiting meanwhile (`CLONE_VM | CLONE_VFORK`, what `posix_spawn` does): a fork would copy the page tables
 /// of the whole monitor and leave it copy-on-write faults afterwards, a cost that grows with the number of
 /// processes (17 ms a start with 10,000 registered). Elsewhere the clone is a fork.
+///
+/// With `CLONE_VFORK` the child also starts on the monitor's descriptor table (`CLONE_FILES`) and takes a copy of
+/// only its low part (see [`child_main`]): a copy of the whole table, and its close at the exec, cost a moment per
+/// descriptor, and the monitor holds one (a pidfd) per running process (2 ms a start with 10,000 running).
 fn clone_into(cgroup: RawFd, image: &ExecImage, fds: &ChildFds) -> std::io::Result<(u32, OwnedFd)> {
     let mut pidfd: libc::c_int = -1;
     let mut stack = vec![0u128; CHILD_STACK_WORDS];
-    let plan = ChildPlan { image, fds };
     let shared = cfg!(target_arch = "x86_64");
+    let plan = ChildPlan { image, fds, shared_files: shared.then(|| fds.keep_below()) };
     let args = CloneArgs {
-        flags: CLONE_PIDFD | CLONE_INTO_CGROUP | if shared { CLONE_VM | CLONE_VFORK } else { 0 },
+        flags: CLONE_PIDFD | CLONE_INTO_CGROUP | if shared { CLONE_VM | CLONE_VFORK | CLONE_FILES } else { 0 },
         pidfd: &mut pidfd as *mut libc::c_int as u64,
         exit_signal: libc::SIGCHLD as u64,
         stack: if shared { stack.as_mut_ptr() as u64 } else { 0 },
@@ -209,7 +231,9 @@ fn clone3(args: &CloneArgs, plan: &ChildPlan<'_>) -> Result<(u32, OwnedFd), i32>
     // SAFETY: the signal mask calls take valid sigset pointers. The clone: without CLONE_VM the child is a copy of
     // the process (fork); with it (x86_64), the child runs on the fresh stack in `args.stack` and the parent is
     // suspended until the child executes or exits (CLONE_VFORK), so the child may read `plan` and the buffers it
-    // points to, which the parent keeps alive until then. Either way the child makes only async-signal-safe system
+    // points to, which the parent keeps alive until then; it shares the parent's descriptor table as well
+    // (CLONE_FILES), and its first system call gives it a table of its own, so that nothing it does to descriptors
+    // reaches the parent's. Either way the child makes only async-signal-safe system
     // calls, allocates nothing, and ends in execve or _exit ([`child_main`]). On x86_64 the system call is made
     // in assembly: the child must not return into this function's frame, which is the parent's; it calls
     // `child_main` on its own stack straight after the `syscall` instruction instead. In the parent, a successful
@@ -261,9 +285,10 @@ fn clone3(args: &CloneArgs, plan: &ChildPlan<'_>) -> Result<(u32, OwnedFd), i32>
     }
 }
 
-/// The child, between the clone and the exec: takes its stdio, leads a new process group, changes to its folder,
-/// resets every signal handler and unblocks every signal, and executes. System calls only, on buffers prepared
-/// by the parent; on failure it writes the errno into the report pipe and exits 127.
+/// The child, between the clone and the exec: takes a descriptor table of its own (when it started on the
+/// parent's), takes its stdio, leads a new process group, changes to its folder, resets every signal handler and
+/// unblocks every signal, and executes. System calls only, on buffers prepared by the parent; on failure it writes
+/// the errno into the report pipe and exits 127.
 extern "C" fn child_main(plan: *mut libc::c_void) -> ! {
     // SAFETY: `plan` is the `ChildPlan` the parent keeps alive until this child executes or exits (see `clone3`);
     // every call below is an async-signal-safe system call wrapper on descriptors and NUL-terminated buffers
@@ -277,6 +302,16 @@ extern "C" fn child_main(plan: *mut libc::c_void) -> ! {
             libc::write(report, bytes.as_ptr().cast(), bytes.len());
             libc::_exit(127)
         };
+        // On the parent's table nothing may change: first a table of our own, a copy of the descriptors below the
+        // highest one needed (the monitor's pidfds are parked above them, `os::park_fd`), the rest not copied at
+        // all; on a kernel without `close_range` (before 5.9), a copy of the whole table.
+        if let Some(keep_below) = plan.shared_files {
+            if libc::syscall(libc::SYS_close_range, keep_below, libc::c_uint::MAX, CLOSE_RANGE_UNSHARE) != 0
+                && libc::unshare(libc::CLONE_FILES) != 0
+            {
+                fail(report);
+            }
+        }
         if libc::dup2(stdin, 0) < 0 || libc::dup2(stdout, 1) < 0 || libc::dup2(stderr, 2) < 0 {
             fail(report);
         }

@@ -11,6 +11,10 @@ use crate::monitor::Monitor;
 
 /// Least time between two background registry writes.
 pub(crate) const WRITER_GAP: Duration = Duration::from_millis(250);
+/// The gap after a write is also at least this many times what the write took: a whole-file write of a large
+/// registry (about 0.1 s at 10,000 entries, more on a loaded machine) then takes at most a sixth of a core,
+/// and a start-up of many processes is not slowed down by rewrites of their states every quarter second.
+const GAP_PER_WRITE_TIME: u32 = 5;
 /// How long the writer lets a change settle before it writes: the acknowledged action that made it has stored its
 /// outcome in the journal by then (a few milliseconds), so the rewrite does not hold up its answer.
 const SETTLE: Duration = Duration::from_millis(50);
@@ -45,8 +49,8 @@ impl Drop for Writer {
 }
 
 /// Waits for a change, lets it settle for [`SETTLE`], writes every process's state (folding the journal), then
-/// keeps [`WRITER_GAP`] before the next write: the changes of the gap go out together in the next one. A failed write is retried; the daemon supervises from
-/// memory meanwhile.
+/// keeps a gap ([`gap_after`]) before the next write: the changes of the gap go out together in the next one. A
+/// failed write is retried; the daemon supervises from memory meanwhile.
 async fn write_changes(monitor: Arc<Monitor>) {
     let sup = monitor.supervisor().clone();
     let mut failing = false;
@@ -58,13 +62,14 @@ async fn write_changes(monitor: Arc<Monitor>) {
             sup.changed().await;
         }
         tokio::time::sleep(SETTLE).await;
+        let started = tokio::time::Instant::now();
         match monitor.flush().await {
             Ok(()) => {
                 if failing {
                     tracing::info!("registry writes work again");
                 }
                 failing = false;
-                tokio::time::sleep(WRITER_GAP).await;
+                tokio::time::sleep(gap_after(started.elapsed())).await;
             }
             Err(err) => {
                 if !failing {
@@ -75,5 +80,23 @@ async fn write_changes(monitor: Arc<Monitor>) {
                 sup.notify_changed();
             }
         }
+    }
+}
+
+/// The gap after a write that took `took`: [`WRITER_GAP`], or [`GAP_PER_WRITE_TIME`] times `took` when longer.
+fn gap_after(took: Duration) -> Duration {
+    WRITER_GAP.max(took * GAP_PER_WRITE_TIME)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Quick writes keep the usual gap; a slow write (a large registry) spaces the next one out in proportion.
+    #[test]
+    fn the_gap_grows_with_the_cost_of_a_write() {
+        assert_eq!(gap_after(Duration::from_millis(3)), WRITER_GAP);
+        assert_eq!(gap_after(Duration::from_millis(50)), WRITER_GAP);
+        assert_eq!(gap_after(Duration::from_millis(200)), Duration::from_secs(1));
     }
 }

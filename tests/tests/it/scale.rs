@@ -1,4 +1,5 @@
-//! Scale (issue 19): after a crash storm, the registry and the API agree with what runs.
+//! Scale (issue 19): after a crash storm, the registry and the API agree with what runs; a boot starts every
+//! autostart process once, and a stop leaves none.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -111,4 +112,70 @@ fn after_a_crash_storm_the_registry_agrees_with_what_runs() {
     }
     let (code, out, err) = home.cli(false, &["--stop"]);
     assert_eq!(code, 0, "{out}{err}");
+}
+
+/// Autostart processes of the boot-and-stop scenario.
+const FLEET: usize = 300;
+
+/// A monitor booted on a home of 300 autostart processes starts each exactly once, each child holds only its
+/// stdio (none of the monitor's descriptors, its pidfds included, leaks into a child, whatever the spawn path),
+/// and `--stop` leaves none running, with every process stored `stopped`.
+#[test]
+fn a_boot_starts_every_autostart_process_once_and_a_stop_leaves_none() {
+    let Some(home) = Home::new(500) else { return };
+    let ids: Vec<String> = (0..FLEET).map(|idx| format!("fleet{idx:03}")).collect();
+    home.edit("default", |registry| registry.standalone_mode = true);
+    for id in &ids {
+        home.add_sleeper("default", id);
+    }
+    let (code, out, err) = home.cli(false, &[]);
+    assert_eq!(code, 0, "process_monitor failed: {out} {err}");
+    let monitor = home.holder("default").expect("the monitor runs");
+    home.wait_until(Duration::from_secs(120), "every autostart process runs", || {
+        let all = procs::scan();
+        ids.iter().all(|id| procs::with_marker(&all, &home.marker(id)).len() == 1)
+    });
+    home.wait_until(Duration::from_secs(60), "the registry stores every process running", || {
+        home.registry("default").processes.values().all(|entry| entry.state == ProcessState::Running)
+    });
+    let all = procs::scan();
+    let logs = home.paths("default").logs_dir();
+    for id in &ids {
+        assert_eq!(home.starts(id), 1, "{id} was started more than once");
+        let copies = procs::with_marker(&all, &home.marker(id));
+        let pid = copies[0];
+        assert_eq!(
+            pm_registry::proc::family(pid).map(|family| family.ppid),
+            Some(monitor),
+            "{id}: not the monitor's child"
+        );
+        let fds: Vec<(String, std::path::PathBuf)> = std::fs::read_dir(format!("/proc/{pid}/fd"))
+            .map(|dir| {
+                dir.flatten()
+                    .filter_map(|fd| {
+                        Some((fd.file_name().to_string_lossy().into_owned(), std::fs::read_link(fd.path()).ok()?))
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        for (fd, target) in &fds {
+            let stdio = matches!(fd.as_str(), "0" | "1" | "2");
+            let expected = target == std::path::Path::new("/dev/null") || target.starts_with(&logs);
+            assert!(stdio && expected, "{id} (pid {pid}) holds descriptor {fd} -> {}: {fds:?}", target.display());
+        }
+    }
+    let (code, out, err) = home.cli(false, &["--stop"]);
+    assert_eq!(code, 0, "{out}{err}");
+    home.wait_until(Duration::from_secs(60), "no process of the fleet runs", || {
+        let all = procs::scan();
+        ids.iter().all(|id| procs::with_marker(&all, &home.marker(id)).is_empty())
+    });
+    home.wait_until(Duration::from_secs(60), "the monitor has exited", || home.holder("default").is_none());
+    let registry = home.registry("default");
+    assert!(!registry.monitor_running, "the registry still says a monitor runs");
+    for id in &ids {
+        let entry = &registry.processes[id];
+        assert_eq!(entry.state, ProcessState::Stopped, "{id}");
+        assert_eq!(entry.pid, None, "{id} is stopped but stores a PID");
+    }
 }

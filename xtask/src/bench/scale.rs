@@ -7,13 +7,14 @@
 
 use std::os::unix::process::CommandExt;
 use std::process::{Child, Command, Stdio};
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use serde_json::json;
 
-use crate::bench::home::{sleeper, Daemon, Home};
-use crate::bench::http::{get_once, Conn};
+use crate::bench::home::{sleeper, with_check, Daemon, Home};
+use crate::bench::http::{get_once, Conn, HealthServer};
 use crate::bench::report::{median, percentile, Bound, Row};
 use crate::bench::{sys, Ctx};
 
@@ -58,19 +59,30 @@ fn live_sleepers(pid: u32) -> Vec<u32> {
         .collect()
 }
 
-/// Waits until `daemon` has `n` live `sleep` children; answers when the last one was seen.
-fn wait_count(daemon: &mut Daemon, n: usize, timeout: Duration) -> anyhow::Result<Vec<u32>> {
+/// Waits until `daemon` has `n` live `sleep` children; answers them, and when they were seen.
+///
+/// Polls every [`COUNT_EVERY`], and reads the children's own `stat` files only once there are `n` children: with
+/// 10,000 children a full look costs tens of milliseconds of CPU, which polling every few milliseconds would take
+/// from the monitor it measures (the bench's own spawn, the baseline, has no such observer). When the last child
+/// started comes from the kernel's exec timestamps where the bench has them ([`sys::Observer::last_of`]).
+fn wait_count(daemon: &mut Daemon, n: usize, timeout: Duration) -> anyhow::Result<(Vec<u32>, Instant)> {
     let started = Instant::now();
     loop {
-        let live = live_sleepers(daemon.pid);
-        if live.len() >= n {
-            return Ok(live);
+        let children = sys::children(daemon.pid).len();
+        if children >= n {
+            let live = live_sleepers(daemon.pid);
+            if live.len() >= n {
+                return Ok((live, Instant::now()));
+            }
         }
         anyhow::ensure!(!daemon.exited(), "the monitor exited while starting its processes");
-        anyhow::ensure!(started.elapsed() < timeout, "only {} of {n} processes running after {timeout:?}", live.len());
-        std::thread::sleep(Duration::from_millis(5));
+        anyhow::ensure!(started.elapsed() < timeout, "only {children} of {n} processes running after {timeout:?}");
+        std::thread::sleep(COUNT_EVERY);
     }
 }
+
+/// How often [`wait_count`] looks (the start figures' resolution without exec timestamps).
+const COUNT_EVERY: Duration = Duration::from_millis(100);
 
 /// The bench's own spawn of `n` `sleep`s on two threads (what bounds the monitor's start of all of them), in ms.
 fn spawn_two_threads(n: usize) -> anyhow::Result<f64> {
@@ -243,6 +255,8 @@ struct Fleet {
     start_ms: f64,
     rss_kib: f64,
     idle_cpu_ms_per_30s: f64,
+    /// How the idle CPU was read.
+    idle_how: &'static str,
     stop_ms: f64,
 }
 
@@ -253,28 +267,72 @@ fn fleet(ctx: &Ctx<'_>, plan: &Plan, n: usize) -> anyhow::Result<Fleet> {
     let home = Home::new(ctx.root, &format!("scale-running-{n}"))?;
     home.write_registry((0..n).map(|idx| sleeper(&format!("p{idx:05}"), ARG, true)).collect())?;
     let mut daemon = Daemon::launch(&ctx.bin, &home)?;
-    let launched = daemon.launched.at;
-    let pids = wait_count(&mut daemon, n, Duration::from_secs(300))?;
-    let start_ms = ms(launched.elapsed());
+    let (pids, seen) = wait_count(&mut daemon, n, Duration::from_secs(300))?;
+    let start_ms = ctx.observer.last_of(daemon.launched, &pids, seen);
     daemon.wait_ready(Duration::from_secs(60))?;
     // Let the start-up's registry writes and heap trim settle.
     std::thread::sleep(Duration::from_secs(3));
     let rss_kib = sys::memory(daemon.pid).context("cannot read the monitor's smaps_rollup")?.rss_kib as f64;
-    let before = sys::cpu(daemon.pid).context("cannot read the monitor's CPU")?;
-    std::thread::sleep(plan.idle);
-    let after = sys::cpu(daemon.pid).context("cannot read the monitor's CPU")?;
-    let idle_cpu_ms_per_30s = sys::cpu_ms_between(&before, &after).0 * 30.0 / plan.idle.as_secs_f64();
-    let started = Instant::now();
+    let (idle_ms, idle_how) = sys::cpu_ms_over(daemon.pid, plan.idle).context("cannot read the monitor's CPU")?;
+    let idle_cpu_ms_per_30s = idle_ms * 30.0 / plan.idle.as_secs_f64();
+    let stopped = sys::Mark::now();
     sys::send(daemon.pid, sys::SIGTERM);
-    let mut remaining = pids;
-    while !remaining.is_empty() {
-        remaining.retain(|pid| sys::alive(*pid));
-        anyhow::ensure!(started.elapsed() < Duration::from_secs(120), "{} processes still run", remaining.len());
-        std::thread::sleep(Duration::from_millis(2));
-    }
-    let stop_ms = ms(started.elapsed());
+    let stop_ms = ctx
+        .observer
+        .wait_exits(stopped, &pids, Duration::from_secs(120))
+        .map_err(|left| anyhow::format_err!("{left} processes still run 120 s after the SIGTERM"))?;
     daemon.wait_exit(Duration::from_secs(60));
-    Ok(Fleet { baseline_ms, start_ms, rss_kib, idle_cpu_ms_per_30s, stop_ms })
+    Ok(Fleet { baseline_ms, start_ms, rss_kib, idle_cpu_ms_per_30s, idle_how, stop_ms })
+}
+
+/// The monitor's CPU with [`CHECKED`] processes, each with an HTTP aliveness check every 3 s.
+struct Checks {
+    /// Percent of one core.
+    cpu_percent: f64,
+    /// Checks answered a second by the bench's server during the window.
+    checks_per_s: f64,
+    /// How the CPU was read.
+    how: &'static str,
+}
+
+/// Processes of the aliveness-check run.
+const CHECKED: usize = 1000;
+
+/// A monitor with [`CHECKED`] autostart `sleep`s, each with an HTTP aliveness check every 3 s against a server the
+/// bench runs on 127.0.0.1 (keep-alive, answers `{"healthy":true}`): its CPU once every check runs.
+fn checks(ctx: &Ctx<'_>, plan: &Plan) -> anyhow::Result<Checks> {
+    let n = CHECKED;
+    progress(&format!("scale: {n} processes with HTTP aliveness checks every 3 s (load {})", loadavg()));
+    let health = HealthServer::start()?;
+    let url = format!("http://127.0.0.1:{}/health", health.port);
+    let home = Home::new(ctx.root, &format!("scale-checks-{n}"))?;
+    home.write_registry((0..n).map(|idx| with_check(sleeper(&format!("p{idx:05}"), ARG, true), &url, 3000)).collect())?;
+    let mut daemon = Daemon::launch(&ctx.bin, &home)?;
+    wait_count(&mut daemon, n, Duration::from_secs(300))?;
+    daemon.wait_ready(Duration::from_secs(60))?;
+    // Every process's first check is due 3 s after its start; then let the start-up's writes settle.
+    std::thread::sleep(Duration::from_secs(8));
+    let hits_before = health.hits.load(Ordering::Relaxed);
+    let started = Instant::now();
+    let (cpu_ms, how) = sys::cpu_ms_over(daemon.pid, plan.idle).context("cannot read the monitor's CPU")?;
+    let took = started.elapsed().as_secs_f64();
+    let hits = health.hits.load(Ordering::Relaxed) - hits_before;
+    daemon.stop(Duration::from_secs(60));
+    Ok(Checks { cpu_percent: cpu_ms / (took * 1000.0) * 100.0, checks_per_s: hits as f64 / took, how })
+}
+
+fn checks_rows(checks: &Checks, plan: &Plan, load: &str) -> Vec<Row> {
+    vec![Row::median(
+        &format!("scale-checks-cpu-{CHECKED}"),
+        &format!("monitor CPU with {CHECKED} HTTP aliveness checks every 3 s"),
+        "% of a core",
+        vec![checks.cpu_percent],
+    )
+    .target(Bound::AtMost(5.0))
+    .note(format!(
+        "{:.0} checks a second answered; {:?} window, {}; load average {load}",
+        checks.checks_per_s, plan.idle, checks.how
+    ))]
 }
 
 /// What the crash storm measured.
@@ -397,6 +455,8 @@ pub(crate) fn run(ctx: &Ctx<'_>, quick: bool, only: Option<Only>) -> anyhow::Res
         rows.extend(fleet_rows(n, &fleet, &plan, &format!("load average {load}")));
     }
     let load = loadavg();
+    rows.extend(checks_rows(&checks(ctx, &plan)?, &plan, &load));
+    let load = loadavg();
     let storm = match storm(ctx, &plan) {
         Ok(storm) => storm,
         Err(err) => {
@@ -497,7 +557,7 @@ fn fleet_rows(n: usize, fleet: &Fleet, plan: &Plan, note: &str) -> Vec<Row> {
             vec![fleet.idle_cpu_ms_per_30s],
         )
         .target(Bound::AtMost(20.0))
-        .note(format!("{:?} window scaled to 30 s", plan.idle)),
+        .note(format!("{:?} window scaled to 30 s, {}", plan.idle, fleet.idle_how)),
         Row::median(
             &format!("scale-stop-all-{n}"),
             &format!("stop of all {n} (SIGTERM to the monitor → last child gone)"),
@@ -537,7 +597,7 @@ fn storm_rows(storm: &Storm, plan: &Plan, load: &str) -> Vec<Row> {
     ]
 }
 
-/// One part of the scale run on its own (`--only storm|rss`), to compare two builds back to back without the
+/// One part of the scale run on its own (`--only storm|rss|calls|fleet|checks`), to compare two builds back to back without the
 /// whole run (which starts 10,000 processes twice).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Only {
@@ -548,6 +608,11 @@ pub(crate) enum Only {
     /// The request times with 100 and 10,000 registered entries, and a local client's `register` (no monitor)
     /// with 10,000.
     Calls,
+    /// The start of 10,000 autostart processes (and the bench's own spawn of as many), their idle CPU and their
+    /// stop.
+    Fleet,
+    /// The monitor's CPU with 1,000 HTTP aliveness checks every 3 s.
+    Checks,
 }
 
 /// The size of `--only rss`.
@@ -560,6 +625,8 @@ impl Only {
             Only::Storm => "storm",
             Only::Rss => "rss",
             Only::Calls => "calls",
+            Only::Fleet => "fleet",
+            Only::Checks => "checks",
         }
     }
 }
@@ -572,7 +639,9 @@ impl std::str::FromStr for Only {
             "storm" => Ok(Only::Storm),
             "rss" => Ok(Only::Rss),
             "calls" => Ok(Only::Calls),
-            other => anyhow::bail!("--only {other:?}: expected storm, rss or calls"),
+            "fleet" => Ok(Only::Fleet),
+            "checks" => Ok(Only::Checks),
+            other => anyhow::bail!("--only {other:?}: expected storm, rss, calls, fleet or checks"),
         }
     }
 }
@@ -581,6 +650,11 @@ fn run_only(ctx: &Ctx<'_>, plan: &Plan, only: Only) -> anyhow::Result<Vec<Row>> 
     let load = loadavg();
     match only {
         Only::Storm => Ok(storm_rows(&storm(ctx, plan)?, plan, &load)),
+        Only::Checks => Ok(checks_rows(&checks(ctx, plan)?, plan, &load)),
+        Only::Fleet => {
+            let n = 10_000;
+            Ok(fleet_rows(n, &fleet(ctx, plan, n)?, plan, &format!("load average {load}")))
+        }
         Only::Calls => {
             let small = calls(ctx, plan, 100)?;
             let mut rows = small_call_rows(&small);

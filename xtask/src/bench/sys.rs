@@ -78,6 +78,8 @@ pub(crate) fn monotonic_ns() -> u64 {
 /// instead of from how often the bench looks at /proc.
 pub(crate) struct ExecEvents {
     seen: std::sync::Arc<(std::sync::Mutex<std::collections::HashMap<u32, u64>>, std::sync::Condvar)>,
+    /// Exit timestamps of processes (thread-group leaders), by PID.
+    exits: std::sync::Arc<std::sync::Mutex<std::collections::HashMap<u32, u64>>>,
 }
 
 impl ExecEvents {
@@ -127,6 +129,8 @@ impl ExecEvents {
         let seen =
             std::sync::Arc::new((std::sync::Mutex::new(std::collections::HashMap::new()), std::sync::Condvar::new()));
         let shared = seen.clone();
+        let exits = std::sync::Arc::new(std::sync::Mutex::new(std::collections::HashMap::new()));
+        let shared_exits = exits.clone();
         std::thread::Builder::new()
             .name("bench-proc-events".to_owned())
             .spawn(move || {
@@ -147,7 +151,15 @@ impl ExecEvents {
                         }
                         // After nlmsghdr (16) and cn_msg (20): what, cpu, timestamp_ns, then the event data.
                         let event = &buf[at + 36..at + len];
-                        if event.len() >= 24 && u32::from_ne_bytes(event[0..4].try_into().unwrap_or_default()) == 2 {
+                        let what =
+                            event.get(0..4).map_or(0, |what| u32::from_ne_bytes(what.try_into().unwrap_or_default()));
+                        // PROC_EVENT_EXIT: process_pid, process_tgid after the header; a whole process when equal.
+                        if event.len() >= 24 && what == 0x8000_0000 && event[16..20] == event[20..24] {
+                            let stamp = u64::from_ne_bytes(event[8..16].try_into().unwrap_or_default());
+                            let pid = u32::from_ne_bytes(event[16..20].try_into().unwrap_or_default());
+                            shared_exits.lock().expect("exit events").insert(pid, stamp);
+                        }
+                        if event.len() >= 24 && what == 2 {
                             let stamp = u64::from_ne_bytes(event[8..16].try_into().unwrap_or_default());
                             let pid = u32::from_ne_bytes(event[16..20].try_into().unwrap_or_default());
                             let (map, ready) = &*shared;
@@ -159,7 +171,12 @@ impl ExecEvents {
                 }
             })
             .ok()?;
-        Some(ExecEvents { seen })
+        Some(ExecEvents { seen, exits })
+    }
+
+    /// The monotonic time at which `pid` exited at or after `after_ns`, if seen.
+    pub(crate) fn exit_ns(&self, pid: u32, after_ns: u64) -> Option<u64> {
+        self.exits.lock().expect("exit events").get(&pid).copied().filter(|stamp| *stamp >= after_ns)
     }
 
     /// The monotonic time at which `pid` exec'd at or after `after_ns`, waiting up to `timeout` for the event
@@ -319,6 +336,44 @@ pub(crate) fn cpu_ms_between(before: &Cpu, after: &Cpu) -> (f64, &'static str) {
     }
 }
 
+/// Milliseconds of CPU `pid` used over the next `window`, at nanosecond resolution: every thread's
+/// `/proc/<pid>/task/<tid>/schedstat` run time, read every 250 ms so that a thread that ends during the window
+/// (a blocking-pool thread, say) loses at most what it ran in its last 250 ms. Also says how it was read; the
+/// clock-tick figure of `/proc/<pid>/stat` (10 ms resolution) where no thread's schedstat is readable.
+pub(crate) fn cpu_ms_over(pid: u32, window: Duration) -> Option<(f64, &'static str)> {
+    let read = || -> Option<std::collections::BTreeMap<u32, u64>> {
+        let mut threads = std::collections::BTreeMap::new();
+        for task in std::fs::read_dir(format!("/proc/{pid}/task")).ok()?.flatten() {
+            let Some(tid) = task.file_name().to_str().and_then(|name| name.parse::<u32>().ok()) else { continue };
+            let Ok(text) = std::fs::read_to_string(task.path().join("schedstat")) else { continue };
+            if let Some(ns) = text.split_whitespace().next().and_then(|ns| ns.parse::<u64>().ok()) {
+                threads.insert(tid, ns);
+            }
+        }
+        Some(threads)
+    };
+    let ticks_before = stat(pid)?.cpu_ticks;
+    let started = Instant::now();
+    let mut last = read()?;
+    let mut run_ns = 0u64;
+    let mut threads_seen = !last.is_empty();
+    while started.elapsed() < window {
+        std::thread::sleep(Duration::from_millis(250).min(window.saturating_sub(started.elapsed())));
+        let now = read()?;
+        threads_seen |= !now.is_empty();
+        for (tid, ns) in &now {
+            // A thread that started during the window counts from zero.
+            run_ns += ns.saturating_sub(last.get(tid).copied().unwrap_or(0));
+        }
+        last = now;
+    }
+    if threads_seen {
+        return Some((run_ns as f64 / 1e6, "schedstat ns, per thread every 250 ms"));
+    }
+    let ticks = stat(pid)?.cpu_ticks.saturating_sub(ticks_before);
+    Some((ticks as f64 * 1000.0 / clk_tck() as f64, "stat clock ticks"))
+}
+
 /// The tag of this run (set once at start).
 static TAG: OnceLock<String> = OnceLock::new();
 
@@ -437,6 +492,72 @@ impl Observer {
             "kernel exec timestamps (proc connector)"
         } else {
             "/proc polling every 0.2 ms (no proc connector: needs CAP_NET_ADMIN)"
+        }
+    }
+
+    /// Milliseconds from `mark` until the last of `pids` existed (exec done), `seen` being when polling found them
+    /// all: the latest of their exec timestamps, waiting for the events up to a second in all (a PID without one
+    /// counts as `seen`).
+    pub(crate) fn last_of(&self, mark: Mark, pids: &[u32], seen: Instant) -> f64 {
+        let seen_ms = seen.saturating_duration_since(mark.at).as_secs_f64() * 1000.0;
+        let Some(events) = &self.events else { return seen_ms };
+        let deadline = Instant::now() + Duration::from_secs(1);
+        let mut last: f64 = 0.0;
+        for pid in pids {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let ms = match events.exec_ns(*pid, mark.ns, left) {
+                Some(stamp) => (stamp - mark.ns) as f64 / 1e6,
+                None => seen_ms,
+            };
+            last = last.max(ms);
+        }
+        last
+    }
+
+    /// Waits until every one of `pids` has exited (its kernel exit event, else no live process with that PID), up to
+    /// `timeout`; answers the milliseconds from `mark` until the last exit (from the exit events where the bench has
+    /// them, else when polling saw the last one gone), or the number still running at the timeout.
+    ///
+    /// With exit events each look costs a map lookup per PID still running, and `/proc` is read only for PIDs whose
+    /// event did not come within a second of the others: polling 10,000 `/proc/<pid>/stat` files every few
+    /// milliseconds takes CPU from the monitor being measured.
+    pub(crate) fn wait_exits(&self, mark: Mark, pids: &[u32], timeout: Duration) -> Result<f64, usize> {
+        let mut left: Vec<u32> = pids.to_vec();
+        let mut last_ns = mark.ns;
+        let mut quiet_since = Instant::now();
+        loop {
+            let before = left.len();
+            match &self.events {
+                Some(events) => left.retain(|pid| match events.exit_ns(*pid, mark.ns) {
+                    Some(stamp) => {
+                        last_ns = last_ns.max(stamp);
+                        false
+                    }
+                    None => true,
+                }),
+                None => left.retain(|pid| alive(*pid)),
+            }
+            if left.len() != before {
+                quiet_since = Instant::now();
+            }
+            // An exit event lost (the socket's buffer overflowed): look at `/proc` for those.
+            if self.events.is_some() && !left.is_empty() && quiet_since.elapsed() > Duration::from_secs(1) {
+                left.retain(|pid| alive(*pid));
+                if left.is_empty() {
+                    last_ns = last_ns.max(monotonic_ns());
+                }
+            }
+            if left.is_empty() {
+                return Ok(if self.events.is_some() {
+                    (last_ns - mark.ns) as f64 / 1e6
+                } else {
+                    mark.at.elapsed().as_secs_f64() * 1000.0
+                });
+            }
+            if mark.at.elapsed() > timeout {
+                return Err(left.len());
+            }
+            std::thread::sleep(Duration::from_millis(if self.events.is_some() { 20 } else { 2 }));
         }
     }
 
