@@ -95,6 +95,11 @@ impl Coordinator {
         let _ = self.tx.send(Request::Restarted(id.to_owned()));
     }
 
+    /// How many changes processes have published so far (wrapping).
+    pub(crate) fn generation(&self) -> u64 {
+        *self.changes.borrow()
+    }
+
     /// Some process published a change.
     pub(crate) fn changed(&self) {
         self.changes.send_modify(|n| *n = n.wrapping_add(1));

@@ -48,7 +48,7 @@ pub(crate) async fn partner_tick_once(monitor: &Arc<Monitor>, program: &Path) {
 
 /// Stops supervising every partner entry but that of `partner_id` (all of them in standalone mode).
 async fn drop_other_partners(monitor: &Monitor, partner_id: Option<&str>) {
-    for id in monitor.supervisor().ids_where(|entry| entry.config.partner) {
+    for id in monitor.supervisor().partner_ids() {
         if Some(id.as_str()) != partner_id {
             tracing::info!(partner = %id, "no longer supervising the partner (standalone or reconfigured)");
             let _ = monitor.forget(&id).await;

@@ -56,9 +56,23 @@ pub(crate) struct Shared {
     pub(crate) exec_policy: std::sync::RwLock<crate::execcheck::ExecPolicy>,
     /// The event bus of `GET /events`, and the hooks' bound.
     pub(crate) events: crate::events::Events,
+    /// Bumped whenever a process comes or goes (with [`crate::deps::Coordinator::generation`], the stamp of
+    /// [`Supervisor::partner_ids`]'s last scan).
+    pub(crate) membership: std::sync::atomic::AtomicU64,
+    /// The last scan of [`Supervisor::partner_ids`]: its stamp (changes published, processes come or gone) and
+    /// what it found.
+    pub(crate) partner_scan: Mutex<Option<(ScanStamp, Vec<String>)>>,
 }
 
+/// When a scan of every process was made: the changes published so far and the processes come or gone so far.
+pub(crate) type ScanStamp = (u64, u64);
+
 impl Shared {
+    /// A process came or went (see [`Shared::membership`]).
+    fn came_or_went(&self) {
+        self.membership.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+    }
+
     /// The live monitor instance `instance_id` in the same home, if its lock is held by a running process.
     pub(crate) fn live_partner(&self, instance_id: &str) -> Option<Process> {
         let paths = self.paths.for_instance(instance_id).ok()?;
@@ -124,6 +138,8 @@ impl Supervisor {
             deps,
             exec_policy: Default::default(),
             events: crate::events::Events::new(Arc::new(pm_http::EventBus::new(event_ring()))),
+            membership: Default::default(),
+            partner_scan: Mutex::new(None),
         };
         let sup = Supervisor { shared: Arc::new(shared), slots: Arc::new(Mutex::new(BTreeMap::new())) };
         tokio::spawn(deps_task.run(Arc::downgrade(&sup.shared), Arc::downgrade(&sup.slots)));
@@ -174,6 +190,7 @@ impl Supervisor {
         let (actor, snapshot) = Actor::new(entry, self.shared.clone(), rx);
         let task = tokio::spawn(actor.run(begin));
         slots.insert(id, Slot { tx, snapshot, task });
+        self.shared.came_or_went();
         Ok(())
     }
 
@@ -259,6 +276,7 @@ impl Supervisor {
         id: &str,
     ) -> Result<impl std::future::Future<Output = Result<ProcessEntry, Error>> + Send + 'static, Error> {
         let slot = self.slots.lock().expect("slots lock").remove(id).ok_or_else(|| Error::NotFound(id.to_owned()))?;
+        self.shared.came_or_went();
         let shared = self.shared.clone();
         Ok(async move { finish_end(slot, false, &shared).await })
     }
@@ -281,6 +299,7 @@ impl Supervisor {
 
     async fn end(&self, id: &str, leave_running: bool) -> Result<ProcessEntry, Error> {
         let slot = self.slots.lock().expect("slots lock").remove(id).ok_or_else(|| Error::NotFound(id.to_owned()))?;
+        self.shared.came_or_went();
         finish_end(slot, leave_running, &self.shared).await
     }
 
@@ -298,6 +317,24 @@ impl Supervisor {
     pub fn ids_where(&self, which: impl Fn(&ProcessEntry) -> bool) -> Vec<String> {
         let slots = self.slots.lock().expect("slots lock");
         slots.iter().filter(|(_, slot)| which(&slot.snapshot.borrow().entry)).map(|(id, _)| id.clone()).collect()
+    }
+
+    /// Ids of the partner entries (`config.partner`), as [`Supervisor::ids_where`] finds them. Every process is
+    /// looked at again only when some process published a change, or one came or went, since the last call: the
+    /// partner tick asks every few seconds, and at 10,000 processes a scan is about a millisecond of an otherwise
+    /// idle monitor's CPU.
+    pub(crate) fn partner_ids(&self) -> Vec<String> {
+        // The stamp is read before the scan: a change during the scan leaves a stale stamp, so the next call
+        // scans again (a publish replaces the snapshot before it bumps the generation).
+        let stamp = (self.shared.deps.generation(), self.shared.membership.load(std::sync::atomic::Ordering::Acquire));
+        if let Some((at, ids)) = &*self.shared.partner_scan.lock().expect("partner scan lock") {
+            if *at == stamp {
+                return ids.clone();
+            }
+        }
+        let ids = self.ids_where(|entry| entry.config.partner);
+        *self.shared.partner_scan.lock().expect("partner scan lock") = Some((stamp, ids.clone()));
+        ids
     }
 
     /// Every process's snapshot, from memory, ordered by id.
@@ -369,6 +406,7 @@ impl Supervisor {
     /// process that depends on it; processes of one group stop at once.
     pub async fn shutdown(&self, leave_running: impl Fn(&ProcessEntry) -> bool) -> Vec<ProcessEntry> {
         let mut slots = std::mem::take(&mut *self.slots.lock().expect("slots lock"));
+        self.shared.came_or_went();
         let graph: pm_core::Graph = slots
             .iter()
             .map(|(id, slot)| (id.clone(), slot.snapshot.borrow().entry.config.depends_on.keys().cloned().collect()))
@@ -505,4 +543,60 @@ async fn finish_end(slot: Slot, leave_running: bool, shared: &Shared) -> Result<
     };
     shared.events.publish(pm_core::EventKind::Deregistered { process_id }, is_remote);
     res
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn stopped(id: &str, partner: bool) -> ProcessConfig {
+        let mut config = ProcessConfig::new(id, id, "/bin/true");
+        config.autostart = false;
+        config.partner = partner;
+        config
+    }
+
+    #[tokio::test]
+    async fn partner_ids_follow_registrations_changes_and_removals_and_are_not_rescanned_without_them() {
+        let dir = std::env::temp_dir().join(format!("pm-sup-partner-ids-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let sup = Supervisor::new(SupervisorConfig {
+            paths: Paths::new(&dir, "test").unwrap(),
+            keep_runs: 2,
+            default_cwd: dir.clone(),
+            extra_env: Vec::new(),
+        });
+        sup.register(stopped("api", false)).unwrap();
+        sup.register(stopped("watcher", true)).unwrap();
+        assert_eq!(sup.partner_ids(), ["watcher"]);
+        // Once the new tasks have published their first states, nothing changes: the last scan is answered (a
+        // planted answer under the same stamp proves it).
+        let planted = vec!["planted".to_owned()];
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        loop {
+            sup.partner_ids();
+            sup.shared.partner_scan.lock().unwrap().as_mut().unwrap().1 = planted.clone();
+            if sup.partner_ids() == planted {
+                break;
+            }
+            assert!(std::time::Instant::now() < deadline, "every call scanned again");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        // A published change (the flag set by a configuration change) is seen.
+        sup.update_config(stopped("api", true)).await.unwrap();
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        while !sup.get("api").unwrap().config.partner {
+            assert!(std::time::Instant::now() < deadline, "the configuration change was not applied");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert_eq!(sup.partner_ids(), ["api", "watcher"]);
+        // A process that goes is seen, and so is one that comes.
+        sup.remove("watcher").await.unwrap();
+        assert_eq!(sup.partner_ids(), ["api"]);
+        sup.register(stopped("watcher", true)).unwrap();
+        assert_eq!(sup.partner_ids(), ["api", "watcher"]);
+        sup.shutdown(|_| false).await;
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 }
