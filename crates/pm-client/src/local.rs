@@ -238,17 +238,34 @@ impl ProcessMonitorClient {
         if let Some(res) = self.socket_call_stopping::<serde_json::Value>("DELETE", &path, Some(id)) {
             return res.map(drop);
         }
-        if !force {
-            let dependents = pm_core::dependents_in(&self.load()?, id);
-            if !dependents.is_empty() {
-                return Err(Error::Conflict(format!(
-                    "Process {id} is a dependency of {}; deregister or change them first, or force it",
-                    dependents.join(", ")
-                )));
+        let refuse_dependents = |registry: &Registry| {
+            let dependents = if force { Vec::new() } else { pm_core::dependents_in(registry, id) };
+            if dependents.is_empty() {
+                return Ok(());
             }
-        }
+            Err(Error::Conflict(format!(
+                "Process {id} is a dependency of {}; deregister or change them first, or force it",
+                dependents.join(", ")
+            )))
+        };
         if self.monitor()?.is_none() {
+            // Nothing runs (no live process of the entry): one transaction checks and removes, as the steps below
+            // would end up doing one transaction each.
+            let removed = self.transaction(|registry| {
+                refuse_dependents(registry)?;
+                let entry = registry.processes.get(id).ok_or_else(|| Error::NotFound(id.to_owned()))?;
+                if pm_registry::proc::live_pid_of(entry).is_some() {
+                    return Ok(false);
+                }
+                registry.processes.remove(id);
+                Ok(true)
+            })?;
+            if removed {
+                return Ok(());
+            }
             self.stop_directly(id, ProcessState::Stopped)?;
+        } else {
+            refuse_dependents(&self.load()?)?;
         }
         let removed = self.transaction(|registry| match registry.processes.remove(id) {
             Some(entry) => Ok(entry),
@@ -523,6 +540,10 @@ impl ProcessMonitorClient {
     ) -> Option<Result<T, Error>> {
         let socket =
             self.socket.as_ref().filter(|_| !self.wrote_registry.load(std::sync::atomic::Ordering::Relaxed))?;
+        // No socket file, no monitor there: the registry (read for the stop budget) is not read for nothing.
+        if std::fs::symlink_metadata(&socket.path).is_err() {
+            return None;
+        }
         let stop = id.and_then(|id| stop_budget(&self.load().ok()?, id)).unwrap_or(UNKNOWN_STOP_TIMEOUT);
         socket.call(method, path, None, id, self.wait_timeout + stop + SOCKET_SLACK)
     }

@@ -35,6 +35,7 @@ mod timestamp;
 mod trust;
 mod untrusted;
 mod unusable;
+mod wire;
 
 pub use backoff::{next_restart, RestartDecision};
 pub use config::{

@@ -197,6 +197,10 @@ pub struct MonitorStatus {
     /// Why that containment is in force, in words (additive field).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub containment_reason: Option<String>,
+    /// Why the registry file (with its journal) cannot be read as it is on disk now, when it cannot (additive
+    /// field; absent when it can). A monitor that gives `version` checks this on every status answer.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub registry_error: Option<String>,
 }
 
 #[cfg(test)]
@@ -301,6 +305,7 @@ mod tests {
             remote_port: None,
             containment: None,
             containment_reason: None,
+            registry_error: None,
         };
         let value = serde_json::to_value(&status).unwrap();
         assert_eq!(

@@ -45,6 +45,7 @@
 //!         remote_port: None,
 //!         containment: None,
 //!         containment_reason: None,
+//!         registry_error: None,
 //!     };
 //!     let listener = pm_http::bind("127.0.0.1:0".parse().unwrap()).unwrap();
 //!     let server = pm_http::spawn_aliveness(listener, status, pm_http::ServerConfig::default()).unwrap();

@@ -77,18 +77,22 @@ pub struct Store {
     paths: Paths,
     cache: Option<Arc<Mutex<Option<Cached>>>>,
     journal: Arc<Mutex<JournalState>>,
+    /// The stamp of the registry file version this store (or a clone) last parsed or wrote without error, for
+    /// [`Store::check_readable`].
+    /// With the file's own `journalSeq`.
+    readable: Arc<Mutex<Option<(FileStamp, u64)>>>,
 }
 
 impl Store {
     /// A store for the files at `paths`; touches nothing on disk.
     pub fn new(paths: Paths) -> Store {
-        Store { paths, cache: None, journal: Arc::default() }
+        Store { paths, cache: None, journal: Arc::default(), readable: Arc::default() }
     }
 
     /// Like [`Store::new`], but transactions start from the registry of the previous one while the file has
     /// not changed on disk since (judged by its [`FileStamp`]), for a long-lived writer such as the monitor.
     pub fn new_cached(paths: Paths) -> Store {
-        Store { paths, cache: Some(Arc::default()), journal: Arc::default() }
+        Store { paths, cache: Some(Arc::default()), journal: Arc::default(), readable: Arc::default() }
     }
 
     /// The paths of this store.
@@ -138,6 +142,7 @@ impl Store {
             return Err(err);
         }
         self.replace_with(&tmp)?;
+        self.written(&registry);
         tracing::warn!(
             registry = %file.display(),
             corrupt_copy = %aside.display(),
@@ -154,6 +159,27 @@ impl Store {
         self.load_with_journal().map(|loaded| loaded.registry)
     }
 
+    /// Whether [`Store::load`] would succeed now, cheaply when it can: while the registry file has the stamp of
+    /// the version this store last read or wrote without error, only the journal is read; otherwise the file is
+    /// read and parsed. A missing registry counts as readable (readers take the defaults); the error is the one
+    /// [`Store::load`] would give. For the monitor's status answer (`registryError`).
+    pub fn check_readable(&self) -> Result<(), Error> {
+        let known = *self.readable_stamp();
+        if let Some((_, file_seq)) = known.filter(|(stamp, _)| Some(*stamp) == self.stamp()) {
+            let journal_file = self.paths.journal_file();
+            let records = journal::read(&journal_file)?;
+            return journal::check_follows(&journal_file, file_seq, &records).map(drop);
+        }
+        match self.load_with_journal() {
+            Ok(_) | Err(Error::Missing { .. }) => Ok(()),
+            Err(err) => Err(err),
+        }
+    }
+
+    fn readable_stamp(&self) -> std::sync::MutexGuard<'_, Option<(FileStamp, u64)>> {
+        self.readable.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
     /// [`Store::load`], with the file's own `journalSeq`.
     ///
     /// The journal is read before the registry: a fold that runs in between writes a registry that holds every
@@ -163,10 +189,13 @@ impl Store {
         let journal_file = self.paths.journal_file();
         let records = journal::read(&journal_file)?;
         let file = self.paths.registry_file();
+        // Taken before the read: a save that slips in between leaves an older stamp, which only costs a parse.
+        let stamp = self.stamp();
         let mut registry = match fsutil::read_optional(&file)? {
             Some(bytes) => parse(&file, &bytes)?,
             None => return Err(Error::Missing { path: file }),
         };
+        *self.readable_stamp() = stamp.map(|stamp| (stamp, registry.journal_seq));
         let file_seq = registry.journal_seq;
         journal::apply_newer(&journal_file, &mut registry, &records)?;
         Ok(Loaded { registry, file_seq })
@@ -440,7 +469,15 @@ impl Store {
                 tracing::warn!("registry backup not updated: {err}");
             }
         }
-        self.replace_with(&tmp)
+        self.replace_with(&tmp)?;
+        self.written(registry);
+        Ok(())
+    }
+
+    /// Notes that the registry file now holds `registry`, just written under the flock (only writers holding it
+    /// rename over the file, so its stamp now is that of the version written).
+    fn written(&self, registry: &Registry) {
+        *self.readable_stamp() = self.stamp().map(|stamp| (stamp, registry.journal_seq));
     }
 
     /// Renames `tmp` over the registry and flushes the folder.

@@ -679,8 +679,24 @@ impl Monitor {
             remote_port,
             containment: Some(self.sup.containment().mode().to_owned()),
             containment_reason: Some(self.sup.containment().reason().to_owned()),
+            // Cheap while the file is the version the monitor last read or wrote (a stat and the journal): so
+            // that `--status` need not parse the registry itself.
+            registry_error: self.store.check_readable().err().map(|err| error_chain(&err)),
         }
     }
+}
+
+/// `err` with its sources, as `{:#}` of an `anyhow` error prints it (the CLI's wording when it reads the registry
+/// itself).
+fn error_chain(err: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = err.to_string();
+    let mut source = err.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
 }
 
 /// Runs a registry file operation on the blocking pool.
