@@ -143,7 +143,8 @@ impl ProcessMonitorClient {
         if let Some(res) = self.socket_call::<serde_json::Value>("POST", "/processes", Some(body), Some(&config.id)) {
             return res.map(drop);
         }
-        self.transaction(|registry| {
+        // A new entry is a change: no copy of the registry is taken to find out.
+        self.transaction_declared(|registry| {
             // The partner instance's id is how the two monitors supervise each other.
             let partner = registry.partner_discovery.partner_instance_id.as_deref();
             if registry.processes.contains_key(&config.id)
@@ -154,7 +155,7 @@ impl ProcessMonitorClient {
             pm_core::check_new_dependencies(registry, &config)?;
             let entry = ProcessEntry::new(config.clone(), Timestamp::now());
             registry.processes.insert(config.id.clone(), entry);
-            Ok(())
+            Ok(((), true))
         })
     }
 
@@ -251,14 +252,14 @@ impl ProcessMonitorClient {
         if self.monitor()?.is_none() {
             // Nothing runs (no live process of the entry): one transaction checks and removes, as the steps below
             // would end up doing one transaction each.
-            let removed = self.transaction(|registry| {
+            let removed = self.transaction_declared(|registry| {
                 refuse_dependents(registry)?;
                 let entry = registry.processes.get(id).ok_or_else(|| Error::NotFound(id.to_owned()))?;
                 if pm_registry::proc::live_pid_of(entry).is_some() {
-                    return Ok(false);
+                    return Ok((false, false));
                 }
                 registry.processes.remove(id);
-                Ok(true)
+                Ok((true, true))
             })?;
             if removed {
                 return Ok(());
@@ -575,6 +576,13 @@ impl ProcessMonitorClient {
     fn transaction<T>(&self, f: impl FnOnce(&mut Registry) -> Result<T, Error>) -> Result<T, Error> {
         self.wrote_registry.store(true, std::sync::atomic::Ordering::Relaxed);
         self.store.transaction(LOCK_TIMEOUT, f)
+    }
+
+    /// [`ProcessMonitorClient::transaction`] whose `f` says whether it changed the registry
+    /// ([`Store::transaction_declared`]).
+    fn transaction_declared<T>(&self, f: impl FnOnce(&mut Registry) -> Result<(T, bool), Error>) -> Result<T, Error> {
+        self.wrote_registry.store(true, std::sync::atomic::Ordering::Relaxed);
+        self.store.transaction_declared(LOCK_TIMEOUT, f)
     }
 
     fn update_entry(&self, id: &str, f: impl FnOnce(&mut ProcessEntry)) -> Result<(), Error> {
