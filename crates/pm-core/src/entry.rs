@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
-use crate::{ProcessConfig, ProcessState, ProcessStatus, Timestamp};
+use crate::{ProcessConfig, ProcessState, ProcessStatus, StatusView, Timestamp};
 
 /// One managed process: its configuration plus what the monitor observed.
 ///
@@ -178,9 +178,14 @@ impl ProcessEntry {
 
     /// The API view of this entry.
     pub fn status(&self) -> ProcessStatus {
-        ProcessStatus {
-            id: self.config.id.clone(),
-            name: self.config.name.clone(),
+        self.status_view().to_status()
+    }
+
+    /// [`ProcessEntry::status`], borrowing the entry's strings.
+    pub fn status_view(&self) -> StatusView<'_> {
+        StatusView {
+            id: &self.config.id,
+            name: &self.config.name,
             state: self.state,
             enabled: self.config.enabled,
             autostart: self.config.autostart,
@@ -189,11 +194,11 @@ impl ProcessEntry {
             last_started_at: self.last_started_at,
             last_stopped_at: self.last_stopped_at,
             restart_attempts: self.restart_attempts,
-            command: Some(self.config.command.clone()),
+            command: Some(&self.config.command),
             last_exit_code: self.last_exit_code,
             last_signal: self.last_signal,
-            last_error: self.last_error.clone(),
-            waiting_for: (!self.waiting_for.is_empty()).then(|| self.waiting_for.clone()),
+            last_error: self.last_error.as_deref(),
+            waiting_for: (!self.waiting_for.is_empty()).then_some(&self.waiting_for),
             uptime: None,
             cpu_percent: None,
             memory_bytes: None,
@@ -397,6 +402,24 @@ mod tests {
         assert_eq!(status.command.as_deref(), Some("/usr/bin/my-api"));
         assert_eq!(status.last_started_at, entry.last_started_at);
         assert_eq!(status.last_stopped_at, entry.last_stopped_at);
+    }
+
+    #[test]
+    fn the_borrowed_status_writes_what_the_status_writes() {
+        let registry: Registry = serde_json::from_value(example()).unwrap();
+        let mut entry = registry.processes["api"].clone();
+        entry.last_error = Some("boom".to_owned());
+        entry.last_signal = Some(9);
+        entry.waiting_for.insert("db".to_owned(), crate::DependencyCondition::Healthy);
+        for state in [ProcessState::Running, ProcessState::Stopped] {
+            entry.state = state;
+            let (status, view) = (entry.status(), entry.status_view());
+            assert_eq!(view.to_status(), status);
+            assert_eq!(status.view(), view);
+            assert_eq!(serde_json::to_value(view).unwrap(), serde_json::to_value(&status).unwrap());
+            let back: ProcessStatus = serde_json::from_value(serde_json::to_value(view).unwrap()).unwrap();
+            assert_eq!(back, status);
+        }
     }
 
     #[test]
