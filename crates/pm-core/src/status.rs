@@ -292,8 +292,8 @@ impl ProcessStatus {
             stop_timeout_ms,
         } = self;
         StatusView {
-            id: id,
-            name: name,
+            id,
+            name,
             state: *state,
             enabled: *enabled,
             autostart: *autostart,
