@@ -77,9 +77,8 @@ pub struct Store {
     paths: Paths,
     cache: Option<Arc<Mutex<Option<Cached>>>>,
     journal: Arc<Mutex<JournalState>>,
-    /// The stamp of the registry file version this store (or a clone) last parsed or wrote without error, for
-    /// [`Store::check_readable`].
-    /// With the file's own `journalSeq`.
+    /// The stamp of the registry file version this store (or a clone) last parsed or wrote without error, with
+    /// that file's own `journalSeq`, for [`Store::check_readable`].
     readable: Arc<Mutex<Option<(FileStamp, u64)>>>,
 }
 
