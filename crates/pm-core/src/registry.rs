@@ -85,10 +85,11 @@ impl Registry {
         // Sized for the whole file up front: growing by doubling copies a registry of 10,000 entries (3 MB and
         // more) several times over, and touches fresh pages each time.
         let mut out = Vec::with_capacity(4096 + 640 * (self.processes.len() + self.unusable.len()));
+        let mut serializer = serde_json::Serializer::with_formatter(&mut out, crate::wire::Pretty::default());
         if self.unusable.is_empty() {
-            serde_json::to_writer_pretty(&mut out, self)?;
+            self.serialize(&mut serializer)?;
         } else {
-            serde_json::to_writer_pretty(&mut out, &crate::unusable::to_value(self)?)?;
+            crate::unusable::to_value(self)?.serialize(&mut serializer)?;
         }
         Ok(out)
     }

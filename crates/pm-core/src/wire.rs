@@ -153,3 +153,117 @@ pub(crate) fn set<'de, T: de::Deserialize<'de>, A: MapAccess<'de>>(
     *slot = Some(map.next_value()?);
     Ok(())
 }
+
+/// serde_json's `PrettyFormatter` (two spaces a level), byte for byte, writing each line break with its
+/// indentation in one write instead of one write per level: the indentation was an eighth of the time a
+/// registry of 10,000 entries took to write.
+#[derive(Default)]
+pub(crate) struct Pretty {
+    level: usize,
+    has_value: bool,
+}
+
+/// A line break followed by the indentation of up to 64 levels.
+const BREAKS: &[u8; 129] = b"\n                                                                                                                                ";
+
+impl Pretty {
+    /// A line break and the indentation of the current level.
+    fn line<W: ?Sized + std::io::Write>(&self, writer: &mut W) -> std::io::Result<()> {
+        let width = 2 * self.level;
+        if width < BREAKS.len() {
+            return writer.write_all(&BREAKS[..=width]);
+        }
+        writer.write_all(b"\n")?;
+        (0..self.level).try_for_each(|_| writer.write_all(b"  "))
+    }
+}
+
+impl serde_json::ser::Formatter for Pretty {
+    fn begin_array<W: ?Sized + std::io::Write>(&mut self, writer: &mut W) -> std::io::Result<()> {
+        self.level += 1;
+        self.has_value = false;
+        writer.write_all(b"[")
+    }
+
+    fn end_array<W: ?Sized + std::io::Write>(&mut self, writer: &mut W) -> std::io::Result<()> {
+        self.level -= 1;
+        if self.has_value {
+            self.line(writer)?;
+        }
+        writer.write_all(b"]")
+    }
+
+    fn begin_array_value<W: ?Sized + std::io::Write>(&mut self, writer: &mut W, first: bool) -> std::io::Result<()> {
+        if !first {
+            writer.write_all(b",")?;
+        }
+        self.line(writer)
+    }
+
+    fn end_array_value<W: ?Sized + std::io::Write>(&mut self, _writer: &mut W) -> std::io::Result<()> {
+        self.has_value = true;
+        Ok(())
+    }
+
+    fn begin_object<W: ?Sized + std::io::Write>(&mut self, writer: &mut W) -> std::io::Result<()> {
+        self.level += 1;
+        self.has_value = false;
+        writer.write_all(b"{")
+    }
+
+    fn end_object<W: ?Sized + std::io::Write>(&mut self, writer: &mut W) -> std::io::Result<()> {
+        self.level -= 1;
+        if self.has_value {
+            self.line(writer)?;
+        }
+        writer.write_all(b"}")
+    }
+
+    fn begin_object_key<W: ?Sized + std::io::Write>(&mut self, writer: &mut W, first: bool) -> std::io::Result<()> {
+        if !first {
+            writer.write_all(b",")?;
+        }
+        self.line(writer)
+    }
+
+    fn begin_object_value<W: ?Sized + std::io::Write>(&mut self, writer: &mut W) -> std::io::Result<()> {
+        writer.write_all(b": ")
+    }
+
+    fn end_object_value<W: ?Sized + std::io::Write>(&mut self, _writer: &mut W) -> std::io::Result<()> {
+        self.has_value = true;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::{json, Value};
+
+    use super::*;
+
+    fn pretty(value: &Value) -> Vec<u8> {
+        let mut out = Vec::new();
+        serde::Serialize::serialize(value, &mut serde_json::Serializer::with_formatter(&mut out, Pretty::default()))
+            .unwrap();
+        out
+    }
+
+    #[test]
+    fn pretty_writes_what_serde_json_writes() {
+        let mut deep = json!("bottom");
+        for level in 0..70 {
+            deep = if level % 2 == 0 { json!([deep, {}, []]) } else { json!({"k": deep, "e": [], "o": {}}) };
+        }
+        for value in [
+            json!({}),
+            json!([]),
+            json!(null),
+            json!({"a": 1, "b": [1, 2, {"c": "x\ny", "d": []}], "e": {"f": {}, "g": [[]]}}),
+            crate::registry::tests::example(),
+            deep,
+        ] {
+            assert_eq!(pretty(&value), serde_json::to_vec_pretty(&value).unwrap(), "{value}");
+        }
+    }
+}
