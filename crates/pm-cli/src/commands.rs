@@ -198,7 +198,7 @@ fn config_from_flags(args: &RegisterArgs) -> anyhow::Result<ProcessConfig> {
         if let Some(ms) = args.check_interval_ms {
             check.interval_ms = ms;
         }
-        config.aliveness_check = Some(check);
+        config.aliveness_check = Some(Box::new(check));
     }
     config.stop_timeout_ms = args.stop_timeout_ms;
     config.memory_max_bytes = args.memory_max_bytes;

@@ -42,9 +42,10 @@ pub struct ProcessConfig {
     /// How crashes are retried; the default policy when absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub restart_policy: Option<RestartPolicy>,
-    /// HTTP health check of the running process.
+    /// HTTP health check of the running process (boxed: most entries have none, and an entry is held for every
+    /// process, so its size counts; see BENCHMARKS.md, "Per-process memory").
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub aliveness_check: Option<AlivenessCheck>,
+    pub aliveness_check: Option<Box<AlivenessCheck>>,
     /// How long a stop waits after SIGTERM before it sends SIGKILL to the process group (default 10 000 ms).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub stop_timeout_ms: Option<u64>,
@@ -101,8 +102,9 @@ pub struct ProcessConfig {
     pub untrusted: bool,
     /// A command run on every state change of this process, with the event as JSON on stdin and in `PM_EVENT_*`
     /// variables (additive; see `docs/events-and-logs.md`).
+    /// Boxed, as `aliveness_check` is: most entries have none.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub on_state_change: Option<StateChangeHook>,
+    pub on_state_change: Option<Box<StateChangeHook>>,
 }
 
 impl ProcessConfig {
@@ -589,7 +591,7 @@ mod tests {
         config.restart_policy = Some(RestartPolicy::default());
         let mut check = AlivenessCheck::new("http://localhost:8080/health");
         check.startup_check = Some(StartupCheck::default());
-        config.aliveness_check = Some(check);
+        config.aliveness_check = Some(Box::new(check));
         config
     }
 

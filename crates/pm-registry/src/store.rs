@@ -414,7 +414,12 @@ impl Store {
         if let Some(cached) = self.take_cached(stamp) {
             return Ok((stamp, cached));
         }
-        Ok((stamp, self.load_with_journal()?))
+        let mut loaded = self.load_with_journal()?;
+        if self.cache.is_some() {
+            // This registry becomes the cache, kept for the monitor's life.
+            compact(&mut loaded.registry);
+        }
+        Ok((stamp, loaded))
     }
 
     /// The cached registry if the registry file still has `stamp` (leaving the cache empty either way).
@@ -612,6 +617,13 @@ fn apply_unfolded(journal: &mut JournalState, registry: &mut Registry) {
         registry.journal_seq = record.seq;
     }
     journal.next_seq = journal.next_seq.max(registry.journal_seq + 1);
+}
+
+/// Rebuilds the map of entries with full nodes: the parse inserts the entries one after the other in key order,
+/// which leaves every node of the B-tree about half full, and an entry is stored in its node (over 1 KiB each), so
+/// a parsed registry held for long (the cache) would cost about 1.9 KiB per entry instead of about 1.1 KiB.
+fn compact(registry: &mut Registry) {
+    registry.processes = std::mem::take(&mut registry.processes).into_iter().collect();
 }
 
 fn parse(path: &Path, bytes: &[u8]) -> Result<Registry, Error> {

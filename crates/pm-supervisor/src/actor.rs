@@ -10,7 +10,7 @@ use pm_core::{
     next_restart, Error, FailAction, ProcessConfig, ProcessEntry, ProcessState, RestartDecision, RestartOn, Timestamp,
 };
 use pm_registry::proc::Process;
-use tokio::sync::{oneshot, watch};
+use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
@@ -177,9 +177,10 @@ pub(crate) struct Actor {
     entry: SharedEntry,
     config_rev: ConfigRevs,
     shared: Arc<Shared>,
-    publish: watch::Sender<Snapshot>,
+    publish: crate::published::Publisher<Snapshot>,
     rx: crate::inbox::Receiver<Cmd>,
-    child: Option<Child>,
+    /// Boxed: 256 B that a process which does not run would keep for nothing.
+    child: Option<Box<Child>>,
     running_since: Option<std::time::Instant>,
     retry_at: Option<Instant>,
     reset_at: Option<Instant>,
@@ -207,9 +208,9 @@ impl Actor {
         entry: ProcessEntry,
         shared: Arc<Shared>,
         rx: crate::inbox::Receiver<Cmd>,
-    ) -> (Actor, watch::Receiver<Snapshot>) {
+    ) -> (Actor, crate::published::Published<Snapshot>) {
         let entry = Arc::new(entry);
-        let (publish, snapshot) = watch::channel(Snapshot {
+        let (publish, snapshot) = crate::published::channel(Snapshot {
             entry: entry.clone(),
             config_rev: ConfigRevs::default(),
             running_since: None,
@@ -887,7 +888,7 @@ impl Actor {
             }
             _ => Watch::Adopted(ExitWatch::new(process)),
         };
-        self.child = Some(Child { pid, watch, run_dir, cgroup });
+        self.child = Some(Box::new(Child { pid, watch, run_dir, cgroup }));
         self.schedule_rotation();
         self.schedule_memory();
         self.watch_logs();
@@ -976,7 +977,7 @@ impl Actor {
         self.entry.pid = Some(pid);
         self.entry.pid_start_time = pm_registry::proc::start_time(pid);
         self.entry.consecutive_failures = 0;
-        self.child = Some(Child { pid, watch, run_dir: Some(run_dir), cgroup });
+        self.child = Some(Box::new(Child { pid, watch, run_dir: Some(run_dir), cgroup }));
         self.schedule_rotation();
         self.schedule_memory();
         self.watch_logs();
@@ -1142,7 +1143,7 @@ impl Actor {
 
     /// With `trackDaemonizedChildren`, a leader that exited 0 leaving members in its cgroup forked a daemon and
     /// returned: the process runs on as those members, now watched (`None`). Otherwise the exited `child` back.
-    fn follow_daemonized_children(&mut self, child: Child, info: &ExitInfo) -> Option<Child> {
+    fn follow_daemonized_children(&mut self, child: Box<Child>, info: &ExitInfo) -> Option<Box<Child>> {
         let Some(cgroup) = child.cgroup.as_ref().filter(|_| self.entry.config.track_daemonized_children) else {
             return Some(child);
         };
@@ -1155,12 +1156,12 @@ impl Actor {
         self.entry.pid = Some(member);
         self.entry.pid_start_time = start_time;
         let cgroup = cgroup.clone();
-        self.child = Some(Child {
+        self.child = Some(Box::new(Child {
             pid: member,
             watch: Watch::Daemons(cgroup.clone()),
             run_dir: child.run_dir,
             cgroup: Some(cgroup),
-        });
+        }));
         self.publish();
         None
     }
@@ -1407,9 +1408,9 @@ impl Actor {
     }
 }
 
-async fn wait_child(child: &mut Option<Child>) -> ExitInfo {
+async fn wait_child(child: &mut Option<Box<Child>>) -> ExitInfo {
     let Some(child) = child else { return std::future::pending().await };
-    child.watch.wait().await
+    Box::pin(child.watch.wait()).await
 }
 
 impl Watch {
@@ -1438,16 +1439,20 @@ impl Watch {
     }
 }
 
+// The waits of `next_event` that only some processes have (a child, a deadline, a log watch) are boxed while they
+// are under way: the task's future keeps every branch of its `select!` side by side for the process's whole life,
+// and a process that is registered and not running would keep about 580 B of waits it never makes.
+
 async fn logs_written(watch: Option<&crate::watch::LogWatch>) {
     match watch {
-        Some(watch) => watch.written().await,
+        Some(watch) => Box::pin(watch.written()).await,
         None => std::future::pending().await,
     }
 }
 
 async fn sleep_until(at: Option<Instant>) {
     match at {
-        Some(at) => tokio::time::sleep_until(at).await,
+        Some(at) => Box::pin(tokio::time::sleep_until(at)).await,
         None => std::future::pending().await,
     }
 }

@@ -60,6 +60,7 @@ mod os;
 mod partner;
 mod partner_tick;
 mod probe;
+mod published;
 mod resources;
 mod servers;
 mod spawn;

@@ -151,7 +151,7 @@ pub(crate) fn partner_config(
         restart_on: Default::default(),
         extra: serde_json::Map::new(),
     });
-    res.aliveness_check = Some(check);
+    res.aliveness_check = Some(Box::new(check));
     // The partner stops its processes before it exits: never SIGKILLed in the middle of that.
     res.stop_timeout_ms = Some(facts.stop_grace_ms);
     res

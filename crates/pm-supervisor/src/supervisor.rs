@@ -8,7 +8,7 @@ use std::time::Duration;
 use pm_core::{Error, ProcessConfig, ProcessEntry, ProcessState, Timestamp};
 use pm_registry::proc::Process;
 use pm_registry::Paths;
-use tokio::sync::{oneshot, watch, Notify};
+use tokio::sync::{oneshot, Notify};
 use tokio::task::JoinHandle;
 
 use crate::actor::{Actor, Begin, Cmd, ConfigRevs, Snapshot};
@@ -71,7 +71,7 @@ pub(crate) type Slots = BTreeMap<String, Slot>;
 
 pub(crate) struct Slot {
     tx: crate::inbox::Sender<Cmd>,
-    snapshot: watch::Receiver<Snapshot>,
+    snapshot: crate::published::Published<Snapshot>,
     task: JoinHandle<()>,
 }
 
@@ -350,7 +350,7 @@ impl Supervisor {
         timeout: Duration,
         done: impl Fn(&ProcessEntry) -> bool,
     ) -> Result<ProcessEntry, Error> {
-        let mut rx = {
+        let rx = {
             let slots = self.slots.lock().expect("slots lock");
             slots.get(id).ok_or_else(|| Error::NotFound(id.to_owned()))?.snapshot.clone()
         };

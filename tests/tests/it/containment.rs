@@ -194,7 +194,7 @@ fn every_way_out(escape: Escape, label: &str) {
     check.interval_ms = 300;
     check.timeout_ms = 200;
     check.consecutive_failures_required = 2;
-    hung.aliveness_check = Some(check);
+    hung.aliveness_check = Some(Box::new(check));
     register(&site, &hung);
     let hung_run = run_of(&site, Some(&base), "hung");
     wait_until(Duration::from_secs(20), "the hung run is killed with its daemon", || all_gone(&hung_run));

@@ -5,6 +5,7 @@
 
 mod concurrency;
 mod corrupt;
+mod footprint;
 mod journal;
 mod lock;
 mod ownership;

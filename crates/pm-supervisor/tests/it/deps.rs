@@ -51,14 +51,14 @@ fn chain(fx: &Fixture) {
     let ready = fx.file("db.ready");
     let mut db =
         sh("db", &format!("{}; sleep 1; touch '{}'; exec sleep 600", stamp(&fx.file("db.t")), ready.display()));
-    db.aliveness_check = Some(exec_check(&format!("test -f '{}'", ready.display()), true));
+    db.aliveness_check = Some(Box::new(exec_check(&format!("test -f '{}'", ready.display()), true)));
     let mut migrate = sh("migrate", &format!("{}; sleep 0.2; exit 0", stamp(&fx.file("migrate.t"))));
     migrate.restart_policy = one_shot(RestartOn::Never);
     needs(&mut migrate, &[("db", Healthy)]);
     let mut api = sh("api", &format!("{}; exec sleep 600", stamp(&fx.file("api.t"))));
     needs(&mut api, &[("db", Healthy), ("migrate", CompletedSuccessfully)]);
     // Healthy once its shell has run (so that the stamps can prove the order).
-    api.aliveness_check = Some(exec_check(&format!("test -s '{}'", fx.file("api.t").display()), true));
+    api.aliveness_check = Some(Box::new(exec_check(&format!("test -s '{}'", fx.file("api.t").display()), true)));
     let mut web = sh("web", &format!("{}; exec sleep 600", stamp(&fx.file("web.t"))));
     needs(&mut web, &[("api", Healthy)]);
     for mut config in [db, migrate, api, web] {
@@ -112,7 +112,7 @@ async fn starting_the_last_of_a_chain_starts_it_in_order_and_stopping_the_first_
 async fn a_dependency_that_never_gets_healthy_fails_the_dependent_after_its_timeout() {
     let fx = Fixture::new();
     let mut db = sh("db", "exec sleep 600");
-    db.aliveness_check = Some(exec_check("exit 1", true));
+    db.aliveness_check = Some(Box::new(exec_check("exit 1", true)));
     db.autostart = false;
     fx.sup.register(db).unwrap();
     let mut api = sh("api", "exec sleep 600");
@@ -136,7 +136,7 @@ async fn independent_processes_start_at_once_while_a_dependent_waits() {
     let fx = Fixture::new();
     let ready = fx.file("slow.ready");
     let mut slow = sh("slow", &format!("sleep 3; touch '{}'; exec sleep 600", ready.display()));
-    slow.aliveness_check = Some(exec_check(&format!("test -f '{}'", ready.display()), true));
+    slow.aliveness_check = Some(Box::new(exec_check(&format!("test -f '{}'", ready.display()), true)));
     fx.sup.register(slow).unwrap();
     let mut waiting = sh("waiting", "exec sleep 600");
     needs(&mut waiting, &[("slow", DependencyCondition::Healthy)]);
@@ -362,7 +362,7 @@ async fn probes_pass_and_fail_as_specified() {
     std::fs::write(cwd.join("here"), "").unwrap();
     for (id, check, _) in &cases {
         let mut config = sh(id, "exec sleep 600");
-        config.aliveness_check = Some(check.clone());
+        config.aliveness_check = Some(Box::new(check.clone()));
         config.working_directory = Some(cwd.display().to_string());
         config.environment = Some(BTreeMap::from([("PROBE_VAR".to_owned(), "yes".to_owned())]));
         fx.sup.register(config).unwrap();
@@ -389,7 +389,7 @@ async fn a_cancelled_exec_probe_leaves_no_process_behind() {
     let mut check = exec_check(&format!("sleep {nap} & wait"), true);
     check.args.push(marker.clone());
     check.timeout_ms = 60_000;
-    config.aliveness_check = Some(check);
+    config.aliveness_check = Some(Box::new(check));
     config.stop_timeout_ms = Some(2000);
     fx.sup.register(config).unwrap();
     eventually(LONG, "the probe runs", || count_with(&marker) == 1 && count_with(&nap) == 1).await;
@@ -435,7 +435,7 @@ async fn a_restart_after_a_crash_waits_for_dependencies_that_went_down() {
     let up = fx.file("db.up");
     std::fs::write(&up, "").unwrap();
     let mut db = sh("db", &format!("{}; exec sleep 600", stamp(&fx.file("db.t"))));
-    db.aliveness_check = Some(exec_check(&format!("test -f '{}'", up.display()), true));
+    db.aliveness_check = Some(Box::new(exec_check(&format!("test -f '{}'", up.display()), true)));
     db.restart_policy = Some(RestartPolicy { backoff_intervals_ms: vec![1000], ..RestartPolicy::default() });
     let mut migrate = sh("migrate", &format!("{}; exit 0", stamp(&fx.file("migrate.t"))));
     migrate.restart_policy = one_shot(RestartOn::Never);

@@ -116,7 +116,7 @@ async fn hung_process_is_killed_and_restarted() {
     let healthy = Arc::new(AtomicBool::new(true));
     let (mut server, url) = health_server(healthy.clone()).await;
     let mut config = sh("hung", "sleep 300");
-    config.aliveness_check = Some(check(&url, 100, 2));
+    config.aliveness_check = Some(Box::new(check(&url, 100, 2)));
     config.restart_policy = Some(policy(5, &[50]));
     config.stop_timeout_ms = Some(500);
     fx.sup.register(config).unwrap();
@@ -153,7 +153,7 @@ async fn startup_check_fail_actions() {
             fail_action: action,
             extra: serde_json::Map::new(),
         });
-        config.aliveness_check = Some(aliveness);
+        config.aliveness_check = Some(Box::new(aliveness));
         config.restart_policy = Some(policy(5, &[60_000]));
         config.stop_timeout_ms = Some(500);
         fx.sup.register(config).unwrap();
@@ -174,7 +174,7 @@ async fn startup_check_pass_leads_to_running() {
     let mut aliveness = check(&url, 1000, 2);
     aliveness.startup_check =
         Some(StartupCheck { initial_delay_ms: 10, check_interval_ms: 20, ..StartupCheck::default() });
-    config.aliveness_check = Some(aliveness);
+    config.aliveness_check = Some(Box::new(aliveness));
     fx.sup.register(config).unwrap();
     fx.wait("web", LONG, |e| e.state == ProcessState::Running).await;
     server.stop().await;

@@ -334,7 +334,7 @@ fn process_config(case: &Case, starts: &Path, marker: &str, url: &str) -> Proces
             fail_action,
             extra: serde_json::Map::new(),
         });
-        config.aliveness_check = Some(check);
+        config.aliveness_check = Some(Box::new(check));
     }
     config
 }
