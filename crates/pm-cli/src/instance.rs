@@ -206,11 +206,17 @@ fn status(cli: &Cli, paths: &Paths) -> anyhow::Result<u8> {
         return Ok(code::NOT_RUNNING);
     };
     // A registry that does not parse does not silence the status: the ports come from the defaults (and the
-    // command line), and the status says the registry is unreadable.
-    let unreadable = registry_or_defaults(paths).1;
+    // command line), and the status says the registry is unreadable. A monitor of this version says so in its
+    // answer (`registryError`, checked as the file is now, without a parse while it is the version the monitor
+    // last read or wrote); otherwise this reads the registry itself.
     let status = read_status(cli, paths, Duration::from_secs(1));
+    let unreadable = match &status {
+        Some(status) if status.version.as_deref() == Some(env!("CARGO_PKG_VERSION")) => status.registry_error.clone(),
+        _ => registry_or_defaults(paths).1,
+    };
     let res = match (status, cli.json) {
-        (Some(status), true) => {
+        (Some(mut status), true) => {
+            status.registry_error = None;
             let mut value = serde_json::to_value(&status)?;
             if let (Some(err), Some(object)) = (&unreadable, value.as_object_mut()) {
                 object.insert("registryError".to_owned(), serde_json::Value::from(err.as_str()));

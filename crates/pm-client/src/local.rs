@@ -143,7 +143,8 @@ impl ProcessMonitorClient {
         if let Some(res) = self.socket_call::<serde_json::Value>("POST", "/processes", Some(body), Some(&config.id)) {
             return res.map(drop);
         }
-        self.transaction(|registry| {
+        // A new entry is a change: no copy of the registry is taken to find out.
+        self.transaction_declared(|registry| {
             // The partner instance's id is how the two monitors supervise each other.
             let partner = registry.partner_discovery.partner_instance_id.as_deref();
             if registry.processes.contains_key(&config.id)
@@ -154,7 +155,7 @@ impl ProcessMonitorClient {
             pm_core::check_new_dependencies(registry, &config)?;
             let entry = ProcessEntry::new(config.clone(), Timestamp::now());
             registry.processes.insert(config.id.clone(), entry);
-            Ok(())
+            Ok(((), true))
         })
     }
 
@@ -238,17 +239,34 @@ impl ProcessMonitorClient {
         if let Some(res) = self.socket_call_stopping::<serde_json::Value>("DELETE", &path, Some(id)) {
             return res.map(drop);
         }
-        if !force {
-            let dependents = pm_core::dependents_in(&self.load()?, id);
-            if !dependents.is_empty() {
-                return Err(Error::Conflict(format!(
-                    "Process {id} is a dependency of {}; deregister or change them first, or force it",
-                    dependents.join(", ")
-                )));
+        let refuse_dependents = |registry: &Registry| {
+            let dependents = if force { Vec::new() } else { pm_core::dependents_in(registry, id) };
+            if dependents.is_empty() {
+                return Ok(());
             }
-        }
+            Err(Error::Conflict(format!(
+                "Process {id} is a dependency of {}; deregister or change them first, or force it",
+                dependents.join(", ")
+            )))
+        };
         if self.monitor()?.is_none() {
+            // Nothing runs (no live process of the entry): one transaction checks and removes, as the steps below
+            // would end up doing one transaction each.
+            let removed = self.transaction_declared(|registry| {
+                refuse_dependents(registry)?;
+                let entry = registry.processes.get(id).ok_or_else(|| Error::NotFound(id.to_owned()))?;
+                if pm_registry::proc::live_pid_of(entry).is_some() {
+                    return Ok((false, false));
+                }
+                registry.processes.remove(id);
+                Ok((true, true))
+            })?;
+            if removed {
+                return Ok(());
+            }
             self.stop_directly(id, ProcessState::Stopped)?;
+        } else {
+            refuse_dependents(&self.load()?)?;
         }
         let removed = self.transaction(|registry| match registry.processes.remove(id) {
             Some(entry) => Ok(entry),
@@ -523,6 +541,10 @@ impl ProcessMonitorClient {
     ) -> Option<Result<T, Error>> {
         let socket =
             self.socket.as_ref().filter(|_| !self.wrote_registry.load(std::sync::atomic::Ordering::Relaxed))?;
+        // No socket file, no monitor there: the registry (read for the stop budget) is not read for nothing.
+        if std::fs::symlink_metadata(&socket.path).is_err() {
+            return None;
+        }
         let stop = id.and_then(|id| stop_budget(&self.load().ok()?, id)).unwrap_or(UNKNOWN_STOP_TIMEOUT);
         socket.call(method, path, None, id, self.wait_timeout + stop + SOCKET_SLACK)
     }
@@ -554,6 +576,13 @@ impl ProcessMonitorClient {
     fn transaction<T>(&self, f: impl FnOnce(&mut Registry) -> Result<T, Error>) -> Result<T, Error> {
         self.wrote_registry.store(true, std::sync::atomic::Ordering::Relaxed);
         self.store.transaction(LOCK_TIMEOUT, f)
+    }
+
+    /// [`ProcessMonitorClient::transaction`] whose `f` says whether it changed the registry
+    /// ([`Store::transaction_declared`]).
+    fn transaction_declared<T>(&self, f: impl FnOnce(&mut Registry) -> Result<(T, bool), Error>) -> Result<T, Error> {
+        self.wrote_registry.store(true, std::sync::atomic::Ordering::Relaxed);
+        self.store.transaction_declared(LOCK_TIMEOUT, f)
     }
 
     fn update_entry(&self, id: &str, f: impl FnOnce(&mut ProcessEntry)) -> Result<(), Error> {

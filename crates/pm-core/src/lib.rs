@@ -35,6 +35,7 @@ mod timestamp;
 mod trust;
 mod untrusted;
 mod unusable;
+mod wire;
 
 pub use backoff::{next_restart, RestartDecision};
 pub use config::{
@@ -54,7 +55,7 @@ pub use settings::{
     AlivenessServerConfig, PartnerDiscovery, PartnerDiscoveryPatch, RemoteAccessConfig, RemoteAccessPatch, Settings,
     SettingsUpdate,
 };
-pub use status::{MonitorState, MonitorStatus, ProcessState, ProcessStatus};
+pub use status::{MonitorState, MonitorStatus, ProcessState, ProcessStatus, StatusView};
 pub use timestamp::Timestamp;
 pub use trust::{host_is_trusted, needs_name_lookup, normalize_ip};
 pub use untrusted::{

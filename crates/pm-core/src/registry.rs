@@ -82,10 +82,16 @@ impl Registry {
     /// The registry as the file stores it, pretty-printed: its fields, with the [`Registry::unusable`] entries
     /// back in `processes` as they were read. Every write of the file goes through this.
     pub fn to_json_pretty(&self) -> Result<Vec<u8>, serde_json::Error> {
+        // Sized for the whole file up front: growing by doubling copies a registry of 10,000 entries (3 MB and
+        // more) several times over, and touches fresh pages each time.
+        let mut out = Vec::with_capacity(4096 + 640 * (self.processes.len() + self.unusable.len()));
+        let mut serializer = serde_json::Serializer::with_formatter(&mut out, crate::wire::Pretty::default());
         if self.unusable.is_empty() {
-            return serde_json::to_vec_pretty(self);
+            self.serialize(&mut serializer)?;
+        } else {
+            crate::unusable::to_value(self)?.serialize(&mut serializer)?;
         }
-        serde_json::to_vec_pretty(&crate::unusable::to_value(self)?)
+        Ok(out)
     }
 
     /// [`Registry::from_json`] without setting unusable entries aside: any problem refuses the whole file.

@@ -76,8 +76,8 @@ impl std::str::FromStr for ProcessState {
     }
 }
 
-/// One process as the API reports it (wire name `ProcessStatus`).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+/// One process as the API reports it (wire name `ProcessStatus`). Written through [`StatusView`].
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct ProcessStatus {
     /// Process id.
@@ -143,6 +143,187 @@ pub struct ProcessStatus {
     pub stop_timeout_ms: Option<u64>,
 }
 
+/// A [`ProcessStatus`] that borrows its strings: what a `ProcessStatus` is written as, and what a list of many
+/// processes is written from without copying every name and command first (`GET /processes`).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct StatusView<'a> {
+    /// Process id.
+    pub id: &'a str,
+    /// Human-readable name.
+    pub name: &'a str,
+    /// Current state.
+    pub state: ProcessState,
+    /// Whether it may be started.
+    pub enabled: bool,
+    /// Whether it starts with the monitor.
+    pub autostart: bool,
+    /// Registered through the remote API.
+    pub is_remote: bool,
+    /// PID of the running child.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pid: Option<u32>,
+    /// Last start.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub last_started_at: Option<Timestamp>,
+    /// Last stop or exit.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub last_stopped_at: Option<Timestamp>,
+    /// Restarts since the last reset.
+    pub restart_attempts: u32,
+    /// The command (additive field).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub command: Option<&'a str>,
+    /// Exit code of the last exit (additive field).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub last_exit_code: Option<i32>,
+    /// Signal that ended the last run (additive field).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub last_signal: Option<i32>,
+    /// Why the last start or run failed, in words (additive field).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub last_error: Option<&'a str>,
+    /// Dependencies (id → condition) a `starting` process still waits for before it is spawned (additive field).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub waiting_for: Option<&'a std::collections::BTreeMap<String, crate::DependencyCondition>>,
+    /// Seconds since the current run started (additive field).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub uptime: Option<u64>,
+    /// CPU use of the process group in percent of one core (additive field).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cpu_percent: Option<f32>,
+    /// Resident memory of the process group in bytes (additive field).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub memory_bytes: Option<u64>,
+    /// Restarts since the monitor started, never reset (additive field).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub restarts_total: Option<u64>,
+    /// Failed aliveness or startup checks since the monitor started (additive field).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub check_failures_total: Option<u64>,
+    /// Duration of the last aliveness or startup check in milliseconds (additive field).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub last_check_ms: Option<f64>,
+    /// The stop timeout in force (SIGTERM to SIGKILL), in milliseconds: how long a stop, restart, disable or
+    /// deregister of this process may take; clients size their deadline by it (additive field).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub stop_timeout_ms: Option<u64>,
+}
+
+impl StatusView<'_> {
+    /// The owned status.
+    pub fn to_status(&self) -> ProcessStatus {
+        let StatusView {
+            id,
+            name,
+            state,
+            enabled,
+            autostart,
+            is_remote,
+            pid,
+            last_started_at,
+            last_stopped_at,
+            restart_attempts,
+            command,
+            last_exit_code,
+            last_signal,
+            last_error,
+            waiting_for,
+            uptime,
+            cpu_percent,
+            memory_bytes,
+            restarts_total,
+            check_failures_total,
+            last_check_ms,
+            stop_timeout_ms,
+        } = self;
+        ProcessStatus {
+            id: (*id).to_owned(),
+            name: (*name).to_owned(),
+            state: *state,
+            enabled: *enabled,
+            autostart: *autostart,
+            is_remote: *is_remote,
+            pid: *pid,
+            last_started_at: *last_started_at,
+            last_stopped_at: *last_stopped_at,
+            restart_attempts: *restart_attempts,
+            command: command.map(str::to_owned),
+            last_exit_code: *last_exit_code,
+            last_signal: *last_signal,
+            last_error: last_error.map(str::to_owned),
+            waiting_for: waiting_for.cloned(),
+            uptime: *uptime,
+            cpu_percent: *cpu_percent,
+            memory_bytes: *memory_bytes,
+            restarts_total: *restarts_total,
+            check_failures_total: *check_failures_total,
+            last_check_ms: *last_check_ms,
+            stop_timeout_ms: *stop_timeout_ms,
+        }
+    }
+}
+
+impl ProcessStatus {
+    /// This status, borrowed.
+    pub fn view(&self) -> StatusView<'_> {
+        let ProcessStatus {
+            id,
+            name,
+            state,
+            enabled,
+            autostart,
+            is_remote,
+            pid,
+            last_started_at,
+            last_stopped_at,
+            restart_attempts,
+            command,
+            last_exit_code,
+            last_signal,
+            last_error,
+            waiting_for,
+            uptime,
+            cpu_percent,
+            memory_bytes,
+            restarts_total,
+            check_failures_total,
+            last_check_ms,
+            stop_timeout_ms,
+        } = self;
+        StatusView {
+            id,
+            name,
+            state: *state,
+            enabled: *enabled,
+            autostart: *autostart,
+            is_remote: *is_remote,
+            pid: *pid,
+            last_started_at: *last_started_at,
+            last_stopped_at: *last_stopped_at,
+            restart_attempts: *restart_attempts,
+            command: command.as_deref(),
+            last_exit_code: *last_exit_code,
+            last_signal: *last_signal,
+            last_error: last_error.as_deref(),
+            waiting_for: waiting_for.as_ref(),
+            uptime: *uptime,
+            cpu_percent: *cpu_percent,
+            memory_bytes: *memory_bytes,
+            restarts_total: *restarts_total,
+            check_failures_total: *check_failures_total,
+            last_check_ms: *last_check_ms,
+            stop_timeout_ms: *stop_timeout_ms,
+        }
+    }
+}
+
+impl Serialize for ProcessStatus {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        self.view().serialize(serializer)
+    }
+}
+
 /// Whether the monitor is serving or on its way out.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -197,6 +378,10 @@ pub struct MonitorStatus {
     /// Why that containment is in force, in words (additive field).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub containment_reason: Option<String>,
+    /// Why the registry file (with its journal) cannot be read as it is on disk now, when it cannot (additive
+    /// field; absent when it can). A monitor that gives `version` checks this on every status answer.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub registry_error: Option<String>,
 }
 
 #[cfg(test)]
@@ -301,6 +486,7 @@ mod tests {
             remote_port: None,
             containment: None,
             containment_reason: None,
+            registry_error: None,
         };
         let value = serde_json::to_value(&status).unwrap();
         assert_eq!(

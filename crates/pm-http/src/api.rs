@@ -444,15 +444,10 @@ impl<C: ControlPlane> Ctx<'_, C> {
         let method = req.method().clone();
         match (route, method) {
             (Route::Processes, Method::GET) => {
-                let mut processes = self.control().list().await;
-                processes.retain(|status| !self.peer.access.hides(&status.id));
-                // Serialised straight to bytes: a `serde_json::Value` of 10,000 statuses costs more to build and
-                // drop than the answer itself.
-                #[derive(serde::Serialize)]
-                struct List<'a> {
-                    processes: &'a [pm_core::ProcessStatus],
-                }
-                match serde_json::to_vec(&List { processes: &processes }) {
+                // Written straight to bytes from the monitor's processes: a `serde_json::Value`, or a status of
+                // each with copies of its strings, costs more to build and drop than the answer itself.
+                let access = &self.peer.access;
+                match self.control().list_body(|id| !access.hides(id)).await {
                     Ok(body) => server::json_bytes(StatusCode::OK, body),
                     Err(err) => {
                         json_error(StatusCode::INTERNAL_SERVER_ERROR, &format!("Cannot encode response: {err}"))

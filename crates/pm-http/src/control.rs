@@ -6,6 +6,24 @@ use std::sync::Arc;
 
 use pm_core::{Error, MonitorStatus, ProcessConfig, ProcessState, ProcessStatus, Settings, SettingsUpdate};
 
+/// `{"processes": [...]}` of `statuses` (about `count` of them), written into a buffer sized for them up front.
+pub fn list_body<'a>(
+    statuses: impl Iterator<Item = pm_core::StatusView<'a>>,
+    count: usize,
+) -> Result<Vec<u8>, serde_json::Error> {
+    // Sized up front (about 300 bytes a status): growing by doubling copies the answer several times.
+    let mut body = Vec::with_capacity(64 + 384 * count);
+    body.extend_from_slice(b"{\"processes\":[");
+    for (at, status) in statuses.enumerate() {
+        if at > 0 {
+            body.push(b',');
+        }
+        serde_json::to_writer(&mut body, &status)?;
+    }
+    body.extend_from_slice(b"]}");
+    Ok(body)
+}
+
 /// Everything the remote API can ask of a running monitor.
 ///
 /// Implementations hold no lock across an `.await` that a request could block on for long, and answer
@@ -14,6 +32,19 @@ use pm_core::{Error, MonitorStatus, ProcessConfig, ProcessState, ProcessStatus, 
 pub trait ControlPlane: Send + Sync + 'static {
     /// Every registered process.
     fn list(&self) -> impl Future<Output = Vec<ProcessStatus>> + Send;
+    /// The body of `GET /processes` (`{"processes": [...]}`) with the processes `keep` keeps (by id): see
+    /// [`list_body`]. Defaults to writing [`ControlPlane::list`]; an implementation may write its processes
+    /// without making a [`ProcessStatus`] of each.
+    fn list_body(
+        &self,
+        keep: impl Fn(&str) -> bool + Send,
+    ) -> impl Future<Output = Result<Vec<u8>, serde_json::Error>> + Send {
+        let list = self.list();
+        async move {
+            let processes = list.await;
+            list_body(processes.iter().map(ProcessStatus::view).filter(|status| keep(status.id)), processes.len())
+        }
+    }
     /// The whole configuration of one process, from memory (`Err(NotFound)` for an unknown process).
     fn process_config(&self, id: &str) -> Result<ProcessConfig, Error>;
     /// One process.

@@ -45,6 +45,7 @@
 //!         remote_port: None,
 //!         containment: None,
 //!         containment_reason: None,
+//!         registry_error: None,
 //!     };
 //!     let listener = pm_http::bind("127.0.0.1:0".parse().unwrap()).unwrap();
 //!     let server = pm_http::spawn_aliveness(listener, status, pm_http::ServerConfig::default()).unwrap();
@@ -87,7 +88,7 @@ pub use aliveness::spawn_aliveness;
 pub use api::spawn_remote_api_tls;
 pub use api::{spawn_remote_api, spawn_remote_api_with, spawn_unix_api, ApiOptions};
 pub use client::{check_health, HttpClient, HttpResponse, MAX_CHECK_BODY_BYTES};
-pub use control::ControlPlane;
+pub use control::{list_body, ControlPlane};
 pub use error::Error;
 pub use events::{EventBus, DEFAULT_EVENT_RING};
 pub use exec::{is_own_executable, own_executables};

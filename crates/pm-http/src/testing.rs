@@ -37,6 +37,7 @@ pub fn monitor_status() -> MonitorStatus {
         remote_port: None,
         containment: None,
         containment_reason: None,
+        registry_error: None,
     }
 }
 

@@ -206,21 +206,30 @@ pub(crate) fn read(path: &Path) -> Result<Vec<Record>, Error> {
 /// Applies the records newer than `registry.journal_seq` and raises it to the last one; answers whether any was
 /// applied. A journal that starts after the registry's next number (lines lost between them) is an error.
 pub(crate) fn apply_newer(path: &Path, registry: &mut Registry, records: &[Record]) -> Result<bool, Error> {
-    let newer: Vec<&Record> = records.iter().filter(|record| record.seq > registry.journal_seq).collect();
-    let Some(first) = newer.first() else { return Ok(false) };
-    if first.seq != registry.journal_seq + 1 {
+    if !check_follows(path, registry.journal_seq, records)? {
+        return Ok(false);
+    }
+    let held = registry.journal_seq;
+    for record in records.iter().filter(|record| record.seq > held) {
+        record.change.apply(registry);
+        registry.journal_seq = record.seq;
+    }
+    Ok(true)
+}
+
+/// Whether `records` has lines newer than a registry's `journal_seq` (false: none), refusing them when they do
+/// not follow it (lines are missing).
+pub(crate) fn check_follows(path: &Path, journal_seq: u64, records: &[Record]) -> Result<bool, Error> {
+    let Some(first) = records.iter().find(|record| record.seq > journal_seq) else { return Ok(false) };
+    if first.seq != journal_seq + 1 {
         return Err(Error::CorruptJournal {
             path: path.to_owned(),
             line: records.iter().position(|record| record.seq == first.seq).map_or(0, |at| at + 1),
             message: format!(
                 "sequence number {} does not follow the registry's journalSeq {} (lines are missing)",
-                first.seq, registry.journal_seq
+                first.seq, journal_seq
             ),
         });
-    }
-    for record in &newer {
-        record.change.apply(registry);
-        registry.journal_seq = record.seq;
     }
     Ok(true)
 }

@@ -77,18 +77,21 @@ pub struct Store {
     paths: Paths,
     cache: Option<Arc<Mutex<Option<Cached>>>>,
     journal: Arc<Mutex<JournalState>>,
+    /// The stamp of the registry file version this store (or a clone) last parsed or wrote without error, with
+    /// that file's own `journalSeq`, for [`Store::check_readable`].
+    readable: Arc<Mutex<Option<(FileStamp, u64)>>>,
 }
 
 impl Store {
     /// A store for the files at `paths`; touches nothing on disk.
     pub fn new(paths: Paths) -> Store {
-        Store { paths, cache: None, journal: Arc::default() }
+        Store { paths, cache: None, journal: Arc::default(), readable: Arc::default() }
     }
 
     /// Like [`Store::new`], but transactions start from the registry of the previous one while the file has
     /// not changed on disk since (judged by its [`FileStamp`]), for a long-lived writer such as the monitor.
     pub fn new_cached(paths: Paths) -> Store {
-        Store { paths, cache: Some(Arc::default()), journal: Arc::default() }
+        Store { paths, cache: Some(Arc::default()), journal: Arc::default(), readable: Arc::default() }
     }
 
     /// The paths of this store.
@@ -138,6 +141,7 @@ impl Store {
             return Err(err);
         }
         self.replace_with(&tmp)?;
+        self.written(&registry);
         tracing::warn!(
             registry = %file.display(),
             corrupt_copy = %aside.display(),
@@ -154,6 +158,27 @@ impl Store {
         self.load_with_journal().map(|loaded| loaded.registry)
     }
 
+    /// Whether [`Store::load`] would succeed now, cheaply when it can: while the registry file has the stamp of
+    /// the version this store last read or wrote without error, only the journal is read; otherwise the file is
+    /// read and parsed. A missing registry counts as readable (readers take the defaults); the error is the one
+    /// [`Store::load`] would give. For the monitor's status answer (`registryError`).
+    pub fn check_readable(&self) -> Result<(), Error> {
+        let known = *self.readable_stamp();
+        if let Some((_, file_seq)) = known.filter(|(stamp, _)| Some(*stamp) == self.stamp()) {
+            let journal_file = self.paths.journal_file();
+            let records = journal::read(&journal_file)?;
+            return journal::check_follows(&journal_file, file_seq, &records).map(drop);
+        }
+        match self.load_with_journal() {
+            Ok(_) | Err(Error::Missing { .. }) => Ok(()),
+            Err(err) => Err(err),
+        }
+    }
+
+    fn readable_stamp(&self) -> std::sync::MutexGuard<'_, Option<(FileStamp, u64)>> {
+        self.readable.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
     /// [`Store::load`], with the file's own `journalSeq`.
     ///
     /// The journal is read before the registry: a fold that runs in between writes a registry that holds every
@@ -163,10 +188,13 @@ impl Store {
         let journal_file = self.paths.journal_file();
         let records = journal::read(&journal_file)?;
         let file = self.paths.registry_file();
+        // Taken before the read: a save that slips in between leaves an older stamp, which only costs a parse.
+        let stamp = self.stamp();
         let mut registry = match fsutil::read_optional(&file)? {
             Some(bytes) => parse(&file, &bytes)?,
             None => return Err(Error::Missing { path: file }),
         };
+        *self.readable_stamp() = stamp.map(|stamp| (stamp, registry.journal_seq));
         let file_seq = registry.journal_seq;
         journal::apply_newer(&journal_file, &mut registry, &records)?;
         Ok(Loaded { registry, file_seq })
@@ -186,7 +214,7 @@ impl Store {
         timeout: Duration,
         f: impl FnOnce(&mut Registry) -> Result<T, E>,
     ) -> Result<T, E> {
-        self.transaction_inner(timeout, true, false, f)
+        self.transaction_inner(timeout, true, false, false, |registry| f(registry).map(|res| (res, None)))
     }
 
     /// Like [`Store::transaction`], but a missing registry is an error ([`Error::Missing`]) instead of a first
@@ -196,7 +224,7 @@ impl Store {
         timeout: Duration,
         f: impl FnOnce(&mut Registry) -> Result<T, E>,
     ) -> Result<T, E> {
-        self.transaction_inner(timeout, false, false, f)
+        self.transaction_inner(timeout, false, false, false, |registry| f(registry).map(|res| (res, None)))
     }
 
     /// Like [`Store::transaction_existing`], but `f` runs with this store's [`Store::append`]s held: for a
@@ -207,7 +235,21 @@ impl Store {
         timeout: Duration,
         f: impl FnOnce(&mut Registry) -> Result<T, E>,
     ) -> Result<T, E> {
-        self.transaction_inner(timeout, false, true, f)
+        self.transaction_inner(timeout, false, true, false, |registry| f(registry).map(|res| (res, None)))
+    }
+
+    /// Like [`Store::transaction`], but `f` answers whether it changed the registry along with its value, so no
+    /// copy of the registry is taken to find out (a copy of 10,000 entries costs about as much as their parse):
+    /// for a writer that knows, such as a local client adding or removing one entry. Saved when `f` says it
+    /// changed something.
+    pub fn transaction_declared<T, E: From<Error>>(
+        &self,
+        timeout: Duration,
+        f: impl FnOnce(&mut Registry) -> Result<(T, bool), E>,
+    ) -> Result<T, E> {
+        self.transaction_inner(timeout, true, false, true, |registry| {
+            f(registry).map(|(res, changed)| (res, Some(changed)))
+        })
     }
 
     fn transaction_inner<T, E: From<Error>>(
@@ -215,7 +257,8 @@ impl Store {
         timeout: Duration,
         create: bool,
         ordered: bool,
-        f: impl FnOnce(&mut Registry) -> Result<T, E>,
+        declared: bool,
+        f: impl FnOnce(&mut Registry) -> Result<(T, Option<bool>), E>,
     ) -> Result<T, E> {
         let flock = self.lock(timeout)?;
         let (stamp, Loaded { mut registry, file_seq }, existed) = match self.view() {
@@ -228,10 +271,14 @@ impl Store {
             }
             Err(err) => return Err(err.into()),
         };
-        let (before, res) = if ordered {
-            // `f` runs with the appends held; the copy is taken first, so that appends wait for `f` only.
-            let before = registry.clone();
+        let previous = registry.last_modified;
+        let (before, (res, said)) = if ordered {
+            // `f` runs with the appends held; the copy is taken first, so that appends wait for `f` only. It is
+            // not taken when journal lines are to be folded: the ordered writer writes for them anyway.
             let mut journal = self.journal_state();
+            let folds = registry.journal_seq > file_seq
+                || journal.unfolded.iter().any(|record| record.seq > registry.journal_seq);
+            let before = (!folds).then(|| registry.clone());
             apply_unfolded(&mut journal, &mut registry);
             // A failing `f` may have changed the registry half-way: nothing is saved, and the cache stays empty.
             let res = f(&mut registry)?;
@@ -240,16 +287,18 @@ impl Store {
         } else {
             // Lines appended while `f` runs are newer than the registry it writes, and stay in the journal.
             apply_unfolded(&mut self.journal_state(), &mut registry);
-            let before = registry.clone();
+            // Without `f`'s word, the copy tells whether it changed anything.
+            let before = (!declared).then(|| registry.clone());
             (before, f(&mut registry)?)
         };
         // Journal lines the file does not hold yet are written into it by any write; the ordered writer (the
         // monitor's background writer) writes for them alone as well.
         let unfolded = registry.journal_seq > file_seq;
-        if registry != before || (ordered && unfolded) {
+        let changed = said.unwrap_or_else(|| before.as_ref().is_none_or(|before| registry != *before));
+        if changed || (ordered && unfolded) {
             // Strictly after the previous write even within one millisecond (the written precision).
             let now = Timestamp::now();
-            let after_previous = before.last_modified.map(|previous| previous.plus_millis(1));
+            let after_previous = previous.map(|previous| previous.plus_millis(1));
             registry.last_modified = Some(after_previous.filter(|next| *next > now).unwrap_or(now));
             self.save_locked(&registry, existed)?;
             // The registry on disk (its folder flushed) holds every journal line up to its `journalSeq` now.
@@ -445,7 +494,15 @@ impl Store {
                 tracing::warn!("registry backup not updated: {err}");
             }
         }
-        self.replace_with(&tmp)
+        self.replace_with(&tmp)?;
+        self.written(registry);
+        Ok(())
+    }
+
+    /// Notes that the registry file now holds `registry`, just written under the flock (only writers holding it
+    /// rename over the file, so its stamp now is that of the version written).
+    fn written(&self, registry: &Registry) {
+        *self.readable_stamp() = self.stamp().map(|stamp| (stamp, registry.journal_seq));
     }
 
     /// Renames `tmp` over the registry and flushes the folder.

@@ -679,8 +679,24 @@ impl Monitor {
             remote_port,
             containment: Some(self.sup.containment().mode().to_owned()),
             containment_reason: Some(self.sup.containment().reason().to_owned()),
+            // Cheap while the file is the version the monitor last read or wrote (a stat and the journal): so
+            // that `--status` need not parse the registry itself.
+            registry_error: self.store.check_readable().err().map(|err| error_chain(&err)),
         }
     }
+}
+
+/// `err` with its sources, as `{:#}` of an `anyhow` error prints it (the CLI's wording when it reads the registry
+/// itself).
+fn error_chain(err: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = err.to_string();
+    let mut source = err.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
 }
 
 /// Runs a registry file operation on the blocking pool.
@@ -707,6 +723,10 @@ fn merge_runtime(stored: &mut ProcessEntry, observed: &ProcessEntry) {
 impl pm_http::ControlPlane for Monitor {
     async fn list(&self) -> Vec<ProcessStatus> {
         self.statuses(None).await
+    }
+
+    async fn list_body(&self, keep: impl Fn(&str) -> bool + Send) -> Result<Vec<u8>, serde_json::Error> {
+        Monitor::list_body(self, keep).await
     }
 
     async fn get(&self, id: &str) -> Result<ProcessStatus, Error> {
@@ -902,7 +922,29 @@ impl Monitor {
             Some(id) => self.sup.snapshot(id).into_iter().collect(),
             None => self.sup.snapshots(),
         };
-        let from_cgroups = self.sup.cgroup_usage(&snapshots, &mut self.cgroup_usage.lock().expect("cgroup usage"));
+        let figures = self.figures(&snapshots).await;
+        let statuses = snapshots.iter().map(|snapshot| figures.view(snapshot).to_status()).collect();
+        crate::unusable::with_unusable(statuses, &self.template.lock().expect("template").unusable, only)
+    }
+
+    /// The body of `GET /processes`, written from the snapshots without a [`ProcessStatus`] (and copies of its
+    /// strings) per process; with unusable registry entries, from [`Monitor::statuses`].
+    pub(crate) async fn list_body(&self, keep: impl Fn(&str) -> bool) -> Result<Vec<u8>, serde_json::Error> {
+        if !self.template.lock().expect("template").unusable.is_empty() {
+            let statuses = self.statuses(None).await;
+            let views = statuses.iter().map(ProcessStatus::view).filter(|status| keep(status.id));
+            return pm_http::list_body(views, statuses.len());
+        }
+        let snapshots = self.sup.snapshots();
+        let figures = self.figures(&snapshots).await;
+        let views = snapshots.iter().filter(|snapshot| keep(&snapshot.entry.config.id));
+        pm_http::list_body(views.map(|snapshot| figures.view(snapshot)), snapshots.len())
+    }
+
+    /// CPU and memory of the processes of `snapshots` that have a child: from their cgroups where they have one,
+    /// else from the sampler by process group.
+    async fn figures(&self, snapshots: &[crate::Snapshot]) -> Figures {
+        let from_cgroups = self.sup.cgroup_usage(snapshots, &mut self.cgroup_usage.lock().expect("cgroup usage"));
         let pgids: Vec<u32> = snapshots
             .iter()
             .filter(|snapshot| {
@@ -911,21 +953,7 @@ impl Monitor {
             .filter_map(|snapshot| snapshot.entry.pid)
             .collect();
         let usage = self.resources.usage(&pgids).await;
-        let statuses = snapshots
-            .iter()
-            .map(|snapshot| {
-                let mut status = snapshot_status(snapshot);
-                if let Some((cpu_percent, memory_bytes)) = from_cgroups.get(&status.id) {
-                    status.cpu_percent = *cpu_percent;
-                    status.memory_bytes = Some(*memory_bytes);
-                } else if let Some(usage) = status.pid.and_then(|pid| usage.get(&pid)) {
-                    status.cpu_percent = usage.cpu_percent;
-                    status.memory_bytes = Some(usage.rss_bytes);
-                }
-                status
-            })
-            .collect();
-        crate::unusable::with_unusable(statuses, &self.template.lock().expect("template").unusable, only)
+        Figures { from_cgroups, usage }
     }
 
     /// Publishes `standaloneChanged` when standalone mode is no longer `before`.
@@ -944,8 +972,30 @@ impl Monitor {
     }
 }
 
-pub(crate) fn snapshot_status(snapshot: &crate::Snapshot) -> ProcessStatus {
-    let mut status = snapshot.entry.status();
+/// What [`Monitor::figures`] found.
+struct Figures {
+    from_cgroups: HashMap<String, (Option<f32>, u64)>,
+    usage: HashMap<u32, crate::resources::Usage>,
+}
+
+impl Figures {
+    /// The status of `snapshot` with its figures.
+    fn view<'a>(&self, snapshot: &'a crate::Snapshot) -> pm_core::StatusView<'a> {
+        let mut status = snapshot_view(snapshot);
+        if let Some((cpu_percent, memory_bytes)) = self.from_cgroups.get(status.id) {
+            status.cpu_percent = *cpu_percent;
+            status.memory_bytes = Some(*memory_bytes);
+        } else if let Some(usage) = status.pid.and_then(|pid| self.usage.get(&pid)) {
+            status.cpu_percent = usage.cpu_percent;
+            status.memory_bytes = Some(usage.rss_bytes);
+        }
+        status
+    }
+}
+
+/// The status of `snapshot` (its figures aside), borrowing the snapshot's strings.
+fn snapshot_view(snapshot: &crate::Snapshot) -> pm_core::StatusView<'_> {
+    let mut status = snapshot.entry.status_view();
     if snapshot.entry.state.has_child() {
         status.uptime = snapshot.running_since.map(|since| since.elapsed().as_secs());
     }
@@ -1005,6 +1055,21 @@ pub(crate) mod tests {
         let monitor = Arc::new(Monitor::new(store, sup, registry, true, events));
         monitor.reconcile().await.unwrap();
         monitor
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_list_body_written_from_snapshots_is_the_list_of_statuses() {
+        let root = std::env::temp_dir().join(format!("pm-monitor-list-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&root);
+        let monitor = monitor_with_job(&root).await;
+        let statuses = monitor.statuses(None).await;
+        let body: serde_json::Value = serde_json::from_slice(&monitor.list_body(|_| true).await.unwrap()).unwrap();
+        assert_eq!(body, serde_json::json!({ "processes": serde_json::to_value(&statuses).unwrap() }));
+        assert_eq!(body["processes"][0]["id"], "job", "{body:#}");
+        let hidden: serde_json::Value =
+            serde_json::from_slice(&monitor.list_body(|id| id != "job").await.unwrap()).unwrap();
+        assert_eq!(hidden, serde_json::json!({ "processes": [] }));
+        let _ = std::fs::remove_dir_all(&root);
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

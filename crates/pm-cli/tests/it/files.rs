@@ -45,6 +45,57 @@ fn status_and_stop_work_with_a_registry_that_does_not_parse() {
     env.run(&["--status"]).code(3);
 }
 
+/// Resumes a process stopped with SIGSTOP when dropped, pass or fail.
+struct Resume(u32);
+
+impl Drop for Resume {
+    fn drop(&mut self) {
+        crate::support::signal(self.0, libc::SIGCONT);
+    }
+}
+
+#[test]
+fn status_reports_a_registry_that_does_not_parse_whether_the_monitor_answers_or_not() {
+    let env = Env::new();
+    let monitor = Proc::of(env.start_daemon());
+    let file = env.dir.join("processes_default.json");
+    let good = std::fs::read_to_string(&file).unwrap();
+    let registry_error =
+        |status: &serde_json::Value| status.get("registryError").and_then(|err| err.as_str()).map(str::to_owned);
+    assert_eq!(registry_error(&env.run(&["--status", "--json"]).ok().json()), None);
+
+    // JSON, but not a registry: the monitor says so in its own status answer (it checks the file as it is now,
+    // not as it last read it), and `--status` reports it from there.
+    std::fs::write(&file, "{\"instanceId\": 3}").unwrap();
+    let (code, body) = crate::support::http(env.remote_port, "GET", "/monitor/status", None).expect("the API answers");
+    let answered: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(code, 200, "{body}");
+    assert!(registry_error(&answered).is_some_and(|err| err.contains("processes_default.json")), "{answered:#}");
+    let status = env.run(&["--status", "--json"]).ok().json();
+    assert_eq!(status["pid"], json!(monitor.pid), "{status:#}");
+    assert!(
+        registry_error(&status).is_some_and(|err| err.contains("processes_default.json") && err.contains("line 1")),
+        "{status:#}"
+    );
+    let out = env.run(&["--status"]).ok();
+    assert!(out.stdout.contains("registry:   UNREADABLE"), "{out:?}");
+
+    // Repaired: no error any more, from the monitor's answer either.
+    std::fs::write(&file, &good).unwrap();
+    assert_eq!(registry_error(&env.run(&["--status", "--json"]).ok().json()), None);
+
+    // A monitor that holds its lock but does not answer: `--status` reads the registry itself.
+    std::fs::write(&file, "{ this is not json").unwrap();
+    crate::support::signal(monitor.pid, libc::SIGSTOP);
+    let resume = Resume(monitor.pid);
+    let status = env.run(&["--status", "--json"]).code(3).json();
+    assert_eq!((status["running"].clone(), status["answering"].clone()), (json!(true), json!(false)), "{status:#}");
+    assert!(registry_error(&status).is_some_and(|err| err.contains("processes_default.json")), "{status:#}");
+    drop(resume);
+    std::fs::write(&file, &good).unwrap();
+    env.run(&["--stop"]).ok();
+}
+
 #[test]
 fn a_detached_start_writes_a_private_startup_log_never_through_a_symlink_whatever_the_umask() {
     let env = Env::new();

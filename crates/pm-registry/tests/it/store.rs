@@ -401,3 +401,65 @@ fn transaction_phases_with_10000_entries() {
         out.len() / 1024
     );
 }
+
+#[test]
+fn a_declared_transaction_saves_exactly_when_its_closure_says_it_changed_something() {
+    let dir = TempDir::new();
+    let store = store(dir.path(), "default");
+    store.init().unwrap();
+    let file = store.paths().registry_file();
+    let backup = dir.path().join("processes_default.json.bak");
+    store
+        .transaction_declared(TIMEOUT, |registry: &mut Registry| {
+            add_entry(registry, "a");
+            Ok::<_, Error>(((), true))
+        })
+        .unwrap();
+    let first = fs::read(&file).unwrap();
+    assert!(store.load().unwrap().processes.contains_key("a"));
+    // Said unchanged: nothing is written, whatever the closure did.
+    store.transaction_declared(TIMEOUT, |_: &mut Registry| Ok::<_, Error>(((), false))).unwrap();
+    assert_eq!(fs::read(&file).unwrap(), first);
+    // A failing closure stores nothing.
+    let err = store.transaction_declared(TIMEOUT, |registry: &mut Registry| {
+        add_entry(registry, "b");
+        Err::<((), bool), _>(Error::Missing { path: file.clone() })
+    });
+    assert!(err.is_err());
+    assert_eq!(fs::read(&file).unwrap(), first);
+    // Said changed: written atomically, the previous version kept as the backup.
+    store
+        .transaction_declared(TIMEOUT, |registry: &mut Registry| {
+            registry.processes.remove("a");
+            Ok::<_, Error>(((), true))
+        })
+        .unwrap();
+    assert_eq!(fs::read(&backup).unwrap(), first);
+    assert!(store.load().unwrap().processes.is_empty());
+}
+
+#[test]
+fn check_readable_follows_the_file_as_it_is_now() {
+    let dir = TempDir::new();
+    let store = store(dir.path(), "default");
+    // Missing: readers take the defaults.
+    store.check_readable().unwrap();
+    store.init().unwrap();
+    store.check_readable().unwrap();
+    let file = store.paths().registry_file();
+    let good = fs::read(&file).unwrap();
+    // Replaced by another writer with a file that does not parse: seen at once, named, never written.
+    fs::write(&file, b"{ \"instanceId\": 3 }").unwrap();
+    let err = store.check_readable().unwrap_err();
+    assert!(matches!(err, Error::Corrupt { .. }), "{err:?}");
+    assert!(err.to_string().contains("processes_default.json"), "{err}");
+    assert_eq!(fs::read(&file).unwrap(), b"{ \"instanceId\": 3 }");
+    fs::write(&file, &good).unwrap();
+    store.check_readable().unwrap();
+    // A journal whose lines do not follow the file is an error too, also while the file is unchanged.
+    let journal = store.paths().journal_file();
+    fs::write(&journal, b"{\"seq\":5,\"remove\":\"x\"}\n").unwrap();
+    let err = store.check_readable().unwrap_err();
+    assert!(matches!(err, Error::CorruptJournal { .. }), "{err:?}");
+    assert!(err.to_string().contains("does not follow"), "{err}");
+}
