@@ -27,6 +27,12 @@ fn status_and_stop_work_with_a_registry_that_does_not_parse() {
     assert_eq!(lock["alivenessPort"], json!(env.alive_port), "{lock:#}");
     assert_eq!(lock["remotePort"], json!(env.remote_port), "{lock:#}");
 
+    // The corrupt file is written the way a hand edit is, without the registry's lock: first the monitor folds
+    // the child's start from its journal into the registry, or that rewrite could replace the corrupt file.
+    let journal = env.dir.join("processes_default.journal");
+    env.wait_for("the journal to be folded into the registry", || {
+        std::fs::metadata(&journal).map_or(true, |meta| meta.len() == 0).then_some(())
+    });
     std::fs::write(env.dir.join("processes_default.json"), "{ this is not json").unwrap();
     let out = env.run(&["--status"]).ok();
     assert!(out.stdout.contains(&format!("pid:        {}", monitor.pid)), "{out:?}");
