@@ -114,6 +114,106 @@ fn after_a_crash_storm_the_registry_agrees_with_what_runs() {
     assert_eq!(code, 0, "{out}{err}");
 }
 
+/// A process that crashes at once, again and again, with `keepRuns` 2: from its third start on, every start
+/// prunes the oldest run folder. A follower of its log over `GET /processes/{id}/logs?follow=true` goes on into
+/// each new run and sees every run's line once, in order, never an earlier run's line again; the folder keeps the
+/// two newest runs, private, each holding its own run's lines only.
+#[test]
+fn a_log_follower_sees_each_run_of_a_crashing_process_once() {
+    use std::io::{Read, Write};
+    let Some(home) = Home::new(500) else { return };
+    let counter = home.dir.join("count");
+    // Each run prints its number once on stdout and once on stderr, then crashes.
+    let script = format!(
+        "n=$(cat '{0}' 2>/dev/null || echo 0); n=$((n+1)); echo $n > '{0}'; echo line-$n; echo err-$n >&2; sleep 0.1; exit 3",
+        counter.display()
+    );
+    home.edit("default", |registry| {
+        registry.standalone_mode = true;
+        let mut config = ProcessConfig::new("crasher", "crasher", "/bin/sh");
+        config.args = vec!["-c".to_owned(), script.clone(), home.marker("crasher")];
+        config.keep_runs = Some(2);
+        config.restart_policy = Some(RestartPolicy {
+            max_attempts: 3,
+            backoff_intervals_ms: vec![200],
+            reset_after_ms: 3_600_000,
+            retry_indefinitely: true,
+            indefinite_interval_ms: 200,
+            ..Default::default()
+        });
+        registry.processes.insert("crasher".to_owned(), ProcessEntry::new(config, Timestamp::now()));
+    });
+    let (code, out, err) = home.cli(false, &[]);
+    assert_eq!(code, 0, "process_monitor failed: {out} {err}");
+    let port = home.default_ports.remote;
+    let paths = home.paths("default");
+    home.wait_until(Duration::from_secs(30), "the first run logged", || !paths.run_dirs("crasher").is_empty());
+
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    stream.set_read_timeout(Some(Duration::from_millis(200))).unwrap();
+    let request = "GET /processes/crasher/logs?follow=true&tail=1 HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n";
+    stream.write_all(request.as_bytes()).unwrap();
+    // The numbers of the `line-N` lines seen, in order (chunk sizes are on lines of their own).
+    let mut raw = Vec::new();
+    let seen = |raw: &[u8]| -> Vec<u64> {
+        String::from_utf8_lossy(raw)
+            .split(['\r', '\n'])
+            .filter_map(|line| line.strip_prefix("line-").and_then(|n| n.parse().ok()))
+            .collect()
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    // Eight runs after the first one seen, most of them with a prune.
+    while seen(&raw).len() < 9 {
+        assert!(std::time::Instant::now() < deadline, "the follower saw {:?}", String::from_utf8_lossy(&raw));
+        home.track();
+        let mut buf = [0u8; 4096];
+        match stream.read(&mut buf) {
+            Ok(0) => panic!("the follow stream ended: {:?}", String::from_utf8_lossy(&raw)),
+            Ok(n) => raw.extend_from_slice(&buf[..n]),
+            Err(err) if matches!(err.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => {}
+            Err(err) => panic!("reading the follow stream: {err}"),
+        }
+    }
+    let numbers = seen(&raw);
+    let first = numbers[0];
+    let expected: Vec<u64> = (first..first + numbers.len() as u64).collect();
+    assert_eq!(numbers, expected, "every run once, in order: {:?}", String::from_utf8_lossy(&raw));
+    assert!(
+        !String::from_utf8_lossy(&raw).contains("err-"),
+        "stderr lines in the stdout stream: {:?}",
+        String::from_utf8_lossy(&raw)
+    );
+
+    let (code, out, err) = home.cli(false, &["--stop"]);
+    assert_eq!(code, 0, "{out}{err}");
+    use std::os::unix::fs::PermissionsExt;
+    let mode = |path: &std::path::Path| std::fs::metadata(path).unwrap().permissions().mode() & 0o777;
+    let runs = paths.run_dirs("crasher");
+    assert_eq!(runs.len(), 2, "keepRuns 2: {runs:?}");
+    // Each kept run holds its own line only (the last one may have been stopped before it printed).
+    let mut numbers = Vec::new();
+    for run in &runs {
+        assert_eq!(mode(run), 0o700, "{}", run.display());
+        let stdout = std::fs::read_to_string(run.join("stdout.log")).unwrap();
+        let stderr = std::fs::read_to_string(run.join("stderr.log")).unwrap();
+        for name in ["stdout.log", "stderr.log"] {
+            assert_eq!(mode(&run.join(name)), 0o600, "{}", run.join(name).display());
+        }
+        if stdout.is_empty() && run == runs.last().unwrap() {
+            continue;
+        }
+        let n: u64 = stdout
+            .strip_prefix("line-")
+            .and_then(|rest| rest.trim_end().parse().ok())
+            .unwrap_or_else(|| panic!("{} holds {stdout:?}, not one run's line", run.display()));
+        assert_eq!(stdout, format!("line-{n}\n"), "{}", run.display());
+        assert!(stderr.is_empty() || stderr == format!("err-{n}\n"), "{} stderr {stderr:?}", run.display());
+        numbers.push(n);
+    }
+    assert!(numbers.windows(2).all(|pair| pair[0] + 1 == pair[1]), "runs out of order: {numbers:?} {runs:?}");
+    assert!(numbers[0] > first, "the kept runs are older than the followed ones: {numbers:?}");
+}
+
 /// Autostart processes of the boot-and-stop scenario.
 const FLEET: usize = 300;
 
