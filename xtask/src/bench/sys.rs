@@ -111,21 +111,7 @@ impl ExecEvents {
             }
             ffi::setsockopt(fd, SOL_SOCKET, SO_RCVBUFFORCE, (&rcvbuf as *const i32).cast(), 4);
         }
-        // nlmsghdr (16) + cn_msg (20) + PROC_CN_MCAST_LISTEN (4).
-        let mut msg = Vec::with_capacity(40);
-        msg.extend_from_slice(&40u32.to_ne_bytes());
-        msg.extend_from_slice(&3u16.to_ne_bytes()); // NLMSG_DONE
-        msg.extend_from_slice(&0u16.to_ne_bytes());
-        msg.extend_from_slice(&0u32.to_ne_bytes());
-        msg.extend_from_slice(&std::process::id().to_ne_bytes());
-        msg.extend_from_slice(&1u32.to_ne_bytes()); // CN_IDX_PROC
-        msg.extend_from_slice(&1u32.to_ne_bytes()); // CN_VAL_PROC
-        msg.extend_from_slice(&0u32.to_ne_bytes());
-        msg.extend_from_slice(&0u32.to_ne_bytes());
-        msg.extend_from_slice(&4u16.to_ne_bytes());
-        msg.extend_from_slice(&0u16.to_ne_bytes());
-        msg.extend_from_slice(&1u32.to_ne_bytes()); // PROC_CN_MCAST_LISTEN
-        socket.write_all(&msg).ok()?;
+        socket.write_all(&listen_request()).ok()?;
         let seen =
             std::sync::Arc::new((std::sync::Mutex::new(std::collections::HashMap::new()), std::sync::Condvar::new()));
         let shared = seen.clone();
@@ -133,43 +119,7 @@ impl ExecEvents {
         let shared_exits = exits.clone();
         std::thread::Builder::new()
             .name("bench-proc-events".to_owned())
-            .spawn(move || {
-                let mut buf = vec![0u8; 64 * 1024];
-                loop {
-                    let n = match socket.read(&mut buf) {
-                        Ok(0) => return,
-                        Ok(n) => n,
-                        // ENOBUFS: events were lost; carry on.
-                        Err(err) if err.raw_os_error() == Some(105) => continue,
-                        Err(_) => return,
-                    };
-                    let mut at = 0;
-                    while at + 16 <= n {
-                        let len = u32::from_ne_bytes(buf[at..at + 4].try_into().unwrap_or_default()) as usize;
-                        if len < 16 || at + len > n {
-                            break;
-                        }
-                        // After nlmsghdr (16) and cn_msg (20): what, cpu, timestamp_ns, then the event data.
-                        let event = &buf[at + 36..at + len];
-                        let what =
-                            event.get(0..4).map_or(0, |what| u32::from_ne_bytes(what.try_into().unwrap_or_default()));
-                        // PROC_EVENT_EXIT: process_pid, process_tgid after the header; a whole process when equal.
-                        if event.len() >= 24 && what == 0x8000_0000 && event[16..20] == event[20..24] {
-                            let stamp = u64::from_ne_bytes(event[8..16].try_into().unwrap_or_default());
-                            let pid = u32::from_ne_bytes(event[16..20].try_into().unwrap_or_default());
-                            shared_exits.lock().expect("exit events").insert(pid, stamp);
-                        }
-                        if event.len() >= 24 && what == 2 {
-                            let stamp = u64::from_ne_bytes(event[8..16].try_into().unwrap_or_default());
-                            let pid = u32::from_ne_bytes(event[16..20].try_into().unwrap_or_default());
-                            let (map, ready) = &*shared;
-                            map.lock().expect("exec events").insert(pid, stamp);
-                            ready.notify_all();
-                        }
-                        at += (len + 3) & !3;
-                    }
-                }
-            })
+            .spawn(move || read_events(socket, &shared, &shared_exits))
             .ok()?;
         Some(ExecEvents { seen, exits })
     }
@@ -569,5 +519,68 @@ impl Observer {
             return (stamp - mark.ns) as f64 / 1e6;
         }
         seen.saturating_duration_since(mark.at).as_secs_f64() * 1000.0
+    }
+}
+
+/// The `PROC_CN_MCAST_LISTEN` request of the process-events connector: nlmsghdr (16) + cn_msg (20) + the op (4).
+fn listen_request() -> Vec<u8> {
+    let mut msg = Vec::with_capacity(40);
+    msg.extend_from_slice(&40u32.to_ne_bytes());
+    msg.extend_from_slice(&3u16.to_ne_bytes()); // NLMSG_DONE
+    msg.extend_from_slice(&0u16.to_ne_bytes());
+    msg.extend_from_slice(&0u32.to_ne_bytes());
+    msg.extend_from_slice(&std::process::id().to_ne_bytes());
+    msg.extend_from_slice(&1u32.to_ne_bytes()); // CN_IDX_PROC
+    msg.extend_from_slice(&1u32.to_ne_bytes()); // CN_VAL_PROC
+    msg.extend_from_slice(&0u32.to_ne_bytes());
+    msg.extend_from_slice(&0u32.to_ne_bytes());
+    msg.extend_from_slice(&4u16.to_ne_bytes());
+    msg.extend_from_slice(&0u16.to_ne_bytes());
+    msg.extend_from_slice(&1u32.to_ne_bytes()); // PROC_CN_MCAST_LISTEN
+    msg
+}
+
+type ExecSeen = (std::sync::Mutex<std::collections::HashMap<u32, u64>>, std::sync::Condvar);
+
+/// Reads process events off the connector `socket` until it closes: exec timestamps into `seen` (waking its
+/// waiters), whole-process exit timestamps into `exits`, by PID.
+fn read_events(
+    mut socket: std::fs::File,
+    seen: &ExecSeen,
+    exits: &std::sync::Mutex<std::collections::HashMap<u32, u64>>,
+) {
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        let n = match socket.read(&mut buf) {
+            Ok(0) => return,
+            Ok(n) => n,
+            // ENOBUFS: events were lost; carry on.
+            Err(err) if err.raw_os_error() == Some(105) => continue,
+            Err(_) => return,
+        };
+        let mut at = 0;
+        while at + 16 <= n {
+            let len = u32::from_ne_bytes(buf[at..at + 4].try_into().unwrap_or_default()) as usize;
+            if len < 16 || at + len > n {
+                break;
+            }
+            // After nlmsghdr (16) and cn_msg (20): what, cpu, timestamp_ns, then the event data.
+            let event = &buf[at + 36..at + len];
+            let what = event.get(0..4).map_or(0, |what| u32::from_ne_bytes(what.try_into().unwrap_or_default()));
+            // PROC_EVENT_EXIT: process_pid, process_tgid after the header; a whole process when equal.
+            if event.len() >= 24 && what == 0x8000_0000 && event[16..20] == event[20..24] {
+                let stamp = u64::from_ne_bytes(event[8..16].try_into().unwrap_or_default());
+                let pid = u32::from_ne_bytes(event[16..20].try_into().unwrap_or_default());
+                exits.lock().expect("exit events").insert(pid, stamp);
+            }
+            if event.len() >= 24 && what == 2 {
+                let stamp = u64::from_ne_bytes(event[8..16].try_into().unwrap_or_default());
+                let pid = u32::from_ne_bytes(event[16..20].try_into().unwrap_or_default());
+                let (map, ready) = seen;
+                map.lock().expect("exec events").insert(pid, stamp);
+                ready.notify_all();
+            }
+            at += (len + 3) & !3;
+        }
     }
 }
