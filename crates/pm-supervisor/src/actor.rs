@@ -201,6 +201,8 @@ pub(crate) struct Actor {
     /// Wakes on writes to the current run's logs (only with `logMaxBytes`).
     log_watch: Option<crate::watch::LogWatch>,
     last_rotation: Option<Instant>,
+    /// The launch turn taken before the process's first step (see [`Actor::run_boxed`]), for its launch.
+    turn: Option<crate::launch::Turn>,
 }
 
 impl Actor {
@@ -238,6 +240,7 @@ impl Actor {
             cgroup_reusable: false,
             log_watch: None,
             last_rotation: None,
+            turn: None,
         };
         (actor, snapshot)
     }
@@ -250,7 +253,15 @@ impl Actor {
     }
 
     async fn run_boxed(mut self: Box<Self>, begin: Begin) {
+        // A process that launches as it begins takes its launch turn before its first step is built: the
+        // thousands of a start-up then wait holding nothing but this task, instead of each holding its step
+        // (about 1.4 KiB) until its turn, which left those steps' places in holes among the started processes'
+        // allocations (issue 19, see `launch::turn`).
+        if self.launches_at_begin() {
+            self.turn = Some(crate::launch::turn().await);
+        }
         Box::pin(self.begin(begin)).await;
+        self.turn = None;
         loop {
             let event = self.next_event().await;
             match event {
@@ -347,6 +358,13 @@ impl Actor {
             passed = join_check(check_task) => Event::CheckDone(passed),
             () = logs_written(log_watch) => Event::LogsWritten,
         }
+    }
+
+    /// Whether the first step launches a child right away: an enabled autostart process with no child to adopt
+    /// and no dependency to wait for.
+    fn launches_at_begin(&self) -> bool {
+        let config = &self.entry.config;
+        config.enabled && config.autostart && config.depends_on.is_empty() && self.entry.pid.is_none()
     }
 
     async fn begin(&mut self, begin: Begin) {
@@ -912,11 +930,16 @@ impl Actor {
             }
         }
         let checked = self.check_untrusted_executable()?;
+        // Before anything of the launch is built (see `launch::turn`); the first step may have taken it already.
+        let turn = match self.turn.take() {
+            Some(turn) => turn,
+            None => crate::launch::turn().await,
+        };
         let now = Timestamp::now();
         let keep_runs = self.entry.config.keep_runs_or(self.shared.keep_runs);
         let cgroup_dir = self.cgroup_dir();
         let (shared, config) = (&self.shared, &self.entry.config);
-        let launch = crate::launch::launch(shared, config, checked, cgroup_dir, &mut self.cgroup_reusable, now);
+        let launch = crate::launch::launch(turn, shared, config, checked, cgroup_dir, &mut self.cgroup_reusable, now);
         let res = Box::pin(launch).await;
         self.entry.last_started_at = Some(now);
         match res {

@@ -26,6 +26,26 @@ use crate::Shared;
 const SPAWNER_STACK: usize = 256 * 1024;
 /// Spawner threads: one prepares a run (its cgroup, its run folder) while the other waits for its child's `exec`.
 const SPAWNERS: usize = 2;
+/// Launches handed to the spawner threads at once (running or queued); the other processes' tasks wait for a turn
+/// before they build theirs.
+const IN_FLIGHT: usize = 2 * SPAWNERS;
+
+/// The turns of [`IN_FLIGHT`]. A launch's request (a copy of the configuration, the job, its reply channel: about
+/// 1.5 KiB) was built at once by every process that starts: the 1,000 or 10,000 of a start-up were all alive
+/// together, and the pieces of each, freed one by one while the started processes' own allocations (their child,
+/// its pidfd's registration, their run folder) took their places, left the heap full of holes no page could be
+/// returned from (about 2 KiB per running process; issue 19, BENCHMARKS.md "Per-process memory").
+static TURNS: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(IN_FLIGHT);
+
+/// A launch's turn: see [`turn`].
+pub(crate) struct Turn(#[allow(dead_code)] tokio::sync::SemaphorePermit<'static>);
+
+/// Waits for a turn to launch (at most [`IN_FLIGHT`] launches at once, first come first served); taken before
+/// anything of the launch is built, so that a process waiting for its turn holds nothing for it.
+pub(crate) async fn turn() -> Turn {
+    // Never closed: a turn always comes.
+    Turn(TURNS.acquire().await.expect("the launch turns are never closed"))
+}
 
 /// What one launch needs, owned: it runs on another thread.
 struct Launch {
@@ -53,6 +73,7 @@ pub(crate) struct Launched {
 /// Makes the child's cgroup (with containment) and its run folder for a run started `now`, and spawns it; all of
 /// it on the spawner thread. `reuse_cgroup` is taken (cleared) once the configuration's limits are known to apply.
 pub(crate) async fn launch(
+    turn: Turn,
     shared: &Arc<Shared>,
     config: &ProcessConfig,
     checked: Option<Checked>,
@@ -74,6 +95,8 @@ pub(crate) async fn launch(
     submit(Box::new(move || {
         // The child's exit watch (tokio's child, a pidfd) registers with the runtime of the task.
         let _in_runtime = runtime.enter();
+        // The turn ends with the job, on whatever thread runs it (and with a panic of the launch as well).
+        let _turn = turn;
         let shared = launch.shared.clone();
         if let Err(Ok(launched)) = tx.send(launch.run()) {
             // The task is gone (its runtime shut down meanwhile): nothing would ever wait for this child.
