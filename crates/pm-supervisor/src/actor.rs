@@ -128,7 +128,8 @@ pub(crate) enum Begin {
     MonitorStart(crate::StartKind),
 }
 
-struct Child {
+/// A running child, boxed in its actor (see [`Actor::child`]).
+pub(crate) struct Child {
     pid: u32,
     watch: Watch,
     /// The run folder holding its logs (unknown for an adopted process).
@@ -138,12 +139,20 @@ struct Child {
 }
 
 pub(crate) enum Watch {
-    Own(tokio::process::Child),
+    /// Our child, spawned by tokio (where the kernel cannot clone into a cgroup, without cgroup containment, or
+    /// for an untrusted registration); boxed: 120 B more for every running child otherwise.
+    Own(Box<tokio::process::Child>),
     /// Our child, cloned straight into its cgroup.
     Forked(crate::cgroup_spawn::Forked),
     Adopted(ExitWatch),
     /// The leader exited 0 and `trackDaemonizedChildren` keeps the process running while its cgroup is populated.
     Daemons(ProcCgroup),
+}
+
+impl Watch {
+    pub(crate) fn own(child: tokio::process::Child) -> Watch {
+        Watch::Own(Box::new(child))
+    }
 }
 
 /// How a run ended.
@@ -1120,8 +1129,12 @@ impl Actor {
 
     fn enter_running(&mut self) {
         self.entry.state = ProcessState::Running;
+        // The reset of the restart attempts after `resetAfterMs` of running: a timer only when there are attempts
+        // to reset (each is about 110 B that a running process kept for nothing; nothing else changes them while
+        // it runs).
         let policy = self.entry.config.restart_policy();
-        self.reset_at = Some(Instant::now() + Duration::from_millis(policy.reset_after_ms));
+        self.reset_at = (self.entry.restart_attempts != 0)
+            .then(|| Instant::now() + Duration::from_millis(policy.reset_after_ms));
         match self.entry.config.aliveness_check.as_ref().filter(|check| check.enabled) {
             Some(check) => {
                 self.phase = Phase::Alive;
@@ -1435,6 +1448,11 @@ impl Actor {
 
 async fn wait_child(child: &mut Option<Box<Child>>) -> ExitInfo {
     let Some(child) = child else { return std::future::pending().await };
+    if let Watch::Forked(forked) = &mut child.watch {
+        // The usual child (cloned into its cgroup): polled, with no future kept for the wait.
+        let (code, signal) = std::future::poll_fn(|cx| forked.poll_wait(cx)).await;
+        return ExitInfo { code, signal };
+    }
     Box::pin(child.watch.wait()).await
 }
 

@@ -37,14 +37,22 @@ const IN_FLIGHT: usize = 2 * SPAWNERS;
 /// returned from (about 2 KiB per running process; issue 19, BENCHMARKS.md "Per-process memory").
 static TURNS: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(IN_FLIGHT);
 
-/// A launch's turn: see [`turn`].
-pub(crate) struct Turn(#[allow(dead_code)] tokio::sync::SemaphorePermit<'static>);
+/// A launch's turn (see [`turn`]), given back when dropped. It holds nothing: the turns are one static
+/// semaphore's permits, and a process's actor keeps an `Option<Turn>` in a byte of its padding.
+pub(crate) struct Turn(());
+
+impl Drop for Turn {
+    fn drop(&mut self) {
+        TURNS.add_permits(1);
+    }
+}
 
 /// Waits for a turn to launch (at most [`IN_FLIGHT`] launches at once, first come first served); taken before
 /// anything of the launch is built, so that a process waiting for its turn holds nothing for it.
 pub(crate) async fn turn() -> Turn {
     // Never closed: a turn always comes.
-    Turn(TURNS.acquire().await.expect("the launch turns are never closed"))
+    TURNS.acquire().await.expect("the launch turns are never closed").forget();
+    Turn(())
 }
 
 /// What one launch needs, owned: it runs on another thread.
@@ -167,12 +175,12 @@ impl Launch {
             Some(prepared) if ctx.checked.is_none() && !self.config.untrusted => {
                 match spawn::spawn_into_cgroup(&self.config, ctx, prepared.dir.as_raw_fd()) {
                     Err(err) if err.kind() == std::io::ErrorKind::Unsupported => {
-                        spawn::spawn(&self.config, ctx).map(Watch::Own)
+                        spawn::spawn(&self.config, ctx).map(Watch::own)
                     }
                     res => res.map(Watch::Forked),
                 }
             }
-            _ => spawn::spawn(&self.config, ctx).map(Watch::Own),
+            _ => spawn::spawn(&self.config, ctx).map(Watch::own),
         }
     }
 }
