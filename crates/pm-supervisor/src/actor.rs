@@ -1134,8 +1134,8 @@ impl Actor {
         // to reset (each is about 110 B that a running process kept for nothing; nothing else changes them while
         // it runs).
         let policy = self.entry.config.restart_policy();
-        self.reset_at = (self.entry.restart_attempts != 0)
-            .then(|| Instant::now() + Duration::from_millis(policy.reset_after_ms));
+        self.reset_at =
+            (self.entry.restart_attempts != 0).then(|| Instant::now() + Duration::from_millis(policy.reset_after_ms));
         match self.entry.config.aliveness_check.as_ref().filter(|check| check.enabled) {
             Some(check) => {
                 self.phase = Phase::Alive;

@@ -204,10 +204,6 @@ mod tests {
     fn small() {
         // The queue itself (its `Arc` allocation), against about 940 B for tokio's mpsc channel (96 B with a
         // `Notify`).
-        assert!(
-            size_of::<super::Inbox<crate::actor::Cmd>>() <= 80,
-            "{}",
-            size_of::<super::Inbox<crate::actor::Cmd>>()
-        );
+        assert!(size_of::<super::Inbox<crate::actor::Cmd>>() <= 80, "{}", size_of::<super::Inbox<crate::actor::Cmd>>());
     }
 }

@@ -46,6 +46,7 @@ impl Fixture {
     }
 
     /// A supervisor with a cgroup per process where the machine lets it make them (as the daemon does).
+    #[allow(dead_code)] // used by the `footprint` test binary only
     pub fn with_cgroups() -> Fixture {
         Fixture::with(Supervisor::with_detected_containment)
     }
