@@ -935,6 +935,8 @@ impl Actor {
     async fn spawn_now(&mut self) -> Result<(), String> {
         if self.entry.config.partner {
             if let Some(partner) = self.shared.live_partner(&self.entry.config.id) {
+                // Nothing to launch: a turn taken as the task began is not held across the partner's status check.
+                self.turn = None;
                 self.adopt_live_partner(partner).await;
                 return Ok(());
             }

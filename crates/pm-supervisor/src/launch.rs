@@ -236,6 +236,23 @@ fn start_spawner(queue: Arc<std::sync::Mutex<mpsc::Receiver<Job>>>) -> bool {
 
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
+    /// At most [`super::IN_FLIGHT`] launches at once; a dropped turn lets the next waiting one in. (The turns are
+    /// the whole test binary's: other tests' launches wait meanwhile, or are ahead in the queue for a moment.)
+    #[tokio::test]
+    async fn at_most_four_launches_at_once_and_a_dropped_turn_lets_the_next_in() {
+        let mut turns = Vec::new();
+        for _ in 0..super::IN_FLIGHT {
+            turns.push(tokio::time::timeout(Duration::from_secs(30), super::turn()).await.expect("a free turn"));
+        }
+        let next = tokio::spawn(super::turn());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert!(!next.is_finished(), "a fifth launch got a turn while four were taken");
+        drop(turns.pop());
+        tokio::time::timeout(Duration::from_secs(30), next).await.expect("the freed turn went to the next").unwrap();
+    }
+
     /// Launches run on the spawner threads, never on the async worker that asked (a spawn there stalled the
     /// worker until the child's exec).
     #[tokio::test(flavor = "multi_thread", worker_threads = 1)]
