@@ -23,6 +23,7 @@
 mod backoff;
 mod config;
 mod deps;
+mod draft;
 mod entry;
 mod error;
 mod event;
@@ -45,6 +46,7 @@ pub use deps::{
     check_acyclic, check_new_dependencies, dependents_in, dependents_stop_order, direct_dependents, find_cycle,
     graph_of, layers, shutdown_layers, start_blocker, start_order, DependencyCondition, Graph, Observed,
 };
+pub use draft::{LazyRegistry, RegistryDraft};
 pub use entry::{PendingAction, ProcessEntry};
 pub use error::{Cause, Error};
 pub use event::{Event, EventKind};
