@@ -7,7 +7,7 @@
 //! - [`Registry`] itself, read whole (every entry built): what every transaction did before, and what a
 //!   transaction still does whenever [`LazyRegistry`] cannot be used.
 //! - [`LazyRegistry`]: the registry file's top level read as usual, its entries kept as their text in the file
-//!   (serde_json's `RawValue`, which checks the JSON of each), an entry built only when the closure asks for it,
+//!   (the JSON of the whole text checked by a scan that builds nothing, [`crate::scan`]), an entry built only when the closure asks for it,
 //!   and written back by [`LazyRegistry::serialise`] as the text it was read from when the closure did not
 //!   change it. This is byte for byte what [`Registry::to_json_pretty`] writes only when every entry's text is
 //!   what that writer would write for it, and the order of the entries is its order: the caller
@@ -18,11 +18,9 @@
 use std::borrow::Cow;
 use std::collections::{BTreeMap, BTreeSet};
 
-use serde::de::{self, DeserializeSeed, MapAccess, Visitor};
 use serde::Serialize;
-use serde_json::value::RawValue;
 
-use crate::wire::Key;
+use crate::scan::Scanner;
 use crate::{Error, Graph, ProcessEntry, Registry};
 
 /// What a registry transaction's closure reads and changes: the top-level keys, and entries by id.
@@ -50,7 +48,8 @@ pub trait RegistryDraft {
     /// Removes the entry of this id; answers whether there was one.
     fn remove(&mut self, id: &str) -> bool;
 
-    /// The dependency graph of every entry ([`crate::graph_of`]).
+    /// The dependency graph of the entries that have dependencies ([`crate::graph_of`] without the entries that
+    /// have none: they are leaves, which a graph need not list, so cycles and dependents come out the same).
     fn dependency_graph(&mut self) -> Result<Graph, Error>;
 }
 
@@ -84,7 +83,9 @@ impl RegistryDraft for Registry {
     }
 
     fn dependency_graph(&mut self) -> Result<Graph, Error> {
-        Ok(crate::graph_of(self))
+        let mut graph = crate::graph_of(self);
+        graph.retain(|_, deps| !deps.is_empty());
+        Ok(graph)
     }
 }
 
@@ -111,12 +112,59 @@ pub struct LazyRegistry<'a> {
     slots: Vec<Slot<'a>>,
 }
 
-/// The top level of a registry file as [`LazyRegistry::parse`] reads it.
+/// The top level of a registry file as [`LazyRegistry::parse`] reads it: the keys other than `processes` with
+/// their values' text, and the entries of `processes` by key with where their text is.
 struct Document<'a> {
-    /// The top-level keys other than `processes`, with their values' text.
-    rest: Vec<(Key<'a>, &'a RawValue)>,
-    /// The entries of `processes`, as their text.
-    processes: Vec<(&'a str, &'a RawValue)>,
+    rest: Vec<(&'a str, &'a str)>,
+    processes: Vec<(&'a str, (usize, usize))>,
+}
+
+impl<'a> Document<'a> {
+    /// Scans `text` (see [`crate::scan`]): `None` for what the scan does not accept, an escaped key among them.
+    fn scan(text: &'a str) -> Option<Document<'a>> {
+        let mut scanner = Scanner::new(text);
+        let mut document = Document { rest: Vec::new(), processes: Vec::new() };
+        let mut seen_processes = false;
+        scanner.eat(b'{')?;
+        if !scanner.eat_if(b'}') {
+            loop {
+                let key = scanner.plain_string()?;
+                scanner.eat(b':')?;
+                if key == "processes" {
+                    if seen_processes {
+                        return None;
+                    }
+                    seen_processes = true;
+                    scanner.eat(b'{')?;
+                    if !scanner.eat_if(b'}') {
+                        loop {
+                            let id = scanner.plain_string()?;
+                            scanner.eat(b':')?;
+                            let span = scanner.value()?;
+                            // An entry that is not an object cannot run: read whole, it is set aside.
+                            if text.as_bytes()[span.0] != b'{' {
+                                return None;
+                            }
+                            document.processes.push((id, span));
+                            if scanner.eat_if(b'}') {
+                                break;
+                            }
+                            scanner.eat(b',')?;
+                        }
+                    }
+                } else {
+                    let (start, end) = scanner.value()?;
+                    document.rest.push((key, &text[start..end]));
+                }
+                if scanner.eat_if(b'}') {
+                    break;
+                }
+                scanner.eat(b',')?;
+            }
+        }
+        scanner.end()?;
+        Some(document)
+    }
 }
 
 impl<'a> LazyRegistry<'a> {
@@ -126,9 +174,7 @@ impl<'a> LazyRegistry<'a> {
     /// key is not a process id, is escaped, or appears out of key order, or the entries are not laid out as
     /// [`Registry::to_json_pretty`] lays them out): the caller reads it whole instead, which finds what is wrong.
     pub fn parse(text: &'a str) -> Option<LazyRegistry<'a>> {
-        let mut deserializer = serde_json::Deserializer::from_str(text);
-        let document = de::Deserializer::deserialize_map(&mut deserializer, DocumentVisitor).ok()?;
-        deserializer.end().ok()?;
+        let document = Document::scan(text)?;
         // The top level without `processes`, read as the whole file is read: a few hundred bytes.
         let mut top_text = String::with_capacity(1024);
         top_text.push('{');
@@ -136,24 +182,25 @@ impl<'a> LazyRegistry<'a> {
             if at > 0 {
                 top_text.push(',');
             }
-            top_text.push_str(&serde_json::to_string(key.as_str()).ok()?);
-            top_text.push(':');
-            top_text.push_str(value.get());
+            top_text.push('"');
+            top_text.push_str(key);
+            top_text.push_str("\":");
+            top_text.push_str(value);
         }
         top_text.push('}');
         let top = Registry::from_json(top_text.as_bytes()).ok()?;
         if !top.processes.is_empty() || !top.unusable.is_empty() {
             return None;
         }
-        let base = text.as_ptr() as usize;
         let mut slots: Vec<Slot<'a>> = Vec::with_capacity(document.processes.len());
         let mut previous_end: Option<usize> = None;
-        for (key, raw) in document.processes {
-            crate::validate_process_id(key).ok()?;
+        for (key, (start, end)) in document.processes {
+            if !is_process_id(key) {
+                return None;
+            }
             if slots.last().is_some_and(|last| *last.key >= *key) {
                 return None;
             }
-            let start = raw.get().as_ptr() as usize - base;
             // Between two entries the writer puts exactly `,\n    "key": `.
             if let Some(end) = previous_end {
                 let between = text.get(end..start)?;
@@ -162,7 +209,6 @@ impl<'a> LazyRegistry<'a> {
                     return None;
                 }
             }
-            let end = start + raw.get().len();
             previous_end = Some(end);
             let raw = Some((start, end, slots.len()));
             slots.push(Slot { key: Cow::Borrowed(key), raw, built: None, changed: false });
@@ -240,6 +286,15 @@ impl<'a> LazyRegistry<'a> {
     }
 }
 
+/// [`crate::validate_process_id`]'s rule (`[A-Za-z0-9][A-Za-z0-9._-]{0,63}`), byte by byte: checked for every
+/// key of a registry of 10,000 entries.
+fn is_process_id(id: &str) -> bool {
+    let bytes = id.as_bytes();
+    (1..=64).contains(&bytes.len())
+        && bytes[0].is_ascii_alphanumeric()
+        && bytes.iter().all(|byte| byte.is_ascii_alphanumeric() || matches!(byte, b'.' | b'_' | b'-'))
+}
+
 /// Whether one of the sorted offsets `named` lies in `start..end`.
 fn names_in(named: &[usize], start: usize, end: usize) -> bool {
     let first = named.partition_point(|&at| at < start);
@@ -260,60 +315,6 @@ fn build_entry(key: &str, text: &str) -> Result<ProcessEntry, Error> {
     }
     entry.config.validate().map_err(|err| unusable(err.to_string()))?;
     Ok(entry)
-}
-
-struct DocumentVisitor;
-
-impl<'de> Visitor<'de> for DocumentVisitor {
-    type Value = Document<'de>;
-
-    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("a registry object")
-    }
-
-    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Document<'de>, A::Error> {
-        let mut rest = Vec::new();
-        let mut processes = None;
-        while let Some(key) = map.next_key::<Key<'de>>()? {
-            if key.as_str() == "processes" {
-                if processes.is_some() {
-                    return Err(de::Error::duplicate_field("processes"));
-                }
-                processes = Some(map.next_value_seed(EntriesSeed)?);
-            } else {
-                rest.push((key, map.next_value::<&'de RawValue>()?));
-            }
-        }
-        Ok(Document { rest, processes: processes.unwrap_or_default() })
-    }
-}
-
-/// The `processes` object as its entries' keys and text; an escaped key is refused (no process id needs one).
-struct EntriesSeed;
-
-impl<'de> DeserializeSeed<'de> for EntriesSeed {
-    type Value = Vec<(&'de str, &'de RawValue)>;
-
-    fn deserialize<D: de::Deserializer<'de>>(self, deserializer: D) -> Result<Self::Value, D::Error> {
-        deserializer.deserialize_map(self)
-    }
-}
-
-impl<'de> Visitor<'de> for EntriesSeed {
-    type Value = Vec<(&'de str, &'de RawValue)>;
-
-    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("an object of process entries by id")
-    }
-
-    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
-        let mut entries = Vec::with_capacity(map.size_hint().unwrap_or(0));
-        while let Some(key) = map.next_key::<Key<'de>>()? {
-            let Key::Borrowed(key) = key else { return Err(de::Error::custom("an escaped process id")) };
-            entries.push((key, map.next_value::<&'de RawValue>()?));
-        }
-        Ok(entries)
-    }
 }
 
 impl RegistryDraft for LazyRegistry<'_> {
@@ -374,11 +375,15 @@ impl RegistryDraft for LazyRegistry<'_> {
         let mut graph = BTreeMap::new();
         for at in 0..self.slots.len() {
             let slot = &self.slots[at];
-            let deps: BTreeSet<String> = match (&slot.built, slot.raw) {
-                (None, Some((start, end, _))) if !names_in(&named, start, end) => BTreeSet::new(),
-                _ => self.build(at)?.config.depends_on.keys().cloned().collect(),
-            };
-            graph.insert(self.slots[at].key.to_string(), deps);
+            if let (None, Some((start, end, _))) = (&slot.built, slot.raw) {
+                if !names_in(&named, start, end) {
+                    continue;
+                }
+            }
+            let deps: BTreeSet<String> = self.build(at)?.config.depends_on.keys().cloned().collect();
+            if !deps.is_empty() {
+                graph.insert(self.slots[at].key.to_string(), deps);
+            }
         }
         Ok(graph)
     }
@@ -551,6 +556,15 @@ mod tests {
         assert!(
             LazyRegistry::parse(&original.replacen("\"instanceId\": \"default\"", "\"instanceId\": 3", 1)).is_none()
         );
+    }
+
+    #[test]
+    fn process_ids_are_checked_as_everywhere_else() {
+        let long = "a".repeat(64);
+        let too_long = "a".repeat(65);
+        for id in ["a", "A-1.b_c", "0", &long, "", &too_long, "-a", ".a", "a/b", "a b", "ü", "aü", "a\n"] {
+            assert_eq!(is_process_id(id), crate::validate_process_id(id).is_ok(), "{id:?}");
+        }
     }
 
     #[test]

@@ -30,6 +30,7 @@ mod event;
 mod exec;
 mod id;
 mod registry;
+mod scan;
 mod settings;
 mod status;
 mod timestamp;

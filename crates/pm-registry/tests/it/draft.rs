@@ -148,7 +148,10 @@ fn a_draft_answers_what_the_whole_registry_answers() {
     let whole = store.load().unwrap();
     store
         .transaction_draft(TIMEOUT, |registry| {
-            assert_eq!(registry.dependency_graph().unwrap(), pm_core::graph_of(&whole));
+            let mut expected = pm_core::graph_of(&whole);
+            expected.retain(|_, deps| !deps.is_empty());
+            assert_eq!(registry.dependency_graph().unwrap(), expected);
+            assert_eq!(expected.len(), 1);
             assert_eq!(registry.top_level().remote_access, whole.remote_access);
             assert_eq!(registry.top_level().extra, whole.extra);
             assert!(registry.contains("d") && !registry.contains("e"));
@@ -222,7 +225,7 @@ fn untouched_entries_of_a_marked_file_are_written_back_as_their_text() {
     let store = home(dir.path(), IDS);
     let file = store.paths().registry_file();
     let text = fs::read_to_string(&file).unwrap();
-    let odd = text.replacen("\"aFuture\": \"kept\"", "\"aFuture\": \"k\\u0065pt\"", 1);
+    let odd = text.replacen("\"aFuture\": \"kept\"", "\"aFuture\": \"k\\/ept\"", 1);
     fs::write(&file, &odd).unwrap();
     forge_mark(&file);
     store
@@ -232,7 +235,7 @@ fn untouched_entries_of_a_marked_file_are_written_back_as_their_text() {
         })
         .unwrap();
     let after = fs::read_to_string(&file).unwrap();
-    assert!(after.contains("\"aFuture\": \"k\\u0065pt\""), "{after}");
+    assert!(after.contains("\"aFuture\": \"k\\/ept\""), "{after}");
     assert!(after.contains("\"c\": {"));
 }
 
