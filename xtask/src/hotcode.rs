@@ -5,7 +5,9 @@
 //!
 //! Two monitors run in turn under `valgrind --tool=callgrind` (needs `valgrind`), each in a temporary home on free
 //! loopback ports: one with no process (the idle budget), then one with three `sleep`s (the code a process's task
-//! and its spawn run). The functions of the first come first in the file, then those only the second ran, each
+//! and its spawn run) and 200 processes registered (the code of maps larger than one leaf); each is asked
+//! `GET /alive` once a second, as a health check would. The functions of the first come first in the file, then
+//! those only the second ran, each
 //! group in the order of the current binary. Rerun it after changes to what the monitor runs at start-up or idle;
 //! a stale file only costs memory (names the build no longer has are skipped), never correctness.
 
