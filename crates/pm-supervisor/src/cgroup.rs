@@ -332,10 +332,22 @@ impl ProcCgroup {
     /// cgroup is used again only when `reuse` says the last run left it empty without a kill; otherwise it is
     /// emptied, removed and made afresh, since a child cloned into a cgroup that `cgroup.kill` emptied may be
     /// killed at once (its kill count differs from the parent's on some kernels).
+    ///
+    /// `reuse` also says that the configuration's limits did not change since the last run applied them (the task
+    /// clears it when they change): a cgroup used again is only opened, its limits left as they are.
     pub(crate) fn prepare(dir: &Path, config: &pm_core::ProcessConfig, reuse: bool) -> std::io::Result<Prepared> {
         let annotate = |what: &str, err: std::io::Error| {
             std::io::Error::new(err.kind(), format!("cannot {what} cgroup {}: {err}", dir.display()))
         };
+        if reuse {
+            // Left empty by the last run, and nothing enters a cgroup without a member to fork but a write of
+            // a PID into its `cgroup.procs`: no need to look at it again. Gone meanwhile: made afresh below.
+            match Self::open(dir) {
+                Ok(prepared) => return Ok(prepared),
+                Err(err) if err.kind() == std::io::ErrorKind::NotFound => {}
+                Err(err) => return Err(annotate("open", err)),
+            }
+        }
         let fresh = match std::fs::create_dir(dir) {
             Ok(()) => true,
             Err(err) if err.kind() == std::io::ErrorKind::AlreadyExists => {
@@ -376,11 +388,13 @@ impl ProcCgroup {
                 let _ = std::fs::write(dir.join(file), "max");
             }
         }
-        let procs = std::fs::OpenOptions::new()
-            .write(true)
-            .open(dir.join("cgroup.procs"))
-            .map_err(|err| annotate("open cgroup.procs of", err))?;
-        let dir_fd = std::fs::File::open(dir).map_err(|err| annotate("open", err))?;
+        Self::open(dir).map_err(|err| annotate("open", err))
+    }
+
+    /// Opens the existing cgroup `dir` and its `cgroup.procs` for a child.
+    fn open(dir: &Path) -> std::io::Result<Prepared> {
+        let dir_fd = std::fs::File::open(dir)?;
+        let procs = std::fs::OpenOptions::new().write(true).open(dir.join("cgroup.procs"))?;
         let oom_base = read_key(&dir.join("memory.events"), "oom_kill").unwrap_or(0);
         Ok(Prepared { cgroup: ProcCgroup { dir: dir.to_path_buf(), oom_base }, dir: dir_fd, procs })
     }
@@ -392,7 +406,13 @@ impl ProcCgroup {
     /// Sends `signals`, in turn, to every member outside the process group `pgid` (which the caller signals
     /// itself, so that no process gets a signal twice).
     pub(crate) fn signal_members_outside(&self, pgid: u32, signals: &[i32]) {
-        for pid in members(&self.dir) {
+        let members = members(&self.dir);
+        if members == [pgid] {
+            // Only the leader (the usual case): in its group, the group's signal reached it; moved out of it, it
+            // left the group empty, and the caller signalled it alone. No `/proc` to read.
+            return;
+        }
+        for pid in members {
             if pm_registry::proc::family(pid).is_some_and(|family| family.pgrp != pgid) {
                 for signal in signals {
                     signal_pid(pid, *signal);
@@ -423,15 +443,28 @@ impl ProcCgroup {
             remove(&self.dir);
             return;
         }
+        self.kill_and_wait(wait).await;
+        remove(&self.dir);
+    }
+
+    /// Kills every member and waits (up to `wait`) for the cgroup to be empty; the cgroup stays.
+    pub(crate) async fn kill_and_wait(&self, wait: Duration) {
+        if !populated(&self.dir) {
+            return;
+        }
         let dir = self.dir.clone();
         let _ = tokio::task::spawn_blocking(move || {
             if populated(&dir) {
                 kill_members(&dir);
             }
             wait_empty_blocking(&dir, wait);
-            remove(&dir);
         })
         .await;
+    }
+
+    /// Removes the cgroup (empty, or the removal fails and it stays).
+    pub(crate) fn remove(&self) {
+        remove(&self.dir);
     }
 
     /// The kernel's OOM killer acted in this run: "killed by the kernel's OOM killer (memory.max …)".
@@ -515,8 +548,14 @@ fn wait_empty_blocking(dir: &Path, wait: Duration) {
     }
 }
 
-/// Removes an empty cgroup (and its empty child cgroups, which a managed process may have made).
+/// Removes an empty cgroup (and its empty child cgroups, which a managed process may have made): one `rmdir`
+/// when it has none (the usual case), its folder read only when that fails.
 fn remove(dir: &Path) {
+    match std::fs::remove_dir(dir) {
+        Ok(()) => return,
+        Err(err) if err.kind() == std::io::ErrorKind::NotFound => return,
+        Err(_) => {}
+    }
     if let Ok(entries) = std::fs::read_dir(dir) {
         for entry in entries.flatten() {
             if entry.file_type().is_ok_and(|kind| kind.is_dir()) {
@@ -624,9 +663,7 @@ pub(crate) fn kill_leftovers(dir: &Path) -> bool {
 
 /// Removes the cgroup `dir` (and its child cgroups) where it exists and is empty.
 pub(crate) fn remove_empty(dir: &Path) {
-    if dir.is_dir() {
-        remove(dir);
-    }
+    remove(dir);
 }
 
 /// Removes the monitor's folder at a clean shutdown (only when every process cgroup in it is gone).

@@ -38,6 +38,8 @@ struct Launch {
     reuse_cgroup: bool,
     /// The start of the run (names its run folder).
     now: Timestamp,
+    /// Run folders to keep (older ones are deleted once the child runs).
+    keep_runs: usize,
 }
 
 /// A child that runs.
@@ -52,6 +54,8 @@ pub(crate) struct Launched {
 
 /// Makes the child's cgroup (with containment) and its run folder for a run started `now`, and spawns it; all of
 /// it on the spawner thread. `reuse_cgroup` is taken (cleared) once the configuration's limits are known to apply.
+/// Once the child runs and its task has it, the same thread deletes the run folders beyond `keep_runs`, found
+/// when the new one was made (no thread of the blocking pool woken, no second listing of the folder).
 pub(crate) async fn launch(
     shared: &Arc<Shared>,
     config: &ProcessConfig,
@@ -59,6 +63,7 @@ pub(crate) async fn launch(
     cgroup_dir: Option<PathBuf>,
     reuse_cgroup: &mut bool,
     now: Timestamp,
+    keep_runs: usize,
 ) -> std::io::Result<Launched> {
     shared.containment.check_limits(config).map_err(|err| std::io::Error::other(err.to_string()))?;
     let launch = Launch {
@@ -68,6 +73,7 @@ pub(crate) async fn launch(
         cgroup_dir,
         reuse_cgroup: std::mem::take(reuse_cgroup),
         now,
+        keep_runs,
     };
     let runtime = tokio::runtime::Handle::current();
     let (tx, rx) = oneshot::channel();
@@ -75,9 +81,17 @@ pub(crate) async fn launch(
         // The child's exit watch (tokio's child, a pidfd) registers with the runtime of the task.
         let _in_runtime = runtime.enter();
         let shared = launch.shared.clone();
-        if let Err(Ok(launched)) = tx.send(launch.run()) {
+        let id = launch.config.id.clone();
+        let (res, old_runs) = match launch.run() {
+            Ok((launched, old_runs)) => (Ok(launched), old_runs),
+            Err(err) => (Err(err), Vec::new()),
+        };
+        if let Err(Ok(launched)) = tx.send(res) {
             // The task is gone (its runtime shut down meanwhile): nothing would ever wait for this child.
             launched.abandon(&shared);
+        }
+        if let Err(err) = shared.paths.remove_run_dirs(&old_runs) {
+            tracing::warn!(process = %id, "cannot remove old log folders: {err}");
         }
     }));
     rx.await
@@ -85,18 +99,19 @@ pub(crate) async fn launch(
 }
 
 impl Launch {
-    fn run(self) -> std::io::Result<Launched> {
+    /// The launch; with the child, the old run folders to delete once its task has it.
+    fn run(self) -> std::io::Result<(Launched, Vec<PathBuf>)> {
         let prepared = self
             .cgroup_dir
             .as_deref()
             .map(|dir| ProcCgroup::prepare(dir, &self.config, self.reuse_cgroup))
             .transpose()?;
-        let run_dir = self
+        let (run_dir, old_runs) = self
             .shared
             .paths
-            .new_run_dir(&self.config.id, self.now)
+            .new_run_dir_listed(&self.config.id, self.now, self.keep_runs)
             .map_err(|err| std::io::Error::other(format!("cannot create log folder: {err}")))?;
-        self.spawn_child(prepared, run_dir)
+        self.spawn_child(prepared, run_dir).map(|launched| (launched, old_runs))
     }
 
     /// Spawns the child logging into `run_dir`, in its `prepared` cgroup if any, known as ours across the spawn;
