@@ -10,7 +10,6 @@
 
 use std::os::fd::AsRawFd;
 use std::path::PathBuf;
-use std::sync::mpsc;
 use std::sync::{Arc, OnceLock};
 
 use pm_core::{ProcessConfig, Timestamp};
@@ -181,33 +180,55 @@ impl Launched {
 /// Work for the spawner thread.
 type Job = Box<dyn FnOnce() + Send>;
 
-/// Runs `job` on the spawner thread (started on first use); here, when that thread cannot be started or is gone.
+/// The spawner threads' queue: the jobs under a lock, and a condition variable that wakes one idle thread per job
+/// (a shared `mpsc` receiver behind a mutex woke two: the thread waiting in `recv` while holding the mutex, and then
+/// the other one, blocked on the mutex, to take its place in `recv`).
+#[derive(Default)]
+struct Queue {
+    jobs: std::sync::Mutex<std::collections::VecDeque<Job>>,
+    ready: std::sync::Condvar,
+}
+
+impl Queue {
+    fn push(&self, job: Job) {
+        self.jobs.lock().unwrap_or_else(std::sync::PoisonError::into_inner).push_back(job);
+        self.ready.notify_one();
+    }
+
+    /// The next job, waiting for one.
+    fn pop(&self) -> Job {
+        let mut jobs = self.jobs.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        loop {
+            if let Some(job) = jobs.pop_front() {
+                return job;
+            }
+            jobs = self.ready.wait(jobs).unwrap_or_else(std::sync::PoisonError::into_inner);
+        }
+    }
+}
+
+/// Runs `job` on a spawner thread (started on first use); here, when no such thread can be started.
 fn submit(job: Job) {
-    static QUEUE: OnceLock<Option<mpsc::Sender<Job>>> = OnceLock::new();
+    static QUEUE: OnceLock<Option<Arc<Queue>>> = OnceLock::new();
     let queue = QUEUE.get_or_init(|| {
-        let (tx, rx) = mpsc::channel::<Job>();
-        let rx = Arc::new(std::sync::Mutex::new(rx));
-        let started = (0..SPAWNERS).filter(|_| start_spawner(rx.clone())).count();
+        let queue = Arc::new(Queue::default());
+        let started = (0..SPAWNERS).filter(|_| start_spawner(queue.clone())).count();
         if started == 0 {
             tracing::warn!("cannot start a spawner thread; processes are spawned on the async workers");
             return None;
         }
-        Some(tx)
+        Some(queue)
     });
     match queue {
-        Some(queue) => {
-            if let Err(mpsc::SendError(job)) = queue.send(job) {
-                job();
-            }
-        }
+        Some(queue) => queue.push(job),
         None => job(),
     }
 }
 
 /// Starts one spawner thread taking its jobs from `queue`; answers whether it runs.
-fn start_spawner(queue: Arc<std::sync::Mutex<mpsc::Receiver<Job>>>) -> bool {
+fn start_spawner(queue: Arc<Queue>) -> bool {
     let serve = move || loop {
-        let Ok(job) = queue.lock().map_err(drop).and_then(|queue| queue.recv().map_err(drop)) else { return };
+        let job = queue.pop();
         // A panicking launch drops its reply (its task reports it); the thread serves the next one.
         let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(job));
     };
@@ -231,5 +252,42 @@ mod tests {
             }));
             assert_eq!(rx.await.unwrap().as_deref(), Some("pm-spawner"));
         }
+    }
+
+    /// Two threads serve one queue: while one is busy with a job (one that waits for the next job, here), the other
+    /// takes the next one, and every job runs exactly once.
+    #[test]
+    fn a_busy_spawner_leaves_the_next_job_to_the_other() {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        use std::sync::{mpsc, Arc};
+        let queue = Arc::new(super::Queue::default());
+        for _ in 0..2 {
+            let queue = queue.clone();
+            std::thread::spawn(move || loop {
+                (queue.pop())();
+            });
+        }
+        let (second_ran, wait_second) = mpsc::channel::<()>();
+        let (first_done, wait_first) = mpsc::channel::<bool>();
+        queue.push(Box::new(move || {
+            let _ = first_done.send(wait_second.recv_timeout(std::time::Duration::from_secs(30)).is_ok());
+        }));
+        queue.push(Box::new(move || {
+            let _ = second_ran.send(());
+        }));
+        assert!(wait_first.recv().unwrap(), "the second job did not run while the first waited for it");
+        let runs = Arc::new(AtomicUsize::new(0));
+        let (done, all_done) = mpsc::channel();
+        for _ in 0..200 {
+            let (runs, done) = (runs.clone(), done.clone());
+            queue.push(Box::new(move || {
+                runs.fetch_add(1, Ordering::SeqCst);
+                let _ = done.send(());
+            }));
+        }
+        for _ in 0..200 {
+            all_done.recv_timeout(std::time::Duration::from_secs(30)).expect("a job was lost");
+        }
+        assert_eq!(runs.load(Ordering::SeqCst), 200);
     }
 }
