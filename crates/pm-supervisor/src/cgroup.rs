@@ -514,8 +514,18 @@ fn populated(dir: &Path) -> bool {
 }
 
 fn members(dir: &Path) -> Vec<u32> {
-    let text = std::fs::read_to_string(dir.join("cgroup.procs")).unwrap_or_default();
-    text.lines().filter_map(|line| line.trim().parse().ok()).collect()
+    let file = dir.join("cgroup.procs");
+    // Read at every stop (of all processes at once at a shutdown): a few PIDs without an allocation, more the
+    // long way.
+    let mut buf = [0u8; 512];
+    let parse = |text: &str| text.lines().filter_map(|line| line.trim().parse().ok()).collect();
+    match pm_registry::proc::read_small(&file, &mut buf) {
+        Ok(bytes) => parse(std::str::from_utf8(bytes).unwrap_or_default()),
+        Err(err) if err.kind() == std::io::ErrorKind::InvalidData => {
+            parse(&std::fs::read_to_string(&file).unwrap_or_default())
+        }
+        Err(_) => Vec::new(),
+    }
 }
 
 /// `cgroup.kill`, or where it is missing: freeze, SIGKILL every member, thaw.
@@ -572,7 +582,9 @@ fn signal_pid(pid: u32, signal: i32) {
 }
 
 fn read_key(file: &Path, key: &str) -> Option<u64> {
-    let text = std::fs::read_to_string(file).ok()?;
+    // `cgroup.events` and `memory.events`, read at every exit and start: no allocation, no size hint.
+    let mut buf = [0u8; 512];
+    let text = std::str::from_utf8(pm_registry::proc::read_small(file, &mut buf).ok()?).ok()?;
     text.lines().find_map(|line| {
         let (name, value) = line.split_once(' ')?;
         (name == key).then(|| value.trim().parse().ok()).flatten()
@@ -799,6 +811,26 @@ mod tests {
         assert_eq!(unescape(r"/sys/fs/cgroup/a\040b"), "/sys/fs/cgroup/a b");
         assert_eq!(unescape("/plain"), "/plain");
         assert_eq!(unescape(r"/end\04"), r"/end\04");
+    }
+
+    /// The members of a cgroup are read whole, a few or many (past the small buffer); the removal of a folder
+    /// with an empty child folder (a cgroup a process made below its own) takes both.
+    #[test]
+    fn members_few_or_many_and_removal_with_children() {
+        let dir = std::env::temp_dir().join(format!("pm-cgroup-members-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("cgroup.procs"), "41\n42\n").unwrap();
+        assert_eq!(members(&dir), [41, 42]);
+        let many: Vec<u32> = (100_000..100_300).collect();
+        let text: String = many.iter().map(|pid| format!("{pid}\n")).collect();
+        std::fs::write(dir.join("cgroup.procs"), text).unwrap();
+        assert_eq!(members(&dir), many);
+        std::fs::remove_file(dir.join("cgroup.procs")).unwrap();
+        assert!(members(&dir).is_empty());
+        std::fs::create_dir_all(dir.join("inner").join("deeper")).unwrap();
+        remove(&dir);
+        assert!(!dir.exists(), "the folder and its empty children are removed");
+        remove(&dir);
     }
 
     #[test]
