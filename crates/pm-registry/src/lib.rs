@@ -52,7 +52,7 @@ pub mod proc;
 mod store;
 
 pub use error::Error;
-pub use fsutil::{create_private_dir_all, create_private_file_fresh, open_private_append};
+pub use fsutil::{create_private_dir_all, create_private_file_fresh, open_private_append, spread_subfolders};
 pub use journal::{Change, EntryUpdate, Record};
 pub use lock::{InstanceLock, LockInfo};
 pub use ownership::check_home;

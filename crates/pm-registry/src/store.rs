@@ -453,6 +453,7 @@ impl Store {
     fn prepare(&self) -> Result<(), Error> {
         fsutil::create_dir_all_private(self.paths.root())?;
         fsutil::create_dir_all_private(&self.paths.logs_dir())?;
+        fsutil::spread_subfolders(&self.paths.logs_dir());
         self.sweep_stale_temp_files();
         let file = self.paths.registry_file();
         if exists(&file)? {

@@ -891,11 +891,12 @@ impl Actor {
             "memory use {used} bytes stayed above memoryRestartBytes ({limit} bytes) for two samples; restarted"
         );
         tracing::warn!(process = %self.entry.config.id, "{reason}");
+        // The reason is published with `stopping`: a reader sees why before the new child runs.
+        self.entry.last_error = Some(reason);
         self.entry.state = ProcessState::Stopping;
         self.publish();
         let info = self.terminate().await;
         self.record_exit(&info);
-        self.entry.last_error = Some(reason);
         self.counters.restarts += 1;
         let _ = self.spawn_now().await;
     }

@@ -145,6 +145,7 @@ pub(crate) fn spawn_into(launch: Launch, cgroup: RawFd) -> std::io::Result<Forke
     };
     let (pid, pidfd) = clone_into(cgroup, &image, &fds)?;
     drop(write_end);
+    let pidfd = crate::os::park_fd(pidfd);
     if let Some(errno) = exec_error(&read_end) {
         // Reap the child that failed to exec.
         let _ = waitpid(pid, WaitOptions::empty());
@@ -302,8 +303,8 @@ extern "C" fn child_main(plan: *mut libc::c_void) -> ! {
             libc::_exit(127)
         };
         // On the parent's table nothing may change: first a table of our own, a copy of the descriptors below the
-        // highest one needed, the rest not copied at all; on a kernel without `close_range` (before 5.9), a copy
-        // of the whole table.
+        // highest one needed (the monitor's pidfds are parked above them, `os::park_fd`), the rest not copied at
+        // all; on a kernel without `close_range` (before 5.9), a copy of the whole table.
         if let Some(keep_below) = plan.shared_files {
             if libc::syscall(libc::SYS_close_range, keep_below, libc::c_uint::MAX, CLOSE_RANGE_UNSHARE) != 0
                 && libc::unshare(libc::CLONE_FILES) != 0

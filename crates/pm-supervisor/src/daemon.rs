@@ -141,6 +141,7 @@ impl Daemon {
 /// Raises the soft open-files limit to the hard one, and refuses to run when even that leaves no descriptor
 /// for each of `processes` (plus the monitor's own).
 fn check_file_limit(processes: usize) -> Result<(), Error> {
+    crate::os::reserve_fd_table();
     let Some((soft, hard)) = crate::os::raise_nofile_limit() else { return Ok(()) };
     let reserve = crate::os::NOFILE_RESERVE;
     let needed = processes as u64 + reserve;

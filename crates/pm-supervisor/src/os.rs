@@ -59,6 +59,32 @@ pub(crate) fn trim_heap() {
     tune_heap(Heap::Trim);
 }
 
+/// Moves `fd` (a pidfd, kept as long as its process runs) to the lowest free descriptor from [`NOFILE_RESERVE`]
+/// on, where nothing else of the monitor's goes while it has fewer descriptors of its own: the descriptors a
+/// spawn hands its child then stay low, and a child copies only the low part of the table (`cgroup_spawn`). Where
+/// that fails (a limit), `fd` stays where it is.
+pub(crate) fn park_fd(fd: OwnedFd) -> OwnedFd {
+    let floor = NOFILE_RESERVE as std::os::fd::RawFd;
+    if std::os::fd::AsRawFd::as_raw_fd(&fd) >= floor {
+        return fd;
+    }
+    rustix::io::fcntl_dupfd_cloexec(&fd, floor).unwrap_or(fd)
+}
+
+/// Grows the descriptor table to hold [`NOFILE_RESERVE`] at start-up, where [`park_fd`] puts the first pidfd.
+///
+/// The kernel grows a table shared by several threads only after an RCU grace period (milliseconds on a busy
+/// host); done here, that wait is the start-up's and not the first process's start. The table never shrinks.
+pub(crate) fn reserve_fd_table() {
+    let Ok(root) =
+        rustix::fs::open("/", rustix::fs::OFlags::PATH | rustix::fs::OFlags::CLOEXEC, rustix::fs::Mode::empty())
+    else {
+        return;
+    };
+    // Dropped at once: only the grown table stays.
+    let _ = rustix::io::fcntl_dupfd_cloexec(&root, NOFILE_RESERVE as std::os::fd::RawFd);
+}
+
 /// Registers `fd` with tokio's reactor, to wait until it is readable (a pidfd, an inotify descriptor).
 pub(crate) fn watch_readable(fd: OwnedFd) -> std::io::Result<tokio::io::unix::AsyncFd<OwnedFd>> {
     // SAFETY: an `OwnedFd` is open and names the same descriptor until it is dropped, and the `AsyncFd` owns it
@@ -109,5 +135,47 @@ impl ExitWatch {
 fn open_pidfd(pid: u32) -> std::io::Result<tokio::io::unix::AsyncFd<OwnedFd>> {
     let pid = rustix::process::Pid::from_raw(i32::try_from(pid).map_err(std::io::Error::other)?)
         .ok_or_else(|| std::io::Error::from(std::io::ErrorKind::InvalidInput))?;
-    watch_readable(rustix::process::pidfd_open(pid, rustix::process::PidfdFlags::empty())?)
+    watch_readable(park_fd(rustix::process::pidfd_open(pid, rustix::process::PidfdFlags::empty())?))
+}
+
+#[cfg(all(test, target_os = "linux"))]
+mod tests {
+    use std::os::fd::AsRawFd;
+
+    /// Kills and reaps the child on drop, pass or fail.
+    struct Killed(std::process::Child);
+
+    impl Drop for Killed {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+
+    /// A pidfd is moved up to the reserve's end, out of the low descriptors a spawn hands its child, and it still
+    /// names the process (readable once it exits).
+    #[tokio::test]
+    async fn pidfds_are_parked_above_the_reserve() {
+        let mut child = Killed(std::process::Command::new("sleep").arg("30").spawn().unwrap());
+        let pid = rustix::process::Pid::from_raw(child.0.id() as i32).unwrap();
+        let pidfd = rustix::process::pidfd_open(pid, rustix::process::PidfdFlags::empty()).unwrap();
+        let parked = super::watch_readable(super::park_fd(pidfd)).unwrap();
+        assert!(parked.as_raw_fd() >= super::NOFILE_RESERVE as i32, "parked at {}", parked.as_raw_fd());
+        child.0.kill().unwrap();
+        let ready = tokio::time::timeout(std::time::Duration::from_secs(10), parked.readable()).await;
+        assert!(ready.is_ok_and(|ready| ready.is_ok()), "the parked pidfd did not report the exit");
+    }
+
+    /// After the start-up's reservation the table holds the parking floor (`FDSize` in `/proc/self/status`).
+    #[test]
+    fn the_descriptor_table_is_grown_to_the_parking_floor() {
+        super::reserve_fd_table();
+        let status = std::fs::read_to_string("/proc/self/status").unwrap();
+        let size: u64 = status
+            .lines()
+            .find_map(|line| line.strip_prefix("FDSize:"))
+            .and_then(|size| size.trim().parse().ok())
+            .expect("FDSize in /proc/self/status");
+        assert!(size > super::NOFILE_RESERVE, "FDSize {size}");
+    }
 }

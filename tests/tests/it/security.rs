@@ -107,7 +107,18 @@ fn remote_sleeper(site: &Site, id: &str) -> u32 {
     let config = serde_json::to_value(site.sleeper(id)).unwrap();
     let res = call(site, TRUSTED, "POST", "/processes", Some(&config));
     assert_eq!(res.status, 200, "{}", res.text());
-    wait_until(Duration::from_secs(20), "the sleeper runs", || site.copies(id).len() == 1);
+    wait_running(site, id)
+}
+
+/// Waits until the sleeper `id` runs as one process and the monitor reports it `running` with that PID: the
+/// child exists a moment before the monitor publishes its start, and a snapshot taken in between is not the
+/// settled state a refusal must leave unchanged.
+fn wait_running(site: &Site, id: &str) -> u32 {
+    wait_until(Duration::from_secs(20), &format!("{id} runs and is reported running"), || {
+        let copies = site.copies(id);
+        let reported = site.statuses().and_then(|statuses| statuses.get(id).map(|s| (s.state, s.pid)));
+        copies.len() == 1 && reported == Some((ProcessState::Running, Some(copies[0])))
+    });
     site.copies(id)[0]
 }
 
@@ -206,9 +217,8 @@ fn untrusted_peers_may_act_only_on_remote_processes() {
     let Some(site) = site("sec-local") else { return };
     local_sleeper(&site, "lp");
     site.start_daemon();
-    wait_until(Duration::from_secs(20), "lp runs", || site.copies("lp").len() == 1);
+    let pid = wait_running(&site, "lp");
     set_permissions(&site, all_flags(true));
-    let pid = site.copies("lp")[0];
     let autostart = json!({"autostart": false});
     let cases: &[(&str, &str, Option<&Value>)] = &[
         ("POST", "/processes/lp/stop", None),

@@ -98,7 +98,9 @@ fn slow_readers_do_not_lock_out_a_trusted_client() {
             let res = res.unwrap_or_else(|err| panic!("GET {path}: the trusted client got no answer: {err}"));
             assert_eq!(res.status, 200, "GET {path}: the trusted client got {}", res.text());
             let took = asked.elapsed();
-            assert!(took < Duration::from_secs(1), "GET {path}: the trusted client waited {took:?}");
+            // Locked out, the client would wait for a flood connection's write timeout (10 s) or for ever; the
+            // flood's first burst of answers takes the server's thread a second or more on a busy 2-core host.
+            assert!(took < Duration::from_secs(5), "GET {path}: the trusted client waited {took:?}");
             slowest = slowest.max(took);
             answers += 1;
         }

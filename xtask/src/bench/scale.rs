@@ -249,6 +249,43 @@ fn calls(ctx: &Ctx<'_>, plan: &Plan, n: usize) -> anyhow::Result<Calls> {
     Ok(out)
 }
 
+/// Processes of the sequential-starts run (the issue's comparison: supervisord took 4,087 ms for as many).
+const SEQUENTIAL: usize = 500;
+/// supervisord's time for [`SEQUENTIAL`] starts, one call each, measured on this machine (issue 19).
+const SUPERVISORD_SEQUENTIAL_MS: f64 = 4087.0;
+
+/// The wall time (ms) of [`SEQUENTIAL`] `POST /processes/{id}/start`, one after the other on one connection, each
+/// answered (and so stored) before the next is sent, against a monitor with as many registered and stopped.
+fn sequential_starts(ctx: &Ctx<'_>) -> anyhow::Result<f64> {
+    let n = SEQUENTIAL;
+    progress(&format!("scale: {n} sequential API starts (load {})", loadavg()));
+    let home = Home::new(ctx.root, &format!("scale-sequential-{n}"))?;
+    home.write_registry((0..n).map(|idx| sleeper(&format!("s{idx:05}"), ARG, false)).collect())?;
+    let mut daemon = Daemon::launch(&ctx.bin, &home)?;
+    daemon.wait_ready(Duration::from_secs(120))?;
+    let mut conn = Conn::connect(daemon.remote_port)?;
+    let started = Instant::now();
+    for idx in 0..n {
+        timed_post(&mut conn, &format!("/processes/s{idx:05}/start"), "")?;
+    }
+    let took = ms(started.elapsed());
+    drop(conn);
+    daemon.stop(Duration::from_secs(60));
+    Ok(took)
+}
+
+fn sequential_row(took_ms: f64, load: &str) -> Row {
+    Row::median(
+        &format!("scale-sequential-starts-{SEQUENTIAL}"),
+        &format!("{SEQUENTIAL} sequential `POST /processes/{{id}}/start`, each answered before the next"),
+        "ms",
+        vec![took_ms],
+    )
+    .baseline("supervisord, the issue's figure", SUPERVISORD_SEQUENTIAL_MS)
+    .target(Bound::AtMost(1500.0))
+    .note(format!("{:.2} ms per start; load average {load}", took_ms / SEQUENTIAL as f64))
+}
+
 /// Start, footprint, idle CPU and stop of `n` autostart processes.
 struct Fleet {
     baseline_ms: f64,
@@ -446,10 +483,13 @@ pub(crate) fn run(ctx: &Ctx<'_>, quick: bool, only: Option<Only>) -> anyhow::Res
     }
     let small = calls(ctx, &plan, 100)?;
     let mut rows = small_call_rows(&small);
+    let load = loadavg();
+    rows.push(sequential_row(sequential_starts(ctx)?, &load));
     for &n in &plan.sizes {
         let load = loadavg();
         let calls = calls(ctx, &plan, n)?;
         rows.extend(call_rows(n, &calls, &small, &format!("load average {load}")));
+        rows.push(local_register_row(n, &calls));
         let load = loadavg();
         let fleet = fleet(ctx, &plan, n)?;
         rows.extend(fleet_rows(n, &fleet, &plan, &format!("load average {load}")));
@@ -517,6 +557,12 @@ fn call_rows(n: usize, calls: &Calls, small: &Calls, note: &str) -> Vec<Row> {
         calls_row(n, "scale-cli-status-one", "`process_monitor status ID`", &calls.status_one)
             .target(Bound::AtMost(10.0)),
     ]
+}
+
+/// A local client's `register` and `deregister` with `n` entries and no monitor.
+fn local_register_row(n: usize, calls: &Calls) -> Row {
+    calls_row(n, "scale-local-register", "local `register` (no monitor) time", &calls.local_register)
+        .target(Bound::AtMost(50.0))
 }
 
 /// The row `{id}-{n}` of the call timings `samples` (ms), described as "`what` with `n` entries".
@@ -609,8 +655,8 @@ pub(crate) enum Only {
     Storm,
     /// The monitor's RSS with [`RSS_ONLY_N`] processes registered and not started, then with as many running.
     Rss,
-    /// The request times with 100 and 10,000 registered entries, and a local client's `register` (no monitor)
-    /// with 10,000.
+    /// The request times with 100 and 10,000 registered entries, a local client's `register` (no monitor)
+    /// with 10,000, and 500 sequential API starts.
     Calls,
     /// The start of 10,000 autostart processes (and the bench's own spawn of as many), their idle CPU and their
     /// stop.
@@ -665,10 +711,9 @@ fn run_only(ctx: &Ctx<'_>, plan: &Plan, only: Only) -> anyhow::Result<Vec<Row>> 
             let n = 10_000;
             let large = calls(ctx, plan, n)?;
             rows.extend(call_rows(n, &large, &small, &format!("load average {load}")));
-            rows.push(
-                calls_row(n, "scale-local-register", "local `register` (no monitor) time", &large.local_register)
-                    .target(Bound::AtMost(50.0)),
-            );
+            rows.push(local_register_row(n, &large));
+            let load = loadavg();
+            rows.push(sequential_row(sequential_starts(ctx)?, &load));
             Ok(rows)
         }
         Only::Rss => {

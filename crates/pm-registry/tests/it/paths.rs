@@ -162,3 +162,26 @@ fn run_folders_refuse_bad_process_ids() {
     }
     assert_eq!(names_in(dir.path()), Vec::<String>::new());
 }
+
+/// The store marks its log folder as a top of a hierarchy (`chattr +T`), on a file system that has the flag, so
+/// that the file system spreads the process folders made in it.
+#[test]
+fn the_log_folder_asks_the_file_system_to_spread_process_folders() {
+    use rustix::fs::{ioctl_getflags, IFlags};
+    let dir = TempDir::new();
+    let probe = fs::File::open(dir.path()).unwrap();
+    if ioctl_getflags(&probe).is_err() {
+        eprintln!("skipped: the file system under {} has no inode flags", dir.path().display());
+        return;
+    }
+    let paths = Paths::new(&dir.path().join("home"), "default").unwrap();
+    pm_registry::Store::new(paths.clone()).init().unwrap();
+    let logs = fs::File::open(paths.logs_dir()).unwrap();
+    assert!(
+        ioctl_getflags(&logs).unwrap().contains(IFlags::TOPDIR),
+        "no FS_TOPDIR_FL on {}",
+        paths.logs_dir().display()
+    );
+    // Asking again is harmless and says the flag is there.
+    assert!(pm_registry::spread_subfolders(&paths.logs_dir()));
+}
