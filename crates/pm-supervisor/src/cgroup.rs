@@ -846,6 +846,28 @@ mod tests {
         let _ = std::fs::remove_dir_all(&dir);
     }
 
+    /// A cgroup the last run left empty is only opened again (its limit files as they were, no `mkdir`); one that
+    /// is gone by then is made afresh (here a plain folder, which has no `cgroup.procs` to open).
+    #[test]
+    fn a_reused_cgroup_is_opened_as_it_is() {
+        let dir = std::env::temp_dir().join(format!("pm-cgroup-reuse-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("cgroup.procs"), "").unwrap();
+        std::fs::write(dir.join("memory.max"), "1048576\n").unwrap();
+        std::fs::write(dir.join("memory.events"), "oom 0\noom_kill 3\n").unwrap();
+        let config = pm_core::ProcessConfig::new("job", "job", "/bin/true");
+        let prepared = ProcCgroup::prepare(&dir, &config, true).expect("opened");
+        assert_eq!(prepared.cgroup.dir, dir);
+        assert_eq!(prepared.cgroup.oom_base, 3, "the kills so far are the run's base");
+        assert_eq!(std::fs::read_to_string(dir.join("memory.max")).unwrap(), "1048576\n", "left as it was");
+        drop(prepared);
+        std::fs::remove_dir_all(&dir).unwrap();
+        let err = ProcCgroup::prepare(&dir, &config, true).err().expect("a plain folder has no cgroup.procs");
+        assert!(dir.is_dir(), "gone: made afresh ({err})");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
     #[test]
     fn limits_need_their_controller() {
         let mut config = pm_core::ProcessConfig::new("job", "job", "/bin/true");
