@@ -143,18 +143,20 @@ impl ProcessMonitorClient {
         if let Some(res) = self.socket_call::<serde_json::Value>("POST", "/processes", Some(body), Some(&config.id)) {
             return res.map(drop);
         }
-        // A new entry is a change: no copy of the registry is taken to find out.
-        self.transaction_declared(|registry| {
+        // A new entry is a change: no copy of the registry is taken to find out, and the entries it does not
+        // touch are not built (`Store::transaction_draft`).
+        self.transaction_draft(|registry| {
             // The partner instance's id is how the two monitors supervise each other.
-            let partner = registry.partner_discovery.partner_instance_id.as_deref();
-            if registry.processes.contains_key(&config.id)
-                || pm_core::is_partner_id(&registry.instance_id, partner, &config.id)
-            {
+            let top = registry.top_level();
+            let partner = top.partner_discovery.partner_instance_id.as_deref();
+            if registry.contains(&config.id) || pm_core::is_partner_id(&top.instance_id, partner, &config.id) {
                 return Err(Error::AlreadyExists(config.id.clone()));
             }
-            pm_core::check_new_dependencies(registry, &config)?;
-            let entry = ProcessEntry::new(config.clone(), Timestamp::now());
-            registry.processes.insert(config.id.clone(), entry);
+            // `check_new_dependencies`, on the graph the draft gives.
+            let mut graph = registry.dependency_graph()?;
+            graph.insert(config.id.clone(), config.depends_on.keys().cloned().collect());
+            pm_core::check_acyclic(&graph)?;
+            registry.insert(ProcessEntry::new(config.clone(), Timestamp::now()));
             Ok(((), true))
         })
     }
@@ -239,8 +241,7 @@ impl ProcessMonitorClient {
         if let Some(res) = self.socket_call_stopping::<serde_json::Value>("DELETE", &path, Some(id)) {
             return res.map(drop);
         }
-        let refuse_dependents = |registry: &Registry| {
-            let dependents = if force { Vec::new() } else { pm_core::dependents_in(registry, id) };
+        let refuse = |id: &str, dependents: &[String]| {
             if dependents.is_empty() {
                 return Ok(());
             }
@@ -249,16 +250,29 @@ impl ProcessMonitorClient {
                 dependents.join(", ")
             )))
         };
+        let refuse_dependents = |registry: &Registry| {
+            let dependents = if force { Vec::new() } else { pm_core::dependents_in(registry, id) };
+            refuse(id, &dependents)
+        };
         if self.monitor()?.is_none() {
             // Nothing runs (no live process of the entry): one transaction checks and removes, as the steps below
             // would end up doing one transaction each.
-            let removed = self.transaction_declared(|registry| {
-                refuse_dependents(registry)?;
-                let entry = registry.processes.get(id).ok_or_else(|| Error::NotFound(id.to_owned()))?;
+            let removed = self.transaction_draft(|registry| {
+                if !force {
+                    // `dependents_in`, on the graph the draft gives.
+                    let graph = registry.dependency_graph()?;
+                    let dependents: Vec<String> = graph
+                        .iter()
+                        .filter(|(other, deps)| other.as_str() != id && deps.contains(id))
+                        .map(|(other, _)| other.clone())
+                        .collect();
+                    refuse(id, &dependents)?;
+                }
+                let entry = registry.entry(id)?.ok_or_else(|| Error::NotFound(id.to_owned()))?;
                 if pm_registry::proc::live_pid_of(entry).is_some() {
                     return Ok((false, false));
                 }
-                registry.processes.remove(id);
+                registry.remove(id);
                 Ok((true, true))
             })?;
             if removed {
@@ -578,11 +592,14 @@ impl ProcessMonitorClient {
         self.store.transaction(LOCK_TIMEOUT, f)
     }
 
-    /// [`ProcessMonitorClient::transaction`] whose `f` says whether it changed the registry
-    /// ([`Store::transaction_declared`]).
-    fn transaction_declared<T>(&self, f: impl FnOnce(&mut Registry) -> Result<(T, bool), Error>) -> Result<T, Error> {
+    /// [`ProcessMonitorClient::transaction`] whose `f` says whether it changed the registry and builds only the
+    /// entries it asks for ([`Store::transaction_draft`]).
+    fn transaction_draft<T>(
+        &self,
+        f: impl FnOnce(&mut dyn pm_core::RegistryDraft) -> Result<(T, bool), Error>,
+    ) -> Result<T, Error> {
         self.wrote_registry.store(true, std::sync::atomic::Ordering::Relaxed);
-        self.store.transaction_declared(LOCK_TIMEOUT, f)
+        self.store.transaction_draft(LOCK_TIMEOUT, f)
     }
 
     fn update_entry(&self, id: &str, f: impl FnOnce(&mut ProcessEntry)) -> Result<(), Error> {

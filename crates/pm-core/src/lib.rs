@@ -23,12 +23,14 @@
 mod backoff;
 mod config;
 mod deps;
+mod draft;
 mod entry;
 mod error;
 mod event;
 mod exec;
 mod id;
 mod registry;
+mod scan;
 mod settings;
 mod status;
 mod timestamp;
@@ -45,6 +47,7 @@ pub use deps::{
     check_acyclic, check_new_dependencies, dependents_in, dependents_stop_order, direct_dependents, find_cycle,
     graph_of, layers, shutdown_layers, start_blocker, start_order, DependencyCondition, Graph, Observed,
 };
+pub use draft::{LazyRegistry, RegistryDraft};
 pub use entry::{PendingAction, ProcessEntry};
 pub use error::{Cause, Error};
 pub use event::{Event, EventKind};

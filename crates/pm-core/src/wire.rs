@@ -167,6 +167,12 @@ pub(crate) struct Pretty {
 const BREAKS: &[u8; 129] = b"\n                                                                                                                                ";
 
 impl Pretty {
+    /// A formatter for a value that is written `level` levels deep in a document (its closing bracket indented
+    /// by `level` steps), such as an entry of `processes` (level 2).
+    pub(crate) fn at(level: usize) -> Pretty {
+        Pretty { level, has_value: false }
+    }
+
     /// A line break and the indentation of the current level.
     fn line<W: ?Sized + std::io::Write>(&self, writer: &mut W) -> std::io::Result<()> {
         let width = 2 * self.level;

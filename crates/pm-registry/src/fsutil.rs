@@ -1,7 +1,7 @@
 //! Small file-system helpers: private modes, synced writes, directory sync and the sidecar flock.
 
 use std::fs::{self, File, OpenOptions};
-use std::io::{self, Write};
+use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -184,6 +184,71 @@ pub(crate) fn write_synced(path: &Path, bytes: &[u8]) -> Result<(), Error> {
     let mut file = create_private_file(path)?;
     file.write_all(bytes).map_err(|err| Error::io(path, "write", err))?;
     file.sync_all().map_err(|err| Error::io(path, "flush to disk", err))
+}
+
+/// The extended attribute that marks a registry file as its writer laid it out (see `docs/daemon-files.md`,
+/// "The registry's layout mark"): `1 {length} {modification time in ns}` of the file when it was written.
+pub(crate) const LAYOUT_MARK: &str = "user.process_monitor.layout";
+
+/// The value of [`LAYOUT_MARK`] for a file of this length and modification time.
+fn layout_mark(meta: &fs::Metadata) -> Option<String> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::MetadataExt;
+        Some(format!("1 {} {}", meta.len(), i128::from(meta.mtime()) * 1_000_000_000 + i128::from(meta.mtime_nsec())))
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = meta;
+        None
+    }
+}
+
+/// Writes `parts` one after the other to a new private file at `path`, marks it with [`LAYOUT_MARK`] when
+/// `mark` is set (on a file system without extended attributes it is left unmarked), and flushes it to the disk.
+pub(crate) fn write_synced_parts(path: &Path, parts: &[&[u8]], mark: bool) -> Result<(), Error> {
+    let mut file = create_private_file(path)?;
+    for part in parts {
+        file.write_all(part).map_err(|err| Error::io(path, "write", err))?;
+    }
+    if mark {
+        // After the last write: the mark holds the modification time the file keeps from now on.
+        let value = file.metadata().ok().as_ref().and_then(layout_mark);
+        #[cfg(unix)]
+        if let Some(value) = value {
+            if let Err(err) =
+                rustix::fs::fsetxattr(&file, LAYOUT_MARK, value.as_bytes(), rustix::fs::XattrFlags::empty())
+            {
+                tracing::debug!("{}: layout mark not set: {err}", path.display());
+            }
+        }
+        #[cfg(not(unix))]
+        let _ = value;
+    }
+    file.sync_all().map_err(|err| Error::io(path, "flush to disk", err))
+}
+
+/// The bytes of `path` and whether it carries a [`LAYOUT_MARK`] that matches its length and modification time
+/// (before and after the read), or `None` if it does not exist.
+pub(crate) fn read_marked(path: &Path) -> Result<Option<(Vec<u8>, bool)>, Error> {
+    let mut file = match File::open(path) {
+        Ok(file) => file,
+        Err(err) if err.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(err) => return Err(Error::io(path, "read", err)),
+    };
+    let before = file.metadata().map_err(|err| Error::io(path, "read", err))?;
+    let mut bytes = Vec::with_capacity(usize::try_from(before.len()).unwrap_or(0).saturating_add(1));
+    file.read_to_end(&mut bytes).map_err(|err| Error::io(path, "read", err))?;
+    let expected = layout_mark(&before).filter(|_| bytes.len() as u64 == before.len());
+    let after = file.metadata().ok().as_ref().and_then(layout_mark);
+    let mut found = [0u8; 64];
+    #[cfg(unix)]
+    let found = rustix::fs::fgetxattr(&file, LAYOUT_MARK, &mut found[..]).ok().map(|len| &found[..len]);
+    #[cfg(not(unix))]
+    let found: Option<&[u8]> = None;
+    let marked = expected
+        .is_some_and(|expected| found == Some(expected.as_bytes()) && after.as_deref() == Some(expected.as_str()));
+    Ok(Some((bytes, marked)))
 }
 
 /// Flushes the entries of `dir` (a rename or link in it) to the disk.

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use pm_core::{Registry, Timestamp};
+use pm_core::{LazyRegistry, Registry, RegistryDraft, Timestamp};
 
 use crate::fsutil::{self, with_suffix};
 use crate::journal::{self, Change, Record};
@@ -141,7 +141,7 @@ impl Store {
             return Err(err);
         }
         self.replace_with(&tmp)?;
-        self.written(&registry);
+        self.written(registry.journal_seq);
         tracing::warn!(
             registry = %file.display(),
             corrupt_copy = %aside.display(),
@@ -252,6 +252,60 @@ impl Store {
         })
     }
 
+    /// Like [`Store::transaction_declared`], but `f` works on a [`RegistryDraft`]: a store that does not cache
+    /// (a local client's) reads a registry file that its own writer wrote (the file carries a matching layout mark,
+    /// see `docs/daemon-files.md`) without building its entries ([`LazyRegistry`]): `f` gets the entries it asks
+    /// for built, and the save writes the others back as the text they were read from, which is what the whole
+    /// write would write for them. The JSON of the whole file is still checked, and the journal's lines that the
+    /// file does not hold yet are applied as they are by every read. Any other file (unmarked: a hand edit, an
+    /// older version's, a file system without extended attributes; or one [`LazyRegistry::parse`] does not read:
+    /// a corrupt one) goes through [`Store::transaction_declared`], read and written whole, and a corrupt file is
+    /// [`Error::Corrupt`] as ever and never overwritten.
+    pub fn transaction_draft<T, E: From<Error>>(
+        &self,
+        timeout: Duration,
+        f: impl FnOnce(&mut dyn RegistryDraft) -> Result<(T, bool), E>,
+    ) -> Result<T, E> {
+        if self.cache.is_none() {
+            let flock = self.lock(timeout)?;
+            let journal_file = self.paths.journal_file();
+            let records = journal::read(&journal_file)?;
+            let file = self.paths.registry_file();
+            // Taken before the read, as `load_with_journal` does.
+            let stamp = self.stamp();
+            if let Some((bytes, true)) = fsutil::read_marked(&file)? {
+                let lazy = std::str::from_utf8(&bytes).ok().and_then(LazyRegistry::parse);
+                if let Some(mut lazy) = lazy.filter(|_| self.journal_state().unfolded.is_empty()) {
+                    let file_seq = lazy.top_level().journal_seq;
+                    if journal::check_follows(&journal_file, file_seq, &records)? && !apply_lazily(&mut lazy, &records)
+                    {
+                        // An entry the journal changes does not read: the whole read says why.
+                        drop(flock);
+                        return self.transaction_declared(timeout, |registry| f(registry));
+                    }
+                    *self.readable_stamp() = stamp.map(|stamp| (stamp, file_seq));
+                    let (res, changed) = f(&mut lazy)?;
+                    if changed {
+                        let previous = lazy.top_level().last_modified;
+                        lazy.top_level_mut().last_modified = Some(next_modified(previous));
+                        let parts = lazy
+                            .serialise()
+                            .map_err(|err| Error::Serialize { path: file.clone(), message: err.to_string() })?;
+                        let mut parts: Vec<&[u8]> = parts.iter().map(|part| &**part).collect();
+                        parts.push(b"\n");
+                        let journal_seq = lazy.top_level().journal_seq;
+                        self.save_parts_locked(&parts, true, true, journal_seq)?;
+                        self.drop_folded(journal_seq)?;
+                    }
+                    drop(flock);
+                    return Ok(res);
+                }
+            }
+            drop(flock);
+        }
+        self.transaction_declared(timeout, |registry| f(registry))
+    }
+
     fn transaction_inner<T, E: From<Error>>(
         &self,
         timeout: Duration,
@@ -296,10 +350,7 @@ impl Store {
         let unfolded = registry.journal_seq > file_seq;
         let changed = said.unwrap_or_else(|| before.as_ref().is_none_or(|before| registry != *before));
         if changed || (ordered && unfolded) {
-            // Strictly after the previous write even within one millisecond (the written precision).
-            let now = Timestamp::now();
-            let after_previous = previous.map(|previous| previous.plus_millis(1));
-            registry.last_modified = Some(after_previous.filter(|next| *next > now).unwrap_or(now));
+            registry.last_modified = Some(next_modified(previous));
             self.save_locked(&registry, existed)?;
             // The registry on disk (its folder flushed) holds every journal line up to its `journalSeq` now.
             self.drop_folded(registry.journal_seq)?;
@@ -485,8 +536,25 @@ impl Store {
             .to_json_pretty()
             .map_err(|err| Error::Serialize { path: file.clone(), message: err.to_string() })?;
         bytes.push(b'\n');
+        // The layout mark says that every entry's text is what this writer writes for it, in its order: not so
+        // for a registry with unusable entries (written after the others, as they were read).
+        let mark = registry.unusable.is_empty();
+        self.save_parts_locked(&[&bytes], previous_exists, mark, registry.journal_seq)
+    }
+
+    /// Writes the registry file's `parts` atomically, with the layout mark if `mark`; the caller holds the flock.
+    /// With `previous_exists`, the current file becomes the backup first. `journal_seq` is the `journalSeq`
+    /// written.
+    fn save_parts_locked(
+        &self,
+        parts: &[&[u8]],
+        previous_exists: bool,
+        mark: bool,
+        journal_seq: u64,
+    ) -> Result<(), Error> {
+        let file = self.paths.registry_file();
         let tmp = self.temp_file();
-        if let Err(err) = fsutil::write_synced(&tmp, &bytes) {
+        if let Err(err) = fsutil::write_synced_parts(&tmp, parts, mark) {
             let _ = fs::remove_file(&tmp);
             return Err(err);
         }
@@ -496,14 +564,14 @@ impl Store {
             }
         }
         self.replace_with(&tmp)?;
-        self.written(registry);
+        self.written(journal_seq);
         Ok(())
     }
 
-    /// Notes that the registry file now holds `registry`, just written under the flock (only writers holding it
-    /// rename over the file, so its stamp now is that of the version written).
-    fn written(&self, registry: &Registry) {
-        *self.readable_stamp() = self.stamp().map(|stamp| (stamp, registry.journal_seq));
+    /// Notes that the registry file now holds a registry with this `journalSeq`, just written under the flock
+    /// (only writers holding it rename over the file, so its stamp now is that of the version written).
+    fn written(&self, journal_seq: u64) {
+        *self.readable_stamp() = self.stamp().map(|stamp| (stamp, journal_seq));
     }
 
     /// Renames `tmp` over the registry and flushes the folder.
@@ -618,6 +686,36 @@ fn apply_unfolded(journal: &mut JournalState, registry: &mut Registry) {
         registry.journal_seq = record.seq;
     }
     journal.next_seq = journal.next_seq.max(registry.journal_seq + 1);
+}
+
+/// The `lastModified` of a write after one at `previous`: now, but strictly after the previous write even within
+/// one millisecond (the written precision).
+fn next_modified(previous: Option<Timestamp>) -> Timestamp {
+    let now = Timestamp::now();
+    let after_previous = previous.map(|previous| previous.plus_millis(1));
+    after_previous.filter(|next| *next > now).unwrap_or(now)
+}
+
+/// Applies the journal's `records` newer than `lazy`'s `journalSeq` to it, as [`journal::apply_newer`] does to a
+/// whole registry (the caller checked that they follow it); answers false, having stopped, when an entry a line
+/// updates does not read.
+fn apply_lazily(lazy: &mut LazyRegistry<'_>, records: &[Record]) -> bool {
+    let held = lazy.top_level().journal_seq;
+    for record in records.iter().filter(|record| record.seq > held) {
+        match &record.change {
+            Change::Update(update) => match lazy.entry_mut(&update.id) {
+                Ok(Some(stored)) => update.apply(stored),
+                Ok(None) => {}
+                Err(_) => return false,
+            },
+            Change::Add(entry) => lazy.insert((**entry).clone()),
+            Change::Remove(id) => {
+                lazy.remove(id);
+            }
+        }
+        lazy.top_level_mut().journal_seq = record.seq;
+    }
+    true
 }
 
 /// Rebuilds the map of entries with full nodes: the parse inserts the entries one after the other in key order,

@@ -5,6 +5,7 @@
 
 mod concurrency;
 mod corrupt;
+mod draft;
 mod footprint;
 mod journal;
 mod lock;
