@@ -89,8 +89,13 @@ pub(crate) async fn launch(
             // The task is gone (its runtime shut down meanwhile): nothing would ever wait for this child.
             launched.abandon(&shared);
         }
-        if let Err(err) = shared.paths.remove_run_dirs(&old_runs) {
-            tracing::warn!(process = %id, "cannot remove old log folders: {err}");
+        if !old_runs.is_empty() {
+            // After the launches that wait: a spawner thread is the bottleneck of a crash storm's restarts.
+            submit_later(Box::new(move || {
+                if let Err(err) = shared.paths.remove_run_dirs(&old_runs) {
+                    tracing::warn!(process = %id, "cannot remove old log folders: {err}");
+                }
+            }));
         }
     }));
     rx.await
@@ -183,23 +188,37 @@ type Job = Box<dyn FnOnce() + Send>;
 /// The spawner threads' queue: the jobs under a lock, and a condition variable that wakes one idle thread per job
 /// (a shared `mpsc` receiver behind a mutex woke two: the thread waiting in `recv` while holding the mutex, and then
 /// the other one, blocked on the mutex, to take its place in `recv`).
+/// Clean-up work (the deletion of old run folders) waits in a second list, taken only when no launch waits.
 #[derive(Default)]
 struct Queue {
-    jobs: std::sync::Mutex<std::collections::VecDeque<Job>>,
+    jobs: std::sync::Mutex<Jobs>,
     ready: std::sync::Condvar,
+}
+
+/// Launches, and clean-up that waits for them.
+#[derive(Default)]
+struct Jobs {
+    now: std::collections::VecDeque<Job>,
+    later: std::collections::VecDeque<Job>,
 }
 
 impl Queue {
     fn push(&self, job: Job) {
-        self.jobs.lock().unwrap_or_else(std::sync::PoisonError::into_inner).push_back(job);
+        self.jobs.lock().unwrap_or_else(std::sync::PoisonError::into_inner).now.push_back(job);
         self.ready.notify_one();
     }
 
-    /// The next job, waiting for one.
+    /// Queues clean-up work, run once no launch waits.
+    fn push_later(&self, job: Job) {
+        self.jobs.lock().unwrap_or_else(std::sync::PoisonError::into_inner).later.push_back(job);
+        self.ready.notify_one();
+    }
+
+    /// The next job (a launch before any clean-up), waiting for one.
     fn pop(&self) -> Job {
         let mut jobs = self.jobs.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         loop {
-            if let Some(job) = jobs.pop_front() {
+            if let Some(job) = jobs.now.pop_front().or_else(|| jobs.later.pop_front()) {
                 return job;
             }
             jobs = self.ready.wait(jobs).unwrap_or_else(std::sync::PoisonError::into_inner);
@@ -209,6 +228,22 @@ impl Queue {
 
 /// Runs `job` on a spawner thread (started on first use); here, when no such thread can be started.
 fn submit(job: Job) {
+    match queue() {
+        Some(queue) => queue.push(job),
+        None => job(),
+    }
+}
+
+/// Runs clean-up `job` on a spawner thread once no launch waits; here, when there is no such thread.
+fn submit_later(job: Job) {
+    match queue() {
+        Some(queue) => queue.push_later(job),
+        None => job(),
+    }
+}
+
+/// The spawner threads' queue, the threads started on first use; `None` when none can be started.
+fn queue() -> Option<&'static Arc<Queue>> {
     static QUEUE: OnceLock<Option<Arc<Queue>>> = OnceLock::new();
     let queue = QUEUE.get_or_init(|| {
         let queue = Arc::new(Queue::default());
@@ -219,10 +254,7 @@ fn submit(job: Job) {
         }
         Some(queue)
     });
-    match queue {
-        Some(queue) => queue.push(job),
-        None => job(),
-    }
+    queue.as_ref()
 }
 
 /// Starts one spawner thread taking its jobs from `queue`; answers whether it runs.
@@ -276,6 +308,39 @@ mod tests {
             let _ = second_ran.send(());
         }));
         assert!(wait_first.recv().unwrap(), "the second job did not run while the first waited for it");
+        // Clean-up queued before launches runs after them: with both threads held, queue one of each, then free
+        // one thread.
+        let (release, held) = mpsc::channel::<()>();
+        let held = Arc::new(std::sync::Mutex::new(held));
+        let (started, both_held) = mpsc::channel::<()>();
+        for _ in 0..2 {
+            let (held, started) = (held.clone(), started.clone());
+            queue.push(Box::new(move || {
+                let _ = started.send(());
+                let _ = held.lock().unwrap().recv_timeout(std::time::Duration::from_secs(30));
+            }));
+        }
+        for _ in 0..2 {
+            both_held.recv_timeout(std::time::Duration::from_secs(30)).expect("both threads busy");
+        }
+        let order = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let (ran, each_ran) = mpsc::channel::<()>();
+        let (later_order, later_ran) = (order.clone(), ran.clone());
+        queue.push_later(Box::new(move || {
+            later_order.lock().unwrap().push("clean-up");
+            let _ = later_ran.send(());
+        }));
+        let (now_order, now_ran) = (order.clone(), ran.clone());
+        queue.push(Box::new(move || {
+            now_order.lock().unwrap().push("launch");
+            let _ = now_ran.send(());
+        }));
+        release.send(()).unwrap();
+        for _ in 0..2 {
+            each_ran.recv_timeout(std::time::Duration::from_secs(30)).expect("a job was lost");
+        }
+        assert_eq!(*order.lock().unwrap(), ["launch", "clean-up"]);
+        release.send(()).unwrap();
         let runs = Arc::new(AtomicUsize::new(0));
         let (done, all_done) = mpsc::channel();
         for _ in 0..200 {
