@@ -153,12 +153,39 @@ impl Paths {
 
     /// Like [`Paths::create_run_dir`] without the pruning (for callers that prune later, off their hot path).
     pub fn new_run_dir(&self, process_id: &str, at: Timestamp) -> Result<PathBuf, Error> {
+        self.new_run_dir_listed(process_id, at, usize::MAX).map(|(created, _)| created)
+    }
+
+    /// Like [`Paths::new_run_dir`], and answers as well the run folders that a prune to `keep` runs would delete
+    /// now (the oldest, never the new one), found in the same reading of the process's folder: a caller that
+    /// deletes them later (off its hot path) does what [`Paths::prune_run_dirs`] would, without listing the
+    /// folder again. A folder in the list that is gone by then was deleted by someone else: nothing to do.
+    pub fn new_run_dir_listed(
+        &self,
+        process_id: &str,
+        at: Timestamp,
+        keep: usize,
+    ) -> Result<(PathBuf, Vec<PathBuf>), Error> {
         pm_core::validate_process_id(process_id).map_err(into_invalid_id)?;
         let parent = self.process_logs_dir(process_id);
-        fsutil::create_dir_all_private(&parent)?;
         // Logs are never written through a symlink the monitor did not create: a process folder must be a folder.
-        match fs::symlink_metadata(&parent) {
+        // It exists from the second run on, so it is looked at first and made only when missing.
+        let meta = match fs::symlink_metadata(&parent) {
+            Err(err) if err.kind() == io::ErrorKind::NotFound => {
+                fsutil::create_dir_all_private(&parent)?;
+                fs::symlink_metadata(&parent)
+            }
+            res => res,
+        };
+        match meta {
             Ok(meta) if meta.is_dir() => {}
+            Ok(meta) if !meta.file_type().is_symlink() => {
+                return Err(Error::io(
+                    &parent,
+                    "create folder",
+                    io::Error::new(io::ErrorKind::AlreadyExists, "exists and is not a folder"),
+                ))
+            }
             Ok(_) => {
                 return Err(Error::Unsafe {
                     path: parent.clone(),
@@ -171,8 +198,9 @@ impl Paths {
         // A new folder must sort after every existing one (pruning and `logs` go by that order), even within
         // one second or when the clock went back: continue the newest's numbering in that case.
         let stamp = at.compact();
-        let (base, mut attempt) = match newest_run(&parent) {
-            Some(((newest, number), _)) if newest >= stamp => (newest, number + 1),
+        let mut runs = list_runs(&parent).unwrap_or_default();
+        let (base, mut attempt) = match runs.last() {
+            Some(((newest, number), _)) if *newest >= stamp => (newest.clone(), number + 1),
             _ => (stamp, 1),
         };
         let created = loop {
@@ -184,7 +212,22 @@ impl Paths {
                 Err(err) => return Err(Error::io(&candidate, "create folder", err)),
             }
         };
-        Ok(created)
+        // With the new one, `runs.len() + 1` runs: the oldest beyond `keep` go (all of them older than the new one).
+        let excess = (runs.len() + 1).saturating_sub(keep.max(1)).min(runs.len());
+        runs.truncate(excess);
+        Ok((created, runs.into_iter().map(|(_, path)| path).collect()))
+    }
+
+    /// Deletes run folders found by [`Paths::new_run_dir_listed`]; one already gone is no error.
+    pub fn remove_run_dirs(&self, runs: &[PathBuf]) -> Result<(), Error> {
+        for path in runs {
+            if let Err(err) = fs::remove_dir_all(path) {
+                if err.kind() != io::ErrorKind::NotFound {
+                    return Err(Error::io(path, "remove old run folder", err));
+                }
+            }
+        }
+        Ok(())
     }
 }
 

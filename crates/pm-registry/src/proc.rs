@@ -96,10 +96,38 @@ pub fn stat(pid: u32) -> Option<Stat> {
 
 /// Reads `/proc/{pid}/stat`: `Ok(None)` when the process does not exist, `Err(())` when `/proc` cannot answer.
 fn read_stat(pid: u32) -> Result<Option<Stat>, ()> {
-    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-        Ok(text) => Ok(parse_stat(&text)),
-        Err(err) if err.kind() == std::io::ErrorKind::NotFound && proc_mounted() => Ok(None),
-        Err(_) => Err(()),
+    let path = format!("/proc/{pid}/stat");
+    let mut buf = [0u8; 1024];
+    let read = match read_small(std::path::Path::new(&path), &mut buf) {
+        Ok(bytes) => std::str::from_utf8(bytes).map(parse_stat).map_err(drop),
+        // A name of a strange length: read it the long way.
+        Err(err) if err.kind() == std::io::ErrorKind::InvalidData => {
+            std::fs::read_to_string(&path).map(|text| parse_stat(&text)).map_err(drop)
+        }
+        Err(err) => {
+            return if err.kind() == std::io::ErrorKind::NotFound && proc_mounted() { Ok(None) } else { Err(()) }
+        }
+    };
+    read.or(Err(()))
+}
+
+/// Reads a small file (a `/proc` or cgroup file of a few hundred bytes) into `buf`: one `open`, `read`s until the
+/// end and a `close`, without the `statx` for a size hint and the allocation of `read_to_string`, for files the
+/// monitor reads at every exit or start. A file that does not fit in `buf` is an `InvalidData` error.
+pub fn read_small<'a>(path: &std::path::Path, buf: &'a mut [u8]) -> std::io::Result<&'a [u8]> {
+    use std::io::Read;
+    let mut file = std::fs::File::open(path)?;
+    let mut len = 0;
+    loop {
+        if len == buf.len() {
+            return Err(std::io::Error::new(std::io::ErrorKind::InvalidData, "longer than expected"));
+        }
+        match file.read(&mut buf[len..]) {
+            Ok(0) => return Ok(&buf[..len]),
+            Ok(read) => len += read,
+            Err(err) if err.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(err) => return Err(err),
+        }
     }
 }
 
@@ -334,6 +362,26 @@ pub fn detach(command: &mut std::process::Command) {
 
 #[cfg(test)]
 mod tests {
+    /// A small file is read whole; one that does not fit is an error, not a cut-off; a missing one is `NotFound`.
+    #[test]
+    fn small_files_are_read_whole_or_refused() {
+        let dir = std::env::temp_dir().join(format!("pm-read-small-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("events");
+        std::fs::write(&file, "populated 0\nfrozen 0\n").unwrap();
+        let mut buf = [0u8; 64];
+        assert_eq!(super::read_small(&file, &mut buf).unwrap(), b"populated 0\nfrozen 0\n");
+        let mut tight = [0u8; 21];
+        assert_eq!(super::read_small(&file, &mut tight).unwrap_err().kind(), std::io::ErrorKind::InvalidData);
+        let mut exact = [0u8; 22];
+        assert_eq!(super::read_small(&file, &mut exact).unwrap().len(), 21);
+        let missing = super::read_small(&dir.join("missing"), &mut buf).unwrap_err();
+        assert_eq!(missing.kind(), std::io::ErrorKind::NotFound);
+        let own = super::stat(std::process::id()).expect("our own stat");
+        assert_eq!(own.pgrp, rustix::process::getpgrp().as_raw_nonzero().get() as u32);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
     use super::*;
 
     fn check(line: &str, expected: Option<(char, u64)>) {

@@ -567,6 +567,11 @@ impl Actor {
             // against the new one.
             self.entry.consecutive_failures = 0;
         }
+        let limits = |config: &ProcessConfig| (config.memory_max_bytes, config.cpu_max_percent, config.pids_max);
+        if limits(&config) != limits(&self.entry.config) {
+            // A cgroup used again keeps the limits it has: the next run's is made afresh with the new ones.
+            self.cgroup_reusable = false;
+        }
         self.entry.config = config;
         if enabled != self.entry.config.enabled {
             self.set_enabled(enabled).await;
@@ -700,11 +705,20 @@ impl Actor {
         self.entry.state
     }
 
-    /// Removes the (empty) cgroup a crashed run left for its restart, once no restart follows.
+    /// Removes the (empty) cgroup a crashed run left for its restart, once no restart follows; at the monitor's
+    /// shutdown the shutdown removes it, with every other one, once all children are gone.
     fn remove_idle_cgroup(&self) {
+        if self.stopping_all() {
+            return;
+        }
         if let Some(dir) = self.cgroup_dir() {
             crate::cgroup::remove_empty(&dir);
         }
+    }
+
+    /// Whether the monitor is stopping every process ([`crate::Supervisor::shutdown`]).
+    fn stopping_all(&self) -> bool {
+        self.shared.stopping_all.load(std::sync::atomic::Ordering::Acquire)
     }
 
     async fn set_enabled(&mut self, enabled: bool) {
@@ -802,17 +816,30 @@ impl Actor {
         self.shared.owned.lock().expect("owned lock").remove(&pgid);
         // The leader is gone; give the rest of its group (and of its cgroup) the remaining grace, then kill it.
         crate::groupwait::wait_group_gone(pgid, deadline).await;
-        if let Some(cgroup) = &cgroup {
+        // Whether the cgroup still holds anything: read once, and again only while it does.
+        let mut populated = cgroup.as_ref().is_some_and(ProcCgroup::populated);
+        if let Some(cgroup) = cgroup.as_ref().filter(|_| populated) {
             let mut pause = Duration::from_millis(10);
-            while Instant::now() < deadline && cgroup.populated() {
+            while populated && Instant::now() < deadline {
                 tokio::time::sleep(pause.min(deadline.saturating_duration_since(Instant::now()))).await;
                 pause = (pause * 2).min(Duration::from_millis(100));
+                populated = cgroup.populated();
             }
         }
         if os::group_exists(pgid) {
             os::signal_group(pgid, libc::SIGKILL);
         }
-        self.kill_leftovers(cgroup.as_ref(), carriers, Some(deadline)).await;
+        match cgroup.as_ref() {
+            // Empty, and nothing can enter a cgroup none of whose members is left to fork: at the monitor's
+            // shutdown it stays until every child is gone (the shutdown removes it), otherwise it goes now.
+            Some(cgroup) if !populated => {
+                if !self.stopping_all() {
+                    cgroup.remove();
+                }
+                self.kill_leftovers(None, carriers, Some(deadline)).await;
+            }
+            cgroup => self.kill_leftovers(cgroup, carriers, Some(deadline)).await,
+        }
         self.running_since = None;
         info
     }
@@ -832,7 +859,11 @@ impl Actor {
         deadline: Option<Instant>,
     ) {
         if let Some(cgroup) = cgroup {
-            cgroup.kill_and_remove(KILL_WAIT).await;
+            if self.stopping_all() {
+                cgroup.kill_and_wait(KILL_WAIT).await;
+            } else {
+                cgroup.kill_and_remove(KILL_WAIT).await;
+            }
         }
         let Some((owner, id)) = carriers else { return };
         let mut pause = Duration::from_millis(20);
@@ -943,7 +974,8 @@ impl Actor {
         }
         let checked = self.check_untrusted_executable()?;
         // Before anything of the launch is built (see `launch::turn`); the first step may have taken it already.
-        let turn = match self.turn.take() {
+        // Held until the launch's outcome is here (or its job panicked).
+        let _turn = match self.turn.take() {
             Some(turn) => turn,
             None => crate::launch::turn().await,
         };
@@ -951,11 +983,12 @@ impl Actor {
         let keep_runs = self.entry.config.keep_runs_or(self.shared.keep_runs);
         let cgroup_dir = self.cgroup_dir();
         let (shared, config) = (&self.shared, &self.entry.config);
-        let launch = crate::launch::launch(turn, shared, config, checked, cgroup_dir, &mut self.cgroup_reusable, now);
+        let reuse = &mut self.cgroup_reusable;
+        let launch = crate::launch::launch(shared, config, checked, cgroup_dir, reuse, now, keep_runs);
         let res = Box::pin(launch).await;
         self.entry.last_started_at = Some(now);
         match res {
-            Ok(spawned) => self.on_spawned(spawned, keep_runs),
+            Ok(spawned) => self.on_spawned(spawned),
             Err(err) => self.on_spawn_failed(&err),
         }
         Ok(())
@@ -999,17 +1032,9 @@ impl Actor {
         }
     }
 
-    /// The child runs: old run folders go (beyond `keep_runs`), and it is `starting` or `running`.
-    fn on_spawned(&mut self, spawned: crate::launch::Launched, keep_runs: usize) {
+    /// The child runs (its old run folders go on the spawner thread): it is `starting` or `running`.
+    fn on_spawned(&mut self, spawned: crate::launch::Launched) {
         let crate::launch::Launched { watch, pid, run_dir, cgroup } = spawned;
-        // Old run folders go after the child runs, off this task.
-        let paths = self.shared.paths.clone();
-        let (id, newest) = (self.entry.config.id.clone(), run_dir.clone());
-        tokio::task::spawn_blocking(move || {
-            if let Err(err) = paths.prune_run_dirs(&id, keep_runs, &newest) {
-                tracing::warn!(process = %id, "cannot remove old log folders: {err}");
-            }
-        });
         tracing::info!(process = %self.entry.config.id, pid, "started");
         self.entry.pid = Some(pid);
         self.entry.pid_start_time = pm_registry::proc::start_time(pid);

@@ -332,10 +332,22 @@ impl ProcCgroup {
     /// cgroup is used again only when `reuse` says the last run left it empty without a kill; otherwise it is
     /// emptied, removed and made afresh, since a child cloned into a cgroup that `cgroup.kill` emptied may be
     /// killed at once (its kill count differs from the parent's on some kernels).
+    ///
+    /// `reuse` also says that the configuration's limits did not change since the last run applied them (the task
+    /// clears it when they change): a cgroup used again is only opened, its limits left as they are.
     pub(crate) fn prepare(dir: &Path, config: &pm_core::ProcessConfig, reuse: bool) -> std::io::Result<Prepared> {
         let annotate = |what: &str, err: std::io::Error| {
             std::io::Error::new(err.kind(), format!("cannot {what} cgroup {}: {err}", dir.display()))
         };
+        if reuse {
+            // Left empty by the last run, and nothing enters a cgroup without a member to fork but a write of
+            // a PID into its `cgroup.procs`: no need to look at it again. Gone meanwhile: made afresh below.
+            match Self::open(dir) {
+                Ok(prepared) => return Ok(prepared),
+                Err(err) if err.kind() == std::io::ErrorKind::NotFound => {}
+                Err(err) => return Err(annotate("open", err)),
+            }
+        }
         let fresh = match std::fs::create_dir(dir) {
             Ok(()) => true,
             Err(err) if err.kind() == std::io::ErrorKind::AlreadyExists => {
@@ -376,11 +388,13 @@ impl ProcCgroup {
                 let _ = std::fs::write(dir.join(file), "max");
             }
         }
-        let procs = std::fs::OpenOptions::new()
-            .write(true)
-            .open(dir.join("cgroup.procs"))
-            .map_err(|err| annotate("open cgroup.procs of", err))?;
-        let dir_fd = std::fs::File::open(dir).map_err(|err| annotate("open", err))?;
+        Self::open(dir).map_err(|err| annotate("open", err))
+    }
+
+    /// Opens the existing cgroup `dir` and its `cgroup.procs` for a child.
+    fn open(dir: &Path) -> std::io::Result<Prepared> {
+        let dir_fd = std::fs::File::open(dir)?;
+        let procs = std::fs::OpenOptions::new().write(true).open(dir.join("cgroup.procs"))?;
         let oom_base = read_key(&dir.join("memory.events"), "oom_kill").unwrap_or(0);
         Ok(Prepared { cgroup: ProcCgroup { dir: dir.to_path_buf(), oom_base }, dir: dir_fd, procs })
     }
@@ -392,7 +406,13 @@ impl ProcCgroup {
     /// Sends `signals`, in turn, to every member outside the process group `pgid` (which the caller signals
     /// itself, so that no process gets a signal twice).
     pub(crate) fn signal_members_outside(&self, pgid: u32, signals: &[i32]) {
-        for pid in members(&self.dir) {
+        let members = members(&self.dir);
+        if members == [pgid] {
+            // Only the leader (the usual case): in its group, the group's signal reached it; moved out of it, it
+            // left the group empty, and the caller signalled it alone. No `/proc` to read.
+            return;
+        }
+        for pid in members {
             if pm_registry::proc::family(pid).is_some_and(|family| family.pgrp != pgid) {
                 for signal in signals {
                     signal_pid(pid, *signal);
@@ -423,15 +443,28 @@ impl ProcCgroup {
             remove(&self.dir);
             return;
         }
+        self.kill_and_wait(wait).await;
+        remove(&self.dir);
+    }
+
+    /// Kills every member and waits (up to `wait`) for the cgroup to be empty; the cgroup stays.
+    pub(crate) async fn kill_and_wait(&self, wait: Duration) {
+        if !populated(&self.dir) {
+            return;
+        }
         let dir = self.dir.clone();
         let _ = tokio::task::spawn_blocking(move || {
             if populated(&dir) {
                 kill_members(&dir);
             }
             wait_empty_blocking(&dir, wait);
-            remove(&dir);
         })
         .await;
+    }
+
+    /// Removes the cgroup (empty, or the removal fails and it stays).
+    pub(crate) fn remove(&self) {
+        remove(&self.dir);
     }
 
     /// The kernel's OOM killer acted in this run: "killed by the kernel's OOM killer (memory.max …)".
@@ -481,8 +514,18 @@ fn populated(dir: &Path) -> bool {
 }
 
 fn members(dir: &Path) -> Vec<u32> {
-    let text = std::fs::read_to_string(dir.join("cgroup.procs")).unwrap_or_default();
-    text.lines().filter_map(|line| line.trim().parse().ok()).collect()
+    let file = dir.join("cgroup.procs");
+    // Read at every stop (of all processes at once at a shutdown): a few PIDs without an allocation, more the
+    // long way.
+    let mut buf = [0u8; 512];
+    let parse = |text: &str| text.lines().filter_map(|line| line.trim().parse().ok()).collect();
+    match pm_registry::proc::read_small(&file, &mut buf) {
+        Ok(bytes) => parse(std::str::from_utf8(bytes).unwrap_or_default()),
+        Err(err) if err.kind() == std::io::ErrorKind::InvalidData => {
+            parse(&std::fs::read_to_string(&file).unwrap_or_default())
+        }
+        Err(_) => Vec::new(),
+    }
 }
 
 /// `cgroup.kill`, or where it is missing: freeze, SIGKILL every member, thaw.
@@ -515,8 +558,14 @@ fn wait_empty_blocking(dir: &Path, wait: Duration) {
     }
 }
 
-/// Removes an empty cgroup (and its empty child cgroups, which a managed process may have made).
+/// Removes an empty cgroup (and its empty child cgroups, which a managed process may have made): one `rmdir`
+/// when it has none (the usual case), its folder read only when that fails.
 fn remove(dir: &Path) {
+    match std::fs::remove_dir(dir) {
+        Ok(()) => return,
+        Err(err) if err.kind() == std::io::ErrorKind::NotFound => return,
+        Err(_) => {}
+    }
     if let Ok(entries) = std::fs::read_dir(dir) {
         for entry in entries.flatten() {
             if entry.file_type().is_ok_and(|kind| kind.is_dir()) {
@@ -533,7 +582,9 @@ fn signal_pid(pid: u32, signal: i32) {
 }
 
 fn read_key(file: &Path, key: &str) -> Option<u64> {
-    let text = std::fs::read_to_string(file).ok()?;
+    // `cgroup.events` and `memory.events`, read at every exit and start: no allocation, no size hint.
+    let mut buf = [0u8; 512];
+    let text = std::str::from_utf8(pm_registry::proc::read_small(file, &mut buf).ok()?).ok()?;
     text.lines().find_map(|line| {
         let (name, value) = line.split_once(' ')?;
         (name == key).then(|| value.trim().parse().ok()).flatten()
@@ -624,9 +675,7 @@ pub(crate) fn kill_leftovers(dir: &Path) -> bool {
 
 /// Removes the cgroup `dir` (and its child cgroups) where it exists and is empty.
 pub(crate) fn remove_empty(dir: &Path) {
-    if dir.is_dir() {
-        remove(dir);
-    }
+    remove(dir);
 }
 
 /// Removes the monitor's folder at a clean shutdown (only when every process cgroup in it is gone).
@@ -764,6 +813,26 @@ mod tests {
         assert_eq!(unescape(r"/end\04"), r"/end\04");
     }
 
+    /// The members of a cgroup are read whole, a few or many (past the small buffer); the removal of a folder
+    /// with an empty child folder (a cgroup a process made below its own) takes both.
+    #[test]
+    fn members_few_or_many_and_removal_with_children() {
+        let dir = std::env::temp_dir().join(format!("pm-cgroup-members-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("cgroup.procs"), "41\n42\n").unwrap();
+        assert_eq!(members(&dir), [41, 42]);
+        let many: Vec<u32> = (100_000..100_300).collect();
+        let text: String = many.iter().map(|pid| format!("{pid}\n")).collect();
+        std::fs::write(dir.join("cgroup.procs"), text).unwrap();
+        assert_eq!(members(&dir), many);
+        std::fs::remove_file(dir.join("cgroup.procs")).unwrap();
+        assert!(members(&dir).is_empty());
+        std::fs::create_dir_all(dir.join("inner").join("deeper")).unwrap();
+        remove(&dir);
+        assert!(!dir.exists(), "the folder and its empty children are removed");
+        remove(&dir);
+    }
+
     #[test]
     fn keys_of_flat_keyed_files() {
         let dir = std::env::temp_dir().join(format!("pm-cgroup-keys-{}", std::process::id()));
@@ -775,6 +844,28 @@ mod tests {
         assert_eq!(read_key(&file, "oom_kill"), Some(3));
         assert_eq!(read_key(&file, "oom"), None);
         let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// A cgroup the last run left empty is only opened again (its limit files as they were, no `mkdir`); one that
+    /// is gone by then is made afresh (here a plain folder, which has no `cgroup.procs` to open).
+    #[test]
+    fn a_reused_cgroup_is_opened_as_it_is() {
+        let dir = std::env::temp_dir().join(format!("pm-cgroup-reuse-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("cgroup.procs"), "").unwrap();
+        std::fs::write(dir.join("memory.max"), "1048576\n").unwrap();
+        std::fs::write(dir.join("memory.events"), "oom 0\noom_kill 3\n").unwrap();
+        let config = pm_core::ProcessConfig::new("job", "job", "/bin/true");
+        let prepared = ProcCgroup::prepare(&dir, &config, true).expect("opened");
+        assert_eq!(prepared.cgroup.dir, dir);
+        assert_eq!(prepared.cgroup.oom_base, 3, "the kills so far are the run's base");
+        assert_eq!(std::fs::read_to_string(dir.join("memory.max")).unwrap(), "1048576\n", "left as it was");
+        drop(prepared);
+        std::fs::remove_dir_all(&dir).unwrap();
+        let err = ProcCgroup::prepare(&dir, &config, true).err().expect("a plain folder has no cgroup.procs");
+        assert!(dir.is_dir(), "gone: made afresh ({err})");
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]

@@ -10,7 +10,6 @@
 
 use std::os::fd::AsRawFd;
 use std::path::PathBuf;
-use std::sync::mpsc;
 use std::sync::{Arc, OnceLock};
 
 use pm_core::{ProcessConfig, Timestamp};
@@ -66,6 +65,8 @@ struct Launch {
     reuse_cgroup: bool,
     /// The start of the run (names its run folder).
     now: Timestamp,
+    /// Run folders to keep (older ones are deleted once the child runs).
+    keep_runs: usize,
 }
 
 /// A child that runs.
@@ -80,14 +81,16 @@ pub(crate) struct Launched {
 
 /// Makes the child's cgroup (with containment) and its run folder for a run started `now`, and spawns it; all of
 /// it on the spawner thread. `reuse_cgroup` is taken (cleared) once the configuration's limits are known to apply.
+/// Once the child runs and its task has it, the same thread deletes the run folders beyond `keep_runs`, found
+/// when the new one was made (no thread of the blocking pool woken, no second listing of the folder).
 pub(crate) async fn launch(
-    turn: Turn,
     shared: &Arc<Shared>,
     config: &ProcessConfig,
     checked: Option<Checked>,
     cgroup_dir: Option<PathBuf>,
     reuse_cgroup: &mut bool,
     now: Timestamp,
+    keep_runs: usize,
 ) -> std::io::Result<Launched> {
     shared.containment.check_limits(config).map_err(|err| std::io::Error::other(err.to_string()))?;
     let launch = Launch {
@@ -97,18 +100,30 @@ pub(crate) async fn launch(
         cgroup_dir,
         reuse_cgroup: std::mem::take(reuse_cgroup),
         now,
+        keep_runs,
     };
     let runtime = tokio::runtime::Handle::current();
     let (tx, rx) = oneshot::channel();
     submit(Box::new(move || {
         // The child's exit watch (tokio's child, a pidfd) registers with the runtime of the task.
         let _in_runtime = runtime.enter();
-        // The turn ends with the job, on whatever thread runs it (and with a panic of the launch as well).
-        let _turn = turn;
         let shared = launch.shared.clone();
-        if let Err(Ok(launched)) = tx.send(launch.run()) {
+        let id = launch.config.id.clone();
+        let (res, old_runs) = match launch.run() {
+            Ok((launched, old_runs)) => (Ok(launched), old_runs),
+            Err(err) => (Err(err), Vec::new()),
+        };
+        if let Err(Ok(launched)) = tx.send(res) {
             // The task is gone (its runtime shut down meanwhile): nothing would ever wait for this child.
             launched.abandon(&shared);
+        }
+        if !old_runs.is_empty() {
+            // After the launches that wait: a spawner thread is the bottleneck of a crash storm's restarts.
+            submit_later(Box::new(move || {
+                if let Err(err) = shared.paths.remove_run_dirs(&old_runs) {
+                    tracing::warn!(process = %id, "cannot remove old log folders: {err}");
+                }
+            }));
         }
     }));
     rx.await
@@ -116,18 +131,19 @@ pub(crate) async fn launch(
 }
 
 impl Launch {
-    fn run(self) -> std::io::Result<Launched> {
+    /// The launch; with the child, the old run folders to delete once its task has it.
+    fn run(self) -> std::io::Result<(Launched, Vec<PathBuf>)> {
         let prepared = self
             .cgroup_dir
             .as_deref()
             .map(|dir| ProcCgroup::prepare(dir, &self.config, self.reuse_cgroup))
             .transpose()?;
-        let run_dir = self
+        let (run_dir, old_runs) = self
             .shared
             .paths
-            .new_run_dir(&self.config.id, self.now)
+            .new_run_dir_listed(&self.config.id, self.now, self.keep_runs)
             .map_err(|err| std::io::Error::other(format!("cannot create log folder: {err}")))?;
-        self.spawn_child(prepared, run_dir)
+        self.spawn_child(prepared, run_dir).map(|launched| (launched, old_runs))
     }
 
     /// Spawns the child logging into `run_dir`, in its `prepared` cgroup if any, known as ours across the spawn;
@@ -197,33 +213,82 @@ impl Launched {
 /// Work for the spawner thread.
 type Job = Box<dyn FnOnce() + Send>;
 
-/// Runs `job` on the spawner thread (started on first use); here, when that thread cannot be started or is gone.
-fn submit(job: Job) {
-    static QUEUE: OnceLock<Option<mpsc::Sender<Job>>> = OnceLock::new();
-    let queue = QUEUE.get_or_init(|| {
-        let (tx, rx) = mpsc::channel::<Job>();
-        let rx = Arc::new(std::sync::Mutex::new(rx));
-        let started = (0..SPAWNERS).filter(|_| start_spawner(rx.clone())).count();
-        if started == 0 {
-            tracing::warn!("cannot start a spawner thread; processes are spawned on the async workers");
-            return None;
-        }
-        Some(tx)
-    });
-    match queue {
-        Some(queue) => {
-            if let Err(mpsc::SendError(job)) = queue.send(job) {
-                job();
+/// The spawner threads' queue: the jobs under a lock, and a condition variable that wakes one idle thread per job
+/// (a shared `mpsc` receiver behind a mutex woke two: the thread waiting in `recv` while holding the mutex, and then
+/// the other one, blocked on the mutex, to take its place in `recv`).
+/// Clean-up work (the deletion of old run folders) waits in a second list, taken only when no launch waits.
+#[derive(Default)]
+struct Queue {
+    jobs: std::sync::Mutex<Jobs>,
+    ready: std::sync::Condvar,
+}
+
+/// Launches, and clean-up that waits for them.
+#[derive(Default)]
+struct Jobs {
+    now: std::collections::VecDeque<Job>,
+    later: std::collections::VecDeque<Job>,
+}
+
+impl Queue {
+    fn push(&self, job: Job) {
+        self.jobs.lock().unwrap_or_else(std::sync::PoisonError::into_inner).now.push_back(job);
+        self.ready.notify_one();
+    }
+
+    /// Queues clean-up work, run once no launch waits.
+    fn push_later(&self, job: Job) {
+        self.jobs.lock().unwrap_or_else(std::sync::PoisonError::into_inner).later.push_back(job);
+        self.ready.notify_one();
+    }
+
+    /// The next job (a launch before any clean-up), waiting for one.
+    fn pop(&self) -> Job {
+        let mut jobs = self.jobs.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        loop {
+            if let Some(job) = jobs.now.pop_front().or_else(|| jobs.later.pop_front()) {
+                return job;
             }
+            jobs = self.ready.wait(jobs).unwrap_or_else(std::sync::PoisonError::into_inner);
         }
+    }
+}
+
+/// Runs `job` on a spawner thread (started on first use); here, when no such thread can be started.
+fn submit(job: Job) {
+    match queue() {
+        Some(queue) => queue.push(job),
         None => job(),
     }
 }
 
+/// Runs clean-up `job` on a spawner thread once no launch waits; here, when there is no such thread.
+fn submit_later(job: Job) {
+    match queue() {
+        Some(queue) => queue.push_later(job),
+        None => job(),
+    }
+}
+
+/// The spawner threads' queue, the threads started on first use; `None` when none can be started.
+fn queue() -> Option<&'static Arc<Queue>> {
+    static QUEUE: OnceLock<Option<Arc<Queue>>> = OnceLock::new();
+    let queue = QUEUE.get_or_init(|| {
+        let queue = Arc::new(Queue::default());
+        let started = (0..SPAWNERS).filter(|_| start_spawner(queue.clone())).count();
+        if started == 0 {
+            tracing::warn!("cannot start a spawner thread; processes are spawned on the async workers");
+            return None;
+        }
+        Some(queue)
+    });
+    queue.as_ref()
+}
+
 /// Starts one spawner thread taking its jobs from `queue`; answers whether it runs.
-fn start_spawner(queue: Arc<std::sync::Mutex<mpsc::Receiver<Job>>>) -> bool {
+fn start_spawner(queue: Arc<Queue>) -> bool {
     let serve = move || loop {
-        let Ok(job) = queue.lock().map_err(drop).and_then(|queue| queue.recv().map_err(drop)) else { return };
+        let job = queue.pop();
         // A panicking launch drops its reply (its task reports it); the thread serves the next one.
         let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(job));
     };
@@ -264,5 +329,75 @@ mod tests {
             }));
             assert_eq!(rx.await.unwrap().as_deref(), Some("pm-spawner"));
         }
+    }
+
+    /// Two threads serve one queue: while one is busy with a job (one that waits for the next job, here), the other
+    /// takes the next one, and every job runs exactly once.
+    #[test]
+    fn a_busy_spawner_leaves_the_next_job_to_the_other() {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        use std::sync::{mpsc, Arc};
+        let queue = Arc::new(super::Queue::default());
+        for _ in 0..2 {
+            let queue = queue.clone();
+            std::thread::spawn(move || loop {
+                (queue.pop())();
+            });
+        }
+        let (second_ran, wait_second) = mpsc::channel::<()>();
+        let (first_done, wait_first) = mpsc::channel::<bool>();
+        queue.push(Box::new(move || {
+            let _ = first_done.send(wait_second.recv_timeout(std::time::Duration::from_secs(30)).is_ok());
+        }));
+        queue.push(Box::new(move || {
+            let _ = second_ran.send(());
+        }));
+        assert!(wait_first.recv().unwrap(), "the second job did not run while the first waited for it");
+        // Clean-up queued before launches runs after them: with both threads held, queue one of each, then free
+        // one thread.
+        let (release, held) = mpsc::channel::<()>();
+        let held = Arc::new(std::sync::Mutex::new(held));
+        let (started, both_held) = mpsc::channel::<()>();
+        for _ in 0..2 {
+            let (held, started) = (held.clone(), started.clone());
+            queue.push(Box::new(move || {
+                let _ = started.send(());
+                let _ = held.lock().unwrap().recv_timeout(std::time::Duration::from_secs(30));
+            }));
+        }
+        for _ in 0..2 {
+            both_held.recv_timeout(std::time::Duration::from_secs(30)).expect("both threads busy");
+        }
+        let order = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let (ran, each_ran) = mpsc::channel::<()>();
+        let (later_order, later_ran) = (order.clone(), ran.clone());
+        queue.push_later(Box::new(move || {
+            later_order.lock().unwrap().push("clean-up");
+            let _ = later_ran.send(());
+        }));
+        let (now_order, now_ran) = (order.clone(), ran.clone());
+        queue.push(Box::new(move || {
+            now_order.lock().unwrap().push("launch");
+            let _ = now_ran.send(());
+        }));
+        release.send(()).unwrap();
+        for _ in 0..2 {
+            each_ran.recv_timeout(std::time::Duration::from_secs(30)).expect("a job was lost");
+        }
+        assert_eq!(*order.lock().unwrap(), ["launch", "clean-up"]);
+        release.send(()).unwrap();
+        let runs = Arc::new(AtomicUsize::new(0));
+        let (done, all_done) = mpsc::channel();
+        for _ in 0..200 {
+            let (runs, done) = (runs.clone(), done.clone());
+            queue.push(Box::new(move || {
+                runs.fetch_add(1, Ordering::SeqCst);
+                let _ = done.send(());
+            }));
+        }
+        for _ in 0..200 {
+            all_done.recv_timeout(std::time::Duration::from_secs(30)).expect("a job was lost");
+        }
+        assert_eq!(runs.load(Ordering::SeqCst), 200);
     }
 }

@@ -62,6 +62,10 @@ pub(crate) struct Shared {
     /// The last scan of [`Supervisor::partner_ids`]: its stamp (changes published, processes come or gone) and
     /// what it found.
     pub(crate) partner_scan: Mutex<Option<(ScanStamp, Vec<String>)>>,
+    /// Set by [`Supervisor::shutdown`]: a task that stops its child leaves the emptied cgroup in place, and the
+    /// shutdown removes every stopped process's cgroup in one batch once the last child is gone (a `rmdir` of a
+    /// cgroup takes the kernel's cgroup lock, which exiting children need as well).
+    pub(crate) stopping_all: std::sync::atomic::AtomicBool,
 }
 
 /// When a scan of every process was made: the changes published so far and the processes come or gone so far.
@@ -148,6 +152,7 @@ impl Supervisor {
             events: crate::events::Events::new(Arc::new(pm_http::EventBus::new(event_ring()))),
             membership: Default::default(),
             partner_scan: Mutex::new(None),
+            stopping_all: Default::default(),
         };
         let sup = Supervisor { shared: Arc::new(shared), slots: Arc::new(Mutex::new(BTreeMap::new())) };
         tokio::spawn(deps_task.run(Arc::downgrade(&sup.shared), Arc::downgrade(&sup.slots)));
@@ -419,12 +424,17 @@ impl Supervisor {
             .iter()
             .map(|(id, slot)| (id.clone(), slot.snapshot.borrow().entry.config.depends_on.keys().cloned().collect()))
             .collect();
+        self.shared.stopping_all.store(true, std::sync::atomic::Ordering::Release);
         let mut res = Vec::new();
+        let mut cgroups = Vec::new();
         for group in pm_core::shutdown_layers(&graph) {
             let mut waits = Vec::new();
             for id in group {
                 let Some(slot) = slots.remove(&id) else { continue };
                 let leave = leave_running(&slot.snapshot.borrow().entry);
+                if !leave {
+                    cgroups.extend(self.shared.containment.dir(&id));
+                }
                 let (done, wait) = oneshot::channel();
                 if slot.tx.send(Cmd::Shutdown { leave_running: leave, done }).await.is_ok() {
                     waits.push((wait, slot.task, slot.snapshot));
@@ -435,6 +445,13 @@ impl Supervisor {
                 let _ = task.await;
                 res.push(entry);
             }
+        }
+        // Every stopped process is gone (its task made sure, killing leftovers after its stop timeout): now, and
+        // not while other children still exit, their cgroups go, on one thread.
+        if !cgroups.is_empty() {
+            let _ =
+                tokio::task::spawn_blocking(move || cgroups.iter().for_each(|dir| crate::cgroup::remove_empty(dir)))
+                    .await;
         }
         res
     }

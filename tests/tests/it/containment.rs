@@ -360,3 +360,49 @@ fn without_cgroup_access_the_subreaper_and_owner_key_still_kill_an_escaped_child
     assert_nothing_left(&site, monitor, "stop in the process-group fallback");
     assert!(all_gone(&run));
 }
+
+/// At a monitor's shutdown the cgroups of the stopped processes are removed in one batch once every child is gone
+/// (issue 19: a cgroup's removal takes the kernel's cgroup lock, which the children's exits need as well): a
+/// process that stopped at once keeps its (empty) cgroup while another one's escaped daemon, which ignores
+/// SIGTERM, waits out its stop timeout; at the end every cgroup is gone, nothing is left and every entry is
+/// stored `stopped`.
+#[test]
+fn at_a_shutdown_the_cgroups_go_once_every_child_is_gone() {
+    let Some(site) = site("cg-shutdown") else { return };
+    let Some(base) = cgroup_base(&site) else { return };
+    let monitor = site.start_daemon();
+    let mut slow = escaping(&site, "slow", Escape::Setsid);
+    slow.stop_timeout_ms = Some(3000);
+    register(&site, &slow);
+    register(&site, &site.sleeper("quick"));
+    let slow_run = run_of(&site, Some(&base), "slow");
+    let mut quick = None;
+    wait_until(Duration::from_secs(20), "quick runs", || {
+        quick = status(&site, "quick").pid;
+        quick.is_some()
+    });
+    let quick = quick.unwrap();
+    assert!(base.join("quick").join("cgroup.procs").exists(), "quick runs in a cgroup of its own");
+
+    procs::signal(monitor as i32, libc::SIGTERM);
+    wait_until(Duration::from_secs(20), "quick's leader is gone", || all_gone(&[quick]));
+    let mut polls = 0;
+    while !all_gone(&slow_run) {
+        assert!(
+            base.join("quick").exists(),
+            "quick's cgroup was removed while slow's daemon still ran (after {polls} polls)"
+        );
+        polls += 1;
+        assert!(polls < 1500, "slow's daemon outlived its stop timeout by far");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert!(polls > 0, "slow's daemon, which ignores SIGTERM, was gone as soon as quick");
+    site.wait_gone(monitor, Duration::from_secs(60));
+    assert_nothing_left(&site, monitor, "the shutdown");
+    assert!(!base.join("quick").exists() && !base.join("slow").exists(), "a process's cgroup outlived the monitor");
+    assert!(!base.exists(), "the monitor's cgroup folder outlived it");
+    let registry = site.registry().expect("the registry reads");
+    for id in ["quick", "slow"] {
+        assert_eq!(registry.processes[id].state, pm_core::ProcessState::Stopped, "{id}");
+    }
+}

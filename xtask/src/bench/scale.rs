@@ -621,7 +621,11 @@ fn storm_rows(storm: &Storm, plan: &Plan, load: &str) -> Vec<Row> {
     vec![
         Row::median("storm-cpu", "crash storm: monitor CPU", "% of a core", vec![storm.cpu_percent])
             .target(Bound::AtMost(25.0))
-            .note(format!("{:.0} restarts a second; {note}", storm.exits_per_s)),
+            .note(format!(
+                "{:.0} restarts a second, {:.2} ms of monitor CPU per restart; {note}",
+                storm.exits_per_s,
+                storm.cpu_percent * 10.0 / storm.exits_per_s.max(1.0)
+            )),
         Row::median("storm-alive-p99", "crash storm: `GET /alive` p99 (every 50 ms)", "ms", vec![storm.alive_p99])
             .target(Bound::AtMost(10.0))
             .note(format!(

@@ -116,6 +116,42 @@ fn run_folders_keep_only_the_newest() {
     assert_eq!(names_in(&parent), ["20260124_103004_2", "notes.txt", "unrelated"]);
 }
 
+/// The listing made with a new run folder names exactly what a prune to `keep` would delete (the oldest, never the
+/// new one, nothing that is not a run folder), and deleting it leaves what the prune leaves; a folder already gone
+/// by then is no error.
+#[test]
+fn a_new_run_folder_lists_the_runs_a_prune_would_delete() {
+    let dir = TempDir::new();
+    let paths = Paths::new(dir.path(), "default").unwrap();
+    let parent = paths.process_logs_dir("api");
+    fs::create_dir_all(&parent).unwrap();
+    fs::create_dir(parent.join("unrelated")).unwrap();
+    let mut created: Vec<PathBuf> = Vec::new();
+    for second in 0..3 {
+        let (path, old) = paths.new_run_dir_listed("api", at(&format!("2026-01-24T10:30:0{second}.000Z")), 3).unwrap();
+        assert!(old.is_empty(), "run {second} of at most 3: {old:?}");
+        created.push(path);
+    }
+    // Three runs and the new one, two to keep: the two oldest are listed.
+    let (fourth, old) = paths.new_run_dir_listed("api", at("2026-01-24T10:30:05.000Z"), 2).unwrap();
+    assert_eq!(old, created[..2].to_vec(), "the two oldest, not the new one");
+    assert!(old.iter().all(|run| run.is_dir()), "listed, not deleted yet");
+    fs::remove_dir_all(&old[0]).unwrap();
+    paths.remove_run_dirs(&old).unwrap();
+    assert_eq!(names_in(&parent), ["20260124_103002", "20260124_103005", "unrelated"]);
+    assert_eq!(fourth, parent.join("20260124_103005"));
+    // keep 0 keeps the new folder; an earlier clock continues the newest's numbering.
+    let (again, old) = paths.new_run_dir_listed("api", at("2026-01-24T10:29:00.000Z"), 0).unwrap();
+    assert_eq!(again, parent.join("20260124_103005_2"));
+    paths.remove_run_dirs(&old).unwrap();
+    assert_eq!(names_in(&parent), ["20260124_103005_2", "unrelated"]);
+    // A file where the process's folder should be is refused, and nothing is created.
+    let other = paths.process_logs_dir("web");
+    fs::write(&other, "not a folder").unwrap();
+    assert!(paths.new_run_dir_listed("web", Timestamp::now(), 3).is_err());
+    assert!(other.is_file());
+}
+
 #[test]
 fn run_folders_refuse_bad_process_ids() {
     let dir = TempDir::new();
