@@ -177,9 +177,19 @@ impl EventBus {
 /// The SSE frame of an event: with its `id:` line when `with_id` (synthetic events such as `gap` and `cut` have none,
 /// so they do not move the client's `Last-Event-ID`).
 pub(crate) fn render(event: &Event, with_id: bool) -> Bytes {
+    Bytes::from(frame_text(event, with_id))
+}
+
+/// The text of [`render`]'s frame, allocated at its exact length.
+fn frame_text(event: &Event, with_id: bool) -> String {
     let json = serde_json::to_string(event).unwrap_or_else(|_| "{}".to_owned());
-    let mut frame = String::with_capacity(json.len() + 64);
-    if with_id && !event.id.is_empty() {
+    let with_id = with_id && !event.id.is_empty();
+    // Exactly the frame's length: the ring keeps 1,000 or more frames for the monitor's life, and a frame whose
+    // length is its capacity becomes `Bytes` without a further allocation (issue 19, memory).
+    let id_len = if with_id { "id: \n".len() + event.id.len() } else { 0 };
+    let mut frame =
+        String::with_capacity(id_len + "event: ".len() + event.kind.name().len() + "\ndata: ".len() + json.len() + 2);
+    if with_id {
         frame.push_str("id: ");
         frame.push_str(&event.id);
         frame.push('\n');
@@ -189,7 +199,7 @@ pub(crate) fn render(event: &Event, with_id: bool) -> Bytes {
     frame.push_str("\ndata: ");
     frame.push_str(&json);
     frame.push_str("\n\n");
-    Bytes::from(frame)
+    frame
 }
 
 #[cfg(test)]
@@ -200,6 +210,22 @@ mod tests {
 
     fn registered(id: &str) -> Event {
         Event::now(EventKind::Registered { process_id: id.to_owned() })
+    }
+
+    /// The ring keeps its frames for the monitor's life: each is allocated at its exact length (it had 64 B of
+    /// slack, and `Bytes` made of a `Vec` with slack allocates a further 24 B).
+    #[test]
+    fn frames_have_no_slack() {
+        let mut event = registered("web");
+        for with_id in [false, true] {
+            let text = frame_text(&event, with_id);
+            assert_eq!(text.len(), text.capacity(), "{text:?}");
+            assert_eq!(text.starts_with("id: "), with_id, "{text:?}");
+            event.id = "1-7".to_owned();
+        }
+        let text = frame_text(&event, true);
+        assert!(text.starts_with("id: 1-7\nevent: registered\ndata: {"), "{text:?}");
+        assert!(text.ends_with("}\n\n"), "{text:?}");
     }
 
     fn seqs(fetch: Fetch) -> Vec<u64> {

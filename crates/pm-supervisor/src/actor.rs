@@ -128,7 +128,8 @@ pub(crate) enum Begin {
     MonitorStart(crate::StartKind),
 }
 
-struct Child {
+/// A running child, boxed in its actor (see [`Actor::child`]).
+pub(crate) struct Child {
     pid: u32,
     watch: Watch,
     /// The run folder holding its logs (unknown for an adopted process).
@@ -138,12 +139,20 @@ struct Child {
 }
 
 pub(crate) enum Watch {
-    Own(tokio::process::Child),
+    /// Our child, spawned by tokio (where the kernel cannot clone into a cgroup, without cgroup containment, or
+    /// for an untrusted registration); boxed: 120 B more for every running child otherwise.
+    Own(Box<tokio::process::Child>),
     /// Our child, cloned straight into its cgroup.
     Forked(crate::cgroup_spawn::Forked),
     Adopted(ExitWatch),
     /// The leader exited 0 and `trackDaemonizedChildren` keeps the process running while its cgroup is populated.
     Daemons(ProcCgroup),
+}
+
+impl Watch {
+    pub(crate) fn own(child: tokio::process::Child) -> Watch {
+        Watch::Own(Box::new(child))
+    }
 }
 
 /// How a run ended.
@@ -201,6 +210,8 @@ pub(crate) struct Actor {
     /// Wakes on writes to the current run's logs (only with `logMaxBytes`).
     log_watch: Option<crate::watch::LogWatch>,
     last_rotation: Option<Instant>,
+    /// The launch turn taken before the process's first step (see [`Actor::run_boxed`]), for its launch.
+    turn: Option<crate::launch::Turn>,
 }
 
 impl Actor {
@@ -238,6 +249,7 @@ impl Actor {
             cgroup_reusable: false,
             log_watch: None,
             last_rotation: None,
+            turn: None,
         };
         (actor, snapshot)
     }
@@ -250,7 +262,15 @@ impl Actor {
     }
 
     async fn run_boxed(mut self: Box<Self>, begin: Begin) {
+        // A process that launches as it begins takes its launch turn before its first step is built: the
+        // thousands of a start-up then wait holding nothing but this task, instead of each holding its step
+        // (about 1.4 KiB) until its turn, which left those steps' places in holes among the started processes'
+        // allocations (issue 19, see `launch::turn`).
+        if self.launches_at_begin() {
+            self.turn = Some(crate::launch::turn().await);
+        }
         Box::pin(self.begin(begin)).await;
+        self.turn = None;
         loop {
             let event = self.next_event().await;
             match event {
@@ -347,6 +367,13 @@ impl Actor {
             passed = join_check(check_task) => Event::CheckDone(passed),
             () = logs_written(log_watch) => Event::LogsWritten,
         }
+    }
+
+    /// Whether the first step launches a child right away: an enabled autostart process with no child to adopt
+    /// and no dependency to wait for.
+    fn launches_at_begin(&self) -> bool {
+        let config = &self.entry.config;
+        config.enabled && config.autostart && config.depends_on.is_empty() && self.entry.pid.is_none()
     }
 
     async fn begin(&mut self, begin: Begin) {
@@ -939,11 +966,19 @@ impl Actor {
     async fn spawn_now(&mut self) -> Result<(), String> {
         if self.entry.config.partner {
             if let Some(partner) = self.shared.live_partner(&self.entry.config.id) {
+                // Nothing to launch: a turn taken as the task began is not held across the partner's status check.
+                self.turn = None;
                 self.adopt_live_partner(partner).await;
                 return Ok(());
             }
         }
         let checked = self.check_untrusted_executable()?;
+        // Before anything of the launch is built (see `launch::turn`); the first step may have taken it already.
+        // Held until the launch's outcome is here (or its job panicked).
+        let _turn = match self.turn.take() {
+            Some(turn) => turn,
+            None => crate::launch::turn().await,
+        };
         let now = Timestamp::now();
         let keep_runs = self.entry.config.keep_runs_or(self.shared.keep_runs);
         let cgroup_dir = self.cgroup_dir();
@@ -1122,8 +1157,12 @@ impl Actor {
 
     fn enter_running(&mut self) {
         self.entry.state = ProcessState::Running;
+        // The reset of the restart attempts after `resetAfterMs` of running: a timer only when there are attempts
+        // to reset (each is about 110 B that a running process kept for nothing; nothing else changes them while
+        // it runs).
         let policy = self.entry.config.restart_policy();
-        self.reset_at = Some(Instant::now() + Duration::from_millis(policy.reset_after_ms));
+        self.reset_at =
+            (self.entry.restart_attempts != 0).then(|| Instant::now() + Duration::from_millis(policy.reset_after_ms));
         match self.entry.config.aliveness_check.as_ref().filter(|check| check.enabled) {
             Some(check) => {
                 self.phase = Phase::Alive;
@@ -1437,6 +1476,11 @@ impl Actor {
 
 async fn wait_child(child: &mut Option<Box<Child>>) -> ExitInfo {
     let Some(child) = child else { return std::future::pending().await };
+    if let Watch::Forked(forked) = &mut child.watch {
+        // The usual child (cloned into its cgroup): polled, with no future kept for the wait.
+        let (code, signal) = std::future::poll_fn(|cx| forked.poll_wait(cx)).await;
+        return ExitInfo { code, signal };
+    }
     Box::pin(child.watch.wait()).await
 }
 

@@ -25,6 +25,34 @@ use crate::Shared;
 const SPAWNER_STACK: usize = 256 * 1024;
 /// Spawner threads: one prepares a run (its cgroup, its run folder) while the other waits for its child's `exec`.
 const SPAWNERS: usize = 2;
+/// Launches handed to the spawner threads at once (running or queued); the other processes' tasks wait for a turn
+/// before they build theirs.
+const IN_FLIGHT: usize = 2 * SPAWNERS;
+
+/// The turns of [`IN_FLIGHT`]. A launch's request (a copy of the configuration, the job, its reply channel: about
+/// 1.5 KiB) was built at once by every process that starts: the 1,000 or 10,000 of a start-up were all alive
+/// together, and the pieces of each, freed one by one while the started processes' own allocations (their child,
+/// its pidfd's registration, their run folder) took their places, left the heap full of holes no page could be
+/// returned from (about 2 KiB per running process; issue 19, BENCHMARKS.md "Per-process memory").
+static TURNS: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(IN_FLIGHT);
+
+/// A launch's turn (see [`turn`]), given back when dropped. It holds nothing: the turns are one static
+/// semaphore's permits, and a process's actor keeps an `Option<Turn>` in a byte of its padding.
+pub(crate) struct Turn(());
+
+impl Drop for Turn {
+    fn drop(&mut self) {
+        TURNS.add_permits(1);
+    }
+}
+
+/// Waits for a turn to launch (at most [`IN_FLIGHT`] launches at once, first come first served); taken before
+/// anything of the launch is built, so that a process waiting for its turn holds nothing for it.
+pub(crate) async fn turn() -> Turn {
+    // Never closed: a turn always comes.
+    TURNS.acquire().await.expect("the launch turns are never closed").forget();
+    Turn(())
+}
 
 /// What one launch needs, owned: it runs on another thread.
 struct Launch {
@@ -163,12 +191,12 @@ impl Launch {
             Some(prepared) if ctx.checked.is_none() && !self.config.untrusted => {
                 match spawn::spawn_into_cgroup(&self.config, ctx, prepared.dir.as_raw_fd()) {
                     Err(err) if err.kind() == std::io::ErrorKind::Unsupported => {
-                        spawn::spawn(&self.config, ctx).map(Watch::Own)
+                        spawn::spawn(&self.config, ctx).map(Watch::own)
                     }
                     res => res.map(Watch::Forked),
                 }
             }
-            _ => spawn::spawn(&self.config, ctx).map(Watch::Own),
+            _ => spawn::spawn(&self.config, ctx).map(Watch::own),
         }
     }
 }
@@ -273,6 +301,23 @@ fn start_spawner(queue: Arc<Queue>) -> bool {
 
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
+    /// At most [`super::IN_FLIGHT`] launches at once; a dropped turn lets the next waiting one in. (The turns are
+    /// the whole test binary's: other tests' launches wait meanwhile, or are ahead in the queue for a moment.)
+    #[tokio::test]
+    async fn at_most_four_launches_at_once_and_a_dropped_turn_lets_the_next_in() {
+        let mut turns = Vec::new();
+        for _ in 0..super::IN_FLIGHT {
+            turns.push(tokio::time::timeout(Duration::from_secs(30), super::turn()).await.expect("a free turn"));
+        }
+        let next = tokio::spawn(super::turn());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert!(!next.is_finished(), "a fifth launch got a turn while four were taken");
+        drop(turns.pop());
+        tokio::time::timeout(Duration::from_secs(30), next).await.expect("the freed turn went to the next").unwrap();
+    }
+
     /// Launches run on the spawner threads, never on the async worker that asked (a spawn there stalled the
     /// worker until the child's exec).
     #[tokio::test(flavor = "multi_thread", worker_threads = 1)]

@@ -119,6 +119,14 @@ impl Supervisor {
         Supervisor::with_containment(config, secret, containment, false)
     }
 
+    /// Like [`Supervisor::new`], with a cgroup per process where the home has a delegated cgroup (as the daemon
+    /// does, see [`crate::cgroup::Containment::detect`]), process groups otherwise. Must be called inside a tokio
+    /// runtime.
+    pub fn with_detected_containment(config: SupervisorConfig) -> Supervisor {
+        let containment = crate::cgroup::Containment::detect(&config.paths);
+        Supervisor::with_containment(config, None, containment, false)
+    }
+
     /// Like [`Supervisor::with_owner_secret`], containing its processes as `containment` says; `kill_carriers`
     /// also kills, at a stop, whatever carries a process's owner key (the daemon's process-group fallback).
     pub(crate) fn with_containment(

@@ -42,9 +42,19 @@ pub struct Fixture {
 
 impl Fixture {
     pub fn new() -> Fixture {
+        Fixture::with(Supervisor::new)
+    }
+
+    /// A supervisor with a cgroup per process where the machine lets it make them (as the daemon does).
+    #[allow(dead_code)] // used by the `footprint` test binary only
+    pub fn with_cgroups() -> Fixture {
+        Fixture::with(Supervisor::with_detected_containment)
+    }
+
+    fn with(make: impl FnOnce(SupervisorConfig) -> Supervisor) -> Fixture {
         let dir = TempDir::new();
         let paths = pm_registry::Paths::new(dir.path(), "test").unwrap();
-        let sup = Supervisor::new(SupervisorConfig {
+        let sup = make(SupervisorConfig {
             paths,
             keep_runs: 10,
             default_cwd: dir.path().to_path_buf(),
