@@ -789,30 +789,7 @@ impl Actor {
                 .await;
             }
         }
-        let info = match tokio::time::timeout_at(deadline, child.watch.wait()).await {
-            Ok(info) => info,
-            Err(_) => {
-                tracing::warn!(process = %self.entry.config.id, pid = pgid, "did not stop in {grace:?}; killing its process group");
-                if let Some(cgroup) = &cgroup {
-                    cgroup.kill_now();
-                }
-                if os::signal_leader(leader, libc::SIGKILL) {
-                    // Delivered: it ends (a process in uninterruptible sleep only later); until then it is
-                    // still ours, and no second copy may start.
-                    child.watch.wait().await
-                } else {
-                    match tokio::time::timeout(KILL_WAIT, child.watch.wait()).await {
-                        Ok(info) => info,
-                        Err(_) => {
-                            // Cannot be signalled (another user's process, say): report it rather than wait forever.
-                            tracing::error!(process = %self.entry.config.id, pid = pgid, "cannot be killed; no longer supervised");
-                            self.set_error(&format!("pid {pgid} could not be killed; left running"));
-                            ExitInfo { code: None, signal: None }
-                        }
-                    }
-                }
-            }
-        };
+        let info = self.wait_or_kill(&mut child, leader, deadline, grace).await;
         self.shared.owned.lock().expect("owned lock").remove(&pgid);
         // The leader is gone; give the rest of its group (and of its cgroup) the remaining grace, then kill it.
         crate::groupwait::wait_group_gone(pgid, deadline).await;
@@ -842,6 +819,43 @@ impl Actor {
         }
         self.running_since = None;
         info
+    }
+
+    /// Waits until `deadline` for the child to exit after its SIGTERM; then kills its cgroup and group. Returns how
+    /// the leader ended.
+    async fn wait_or_kill(
+        &mut self,
+        child: &mut Child,
+        leader: Process,
+        deadline: Instant,
+        grace: Duration,
+    ) -> ExitInfo {
+        let pgid = child.pid;
+        let cgroup = child.cgroup.as_ref();
+        match tokio::time::timeout_at(deadline, child.watch.wait()).await {
+            Ok(info) => info,
+            Err(_) => {
+                tracing::warn!(process = %self.entry.config.id, pid = pgid, "did not stop in {grace:?}; killing its process group");
+                if let Some(cgroup) = cgroup {
+                    cgroup.kill_now();
+                }
+                if os::signal_leader(leader, libc::SIGKILL) {
+                    // Delivered: it ends (a process in uninterruptible sleep only later); until then it is
+                    // still ours, and no second copy may start.
+                    child.watch.wait().await
+                } else {
+                    match tokio::time::timeout(KILL_WAIT, child.watch.wait()).await {
+                        Ok(info) => info,
+                        Err(_) => {
+                            // Cannot be signalled (another user's process, say): report it rather than wait forever.
+                            tracing::error!(process = %self.entry.config.id, pid = pgid, "cannot be killed; no longer supervised");
+                            self.set_error(&format!("pid {pgid} could not be killed; left running"));
+                            ExitInfo { code: None, signal: None }
+                        }
+                    }
+                }
+            }
+        }
     }
 
     /// The owner key and process id whose carriers are killed at a stop (the process-group fallback).
