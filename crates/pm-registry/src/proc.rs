@@ -98,17 +98,15 @@ pub fn stat(pid: u32) -> Option<Stat> {
 fn read_stat(pid: u32) -> Result<Option<Stat>, ()> {
     let path = format!("/proc/{pid}/stat");
     let mut buf = [0u8; 1024];
-    let read = match read_small(std::path::Path::new(&path), &mut buf) {
+    match read_small(std::path::Path::new(&path), &mut buf) {
         Ok(bytes) => std::str::from_utf8(bytes).map(parse_stat).map_err(drop),
         // A name of a strange length: read it the long way.
         Err(err) if err.kind() == std::io::ErrorKind::InvalidData => {
             std::fs::read_to_string(&path).map(|text| parse_stat(&text)).map_err(drop)
         }
-        Err(err) => {
-            return if err.kind() == std::io::ErrorKind::NotFound && proc_mounted() { Ok(None) } else { Err(()) }
-        }
-    };
-    read.or(Err(()))
+        Err(err) if err.kind() == std::io::ErrorKind::NotFound && proc_mounted() => Ok(None),
+        Err(_) => Err(()),
+    }
 }
 
 /// Reads a small file (a `/proc` or cgroup file of a few hundred bytes) into `buf`: one `open`, `read`s until the
