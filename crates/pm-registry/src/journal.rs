@@ -19,7 +19,7 @@ use std::fs::{self, File};
 use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::path::Path;
 
-use pm_core::{DependencyCondition, ProcessEntry, ProcessState, Registry, Timestamp};
+use pm_core::{DependencyCondition, PendingAction, ProcessEntry, ProcessState, Registry, Timestamp};
 use serde::{Deserialize, Serialize};
 
 use crate::fsutil::{self, with_suffix};
@@ -63,6 +63,10 @@ pub struct EntryUpdate {
     /// The configuration's `autostart`, when the monitor changed it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub autostart: Option<bool>,
+    /// The local client's request (`pendingAction`) whose outcome this is: the entry's `pendingAction` is
+    /// cleared if it still is that request (a client that asked for something else since keeps its request).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pending_done: Option<PendingAction>,
 }
 
 impl EntryUpdate {
@@ -84,10 +88,12 @@ impl EntryUpdate {
             waiting_since: entry.waiting_since,
             enabled: with_enabled.then_some(entry.config.enabled),
             autostart: with_autostart.then_some(entry.config.autostart),
+            pending_done: None,
         }
     }
 
-    /// Copies these fields onto `stored` (never its other configuration, never a pending request).
+    /// Copies these fields onto `stored` (never its other configuration), and clears its pending request when
+    /// this is that request's outcome (`pending_done`).
     pub fn apply(&self, stored: &mut ProcessEntry) {
         stored.state = self.state;
         stored.pid = self.pid;
@@ -106,6 +112,9 @@ impl EntryUpdate {
         }
         if let Some(autostart) = self.autostart {
             stored.config.autostart = autostart;
+        }
+        if self.pending_done.is_some() && stored.pending_action == self.pending_done {
+            stored.pending_action = None;
         }
     }
 }

@@ -690,6 +690,12 @@ impl Actor {
 
     /// Stops whatever runs or waits; answers the resulting state.
     async fn stop(&mut self) -> ProcessState {
+        // A stop of a start still waiting for its dependencies is a stop all the same: recorded, so that a monitor
+        // killed later does not take an autostart process stopped this way for one registered and never run
+        // since, and start it (`decide::at_start`).
+        if self.is_waiting() {
+            self.entry.last_stopped_at = Some(Timestamp::now());
+        }
         self.retry_at = None;
         self.cancel_wait();
         let target = if self.entry.config.enabled { ProcessState::Stopped } else { ProcessState::Disabled };

@@ -219,10 +219,15 @@ pub(crate) struct Plan {
 }
 
 /// The reconcile plan of `registry` (as read from the file, under its lock) against `memory`: pending actions
-/// are taken out of the file (they are handed over once), entries memory lacks are added, entries whose
+/// not `handed` to a task already are handed over (they stay in the file until their outcome is stored with
+/// them cleared, see [`pm_registry::EntryUpdate::pending_done`]), entries memory lacks are added, entries whose
 /// configuration differs (keeping memory's unwritten `enabled`/`autostart`) are changed, and entries gone from
 /// the file are removed, unless a hand edit made them unusable (their processes go on from memory).
-pub(crate) fn reconcile_plan(registry: &mut Registry, memory: &BTreeMap<String, Held>) -> Plan {
+pub(crate) fn reconcile_plan(
+    registry: &Registry,
+    memory: &BTreeMap<String, Held>,
+    handed: &HashMap<String, PendingAction>,
+) -> Plan {
     let mut plan = Plan {
         settings: Settings::of(registry),
         actions: Vec::new(),
@@ -230,9 +235,11 @@ pub(crate) fn reconcile_plan(registry: &mut Registry, memory: &BTreeMap<String, 
         changed: Vec::new(),
         removed: Vec::new(),
     };
-    for (id, stored) in registry.processes.iter_mut() {
-        if let Some(action) = stored.pending_action.take() {
-            plan.actions.push((id.clone(), action));
+    for (id, stored) in &registry.processes {
+        if let Some(action) = stored.pending_action {
+            if handed.get(id) != Some(&action) {
+                plan.actions.push((id.clone(), action));
+            }
         }
         match memory.get(id) {
             None => plan.added.push(stored.clone()),
@@ -514,14 +521,14 @@ mod tests {
                 |plan, _| assert!(!plan.changed[0].0.enabled),
             ),
             (
-                "pending actions are handed over once and taken out of the file",
+                "pending actions are handed over and left in the file until their outcome is stored",
                 registry(&["a", "b"], |registry| {
                     registry.processes.get_mut("a").unwrap().pending_action = Some(PendingAction::Restart);
                 }),
                 vec![held("a", |_| {}), held("b", |_| {})],
                 |plan, registry| {
                     assert_eq!(plan.actions, [("a".to_owned(), PendingAction::Restart)]);
-                    assert!(registry.processes.values().all(|entry| entry.pending_action.is_none()));
+                    assert_eq!(registry.processes["a"].pending_action, Some(PendingAction::Restart));
                 },
             ),
             (
@@ -531,12 +538,30 @@ mod tests {
                 |plan, _| assert!(plan.settings.standalone_mode),
             ),
         ];
-        for (what, mut registry, memory, check) in cases {
+        for (what, registry, memory, check) in cases {
             let memory: BTreeMap<String, Held> = memory.into_iter().collect();
-            let plan = reconcile_plan(&mut registry, &memory);
+            let plan = reconcile_plan(&registry, &memory, &HashMap::new());
             eprintln!("case: {what}");
             check(&plan, &registry);
         }
+    }
+
+    #[test]
+    fn a_request_already_handed_over_is_not_handed_over_again_but_another_one_is() {
+        use PendingAction::*;
+        let file = registry(&["a", "b", "c", "d"], |registry| {
+            for (id, action) in [("a", Restart), ("b", Start), ("c", Stop)] {
+                registry.processes.get_mut(id).unwrap().pending_action = Some(action);
+            }
+        });
+        let memory: BTreeMap<String, Held> = ["a", "b", "c", "d"].into_iter().map(|id| held(id, |_| {})).collect();
+        // `a`'s restart is under way; `b` asked for a start after its stop was handed over; `d`'s request is done.
+        let handed: HashMap<String, PendingAction> = [("a", Restart), ("b", Stop), ("d", Stop)]
+            .into_iter()
+            .map(|(id, action)| (id.to_owned(), action))
+            .collect();
+        let plan = reconcile_plan(&file, &memory, &handed);
+        assert_eq!(plan.actions, [("b".to_owned(), Start), ("c".to_owned(), Stop)]);
     }
 
     #[test]

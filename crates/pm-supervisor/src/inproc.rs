@@ -176,10 +176,9 @@ async fn reconcile_takes_up_a_local_client_s_edits_and_the_writer_stores_their_o
     assert!(stored.monitor_running);
     assert_eq!(fx.monitor.supervisor().get("job").unwrap().pid, Some(pid), "the file holds the run memory holds");
     fx.edit(|registry| registry.processes.get_mut("job").unwrap().pending_action = Some(pm_core::PendingAction::Stop));
-    let stored = fx
-        .stored_when(Duration::from_secs(20), |registry| state_of(registry, "job") == Some(ProcessState::Stopped))
-        .await;
-    assert_eq!(stored.processes["job"].pending_action, None, "the request is handed over once");
+    let stored =
+        fx.stored_when(Duration::from_secs(20), |registry| registry.processes["job"].pending_action.is_none()).await;
+    assert_eq!(state_of(&stored, "job"), Some(ProcessState::Stopped), "the request is cleared with its outcome");
     assert_eq!(stored.processes["job"].pid, None);
     fx.edit(|registry| {
         registry.processes.remove("job");
@@ -189,6 +188,40 @@ async fn reconcile_takes_up_a_local_client_s_edits_and_the_writer_stores_their_o
         assert!(Instant::now() < deadline, "the deregistered process is still supervised");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+    assert_eq!(fx.stop().await, Exit::Stopped);
+}
+
+/// A local client's request is cleared from the file only together with its outcome, which is what the client
+/// takes for its answer: a stop asked for with the registration of an autostart process (its start still to
+/// come) is not cleared while the file holds the state from before the start. The writer's rewrites are held, so
+/// only the request's own storing can show its outcome; then a new request while one is under way is carried
+/// out as well, after it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_local_request_is_cleared_only_with_its_outcome() {
+    use pm_core::PendingAction;
+    let mut fx = DaemonFixture::start(|_| {}, Path::new("/bin/false")).await;
+    fx.monitor.folds_held.store(true, Ordering::SeqCst);
+    fx.edit(|registry| {
+        let mut entry = sleeper("job");
+        entry.pending_action = Some(PendingAction::Stop);
+        registry.processes.insert("job".to_owned(), entry);
+    });
+    let stored = fx
+        .stored_when(Duration::from_secs(20), |registry| {
+            registry.processes.get("job").is_some_and(|job| job.pending_action.is_none())
+        })
+        .await;
+    let job = &stored.processes["job"];
+    assert_eq!(job.state, ProcessState::Stopped, "{job:#?}");
+    assert!(job.last_started_at.is_some() && job.last_stopped_at.is_some(), "started, then stopped: {job:#?}");
+    // A start asked for now is handed over and answered in turn (not taken for the stop's, not dropped).
+    fx.edit(|registry| registry.processes.get_mut("job").unwrap().pending_action = Some(PendingAction::Start));
+    let stored =
+        fx.stored_when(Duration::from_secs(20), |registry| registry.processes["job"].pending_action.is_none()).await;
+    let job = &stored.processes["job"];
+    assert_eq!(job.state, ProcessState::Running, "{job:#?}");
+    assert!(job.pid.is_some_and(|pid| fx.monitor.supervisor().get("job").unwrap().pid == Some(pid)));
+    fx.monitor.folds_held.store(false, Ordering::SeqCst);
     assert_eq!(fx.stop().await, Exit::Stopped);
 }
 

@@ -87,6 +87,10 @@ pub(crate) struct Monitor {
     commit_lock: tokio::sync::Mutex<()>,
     /// Config revisions of each process last stored (in the registry file or the journal).
     written_rev: Arc<std::sync::Mutex<HashMap<String, ConfigRevs>>>,
+    /// Local clients' requests (`pendingAction`) handed to the processes' tasks whose outcomes are not stored
+    /// yet: they stay in the file until then (a client takes a cleared request for its outcome), and a reconcile
+    /// meanwhile does not hand them over again.
+    handed: Arc<std::sync::Mutex<HashMap<String, PendingAction>>>,
     /// Tests: the registry writer's flushes write nothing (so that a test can look at the journal before any
     /// fold).
     #[cfg(test)]
@@ -135,6 +139,7 @@ impl Monitor {
             commit_pending: Default::default(),
             commit_lock: Default::default(),
             written_rev: Default::default(),
+            handed: Default::default(),
             #[cfg(test)]
             folds_held: AtomicBool::new(false),
             closed: Arc::default(),
@@ -349,13 +354,9 @@ impl Monitor {
                 let mut revs = Vec::new();
                 for id in ids {
                     let Some(snapshot) = sup.snapshot(&id) else { continue };
-                    let before = written.get(&id).copied().unwrap_or_default();
-                    let now = snapshot.config_rev;
-                    let (enabled, autostart) = (now.enabled > before.enabled, now.autostart > before.autostart);
-                    changes.push(Change::Update(EntryUpdate::of(&snapshot.entry, enabled, autostart)));
-                    if now != before {
-                        revs.push((id, now));
-                    }
+                    let (update, rev) = update_of(&snapshot, &written);
+                    changes.push(Change::Update(update));
+                    revs.extend(rev.map(|rev| (id, rev)));
                 }
                 Ok((revs, changes))
             })
@@ -372,6 +373,39 @@ impl Monitor {
                 self.commit_pending.lock().expect("commit pending").extend(pending);
                 Err(err)
             }
+        }
+    }
+
+    /// Stores the outcome of a local client's request `action` on `id`, now in memory, with the request cleared
+    /// from the entry's `pendingAction` (unless the client asked for something else since): one journal line, so
+    /// the client, which takes a cleared request as done, reads the outcome and never the state from before it
+    /// (a stop of a process whose start was still under way answered "stopped" before it ran, and a monitor
+    /// killed then started it again). A request whose line cannot be stored stays in the file: the next
+    /// monitor carries it out.
+    async fn answer_request(&self, id: String, action: PendingAction) {
+        let (store, closed, sup, written) =
+            (self.store.clone(), self.closed.clone(), self.sup.clone(), self.written_rev.clone());
+        let key = id.clone();
+        let res = on_blocking_pool(move || {
+            store.append(Duration::from_secs(10), move || {
+                not_closed(&closed)?;
+                let Some(snapshot) = sup.snapshot(&key) else { return Ok((None, Vec::new())) };
+                let (mut update, rev) = update_of(&snapshot, &written.lock().expect("written revisions"));
+                update.pending_done = Some(action);
+                Ok((rev.map(|rev| (key, rev)), vec![Change::Update(update)]))
+            })
+        })
+        .await;
+        match res {
+            Ok(rev) => self.note_written(rev.into_iter().collect()),
+            Err(err) => {
+                tracing::warn!(process = %id, "cannot store the outcome of a local {action:?} request: {err}");
+                return;
+            }
+        }
+        let mut handed = self.handed.lock().expect("handed requests");
+        if handed.get(&id) == Some(&action) {
+            handed.remove(&id);
         }
     }
 
@@ -414,11 +448,21 @@ impl Monitor {
     pub(crate) async fn flush_entries(&self, entries: Vec<ProcessEntry>, clean: bool) -> Result<(), Error> {
         let sync = self.sync().await;
         let closed = self.closed.clone();
+        let handed = self.handed.clone();
         // With the appends held: no acknowledged outcome is appended after the final states.
         self.transaction_ordered(&sync, Duration::from_secs(10), move |registry| {
             closed.store(true, Ordering::SeqCst);
             if clean {
                 registry.monitor_running = false;
+                // The clean stop ended every process: requests under way are over with it (a start asked for
+                // then is not carried out at the next boot).
+                for (id, action) in handed.lock().expect("handed requests").drain() {
+                    if let Some(stored) = registry.processes.get_mut(&id) {
+                        if stored.pending_action == Some(action) {
+                            stored.pending_action = None;
+                        }
+                    }
+                }
             }
             for entry in entries {
                 if let Some(stored) = registry.processes.get_mut(&entry.config.id) {
@@ -458,11 +502,12 @@ impl Monitor {
                 })
                 .collect()
         };
+        let handed = self.handed.lock().expect("handed requests").clone();
         let unusable_sink = self.clone();
         let plan = self
             .transaction(&sync, Duration::from_secs(10), move |registry| {
                 unusable_sink.template.lock().expect("template").unusable = registry.unusable.clone();
-                Ok(crate::decide::reconcile_plan(registry, &memory))
+                Ok(crate::decide::reconcile_plan(registry, &memory, &handed))
             })
             .await?;
         sync.last_stamp = stamp;
@@ -509,18 +554,17 @@ impl Monitor {
             }
         }
         for (id, action) in plan.actions {
+            self.handed.lock().expect("handed requests").insert(id.clone(), action);
+            let monitor = self.clone();
             if self.needs_dependency_steps(&id, action) {
                 // Dependencies to start or dependents to stop first: not a single hand-over to one task.
-                let monitor = self.clone();
                 tokio::spawn(async move {
                     let res = match action {
                         PendingAction::Start => monitor.start_after_dependencies(&id).await,
                         PendingAction::Stop => monitor.stop_after_dependents(&id).await.map(|(state, _)| state),
                         PendingAction::Restart => monitor.restart_with_dependencies(&id).await,
                     };
-                    if let Err(err) = res {
-                        tracing::warn!(process = %id, "local {action:?} request failed: {err}");
-                    }
+                    monitor.request_done(id, action, res).await;
                 });
                 continue;
             }
@@ -534,11 +578,18 @@ impl Monitor {
                     Ok(reply) => reply.await.unwrap_or(Err(Error::ShuttingDown)),
                     Err(err) => Err(err),
                 };
-                if let Err(err) = res {
-                    tracing::warn!(process = %id, "local {action:?} request failed: {err}");
-                }
+                monitor.request_done(id, action, res).await;
             });
         }
+    }
+
+    /// A local client's request has been carried out (or has failed: its `lastError` says why): its outcome is
+    /// stored with the request cleared.
+    async fn request_done(&self, id: String, action: PendingAction, res: Result<ProcessState, Error>) {
+        if let Err(err) = res {
+            tracing::warn!(process = %id, "local {action:?} request failed: {err}");
+        }
+        self.answer_request(id, action).await;
     }
 
     /// Writes the registry back from memory after it disappeared (deleted by hand, say): every process with
@@ -712,6 +763,15 @@ fn not_closed(closed: &AtomicBool) -> Result<(), Error> {
         return Err(Error::ShuttingDown);
     }
     Ok(())
+}
+
+/// The journal update of a process's `snapshot` (with `enabled`/`autostart` when the task changed them since
+/// they were `written`), and its config revisions when they are not all written yet.
+fn update_of(snapshot: &crate::Snapshot, written: &HashMap<String, ConfigRevs>) -> (EntryUpdate, Option<ConfigRevs>) {
+    let before = written.get(&snapshot.entry.config.id).copied().unwrap_or_default();
+    let now = snapshot.config_rev;
+    let update = EntryUpdate::of(&snapshot.entry, now.enabled > before.enabled, now.autostart > before.autostart);
+    (update, (now != before).then_some(now))
 }
 
 /// Copies what the monitor observes (never the configuration, never a pending request) onto a stored entry:

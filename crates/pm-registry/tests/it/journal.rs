@@ -246,3 +246,36 @@ fn a_failing_closure_appends_nothing() {
     assert!(res.is_err());
     assert!(journal_lines(store.paths()).is_empty());
 }
+
+/// An update that answers a local client's request (`pendingDone`) clears the entry's `pendingAction` when it
+/// still is that request, for every reader (the cached store's and a plain reader's), and leaves a request the
+/// client made since; the key is written only when set.
+#[test]
+fn an_answering_update_clears_only_the_request_it_answers() {
+    use pm_core::PendingAction;
+    let dir = TempDir::new();
+    let store = two_entries(&dir, true);
+    store
+        .transaction(TIMEOUT, |registry| {
+            registry.processes.get_mut("a").unwrap().pending_action = Some(PendingAction::Stop);
+            registry.processes.get_mut("b").unwrap().pending_action = Some(PendingAction::Start);
+            Ok::<_, Error>(())
+        })
+        .unwrap();
+    let answer = |id: &str| {
+        let mut update = EntryUpdate::of(&store.load().unwrap().processes[id], false, false);
+        update.pending_done = Some(PendingAction::Stop);
+        Change::Update(update)
+    };
+    let changes = vec![answer("a"), answer("b"), running(&store, "a", 4242)];
+    append(&store, changes);
+    let lines = journal_lines(store.paths());
+    assert_eq!(lines[lines.len() - 3]["update"]["pendingDone"], "stop");
+    assert!(lines[lines.len() - 1]["update"].get("pendingDone").is_none(), "{}", lines[lines.len() - 1]);
+    for reader in [&store, &Store::new(store.paths().clone())] {
+        let registry = reader.load().unwrap();
+        assert_eq!(registry.processes["a"].pending_action, None, "the stop is answered");
+        assert_eq!(registry.processes["b"].pending_action, Some(PendingAction::Start), "another request stays");
+        assert_eq!(registry.processes["a"].pid, Some(4242), "an update without pendingDone clears nothing else");
+    }
+}

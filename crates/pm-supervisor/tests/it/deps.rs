@@ -189,6 +189,21 @@ async fn a_dependency_not_registered_yet_is_waited_for() {
     assert_eq!(fx.sup.get("api").unwrap().state, ProcessState::Stopped, "dependent stopped first");
 }
 
+/// A stop that ends a wait for dependencies is recorded as a stop (`lastStoppedAt`): a successor monitor does not
+/// take the autostart process for one registered while no monitor ran and never run since, which it would start.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stop_that_ends_a_wait_for_dependencies_is_recorded() {
+    let fx = Fixture::new();
+    let mut api = sh("api", "exec sleep 600");
+    needs(&mut api, &[("later", DependencyCondition::Started)]);
+    fx.sup.register(api).unwrap();
+    fx.wait("api", LONG, |e| !e.waiting_for.is_empty()).await;
+    assert_eq!(fx.sup.stop("api").await.unwrap(), ProcessState::Stopped);
+    let stopped = fx.sup.get("api").unwrap();
+    assert!(stopped.last_stopped_at.is_some() && stopped.last_started_at.is_none(), "{stopped:#?}");
+    assert!(stopped.waiting_for.is_empty() && stopped.waiting_since.is_none(), "{stopped:#?}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_shot_jobs_follow_restart_on() {
     let fx = Fixture::new();
