@@ -109,9 +109,11 @@ fn read_stat(pid: u32) -> Result<Option<Stat>, ()> {
     }
 }
 
-/// Reads a small file (a `/proc` or cgroup file of a few hundred bytes) into `buf`: one `open`, `read`s until the
-/// end and a `close`, without the `statx` for a size hint and the allocation of `read_to_string`, for files the
-/// monitor reads at every exit or start. A file that does not fit in `buf` is an `InvalidData` error.
+/// Reads a small file (a `/proc` or cgroup file of a few hundred bytes) into `buf`: one `open`, one `read` and a
+/// `close`, without the `statx` for a size hint and the allocation of `read_to_string`, for files the monitor
+/// reads at every exit or start. A read that leaves room in `buf` has the whole file (the kernel makes such a file
+/// whole at its first read): no second `read` to see the end (issue 19, system calls per restart). A file that
+/// does not fit in `buf` is an `InvalidData` error.
 pub fn read_small<'a>(path: &std::path::Path, buf: &'a mut [u8]) -> std::io::Result<&'a [u8]> {
     use std::io::Read;
     let mut file = std::fs::File::open(path)?;
@@ -122,6 +124,7 @@ pub fn read_small<'a>(path: &std::path::Path, buf: &'a mut [u8]) -> std::io::Res
         }
         match file.read(&mut buf[len..]) {
             Ok(0) => return Ok(&buf[..len]),
+            Ok(read) if len + read < buf.len() => return Ok(&buf[..len + read]),
             Ok(read) => len += read,
             Err(err) if err.kind() == std::io::ErrorKind::Interrupted => {}
             Err(err) => return Err(err),
@@ -375,6 +378,30 @@ mod tests {
         assert_eq!(super::read_small(&file, &mut exact).unwrap().len(), 21);
         let missing = super::read_small(&dir.join("missing"), &mut buf).unwrap_err();
         assert_eq!(missing.kind(), std::io::ErrorKind::NotFound);
+        // One read that leaves room is the whole file: read from a pipe whose writer stays open, the text it holds
+        // comes back without a second read (which would wait for the writer to close).
+        let fifo = dir.join("fifo");
+        rustix::fs::mkfifoat(rustix::fs::CWD, &fifo, rustix::fs::Mode::RUSR | rustix::fs::Mode::WUSR).unwrap();
+        let (done, finished) = std::sync::mpsc::channel::<()>();
+        let closed = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let writer = {
+            let (fifo, closed) = (fifo.clone(), closed.clone());
+            std::thread::spawn(move || {
+                use std::io::Write;
+                let mut pipe = std::fs::OpenOptions::new().write(true).open(&fifo).unwrap();
+                pipe.write_all(b"populated 1\n").unwrap();
+                // Open until the reader is done; a reader that waits for the end gets it after 20 s, too late.
+                if finished.recv_timeout(std::time::Duration::from_secs(20)).is_err() {
+                    closed.store(true, std::sync::atomic::Ordering::SeqCst);
+                }
+            })
+        };
+        let read = super::read_small(&fifo, &mut buf).map(<[u8]>::to_vec);
+        let waited_for_the_end = closed.load(std::sync::atomic::Ordering::SeqCst);
+        let _ = done.send(());
+        writer.join().unwrap();
+        assert_eq!(read.unwrap(), b"populated 1\n");
+        assert!(!waited_for_the_end, "read_small read again after a read that left room");
         let own = super::stat(std::process::id()).expect("our own stat");
         assert_eq!(own.pgrp, rustix::process::getpgrp().as_raw_nonzero().get() as u32);
         std::fs::remove_dir_all(&dir).unwrap();
