@@ -7,7 +7,7 @@
 
 use std::ffi::{CString, OsString};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
-use std::os::unix::ffi::{OsStrExt, OsStringExt};
+use std::os::unix::ffi::OsStrExt;
 
 use rustix::process::{Pid, WaitOptions, WaitStatus};
 
@@ -37,11 +37,43 @@ struct CloneArgs {
 pub(crate) struct Launch {
     pub(crate) program: OsString,
     pub(crate) args: Vec<OsString>,
+    /// The variables every child gets (see [`BaseEnv`]), but those in `env`.
+    pub(crate) base_env: std::sync::Arc<BaseEnv>,
+    /// The process's own variables, over `base_env`.
     pub(crate) env: Vec<(OsString, OsString)>,
     pub(crate) cwd: std::path::PathBuf,
-    pub(crate) stdin: OwnedFd,
+    pub(crate) stdin: std::os::fd::BorrowedFd<'static>,
     pub(crate) stdout: OwnedFd,
     pub(crate) stderr: OwnedFd,
+}
+
+/// Variables made into `NAME=value` C strings once, for many children (`spawn::base_env`).
+pub(crate) struct BaseEnv {
+    /// Each variable's name and its `NAME=value`, by name.
+    vars: Vec<(OsString, CString)>,
+}
+
+impl BaseEnv {
+    /// `vars` as C strings; an error when one holds NUL.
+    pub(crate) fn new(vars: impl IntoIterator<Item = (OsString, OsString)>) -> std::io::Result<BaseEnv> {
+        let vars = vars.into_iter().map(|(key, value)| Ok((key.clone(), env_entry(&key, &value)?)));
+        Ok(BaseEnv { vars: vars.collect::<std::io::Result<_>>()? })
+    }
+
+    /// Each `NAME=value` (for tests).
+    #[cfg(test)]
+    pub(crate) fn vars(&self) -> impl Iterator<Item = &[u8]> {
+        self.vars.iter().map(|(_, var)| var.as_bytes())
+    }
+}
+
+/// `key=value` as a C string.
+fn env_entry(key: &std::ffi::OsStr, value: &std::ffi::OsStr) -> std::io::Result<CString> {
+    let mut entry = Vec::with_capacity(key.len() + 1 + value.len());
+    entry.extend_from_slice(key.as_bytes());
+    entry.push(b'=');
+    entry.extend_from_slice(value.as_bytes());
+    cstring(&entry)
 }
 
 /// A child started by [`spawn_into`]: its PID and a pidfd that becomes readable when it exits.
@@ -105,7 +137,7 @@ struct ExecImage {
     argv: Vec<*const libc::c_char>,
     envp: Vec<*const libc::c_char>,
     /// The strings `argv` and `envp` point into.
-    _strings: (Vec<CString>, Vec<CString>),
+    _strings: (Vec<CString>, Vec<CString>, std::sync::Arc<BaseEnv>),
 }
 
 impl ExecImage {
@@ -115,19 +147,18 @@ impl ExecImage {
         for arg in &launch.args {
             argv_owned.push(cstring(arg.as_bytes())?);
         }
-        let mut envp_owned = Vec::with_capacity(launch.env.len());
-        for (key, value) in &launch.env {
-            let mut entry = key.clone().into_vec();
-            entry.push(b'=');
-            entry.extend_from_slice(value.as_bytes());
-            envp_owned.push(cstring(&entry)?);
-        }
+        let envp_owned =
+            launch.env.iter().map(|(key, value)| env_entry(key, value)).collect::<std::io::Result<Vec<_>>>()?;
         let cwd = cstring(launch.cwd.as_os_str().as_bytes())?;
         let mut argv: Vec<*const libc::c_char> = argv_owned.iter().map(|arg| arg.as_ptr()).collect();
         argv.push(std::ptr::null());
-        let mut envp: Vec<*const libc::c_char> = envp_owned.iter().map(|var| var.as_ptr()).collect();
+        let base = launch.base_env.clone();
+        let inherited = base.vars.iter().filter(|(name, _)| !launch.env.iter().any(|(key, _)| key == name));
+        let mut envp: Vec<*const libc::c_char> = Vec::with_capacity(base.vars.len() + envp_owned.len() + 1);
+        envp.extend(inherited.map(|(_, var)| var.as_ptr()));
+        envp.extend(envp_owned.iter().map(|var| var.as_ptr()));
         envp.push(std::ptr::null());
-        Ok(ExecImage { program, cwd, argv, envp, _strings: (argv_owned, envp_owned) })
+        Ok(ExecImage { program, cwd, argv, envp, _strings: (argv_owned, envp_owned, base) })
     }
 }
 
@@ -368,4 +399,40 @@ fn exec_error(read_end: &OwnedFd) -> Option<i32> {
         }
     }
     (got == errno.len()).then(|| i32::from_ne_bytes(errno))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::ffi::{CStr, OsString};
+
+    /// The child's environment is the shared base's variables but those the process sets itself, then the
+    /// process's own: each name once, the process's value winning, no copy of the base made for the spawn.
+    #[test]
+    fn the_process_variables_go_over_the_shared_base() {
+        let pair = |key: &str, value: &str| (OsString::from(key), OsString::from(value));
+        let base = std::sync::Arc::new(super::BaseEnv::new([pair("A", "1"), pair("B", "2")]).unwrap());
+        let null = || std::fs::File::open("/dev/null").unwrap().into();
+        let launch = super::Launch {
+            program: "/bin/true".into(),
+            args: Vec::new(),
+            base_env: base.clone(),
+            env: vec![pair("B", "3"), pair("C", "4")],
+            cwd: "/".into(),
+            stdin: super::super::spawn::tests::dev_null_for_tests(),
+            stdout: null(),
+            stderr: null(),
+        };
+        let image = super::ExecImage::new(&launch).unwrap();
+        let vars: Vec<&str> = image
+            .envp
+            .iter()
+            .take_while(|var| !var.is_null())
+            // SAFETY: every pointer before the NULL is one of the image's C strings, alive with it.
+            .map(|var| unsafe { CStr::from_ptr(*var) }.to_str().unwrap())
+            .collect();
+        assert_eq!(vars, ["A=1", "B=3", "C=4"]);
+        assert_eq!(image.envp.last(), Some(&std::ptr::null()));
+        // The base's strings themselves, not copies of them.
+        assert_eq!(image.envp[0], base.vars[0].1.as_ptr());
+    }
 }
