@@ -1054,10 +1054,12 @@ impl Actor {
 
     /// The child runs (its old run folders go on the spawner thread): it is `starting` or `running`.
     fn on_spawned(&mut self, spawned: crate::launch::Launched) {
-        let crate::launch::Launched { watch, pid, run_dir, cgroup } = spawned;
+        let crate::launch::Launched { watch, pid, run_dir, cgroup, start_time } = spawned;
         tracing::info!(process = %self.entry.config.id, pid, "started");
         self.entry.pid = Some(pid);
-        self.entry.pid_start_time = pm_registry::proc::start_time(pid);
+        // Told by the clone where it could (no read of the child's `/proc` files at every start, nor the
+        // kernel's clean-up of what that read looked up at its exit; issue 19).
+        self.entry.pid_start_time = start_time.or_else(|| pm_registry::proc::start_time(pid));
         self.entry.consecutive_failures = 0;
         self.child = Some(Box::new(Child { pid, watch, run_dir: Some(run_dir), cgroup }));
         self.schedule_rotation();

@@ -395,12 +395,17 @@ impl ProcCgroup {
         Self::open(dir).map_err(|err| annotate("open", err))
     }
 
-    /// Opens the existing cgroup `dir` and its `cgroup.procs` for a child.
+    /// Opens the existing cgroup `dir` and its `cgroup.procs` for a child. Its files are opened in the open
+    /// folder: their names are looked up there, not along the whole path through the cgroup file system again.
     fn open(dir: &Path) -> std::io::Result<Prepared> {
+        use rustix::fs::{Mode, OFlags};
+        use std::os::fd::AsFd;
         let dir_fd = std::fs::File::open(dir)?;
-        let procs = std::fs::OpenOptions::new().write(true).open(dir.join("cgroup.procs"))?;
-        let oom_base = read_key(&dir.join("memory.events"), "oom_kill").unwrap_or(NO_MEMORY_EVENTS);
-        Ok(Prepared { cgroup: ProcCgroup { dir: dir.to_path_buf(), oom_base }, dir: dir_fd, procs })
+        let procs = rustix::fs::openat(&dir_fd, "cgroup.procs", OFlags::WRONLY | OFlags::CLOEXEC, Mode::empty())?;
+        let mut buf = [0u8; 512];
+        let events = pm_registry::proc::read_small_at(dir_fd.as_fd(), "memory.events", &mut buf);
+        let oom_base = events.ok().and_then(|text| key_in(text, "oom_kill")).unwrap_or(NO_MEMORY_EVENTS);
+        Ok(Prepared { cgroup: ProcCgroup { dir: dir.to_path_buf(), oom_base }, dir: dir_fd, procs: procs.into() })
     }
 
     pub(crate) fn populated(&self) -> bool {
@@ -592,7 +597,12 @@ fn signal_pid(pid: u32, signal: i32) {
 fn read_key(file: &Path, key: &str) -> Option<u64> {
     // `cgroup.events` and `memory.events`, read at every exit and start: no allocation, no size hint.
     let mut buf = [0u8; 512];
-    let text = std::str::from_utf8(pm_registry::proc::read_small(file, &mut buf).ok()?).ok()?;
+    key_in(pm_registry::proc::read_small(file, &mut buf).ok()?, key)
+}
+
+/// The value of `key` in the text of a flat-keyed cgroup file (`name value` lines).
+fn key_in(text: &[u8], key: &str) -> Option<u64> {
+    let text = std::str::from_utf8(text).ok()?;
     text.lines().find_map(|line| {
         let (name, value) = line.split_once(' ')?;
         (name == key).then(|| value.trim().parse().ok()).flatten()

@@ -80,12 +80,12 @@ pub(crate) fn spawn(config: &ProcessConfig, ctx: &SpawnContext<'_>) -> std::io::
 
 /// Starts the process like [`spawn`], but directly inside the cgroup whose folder is open as `cgroup`
 /// (`clone3` with `CLONE_INTO_CGROUP`): the same program, arguments, environment, working directory, log files
-/// and process group.
+/// and process group. With the child, its start time when the spawn could tell it (`cgroup_spawn::spawn_into`).
 pub(crate) fn spawn_into_cgroup(
     config: &ProcessConfig,
     ctx: &SpawnContext<'_>,
     cgroup: std::os::fd::RawFd,
-) -> std::io::Result<crate::cgroup_spawn::Forked> {
+) -> std::io::Result<(crate::cgroup_spawn::Forked, Option<u64>)> {
     let Prepared { cwd, program, stdout, stderr } = prepare(config, ctx)?;
     // The monitor's variables and the extra ones, made once; over them the process's own and the markers.
     let mut own: std::collections::BTreeMap<OsString, OsString> = std::collections::BTreeMap::new();
