@@ -120,14 +120,19 @@ fn changed_fields(before: &ProcessConfig, after: &ProcessConfig) -> Vec<String> 
     res
 }
 
-/// Puts `kinds` about the process `entry` on the bus and runs its hook for each state change.
+/// Puts `kinds` about the process `entry` on the bus and runs its hook for each state change. An event no hook
+/// gets goes to the bus as it is: not copied first (its process id, its reason) only for the copy to be dropped,
+/// as [`Events::publish`] does to answer it (about four events per restart of a crash storm; issue 19).
 pub(crate) fn emit(shared: &Shared, entry: &ProcessEntry, kinds: Vec<EventKind>) {
     for kind in kinds {
-        let is_state = matches!(kind, EventKind::State { .. });
-        let event = shared.events.publish(kind, entry.config.is_remote);
-        if is_state {
-            if let Some(hook) = &entry.config.on_state_change {
+        let hook = entry.config.on_state_change.as_ref().filter(|_| matches!(kind, EventKind::State { .. }));
+        match hook {
+            Some(hook) => {
+                let event = shared.events.publish(kind, entry.config.is_remote);
                 run_hook(shared, &entry.config, hook, event);
+            }
+            None => {
+                shared.events.bus.publish(Event::now(kind), entry.config.is_remote);
             }
         }
     }
