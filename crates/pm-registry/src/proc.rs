@@ -109,12 +109,29 @@ fn read_stat(pid: u32) -> Result<Option<Stat>, ()> {
     }
 }
 
-/// Reads a small file (a `/proc` or cgroup file of a few hundred bytes) into `buf`: one `open`, `read`s until the
-/// end and a `close`, without the `statx` for a size hint and the allocation of `read_to_string`, for files the
-/// monitor reads at every exit or start. A file that does not fit in `buf` is an `InvalidData` error.
+/// Reads a small file (a `/proc` or cgroup file of a few hundred bytes) into `buf`: one `open`, one `read` and a
+/// `close`, without the `statx` for a size hint and the allocation of `read_to_string`, for files the monitor
+/// reads at every exit or start. A read that leaves room in `buf` has the whole file (the kernel makes such a file
+/// whole at its first read): no second `read` to see the end (issue 19, system calls per restart). That holds for
+/// a `buf` of at most a page, which is what these files are read with: a `seq_file` read stops short of the
+/// caller's length only at the end or when the kernel's own page-sized buffer is full. A file that does not fit
+/// in `buf` is an `InvalidData` error.
 pub fn read_small<'a>(path: &std::path::Path, buf: &'a mut [u8]) -> std::io::Result<&'a [u8]> {
+    read_whole(std::fs::File::open(path)?, buf)
+}
+
+/// [`read_small`] of the file `name` in the folder open as `dir`: the name is looked up in that folder alone,
+/// not along the whole path again (a cgroup's files, a dozen folders deep in the cgroup file system, at every
+/// start of a crash storm; issue 19).
+pub fn read_small_at<'a>(dir: std::os::fd::BorrowedFd<'_>, name: &str, buf: &'a mut [u8]) -> std::io::Result<&'a [u8]> {
+    use rustix::fs::{Mode, OFlags};
+    let fd = rustix::fs::openat(dir, name, OFlags::RDONLY | OFlags::CLOEXEC, Mode::empty())?;
+    read_whole(std::fs::File::from(fd), buf)
+}
+
+/// The reads of [`read_small`] on an open file.
+fn read_whole(mut file: std::fs::File, buf: &mut [u8]) -> std::io::Result<&[u8]> {
     use std::io::Read;
-    let mut file = std::fs::File::open(path)?;
     let mut len = 0;
     loop {
         if len == buf.len() {
@@ -122,6 +139,7 @@ pub fn read_small<'a>(path: &std::path::Path, buf: &'a mut [u8]) -> std::io::Res
         }
         match file.read(&mut buf[len..]) {
             Ok(0) => return Ok(&buf[..len]),
+            Ok(read) if len + read < buf.len() => return Ok(&buf[..len + read]),
             Ok(read) => len += read,
             Err(err) if err.kind() == std::io::ErrorKind::Interrupted => {}
             Err(err) => return Err(err),
@@ -175,6 +193,29 @@ pub fn start_time(pid: u32) -> Option<u64> {
         return None;
     }
     stat(pid).map(|stat| stat.start_time)
+}
+
+/// The clock ticks since boot now, on the clock and in the unit of a process's start time in `/proc/{pid}/stat`
+/// (`CLOCK_BOOTTIME`, from which the kernel takes a new task's `start_boottime`, divided down to clock ticks);
+/// `None` where that clock cannot be read or a tick is not a whole number of nanoseconds. Read just before and
+/// just after a process is made, the same figure twice is that process's start time, without a read of its
+/// `/proc` files (see [`start_time_between`]).
+pub fn boot_ticks() -> Option<u64> {
+    const NANOS: u64 = 1_000_000_000;
+    let per_second = clock_ticks_per_second();
+    if NANOS % per_second != 0 {
+        return None;
+    }
+    let now = rustix::time::clock_gettime(rustix::time::ClockId::Boottime);
+    let nanos = u64::try_from(now.tv_sec).ok()?.checked_mul(NANOS)?.checked_add(u64::try_from(now.tv_nsec).ok()?)?;
+    Some(nanos / (NANOS / per_second))
+}
+
+/// The start time of a process made between two readings of [`boot_ticks`]: the tick both fell in, exactly what
+/// `/proc/{pid}/stat` says (the kernel stamps a new task between them and rounds down the same way); `None` when
+/// the two differ (a tick ended in between) or one is unknown.
+pub fn start_time_between(before: Option<u64>, after: Option<u64>) -> Option<u64> {
+    before.filter(|_| before == after)
 }
 
 /// Whether `pid` is alive and, when `start_time` is given, is the process that started then (not a later one
@@ -369,12 +410,42 @@ mod tests {
         std::fs::write(&file, "populated 0\nfrozen 0\n").unwrap();
         let mut buf = [0u8; 64];
         assert_eq!(super::read_small(&file, &mut buf).unwrap(), b"populated 0\nfrozen 0\n");
+        // The same, by its name in the open folder.
+        let folder = std::fs::File::open(&dir).unwrap();
+        let at = super::read_small_at(std::os::fd::AsFd::as_fd(&folder), "events", &mut buf).map(<[u8]>::to_vec);
+        assert_eq!(at.unwrap(), b"populated 0\nfrozen 0\n");
+        let missing_at = super::read_small_at(std::os::fd::AsFd::as_fd(&folder), "missing", &mut buf).unwrap_err();
+        assert_eq!(missing_at.kind(), std::io::ErrorKind::NotFound);
         let mut tight = [0u8; 21];
         assert_eq!(super::read_small(&file, &mut tight).unwrap_err().kind(), std::io::ErrorKind::InvalidData);
         let mut exact = [0u8; 22];
         assert_eq!(super::read_small(&file, &mut exact).unwrap().len(), 21);
         let missing = super::read_small(&dir.join("missing"), &mut buf).unwrap_err();
         assert_eq!(missing.kind(), std::io::ErrorKind::NotFound);
+        // One read that leaves room is the whole file: read from a pipe whose writer stays open, the text it holds
+        // comes back without a second read (which would wait for the writer to close).
+        let fifo = dir.join("fifo");
+        rustix::fs::mkfifoat(rustix::fs::CWD, &fifo, rustix::fs::Mode::RUSR | rustix::fs::Mode::WUSR).unwrap();
+        let (done, finished) = std::sync::mpsc::channel::<()>();
+        let closed = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let writer = {
+            let (fifo, closed) = (fifo.clone(), closed.clone());
+            std::thread::spawn(move || {
+                use std::io::Write;
+                let mut pipe = std::fs::OpenOptions::new().write(true).open(&fifo).unwrap();
+                pipe.write_all(b"populated 1\n").unwrap();
+                // Open until the reader is done; a reader that waits for the end gets it after 20 s, too late.
+                if finished.recv_timeout(std::time::Duration::from_secs(20)).is_err() {
+                    closed.store(true, std::sync::atomic::Ordering::SeqCst);
+                }
+            })
+        };
+        let read = super::read_small(&fifo, &mut buf).map(<[u8]>::to_vec);
+        let waited_for_the_end = closed.load(std::sync::atomic::Ordering::SeqCst);
+        let _ = done.send(());
+        writer.join().unwrap();
+        assert_eq!(read.unwrap(), b"populated 1\n");
+        assert!(!waited_for_the_end, "read_small read again after a read that left room");
         let own = super::stat(std::process::id()).expect("our own stat");
         assert_eq!(own.pgrp, rustix::process::getpgrp().as_raw_nonzero().get() as u32);
         std::fs::remove_dir_all(&dir).unwrap();
@@ -449,5 +520,28 @@ mod tests {
         assert!(!alive(u32::MAX));
         assert_eq!(start_time(0), None);
         assert!(!is_same_process(0, None));
+    }
+
+    /// A child made between two readings of the boot clock that fall in one tick has that tick as its start time,
+    /// exactly what its `/proc/{pid}/stat` says (so the spawn need not read it). Tried until two readings fall in
+    /// one tick (a tick is 10 ms; a spawn takes well under one).
+    #[test]
+    fn a_start_time_between_two_readings_of_the_boot_clock_is_the_kernels() {
+        let mut told = 0;
+        for _ in 0..50 {
+            let before = super::boot_ticks();
+            let mut child = std::process::Command::new("sleep").arg("5").spawn().unwrap();
+            let between = super::start_time_between(before, super::boot_ticks());
+            let kernels = super::start_time(child.id());
+            let _ = child.kill();
+            let _ = child.wait();
+            if let Some(between) = between {
+                assert_eq!(Some(between), kernels, "the boot clock's tick is not the kernel's start time");
+                told += 1;
+            }
+        }
+        assert!(told > 0, "no two readings of the boot clock fell in one tick in 50 spawns");
+        assert_eq!(super::start_time_between(Some(7), Some(8)), None, "a tick ended in between");
+        assert_eq!(super::start_time_between(None, None), None);
     }
 }

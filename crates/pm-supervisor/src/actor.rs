@@ -1054,10 +1054,12 @@ impl Actor {
 
     /// The child runs (its old run folders go on the spawner thread): it is `starting` or `running`.
     fn on_spawned(&mut self, spawned: crate::launch::Launched) {
-        let crate::launch::Launched { watch, pid, run_dir, cgroup } = spawned;
+        let crate::launch::Launched { watch, pid, run_dir, cgroup, start_time } = spawned;
         tracing::info!(process = %self.entry.config.id, pid, "started");
         self.entry.pid = Some(pid);
-        self.entry.pid_start_time = pm_registry::proc::start_time(pid);
+        // Told by the clone where it could (no read of the child's `/proc` files at every start, nor the
+        // kernel's clean-up of what that read looked up at its exit; issue 19).
+        self.entry.pid_start_time = start_time.or_else(|| pm_registry::proc::start_time(pid));
         self.entry.consecutive_failures = 0;
         self.child = Some(Box::new(Child { pid, watch, run_dir: Some(run_dir), cgroup }));
         self.schedule_rotation();
@@ -1222,9 +1224,7 @@ impl Actor {
         if let Some(oom) = &oom {
             self.set_error(oom);
         }
-        self.entry.state = ProcessState::Crashed;
-        self.publish();
-        self.schedule_restart();
+        self.crash();
     }
 
     /// With `trackDaemonizedChildren`, a leader that exited 0 leaving members in its cgroup forked a daemon and
@@ -1307,6 +1307,25 @@ impl Actor {
 
     /// The crash path: `retrying` with the next backoff delay, or `failed` once the attempts are used up.
     fn schedule_restart(&mut self) {
+        self.decide_restart();
+        self.publish();
+    }
+
+    /// A crash (the exit or the kill already recorded, `lastError` set): `crashed`, then `retrying` or `failed`
+    /// ([`Actor::schedule_restart`]) in one publish, with the events of both state changes in order. Published
+    /// one after the other, each change copied the entry (the snapshot shared it), woke the registry writer and the
+    /// dependency waiters, and the `crashed` snapshot was replaced a moment later (issue 19, the crash storm).
+    fn crash(&mut self) {
+        self.entry.state = ProcessState::Crashed;
+        let mut events = crate::events::changes(&self.publish.borrow().entry, &self.entry, None);
+        self.decide_restart();
+        let retry_in = self.retry_at.map(|at| at.saturating_duration_since(Instant::now()));
+        events.extend(crate::events::state_change(ProcessState::Crashed, None, &self.entry, retry_in));
+        self.publish_with(events);
+    }
+
+    /// [`Actor::schedule_restart`]'s decision, not published yet.
+    fn decide_restart(&mut self) {
         let policy = self.entry.config.restart_policy();
         match next_restart(&policy, self.entry.restart_attempts) {
             RestartDecision::RetryAfterMs(delay) => {
@@ -1321,7 +1340,6 @@ impl Actor {
                 self.remove_idle_cgroup();
             }
         }
-        self.publish();
     }
 
     /// After a monitor restart in `retrying`: wait the delay of the attempt already counted.
@@ -1397,11 +1415,7 @@ impl Actor {
                 self.record_exit(&info);
                 self.set_error(&reason);
                 match startup.fail_action {
-                    FailAction::Restart => {
-                        self.entry.state = ProcessState::Crashed;
-                        self.publish();
-                        self.schedule_restart();
-                    }
+                    FailAction::Restart => self.crash(),
                     FailAction::Disable => {
                         self.entry.config.enabled = false;
                         self.entry.state = ProcessState::Disabled;
@@ -1439,9 +1453,7 @@ impl Actor {
                 };
                 self.record_exit(&info);
                 self.set_error(&reason);
-                self.entry.state = ProcessState::Crashed;
-                self.publish();
-                self.schedule_restart();
+                self.crash();
             }
         }
     }
@@ -1479,14 +1491,19 @@ impl Actor {
     }
 
     fn publish(&mut self) {
+        let retry_in = self.retry_at.map(|at| at.saturating_duration_since(Instant::now()));
+        let events = crate::events::changes(&self.publish.borrow().entry, &self.entry, retry_in);
+        self.publish_with(events);
+    }
+
+    /// Publishes the entry as it is now, with `events` (the changes since the last publish).
+    fn publish_with(&mut self, events: Vec<pm_core::EventKind>) {
         let snapshot = Snapshot {
             entry: self.entry.0.clone(),
             config_rev: self.config_rev,
             running_since: self.running_since,
             counters: self.counters,
         };
-        let retry_in = self.retry_at.map(|at| at.saturating_duration_since(Instant::now()));
-        let events = crate::events::changes(&self.publish.borrow().entry, &self.entry, retry_in);
         self.publish.send_replace(snapshot);
         self.shared.changed.notify_one();
         self.shared.deps.changed();
@@ -1564,4 +1581,48 @@ fn live_conditions(
         .filter(|(_, condition)| **condition != pm_core::DependencyCondition::CompletedSuccessfully)
         .map(|(id, condition)| (id.clone(), *condition))
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use pm_core::{ProcessConfig, ProcessEntry, ProcessState, Timestamp};
+
+    use super::{Actor, Cmd};
+
+    /// A crash is published once (the registry writer and the dependency waiters woken once, the entry copied
+    /// once), with its three events in order: `running → crashed`, `crashed → retrying`, `restartScheduled`.
+    /// Published as two changes before, the storm's restarts paid for a second snapshot each (issue 19).
+    #[tokio::test]
+    async fn a_crash_is_one_publish_with_both_state_changes() {
+        let dir = std::env::temp_dir().join(format!("pm-crash-publish-{}", std::process::id()));
+        let paths = pm_registry::Paths::new(&dir, "default").unwrap();
+        let sup = crate::Supervisor::new(crate::SupervisorConfig {
+            paths,
+            keep_runs: 1,
+            default_cwd: dir.clone(),
+            extra_env: Vec::new(),
+        });
+        let shared = sup.shared().clone();
+        let entry = ProcessEntry::new(ProcessConfig::new("job", "job", "/bin/true"), Timestamp::now());
+        let (_tx, rx) = crate::inbox::inbox::<Cmd>();
+        let (mut actor, snapshot) = Actor::new(entry, shared.clone(), rx);
+        actor.publish_state(ProcessState::Running);
+        let (publishes, first) = (shared.deps.generation(), next_seq(&shared));
+        actor.record_exit(&super::ExitInfo { code: Some(3), signal: None });
+        actor.set_error("process exited with code 3");
+        actor.crash();
+        assert_eq!(shared.deps.generation().wrapping_sub(publishes), 1, "a crash was published more than once");
+        assert_eq!(snapshot.borrow().entry.state, ProcessState::Retrying);
+        assert_eq!(snapshot.borrow().entry.restart_attempts, 1);
+        assert!(actor.shares_entry_with(&snapshot.borrow()));
+        // The events between the two probes: two state changes and the scheduled restart.
+        assert_eq!(next_seq(&shared) - first - 1, 3, "the crash's events are not three");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// The sequence number of an event published now to find it out.
+    fn next_seq(shared: &crate::Shared) -> u64 {
+        let id = shared.events.publish(pm_core::EventKind::MonitorRestart {}, false).id;
+        id.rsplit('-').next().unwrap().parse().unwrap()
+    }
 }

@@ -307,9 +307,13 @@ fn make_base(parent: &Path, base: &Path) -> Result<Vec<String>, String> {
 #[derive(Debug, Clone)]
 pub(crate) struct ProcCgroup {
     pub(crate) dir: PathBuf,
-    /// `oom_kill` of `memory.events` when the run started.
+    /// `oom_kill` of `memory.events` when the run started; [`NO_MEMORY_EVENTS`] when it had none.
     oom_base: u64,
 }
+
+/// [`ProcCgroup::oom_base`] of a cgroup without `memory.events` (no memory controller) when the run started: its
+/// exit looks for no OOM kill, instead of failing to open that file at every exit of a crash storm (issue 19).
+const NO_MEMORY_EVENTS: u64 = u64::MAX;
 
 /// A cgroup made ready for a child: its folder, open for `clone3(CLONE_INTO_CGROUP)`, and its `cgroup.procs`,
 /// open for the child to write itself into before it executes where `clone3` is missing.
@@ -323,7 +327,7 @@ impl ProcCgroup {
     /// The cgroup at `dir`, for a process found running in it.
     pub(crate) fn existing(dir: PathBuf) -> Option<ProcCgroup> {
         dir.is_dir().then(|| {
-            let oom_base = read_key(&dir.join("memory.events"), "oom_kill").unwrap_or(0);
+            let oom_base = read_key(&dir.join("memory.events"), "oom_kill").unwrap_or(NO_MEMORY_EVENTS);
             ProcCgroup { dir, oom_base }
         })
     }
@@ -391,12 +395,17 @@ impl ProcCgroup {
         Self::open(dir).map_err(|err| annotate("open", err))
     }
 
-    /// Opens the existing cgroup `dir` and its `cgroup.procs` for a child.
+    /// Opens the existing cgroup `dir` and its `cgroup.procs` for a child. Its files are opened in the open
+    /// folder: their names are looked up there, not along the whole path through the cgroup file system again.
     fn open(dir: &Path) -> std::io::Result<Prepared> {
+        use rustix::fs::{Mode, OFlags};
+        use std::os::fd::AsFd;
         let dir_fd = std::fs::File::open(dir)?;
-        let procs = std::fs::OpenOptions::new().write(true).open(dir.join("cgroup.procs"))?;
-        let oom_base = read_key(&dir.join("memory.events"), "oom_kill").unwrap_or(0);
-        Ok(Prepared { cgroup: ProcCgroup { dir: dir.to_path_buf(), oom_base }, dir: dir_fd, procs })
+        let procs = rustix::fs::openat(&dir_fd, "cgroup.procs", OFlags::WRONLY | OFlags::CLOEXEC, Mode::empty())?;
+        let mut buf = [0u8; 512];
+        let events = pm_registry::proc::read_small_at(dir_fd.as_fd(), "memory.events", &mut buf);
+        let oom_base = events.ok().and_then(|text| key_in(text, "oom_kill")).unwrap_or(NO_MEMORY_EVENTS);
+        Ok(Prepared { cgroup: ProcCgroup { dir: dir.to_path_buf(), oom_base }, dir: dir_fd, procs: procs.into() })
     }
 
     pub(crate) fn populated(&self) -> bool {
@@ -467,8 +476,12 @@ impl ProcCgroup {
         remove(&self.dir);
     }
 
-    /// The kernel's OOM killer acted in this run: "killed by the kernel's OOM killer (memory.max …)".
+    /// The kernel's OOM killer acted in this run: "killed by the kernel's OOM killer (memory.max …)". Not looked
+    /// for when the cgroup had no `memory.events` as the run started.
     pub(crate) fn oom_error(&self) -> Option<String> {
+        if self.oom_base == NO_MEMORY_EVENTS {
+            return None;
+        }
         let kills = read_key(&self.dir.join("memory.events"), "oom_kill")?;
         (kills > self.oom_base).then(|| {
             let max = std::fs::read_to_string(self.dir.join("memory.max")).unwrap_or_default();
@@ -584,7 +597,12 @@ fn signal_pid(pid: u32, signal: i32) {
 fn read_key(file: &Path, key: &str) -> Option<u64> {
     // `cgroup.events` and `memory.events`, read at every exit and start: no allocation, no size hint.
     let mut buf = [0u8; 512];
-    let text = std::str::from_utf8(pm_registry::proc::read_small(file, &mut buf).ok()?).ok()?;
+    key_in(pm_registry::proc::read_small(file, &mut buf).ok()?, key)
+}
+
+/// The value of `key` in the text of a flat-keyed cgroup file (`name value` lines).
+fn key_in(text: &[u8], key: &str) -> Option<u64> {
+    let text = std::str::from_utf8(text).ok()?;
     text.lines().find_map(|line| {
         let (name, value) = line.split_once(' ')?;
         (name == key).then(|| value.trim().parse().ok()).flatten()
@@ -861,6 +879,12 @@ mod tests {
         assert_eq!(prepared.cgroup.dir, dir);
         assert_eq!(prepared.cgroup.oom_base, 3, "the kills so far are the run's base");
         assert_eq!(std::fs::read_to_string(dir.join("memory.max")).unwrap(), "1048576\n", "left as it was");
+        drop(prepared);
+        // Without `memory.events` as the run starts (no memory controller), its exit does not look for one.
+        std::fs::remove_file(dir.join("memory.events")).unwrap();
+        let prepared = ProcCgroup::prepare(&dir, &config, true).expect("opened");
+        std::fs::write(dir.join("memory.events"), "oom 0\noom_kill 3\n").unwrap();
+        assert_eq!(prepared.cgroup.oom_error(), None, "memory.events was read at the exit");
         drop(prepared);
         std::fs::remove_dir_all(&dir).unwrap();
         let err = ProcCgroup::prepare(&dir, &config, true).err().expect("a plain folder has no cgroup.procs");

@@ -7,7 +7,7 @@
 
 use std::ffi::{CString, OsString};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
-use std::os::unix::ffi::{OsStrExt, OsStringExt};
+use std::os::unix::ffi::OsStrExt;
 
 use rustix::process::{Pid, WaitOptions, WaitStatus};
 
@@ -37,11 +37,43 @@ struct CloneArgs {
 pub(crate) struct Launch {
     pub(crate) program: OsString,
     pub(crate) args: Vec<OsString>,
+    /// The variables every child gets (see [`BaseEnv`]), but those in `env`.
+    pub(crate) base_env: std::sync::Arc<BaseEnv>,
+    /// The process's own variables, over `base_env`.
     pub(crate) env: Vec<(OsString, OsString)>,
     pub(crate) cwd: std::path::PathBuf,
-    pub(crate) stdin: OwnedFd,
+    pub(crate) stdin: std::os::fd::BorrowedFd<'static>,
     pub(crate) stdout: OwnedFd,
     pub(crate) stderr: OwnedFd,
+}
+
+/// Variables made into `NAME=value` C strings once, for many children (`spawn::base_env`).
+pub(crate) struct BaseEnv {
+    /// Each variable's name and its `NAME=value`, by name.
+    vars: Vec<(OsString, CString)>,
+}
+
+impl BaseEnv {
+    /// `vars` as C strings; an error when one holds NUL.
+    pub(crate) fn new(vars: impl IntoIterator<Item = (OsString, OsString)>) -> std::io::Result<BaseEnv> {
+        let vars = vars.into_iter().map(|(key, value)| Ok((key.clone(), env_entry(&key, &value)?)));
+        Ok(BaseEnv { vars: vars.collect::<std::io::Result<_>>()? })
+    }
+
+    /// Each `NAME=value` (for tests).
+    #[cfg(test)]
+    pub(crate) fn vars(&self) -> impl Iterator<Item = &[u8]> {
+        self.vars.iter().map(|(_, var)| var.as_bytes())
+    }
+}
+
+/// `key=value` as a C string.
+fn env_entry(key: &std::ffi::OsStr, value: &std::ffi::OsStr) -> std::io::Result<CString> {
+    let mut entry = Vec::with_capacity(key.len() + 1 + value.len());
+    entry.extend_from_slice(key.as_bytes());
+    entry.push(b'=');
+    entry.extend_from_slice(value.as_bytes());
+    cstring(&entry)
 }
 
 /// A child started by [`spawn_into`]: its PID and a pidfd that becomes readable when it exits.
@@ -105,7 +137,7 @@ struct ExecImage {
     argv: Vec<*const libc::c_char>,
     envp: Vec<*const libc::c_char>,
     /// The strings `argv` and `envp` point into.
-    _strings: (Vec<CString>, Vec<CString>),
+    _strings: (Vec<CString>, Vec<CString>, std::sync::Arc<BaseEnv>),
 }
 
 impl ExecImage {
@@ -115,56 +147,78 @@ impl ExecImage {
         for arg in &launch.args {
             argv_owned.push(cstring(arg.as_bytes())?);
         }
-        let mut envp_owned = Vec::with_capacity(launch.env.len());
-        for (key, value) in &launch.env {
-            let mut entry = key.clone().into_vec();
-            entry.push(b'=');
-            entry.extend_from_slice(value.as_bytes());
-            envp_owned.push(cstring(&entry)?);
-        }
+        let envp_owned =
+            launch.env.iter().map(|(key, value)| env_entry(key, value)).collect::<std::io::Result<Vec<_>>>()?;
         let cwd = cstring(launch.cwd.as_os_str().as_bytes())?;
         let mut argv: Vec<*const libc::c_char> = argv_owned.iter().map(|arg| arg.as_ptr()).collect();
         argv.push(std::ptr::null());
-        let mut envp: Vec<*const libc::c_char> = envp_owned.iter().map(|var| var.as_ptr()).collect();
+        let base = launch.base_env.clone();
+        let inherited = base.vars.iter().filter(|(name, _)| !launch.env.iter().any(|(key, _)| key == name));
+        let mut envp: Vec<*const libc::c_char> = Vec::with_capacity(base.vars.len() + envp_owned.len() + 1);
+        envp.extend(inherited.map(|(_, var)| var.as_ptr()));
+        envp.extend(envp_owned.iter().map(|var| var.as_ptr()));
         envp.push(std::ptr::null());
-        Ok(ExecImage { program, cwd, argv, envp, _strings: (argv_owned, envp_owned) })
+        Ok(ExecImage { program, cwd, argv, envp, _strings: (argv_owned, envp_owned, base) })
     }
 }
 
-/// The descriptors the child takes as its stdin, stdout and stderr, and the pipe it reports a failed exec on.
+/// The descriptors the child takes as its stdin, stdout and stderr, and the pipe it reports a failed exec on
+/// where it does not share the monitor's memory (-1 where it does: see [`SHARED_VM`]).
 struct ChildFds {
     stdio: [RawFd; 3],
     report: RawFd,
 }
 
+/// The child runs in the monitor's memory until it executes (`CLONE_VM | CLONE_VFORK`, x86_64; see
+/// [`clone_into`]): a failed exec is reported in [`ChildPlan::failed`], where the monitor reads it once its thread
+/// resumes, instead of through a pipe (a pipe made, read and closed at every start: four system calls and two
+/// descriptors fewer per restart of a crash storm, issue 19).
+const SHARED_VM: bool = cfg!(target_arch = "x86_64");
+
+/// [`ChildPlan::failed`] while the child has not failed.
+const NOT_FAILED: i32 = -1;
+
 impl ChildFds {
     /// The lowest descriptor above every one the child needs: with a shared descriptor table, the child copies
     /// only the descriptors below it into a table of its own (see [`child_main`]).
     fn keep_below(&self) -> u32 {
-        let highest = self.stdio.iter().copied().chain([self.report]).max().unwrap_or(2);
+        let highest = self.stdio.iter().copied().chain([self.report]).max().unwrap_or(2).max(2);
         u32::try_from(highest).map_or(u32::MAX, |fd| fd.saturating_add(1))
     }
 }
 
-/// Starts `launch` as a new process-group leader inside the cgroup whose directory is open as `cgroup`.
-pub(crate) fn spawn_into(launch: Launch, cgroup: RawFd) -> std::io::Result<Forked> {
+/// Starts `launch` as a new process-group leader inside the cgroup whose directory is open as `cgroup`; with the
+/// child, its start time in clock ticks since boot when the clone did not straddle a tick (see
+/// `pm_registry::proc::start_time_between`), which spares the caller a read of the child's `/proc` files.
+pub(crate) fn spawn_into(launch: Launch, cgroup: RawFd) -> std::io::Result<(Forked, Option<u64>)> {
     let image = ExecImage::new(&launch)?;
-    // The child reports a failed exec through this pipe (closed on a successful exec).
-    let (read_end, write_end) = rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC)?;
+    // Without the monitor's memory, the child reports a failed exec through this pipe (closed on a successful
+    // exec).
+    let pipe = if SHARED_VM { None } else { Some(rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC)?) };
     let fds = ChildFds {
         stdio: [launch.stdin.as_raw_fd(), launch.stdout.as_raw_fd(), launch.stderr.as_raw_fd()],
-        report: write_end.as_raw_fd(),
+        report: pipe.as_ref().map_or(-1, |(_, write_end)| write_end.as_raw_fd()),
     };
-    let (pid, pidfd) = clone_into(cgroup, &image, &fds)?;
-    drop(write_end);
+    let failed = std::sync::atomic::AtomicI32::new(NOT_FAILED);
+    let before = pm_registry::proc::boot_ticks();
+    let (pid, pidfd) = clone_into(cgroup, &image, &fds, &failed)?;
+    let start_time = pm_registry::proc::start_time_between(before, pm_registry::proc::boot_ticks());
     let pidfd = crate::os::park_fd(pidfd);
-    if let Some(errno) = exec_error(&read_end) {
+    let exec_failed = match pipe {
+        Some((read_end, write_end)) => {
+            drop(write_end);
+            exec_error(&read_end)
+        }
+        // The child has executed or exited by now (`CLONE_VFORK`), having stored its errno if it failed.
+        None => Some(failed.load(std::sync::atomic::Ordering::SeqCst)).filter(|errno| *errno != NOT_FAILED),
+    };
+    if let Some(errno) = exec_failed {
         // Reap the child that failed to exec.
         let _ = waitpid(pid, WaitOptions::empty());
         return Err(std::io::Error::from_raw_os_error(errno));
     }
     match crate::os::watch_readable(pidfd) {
-        Ok(pidfd) => Ok(Forked { pid, pidfd }),
+        Ok(pidfd) => Ok((Forked { pid, pidfd }, start_time)),
         Err(err) => {
             // Unwatchable: not left running unsupervised (our own child, not reaped yet: the PID is still its own).
             let _ = pm_registry::proc::signal_process(pid, libc::SIGKILL);
@@ -195,11 +249,14 @@ struct ChildPlan<'a> {
     /// The child starts on the parent's descriptor table (`CLONE_FILES`) and must take one of its own first,
     /// with the descriptors below this one ([`ChildFds::keep_below`]).
     shared_files: Option<u32>,
+    /// Where the child stores its errno when it cannot execute, in the monitor's memory (see [`SHARED_VM`]).
+    failed: &'a std::sync::atomic::AtomicI32,
 }
 
 /// `clone3` into the cgroup open as `cgroup`, the child becoming `image` (a new process group, `fds` as its stdio,
 /// the signal handlers and mask reset, SIGPIPE included); answers the child's PID and pidfd. A child that cannot
-/// exec writes its errno into `fds.report` and exits 127.
+/// exec stores its errno in `failed` (in the monitor's memory, [`SHARED_VM`]) or writes it into `fds.report`, and
+/// exits 127.
 ///
 /// On x86_64 the child shares the monitor's memory and runs on a stack of its own until it executes, the monitor's
 /// thread waiting meanwhile (`CLONE_VM | CLONE_VFORK`, what `posix_spawn` does): a fork would copy the page tables
@@ -209,11 +266,16 @@ struct ChildPlan<'a> {
 /// With `CLONE_VFORK` the child also starts on the monitor's descriptor table (`CLONE_FILES`) and takes a copy of
 /// only its low part (see [`child_main`]): a copy of the whole table, and its close at the exec, cost a moment per
 /// descriptor, and the monitor holds one (a pidfd) per running process (2 ms a start with 10,000 running).
-fn clone_into(cgroup: RawFd, image: &ExecImage, fds: &ChildFds) -> std::io::Result<(u32, OwnedFd)> {
+fn clone_into(
+    cgroup: RawFd,
+    image: &ExecImage,
+    fds: &ChildFds,
+    failed: &std::sync::atomic::AtomicI32,
+) -> std::io::Result<(u32, OwnedFd)> {
     let mut pidfd: libc::c_int = -1;
     let mut stack = vec![0u128; CHILD_STACK_WORDS];
-    let shared = cfg!(target_arch = "x86_64");
-    let plan = ChildPlan { image, fds, shared_files: shared.then(|| fds.keep_below()) };
+    let shared = SHARED_VM;
+    let plan = ChildPlan { image, fds, shared_files: shared.then(|| fds.keep_below()), failed };
     let args = CloneArgs {
         flags: CLONE_PIDFD | CLONE_INTO_CGROUP | if shared { CLONE_VM | CLONE_VFORK | CLONE_FILES } else { 0 },
         pidfd: &mut pidfd as *mut libc::c_int as u64,
@@ -299,8 +361,9 @@ fn clone3(args: &CloneArgs, plan: &ChildPlan<'_>) -> Result<(u32, OwnedFd), i32>
 
 /// The child, between the clone and the exec: takes a descriptor table of its own (when it started on the
 /// parent's), takes its stdio, leads a new process group, changes to its folder, resets every signal handler and
-/// unblocks every signal, and executes. System calls only, on buffers prepared by the parent; on failure it writes
-/// the errno into the report pipe and exits 127.
+/// unblocks every signal, and executes. System calls only, on buffers prepared by the parent; on failure it stores
+/// the errno in the plan's `failed` (the monitor's memory where it is shared) or writes it into the report pipe, and
+/// exits 127.
 extern "C" fn child_main(plan: *mut libc::c_void) -> ! {
     // SAFETY: `plan` is the `ChildPlan` the parent keeps alive until this child executes or exits (see `clone3`);
     // every call below is an async-signal-safe system call wrapper on descriptors and NUL-terminated buffers
@@ -310,8 +373,12 @@ extern "C" fn child_main(plan: *mut libc::c_void) -> ! {
         let (report, [stdin, stdout, stderr]) = (plan.fds.report, plan.fds.stdio);
         let fail = |report: RawFd| -> ! {
             let errno = *libc::__errno_location();
-            let bytes = errno.to_ne_bytes();
-            libc::write(report, bytes.as_ptr().cast(), bytes.len());
+            if report < 0 {
+                plan.failed.store(errno, std::sync::atomic::Ordering::SeqCst);
+            } else {
+                let bytes = errno.to_ne_bytes();
+                libc::write(report, bytes.as_ptr().cast(), bytes.len());
+            }
             libc::_exit(127)
         };
         // On the parent's table nothing may change: first a table of our own, a copy of the descriptors below the
@@ -368,4 +435,40 @@ fn exec_error(read_end: &OwnedFd) -> Option<i32> {
         }
     }
     (got == errno.len()).then(|| i32::from_ne_bytes(errno))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::ffi::{CStr, OsString};
+
+    /// The child's environment is the shared base's variables but those the process sets itself, then the
+    /// process's own: each name once, the process's value winning, no copy of the base made for the spawn.
+    #[test]
+    fn the_process_variables_go_over_the_shared_base() {
+        let pair = |key: &str, value: &str| (OsString::from(key), OsString::from(value));
+        let base = std::sync::Arc::new(super::BaseEnv::new([pair("A", "1"), pair("B", "2")]).unwrap());
+        let null = || std::fs::File::open("/dev/null").unwrap().into();
+        let launch = super::Launch {
+            program: "/bin/true".into(),
+            args: Vec::new(),
+            base_env: base.clone(),
+            env: vec![pair("B", "3"), pair("C", "4")],
+            cwd: "/".into(),
+            stdin: super::super::spawn::tests::dev_null_for_tests(),
+            stdout: null(),
+            stderr: null(),
+        };
+        let image = super::ExecImage::new(&launch).unwrap();
+        let vars: Vec<&str> = image
+            .envp
+            .iter()
+            .take_while(|var| !var.is_null())
+            // SAFETY: every pointer before the NULL is one of the image's C strings, alive with it.
+            .map(|var| unsafe { CStr::from_ptr(*var) }.to_str().unwrap())
+            .collect();
+        assert_eq!(vars, ["A=1", "B=3", "C=4"]);
+        assert_eq!(image.envp.last(), Some(&std::ptr::null()));
+        // The base's strings themselves, not copies of them.
+        assert_eq!(image.envp[0], base.vars[0].1.as_ptr());
+    }
 }

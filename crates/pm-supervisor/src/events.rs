@@ -42,24 +42,36 @@ impl Events {
 /// the backoff delay when a restart is now scheduled.
 pub(crate) fn changes(before: &ProcessEntry, after: &ProcessEntry, retry_in: Option<Duration>) -> Vec<EventKind> {
     let mut res = Vec::new();
-    let process_id = after.config.id.clone();
     if before.config != after.config {
         let fields = changed_fields(&before.config, &after.config);
         if !fields.is_empty() {
-            res.push(EventKind::ConfigChanged { process_id: process_id.clone(), fields });
+            res.push(EventKind::ConfigChanged { process_id: after.config.id.clone(), fields });
         }
     }
-    if before.state == after.state {
-        return res;
+    if before.state != after.state {
+        res.extend(state_change(before.state, before.pid, after, retry_in));
     }
-    let (from, to) = (before.state, after.state);
+    res
+}
+
+/// The events of a change of state from `from` (with `before_pid`, the PID then) to `after`'s; `retry_in` as in
+/// [`changes`]. The crash path publishes `crashed` and `retrying` at once with two of these.
+pub(crate) fn state_change(
+    from: ProcessState,
+    before_pid: Option<u32>,
+    after: &ProcessEntry,
+    retry_in: Option<Duration>,
+) -> Vec<EventKind> {
+    let mut res = Vec::new();
+    let process_id = after.config.id.clone();
+    let to = after.state;
     let ended = from.has_child() && !to.has_child();
     let reason = reason(from, to, after);
     res.push(EventKind::State {
         process_id: process_id.clone(),
         from,
         to,
-        pid: if ended { before.pid.or(after.pid) } else { after.pid },
+        pid: if ended { before_pid.or(after.pid) } else { after.pid },
         reason: reason.clone(),
         exit_code: if ended { after.last_exit_code } else { None },
         signal: if ended { after.last_signal } else { None },
@@ -108,14 +120,19 @@ fn changed_fields(before: &ProcessConfig, after: &ProcessConfig) -> Vec<String> 
     res
 }
 
-/// Puts `kinds` about the process `entry` on the bus and runs its hook for each state change.
+/// Puts `kinds` about the process `entry` on the bus and runs its hook for each state change. An event no hook
+/// gets goes to the bus as it is: not copied first (its process id, its reason) only for the copy to be dropped,
+/// as [`Events::publish`] does to answer it (about four events per restart of a crash storm; issue 19).
 pub(crate) fn emit(shared: &Shared, entry: &ProcessEntry, kinds: Vec<EventKind>) {
     for kind in kinds {
-        let is_state = matches!(kind, EventKind::State { .. });
-        let event = shared.events.publish(kind, entry.config.is_remote);
-        if is_state {
-            if let Some(hook) = &entry.config.on_state_change {
+        let hook = entry.config.on_state_change.as_ref().filter(|_| matches!(kind, EventKind::State { .. }));
+        match hook {
+            Some(hook) => {
+                let event = shared.events.publish(kind, entry.config.is_remote);
                 run_hook(shared, &entry.config, hook, event);
+            }
+            None => {
+                shared.events.bus.publish(Event::now(kind), entry.config.is_remote);
             }
         }
     }

@@ -77,6 +77,8 @@ pub(crate) struct Launched {
     pub(crate) run_dir: PathBuf,
     /// Its cgroup, with cgroup containment.
     pub(crate) cgroup: Option<ProcCgroup>,
+    /// Its start time in clock ticks since boot, when the spawn could tell it without reading `/proc`.
+    pub(crate) start_time: Option<u64>,
 }
 
 /// Makes the child's cgroup (with containment) and its run folder for a run started `now`, and spawns it; all of
@@ -159,19 +161,19 @@ impl Launch {
         };
         // Held across the spawn: the reaper of re-parented strays must not take this child for one.
         let mut owned = self.shared.owned.lock().expect("owned lock");
-        let res = self.spawn_watch(&ctx, prepared.as_ref()).map(|watch| {
+        let res = self.spawn_watch(&ctx, prepared.as_ref()).map(|(watch, start_time)| {
             let pid = match &watch {
                 Watch::Own(child) => child.id().unwrap_or(0),
                 Watch::Forked(forked) => forked.pid,
                 _ => 0,
             };
             owned.insert(pid);
-            (watch, pid)
+            (watch, pid, start_time)
         });
         drop(owned);
         let cgroup = prepared.map(|prepared| prepared.cgroup);
         match res {
-            Ok((watch, pid)) => Ok(Launched { watch, pid, run_dir, cgroup }),
+            Ok((watch, pid, start_time)) => Ok(Launched { watch, pid, run_dir, cgroup, start_time }),
             Err(err) => {
                 // Nothing ran: the folder (two empty log files) would only push real runs out, and the cgroup
                 // would outlive the process.
@@ -185,18 +187,24 @@ impl Launch {
     }
 
     /// The spawn itself: cloned straight into its cgroup; where the kernel cannot, and for an untrusted
-    /// registration (executed from its checked descriptor), moved there before it executes.
-    fn spawn_watch(&self, ctx: &SpawnContext<'_>, prepared: Option<&Prepared>) -> std::io::Result<Watch> {
+    /// registration (executed from its checked descriptor), moved there before it executes. With the watch, the
+    /// child's start time where the clone told it.
+    fn spawn_watch(
+        &self,
+        ctx: &SpawnContext<'_>,
+        prepared: Option<&Prepared>,
+    ) -> std::io::Result<(Watch, Option<u64>)> {
+        let own = |child| (Watch::own(child), None);
         match prepared {
             Some(prepared) if ctx.checked.is_none() && !self.config.untrusted => {
                 match spawn::spawn_into_cgroup(&self.config, ctx, prepared.dir.as_raw_fd()) {
                     Err(err) if err.kind() == std::io::ErrorKind::Unsupported => {
-                        spawn::spawn(&self.config, ctx).map(Watch::own)
+                        spawn::spawn(&self.config, ctx).map(own)
                     }
-                    res => res.map(Watch::Forked),
+                    res => res.map(|(forked, start_time)| (Watch::Forked(forked), start_time)),
                 }
             }
-            _ => spawn::spawn(&self.config, ctx).map(Watch::own),
+            _ => spawn::spawn(&self.config, ctx).map(own),
         }
     }
 }

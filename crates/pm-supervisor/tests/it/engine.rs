@@ -260,6 +260,36 @@ async fn missing_executable_gives_a_readable_error() {
     assert!(error.contains("not found") && error.contains("/nonexistent/bin/ghost"), "{error}");
 }
 
+/// The same where the child is cloned into its cgroup: the child that cannot execute reports its errno in the
+/// monitor's memory (no pipe), and it still reads as "not found".
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn missing_executable_in_a_cgroup_gives_a_readable_error() {
+    let fx = Fixture::with_cgroups();
+    let mut config = pm_core::ProcessConfig::new("ghost", "ghost", "/nonexistent/bin/ghost");
+    config.restart_policy = Some(policy(1, &[10]));
+    fx.sup.register(config).unwrap();
+    let entry = fx.wait("ghost", LONG, |e| e.state == ProcessState::Failed).await;
+    let error = entry.last_error.unwrap_or_default();
+    assert!(error.contains("not found") && error.contains("/nonexistent/bin/ghost"), "{error}");
+}
+
+/// A child cloned into its cgroup is recorded with the start time the kernel gives it (told by the clone, not read
+/// from `/proc`), the one a later check of the PID compares against.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_child_in_a_cgroup_has_the_kernels_start_time() {
+    let fx = Fixture::with_cgroups();
+    for idx in 0..5 {
+        fx.sup.register(sh(&format!("t{idx}"), "sleep 300")).unwrap();
+    }
+    for idx in 0..5 {
+        let entry = fx.wait(&format!("t{idx}"), LONG, |e| e.state == ProcessState::Running && e.pid.is_some()).await;
+        fx.track();
+        let pid = entry.pid.unwrap();
+        assert_eq!(entry.pid_start_time, pm_registry::proc::start_time(pid), "t{idx}'s start time");
+        assert!(entry.pid_start_time.is_some());
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_spawn_failing_with_zero_backoff_forever_neither_spins_nor_fills_the_disk() {
     let fx = Fixture::new();

@@ -46,7 +46,7 @@ impl Fixture {
     }
 
     /// A supervisor with a cgroup per process where the machine lets it make them (as the daemon does).
-    #[allow(dead_code)] // used by the `footprint` test binary only
+    #[allow(dead_code)] // not used by every test binary
     pub fn with_cgroups() -> Fixture {
         Fixture::with(Supervisor::with_detected_containment)
     }
