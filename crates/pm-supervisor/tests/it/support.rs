@@ -101,6 +101,9 @@ impl Drop for Fixture {
             // A process group we started.
             pm_registry::proc::signal_group(*pid, libc::SIGKILL);
         }
+        // The cgroup folders a fixture with containment made (`pm-test-<hash of its home>`), and anything left in
+        // them: no daemon shuts down here to remove them.
+        pm_supervisor::cgroup::remove_for_home(self.dir.path());
     }
 }
 
