@@ -15,6 +15,37 @@ pub(crate) fn share(stored: &mut SharedEntry, observed: &Arc<ProcessEntry>) {
     }
 }
 
+/// Whether `stored` and `observed` differ at most in the fields the registry writer takes from the task
+/// ([`pm_registry::EntryUpdate`]: state, PID, times, counters, last error, dependency wait), so that the writer's
+/// merge would make `stored` equal to `observed`: the cache can then take the task's entry as it is, without first
+/// copying its own (shared with the writer's copy of the registry) to merge into it. Every field is named, so
+/// that a field added to [`ProcessEntry`] must be placed on one side or the other.
+pub(crate) fn only_runtime_differs(stored: &ProcessEntry, observed: &ProcessEntry) -> bool {
+    let ProcessEntry {
+        config,
+        registered_at,
+        pending_action,
+        extra,
+        // What the writer takes from the task.
+        state: _,
+        pid: _,
+        pid_start_time: _,
+        last_started_at: _,
+        last_stopped_at: _,
+        restart_attempts: _,
+        consecutive_failures: _,
+        last_exit_code: _,
+        last_signal: _,
+        last_error: _,
+        waiting_for: _,
+        waiting_since: _,
+    } = stored;
+    *config == observed.config
+        && *registered_at == observed.registered_at
+        && *pending_action == observed.pending_action
+        && *extra == observed.extra
+}
+
 #[cfg(test)]
 mod tests {
     use std::mem::size_of;
@@ -84,6 +115,17 @@ mod tests {
             "a snapshot is {} B: does it hold a copy of the entry?",
             size_of::<Snapshot>()
         );
+    }
+
+    /// Kills what the supervisor's processes run, pass or fail (their process groups).
+    struct Killed(crate::Supervisor);
+
+    impl Drop for Killed {
+        fn drop(&mut self) {
+            for pgid in self.0.running_groups() {
+                crate::os::signal_group(pgid, libc::SIGKILL);
+            }
+        }
     }
 
     /// How many of the monitor's cached registry's entries are the very allocation its tasks hold (looked at
@@ -158,6 +200,14 @@ mod tests {
         monitor.flush().await.unwrap();
         assert_eq!(shared_with_tasks(&monitor).await, N, "a changed entry is held twice after the write");
         assert!(!plain.load().unwrap().processes["p000"].config.enabled, "the change was not stored");
+
+        // A change of state only (a start): stored, and shared again, without a copy made to merge it.
+        let _killed = Killed(sup.clone());
+        sup.start("p002").await.unwrap();
+        monitor.flush().await.unwrap();
+        assert_eq!(shared_with_tasks(&monitor).await, N, "a started entry is held twice after the write");
+        let stored = plain.load().unwrap().processes["p002"].clone();
+        assert_eq!((stored.state, stored.pid), (pm_core::ProcessState::Running, sup.get("p002").unwrap().pid));
 
         // A local client's edit that memory does not hold: the cache keeps the file's entry, a copy of its own.
         plain

@@ -305,14 +305,19 @@ impl Monitor {
                     let (revs_now, before) = (snapshot.config_rev, written.get(id).copied().unwrap_or_default());
                     // An entry the registry shares with the task is what memory holds already.
                     if !stored.shares(&snapshot.entry) {
-                        merge_runtime(stored, &snapshot.entry);
-                        if revs_now.enabled > before.enabled {
-                            stored.config.enabled = snapshot.entry.config.enabled;
+                        if crate::footprint::only_runtime_differs(stored, &snapshot.entry) {
+                            // What the merge below would make of it: the task's entry itself, taken without a copy.
+                            *stored = pm_core::SharedEntry::from_arc(snapshot.entry.clone());
+                        } else {
+                            merge_runtime(stored, &snapshot.entry);
+                            if revs_now.enabled > before.enabled {
+                                stored.config.enabled = snapshot.entry.config.enabled;
+                            }
+                            if revs_now.autostart > before.autostart {
+                                stored.config.autostart = snapshot.entry.config.autostart;
+                            }
+                            crate::footprint::share(stored, &snapshot.entry);
                         }
-                        if revs_now.autostart > before.autostart {
-                            stored.config.autostart = snapshot.entry.config.autostart;
-                        }
-                        crate::footprint::share(stored, &snapshot.entry);
                     }
                     if revs_now != before {
                         revs.push((id.clone(), revs_now));
