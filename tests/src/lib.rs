@@ -150,7 +150,7 @@ impl Home {
         let mut config = ProcessConfig::new(id, id, "/bin/sh");
         config.args = vec!["-c".to_owned(), format!("echo $$ >> {}; sleep 600", marker.display()), self.marker(id)];
         self.edit(instance, |registry| {
-            registry.processes.insert(id.to_owned(), ProcessEntry::new(config, Timestamp::now()));
+            registry.processes.insert(id.to_owned(), ProcessEntry::new(config, Timestamp::now()).into());
         });
     }
 
@@ -162,7 +162,7 @@ impl Home {
         config.args = vec!["-c".to_owned(), script, self.marker(id)];
         config.stop_timeout_ms = Some(stop_ms);
         self.edit(instance, |registry| {
-            registry.processes.insert(id.to_owned(), ProcessEntry::new(config, Timestamp::now()));
+            registry.processes.insert(id.to_owned(), ProcessEntry::new(config, Timestamp::now()).into());
         });
     }
 

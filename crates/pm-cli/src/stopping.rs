@@ -70,7 +70,7 @@ mod tests {
         entry.state = ProcessState::Running;
         entry.pid = Some(std::process::id());
         entry.pid_start_time = pm_registry::proc::start_time(std::process::id());
-        registry.processes.insert("slow".to_owned(), entry);
+        registry.processes.insert("slow".to_owned(), entry.into());
         assert_eq!(stop_wait(&registry), Duration::from_secs(180));
         let left = left_running(children(&registry), None);
         assert_eq!(left.len(), 1, "this test process is alive");

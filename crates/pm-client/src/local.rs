@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use pm_core::{
     PartnerDiscoveryPatch, PendingAction, ProcessConfig, ProcessEntry, ProcessState, ProcessStatus, Registry,
-    RemoteAccessPatch, Settings, SettingsUpdate, Timestamp,
+    RemoteAccessPatch, Settings, SettingsUpdate, SharedEntry, Timestamp,
 };
 use pm_registry::{InstanceLock, LockInfo, Paths, Store};
 
@@ -180,7 +180,7 @@ impl ProcessMonitorClient {
             pm_core::check_new_dependencies(registry, &config)?;
             let mut entry = ProcessEntry::new(config.clone(), Timestamp::now());
             entry.extra = keys;
-            registry.processes.insert(config.id.clone(), entry);
+            registry.processes.insert(config.id.clone(), entry.into());
             Ok(())
         })
     }
@@ -306,7 +306,8 @@ impl ProcessMonitorClient {
             let registry = self.load()?;
             let graph = pm_core::graph_of(&registry);
             let stopped = registry.processes.get(id).is_some_and(|entry| !entry.state.has_child());
-            let blocker = stopped.then(|| pm_core::start_blocker(|dep| registry.processes.get(dep), &graph, id));
+            let blocker = stopped
+                .then(|| pm_core::start_blocker(|dep| registry.processes.get(dep).map(|entry| &**entry), &graph, id));
             if let Some(problem) = blocker.flatten() {
                 return Err(Error::Conflict(problem));
             }
@@ -388,7 +389,12 @@ impl ProcessMonitorClient {
         let registry = self.load()?;
         // An entry that cannot run is reported as `failed` with the reason (see `pm_core::UnusableEntry`).
         let unusable = registry.unusable.get(id).map(|entry| entry.status(id));
-        registry.processes.get(id).map(ProcessEntry::status).or(unusable).ok_or_else(|| Error::NotFound(id.to_owned()))
+        registry
+            .processes
+            .get(id)
+            .map(|entry| entry.status())
+            .or(unusable)
+            .ok_or_else(|| Error::NotFound(id.to_owned()))
     }
 
     /// The status of every process, by id (entries that cannot run as `failed`, with the reason).
@@ -408,7 +414,7 @@ impl ProcessMonitorClient {
     /// The whole stored entry of a process (configuration and runtime fields).
     pub fn get_entry(&self, id: &str) -> Result<ProcessEntry, Error> {
         pm_core::validate_process_id(id)?;
-        self.load()?.processes.remove(id).ok_or_else(|| Error::NotFound(id.to_owned()))
+        self.load()?.processes.remove(id).map(SharedEntry::into_entry).ok_or_else(|| Error::NotFound(id.to_owned()))
     }
 
     /// Enables a process.
@@ -619,7 +625,7 @@ impl ProcessMonitorClient {
             if !entry.config.enabled && action != PendingAction::Stop {
                 return Err(Error::Disabled(id.to_owned()));
             }
-            let before = entry.clone();
+            let before = (**entry).clone();
             entry.pending_action = Some(action);
             Ok(before)
         })

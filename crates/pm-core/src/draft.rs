@@ -67,15 +67,15 @@ impl RegistryDraft for Registry {
     }
 
     fn entry(&mut self, id: &str) -> Result<Option<&ProcessEntry>, Error> {
-        Ok(self.processes.get(id))
+        Ok(self.processes.get(id).map(|entry| &**entry))
     }
 
     fn entry_mut(&mut self, id: &str) -> Result<Option<&mut ProcessEntry>, Error> {
-        Ok(self.processes.get_mut(id))
+        Ok(self.processes.get_mut(id).map(|entry| &mut **entry))
     }
 
     fn insert(&mut self, entry: ProcessEntry) {
-        self.processes.insert(entry.config.id.clone(), entry);
+        self.processes.insert(entry.config.id.clone(), entry.into());
     }
 
     fn remove(&mut self, id: &str) -> bool {
@@ -414,7 +414,7 @@ mod tests {
         registry.extra.insert("futureTop".to_owned(), json!({"k": [true, "v"]}));
         registry.extra.insert("aaa".to_owned(), json!(1));
         for id in ids {
-            registry.processes.insert((*id).to_owned(), entry(id));
+            registry.processes.insert((*id).to_owned(), entry(id).into());
         }
         registry
     }

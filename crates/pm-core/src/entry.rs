@@ -210,6 +210,86 @@ impl ProcessEntry {
     }
 }
 
+/// A [`ProcessEntry`] that several holders share until one of them changes it: the registry's entries
+/// ([`crate::Registry::processes`]), a process's task and its published snapshot in the monitor. Reading goes
+/// through `Deref`; a change goes through `DerefMut`, which copies the entry first only when someone else holds it
+/// (`Arc::make_mut`), so every holder keeps the value it had, as with an owned entry. The monitor's cached registry
+/// and its tasks thus keep one copy of each entry instead of two (issue 19, memory per process).
+#[derive(Clone)]
+pub struct SharedEntry(std::sync::Arc<ProcessEntry>);
+
+impl SharedEntry {
+    /// Shares `entry` as it is.
+    pub fn from_arc(entry: std::sync::Arc<ProcessEntry>) -> SharedEntry {
+        SharedEntry(entry)
+    }
+
+    /// The shared allocation.
+    pub fn arc(&self) -> &std::sync::Arc<ProcessEntry> {
+        &self.0
+    }
+
+    /// Whether `self` and `other` are the same allocation (not merely equal).
+    pub fn shares(&self, other: &std::sync::Arc<ProcessEntry>) -> bool {
+        std::sync::Arc::ptr_eq(&self.0, other)
+    }
+
+    /// The entry, moved out when nobody else holds it, else copied.
+    pub fn into_entry(self) -> ProcessEntry {
+        std::sync::Arc::unwrap_or_clone(self.0)
+    }
+}
+
+impl From<ProcessEntry> for SharedEntry {
+    fn from(entry: ProcessEntry) -> SharedEntry {
+        SharedEntry(std::sync::Arc::new(entry))
+    }
+}
+
+impl std::ops::Deref for SharedEntry {
+    type Target = ProcessEntry;
+
+    fn deref(&self) -> &ProcessEntry {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for SharedEntry {
+    fn deref_mut(&mut self) -> &mut ProcessEntry {
+        std::sync::Arc::make_mut(&mut self.0)
+    }
+}
+
+impl PartialEq for SharedEntry {
+    fn eq(&self, other: &SharedEntry) -> bool {
+        std::sync::Arc::ptr_eq(&self.0, &other.0) || *self.0 == *other.0
+    }
+}
+
+impl PartialEq<ProcessEntry> for SharedEntry {
+    fn eq(&self, other: &ProcessEntry) -> bool {
+        *self.0 == *other
+    }
+}
+
+impl std::fmt::Debug for SharedEntry {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+impl Serialize for SharedEntry {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        self.0.serialize(serializer)
+    }
+}
+
+impl<'de> Deserialize<'de> for SharedEntry {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        ProcessEntry::deserialize(deserializer).map(SharedEntry::from)
+    }
+}
+
 /// A local client's request, left in the registry for the monitor to carry out.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]

@@ -48,7 +48,7 @@ pub use deps::{
     graph_of, layers, shutdown_layers, start_blocker, start_order, DependencyCondition, Graph, Observed,
 };
 pub use draft::{LazyRegistry, RegistryDraft};
-pub use entry::{PendingAction, ProcessEntry};
+pub use entry::{PendingAction, ProcessEntry, SharedEntry};
 pub use error::{Cause, Error};
 pub use event::{Event, EventKind};
 pub use exec::{executable_permitted, validate_executable_pattern};

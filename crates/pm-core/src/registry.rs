@@ -6,7 +6,9 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
-use crate::{AlivenessServerConfig, PartnerDiscovery, ProcessEntry, RemoteAccessConfig, Timestamp, UnusableEntry};
+use crate::{
+    AlivenessServerConfig, PartnerDiscovery, ProcessEntry, RemoteAccessConfig, SharedEntry, Timestamp, UnusableEntry,
+};
 
 /// Id of the main instance.
 pub const DEFAULT_INSTANCE: &str = "default";
@@ -48,9 +50,10 @@ pub struct Registry {
     /// The aliveness server.
     #[serde(default)]
     pub aliveness_server: AlivenessServerConfig,
-    /// Managed processes by id (each key a valid process id, equal to its entry's `id`).
+    /// Managed processes by id (each key a valid process id, equal to its entry's `id`). Each entry may be shared
+    /// with other holders (the monitor's tasks) and is copied on its first change ([`SharedEntry`]).
     #[serde(default, deserialize_with = "processes_by_id")]
-    pub processes: BTreeMap<String, ProcessEntry>,
+    pub processes: BTreeMap<String, SharedEntry>,
     /// Keys this version does not know, kept on rewrite.
     #[serde(flatten)]
     pub extra: Map<String, Value>,
@@ -173,10 +176,10 @@ fn is_zero(value: &u64) -> bool {
 /// entry, so its line and column point there.
 fn processes_by_id<'de, D: serde::Deserializer<'de>>(
     deserializer: D,
-) -> Result<BTreeMap<String, ProcessEntry>, D::Error> {
+) -> Result<BTreeMap<String, SharedEntry>, D::Error> {
     struct Entries;
     impl<'de> serde::de::Visitor<'de> for Entries {
-        type Value = BTreeMap<String, ProcessEntry>;
+        type Value = BTreeMap<String, SharedEntry>;
         fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
             f.write_str("an object of process entries by id")
         }
@@ -196,7 +199,7 @@ fn processes_by_id<'de, D: serde::Deserializer<'de>>(
                 if let Err(err) = entry.config.validate() {
                     return Err(A::Error::custom(format!("processes: entry {key:?}: {err}")));
                 }
-                if entries.insert(key.clone(), entry).is_some() {
+                if entries.insert(key.clone(), SharedEntry::from(entry)).is_some() {
                     return Err(A::Error::custom(format!("processes: {key:?} appears twice")));
                 }
             }
@@ -448,9 +451,10 @@ pub(crate) mod tests {
         // A new registration under the same id replaces the unusable entry.
         let text = json!({"instanceId": "default", "processes": {"x": {"id": "x", "state": "sleeping"}}}).to_string();
         let mut registry = Registry::from_json(text.as_bytes()).unwrap();
-        registry
-            .processes
-            .insert("x".to_owned(), ProcessEntry::new(ProcessConfig::new("x", "n", "/bin/true"), Timestamp::now()));
+        registry.processes.insert(
+            "x".to_owned(),
+            ProcessEntry::new(ProcessConfig::new("x", "n", "/bin/true"), Timestamp::now()).into(),
+        );
         let written: Value = serde_json::from_slice(&registry.to_json_pretty().unwrap()).unwrap();
         assert_eq!(written["processes"]["x"]["command"], "/bin/true");
         // A file that is not JSON, or whose problem is not an entry, is still refused as a whole.

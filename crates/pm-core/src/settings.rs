@@ -710,9 +710,10 @@ mod tests {
     fn settings_of_a_registry() {
         let mut registry = Registry::new_default(WATCHER_INSTANCE);
         registry.standalone_mode = true;
-        registry
-            .processes
-            .insert("a".to_owned(), ProcessEntry::new(ProcessConfig::new("a", "A", "/bin/true"), Timestamp::now()));
+        registry.processes.insert(
+            "a".to_owned(),
+            ProcessEntry::new(ProcessConfig::new("a", "A", "/bin/true"), Timestamp::now()).into(),
+        );
         let settings = Settings::of(&registry);
         assert!(settings.standalone_mode);
         assert_eq!(settings.remote_access, registry.remote_access);

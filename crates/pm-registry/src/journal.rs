@@ -141,7 +141,7 @@ impl Change {
             }
             Change::Add(entry) => {
                 registry.unusable.remove(&entry.config.id);
-                registry.processes.insert(entry.config.id.clone(), (**entry).clone());
+                registry.processes.insert(entry.config.id.clone(), (**entry).clone().into());
             }
             Change::Remove(id) => {
                 registry.processes.remove(id);

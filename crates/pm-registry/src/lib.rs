@@ -32,7 +32,7 @@
 //!
 //! store.transaction(Duration::from_secs(5), |registry| {
 //!     let config = ProcessConfig::new("api", "My API", "/usr/bin/my-api");
-//!     registry.processes.insert("api".to_owned(), ProcessEntry::new(config, Timestamp::now()));
+//!     registry.processes.insert("api".to_owned(), ProcessEntry::new(config, Timestamp::now()).into());
 //!     Ok::<_, pm_registry::Error>(())
 //! })?;
 //! assert!(store.load()?.processes.contains_key("api"));

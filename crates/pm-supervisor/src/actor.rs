@@ -7,7 +7,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use pm_core::{
-    next_restart, Error, FailAction, ProcessConfig, ProcessEntry, ProcessState, RestartDecision, RestartOn, Timestamp,
+    next_restart, Error, FailAction, ProcessConfig, ProcessEntry, ProcessState, RestartDecision, RestartOn,
+    SharedEntry, Timestamp,
 };
 use pm_registry::proc::Process;
 use tokio::sync::oneshot;
@@ -57,25 +58,6 @@ pub struct Counters {
 }
 
 type Reply<T> = oneshot::Sender<Result<T, Error>>;
-
-/// The task's entry, shared with the published [`Snapshot`] and copied on the first change after a publish
-/// (`Arc::make_mut` behind `DerefMut`), so that a process keeps one entry in memory, not two.
-#[derive(Debug, Clone)]
-pub(crate) struct SharedEntry(Arc<ProcessEntry>);
-
-impl std::ops::Deref for SharedEntry {
-    type Target = ProcessEntry;
-
-    fn deref(&self) -> &ProcessEntry {
-        &self.0
-    }
-}
-
-impl std::ops::DerefMut for SharedEntry {
-    fn deref_mut(&mut self) -> &mut ProcessEntry {
-        Arc::make_mut(&mut self.0)
-    }
-}
 
 /// How often log sizes are checked when `logMaxBytes` is set (besides every write, through inotify).
 const ROTATE_EVERY: Duration = Duration::from_millis(500);
@@ -215,20 +197,22 @@ pub(crate) struct Actor {
 }
 
 impl Actor {
+    /// The task of `entry`, which it shares with its published [`Snapshot`] (and with the registry `entry` came
+    /// from, if any) until it changes it: [`SharedEntry`] copies it on the first change.
     pub(crate) fn new(
-        entry: ProcessEntry,
+        entry: impl Into<SharedEntry>,
         shared: Arc<Shared>,
         rx: crate::inbox::Receiver<Cmd>,
     ) -> (Actor, crate::published::Published<Snapshot>) {
-        let entry = Arc::new(entry);
+        let entry = entry.into();
         let (publish, snapshot) = crate::published::channel(Snapshot {
-            entry: entry.clone(),
+            entry: entry.arc().clone(),
             config_rev: ConfigRevs::default(),
             running_since: None,
             counters: Counters::default(),
         });
         let actor = Actor {
-            entry: SharedEntry(entry),
+            entry,
             config_rev: ConfigRevs::default(),
             shared,
             publish,
@@ -419,7 +403,9 @@ impl Actor {
             _ => false,
         };
         let decision = decide::at_start(&self.entry, live.is_some(), partner_stopping, start);
-        if !matches!(decision, AtStart::Adopt { .. } | AtStart::LeavePartner | AtStart::WaitForDependencies) {
+        // Changed only where they are set: an entry left as it is stays shared with the registry it came from.
+        let waited = !self.entry.waiting_for.is_empty() || self.entry.waiting_since.is_some();
+        if waited && !matches!(decision, AtStart::Adopt { .. } | AtStart::LeavePartner | AtStart::WaitForDependencies) {
             self.entry.waiting_for.clear();
             self.entry.waiting_since = None;
         }
@@ -467,8 +453,10 @@ impl Actor {
                 self.schedule_retry_at_current_attempt();
             }
             AtStart::Settle { state, start } => {
-                self.entry.pid = None;
-                self.entry.state = state;
+                if self.entry.pid.is_some() || self.entry.state != state {
+                    self.entry.pid = None;
+                    self.entry.state = state;
+                }
                 if start {
                     self.entry.restart_attempts = 0;
                     if self.entry.config.depends_on.is_empty() {
@@ -1480,7 +1468,7 @@ impl Actor {
     /// Whether the task's entry and `snapshot`'s are one allocation (for the footprint test).
     #[cfg(test)]
     pub(crate) fn shares_entry_with(&self, snapshot: &Snapshot) -> bool {
-        Arc::ptr_eq(&self.entry.0, &snapshot.entry)
+        self.entry.shares(&snapshot.entry)
     }
 
     /// Changes the entry's state and publishes it (for the footprint test).
@@ -1499,7 +1487,7 @@ impl Actor {
     /// Publishes the entry as it is now, with `events` (the changes since the last publish).
     fn publish_with(&mut self, events: Vec<pm_core::EventKind>) {
         let snapshot = Snapshot {
-            entry: self.entry.0.clone(),
+            entry: self.entry.arc().clone(),
             config_rev: self.config_rev,
             running_since: self.running_since,
             counters: self.counters,

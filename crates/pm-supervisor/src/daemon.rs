@@ -8,7 +8,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use pm_core::{Error as CoreError, ProcessEntry, ProcessState};
+use pm_core::{Error as CoreError, ProcessEntry, ProcessState, SharedEntry};
 use pm_registry::proc::Process;
 use pm_registry::{InstanceLock, Paths, Store};
 use tokio::signal::unix::{signal, Signal, SignalKind};
@@ -337,7 +337,7 @@ fn supervisor(config: &DaemonConfig, secret: &str, containment: Containment) -> 
 async fn adopt(
     sup: &Supervisor,
     containment: &Containment,
-    processes: BTreeMap<String, ProcessEntry>,
+    processes: BTreeMap<String, SharedEntry>,
     start: StartKind,
 ) {
     tracing::info!(?start, processes = processes.len(), "taking over the registry");
@@ -382,9 +382,9 @@ async fn adopt(
 fn adopt_copies(
     sup: &Supervisor,
     containment: &Containment,
-    mut entry: ProcessEntry,
+    mut entry: SharedEntry,
     mut found: Vec<Found>,
-) -> ProcessEntry {
+) -> SharedEntry {
     let id = entry.config.id.clone();
     // Only a process that runs this entry's executable is taken for it (the owner key and uid were checked by
     // the scan); anything else is neither adopted nor stopped.
@@ -412,13 +412,16 @@ fn adopt_copies(
         stop_stray(Process::new(pid, start_time));
     }
     let runs = known.is_some() || copies.adopt.is_some() || adopt_from_cgroup(containment, &mut entry);
-    decide::honour_pending_stop(&mut entry, runs);
+    // Changed only when there is a stop to honour: the entry is still shared with the monitor's cached registry.
+    if entry.pending_action.is_some() {
+        decide::honour_pending_stop(&mut entry, runs);
+    }
     entry
 }
 
 /// With cgroups, for a process whose leader is gone: a tracked daemon is adopted through its cgroup's members
 /// (true); otherwise they are leftovers of an exit like any other, and killed.
-fn adopt_from_cgroup(containment: &Containment, entry: &mut ProcessEntry) -> bool {
+fn adopt_from_cgroup(containment: &Containment, entry: &mut SharedEntry) -> bool {
     let Some(dir) = containment.dir(&entry.config.id).filter(|dir| !entry.config.partner && dir.is_dir()) else {
         return false;
     };

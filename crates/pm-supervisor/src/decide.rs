@@ -5,7 +5,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 
-use pm_core::{PendingAction, ProcessConfig, ProcessEntry, ProcessState, Registry, Settings};
+use pm_core::{PendingAction, ProcessConfig, ProcessEntry, ProcessState, Registry, Settings, SharedEntry};
 
 use crate::actor::ConfigRevs;
 use crate::orphans::Found;
@@ -212,7 +212,8 @@ impl Held {
 pub(crate) struct Plan {
     pub(crate) settings: Settings,
     pub(crate) actions: Vec<(String, PendingAction)>,
-    pub(crate) added: Vec<ProcessEntry>,
+    /// Shared with the registry they were read from until either changes them ([`pm_core::SharedEntry`]).
+    pub(crate) added: Vec<SharedEntry>,
     /// New configurations, with the revisions of the task's own changes they were read against.
     pub(crate) changed: Vec<(ProcessConfig, ConfigRevs)>,
     pub(crate) removed: Vec<String>,
@@ -459,7 +460,7 @@ mod tests {
     fn registry(ids: &[&str], edit: impl FnOnce(&mut Registry)) -> Registry {
         let mut registry = Registry::new_default("default");
         for id in ids {
-            registry.processes.insert((*id).to_owned(), entry(id));
+            registry.processes.insert((*id).to_owned(), entry(id).into());
         }
         edit(&mut registry);
         registry

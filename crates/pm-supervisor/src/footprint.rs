@@ -1,8 +1,55 @@
-//! What one process costs in memory: sizes of the per-process parts (a measurement, printed; see issue 19).
+//! What one process costs in memory: one copy of each entry, and the sizes of the per-process parts (a
+//! measurement, printed; see issue 19).
+
+use std::sync::Arc;
+
+use pm_core::{ProcessEntry, SharedEntry};
+
+/// Makes the registry's `stored` entry the task's `observed` one when they are equal, so that the monitor's cached
+/// registry and the process's task hold one copy of the entry, not two (about 0.8 KiB per process with its
+/// strings). Where they differ (a local client's edit not taken up yet, a field the registry writer does not
+/// store) each keeps its own. Either holder's next change copies the entry first ([`SharedEntry`]).
+pub(crate) fn share(stored: &mut SharedEntry, observed: &Arc<ProcessEntry>) {
+    if !stored.shares(observed) && **stored == **observed {
+        *stored = SharedEntry::from_arc(observed.clone());
+    }
+}
+
+/// Whether `stored` and `observed` differ at most in the fields the registry writer takes from the task
+/// ([`pm_registry::EntryUpdate`]: state, PID, times, counters, last error, dependency wait), so that the writer's
+/// merge would make `stored` equal to `observed`: the cache can then take the task's entry as it is, without first
+/// copying its own (shared with the writer's copy of the registry) to merge into it. Every field is named, so
+/// that a field added to [`ProcessEntry`] must be placed on one side or the other.
+pub(crate) fn only_runtime_differs(stored: &ProcessEntry, observed: &ProcessEntry) -> bool {
+    let ProcessEntry {
+        config,
+        registered_at,
+        pending_action,
+        extra,
+        // What the writer takes from the task.
+        state: _,
+        pid: _,
+        pid_start_time: _,
+        last_started_at: _,
+        last_stopped_at: _,
+        restart_attempts: _,
+        consecutive_failures: _,
+        last_exit_code: _,
+        last_signal: _,
+        last_error: _,
+        waiting_for: _,
+        waiting_since: _,
+    } = stored;
+    *config == observed.config
+        && *registered_at == observed.registered_at
+        && *pending_action == observed.pending_action
+        && *extra == observed.extra
+}
 
 #[cfg(test)]
 mod tests {
     use std::mem::size_of;
+    use std::time::Duration;
 
     use pm_core::{ProcessConfig, ProcessEntry, Timestamp};
 
@@ -68,5 +115,112 @@ mod tests {
             "a snapshot is {} B: does it hold a copy of the entry?",
             size_of::<Snapshot>()
         );
+    }
+
+    /// Kills what the supervisor's processes run, pass or fail (their process groups).
+    struct Killed(crate::Supervisor);
+
+    impl Drop for Killed {
+        fn drop(&mut self) {
+            for pgid in self.0.running_groups() {
+                crate::os::signal_group(pgid, libc::SIGKILL);
+            }
+        }
+    }
+
+    /// How many of the monitor's cached registry's entries are the very allocation its tasks hold (looked at
+    /// through a journal transaction that stores nothing: it starts from the cache while the file is unchanged).
+    async fn shared_with_tasks(monitor: &crate::monitor::Monitor) -> usize {
+        let sup = monitor.supervisor().clone();
+        let sync = monitor.sync().await;
+        monitor
+            .journal(&sync, Duration::from_secs(5), move |registry| {
+                let shared = sup
+                    .snapshots()
+                    .iter()
+                    .filter(|snapshot| {
+                        registry
+                            .processes
+                            .get(&snapshot.entry.config.id)
+                            .is_some_and(|stored| stored.shares(&snapshot.entry))
+                    })
+                    .count();
+                Ok((shared, Vec::new()))
+            })
+            .await
+            .unwrap()
+    }
+
+    /// The monitor's cached registry and the processes' tasks hold one copy of each entry, not two: after the
+    /// registry writer's write every entry of the cache is the task's own allocation (without it the cache held
+    /// a copy of each, about 0.8 KiB per process with its strings), again after a task changed its entry, while an
+    /// entry a local client edited (not taken up by its task yet) keeps the edit in a copy of its own.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_cached_registry_and_the_tasks_share_each_entry() {
+        const N: usize = 50;
+        let dir = std::env::temp_dir().join(format!("pm-footprint-share-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let paths = pm_registry::Paths::new(&dir, "default").unwrap();
+        let plain = pm_registry::Store::new(paths.clone());
+        plain.init().unwrap();
+        let ids: Vec<String> = (0..N).map(|idx| format!("p{idx:03}")).collect();
+        let entries = ids.clone();
+        plain
+            .transaction(Duration::from_secs(5), move |registry| {
+                for id in &entries {
+                    let mut config = ProcessConfig::new(id, id, "/bin/sleep");
+                    config.args = vec!["3600".to_owned()];
+                    config.autostart = false;
+                    let mut entry = ProcessEntry::new(config, Timestamp::now());
+                    entry.state = pm_core::ProcessState::Stopped;
+                    registry.processes.insert(id.clone(), entry.into());
+                }
+                Ok::<_, pm_registry::Error>(())
+            })
+            .unwrap();
+        let store = std::sync::Arc::new(pm_registry::Store::new_cached(paths.clone()));
+        let registry = store.load().unwrap();
+        let sup = crate::Supervisor::new(crate::SupervisorConfig {
+            paths,
+            keep_runs: 1,
+            default_cwd: dir.clone(),
+            extra_env: Vec::new(),
+        });
+        // Each task gets a copy of its own, as a monitor whose tasks were made from another reading would.
+        for entry in registry.processes.values() {
+            sup.resume((**entry).clone(), crate::StartKind::Resume).unwrap();
+        }
+        let (events, _events) = tokio::sync::mpsc::unbounded_channel();
+        let monitor = crate::monitor::Monitor::new(store.clone(), sup.clone(), registry, true, events);
+        monitor.flush().await.unwrap();
+        assert_eq!(shared_with_tasks(&monitor).await, N, "the cache holds copies of the tasks' entries");
+
+        // A task's change: the task copies its entry, the next write stores the change and shares it again.
+        sup.set_enabled("p000", false).await.unwrap();
+        monitor.flush().await.unwrap();
+        assert_eq!(shared_with_tasks(&monitor).await, N, "a changed entry is held twice after the write");
+        assert!(!plain.load().unwrap().processes["p000"].config.enabled, "the change was not stored");
+
+        // A change of state only (a start): stored, and shared again, without a copy made to merge it.
+        let _killed = Killed(sup.clone());
+        sup.start("p002").await.unwrap();
+        monitor.flush().await.unwrap();
+        assert_eq!(shared_with_tasks(&monitor).await, N, "a started entry is held twice after the write");
+        let stored = plain.load().unwrap().processes["p002"].clone();
+        assert_eq!((stored.state, stored.pid), (pm_core::ProcessState::Running, sup.get("p002").unwrap().pid));
+
+        // A local client's edit that memory does not hold: the cache keeps the file's entry, a copy of its own.
+        plain
+            .transaction(Duration::from_secs(5), |registry| {
+                registry.processes.get_mut("p001").unwrap().config.name = "edited".to_owned();
+                Ok::<_, pm_registry::Error>(())
+            })
+            .unwrap();
+        monitor.flush().await.unwrap();
+        assert_eq!(shared_with_tasks(&monitor).await, N - 1);
+        assert_eq!(plain.load().unwrap().processes["p001"].config.name, "edited", "the edit was overwritten");
+        assert_eq!(sup.get("p001").unwrap().config.name, "p001");
+        sup.shutdown(|_| false).await;
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }

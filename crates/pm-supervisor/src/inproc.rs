@@ -165,7 +165,7 @@ fn state_of(registry: &Registry, id: &str) -> Option<ProcessState> {
 async fn reconcile_takes_up_a_local_client_s_edits_and_the_writer_stores_their_outcome() {
     let mut fx = DaemonFixture::start(|_| {}, Path::new("/bin/false")).await;
     fx.edit(|registry| {
-        registry.processes.insert("job".to_owned(), sleeper("job"));
+        registry.processes.insert("job".to_owned(), sleeper("job").into());
     });
     let stored = fx
         .stored_when(Duration::from_secs(20), |registry| {
@@ -204,7 +204,7 @@ async fn a_local_request_is_cleared_only_with_its_outcome() {
     fx.edit(|registry| {
         let mut entry = sleeper("job");
         entry.pending_action = Some(PendingAction::Stop);
-        registry.processes.insert("job".to_owned(), entry);
+        registry.processes.insert("job".to_owned(), entry.into());
     });
     let stored = fx
         .stored_when(Duration::from_secs(20), |registry| {
@@ -231,7 +231,7 @@ async fn the_writer_stores_acknowledged_actions_before_they_are_answered() {
     use pm_http::ControlPlane;
     let mut fx = DaemonFixture::start(
         |registry| {
-            registry.processes.insert("job".to_owned(), sleeper("job"));
+            registry.processes.insert("job".to_owned(), sleeper("job").into());
         },
         Path::new("/bin/false"),
     )
@@ -261,7 +261,7 @@ async fn with_a_stopped_job() -> DaemonFixture {
         |registry| {
             let mut job = sleeper("job");
             job.config.autostart = false;
-            registry.processes.insert("job".to_owned(), job);
+            registry.processes.insert("job".to_owned(), job.into());
         },
         Path::new("/bin/false"),
     )
@@ -361,7 +361,7 @@ async fn the_writer_coalesces_a_burst_of_changes_into_a_few_writes() {
     let mut fx = DaemonFixture::start(
         |registry| {
             for id in ["c1", "c2", "c3"] {
-                registry.processes.insert(id.to_owned(), crasher(id));
+                registry.processes.insert(id.to_owned(), crasher(id).into());
             }
         },
         Path::new("/bin/false"),

@@ -302,13 +302,22 @@ impl Monitor {
                 for snapshot in snapshots {
                     let id = &snapshot.entry.config.id;
                     let Some(stored) = registry.processes.get_mut(id) else { continue };
-                    merge_runtime(stored, &snapshot.entry);
                     let (revs_now, before) = (snapshot.config_rev, written.get(id).copied().unwrap_or_default());
-                    if revs_now.enabled > before.enabled {
-                        stored.config.enabled = snapshot.entry.config.enabled;
-                    }
-                    if revs_now.autostart > before.autostart {
-                        stored.config.autostart = snapshot.entry.config.autostart;
+                    // An entry the registry shares with the task is what memory holds already.
+                    if !stored.shares(&snapshot.entry) {
+                        if crate::footprint::only_runtime_differs(stored, &snapshot.entry) {
+                            // What the merge below would make of it: the task's entry itself, taken without a copy.
+                            *stored = pm_core::SharedEntry::from_arc(snapshot.entry.clone());
+                        } else {
+                            merge_runtime(stored, &snapshot.entry);
+                            if revs_now.enabled > before.enabled {
+                                stored.config.enabled = snapshot.entry.config.enabled;
+                            }
+                            if revs_now.autostart > before.autostart {
+                                stored.config.autostart = snapshot.entry.config.autostart;
+                            }
+                            crate::footprint::share(stored, &snapshot.entry);
+                        }
                     }
                     if revs_now != before {
                         revs.push((id.clone(), revs_now));
@@ -602,7 +611,7 @@ impl Monitor {
         rebuilt.remote_access = settings.remote_access;
         rebuilt.partner_discovery = settings.partner_discovery;
         rebuilt.monitor_running = true;
-        rebuilt.processes = self.sup.list().into_iter().map(|entry| (entry.config.id.clone(), entry)).collect();
+        rebuilt.processes = self.sup.list().into_iter().map(|entry| (entry.config.id.clone(), entry.into())).collect();
         tracing::error!(
             "registry {} is missing; writing it back from memory ({} processes)",
             self.store.paths().registry_file().display(),
@@ -1099,7 +1108,7 @@ pub(crate) mod tests {
         let stored = entry.clone();
         store
             .transaction(Duration::from_secs(5), move |registry: &mut Registry| {
-                registry.processes.insert("job".to_owned(), stored);
+                registry.processes.insert("job".to_owned(), stored.into());
                 Ok::<_, pm_registry::Error>(())
             })
             .unwrap();

@@ -107,11 +107,11 @@ mod tests {
         registry.aliveness_server.port = 24_001;
         let mut slow = ProcessConfig::new("slow", "slow", "/bin/true");
         slow.stop_timeout_ms = Some(50_000);
-        registry.processes.insert("slow".to_owned(), ProcessEntry::new(slow, Timestamp::now()));
+        registry.processes.insert("slow".to_owned(), ProcessEntry::new(slow, Timestamp::now()).into());
         let mut partner = ProcessConfig::new("watcher", "watcher", "/bin/true");
         partner.partner = true;
         partner.stop_timeout_ms = Some(3_600_000);
-        registry.processes.insert("watcher".to_owned(), ProcessEntry::new(partner, Timestamp::now()));
+        registry.processes.insert("watcher".to_owned(), ProcessEntry::new(partner, Timestamp::now()).into());
         let facts = facts_of(Some(&registry), "default", &discovery);
         assert_eq!(facts.aliveness_port, 24_001, "the port the partner serves, not partnerAlivenessPort");
         assert_eq!(facts.stop_grace_ms, 50_000 + STOP_MARGIN_MS, "its own partner entry does not count");

@@ -184,11 +184,15 @@ impl Supervisor {
     /// Takes over an entry from a registry when the monitor starts: processes that still run (same PID and
     /// start time) are adopted, not started again; ones that died meanwhile go down the crash path. At a
     /// [`StartKind::Boot`](crate::StartKind::Boot), stopped autostart processes are started as well.
-    pub fn resume(&self, entry: ProcessEntry, start: crate::StartKind) -> Result<(), Error> {
+    ///
+    /// The process's task shares `entry` with the registry it came from until either changes it (see
+    /// [`pm_core::SharedEntry`]).
+    pub fn resume(&self, entry: impl Into<pm_core::SharedEntry>, start: crate::StartKind) -> Result<(), Error> {
         self.insert(entry, Begin::MonitorStart(start))
     }
 
-    pub(crate) fn insert(&self, entry: ProcessEntry, begin: Begin) -> Result<(), Error> {
+    pub(crate) fn insert(&self, entry: impl Into<pm_core::SharedEntry>, begin: Begin) -> Result<(), Error> {
+        let entry = entry.into();
         let id = entry.config.id.clone();
         pm_core::validate_process_id(&id)?;
         let mut slots = self.slots.lock().expect("slots lock");

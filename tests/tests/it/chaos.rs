@@ -41,7 +41,7 @@ fn site_running_a(name: &str) -> Option<(Site, u32)> {
     let site = site(name)?;
     site.edit(|registry| {
         let entry = pm_core::ProcessEntry::new(site.sleeper("a"), pm_core::Timestamp::now());
-        registry.processes.insert("a".to_owned(), entry);
+        registry.processes.insert("a".to_owned(), entry.into());
     });
     let daemon = site.start_daemon();
     wait_until(Duration::from_secs(20), "a runs and is stored", || {

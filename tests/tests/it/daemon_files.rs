@@ -87,7 +87,9 @@ fn a_refused_start_leaves_no_child_and_the_registry_as_found() {
     site.edit(|registry| {
         let mut config = site.sleeper("auto");
         config.autostart = true;
-        registry.processes.insert("auto".to_owned(), pm_core::ProcessEntry::new(config, pm_core::Timestamp::now()));
+        registry
+            .processes
+            .insert("auto".to_owned(), pm_core::ProcessEntry::new(config, pm_core::Timestamp::now()).into());
     });
     let before = std::fs::read(site.paths().registry_file()).unwrap();
     // Another program holds the remote API's port.
@@ -156,7 +158,7 @@ fn files_are_private_whatever_the_umask() {
         registry.aliveness_server.bind_address = "127.0.0.1".to_owned();
         registry
             .processes
-            .insert("m".to_owned(), pm_core::ProcessEntry::new(site.sleeper("m"), pm_core::Timestamp::now()));
+            .insert("m".to_owned(), pm_core::ProcessEntry::new(site.sleeper("m"), pm_core::Timestamp::now()).into());
         registry.processes.get_mut("m").unwrap().config.autostart = true;
     });
     let _ = std::fs::remove_file(site.paths().registry_file().with_extension("json.bak"));
@@ -279,7 +281,7 @@ fn a_spoofed_adoption_environment_is_not_adopted_and_the_real_service_starts() {
             let mut entry = pm_core::ProcessEntry::new(site.sleeper(id), pm_core::Timestamp::now());
             entry.config.autostart = true;
             entry.state = ProcessState::Running;
-            registry.processes.insert(id.to_owned(), entry);
+            registry.processes.insert(id.to_owned(), entry.into());
         }
     });
     let key =

@@ -33,7 +33,7 @@ fn wait_until(timeout: Duration, what: &str, check: impl Fn() -> bool) -> Durati
 fn running(site: &Site, ids: &[&str]) -> u32 {
     site.edit(|registry| {
         for id in ids {
-            registry.processes.insert(id.to_string(), ProcessEntry::new(site.sleeper(id), Timestamp::now()));
+            registry.processes.insert(id.to_string(), ProcessEntry::new(site.sleeper(id), Timestamp::now()).into());
         }
     });
     let daemon = site.start_daemon();
@@ -263,7 +263,7 @@ fn a_registry_truncated_mid_write_is_restored_from_the_backup() {
 fn a_registry_without_a_usable_backup_is_never_overwritten() {
     let Some(site) = site("fault-nobackup") else { return };
     site.edit(|registry| {
-        registry.processes.insert("a".to_owned(), ProcessEntry::new(site.sleeper("a"), Timestamp::now()));
+        registry.processes.insert("a".to_owned(), ProcessEntry::new(site.sleeper("a"), Timestamp::now()).into());
     });
     let file = site.paths().registry_file();
     let good = std::fs::read(&file).unwrap();
@@ -286,7 +286,7 @@ fn a_registry_without_a_usable_backup_is_never_overwritten() {
 fn an_unreadable_registry_at_start_gives_a_clear_error() {
     let Some(site) = site("fault-unreadable-start") else { return };
     site.edit(|registry| {
-        registry.processes.insert("a".to_owned(), ProcessEntry::new(site.sleeper("a"), Timestamp::now()));
+        registry.processes.insert("a".to_owned(), ProcessEntry::new(site.sleeper("a"), Timestamp::now()).into());
     });
     let file = site.paths().registry_file();
     let before = std::fs::read(&file).unwrap();
@@ -357,7 +357,7 @@ fn a_registry_deleted_while_running_loses_nothing() {
 fn lock_file_faults() {
     let Some(site) = site("fault-lock") else { return };
     site.edit(|registry| {
-        registry.processes.insert("a".to_owned(), ProcessEntry::new(site.sleeper("a"), Timestamp::now()));
+        registry.processes.insert("a".to_owned(), ProcessEntry::new(site.sleeper("a"), Timestamp::now()).into());
     });
     let lock = site.paths().lock_file();
     let mut lines = Vec::new();

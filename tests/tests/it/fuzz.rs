@@ -50,7 +50,7 @@ fn malformed_requests_keep_the_daemon_up_bounded_and_lose_nothing() {
         // 127.0.0.1 is trusted, 127.0.0.2 is not; untrusted peers keep the default permissions.
         registry.remote_access.trusted_hosts = vec!["127.0.0.1".to_owned()];
         for id in &ids {
-            registry.processes.insert(id.clone(), ProcessEntry::new(site.sleeper(id), Timestamp::now()));
+            registry.processes.insert(id.clone(), ProcessEntry::new(site.sleeper(id), Timestamp::now()).into());
         }
     });
     let daemon = site.start_daemon();

@@ -42,7 +42,7 @@ fn after_a_crash_storm_the_registry_agrees_with_what_runs() {
                 indefinite_interval_ms: 1000,
                 ..Default::default()
             });
-            registry.processes.insert(id.clone(), ProcessEntry::new(config, Timestamp::now()));
+            registry.processes.insert(id.clone(), ProcessEntry::new(config, Timestamp::now()).into());
         }
     });
     let (code, out, err) = home.cli(false, &[]);
@@ -141,7 +141,7 @@ fn a_log_follower_sees_each_run_of_a_crashing_process_once() {
             indefinite_interval_ms: 200,
             ..Default::default()
         });
-        registry.processes.insert("crasher".to_owned(), ProcessEntry::new(config, Timestamp::now()));
+        registry.processes.insert("crasher".to_owned(), ProcessEntry::new(config, Timestamp::now()).into());
     });
     let (code, out, err) = home.cli(false, &[]);
     assert_eq!(code, 0, "process_monitor failed: {out} {err}");

@@ -126,7 +126,7 @@ fn wait_running(site: &Site, id: &str) -> u32 {
 fn local_sleeper(site: &Site, id: &str) {
     let config = site.sleeper(id);
     site.edit(|registry| {
-        registry.processes.insert(id.to_owned(), ProcessEntry::new(config, Timestamp::now()));
+        registry.processes.insert(id.to_owned(), ProcessEntry::new(config, Timestamp::now()).into());
     });
 }
 

@@ -366,7 +366,9 @@ fn a_detached_helper_of_a_managed_process_is_not_taken_for_a_copy() {
     let script = format!("setsid sleep 600 & echo $! > {}; exec sleep 600", helper_file.display());
     config.args = vec!["-c".to_owned(), script];
     home.edit("default", |registry| {
-        registry.processes.insert("server".to_owned(), pm_core::ProcessEntry::new(config, pm_core::Timestamp::now()));
+        registry
+            .processes
+            .insert("server".to_owned(), pm_core::ProcessEntry::new(config, pm_core::Timestamp::now()).into());
     });
     let port = home.default_ports.alive.to_string();
     let (code, out, err) = home.cli(false, &["--standalone", "--aliveness-port", &port]);

@@ -665,8 +665,10 @@ pub(crate) enum Only {
     Checks,
 }
 
-/// The size of `--only rss`.
-const RSS_ONLY_N: usize = 1000;
+/// The size of `--only rss`, unless `PM_BENCH_RSS_N` in the bench's environment names another (10,000, say).
+fn rss_only_n() -> usize {
+    std::env::var("PM_BENCH_RSS_N").ok().and_then(|n| n.parse().ok()).unwrap_or(1000)
+}
 
 impl Only {
     /// Its name on the command line.
@@ -717,7 +719,7 @@ fn run_only(ctx: &Ctx<'_>, plan: &Plan, only: Only) -> anyhow::Result<Vec<Row>> 
             Ok(rows)
         }
         Only::Rss => {
-            let n = RSS_ONLY_N;
+            let n = rss_only_n();
             let registered = idle_rss_kib(ctx, n, false)?;
             let running = idle_rss_kib(ctx, n, true)?;
             let note = format!("load average {load}");

@@ -38,7 +38,7 @@ fn home(dir: &Path, ids: &[&str]) -> Store {
         .transaction(TIMEOUT, |registry| {
             registry.extra.insert("futureTop".to_owned(), json!({"k": [true, "v"]}));
             for id in ids {
-                registry.processes.insert((*id).to_owned(), entry(id));
+                registry.processes.insert((*id).to_owned(), entry(id).into());
             }
             Ok::<_, Error>(())
         })
@@ -155,7 +155,7 @@ fn a_draft_answers_what_the_whole_registry_answers() {
             assert_eq!(registry.top_level().remote_access, whole.remote_access);
             assert_eq!(registry.top_level().extra, whole.extra);
             assert!(registry.contains("d") && !registry.contains("e"));
-            assert_eq!(registry.entry("f").unwrap(), whole.processes.get("f"));
+            assert_eq!(registry.entry("f").unwrap(), whole.processes.get("f").map(|v| &**v));
             Ok::<_, Error>(((), false))
         })
         .unwrap();

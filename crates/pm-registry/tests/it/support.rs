@@ -127,7 +127,7 @@ pub fn store(dir: &Path, instance_id: &str) -> Store {
 /// Registers a stopped entry `id` running `/bin/true`.
 pub fn add_entry(registry: &mut Registry, id: &str) {
     let config = ProcessConfig::new(id, id, "/bin/true");
-    registry.processes.insert(id.to_owned(), ProcessEntry::new(config, Timestamp::now()));
+    registry.processes.insert(id.to_owned(), ProcessEntry::new(config, Timestamp::now()).into());
 }
 
 /// Every file directly in `dir` by name, with its bytes (folders map to an empty list).
