@@ -342,7 +342,7 @@ impl ProcCgroup {
         if reuse {
             // Left empty by the last run, and nothing enters a cgroup without a member to fork but a write of
             // a PID into its `cgroup.procs`: no need to look at it again. Gone meanwhile: made afresh below.
-            match Self::open(dir) {
+            match Self::open(dir, false) {
                 Ok(prepared) => return Ok(prepared),
                 Err(err) if err.kind() == std::io::ErrorKind::NotFound => {}
                 Err(err) => return Err(annotate("open", err)),
@@ -388,14 +388,14 @@ impl ProcCgroup {
                 let _ = std::fs::write(dir.join(file), "max");
             }
         }
-        Self::open(dir).map_err(|err| annotate("open", err))
+        Self::open(dir, fresh).map_err(|err| annotate("open", err))
     }
 
-    /// Opens the existing cgroup `dir` and its `cgroup.procs` for a child.
-    fn open(dir: &Path) -> std::io::Result<Prepared> {
+    /// Opens the existing cgroup `dir` and its `cgroup.procs` for a child; one made `fresh` has had no OOM kill.
+    fn open(dir: &Path, fresh: bool) -> std::io::Result<Prepared> {
         let dir_fd = std::fs::File::open(dir)?;
         let procs = std::fs::OpenOptions::new().write(true).open(dir.join("cgroup.procs"))?;
-        let oom_base = read_key(&dir.join("memory.events"), "oom_kill").unwrap_or(0);
+        let oom_base = if fresh { 0 } else { read_key(&dir.join("memory.events"), "oom_kill").unwrap_or(0) };
         Ok(Prepared { cgroup: ProcCgroup { dir: dir.to_path_buf(), oom_base }, dir: dir_fd, procs })
     }
 
