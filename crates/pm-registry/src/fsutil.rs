@@ -85,9 +85,33 @@ fn create_dir_all_private_io(dir: &Path) -> io::Result<()> {
 /// Creates the single folder `dir` with mode 0700 whatever the umask; fails with `AlreadyExists` if it is there.
 pub(crate) fn create_dir_private(dir: &Path) -> io::Result<()> {
     dir_builder().create(dir)?;
+    // Made with 0700: only a umask that takes one of the owner's bits leaves it otherwise (issue 19: the open and
+    // `fchmod` were two of the system calls of each start's run folder).
     #[cfg(unix)]
-    fix_dir_mode(dir)?;
+    if umask_takes(DIR_MODE) {
+        fix_dir_mode(dir)?;
+    }
     Ok(())
+}
+
+/// Whether the process's umask takes any bit of `mode` (which a file or folder created with `mode` then lacks).
+/// The umask is read once, from `/proc/self/status` (the call that sets it is the only one that reads it, and
+/// setting it, even for a moment, would change what other threads create meanwhile): the monitor never changes
+/// its own. Where it cannot be read, every bit counts as taken, and modes are set after each creation as before.
+#[cfg(unix)]
+fn umask_takes(mode: u32) -> bool {
+    static UMASK: std::sync::OnceLock<u32> = std::sync::OnceLock::new();
+    let umask = *UMASK.get_or_init(|| {
+        fs::read_to_string("/proc/self/status").ok().as_deref().and_then(umask_in_status).unwrap_or(0o777)
+    });
+    umask & mode != 0
+}
+
+/// The `Umask:` line of a `/proc/<pid>/status` text (octal).
+#[cfg(unix)]
+fn umask_in_status(status: &str) -> Option<u32> {
+    let value = status.lines().find_map(|line| line.strip_prefix("Umask:"))?;
+    u32::from_str_radix(value.trim(), 8).ok()
 }
 
 /// Options that open a file of the monitor: 0600 when created, never through a symlink, close-on-exec.
@@ -129,9 +153,20 @@ pub(crate) fn create_private_file(path: &Path) -> Result<File, Error> {
 
 /// Opens `path` for appending, creating it with mode 0600 (whatever the umask) if missing; a symlink at `path`
 /// is refused (`O_NOFOLLOW`), and so is anything but a regular file.
+///
+/// A file created by this call (the usual case: each run's logs in its new run folder) is a new regular file of
+/// mode 0600 less the umask, so it is not looked at again: one system call where there is nothing to fix.
 pub fn open_private_append(path: &Path) -> io::Result<File> {
-    let file = private_options().append(true).create(true).open(path)?;
-    settle(path, file)
+    match private_options().append(true).create_new(true).open(path) {
+        #[cfg(unix)]
+        Ok(file) if umask_takes(FILE_MODE) => settle(path, file),
+        Ok(file) => Ok(file),
+        Err(err) if err.kind() == io::ErrorKind::AlreadyExists => {
+            let file = private_options().append(true).create(true).open(path)?;
+            settle(path, file)
+        }
+        Err(err) => Err(err),
+    }
 }
 
 /// Opens the existing file `path` for reading and appending (refusing a symlink or anything but a regular file);
@@ -345,6 +380,18 @@ mod tests {
         assert_eq!(with_suffix(path, ".bak"), Path::new("/x/processes_default.json.bak"));
         assert_eq!(parent_of(path), Path::new("/x"));
         assert_eq!(parent_of(Path::new("a.json")), Path::new("."));
+    }
+
+    /// The umask is read from the status text; without the line (an old kernel) it is unknown, and every created
+    /// file's mode is then set after its creation.
+    #[test]
+    fn the_umask_is_read_from_the_status_text() {
+        assert_eq!(umask_in_status("Name:\tpm\nUmask:\t0022\nState:\tR\n"), Some(0o022));
+        assert_eq!(umask_in_status("Umask:\t0277\n"), Some(0o277));
+        assert_eq!(umask_in_status("Name:\tpm\nState:\tR\n"), None);
+        assert_eq!(umask_in_status("Umask:\tnot octal\n"), None);
+        let here = fs::read_to_string("/proc/self/status").unwrap();
+        assert!(umask_in_status(&here).is_some(), "this kernel's status has the umask");
     }
 
     #[test]

@@ -168,37 +168,14 @@ impl Paths {
     ) -> Result<(PathBuf, Vec<PathBuf>), Error> {
         pm_core::validate_process_id(process_id).map_err(into_invalid_id)?;
         let parent = self.process_logs_dir(process_id);
-        // Logs are never written through a symlink the monitor did not create: a process folder must be a folder.
-        // It exists from the second run on, so it is looked at first and made only when missing.
-        let meta = match fs::symlink_metadata(&parent) {
-            Err(err) if err.kind() == io::ErrorKind::NotFound => {
-                fsutil::create_dir_all_private(&parent)?;
-                fs::symlink_metadata(&parent)
-            }
-            res => res,
-        };
-        match meta {
-            Ok(meta) if meta.is_dir() => {}
-            Ok(meta) if !meta.file_type().is_symlink() => {
-                return Err(Error::io(
-                    &parent,
-                    "create folder",
-                    io::Error::new(io::ErrorKind::AlreadyExists, "exists and is not a folder"),
-                ))
-            }
-            Ok(_) => {
-                return Err(Error::Unsafe {
-                    path: parent.clone(),
-                    problem: "is a symbolic link, not the process's log folder".to_owned(),
-                    fix: format!("remove it (rm {}); the monitor creates the folder itself", parent.display()),
-                })
-            }
-            Err(err) => return Err(Error::io(&parent, "inspect", err)),
-        }
+        // Made first (one system call), looked at only when it was there already: at the first start of each
+        // process that is all (issue 19, the run folders of a start of 10,000).
+        let fresh = make_process_dir(&parent)?;
         // A new folder must sort after every existing one (pruning and `logs` go by that order), even within
-        // one second or when the clock went back: continue the newest's numbering in that case.
+        // one second or when the clock went back: continue the newest's numbering in that case. A process folder
+        // made just now holds none.
         let stamp = at.compact();
-        let mut runs = list_runs(&parent).unwrap_or_default();
+        let mut runs = if fresh { Vec::new() } else { list_runs(&parent).unwrap_or_default() };
         let (base, mut attempt) = match runs.last() {
             Some(((newest, number), _)) if *newest >= stamp => (newest.clone(), number + 1),
             _ => (stamp, 1),
@@ -228,6 +205,35 @@ impl Paths {
             }
         }
         Ok(())
+    }
+}
+
+/// Makes the process folder `parent` (mode 0700, with the log folder when that is missing too); answers whether it
+/// was made now. One that was there must be a folder: logs are never written through a symlink the monitor did not
+/// create.
+fn make_process_dir(parent: &Path) -> Result<bool, Error> {
+    let meta = match fsutil::create_dir_private(parent) {
+        Ok(()) => return Ok(true),
+        Err(err) if err.kind() == io::ErrorKind::NotFound => {
+            fsutil::create_dir_all_private(parent)?;
+            fs::symlink_metadata(parent)
+        }
+        Err(err) if err.kind() == io::ErrorKind::AlreadyExists => fs::symlink_metadata(parent),
+        Err(err) => return Err(Error::io(parent, "create folder", err)),
+    };
+    match meta {
+        Ok(meta) if meta.is_dir() => Ok(false),
+        Ok(meta) if !meta.file_type().is_symlink() => Err(Error::io(
+            parent,
+            "create folder",
+            io::Error::new(io::ErrorKind::AlreadyExists, "exists and is not a folder"),
+        )),
+        Ok(_) => Err(Error::Unsafe {
+            path: parent.to_owned(),
+            problem: "is a symbolic link, not the process's log folder".to_owned(),
+            fix: format!("remove it (rm {}); the monitor creates the folder itself", parent.display()),
+        }),
+        Err(err) => Err(Error::io(parent, "inspect", err)),
     }
 }
 

@@ -346,7 +346,7 @@ impl ProcCgroup {
         if reuse {
             // Left empty by the last run, and nothing enters a cgroup without a member to fork but a write of
             // a PID into its `cgroup.procs`: no need to look at it again. Gone meanwhile: made afresh below.
-            match Self::open(dir) {
+            match Self::open(dir, false) {
                 Ok(prepared) => return Ok(prepared),
                 Err(err) if err.kind() == std::io::ErrorKind::NotFound => {}
                 Err(err) => return Err(annotate("open", err)),
@@ -392,19 +392,24 @@ impl ProcCgroup {
                 let _ = std::fs::write(dir.join(file), "max");
             }
         }
-        Self::open(dir).map_err(|err| annotate("open", err))
+        Self::open(dir, fresh).map_err(|err| annotate("open", err))
     }
 
-    /// Opens the existing cgroup `dir` and its `cgroup.procs` for a child. Its files are opened in the open
-    /// folder: their names are looked up there, not along the whole path through the cgroup file system again.
-    fn open(dir: &Path) -> std::io::Result<Prepared> {
+    /// Opens the existing cgroup `dir` and its `cgroup.procs` for a child; one made `fresh` has had no OOM kill.
+    /// Its files are opened in the open folder: their names are looked up there, not along the whole path through
+    /// the cgroup file system again.
+    fn open(dir: &Path, fresh: bool) -> std::io::Result<Prepared> {
         use rustix::fs::{Mode, OFlags};
         use std::os::fd::AsFd;
         let dir_fd = std::fs::File::open(dir)?;
         let procs = rustix::fs::openat(&dir_fd, "cgroup.procs", OFlags::WRONLY | OFlags::CLOEXEC, Mode::empty())?;
-        let mut buf = [0u8; 512];
-        let events = pm_registry::proc::read_small_at(dir_fd.as_fd(), "memory.events", &mut buf);
-        let oom_base = events.ok().and_then(|text| key_in(text, "oom_kill")).unwrap_or(NO_MEMORY_EVENTS);
+        let oom_base = if fresh {
+            0
+        } else {
+            let mut buf = [0u8; 512];
+            let events = pm_registry::proc::read_small_at(dir_fd.as_fd(), "memory.events", &mut buf);
+            events.ok().and_then(|text| key_in(text, "oom_kill")).unwrap_or(NO_MEMORY_EVENTS)
+        };
         Ok(Prepared { cgroup: ProcCgroup { dir: dir.to_path_buf(), oom_base }, dir: dir_fd, procs: procs.into() })
     }
 

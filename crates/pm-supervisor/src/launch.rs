@@ -54,6 +54,12 @@ pub(crate) async fn turn() -> Turn {
     Turn(())
 }
 
+/// Whether launches take every turn now (a start-up of many processes, a crash storm's restarts): the registry
+/// writer holds its whole-file writes back meanwhile (see `writer`).
+pub(crate) fn every_turn_taken() -> bool {
+    TURNS.available_permits() == 0
+}
+
 /// What one launch needs, owned: it runs on another thread.
 struct Launch {
     shared: Arc<Shared>,
@@ -159,17 +165,22 @@ impl Launch {
             cgroup_procs: prepared.as_ref().map(|prepared| prepared.procs.as_raw_fd()),
             checked: self.checked.as_ref(),
         };
-        // Held across the spawn: the reaper of re-parented strays must not take this child for one.
-        let mut owned = self.shared.owned.lock().expect("owned lock");
+        // Held across the spawn where a reaper of re-parented strays runs (process-group containment): it must not
+        // take this child for one. With a cgroup per process nothing reaps strays, and the spawner threads clone
+        // and wait for their children's `exec` side by side instead of one after the other (issue 19).
+        let held = holds_owned_across_spawn(&self.shared.containment).then(|| self.shared.owned.lock());
         let res = self.spawn_watch(&ctx, prepared.as_ref()).map(|(watch, start_time)| {
             let pid = match &watch {
                 Watch::Own(child) => child.id().unwrap_or(0),
                 Watch::Forked(forked) => forked.pid,
                 _ => 0,
             };
-            owned.insert(pid);
             (watch, pid, start_time)
         });
+        let mut owned = held.unwrap_or_else(|| self.shared.owned.lock()).expect("owned lock");
+        if let Ok((_, pid, _)) = &res {
+            owned.insert(*pid);
+        }
         drop(owned);
         let cgroup = prepared.map(|prepared| prepared.cgroup);
         match res {
@@ -207,6 +218,12 @@ impl Launch {
             _ => spawn::spawn(&self.config, ctx).map(own),
         }
     }
+}
+
+/// Whether a spawn holds the `owned` lock until its child is in the set: only where the reaper of re-parented strays
+/// runs, which is with process groups (the daemon's fallback) and never with a cgroup per process.
+fn holds_owned_across_spawn(containment: &crate::cgroup::Containment) -> bool {
+    containment.base().is_none()
 }
 
 impl Launched {
@@ -324,6 +341,38 @@ mod tests {
         assert!(!next.is_finished(), "a fifth launch got a turn while four were taken");
         drop(turns.pop());
         tokio::time::timeout(Duration::from_secs(30), next).await.expect("the freed turn went to the next").unwrap();
+    }
+
+    /// Only a spawn with process-group containment (where the reaper of re-parented strays runs) holds the `owned`
+    /// lock across the clone: with a cgroup per process the two spawner threads clone side by side.
+    #[test]
+    fn only_a_spawn_beside_the_reaper_holds_the_owned_lock_across_the_clone() {
+        use crate::cgroup::Containment;
+        let groups = Containment::ProcessGroup { reason: "test".to_owned() };
+        assert!(super::holds_owned_across_spawn(&groups));
+        let cgroups = Containment::Cgroup {
+            base: std::path::PathBuf::from("/sys/fs/cgroup/pm-test"),
+            controllers: Vec::new(),
+            reason: "test".to_owned(),
+        };
+        assert!(!super::holds_owned_across_spawn(&cgroups));
+    }
+
+    /// Every turn taken says so (the registry writer holds its writes back then); a turn given back says no more.
+    #[tokio::test]
+    async fn every_turn_taken_follows_the_turns() {
+        let mut turns = Vec::new();
+        for _ in 0..super::IN_FLIGHT {
+            turns.push(tokio::time::timeout(Duration::from_secs(30), super::turn()).await.expect("a free turn"));
+        }
+        assert!(super::every_turn_taken());
+        drop(turns);
+        // Other tests of this binary may take a turn for a moment meanwhile.
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        while super::every_turn_taken() {
+            assert!(std::time::Instant::now() < deadline, "every turn still taken after they were given back");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
     }
 
     /// Launches run on the spawner threads, never on the async worker that asked (a spawn there stalled the

@@ -49,8 +49,8 @@ pub(crate) struct Shared {
     pub(crate) containment: crate::cgroup::Containment,
     /// In the process-group fallback of a daemon: kill what carries a process's owner key when it stops.
     pub(crate) kill_carriers: bool,
-    /// PIDs of the children the actors spawned and wait for; held locked across a spawn, so that the reaper of
-    /// re-parented strays never reaps a managed child.
+    /// PIDs of the children the actors spawned and wait for; held locked across a spawn where the reaper of
+    /// re-parented strays runs (process groups), so that it never reaps a managed child.
     pub(crate) owned: Arc<Mutex<std::collections::HashSet<u32>>>,
     /// The whitelist and blacklist an untrusted registration's executable is checked against at each start.
     pub(crate) exec_policy: std::sync::RwLock<crate::execcheck::ExecPolicy>,

@@ -18,6 +18,12 @@ const GAP_PER_WRITE_TIME: u32 = 5;
 /// How long the writer lets a change settle before it writes: the acknowledged action that made it has stored its
 /// outcome in the journal by then (a few milliseconds), so the rewrite does not hold up its answer.
 const SETTLE: Duration = Duration::from_millis(50);
+/// Longest the writer holds a write back while launches take every turn (a start-up of many processes): each
+/// whole-file write of 10,000 entries took CPU from the start itself (about a fifth of the monitor's CPU in a start
+/// of 10,000; issue 19), and a successor finds processes started meanwhile by their owner key anyway.
+const HOLD_DURING_LAUNCHES: Duration = Duration::from_secs(5);
+/// How often a held-back write looks whether the launches are over.
+const HOLD_STEP: Duration = Duration::from_millis(100);
 /// How long the writer waits after a failed write before it tries again.
 const RETRY_AFTER: Duration = Duration::from_millis(500);
 /// How long changes must have settled before the heap a burst freed goes back to the system.
@@ -62,6 +68,7 @@ async fn write_changes(monitor: Arc<Monitor>) {
             sup.changed().await;
         }
         tokio::time::sleep(SETTLE).await;
+        hold_during_launches().await;
         let started = tokio::time::Instant::now();
         match monitor.flush().await {
             Ok(()) => {
@@ -83,6 +90,14 @@ async fn write_changes(monitor: Arc<Monitor>) {
     }
 }
 
+/// Waits while launches take every turn (see [`HOLD_DURING_LAUNCHES`]), at most that long.
+async fn hold_during_launches() {
+    let until = tokio::time::Instant::now() + HOLD_DURING_LAUNCHES;
+    while crate::launch::every_turn_taken() && tokio::time::Instant::now() < until {
+        tokio::time::sleep(HOLD_STEP).await;
+    }
+}
+
 /// The gap after a write that took `took`: [`WRITER_GAP`], or [`GAP_PER_WRITE_TIME`] times `took` when longer.
 fn gap_after(took: Duration) -> Duration {
     WRITER_GAP.max(took * GAP_PER_WRITE_TIME)
@@ -91,6 +106,22 @@ fn gap_after(took: Duration) -> Duration {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A write is held back while launches take every turn, and goes ahead once one is free (or after
+    /// [`HOLD_DURING_LAUNCHES`]).
+    #[tokio::test]
+    async fn a_write_waits_while_launches_take_every_turn() {
+        let mut turns = Vec::new();
+        for _ in 0..4 {
+            turns.push(tokio::time::timeout(Duration::from_secs(30), crate::launch::turn()).await.expect("a turn"));
+        }
+        assert!(crate::launch::every_turn_taken(), "the launches take four turns at most");
+        let held = tokio::spawn(hold_during_launches());
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert!(!held.is_finished(), "the write went ahead while every turn was taken");
+        drop(turns);
+        tokio::time::timeout(Duration::from_secs(30), held).await.expect("the write waits no longer").unwrap();
+    }
 
     /// Quick writes keep the usual gap; a slow write (a large registry) spaces the next one out in proportion.
     #[test]

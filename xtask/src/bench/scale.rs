@@ -290,6 +290,8 @@ fn sequential_row(took_ms: f64, load: &str) -> Row {
 struct Fleet {
     baseline_ms: f64,
     start_ms: f64,
+    /// The monitor's CPU from its launch until all were seen running (its threads' run time).
+    start_cpu_ms: f64,
     rss_kib: f64,
     idle_cpu_ms_per_30s: f64,
     /// How the idle CPU was read.
@@ -305,6 +307,8 @@ fn fleet(ctx: &Ctx<'_>, plan: &Plan, n: usize) -> anyhow::Result<Fleet> {
     home.write_registry((0..n).map(|idx| sleeper(&format!("p{idx:05}"), ARG, true)).collect())?;
     let mut daemon = Daemon::launch(&ctx.bin, &home)?;
     let (pids, seen) = wait_count(&mut daemon, n, Duration::from_secs(300))?;
+    // What the start cost the monitor: on a loaded machine a steadier figure than its wall time.
+    let start_cpu_ms = sys::cpu_ms_so_far(daemon.pid).unwrap_or(f64::NAN);
     let start_ms = ctx.observer.last_of(daemon.launched, &pids, seen);
     daemon.wait_ready(Duration::from_secs(60))?;
     // Let the start-up's registry writes and heap trim settle.
@@ -319,7 +323,7 @@ fn fleet(ctx: &Ctx<'_>, plan: &Plan, n: usize) -> anyhow::Result<Fleet> {
         .wait_exits(stopped, &pids, Duration::from_secs(120))
         .map_err(|left| anyhow::format_err!("{left} processes still run 120 s after the SIGTERM"))?;
     daemon.wait_exit(Duration::from_secs(60));
-    Ok(Fleet { baseline_ms, start_ms, rss_kib, idle_cpu_ms_per_30s, idle_how, stop_ms })
+    Ok(Fleet { baseline_ms, start_ms, start_cpu_ms, rss_kib, idle_cpu_ms_per_30s, idle_how, stop_ms })
 }
 
 /// The monitor's CPU with [`CHECKED`] processes, each with an HTTP aliveness check every 3 s.
@@ -594,7 +598,12 @@ fn fleet_rows(n: usize, fleet: &Fleet, plan: &Plan, note: &str) -> Vec<Row> {
         )
         .baseline(&format!("bench spawns {n} on two threads"), fleet.baseline_ms)
         .ratio_target(Bound::AtMost(1.5))
-        .note(format!("{:.0} µs per process; {note}", fleet.start_ms * 1000.0 / n as f64)),
+        .note(format!(
+            "{:.0} µs per process; monitor CPU {:.0} ms ({:.0} µs per process); {note}",
+            fleet.start_ms * 1000.0 / n as f64,
+            fleet.start_cpu_ms,
+            fleet.start_cpu_ms * 1000.0 / n as f64
+        )),
         rss_row(n, "scale-rss-running", &format!("monitor RSS with {n} running"), fleet.rss_kib, "process"),
         Row::median(
             &format!("scale-idle-cpu-{n}"),
@@ -658,8 +667,8 @@ pub(crate) enum Only {
     /// The request times with 100 and 10,000 registered entries, a local client's `register` (no monitor)
     /// with 10,000, and 500 sequential API starts.
     Calls,
-    /// The start of 10,000 autostart processes (and the bench's own spawn of as many), their idle CPU and their
-    /// stop.
+    /// The start of 1,000, then of 10,000 autostart processes (each against the bench's own spawn of as many),
+    /// their idle CPU and their stop.
     Fleet,
     /// The monitor's CPU with 1,000 HTTP aliveness checks every 3 s.
     Checks,
@@ -704,8 +713,13 @@ fn run_only(ctx: &Ctx<'_>, plan: &Plan, only: Only) -> anyhow::Result<Vec<Row>> 
         Only::Storm => Ok(storm_rows(&storm(ctx, plan)?, plan, &load)),
         Only::Checks => Ok(checks_rows(&checks(ctx, plan)?, plan, &load)),
         Only::Fleet => {
-            let n = 10_000;
-            Ok(fleet_rows(n, &fleet(ctx, plan, n)?, plan, &format!("load average {load}")))
+            // Both sizes of the start target (each against the bench's own spawn of as many).
+            let mut rows = Vec::new();
+            for n in [1_000, 10_000] {
+                let load = loadavg();
+                rows.extend(fleet_rows(n, &fleet(ctx, plan, n)?, plan, &format!("load average {load}")));
+            }
+            Ok(rows)
         }
         Only::Calls => {
             let small = calls(ctx, plan, 100)?;

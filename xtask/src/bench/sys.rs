@@ -324,6 +324,24 @@ pub(crate) fn cpu_ms_over(pid: u32, window: Duration) -> Option<(f64, &'static s
     Some((ticks as f64 * 1000.0 / clk_tck() as f64, "stat clock ticks"))
 }
 
+/// The CPU `pid` has used so far, in ms: the sum of its live threads' `schedstat` run times (nanoseconds); the
+/// clock ticks of `/proc/<pid>/stat` (which count ended threads too, at 10 ms resolution) where none is readable.
+pub(crate) fn cpu_ms_so_far(pid: u32) -> Option<f64> {
+    let mut run_ns = 0u64;
+    let mut seen = false;
+    for task in std::fs::read_dir(format!("/proc/{pid}/task")).ok()?.flatten() {
+        let Ok(text) = std::fs::read_to_string(task.path().join("schedstat")) else { continue };
+        if let Some(ns) = text.split_whitespace().next().and_then(|ns| ns.parse::<u64>().ok()) {
+            run_ns += ns;
+            seen = true;
+        }
+    }
+    if seen {
+        return Some(run_ns as f64 / 1e6);
+    }
+    Some(stat(pid)?.cpu_ticks as f64 * 1000.0 / clk_tck() as f64)
+}
+
 /// The tag of this run (set once at start).
 static TAG: OnceLock<String> = OnceLock::new();
 

@@ -185,3 +185,53 @@ fn the_log_folder_asks_the_file_system_to_spread_process_folders() {
     // Asking again is harmless and says the flag is there.
     assert!(pm_registry::spread_subfolders(&paths.logs_dir()));
 }
+
+/// A process folder is made by the first run's call itself (no look first), with the log folder when that is
+/// missing too; where something is in its place, a symlink (even to a real folder) or a file is refused and left
+/// as it was, and nothing is created through it.
+#[test]
+fn a_process_folder_is_made_at_its_first_run_and_never_taken_through_a_symlink() {
+    let dir = TempDir::new();
+    let paths = Paths::new(&dir.path().join("home"), "default").unwrap();
+    let (first, old) = paths.new_run_dir_listed("api", at("2026-01-24T10:30:00.000Z"), 3).unwrap();
+    assert!(old.is_empty());
+    assert_eq!(first, paths.process_logs_dir("api").join("20260124_103000"));
+    assert_eq!(mode_of(&paths.logs_dir()), 0o700);
+    assert_eq!(mode_of(&paths.process_logs_dir("api")), 0o700);
+    assert_eq!(mode_of(&first), 0o700);
+    // An existing process folder is listed: a second run of the same second continues its numbering.
+    let (second, _) = paths.new_run_dir_listed("api", at("2026-01-24T10:30:00.000Z"), 3).unwrap();
+    assert_eq!(second, paths.process_logs_dir("api").join("20260124_103000_2"));
+    let elsewhere = dir.path().join("elsewhere");
+    fs::create_dir(&elsewhere).unwrap();
+    std::os::unix::fs::symlink(&elsewhere, paths.process_logs_dir("web")).unwrap();
+    let res = paths.new_run_dir_listed("web", Timestamp::now(), 3);
+    assert!(matches!(res, Err(Error::Unsafe { .. })), "{res:?}");
+    assert_eq!(names_in(&elsewhere), Vec::<String>::new(), "nothing made through the symlink");
+    std::os::unix::fs::symlink(dir.path().join("missing"), paths.process_logs_dir("db")).unwrap();
+    let res = paths.new_run_dir_listed("db", Timestamp::now(), 3);
+    assert!(matches!(res, Err(Error::Unsafe { .. })), "a dangling symlink: {res:?}");
+    assert!(!dir.path().join("missing").exists());
+}
+
+/// A run's log file is created private and regular, and one that is there already is appended to; a symlink in
+/// its place is refused (never written through), and so is a folder.
+#[test]
+fn log_files_are_created_private_or_appended_and_never_opened_through_a_symlink() {
+    use std::io::Write;
+    let dir = TempDir::new();
+    let log = dir.path().join("stdout.log");
+    pm_registry::open_private_append(&log).unwrap().write_all(b"one\n").unwrap();
+    assert_eq!(mode_of(&log), 0o600);
+    assert!(fs::symlink_metadata(&log).unwrap().is_file());
+    pm_registry::open_private_append(&log).unwrap().write_all(b"two\n").unwrap();
+    assert_eq!(fs::read_to_string(&log).unwrap(), "one\ntwo\n");
+    let target = dir.path().join("target");
+    fs::write(&target, "kept").unwrap();
+    let link = dir.path().join("stderr.log");
+    std::os::unix::fs::symlink(&target, &link).unwrap();
+    assert!(pm_registry::open_private_append(&link).is_err());
+    assert_eq!(fs::read_to_string(&target).unwrap(), "kept");
+    fs::create_dir(dir.path().join("folder.log")).unwrap();
+    assert!(pm_registry::open_private_append(&dir.path().join("folder.log")).is_err());
+}
