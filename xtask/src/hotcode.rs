@@ -115,6 +115,17 @@ fn record(
     let started = Instant::now();
     let mut dashboard = None;
     while started.elapsed() < RECORD_FOR {
+        // A monitor that ended early (a crash under valgrind) recorded only its start-up: its list would leave out
+        // what it never ran, silently.
+        if let Some(status) = child.try_wait()? {
+            anyhow::bail!(
+                "the recorded monitor ended after {:.1} s ({status}); run `valgrind --tool=callgrind {} --directory \
+                 {} --foreground --standalone` to see why",
+                started.elapsed().as_secs_f64(),
+                bin.display(),
+                home.display()
+            );
+        }
         ask_alive(alive_port);
         // With processes, a dashboard is opened half-way: its page and files, the event stream and a followed
         // log, kept open to the end (their code, left out of the list, was most of the RSS a dashboard added).
