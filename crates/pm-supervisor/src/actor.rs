@@ -1486,6 +1486,13 @@ impl Actor {
 
     /// Publishes the entry as it is now, with `events` (the changes since the last publish).
     fn publish_with(&mut self, events: Vec<pm_core::EventKind>) {
+        let depends_on_changed = {
+            let before = self.publish.borrow();
+            !self.entry.shares(&before.entry) && before.entry.config.depends_on != self.entry.config.depends_on
+        };
+        if depends_on_changed {
+            self.shared.deps.note_dependencies(&self.entry.config.id, &self.entry.config.depends_on);
+        }
         let snapshot = Snapshot {
             entry: self.entry.arc().clone(),
             config_rev: self.config_rev,

@@ -6,7 +6,7 @@
 //! with `DepsPending`, `DepsReady` or `DepsFailed`. The actor ignores answers of a wait it has given up (a stop,
 //! a disable), by the wait's number.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
@@ -47,6 +47,10 @@ pub(crate) struct Coordinator {
     requested: Mutex<BTreeMap<String, Timestamp>>,
     /// When the supervisor was made (the monitor's start): a boot requests the autostart processes' starts then.
     started_at: Timestamp,
+    /// The processes that depend on others, with the ids they depend on, as their tasks last published them:
+    /// what [`Supervisor::dependents_of`] looks through, instead of every process's snapshot (at 10,000 processes
+    /// that scan took about 3 ms of every stop, most processes depending on nothing; issue 19).
+    depending: Mutex<HashMap<String, Vec<String>>>,
 }
 
 impl Coordinator {
@@ -54,8 +58,13 @@ impl Coordinator {
     pub(crate) fn new() -> (Coordinator, CoordinatorTask) {
         let (tx, rx) = mpsc::unbounded_channel();
         let (changes, _) = watch::channel(0);
-        let coordinator =
-            Coordinator { tx, changes, requested: Mutex::new(BTreeMap::new()), started_at: Timestamp::now() };
+        let coordinator = Coordinator {
+            tx,
+            changes,
+            requested: Mutex::new(BTreeMap::new()),
+            started_at: Timestamp::now(),
+            depending: Mutex::new(HashMap::new()),
+        };
         (coordinator, CoordinatorTask { rx })
     }
 
@@ -103,6 +112,40 @@ impl Coordinator {
     /// Some process published a change.
     pub(crate) fn changed(&self) {
         self.changes.send_modify(|n| *n = n.wrapping_add(1));
+    }
+
+    /// Notes that `id` now depends on `depends_on` (on nothing: forgotten); see `depending`.
+    pub(crate) fn note_dependencies(&self, id: &str, depends_on: &BTreeMap<String, DependencyCondition>) {
+        let mut depending = self.depending.lock().expect("depending lock");
+        if depends_on.is_empty() {
+            depending.remove(id);
+        } else {
+            depending.insert(id.to_owned(), depends_on.keys().cloned().collect());
+        }
+    }
+
+    /// Forgets what `id` depends on (it is no longer registered); `None` forgets every process's.
+    pub(crate) fn forget_dependencies(&self, id: Option<&str>) {
+        let mut depending = self.depending.lock().expect("depending lock");
+        match id {
+            Some(id) => {
+                depending.remove(id);
+            }
+            None => depending.clear(),
+        }
+    }
+
+    /// The processes other than `id` that depend on `id` directly, by id.
+    fn dependents_of(&self, id: &str) -> Vec<String> {
+        let depending = self.depending.lock().expect("depending lock");
+        let mut found: Vec<String> = depending
+            .iter()
+            .filter(|(dependent, deps)| dependent.as_str() != id && deps.iter().any(|dep| dep == id))
+            .map(|(dependent, _)| dependent.clone())
+            .collect();
+        drop(depending);
+        found.sort_unstable();
+        found
     }
 }
 
@@ -214,9 +257,10 @@ impl Supervisor {
         self.list().into_iter().map(|entry| (entry.config.id, entry.config.depends_on.into_keys().collect())).collect()
     }
 
-    /// Ids of the processes that depend on `id` directly (looked at in place: no copy of every entry).
+    /// Ids of the processes that depend on `id` directly, sorted (from the coordinator's note of the processes
+    /// that depend on any: no look at every process).
     pub fn dependents_of(&self, id: &str) -> Vec<String> {
-        self.ids_where(|entry| entry.config.id != id && entry.config.depends_on.contains_key(id))
+        self.deps().dependents_of(id)
     }
 
     /// Starts what `id` depends on (transitively) and is not under way, then `id`; refuses when a dependency is

@@ -976,7 +976,7 @@ impl Monitor {
         let mut next = 0;
         while let Some(current) = found.get(next).cloned() {
             next += 1;
-            for dependent in self.sup.ids_where(|entry| entry.config.depends_on.contains_key(&current)) {
+            for dependent in self.sup.dependents_of(&current) {
                 if !found.contains(&dependent) {
                     found.push(dependent);
                 }

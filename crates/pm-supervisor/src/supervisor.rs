@@ -203,6 +203,9 @@ impl Supervisor {
             let kind = pm_core::EventKind::Registered { process_id: id.clone() };
             self.shared.events.publish(kind, entry.config.is_remote);
         }
+        if !entry.config.depends_on.is_empty() {
+            self.shared.deps.note_dependencies(&id, &entry.config.depends_on);
+        }
         let (tx, rx) = crate::inbox::inbox();
         let (actor, snapshot) = Actor::new(entry, self.shared.clone(), rx);
         let task = tokio::spawn(actor.run(begin));
@@ -294,6 +297,7 @@ impl Supervisor {
     ) -> Result<impl std::future::Future<Output = Result<ProcessEntry, Error>> + Send + 'static, Error> {
         let slot = self.slots.lock().expect("slots lock").remove(id).ok_or_else(|| Error::NotFound(id.to_owned()))?;
         self.shared.came_or_went();
+        self.shared.deps.forget_dependencies(Some(id));
         let shared = self.shared.clone();
         Ok(async move { finish_end(slot, false, &shared).await })
     }
@@ -317,6 +321,7 @@ impl Supervisor {
     async fn end(&self, id: &str, leave_running: bool) -> Result<ProcessEntry, Error> {
         let slot = self.slots.lock().expect("slots lock").remove(id).ok_or_else(|| Error::NotFound(id.to_owned()))?;
         self.shared.came_or_went();
+        self.shared.deps.forget_dependencies(Some(id));
         finish_end(slot, leave_running, &self.shared).await
     }
 
@@ -424,6 +429,7 @@ impl Supervisor {
     pub async fn shutdown(&self, leave_running: impl Fn(&ProcessEntry) -> bool) -> Vec<ProcessEntry> {
         let mut slots = std::mem::take(&mut *self.slots.lock().expect("slots lock"));
         self.shared.came_or_went();
+        self.shared.deps.forget_dependencies(None);
         let graph: pm_core::Graph = slots
             .iter()
             .map(|(id, slot)| (id.clone(), slot.snapshot.borrow().entry.config.depends_on.keys().cloned().collect()))

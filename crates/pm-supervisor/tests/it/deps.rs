@@ -653,3 +653,51 @@ async fn at_boot_a_job_that_finished_before_its_dependent_began_counts() {
     let web = fx.wait("web", LONG, |e| matches!(e.state, ProcessState::Running | ProcessState::Failed)).await;
     assert_eq!(web.state, ProcessState::Running, "{:?}", web.last_error);
 }
+
+/// The dependents of a process follow registrations, configuration changes and removals (they are noted as the
+/// processes' tasks publish them, not looked for in every process at each stop).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_dependents_of_a_process_follow_registrations_changes_and_removals() {
+    use DependencyCondition::Started;
+    let fx = Fixture::new();
+    for id in ["db", "cache"] {
+        let mut config = sh(id, "exec sleep 600");
+        config.autostart = false;
+        fx.sup.register(config).unwrap();
+    }
+    let dependent = |id: &str, deps: &[(&str, DependencyCondition)]| {
+        let mut config = sh(id, "exec sleep 600");
+        config.autostart = false;
+        needs(&mut config, deps);
+        config
+    };
+    fx.sup.register(dependent("api", &[("db", Started)])).unwrap();
+    fx.sup.register(dependent("web", &[("db", Started), ("cache", Started)])).unwrap();
+    assert_eq!(fx.sup.dependents_of("db"), ["api", "web"]);
+    assert_eq!(fx.sup.dependents_of("cache"), ["web"]);
+    assert!(fx.sup.dependents_of("api").is_empty());
+
+    // A changed configuration: web now needs only the cache, api needs the cache as well.
+    // (A configuration is handed to the task, which takes it up in its own time.)
+    fx.sup.update_config(dependent("web", &[("cache", Started)])).await.unwrap();
+    fx.sup.update_config(dependent("api", &[("db", Started), ("cache", Started)])).await.unwrap();
+    fx.wait("web", LONG, |e| e.config.depends_on.len() == 1).await;
+    fx.wait("api", LONG, |e| e.config.depends_on.len() == 2).await;
+    assert_eq!(fx.sup.dependents_of("db"), ["api"]);
+    assert_eq!(fx.sup.dependents_of("cache"), ["api", "web"]);
+
+    // Depending on nothing any more, and removed.
+    fx.sup.update_config(dependent("web", &[])).await.unwrap();
+    fx.wait("web", LONG, |e| e.config.depends_on.is_empty()).await;
+    fx.sup.remove("api").await.unwrap();
+    assert!(fx.sup.dependents_of("db").is_empty());
+    assert!(fx.sup.dependents_of("cache").is_empty());
+
+    // A stop of a process with a dependent under way still stops the dependent first.
+    fx.sup.register(dependent("api", &[("db", Started)])).unwrap();
+    fx.sup.start("api").await.unwrap();
+    fx.wait("api", LONG, |e| e.state == ProcessState::Running).await;
+    let (state, stopped) = fx.sup.stop_with_dependents("db").await.unwrap();
+    assert_eq!((state, stopped), (ProcessState::Stopped, vec!["api".to_owned()]));
+    assert_eq!(fx.sup.get("api").unwrap().state, ProcessState::Stopped);
+}
