@@ -115,17 +115,7 @@ fn record(
     let started = Instant::now();
     let mut dashboard = None;
     while started.elapsed() < RECORD_FOR {
-        // A monitor that ended early (a crash under valgrind) recorded only its start-up: its list would leave out
-        // what it never ran, silently.
-        if let Some(status) = child.try_wait()? {
-            anyhow::bail!(
-                "the recorded monitor ended after {:.1} s ({status}); run `valgrind --tool=callgrind {} --directory \
-                 {} --foreground --standalone` to see why",
-                started.elapsed().as_secs_f64(),
-                bin.display(),
-                home.display()
-            );
-        }
+        still_running(&mut child, started, bin, &home)?;
         ask_alive(alive_port);
         // With processes, a dashboard is opened half-way: its page and files, the event stream and a followed
         // log, kept open to the end (their code, left out of the list, was most of the RSS a dashboard added).
@@ -148,6 +138,21 @@ fn record(
     }
     let text = std::fs::read_to_string(&out).with_context(|| format!("callgrind wrote no {}", out.display()))?;
     Ok(executed(&text, &bin.file_name().unwrap_or_default().to_string_lossy()))
+}
+
+/// Fails when the recorded monitor `child` has ended already: a monitor that ended early (a crash under valgrind)
+/// recorded only its start-up, and its list would leave out what it never ran, silently.
+fn still_running(child: &mut std::process::Child, started: Instant, bin: &Path, home: &Path) -> anyhow::Result<()> {
+    match child.try_wait()? {
+        None => Ok(()),
+        Some(status) => anyhow::bail!(
+            "the recorded monitor ended after {:.1} s ({status}); run `valgrind --tool=callgrind {} --directory {} \
+             --foreground --standalone` to see why",
+            started.elapsed().as_secs_f64(),
+            bin.display(),
+            home.display()
+        ),
+    }
 }
 
 /// What a dashboard asks of the remote API on 127.0.0.1:`port`: its page and files (answers read and ignored),
