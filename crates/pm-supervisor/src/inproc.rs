@@ -255,6 +255,36 @@ async fn the_writer_stores_acknowledged_actions_before_they_are_answered() {
     assert_eq!(fx.stop().await, Exit::Stopped);
 }
 
+/// Asks for `action` on `job` as a hand edit does: the file rewritten (by a rename) with the request, its
+/// journal neither read nor folded.
+fn ask_by_hand(fx: &DaemonFixture, action: &str) {
+    let file = fx.paths.registry_file();
+    let mut registry: serde_json::Value = serde_json::from_slice(&std::fs::read(&file).unwrap()).unwrap();
+    registry["processes"]["job"]["pendingAction"] = serde_json::json!(action);
+    let edited = file.with_extension("edited");
+    std::fs::write(&edited, serde_json::to_vec_pretty(&registry).unwrap()).unwrap();
+    std::fs::rename(&edited, &file).unwrap();
+}
+
+/// A request asked for again by a hand edit, while the answer to the same request before it is still a journal
+/// line (the writer's folds held), is carried out: the old answer does not clear the new request.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_asked_again_by_hand_is_not_cleared_by_the_answer_to_the_one_before() {
+    use pm_http::ControlPlane;
+    let mut fx = with_a_stopped_job().await;
+    fx.monitor.folds_held.store(true, Ordering::SeqCst);
+    for round in 0..2 {
+        ask_by_hand(&fx, "start");
+        // (`wait_for` answers the entry as it is when the time is up.)
+        let job = fx.monitor.supervisor().wait_for("job", Duration::from_secs(20), |e| e.state.has_child()).await;
+        assert!(job.unwrap().state.has_child(), "round {round}: the hand-edited start was not carried out");
+        fx.stored_when(Duration::from_secs(20), |registry| registry.processes["job"].pending_action.is_none()).await;
+        assert_eq!(fx.monitor.stop("job").await.unwrap(), ProcessState::Stopped, "round {round}");
+    }
+    fx.monitor.folds_held.store(false, Ordering::SeqCst);
+    assert_eq!(fx.stop().await, Exit::Stopped);
+}
+
 /// A daemon whose registry holds one process, `job`, a `sleep` without autostart.
 async fn with_a_stopped_job() -> DaemonFixture {
     DaemonFixture::start(

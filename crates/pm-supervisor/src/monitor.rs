@@ -386,25 +386,30 @@ impl Monitor {
     }
 
     /// Stores the outcome of a local client's request `action` on `id`, now in memory, with the request cleared
-    /// from the entry's `pendingAction` (unless the client asked for something else since): one journal line, so
-    /// the client, which takes a cleared request as done, reads the outcome and never the state from before it
-    /// (a stop of a process whose start was still under way answered "stopped" before it ran, and a monitor
-    /// killed then started it again). A request whose line cannot be stored stays in the file: the next
-    /// monitor carries it out.
+    /// from the entry's `pendingAction` (unless the client asked for something else since), in one registry
+    /// transaction: the client, which takes a cleared request as done, reads the outcome and never the state
+    /// from before it (a stop of a process whose start was still under way answered "stopped" before it ran, and
+    /// a monitor killed then started it again). A request whose outcome cannot be stored stays in the file: the
+    /// next monitor carries it out.
+    ///
+    /// The registry file itself, with the journal folded in, not a journal line: a line answering the request
+    /// (`pendingDone`) stayed unfolded until the writer's next rewrite, and a hand edit of the file that asked
+    /// for the same action again meanwhile (an editor does not fold the journal) had its new request cleared by
+    /// the old answer when the file was read with the journal (`cargo xtask bench`'s local starts, every time).
     async fn answer_request(&self, id: String, action: PendingAction) {
-        let (store, closed, sup, written) =
-            (self.store.clone(), self.closed.clone(), self.sup.clone(), self.written_rev.clone());
+        let (sup, written) = (self.sup.clone(), self.written_rev.clone());
         let key = id.clone();
-        let res = on_blocking_pool(move || {
-            store.append(Duration::from_secs(10), move || {
-                not_closed(&closed)?;
-                let Some(snapshot) = sup.snapshot(&key) else { return Ok((None, Vec::new())) };
+        let sync = self.sync().await;
+        let res = self
+            .transaction_ordered(&sync, Duration::from_secs(10), move |registry| {
+                let Some(snapshot) = sup.snapshot(&key) else { return Ok(None) };
                 let (mut update, rev) = update_of(&snapshot, &written.lock().expect("written revisions"));
                 update.pending_done = Some(action);
-                Ok((rev.map(|rev| (key, rev)), vec![Change::Update(update)]))
+                Change::Update(update).apply(registry);
+                Ok(rev.map(|rev| (key, rev)))
             })
-        })
-        .await;
+            .await;
+        drop(sync);
         match res {
             Ok(rev) => self.note_written(rev.into_iter().collect()),
             Err(err) => {
