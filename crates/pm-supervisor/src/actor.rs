@@ -1579,7 +1579,7 @@ fn live_conditions(
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use pm_core::{ProcessConfig, ProcessEntry, ProcessState, Timestamp};
 
     use super::{Actor, Cmd};
@@ -1589,18 +1589,8 @@ mod tests {
     /// Published as two changes before, the storm's restarts paid for a second snapshot each (issue 19).
     #[tokio::test]
     async fn a_crash_is_one_publish_with_both_state_changes() {
-        let dir = std::env::temp_dir().join(format!("pm-crash-publish-{}", std::process::id()));
-        let paths = pm_registry::Paths::new(&dir, "default").unwrap();
-        let sup = crate::Supervisor::new(crate::SupervisorConfig {
-            paths,
-            keep_runs: 1,
-            default_cwd: dir.clone(),
-            extra_env: Vec::new(),
-        });
+        let (dir, sup, mut actor, snapshot) = lone_actor("pm-crash-publish");
         let shared = sup.shared().clone();
-        let entry = ProcessEntry::new(ProcessConfig::new("job", "job", "/bin/true"), Timestamp::now());
-        let (_tx, rx) = crate::inbox::inbox::<Cmd>();
-        let (mut actor, snapshot) = Actor::new(entry, shared.clone(), rx);
         actor.publish_state(ProcessState::Running);
         let (publishes, first) = (shared.deps.generation(), next_seq(&shared));
         actor.record_exit(&super::ExitInfo { code: Some(3), signal: None });
@@ -1613,6 +1603,25 @@ mod tests {
         // The events between the two probes: two state changes and the scheduled restart.
         assert_eq!(next_seq(&shared) - first - 1, 3, "the crash's events are not three");
         let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// A task of its own (not spawned) for a process `job` running `/bin/true`, of a supervisor whose home is a
+    /// new folder named after `tag` (answered for the clean-up), with the task's published snapshot.
+    pub(crate) fn lone_actor(
+        tag: &str,
+    ) -> (std::path::PathBuf, crate::Supervisor, Actor, crate::published::Published<super::Snapshot>) {
+        let dir = std::env::temp_dir().join(format!("{tag}-{}", std::process::id()));
+        let paths = pm_registry::Paths::new(&dir, "default").unwrap();
+        let sup = crate::Supervisor::new(crate::SupervisorConfig {
+            paths,
+            keep_runs: 1,
+            default_cwd: dir.clone(),
+            extra_env: Vec::new(),
+        });
+        let entry = ProcessEntry::new(ProcessConfig::new("job", "job", "/bin/true"), Timestamp::now());
+        let (_tx, rx) = crate::inbox::inbox::<Cmd>();
+        let (actor, snapshot) = Actor::new(entry, sup.shared().clone(), rx);
+        (dir, sup, actor, snapshot)
     }
 
     /// The sequence number of an event published now to find it out.

@@ -70,18 +70,7 @@ mod tests {
     /// - the task's entry and its published snapshot stop sharing one allocation.
     #[tokio::test]
     async fn per_process_parts() {
-        let dir = std::env::temp_dir().join(format!("pm-footprint-{}", std::process::id()));
-        let paths = pm_registry::Paths::new(&dir, "default").unwrap();
-        let sup = crate::Supervisor::new(crate::SupervisorConfig {
-            paths,
-            keep_runs: 1,
-            default_cwd: dir.clone(),
-            extra_env: Vec::new(),
-        });
-        let shared = sup.shared().clone();
-        let entry = ProcessEntry::new(ProcessConfig::new("job", "job", "/bin/true"), Timestamp::now());
-        let (_tx, rx) = crate::inbox::inbox::<Cmd>();
-        let (mut actor, snapshot) = Actor::new(entry, shared, rx);
+        let (_dir, _sup, mut actor, snapshot) = crate::actor::tests::lone_actor("pm-footprint");
         // One entry per process: the snapshot shares the task's, a change copies it once and the publish of the
         // change shares the new one again.
         assert!(actor.shares_entry_with(&snapshot.borrow()), "a new process holds its entry twice");

@@ -249,9 +249,8 @@ async fn environment_and_working_directory_are_honoured() {
     assert_eq!(text, format!("x y|{}", work.display()));
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn missing_executable_gives_a_readable_error() {
-    let fx = Fixture::new();
+/// A process whose executable does not exist fails with an error that names it as not found.
+async fn missing_executable_reads_as_not_found(fx: Fixture) {
     let mut config = pm_core::ProcessConfig::new("ghost", "ghost", "/nonexistent/bin/ghost");
     config.restart_policy = Some(policy(1, &[10]));
     fx.sup.register(config).unwrap();
@@ -260,17 +259,16 @@ async fn missing_executable_gives_a_readable_error() {
     assert!(error.contains("not found") && error.contains("/nonexistent/bin/ghost"), "{error}");
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn missing_executable_gives_a_readable_error() {
+    missing_executable_reads_as_not_found(Fixture::new()).await;
+}
+
 /// The same where the child is cloned into its cgroup: the child that cannot execute reports its errno in the
 /// monitor's memory (no pipe), and it still reads as "not found".
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn missing_executable_in_a_cgroup_gives_a_readable_error() {
-    let fx = Fixture::with_cgroups();
-    let mut config = pm_core::ProcessConfig::new("ghost", "ghost", "/nonexistent/bin/ghost");
-    config.restart_policy = Some(policy(1, &[10]));
-    fx.sup.register(config).unwrap();
-    let entry = fx.wait("ghost", LONG, |e| e.state == ProcessState::Failed).await;
-    let error = entry.last_error.unwrap_or_default();
-    assert!(error.contains("not found") && error.contains("/nonexistent/bin/ghost"), "{error}");
+    missing_executable_reads_as_not_found(Fixture::with_cgroups()).await;
 }
 
 /// A child cloned into its cgroup is recorded with the start time the kernel gives it (told by the clone, not read
