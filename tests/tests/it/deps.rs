@@ -189,6 +189,8 @@ fn starting_web_brings_the_chain_up_in_order_and_stopping_db_takes_api_and_web_d
         state(&site, "web") == Some(ProcessState::Running) && state(&site, "api") == Some(ProcessState::Running)
     });
     for id in ["db", "migrate", "api", "web"] {
+        // A process is running once its shell runs, a moment before the shell writes its stamp.
+        wait_until(LONG, &format!("{id} ran a second time"), || stamps(&site, id).len() >= 2);
         assert_eq!(stamps(&site, id).len(), 2, "{id} ran a second time");
     }
     let second = |id: &str| stamps(&site, id)[1];
