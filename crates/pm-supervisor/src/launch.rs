@@ -12,7 +12,8 @@ use std::os::fd::AsRawFd;
 use std::path::PathBuf;
 use std::sync::{Arc, OnceLock};
 
-use pm_core::{ProcessConfig, Timestamp};
+use pm_core::{ProcessConfig, ProcessEntry, Timestamp};
+use pm_registry::KnownRuns;
 use tokio::sync::oneshot;
 
 use crate::actor::Watch;
@@ -63,7 +64,9 @@ pub(crate) fn every_turn_taken() -> bool {
 /// What one launch needs, owned: it runs on another thread.
 struct Launch {
     shared: Arc<Shared>,
-    config: ProcessConfig,
+    /// The process's entry as its task holds it (shared, not copied: a copy of the configuration was a few dozen
+    /// allocations and frees per restart of a crash storm; issue 19). Its `config` is what is launched.
+    entry: Arc<ProcessEntry>,
     checked: Option<Checked>,
     /// The process's cgroup folder, with cgroup containment.
     cgroup_dir: Option<PathBuf>,
@@ -71,8 +74,8 @@ struct Launch {
     reuse_cgroup: bool,
     /// The start of the run (names its run folder).
     now: Timestamp,
-    /// Run folders to keep (older ones are deleted once the child runs).
-    keep_runs: usize,
+    /// The process's run folders as its task knows them from its last launch, if it kept them.
+    known_runs: Option<Box<KnownRuns>>,
 }
 
 /// A child that runs.
@@ -85,30 +88,34 @@ pub(crate) struct Launched {
     pub(crate) cgroup: Option<ProcCgroup>,
     /// Its start time in clock ticks since boot, when the spawn could tell it without reading `/proc`.
     pub(crate) start_time: Option<u64>,
+    /// The process's run folders now (the new one included), for its task to pass to its next launch.
+    pub(crate) runs: Box<KnownRuns>,
 }
 
-/// Makes the child's cgroup (with containment) and its run folder for a run started `now`, and spawns it; all of
-/// it on the spawner thread. `reuse_cgroup` is taken (cleared) once the configuration's limits are known to apply.
-/// Once the child runs and its task has it, the same thread deletes the run folders beyond `keep_runs`, found
-/// when the new one was made (no thread of the blocking pool woken, no second listing of the folder).
+/// Makes the child's cgroup (with containment) and its run folder for a run started `now`, and spawns the
+/// configuration of `entry`; all of it on the spawner thread. `reuse_cgroup` is taken (cleared) once the
+/// configuration's limits are known to apply. The run folder is named, and the runs beyond `keepRuns` found, from
+/// `known_runs` (what the last launch answered) where the task kept it, else from a listing of the process's
+/// folder. Once the child runs and its task has it, the same thread deletes the run folders beyond `keepRuns` (no
+/// thread of the blocking pool woken, no second listing of the folder).
 pub(crate) async fn launch(
     shared: &Arc<Shared>,
-    config: &ProcessConfig,
+    entry: &Arc<ProcessEntry>,
     checked: Option<Checked>,
     cgroup_dir: Option<PathBuf>,
     reuse_cgroup: &mut bool,
     now: Timestamp,
-    keep_runs: usize,
+    known_runs: Option<Box<KnownRuns>>,
 ) -> std::io::Result<Launched> {
-    shared.containment.check_limits(config).map_err(|err| std::io::Error::other(err.to_string()))?;
+    shared.containment.check_limits(&entry.config).map_err(|err| std::io::Error::other(err.to_string()))?;
     let launch = Launch {
         shared: shared.clone(),
-        config: config.clone(),
+        entry: entry.clone(),
         checked,
         cgroup_dir,
         reuse_cgroup: std::mem::take(reuse_cgroup),
         now,
-        keep_runs,
+        known_runs,
     };
     let runtime = tokio::runtime::Handle::current();
     let (tx, rx) = oneshot::channel();
@@ -116,7 +123,6 @@ pub(crate) async fn launch(
         // The child's exit watch (tokio's child, a pidfd) registers with the runtime of the task.
         let _in_runtime = runtime.enter();
         let shared = launch.shared.clone();
-        let id = launch.config.id.clone();
         let (res, old_runs) = match launch.run() {
             Ok((launched, old_runs)) => (Ok(launched), old_runs),
             Err(err) => (Err(err), Vec::new()),
@@ -129,7 +135,9 @@ pub(crate) async fn launch(
             // After the launches that wait: a spawner thread is the bottleneck of a crash storm's restarts.
             submit_later(Box::new(move || {
                 if let Err(err) = shared.paths.remove_run_dirs(&old_runs) {
-                    tracing::warn!(process = %id, "cannot remove old log folders: {err}");
+                    // The process's folder is named after it.
+                    let id = old_runs[0].parent().and_then(std::path::Path::file_name).unwrap_or_default();
+                    tracing::warn!(process = %id.to_string_lossy(), "cannot remove old log folders: {err}");
                 }
             }));
         }
@@ -139,30 +147,46 @@ pub(crate) async fn launch(
 }
 
 impl Launch {
+    /// The configuration launched.
+    fn config(&self) -> &ProcessConfig {
+        &self.entry.config
+    }
+
     /// The launch; with the child, the old run folders to delete once its task has it.
-    fn run(self) -> std::io::Result<(Launched, Vec<PathBuf>)> {
+    fn run(mut self) -> std::io::Result<(Launched, Vec<PathBuf>)> {
         let prepared = self
             .cgroup_dir
             .as_deref()
-            .map(|dir| ProcCgroup::prepare(dir, &self.config, self.reuse_cgroup))
+            .map(|dir| {
+                let memory_events = self.shared.containment.memory_events();
+                ProcCgroup::prepare(dir, self.config(), self.reuse_cgroup, memory_events)
+            })
             .transpose()?;
-        let (run_dir, old_runs) = self
+        let keep_runs = self.config().keep_runs_or(self.shared.keep_runs);
+        let known = self.known_runs.take();
+        let (run_dir, old_runs, runs) = self
             .shared
             .paths
-            .new_run_dir_listed(&self.config.id, self.now, self.keep_runs)
+            .new_run_dir_known(&self.config().id, self.now, keep_runs, known)
             .map_err(|err| std::io::Error::other(format!("cannot create log folder: {err}")))?;
-        self.spawn_child(prepared, run_dir).map(|launched| (launched, old_runs))
+        self.spawn_child(prepared, run_dir, runs).map(|launched| (launched, old_runs))
     }
 
     /// Spawns the child logging into `run_dir`, in its `prepared` cgroup if any, known as ours across the spawn;
     /// when it cannot start, the run folder and the cgroup are removed again.
-    fn spawn_child(&self, prepared: Option<Prepared>, run_dir: PathBuf) -> std::io::Result<Launched> {
+    fn spawn_child(
+        &self,
+        prepared: Option<Prepared>,
+        run_dir: PathBuf,
+        runs: Box<KnownRuns>,
+    ) -> std::io::Result<Launched> {
         let ctx = SpawnContext {
             default_cwd: &self.shared.default_cwd,
             run_dir: &run_dir,
             extra_env: &self.shared.extra_env,
             owner: &self.shared.owner,
-            cgroup_procs: prepared.as_ref().map(|prepared| prepared.procs.as_raw_fd()),
+            // Opened only for a spawn that needs it (`spawn_watch`).
+            cgroup_procs: None,
             checked: self.checked.as_ref(),
         };
         // Held across the spawn where a reaper of re-parented strays runs (process-group containment): it must not
@@ -184,7 +208,7 @@ impl Launch {
         drop(owned);
         let cgroup = prepared.map(|prepared| prepared.cgroup);
         match res {
-            Ok((watch, pid, start_time)) => Ok(Launched { watch, pid, run_dir, cgroup, start_time }),
+            Ok((watch, pid, start_time)) => Ok(Launched { watch, pid, run_dir, cgroup, start_time, runs }),
             Err(err) => {
                 // Nothing ran: the folder (two empty log files) would only push real runs out, and the cgroup
                 // would outlive the process.
@@ -207,16 +231,25 @@ impl Launch {
     ) -> std::io::Result<(Watch, Option<u64>)> {
         let own = |child| (Watch::own(child), None);
         match prepared {
-            Some(prepared) if ctx.checked.is_none() && !self.config.untrusted => {
-                match spawn::spawn_into_cgroup(&self.config, ctx, prepared.dir.as_raw_fd()) {
+            Some(prepared) if ctx.checked.is_none() && !self.config().untrusted => {
+                match spawn::spawn_into_cgroup(self.config(), ctx, prepared.dir.as_raw_fd()) {
                     Err(err) if err.kind() == std::io::ErrorKind::Unsupported => {
-                        spawn::spawn(&self.config, ctx).map(own)
+                        self.spawn_joining(ctx, prepared).map(own)
                     }
                     res => res.map(|(forked, start_time)| (Watch::Forked(forked), start_time)),
                 }
             }
-            _ => spawn::spawn(&self.config, ctx).map(own),
+            Some(prepared) => self.spawn_joining(ctx, prepared).map(own),
+            None => spawn::spawn(self.config(), ctx).map(own),
         }
+    }
+
+    /// A spawn whose child joins its `prepared` cgroup itself, through its `cgroup.procs` (opened for it alone),
+    /// before it executes.
+    fn spawn_joining(&self, ctx: &SpawnContext<'_>, prepared: &Prepared) -> std::io::Result<tokio::process::Child> {
+        let procs = prepared.procs()?;
+        let ctx = SpawnContext { cgroup_procs: Some(procs.as_raw_fd()), ..*ctx };
+        spawn::spawn(self.config(), &ctx)
     }
 }
 
