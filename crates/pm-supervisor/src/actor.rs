@@ -194,9 +194,9 @@ pub(crate) struct Actor {
     last_rotation: Option<Instant>,
     /// The launch turn taken before the process's first step (see [`Actor::run_boxed`]), for its launch.
     turn: Option<crate::launch::Turn>,
-    /// The process's run folders as its last launch left them, kept while it restarts after crashes (see
-    /// [`Actor::keep_runs_for_restart`]), so that a restart does not list its log folder.
-    known_runs: Option<Box<pm_registry::KnownRuns>>,
+    /// The last launch kept the process's run folders for the next one (a restart after a crash), which then does
+    /// not list its log folder (`launch::Runs`).
+    runs_kept: bool,
 }
 
 impl Actor {
@@ -237,7 +237,7 @@ impl Actor {
             log_watch: None,
             last_rotation: None,
             turn: None,
-            known_runs: None,
+            runs_kept: false,
         };
         (actor, snapshot)
     }
@@ -302,7 +302,7 @@ impl Actor {
                 }
                 Event::ResetDue => {
                     self.reset_at = None;
-                    self.known_runs = None;
+                    self.forget_runs();
                     if self.entry.restart_attempts != 0 {
                         self.entry.restart_attempts = 0;
                         self.publish();
@@ -690,7 +690,7 @@ impl Actor {
             self.entry.last_stopped_at = Some(Timestamp::now());
         }
         self.retry_at = None;
-        self.known_runs = None;
+        self.forget_runs();
         self.cancel_wait();
         let target = if self.entry.config.enabled { ProcessState::Stopped } else { ProcessState::Disabled };
         if self.child.is_some() {
@@ -995,10 +995,13 @@ impl Actor {
         };
         let now = Timestamp::now();
         let cgroup_dir = self.cgroup_dir();
-        let known_runs = self.known_runs.take();
+        // Kept for the next launch while the process restarts after crashes (its attempts counted), not for a
+        // process started once, which would keep them for nothing.
+        let kept = std::mem::take(&mut self.runs_kept);
+        let runs = crate::launch::Runs { kept, keep: self.entry.restart_attempts > 0 };
         let (shared, entry) = (&self.shared, self.entry.arc());
         let reuse = &mut self.cgroup_reusable;
-        let launch = crate::launch::launch(shared, entry, checked, cgroup_dir, reuse, now, known_runs);
+        let launch = crate::launch::launch(shared, entry, checked, cgroup_dir, reuse, now, runs);
         let res = Box::pin(launch).await;
         self.entry.last_started_at = Some(now);
         match res {
@@ -1048,9 +1051,9 @@ impl Actor {
 
     /// The child runs (its old run folders go on the spawner thread): it is `starting` or `running`.
     fn on_spawned(&mut self, spawned: crate::launch::Launched) {
-        let crate::launch::Launched { watch, pid, run_dir, cgroup, start_time, runs } = spawned;
+        let crate::launch::Launched { watch, pid, run_dir, cgroup, start_time, runs_kept } = spawned;
         tracing::info!(process = %self.entry.config.id, pid, "started");
-        self.keep_runs_for_restart(runs);
+        self.runs_kept = runs_kept;
         self.entry.pid = Some(pid);
         // Told by the clone where it could (no read of the child's `/proc` files at every start, nor the
         // kernel's clean-up of what that read looked up at its exit; issue 19).
@@ -1064,12 +1067,11 @@ impl Actor {
         self.enter_startup_or_running(self.startup_check());
     }
 
-    /// Keeps the run folders the launch left for the next launch while the process restarts after crashes (its
-    /// restart attempts counted; a crash storm restarted each process every second, listing its log folder each
-    /// time: issue 19), not for a process started once, which would hold them for nothing (about 16 B a run).
-    /// Forgotten when the attempts are reset and at a stop.
-    fn keep_runs_for_restart(&mut self, runs: Box<pm_registry::KnownRuns>) {
-        self.known_runs = (self.entry.restart_attempts > 0).then_some(runs);
+    /// Forgets the run folders the last launch kept for the next one (at a stop, at the reset of the attempts).
+    fn forget_runs(&mut self) {
+        if std::mem::take(&mut self.runs_kept) {
+            crate::launch::forget_runs(&self.shared, &self.entry.config.id);
+        }
     }
 
     /// The child could not start: a crash, with the reason kept and at least [`SPAWN_FAILURE_PAUSE`] before the
@@ -1629,14 +1631,15 @@ pub(crate) mod tests {
         let logs = sup.shared().paths.process_logs_dir("job");
         actor.spawn_now().await.unwrap();
         assert!(actor.child.is_some(), "not started: {:?}", actor.entry.last_error);
-        assert!(actor.known_runs.is_none(), "kept after a first start");
+        assert!(!actor.runs_kept, "kept after a first start");
         for restart in 1..=3 {
             super::wait_child(&mut actor.child).await;
             actor.child = None;
             actor.entry.restart_attempts = restart;
             actor.spawn_now().await.unwrap();
             assert!(actor.child.is_some(), "not restarted: {:?}", actor.entry.last_error);
-            assert_eq!(actor.known_runs.as_ref().map(|runs| runs.len()), Some(1), "restart {restart}");
+            assert!(actor.runs_kept, "not kept at restart {restart}");
+            assert_eq!(crate::launch::kept_runs(&logs), Some(1), "restart {restart}");
         }
         // The older runs go on a spawner thread once the launches are done.
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
@@ -1645,7 +1648,8 @@ pub(crate) mod tests {
             tokio::time::sleep(std::time::Duration::from_millis(10)).await;
         }
         actor.stop().await;
-        assert!(actor.known_runs.is_none(), "kept after a stop");
+        assert!(!actor.runs_kept, "kept after a stop");
+        assert_eq!(crate::launch::kept_runs(&logs), None, "kept after a stop");
         let _ = std::fs::remove_dir_all(&dir);
     }
 

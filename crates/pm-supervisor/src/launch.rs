@@ -74,8 +74,54 @@ struct Launch {
     reuse_cgroup: bool,
     /// The start of the run (names its run folder).
     now: Timestamp,
-    /// The process's run folders as its task knows them from its last launch, if it kept them.
-    known_runs: Option<Box<KnownRuns>>,
+    /// Whether the last launch kept the process's runs, and whether this one keeps them (see [`Runs`]).
+    runs: Runs,
+}
+
+/// Whether a launch finds the process's runs where its last launch kept them ([`KEPT_RUNS`]) instead of listing
+/// the process's folder, and whether it keeps them there for the next one.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct Runs {
+    /// The last launch kept them.
+    pub(crate) kept: bool,
+    /// This launch keeps them (a restart after a crash: more are likely to follow).
+    pub(crate) keep: bool,
+}
+
+/// The run folders of the processes that restart after crashes, as their last launch left them, by the process's
+/// log folder (`pm_registry::KnownRuns`, 16 B a run): a restart names its run folder and finds the runs to delete
+/// from them, without the process folder's `mkdir`, `lstat` and listing (a crash storm listed every process's
+/// folder at each restart; issue 19). Kept here rather than in the process's task, whose box every process has
+/// (8 B more there were 16 B of heap for each of 10,000 running processes); a task knows whether its process's
+/// runs are here (its `runs_kept`). An entry whose process went without a stop stays until a launch of that
+/// folder replaces it (a few hundred bytes).
+#[allow(clippy::type_complexity)]
+static KEPT_RUNS: std::sync::Mutex<Option<std::collections::HashMap<PathBuf, Box<KnownRuns>>>> =
+    std::sync::Mutex::new(None);
+
+/// Forgets the runs kept for the process `id` (see [`KEPT_RUNS`]): at a stop, at the reset of its attempts.
+pub(crate) fn forget_runs(shared: &Shared, id: &str) {
+    let mut kept = KEPT_RUNS.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    if let Some(map) = kept.as_mut() {
+        map.remove(&shared.paths.process_logs_dir(id));
+    }
+}
+
+/// Takes the runs kept for the process whose log folder is `logs` (see [`KEPT_RUNS`]).
+fn take_runs(logs: &std::path::Path) -> Option<Box<KnownRuns>> {
+    KEPT_RUNS.lock().unwrap_or_else(std::sync::PoisonError::into_inner).as_mut()?.remove(logs)
+}
+
+/// Keeps `runs` for the process whose log folder is `logs` (see [`KEPT_RUNS`]).
+fn keep_runs(logs: PathBuf, runs: Box<KnownRuns>) {
+    let mut kept = KEPT_RUNS.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    kept.get_or_insert_with(Default::default).insert(logs, runs);
+}
+
+/// How many runs are kept for the process whose log folder is `logs` (tests).
+#[cfg(test)]
+pub(crate) fn kept_runs(logs: &std::path::Path) -> Option<usize> {
+    KEPT_RUNS.lock().unwrap().as_ref()?.get(logs).map(|runs| runs.len())
 }
 
 /// A child that runs.
@@ -88,15 +134,14 @@ pub(crate) struct Launched {
     pub(crate) cgroup: Option<ProcCgroup>,
     /// Its start time in clock ticks since boot, when the spawn could tell it without reading `/proc`.
     pub(crate) start_time: Option<u64>,
-    /// The process's run folders now (the new one included), for its task to pass to its next launch.
-    pub(crate) runs: Box<KnownRuns>,
+    /// The process's runs were kept for its next launch ([`Runs::keep`]).
+    pub(crate) runs_kept: bool,
 }
 
 /// Makes the child's cgroup (with containment) and its run folder for a run started `now`, and spawns the
 /// configuration of `entry`; all of it on the spawner thread. `reuse_cgroup` is taken (cleared) once the
 /// configuration's limits are known to apply. The run folder is named, and the runs beyond `keepRuns` found, from
-/// `known_runs` (what the last launch answered) where the task kept it, else from a listing of the process's
-/// folder. Once the child runs and its task has it, the same thread deletes the run folders beyond `keepRuns` (no
+/// the runs the last launch kept ([`Runs`]), else from a listing of the process's folder. Once the child runs and its task has it, the same thread deletes the run folders beyond `keepRuns` (no
 /// thread of the blocking pool woken, no second listing of the folder).
 pub(crate) async fn launch(
     shared: &Arc<Shared>,
@@ -105,7 +150,7 @@ pub(crate) async fn launch(
     cgroup_dir: Option<PathBuf>,
     reuse_cgroup: &mut bool,
     now: Timestamp,
-    known_runs: Option<Box<KnownRuns>>,
+    runs: Runs,
 ) -> std::io::Result<Launched> {
     shared.containment.check_limits(&entry.config).map_err(|err| std::io::Error::other(err.to_string()))?;
     let launch = Launch {
@@ -115,7 +160,7 @@ pub(crate) async fn launch(
         cgroup_dir,
         reuse_cgroup: std::mem::take(reuse_cgroup),
         now,
-        known_runs,
+        runs,
     };
     let runtime = tokio::runtime::Handle::current();
     let (tx, rx) = oneshot::channel();
@@ -153,7 +198,7 @@ impl Launch {
     }
 
     /// The launch; with the child, the old run folders to delete once its task has it.
-    fn run(mut self) -> std::io::Result<(Launched, Vec<PathBuf>)> {
+    fn run(self) -> std::io::Result<(Launched, Vec<PathBuf>)> {
         let prepared = self
             .cgroup_dir
             .as_deref()
@@ -162,24 +207,24 @@ impl Launch {
                 ProcCgroup::prepare(dir, self.config(), self.reuse_cgroup, memory_events)
             })
             .transpose()?;
-        let keep_runs = self.config().keep_runs_or(self.shared.keep_runs);
-        let known = self.known_runs.take();
-        let (run_dir, old_runs, runs) = self
-            .shared
-            .paths
-            .new_run_dir_known(&self.config().id, self.now, keep_runs, known)
-            .map_err(|err| std::io::Error::other(format!("cannot create log folder: {err}")))?;
-        self.spawn_child(prepared, run_dir, runs).map(|launched| (launched, old_runs))
+        let keep = self.config().keep_runs_or(self.shared.keep_runs);
+        let logs = self.shared.paths.process_logs_dir(&self.config().id);
+        let known = if self.runs.kept { take_runs(&logs) } else { None };
+        let (run_dir, old_runs, runs) =
+            self.shared
+                .paths
+                .new_run_dir_known(&self.config().id, self.now, keep, known)
+                .map_err(|err| std::io::Error::other(format!("cannot create log folder: {err}")))?;
+        let launched = self.spawn_child(prepared, run_dir)?;
+        if self.runs.keep {
+            keep_runs(logs, runs);
+        }
+        Ok((launched, old_runs))
     }
 
     /// Spawns the child logging into `run_dir`, in its `prepared` cgroup if any, known as ours across the spawn;
     /// when it cannot start, the run folder and the cgroup are removed again.
-    fn spawn_child(
-        &self,
-        prepared: Option<Prepared>,
-        run_dir: PathBuf,
-        runs: Box<KnownRuns>,
-    ) -> std::io::Result<Launched> {
+    fn spawn_child(&self, prepared: Option<Prepared>, run_dir: PathBuf) -> std::io::Result<Launched> {
         let ctx = SpawnContext {
             default_cwd: &self.shared.default_cwd,
             run_dir: &run_dir,
@@ -208,7 +253,9 @@ impl Launch {
         drop(owned);
         let cgroup = prepared.map(|prepared| prepared.cgroup);
         match res {
-            Ok((watch, pid, start_time)) => Ok(Launched { watch, pid, run_dir, cgroup, start_time, runs }),
+            Ok((watch, pid, start_time)) => {
+                Ok(Launched { watch, pid, run_dir, cgroup, start_time, runs_kept: self.runs.keep })
+            }
             Err(err) => {
                 // Nothing ran: the folder (two empty log files) would only push real runs out, and the cgroup
                 // would outlive the process.
