@@ -333,18 +333,32 @@ struct Queue {
 struct Jobs {
     now: std::collections::VecDeque<Job>,
     later: std::collections::VecDeque<Job>,
+    /// Threads waiting for a job: a job queued while none waits wakes nobody (the condition variable's wake is a
+    /// system call whether or not a thread waits, and in a crash storm both threads are busy most of the time).
+    idle: usize,
 }
 
 impl Queue {
     fn push(&self, job: Job) {
-        self.jobs.lock().unwrap_or_else(std::sync::PoisonError::into_inner).now.push_back(job);
-        self.ready.notify_one();
+        let mut jobs = self.jobs.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        jobs.now.push_back(job);
+        self.wake_one(jobs);
     }
 
     /// Queues clean-up work, run once no launch waits.
     fn push_later(&self, job: Job) {
-        self.jobs.lock().unwrap_or_else(std::sync::PoisonError::into_inner).later.push_back(job);
-        self.ready.notify_one();
+        let mut jobs = self.jobs.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        jobs.later.push_back(job);
+        self.wake_one(jobs);
+    }
+
+    /// Wakes a waiting thread for the job just queued, if one waits (a busy one takes it when it is done).
+    fn wake_one(&self, jobs: std::sync::MutexGuard<'_, Jobs>) {
+        let idle = jobs.idle > 0;
+        drop(jobs);
+        if idle {
+            self.ready.notify_one();
+        }
     }
 
     /// The next job (a launch before any clean-up), waiting for one.
@@ -354,7 +368,9 @@ impl Queue {
             if let Some(job) = jobs.now.pop_front().or_else(|| jobs.later.pop_front()) {
                 return job;
             }
+            jobs.idle += 1;
             jobs = self.ready.wait(jobs).unwrap_or_else(std::sync::PoisonError::into_inner);
+            jobs.idle -= 1;
         }
     }
 }
