@@ -56,5 +56,5 @@ pub use fsutil::{create_private_dir_all, create_private_file_fresh, open_private
 pub use journal::{Change, EntryUpdate, Record};
 pub use lock::{InstanceLock, LockInfo};
 pub use ownership::check_home;
-pub use paths::{Paths, MONITOR_DIR};
+pub use paths::{KnownRuns, Paths, MONITOR_DIR};
 pub use store::{FileStamp, Store};

@@ -166,39 +166,58 @@ impl Paths {
         at: Timestamp,
         keep: usize,
     ) -> Result<(PathBuf, Vec<PathBuf>), Error> {
+        self.new_run_dir_known(process_id, at, keep, None).map(|(created, old, _)| (created, old))
+    }
+
+    /// Like [`Paths::new_run_dir_listed`], from the run folders `known` to the caller (what the last call
+    /// answered) instead of a listing of the process's folder; answers as well the runs known now, the new one
+    /// included and those beyond `keep` left out. The caller must be the only one making run folders for the
+    /// process (its task), so that what it knows is what is there: a folder someone else made with a run's name
+    /// in the meantime is skipped when the new folder is named (its name taken), and a process folder that is gone
+    /// is made again and listed. Without `known`, the folder is listed as [`Paths::new_run_dir_listed`] does.
+    /// A crash storm's restarts listed each process's folder at every start (issue 19).
+    pub fn new_run_dir_known(
+        &self,
+        process_id: &str,
+        at: Timestamp,
+        keep: usize,
+        known: Option<Box<KnownRuns>>,
+    ) -> Result<(PathBuf, Vec<PathBuf>, Box<KnownRuns>), Error> {
         pm_core::validate_process_id(process_id).map_err(into_invalid_id)?;
         let parent = self.process_logs_dir(process_id);
+        let stamp = stamp_key(&at.compact()).unwrap_or(0);
+        if let Some(mut known) = known {
+            if let Some(created) = known.make_next(&parent, stamp)? {
+                let old = known.forget_beyond(keep).into_iter().map(|key| parent.join(run_name(key))).collect();
+                return Ok((created, old, known));
+            }
+        }
         // Made first (one system call), looked at only when it was there already: at the first start of each
         // process that is all (issue 19, the run folders of a start of 10,000).
         let fresh = make_process_dir(&parent)?;
-        // A new folder must sort after every existing one (pruning and `logs` go by that order), even within
-        // one second or when the clock went back: continue the newest's numbering in that case. A process folder
-        // made just now holds none.
-        let stamp = at.compact();
-        let mut runs = if fresh { Vec::new() } else { list_runs(&parent).unwrap_or_default() };
-        let (base, mut attempt) = match runs.last() {
-            Some(((newest, number), _)) if *newest >= stamp => (newest.clone(), number + 1),
-            _ => (stamp, 1),
-        };
-        let created = loop {
-            let name = if attempt == 1 { base.clone() } else { format!("{base}_{attempt}") };
-            let candidate = parent.join(&name);
-            match fsutil::create_dir_private(&candidate) {
-                Ok(()) => break candidate,
-                Err(err) if err.kind() == io::ErrorKind::AlreadyExists => attempt += 1,
-                Err(err) => return Err(Error::io(&candidate, "create folder", err)),
-            }
-        };
+        // A process folder made just now holds no runs.
+        let runs = if fresh { Vec::new() } else { list_runs(&parent).unwrap_or_default() };
+        let mut known = Box::new(KnownRuns(
+            runs.iter().filter_map(|((base, number), _)| Some((stamp_key(base)?, *number))).collect(),
+        ));
+        let created = known.make_next(&parent, stamp)?.ok_or_else(|| {
+            Error::io(
+                &parent,
+                "create folder",
+                io::Error::new(io::ErrorKind::NotFound, "the process's log folder vanished"),
+            )
+        })?;
         // With the new one, `runs.len() + 1` runs: the oldest beyond `keep` go (all of them older than the new one).
         let excess = (runs.len() + 1).saturating_sub(keep.max(1)).min(runs.len());
-        runs.truncate(excess);
-        Ok((created, runs.into_iter().map(|(_, path)| path).collect()))
+        known.forget_beyond(keep);
+        let old = runs.into_iter().take(excess).map(|(_, path)| path).collect();
+        Ok((created, old, known))
     }
 
     /// Deletes run folders found by [`Paths::new_run_dir_listed`]; one already gone is no error.
     pub fn remove_run_dirs(&self, runs: &[PathBuf]) -> Result<(), Error> {
         for path in runs {
-            if let Err(err) = fs::remove_dir_all(path) {
+            if let Err(err) = remove_run_dir(path) {
                 if err.kind() != io::ErrorKind::NotFound {
                     return Err(Error::io(path, "remove old run folder", err));
                 }
@@ -234,6 +253,41 @@ fn make_process_dir(parent: &Path) -> Result<bool, Error> {
             fix: format!("remove it (rm {}); the monitor creates the folder itself", parent.display()),
         }),
         Err(err) => Err(Error::io(parent, "inspect", err)),
+    }
+}
+
+/// The two logs of a run, all a run folder holds unless its logs were rotated.
+const RUN_LOGS: [&str; 2] = ["stdout.log", "stderr.log"];
+
+/// Deletes the run folder `path`: its two logs and the folder, without listing it (the listing of a run folder,
+/// its open and its close, were half of the system calls of each prune of a crash storm; issue 19); a folder that
+/// holds more (rotated logs, anything else) is deleted whole as before. Never through a symlink: the folder is
+/// opened with `O_NOFOLLOW`, and the logs are removed in the open folder.
+fn remove_run_dir(path: &Path) -> io::Result<()> {
+    use rustix::fs::{AtFlags, Mode, OFlags, CWD};
+    let dir = match rustix::fs::openat(
+        CWD,
+        path,
+        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+        Mode::empty(),
+    ) {
+        Ok(dir) => dir,
+        // A symlink (`ELOOP`) or not a folder: `remove_dir_all` removes the link or the file as it always did.
+        Err(err) if err != rustix::io::Errno::NOENT => return fs::remove_dir_all(path),
+        Err(err) => return Err(err.into()),
+    };
+    for name in RUN_LOGS {
+        match rustix::fs::unlinkat(&dir, name, AtFlags::empty()) {
+            Ok(()) | Err(rustix::io::Errno::NOENT) => {}
+            Err(_) => return fs::remove_dir_all(path),
+        }
+    }
+    drop(dir);
+    match fs::remove_dir(path) {
+        Ok(()) => Ok(()),
+        Err(err) if err.kind() == io::ErrorKind::NotFound => Ok(()),
+        // Not empty: rotated logs, or files of someone else's.
+        Err(_) => fs::remove_dir_all(path),
     }
 }
 
@@ -279,6 +333,73 @@ fn run_dir_key(name: &str) -> Option<(&str, u64)> {
             let number = rest.strip_prefix('_').filter(|number| is_digits(number))?;
             Some((base, number.parse().ok()?))
         }
+    }
+}
+
+/// The run folders of one process as the task that makes them knows them, oldest first: each one's time stamp
+/// (`YYYYMMDDHHMMSS` as a number) and its number (1 for `YYYYMMDD_HHMMSS`, 2 for `YYYYMMDD_HHMMSS_2`, ...).
+/// Kept by a process's task between the starts of a crash loop (16 B a run) so that a restart need not list the
+/// process's folder (see [`Paths::new_run_dir_known`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct KnownRuns(Vec<(u64, u64)>);
+
+impl KnownRuns {
+    /// Makes the next run folder in `parent` for a start at `stamp`, after every known one (continuing the newest's
+    /// numbering when it is of this second or later: the clock may go back); a name taken by a folder made by
+    /// someone else is skipped. `None` when `parent` itself is gone.
+    fn make_next(&mut self, parent: &Path, stamp: u64) -> Result<Option<PathBuf>, Error> {
+        let (base, mut number) = match self.0.last() {
+            Some(&(newest, number)) if newest >= stamp => (newest, number + 1),
+            _ => (stamp, 1),
+        };
+        loop {
+            let candidate = parent.join(run_name((base, number)));
+            match fsutil::create_dir_private(&candidate) {
+                Ok(()) => {
+                    self.0.push((base, number));
+                    return Ok(Some(candidate));
+                }
+                Err(err) if err.kind() == io::ErrorKind::AlreadyExists => number += 1,
+                Err(err) if err.kind() == io::ErrorKind::NotFound => return Ok(None),
+                Err(err) => return Err(Error::io(&candidate, "create folder", err)),
+            }
+        }
+    }
+
+    /// Forgets the oldest runs beyond `keep` (at least one is kept), answering them (for deletion).
+    fn forget_beyond(&mut self, keep: usize) -> Vec<(u64, u64)> {
+        let excess = self.0.len().saturating_sub(keep.max(1));
+        self.0.drain(..excess).collect()
+    }
+
+    /// How many runs are known.
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    /// Whether no run is known.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+/// `YYYYMMDD_HHMMSS` as the number `YYYYMMDDHHMMSS`; `None` for anything else.
+fn stamp_key(base: &str) -> Option<u64> {
+    let (date, time) = base.split_once('_')?;
+    let digits = |part: &str, len: usize| part.len() == len && part.bytes().all(|byte| byte.is_ascii_digit());
+    if !digits(date, 8) || !digits(time, 6) {
+        return None;
+    }
+    Some(date.parse::<u64>().ok()? * 1_000_000 + time.parse::<u64>().ok()?)
+}
+
+/// The folder name of run `(stamp, number)` of [`KnownRuns`].
+fn run_name((stamp, number): (u64, u64)) -> String {
+    let base = format!("{:08}_{:06}", stamp / 1_000_000, stamp % 1_000_000);
+    if number <= 1 {
+        base
+    } else {
+        format!("{base}_{number}")
     }
 }
 

@@ -129,6 +129,11 @@ pub fn read_small_at<'a>(dir: std::os::fd::BorrowedFd<'_>, name: &str, buf: &'a 
     read_whole(std::fs::File::from(fd), buf)
 }
 
+/// [`read_small`] of a file opened by the caller (read from where it stands, its start when just opened).
+pub fn read_small_from(file: std::fs::File, buf: &mut [u8]) -> std::io::Result<&[u8]> {
+    read_whole(file, buf)
+}
+
 /// The reads of [`read_small`] on an open file.
 fn read_whole(mut file: std::fs::File, buf: &mut [u8]) -> std::io::Result<&[u8]> {
     use std::io::Read;

@@ -194,6 +194,9 @@ pub(crate) struct Actor {
     last_rotation: Option<Instant>,
     /// The launch turn taken before the process's first step (see [`Actor::run_boxed`]), for its launch.
     turn: Option<crate::launch::Turn>,
+    /// The last launch kept the process's run folders for the next one (a restart after a crash), which then does
+    /// not list its log folder (`launch::Runs`).
+    runs_kept: bool,
 }
 
 impl Actor {
@@ -234,6 +237,7 @@ impl Actor {
             log_watch: None,
             last_rotation: None,
             turn: None,
+            runs_kept: false,
         };
         (actor, snapshot)
     }
@@ -298,6 +302,7 @@ impl Actor {
                 }
                 Event::ResetDue => {
                     self.reset_at = None;
+                    self.forget_runs();
                     if self.entry.restart_attempts != 0 {
                         self.entry.restart_attempts = 0;
                         self.publish();
@@ -685,6 +690,7 @@ impl Actor {
             self.entry.last_stopped_at = Some(Timestamp::now());
         }
         self.retry_at = None;
+        self.forget_runs();
         self.cancel_wait();
         let target = if self.entry.config.enabled { ProcessState::Stopped } else { ProcessState::Disabled };
         if self.child.is_some() {
@@ -988,11 +994,14 @@ impl Actor {
             None => crate::launch::turn().await,
         };
         let now = Timestamp::now();
-        let keep_runs = self.entry.config.keep_runs_or(self.shared.keep_runs);
         let cgroup_dir = self.cgroup_dir();
-        let (shared, config) = (&self.shared, &self.entry.config);
+        // Kept for the next launch while the process restarts after crashes (its attempts counted), not for a
+        // process started once, which would keep them for nothing.
+        let kept = std::mem::take(&mut self.runs_kept);
+        let runs = crate::launch::Runs { kept, keep: self.entry.restart_attempts > 0 };
+        let (shared, entry) = (&self.shared, self.entry.arc());
         let reuse = &mut self.cgroup_reusable;
-        let launch = crate::launch::launch(shared, config, checked, cgroup_dir, reuse, now, keep_runs);
+        let launch = crate::launch::launch(shared, entry, checked, cgroup_dir, reuse, now, runs);
         let res = Box::pin(launch).await;
         self.entry.last_started_at = Some(now);
         match res {
@@ -1042,8 +1051,9 @@ impl Actor {
 
     /// The child runs (its old run folders go on the spawner thread): it is `starting` or `running`.
     fn on_spawned(&mut self, spawned: crate::launch::Launched) {
-        let crate::launch::Launched { watch, pid, run_dir, cgroup, start_time } = spawned;
+        let crate::launch::Launched { watch, pid, run_dir, cgroup, start_time, runs_kept } = spawned;
         tracing::info!(process = %self.entry.config.id, pid, "started");
+        self.runs_kept = runs_kept;
         self.entry.pid = Some(pid);
         // Told by the clone where it could (no read of the child's `/proc` files at every start, nor the
         // kernel's clean-up of what that read looked up at its exit; issue 19).
@@ -1055,6 +1065,13 @@ impl Actor {
         self.watch_logs();
         self.running_since = Some(std::time::Instant::now());
         self.enter_startup_or_running(self.startup_check());
+    }
+
+    /// Forgets the run folders the last launch kept for the next one (at a stop, at the reset of the attempts).
+    fn forget_runs(&mut self) {
+        if std::mem::take(&mut self.runs_kept) {
+            crate::launch::forget_runs(&self.shared, &self.entry.config.id);
+        }
     }
 
     /// The child could not start: a crash, with the reason kept and at least [`SPAWN_FAILURE_PAUSE`] before the
@@ -1602,6 +1619,37 @@ pub(crate) mod tests {
         assert!(actor.shares_entry_with(&snapshot.borrow()));
         // The events between the two probes: two state changes and the scheduled restart.
         assert_eq!(next_seq(&shared) - first - 1, 3, "the crash's events are not three");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// The run folders a launch leaves are kept for the next launch only while the process restarts after
+    /// crashes (so that a crash storm's restart does not list the process's log folder, issue 19): not after a
+    /// first start, and forgotten at a stop. The launches from what was kept still prune to `keepRuns` (1 here).
+    #[tokio::test(flavor = "multi_thread", worker_threads = 1)]
+    async fn the_runs_are_kept_only_for_restarts_after_crashes() {
+        let (dir, sup, mut actor, _snapshot) = lone_actor("pm-known-runs");
+        let logs = sup.shared().paths.process_logs_dir("job");
+        actor.spawn_now().await.unwrap();
+        assert!(actor.child.is_some(), "not started: {:?}", actor.entry.last_error);
+        assert!(!actor.runs_kept, "kept after a first start");
+        for restart in 1..=3 {
+            super::wait_child(&mut actor.child).await;
+            actor.child = None;
+            actor.entry.restart_attempts = restart;
+            actor.spawn_now().await.unwrap();
+            assert!(actor.child.is_some(), "not restarted: {:?}", actor.entry.last_error);
+            assert!(actor.runs_kept, "not kept at restart {restart}");
+            assert_eq!(crate::launch::kept_runs(&logs), Some(1), "restart {restart}");
+        }
+        // The older runs go on a spawner thread once the launches are done.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        while std::fs::read_dir(&logs).unwrap().count() != 1 {
+            assert!(std::time::Instant::now() < deadline, "runs left: {:?}", std::fs::read_dir(&logs).unwrap().count());
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+        actor.stop().await;
+        assert!(!actor.runs_kept, "kept after a stop");
+        assert_eq!(crate::launch::kept_runs(&logs), None, "kept after a stop");
         let _ = std::fs::remove_dir_all(&dir);
     }
 

@@ -74,6 +74,12 @@ impl Containment {
         }
     }
 
+    /// Whether the per-process cgroups have `memory.events` (the memory controller is enabled for them): without
+    /// it a start looks for no earlier OOM kills and an exit for none (one failed open each; issue 19).
+    pub(crate) fn memory_events(&self) -> bool {
+        self.has("memory")
+    }
+
     fn has(&self, controller: &str) -> bool {
         matches!(self, Containment::Cgroup { controllers, .. } if controllers.iter().any(|c| c == controller))
     }
@@ -315,12 +321,22 @@ pub(crate) struct ProcCgroup {
 /// exit looks for no OOM kill, instead of failing to open that file at every exit of a crash storm (issue 19).
 const NO_MEMORY_EVENTS: u64 = u64::MAX;
 
-/// A cgroup made ready for a child: its folder, open for `clone3(CLONE_INTO_CGROUP)`, and its `cgroup.procs`,
-/// open for the child to write itself into before it executes where `clone3` is missing.
+/// A cgroup made ready for a child: its folder, open for `clone3(CLONE_INTO_CGROUP)`; its `cgroup.procs` is
+/// opened only where the child must write itself into it before it executes ([`Prepared::procs`]).
 pub(crate) struct Prepared {
     pub(crate) cgroup: ProcCgroup,
     pub(crate) dir: std::fs::File,
-    pub(crate) procs: std::fs::File,
+}
+
+impl Prepared {
+    /// The cgroup's `cgroup.procs`, opened in its open folder, for a child that joins it between its fork and
+    /// its exec (where `clone3` cannot clone it there, and for an untrusted registration). A clone into the cgroup
+    /// needs only the folder: it was opened and closed at every start of a crash storm for nothing (issue 19).
+    pub(crate) fn procs(&self) -> std::io::Result<std::fs::File> {
+        use rustix::fs::{Mode, OFlags};
+        let procs = rustix::fs::openat(&self.dir, "cgroup.procs", OFlags::WRONLY | OFlags::CLOEXEC, Mode::empty())?;
+        Ok(procs.into())
+    }
 }
 
 impl ProcCgroup {
@@ -332,21 +348,27 @@ impl ProcCgroup {
         })
     }
 
-    /// Makes the cgroup at `dir`, applies the limits of `config`, and opens it and its `cgroup.procs`. An existing
+    /// Makes the cgroup at `dir`, applies the limits of `config`, and opens it. An existing
     /// cgroup is used again only when `reuse` says the last run left it empty without a kill; otherwise it is
     /// emptied, removed and made afresh, since a child cloned into a cgroup that `cgroup.kill` emptied may be
     /// killed at once (its kill count differs from the parent's on some kernels).
     ///
     /// `reuse` also says that the configuration's limits did not change since the last run applied them (the task
     /// clears it when they change): a cgroup used again is only opened, its limits left as they are.
-    pub(crate) fn prepare(dir: &Path, config: &pm_core::ProcessConfig, reuse: bool) -> std::io::Result<Prepared> {
+    /// `memory_events`: whether the cgroup has `memory.events` ([`Containment::memory_events`]).
+    pub(crate) fn prepare(
+        dir: &Path,
+        config: &pm_core::ProcessConfig,
+        reuse: bool,
+        memory_events: bool,
+    ) -> std::io::Result<Prepared> {
         let annotate = |what: &str, err: std::io::Error| {
             std::io::Error::new(err.kind(), format!("cannot {what} cgroup {}: {err}", dir.display()))
         };
         if reuse {
             // Left empty by the last run, and nothing enters a cgroup without a member to fork but a write of
             // a PID into its `cgroup.procs`: no need to look at it again. Gone meanwhile: made afresh below.
-            match Self::open(dir, false) {
+            match Self::open(dir, false, memory_events) {
                 Ok(prepared) => return Ok(prepared),
                 Err(err) if err.kind() == std::io::ErrorKind::NotFound => {}
                 Err(err) => return Err(annotate("open", err)),
@@ -392,25 +414,26 @@ impl ProcCgroup {
                 let _ = std::fs::write(dir.join(file), "max");
             }
         }
-        Self::open(dir, fresh).map_err(|err| annotate("open", err))
+        Self::open(dir, fresh, memory_events).map_err(|err| annotate("open", err))
     }
 
-    /// Opens the existing cgroup `dir` and its `cgroup.procs` for a child; one made `fresh` has had no OOM kill.
-    /// Its files are opened in the open folder: their names are looked up there, not along the whole path through
-    /// the cgroup file system again.
-    fn open(dir: &Path, fresh: bool) -> std::io::Result<Prepared> {
-        use rustix::fs::{Mode, OFlags};
+    /// Opens the existing cgroup `dir` for a child; one made `fresh` has had no OOM kill. Its files are opened in
+    /// the open folder: their names are looked up there, not along the whole path through the cgroup file system
+    /// again.
+    fn open(dir: &Path, fresh: bool, memory_events: bool) -> std::io::Result<Prepared> {
         use std::os::fd::AsFd;
-        let dir_fd = std::fs::File::open(dir)?;
-        let procs = rustix::fs::openat(&dir_fd, "cgroup.procs", OFlags::WRONLY | OFlags::CLOEXEC, Mode::empty())?;
-        let oom_base = if fresh {
+        let dir_fd =
+            std::fs::File::from(open_in_cgroup(dir, "", rustix::fs::OFlags::RDONLY | rustix::fs::OFlags::DIRECTORY)?);
+        let oom_base = if !memory_events {
+            NO_MEMORY_EVENTS
+        } else if fresh {
             0
         } else {
             let mut buf = [0u8; 512];
             let events = pm_registry::proc::read_small_at(dir_fd.as_fd(), "memory.events", &mut buf);
             events.ok().and_then(|text| key_in(text, "oom_kill")).unwrap_or(NO_MEMORY_EVENTS)
         };
-        Ok(Prepared { cgroup: ProcCgroup { dir: dir.to_path_buf(), oom_base }, dir: dir_fd, procs: procs.into() })
+        Ok(Prepared { cgroup: ProcCgroup { dir: dir.to_path_buf(), oom_base }, dir: dir_fd })
     }
 
     pub(crate) fn populated(&self) -> bool {
@@ -524,7 +547,7 @@ impl ProcCgroup {
 }
 
 fn populated(dir: &Path) -> bool {
-    match read_key(&dir.join("cgroup.events"), "populated") {
+    match read_key_in(dir, "cgroup.events", "populated") {
         Some(value) => value != 0,
         // No cgroup.events (an old kernel): look at the members.
         None => !members(dir).is_empty(),
@@ -597,6 +620,64 @@ fn remove(dir: &Path) {
 /// Signals one member of a cgroup this monitor made (never PID 0, 1 or this process).
 fn signal_pid(pid: u32, signal: i32) {
     let _ = pm_registry::proc::signal_process(pid, signal);
+}
+
+/// The folder holding the per-process cgroups (the monitor's base) last looked in, open (`O_PATH`): a cgroup's
+/// files read at every start and exit (`cgroup.events`, the cgroup's folder itself) are opened from it, their names
+/// looked up in two folders instead of along the whole path through the cgroup file system (`/sys/fs/cgroup/`,
+/// the monitor's own cgroup's path, often a dozen folders deep; issue 19, the crash storm). One base at a time
+/// (tests run several monitors in one process: another base opens its own, and the paths are the truth).
+static PARENT: std::sync::Mutex<Option<(PathBuf, std::sync::Arc<std::os::fd::OwnedFd>)>> = std::sync::Mutex::new(None);
+
+/// The open folder `parent` (see [`PARENT`]); `None` when it cannot be opened.
+fn parent_fd(parent: &Path) -> Option<std::sync::Arc<std::os::fd::OwnedFd>> {
+    use rustix::fs::{Mode, OFlags};
+    let mut cached = PARENT.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    if let Some((_, fd)) = cached.as_ref().filter(|(path, _)| path == parent) {
+        return Some(fd.clone());
+    }
+    let flags = OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC;
+    let fd = std::sync::Arc::new(rustix::fs::open(parent, flags, Mode::empty()).ok()?);
+    *cached = Some((parent.to_path_buf(), fd.clone()));
+    Some(fd)
+}
+
+/// Forgets the open parent `fd` (when it is still the one kept), so that the next use opens the path again.
+fn forget_parent(fd: &std::sync::Arc<std::os::fd::OwnedFd>) {
+    let mut cached = PARENT.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    if cached.as_ref().is_some_and(|(_, kept)| std::sync::Arc::ptr_eq(kept, fd)) {
+        *cached = None;
+    }
+}
+
+/// Opens `name` in the cgroup folder `dir` (the folder itself when `name` is empty) with `flags`, from its open
+/// parent ([`PARENT`]). Whatever fails that way (a parent removed and made again keeps the old folder open, in
+/// which nothing is found) is opened along the whole path, whose answer stands.
+fn open_in_cgroup(dir: &Path, name: &str, flags: rustix::fs::OFlags) -> std::io::Result<std::os::fd::OwnedFd> {
+    use rustix::fs::Mode;
+    let flags = flags | rustix::fs::OFlags::CLOEXEC;
+    if let (Some(parent), Some(leaf)) = (dir.parent(), dir.file_name()) {
+        if let Some(parent) = parent_fd(parent) {
+            let mut relative = PathBuf::from(leaf);
+            if !name.is_empty() {
+                relative.push(name);
+            }
+            match rustix::fs::openat(&*parent, &relative, flags, Mode::empty()) {
+                Ok(fd) => return Ok(fd),
+                // Perhaps no longer the folder at that path: opened again next time.
+                Err(_) => forget_parent(&parent),
+            }
+        }
+    }
+    let path = if name.is_empty() { dir.to_path_buf() } else { dir.join(name) };
+    Ok(rustix::fs::open(&path, flags, Mode::empty())?)
+}
+
+/// [`read_key`] of the file `name` of the cgroup `dir`, opened from its parent ([`open_in_cgroup`]).
+fn read_key_in(dir: &Path, name: &str, key: &str) -> Option<u64> {
+    let file = open_in_cgroup(dir, name, rustix::fs::OFlags::RDONLY).ok()?;
+    let mut buf = [0u8; 512];
+    key_in(pm_registry::proc::read_small_from(file.into(), &mut buf).ok()?, key)
 }
 
 fn read_key(file: &Path, key: &str) -> Option<u64> {
@@ -870,7 +951,7 @@ mod tests {
     }
 
     /// A cgroup the last run left empty is only opened again (its limit files as they were, no `mkdir`); one that
-    /// is gone by then is made afresh (here a plain folder, which has no `cgroup.procs` to open).
+    /// is gone by then is made afresh.
     #[test]
     fn a_reused_cgroup_is_opened_as_it_is() {
         let dir = std::env::temp_dir().join(format!("pm-cgroup-reuse-{}", std::process::id()));
@@ -880,21 +961,62 @@ mod tests {
         std::fs::write(dir.join("memory.max"), "1048576\n").unwrap();
         std::fs::write(dir.join("memory.events"), "oom 0\noom_kill 3\n").unwrap();
         let config = pm_core::ProcessConfig::new("job", "job", "/bin/true");
-        let prepared = ProcCgroup::prepare(&dir, &config, true).expect("opened");
+        let prepared = ProcCgroup::prepare(&dir, &config, true, true).expect("opened");
         assert_eq!(prepared.cgroup.dir, dir);
         assert_eq!(prepared.cgroup.oom_base, 3, "the kills so far are the run's base");
         assert_eq!(std::fs::read_to_string(dir.join("memory.max")).unwrap(), "1048576\n", "left as it was");
         drop(prepared);
         // Without `memory.events` as the run starts (no memory controller), its exit does not look for one.
         std::fs::remove_file(dir.join("memory.events")).unwrap();
-        let prepared = ProcCgroup::prepare(&dir, &config, true).expect("opened");
+        let prepared = ProcCgroup::prepare(&dir, &config, true, true).expect("opened");
         std::fs::write(dir.join("memory.events"), "oom 0\noom_kill 3\n").unwrap();
         assert_eq!(prepared.cgroup.oom_error(), None, "memory.events was read at the exit");
         drop(prepared);
         std::fs::remove_dir_all(&dir).unwrap();
-        let err = ProcCgroup::prepare(&dir, &config, true).err().expect("a plain folder has no cgroup.procs");
-        assert!(dir.is_dir(), "gone: made afresh ({err})");
+        let prepared = ProcCgroup::prepare(&dir, &config, true, true).expect("made afresh");
+        assert!(dir.is_dir(), "gone: made afresh");
+        assert_eq!(prepared.cgroup.oom_base, 0, "a cgroup made afresh has had no OOM kill");
+        // A plain folder has no `cgroup.procs`: opened only for a child that joins the cgroup itself.
+        assert!(prepared.procs().is_err());
+        drop(prepared);
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// Without the memory controller (no `memory.events`), neither a start nor the exit looks for OOM kills, even
+    /// when a file of that name is there.
+    #[test]
+    fn without_memory_events_no_oom_kill_is_looked_for() {
+        let dir = std::env::temp_dir().join(format!("pm-cgroup-no-memory-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("memory.events"), "oom 0\noom_kill 3\n").unwrap();
+        let config = pm_core::ProcessConfig::new("job", "job", "/bin/true");
+        let prepared = ProcCgroup::prepare(&dir, &config, true, false).expect("opened");
+        assert_eq!(prepared.cgroup.oom_base, NO_MEMORY_EVENTS);
+        std::fs::write(dir.join("memory.events"), "oom 0\noom_kill 4\n").unwrap();
+        assert_eq!(prepared.cgroup.oom_error(), None);
+        drop(prepared);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// A cgroup's files are read from its open parent, and along the whole path when the parent held open is not
+    /// the one at that path any more (removed and made again): the answer is the file's at the path.
+    #[test]
+    fn cgroup_files_are_read_from_the_open_parent_or_the_path() {
+        let parent = std::env::temp_dir().join(format!("pm-cgroup-parent-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&parent);
+        let dir = parent.join("job");
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("cgroup.events"), "populated 1\nfrozen 0\n").unwrap();
+        assert!(populated(&dir));
+        std::fs::remove_dir_all(&parent).unwrap();
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("cgroup.events"), "populated 0\nfrozen 0\n").unwrap();
+        assert!(!populated(&dir), "read in the removed parent held open");
+        assert_eq!(read_key_in(&dir, "cgroup.events", "populated"), Some(0));
+        std::fs::write(dir.join("cgroup.events"), "populated 1\nfrozen 0\n").unwrap();
+        assert!(populated(&dir));
+        std::fs::remove_dir_all(&parent).unwrap();
     }
 
     #[test]

@@ -12,7 +12,8 @@ use std::os::fd::AsRawFd;
 use std::path::PathBuf;
 use std::sync::{Arc, OnceLock};
 
-use pm_core::{ProcessConfig, Timestamp};
+use pm_core::{ProcessConfig, ProcessEntry, Timestamp};
+use pm_registry::KnownRuns;
 use tokio::sync::oneshot;
 
 use crate::actor::Watch;
@@ -63,7 +64,9 @@ pub(crate) fn every_turn_taken() -> bool {
 /// What one launch needs, owned: it runs on another thread.
 struct Launch {
     shared: Arc<Shared>,
-    config: ProcessConfig,
+    /// The process's entry as its task holds it (shared, not copied: a copy of the configuration was a few dozen
+    /// allocations and frees per restart of a crash storm; issue 19). Its `config` is what is launched.
+    entry: Arc<ProcessEntry>,
     checked: Option<Checked>,
     /// The process's cgroup folder, with cgroup containment.
     cgroup_dir: Option<PathBuf>,
@@ -71,8 +74,54 @@ struct Launch {
     reuse_cgroup: bool,
     /// The start of the run (names its run folder).
     now: Timestamp,
-    /// Run folders to keep (older ones are deleted once the child runs).
-    keep_runs: usize,
+    /// Whether the last launch kept the process's runs, and whether this one keeps them (see [`Runs`]).
+    runs: Runs,
+}
+
+/// Whether a launch finds the process's runs where its last launch kept them ([`KEPT_RUNS`]) instead of listing
+/// the process's folder, and whether it keeps them there for the next one.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct Runs {
+    /// The last launch kept them.
+    pub(crate) kept: bool,
+    /// This launch keeps them (a restart after a crash: more are likely to follow).
+    pub(crate) keep: bool,
+}
+
+/// The run folders of the processes that restart after crashes, as their last launch left them, by the process's
+/// log folder (`pm_registry::KnownRuns`, 16 B a run): a restart names its run folder and finds the runs to delete
+/// from them, without the process folder's `mkdir`, `lstat` and listing (a crash storm listed every process's
+/// folder at each restart; issue 19). Kept here rather than in the process's task, whose box every process has
+/// (8 B more there were 16 B of heap for each of 10,000 running processes); a task knows whether its process's
+/// runs are here (its `runs_kept`). An entry whose process went without a stop stays until a launch of that
+/// folder replaces it (a few hundred bytes).
+#[allow(clippy::type_complexity)]
+static KEPT_RUNS: std::sync::Mutex<Option<std::collections::HashMap<PathBuf, Box<KnownRuns>>>> =
+    std::sync::Mutex::new(None);
+
+/// Forgets the runs kept for the process `id` (see [`KEPT_RUNS`]): at a stop, at the reset of its attempts.
+pub(crate) fn forget_runs(shared: &Shared, id: &str) {
+    let mut kept = KEPT_RUNS.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    if let Some(map) = kept.as_mut() {
+        map.remove(&shared.paths.process_logs_dir(id));
+    }
+}
+
+/// Takes the runs kept for the process whose log folder is `logs` (see [`KEPT_RUNS`]).
+fn take_runs(logs: &std::path::Path) -> Option<Box<KnownRuns>> {
+    KEPT_RUNS.lock().unwrap_or_else(std::sync::PoisonError::into_inner).as_mut()?.remove(logs)
+}
+
+/// Keeps `runs` for the process whose log folder is `logs` (see [`KEPT_RUNS`]).
+fn keep_runs(logs: PathBuf, runs: Box<KnownRuns>) {
+    let mut kept = KEPT_RUNS.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    kept.get_or_insert_with(Default::default).insert(logs, runs);
+}
+
+/// How many runs are kept for the process whose log folder is `logs` (tests).
+#[cfg(test)]
+pub(crate) fn kept_runs(logs: &std::path::Path) -> Option<usize> {
+    KEPT_RUNS.lock().unwrap().as_ref()?.get(logs).map(|runs| runs.len())
 }
 
 /// A child that runs.
@@ -85,30 +134,33 @@ pub(crate) struct Launched {
     pub(crate) cgroup: Option<ProcCgroup>,
     /// Its start time in clock ticks since boot, when the spawn could tell it without reading `/proc`.
     pub(crate) start_time: Option<u64>,
+    /// The process's runs were kept for its next launch ([`Runs::keep`]).
+    pub(crate) runs_kept: bool,
 }
 
-/// Makes the child's cgroup (with containment) and its run folder for a run started `now`, and spawns it; all of
-/// it on the spawner thread. `reuse_cgroup` is taken (cleared) once the configuration's limits are known to apply.
-/// Once the child runs and its task has it, the same thread deletes the run folders beyond `keep_runs`, found
-/// when the new one was made (no thread of the blocking pool woken, no second listing of the folder).
+/// Makes the child's cgroup (with containment) and its run folder for a run started `now`, and spawns the
+/// configuration of `entry`; all of it on the spawner thread. `reuse_cgroup` is taken (cleared) once the
+/// configuration's limits are known to apply. The run folder is named, and the runs beyond `keepRuns` found, from
+/// the runs the last launch kept ([`Runs`]), else from a listing of the process's folder. Once the child runs and its task has it, the same thread deletes the run folders beyond `keepRuns` (no
+/// thread of the blocking pool woken, no second listing of the folder).
 pub(crate) async fn launch(
     shared: &Arc<Shared>,
-    config: &ProcessConfig,
+    entry: &Arc<ProcessEntry>,
     checked: Option<Checked>,
     cgroup_dir: Option<PathBuf>,
     reuse_cgroup: &mut bool,
     now: Timestamp,
-    keep_runs: usize,
+    runs: Runs,
 ) -> std::io::Result<Launched> {
-    shared.containment.check_limits(config).map_err(|err| std::io::Error::other(err.to_string()))?;
+    shared.containment.check_limits(&entry.config).map_err(|err| std::io::Error::other(err.to_string()))?;
     let launch = Launch {
         shared: shared.clone(),
-        config: config.clone(),
+        entry: entry.clone(),
         checked,
         cgroup_dir,
         reuse_cgroup: std::mem::take(reuse_cgroup),
         now,
-        keep_runs,
+        runs,
     };
     let runtime = tokio::runtime::Handle::current();
     let (tx, rx) = oneshot::channel();
@@ -116,7 +168,6 @@ pub(crate) async fn launch(
         // The child's exit watch (tokio's child, a pidfd) registers with the runtime of the task.
         let _in_runtime = runtime.enter();
         let shared = launch.shared.clone();
-        let id = launch.config.id.clone();
         let (res, old_runs) = match launch.run() {
             Ok((launched, old_runs)) => (Ok(launched), old_runs),
             Err(err) => (Err(err), Vec::new()),
@@ -129,7 +180,9 @@ pub(crate) async fn launch(
             // After the launches that wait: a spawner thread is the bottleneck of a crash storm's restarts.
             submit_later(Box::new(move || {
                 if let Err(err) = shared.paths.remove_run_dirs(&old_runs) {
-                    tracing::warn!(process = %id, "cannot remove old log folders: {err}");
+                    // The process's folder is named after it.
+                    let id = old_runs[0].parent().and_then(std::path::Path::file_name).unwrap_or_default();
+                    tracing::warn!(process = %id.to_string_lossy(), "cannot remove old log folders: {err}");
                 }
             }));
         }
@@ -139,19 +192,34 @@ pub(crate) async fn launch(
 }
 
 impl Launch {
+    /// The configuration launched.
+    fn config(&self) -> &ProcessConfig {
+        &self.entry.config
+    }
+
     /// The launch; with the child, the old run folders to delete once its task has it.
     fn run(self) -> std::io::Result<(Launched, Vec<PathBuf>)> {
         let prepared = self
             .cgroup_dir
             .as_deref()
-            .map(|dir| ProcCgroup::prepare(dir, &self.config, self.reuse_cgroup))
+            .map(|dir| {
+                let memory_events = self.shared.containment.memory_events();
+                ProcCgroup::prepare(dir, self.config(), self.reuse_cgroup, memory_events)
+            })
             .transpose()?;
-        let (run_dir, old_runs) = self
-            .shared
-            .paths
-            .new_run_dir_listed(&self.config.id, self.now, self.keep_runs)
-            .map_err(|err| std::io::Error::other(format!("cannot create log folder: {err}")))?;
-        self.spawn_child(prepared, run_dir).map(|launched| (launched, old_runs))
+        let keep = self.config().keep_runs_or(self.shared.keep_runs);
+        let logs = self.shared.paths.process_logs_dir(&self.config().id);
+        let known = if self.runs.kept { take_runs(&logs) } else { None };
+        let (run_dir, old_runs, runs) =
+            self.shared
+                .paths
+                .new_run_dir_known(&self.config().id, self.now, keep, known)
+                .map_err(|err| std::io::Error::other(format!("cannot create log folder: {err}")))?;
+        let launched = self.spawn_child(prepared, run_dir)?;
+        if self.runs.keep {
+            keep_runs(logs, runs);
+        }
+        Ok((launched, old_runs))
     }
 
     /// Spawns the child logging into `run_dir`, in its `prepared` cgroup if any, known as ours across the spawn;
@@ -162,7 +230,8 @@ impl Launch {
             run_dir: &run_dir,
             extra_env: &self.shared.extra_env,
             owner: &self.shared.owner,
-            cgroup_procs: prepared.as_ref().map(|prepared| prepared.procs.as_raw_fd()),
+            // Opened only for a spawn that needs it (`spawn_watch`).
+            cgroup_procs: None,
             checked: self.checked.as_ref(),
         };
         // Held across the spawn where a reaper of re-parented strays runs (process-group containment): it must not
@@ -184,7 +253,9 @@ impl Launch {
         drop(owned);
         let cgroup = prepared.map(|prepared| prepared.cgroup);
         match res {
-            Ok((watch, pid, start_time)) => Ok(Launched { watch, pid, run_dir, cgroup, start_time }),
+            Ok((watch, pid, start_time)) => {
+                Ok(Launched { watch, pid, run_dir, cgroup, start_time, runs_kept: self.runs.keep })
+            }
             Err(err) => {
                 // Nothing ran: the folder (two empty log files) would only push real runs out, and the cgroup
                 // would outlive the process.
@@ -207,16 +278,25 @@ impl Launch {
     ) -> std::io::Result<(Watch, Option<u64>)> {
         let own = |child| (Watch::own(child), None);
         match prepared {
-            Some(prepared) if ctx.checked.is_none() && !self.config.untrusted => {
-                match spawn::spawn_into_cgroup(&self.config, ctx, prepared.dir.as_raw_fd()) {
+            Some(prepared) if ctx.checked.is_none() && !self.config().untrusted => {
+                match spawn::spawn_into_cgroup(self.config(), ctx, prepared.dir.as_raw_fd()) {
                     Err(err) if err.kind() == std::io::ErrorKind::Unsupported => {
-                        spawn::spawn(&self.config, ctx).map(own)
+                        self.spawn_joining(ctx, prepared).map(own)
                     }
                     res => res.map(|(forked, start_time)| (Watch::Forked(forked), start_time)),
                 }
             }
-            _ => spawn::spawn(&self.config, ctx).map(own),
+            Some(prepared) => self.spawn_joining(ctx, prepared).map(own),
+            None => spawn::spawn(self.config(), ctx).map(own),
         }
+    }
+
+    /// A spawn whose child joins its `prepared` cgroup itself, through its `cgroup.procs` (opened for it alone),
+    /// before it executes.
+    fn spawn_joining(&self, ctx: &SpawnContext<'_>, prepared: &Prepared) -> std::io::Result<tokio::process::Child> {
+        let procs = prepared.procs()?;
+        let ctx = SpawnContext { cgroup_procs: Some(procs.as_raw_fd()), ..*ctx };
+        spawn::spawn(self.config(), &ctx)
     }
 }
 
@@ -253,18 +333,32 @@ struct Queue {
 struct Jobs {
     now: std::collections::VecDeque<Job>,
     later: std::collections::VecDeque<Job>,
+    /// Threads waiting for a job: a job queued while none waits wakes nobody (the condition variable's wake is a
+    /// system call whether or not a thread waits, and in a crash storm both threads are busy most of the time).
+    idle: usize,
 }
 
 impl Queue {
     fn push(&self, job: Job) {
-        self.jobs.lock().unwrap_or_else(std::sync::PoisonError::into_inner).now.push_back(job);
-        self.ready.notify_one();
+        let mut jobs = self.jobs.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        jobs.now.push_back(job);
+        self.wake_one(jobs);
     }
 
     /// Queues clean-up work, run once no launch waits.
     fn push_later(&self, job: Job) {
-        self.jobs.lock().unwrap_or_else(std::sync::PoisonError::into_inner).later.push_back(job);
-        self.ready.notify_one();
+        let mut jobs = self.jobs.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        jobs.later.push_back(job);
+        self.wake_one(jobs);
+    }
+
+    /// Wakes a waiting thread for the job just queued, if one waits (a busy one takes it when it is done).
+    fn wake_one(&self, jobs: std::sync::MutexGuard<'_, Jobs>) {
+        let idle = jobs.idle > 0;
+        drop(jobs);
+        if idle {
+            self.ready.notify_one();
+        }
     }
 
     /// The next job (a launch before any clean-up), waiting for one.
@@ -274,7 +368,9 @@ impl Queue {
             if let Some(job) = jobs.now.pop_front().or_else(|| jobs.later.pop_front()) {
                 return job;
             }
+            jobs.idle += 1;
             jobs = self.ready.wait(jobs).unwrap_or_else(std::sync::PoisonError::into_inner);
+            jobs.idle -= 1;
         }
     }
 }

@@ -8,6 +8,7 @@ use std::process::Stdio;
 use pm_core::ProcessConfig;
 
 /// Everything a spawn needs besides the configuration.
+#[derive(Clone, Copy)]
 pub(crate) struct SpawnContext<'a> {
     /// Working directory when the configuration names none (and base of a relative one).
     pub(crate) default_cwd: &'a Path,

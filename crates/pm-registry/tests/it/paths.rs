@@ -152,6 +152,68 @@ fn a_new_run_folder_lists_the_runs_a_prune_would_delete() {
     assert!(other.is_file());
 }
 
+/// A restart that passes on the runs its last start answered names its folder and finds the runs to delete as a
+/// listing would (same second, clock gone back, `keep` changed), without listing the process's folder: a folder
+/// someone else made meanwhile is not counted (its name is skipped when taken); a process folder that is gone is
+/// made again and listed.
+#[test]
+fn known_runs_name_and_prune_run_folders_as_a_listing_would() {
+    let dir = TempDir::new();
+    let paths = Paths::new(dir.path(), "default").unwrap();
+    let parent = paths.process_logs_dir("api");
+    let (first, old, known) = paths.new_run_dir_known("api", at("2026-01-24T10:30:00.000Z"), 3, None).unwrap();
+    assert!(old.is_empty());
+    assert_eq!(first, parent.join("20260124_103000"));
+    let (second, old, known) = paths.new_run_dir_known("api", at("2026-01-24T10:30:00.500Z"), 3, Some(known)).unwrap();
+    assert_eq!((second, old), (parent.join("20260124_103000_2"), Vec::new()), "the same second: numbered");
+    // Someone else's folder with a run's name: not known, not counted; its name is skipped.
+    fs::create_dir(parent.join("20260124_103001")).unwrap();
+    let (third, old, known) = paths.new_run_dir_known("api", at("2026-01-24T10:30:01.000Z"), 3, Some(known)).unwrap();
+    assert_eq!((third, old), (parent.join("20260124_103001_2"), Vec::new()));
+    let (fourth, old, known) = paths.new_run_dir_known("api", at("2026-01-24T10:29:00.000Z"), 3, Some(known)).unwrap();
+    assert_eq!(fourth, parent.join("20260124_103001_3"), "the clock went back: after the newest known");
+    assert_eq!(old, [first], "four known, three to keep");
+    paths.remove_run_dirs(&old).unwrap();
+    let (fifth, old, known) = paths.new_run_dir_known("api", at("2026-01-24T10:31:00.000Z"), 1, Some(known)).unwrap();
+    assert_eq!(
+        old,
+        [parent.join("20260124_103000_2"), parent.join("20260124_103001_2"), fourth.clone()],
+        "keep changed to 1"
+    );
+    assert_eq!(known.len(), 1);
+    paths.remove_run_dirs(&old).unwrap();
+    assert_eq!(names_in(&parent), ["20260124_103001", "20260124_103100"]);
+    assert_eq!(fifth, parent.join("20260124_103100"));
+    // The process's folder deleted meanwhile: made again, and what is in it known from a listing again.
+    fs::remove_dir_all(&parent).unwrap();
+    let (sixth, old, known) = paths.new_run_dir_known("api", at("2026-01-24T10:32:00.000Z"), 3, Some(known)).unwrap();
+    assert_eq!((sixth, old, known.len()), (parent.join("20260124_103200"), Vec::new(), 1));
+}
+
+/// An old run folder goes whole, its rotated logs too; a symlink where a run folder was is removed, never followed.
+#[test]
+fn old_run_folders_go_whole_and_symlinks_are_not_followed() {
+    let dir = TempDir::new();
+    let paths = Paths::new(dir.path(), "default").unwrap();
+    let parent = paths.process_logs_dir("api");
+    let plain = paths.new_run_dir("api", at("2026-01-24T10:30:00.000Z")).unwrap();
+    let rotated = paths.new_run_dir("api", at("2026-01-24T10:30:01.000Z")).unwrap();
+    let empty = paths.new_run_dir("api", at("2026-01-24T10:30:02.000Z")).unwrap();
+    for run in [&plain, &rotated] {
+        fs::write(run.join("stdout.log"), "out").unwrap();
+        fs::write(run.join("stderr.log"), "err").unwrap();
+    }
+    fs::write(rotated.join("stdout.log.1"), "older").unwrap();
+    let target = dir.path().join("elsewhere");
+    fs::create_dir(&target).unwrap();
+    fs::write(target.join("stdout.log"), "keep me").unwrap();
+    let link = parent.join("20260124_103003");
+    std::os::unix::fs::symlink(&target, &link).unwrap();
+    paths.remove_run_dirs(&[plain, rotated, empty, link.clone(), parent.join("20260124_103009")]).unwrap();
+    assert!(names_in(&parent).is_empty(), "left: {:?}", names_in(&parent));
+    assert_eq!(fs::read_to_string(target.join("stdout.log")).unwrap(), "keep me", "followed the symlink");
+}
+
 #[test]
 fn run_folders_refuse_bad_process_ids() {
     let dir = TempDir::new();
