@@ -39,6 +39,9 @@ struct Cached {
     stamp: FileStamp,
     file_seq: u64,
     registry: Registry,
+    /// Changed in memory ([`Store::change_cached`]) since the file was written: the next ordered transaction
+    /// writes it even if its own `f` changes nothing.
+    unsaved: bool,
 }
 
 /// What a store knows of the journal it appends to (shared by clones).
@@ -54,6 +57,8 @@ struct JournalState {
 struct Loaded {
     registry: Registry,
     file_seq: u64,
+    /// See [`Cached::unsaved`] (false for a registry read from the file).
+    unsaved: bool,
 }
 
 /// The registry of one instance on disk.
@@ -197,7 +202,7 @@ impl Store {
         *self.readable_stamp() = stamp.map(|stamp| (stamp, registry.journal_seq));
         let file_seq = registry.journal_seq;
         journal::apply_newer(&journal_file, &mut registry, &records)?;
-        Ok(Loaded { registry, file_seq })
+        Ok(Loaded { registry, file_seq, unsaved: false })
     }
 
     /// An exclusive read-modify-write of the registry.
@@ -315,13 +320,13 @@ impl Store {
         f: impl FnOnce(&mut Registry) -> Result<(T, Option<bool>), E>,
     ) -> Result<T, E> {
         let flock = self.lock(timeout)?;
-        let (stamp, Loaded { mut registry, file_seq }, existed) = match self.view() {
+        let (stamp, Loaded { mut registry, file_seq, unsaved }, existed) = match self.view() {
             Ok((stamp, loaded)) => (stamp, loaded, true),
             Err(err @ Error::Missing { .. }) if !create => return Err(err.into()),
             Err(Error::Missing { .. }) => {
                 fsutil::create_dir_all_private(&self.paths.logs_dir())?;
                 let registry = Registry::new_default(self.paths.instance_id());
-                (None, Loaded { registry, file_seq: 0 }, false)
+                (None, Loaded { registry, file_seq: 0, unsaved: false }, false)
             }
             Err(err) => return Err(err.into()),
         };
@@ -349,16 +354,16 @@ impl Store {
         // monitor's background writer) writes for them alone as well.
         let unfolded = registry.journal_seq > file_seq;
         let changed = said.unwrap_or_else(|| before.as_ref().is_none_or(|before| registry != *before));
-        if changed || (ordered && unfolded) {
+        if changed || (ordered && (unfolded || unsaved)) {
             registry.last_modified = Some(next_modified(previous));
             self.save_locked(&registry, existed)?;
             // The registry on disk (its folder flushed) holds every journal line up to its `journalSeq` now.
             self.drop_folded(registry.journal_seq)?;
             // Still under the flock: the file is the one just written.
             let file_seq = registry.journal_seq;
-            self.put_cached(self.stamp(), file_seq, registry);
+            self.put_cached(self.stamp(), file_seq, registry, false);
         } else if existed {
-            self.put_cached(stamp, file_seq, registry);
+            self.put_cached(stamp, file_seq, registry, unsaved);
         }
         drop(flock);
         Ok(res)
@@ -376,7 +381,7 @@ impl Store {
         f: impl FnOnce(&Registry) -> Result<(T, Vec<Change>), E>,
     ) -> Result<T, E> {
         let flock = self.lock(timeout)?;
-        let (stamp, Loaded { mut registry, file_seq }) = self.view()?;
+        let (stamp, Loaded { mut registry, file_seq, unsaved }) = self.view()?;
         let mut journal = self.journal_state();
         apply_unfolded(&mut journal, &mut registry);
         let res = f(&registry).and_then(|(res, changes)| {
@@ -389,7 +394,7 @@ impl Store {
         });
         drop(journal);
         // `f` only looked, and the lines are applied only once appended.
-        self.put_cached(stamp, file_seq, registry);
+        self.put_cached(stamp, file_seq, registry, unsaved);
         drop(flock);
         res
     }
@@ -408,9 +413,9 @@ impl Store {
     ) -> Result<T, E> {
         if self.journal_state().next_seq == 0 {
             let _flock = self.lock(timeout)?;
-            let (stamp, Loaded { mut registry, file_seq }) = self.view()?;
+            let (stamp, Loaded { mut registry, file_seq, unsaved }) = self.view()?;
             apply_unfolded(&mut self.journal_state(), &mut registry);
-            self.put_cached(stamp, file_seq, registry);
+            self.put_cached(stamp, file_seq, registry, unsaved);
         }
         let mut journal = self.journal_state();
         let (res, changes) = f()?;
@@ -476,12 +481,37 @@ impl Store {
     /// The cached registry if the registry file still has `stamp` (leaving the cache empty either way).
     fn take_cached(&self, stamp: Option<FileStamp>) -> Option<Loaded> {
         let cached = self.cache.as_ref()?.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).take()?;
-        (Some(cached.stamp) == stamp).then_some(Loaded { registry: cached.registry, file_seq: cached.file_seq })
+        (Some(cached.stamp) == stamp).then_some(Loaded {
+            registry: cached.registry,
+            file_seq: cached.file_seq,
+            unsaved: cached.unsaved,
+        })
     }
 
-    fn put_cached(&self, stamp: Option<FileStamp>, file_seq: u64, registry: Registry) {
+    fn put_cached(&self, stamp: Option<FileStamp>, file_seq: u64, registry: Registry, unsaved: bool) {
         let (Some(cache), Some(stamp)) = (&self.cache, stamp) else { return };
-        *cache.lock().unwrap_or_else(|poisoned| poisoned.into_inner()) = Some(Cached { stamp, file_seq, registry });
+        *cache.lock().unwrap_or_else(|poisoned| poisoned.into_inner()) =
+            Some(Cached { stamp, file_seq, registry, unsaved });
+    }
+
+    /// Lets `f` change the cached registry in memory, without the flock and without a write (a caching store's
+    /// only; nothing happens while a transaction holds the cache or before the first read). `f` runs with this
+    /// store's appends held and this store's journal lines applied first, as an ordered transaction's does, and
+    /// answers whether it changed anything: if so, the next ordered transaction
+    /// ([`Store::transaction_existing_ordered`]) writes the file even when its own `f` changes nothing, and any
+    /// write before it holds the change too. A change of the file on disk meanwhile drops the cache, and the
+    /// change with it: only for what memory holds anyway and an ordered writer stores again (the monitor's
+    /// processes' runtime fields, taken up while its writer holds its writes back). Answers whether `f` ran.
+    pub fn change_cached(&self, f: impl FnOnce(&mut Registry) -> bool) -> bool {
+        let Some(cache) = &self.cache else { return false };
+        let mut journal = self.journal_state();
+        let mut cache = cache.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let Some(cached) = cache.as_mut() else { return false };
+        apply_unfolded(&mut journal, &mut cached.registry);
+        if f(&mut cached.registry) {
+            cached.unsaved = true;
+        }
+        true
     }
 
     /// Modification time, length and inode of the registry file; `None` if it is missing.

@@ -79,7 +79,8 @@ fn env_entry(key: &std::ffi::OsStr, value: &std::ffi::OsStr) -> std::io::Result<
 /// A child started by [`spawn_into`]: its PID and a pidfd that becomes readable when it exits.
 pub(crate) struct Forked {
     pub(crate) pid: u32,
-    pidfd: tokio::io::unix::AsyncFd<OwnedFd>,
+    /// Watched by the monitor's own epoll (`pidfds`), not a reactor registration of 256 B each.
+    pidfd: crate::pidfds::Watched,
 }
 
 impl Forked {
@@ -94,24 +95,15 @@ impl Forked {
     pub(crate) fn poll_wait(&mut self, cx: &mut std::task::Context<'_>) -> std::task::Poll<(Option<i32>, Option<i32>)> {
         use std::task::Poll;
         loop {
-            let mut guard = match self.pidfd.poll_read_ready(cx) {
-                Poll::Pending => return Poll::Pending,
-                Poll::Ready(Ok(guard)) => guard,
-                Poll::Ready(Err(_)) => return Poll::Ready(wait_blocking(self.pid)),
-            };
+            if self.pidfd.poll_ready(cx).is_pending() {
+                return Poll::Pending;
+            }
             match waitpid(self.pid, WaitOptions::NOHANG) {
                 Ok(Some(status)) => return Poll::Ready(decode(status)),
-                Ok(None) => guard.clear_ready(),
+                Ok(None) => self.pidfd.clear_ready(),
                 Err(_) => return Poll::Ready((None, None)),
             }
         }
-    }
-}
-
-fn wait_blocking(pid: u32) -> (Option<i32>, Option<i32>) {
-    match waitpid(pid, WaitOptions::empty()) {
-        Ok(Some(status)) => decode(status),
-        _ => (None, None),
     }
 }
 
@@ -217,7 +209,7 @@ pub(crate) fn spawn_into(launch: Launch, cgroup: RawFd) -> std::io::Result<(Fork
         let _ = waitpid(pid, WaitOptions::empty());
         return Err(std::io::Error::from_raw_os_error(errno));
     }
-    match crate::os::watch_readable(pidfd) {
+    match crate::pidfds::Watched::new(pidfd) {
         Ok(pidfd) => Ok((Forked { pid, pidfd }, start_time)),
         Err(err) => {
             // Unwatchable: not left running unsupervised (our own child, not reaped yet: the PID is still its own).

@@ -59,6 +59,7 @@ mod orphans;
 mod os;
 mod partner;
 mod partner_tick;
+mod pidfds;
 mod probe;
 mod published;
 mod resources;

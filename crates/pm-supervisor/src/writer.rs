@@ -68,7 +68,12 @@ async fn write_changes(monitor: Arc<Monitor>) {
             sup.changed().await;
         }
         tokio::time::sleep(SETTLE).await;
-        hold_during_launches().await;
+        // Meanwhile the cached registry takes up the tasks' changed entries, so that each start's copy of its
+        // entry replaces the parsed one at once, not in the write after the start (see `Monitor::adopt_entries`).
+        hold_during_launches(|| {
+            monitor.adopt_entries();
+        })
+        .await;
         let started = tokio::time::Instant::now();
         match monitor.flush().await {
             Ok(()) => {
@@ -90,11 +95,13 @@ async fn write_changes(monitor: Arc<Monitor>) {
     }
 }
 
-/// Waits while launches take every turn (see [`HOLD_DURING_LAUNCHES`]), at most that long.
-async fn hold_during_launches() {
+/// Waits while launches take every turn (see [`HOLD_DURING_LAUNCHES`]), at most that long, calling `each_step`
+/// every [`HOLD_STEP`] meanwhile.
+async fn hold_during_launches(mut each_step: impl FnMut()) {
     let until = tokio::time::Instant::now() + HOLD_DURING_LAUNCHES;
     while crate::launch::every_turn_taken() && tokio::time::Instant::now() < until {
         tokio::time::sleep(HOLD_STEP).await;
+        each_step();
     }
 }
 
@@ -108,7 +115,8 @@ mod tests {
     use super::*;
 
     /// A write is held back while launches take every turn, and goes ahead once one is free (or after
-    /// [`HOLD_DURING_LAUNCHES`]).
+    /// [`HOLD_DURING_LAUNCHES`]); meanwhile the hold's step runs again and again (the cache taking up the tasks'
+    /// entries, `Monitor::adopt_entries`).
     #[tokio::test]
     async fn a_write_waits_while_launches_take_every_turn() {
         let mut turns = Vec::new();
@@ -116,8 +124,16 @@ mod tests {
             turns.push(tokio::time::timeout(Duration::from_secs(30), crate::launch::turn()).await.expect("a turn"));
         }
         assert!(crate::launch::every_turn_taken(), "the launches take four turns at most");
-        let held = tokio::spawn(hold_during_launches());
-        tokio::time::sleep(Duration::from_millis(300)).await;
+        let steps = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let counted = steps.clone();
+        let held = tokio::spawn(hold_during_launches(move || {
+            counted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        }));
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        while steps.load(std::sync::atomic::Ordering::SeqCst) < 2 && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert!(steps.load(std::sync::atomic::Ordering::SeqCst) >= 2, "the hold's step did not run while it held");
         assert!(!held.is_finished(), "the write went ahead while every turn was taken");
         drop(turns);
         tokio::time::timeout(Duration::from_secs(30), held).await.expect("the write waits no longer").unwrap();
