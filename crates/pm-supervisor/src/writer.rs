@@ -16,14 +16,8 @@ pub(crate) const WRITER_GAP: Duration = Duration::from_millis(250);
 /// and a start-up of many processes is not slowed down by rewrites of their states every quarter second.
 const GAP_PER_WRITE_TIME: u32 = 5;
 /// How long the writer lets a change settle before it writes: the acknowledged action that made it has stored its
-/// outcome in the journal by then (a few milliseconds), so the rewrite does not hold up its answer. Each change
-/// within it starts it again (see [`settle`]).
+/// outcome in the journal by then (a few milliseconds), so the rewrite does not hold up its answer.
 const SETTLE: Duration = Duration::from_millis(50);
-/// The longest a stream of changes, each within [`SETTLE`] of the last, holds a write back: API calls one after
-/// the other (each durable in the journal before it answers) are not slowed down by a rewrite of the whole
-/// registry in their midst (at 10,000 entries a tenth of a second of a core, which doubled the calls' p50 when it
-/// fell among them; issue 19), and a crash storm's rewrites stay about one a second.
-const SETTLE_AT_MOST: Duration = Duration::from_secs(1);
 /// Longest the writer holds a write back while launches take every turn (a start-up of many processes): each
 /// whole-file write of 10,000 entries took CPU from the start itself (about a fifth of the monitor's CPU in a start
 /// of 10,000; issue 19), and a successor finds processes started meanwhile by their owner key anyway.
@@ -60,7 +54,7 @@ impl Drop for Writer {
     }
 }
 
-/// Waits for a change, lets changes settle ([`settle`]), writes every process's state (folding the journal), then
+/// Waits for a change, lets it settle for [`SETTLE`], writes every process's state (folding the journal), then
 /// keeps a gap ([`gap_after`]) before the next write: the changes of the gap go out together in the next one. A
 /// failed write is retried; the daemon supervises from memory meanwhile.
 async fn write_changes(monitor: Arc<Monitor>) {
@@ -73,7 +67,7 @@ async fn write_changes(monitor: Arc<Monitor>) {
             crate::os::trim_heap();
             sup.changed().await;
         }
-        settle(|| sup.changed()).await;
+        tokio::time::sleep(SETTLE).await;
         // Meanwhile the cached registry takes up the tasks' changed entries, so that each start's copy of its
         // entry replaces the parsed one at once, not in the write after the start (see `Monitor::adopt_entries`).
         hold_during_launches(|| {
@@ -97,19 +91,6 @@ async fn write_changes(monitor: Arc<Monitor>) {
                 tokio::time::sleep(RETRY_AFTER).await;
                 sup.notify_changed();
             }
-        }
-    }
-}
-
-/// Returns once no change came for [`SETTLE`] (`changed` completes at each change), or [`SETTLE_AT_MOST`] after
-/// it was called, whichever is first. The changes it waits out are all in the write that follows: that write takes
-/// every process's state as it is then.
-async fn settle<F: std::future::Future<Output = ()>>(mut changed: impl FnMut() -> F) {
-    let until = tokio::time::Instant::now() + SETTLE_AT_MOST;
-    loop {
-        let left = until.saturating_duration_since(tokio::time::Instant::now());
-        if left.is_zero() || tokio::time::timeout(SETTLE.min(left), changed()).await.is_err() {
-            return;
         }
     }
 }
@@ -156,42 +137,6 @@ mod tests {
         assert!(!held.is_finished(), "the write went ahead while every turn was taken");
         drop(turns);
         tokio::time::timeout(Duration::from_secs(30), held).await.expect("the write waits no longer").unwrap();
-    }
-
-    /// A write waits until changes stop for [`SETTLE`]: each change within it starts the wait again, and a stream
-    /// of changes holds it back [`SETTLE_AT_MOST`] at most.
-    #[tokio::test(start_paused = true)]
-    async fn a_write_waits_for_changes_to_stop_but_not_forever() {
-        let changes = std::sync::Arc::new(tokio::sync::Notify::new());
-        let started = tokio::time::Instant::now();
-        settle(|| changes.notified()).await;
-        assert_eq!(started.elapsed(), SETTLE, "without a change the write waits SETTLE");
-
-        // A change every SETTLE / 2 for 200 ms, then none.
-        let notifier = changes.clone();
-        let stream = tokio::spawn(async move {
-            for _ in 0..8 {
-                tokio::time::sleep(SETTLE / 2).await;
-                notifier.notify_one();
-            }
-        });
-        let started = tokio::time::Instant::now();
-        settle(|| changes.notified()).await;
-        assert_eq!(started.elapsed(), SETTLE / 2 * 8 + SETTLE, "the write did not wait for the last change to settle");
-        stream.await.unwrap();
-
-        // Changes that never stop.
-        let notifier = changes.clone();
-        let endless = tokio::spawn(async move {
-            loop {
-                tokio::time::sleep(SETTLE / 2).await;
-                notifier.notify_one();
-            }
-        });
-        let started = tokio::time::Instant::now();
-        settle(|| changes.notified()).await;
-        assert_eq!(started.elapsed(), SETTLE_AT_MOST, "endless changes held the write back past SETTLE_AT_MOST");
-        endless.abort();
     }
 
     /// Quick writes keep the usual gap; a slow write (a large registry) spaces the next one out in proportion.
