@@ -237,8 +237,8 @@ fn report_results(
     Ok(())
 }
 
-/// The file the figures go to: `results.json`, `scale-results.json`, or `scale-storm-results.json` and
-/// `scale-rss-results.json` for one part of the scale run.
+/// The file the figures go to: `results.json`, `scale-results.json`, or `scale-{part}-results.json` (`storm`,
+/// `rss`, `calls`, `fleet`, `checks`) for one part of the scale run.
 fn results_file(scale: bool, only: Option<scale::Only>) -> String {
     match (scale, only) {
         (true, Some(only)) => format!("scale-{}-results.json", only.name()),
