@@ -141,8 +141,9 @@ pub(crate) struct Launched {
 /// Makes the child's cgroup (with containment) and its run folder for a run started `now`, and spawns the
 /// configuration of `entry`; all of it on the spawner thread. `reuse_cgroup` is taken (cleared) once the
 /// configuration's limits are known to apply. The run folder is named, and the runs beyond `keepRuns` found, from
-/// the runs the last launch kept ([`Runs`]), else from a listing of the process's folder. Once the child runs and its task has it, the same thread deletes the run folders beyond `keepRuns` (no
-/// thread of the blocking pool woken, no second listing of the folder).
+/// the runs the last launch kept ([`Runs`]), else from a listing of the process's folder. Once the child runs and
+/// its task has it, the same thread deletes the run folders beyond `keepRuns` (no thread of the blocking pool
+/// woken, no second listing of the folder).
 pub(crate) async fn launch(
     shared: &Arc<Shared>,
     entry: &Arc<ProcessEntry>,
