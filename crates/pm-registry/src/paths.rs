@@ -338,7 +338,7 @@ fn run_dir_key(name: &str) -> Option<(&str, u64)> {
 
 /// The run folders of one process as the task that makes them knows them, oldest first: each one's time stamp
 /// (`YYYYMMDDHHMMSS` as a number) and its number (1 for `YYYYMMDD_HHMMSS`, 2 for `YYYYMMDD_HHMMSS_2`, ...).
-/// Kept by a process's task between the starts of a crash loop (16 B a run) so that a restart need not list the
+/// Kept by the monitor between the starts of a crash loop (16 B a run) so that a restart need not list the
 /// process's folder (see [`Paths::new_run_dir_known`]).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct KnownRuns(Vec<(u64, u64)>);

@@ -950,13 +950,19 @@ mod tests {
         let _ = std::fs::remove_dir_all(&dir);
     }
 
+    /// An empty folder `{tag}-{pid}` in the temp dir, whatever was there before.
+    fn fresh_dir(tag: &str) -> std::path::PathBuf {
+        let dir = std::env::temp_dir().join(format!("{tag}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        dir
+    }
+
     /// A cgroup the last run left empty is only opened again (its limit files as they were, no `mkdir`); one that
     /// is gone by then is made afresh.
     #[test]
     fn a_reused_cgroup_is_opened_as_it_is() {
-        let dir = std::env::temp_dir().join(format!("pm-cgroup-reuse-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
+        let dir = fresh_dir("pm-cgroup-reuse");
         std::fs::write(dir.join("cgroup.procs"), "").unwrap();
         std::fs::write(dir.join("memory.max"), "1048576\n").unwrap();
         std::fs::write(dir.join("memory.events"), "oom 0\noom_kill 3\n").unwrap();
@@ -986,9 +992,7 @@ mod tests {
     /// when a file of that name is there.
     #[test]
     fn without_memory_events_no_oom_kill_is_looked_for() {
-        let dir = std::env::temp_dir().join(format!("pm-cgroup-no-memory-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
+        let dir = fresh_dir("pm-cgroup-no-memory");
         std::fs::write(dir.join("memory.events"), "oom 0\noom_kill 3\n").unwrap();
         let config = pm_core::ProcessConfig::new("job", "job", "/bin/true");
         let prepared = ProcCgroup::prepare(&dir, &config, true, false).expect("opened");

@@ -15,6 +15,17 @@ pub(crate) fn share(stored: &mut SharedEntry, observed: &Arc<ProcessEntry>) {
     }
 }
 
+/// Makes the registry's `stored` entry the task's `observed` one, without a copy, when the two differ at most in
+/// what the writer takes from the task ([`only_runtime_differs`]): what a merge would make of it. Answers whether
+/// it did; an entry shared already is left as it is (and answers `false`).
+pub(crate) fn take_observed(stored: &mut SharedEntry, observed: &Arc<ProcessEntry>) -> bool {
+    if stored.shares(observed) || !only_runtime_differs(stored, observed) {
+        return false;
+    }
+    *stored = SharedEntry::from_arc(observed.clone());
+    true
+}
+
 /// Whether `stored` and `observed` differ at most in the fields the registry writer takes from the task
 /// ([`pm_registry::EntryUpdate`]: state, PID, times, counters, last error, dependency wait), so that the writer's
 /// merge would make `stored` equal to `observed`: the cache can then take the task's entry as it is, without first
@@ -140,6 +151,16 @@ mod tests {
             .unwrap()
     }
 
+    /// A local client's edit of `id`'s name to `edited`, which memory does not hold.
+    fn edit_name(plain: &pm_registry::Store, id: &str) {
+        plain
+            .transaction(Duration::from_secs(5), |registry| {
+                registry.processes.get_mut(id).unwrap().config.name = "edited".to_owned();
+                Ok::<_, pm_registry::Error>(())
+            })
+            .unwrap();
+    }
+
     /// A monitor over a fresh registry in a temp dir of its own (`name`) with `n` `sleep`s registered (`p000`,
     /// ...), stopped, each task given a copy of its entry of its own, as a monitor whose tasks were made from
     /// another reading would have; answers the dir, a plain store of it, the supervisor and the monitor.
@@ -208,12 +229,7 @@ mod tests {
         assert_eq!((stored.state, stored.pid), (pm_core::ProcessState::Running, sup.get("p002").unwrap().pid));
 
         // A local client's edit that memory does not hold: the cache keeps the file's entry, a copy of its own.
-        plain
-            .transaction(Duration::from_secs(5), |registry| {
-                registry.processes.get_mut("p001").unwrap().config.name = "edited".to_owned();
-                Ok::<_, pm_registry::Error>(())
-            })
-            .unwrap();
+        edit_name(&plain, "p001");
         monitor.flush().await.unwrap();
         assert_eq!(shared_with_tasks(&monitor).await, N - 1);
         assert_eq!(plain.load().unwrap().processes["p001"].config.name, "edited", "the edit was overwritten");
@@ -232,12 +248,7 @@ mod tests {
         const N: usize = 12;
         let (dir, plain, sup, monitor) = registered_monitor("pm-footprint-adopt", N);
         // A local client's edit that memory does not hold: the cache keeps it in a copy of its own.
-        plain
-            .transaction(Duration::from_secs(5), |registry| {
-                registry.processes.get_mut("p011").unwrap().config.name = "edited".to_owned();
-                Ok::<_, pm_registry::Error>(())
-            })
-            .unwrap();
+        edit_name(&plain, "p011");
         monitor.flush().await.unwrap();
         assert_eq!(shared_with_tasks(&monitor).await, N - 1);
         let _killed = Killed(sup.clone());

@@ -304,20 +304,16 @@ impl Monitor {
                     let Some(stored) = registry.processes.get_mut(id) else { continue };
                     let (revs_now, before) = (snapshot.config_rev, written.get(id).copied().unwrap_or_default());
                     // An entry the registry shares with the task is what memory holds already.
-                    if !stored.shares(&snapshot.entry) {
-                        if crate::footprint::only_runtime_differs(stored, &snapshot.entry) {
-                            // What the merge below would make of it: the task's entry itself, taken without a copy.
-                            *stored = pm_core::SharedEntry::from_arc(snapshot.entry.clone());
-                        } else {
-                            merge_runtime(stored, &snapshot.entry);
-                            if revs_now.enabled > before.enabled {
-                                stored.config.enabled = snapshot.entry.config.enabled;
-                            }
-                            if revs_now.autostart > before.autostart {
-                                stored.config.autostart = snapshot.entry.config.autostart;
-                            }
-                            crate::footprint::share(stored, &snapshot.entry);
+                    // Else the task's entry itself, taken without a copy when that is what the merge would make.
+                    if !stored.shares(&snapshot.entry) && !crate::footprint::take_observed(stored, &snapshot.entry) {
+                        merge_runtime(stored, &snapshot.entry);
+                        if revs_now.enabled > before.enabled {
+                            stored.config.enabled = snapshot.entry.config.enabled;
                         }
+                        if revs_now.autostart > before.autostart {
+                            stored.config.autostart = snapshot.entry.config.autostart;
+                        }
+                        crate::footprint::share(stored, &snapshot.entry);
                     }
                     if revs_now != before {
                         revs.push((id.clone(), revs_now));
@@ -345,8 +341,7 @@ impl Monitor {
             // Taken with the appends held, after the journal's lines were applied: newer than every one of them.
             sup.for_each_entry(|entry| {
                 let Some(stored) = registry.processes.get_mut(&entry.config.id) else { return };
-                if !stored.shares(entry) && crate::footprint::only_runtime_differs(stored, entry) {
-                    *stored = pm_core::SharedEntry::from_arc(entry.clone());
+                if crate::footprint::take_observed(stored, entry) {
                     adopted += 1;
                 }
             });
